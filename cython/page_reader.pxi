@@ -1,0 +1,279 @@
+# Reading blocks out of page BLOBs, and tensors out of blocks.
+#
+# The page format (version 1) is described byte by byte at the top of
+# sqlite_tensor/pages.py, which writes pages. In short, little-endian:
+#   0  'STPG'   4  u32 version   8  u32 nslots   12  u32 header bytes
+#   16 + 16*i   u64 offset, u64 nbytes of slot i    (offsets 64-byte aligned)
+# Every read is checked against the page's size and the block table, so a damaged page
+# gives SQLITE_CORRUPT with a message naming page and slot, never a wild read.
+
+cdef enum:
+    PAGE_MAGIC = 0x47505453      # 'STPG' read as a little-endian u32
+    PAGE_VERSION = 1
+    PAGE_HEADER_BYTES = 16
+    PAGE_SLOT_BYTES = 16
+
+
+ctypedef struct PageReader:
+    sqlite3 *db
+    const char *schema          # database holding the store ("main")
+    char *table                 # "<store>_pages", from sqlite3_mprintf
+    sqlite3_blob *blob          # open on page_id, or NULL
+    sqlite3_int64 page_id       # page the blob is positioned on; -1 for none
+    int page_bytes              # size of that page's BLOB
+    unsigned int nslots         # slots that page holds
+
+
+ctypedef struct TensorInfo:
+    sqlite3_int64 id             # rowid in <store>_tensors
+    sqlite3_int64 rows, cols     # the 2-D view: leading dims flattened, 1-D as one column
+    sqlite3_int64 nbytes         # rows * cols * itemsize
+    int itemsize                 # bytes per element
+    sqlite3_int64 block_rows     # the store's block shape
+    sqlite3_int64 block_cols
+
+
+cdef int pr_init(PageReader *r, sqlite3 *db, const char *schema, const char *store) noexcept nogil:
+    memset(r, 0, sizeof(PageReader))
+    r.db = db
+    r.schema = schema
+    r.page_id = -1
+    r.table = sqlite3_mprintf("%s_pages", store)
+    return SQLITE_OK if r.table != NULL else SQLITE_NOMEM
+
+
+cdef void pr_close(PageReader *r) noexcept nogil:
+    if r.blob != NULL:
+        sqlite3_blob_close(r.blob)
+    sqlite3_free(r.table)
+    memset(r, 0, sizeof(PageReader))
+
+
+cdef int pr_seek(PageReader *r, sqlite3_int64 page_id, char **err) noexcept nogil:
+    """Position the reader on a page and check its header."""
+    cdef unsigned char head[PAGE_HEADER_BYTES]
+    cdef int rc
+    if r.page_id == page_id:
+        return SQLITE_OK
+    if r.blob == NULL:
+        rc = sqlite3_blob_open(r.db, r.schema, r.table, "data", page_id, 0, &r.blob)
+    else:
+        rc = sqlite3_blob_reopen(r.blob, page_id)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, r.table,
+                                 sqlite3_errmsg(r.db))
+        if r.blob != NULL:
+            sqlite3_blob_close(r.blob)
+            r.blob = NULL
+        r.page_id = -1
+        return rc
+    r.page_id = page_id
+    r.page_bytes = sqlite3_blob_bytes(r.blob)
+    if r.page_bytes < PAGE_HEADER_BYTES or sqlite3_blob_read(r.blob, head, PAGE_HEADER_BYTES, 0) != SQLITE_OK \
+            or st_get_u32(head) != PAGE_MAGIC or st_get_u32(head + 4) != PAGE_VERSION:
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: not a version-%d page",
+                                 page_id, r.table, <int>PAGE_VERSION)
+        r.page_id = -1
+        return SQLITE_CORRUPT
+    r.nslots = st_get_u32(head + 8)
+    if <sqlite3_int64>PAGE_HEADER_BYTES + <sqlite3_int64>r.nslots * PAGE_SLOT_BYTES > r.page_bytes:
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: %u slots do not fit in %d bytes",
+                                 page_id, r.table, r.nslots, r.page_bytes)
+        r.page_id = -1
+        return SQLITE_CORRUPT
+    return SQLITE_OK
+
+
+cdef int pr_read_slot(PageReader *r, sqlite3_int64 page_id, int slot, void *dst,
+                      sqlite3_int64 nbytes, char **err) noexcept nogil:
+    """Copy the block in (page_id, slot), which must be exactly nbytes long, to dst."""
+    cdef unsigned char entry[PAGE_SLOT_BYTES]
+    cdef int rc = pr_seek(r, page_id, err)
+    if rc != SQLITE_OK:
+        return rc
+    if slot < 0 or <unsigned int>slot >= r.nslots:
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %d of %u",
+                                 page_id, r.table, slot, r.nslots)
+        return SQLITE_CORRUPT
+    rc = sqlite3_blob_read(r.blob, entry, PAGE_SLOT_BYTES, PAGE_HEADER_BYTES + slot * PAGE_SLOT_BYTES)
+    cdef uint64_t offset = st_get_u64(entry)
+    cdef uint64_t size = st_get_u64(entry + 8)
+    if rc != SQLITE_OK or size != <uint64_t>nbytes or offset + size > <uint64_t>r.page_bytes:
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %d holds %llu bytes at %llu, "
+                                 "expected %lld bytes within %d", page_id, r.table, slot,
+                                 size, offset, nbytes, r.page_bytes)
+        return SQLITE_CORRUPT
+    rc = sqlite3_blob_read(r.blob, dst, <int>nbytes, <int>offset)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, r.table,
+                                 sqlite3_errmsg(r.db))
+    return rc
+
+
+cdef int read_store_config(sqlite3 *db, const char *schema, const char *store,
+                           sqlite3_int64 *block_rows, sqlite3_int64 *block_cols,
+                           char **err) noexcept nogil:
+    """Read the store's block shape; an error names the store if it is not one."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef int rc = prepare_store_sql(
+        db, "SELECT key, value FROM {config} WHERE key IN ('block_rows', 'block_cols')",
+        schema, store, &stmt)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("no tensor store named '%s' (%s)", store, sqlite3_errmsg(db))
+        sqlite3_finalize(stmt)
+        return SQLITE_ERROR
+    block_rows[0] = 0
+    block_cols[0] = 0
+    while sqlite3_step(stmt) == SQLITE_ROW:
+        if strcmp(<const char *>sqlite3_column_text(stmt, 0), "block_rows") == 0:
+            block_rows[0] = sqlite3_column_int64(stmt, 1)
+        else:
+            block_cols[0] = sqlite3_column_int64(stmt, 1)
+    sqlite3_finalize(stmt)
+    if block_rows[0] <= 0 or block_cols[0] <= 0:
+        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: no valid block shape in %s_config",
+                                 store, store)
+        return SQLITE_CORRUPT
+    return SQLITE_OK
+
+
+cdef int lookup_tensor(sqlite3 *db, const char *schema, const char *store, const char *model,
+                       const char *tensor, TensorInfo *info, char **err) noexcept nogil:
+    """Find a tensor by model and name; the error says which of the three names is unknown."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef int rc = read_store_config(db, schema, store, &info.block_rows, &info.block_cols, err)
+    if rc != SQLITE_OK:
+        return rc
+    rc = prepare_store_sql(
+        db, "SELECT t.id, t.rows, t.cols, t.nbytes FROM {tensors} t JOIN {models} m "
+            "ON m.id = t.model_id WHERE m.name = ?1 AND t.name = ?2", schema, store, &stmt)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        return rc
+    sqlite3_bind_text(stmt, 1, model, -1, SQLITE_STATIC)
+    sqlite3_bind_text(stmt, 2, tensor, -1, SQLITE_STATIC)
+    rc = sqlite3_step(stmt)
+    if rc == SQLITE_ROW:
+        info.id = sqlite3_column_int64(stmt, 0)
+        info.rows = sqlite3_column_int64(stmt, 1)
+        info.cols = sqlite3_column_int64(stmt, 2)
+        info.nbytes = sqlite3_column_int64(stmt, 3)
+        sqlite3_finalize(stmt)
+        return check_tensor_info(store, info, err)
+    sqlite3_finalize(stmt)
+    if rc != SQLITE_DONE:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        return rc
+    # Not found: say whether the model or the tensor is missing.
+    rc = prepare_store_sql(db, "SELECT 1 FROM {models} WHERE name = ?1", schema, store, &stmt)
+    if rc == SQLITE_OK:
+        sqlite3_bind_text(stmt, 1, model, -1, SQLITE_STATIC)
+        rc = sqlite3_step(stmt)
+    sqlite3_finalize(stmt)
+    if rc == SQLITE_ROW:
+        err[0] = sqlite3_mprintf("no tensor '%s' in model '%s' of store '%s'", tensor, model, store)
+    else:
+        err[0] = sqlite3_mprintf("no model '%s' in store '%s'", model, store)
+    return SQLITE_ERROR
+
+
+cdef int check_tensor_info(const char *store, TensorInfo *info, char **err) noexcept nogil:
+    """Derive the item size and refuse rows that cannot describe a tensor."""
+    if info.rows <= 0 or info.cols <= 0 or info.nbytes <= 0 or info.nbytes % (info.rows * info.cols) != 0:
+        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld has %lld x %lld "
+                                 "elements in %lld bytes", store, info.id, info.rows, info.cols,
+                                 info.nbytes)
+        return SQLITE_CORRUPT
+    info.itemsize = <int>(info.nbytes // (info.rows * info.cols))
+    return SQLITE_OK
+
+
+cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const TensorInfo *info,
+                     unsigned char *out, char **err) noexcept nogil:
+    """Assemble the tensor's bytes (row-major, its own dtype) into out[0:info.nbytes].
+
+    Blocks are read in page order so each page is opened once. Edge blocks are stored
+    without padding, so every block is copied whole into its place.
+    """
+    cdef PageReader reader
+    cdef sqlite3_stmt *stmt = NULL
+    cdef unsigned char *tmp = NULL
+    cdef sqlite3_int64 bi, bj, page_id, br, bc, nbytes, r, seen = 0
+    cdef sqlite3_int64 row_bytes = info.cols * info.itemsize
+    cdef sqlite3_int64 grid = ((info.rows + info.block_rows - 1) // info.block_rows) * \
+                              ((info.cols + info.block_cols - 1) // info.block_cols)
+    cdef unsigned char *dst
+    cdef int slot
+    cdef int rc = pr_init(&reader, db, schema, store)
+    if rc != SQLITE_OK:
+        return rc
+    rc = prepare_store_sql(
+        db, "SELECT m.block_row, m.block_col, b.page_id, b.slot, b.nbytes FROM {map} m "
+            "JOIN {blocks} b ON b.id = m.block_id WHERE m.tensor_id = ?1 ORDER BY b.page_id, b.slot",
+        schema, store, &stmt)
+    if rc == SQLITE_OK:
+        sqlite3_bind_int64(stmt, 1, info.id)
+        tmp = <unsigned char *>sqlite3_malloc64(info.block_rows * info.block_cols * info.itemsize)
+        if tmp == NULL:
+            rc = SQLITE_NOMEM
+    else:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+    while rc == SQLITE_OK:
+        rc = sqlite3_step(stmt)
+        if rc != SQLITE_ROW:
+            if rc == SQLITE_DONE:
+                rc = SQLITE_OK
+            else:
+                err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+            break
+        rc = SQLITE_OK
+        bi = sqlite3_column_int64(stmt, 0)
+        bj = sqlite3_column_int64(stmt, 1)
+        page_id = sqlite3_column_int64(stmt, 2)
+        slot = <int>sqlite3_column_int64(stmt, 3)
+        nbytes = sqlite3_column_int64(stmt, 4)
+        br = min(info.block_rows, info.rows - bi * info.block_rows)
+        bc = min(info.block_cols, info.cols - bj * info.block_cols)
+        if bi < 0 or bj < 0 or br <= 0 or bc <= 0 or nbytes != br * bc * info.itemsize:
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: block (%lld, %lld) of tensor "
+                                     "%lld does not fit its shape", store, bi, bj, info.id)
+            rc = SQLITE_CORRUPT
+            break
+        dst = out + bi * info.block_rows * row_bytes + bj * info.block_cols * info.itemsize
+        if bc == info.cols:  # the block spans whole rows: it lands contiguously
+            rc = pr_read_slot(&reader, page_id, slot, dst, nbytes, err)
+        else:
+            rc = pr_read_slot(&reader, page_id, slot, tmp, nbytes, err)
+            if rc == SQLITE_OK:
+                for r in range(br):
+                    memcpy(dst + r * row_bytes, tmp + r * bc * info.itemsize, bc * info.itemsize)
+        seen += 1
+    if rc == SQLITE_OK and seen != grid:
+        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld maps %lld of its "
+                                 "%lld blocks", store, info.id, seen, grid)
+        rc = SQLITE_CORRUPT
+    sqlite3_free(tmp)
+    sqlite3_finalize(stmt)
+    pr_close(&reader)
+    return rc
+
+
+cdef void result_tensor_blob(sqlite3_context *ctx, sqlite3 *db, const char *schema,
+                             const char *store, const TensorInfo *info) noexcept nogil:
+    """Set the function/column result to the tensor's bytes, or to an error."""
+    cdef char *err = NULL
+    cdef unsigned char *buf = <unsigned char *>sqlite3_malloc64(info.nbytes)
+    if buf == NULL:
+        sqlite3_result_error_nomem(ctx)
+        return
+    cdef int rc = read_tensor(db, schema, store, info, buf, &err)
+    if rc != SQLITE_OK:
+        sqlite3_free(buf)
+        if err == NULL:
+            sqlite3_result_error(ctx, "cannot read tensor", -1)
+        else:
+            sqlite3_result_error(ctx, err, -1)
+        sqlite3_result_error_code(ctx, rc)
+        sqlite3_free(err)
+        return
+    sqlite3_result_blob64(ctx, buf, info.nbytes, sqlite3_free)

@@ -1,0 +1,187 @@
+# Report tables: read-only table-valued functions over a store's shadow tables.
+#
+#   SELECT * FROM tensor_stats('tensors');    -- one row: totals and the dedup ratio
+#   SELECT * FROM tensor_models('tensors');   -- per model: logical vs physical bytes
+#   SELECT * FROM tensor_pages('tensors');    -- per page: blocks, and who shares them
+#
+# Each is one row of ST_REPORTS below: its name, its declared columns (the last one, store,
+# is the HIDDEN argument), and the SQL that answers it. xBestIndex insists on store = ?:
+# with the argument missing the query fails with a message saying how to call it.
+
+cdef extern from *:
+    """
+    typedef struct st_report {
+        const char *name;     /* eponymous table-valued function */
+        const char *columns;  /* CREATE TABLE x(...) with the HIDDEN store column last */
+        int ncols;            /* visible columns; the store column's index */
+        const char *sql;      /* SELECT of those columns; {part} = the store's shadow table */
+    } st_report;
+
+    static const st_report st_reports[] = {
+      {"tensor_stats",
+       "CREATE TABLE x(models INTEGER, tensors INTEGER, logical_bytes INTEGER,"
+       " physical_bytes INTEGER, distinct_blocks INTEGER, pages INTEGER, page_bytes INTEGER,"
+       " dedup_ratio REAL, block_rows INTEGER, block_cols INTEGER, page_blocks INTEGER,"
+       " store HIDDEN)",
+       11,
+       "SELECT (SELECT count(*) FROM {models}), (SELECT count(*) FROM {tensors}),"
+       " l.b, p.b, p.n, (SELECT count(*) FROM {pages}),"
+       " (SELECT coalesce(sum(nbytes), 0) FROM {pages}),"
+       " CASE WHEN p.b > 0 THEN 1.0 * l.b / p.b END,"
+       " (SELECT value FROM {config} WHERE key = 'block_rows'),"
+       " (SELECT value FROM {config} WHERE key = 'block_cols'),"
+       " (SELECT value FROM {config} WHERE key = 'page_blocks')"
+       " FROM (SELECT coalesce(sum(nbytes), 0) AS b FROM {tensors}) l,"
+       " (SELECT coalesce(sum(nbytes), 0) AS b, count(*) AS n FROM {blocks}) p"},
+      {"tensor_models",
+       "CREATE TABLE x(model TEXT, tensors INTEGER, blocks INTEGER, logical_bytes INTEGER,"
+       " physical_bytes INTEGER, private_bytes INTEGER, pages INTEGER, store HIDDEN)",
+       7,
+       "WITH uses(model_id, block_id) AS (SELECT DISTINCT t.model_id, m.block_id"
+       "   FROM {map} m JOIN {tensors} t ON t.id = m.tensor_id),"
+       " owners(block_id, n) AS (SELECT block_id, count(*) FROM uses GROUP BY block_id)"
+       " SELECT mo.name,"
+       " (SELECT count(*) FROM {tensors} t WHERE t.model_id = mo.id),"
+       " (SELECT count(*) FROM uses u WHERE u.model_id = mo.id),"
+       " (SELECT coalesce(sum(t.nbytes), 0) FROM {tensors} t WHERE t.model_id = mo.id),"
+       " (SELECT coalesce(sum(b.nbytes), 0) FROM uses u JOIN {blocks} b ON b.id = u.block_id"
+       "   WHERE u.model_id = mo.id),"
+       " (SELECT coalesce(sum(b.nbytes), 0) FROM uses u JOIN {blocks} b ON b.id = u.block_id"
+       "   JOIN owners o ON o.block_id = u.block_id WHERE u.model_id = mo.id AND o.n = 1),"
+       " (SELECT count(DISTINCT b.page_id) FROM uses u JOIN {blocks} b ON b.id = u.block_id"
+       "   WHERE u.model_id = mo.id)"
+       " FROM {models} mo ORDER BY mo.id"},
+      {"tensor_pages",
+       "CREATE TABLE x(page_id INTEGER, bytes INTEGER, blocks INTEGER, models INTEGER,"
+       " tensors INTEGER, store HIDDEN)",
+       5,
+       "SELECT p.id, p.nbytes, p.nblocks,"
+       " (SELECT count(DISTINCT t.model_id) FROM {blocks} b JOIN {map} m ON m.block_id = b.id"
+       "   JOIN {tensors} t ON t.id = m.tensor_id WHERE b.page_id = p.id),"
+       " (SELECT count(DISTINCT m.tensor_id) FROM {blocks} b JOIN {map} m ON m.block_id = b.id"
+       "   WHERE b.page_id = p.id)"
+       " FROM {pages} p ORDER BY p.id"},
+      {0, 0, 0, 0}
+    };
+    """
+    ctypedef struct st_report:
+        const char *name
+        const char *columns
+        int ncols
+        const char *sql
+    const st_report st_reports[]
+
+
+ctypedef struct ReportVtab:
+    sqlite3_vtab base         # must be first
+    sqlite3 *db
+    const st_report *spec     # which report this table answers
+
+
+ctypedef struct ReportCursor:
+    QueryCursor q             # must be first
+    char *store               # the store argument of the current scan
+
+
+cdef int report_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
+                        sqlite3_vtab **out, char **err) noexcept nogil:
+    cdef const st_report *spec = <const st_report *>aux
+    cdef int rc = sqlite3_declare_vtab(db, spec.columns)
+    if rc != SQLITE_OK:
+        return rc
+    cdef ReportVtab *v = <ReportVtab *>sqlite3_malloc64(sizeof(ReportVtab))
+    if v == NULL:
+        return SQLITE_NOMEM
+    memset(v, 0, sizeof(ReportVtab))
+    v.db = db
+    v.spec = spec
+    sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS)
+    out[0] = &v.base
+    return SQLITE_OK
+
+
+cdef int report_disconnect(sqlite3_vtab *vtab) noexcept nogil:
+    sqlite3_free(vtab)
+    return SQLITE_OK
+
+
+cdef int report_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
+    """idxNum 1: argv[0] is the store name. 0: no store given (xFilter reports the error)."""
+    cdef int store_col = (<ReportVtab *>vtab).spec.ncols
+    cdef int i, unusable = 0
+    info.idxNum = 0
+    info.estimatedCost = 1e12
+    for i in range(info.nConstraint):
+        if info.aConstraint[i].iColumn != store_col:
+            continue
+        if not info.aConstraint[i].usable or info.aConstraint[i].op != SQLITE_INDEX_CONSTRAINT_EQ:
+            unusable = 1
+            continue
+        info.aConstraintUsage[i].argvIndex = 1
+        info.aConstraintUsage[i].omit = 1
+        info.idxNum = 1
+        info.estimatedCost = 100.0
+        return SQLITE_OK
+    # A store constraint the planner cannot hand us yet: ask for another plan.
+    return SQLITE_CONSTRAINT if unusable else SQLITE_OK
+
+
+cdef int report_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept nogil:
+    return qc_open(vtab, out, sizeof(ReportCursor))
+
+
+cdef int report_close(sqlite3_vtab_cursor *cur) noexcept nogil:
+    sqlite3_free((<ReportCursor *>cur).store)
+    return qc_close(cur)
+
+
+cdef int report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
+                       int argc, sqlite3_value **argv) noexcept nogil:
+    cdef ReportVtab *v = <ReportVtab *>cur.pVtab
+    cdef ReportCursor *c = <ReportCursor *>cur
+    cdef sqlite3_stmt *stmt = NULL
+    cdef const char *store
+    cdef int rc
+    if idx_num != 1 or sqlite3_value_type(argv[0]) != SQLITE_TEXT:
+        set_vtab_error(cur.pVtab, sqlite3_mprintf(
+            "%s: needs a store name, as in SELECT * FROM %s('tensors')", v.spec.name, v.spec.name))
+        return SQLITE_ERROR
+    store = <const char *>sqlite3_value_text(argv[0])
+    sqlite3_free(c.store)
+    c.store = sqlite3_mprintf("%s", store)
+    if c.store == NULL:
+        return SQLITE_NOMEM
+    rc = prepare_store_sql(v.db, v.spec.sql, "main", c.store, &stmt)
+    if rc != SQLITE_OK:
+        set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: no tensor store named '%s' (%s)",
+                                                  v.spec.name, c.store, sqlite3_errmsg(v.db)))
+        return SQLITE_ERROR
+    return qc_start(&c.q, stmt, 0, NULL)
+
+
+cdef int report_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noexcept nogil:
+    cdef ReportCursor *c = <ReportCursor *>cur
+    if i == (<ReportVtab *>cur.pVtab).spec.ncols:
+        sqlite3_result_text(ctx, c.store, -1, SQLITE_TRANSIENT)
+        return SQLITE_OK
+    return qc_column(cur, ctx, i)
+
+
+cdef sqlite3_module report_module
+
+
+cdef void init_report_module() noexcept nogil:
+    """One eponymous-only module serves every report; pAux picks the st_report row."""
+    report_module.iVersion = 1
+    report_module.xCreate = NULL
+    report_module.xConnect = report_connect
+    report_module.xBestIndex = report_best_index
+    report_module.xDisconnect = report_disconnect
+    report_module.xDestroy = report_disconnect
+    report_module.xOpen = report_open
+    report_module.xClose = report_close
+    report_module.xFilter = report_filter
+    report_module.xNext = qc_next
+    report_module.xEof = qc_eof
+    report_module.xColumn = report_column
+    report_module.xRowid = qc_rowid

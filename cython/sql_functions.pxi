@@ -1,0 +1,90 @@
+# Scalar SQL functions.
+#
+#   SELECT tensor_version();                                  -- '0.1.0'
+#   SELECT tensor_blob('tensors', 'base', 'fc1.weight');      -- the tensor's raw bytes
+#
+# They are registered from the one table in register_functions(); tests compare the
+# registered names with the documented list.
+
+cdef extern from *:
+    """
+    #define ST_VERSION "0.1.0"
+    """
+    const char *ST_VERSION
+
+
+cdef int text_args(sqlite3_context *ctx, const char *fname, int argc, sqlite3_value **argv,
+                   const char **names, const char **out) noexcept nogil:
+    """Read argc TEXT arguments into out; on a NULL or non-text one set an error naming it."""
+    cdef int i
+    cdef char *msg
+    for i in range(argc):
+        if sqlite3_value_type(argv[i]) != SQLITE_TEXT:
+            msg = sqlite3_mprintf("%s: argument %d (%s) must be text, got %s", fname, i + 1,
+                                  names[i], value_type_name(sqlite3_value_type(argv[i])))
+            sqlite3_result_error(ctx, msg, -1)
+            sqlite3_free(msg)
+            return 1
+        out[i] = <const char *>sqlite3_value_text(argv[i])
+    return 0
+
+
+cdef const char *value_type_name(int t) noexcept nogil:
+    if t == SQLITE_INTEGER:
+        return "an integer"
+    if t == SQLITE_FLOAT:
+        return "a real"
+    if t == SQLITE_BLOB:
+        return "a blob"
+    if t == SQLITE_NULL:
+        return "NULL"
+    return "text"
+
+
+cdef void fn_tensor_blob(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
+    """tensor_blob(store, model, tensor): the tensor's bytes, row-major, in its own dtype."""
+    cdef const char *names[3]
+    cdef const char *args[3]
+    cdef TensorInfo info
+    cdef char *err = NULL
+    cdef char *msg
+    names[0] = "store"; names[1] = "model"; names[2] = "tensor"
+    if text_args(ctx, "tensor_blob", 3, argv, names, args):
+        return
+    cdef sqlite3 *db = sqlite3_context_db_handle(ctx)
+    if lookup_tensor(db, "main", args[0], args[1], args[2], &info, &err) != SQLITE_OK:
+        msg = sqlite3_mprintf("tensor_blob: %s", err)
+        sqlite3_result_error(ctx, msg, -1)
+        sqlite3_free(msg)
+        sqlite3_free(err)
+        return
+    result_tensor_blob(ctx, db, "main", args[0], &info)
+
+
+cdef void fn_tensor_version(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
+    """tensor_version(): the engine's version string."""
+    sqlite3_result_text(ctx, ST_VERSION, -1, SQLITE_STATIC)
+
+
+ctypedef void (*sql_function)(sqlite3_context *, int, sqlite3_value **) noexcept nogil
+
+ctypedef struct FunctionSpec:
+    const char *name
+    int nargs
+    int flags
+    sql_function fn
+
+
+cdef int register_functions(sqlite3 *db) noexcept nogil:
+    """Register every SQL function; the one table of them is here."""
+    cdef FunctionSpec specs[2]
+    specs[0] = FunctionSpec("tensor_blob", 3, SQLITE_UTF8, fn_tensor_blob)
+    specs[1] = FunctionSpec("tensor_version", 0, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS,
+                            fn_tensor_version)
+    cdef int i, rc
+    for i in range(2):
+        rc = sqlite3_create_function_v2(db, specs[i].name, specs[i].nargs, specs[i].flags, NULL,
+                                        specs[i].fn, NULL, NULL, NULL)
+        if rc != SQLITE_OK:
+            return rc
+    return SQLITE_OK

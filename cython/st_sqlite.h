@@ -1,0 +1,23 @@
+/* sqlite-tensor: access to the host's SQLite.
+**
+** The engine never links libsqlite3. sqlite3ext.h turns every sqlite3_xxx() call into
+** sqlite3_api->xxx(), the routines table the host hands to the entry point, so the same
+** file serves the sqlite3 shell (system SQLite) and apsw (its own bundled SQLite).
+** The pointer is static: it is private to this module and set once per process.
+*/
+#ifndef ST_SQLITE_H
+#define ST_SQLITE_H
+#include <sqlite3ext.h>
+#include <stdint.h>
+#include <string.h>
+
+static const sqlite3_api_routines *sqlite3_api = 0;
+
+static inline const sqlite3_api_routines *st_api_get(void) { return sqlite3_api; }
+static inline void st_api_set(const sqlite3_api_routines *p) { sqlite3_api = p; }
+
+/* Little-endian fixed-width reads/writes of the page format (x86-64 and aarch64 are LE;
+** memcpy keeps unaligned access defined). */
+static inline uint32_t st_get_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint64_t st_get_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+#endif

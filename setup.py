@@ -1,0 +1,54 @@
+"""Build the compiled engine (a Cython extension that is also a SQLite extension) and the
+small C loader that the sqlite3 shell loads (see cython/loader.c for why it exists)."""
+import os
+import sysconfig
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ENGINE = "sqlite_tensor._engine"
+LOADER = "libsqlite_tensor.so"
+
+
+def libpython_path() -> str:
+    """The shared libpython this interpreter runs on; the shell needs its symbols."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    name = sysconfig.get_config_var("LDLIBRARY")
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        raise SystemExit("sqlite-tensor needs a Python built with --enable-shared "
+                         f"(this one is not: {sysconfig.get_config_var('LDLIBRARY')})")
+    return os.path.join(libdir, name)
+
+
+class BuildWithLoader(build_ext):
+    """build_ext, then the loader library beside the engine."""
+
+    def run(self):
+        super().run()
+        engine_path = self.get_ext_fullpath(ENGINE)
+        out_dir = os.path.dirname(engine_path)
+        objects = self.compiler.compile(
+            [os.path.join("cython", "loader.c")],
+            output_dir=self.build_temp,
+            macros=[("ST_LIBPYTHON", f'"{libpython_path()}"'),
+                    ("ST_ENGINE_FILE", f'"{os.path.basename(engine_path)}"')],
+            extra_postargs=["-fPIC", "-O2", "-fvisibility=hidden"],
+        )
+        self.compiler.link_shared_object(objects, os.path.join(out_dir, LOADER),
+                                         libraries=["dl"])
+
+
+engine = Extension(
+    ENGINE,
+    sources=["cython/engine.pyx"],
+    include_dirs=["cython"],
+    extra_compile_args=["-O3"],
+)
+
+setup(
+    ext_modules=cythonize([engine], include_path=["cython"],
+                          compiler_directives={"language_level": "3"}),
+    cmdclass={"build_ext": BuildWithLoader},
+)
