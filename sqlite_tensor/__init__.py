@@ -1,0 +1,21 @@
+"""sqlite-tensor: serve deduplicated deep-learning models from a SQLite file.
+
+    import sqlite_tensor
+    store = sqlite_tensor.Store("models.sqlite")
+    store.add_model("base", "base.safetensors")
+    store.get_tensor("base", "fc1.weight")
+
+The same database answers SQL in the sqlite3 shell after ``.load`` of
+:func:`loadable_path` (``python -m sqlite_tensor path`` prints it).
+"""
+from .connection import connect, load, loadable_path
+from .errors import FormatError, NotFoundError, TensorStoreError
+from .ingest import IngestReport
+from .store import Store, TensorInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "connect", "load", "loadable_path", "Store", "TensorInfo", "IngestReport",
+    "TensorStoreError", "FormatError", "NotFoundError", "__version__",
+]

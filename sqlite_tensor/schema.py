@@ -1,0 +1,24 @@
+"""Names of a store's shadow tables, quoted once here for every SQL statement in Python.
+
+The compiled engine creates these tables (cython/store_vtab.pxi) and declares them with
+xShadowName (cython/sql_text.pxi, st_shadow_parts); keep the three lists in step.
+"""
+from __future__ import annotations
+
+PARTS = ("config", "models", "tensors", "blocks", "pages", "map")
+
+
+def quote(identifier: str) -> str:
+    """An SQL identifier in double quotes, embedded quotes doubled."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+class Tables:
+    """Quoted names of one store's shadow tables: ``Tables('t').pages == '"t_pages"'``."""
+
+    def __init__(self, store: str):
+        self.store = store
+        self.quoted_store = quote(store)
+        self.pages_unquoted = f"{store}_pages"   # for blob_open, which takes a bare name
+        for part in PARTS:
+            setattr(self, part, quote(f"{store}_{part}"))

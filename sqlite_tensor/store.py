@@ -1,0 +1,359 @@
+"""Store: the Python API of a tensor store (one ``tensor_store`` virtual table).
+
+    >>> import sqlite_tensor, numpy as np
+    >>> store = sqlite_tensor.Store("models.sqlite")             # creates table "tensors"
+    >>> store.add_model("base", {"w": np.ones((512, 512), np.float32)})
+    >>> store.add_model("copy", {"w": np.ones((512, 512), np.float32)})   # shares every block
+    >>> store.stats()["dedup_ratio"]
+    2.0
+
+Reads go through the compiled engine (``tensor_blob``, the report tables) so SQL and
+Python see one implementation. Writes are Python orchestration over the shadow tables,
+each one transaction: a failure leaves the database exactly as it was.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import apsw
+import numpy as np
+
+from . import blocks, dtypes, formats, pages
+from .connection import connect, is_loaded, load
+from .errors import NotFoundError, TensorStoreError
+from .ingest import IngestReport, ingest_model
+from .schema import Tables, quote
+
+OPTIONS = ("block_rows", "block_cols", "page_blocks")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One stored tensor, as listed by Store.tensors()."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+
+
+class Store:
+    """A store of models in a SQLite database, opened or created by name.
+
+    ``conn_or_path`` is an ``apsw.Connection`` (the extension is loaded into it if needed)
+    or a database path (opened with :func:`sqlite_tensor.connect`; :meth:`close` closes it).
+    ``options`` (``block_rows``, ``block_cols``, ``page_blocks``) apply when the store is
+    created; for an existing store they must match what it was created with.
+    """
+
+    def __init__(self, conn_or_path, name: str = "tensors", **options: int):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"store name must be a non-empty string, got {name!r}")
+        for key, value in options.items():
+            if key not in OPTIONS:
+                raise TypeError(f"unknown store option {key!r}; options are {', '.join(OPTIONS)}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"store option {key} must be an integer, got {value!r}")
+        if isinstance(conn_or_path, apsw.Connection):
+            self.conn, self._owns_conn = conn_or_path, False
+            if not is_loaded(self.conn):
+                load(self.conn)
+        elif isinstance(conn_or_path, (str, os.PathLike)):
+            self.conn, self._owns_conn = connect(conn_or_path), True
+        else:
+            raise TypeError("Store() takes an apsw.Connection or a database path, "
+                            f"got {type(conn_or_path).__name__}")
+        self.name = name
+        self._t = Tables(name)
+        try:
+            self._open_or_create({k: int(v) for k, v in options.items()})
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_or_create(self, options: dict[str, int]) -> None:
+        row = self.conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                                (self.name,)).fetchone()
+        if row is None:
+            args = ", ".join(f"{k}={v}" for k, v in options.items())
+            try:
+                self.conn.execute(f"CREATE VIRTUAL TABLE {quote(self.name)} USING tensor_store({args})")
+            except apsw.SQLError as e:
+                raise ValueError(str(e).removeprefix("SQLError: ")) from None
+        elif "tensor_store" not in (row[0] or "").lower():
+            raise TensorStoreError(f"table {self.name!r} exists and is not a tensor store")
+        config = dict(self.conn.execute(f"SELECT key, value FROM {self._t.config}"))
+        for key, value in options.items():
+            if config[key] != value:
+                raise ValueError(f"store {self.name!r} exists with {key}={config[key]}; "
+                                 f"it cannot be reopened with {key}={value}")
+        self.block_rows = config["block_rows"]
+        self.block_cols = config["block_cols"]
+        self.page_blocks = config["page_blocks"]
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection if this Store opened it."""
+        if self._owns_conn and getattr(self, "conn", None) is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Store({self.name!r}, block_rows={self.block_rows}, block_cols={self.block_cols},"
+                f" page_blocks={self.page_blocks})")
+
+    # -- writing --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self):
+        """One transaction (or a savepoint inside the caller's), shadow tables writable.
+
+        Defensive mode makes shadow tables read-only to SQL; this trusted API lifts it for
+        the duration of its own transaction only.
+        """
+        conn = self.conn
+        defensive = conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, -1)
+        if defensive:
+            conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)
+        try:
+            if conn.in_transaction:
+                with conn:  # a savepoint
+                    yield
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+        finally:
+            if defensive:
+                conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+
+    def add_model(self, name: str, tensors) -> IngestReport:
+        """Store a model: ``tensors`` maps names to numpy arrays, or is a path to a
+        ``.safetensors`` / ``.npz`` file. Identical blocks already stored are shared.
+        One transaction: on any error nothing is written."""
+        _check_name("model name", name)
+        arrays = _prepare_tensors(name, tensors)
+        with self._writing():
+            if self._model_id(name) is not None:
+                raise ValueError(f"model {name!r} already exists in store {self.name!r}; "
+                                 "drop it first or choose another name")
+            return ingest_model(
+                self.conn, self._t, name, arrays, block_rows=self.block_rows,
+                block_cols=self.block_cols, page_blocks=self.page_blocks,
+                dtype_names={k: dtypes.name_of(a.dtype) for k, a in arrays.items()},
+                hash_block=self._hash_block)
+
+    # Seam for tests: a colliding hash must never merge different blocks.
+    _hash_block = staticmethod(blocks.block_hash)
+
+    def drop_model(self, name: str) -> dict:
+        """Remove a model; blocks no other model uses are freed, and so are their pages
+        (pages left part-full are rewritten without the freed blocks).
+        Returns counts of what was freed."""
+        t = self._t
+        with self._writing():
+            model_id = self._require_model(name)
+            uses = self.conn.execute(
+                f"SELECT m.block_id, count(*) FROM {t.map} m JOIN {t.tensors} tt"
+                " ON tt.id = m.tensor_id WHERE tt.model_id = ? GROUP BY m.block_id",
+                (model_id,)).fetchall()
+            self.conn.executemany(f"UPDATE {t.blocks} SET refcount = refcount - ? WHERE id = ?",
+                                  [(n, bid) for bid, n in uses])
+            self.conn.execute(f"DELETE FROM {t.map} WHERE tensor_id IN"
+                              f" (SELECT id FROM {t.tensors} WHERE model_id = ?)", (model_id,))
+            self.conn.execute(f"DELETE FROM {t.tensors} WHERE model_id = ?", (model_id,))
+            self.conn.execute(f"DELETE FROM {t.models} WHERE id = ?", (model_id,))
+            dead = self.conn.execute(
+                f"SELECT id, page_id, nbytes FROM {t.blocks} WHERE refcount <= 0").fetchall()
+            self.conn.executemany(f"DELETE FROM {t.blocks} WHERE id = ?", [(b,) for b, _, _ in dead])
+            freed_pages = self._compact_pages({page for _, page, _ in dead})
+        return {"blocks": len(dead), "bytes": sum(n for _, _, n in dead), "pages": freed_pages}
+
+    def _compact_pages(self, page_ids) -> int:
+        """Rewrite pages that lost blocks; delete the ones left empty. Returns pages deleted."""
+        t = self._t
+        deleted = 0
+        for page_id in sorted(page_ids):
+            live = self.conn.execute(f"SELECT id, slot FROM {t.blocks} WHERE page_id = ? ORDER BY slot",
+                                     (page_id,)).fetchall()
+            if not live:
+                self.conn.execute(f"DELETE FROM {t.pages} WHERE id = ?", (page_id,))
+                deleted += 1
+                continue
+            old = self.conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?", (page_id,)).get
+            slots = pages.read_slots(old)
+            data = pages.build_page([np.frombuffer(slots[s], np.uint8) for _, s in live])
+            self.conn.execute(f"UPDATE {t.pages} SET nblocks = ?, nbytes = ?, data = ? WHERE id = ?",
+                              (len(live), len(data), data, page_id))
+            self.conn.executemany(f"UPDATE {t.blocks} SET slot = ? WHERE id = ?",
+                                  [(new, bid) for new, (bid, _) in enumerate(live)])
+        return deleted
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Model names, in the order they were added."""
+        return [n for (n,) in self.conn.execute(f"SELECT name FROM {self._t.models} ORDER BY id")]
+
+    def __contains__(self, model: str) -> bool:
+        return isinstance(model, str) and self._model_id(model) is not None
+
+    def tensors(self, model: str) -> list[TensorInfo]:
+        """The tensors of a model, in the order they were added."""
+        model_id = self._require_model(model)
+        return [TensorInfo(n, tuple(json.loads(s)), d, b) for n, s, d, b in self.conn.execute(
+            f"SELECT name, shape, dtype, nbytes FROM {self._t.tensors} WHERE model_id = ?"
+            " ORDER BY id", (model_id,))]
+
+    def get_tensor(self, model: str, tensor: str) -> np.ndarray:
+        """A stored tensor, bit for bit as it was added (a read-only array; .copy() to write)."""
+        _check_name("model name", model)
+        _check_name("tensor name", tensor)
+        row = self.conn.execute(
+            f"SELECT t.shape, t.dtype FROM {self._t.tensors} t JOIN {self._t.models} m"
+            " ON m.id = t.model_id WHERE m.name = ? AND t.name = ?", (model, tensor)).fetchone()
+        if row is None:
+            names = [i.name for i in self.tensors(model)]  # raises for an unknown model
+            raise NotFoundError(f"no tensor {tensor!r} in model {model!r}; it has "
+                                f"{', '.join(map(repr, names[:10]))}{' ...' if len(names) > 10 else ''}")
+        shape, dtype = row
+        data = self.conn.execute("SELECT tensor_blob(?, ?, ?)", (self.name, model, tensor)).get
+        return np.frombuffer(data, dtypes.numpy_dtype(dtype)).reshape(json.loads(shape))
+
+    def get_model(self, model: str) -> dict[str, np.ndarray]:
+        """Every tensor of a model, by name."""
+        return {info.name: self.get_tensor(model, info.name) for info in self.tensors(model)}
+
+    def export_model(self, model: str, path) -> None:
+        """Write a model to a .safetensors or .npz file (chosen by suffix)."""
+        formats.write_tensors(path, self.get_model(model))
+
+    # -- figures --------------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Totals: models, tensors, logical_bytes (models stored separately), physical_bytes
+        (distinct blocks), distinct_blocks, pages, page_bytes, dedup_ratio, block shape."""
+        return self._report("tensor_stats")[0]
+
+    def model_stats(self) -> list[dict]:
+        """Per model: tensors, blocks, logical, physical and private bytes, pages it reads."""
+        return self._report("tensor_models")
+
+    def page_stats(self) -> list[dict]:
+        """Per page: bytes, blocks, and how many models and tensors use it."""
+        return self._report("tensor_pages")
+
+    def _report(self, table: str) -> list[dict]:
+        cursor = self.conn.cursor()
+        names = [d[0] for d in cursor.execute(f"SELECT * FROM {table}(?)", (self.name,)).description]
+        return [dict(zip(names, r)) for r in cursor]
+
+    def verify(self) -> list[str]:
+        """Check the store's invariants; returns the problems found (empty when sound).
+
+        Reference counts match the map, every tensor maps every block of its grid, every
+        block sits in its page at the right length and hashes to its recorded hash, and
+        no block or page is orphaned.
+        """
+        t = self._t
+        problems = []
+        for bid, ref, used in self.conn.execute(
+                f"SELECT b.id, b.refcount, (SELECT count(*) FROM {t.map} m WHERE m.block_id = b.id)"
+                f" FROM {t.blocks} b"):
+            if ref != used or used == 0:
+                problems.append(f"block {bid}: refcount {ref}, used {used} times")
+        for tid, rows, cols, n in self.conn.execute(
+                f"SELECT t.id, t.rows, t.cols, (SELECT count(*) FROM {t.map} m WHERE m.tensor_id = t.id)"
+                f" FROM {t.tensors} t"):
+            gr, gc = blocks.grid_shape(rows, cols, self.block_rows, self.block_cols)
+            if n != gr * gc:
+                problems.append(f"tensor {tid}: {n} blocks mapped, grid has {gr * gc}")
+        for (n,) in self.conn.execute(f"SELECT count(*) FROM {t.map} m WHERE NOT EXISTS"
+                                      f" (SELECT 1 FROM {t.blocks} b WHERE b.id = m.block_id)"):
+            if n:
+                problems.append(f"{n} map entries name missing blocks")
+        for page_id, nblocks, data in self.conn.execute(f"SELECT id, nblocks, data FROM {t.pages}"):
+            try:
+                slots = pages.read_slots(data)
+            except (ValueError, Exception) as e:  # struct.error on a truncated header too
+                problems.append(f"page {page_id}: {e}")
+                continue
+            stored = self.conn.execute(f"SELECT id, slot, nbytes, hash FROM {t.blocks}"
+                                       " WHERE page_id = ?", (page_id,)).fetchall()
+            if not stored:
+                problems.append(f"page {page_id}: no blocks")
+            if nblocks != len(slots):
+                problems.append(f"page {page_id}: nblocks {nblocks}, header has {len(slots)} slots")
+            for bid, slot, nbytes, digest in stored:
+                if not 0 <= slot < len(slots) or len(slots[slot]) != nbytes:
+                    problems.append(f"block {bid}: slot {slot} of page {page_id} missing or wrong size")
+                elif blocks.block_hash(np.frombuffer(slots[slot], np.uint8)) != digest:
+                    problems.append(f"block {bid}: bytes do not match its hash")
+        return problems
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _model_id(self, name: str) -> int | None:
+        row = self.conn.execute(f"SELECT id FROM {self._t.models} WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def _require_model(self, name: str) -> int:
+        _check_name("model name", name)
+        model_id = self._model_id(name)
+        if model_id is None:
+            known = self.models()
+            raise NotFoundError(f"no model {name!r} in store {self.name!r}; it has "
+                                f"{', '.join(map(repr, known[:10])) or 'no models'}"
+                                f"{' ...' if len(known) > 10 else ''}")
+        return model_id
+
+
+def _check_name(what: str, value) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+
+
+def _prepare_tensors(model: str, tensors) -> dict[str, np.ndarray]:
+    """Validate the input of add_model: C-contiguous little-endian arrays of stored dtypes."""
+    if isinstance(tensors, (str, os.PathLike)):
+        tensors = formats.read_tensors(tensors)
+    elif not isinstance(tensors, Mapping):
+        raise TypeError("tensors must be a mapping of name -> numpy array, or a path to a "
+                        f".safetensors or .npz file; got {type(tensors).__name__}")
+    if not tensors:
+        raise ValueError(f"model {model!r} has no tensors")
+    out = {}
+    for key, arr in tensors.items():
+        _check_name("tensor name", key)
+        if not isinstance(arr, np.ndarray):
+            if not hasattr(arr, "__array__"):
+                raise TypeError(f"tensor {key!r} must be a numpy array, got {type(arr).__name__}")
+            arr = np.asarray(arr)
+        try:
+            dtypes.name_of(arr.dtype)
+        except ValueError as e:
+            raise ValueError(f"tensor {key!r}: {e}") from None
+        if arr.size == 0:
+            raise ValueError(f"tensor {key!r} has shape {arr.shape}: zero-size tensors cannot be stored")
+        if arr.dtype.byteorder == ">":
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
+        out[key] = np.ascontiguousarray(arr)
+    return out
