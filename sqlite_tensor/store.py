@@ -355,5 +355,6 @@ def _prepare_tensors(model: str, tensors) -> dict[str, np.ndarray]:
             raise ValueError(f"tensor {key!r} has shape {arr.shape}: zero-size tensors cannot be stored")
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
-        out[key] = np.ascontiguousarray(arr)
+        # copy(order="C"), not ascontiguousarray: that one turns 0-d arrays into 1-d
+        out[key] = arr if arr.flags.c_contiguous else arr.copy(order="C")
     return out

@@ -1,0 +1,31 @@
+"""Command line: ``python -m sqlite_tensor path|version|demo``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sqlite_tensor",
+                                     description="sqlite-tensor: models served from SQLite.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("path", help="print the path of the loadable extension (for .load)")
+    sub.add_parser("version", help="print the version")
+    demo = sub.add_parser("demo", help="store a model family in a SQLite file and query it")
+    demo.add_argument("db", nargs="?", default="demo.sqlite", help="file to (re)create")
+    demo.add_argument("--models", type=int, default=5, help="models in the family")
+    args = parser.parse_args(argv)
+    if args.command == "path":
+        from .connection import loadable_path
+        print(loadable_path())
+    elif args.command == "version":
+        from . import __version__
+        print(__version__)
+    else:
+        from .demo import run
+        return run(args.db, args.models)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
