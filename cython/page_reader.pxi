@@ -60,8 +60,15 @@ cdef int pr_seek(PageReader *r, sqlite3_int64 page_id, char **err) noexcept nogi
     else:
         rc = sqlite3_blob_reopen(r.blob, page_id)
     if rc != SQLITE_OK:
-        err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, r.table,
-                                 sqlite3_errmsg(r.db))
+        if rc == SQLITE_ERROR:
+            # The page row is missing or its data is not a BLOB: the block table names
+            # a page that is not there, which is corruption, not a failed read.
+            err[0] = sqlite3_mprintf("page %lld of %s is corrupt: %s", page_id, r.table,
+                                     sqlite3_errmsg(r.db))
+            rc = SQLITE_CORRUPT
+        else:
+            err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, r.table,
+                                     sqlite3_errmsg(r.db))
         if r.blob != NULL:
             sqlite3_blob_close(r.blob)
             r.blob = NULL
@@ -84,22 +91,24 @@ cdef int pr_seek(PageReader *r, sqlite3_int64 page_id, char **err) noexcept nogi
     return SQLITE_OK
 
 
-cdef int pr_read_slot(PageReader *r, sqlite3_int64 page_id, int slot, void *dst,
+cdef int pr_read_slot(PageReader *r, sqlite3_int64 page_id, sqlite3_int64 slot, void *dst,
                       sqlite3_int64 nbytes, char **err) noexcept nogil:
     """Copy the block in (page_id, slot), which must be exactly nbytes long, to dst."""
     cdef unsigned char entry[PAGE_SLOT_BYTES]
     cdef int rc = pr_seek(r, page_id, err)
     if rc != SQLITE_OK:
         return rc
-    if slot < 0 or <unsigned int>slot >= r.nslots:
-        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %d of %u",
+    if slot < 0 or slot >= <sqlite3_int64>r.nslots:
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %lld of %u",
                                  page_id, r.table, slot, r.nslots)
         return SQLITE_CORRUPT
     rc = sqlite3_blob_read(r.blob, entry, PAGE_SLOT_BYTES, PAGE_HEADER_BYTES + slot * PAGE_SLOT_BYTES)
     cdef uint64_t offset = st_get_u64(entry)
     cdef uint64_t size = st_get_u64(entry + 8)
-    if rc != SQLITE_OK or size != <uint64_t>nbytes or offset + size > <uint64_t>r.page_bytes:
-        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %d holds %llu bytes at %llu, "
+    # offset > page_bytes first: offset + size could wrap around 2**64 and pass
+    if rc != SQLITE_OK or size != <uint64_t>nbytes or offset > <uint64_t>r.page_bytes \
+            or size > <uint64_t>r.page_bytes - offset:
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %lld holds %llu bytes at %llu, "
                                  "expected %lld bytes within %d", page_id, r.table, slot,
                                  size, offset, nbytes, r.page_bytes)
         return SQLITE_CORRUPT
@@ -130,7 +139,9 @@ cdef int read_store_config(sqlite3 *db, const char *schema, const char *store,
         else:
             block_cols[0] = sqlite3_column_int64(stmt, 1)
     sqlite3_finalize(stmt)
-    if block_rows[0] <= 0 or block_cols[0] <= 0:
+    # the upper bound too: read_tensor's block buffer is block_rows * block_cols * itemsize
+    if block_rows[0] <= 0 or block_cols[0] <= 0 or block_rows[0] > ST_MAX_BLOCK_DIM \
+            or block_cols[0] > ST_MAX_BLOCK_DIM:
         err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: no valid block shape in %s_config",
                                  store, store)
         return SQLITE_CORRUPT
@@ -179,12 +190,20 @@ cdef int lookup_tensor(sqlite3 *db, const char *schema, const char *store, const
 
 cdef int check_tensor_info(const char *store, TensorInfo *info, char **err) noexcept nogil:
     """Derive the item size and refuse rows that cannot describe a tensor."""
-    if info.rows <= 0 or info.cols <= 0 or info.nbytes <= 0 or info.nbytes % (info.rows * info.cols) != 0:
+    # rows > nbytes / cols first: rows * cols could overflow (even to 0, a division by zero)
+    if info.rows <= 0 or info.cols <= 0 or info.nbytes <= 0 or info.rows > info.nbytes // info.cols \
+            or info.nbytes % (info.rows * info.cols) != 0:
         err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld has %lld x %lld "
                                  "elements in %lld bytes", store, info.id, info.rows, info.cols,
                                  info.nbytes)
         return SQLITE_CORRUPT
-    info.itemsize = <int>(info.nbytes // (info.rows * info.cols))
+    cdef sqlite3_int64 itemsize = info.nbytes // (info.rows * info.cols)
+    if itemsize != 1 and itemsize != 2 and itemsize != 4 and itemsize != 8:  # no stored dtype has another
+        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld has %lld x %lld "
+                                 "elements of %lld bytes each", store, info.id, info.rows,
+                                 info.cols, itemsize)
+        return SQLITE_CORRUPT
+    info.itemsize = <int>itemsize
     return SQLITE_OK
 
 
@@ -200,10 +219,11 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
     cdef unsigned char *tmp = NULL
     cdef sqlite3_int64 bi, bj, page_id, br, bc, nbytes, r, seen = 0
     cdef sqlite3_int64 row_bytes = info.cols * info.itemsize
-    cdef sqlite3_int64 grid = ((info.rows + info.block_rows - 1) // info.block_rows) * \
-                              ((info.cols + info.block_cols - 1) // info.block_cols)
+    cdef sqlite3_int64 grid_rows = (info.rows + info.block_rows - 1) // info.block_rows
+    cdef sqlite3_int64 grid_cols = (info.cols + info.block_cols - 1) // info.block_cols
+    cdef sqlite3_int64 grid = grid_rows * grid_cols
     cdef unsigned char *dst
-    cdef int slot
+    cdef sqlite3_int64 slot
     cdef int rc = pr_init(&reader, db, schema, store)
     if rc != SQLITE_OK:
         return rc
@@ -230,11 +250,15 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
         bi = sqlite3_column_int64(stmt, 0)
         bj = sqlite3_column_int64(stmt, 1)
         page_id = sqlite3_column_int64(stmt, 2)
-        slot = <int>sqlite3_column_int64(stmt, 3)
+        slot = sqlite3_column_int64(stmt, 3)
         nbytes = sqlite3_column_int64(stmt, 4)
-        br = min(info.block_rows, info.rows - bi * info.block_rows)
-        bc = min(info.block_cols, info.cols - bj * info.block_cols)
-        if bi < 0 or bj < 0 or br <= 0 or bc <= 0 or nbytes != br * bc * info.itemsize:
+        # bounds on bi, bj before they are used: a huge one would overflow bi * block_rows
+        if bi < 0 or bj < 0 or bi >= grid_rows or bj >= grid_cols:
+            br = bc = 0
+        else:
+            br = min(info.block_rows, info.rows - bi * info.block_rows)
+            bc = min(info.block_cols, info.cols - bj * info.block_cols)
+        if br <= 0 or bc <= 0 or nbytes != br * bc * info.itemsize:
             err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: block (%lld, %lld) of tensor "
                                      "%lld does not fit its shape", store, bi, bj, info.id)
             rc = SQLITE_CORRUPT

@@ -114,7 +114,11 @@ cdef int report_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcep
     for i in range(info.nConstraint):
         if info.aConstraint[i].iColumn != store_col:
             continue
-        if not info.aConstraint[i].usable or info.aConstraint[i].op != SQLITE_INDEX_CONSTRAINT_EQ:
+        if info.aConstraint[i].op != SQLITE_INDEX_CONSTRAINT_EQ:
+            # store > 'a' names no store: plan without it so xFilter can say so (asking
+            # for another plan here would only end in "no query solution")
+            continue
+        if not info.aConstraint[i].usable:
             unusable = 1
             continue
         info.aConstraintUsage[i].argvIndex = 1

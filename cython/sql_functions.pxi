@@ -26,6 +26,13 @@ cdef int text_args(sqlite3_context *ctx, const char *fname, int argc, sqlite3_va
             sqlite3_free(msg)
             return 1
         out[i] = <const char *>sqlite3_value_text(argv[i])
+        if out[i] != NULL and <int>strlen(out[i]) != sqlite3_value_bytes(argv[i]):
+            # read as a C string, 'a' || char(0) || 'b' would silently name 'a'
+            msg = sqlite3_mprintf("%s: argument %d (%s) contains a NUL character", fname, i + 1,
+                                  names[i])
+            sqlite3_result_error(ctx, msg, -1)
+            sqlite3_free(msg)
+            return 1
     return 0
 
 
@@ -52,9 +59,12 @@ cdef void fn_tensor_blob(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
     if text_args(ctx, "tensor_blob", 3, argv, names, args):
         return
     cdef sqlite3 *db = sqlite3_context_db_handle(ctx)
-    if lookup_tensor(db, "main", args[0], args[1], args[2], &info, &err) != SQLITE_OK:
+    cdef int rc = lookup_tensor(db, "main", args[0], args[1], args[2], &info, &err)
+    if rc != SQLITE_OK:
         msg = sqlite3_mprintf("tensor_blob: %s", err)
         sqlite3_result_error(ctx, msg, -1)
+        if rc == SQLITE_CORRUPT:  # same error class as a damaged page (apsw.CorruptError)
+            sqlite3_result_error_code(ctx, rc)
         sqlite3_free(msg)
         sqlite3_free(err)
         return

@@ -89,6 +89,7 @@ cdef int store_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
     cdef sqlite3_int64 limits[3]
     cdef const char *key
     cdef int keylen, i, j, rc
+    cdef int given = 0        # bit j: option j was given
     cdef sqlite3_int64 value
     cdef sqlite3_stmt *stmt = NULL
     cdef const char *ddl = (
@@ -124,6 +125,10 @@ cdef int store_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
             err[0] = sqlite3_mprintf("tensor_store: unknown option '%.*s'; options are block_rows, "
                                      "block_cols, page_blocks", keylen, key)
             return SQLITE_ERROR
+        if given & (1 << j):  # a repeated option would silently override the first
+            err[0] = sqlite3_mprintf("tensor_store: option %s is given twice", names[j])
+            return SQLITE_ERROR
+        given |= 1 << j
         if value < 1 or value > limits[j]:
             err[0] = sqlite3_mprintf("tensor_store: %s must be from 1 to %lld, got %lld",
                                      names[j], limits[j], value)
@@ -291,8 +296,11 @@ cdef int store_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noe
     info.nbytes = sqlite3_column_int64(c.stmt, 4)
     info.block_rows = v.block_rows
     info.block_cols = v.block_cols
-    if read_tensor_shape(v.db, v.schema, v.name, &info, &err) != SQLITE_OK:
+    cdef int rc = read_tensor_shape(v.db, v.schema, v.name, &info, &err)
+    if rc != SQLITE_OK:
         sqlite3_result_error(ctx, err, -1)
+        if rc == SQLITE_CORRUPT:  # same error class as a damaged page
+            sqlite3_result_error_code(ctx, rc)
         sqlite3_free(err)
         return SQLITE_OK
     result_tensor_blob(ctx, v.db, v.schema, v.name, &info)

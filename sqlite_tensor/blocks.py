@@ -41,6 +41,15 @@ def iter_blocks(matrix: np.ndarray, block_rows: int,
             yield bi, bj, np.ascontiguousarray(tile)
 
 
+def byte_view(a: np.ndarray) -> np.ndarray:
+    """The bytes of a C-contiguous array as a flat uint8 array (a view, no copy).
+
+    Not memoryview(a).cast("B"): the buffer protocol cannot export ml_dtypes' types
+    (bfloat16, float8), so that fails for them.
+    """
+    return a.reshape(-1).view(np.uint8)
+
+
 def block_hash(tile: np.ndarray) -> bytes:
     """128-bit MurmurHash3 of a tile's bytes (hashed in place, no copy)."""
-    return mmh3.mmh3_x64_128_digest(memoryview(tile).cast("B"))
+    return mmh3.mmh3_x64_128_digest(byte_view(tile))

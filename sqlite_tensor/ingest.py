@@ -81,8 +81,9 @@ class _PageWriter:
 
 
 def _same_bytes(a, b) -> bool:
-    a = np.frombuffer(memoryview(a).cast("B"), np.uint8)
-    b = np.frombuffer(memoryview(b).cast("B"), np.uint8)
+    """Equal bytes; a and b are tiles (any dtype, bfloat16 too) or bytes read from a page."""
+    a = blocks.byte_view(a) if isinstance(a, np.ndarray) else np.frombuffer(a, np.uint8)
+    b = blocks.byte_view(b) if isinstance(b, np.ndarray) else np.frombuffer(b, np.uint8)
     return a.size == b.size and bool(np.array_equal(a, b))
 
 

@@ -25,6 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .blocks import byte_view
+
 MAGIC = b"STPG"
 VERSION = 1
 HEADER_BYTES = 16
@@ -53,7 +55,7 @@ def build_page(blocks: Sequence[np.ndarray]) -> bytearray:
     view = memoryview(page)
     for i, (b, off) in enumerate(zip(blocks, offsets)):
         _SLOT.pack_into(page, HEADER_BYTES + SLOT_BYTES * i, off, b.nbytes)
-        view[off:off + b.nbytes] = memoryview(b).cast("B")
+        view[off:off + b.nbytes] = byte_view(b)
     return page
 
 
@@ -69,7 +71,14 @@ def slot_range(header: bytes, slot: int) -> tuple[int, int]:
 
 def read_slots(page: bytes) -> list[memoryview]:
     """Every block of a page, as memoryviews into it (for repacking and checks)."""
-    nslots = _HEADER.unpack_from(page, 0)[2]
+    # check the header here too: verify() reads damaged pages, and struct's errors say little
+    if len(page) < HEADER_BYTES:
+        raise ValueError(f"{len(page)} bytes, shorter than the {HEADER_BYTES}-byte page header")
+    magic, version, nslots, _ = _HEADER.unpack_from(page, 0)
+    if magic != MAGIC or version != VERSION:
+        raise ValueError(f"not a version-{VERSION} page (magic {magic!r}, version {version})")
+    if HEADER_BYTES + SLOT_BYTES * nslots > len(page):
+        raise ValueError(f"{nslots} slots do not fit in the page's {len(page)} bytes")
     header = bytes(page[: HEADER_BYTES + SLOT_BYTES * nslots])
     view = memoryview(page)
     out = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,17 +77,23 @@ class Store:
             raise
 
     def _open_or_create(self, options: dict[str, int]) -> None:
-        row = self.conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?",
-                                (self.name,)).fetchone()
+        # SQLite table names are case-insensitive: "Tensors" opens the store "tensors"
+        row = self.conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table'"
+                                " AND name = ? COLLATE NOCASE", (self.name,)).fetchone()
         if row is None:
             args = ", ".join(f"{k}={v}" for k, v in options.items())
             try:
                 self.conn.execute(f"CREATE VIRTUAL TABLE {quote(self.name)} USING tensor_store({args})")
             except apsw.SQLError as e:
                 raise ValueError(str(e).removeprefix("SQLError: ")) from None
-        elif "tensor_store" not in (row[0] or "").lower():
+        elif not re.search(r'\bUSING\s+["`\[]?tensor_store\b', row[0] or "", re.IGNORECASE):
+            # the module name, not just the text anywhere (a column may be called tensor_store)
             raise TensorStoreError(f"table {self.name!r} exists and is not a tensor store")
         config = dict(self.conn.execute(f"SELECT key, value FROM {self._t.config}"))
+        missing = [key for key in OPTIONS if not isinstance(config.get(key), int)]
+        if missing:  # say so here, not as a KeyError below
+            raise TensorStoreError(f"store {self.name!r} is corrupt: {self.name}_config has no"
+                                   f" valid {', '.join(missing)}")
         for key, value in options.items():
             if config[key] != value:
                 raise ValueError(f"store {self.name!r} exists with {key}={config[key]}; "
@@ -261,18 +268,25 @@ class Store:
 
     def _report(self, table: str) -> list[dict]:
         cursor = self.conn.cursor()
-        names = [d[0] for d in cursor.execute(f"SELECT * FROM {table}(?)", (self.name,)).description]
-        return [dict(zip(names, r)) for r in cursor]
+        # names per row: with no rows (an empty store) there is no description to ask for
+        cursor.row_trace = lambda cur, row: dict(zip([d[0] for d in cur.get_description()], row))
+        return list(cursor.execute(f"SELECT * FROM {table}(?)", (self.name,)))
 
     def verify(self) -> list[str]:
         """Check the store's invariants; returns the problems found (empty when sound).
 
-        Reference counts match the map, every tensor maps every block of its grid, every
-        block sits in its page at the right length and hashes to its recorded hash, and
-        no block or page is orphaned.
+        Reference counts match the map, every tensor maps every block of its grid (each of
+        its tile's size) and agrees with its shape and dtype, every block sits in its page at
+        the right length and hashes to its recorded hash, and no row names a missing one,
+        nor is any block or page orphaned.
         """
         t = self._t
         problems = []
+        config = dict(self.conn.execute(f"SELECT key, value FROM {t.config}"))
+        for key in OPTIONS:
+            if config.get(key) != getattr(self, key):
+                problems.append(f"config: {key} is {config.get(key)!r}, the store was opened "
+                                f"with {getattr(self, key)}")
         for bid, ref, used in self.conn.execute(
                 f"SELECT b.id, b.refcount, (SELECT count(*) FROM {t.map} m WHERE m.block_id = b.id)"
                 f" FROM {t.blocks} b"):
@@ -284,11 +298,49 @@ class Store:
             gr, gc = blocks.grid_shape(rows, cols, self.block_rows, self.block_cols)
             if n != gr * gc:
                 problems.append(f"tensor {tid}: {n} blocks mapped, grid has {gr * gc}")
-        for (n,) in self.conn.execute(f"SELECT count(*) FROM {t.map} m WHERE NOT EXISTS"
-                                      f" (SELECT 1 FROM {t.blocks} b WHERE b.id = m.block_id)"):
+        for tid, shape, dtype, rows, cols, nbytes in self.conn.execute(
+                f"SELECT id, shape, dtype, rows, cols, nbytes FROM {t.tensors}"):
+            try:
+                dims = tuple(json.loads(shape))
+                want = blocks.matrix_shape(dims), int(np.prod(dims)) * dtypes.numpy_dtype(dtype).itemsize
+            except (ValueError, TypeError) as e:
+                problems.append(f"tensor {tid}: bad shape {shape!r} or dtype {dtype!r} ({e})")
+                continue
+            if want != ((rows, cols), nbytes):
+                problems.append(f"tensor {tid}: {rows} x {cols} in {nbytes} bytes does not match"
+                                f" shape {list(dims)} of {dtype}")
+        # Every map entry must name a tile inside its tensor's grid, of that tile's size.
+        for tid, bi, bj, rows, cols, nbytes, block_bytes in self.conn.execute(
+                f"SELECT m.tensor_id, m.block_row, m.block_col, t.rows, t.cols, t.nbytes, b.nbytes"
+                f" FROM {t.map} m JOIN {t.tensors} t ON t.id = m.tensor_id"
+                f" JOIN {t.blocks} b ON b.id = m.block_id"):
+            gr, gc = blocks.grid_shape(rows, cols, self.block_rows, self.block_cols)
+            if not (0 <= bi < gr and 0 <= bj < gc):
+                problems.append(f"tensor {tid}: block ({bi}, {bj}) is outside its {gr} x {gc} grid")
+                continue
+            tile = (min(self.block_rows, rows - bi * self.block_rows)
+                    * min(self.block_cols, cols - bj * self.block_cols))
+            if block_bytes * rows * cols != tile * nbytes:  # block_bytes == tile * itemsize
+                problems.append(f"tensor {tid}: block ({bi}, {bj}) has {block_bytes} bytes,"
+                                f" wrong for a tile of {tile} elements")
+        for what, sql in (
+                ("map entries name missing blocks", f"SELECT count(*) FROM {t.map} m WHERE NOT EXISTS"
+                 f" (SELECT 1 FROM {t.blocks} b WHERE b.id = m.block_id)"),
+                ("map entries name missing tensors", f"SELECT count(*) FROM {t.map} m WHERE NOT EXISTS"
+                 f" (SELECT 1 FROM {t.tensors} tt WHERE tt.id = m.tensor_id)"),
+                ("tensors name missing models", f"SELECT count(*) FROM {t.tensors} tt WHERE NOT EXISTS"
+                 f" (SELECT 1 FROM {t.models} mo WHERE mo.id = tt.model_id)"),
+                ("blocks name missing pages", f"SELECT count(*) FROM {t.blocks} b WHERE NOT EXISTS"
+                 f" (SELECT 1 FROM {t.pages} p WHERE p.id = b.page_id)")):
+            n = self.conn.execute(sql).get
             if n:
-                problems.append(f"{n} map entries name missing blocks")
-        for page_id, nblocks, data in self.conn.execute(f"SELECT id, nblocks, data FROM {t.pages}"):
+                problems.append(f"{n} {what}")
+        # typeof and CAST: damaged data may be TEXT that is not even valid UTF-8
+        for page_id, nblocks, kind, data in self.conn.execute(
+                f"SELECT id, nblocks, typeof(data), CAST(data AS BLOB) FROM {t.pages}"):
+            if kind != "blob":
+                problems.append(f"page {page_id}: data is {kind}, not a BLOB")
+                continue
             try:
                 slots = pages.read_slots(data)
             except (ValueError, Exception) as e:  # struct.error on a truncated header too
@@ -303,7 +355,8 @@ class Store:
             for bid, slot, nbytes, digest in stored:
                 if not 0 <= slot < len(slots) or len(slots[slot]) != nbytes:
                     problems.append(f"block {bid}: slot {slot} of page {page_id} missing or wrong size")
-                elif blocks.block_hash(np.frombuffer(slots[slot], np.uint8)) != digest:
+                # the store's own hash function (a test may replace it)
+                elif self._hash_block(np.frombuffer(slots[slot], np.uint8)) != digest:
                     problems.append(f"block {bid}: bytes do not match its hash")
         return problems
 
@@ -329,6 +382,8 @@ def _check_name(what: str, value) -> None:
         raise TypeError(f"{what} must be a string, got {type(value).__name__}")
     if not value:
         raise ValueError(f"{what} must not be empty")
+    if "\x00" in value:  # SQL functions see C strings: "a\x00b" would be read as "a"
+        raise ValueError(f"{what} {value!r} contains a NUL character")
 
 
 def _prepare_tensors(model: str, tensors) -> dict[str, np.ndarray]:

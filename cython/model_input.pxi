@@ -1,0 +1,184 @@
+# Inputs of a forward pass, built from SQL values.
+#
+#   features models:  a little-endian float32 BLOB of n_in values, or a JSON array of numbers
+#   ids models:       an integer, a JSON array of integers, or a BLOB of little-endian int64
+#                     (each id is one input row)
+#   bags models:      a JSON array of integers, a BLOB of int64, or an integer: one bag
+# Every value adds input rows to an InputBuilder; errors name what was expected.
+
+ctypedef struct InputBuilder:
+    Input inp                     # what forward() reads; pointers into the arrays below
+    float *x                      # features, grown as rows are added
+    int64_t *ids
+    int64_t *offsets              # bags: batch + 1 entries
+    sqlite3_int64 nx, cap_x, nids, cap_ids, cap_off
+
+
+cdef void builder_reset(InputBuilder *b) noexcept nogil:
+    b.inp.batch = 0
+    b.nx = 0
+    b.nids = 0
+
+
+cdef void builder_free(InputBuilder *b) noexcept nogil:
+    free(b.x)
+    free(b.ids)
+    free(b.offsets)
+    memset(b, 0, sizeof(InputBuilder))
+
+
+cdef int grow(void **arr, sqlite3_int64 *cap, sqlite3_int64 need, size_t item) noexcept nogil:
+    cdef sqlite3_int64 n = cap[0] if cap[0] > 0 else 64
+    cdef void *p
+    if need <= cap[0]:
+        return SQLITE_OK
+    while n < need:
+        n *= 2
+    p = realloc(arr[0], n * item)
+    if p == NULL:
+        return SQLITE_NOMEM
+    arr[0] = p
+    cap[0] = n
+    return SQLITE_OK
+
+
+cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_int64 *count,
+                            char **err) noexcept nogil:
+    """Append the numbers of a flat JSON array to b.x (as_ids=0) or b.ids (as_ids=1)."""
+    cdef char *end
+    cdef double v
+    count[0] = 0
+    while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
+        s += 1
+    if s[0] != b'[':
+        err[0] = sqlite3_mprintf("expected a JSON array of numbers, got text starting '%.20s'", s)
+        return SQLITE_ERROR
+    s += 1
+    while True:
+        while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
+            s += 1
+        if s[0] == b']' and count[0] == 0:
+            s += 1
+            break
+        v = strtod(s, &end)
+        if end == s:
+            err[0] = sqlite3_mprintf("expected a number in the JSON array at '%.20s'", s)
+            return SQLITE_ERROR
+        s = end
+        if as_ids:
+            if v != <double><int64_t>v:
+                err[0] = sqlite3_mprintf("ids must be integers, got %g", v)
+                return SQLITE_ERROR
+            if grow(<void **>&b.ids, &b.cap_ids, b.nids + 1, sizeof(int64_t)) != SQLITE_OK:
+                return SQLITE_NOMEM
+            b.ids[b.nids] = <int64_t>v
+            b.nids += 1
+        else:
+            if grow(<void **>&b.x, &b.cap_x, b.nx + 1, sizeof(float)) != SQLITE_OK:
+                return SQLITE_NOMEM
+            b.x[b.nx] = <float>v
+            b.nx += 1
+        count[0] += 1
+        while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
+            s += 1
+        if s[0] == b',':
+            s += 1
+        elif s[0] == b']':
+            s += 1
+            break
+        else:
+            err[0] = sqlite3_mprintf("expected ',' or ']' in the JSON array at '%.20s'", s)
+            return SQLITE_ERROR
+    while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
+        s += 1
+    if s[0] != 0:
+        err[0] = sqlite3_mprintf("unexpected text after the JSON array: '%.20s'", s)
+        return SQLITE_ERROR
+    return SQLITE_OK
+
+
+cdef int append_ids(sqlite3_value *v, InputBuilder *b, sqlite3_int64 *count, char **err) noexcept nogil:
+    """Append the ids a value holds (integer, JSON array or int64 BLOB)."""
+    cdef int t = sqlite3_value_type(v)
+    cdef int n
+    if t == SQLITE_INTEGER:
+        if grow(<void **>&b.ids, &b.cap_ids, b.nids + 1, sizeof(int64_t)) != SQLITE_OK:
+            return SQLITE_NOMEM
+        b.ids[b.nids] = sqlite3_value_int64(v)
+        b.nids += 1
+        count[0] = 1
+        return SQLITE_OK
+    if t == SQLITE_TEXT:
+        return parse_json_numbers(<const char *>sqlite3_value_text(v), b, 1, count, err)
+    if t == SQLITE_BLOB:
+        n = sqlite3_value_bytes(v)
+        if n % 8 != 0:
+            err[0] = sqlite3_mprintf("an ids BLOB holds little-endian int64 values; %d bytes is "
+                                     "not a multiple of 8", n)
+            return SQLITE_ERROR
+        if grow(<void **>&b.ids, &b.cap_ids, b.nids + n // 8, sizeof(int64_t)) != SQLITE_OK:
+            return SQLITE_NOMEM
+        if n > 0:
+            memcpy(b.ids + b.nids, sqlite3_value_blob(v), n)
+        b.nids += n // 8
+        count[0] = n // 8
+        return SQLITE_OK
+    err[0] = sqlite3_mprintf("ids must be an integer, a JSON array or an int64 BLOB, got %s",
+                             value_type_name(t))
+    return SQLITE_ERROR
+
+
+cdef int builder_add(InputBuilder *b, const Plan *plan, sqlite3_value *v, int one_row,
+                     char **err) noexcept nogil:
+    """Add the input rows v holds; one_row: v must be exactly one input row."""
+    cdef sqlite3_int64 count = 0
+    cdef int t = sqlite3_value_type(v)
+    cdef int n, rc
+    if plan.input_kind == INPUT_FEATURES:
+        if t == SQLITE_BLOB:
+            n = sqlite3_value_bytes(v)
+            if n != plan.n_in * 4:
+                err[0] = sqlite3_mprintf("the model takes %lld float32 features (a %lld-byte BLOB), "
+                                         "got a %d-byte BLOB", plan.n_in, plan.n_in * 4, n)
+                return SQLITE_ERROR
+            if grow(<void **>&b.x, &b.cap_x, b.nx + plan.n_in, sizeof(float)) != SQLITE_OK:
+                return SQLITE_NOMEM
+            memcpy(b.x + b.nx, sqlite3_value_blob(v), n)
+            b.nx += plan.n_in
+        elif t == SQLITE_TEXT:
+            rc = parse_json_numbers(<const char *>sqlite3_value_text(v), b, 0, &count, err)
+            if rc != SQLITE_OK:
+                return rc
+            if count != plan.n_in:
+                err[0] = sqlite3_mprintf("the model takes %lld features, got a JSON array of %lld",
+                                         plan.n_in, count)
+                return SQLITE_ERROR
+        else:
+            err[0] = sqlite3_mprintf("features must be a float32 BLOB or a JSON array of %lld "
+                                     "numbers, got %s", plan.n_in, value_type_name(t))
+            return SQLITE_ERROR
+        b.inp.batch += 1
+    elif plan.input_kind == INPUT_IDS:
+        rc = append_ids(v, b, &count, err)
+        if rc != SQLITE_OK:
+            return rc
+        if count == 0 or (one_row and count != 1):
+            err[0] = sqlite3_mprintf("each input of this embedding model is one id, got %lld", count)
+            return SQLITE_ERROR
+        b.inp.batch += count
+    else:
+        if grow(<void **>&b.offsets, &b.cap_off, b.inp.batch + 2, sizeof(int64_t)) != SQLITE_OK:
+            return SQLITE_NOMEM
+        b.offsets[b.inp.batch] = b.nids
+        rc = append_ids(v, b, &count, err)
+        if rc != SQLITE_OK:
+            return rc
+        if count == 0:
+            err[0] = sqlite3_mprintf("a bag of ids must not be empty")
+            return SQLITE_ERROR
+        b.inp.batch += 1
+        b.offsets[b.inp.batch] = b.nids
+    b.inp.x = b.x
+    b.inp.ids = b.ids
+    b.inp.offsets = b.offsets
+    return SQLITE_OK

@@ -1,0 +1,310 @@
+# A model plan: what a forward pass needs, read from the store in one go.
+#
+# The layer list is stored as canonical JSON (validated by sqlite_tensor/layers.py);
+# SQLite's own JSON functions take it apart here and resolve tensor names to ids in the
+# same query. Each weight's tiles are then listed as (page, slot) in grid order, so the
+# kernels walk a weight tile by tile straight out of pinned pages.
+
+cdef enum:
+    OP_DENSE = 0
+    OP_EMBEDDING = 1
+    OP_EMBEDDING_BAG = 2
+    OP_ACTIVATION = 3
+
+cdef enum:
+    ACT_IDENTITY = 0
+    ACT_RELU = 1
+    ACT_SIGMOID = 2
+    ACT_TANH = 3
+    ACT_GELU = 4
+    ACT_SOFTMAX = 5
+
+cdef enum:
+    DT_F32 = 0
+    DT_F16 = 1
+    DT_BF16 = 2
+    DT_F64 = 3
+
+cdef enum:
+    INPUT_FEATURES = 0   # float vectors
+    INPUT_IDS = 1        # one id per row
+    INPUT_BAGS = 2       # a list of ids per row
+
+
+ctypedef struct Weight:
+    sqlite3_int64 tensor_id       # 0: absent (a dense layer without bias)
+    sqlite3_int64 rows, cols      # 2-D view
+    int dtype                     # DT_*
+    int itemsize
+    sqlite3_int64 grid_r, grid_c  # tiles per column / per row of the grid
+    sqlite3_int64 *page_ids       # grid_r * grid_c, row-major
+    int *slots
+
+
+ctypedef struct Layer:
+    int op                        # OP_*
+    int act                       # ACT_*
+    int transpose                 # dense: weight is (in x out)
+    int bag_mean                  # embedding_bag: mean (1) or sum (0)
+    Weight weight
+    Weight bias
+    sqlite3_int64 n_in, n_out     # features in and out (embeddings: vocabulary, dim)
+
+
+ctypedef struct Plan:
+    int nlayers
+    Layer *layers
+    int input_kind                # INPUT_*
+    sqlite3_int64 n_in            # features per input (ids: the vocabulary size)
+    sqlite3_int64 n_out
+    sqlite3_int64 max_width       # widest activation between layers
+    sqlite3_int64 block_rows, block_cols
+    PageSource src                # where the pages come from
+
+
+cdef int dtype_code(const char *name) noexcept nogil:
+    if strcmp(name, "float32") == 0:
+        return DT_F32
+    if strcmp(name, "float16") == 0:
+        return DT_F16
+    if strcmp(name, "bfloat16") == 0:
+        return DT_BF16
+    if strcmp(name, "float64") == 0:
+        return DT_F64
+    return -1
+
+
+cdef int act_code(const char *name) noexcept nogil:
+    if name == NULL or strcmp(name, "identity") == 0:
+        return ACT_IDENTITY
+    if strcmp(name, "relu") == 0:
+        return ACT_RELU
+    if strcmp(name, "sigmoid") == 0:
+        return ACT_SIGMOID
+    if strcmp(name, "tanh") == 0:
+        return ACT_TANH
+    if strcmp(name, "gelu") == 0:
+        return ACT_GELU
+    if strcmp(name, "softmax") == 0:
+        return ACT_SOFTMAX
+    return -1
+
+
+cdef int op_code(const char *name) noexcept nogil:
+    if name == NULL:
+        return -1
+    if strcmp(name, "dense") == 0:
+        return OP_DENSE
+    if strcmp(name, "embedding") == 0:
+        return OP_EMBEDDING
+    if strcmp(name, "embedding_bag") == 0:
+        return OP_EMBEDDING_BAG
+    if strcmp(name, "activation") == 0:
+        return OP_ACTIVATION
+    return -1
+
+
+cdef void weight_free(Weight *w) noexcept nogil:
+    free(w.page_ids)
+    free(w.slots)
+    w.page_ids = NULL
+    w.slots = NULL
+
+
+cdef void plan_free(Plan *plan) noexcept nogil:
+    cdef int i
+    if plan.layers != NULL:
+        for i in range(plan.nlayers):
+            weight_free(&plan.layers[i].weight)
+            weight_free(&plan.layers[i].bias)
+        free(plan.layers)
+    source_close(&plan.src)
+    memset(plan, 0, sizeof(Plan))
+
+
+cdef int weight_from_row(sqlite3_stmt *stmt, int col, Weight *w, const char *model,
+                         int layer, char **err) noexcept nogil:
+    """Fill id, shape and dtype of w from columns col..col+3 (id, rows, cols, dtype)."""
+    memset(w, 0, sizeof(Weight))
+    if sqlite3_column_type(stmt, col) == SQLITE_NULL:
+        return SQLITE_OK
+    w.tensor_id = sqlite3_column_int64(stmt, col)
+    w.rows = sqlite3_column_int64(stmt, col + 1)
+    w.cols = sqlite3_column_int64(stmt, col + 2)
+    cdef const char *dt = <const char *>sqlite3_column_text(stmt, col + 3)
+    w.dtype = dtype_code(dt if dt != NULL else "")
+    if w.dtype < 0:
+        err[0] = sqlite3_mprintf("layer %d of model '%s' uses a %s tensor; inference computes with "
+                                 "float32, float16, bfloat16 or float64 weights", layer, model, dt)
+        return SQLITE_ERROR
+    w.itemsize = 4 if w.dtype == DT_F32 else (8 if w.dtype == DT_F64 else 2)
+    return SQLITE_OK
+
+
+cdef int load_tiles(sqlite3 *db, const char *schema, const char *store, Plan *plan,
+                    Weight *w, char **err) noexcept nogil:
+    """List w's tiles as (page, slot) in grid order."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef sqlite3_int64 n, bi, bj, seen = 0
+    w.grid_r = (w.rows + plan.block_rows - 1) // plan.block_rows
+    w.grid_c = (w.cols + plan.block_cols - 1) // plan.block_cols
+    n = w.grid_r * w.grid_c
+    w.page_ids = <sqlite3_int64 *>calloc(n, sizeof(sqlite3_int64))
+    w.slots = <int *>calloc(n, sizeof(int))
+    if w.page_ids == NULL or w.slots == NULL:
+        return SQLITE_NOMEM
+    cdef int rc = prepare_store_sql(
+        db, "SELECT m.block_row, m.block_col, b.page_id, b.slot FROM {map} m"
+            " JOIN {blocks} b ON b.id = m.block_id WHERE m.tensor_id = ?1", schema, store, &stmt)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        return rc
+    sqlite3_bind_int64(stmt, 1, w.tensor_id)
+    while sqlite3_step(stmt) == SQLITE_ROW:
+        bi = sqlite3_column_int64(stmt, 0)
+        bj = sqlite3_column_int64(stmt, 1)
+        if bi < 0 or bj < 0 or bi >= w.grid_r or bj >= w.grid_c:
+            break
+        w.page_ids[bi * w.grid_c + bj] = sqlite3_column_int64(stmt, 2)
+        w.slots[bi * w.grid_c + bj] = <int>sqlite3_column_int64(stmt, 3)
+        seen += 1
+    sqlite3_finalize(stmt)
+    if seen != n:
+        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld maps %lld of its "
+                                 "%lld blocks", store, w.tensor_id, seen, n)
+        return SQLITE_CORRUPT
+    return SQLITE_OK
+
+
+cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const char *model,
+                   Plan *plan, char **err) noexcept nogil:
+    """Read the model's layers and weights' tiles; plan_free() it afterwards, always."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef int rc, i, n = 0
+    cdef Layer *L
+    cdef sqlite3_int64 width = -1
+    cdef const char *op_name
+    cdef const char *mode
+    memset(plan, 0, sizeof(Plan))
+    rc = read_store_config(db, schema, store, &plan.block_rows, &plan.block_cols, err)
+    if rc != SQLITE_OK:
+        return rc
+    rc = source_init(&plan.src, db, schema, store, err)
+    if rc != SQLITE_OK:
+        return rc
+    rc = prepare_store_sql(
+        db, "SELECT m.layers IS NULL, json_array_length(m.layers) FROM {models} m WHERE m.name = ?1",
+        schema, store, &stmt)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        return rc
+    sqlite3_bind_text(stmt, 1, model, -1, SQLITE_STATIC)
+    rc = sqlite3_step(stmt)
+    if rc == SQLITE_ROW:
+        n = -1 if sqlite3_column_int64(stmt, 0) else <int>sqlite3_column_int64(stmt, 1)
+    sqlite3_finalize(stmt)
+    if rc != SQLITE_ROW:
+        err[0] = sqlite3_mprintf("no model '%s' in store '%s'", model, store)
+        return SQLITE_ERROR
+    if n <= 0:
+        err[0] = sqlite3_mprintf("model '%s' has no layers; give it some with "
+                                 "Store.set_layers('%s', [...])", model, model)
+        return SQLITE_ERROR
+    plan.layers = <Layer *>calloc(n, sizeof(Layer))
+    if plan.layers == NULL:
+        return SQLITE_NOMEM
+    plan.nlayers = n
+    rc = prepare_store_sql(
+        db, "SELECT j.value ->> '$.op', j.value ->> '$.activation', j.value ->> '$.transpose',"
+            " j.value ->> '$.mode', w.id, w.rows, w.cols, w.dtype, b.id, b.rows, b.cols, b.dtype"
+            " FROM {models} m, json_each(m.layers) j"
+            " LEFT JOIN {tensors} w ON w.model_id = m.id AND w.name = j.value ->> '$.weight'"
+            " LEFT JOIN {tensors} b ON b.model_id = m.id AND b.name = j.value ->> '$.bias'"
+            " WHERE m.name = ?1 ORDER BY j.key", schema, store, &stmt)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        return rc
+    sqlite3_bind_text(stmt, 1, model, -1, SQLITE_STATIC)
+    i = 0
+    while rc == SQLITE_OK and i < n and sqlite3_step(stmt) == SQLITE_ROW:
+        L = &plan.layers[i]
+        op_name = <const char *>sqlite3_column_text(stmt, 0)
+        L.op = op_code(op_name)
+        L.act = act_code(<const char *>sqlite3_column_text(stmt, 1))
+        L.transpose = <int>sqlite3_column_int64(stmt, 2)
+        mode = <const char *>sqlite3_column_text(stmt, 3)
+        L.bag_mean = mode == NULL or strcmp(mode, "sum") != 0
+        if L.op < 0 or L.act < 0:
+            err[0] = sqlite3_mprintf("layer %d of model '%s' is not understood (op %s); "
+                                     "set the layers again with Store.set_layers", i, model,
+                                     op_name if op_name != NULL else "missing")
+            rc = SQLITE_ERROR
+            break
+        rc = weight_from_row(stmt, 4, &L.weight, model, i, err)
+        if rc == SQLITE_OK:
+            rc = weight_from_row(stmt, 8, &L.bias, model, i, err)
+        if rc != SQLITE_OK:
+            break
+        rc = plan_layer_shapes(plan, L, i, model, &width, err)
+        i += 1
+    sqlite3_finalize(stmt)
+    if rc != SQLITE_OK:
+        return rc
+    if i != n:
+        err[0] = sqlite3_mprintf("model '%s': its layer list could not be read", model)
+        return SQLITE_CORRUPT
+    for i in range(n):
+        L = &plan.layers[i]
+        if L.weight.tensor_id != 0:
+            rc = load_tiles(db, schema, store, plan, &L.weight, err)
+        if rc == SQLITE_OK and L.bias.tensor_id != 0:
+            rc = load_tiles(db, schema, store, plan, &L.bias, err)
+        if rc != SQLITE_OK:
+            return rc
+    plan.n_out = width
+    return SQLITE_OK
+
+
+cdef int plan_layer_shapes(Plan *plan, Layer *L, int i, const char *model,
+                           sqlite3_int64 *width, char **err) noexcept nogil:
+    """Check a layer against the width flowing into it (layers.py checked it when stored;
+    this guards against a store edited since)."""
+    if L.op == OP_ACTIVATION:
+        if width[0] < 0:
+            err[0] = sqlite3_mprintf("model '%s': layer %d is an activation with no input", model, i)
+            return SQLITE_ERROR
+        L.n_in = width[0]
+        L.n_out = width[0]
+        return SQLITE_OK
+    if L.weight.tensor_id == 0:
+        err[0] = sqlite3_mprintf("model '%s': the weight of layer %d is not one of its tensors",
+                                 model, i)
+        return SQLITE_ERROR
+    if L.op == OP_EMBEDDING or L.op == OP_EMBEDDING_BAG:
+        if i != 0:
+            err[0] = sqlite3_mprintf("model '%s': layer %d is an embedding but not the first", model, i)
+            return SQLITE_ERROR
+        plan.input_kind = INPUT_IDS if L.op == OP_EMBEDDING else INPUT_BAGS
+        L.n_in = L.weight.rows
+        L.n_out = L.weight.cols
+        plan.n_in = L.n_in
+    else:
+        L.n_in = L.weight.rows if L.transpose else L.weight.cols
+        L.n_out = L.weight.cols if L.transpose else L.weight.rows
+        if width[0] < 0:
+            plan.input_kind = INPUT_FEATURES
+            plan.n_in = L.n_in
+        elif L.n_in != width[0]:
+            err[0] = sqlite3_mprintf("model '%s': layer %d takes %lld features but gets %lld",
+                                     model, i, L.n_in, width[0])
+            return SQLITE_ERROR
+        if L.bias.tensor_id != 0 and L.bias.rows * L.bias.cols != L.n_out:
+            err[0] = sqlite3_mprintf("model '%s': the bias of layer %d has %lld values for %lld "
+                                     "outputs", model, i, L.bias.rows * L.bias.cols, L.n_out)
+            return SQLITE_ERROR
+    width[0] = L.n_out
+    if L.n_out > plan.max_width:
+        plan.max_width = L.n_out
+    if plan.n_in > plan.max_width and plan.input_kind == INPUT_FEATURES:
+        plan.max_width = plan.n_in
+    return SQLITE_OK

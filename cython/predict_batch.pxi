@@ -1,0 +1,261 @@
+# tensor_predict_batch: batch inference over the rows of a query.
+#
+#   SELECT id, tensor_argmax(output)
+#   FROM tensor_predict_batch('tensors', 'clf', 'SELECT id, features FROM inputs');
+#   ... tensor_predict_batch('tensors', 'clf', 'SELECT ...', 512)   -- rows per batch
+#
+# Declared schema:
+#   CREATE TABLE x(id, output BLOB, store HIDDEN, model HIDDEN, query HIDDEN, batch_size HIDDEN)
+# The query's first column is passed through as id; its second is the input (as for
+# tensor_predict). Rows are read batch_size at a time (default 256) and each batch runs
+# as one matrix-matrix product per weight tile; outputs come back in the query's order.
+#
+# xBestIndex: store, model and query must be given (=); idxNum bit 1 says batch_size is
+# given too. argv order: store, model, query[, batch_size].
+
+cdef enum:
+    BATCH_COL_ID = 0
+    BATCH_COL_OUTPUT = 1
+    BATCH_COL_STORE = 2
+    BATCH_COL_BATCH_SIZE = 5
+    BATCH_DEFAULT_ROWS = 256
+    BATCH_MAX_ROWS = 65536
+
+ctypedef struct BatchCursor:
+    sqlite3_vtab_cursor base      # must be first
+    Plan plan
+    int have_plan
+    sqlite3_stmt *query           # the user's query
+    int query_done
+    InputBuilder input
+    sqlite3_value **ids           # ids of the current batch (sqlite3_value_dup copies)
+    float *out                    # outputs of the current batch: rows x plan.n_out
+    sqlite3_int64 rows            # rows in the current batch
+    sqlite3_int64 pos             # current row within it
+    sqlite3_int64 batch_size
+    sqlite3_int64 rowid
+    sqlite3_value *args[4]        # the hidden arguments, for xColumn
+
+
+cdef int batch_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
+                       sqlite3_vtab **out, char **err) noexcept nogil:
+    cdef int rc = sqlite3_declare_vtab(
+        db, "CREATE TABLE x(id, output BLOB, store HIDDEN, model HIDDEN, query HIDDEN,"
+            " batch_size HIDDEN)")
+    if rc != SQLITE_OK:
+        return rc
+    # A ReportVtab without a report: all this table needs is its connection.
+    cdef ReportVtab *v = <ReportVtab *>sqlite3_malloc64(sizeof(ReportVtab))
+    if v == NULL:
+        return SQLITE_NOMEM
+    memset(v, 0, sizeof(ReportVtab))
+    v.db = db
+    out[0] = &v.base
+    return SQLITE_OK
+
+
+cdef int batch_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
+    cdef int i, col, found[4]
+    cdef int unusable = 0
+    for i in range(4):
+        found[i] = -1
+    for i in range(info.nConstraint):
+        col = info.aConstraint[i].iColumn
+        if col < BATCH_COL_STORE:
+            continue
+        if not info.aConstraint[i].usable or info.aConstraint[i].op != SQLITE_INDEX_CONSTRAINT_EQ:
+            unusable = 1
+            continue
+        found[col - BATCH_COL_STORE] = i
+    if found[0] < 0 or found[1] < 0 or found[2] < 0:
+        if unusable:
+            return SQLITE_CONSTRAINT
+        info.idxNum = -1  # xFilter reports the missing arguments
+        info.estimatedCost = 1e12
+        return SQLITE_OK
+    info.idxNum = 0
+    for i in range(3):
+        info.aConstraintUsage[found[i]].argvIndex = i + 1
+        info.aConstraintUsage[found[i]].omit = 1
+    if found[3] >= 0:
+        info.aConstraintUsage[found[3]].argvIndex = 4
+        info.aConstraintUsage[found[3]].omit = 1
+        info.idxNum = 1
+    info.estimatedCost = 1e6
+    return SQLITE_OK
+
+
+cdef int batch_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept nogil:
+    cdef BatchCursor *c = <BatchCursor *>sqlite3_malloc64(sizeof(BatchCursor))
+    if c == NULL:
+        return SQLITE_NOMEM
+    memset(c, 0, sizeof(BatchCursor))
+    out[0] = &c.base
+    return SQLITE_OK
+
+
+cdef void batch_clear_rows(BatchCursor *c) noexcept nogil:
+    cdef sqlite3_int64 i
+    if c.ids != NULL:
+        for i in range(c.rows):
+            sqlite3_value_free(c.ids[i])
+    c.rows = 0
+    c.pos = 0
+
+
+cdef void batch_reset(BatchCursor *c) noexcept nogil:
+    cdef int i
+    batch_clear_rows(c)
+    sqlite3_finalize(c.query)
+    c.query = NULL
+    if c.have_plan:
+        plan_free(&c.plan)
+        c.have_plan = 0
+    builder_free(&c.input)
+    free(c.ids)
+    free(c.out)
+    c.ids = NULL
+    c.out = NULL
+    for i in range(4):
+        sqlite3_value_free(c.args[i])
+        c.args[i] = NULL
+
+
+cdef int batch_close(sqlite3_vtab_cursor *cur) noexcept nogil:
+    batch_reset(<BatchCursor *>cur)
+    sqlite3_free(cur)
+    return SQLITE_OK
+
+
+cdef int batch_error(sqlite3_vtab_cursor *cur, char *err, int rc) noexcept nogil:
+    set_vtab_error(cur.pVtab, sqlite3_mprintf("tensor_predict_batch: %s",
+                                              err if err != NULL else "out of memory"))
+    sqlite3_free(err)
+    return rc
+
+
+cdef int batch_fill(BatchCursor *c) noexcept nogil:
+    """Read up to batch_size rows of the query and run the model on them."""
+    cdef char *err = NULL
+    cdef int rc
+    batch_clear_rows(c)
+    builder_reset(&c.input)
+    while not c.query_done and c.rows < c.batch_size:
+        rc = sqlite3_step(c.query)
+        if rc == SQLITE_DONE:
+            c.query_done = 1
+            break
+        if rc != SQLITE_ROW:
+            err = sqlite3_mprintf("the query failed: %s", sqlite3_errmsg(sqlite3_db_handle(c.query)))
+            return batch_error(&c.base, err, rc)
+        rc = builder_add(&c.input, &c.plan, sqlite3_column_value(c.query, 1), 1, &err)
+        if rc != SQLITE_OK:
+            return batch_error(&c.base, sqlite3_mprintf("row %lld of the query: %s",
+                                                        c.rowid + c.rows + 1, err), rc)
+        c.ids[c.rows] = sqlite3_value_dup(sqlite3_column_value(c.query, 0))
+        c.rows += 1
+    if c.rows > 0:
+        rc = forward(&c.plan, &c.input.inp, c.out, &err)
+        if rc != SQLITE_OK:
+            return batch_error(&c.base, err, rc)
+    return SQLITE_OK
+
+
+cdef int batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
+                      int argc, sqlite3_value **argv) noexcept nogil:
+    cdef BatchCursor *c = <BatchCursor *>cur
+    cdef char *err = NULL
+    cdef sqlite3 *db
+    cdef int rc, i
+    batch_reset(c)
+    c.rowid = 0
+    c.query_done = 0
+    if idx_num < 0:
+        set_vtab_error(cur.pVtab, sqlite3_mprintf(
+            "tensor_predict_batch: needs a store, a model and a query, as in "
+            "tensor_predict_batch('tensors', 'clf', 'SELECT id, features FROM inputs')"))
+        return SQLITE_ERROR
+    for i in range(argc):
+        c.args[i] = sqlite3_value_dup(argv[i])
+    for i in range(3):
+        if sqlite3_value_type(argv[i]) != SQLITE_TEXT:
+            set_vtab_error(cur.pVtab, sqlite3_mprintf(
+                "tensor_predict_batch: argument %d must be text, got %s", i + 1,
+                value_type_name(sqlite3_value_type(argv[i]))))
+            return SQLITE_ERROR
+    c.batch_size = BATCH_DEFAULT_ROWS
+    if idx_num & 1:
+        if sqlite3_value_type(argv[3]) != SQLITE_INTEGER or sqlite3_value_int64(argv[3]) < 1 \
+                or sqlite3_value_int64(argv[3]) > BATCH_MAX_ROWS:
+            set_vtab_error(cur.pVtab, sqlite3_mprintf(
+                "tensor_predict_batch: batch_size must be an integer from 1 to %d", <int>BATCH_MAX_ROWS))
+            return SQLITE_ERROR
+        c.batch_size = sqlite3_value_int64(argv[3])
+    db = (<ReportVtab *>cur.pVtab).db
+    rc = plan_load(db, "main", <const char *>sqlite3_value_text(argv[0]),
+                   <const char *>sqlite3_value_text(argv[1]), &c.plan, &err)
+    c.have_plan = 1
+    if rc != SQLITE_OK:
+        return batch_error(cur, err, rc)
+    rc = sqlite3_prepare_v2(db, <const char *>sqlite3_value_text(argv[2]), -1, &c.query, NULL)
+    if rc != SQLITE_OK:
+        return batch_error(cur, sqlite3_mprintf("the query failed: %s", sqlite3_errmsg(db)), rc)
+    if sqlite3_column_count(c.query) < 2:
+        return batch_error(cur, sqlite3_mprintf("the query must return two columns (id, input), "
+                                                "it returns %d", sqlite3_column_count(c.query)),
+                           SQLITE_ERROR)
+    c.ids = <sqlite3_value **>calloc(c.batch_size, sizeof(sqlite3_value *))
+    c.out = <float *>malloc(c.batch_size * c.plan.n_out * sizeof(float))
+    if c.ids == NULL or c.out == NULL:
+        return SQLITE_NOMEM
+    return batch_fill(c)
+
+
+cdef int batch_next(sqlite3_vtab_cursor *cur) noexcept nogil:
+    cdef BatchCursor *c = <BatchCursor *>cur
+    c.pos += 1
+    c.rowid += 1
+    if c.pos >= c.rows:
+        return batch_fill(c)
+    return SQLITE_OK
+
+
+cdef int batch_eof(sqlite3_vtab_cursor *cur) noexcept nogil:
+    cdef BatchCursor *c = <BatchCursor *>cur
+    return c.pos >= c.rows
+
+
+cdef int batch_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noexcept nogil:
+    cdef BatchCursor *c = <BatchCursor *>cur
+    if i == BATCH_COL_ID:
+        sqlite3_result_value(ctx, c.ids[c.pos])
+    elif i == BATCH_COL_OUTPUT:
+        sqlite3_result_blob64(ctx, c.out + c.pos * c.plan.n_out, c.plan.n_out * sizeof(float),
+                              SQLITE_TRANSIENT)
+    elif c.args[i - BATCH_COL_STORE] != NULL:
+        sqlite3_result_value(ctx, c.args[i - BATCH_COL_STORE])
+    return SQLITE_OK
+
+
+cdef int batch_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid) noexcept nogil:
+    rowid[0] = (<BatchCursor *>cur).rowid
+    return SQLITE_OK
+
+
+cdef sqlite3_module batch_module
+
+
+cdef void init_batch_module() noexcept nogil:
+    batch_module.iVersion = 1
+    batch_module.xCreate = NULL
+    batch_module.xConnect = batch_connect
+    batch_module.xBestIndex = batch_best_index
+    batch_module.xDisconnect = report_disconnect
+    batch_module.xDestroy = report_disconnect
+    batch_module.xOpen = batch_open
+    batch_module.xClose = batch_close
+    batch_module.xFilter = batch_filter
+    batch_module.xNext = batch_next
+    batch_module.xEof = batch_eof
+    batch_module.xColumn = batch_column
+    batch_module.xRowid = batch_rowid

@@ -1,0 +1,159 @@
+"""Layer lists: how to run a stored model.
+
+A model may carry a list of layers, stored with it as JSON in ``<store>_models.layers``
+and read by the compiled engine. Each layer is a dict:
+
+    {"op": "dense", "weight": "fc1.weight", "bias": "fc1.bias", "activation": "relu"}
+        y = act(x W^T + b), W laid out (out x in) as PyTorch's Linear stores it;
+        "transpose": true for W laid out (in x out), as Keras stores it. bias optional.
+    {"op": "embedding", "weight": "emb.weight"}
+        row lookup: one integer id per input -> that row of W (vocab x dim).
+    {"op": "embedding_bag", "weight": "emb.weight", "mode": "mean"}
+        a bag of ids per input -> the sum ("sum") or mean ("mean", default) of their rows.
+    {"op": "activation", "activation": "softmax"}
+        an activation alone.
+
+Activations: identity, relu, sigmoid, tanh, gelu (the exact, erf-based one PyTorch uses
+by default), softmax (over each output row). An embedding layer may only come first.
+
+``check_layers`` validates a list against the model's tensors and returns it in
+canonical form (every key present), which is what is stored.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Sequence
+
+OPS = ("dense", "embedding", "embedding_bag", "activation")
+ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "gelu", "softmax")
+BAG_MODES = ("sum", "mean")
+# Weight dtypes the kernels compute with (widened to float32 as they are read).
+COMPUTE_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+_KEYS = {
+    "dense": {"op", "weight", "bias", "activation", "transpose"},
+    "embedding": {"op", "weight"},
+    "embedding_bag": {"op", "weight", "mode"},
+    "activation": {"op", "activation"},
+}
+
+
+class LayerError(ValueError):
+    """A layer list that does not fit the model's tensors."""
+
+
+def check_layers(layers: Sequence[Mapping[str, Any]],
+                 tensors: Mapping[str, tuple[tuple[int, ...], str]]) -> list[dict]:
+    """Validate ``layers`` against ``tensors`` (name -> (shape, dtype)); canonical form.
+
+    Raises LayerError naming the layer (by position and op) and what does not fit.
+    """
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
+        raise LayerError(f"layers must be a list of dicts, got {type(layers).__name__}")
+    if not layers:
+        raise LayerError("layers must not be empty")
+    out = []
+    width = None  # features flowing into the next layer; None before the first
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Mapping):
+            raise LayerError(f"layer {i}: must be a dict, got {type(layer).__name__}")
+        op = layer.get("op")
+        if op not in OPS:
+            raise LayerError(f"layer {i}: unknown op {op!r}; ops are {', '.join(OPS)}")
+        where = f"layer {i} ({op})"
+        extra = set(layer) - _KEYS[op]
+        if extra:
+            raise LayerError(f"{where}: unknown keys {sorted(extra)}; "
+                             f"{op} takes {sorted(_KEYS[op] - {'op'})}")
+        if op == "activation":
+            act = _activation(where, layer.get("activation"))
+            if width is None:
+                raise LayerError(f"{where}: a model cannot start with an activation")
+            out.append({"op": op, "activation": act})
+            continue
+        weight = layer.get("weight")
+        shape = _weight(where, weight, tensors)
+        if op in ("embedding", "embedding_bag"):
+            if i != 0:
+                raise LayerError(f"{where}: an embedding can only be the first layer")
+            canon = {"op": op, "weight": weight}
+            if op == "embedding_bag":
+                mode = layer.get("mode", "mean")
+                if mode not in BAG_MODES:
+                    raise LayerError(f"{where}: mode must be one of {BAG_MODES}, got {mode!r}")
+                canon["mode"] = mode
+            width = shape[1]
+            out.append(canon)
+            continue
+        transpose = layer.get("transpose", False)
+        if not isinstance(transpose, bool):
+            raise LayerError(f"{where}: transpose must be true or false, got {transpose!r}")
+        n_in, n_out = (shape[0], shape[1]) if transpose else (shape[1], shape[0])
+        layout = "(in x out)" if transpose else "(out x in)"
+        if width is not None and n_in != width:
+            raise LayerError(f"{where}: weight {weight!r} {layout} has shape {shape}, so it takes "
+                             f"{n_in} features, but the previous layer gives {width}")
+        bias = layer.get("bias")
+        if bias is not None:
+            bshape = _tensor(where, "bias", bias, tensors)[0]
+            if tuple(bshape) not in ((n_out,), (1, n_out), (n_out, 1)):
+                raise LayerError(f"{where}: bias {bias!r} has shape {tuple(bshape)}; "
+                                 f"expected ({n_out},) for {n_out} outputs")
+        out.append({"op": op, "weight": weight, "bias": bias,
+                    "activation": _activation(where, layer.get("activation", "identity")),
+                    "transpose": transpose})
+        width = n_out
+    return out
+
+
+def io_shape(layers: Sequence[Mapping[str, Any]],
+             tensors: Mapping[str, tuple[tuple[int, ...], str]]) -> tuple[str, int, int]:
+    """(input kind, input width, output width) of a canonical layer list.
+
+    Input kind is "features" (float vectors of input-width values), "ids" (one id per
+    input; input width is the vocabulary) or "bags" (a list of ids per input).
+    """
+    first = layers[0]
+    kind = {"embedding": "ids", "embedding_bag": "bags"}.get(first["op"], "features")
+    shape = tensors[first["weight"]][0]
+    n_in = shape[0] if kind != "features" or first["transpose"] else shape[1]
+    width = None
+    for layer in layers:
+        if layer["op"] in ("embedding", "embedding_bag"):
+            width = tensors[layer["weight"]][0][1]
+        elif layer["op"] == "dense":
+            s = tensors[layer["weight"]][0]
+            width = s[1] if layer["transpose"] else s[0]
+    return kind, n_in, width
+
+
+def to_json(layers: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps(list(layers), separators=(",", ":"))
+
+
+def _activation(where: str, act) -> str:
+    act = "identity" if act in (None, "linear") else act
+    if act not in ACTIVATIONS:
+        raise LayerError(f"{where}: unknown activation {act!r}; activations are "
+                         f"{', '.join(ACTIVATIONS)}")
+    return act
+
+
+def _tensor(where: str, role: str, name, tensors):
+    if not isinstance(name, str):
+        raise LayerError(f"{where}: {role} must be a tensor name, got {name!r}")
+    if name not in tensors:
+        raise LayerError(f"{where}: {role} {name!r} is not a tensor of this model; it has "
+                         f"{', '.join(map(repr, list(tensors)[:10]))}")
+    shape, dtype = tensors[name]
+    if dtype not in COMPUTE_DTYPES:
+        raise LayerError(f"{where}: {role} {name!r} is {dtype}; inference computes with "
+                         f"{', '.join(COMPUTE_DTYPES)} weights")
+    return tuple(shape), dtype
+
+
+def _weight(where: str, name, tensors) -> tuple[int, int]:
+    shape, _ = _tensor(where, "weight", name, tensors)
+    if len(shape) != 2:
+        raise LayerError(f"{where}: weight {name!r} must be 2-D, has shape {shape}")
+    return shape

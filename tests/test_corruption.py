@@ -1,0 +1,280 @@
+"""Damaged stores (changed with raw SQL, defensive mode off): reads give a clear 'corrupt'
+error and never crash, and verify() names the damage."""
+from __future__ import annotations
+
+import struct
+
+import apsw
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sqlite_tensor
+from sqlite_tensor import pages as page_format
+from conftest import SMALL, random_array, same
+
+W_SHAPE = (10, 20)  # 4 x 4 grid of 3 x 5 tiles: 16 blocks on 8 pages (2 a page)
+
+
+def build(conn):
+    rng = np.random.default_rng(7)
+    store = sqlite_tensor.Store(conn, **SMALL)
+    model = {"w": random_array(rng, W_SHAPE, np.float32),
+             "v": random_array(rng, (4,), np.int16)}  # its own page, after w's
+    store.add_model("m", model)
+    assert store.conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, -1) == 0
+    return store, model
+
+
+@pytest.fixture
+def damaged(memdb):
+    return build(memdb)
+
+
+def page_bytes(conn, page_id=1) -> bytearray:
+    return bytearray(conn.execute("SELECT data FROM tensors_pages WHERE id = ?", (page_id,)).get)
+
+
+def set_page(conn, data, page_id=1):
+    conn.execute("UPDATE tensors_pages SET data = ? WHERE id = ?", (bytes(data), page_id))
+
+
+def header_slot(conn, slot, offset=None, length=None):
+    data = page_bytes(conn)
+    pos = page_format.HEADER_BYTES + page_format.SLOT_BYTES * slot
+    old_off, old_len = struct.unpack_from("<QQ", data, pos)
+    struct.pack_into("<QQ", data, pos, old_off if offset is None else offset,
+                     old_len if length is None else length)
+    set_page(conn, data)
+
+
+# Each: (how to damage the store, a fragment verify() reports)
+DAMAGE = {
+    "garbage-page": (lambda c: set_page(c, b"\xde\xad\xbe\xef" + bytes(range(200))),
+                     "page 1: not a version-1 page"),
+    "garbage-text-page": (lambda c: c.execute(  # || makes TEXT, here not even valid UTF-8
+        "UPDATE tensors_pages SET data = x'DEADBEEF' || randomblob(length(data)) WHERE id = 1"),
+        "page 1: data is text, not a BLOB"),
+    "zeroed-page": (lambda c: c.execute(
+        "UPDATE tensors_pages SET data = zeroblob(length(data)) WHERE id = 1"),
+        "page 1: not a version-1 page"),
+    "truncated-in-header": (lambda c: c.execute(
+        "UPDATE tensors_pages SET data = substr(data, 1, 10) WHERE id = 1"),
+        "page 1: 10 bytes, shorter than the 16-byte page header"),
+    "truncated-in-slot-table": (lambda c: c.execute(
+        "UPDATE tensors_pages SET data = substr(data, 1, 40) WHERE id = 1"),
+        "page 1: 2 slots do not fit"),
+    "truncated-in-block": (lambda c: c.execute(
+        "UPDATE tensors_pages SET data = substr(data, 1, length(data) - 8) WHERE id = 1"),
+        "page 1: slot 1"),
+    "empty-page": (lambda c: c.execute("UPDATE tensors_pages SET data = x'' WHERE id = 1"),
+                   "page 1: 0 bytes"),
+    "page-is-an-integer": (lambda c: c.execute("UPDATE tensors_pages SET data = 42 WHERE id = 1"),
+                           "page 1: data is integer, not a BLOB"),
+    "page-is-text": (lambda c: c.execute("UPDATE tensors_pages SET data = 'STPG' WHERE id = 1"),
+                     "page 1: data is text, not a BLOB"),
+    "page-deleted": (lambda c: c.execute("DELETE FROM tensors_pages WHERE id = 1"),
+                     "2 blocks name missing pages"),
+    "slot-out-of-range": (lambda c: c.execute("UPDATE tensors_blocks SET slot = 99 WHERE id = 1"),
+                          "block 1: slot 99 of page 1 missing"),
+    "slot-negative": (lambda c: c.execute("UPDATE tensors_blocks SET slot = -1 WHERE id = 1"),
+                      "block 1: slot -1 of page 1 missing"),
+    "slot-past-32-bits": (lambda c: c.execute(
+        "UPDATE tensors_blocks SET slot = 4294967296 WHERE id = 1"),
+        "block 1: slot 4294967296 of page 1 missing"),
+    "block-on-a-missing-page": (lambda c: c.execute(
+        "UPDATE tensors_blocks SET page_id = 999 WHERE id = 1"),
+        "1 blocks name missing pages"),
+    "header-offset-past-end": (lambda c: header_slot(c, 0, offset=10_000),
+                               "page 1: slot 0 (60 bytes at 10000) runs past"),
+    "header-offset-wraps": (lambda c: header_slot(c, 0, offset=2**64 - 30),
+                            "page 1: slot 0 (60 bytes at 18446744073709551586) runs past"),
+    "header-wrong-length": (lambda c: header_slot(c, 0, length=61),
+                            "block 1: slot 0 of page 1 missing or wrong size"),
+    "header-too-many-slots": (lambda c: set_page(c, (lambda d: (struct.pack_into("<I", d, 8, 10**6),
+                                                                 d)[1])(page_bytes(c))),
+                              "page 1: 1000000 slots do not fit"),
+    "map-row-deleted": (lambda c: c.execute(
+        "DELETE FROM tensors_map WHERE tensor_id = 1 AND block_row = 1 AND block_col = 2"),
+        "tensor 1: 15 blocks mapped, grid has 16"),
+    "map-row-out-of-grid": (lambda c: c.execute(
+        "UPDATE tensors_map SET block_row = 4 WHERE tensor_id = 1 AND block_row = 0"
+        " AND block_col = 0"), "tensor 1: block (4, 0) is outside its 4 x 4 grid"),
+    "map-row-far-out-of-grid": (lambda c: c.execute(
+        "UPDATE tensors_map SET block_row = 4611686018427387904 WHERE tensor_id = 1"
+        " AND block_row = 0 AND block_col = 0"), "tensor 1: block (4611686018427387904, 0)"),
+    "map-names-wrong-size-block": (lambda c: c.execute(
+        "UPDATE tensors_map SET block_id = (SELECT block_id FROM tensors_map WHERE tensor_id = 2)"
+        " WHERE tensor_id = 1 AND block_row = 0 AND block_col = 0"),
+        "tensor 1: block (0, 0) has 6 bytes, wrong for a tile of 15 elements"),
+    "block-row-deleted": (lambda c: c.execute("DELETE FROM tensors_blocks WHERE id = 3"),
+                          "1 map entries name missing blocks"),
+    "tensor-bytes-doubled": (lambda c: c.execute(
+        "UPDATE tensors_tensors SET nbytes = nbytes * 2 WHERE id = 1"),
+        "tensor 1: 10 x 20 in 1600 bytes does not match shape [10, 20] of float32"),
+    "tensor-rows-absurd": (lambda c: c.execute(
+        "UPDATE tensors_tensors SET rows = 4294967296, cols = 4294967296 WHERE id = 1"),
+        "tensor 1: 4294967296 x 4294967296 in 800 bytes does not match"),
+    "tensor-rows-zero": (lambda c: c.execute("UPDATE tensors_tensors SET rows = 0 WHERE id = 1"),
+                         "tensor 1: 0 x 20"),
+    "tensor-itemsize-odd": (lambda c: c.execute(
+        "UPDATE tensors_tensors SET nbytes = 600 WHERE id = 1"),
+        "tensor 1: 10 x 20 in 600 bytes"),
+}
+
+
+@pytest.mark.parametrize("how", list(DAMAGE))
+def test_damage_gives_a_corrupt_error_and_verify_reports_it(damaged, how):
+    store, model = damaged
+    conn = store.conn
+    damage, fragment = DAMAGE[how]
+    damage(conn)
+    with pytest.raises(apsw.CorruptError, match="corrupt") as info:
+        store.get_tensor("m", "w")
+    message = str(info.value)
+    with pytest.raises(apsw.CorruptError, match="corrupt"):
+        conn.execute("SELECT tensor_blob('tensors', 'm', 'w')").get
+    with pytest.raises(apsw.CorruptError, match="corrupt"):
+        conn.execute("SELECT data FROM tensors WHERE model = 'm' AND tensor = 'w'").get
+    with pytest.raises(apsw.CorruptError, match="corrupt"):
+        conn.execute("SELECT length(data) FROM tensors").fetchall()
+    # the message says where: a page (with its slot) or the tensor
+    assert "page 1 of tensors_pages" in message or "tensor 1" in message or "tensors" in message
+    problems = store.verify()
+    assert any(fragment in p for p in problems), problems
+    # the other tensor (on its own page) still reads, and so do the reports
+    assert same(store.get_tensor("m", "v"), model["v"])
+    assert store.stats()["models"] == 1
+
+
+@pytest.mark.parametrize("how", ["slot-swapped", "payload-flipped", "block-moved-page"])
+def test_silent_damage_is_caught_by_verify(damaged, how):
+    """Damage that leaves every length right: reads cannot tell, the hashes can."""
+    store, _ = damaged
+    conn = store.conn
+    if how == "slot-swapped":  # blocks 1 and 2 share page 1 and are both 3 x 5 float32
+        conn.execute("UPDATE tensors_blocks SET slot = 1 - slot WHERE id IN (1, 2)")
+    elif how == "payload-flipped":
+        data = page_bytes(conn)
+        off, _ = page_format.slot_range(bytes(data), 1)
+        data[off + 3] ^= 0x40
+        set_page(conn, data)
+    else:  # block 1 now names the same slot of page 2 (a block of the same size)
+        conn.execute("UPDATE tensors_blocks SET page_id = 2 WHERE id = 1")
+    got = store.get_tensor("m", "w")  # reads, but wrong
+    assert got.shape == W_SHAPE
+    problems = store.verify()
+    assert any("bytes do not match its hash" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("sql, shown", [
+    ("DELETE FROM tensors_config WHERE key = 'block_rows'", "None"),
+    ("UPDATE tensors_config SET value = 0 WHERE key = 'block_rows'", "0"),
+    ("UPDATE tensors_config SET value = 2305843009213693953 WHERE key = 'block_rows'",
+     "2305843009213693953"),  # block_rows * block_cols * itemsize would wrap around 2**64
+    ("UPDATE tensors_config SET value = 'three' WHERE key = 'block_rows'", "'three'"),
+], ids=["deleted", "zero", "huge", "text"])
+def test_damaged_config_is_reported(db_path, sql, shown):
+    with sqlite_tensor.Store(db_path, **SMALL) as store:
+        store.add_model("m", {"w": np.ones((4, 4), np.float32)})
+        store.conn.execute(sql)
+        assert f"config: block_rows is {shown}, the store was opened with 3" in store.verify()
+        with pytest.raises(apsw.CorruptError, match="tensor store 'tensors' is corrupt: no valid"
+                                                    " block shape in tensors_config"):
+            store.get_tensor("m", "w")
+    conn = sqlite_tensor.connect(db_path)
+    try:
+        with pytest.raises(apsw.Error, match="no valid block shape"):
+            conn.execute("SELECT * FROM tensors").fetchall()
+    finally:
+        conn.close()
+
+
+def test_missing_config_row_on_open(db_path):
+    with sqlite_tensor.Store(db_path, **SMALL) as store:
+        store.conn.execute("DELETE FROM tensors_config WHERE key = 'page_blocks'")
+    conn = sqlite_tensor.connect(db_path)
+    try:
+        with pytest.raises(sqlite_tensor.TensorStoreError,
+                           match="store 'tensors' is corrupt: tensors_config has no valid page_blocks"):
+            sqlite_tensor.Store(conn)
+    finally:
+        conn.close()
+
+
+def test_missing_shadow_table(memdb):
+    store, _ = build(memdb)
+    memdb.execute("DROP TABLE tensors_pages")
+    with pytest.raises(apsw.CorruptError, match="page 1 of tensors_pages is corrupt"):
+        store.get_tensor("m", "w")
+    with pytest.raises(apsw.SQLError, match="tensors_pages"):
+        store.verify()
+
+
+def test_corruption_inside_a_transaction_does_not_lose_the_transaction(damaged, rng):
+    """SQLite makes the rest of a transaction read-only after SQLITE_CORRUPT; a ROLLBACK
+    still ends it cleanly and the store is as it was."""
+    store, model = damaged
+    conn = store.conn
+    conn.execute("UPDATE tensors_blocks SET slot = 99 WHERE id = 1")
+    conn.execute("BEGIN")
+    with pytest.raises(apsw.CorruptError):
+        store.get_tensor("m", "w")
+    conn.execute("ROLLBACK")
+    conn.execute("UPDATE tensors_blocks SET slot = 0 WHERE id = 1")  # repaired
+    assert same(store.get_tensor("m", "w"), model["w"]) and store.verify() == []
+
+
+# -- fuzzing a page ------------------------------------------------------------------------------
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_page_damage_never_crashes(data):
+    conn = sqlite_tensor.connect(":memory:")
+    try:
+        store, model = build(conn)
+        page = page_bytes(conn)
+        nslots = struct.unpack_from("<I", page, 8)[0]
+        kind = data.draw(st.sampled_from(["flip", "truncate", "extend", "header-field"]))
+        if kind == "flip":
+            positions = data.draw(st.lists(st.integers(0, len(page) - 1), min_size=1, max_size=6))
+            for pos in positions:
+                page[pos] ^= data.draw(st.integers(1, 255))
+        elif kind == "truncate":
+            page = page[:data.draw(st.integers(0, len(page) - 1))]
+        elif kind == "extend":
+            page += bytes(data.draw(st.integers(1, 200)))
+        else:
+            field = data.draw(st.integers(0, 3 + 2 * nslots))
+            value = data.draw(st.sampled_from([0, 1, 2**31 - 1, 2**31, 2**32 - 1, 2**63, 2**64 - 1,
+                                               len(page), len(page) + 1]))
+            if field < 4:
+                struct.pack_into("<I", page, 4 * field, value & 0xFFFFFFFF)
+            else:
+                struct.pack_into("<Q", page, 16 + 8 * (field - 4), value)
+        set_page(conn, page)
+        for read in (lambda: store.get_tensor("m", "w"),
+                     lambda: conn.execute("SELECT data FROM tensors WHERE tensor = 'w'").get):
+            try:
+                got = read()
+            except apsw.CorruptError as e:
+                assert "corrupt" in str(e)
+            else:
+                if isinstance(got, np.ndarray):
+                    assert got.shape == W_SHAPE
+                else:
+                    assert len(got) == model["w"].nbytes
+        problems = store.verify()  # never raises
+        if read_ok(store, model) is False:
+            assert problems  # wrong bytes read back are always noticed by verify
+        assert same(store.get_tensor("m", "v"), model["v"])
+    finally:
+        conn.close()
+
+
+def read_ok(store, model):
+    try:
+        return same(store.get_tensor("m", "w"), model["w"])
+    except apsw.CorruptError:
+        return None
