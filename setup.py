@@ -40,10 +40,24 @@ class BuildWithLoader(build_ext):
                                          libraries=["dl"])
 
 
+def openblas():
+    """OpenBLAS from the scipy-openblas32 wheel, linked at build time with an rpath so the
+    engine finds it in any host (the shell included) without a Python import."""
+    import scipy_openblas32
+    return dict(include_dirs=[scipy_openblas32.get_include_dir()],
+                library_dirs=[scipy_openblas32.get_lib_dir()],
+                libraries=[scipy_openblas32.get_library()],
+                runtime_library_dirs=[scipy_openblas32.get_lib_dir()])
+
+
+blas = openblas()
 engine = Extension(
     ENGINE,
     sources=["cython/engine.pyx"],
-    include_dirs=["cython"],
+    include_dirs=["cython", *blas["include_dirs"]],
+    library_dirs=blas["library_dirs"],
+    libraries=blas["libraries"] + ["m"],
+    runtime_library_dirs=blas["runtime_library_dirs"],
     extra_compile_args=["-O3"],
 )
 

@@ -205,6 +205,21 @@ cdef void source_close(PageSource *src) noexcept nogil:
     src.table = NULL
 
 
+cdef int check_page_header(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
+                           const char *table, char **err) noexcept nogil:
+    """A page must start with the version-1 header and its slot table must fit."""
+    if n < PAGE_HEADER_BYTES or st_get_u32(data) != PAGE_MAGIC or st_get_u32(data + 4) != PAGE_VERSION:
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: not a version-%d page",
+                                 page_id, table, <int>PAGE_VERSION)
+        return SQLITE_CORRUPT
+    cdef sqlite3_int64 nslots = st_get_u32(data + 8)
+    if PAGE_HEADER_BYTES + nslots * PAGE_SLOT_BYTES > n:
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: %lld slots do not fit in %lld bytes",
+                                 page_id, table, nslots, n)
+        return SQLITE_CORRUPT
+    return SQLITE_OK
+
+
 cdef int read_page(PageSource *src, sqlite3_int64 page_id, unsigned char **data,
                    sqlite3_int64 *nbytes, char **err) noexcept nogil:
     """Read a whole page BLOB into a new malloc'd buffer and check its header."""

@@ -16,7 +16,8 @@ Entry point: sqlite3_sqlitetensor_engine_init, called by the loader
 
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset, strcmp, strlen, strncmp
-from libc.stdlib cimport strtoll
+from libc.stdint cimport int64_t
+from libc.stdlib cimport calloc, free, malloc, realloc, strtod, strtoll
 from sqlite3api cimport *
 
 include "sql_text.pxi"
@@ -25,6 +26,44 @@ include "page_reader.pxi"
 include "store_vtab.pxi"
 include "report_tables.pxi"
 include "sql_functions.pxi"
+include "blas.pxi"
+include "buffer_pool.pxi"
+include "model_plan.pxi"
+include "kernels.pxi"
+include "model_input.pxi"
+include "inference_sql.pxi"
+include "predict_batch.pxi"
+
+
+ctypedef void (*sql_function)(sqlite3_context *, int, sqlite3_value **) noexcept nogil
+
+ctypedef struct FunctionSpec:
+    const char *name
+    int nargs
+    int flags
+    sql_function fn
+
+
+cdef int register_functions(sqlite3 *db) noexcept nogil:
+    """Register every SQL function; the one table of them is here."""
+    cdef int pure = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS
+    cdef FunctionSpec specs[9]
+    specs[0] = FunctionSpec("tensor_blob", 3, SQLITE_UTF8, fn_tensor_blob)
+    specs[1] = FunctionSpec("tensor_version", 0, pure, fn_tensor_version)
+    specs[2] = FunctionSpec("tensor_predict", 3, SQLITE_UTF8, fn_tensor_predict)
+    specs[3] = FunctionSpec("tensor_argmax", 1, pure, fn_tensor_argmax)
+    specs[4] = FunctionSpec("tensor_max", 1, pure, fn_tensor_max)
+    specs[5] = FunctionSpec("tensor_topk", 2, pure, fn_tensor_topk)
+    specs[6] = FunctionSpec("tensor_json", 1, pure, fn_tensor_json)
+    specs[7] = FunctionSpec("tensor_threads", 0, SQLITE_UTF8, fn_tensor_threads)
+    specs[8] = FunctionSpec("tensor_threads", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, fn_tensor_threads)
+    cdef int i, rc
+    for i in range(9):
+        rc = sqlite3_create_function_v2(db, specs[i].name, specs[i].nargs, specs[i].flags, NULL,
+                                        specs[i].fn, NULL, NULL, NULL)
+        if rc != SQLITE_OK:
+            return rc
+    return SQLITE_OK
 
 
 cdef extern from * nogil:
@@ -48,12 +87,15 @@ cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
     st_api_set(api)
     init_store_module()
     init_report_module()
+    init_batch_module()
     cdef int i = 0
     cdef int rc = sqlite3_create_module_v2(db, "tensor_store", &store_module, NULL, NULL)
     while rc == SQLITE_OK and st_reports[i].name != NULL:
         rc = sqlite3_create_module_v2(db, st_reports[i].name, &report_module,
                                       <void *>&st_reports[i], NULL)
         i += 1
+    if rc == SQLITE_OK:
+        rc = sqlite3_create_module_v2(db, "tensor_predict_batch", &batch_module, NULL, NULL)
     if rc == SQLITE_OK:
         rc = register_functions(db)
     return rc
@@ -62,3 +104,151 @@ cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
 def version():
     """The engine's version string (the same as SQL's tensor_version())."""
     return ST_VERSION.decode()
+
+
+# -- Python entry points (only in a Python host; the shell never runs these) ---------------
+
+import numpy as np
+
+
+class EngineError(RuntimeError):
+    """The engine failed on something other than the caller's input (a damaged store, I/O)."""
+
+
+cdef void require_loaded() except *:
+    if st_api_get() == NULL:
+        raise EngineError("the sqlite-tensor extension is not loaded into any connection yet "
+                          "(sqlite_tensor.load(conn) does that)")
+
+
+def _ids(x, what):
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu" or arr.dtype == np.uint64 and arr.size and arr.max() > 2**63 - 1:
+        raise TypeError(f"{what} must be integers, got {arr.dtype}")
+    return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
+
+
+def predict(size_t db, str store, str model, x):
+    """Run a stored model on x; see Store.predict."""
+    require_loaded()
+    cdef Plan plan
+    cdef Input inp
+    cdef char *err = NULL
+    cdef int rc
+    cdef bytes store_b = store.encode(), model_b = model.encode()
+    cdef const char *store_c = store_b
+    cdef const char *model_c = model_b
+    with nogil:
+        rc = plan_load(<sqlite3 *>db, "main", store_c, model_c, &plan, &err)
+    try:
+        if rc != SQLITE_OK:
+            _raise(rc, err)
+        single, arrays, batch = _input_arrays(&plan, model, x)
+        out = np.empty((batch, plan.n_out), np.float32)
+        if batch == 0:
+            return out
+        memset(&inp, 0, sizeof(Input))
+        inp.batch = batch
+        cdef_set_input(&inp, arrays)
+        rc = _forward_into(&plan, &inp, out, &err)
+        if rc != SQLITE_OK:
+            _raise(rc, err)
+        return out[0] if single else out
+    finally:
+        plan_free(&plan)
+
+
+cdef void cdef_set_input(Input *inp, arrays) except *:
+    cdef const float[:, ::1] x
+    cdef const int64_t[::1] ids
+    cdef const int64_t[::1] offsets
+    kind, a, b = arrays
+    if kind == "features":
+        x = a
+        inp.x = &x[0, 0]
+    else:
+        ids = a
+        inp.ids = &ids[0]
+        if kind == "bags":
+            offsets = b
+            inp.offsets = &offsets[0]
+
+
+cdef int _forward_into(Plan *plan, Input *inp, out, char **err) except? -1:
+    cdef float[:, ::1] y = out
+    cdef int rc
+    with nogil:
+        rc = forward(plan, inp, &y[0, 0], err)
+    return rc
+
+
+cdef _input_arrays(Plan *plan, str model, x):
+    """(single, (kind, array, offsets), batch) with arrays the kernels can read."""
+    if plan.input_kind == INPUT_FEATURES:
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"model {model!r} takes float features, got an array of {arr.dtype}")
+        single = arr.ndim == 1
+        arr = np.ascontiguousarray(arr.reshape(1, -1) if single else arr, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != plan.n_in:
+            raise ValueError(f"model {model!r} takes {plan.n_in} features per input (an array of "
+                             f"shape ({plan.n_in},) or (batch, {plan.n_in})); got shape {np.shape(x)}")
+        return single, ("features", arr, None), arr.shape[0]
+    if plan.input_kind == INPUT_IDS:
+        single = np.ndim(x) == 0
+        ids = _ids(x, f"inputs of embedding model {model!r}")
+        return single, ("ids", ids, None), ids.shape[0]
+    # bags: one bag (a 1-D array), a 2-D array of equal bags, or a list of bags
+    if isinstance(x, np.ndarray) and x.ndim == 1:
+        x, single = [x], True
+    elif isinstance(x, np.ndarray) and x.ndim == 2:
+        x, single = list(x), False
+    elif isinstance(x, (list, tuple)):
+        single = False
+    else:
+        raise TypeError(f"model {model!r} takes bags of ids: a list of id arrays, got "
+                        f"{type(x).__name__}")
+    bags = [_ids(b, f"bags of model {model!r}") for b in x]
+    for i, b in enumerate(bags):
+        if b.size == 0:
+            raise ValueError(f"bag {i} is empty: a bag needs at least one id")
+    offsets = np.zeros(len(bags) + 1, np.int64)
+    np.cumsum([b.size for b in bags], out=offsets[1:])
+    ids = np.concatenate(bags) if bags else np.zeros(1, np.int64)
+    return single, ("bags", ids, offsets), len(bags)
+
+
+cdef _raise(int rc, char *err):
+    msg = (<bytes>err).decode("utf-8", "replace") if err != NULL else "out of memory"
+    sqlite3_free(err)
+    if rc == SQLITE_ERROR:
+        raise ValueError(msg)
+    raise EngineError(msg)
+
+
+def set_threads(int n):
+    """Threads the kernels use (OpenBLAS's thread count)."""
+    if n < 1 or n > 256:
+        raise ValueError(f"the thread count must be from 1 to 256, got {n}")
+    scipy_openblas_set_num_threads(n)
+
+
+def get_threads():
+    return scipy_openblas_get_num_threads()
+
+
+def cache_configure(long long budget_bytes):
+    if budget_bytes < 0:
+        raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
+    pool_set_budget(budget_bytes if budget_bytes > 0 else 1)
+
+
+def cache_stats():
+    cdef PoolCounters c = pool_counters()
+    return {"policy": "lru", "budget_bytes": c.budget, "resident_bytes": c.resident,
+            "pages": c.pages, "hits": c.hits, "misses": c.misses, "evictions": c.evictions,
+            "bytes_read": c.bytes_read}
+
+
+def cache_clear():
+    pool_clear()

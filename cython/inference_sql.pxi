@@ -34,7 +34,7 @@ cdef Plan *statement_plan(sqlite3_context *ctx, const char *fname, sqlite3_value
         sqlite3_result_error_nomem(ctx)
         return NULL
     if plan_load(sqlite3_context_db_handle(ctx), "main", args[0], args[1], plan, &err) != SQLITE_OK:
-        msg = sqlite3_mprintf("%s: %s", fname, err if err != NULL else "out of memory")
+        msg = sqlite3_mprintf("%s: %s", fname, text_or(err, "out of memory"))
         sqlite3_result_error(ctx, msg, -1)
         sqlite3_free(msg)
         sqlite3_free(err)
@@ -46,7 +46,7 @@ cdef Plan *statement_plan(sqlite3_context *ctx, const char *fname, sqlite3_value
 
 cdef void fail(sqlite3_context *ctx, const char *fname, char *err, int rc) noexcept nogil:
     """Report err (freed here) as the function's error."""
-    cdef char *msg = sqlite3_mprintf("%s: %s", fname, err if err != NULL else "out of memory")
+    cdef char *msg = sqlite3_mprintf("%s: %s", fname, text_or(err, "out of memory"))
     sqlite3_result_error(ctx, msg, -1)
     if rc != SQLITE_ERROR and rc != SQLITE_OK:
         sqlite3_result_error_code(ctx, rc)
@@ -69,14 +69,15 @@ cdef void fn_tensor_predict(sqlite3_context *ctx, int argc, sqlite3_value **argv
         builder_free(&b)
         fail(ctx, "tensor_predict", err, rc)
         return
-    out = <float *>sqlite3_malloc64(b.inp.batch * plan.n_out * sizeof(float))
+    cdef sqlite3_int64 nbytes = b.inp.batch * plan.n_out * sizeof(float)
+    out = <float *>sqlite3_malloc64(nbytes)
     rc = SQLITE_NOMEM if out == NULL else forward(plan, &b.inp, out, &err)
     builder_free(&b)
     if rc != SQLITE_OK:
         sqlite3_free(out)
         fail(ctx, "tensor_predict", err, rc)
         return
-    sqlite3_result_blob64(ctx, out, b.inp.batch * plan.n_out * sizeof(float), sqlite3_free)
+    sqlite3_result_blob64(ctx, out, nbytes, sqlite3_free)
 
 
 cdef int float_blob(sqlite3_context *ctx, const char *fname, sqlite3_value *v,
@@ -149,8 +150,9 @@ cdef void fn_tensor_topk(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
             if not picked[i] and (best < 0 or blob_float(data, i) > blob_float(data, best)):
                 best = i
         picked[best] = 1
-        sqlite3_str_appendf(out, "%s[%d,%!.9g]", "," if j > 0 else "", best,
-                            <double>blob_float(data, best))
+        if j > 0:
+            sqlite3_str_append(out, ",", 1)
+        sqlite3_str_appendf(out, "[%d,%!.9g]", best, <double>blob_float(data, best))
     sqlite3_str_append(out, "]", 1)
     free(picked)
     cdef char *text = sqlite3_str_finish(out)
@@ -169,7 +171,9 @@ cdef void fn_tensor_json(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
     cdef sqlite3_str *out = sqlite3_str_new(sqlite3_context_db_handle(ctx))
     sqlite3_str_append(out, "[", 1)
     for i in range(n):
-        sqlite3_str_appendf(out, "%s%!.9g", "," if i > 0 else "", <double>blob_float(data, i))
+        if i > 0:
+            sqlite3_str_append(out, ",", 1)
+        sqlite3_str_appendf(out, "%!.9g", <double>blob_float(data, i))
     sqlite3_str_append(out, "]", 1)
     cdef char *text = sqlite3_str_finish(out)
     if text == NULL:

@@ -9,7 +9,7 @@
 
 from libc.math cimport expf, tanhf, erff, sqrtf
 
-cdef extern from *:
+cdef extern from * nogil:
     """
     /* IEEE half -> float, exact (subnormals, infinities and NaN payloads kept). */
     static inline float st_half_to_float(uint16_t h) {

@@ -132,7 +132,7 @@ cdef int weight_from_row(sqlite3_stmt *stmt, int col, Weight *w, const char *mod
     w.rows = sqlite3_column_int64(stmt, col + 1)
     w.cols = sqlite3_column_int64(stmt, col + 2)
     cdef const char *dt = <const char *>sqlite3_column_text(stmt, col + 3)
-    w.dtype = dtype_code(dt if dt != NULL else "")
+    w.dtype = dtype_code(text_or(dt, ""))
     if w.dtype < 0:
         err[0] = sqlite3_mprintf("layer %d of model '%s' uses a %s tensor; inference computes with "
                                  "float32, float16, bfloat16 or float64 weights", layer, model, dt)
@@ -237,7 +237,7 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
         if L.op < 0 or L.act < 0:
             err[0] = sqlite3_mprintf("layer %d of model '%s' is not understood (op %s); "
                                      "set the layers again with Store.set_layers", i, model,
-                                     op_name if op_name != NULL else "missing")
+                                     text_or(op_name, "missing"))
             rc = SQLITE_ERROR
             break
         rc = weight_from_row(stmt, 4, &L.weight, model, i, err)

@@ -55,7 +55,8 @@ cdef int batch_connect(sqlite3 *db, void *aux, int argc, const char *const *argv
 
 
 cdef int batch_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
-    cdef int i, col, found[4]
+    cdef int i, col
+    cdef int found[4]
     cdef int unusable = 0
     for i in range(4):
         found[i] = -1
@@ -129,7 +130,7 @@ cdef int batch_close(sqlite3_vtab_cursor *cur) noexcept nogil:
 
 cdef int batch_error(sqlite3_vtab_cursor *cur, char *err, int rc) noexcept nogil:
     set_vtab_error(cur.pVtab, sqlite3_mprintf("tensor_predict_batch: %s",
-                                              err if err != NULL else "out of memory"))
+                                              text_or(err, "out of memory")))
     sqlite3_free(err)
     return rc
 

@@ -3,8 +3,8 @@
 #   SELECT tensor_version();                                  -- '0.1.0'
 #   SELECT tensor_blob('tensors', 'base', 'fc1.weight');      -- the tensor's raw bytes
 #
-# They are registered from the one table in register_functions(); tests compare the
-# registered names with the documented list.
+# They are registered from the one table in engine.pyx (register_functions); tests
+# compare the registered names with the documented list.
 
 cdef extern from *:
     """
@@ -75,26 +75,3 @@ cdef void fn_tensor_version(sqlite3_context *ctx, int argc, sqlite3_value **argv
     """tensor_version(): the engine's version string."""
     sqlite3_result_text(ctx, ST_VERSION, -1, SQLITE_STATIC)
 
-
-ctypedef void (*sql_function)(sqlite3_context *, int, sqlite3_value **) noexcept nogil
-
-ctypedef struct FunctionSpec:
-    const char *name
-    int nargs
-    int flags
-    sql_function fn
-
-
-cdef int register_functions(sqlite3 *db) noexcept nogil:
-    """Register every SQL function; the one table of them is here."""
-    cdef FunctionSpec specs[2]
-    specs[0] = FunctionSpec("tensor_blob", 3, SQLITE_UTF8, fn_tensor_blob)
-    specs[1] = FunctionSpec("tensor_version", 0, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS,
-                            fn_tensor_version)
-    cdef int i, rc
-    for i in range(2):
-        rc = sqlite3_create_function_v2(db, specs[i].name, specs[i].nargs, specs[i].flags, NULL,
-                                        specs[i].fn, NULL, NULL, NULL)
-        if rc != SQLITE_OK:
-            return rc
-    return SQLITE_OK

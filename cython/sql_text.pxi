@@ -16,6 +16,11 @@ cdef extern from *:
     const char *const st_shadow_parts[]
 
 
+cdef inline const char *text_or(const char *text, const char *fallback) noexcept nogil:
+    """text, or fallback where it is NULL (Cython makes `a if c else "..."` a Python object)."""
+    return text if text != NULL else fallback
+
+
 cdef char *expand_sql(sqlite3 *db, const char *tmpl, const char *schema,
                       const char *store) noexcept nogil:
     """Return tmpl with every {part} / {.part} expanded, from sqlite3_malloc; NULL on OOM."""

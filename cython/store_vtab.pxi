@@ -142,7 +142,8 @@ cdef int store_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
     rc = exec_store_sql(db, ddl, argv[1], argv[2], err)
     if rc == SQLITE_OK:
         rc = prepare_store_sql(db, "INSERT INTO {config}(key, value) VALUES ('format_version', ?1),"
-                               " ('block_rows', ?2), ('block_cols', ?3), ('page_blocks', ?4)",
+                               " ('block_rows', ?2), ('block_cols', ?3), ('page_blocks', ?4),"
+                               " ('uid', random()), ('generation', random())",
                                argv[1], argv[2], &stmt)
     if rc == SQLITE_OK:
         sqlite3_bind_int64(stmt, 1, ST_FORMAT_VERSION)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from . import formats
 from .connection import loadable_path
-from .families import text_classifier_family
+from .families import TEXT_CLASSIFIER_LAYERS, text_classifier_family
 from .store import Store
 
 SHELL_QUERIES = """\
 SELECT model, tensor, shape, dtype FROM tensors WHERE model = 'tuned-2';
 SELECT model, logical_bytes, physical_bytes, private_bytes, pages FROM tensor_models('tensors');
 SELECT models, logical_bytes, physical_bytes, round(dedup_ratio, 2) AS dedup_ratio FROM tensor_stats('tensors');
+SELECT model, round(tensor_max(tensor_predict('tensors', model, '[12, 7, 301, 4095]')), 4) AS score FROM tensor_models('tensors');
 """
 
 
@@ -45,7 +46,7 @@ def build(db_path: str = "demo.sqlite", n_models: int = 5, *, verbose: bool = Fa
         for name, tensors in family.items():
             path = os.path.join(tmp, f"{name}.safetensors")
             formats.write_safetensors(path, tensors)
-            r = store.add_model(name, path)
+            r = store.add_model(name, path, layers=TEXT_CLASSIFIER_LAYERS)
             say(f"  {name:<10} {r.tensors:>7} {r.blocks:>7} {r.new_blocks:>10} "
                 f"{_mib(r.logical_bytes):>13} {_mib(r.new_bytes):>13}")
         return store.stats()

@@ -11,12 +11,20 @@ weights laid out as PyTorch's Linear stores them (out x in).
   fine-tuning moved the most frequent ``tuned_fraction`` of them, so the rest of the
   embedding is still the base's, bit for bit.
 
-Everything is drawn from numpy's seeded generator: the same arguments give the same bytes
-on every machine.
+Every model runs as ``TEXT_CLASSIFIER_LAYERS``: the mean of a review's word embeddings,
+then the two dense layers. Everything is drawn from numpy's seeded generator: the same
+arguments give the same bytes on every machine.
 """
 from __future__ import annotations
 
 import numpy as np
+
+
+TEXT_CLASSIFIER_LAYERS = [
+    {"op": "embedding_bag", "weight": "embedding.weight", "mode": "mean"},
+    {"op": "dense", "weight": "fc1.weight", "bias": "fc1.bias", "activation": "relu"},
+    {"op": "dense", "weight": "fc2.weight", "bias": "fc2.bias", "activation": "sigmoid"},
+]
 
 
 def text_classifier(rng: np.random.Generator, vocab: int, dim: int, hidden: int,

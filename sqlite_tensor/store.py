@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import apsw
 import numpy as np
 
-from . import blocks, dtypes, formats, pages
+from . import _engine, blocks, dtypes, formats, pages
 from .connection import connect, is_loaded, load
 from .errors import NotFoundError, TensorStoreError
 from .ingest import IngestReport, ingest_model
+from .layers import check_layers, to_json
 from .schema import Tables, quote
 
 OPTIONS = ("block_rows", "block_cols", "page_blocks")
@@ -136,10 +137,12 @@ class Store:
         try:
             if conn.in_transaction:
                 with conn:  # a savepoint
+                    self._new_generation()
                     yield
             else:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    self._new_generation()
                     yield
                 except BaseException:
                     if conn.in_transaction:
@@ -150,9 +153,17 @@ class Store:
             if defensive:
                 conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
 
-    def add_model(self, name: str, tensors) -> IngestReport:
+    def _new_generation(self) -> None:
+        """Mark the store changed. The buffer pool serves a cached page only while the store's
+        generation is the one the page was read at. It changes when a write transaction
+        begins and again after pages are rewritten or deleted; a random value (not a
+        counter) stays unique even across rolled-back transactions."""
+        self.conn.execute(f"UPDATE {self._t.config} SET value = random() WHERE key = 'generation'")
+
+    def add_model(self, name: str, tensors, *, layers=None) -> IngestReport:
         """Store a model: ``tensors`` maps names to numpy arrays, or is a path to a
         ``.safetensors`` / ``.npz`` file. Identical blocks already stored are shared.
+        ``layers`` (see :meth:`set_layers`) says how to run it.
         One transaction: on any error nothing is written."""
         _check_name("model name", name)
         arrays = _prepare_tensors(name, tensors)
@@ -160,11 +171,14 @@ class Store:
             if self._model_id(name) is not None:
                 raise ValueError(f"model {name!r} already exists in store {self.name!r}; "
                                  "drop it first or choose another name")
-            return ingest_model(
+            report = ingest_model(
                 self.conn, self._t, name, arrays, block_rows=self.block_rows,
                 block_cols=self.block_cols, page_blocks=self.page_blocks,
                 dtype_names={k: dtypes.name_of(a.dtype) for k, a in arrays.items()},
                 hash_block=self._hash_block)
+            if layers is not None:
+                self._store_layers(name, layers)
+            return report
 
     # Seam for tests: a colliding hash must never merge different blocks.
     _hash_block = staticmethod(blocks.block_hash)
@@ -210,6 +224,9 @@ class Store:
                               (len(live), len(data), data, page_id))
             self.conn.executemany(f"UPDATE {t.blocks} SET slot = ? WHERE id = ?",
                                   [(new, bid) for new, (bid, _) in enumerate(live)])
+        # Pages were rewritten or deleted (and their ids may be reused): pages cached since
+        # this transaction began are stale too.
+        self._new_generation()
         return deleted
 
     # -- reading --------------------------------------------------------------------------------
@@ -250,6 +267,46 @@ class Store:
     def export_model(self, model: str, path) -> None:
         """Write a model to a .safetensors or .npz file (chosen by suffix)."""
         formats.write_tensors(path, self.get_model(model))
+
+    # -- running models -------------------------------------------------------------------------
+
+    def set_layers(self, model: str, layers) -> list[dict] | None:
+        """Say how to run a stored model: a list of layer dicts (see sqlite_tensor.layers),
+        checked against the model's tensors (a mismatch is a LayerError naming the layer).
+        Returns the canonical list stored; ``None`` removes the layers."""
+        with self._writing():
+            return self._store_layers(model, layers)
+
+    def _store_layers(self, model: str, layers) -> list[dict] | None:
+        model_id = self._require_model(model)
+        canon = None
+        if layers is not None:
+            canon = check_layers(layers, {i.name: (i.shape, i.dtype) for i in self.tensors(model)})
+        self.conn.execute(f"UPDATE {self._t.models} SET layers = ? WHERE id = ?",
+                          (None if canon is None else to_json(canon), model_id))
+        return canon
+
+    def layers(self, model: str) -> list[dict] | None:
+        """The model's layers as stored, or None."""
+        model_id = self._require_model(model)
+        text = self.conn.execute(f"SELECT layers FROM {self._t.models} WHERE id = ?", (model_id,)).get
+        return None if text is None else json.loads(text)
+
+    def predict(self, model: str, x) -> np.ndarray:
+        """Run a model in compiled code over its blocks in the buffer pool.
+
+        Dense models take float features: ``(n_in,)`` gives ``(n_out,)``, ``(batch, n_in)``
+        gives ``(batch, n_out)``. Embedding models take an id or an array of ids (one output
+        row each); embedding_bag models one bag (a 1-D id array) or a list of bags.
+        Returns float32. Wrong shapes or ids are a ValueError naming what was expected.
+        """
+        if self.layers(model) is None:
+            raise TensorStoreError(f"model {model!r} has no layers; give it some with "
+                                   f"Store.set_layers({model!r}, [...])")
+        try:
+            return _engine.predict(self.conn.sqlite3pointer(), self.name, model, x)
+        except _engine.EngineError as e:
+            raise TensorStoreError(str(e)) from None
 
     # -- figures --------------------------------------------------------------------------------
 
