@@ -59,6 +59,7 @@ engine = Extension(
     libraries=blas["libraries"] + ["m"],
     runtime_library_dirs=blas["runtime_library_dirs"],
     extra_compile_args=["-O3"],
+    extra_link_args=["-pthread"],
 )
 
 setup(

@@ -1,6 +1,6 @@
 # BLAS, linked at build time (scipy-openblas32: symbols prefixed scipy_), so the kernels
-# need no Python import and work in the sqlite3 shell too. The thread count of every
-# kernel is OpenBLAS's; set_threads() / SQL tensor_threads(n) change it.
+# need no Python import and work in the sqlite3 shell too. BLAS runs single-threaded (set
+# at load): the kernels' own threads split a layer's tiles (kernels.pxi, dense).
 
 cdef extern from "cblas.h" nogil:
     enum CBLAS_ORDER:

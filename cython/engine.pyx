@@ -85,6 +85,8 @@ cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
                                   "library in this process; use one (apsw or sqlite3) per process")
         return SQLITE_ERROR
     st_api_set(api)
+    # Our threads split the tiles; BLAS inside each tile product stays single-threaded.
+    scipy_openblas_set_num_threads(1)
     init_store_module()
     init_report_module()
     init_batch_module()
@@ -108,6 +110,7 @@ def version():
 
 # -- Python entry points (only in a Python host; the shell never runs these) ---------------
 
+import apsw
 import numpy as np
 
 
@@ -219,22 +222,30 @@ cdef _input_arrays(Plan *plan, str model, x):
 
 
 cdef _raise(int rc, char *err):
+    """Raise what the SQL path would: bad input is a ValueError, a damaged store an
+    apsw.CorruptError (as from tensor_blob), anything else an EngineError."""
     msg = (<bytes>err).decode("utf-8", "replace") if err != NULL else "out of memory"
     sqlite3_free(err)
     if rc == SQLITE_ERROR:
         raise ValueError(msg)
+    if rc == SQLITE_CORRUPT:
+        raise apsw.CorruptError(msg)
+    if rc == SQLITE_NOMEM:
+        raise MemoryError(msg)
     raise EngineError(msg)
 
 
 def set_threads(int n):
-    """Threads the kernels use (OpenBLAS's thread count)."""
+    """Threads the kernels use, for the whole process (as SQL's tensor_threads(n))."""
+    global st_threads
     if n < 1 or n > 256:
         raise ValueError(f"the thread count must be from 1 to 256, got {n}")
-    scipy_openblas_set_num_threads(n)
+    st_threads = n
 
 
 def get_threads():
-    return scipy_openblas_get_num_threads()
+    """Threads a large layer runs on (default: one per online CPU)."""
+    return kernel_threads(MIN_PARALLEL_MACS)
 
 
 def cache_configure(long long budget_bytes):
@@ -252,3 +263,34 @@ def cache_stats():
 
 def cache_clear():
     pool_clear()
+
+
+def read_tensor_into(size_t db, str store, str model, str tensor, out):
+    """Fill out (a writable C-contiguous buffer of exactly the tensor's bytes) with a stored
+    tensor: the C read_tensor that tensor_blob uses, without SQLite's result copy."""
+    require_loaded()
+    cdef unsigned char[::1] dst = memoryview(out).cast("B")
+    cdef TensorInfo info
+    cdef char *err = NULL
+    cdef int rc
+    cdef bytes s = store.encode(), m = model.encode(), t = tensor.encode()
+    cdef const char *sc = s
+    cdef const char *mc = m
+    cdef const char *tc = t
+    with nogil:
+        rc = lookup_tensor(<sqlite3 *>db, "main", sc, mc, tc, &info, &err)
+    if rc != SQLITE_OK:
+        _raise(rc, err)
+    if info.nbytes != dst.shape[0]:
+        # the caller sized out from the tensor's shape and dtype: its row disagrees with itself
+        raise apsw.CorruptError(f"tensor store {store!r} is corrupt: tensor {tensor!r} of model "
+                                f"{model!r} records {info.nbytes} bytes, its shape and dtype "
+                                f"make {dst.shape[0]}")
+    with nogil:
+        rc = read_tensor(<sqlite3 *>db, "main", sc, info_ptr(&info), &dst[0], &err)
+    if rc != SQLITE_OK:
+        _raise(rc, err)
+
+
+cdef inline const TensorInfo *info_ptr(TensorInfo *info) noexcept nogil:
+    return info

@@ -184,10 +184,11 @@ cdef void fn_tensor_json(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
 
 cdef void fn_tensor_threads(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
     """tensor_threads() / tensor_threads(n): the kernels' thread count (set it with n)."""
+    global st_threads
     if argc == 1:
         if sqlite3_value_type(argv[0]) != SQLITE_INTEGER or sqlite3_value_int64(argv[0]) < 1 \
                 or sqlite3_value_int64(argv[0]) > 256:
             sqlite3_result_error(ctx, "tensor_threads: the thread count must be an integer from 1 to 256", -1)
             return
-        scipy_openblas_set_num_threads(<int>sqlite3_value_int64(argv[0]))
-    sqlite3_result_int64(ctx, scipy_openblas_get_num_threads())
+        st_threads = <int>sqlite3_value_int64(argv[0])
+    sqlite3_result_int64(ctx, kernel_threads(MIN_PARALLEL_MACS))

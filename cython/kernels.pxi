@@ -3,11 +3,71 @@
 # A weight is never reassembled: each tile is used where it sits in its pinned page.
 #   dense, W (out x in):   Y[:, bi-range] += X[:, bj-range] @ T^T     (T: tile (bi, bj))
 #   dense, W (in x out):   Y[:, bj-range] += X[:, bi-range] @ T
-# Batches use sgemm per tile, a single input sgemv per tile (the memory-bound case).
+# Batches use sgemm per tile, a single input sgemv per tile (the memory-bound case); BLAS
+# itself runs single-threaded and our threads split the tiles (dense()).
 # Edge tiles are stored trimmed, so their own extent (br x bc) is their leading dimension
 # and no padding is read. Non-float32 tiles are widened into a scratch tile first.
 
-from libc.math cimport expf, tanhf, erff, sqrtf
+from libc.math cimport expf, tanhf, erff
+
+cdef extern from *:
+    """
+    #include <pthread.h>
+    /* parallel_for: fn(ctx, begin, end, worker) over [0, n) split into contiguous ranges,
+    ** one per thread; the calling thread takes range 0 and waits for the rest. Threads are
+    ** started per call (tens of microseconds), so only large layers use it. A thread that
+    ** cannot be started has its range run by the caller. Not OpenMP: the OpenBLAS we link
+    ** (a pthreads build) serialises calls made inside OpenMP regions. */
+    typedef void (*st_range_fn)(void *ctx, long begin, long end, int worker);
+    typedef struct { st_range_fn fn; void *ctx; long begin, end; int worker; } st_range;
+    static void *st_range_main(void *p) {
+        st_range *r = (st_range *)p;
+        r->fn(r->ctx, r->begin, r->end, r->worker);
+        return 0;
+    }
+    static void st_parallel_for(int nthreads, long n, st_range_fn fn, void *ctx) {
+        st_range ranges[256];
+        pthread_t tids[256];
+        int started[256];
+        int i;
+        if (nthreads > n) nthreads = (int)n;
+        if (nthreads > 256) nthreads = 256;
+        if (nthreads < 1) nthreads = 1;
+        for (i = 0; i < nthreads; i++) {
+            ranges[i].fn = fn; ranges[i].ctx = ctx; ranges[i].worker = i;
+            ranges[i].begin = n * i / nthreads; ranges[i].end = n * (i + 1) / nthreads;
+        }
+        for (i = 1; i < nthreads; i++)
+            started[i] = pthread_create(&tids[i], 0, st_range_main, &ranges[i]) == 0;
+        for (i = 1; i < nthreads; i++)
+            if (!started[i]) st_range_main(&ranges[i]);
+        st_range_main(&ranges[0]);
+        for (i = 1; i < nthreads; i++)
+            if (started[i]) pthread_join(tids[i], 0);
+    }
+    """
+    ctypedef void (*st_range_fn)(void *ctx, long begin, long end, int worker) noexcept nogil
+    void st_parallel_for(int nthreads, long n, st_range_fn fn, void *ctx) nogil
+
+cdef extern from "<unistd.h>" nogil:
+    long sysconf(int name)
+    enum:
+        _SC_NPROCESSORS_ONLN
+
+cdef enum:
+    CHUNK_BYTES = 64 * 1024 * 1024     # tiles pinned at once by a threaded dense layer
+    MIN_PARALLEL_MACS = 1 << 20        # below this a layer runs on one thread
+
+cdef int st_threads          # the thread setting; 0 = one per online CPU
+
+
+cdef int kernel_threads(sqlite3_int64 macs) noexcept nogil:
+    """Threads for a layer of this many multiply-adds: small layers are not worth waking
+    threads for."""
+    cdef long n = st_threads if st_threads > 0 else sysconf(_SC_NPROCESSORS_ONLN)
+    if macs < MIN_PARALLEL_MACS or n < 1:
+        return 1
+    return <int>min(n, 256)
 
 cdef extern from * nogil:
     """
@@ -22,11 +82,41 @@ cdef extern from * nogil:
         else f = sign | ((exp + 112) << 23) | (man << 13);
         float out; memcpy(&out, &f, 4); return out;
     }
+    /* Matrix-vector products for one input: memory-bound, so a simple vectorised loop
+    ** keeps up with memory, and unlike OpenBLAS's sgemv it takes no lock (OpenBLAS takes
+    ** a global one for its work buffer), so threads calling it in parallel scale.
+    ** target_clones compiles one copy per instruction set and picks one at load time.
+    ** Sixteen independent partial sums let the compiler vectorise without reassociating. */
+    __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+    static void st_gemv_n(long m, long n, const float *restrict a, const float *restrict x,
+                          float *restrict y) {
+        /* y[0:m] += A x, A row-major m x n */
+        for (long i = 0; i < m; i++, a += n) {
+            float acc[16] = {0}, s = 0;
+            long j = 0;
+            for (; j + 16 <= n; j += 16)
+                for (int k = 0; k < 16; k++) acc[k] += a[j + k] * x[j + k];
+            for (int k = 0; k < 16; k++) s += acc[k];
+            for (; j < n; j++) s += a[j] * x[j];
+            y[i] += s;
+        }
+    }
+    __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+    static void st_gemv_t(long m, long n, const float *restrict a, const float *restrict x,
+                          float *restrict y) {
+        /* y[0:n] += A^T x, A row-major m x n */
+        for (long i = 0; i < m; i++, a += n) {
+            float xi = x[i];
+            for (long j = 0; j < n; j++) y[j] += xi * a[j];
+        }
+    }
     static inline float st_bf16_to_float(uint16_t h) {
         uint32_t f = (uint32_t)h << 16; float out; memcpy(&out, &f, 4); return out;
     }
     """
     float st_half_to_float(unsigned short h)
+    void st_gemv_n(long m, long n, const float *a, const float *x, float *y)
+    void st_gemv_t(long m, long n, const float *a, const float *x, float *y)
     float st_bf16_to_float(unsigned short h)
 
 
@@ -113,15 +203,55 @@ cdef int gather(TileCursor *c, Weight *w, float *out, char **err) noexcept nogil
     return SQLITE_OK
 
 
+cdef void tile_product(const Layer *L, const unsigned char *tile, sqlite3_int64 bi,
+                       sqlite3_int64 bj, sqlite3_int64 br, sqlite3_int64 bc, sqlite3_int64 R,
+                       sqlite3_int64 C, const float *X, sqlite3_int64 B, float *Y,
+                       float *scratch) noexcept nogil:
+    """Y += the product of X with tile (bi, bj) of L's weight (br x bc, stored trimmed).
+
+    W (out x in):  Y[:, bi*R : bi*R+br] += X[:, bj*C : bj*C+bc] @ T^T
+    W (in x out):  Y[:, bj*C : bj*C+bc] += X[:, bi*R : bi*R+br] @ T
+    One input is a matrix-vector product (st_gemv_*), a batch a matrix-matrix one
+    (single-threaded BLAS sgemm: the threads split tiles, see dense()).
+    """
+    cdef const float *T = <const float *>tile
+    if L.weight.dtype != DT_F32:
+        widen(tile, L.weight.dtype, br * bc, scratch)
+        T = scratch
+    if not L.transpose:
+        if B == 1:
+            st_gemv_n(br, bc, T, X + bj * C, Y + bi * R)
+        else:
+            scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, <int>B, <int>br, <int>bc,
+                              1.0, X + bj * C, <int>L.n_in, T, <int>bc, 1.0, Y + bi * R,
+                              <int>L.n_out)
+    elif B == 1:
+        st_gemv_t(br, bc, T, X + bi * R, Y + bj * C)
+    else:
+        scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, <int>B, <int>bc, <int>br,
+                          1.0, X + bi * R, <int>L.n_in, T, <int>bc, 1.0, Y + bj * C, <int>L.n_out)
+
+
 cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *Y,
                char **err) noexcept nogil:
-    """Y (B x n_out) = X (B x n_in) W^T + b, tile by tile."""
+    """Y (B x n_out) = X (B x n_in) W^T + b, tile by tile.
+
+    Threads split the tiles so that no two write the same outputs: by block row of W
+    (out x in), by block column of W (in x out). Worker threads never call SQLite (the
+    calling thread holds the connection), so the calling thread pins the pages of a chunk
+    of block rows and resolves every tile to a pointer first; the chunk is at most
+    CHUNK_BYTES of tiles, so a layer larger than memory still streams through the pool.
+    """
     cdef Weight *w = &L.weight
     cdef sqlite3_int64 R = c.plan.block_rows, C = c.plan.block_cols
-    cdef sqlite3_int64 bi, bj, br, bc, i
-    cdef const unsigned char *tile
-    cdef const float *T
-    cdef int rc
+    cdef sqlite3_int64 bi, bj, r0, r1, i, k, bytes, npinned
+    cdef int rc = SQLITE_OK
+    cdef int nthreads = kernel_threads(B * w.rows * w.cols)
+    cdef int units
+    cdef const unsigned char **tiles = NULL
+    cdef PoolPage **pinned = NULL
+    cdef float *scratch = NULL
+    cdef PoolPage *page
     if L.bias.tensor_id != 0:
         rc = gather(c, &L.bias, Y, err)
         if rc != SQLITE_OK:
@@ -130,31 +260,104 @@ cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *
             memcpy(Y + i * L.n_out, Y, L.n_out * sizeof(float))
     else:
         memset(Y, 0, B * L.n_out * sizeof(float))
-    for bi in range(w.grid_r):
-        br = min(R, w.rows - bi * R)
-        for bj in range(w.grid_c):
-            bc = min(C, w.cols - bj * C)
-            rc = cursor_tile(c, w, bi, bj, br, bc, &tile, err)
-            if rc != SQLITE_OK:
-                return rc
-            T = as_f32(c, tile, w.dtype, br * bc)
-            if not L.transpose:
-                if B == 1:
-                    scipy_cblas_sgemv(CblasRowMajor, CblasNoTrans, <int>br, <int>bc, 1.0, T, <int>bc,
-                                      X + bj * C, 1, 1.0, Y + bi * R, 1)
-                else:
-                    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, <int>B, <int>br,
-                                      <int>bc, 1.0, X + bj * C, <int>L.n_in, T, <int>bc, 1.0,
-                                      Y + bi * R, <int>L.n_out)
+    tiles = <const unsigned char **>calloc(w.grid_r * w.grid_c, sizeof(unsigned char *))
+    pinned = <PoolPage **>calloc(w.grid_r * w.grid_c, sizeof(PoolPage *))
+    scratch = <float *>malloc(nthreads * R * C * sizeof(float))
+    if tiles == NULL or pinned == NULL or scratch == NULL:
+        rc = SQLITE_NOMEM
+    cursor_release(c)  # this function pins its own pages
+    r0 = 0
+    while rc == SQLITE_OK and r0 < w.grid_r:
+        # pin a chunk of block rows and resolve its tiles (calling thread only)
+        r1 = r0
+        bytes = 0
+        npinned = 0
+        page = NULL
+        while rc == SQLITE_OK and r1 < w.grid_r and (r1 == r0 or bytes < CHUNK_BYTES):
+            for bj in range(w.grid_c):
+                k = r1 * w.grid_c + bj
+                if page == NULL or page.page_id != w.page_ids[k]:
+                    rc = pool_pin(&c.plan.src, w.page_ids[k], &page, err)
+                    if rc != SQLITE_OK:
+                        break
+                    pinned[npinned] = page
+                    npinned += 1
+                rc = page_slot(page, w.slots[k], tile_rows(w, r1, R) * tile_cols(w, bj, C) * w.itemsize,
+                               c.plan.src.table, &tiles[k], err)
+                if rc != SQLITE_OK:
+                    break
+                bytes += tile_rows(w, r1, R) * tile_cols(w, bj, C) * w.itemsize
+            r1 += 1
+        if rc == SQLITE_OK:
+            units = <int>((r1 - r0) if not L.transpose else w.grid_c)
+            dense_chunk(L, tiles, r0, r1, R, C, X, B, Y, scratch, min(nthreads, units))
+        for i in range(npinned):
+            pool_unpin(pinned[i])
+        r0 = r1
+    free(tiles)
+    free(pinned)
+    free(scratch)
+    return rc
+
+
+ctypedef struct DenseJob:
+    const Layer *L
+    const unsigned char **tiles   # tile pointers into pinned pages, grid order
+    sqlite3_int64 r0, r1          # block rows of this chunk
+    sqlite3_int64 R, C            # block shape
+    const float *X
+    sqlite3_int64 B
+    float *Y
+    float *scratch                # one block_rows * block_cols tile per worker
+
+
+cdef void dense_range(void *ctx, long begin, long end, int worker) noexcept nogil:
+    """Units begin..end of a DenseJob: block rows (W out x in) or block columns (in x out)."""
+    cdef DenseJob *job = <DenseJob *>ctx
+    cdef const Weight *w = &job.L.weight
+    cdef float *mine = job.scratch + worker * job.R * job.C
+    cdef sqlite3_int64 u, v, bi, bj
+    cdef sqlite3_int64 inner = w.grid_c if not job.L.transpose else (job.r1 - job.r0)
+    for u in range(begin, end):
+        for v in range(inner):
+            if not job.L.transpose:
+                bi = job.r0 + u
+                bj = v
             else:
-                if B == 1:
-                    scipy_cblas_sgemv(CblasRowMajor, CblasTrans, <int>br, <int>bc, 1.0, T, <int>bc,
-                                      X + bi * R, 1, 1.0, Y + bj * C, 1)
-                else:
-                    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, <int>B, <int>bc,
-                                      <int>br, 1.0, X + bi * R, <int>L.n_in, T, <int>bc, 1.0,
-                                      Y + bj * C, <int>L.n_out)
-    return SQLITE_OK
+                bi = job.r0 + v
+                bj = u
+            tile_product(job.L, job.tiles[bi * w.grid_c + bj], bi, bj, tile_rows(w, bi, job.R),
+                         tile_cols(w, bj, job.C), job.R, job.C, job.X, job.B, job.Y, mine)
+
+
+cdef void dense_chunk(const Layer *L, const unsigned char **tiles, sqlite3_int64 r0,
+                      sqlite3_int64 r1, sqlite3_int64 R, sqlite3_int64 C, const float *X,
+                      sqlite3_int64 B, float *Y, float *scratch, int nthreads) noexcept nogil:
+    """The products of block rows r0..r1 of L's weight, split over nthreads threads."""
+    cdef DenseJob job
+    job.L = L
+    job.tiles = tiles
+    job.r0 = r0
+    job.r1 = r1
+    job.R = R
+    job.C = C
+    job.X = X
+    job.B = B
+    job.Y = Y
+    job.scratch = scratch
+    cdef long units = <long>((r1 - r0) if not L.transpose else L.weight.grid_c)
+    if nthreads <= 1:
+        dense_range(&job, 0, units, 0)
+    else:
+        st_parallel_for(nthreads, units, dense_range, &job)
+
+
+cdef inline sqlite3_int64 tile_rows(const Weight *w, sqlite3_int64 bi, sqlite3_int64 R) noexcept nogil:
+    return min(R, w.rows - bi * R)
+
+
+cdef inline sqlite3_int64 tile_cols(const Weight *w, sqlite3_int64 bj, sqlite3_int64 C) noexcept nogil:
+    return min(C, w.cols - bj * C)
 
 
 cdef int embed_add(TileCursor *c, Layer *L, int64_t row, float scale, float *dst,
@@ -250,6 +453,10 @@ cdef int forward(Plan *plan, const Input *inp, float *out, char **err) noexcept 
     cdef float *nxt
     cdef int i, which = 0, rc = SQLITE_OK
     cdef Layer *L
+    # BLAS must stay single-threaded under our threads; threadpoolctl and the like reset
+    # every OpenBLAS in the process (ours included) when they limit numpy's.
+    if scipy_openblas_get_num_threads() != 1:
+        scipy_openblas_set_num_threads(1)
     memset(&c, 0, sizeof(TileCursor))
     c.plan = plan
     c.scratch = <float *>malloc(plan.block_rows * plan.block_cols * sizeof(float))

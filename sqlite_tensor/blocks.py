@@ -28,9 +28,8 @@ def grid_shape(rows: int, cols: int, block_rows: int, block_cols: int) -> tuple[
 
 def iter_blocks(matrix: np.ndarray, block_rows: int,
                 block_cols: int) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield (block_row, block_col, C-contiguous tile) in row-major order.
-
-    A tile that spans whole rows of a C-contiguous matrix is a view (no copy).
+    """Yield (block_row, block_col, tile) in row-major order; tiles are views into the
+    matrix (strided unless they span whole rows): the page builder copies them once.
     """
     rows, cols = matrix.shape
     grid_r, grid_c = grid_shape(rows, cols, block_rows, block_cols)
@@ -38,7 +37,7 @@ def iter_blocks(matrix: np.ndarray, block_rows: int,
         band = matrix[bi * block_rows:(bi + 1) * block_rows]
         for bj in range(grid_c):
             tile = band[:, bj * block_cols:(bj + 1) * block_cols]
-            yield bi, bj, np.ascontiguousarray(tile)
+            yield bi, bj, tile
 
 
 def byte_view(a: np.ndarray) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Ingest: one model's tensors into a store, sharing every block already stored.
 
-For each tile: hash it (mmh3, 128-bit); a stored block with that hash is shared only if
-its bytes are equal too, so a hash collision can never merge different blocks. New blocks
-are appended to fresh pages, ``page_blocks`` to a page, in the order the tensors come, so
-one model's private blocks sit together. Reference counts are the number of
+For each tile: copy it into the open page's next slot (its only copy), hash it there
+(mmh3, 128-bit); a stored block with that hash is shared only if its bytes are equal too,
+so a hash collision can never merge different blocks, and a shared tile's slot is simply
+reused by the next tile. New blocks fill fresh pages, ``page_blocks`` to a page, in the
+order the tensors come, so one model's private blocks sit together. Reference counts are the number of
 (tensor, block_row, block_col) entries that name a block.
 
 Runs inside the caller's write transaction (Store.add_model); it writes only SQL, so a
@@ -38,45 +39,52 @@ class IngestReport:
 
 
 class _PageWriter:
-    """Collects new blocks and writes them a page at a time."""
+    """Stages each tile in the open page and writes pages as they fill."""
 
-    def __init__(self, conn, t: Tables, page_blocks: int, next_block_id: int):
+    def __init__(self, conn, t: Tables, page_blocks: int, max_block_bytes: int,
+                 next_block_id: int):
         self.conn = conn
         self.t = t
         self.page_blocks = page_blocks
         self.next_block_id = next_block_id
-        self.open: list[tuple[int, bytes, np.ndarray]] = []   # (id, hash, tile) not yet written
-        self.by_hash: dict[bytes, list[int]] = {}              # hash -> index into self.open
+        self.page = pages.PageBuilder(page_blocks, max_block_bytes)
+        self.blocks: list[tuple[int, bytes]] = []   # (id, hash) of the open page's slots
+        self.by_hash: dict[bytes, list[int]] = {}   # hash -> slots of the open page
 
-    def add(self, digest: bytes, tile: np.ndarray) -> int:
+    def stage(self, tile: np.ndarray) -> np.ndarray:
+        """Copy a tile (any strides) into the open page's next slot; returns its bytes."""
+        return self.page.stage(tile)
+
+    def find_open(self, digest: bytes, staged: np.ndarray) -> int | None:
+        for slot in self.by_hash.get(digest, ()):
+            if _same_bytes(self.page.staged(slot), staged):
+                return self.blocks[slot][0]
+        return None
+
+    def add(self, digest: bytes) -> int:
+        """Keep the staged tile as a new block; returns its id."""
         block_id = self.next_block_id
         self.next_block_id += 1
-        self.by_hash.setdefault(digest, []).append(len(self.open))
-        self.open.append((block_id, digest, tile))
-        if len(self.open) == self.page_blocks:
+        self.by_hash.setdefault(digest, []).append(self.page.commit())
+        self.blocks.append((block_id, digest))
+        if len(self.page) == self.page_blocks:
             self.flush()
         return block_id
 
-    def find_open(self, digest: bytes, tile: np.ndarray) -> int | None:
-        for i in self.by_hash.get(digest, ()):
-            block_id, _, other = self.open[i]
-            if _same_bytes(other, tile):
-                return block_id
-        return None
-
     def flush(self) -> None:
-        if not self.open:
+        if not len(self.page):
             return
-        data = pages.build_page([t for _, _, t in self.open])
-        self.conn.execute(
-            f'INSERT INTO {self.t.pages}(nblocks, nbytes, data) VALUES (?, ?, ?)',
-            (len(self.open), len(data), data))
+        data = self.page.finish()
+        self.conn.execute(f"INSERT INTO {self.t.pages}(nblocks, nbytes, data) VALUES (?, ?, ?)",
+                          (len(self.page), len(data), data))
         page_id = self.conn.last_insert_rowid()
         self.conn.executemany(
-            f'INSERT INTO {self.t.blocks}(id, hash, nbytes, page_id, slot, refcount)'
+            f"INSERT INTO {self.t.blocks}(id, hash, nbytes, page_id, slot, refcount)"
             " VALUES (?, ?, ?, ?, ?, 0)",
-            [(bid, h, t.nbytes, page_id, slot) for slot, (bid, h, t) in enumerate(self.open)])
-        self.open.clear()
+            [(bid, h, n, page_id, slot)
+             for slot, ((bid, h), (_, n)) in enumerate(zip(self.blocks, self.page.slots))])
+        self.page.reset()
+        self.blocks.clear()
         self.by_hash.clear()
 
 
@@ -127,7 +135,8 @@ def ingest_model(conn, t: Tables, model: str, tensors: dict[str, np.ndarray], *,
     conn.execute(f'INSERT INTO {t.models}(name) VALUES (?)', (model,))
     model_id = conn.last_insert_rowid()
     next_id = conn.execute(f'SELECT coalesce(max(id), 0) + 1 FROM {t.blocks}').get
-    writer = _PageWriter(conn, t, page_blocks, next_id)
+    itemsize = max(a.dtype.itemsize for a in tensors.values())
+    writer = _PageWriter(conn, t, page_blocks, block_rows * block_cols * itemsize, next_id)
     stored = _StoredBlocks(conn, t)
     refs: Counter[int] = Counter()
     entries = []
@@ -143,12 +152,13 @@ def ingest_model(conn, t: Tables, model: str, tensors: dict[str, np.ndarray], *,
             tensor_id = conn.last_insert_rowid()
             logical += arr.nbytes
             for bi, bj, tile in blocks.iter_blocks(arr.reshape(rows, cols), block_rows, block_cols):
-                digest = hash_block(tile)
-                block_id = writer.find_open(digest, tile)
+                staged = writer.stage(tile)  # the one copy of the tile, into its page
+                digest = hash_block(staged)
+                block_id = writer.find_open(digest, staged)
                 if block_id is None:
-                    block_id = stored.find(digest, tile)
+                    block_id = stored.find(digest, staged)
                 if block_id is None:
-                    block_id = writer.add(digest, tile)
+                    block_id = writer.add(digest)
                 refs[block_id] += 1
                 entries.append((tensor_id, bi, bj, block_id))
         writer.flush()

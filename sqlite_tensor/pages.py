@@ -25,7 +25,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .blocks import byte_view
 
 MAGIC = b"STPG"
 VERSION = 1
@@ -41,22 +40,63 @@ def _aligned(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def build_page(blocks: Sequence[np.ndarray]) -> bytearray:
-    """Lay the blocks (C-contiguous arrays) out as one page BLOB, one copy of each."""
-    data_start = _aligned(HEADER_BYTES + SLOT_BYTES * len(blocks))
-    offsets = []
-    end = data_start
+class PageBuilder:
+    """Lays blocks out in one page buffer as they come, each copied once, straight into its
+    slot (ingest hashes and compares it there, so a duplicate costs no second copy).
+
+    ``stage(tile)`` copies a tile (any strides) into the next free slot and returns its
+    bytes; ``commit()`` keeps it, and a staged tile not committed is overwritten by the
+    next. Room for the header of ``max_slots`` slots is reserved up front, so the header
+    may be a little larger than the slot count needs (its size is in the page header).
+    """
+
+    def __init__(self, max_slots: int, max_block_bytes: int):
+        self.data_start = _aligned(HEADER_BYTES + SLOT_BYTES * max_slots)
+        self.buf = np.empty(self.data_start + max_slots * _aligned(max_block_bytes), np.uint8)
+        self.slots: list[tuple[int, int]] = []   # (offset, nbytes) of committed blocks
+        self.end = self.data_start               # where the next block goes
+        self._staged = 0
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def stage(self, tile: np.ndarray) -> np.ndarray:
+        self._staged = tile.nbytes
+        dest = self.buf[self.end:self.end + tile.nbytes]
+        np.copyto(dest.view(tile.dtype).reshape(tile.shape), tile)
+        return dest
+
+    def commit(self) -> int:
+        """Keep the staged tile; returns its slot."""
+        self.slots.append((self.end, self._staged))
+        self.end = _aligned(self.end + self._staged)
+        return len(self.slots) - 1
+
+    def staged(self, slot: int) -> np.ndarray:
+        offset, n = self.slots[slot]
+        return self.buf[offset:offset + n]
+
+    def finish(self) -> memoryview:
+        """Write the header; the page's bytes (a view into the builder: insert them before
+        the next reset)."""
+        _HEADER.pack_into(self.buf, 0, MAGIC, VERSION, len(self.slots), self.data_start)
+        for i, (offset, n) in enumerate(self.slots):
+            _SLOT.pack_into(self.buf, HEADER_BYTES + SLOT_BYTES * i, offset, n)
+        last = self.slots[-1][0] + self.slots[-1][1] if self.slots else self.data_start
+        return memoryview(self.buf)[:last]
+
+    def reset(self) -> None:
+        self.slots.clear()
+        self.end = self.data_start
+
+
+def build_page(blocks: Sequence[np.ndarray]) -> bytes:
+    """Lay the blocks out as one page BLOB."""
+    builder = PageBuilder(len(blocks), max((b.nbytes for b in blocks), default=0))
     for b in blocks:
-        offsets.append(end)
-        end = _aligned(end + b.nbytes)
-    last = offsets[-1] + blocks[-1].nbytes if blocks else data_start
-    page = bytearray(last)
-    _HEADER.pack_into(page, 0, MAGIC, VERSION, len(blocks), data_start)
-    view = memoryview(page)
-    for i, (b, off) in enumerate(zip(blocks, offsets)):
-        _SLOT.pack_into(page, HEADER_BYTES + SLOT_BYTES * i, off, b.nbytes)
-        view[off:off + b.nbytes] = byte_view(b)
-    return page
+        builder.stage(b)
+        builder.commit()
+    return bytes(builder.finish())
 
 
 def slot_range(header: bytes, slot: int) -> tuple[int, int]:

@@ -246,7 +246,7 @@ class Store:
             " ORDER BY id", (model_id,))]
 
     def get_tensor(self, model: str, tensor: str) -> np.ndarray:
-        """A stored tensor, bit for bit as it was added (a read-only array; .copy() to write)."""
+        """A stored tensor, bit for bit as it was added (a new array of its dtype and shape)."""
         _check_name("model name", model)
         _check_name("tensor name", tensor)
         row = self.conn.execute(
@@ -257,8 +257,11 @@ class Store:
             raise NotFoundError(f"no tensor {tensor!r} in model {model!r}; it has "
                                 f"{', '.join(map(repr, names[:10]))}{' ...' if len(names) > 10 else ''}")
         shape, dtype = row
-        data = self.conn.execute("SELECT tensor_blob(?, ?, ?)", (self.name, model, tensor)).get
-        return np.frombuffer(data, dtypes.numpy_dtype(dtype)).reshape(json.loads(shape))
+        out = np.empty(json.loads(shape), dtypes.numpy_dtype(dtype))
+        # The engine's read_tensor (what SQL's tensor_blob runs) writes straight into out.
+        _engine.read_tensor_into(self.conn.sqlite3pointer(), self.name, model, tensor,
+                                 blocks.byte_view(out))
+        return out
 
     def get_model(self, model: str) -> dict[str, np.ndarray]:
         """Every tensor of a model, by name."""

@@ -65,9 +65,9 @@ FAILURES = {
                                           "bad": np.ones(3, np.complex64)}, ValueError),
     "zero-size": (lambda mp, store, rng: {"ok": np.ones((4, 4), np.float32),
                                           "empty": np.ones((0, 3))}, ValueError),
-    "second-page": (lambda mp, store, rng: (_patch(mp, pages, "build_page", 2),
+    "second-page": (lambda mp, store, rng: (_patch(mp, pages.PageBuilder, "finish", 2),
                                             new_model(rng))[1], Boom),
-    "last-page": (lambda mp, store, rng: (_patch(mp, pages, "build_page", NEW_MODEL_PAGES),
+    "last-page": (lambda mp, store, rng: (_patch(mp, pages.PageBuilder, "finish", NEW_MODEL_PAGES),
                                           new_model(rng))[1], Boom),
     "hash": (lambda mp, store, rng: (_patch(mp, store, "_hash_block", 9),
                                      new_model(rng))[1], Boom),
@@ -115,7 +115,7 @@ def test_injected_failures_really_happen_midway(loaded, rng, monkeypatch):
             written.append(sql)
         return True
     loaded.conn.exec_trace = trace
-    monkeypatch.setattr(pages, "build_page", fail_on_call(3, pages.build_page))
+    monkeypatch.setattr(pages.PageBuilder, "finish", fail_on_call(3, pages.PageBuilder.finish))
     with pytest.raises(Boom):
         loaded.add_model("new", new_model(rng))
     assert len(written) == 2
@@ -129,7 +129,7 @@ def test_injected_failures_really_happen_midway(loaded, rng, monkeypatch):
 def test_failed_drop_model_changes_nothing(loaded, monkeypatch):
     before = snapshot(loaded.conn)
     # dropping "base" rewrites its pages that "copy" still uses part of
-    monkeypatch.setattr(pages, "build_page", fail_on_call(1, pages.build_page))
+    monkeypatch.setattr(pages.PageBuilder, "finish", fail_on_call(1, pages.PageBuilder.finish))
     with pytest.raises(Boom):
         loaded.drop_model("base")
     monkeypatch.undo()
@@ -147,7 +147,7 @@ def test_failure_inside_an_outer_transaction_rolls_back_only_itself(loaded, rng,
     conn.execute("CREATE TABLE user_notes(x)")
     conn.execute("INSERT INTO user_notes VALUES ('kept')")
     mid = snapshot(conn)
-    monkeypatch.setattr(pages, "build_page", fail_on_call(3, pages.build_page))
+    monkeypatch.setattr(pages.PageBuilder, "finish", fail_on_call(3, pages.PageBuilder.finish))
     with pytest.raises(Boom):
         loaded.add_model("fails", new_model(rng))
     monkeypatch.undo()
@@ -182,7 +182,7 @@ def test_inside_apsw_savepoint_context(loaded, rng, monkeypatch):
     with pytest.raises(Boom):
         with conn:  # apsw: a savepoint / transaction
             loaded.add_model("a", new_model(rng))
-            monkeypatch.setattr(pages, "build_page", fail_on_call(1, pages.build_page))
+            monkeypatch.setattr(pages.PageBuilder, "finish", fail_on_call(1, pages.PageBuilder.finish))
             loaded.add_model("b", new_model(rng))
     monkeypatch.undo()
     assert snapshot(conn) == before  # the context rolled back "a" too
