@@ -85,23 +85,40 @@ cdef extern from * nogil:
     /* Matrix-vector products for one input: memory-bound, so a simple vectorised loop
     ** keeps up with memory, and unlike OpenBLAS's sgemv it takes no lock (OpenBLAS takes
     ** a global one for its work buffer), so threads calling it in parallel scale.
-    ** target_clones compiles one copy per instruction set and picks one at load time.
-    ** Sixteen independent partial sums let the compiler vectorise without reassociating. */
-    __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+    ** target_clones compiles one copy per instruction set and picks one at load time by
+    ** CPU features (not "arch=": that matches exact CPU models only).
+    ** Sixteen independent partial sums per row let the compiler vectorise without
+    ** reassociating. */
+    __attribute__((target_clones("avx512f", "avx2", "default")))
     static void st_gemv_n(long m, long n, const float *restrict a, const float *restrict x,
                           float *restrict y) {
-        /* y[0:m] += A x, A row-major m x n */
-        for (long i = 0; i < m; i++, a += n) {
-            float acc[16] = {0}, s = 0;
+        /* y[0:m] += A x, A row-major m x n; four rows at a time (four independent streams) */
+        long i = 0;
+        for (; i + 4 <= m; i += 4) {
+            const float *a0 = a + i * n, *a1 = a0 + n, *a2 = a1 + n, *a3 = a2 + n;
+            float c0[16] = {0}, c1[16] = {0}, c2[16] = {0}, c3[16] = {0};
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
             long j = 0;
             for (; j + 16 <= n; j += 16)
-                for (int k = 0; k < 16; k++) acc[k] += a[j + k] * x[j + k];
-            for (int k = 0; k < 16; k++) s += acc[k];
-            for (; j < n; j++) s += a[j] * x[j];
+                for (int k = 0; k < 16; k++) {
+                    float xv = x[j + k];
+                    c0[k] += a0[j + k] * xv; c1[k] += a1[j + k] * xv;
+                    c2[k] += a2[j + k] * xv; c3[k] += a3[j + k] * xv;
+                }
+            for (int k = 0; k < 16; k++) { s0 += c0[k]; s1 += c1[k]; s2 += c2[k]; s3 += c3[k]; }
+            for (; j < n; j++) {
+                s0 += a0[j] * x[j]; s1 += a1[j] * x[j]; s2 += a2[j] * x[j]; s3 += a3[j] * x[j];
+            }
+            y[i] += s0; y[i + 1] += s1; y[i + 2] += s2; y[i + 3] += s3;
+        }
+        for (; i < m; i++) {
+            const float *ai = a + i * n;
+            float s = 0;
+            for (long j = 0; j < n; j++) s += ai[j] * x[j];
             y[i] += s;
         }
     }
-    __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+    __attribute__((target_clones("avx512f", "avx2", "default")))
     static void st_gemv_t(long m, long n, const float *restrict a, const float *restrict x,
                           float *restrict y) {
         /* y[0:n] += A^T x, A row-major m x n */
