@@ -11,11 +11,14 @@ The same database answers SQL in the sqlite3 shell after ``.load`` of
 from .connection import connect, load, loadable_path
 from .errors import FormatError, NotFoundError, TensorStoreError
 from .ingest import IngestReport
+from .layers import LayerError
 from .store import Store, TensorInfo
+from ._engine import get_threads, set_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "connect", "load", "loadable_path", "Store", "TensorInfo", "IngestReport",
+    "connect", "load", "loadable_path", "Store", "TensorInfo", "IngestReport", "LayerError",
+    "set_threads", "get_threads",
     "TensorStoreError", "FormatError", "NotFoundError", "__version__",
 ]
