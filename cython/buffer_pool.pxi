@@ -63,6 +63,7 @@ ctypedef struct PageSource:
     sqlite3_blob *blob            # reused across misses, or NULL
     uint64_t store_key
     sqlite3_int64 generation
+    int uncached                  # the store has no uid/generation: never cache its pages
 
 
 cdef PoolPage *pool_table[ST_POOL_BUCKETS]
@@ -166,6 +167,7 @@ cdef int source_init(PageSource *src, sqlite3 *db, const char *schema, const cha
     """Identify the store for the pool: its key and current generation."""
     cdef sqlite3_stmt *stmt = NULL
     cdef sqlite3_int64 uid = 0
+    cdef int found = 0
     cdef const char *fname
     cdef uint64_t h = 1469598103934665603ULL   # FNV-1a of the file name
     memset(src, 0, sizeof(PageSource))
@@ -184,7 +186,11 @@ cdef int source_init(PageSource *src, sqlite3 *db, const char *schema, const cha
             uid = sqlite3_column_int64(stmt, 1)
         else:
             src.generation = sqlite3_column_int64(stmt, 1)
+        found += 1
     sqlite3_finalize(stmt)
+    # A store written before uid/generation existed cannot tell when it changed: reading its
+    # pages through the cache could serve stale ones, so they are read for each use.
+    src.uncached = found != 2
     fname = sqlite3_db_filename(db, schema)
     if fname == NULL or fname[0] == 0:
         # A memory or temporary database: private to this connection.
@@ -261,6 +267,8 @@ cdef int pool_pin(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
     cdef unsigned char *data = NULL
     cdef sqlite3_int64 nbytes = 0
     cdef int rc
+    if src.uncached:
+        return pin_uncached(src, page_id, out, err)
     pthread_mutex_lock(&st_pool_mutex)
     p = table_find(src.store_key, page_id)
     if p != NULL and p.generation != src.generation:
@@ -305,6 +313,27 @@ cdef int pool_pin(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
         pol_insert(p)
     p.pins += 1
     evict_over_budget()
+    pthread_mutex_unlock(&st_pool_mutex)
+    out[0] = p
+    return SQLITE_OK
+
+
+cdef int pin_uncached(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
+                      char **err) noexcept nogil:
+    """A page outside the table: read now, freed at unpin."""
+    cdef PoolPage *p = <PoolPage *>calloc(1, sizeof(PoolPage))
+    if p == NULL:
+        return SQLITE_NOMEM
+    cdef int rc = read_page(src, page_id, &p.data, &p.nbytes, err)
+    if rc != SQLITE_OK:
+        free(p)
+        return rc
+    p.page_id = page_id
+    p.pins = 1
+    p.detached = 1
+    pthread_mutex_lock(&st_pool_mutex)
+    pool.misses += 1
+    pool.bytes_read += p.nbytes
     pthread_mutex_unlock(&st_pool_mutex)
     out[0] = p
     return SQLITE_OK

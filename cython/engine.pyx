@@ -126,6 +126,8 @@ cdef void require_loaded() except *:
 
 def _ids(x, what):
     arr = np.asarray(x)
+    if arr.size == 0:  # np.asarray([]) is float64: an empty list is simply no ids
+        return np.zeros(0, np.int64)
     if arr.dtype.kind not in "iu" or arr.dtype == np.uint64 and arr.size and arr.max() > 2**63 - 1:
         raise TypeError(f"{what} must be integers, got {arr.dtype}")
     return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
@@ -141,6 +143,11 @@ def predict(size_t db, str store, str model, x):
     cdef bytes store_b = store.encode(), model_b = model.encode()
     cdef const char *store_c = store_b
     cdef const char *model_c = model_b
+    # The plan and the pages must come from one snapshot: a write committed between them
+    # would pair an old plan with new pages. Outside a transaction, open a read one.
+    cdef bint own_txn = sqlite3_get_autocommit(<sqlite3 *>db) != 0
+    if own_txn:
+        _exec(db, "BEGIN")
     with nogil:
         rc = plan_load(<sqlite3 *>db, "main", store_c, model_c, &plan, &err)
     try:
@@ -159,6 +166,17 @@ def predict(size_t db, str store, str model, x):
         return out[0] if single else out
     finally:
         plan_free(&plan)
+        if own_txn:
+            _exec(db, "COMMIT")
+
+
+cdef _exec(size_t db, const char *sql):
+    cdef char *err = NULL
+    cdef int rc
+    with nogil:
+        rc = sqlite3_exec(<sqlite3 *>db, sql, NULL, NULL, &err)
+    if rc != SQLITE_OK:
+        _raise(rc if rc != SQLITE_ERROR else SQLITE_MISUSE, err)
 
 
 cdef void cdef_set_input(Input *inp, arrays) except *:
@@ -236,10 +254,11 @@ cdef _raise(int rc, char *err):
 
 
 def set_threads(int n):
-    """Threads the kernels use, for the whole process (as SQL's tensor_threads(n))."""
+    """Threads the kernels use, for the whole process (as SQL's tensor_threads(n));
+    0 restores the default, one per online CPU."""
     global st_threads
-    if n < 1 or n > 256:
-        raise ValueError(f"the thread count must be from 1 to 256, got {n}")
+    if n < 0 or n > 256:
+        raise ValueError(f"the thread count must be from 1 to 256 (0: one per CPU), got {n}")
     st_threads = n
 
 

@@ -24,11 +24,13 @@ cdef Plan *statement_plan(sqlite3_context *ctx, const char *fname, sqlite3_value
     cdef char *err = NULL
     cdef char *msg
     cdef Plan *plan = <Plan *>sqlite3_get_auxdata(ctx, 1)
-    if plan != NULL:
-        return plan
     names[0] = "store"; names[1] = "model"
     if text_args(ctx, fname, 2, argv, names, args):
         return NULL
+    # SQLite keeps aux data while the model argument is unchanged; the store may still
+    # change from row to row.
+    if plan != NULL and strcmp(plan.store, args[0]) == 0:
+        return plan
     plan = <Plan *>calloc(1, sizeof(Plan))
     if plan == NULL:
         sqlite3_result_error_nomem(ctx)
@@ -103,9 +105,14 @@ cdef inline float blob_float(const float *data, int i) noexcept nogil:
 
 
 cdef int argmax_of(const float *data, int n) noexcept nogil:
+    """As numpy.argmax: the first largest value, or the first NaN if there is one."""
     cdef int i, best = 0
-    for i in range(1, n):
-        if blob_float(data, i) > blob_float(data, best):
+    cdef float v
+    for i in range(n):
+        v = blob_float(data, i)
+        if v != v:
+            return i
+        if v > blob_float(data, best):
             best = i
     return best
 
@@ -119,7 +126,8 @@ cdef void fn_tensor_argmax(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 
 
 cdef void fn_tensor_max(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
-    """tensor_max(blob): the largest value (the score of tensor_argmax's label)."""
+    """tensor_max(blob): the largest value (the score of tensor_argmax's label); NULL when
+    that is NaN (SQLite has no NaN)."""
     cdef const float *data
     cdef int n
     if not float_blob(ctx, "tensor_max", argv[0], &data, &n):
@@ -183,12 +191,14 @@ cdef void fn_tensor_json(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
 
 
 cdef void fn_tensor_threads(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
-    """tensor_threads() / tensor_threads(n): the kernels' thread count (set it with n)."""
+    """tensor_threads() / tensor_threads(n): the kernels' thread count (set it with n; 0
+    restores the default, one per online CPU)."""
     global st_threads
     if argc == 1:
-        if sqlite3_value_type(argv[0]) != SQLITE_INTEGER or sqlite3_value_int64(argv[0]) < 1 \
+        if sqlite3_value_type(argv[0]) != SQLITE_INTEGER or sqlite3_value_int64(argv[0]) < 0 \
                 or sqlite3_value_int64(argv[0]) > 256:
-            sqlite3_result_error(ctx, "tensor_threads: the thread count must be an integer from 1 to 256", -1)
+            sqlite3_result_error(ctx, "tensor_threads: the thread count must be an integer from 1 "
+                                 "to 256 (0: one per CPU)", -1)
             return
         st_threads = <int>sqlite3_value_int64(argv[0])
     sqlite3_result_int64(ctx, kernel_threads(MIN_PARALLEL_MACS))

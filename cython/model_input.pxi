@@ -42,11 +42,43 @@ cdef int grow(void **arr, sqlite3_int64 *cap, sqlite3_int64 need, size_t item) n
     return SQLITE_OK
 
 
+cdef int json_number_end(const char *s) noexcept nogil:
+    """Length of the JSON number at s (-?digits[.digits][(e|E)[+-]digits]), 0 if none.
+    strtod alone would also take nan, inf, hex floats and a locale's decimal comma."""
+    cdef int i = 0, digits
+    if s[i] == b'-':
+        i += 1
+    digits = i
+    while b'0' <= s[i] <= b'9':
+        i += 1
+    if i == digits:
+        return 0
+    if s[i] == b'.':
+        i += 1
+        digits = i
+        while b'0' <= s[i] <= b'9':
+            i += 1
+        if i == digits:
+            return 0
+    if s[i] == b'e' or s[i] == b'E':
+        i += 1
+        if s[i] == b'+' or s[i] == b'-':
+            i += 1
+        digits = i
+        while b'0' <= s[i] <= b'9':
+            i += 1
+        if i == digits:
+            return 0
+    return i
+
+
 cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_int64 *count,
                             char **err) noexcept nogil:
     """Append the numbers of a flat JSON array to b.x (as_ids=0) or b.ids (as_ids=1)."""
     cdef char *end
     cdef double v
+    cdef int n
+    cdef long long id_value
     count[0] = 0
     while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
         s += 1
@@ -60,20 +92,24 @@ cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_
         if s[0] == b']' and count[0] == 0:
             s += 1
             break
-        v = strtod(s, &end)
-        if end == s:
+        n = json_number_end(s)
+        if n == 0:
             err[0] = sqlite3_mprintf("expected a number in the JSON array at '%.20s'", s)
             return SQLITE_ERROR
-        s = end
         if as_ids:
-            if v != <double><int64_t>v:
-                err[0] = sqlite3_mprintf("ids must be integers, got %g", v)
+            # ids are read as integers (a double would round ids above 2**53)
+            id_value = strtoll(s, &end, 10)
+            if end != s + n:
+                err[0] = sqlite3_mprintf("ids must be integers, got %.*s", n, s)
                 return SQLITE_ERROR
             if grow(<void **>&b.ids, &b.cap_ids, b.nids + 1, sizeof(int64_t)) != SQLITE_OK:
                 return SQLITE_NOMEM
-            b.ids[b.nids] = <int64_t>v
+            b.ids[b.nids] = id_value
             b.nids += 1
+            s += n
         else:
+            v = strtod(s, &end)
+            s += n
             if grow(<void **>&b.x, &b.cap_x, b.nx + 1, sizeof(float)) != SQLITE_OK:
                 return SQLITE_NOMEM
             b.x[b.nx] = <float>v
@@ -109,7 +145,9 @@ cdef int append_ids(sqlite3_value *v, InputBuilder *b, sqlite3_int64 *count, cha
         count[0] = 1
         return SQLITE_OK
     if t == SQLITE_TEXT:
-        return parse_json_numbers(<const char *>sqlite3_value_text(v), b, 1, count, err)
+        return with_expectation(parse_json_numbers(<const char *>sqlite3_value_text(v), b, 1,
+                                                   count, err),
+                                "ids as a JSON array of integers", err)
     if t == SQLITE_BLOB:
         n = sqlite3_value_bytes(v)
         if n % 8 != 0:
@@ -128,10 +166,21 @@ cdef int append_ids(sqlite3_value *v, InputBuilder *b, sqlite3_int64 *count, cha
     return SQLITE_ERROR
 
 
+cdef int with_expectation(int rc, const char *expected, char **err) noexcept nogil:
+    """Prefix a parse error with what the model expects."""
+    cdef char *detail
+    if rc == SQLITE_ERROR and err[0] != NULL:
+        detail = err[0]
+        err[0] = sqlite3_mprintf("the model takes %s: %s", expected, detail)
+        sqlite3_free(detail)
+    return rc
+
+
 cdef int builder_add(InputBuilder *b, const Plan *plan, sqlite3_value *v, int one_row,
                      char **err) noexcept nogil:
     """Add the input rows v holds; one_row: v must be exactly one input row."""
     cdef sqlite3_int64 count = 0
+    cdef char *msg
     cdef int t = sqlite3_value_type(v)
     cdef int n, rc
     if plan.input_kind == INPUT_FEATURES:
@@ -148,6 +197,9 @@ cdef int builder_add(InputBuilder *b, const Plan *plan, sqlite3_value *v, int on
         elif t == SQLITE_TEXT:
             rc = parse_json_numbers(<const char *>sqlite3_value_text(v), b, 0, &count, err)
             if rc != SQLITE_OK:
+                msg = sqlite3_mprintf("%lld features as a JSON array of numbers", plan.n_in)
+                rc = with_expectation(rc, msg, err)
+                sqlite3_free(msg)
                 return rc
             if count != plan.n_in:
                 err[0] = sqlite3_mprintf("the model takes %lld features, got a JSON array of %lld",

@@ -60,6 +60,7 @@ ctypedef struct Plan:
     sqlite3_int64 max_width       # widest activation between layers
     sqlite3_int64 block_rows, block_cols
     PageSource src                # where the pages come from
+    char *store                   # the store's name (sqlite3_mprintf)
 
 
 cdef int dtype_code(const char *name) noexcept nogil:
@@ -119,6 +120,7 @@ cdef void plan_free(Plan *plan) noexcept nogil:
             weight_free(&plan.layers[i].bias)
         free(plan.layers)
     source_close(&plan.src)
+    sqlite3_free(plan.store)
     memset(plan, 0, sizeof(Plan))
 
 
@@ -186,6 +188,9 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
     cdef const char *op_name
     cdef const char *mode
     memset(plan, 0, sizeof(Plan))
+    plan.store = sqlite3_mprintf("%s", store)
+    if plan.store == NULL:
+        return SQLITE_NOMEM
     rc = read_store_config(db, schema, store, &plan.block_rows, &plan.block_cols, err)
     if rc != SQLITE_OK:
         return rc
@@ -202,6 +207,11 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
     rc = sqlite3_step(stmt)
     if rc == SQLITE_ROW:
         n = -1 if sqlite3_column_int64(stmt, 0) else <int>sqlite3_column_int64(stmt, 1)
+    elif rc != SQLITE_DONE:  # json_array_length failed: the stored layers are not JSON
+        err[0] = sqlite3_mprintf("the layers of model '%s' cannot be read (%s); set them again "
+                                 "with Store.set_layers", model, sqlite3_errmsg(db))
+        sqlite3_finalize(stmt)
+        return SQLITE_CORRUPT
     sqlite3_finalize(stmt)
     if rc != SQLITE_ROW:
         err[0] = sqlite3_mprintf("no model '%s' in store '%s'", model, store)

@@ -167,6 +167,7 @@ cdef int batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str
     cdef BatchCursor *c = <BatchCursor *>cur
     cdef char *err = NULL
     cdef sqlite3 *db
+    cdef const char *tail = NULL
     cdef int rc, i
     batch_reset(c)
     c.rowid = 0
@@ -198,9 +199,14 @@ cdef int batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str
     c.have_plan = 1
     if rc != SQLITE_OK:
         return batch_error(cur, err, rc)
-    rc = sqlite3_prepare_v2(db, <const char *>sqlite3_value_text(argv[2]), -1, &c.query, NULL)
+    rc = sqlite3_prepare_v2(db, <const char *>sqlite3_value_text(argv[2]), -1, &c.query, &tail)
     if rc != SQLITE_OK:
         return batch_error(cur, sqlite3_mprintf("the query failed: %s", sqlite3_errmsg(db)), rc)
+    while tail[0] == b' ' or tail[0] == b';' or tail[0] == b'\n' or tail[0] == b'\t' or tail[0] == b'\r':
+        tail += 1
+    if c.query == NULL or tail[0] != 0:
+        return batch_error(cur, sqlite3_mprintf("the query must be one SELECT statement; "
+                                                "extra text: '%.30s'", tail), SQLITE_ERROR)
     if sqlite3_column_count(c.query) < 2:
         return batch_error(cur, sqlite3_mprintf("the query must return two columns (id, input), "
                                                 "it returns %d", sqlite3_column_count(c.query)),

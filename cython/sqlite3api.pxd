@@ -120,6 +120,7 @@ cdef extern from "st_sqlite.h" nogil:
     int sqlite3_column_type(sqlite3_stmt *, int)
     sqlite3_value *sqlite3_column_value(sqlite3_stmt *, int)
     const char *sqlite3_errmsg(sqlite3 *)
+    int sqlite3_get_autocommit(sqlite3 *)
     sqlite3 *sqlite3_context_db_handle(sqlite3_context *)
     sqlite3 *sqlite3_db_handle(sqlite3_stmt *)
 

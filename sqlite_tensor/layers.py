@@ -66,7 +66,9 @@ def check_layers(layers: Sequence[Mapping[str, Any]],
             raise LayerError(f"{where}: unknown keys {sorted(extra)}; "
                              f"{op} takes {sorted(_KEYS[op] - {'op'})}")
         if op == "activation":
-            act = _activation(where, layer.get("activation"))
+            if "activation" not in layer:
+                raise LayerError(f"{where}: needs an 'activation' (one of {', '.join(ACTIVATIONS)})")
+            act = _activation(where, layer["activation"])
             if width is None:
                 raise LayerError(f"{where}: a model cannot start with an activation")
             out.append({"op": op, "activation": act})

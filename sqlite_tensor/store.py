@@ -102,6 +102,12 @@ class Store:
         self.block_rows = config["block_rows"]
         self.block_cols = config["block_cols"]
         self.page_blocks = config["page_blocks"]
+        if not {"uid", "generation"} <= config.keys() and not self.conn.readonly("main"):
+            # Written before stores had them: without them the buffer pool cannot tell when
+            # the store changes and reads its pages afresh for every use.
+            with self._writing():
+                self.conn.execute(f"INSERT OR IGNORE INTO {self._t.config}(key, value)"
+                                  " VALUES ('uid', random()), ('generation', random())")
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -293,7 +299,11 @@ class Store:
         """The model's layers as stored, or None."""
         model_id = self._require_model(model)
         text = self.conn.execute(f"SELECT layers FROM {self._t.models} WHERE id = ?", (model_id,)).get
-        return None if text is None else json.loads(text)
+        try:
+            return None if text is None else json.loads(text)
+        except (TypeError, ValueError) as e:
+            raise TensorStoreError(f"the layers of model {model!r} cannot be read ({e}); set "
+                                   "them again with Store.set_layers") from None
 
     def predict(self, model: str, x) -> np.ndarray:
         """Run a model in compiled code over its blocks in the buffer pool.
