@@ -27,12 +27,28 @@ include "store_vtab.pxi"
 include "report_tables.pxi"
 include "sql_functions.pxi"
 include "blas.pxi"
-include "buffer_pool.pxi"
+include "cache/pool.pxi"
+include "cache/policy.pxi"
+include "cache/policy_lru.pxi"
+include "cache/policy_mru.pxi"
+include "cache/policy_clock.pxi"
+include "cache/policy_sieve.pxi"
+include "cache/policy_lfu.pxi"
+include "cache/policy_lru2.pxi"
+include "cache/policy_2q.pxi"
+include "cache/policy_s3fifo.pxi"
+include "cache/policy_shared.pxi"
+include "cache/policy_admit_lfu.pxi"
+include "cache/policy_opt.pxi"
+include "cache/registry.pxi"
+include "cache/process_pool.pxi"
+include "cache/simulate.pxi"
 include "model_plan.pxi"
 include "kernels.pxi"
 include "model_input.pxi"
 include "inference_sql.pxi"
 include "predict_batch.pxi"
+include "cache/cache_sql.pxi"
 
 
 ctypedef void (*sql_function)(sqlite3_context *, int, sqlite3_value **) noexcept nogil
@@ -47,7 +63,7 @@ ctypedef struct FunctionSpec:
 cdef int register_functions(sqlite3 *db) noexcept nogil:
     """Register every SQL function; the one table of them is here."""
     cdef int pure = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS
-    cdef FunctionSpec specs[9]
+    cdef FunctionSpec specs[11]
     specs[0] = FunctionSpec("tensor_blob", 3, SQLITE_UTF8, fn_tensor_blob)
     specs[1] = FunctionSpec("tensor_version", 0, pure, fn_tensor_version)
     specs[2] = FunctionSpec("tensor_predict", 3, SQLITE_UTF8, fn_tensor_predict)
@@ -57,8 +73,10 @@ cdef int register_functions(sqlite3 *db) noexcept nogil:
     specs[6] = FunctionSpec("tensor_json", 1, pure, fn_tensor_json)
     specs[7] = FunctionSpec("tensor_threads", 0, SQLITE_UTF8, fn_tensor_threads)
     specs[8] = FunctionSpec("tensor_threads", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, fn_tensor_threads)
+    specs[9] = FunctionSpec("tensor_cache", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, fn_tensor_cache)
+    specs[10] = FunctionSpec("tensor_cache", 2, SQLITE_UTF8 | SQLITE_DIRECTONLY, fn_tensor_cache)
     cdef int i, rc
-    for i in range(9):
+    for i in range(11):
         rc = sqlite3_create_function_v2(db, specs[i].name, specs[i].nargs, specs[i].flags, NULL,
                                         specs[i].fn, NULL, NULL, NULL)
         if rc != SQLITE_OK:
@@ -87,9 +105,11 @@ cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
     st_api_set(api)
     # Our threads split the tiles; BLAS inside each tile product stays single-threaded.
     scipy_openblas_set_num_threads(1)
+    init_policies()
     init_store_module()
     init_report_module()
     init_batch_module()
+    init_snapshot_module()
     cdef int i = 0
     cdef int rc = sqlite3_create_module_v2(db, "tensor_store", &store_module, NULL, NULL)
     while rc == SQLITE_OK and st_reports[i].name != NULL:
@@ -98,6 +118,12 @@ cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
         i += 1
     if rc == SQLITE_OK:
         rc = sqlite3_create_module_v2(db, "tensor_predict_batch", &batch_module, NULL, NULL)
+    if rc == SQLITE_OK:
+        rc = sqlite3_create_module_v2(db, "tensor_cache_stats", &snapshot_module,
+                                      <void *>CACHE_STATS, NULL)
+    if rc == SQLITE_OK:
+        rc = sqlite3_create_module_v2(db, "tensor_cache_pages", &snapshot_module,
+                                      <void *>CACHE_PAGES, NULL)
     if rc == SQLITE_OK:
         rc = register_functions(db)
     return rc
@@ -267,21 +293,108 @@ def get_threads():
     return kernel_threads(MIN_PARALLEL_MACS)
 
 
-def cache_configure(long long budget_bytes):
-    if budget_bytes < 0:
-        raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
-    pool_set_budget(budget_bytes if budget_bytes > 0 else 1)
+# -- the buffer pool from Python (sqlite_tensor.cache wraps these) -------------------------
+
+init_policies()   # Python may simulate before any connection loads us
+
+
+def cache_policies():
+    """[(name, summary, simulation_only)] in registry order."""
+    return [(policy_table[i].name.decode(), policy_table[i].summary.decode(),
+             bool(policy_table[i].simulation_only)) for i in range(NPOLICIES)]
+
+
+def cache_configure(budget_bytes=None, policy=None, aging_window=None):
+    cdef char *err = NULL
+    cdef int rc = SQLITE_OK
+    cdef bytes name
+    if aging_window is not None:
+        if isinstance(aging_window, bool) or not isinstance(aging_window, int) or aging_window < 1:
+            raise ValueError(f"aging_window must be a positive number of accesses, got {aging_window!r}")
+        pool_lock(&process_pool)
+        process_pool.aging_window = aging_window
+        pool_unlock(&process_pool)
+    if policy is not None:
+        if not isinstance(policy, str):
+            raise TypeError(f"policy must be a name, got {type(policy).__name__}")
+        name = policy.encode()
+        rc = cache_set_policy(name, &err)
+        if rc != SQLITE_OK:
+            _raise(rc, err)
+    if budget_bytes is not None:
+        if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int):
+            raise TypeError(f"budget_bytes must be an integer, got {budget_bytes!r}")
+        if budget_bytes < 1:
+            raise ValueError(f"budget_bytes must be at least 1, got {budget_bytes}")
+        rc = cache_set_budget(budget_bytes, &err)
+        if rc != SQLITE_OK:
+            _raise(rc, err)
 
 
 def cache_stats():
-    cdef PoolCounters c = pool_counters()
-    return {"policy": "lru", "budget_bytes": c.budget, "resident_bytes": c.resident,
-            "pages": c.pages, "hits": c.hits, "misses": c.misses, "evictions": c.evictions,
-            "bytes_read": c.bytes_read}
+    pool_lock(&process_pool)
+    stats = {"policy": process_pool.policy.name.decode(), "budget_bytes": pool_budget(&process_pool),
+             "resident_bytes": process_pool.resident, "pages": process_pool.pages,
+             "hits": process_pool.hits, "misses": process_pool.misses,
+             "bypassed": process_pool.bypassed, "evictions": process_pool.evictions,
+             "bytes_read": process_pool.bytes_read, "aging_window": process_pool.aging_window}
+    pool_unlock(&process_pool)
+    return stats
 
 
 def cache_clear():
-    pool_clear()
+    """Drop every cached page (pinned ones when unpinned) and zero the counters."""
+    cache_drop_all()
+
+
+def cache_record(bint on):
+    """Start (on) or stop recording accesses; starting drops any earlier trace."""
+    pool_lock(&process_pool)
+    if on:
+        process_pool.trace_len = 0
+    process_pool.recording = on
+    pool_unlock(&process_pool)
+
+
+def cache_trace():
+    """(page ids, store keys) of the accesses recorded so far, as numpy arrays."""
+    pool_lock(&process_pool)
+    n = process_pool.trace_len
+    ids = np.empty(n, np.int64)
+    keys = np.empty(n, np.uint64)
+    cdef sqlite3_int64[::1] ids_v = ids
+    cdef uint64_t[::1] keys_v = keys
+    if n:
+        memcpy(&ids_v[0], process_pool.trace, n * sizeof(sqlite3_int64))
+        memcpy(&keys_v[0], process_pool.trace_keys, n * sizeof(uint64_t))
+    pool_unlock(&process_pool)
+    return ids, keys
+
+
+def cache_simulate(str policy, long long budget_bytes, const sqlite3_int64[::1] trace,
+                   const sqlite3_int64[::1] next_use, const sqlite3_int64[::1] nbytes,
+                   const int[::1] shared, long long aging_window=0):
+    """Replay a trace of dense page indexes; see sqlite_tensor.cache.simulate."""
+    cdef bytes name = policy.encode()
+    cdef const Policy *p = policy_by_name(name)
+    cdef Pool result
+    cdef SimPages pages
+    cdef int rc
+    if p == NULL:
+        raise ValueError(f"unknown policy {policy!r}; policies are "
+                         f"{', '.join(n for n, _, _ in cache_policies())}")
+    pages.nbytes = &nbytes[0] if nbytes.shape[0] else NULL
+    pages.shared = &shared[0] if shared.shape[0] else NULL
+    with nogil:
+        rc = run_simulation(p, budget_bytes, aging_window,
+                            &trace[0] if trace.shape[0] else NULL,
+                            &next_use[0] if next_use.shape[0] else NULL, trace.shape[0],
+                            &pages, &result)
+    if rc != SQLITE_OK:
+        raise MemoryError("the simulation ran out of memory")
+    return {"policy": policy, "budget_bytes": budget_bytes, "accesses": trace.shape[0],
+            "hits": result.hits, "misses": result.misses, "bypassed": result.bypassed,
+            "evictions": result.evictions, "bytes_read": result.bytes_read}
 
 
 def read_tensor_into(size_t db, str store, str model, str tensor, out):

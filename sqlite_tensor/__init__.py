@@ -8,6 +8,8 @@
 The same database answers SQL in the sqlite3 shell after ``.load`` of
 :func:`loadable_path` (``python -m sqlite_tensor path`` prints it).
 """
+from . import cache
+from .cache import configure as configure_cache
 from .connection import connect, load, loadable_path
 from .errors import FormatError, NotFoundError, TensorStoreError
 from .ingest import IngestReport
@@ -19,6 +21,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "connect", "load", "loadable_path", "Store", "TensorInfo", "IngestReport", "LayerError",
-    "set_threads", "get_threads",
+    "set_threads", "get_threads", "cache", "configure_cache",
     "TensorStoreError", "FormatError", "NotFoundError", "__version__",
 ]

@@ -1,0 +1,381 @@
+# The buffer pool: cached pages, pinned while used, evicted by a replacement policy.
+#
+# One pool per process (process_pool) is shared by every connection and thread; simulate()
+# makes private ones that replay a trace through exactly the same code.
+#
+# A cached page is the whole page BLOB, keyed by (store key, page id) and tagged with the
+# store generation it was read at. The store key mixes the database file name with the
+# store's random uid (<store>_config 'uid'); the generation is a random number every write
+# transaction of the store sets ('generation'), so a page is served from memory only while
+# the store is unchanged since it was read - in this process or any other.
+#
+# Pages in use by a kernel are pinned (pool_pin / pool_unpin) and never evicted; resident
+# bytes stay within the budget plus the pages pinned at that moment. A budget smaller than
+# one page still works: the page is read, used, and dropped at unpin. A page the policy
+# does not admit is used the same way.
+#
+# Locking: the process pool's mutex guards its table, policy, history and counters; page
+# reads from the database happen outside it.
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    int pthread_mutex_lock(pthread_mutex_t *)
+    int pthread_mutex_unlock(pthread_mutex_t *)
+
+cdef extern from *:
+    """
+    #include <pthread.h>
+    static pthread_mutex_t st_pool_mutex = PTHREAD_MUTEX_INITIALIZER;
+    #define ST_POOL_DEFAULT_BUDGET (512LL * 1024 * 1024)
+    """
+    pthread_mutex_t st_pool_mutex
+    long long ST_POOL_DEFAULT_BUDGET
+
+cdef enum:
+    POOL_BUCKETS = 16384            # hash buckets of a pool (a power of two)
+    HISTORY_SLOTS = 65536           # pages remembered, resident or not (a power of two)
+    HISTORY_PROBES = 16
+    DEFAULT_AGING_WINDOW = 100000   # accesses after which access counts halve
+    NEVER = 0x7FFFFFFFFFFFFFFF      # next_use of a page never used again (simulation)
+
+
+ctypedef struct PoolPage:
+    uint64_t store_key            # which store (file name + store uid)
+    sqlite3_int64 page_id         # row of <store>_pages
+    sqlite3_int64 generation      # store generation the bytes were read at
+    unsigned char *data           # the page BLOB (NULL in a simulation)
+    sqlite3_int64 nbytes
+    int pins                      # kernels using it now; never evicted while > 0
+    int detached                  # not in the table (stale, or not admitted): freed at unpin
+    PoolPage *hnext               # hash chain
+    # -- policy fields ------------------------------------------------------------------
+    PoolPage *prev                # links of the policy's list
+    PoolPage *next
+    int queue                     # which of the policy's lists holds it
+    int flag                      # CLOCK reference bit, SIEVE visited bit
+    int shared                    # models sharing the page (when the policy asks)
+    sqlite3_int64 freq            # access count as of aging window `epoch` (see page_count)
+    sqlite3_int64 epoch
+    sqlite3_int64 last            # logical time of the last access
+    sqlite3_int64 before_last     # and of the one before (0: none), for LRU-2
+    sqlite3_int64 next_use        # simulation: when it is used next (NEVER if not)
+
+
+ctypedef struct PageList:
+    PoolPage *head                # most recently added
+    PoolPage *tail
+    sqlite3_int64 count
+    sqlite3_int64 bytes
+
+
+ctypedef struct HistoryEntry:
+    int used
+    uint64_t store_key
+    sqlite3_int64 page_id
+    sqlite3_int64 count           # accesses, aged (see aged_count)
+    sqlite3_int64 epoch           # aging window count was last updated in
+    sqlite3_int64 last            # logical times of the last two accesses
+    sqlite3_int64 before_last
+    sqlite3_int64 evicted_at      # pool.evictions_seq when last evicted (0: never)
+    int evicted_from              # the policy queue it was evicted from
+
+
+cdef struct Policy
+cdef struct Pool
+
+
+cdef struct Policy:
+    const char *name
+    const char *summary
+    void (*insert)(Pool *, PoolPage *) noexcept nogil
+    void (*hit)(Pool *, PoolPage *) noexcept nogil
+    void (*remove)(Pool *, PoolPage *) noexcept nogil
+    PoolPage *(*victim)(Pool *) noexcept nogil
+    int (*admit)(Pool *, PoolPage *) noexcept nogil
+    int needs_sharing             # the loader must say how many models share each page
+    int simulation_only           # needs the future (opt): only simulate() may use it
+
+
+cdef struct Pool:
+    const Policy *policy
+    int locked                    # 1: the process pool (st_pool_mutex); 0: a simulation
+    PoolPage **table              # POOL_BUCKETS chains, allocated on first use
+    sqlite3_int64 budget          # bytes; 0 = ST_POOL_DEFAULT_BUDGET
+    sqlite3_int64 resident        # bytes of pages in the table
+    sqlite3_int64 pages           # pages in the table
+    sqlite3_int64 hits
+    sqlite3_int64 misses
+    sqlite3_int64 evictions
+    sqlite3_int64 bypassed        # misses the policy did not admit
+    sqlite3_int64 bytes_read      # bytes loaded on misses
+    # -- policy state -----------------------------------------------------------------------
+    PageList lists[3]             # the policy's lists (LRU order, FIFO queues, ...)
+    PoolPage *hand                # CLOCK / SIEVE hand
+    sqlite3_int64 tick            # logical time: one per access
+    HistoryEntry *history         # HISTORY_SLOTS entries, allocated on first use
+    sqlite3_int64 aging_window    # accesses per halving of counts
+    sqlite3_int64 evictions_seq   # evictions ever (ghost ages are measured in it)
+    sqlite3_int64 ghost_pages     # how many recent evictions count as ghosts
+    # -- recording (process pool) -----------------------------------------------------------
+    int recording                 # append every access to trace
+    sqlite3_int64 *trace          # page ids, in access order
+    uint64_t *trace_keys          # their store keys
+    sqlite3_int64 trace_len, trace_cap
+
+
+ctypedef int (*page_loader)(void *ctx, sqlite3_int64 page_id, unsigned char **data,
+                            sqlite3_int64 *nbytes, int *shared, char **err) noexcept nogil
+
+
+cdef Pool process_pool            # zero-initialised C static; set up by pool_setup()
+
+
+cdef inline size_t bucket_hash(uint64_t key, sqlite3_int64 page_id) noexcept nogil:
+    cdef uint64_t h = (key ^ (<uint64_t>page_id * 0x9E3779B97F4A7C15ULL))
+    h ^= h >> 29
+    h *= 0xBF58476D1CE4E5B9ULL
+    h ^= h >> 32
+    return <size_t>h
+
+
+cdef inline void pool_lock(Pool *pool) noexcept nogil:
+    if pool.locked:
+        pthread_mutex_lock(&st_pool_mutex)
+
+
+cdef inline void pool_unlock(Pool *pool) noexcept nogil:
+    if pool.locked:
+        pthread_mutex_unlock(&st_pool_mutex)
+
+
+cdef void pool_init(Pool *pool, const Policy *policy, sqlite3_int64 budget, int locked) noexcept nogil:
+    memset(pool, 0, sizeof(Pool))
+    pool.policy = policy
+    pool.budget = budget
+    pool.locked = locked
+    pool.aging_window = DEFAULT_AGING_WINDOW
+
+
+cdef sqlite3_int64 pool_budget(Pool *pool) noexcept nogil:
+    return pool.budget if pool.budget > 0 else ST_POOL_DEFAULT_BUDGET
+
+
+cdef PoolPage *table_find(Pool *pool, uint64_t key, sqlite3_int64 page_id) noexcept nogil:
+    if pool.table == NULL:
+        return NULL
+    cdef PoolPage *p = pool.table[bucket_hash(key, page_id) & (POOL_BUCKETS - 1)]
+    while p != NULL and not (p.store_key == key and p.page_id == page_id):
+        p = p.hnext
+    return p
+
+
+cdef int table_add(Pool *pool, PoolPage *p) noexcept nogil:
+    cdef size_t b
+    if pool.table == NULL:
+        pool.table = <PoolPage **>calloc(POOL_BUCKETS, sizeof(PoolPage *))
+        if pool.table == NULL:
+            return SQLITE_NOMEM
+    b = bucket_hash(p.store_key, p.page_id) & (POOL_BUCKETS - 1)
+    p.hnext = pool.table[b]
+    pool.table[b] = p
+    pool.resident += p.nbytes
+    pool.pages += 1
+    pool.policy.insert(pool, p)
+    return SQLITE_OK
+
+
+cdef void page_free(PoolPage *p) noexcept nogil:
+    free(p.data)
+    free(p)
+
+
+cdef void table_remove(Pool *pool, PoolPage *p) noexcept nogil:
+    """Take p out of the table and the policy; free it now unless pinned."""
+    cdef PoolPage **link = &pool.table[bucket_hash(p.store_key, p.page_id) & (POOL_BUCKETS - 1)]
+    while link[0] != p:
+        link = &link[0].hnext
+    link[0] = p.hnext
+    pool.policy.remove(pool, p)
+    pool.resident -= p.nbytes
+    pool.pages -= 1
+    if p.pins > 0:
+        p.detached = 1
+    else:
+        page_free(p)
+
+
+cdef void evict(Pool *pool, PoolPage *v) noexcept nogil:
+    cdef HistoryEntry *e = history_get(pool, v.store_key, v.page_id)
+    pool.evictions += 1
+    pool.evictions_seq += 1
+    if e != NULL:
+        e.evicted_at = pool.evictions_seq
+        e.evicted_from = v.queue
+    table_remove(pool, v)
+
+
+cdef void evict_over_budget(Pool *pool) noexcept nogil:
+    cdef PoolPage *v
+    cdef sqlite3_int64 budget = pool_budget(pool)
+    while pool.resident > budget:
+        v = pool.policy.victim(pool)
+        if v == NULL:
+            return
+        evict(pool, v)
+
+
+cdef void note_access(Pool *pool, PoolPage *p) noexcept nogil:
+    """Count an access of p in its history and copy the figures policies read onto p."""
+    cdef HistoryEntry *e = history_get(pool, p.store_key, p.page_id)
+    pool.tick += 1
+    if e == NULL:
+        p.freq = page_count(pool, p) + 1
+        p.epoch = pool.tick // pool.aging_window
+        p.before_last = p.last
+        p.last = pool.tick
+        return
+    aged_count(pool, e)
+    e.count += 1
+    e.before_last = e.last
+    e.last = pool.tick
+    p.freq = e.count
+    p.epoch = e.epoch
+    p.before_last = e.before_last
+    p.last = e.last
+
+
+cdef int pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, sqlite3_int64 generation,
+                     sqlite3_int64 next_use, page_loader load, void *ctx, PoolPage **out,
+                     char **err) noexcept nogil:
+    """Pin a page: from the pool on a hit, loaded (outside the lock) on a miss, then kept if
+    the policy admits it. Unpin it with pool_unpin when done."""
+    cdef PoolPage *p
+    cdef unsigned char *data = NULL
+    cdef sqlite3_int64 nbytes = 0
+    cdef int shared = 0, rc
+    pool_lock(pool)
+    if pool.recording:
+        record_access(pool, key, page_id)
+    p = table_find(pool, key, page_id)
+    if p != NULL and p.generation != generation:
+        table_remove(pool, p)  # stale: the store changed since it was read
+        p = NULL
+    if p != NULL:
+        p.pins += 1
+        p.next_use = next_use
+        pool.hits += 1
+        note_access(pool, p)
+        pool.policy.hit(pool, p)
+        pool_unlock(pool)
+        out[0] = p
+        return SQLITE_OK
+    pool.misses += 1
+    pool_unlock(pool)
+
+    rc = load(ctx, page_id, &data, &nbytes, &shared, err)
+    if rc != SQLITE_OK:
+        return rc
+
+    pool_lock(pool)
+    pool.bytes_read += nbytes
+    p = table_find(pool, key, page_id)
+    if p != NULL and p.generation == generation:
+        free(data)  # another thread read it meanwhile: use theirs
+        p.pins += 1
+        note_access(pool, p)
+        pool.policy.hit(pool, p)
+    else:
+        if p != NULL:
+            table_remove(pool, p)
+        p = <PoolPage *>calloc(1, sizeof(PoolPage))
+        if p == NULL:
+            pool_unlock(pool)
+            free(data)
+            return SQLITE_NOMEM
+        p.store_key = key
+        p.page_id = page_id
+        p.generation = generation
+        p.data = data
+        p.nbytes = nbytes
+        p.shared = shared
+        p.next_use = next_use
+        p.pins = 1
+        note_access(pool, p)
+        if pool.policy.admit == NULL or pool.policy.admit(pool, p):
+            rc = table_add(pool, p)
+            if rc != SQLITE_OK:
+                p.detached = 1
+            evict_over_budget(pool)
+        else:
+            p.detached = 1  # used once, then dropped
+            pool.bypassed += 1
+    pool_unlock(pool)
+    out[0] = p
+    return SQLITE_OK
+
+
+cdef void record_access(Pool *pool, uint64_t key, sqlite3_int64 page_id) noexcept nogil:
+    """Append an access to the trace (dropped, and recording stopped, if memory runs out)."""
+    cdef sqlite3_int64 cap
+    cdef void *a
+    cdef void *b
+    if pool.trace_len == pool.trace_cap:
+        cap = pool.trace_cap * 2 if pool.trace_cap > 0 else 4096
+        a = realloc(pool.trace, cap * sizeof(sqlite3_int64))
+        if a != NULL:
+            pool.trace = <sqlite3_int64 *>a
+        b = realloc(pool.trace_keys, cap * sizeof(uint64_t))
+        if b != NULL:
+            pool.trace_keys = <uint64_t *>b
+        if a == NULL or b == NULL:
+            pool.recording = 0
+            return
+        pool.trace_cap = cap
+    pool.trace[pool.trace_len] = page_id
+    pool.trace_keys[pool.trace_len] = key
+    pool.trace_len += 1
+
+
+cdef void pool_unpin_in(Pool *pool, PoolPage *p) noexcept nogil:
+    pool_lock(pool)
+    p.pins -= 1
+    if p.pins == 0:
+        if p.detached:
+            page_free(p)
+        else:
+            evict_over_budget(pool)
+    pool_unlock(pool)
+
+
+cdef void pool_drop_all(Pool *pool) noexcept nogil:
+    """Every page leaves (pinned ones when unpinned); the policy's state goes with them."""
+    cdef size_t i
+    cdef PoolPage *p
+    cdef PoolPage *nxt
+    if pool.table != NULL:
+        for i in range(POOL_BUCKETS):
+            p = pool.table[i]
+            while p != NULL:
+                nxt = p.hnext
+                table_remove(pool, p)
+                p = nxt
+    free(pool.history)
+    pool.history = NULL
+    pool.hand = NULL
+
+
+cdef void pool_destroy(Pool *pool) noexcept nogil:
+    """Free a private pool (a simulation's)."""
+    pool_drop_all(pool)
+    free(pool.table)
+    pool.table = NULL
+    free(pool.trace)
+    free(pool.trace_keys)
+    pool.trace = NULL
+    pool.trace_keys = NULL
+
+
+cdef int pool_admit_if_room(Pool *pool, PoolPage *p) noexcept nogil:
+    """Whether p fits without evicting anything."""
+    return pool.resident + p.nbytes <= pool_budget(pool)

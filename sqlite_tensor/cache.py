@@ -1,0 +1,184 @@
+"""The buffer pool: one per process, shared by every connection; pluggable page replacement.
+
+    import sqlite_tensor.cache as cache
+    cache.configure(budget_bytes=256 * 2**20, policy="sieve")
+    cache.stats()                      # policy, budget, resident bytes, hits, misses, ...
+    cache.simulate(trace, pages, policy="lru", budget_bytes=...)
+
+The policies are compiled code (cython/cache/policy_*.pxi); simulate() replays a trace
+through the very same code in a private pool, and also through Belady's optimal policy
+("opt"), which needs to know the future and so exists only there. See docs/cache.md.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _engine
+
+DEFAULT_POLICY = "admit-lfu"
+SIMULATION_ONLY = tuple(n for n, _, sim in _engine.cache_policies() if sim)
+
+
+def policies(*, simulation: bool = False) -> list[str]:
+    """Names of the replacement policies, the default first; with simulation=True also
+    those only simulate() can run (opt)."""
+    return [n for n, _, sim in _engine.cache_policies() if simulation or not sim]
+
+
+def describe() -> dict[str, str]:
+    """A one-line summary of each policy, by name."""
+    return {n: summary for n, summary, _ in _engine.cache_policies()}
+
+
+def configure(*, budget_bytes: int | None = None, policy: str | None = None,
+              aging_window: int | None = None) -> dict:
+    """Set the process's buffer pool: its byte budget, its replacement policy (changing it
+    drops the cached pages), and how many accesses halve the access counts that lfu,
+    lru2 and admit-lfu rank by. Returns stats(). SQL: tensor_cache('policy', ...)."""
+    _engine.cache_configure(budget_bytes=budget_bytes, policy=policy, aging_window=aging_window)
+    return stats()
+
+
+def stats() -> dict:
+    """policy, budget_bytes, resident_bytes, pages, hits, misses, bypassed (misses the
+    policy did not keep), evictions, bytes_read, aging_window, hit_ratio."""
+    s = _engine.cache_stats()
+    total = s["hits"] + s["misses"]
+    s["hit_ratio"] = s["hits"] / total if total else None
+    return s
+
+
+def clear() -> None:
+    """Drop every cached page and zero the counters."""
+    _engine.cache_clear()
+
+
+@dataclass
+class Trace:
+    """Page accesses recorded by record(): page ids and the key of their store."""
+
+    page_ids: np.ndarray
+    store_keys: np.ndarray
+
+
+@contextmanager
+def record():
+    """Record every page access of the process pool while the block runs:
+
+        with cache.record() as trace:
+            store.predict(...)
+        cache.simulate(trace.page_ids, store_pages(store), ...)
+    """
+    trace = Trace(np.zeros(0, np.int64), np.zeros(0, np.uint64))
+    _engine.cache_record(True)
+    try:
+        yield trace
+    finally:
+        _engine.cache_record(False)
+        trace.page_ids, trace.store_keys = _engine.cache_trace()
+
+
+def store_pages(store) -> dict[int, tuple[int, int]]:
+    """page id -> (bytes, models sharing it) of a Store, as simulate() takes them."""
+    return {p["page_id"]: (p["bytes"], p["models"]) for p in store.page_stats()}
+
+
+def simulate(trace, pages: dict, policy: str = DEFAULT_POLICY, budget_bytes: int = 0, *,
+             aging_window: int | None = None) -> dict:
+    """Replay a trace of page ids through a policy with a byte budget.
+
+    pages maps every page id in the trace to (nbytes, number of models sharing it).
+    Returns accesses, hits, misses, bypassed, evictions and bytes_read. The policy code is
+    the one that serves; "opt" is Belady's MIN (with bypass), the lower bound.
+    """
+    ids = np.asarray(trace)
+    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+        raise TypeError(f"trace must be a 1-D array of page ids, got {ids.dtype} of shape {ids.shape}")
+    if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, (int, np.integer)) or budget_bytes < 1:
+        raise ValueError(f"budget_bytes must be a positive integer, got {budget_bytes!r}")
+    if policy not in policies(simulation=True):
+        raise ValueError(f"unknown policy {policy!r}; policies are "
+                         f"{', '.join(policies(simulation=True))}")
+    unique, dense = np.unique(ids.astype(np.int64), return_inverse=True)
+    missing = [int(u) for u in unique if int(u) not in pages]
+    if missing:
+        raise ValueError(f"pages has no entry for page ids {missing[:10]}")
+    info = [pages[int(u)] for u in unique]
+    nbytes = np.array([b for b, _ in info], np.int64)
+    if (nbytes < 1).any():
+        raise ValueError("every page needs a positive size in bytes")
+    shared = np.array([s for _, s in info], np.int32)
+    aging = 0 if aging_window is None else int(aging_window)
+    if aging_window is not None and aging < 1:
+        raise ValueError(f"aging_window must be a positive number of accesses, got {aging_window!r}")
+    return _engine.cache_simulate(policy, int(budget_bytes), np.ascontiguousarray(dense, np.int64),
+                                  next_uses(dense), nbytes, shared, aging)
+
+
+def next_uses(trace: np.ndarray) -> np.ndarray:
+    """For each access, the position of the next access to the same page (or a sentinel
+    larger than any position): what Belady's policy needs to know of the future."""
+    n = len(trace)
+    out = np.full(n, np.iinfo(np.int64).max, np.int64)
+    if n:
+        order = np.argsort(trace, kind="stable")      # positions grouped by page, in order
+        same = trace[order[1:]] == trace[order[:-1]]
+        out[order[:-1][same]] = order[1:][same]
+    return out
+
+
+def compare(trace, pages: dict, budget_bytes: int, names=None, **kwargs) -> list[dict]:
+    """simulate() for several policies (default: all, opt included), each result with
+    vs_opt = its misses / opt's misses."""
+    names = list(names) if names is not None else policies(simulation=True)
+    if "opt" not in names:
+        names.append("opt")
+    results = {n: simulate(trace, pages, n, budget_bytes, **kwargs) for n in names}
+    best = max(results["opt"]["misses"], 1)
+    for r in results.values():
+        r["vs_opt"] = r["misses"] / best
+    return [results[n] for n in names]
+
+
+def family_trace(*, models: int = 12, pages_per_model: int = 64, shared_fraction: float = 0.75,
+                 groups: int = 3, requests: int = 2000, zipf: float = 1.0, page_bytes: int = 2**20,
+                 seed: int = 0) -> tuple[np.ndarray, dict]:
+    """A serving trace of a model family: (page ids, pages as simulate() takes them).
+
+    Every model reads all its pages in order on each request. shared_fraction of a model's
+    pages are the family's base (shared by all models); half the rest are shared within
+    one of `groups` groups of models (say, variants fine-tuned alike); the rest are private.
+    Requests pick models with Zipf(zipf) popularity, the ranks shuffled by seed.
+    """
+    if models < 1 or pages_per_model < 1 or requests < 0:
+        raise ValueError("models and pages_per_model must be positive, requests >= 0")
+    rng = np.random.default_rng(seed)
+    n_base = int(round(pages_per_model * shared_fraction))
+    n_group = (pages_per_model - n_base) // 2
+    n_private = pages_per_model - n_base - n_group
+    base = list(range(n_base))
+    next_id = n_base
+    group_pages = []
+    for _ in range(groups):
+        group_pages.append(list(range(next_id, next_id + n_group)))
+        next_id += n_group
+    model_pages, sharing = [], {p: models for p in base}
+    members = [0] * groups
+    for m in range(models):
+        g = m % groups
+        members[g] += 1
+        private = list(range(next_id, next_id + n_private))
+        next_id += n_private
+        sharing.update({p: 1 for p in private})
+        model_pages.append(base + group_pages[g] + private)
+    for g in range(groups):
+        sharing.update({p: members[g] for p in group_pages[g]})
+    weights = 1.0 / np.arange(1, models + 1) ** zipf
+    ranks = rng.permutation(models)
+    chosen = rng.choice(models, size=requests, p=weights[ranks] / weights.sum())
+    trace = np.concatenate([model_pages[m] for m in chosen]) if requests else np.zeros(0, np.int64)
+    pages = {p: (page_bytes, sharing[p]) for p in sharing}
+    return trace.astype(np.int64), pages
