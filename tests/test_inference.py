@@ -468,7 +468,7 @@ def test_model_larger_than_the_cache_budget(pool, big, rng, pages):
         assert_matches(store.predict("big", x[4]), layers, arrays, x[4])
         stats = pool.cache_stats()
         assert stats["resident_bytes"] <= budget, stats
-        assert stats["pages"] <= pages, stats
+        assert stats["pages"] * min(page_bytes) <= budget, stats  # pages differ in size
     stats = pool.cache_stats()
     assert stats["misses"] >= len(page_bytes), stats
     assert stats["evictions"] > 0, stats
