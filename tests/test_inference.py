@@ -471,7 +471,8 @@ def test_model_larger_than_the_cache_budget(pool, big, rng, pages):
         assert stats["pages"] * min(page_bytes) <= budget, stats  # pages differ in size
     stats = pool.cache_stats()
     assert stats["misses"] >= len(page_bytes), stats
-    assert stats["evictions"] > 0, stats
+    # pages came and went: evicted, or (admit-lfu, the default) read and not admitted
+    assert stats["evictions"] + stats["bypassed"] > 0, stats
     assert stats["bytes_read"] >= sum(page_bytes), stats
     # through SQL too
     got = store.conn.execute("SELECT tensor_predict('tensors', 'big', ?)", (x[2].tobytes(),)).get
