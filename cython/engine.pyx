@@ -40,6 +40,7 @@ include "cache/policy_s3fifo.pxi"
 include "cache/policy_shared.pxi"
 include "cache/policy_admit_lfu.pxi"
 include "cache/policy_opt.pxi"
+include "cache/policy_python.pxi"
 include "cache/registry.pxi"
 include "cache/process_pool.pxi"
 include "cache/simulate.pxi"
@@ -299,76 +300,125 @@ init_policies()   # Python may simulate before any connection loads us
 
 
 def cache_policies():
-    """[(name, summary, simulation_only)] in registry order."""
+    """[(name, summary, simulation_only)] in registry order; not "python", which is chosen
+    by giving configure() an object."""
     return [(policy_table[i].name.decode(), policy_table[i].summary.decode(),
-             bool(policy_table[i].simulation_only)) for i in range(NPOLICIES)]
+             bool(policy_table[i].simulation_only)) for i in range(NPOLICIES)
+            if i != PYTHON_POLICY]
 
+
+# These never hold the GIL while waiting for the pool's lock: a Python policy is called
+# under that lock and takes the GIL.
 
 def cache_configure(budget_bytes=None, policy=None, aging_window=None):
+    global python_policy, python_errors, python_last_error
     cdef char *err = NULL
     cdef int rc = SQLITE_OK
     cdef bytes name
+    cdef const char *cname
+    cdef sqlite3_int64 window = 0, budget = 0
     if aging_window is not None:
         if isinstance(aging_window, bool) or not isinstance(aging_window, int) or aging_window < 1:
             raise ValueError(f"aging_window must be a positive number of accesses, got {aging_window!r}")
-        pool_lock(&process_pool)
-        process_pool.aging_window = aging_window
-        pool_unlock(&process_pool)
-    if policy is not None:
-        if not isinstance(policy, str):
-            raise TypeError(f"policy must be a name, got {type(policy).__name__}")
-        name = policy.encode()
-        rc = cache_set_policy(name, &err)
-        if rc != SQLITE_OK:
-            _raise(rc, err)
+        window = aging_window
     if budget_bytes is not None:
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int):
             raise TypeError(f"budget_bytes must be an integer, got {budget_bytes!r}")
         if budget_bytes < 1:
             raise ValueError(f"budget_bytes must be at least 1, got {budget_bytes}")
-        rc = cache_set_budget(budget_bytes, &err)
+        budget = budget_bytes
+    if policy is not None and not isinstance(policy, str):
+        if not callable(getattr(policy, "victim", None)):
+            raise TypeError("a policy is a name or an object with a victim(candidates) method, "
+                            f"got {type(policy).__name__}")
+        with nogil:
+            pool_lock(&process_pool)
+            pool_drop_all(&process_pool)     # the old policy's pages and state go
+            pool_unlock(&process_pool)
+        python_policy = policy
+        python_errors = 0
+        python_last_error = None
+        with nogil:
+            pool_lock(&process_pool)
+            process_pool.policy = &policy_table[PYTHON_POLICY]
+            pool_unlock(&process_pool)
+    elif policy is not None:
+        name = policy.encode()
+        cname = name
+        with nogil:
+            rc = cache_set_policy(cname, &err)
         if rc != SQLITE_OK:
             _raise(rc, err)
+    with nogil:
+        if window > 0:
+            pool_lock(&process_pool)
+            process_pool.aging_window = window
+            pool_unlock(&process_pool)
+        if budget > 0:
+            rc = cache_set_budget(budget, &err)
+    if rc != SQLITE_OK:
+        _raise(rc, err)
 
 
 def cache_stats():
-    pool_lock(&process_pool)
-    stats = {"policy": process_pool.policy.name.decode(), "budget_bytes": pool_budget(&process_pool),
-             "resident_bytes": process_pool.resident, "pages": process_pool.pages,
-             "hits": process_pool.hits, "misses": process_pool.misses,
-             "bypassed": process_pool.bypassed, "evictions": process_pool.evictions,
-             "bytes_read": process_pool.bytes_read, "aging_window": process_pool.aging_window}
-    pool_unlock(&process_pool)
+    cdef Pool snap
+    with nogil:
+        pool_lock(&process_pool)
+        memcpy(&snap, &process_pool, sizeof(Pool))
+        snap.budget = pool_budget(&process_pool)
+        pool_unlock(&process_pool)
+    stats = {"policy": snap.policy.name.decode(), "budget_bytes": snap.budget,
+             "resident_bytes": snap.resident, "pages": snap.pages, "hits": snap.hits,
+             "misses": snap.misses, "bypassed": snap.bypassed, "evictions": snap.evictions,
+             "bytes_read": snap.bytes_read, "aging_window": snap.aging_window}
+    if snap.policy == &policy_table[PYTHON_POLICY]:
+        stats["python_errors"] = python_errors
+        stats["python_last_error"] = python_last_error
     return stats
 
 
 def cache_clear():
     """Drop every cached page (pinned ones when unpinned) and zero the counters."""
-    cache_drop_all()
+    with nogil:
+        cache_drop_all()
 
 
 def cache_record(bint on):
     """Start (on) or stop recording accesses; starting drops any earlier trace."""
-    pool_lock(&process_pool)
-    if on:
-        process_pool.trace_len = 0
-    process_pool.recording = on
-    pool_unlock(&process_pool)
+    with nogil:
+        pool_lock(&process_pool)
+        if on:
+            process_pool.trace_len = 0
+        process_pool.recording = on
+        pool_unlock(&process_pool)
 
 
 def cache_trace():
     """(page ids, store keys) of the accesses recorded so far, as numpy arrays."""
-    pool_lock(&process_pool)
-    n = process_pool.trace_len
-    ids = np.empty(n, np.int64)
-    keys = np.empty(n, np.uint64)
-    cdef sqlite3_int64[::1] ids_v = ids
-    cdef uint64_t[::1] keys_v = keys
-    if n:
-        memcpy(&ids_v[0], process_pool.trace, n * sizeof(sqlite3_int64))
-        memcpy(&keys_v[0], process_pool.trace_keys, n * sizeof(uint64_t))
-    pool_unlock(&process_pool)
-    return ids, keys
+    cdef sqlite3_int64 n
+    cdef sqlite3_int64 *ids_c = NULL
+    cdef uint64_t *keys_c = NULL
+    with nogil:
+        pool_lock(&process_pool)
+        n = process_pool.trace_len
+        ids_c = <sqlite3_int64 *>malloc(max(n, 1) * sizeof(sqlite3_int64))
+        keys_c = <uint64_t *>malloc(max(n, 1) * sizeof(uint64_t))
+        if ids_c != NULL and keys_c != NULL and n > 0:
+            memcpy(ids_c, process_pool.trace, n * sizeof(sqlite3_int64))
+            memcpy(keys_c, process_pool.trace_keys, n * sizeof(uint64_t))
+        pool_unlock(&process_pool)
+    try:
+        if ids_c == NULL or keys_c == NULL:
+            raise MemoryError("cannot copy the trace")
+        ids = np.empty(n, np.int64)
+        keys = np.empty(n, np.uint64)
+        if n:
+            memcpy(<void *><size_t>ids.ctypes.data, ids_c, n * sizeof(sqlite3_int64))
+            memcpy(<void *><size_t>keys.ctypes.data, keys_c, n * sizeof(uint64_t))
+        return ids, keys
+    finally:
+        free(ids_c)
+        free(keys_c)
 
 
 def cache_simulate(str policy, long long budget_bytes, const sqlite3_int64[::1] trace,
@@ -380,7 +430,7 @@ def cache_simulate(str policy, long long budget_bytes, const sqlite3_int64[::1] 
     cdef Pool result
     cdef SimPages pages
     cdef int rc
-    if p == NULL:
+    if p == NULL or p == &policy_table[PYTHON_POLICY]:
         raise ValueError(f"unknown policy {policy!r}; policies are "
                          f"{', '.join(n for n, _, _ in cache_policies())}")
     pages.nbytes = &nbytes[0] if nbytes.shape[0] else NULL

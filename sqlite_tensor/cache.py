@@ -33,11 +33,19 @@ def describe() -> dict[str, str]:
     return {n: summary for n, summary, _ in _engine.cache_policies()}
 
 
-def configure(*, budget_bytes: int | None = None, policy: str | None = None,
+def configure(*, budget_bytes: int | None = None, policy=None,
               aging_window: int | None = None) -> dict:
     """Set the process's buffer pool: its byte budget, its replacement policy (changing it
     drops the cached pages), and how many accesses halve the access counts that lfu,
-    lru2 and admit-lfu rank by. Returns stats(). SQL: tensor_cache('policy', ...)."""
+    lru2 and admit-lfu rank by. Returns stats(). SQL: tensor_cache('policy', ...).
+
+    policy is a name from policies(), or an object written in Python:
+    ``victim(candidates) -> page_id`` (per eviction; candidates are the unpinned resident
+    pages as (page_id, nbytes, shared, accesses, last_access), least recently used first)
+    and optionally ``admit(page) -> bool`` (per fault). It is never called per row or on a
+    hit, and must not use sqlite-tensor itself. If it raises or names a page that is not a
+    candidate, the pool uses LRU's choice for that decision; stats() counts these in
+    python_errors and keeps python_last_error."""
     _engine.cache_configure(budget_bytes=budget_bytes, policy=policy, aging_window=aging_window)
     return stats()
 

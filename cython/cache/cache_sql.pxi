@@ -17,6 +17,10 @@ cdef int cache_set_policy(const char *name, char **err) noexcept nogil:
     with them), its counters kept."""
     cdef const Policy *policy = policy_by_name(name)
     cdef char *names
+    if policy == &policy_table[PYTHON_POLICY]:
+        err[0] = sqlite3_mprintf("the python policy is plugged in from Python, with "
+                                 "sqlite_tensor.cache.configure(policy=an_object)")
+        return SQLITE_ERROR
     if policy == NULL or policy.simulation_only:
         names = policy_names(0)
         err[0] = sqlite3_mprintf("unknown policy '%s'; policies are %s", name, names)
@@ -57,7 +61,7 @@ cdef char *policy_names(int with_simulation_only) noexcept nogil:
     cdef sqlite3_str *out = sqlite3_str_new(NULL)
     cdef int i
     for i in range(NPOLICIES):
-        if policy_table[i].simulation_only and not with_simulation_only:
+        if (policy_table[i].simulation_only and not with_simulation_only) or i == PYTHON_POLICY:
             continue
         if i > 0:
             sqlite3_str_append(out, ", ", 2)

@@ -3,7 +3,8 @@
 # here is the order policies() lists them in.
 
 cdef enum:
-    NPOLICIES = 11
+    NPOLICIES = 12
+    PYTHON_POLICY = 11              # selected by giving configure() a policy object
 
 cdef Policy policy_table[NPOLICIES]
 cdef int policies_ready
@@ -54,6 +55,8 @@ cdef void init_policies() noexcept nogil:
                    list0_insert, lru_hit, list0_remove, shared_victim, NULL, 1, 0)
         set_policy(10, "opt", "Belady's MIN with bypass (simulation only)", list0_insert,
                    no_op, list0_remove, opt_victim, opt_admit, 0, 1)
+        set_policy(PYTHON_POLICY, "python", "a Python object given to cache.configure()",
+                   lru_insert, lru_hit, list0_remove, python_victim, python_admit, 1, 0)
         policies_ready = 1
     if process_pool.policy == NULL:
         process_pool.policy = &policy_table[0]
