@@ -11,6 +11,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("path", help="print the path of the loadable extension (for .load)")
     sub.add_parser("version", help="print the version")
+    sub.add_parser("policies", help="rank the buffer pool's policies against Belady's "
+                                    "on a model-family trace")
     demo = sub.add_parser("demo", help="store a model family in a SQLite file and query it")
     demo.add_argument("db", nargs="?", default="demo.sqlite", help="file to (re)create")
     demo.add_argument("--models", type=int, default=5, help="models in the family")
@@ -18,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "path":
         from .connection import loadable_path
         print(loadable_path())
+    elif args.command == "policies":
+        from .cache import print_policy_table
+        print_policy_table()
     elif args.command == "version":
         from . import __version__
         print(__version__)

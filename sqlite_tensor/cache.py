@@ -190,3 +190,36 @@ def family_trace(*, models: int = 12, pages_per_model: int = 64, shared_fraction
     trace = np.concatenate([model_pages[m] for m in chosen]) if requests else np.zeros(0, np.int64)
     pages = {p: (page_bytes, sharing[p]) for p in sharing}
     return trace.astype(np.int64), pages
+
+
+def static_oracle_misses(trace, pages: dict, budget_bytes: int) -> int:
+    """Misses of the static oracle: it caches, from the start, the pages with the most
+    accesses over the whole trace (as many as fit), and each of those misses once. When
+    requests are independent draws no online policy does better in expectation; the gap
+    from it to opt is what only knowing the future buys."""
+    ids, counts = np.unique(np.asarray(trace, np.int64), return_counts=True)
+    room, kept = budget_bytes, 0
+    misses = int(counts.sum())
+    for i in np.argsort(-counts, kind="stable"):
+        nbytes = pages[int(ids[i])][0]
+        if nbytes <= room:
+            room -= nbytes
+            misses -= int(counts[i]) - 1   # one cold miss, then hits
+            kept += 1
+    return misses
+
+
+def print_policy_table() -> None:
+    """Print misses / Belady's for every policy on family_trace(), at 25/50/75 % budgets
+    (python -m sqlite_tensor policies)."""
+    trace, pages = family_trace()
+    distinct = sum(b for b, _ in pages.values())
+    names = policies()
+    print(f"family_trace(): {len(trace)} accesses, {len(pages)} distinct pages; misses / opt")
+    print(f"{'budget':>7} " + " ".join(f"{n:>9}" for n in names) + "  static-oracle")
+    for frac in (0.25, 0.5, 0.75):
+        budget = int(distinct * frac)
+        rows = {r["policy"]: r for r in compare(trace, pages, budget, names)}
+        opt = max(rows["opt"]["misses"], 1)
+        print(f"{frac:>7.0%} " + " ".join(f"{rows[n]['vs_opt']:>9.2f}" for n in names)
+              + f"  {static_oracle_misses(trace, pages, budget) / opt:>13.2f}")
