@@ -6,7 +6,7 @@ PYTHON ?= python3
 
 setup:
 	@command -v sqlite3 >/dev/null || (apt-get update -qq && apt-get install -y -qq sqlite3)
-	$(PYTHON) -m pip install -q --disable-pip-version-check "setuptools>=68" wheel "Cython>=3.0" numpy
+	$(PYTHON) -m pip install -q --disable-pip-version-check "setuptools>=68" wheel "Cython>=3.0" numpy scipy-openblas32
 	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test,bench]"
 
 demo: setup
