@@ -343,6 +343,10 @@ def cache_configure(budget_bytes=None, policy=None, aging_window=None):
             process_pool.policy = &policy_table[PYTHON_POLICY]
             pool_unlock(&process_pool)
     elif policy is not None:
+        # checked here: before any connection loads us there is no SQLite to format errors
+        if policy not in [n for n, _, sim in cache_policies() if not sim]:
+            raise ValueError(f"unknown policy {policy!r}; policies are "
+                             f"{', '.join(n for n, _, sim in cache_policies() if not sim)}")
         name = policy.encode()
         cname = name
         with nogil:

@@ -101,6 +101,12 @@ def simulate(trace, pages: dict, policy: str = DEFAULT_POLICY, budget_bytes: int
     pages maps every page id in the trace to (nbytes, number of models sharing it).
     Returns accesses, hits, misses, bypassed, evictions and bytes_read. The policy code is
     the one that serves; "opt" is Belady's MIN (with bypass), the lower bound.
+
+    Each access is pinned and unpinned before the next. A live run replays exactly when it
+    did the same: single-input predictions and layers whose pages all differ do; a batch
+    layer that pins a chunk of pages at once, or a layer that reads one (deduplicated)
+    page twice while holding it, can differ under small budgets, since pinned pages are
+    not candidates for eviction.
     """
     ids = np.asarray(trace)
     if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
@@ -119,9 +125,10 @@ def simulate(trace, pages: dict, policy: str = DEFAULT_POLICY, budget_bytes: int
     if (nbytes < 1).any():
         raise ValueError("every page needs a positive size in bytes")
     shared = np.array([s for _, s in info], np.int32)
-    aging = 0 if aging_window is None else int(aging_window)
-    if aging_window is not None and aging < 1:
+    if aging_window is not None and (isinstance(aging_window, bool) or
+                                     not isinstance(aging_window, (int, np.integer)) or aging_window < 1):
         raise ValueError(f"aging_window must be a positive number of accesses, got {aging_window!r}")
+    aging = 0 if aging_window is None else int(aging_window)
     return _engine.cache_simulate(policy, int(budget_bytes), np.ascontiguousarray(dense, np.int64),
                                   next_uses(dense), nbytes, shared, aging)
 

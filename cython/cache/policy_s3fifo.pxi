@@ -1,6 +1,6 @@
 # s3fifo (Yang et al., SOSP 2023). S: a small FIFO (list 0, a tenth of the budget) that
 # new pages enter; M: the main FIFO (list 1); G: ghosts of pages evicted from S (the pool's
-# history, as many as M holds). Each page keeps a 0..3 use counter (flag).
+# history, as many as M can hold: nine tenths of the pages cached). Each page keeps a 0..3 use counter (flag).
 #   insert: a ghost goes to M's head, anything else to S's head; counter 0
 #   hit:    counter + 1, at most 3
 #   victim: while S holds more than its tenth (or M is empty): S's oldest moves to M if it
@@ -10,7 +10,8 @@
 
 cdef void s3fifo_insert(Pool *pool, PoolPage *p) noexcept nogil:
     cdef HistoryEntry *e = history_get(pool, p.store_key, p.page_id)
-    pool.ghost_pages = max(1, pool.lists[1].count)
+    # G is as large as M can grow (nine tenths of the cache), not as M is now
+    pool.ghost_pages = max(1, (pool.pages * 9 + 9) // 10)
     p.flag = 0
     p.queue = 1 if (was_evicted_recently(pool, e) and e.evicted_from == 0) else 0
     list_push_head(&pool.lists[p.queue], p)

@@ -215,14 +215,19 @@ cdef void evict(Pool *pool, PoolPage *v) noexcept nogil:
     table_remove(pool, v)
 
 
-cdef void evict_over_budget(Pool *pool) noexcept nogil:
+cdef void evict_for(Pool *pool, sqlite3_int64 incoming) noexcept nogil:
+    """Evict until incoming more bytes fit in the budget (or nothing unpinned is left)."""
     cdef PoolPage *v
     cdef sqlite3_int64 budget = pool_budget(pool)
-    while pool.resident > budget:
+    while pool.resident + incoming > budget:
         v = pool.policy.victim(pool)
         if v == NULL:
             return
         evict(pool, v)
+
+
+cdef void evict_over_budget(Pool *pool) noexcept nogil:
+    evict_for(pool, 0)
 
 
 cdef void note_access(Pool *pool, PoolPage *p) noexcept nogil:
@@ -303,10 +308,12 @@ cdef int pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, sqlite3_in
         p.pins = 1
         note_access(pool, p)
         if pool.policy.admit == NULL or pool.policy.admit(pool, p):
+            # Room first, then the page: a policy never sees its newest page as a candidate
+            # (a clock hand would otherwise land on it).
+            evict_for(pool, p.nbytes)
             rc = table_add(pool, p)
             if rc != SQLITE_OK:
                 p.detached = 1
-            evict_over_budget(pool)
         else:
             p.detached = 1  # used once, then dropped
             pool.bypassed += 1
