@@ -7,7 +7,9 @@ Why one module: the stock sqlite3 shell loads us without starting Python, so not
 may rely on Python module initialisation, and Cython modules can only call each other
 through capsules made at import. Every SQL-facing piece is therefore a C-level `nogil`
 function in this one module (the .pxi files are its chapters), reaching SQLite only
-through the host's routines table (st_sqlite.h). Module-level `cdef` globals are plain
+through the host's routines table (st_sqlite.h). The folders are the parts: store/ (the
+tensor_store table, reports, reading tensors), inference/ (plans, inputs, kernels, the SQL
+functions that run models), cache/ (the buffer pool and its policies). Module-level `cdef` globals are plain
 zero-initialised C statics; anything that must hold a value is set in the entry point.
 
 Entry point: sqlite3_sqlitetensor_engine_init, called by the loader
@@ -20,13 +22,13 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free, malloc, realloc, strtod, strtoll
 from sqlite3api cimport *
 
-include "sql_text.pxi"
-include "query_cursor.pxi"
-include "page_reader.pxi"
-include "store_vtab.pxi"
-include "report_tables.pxi"
-include "sql_functions.pxi"
-include "blas.pxi"
+include "store/sql_text.pxi"
+include "store/query_cursor.pxi"
+include "store/page_reader.pxi"
+include "store/store_vtab.pxi"
+include "store/report_tables.pxi"
+include "store/sql_functions.pxi"
+include "inference/blas.pxi"
 include "cache/pool.pxi"
 include "cache/policy.pxi"
 include "cache/policy_lru.pxi"
@@ -44,11 +46,11 @@ include "cache/policy_python.pxi"
 include "cache/registry.pxi"
 include "cache/process_pool.pxi"
 include "cache/simulate.pxi"
-include "model_plan.pxi"
-include "kernels.pxi"
-include "model_input.pxi"
-include "inference_sql.pxi"
-include "predict_batch.pxi"
+include "inference/model_plan.pxi"
+include "inference/kernels.pxi"
+include "inference/model_input.pxi"
+include "inference/inference_sql.pxi"
+include "inference/predict_batch.pxi"
 include "cache/cache_sql.pxi"
 
 

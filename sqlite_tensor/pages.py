@@ -16,7 +16,7 @@ A block is the row-major bytes of one (block_rows x block_cols) tile of a tensor
 view, in the tensor's dtype. Edge tiles are stored trimmed to the tensor (no padding
 bytes), so a block's length is rows * cols * itemsize of its own extent; readers know the
 extent from the tensor's shape. <store>_blocks names (page, slot) for every block, and the
-reader (cython/page_reader.pxi) checks offset and length against the page's size.
+reader (cython/store/page_reader.pxi) checks offset and length against the page's size.
 """
 from __future__ import annotations
 

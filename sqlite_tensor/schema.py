@@ -1,7 +1,7 @@
 """Names of a store's shadow tables, quoted once here for every SQL statement in Python.
 
-The compiled engine creates these tables (cython/store_vtab.pxi) and declares them with
-xShadowName (cython/sql_text.pxi, st_shadow_parts); keep the three lists in step.
+The compiled engine creates these tables (cython/store/store_vtab.pxi) and declares them with
+xShadowName (cython/store/sql_text.pxi, st_shadow_parts); keep the three lists in step.
 """
 from __future__ import annotations
 

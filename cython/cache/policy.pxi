@@ -72,7 +72,8 @@ cdef PoolPage *min_unpinned(Pool *pool, double (*key)(Pool *, PoolPage *) noexce
 cdef HistoryEntry *history_get(Pool *pool, uint64_t key, sqlite3_int64 page_id) noexcept nogil:
     """The entry of a page, made if needed (replacing the least recently used entry of its
     probe window when the table is full); NULL only if the table cannot be allocated."""
-    cdef size_t mask, i, slot, oldest
+    cdef size_t mask, slot, oldest
+    cdef int i
     cdef HistoryEntry *e
     if pool.history == NULL:
         pool.history = <HistoryEntry *>calloc(HISTORY_SLOTS, sizeof(HistoryEntry))

@@ -357,7 +357,7 @@ cdef void pool_unpin_in(Pool *pool, PoolPage *p) noexcept nogil:
 
 cdef void pool_drop_all(Pool *pool) noexcept nogil:
     """Every page leaves (pinned ones when unpinned); the policy's state goes with them."""
-    cdef size_t i
+    cdef int i
     cdef PoolPage *p
     cdef PoolPage *nxt
     if pool.table != NULL:
