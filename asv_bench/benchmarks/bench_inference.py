@@ -41,7 +41,8 @@ def dense_store(path: str, layers: int = 1, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     tensors, spec = {}, []
     for i in range(layers):
-        tensors[f"fc{i}.weight"] = (rng.standard_normal((N, N), dtype=np.float32) / np.sqrt(N))
+        # astype: dividing by a numpy float64 scalar would promote the weights to float64
+        tensors[f"fc{i}.weight"] = (rng.standard_normal((N, N)) / np.sqrt(N)).astype(np.float32)
         tensors[f"fc{i}.bias"] = rng.standard_normal(N, dtype=np.float32)
         spec.append({"op": "dense", "weight": f"fc{i}.weight", "bias": f"fc{i}.bias",
                      "activation": "relu" if i + 1 < layers else "identity"})
@@ -67,6 +68,7 @@ class Dense:
     def setup(self, path, batch, threads):
         self.store = Store(path)
         self.W = self.store.get_tensor("model", "fc0.weight")
+        assert self.W.dtype == np.float32
         self.b = self.store.get_tensor("model", "fc0.bias")
         rng = np.random.default_rng(1)
         self.x = rng.standard_normal((batch, N), dtype=np.float32)
@@ -159,9 +161,9 @@ class ShellRows:
         rng = np.random.default_rng(3)
         with Store(path) as store:
             store.add_model("mlp", {
-                "fc1.weight": rng.standard_normal((512, 1024), dtype=np.float32) / 32,
+                "fc1.weight": (rng.standard_normal((512, 1024)) / 32).astype(np.float32),
                 "fc1.bias": np.zeros(512, np.float32),
-                "fc2.weight": rng.standard_normal((64, 512), dtype=np.float32) / 23,
+                "fc2.weight": (rng.standard_normal((64, 512)) / 23).astype(np.float32),
             }, layers=[{"op": "dense", "weight": "fc1.weight", "bias": "fc1.bias",
                         "activation": "relu"},
                        {"op": "dense", "weight": "fc2.weight", "activation": "softmax"}])
