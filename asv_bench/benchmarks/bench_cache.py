@@ -16,22 +16,14 @@ import sqlite_tensor.cache as cache
 from sqlite_tensor import Store, _engine
 
 from .bench_inference import N, dense_store
+from .common import median_time
 
-# "python" stands for an object plugged in with cache.configure(policy=obj), not a policy
-# that can run by name.
-POLICIES = [name for name in cache.policies() if name != "python"]
+POLICIES = cache.policies()
 FRACTIONS = [0.25, 0.5, 0.75]      # budget, as a fraction of the distinct page bytes
 SEEDS = [0, 1, 2]                  # of cache.family_trace: model popularity and requests
 DEFAULT_BUDGET = 512 * 2 ** 20     # the process pool's budget when the benchmarks start
 
 
-def _median_time(fn, calls: int) -> float:
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _restore_pool() -> None:
@@ -136,7 +128,7 @@ class SimulateSpeed:
         self._simulate()
 
     def track_accesses_per_s(self):
-        return len(self.trace) / _median_time(self._simulate, 7)
+        return len(self.trace) / median_time(self._simulate, 7)
 
     track_accesses_per_s.unit = "accesses/s"
 
@@ -344,7 +336,7 @@ class PoolOverhead:
         assert result["misses"] == len(self.nbytes), result
 
     def _ns_per_access(self) -> float:
-        return _median_time(self._replay, 5) / len(self.dense) * 1e9
+        return median_time(self._replay, 5) / len(self.dense) * 1e9
 
     def _predict(self):
         self.store.predict("model", self.x)
@@ -363,12 +355,12 @@ class PoolOverhead:
         self._predict()
 
     def track_predict_ms(self, path, policy):
-        return _median_time(self._predict, 21) * 1e3
+        return median_time(self._predict, 21) * 1e3
 
     track_predict_ms.unit = "ms"
 
     def track_pool_overhead_pct(self, path, policy):
-        predict_ns = _median_time(self._predict, 21) * 1e9
+        predict_ns = median_time(self._predict, 21) * 1e9
         return self._ns_per_access() * self.pins / predict_ns * 100
 
     track_pool_overhead_pct.unit = "%"

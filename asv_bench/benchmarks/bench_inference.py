@@ -9,7 +9,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import time
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -17,22 +16,17 @@ from threadpoolctl import threadpool_limits
 import sqlite_tensor
 from sqlite_tensor import Store, _engine
 
+from .common import median_time
+
 N = 4096           # the dense layer of the targets: N x N float32 (64 MiB, 256 blocks)
 ROUNDS = 7
 
 
-def _median_time(fn, calls: int) -> float:
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def ratio_to_numpy(ours, numpy_ref, calls: int = 5) -> float:
     """Median over ROUNDS of (numpy's median seconds / ours) for `calls` calls each."""
-    return statistics.median(_median_time(numpy_ref, calls) / _median_time(ours, calls)
+    return statistics.median(median_time(numpy_ref, calls) / median_time(ours, calls)
                              for _ in range(ROUNDS))
 
 
@@ -132,16 +126,16 @@ class LargerThanCache:
         self.store.predict("model", self.x)
 
     def track_gib_s(self, path, budget_mib):
-        seconds = _median_time(lambda: self.store.predict("model", self.x), 5)
+        seconds = median_time(lambda: self.store.predict("model", self.x), 5)
         return 4 * N * N * 4 / 2 ** 30 / seconds
 
     track_gib_s.unit = "GiB/s"
 
     def track_vs_cached(self, path, budget_mib):
-        limited = _median_time(lambda: self.store.predict("model", self.x), 5)
+        limited = median_time(lambda: self.store.predict("model", self.x), 5)
         _engine.cache_configure(1024 * 2 ** 20)
         self.store.predict("model", self.x)
-        cached = _median_time(lambda: self.store.predict("model", self.x), 5)
+        cached = median_time(lambda: self.store.predict("model", self.x), 5)
         _engine.cache_configure(budget_mib * 2 ** 20)
         return cached / limited
 
@@ -200,11 +194,11 @@ class ShellRows:
         self._batch(path)
 
     def track_rows_per_s_per_row(self, path):
-        return self.ROWS / _median_time(lambda: self._per_row(path), 5)
+        return self.ROWS / median_time(lambda: self._per_row(path), 5)
 
     track_rows_per_s_per_row.unit = "rows/s"
 
     def track_rows_per_s_batch(self, path):
-        return self.ROWS / _median_time(lambda: self._batch(path), 5)
+        return self.ROWS / median_time(lambda: self._batch(path), 5)
 
     track_rows_per_s_batch.unit = "rows/s"

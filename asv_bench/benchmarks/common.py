@@ -111,6 +111,11 @@ def plain_read(conn, ids, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def median_time(fn, calls: int) -> float:
+    """Median seconds of `calls` calls of fn."""
+    return statistics.median(timed(fn) for _ in range(calls))
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
