@@ -70,21 +70,6 @@ cdef void source_close(PageSource *src) noexcept nogil:
     src.table = NULL
 
 
-cdef int check_page_header(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
-                           const char *table, char **err) noexcept nogil:
-    """A page must start with the version-1 header and its slot table must fit."""
-    if n < PAGE_HEADER_BYTES or st_get_u32(data) != PAGE_MAGIC or st_get_u32(data + 4) != PAGE_VERSION:
-        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: not a version-%d page",
-                                 page_id, table, <int>PAGE_VERSION)
-        return SQLITE_CORRUPT
-    cdef sqlite3_int64 nslots = st_get_u32(data + 8)
-    if PAGE_HEADER_BYTES + nslots * PAGE_SLOT_BYTES > n:
-        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: %lld slots do not fit in %lld bytes",
-                                 page_id, table, nslots, n)
-        return SQLITE_CORRUPT
-    return SQLITE_OK
-
-
 cdef int read_page(PageSource *src, sqlite3_int64 page_id, unsigned char **data,
                    sqlite3_int64 *nbytes, char **err) noexcept nogil:
     """Read a whole page BLOB into a new malloc'd buffer and check its header."""
@@ -178,18 +163,12 @@ cdef void pool_unpin(PoolPage *p) noexcept nogil:
 cdef int page_slot(const PoolPage *p, int slot, sqlite3_int64 nbytes, const char *table,
                    const unsigned char **out, char **err) noexcept nogil:
     """Point out at slot's bytes within a pinned page; they must be exactly nbytes long."""
-    cdef unsigned int nslots = st_get_u32(p.data + 8)
-    cdef uint64_t offset, size
-    if slot < 0 or <unsigned int>slot >= nslots:
-        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %d of %u", p.page_id, table,
-                                 slot, nslots)
-        return SQLITE_CORRUPT
-    offset = st_get_u64(p.data + PAGE_HEADER_BYTES + slot * PAGE_SLOT_BYTES)
-    size = st_get_u64(p.data + PAGE_HEADER_BYTES + slot * PAGE_SLOT_BYTES + 8)
-    if size != <uint64_t>nbytes or offset > <uint64_t>p.nbytes or size > <uint64_t>p.nbytes - offset:
-        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %d holds %llu bytes at %llu, "
-                                 "expected %lld bytes within %lld", p.page_id, table, slot, size,
-                                 offset, nbytes, p.nbytes)
-        return SQLITE_CORRUPT
-    out[0] = p.data + offset
-    return SQLITE_OK
+    cdef sqlite3_int64 nslots = st_get_u32(p.data + 8)
+    cdef uint64_t offset
+    cdef const unsigned char *entry = NULL
+    if 0 <= slot < nslots:   # read_page checked that the slot table fits in the page
+        entry = p.data + PAGE_HEADER_BYTES + slot * PAGE_SLOT_BYTES
+    cdef int rc = check_slot(entry, slot, nslots, nbytes, p.nbytes, p.page_id, table, &offset, err)
+    if rc == SQLITE_OK:
+        out[0] = p.data + offset
+    return rc

@@ -33,6 +33,42 @@ ctypedef struct TensorInfo:
     sqlite3_int64 block_cols
 
 
+cdef int check_page_header(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
+                           const char *table, char **err) noexcept nogil:
+    """A page must start with the version-1 header and its slot table must fit."""
+    if n < PAGE_HEADER_BYTES or st_get_u32(data) != PAGE_MAGIC or st_get_u32(data + 4) != PAGE_VERSION:
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: not a version-%d page",
+                                 page_id, table, <int>PAGE_VERSION)
+        return SQLITE_CORRUPT
+    cdef sqlite3_int64 nslots = st_get_u32(data + 8)
+    if PAGE_HEADER_BYTES + nslots * PAGE_SLOT_BYTES > n:
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: %lld slots do not fit in %lld bytes",
+                                 page_id, table, nslots, n)
+        return SQLITE_CORRUPT
+    return SQLITE_OK
+
+
+cdef int check_slot(const unsigned char *entry, sqlite3_int64 slot, sqlite3_int64 nslots,
+                    sqlite3_int64 nbytes, sqlite3_int64 page_bytes, sqlite3_int64 page_id,
+                    const char *table, uint64_t *offset, char **err) noexcept nogil:
+    """Check slot's directory entry (entry: its 16 bytes, NULL when slot is out of range):
+    the block must be nbytes long and lie within the page. Sets offset."""
+    if entry == NULL or slot < 0 or slot >= nslots:
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %lld of %lld",
+                                 page_id, table, slot, nslots)
+        return SQLITE_CORRUPT
+    offset[0] = st_get_u64(entry)
+    cdef uint64_t size = st_get_u64(entry + 8)
+    # offset > page_bytes first: offset + size could wrap around 2**64 and pass
+    if size != <uint64_t>nbytes or offset[0] > <uint64_t>page_bytes \
+            or size > <uint64_t>page_bytes - offset[0]:
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %lld holds %llu bytes at %llu, "
+                                 "expected %lld bytes within %lld", page_id, table, slot,
+                                 size, offset[0], nbytes, page_bytes)
+        return SQLITE_CORRUPT
+    return SQLITE_OK
+
+
 cdef int pr_init(PageReader *r, sqlite3 *db, const char *schema, const char *store) noexcept nogil:
     memset(r, 0, sizeof(PageReader))
     r.db = db
@@ -76,18 +112,13 @@ cdef int pr_seek(PageReader *r, sqlite3_int64 page_id, char **err) noexcept nogi
         return rc
     r.page_id = page_id
     r.page_bytes = sqlite3_blob_bytes(r.blob)
-    if r.page_bytes < PAGE_HEADER_BYTES or sqlite3_blob_read(r.blob, head, PAGE_HEADER_BYTES, 0) != SQLITE_OK \
-            or st_get_u32(head) != PAGE_MAGIC or st_get_u32(head + 4) != PAGE_VERSION:
-        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: not a version-%d page",
-                                 page_id, r.table, <int>PAGE_VERSION)
+    if r.page_bytes < PAGE_HEADER_BYTES or sqlite3_blob_read(r.blob, head, PAGE_HEADER_BYTES, 0) != SQLITE_OK:
+        memset(head, 0, PAGE_HEADER_BYTES)   # judged below as "not a page"
+    rc = check_page_header(head, r.page_bytes, page_id, r.table, err)
+    if rc != SQLITE_OK:
         r.page_id = -1
-        return SQLITE_CORRUPT
+        return rc
     r.nslots = st_get_u32(head + 8)
-    if <sqlite3_int64>PAGE_HEADER_BYTES + <sqlite3_int64>r.nslots * PAGE_SLOT_BYTES > r.page_bytes:
-        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: %u slots do not fit in %d bytes",
-                                 page_id, r.table, r.nslots, r.page_bytes)
-        r.page_id = -1
-        return SQLITE_CORRUPT
     return SQLITE_OK
 
 
@@ -95,23 +126,17 @@ cdef int pr_read_slot(PageReader *r, sqlite3_int64 page_id, sqlite3_int64 slot, 
                       sqlite3_int64 nbytes, char **err) noexcept nogil:
     """Copy the block in (page_id, slot), which must be exactly nbytes long, to dst."""
     cdef unsigned char entry[PAGE_SLOT_BYTES]
+    cdef uint64_t offset
     cdef int rc = pr_seek(r, page_id, err)
     if rc != SQLITE_OK:
         return rc
-    if slot < 0 or slot >= <sqlite3_int64>r.nslots:
-        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %lld of %u",
-                                 page_id, r.table, slot, r.nslots)
-        return SQLITE_CORRUPT
-    rc = sqlite3_blob_read(r.blob, entry, PAGE_SLOT_BYTES, PAGE_HEADER_BYTES + slot * PAGE_SLOT_BYTES)
-    cdef uint64_t offset = st_get_u64(entry)
-    cdef uint64_t size = st_get_u64(entry + 8)
-    # offset > page_bytes first: offset + size could wrap around 2**64 and pass
-    if rc != SQLITE_OK or size != <uint64_t>nbytes or offset > <uint64_t>r.page_bytes \
-            or size > <uint64_t>r.page_bytes - offset:
-        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %lld holds %llu bytes at %llu, "
-                                 "expected %lld bytes within %d", page_id, r.table, slot,
-                                 size, offset, nbytes, r.page_bytes)
-        return SQLITE_CORRUPT
+    if 0 <= slot < <sqlite3_int64>r.nslots and sqlite3_blob_read(
+            r.blob, entry, PAGE_SLOT_BYTES, PAGE_HEADER_BYTES + slot * PAGE_SLOT_BYTES) == SQLITE_OK:
+        rc = check_slot(entry, slot, r.nslots, nbytes, r.page_bytes, page_id, r.table, &offset, err)
+    else:
+        rc = check_slot(NULL, slot, r.nslots, nbytes, r.page_bytes, page_id, r.table, &offset, err)
+    if rc != SQLITE_OK:
+        return rc
     rc = sqlite3_blob_read(r.blob, dst, <int>nbytes, <int>offset)
     if rc != SQLITE_OK:
         err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, r.table,
