@@ -40,6 +40,8 @@ def load(conn):
     if isinstance(conn, apsw.Connection):
         conn.enable_load_extension(True)
         conn.load_extension(path)
+        from . import python_functions
+        python_functions.register(conn)
         return conn
     if type(conn).__module__ == "sqlite3" and type(conn).__name__ == "Connection":
         if not hasattr(conn, "enable_load_extension"):

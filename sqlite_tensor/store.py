@@ -277,6 +277,91 @@ class Store:
         """Write a model to a .safetensors or .npz file (chosen by suffix)."""
         formats.write_tensors(path, self.get_model(model))
 
+    # -- page layout ----------------------------------------------------------------------------
+
+    def block_groups(self, by: str = "model") -> dict[str, set[int]]:
+        """The distinct blocks each model (by="model") or tensor (by="tensor", named
+        "model/tensor") uses: the groups sqlite_tensor.packing packs."""
+        t = self._t
+        if by == "model":
+            sql = (f"SELECT mo.name, m.block_id FROM {t.map} m JOIN {t.tensors} tt ON tt.id = m.tensor_id"
+                   f" JOIN {t.models} mo ON mo.id = tt.model_id ORDER BY mo.id, tt.id, m.block_row, m.block_col")
+        elif by == "tensor":
+            sql = (f"SELECT mo.name || '/' || tt.name, m.block_id FROM {t.map} m JOIN {t.tensors} tt"
+                   f" ON tt.id = m.tensor_id JOIN {t.models} mo ON mo.id = tt.model_id"
+                   " ORDER BY mo.id, tt.id, m.block_row, m.block_col")
+        else:
+            raise ValueError(f"by must be 'model' or 'tensor', got {by!r}")
+        groups: dict[str, set[int]] = {}
+        for name, block in self.conn.execute(sql):
+            groups.setdefault(name, set()).add(block)
+        return groups
+
+    def page_layout(self) -> list[list[int]]:
+        """The blocks of every page, page by page (in page id order), slot by slot."""
+        layout: dict[int, list[int]] = {}
+        for page, block in self.conn.execute(
+                f"SELECT page_id, id FROM {self._t.blocks} ORDER BY page_id, slot"):
+            layout.setdefault(page, []).append(block)
+        return list(layout.values())
+
+    def pack(self, strategy: str | None = None, *, by: str = "model") -> dict:
+        """Rewrite the pages so that each model (or tensor) reads few of them: the blocks
+        are laid out by sqlite_tensor.packing.pack(strategy) over block_groups(by).
+
+        One transaction (killed halfway, the store is as before); the old pages are freed
+        and the buffer pool stops serving them. Packing again when nothing changed writes
+        nothing. Returns the strategy, by, pages_written, and the figures (packing.evaluate)
+        before and after.
+        """
+        from . import packing
+        strategy = packing.DEFAULT_STRATEGY if strategy is None else strategy
+        groups = self.block_groups(by)
+        result = {"strategy": strategy, "by": by, "pages_written": 0}
+        if not groups:
+            result["before"] = result["after"] = None
+            return result
+        old = self.page_layout()
+        new = packing.pack(groups, self.page_blocks, strategy)
+        result["before"] = packing.evaluate(old, groups, self.page_blocks)
+        result["after"] = packing.evaluate(new, groups, self.page_blocks)
+        if {frozenset(p) for p in new} == {frozenset(p) for p in old}:
+            return result  # the same pages: nothing to write
+        with self._writing():
+            result["pages_written"] = self._write_layout(new)
+        return result
+
+    def _write_layout(self, layout: list[list[int]]) -> int:
+        """Write the pages of layout (block ids) from the blocks' current pages, point the
+        blocks at them, delete the old pages. Inside a write transaction."""
+        t = self._t
+        where = dict((bid, (page, slot)) for bid, page, slot in self.conn.execute(
+            f"SELECT id, page_id, slot FROM {t.blocks}"))
+        old_pages = sorted({page for page, _ in where.values()})
+        recent: dict[int, list] = {}   # a few old pages' slots (layouts mostly read in order)
+        max_block = self.conn.execute(f"SELECT coalesce(max(nbytes), 0) FROM {t.blocks}").get
+        builder = pages.PageBuilder(self.page_blocks, max_block)
+        for blocks_of_page in layout:
+            builder.reset()
+            for bid in blocks_of_page:
+                page, slot = where[bid]
+                if page not in recent:
+                    if len(recent) >= 16:
+                        recent.pop(next(iter(recent)))
+                    data = self.conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?", (page,)).get
+                    recent[page] = pages.read_slots(data)
+                builder.stage(np.frombuffer(recent[page][slot], np.uint8))
+                builder.commit()
+            data = builder.finish()
+            self.conn.execute(f"INSERT INTO {t.pages}(nblocks, nbytes, data) VALUES (?, ?, ?)",
+                              (len(blocks_of_page), len(data), data))
+            new_page = self.conn.last_insert_rowid()
+            self.conn.executemany(f"UPDATE {t.blocks} SET page_id = ?, slot = ? WHERE id = ?",
+                                  [(new_page, s, bid) for s, bid in enumerate(blocks_of_page)])
+        self.conn.executemany(f"DELETE FROM {t.pages} WHERE id = ?", [(p,) for p in old_pages])
+        self._new_generation()   # pages were deleted (and their ids may be reused)
+        return len(layout)
+
     # -- running models -------------------------------------------------------------------------
 
     def set_layers(self, model: str, layers) -> list[dict] | None:
