@@ -188,7 +188,7 @@ def predict(size_t db, str store, str model, x):
             return out
         memset(&inp, 0, sizeof(Input))
         inp.batch = batch
-        cdef_set_input(&inp, arrays)
+        set_input(&inp, arrays)
         rc = _forward_into(&plan, &inp, out, &err)
         if rc != SQLITE_OK:
             _raise(rc, err)
@@ -208,7 +208,8 @@ cdef _exec(size_t db, const char *sql):
         _raise(rc if rc != SQLITE_ERROR else SQLITE_MISUSE, err)
 
 
-cdef void cdef_set_input(Input *inp, arrays) except *:
+cdef void set_input(Input *inp, arrays) except *:
+    """Point inp at the arrays _input_arrays made (they outlive the forward pass)."""
     cdef const float[:, ::1] x
     cdef const int64_t[::1] ids
     cdef const int64_t[::1] offsets
@@ -475,10 +476,7 @@ def read_tensor_into(size_t db, str store, str model, str tensor, out):
                                 f"{model!r} records {info.nbytes} bytes, its shape and dtype "
                                 f"make {dst.shape[0]}")
     with nogil:
-        rc = read_tensor(<sqlite3 *>db, "main", sc, info_ptr(&info), &dst[0], &err)
+        rc = read_tensor(<sqlite3 *>db, "main", sc, &info, &dst[0], &err)
     if rc != SQLITE_OK:
         _raise(rc, err)
 
-
-cdef inline const TensorInfo *info_ptr(TensorInfo *info) noexcept nogil:
-    return info

@@ -8,7 +8,6 @@ many pages): a base shared by every model, a layer shared within a group, a priv
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 

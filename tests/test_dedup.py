@@ -10,7 +10,7 @@ import pytest
 
 import sqlite_tensor
 from sqlite_tensor.families import text_classifier_family
-from conftest import SMALL, dump, random_array, same
+from conftest import dump, random_array, same
 
 
 # -- a reference model of the accounting ---------------------------------------------------------
