@@ -334,22 +334,16 @@ def cache_configure(budget_bytes=None, policy=None, aging_window=None):
         if not callable(getattr(policy, "victim", None)):
             raise TypeError("a policy is a name or an object with a victim(candidates) method, "
                             f"got {type(policy).__name__}")
-        with nogil:
-            pool_lock(&process_pool)
-            pool_drop_all(&process_pool)     # the old policy's pages and state go
-            pool_unlock(&process_pool)
-        python_policy = policy
+        python_policy = policy   # the GIL is ours: no policy call is under way
         python_errors = 0
         python_last_error = None
         with nogil:
-            pool_lock(&process_pool)
-            process_pool.policy = &policy_table[PYTHON_POLICY]
-            pool_unlock(&process_pool)
+            use_policy(&policy_table[PYTHON_POLICY], 1)   # a new object: drop the old pages
     elif policy is not None:
         # checked here: before any connection loads us there is no SQLite to format errors
-        if policy not in [n for n, _, sim in cache_policies() if not sim]:
-            raise ValueError(f"unknown policy {policy!r}; policies are "
-                             f"{', '.join(n for n, _, sim in cache_policies() if not sim)}")
+        names = [n for n, _, sim in cache_policies() if not sim]
+        if policy not in names:
+            raise ValueError(f"unknown policy {policy!r}; policies are {', '.join(names)}")
         name = policy.encode()
         cname = name
         with nogil:

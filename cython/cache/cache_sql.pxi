@@ -26,12 +26,18 @@ cdef int cache_set_policy(const char *name, char **err) noexcept nogil:
         err[0] = sqlite3_mprintf("unknown policy '%s'; policies are %s", name, names)
         sqlite3_free(names)
         return SQLITE_ERROR
+    use_policy(policy, 0)
+    return SQLITE_OK
+
+
+cdef void use_policy(const Policy *policy, int reset) noexcept nogil:
+    """Make policy the process pool's. Its pages are dropped when the policy changes (the
+    old policy's state goes with them), or always with reset; the counters stay."""
     pool_lock(&process_pool)
-    if process_pool.policy != policy:
+    if reset or process_pool.policy != policy:
         pool_drop_all(&process_pool)
         process_pool.policy = policy
     pool_unlock(&process_pool)
-    return SQLITE_OK
 
 
 cdef int cache_set_budget(sqlite3_int64 budget, char **err) noexcept nogil:

@@ -134,6 +134,15 @@ cdef void fn_tensor_max(sqlite3_context *ctx, int argc, sqlite3_value **argv) no
         sqlite3_result_double(ctx, blob_float(data, argmax_of(data, n)))
 
 
+cdef void result_str(sqlite3_context *ctx, sqlite3_str *out) noexcept nogil:
+    """Finish a string built with sqlite3_str_* and make it the function's result."""
+    cdef char *text = sqlite3_str_finish(out)
+    if text == NULL:
+        sqlite3_result_error_nomem(ctx)
+        return
+    sqlite3_result_text(ctx, text, -1, sqlite3_free)
+
+
 cdef void fn_tensor_topk(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
     """tensor_topk(blob, k): JSON [[index, score], ...] of the k largest, best first."""
     cdef const float *data
@@ -163,11 +172,7 @@ cdef void fn_tensor_topk(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
         sqlite3_str_appendf(out, "[%d,%!.9g]", best, <double>blob_float(data, best))
     sqlite3_str_append(out, "]", 1)
     free(picked)
-    cdef char *text = sqlite3_str_finish(out)
-    if text == NULL:
-        sqlite3_result_error_nomem(ctx)
-        return
-    sqlite3_result_text(ctx, text, -1, sqlite3_free)
+    result_str(ctx, out)
 
 
 cdef void fn_tensor_json(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
@@ -183,11 +188,7 @@ cdef void fn_tensor_json(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
             sqlite3_str_append(out, ",", 1)
         sqlite3_str_appendf(out, "%!.9g", <double>blob_float(data, i))
     sqlite3_str_append(out, "]", 1)
-    cdef char *text = sqlite3_str_finish(out)
-    if text == NULL:
-        sqlite3_result_error_nomem(ctx)
-        return
-    sqlite3_result_text(ctx, text, -1, sqlite3_free)
+    result_str(ctx, out)
 
 
 cdef void fn_tensor_threads(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:

@@ -266,20 +266,20 @@ cdef int store_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str
                       int argc, sqlite3_value **argv) noexcept nogil:
     cdef StoreVtab *v = <StoreVtab *>cur.pVtab
     cdef sqlite3_stmt *stmt = NULL
-    cdef const char *sql
+    cdef const char *where = ""       # the constraints of idx_num, bound in argv order
     if idx_num == IDX_MODEL | IDX_TENSOR:
-        sql = ("SELECT m.name, t.name, t.shape, t.dtype, t.nbytes, t.id FROM {tensors} t"
-               " JOIN {models} m ON m.id = t.model_id WHERE m.name = ?1 AND t.name = ?2")
+        where = " WHERE m.name = ?1 AND t.name = ?2"
     elif idx_num == IDX_MODEL:
-        sql = ("SELECT m.name, t.name, t.shape, t.dtype, t.nbytes, t.id FROM {tensors} t"
-               " JOIN {models} m ON m.id = t.model_id WHERE m.name = ?1 ORDER BY t.id")
+        where = " WHERE m.name = ?1"
     elif idx_num == IDX_TENSOR:
-        sql = ("SELECT m.name, t.name, t.shape, t.dtype, t.nbytes, t.id FROM {tensors} t"
-               " JOIN {models} m ON m.id = t.model_id WHERE t.name = ?1 ORDER BY t.id")
-    else:
-        sql = ("SELECT m.name, t.name, t.shape, t.dtype, t.nbytes, t.id FROM {tensors} t"
-               " JOIN {models} m ON m.id = t.model_id ORDER BY t.id")
+        where = " WHERE t.name = ?1"
+    cdef char *sql = sqlite3_mprintf(
+        "SELECT m.name, t.name, t.shape, t.dtype, t.nbytes, t.id FROM {tensors} t"
+        " JOIN {models} m ON m.id = t.model_id%s ORDER BY t.id", where)
+    if sql == NULL:
+        return SQLITE_NOMEM
     cdef int rc = prepare_store_sql(v.db, sql, v.schema, v.name, &stmt)
+    sqlite3_free(sql)
     if rc != SQLITE_OK:
         set_vtab_error(cur.pVtab, sqlite3_mprintf("%s", sqlite3_errmsg(v.db)))
         return rc
