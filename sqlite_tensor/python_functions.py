@@ -12,6 +12,8 @@ import json
 
 import apsw
 
+from .errors import TensorStoreError
+
 
 def register(conn: apsw.Connection) -> None:
     """Register the Python SQL functions on conn."""
@@ -23,13 +25,10 @@ def register(conn: apsw.Connection) -> None:
                 raise apsw.SQLError(f"tensor_pack: {what} must be text, got {type(value).__name__}")
         if store is None:
             raise apsw.SQLError("tensor_pack: the store name is missing (NULL)")
-        exists = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ? "
-                              "AND sql LIKE '%USING tensor_store%'", (store,)).fetchone()
-        if exists is None:  # Store() would create it: not what a pack should do
-            raise apsw.SQLError(f"tensor_pack: no tensor store named {store!r}")
         try:
-            result = Store(conn, store).pack(strategy, by=by)
-        except (ValueError, TypeError, KeyError) as e:
+            # create=False: a pack of a store that is not there must not make one
+            result = Store(conn, store, create=False).pack(strategy, by=by)
+        except (ValueError, TypeError, KeyError, TensorStoreError) as e:
             raise apsw.SQLError(f"tensor_pack: {e}") from None
         return json.dumps(result)
 

@@ -49,10 +49,12 @@ class Store:
     ``conn_or_path`` is an ``apsw.Connection`` (the extension is loaded into it if needed)
     or a database path (opened with :func:`sqlite_tensor.connect`; :meth:`close` closes it).
     ``options`` (``block_rows``, ``block_cols``, ``page_blocks``) apply when the store is
-    created; for an existing store they must match what it was created with.
+    created; for an existing store they must match what it was created with. With
+    ``create=False`` a missing store is a NotFoundError instead.
     """
 
-    def __init__(self, conn_or_path, name: str = "tensors", **options: int):
+    def __init__(self, conn_or_path, name: str = "tensors", *, create: bool = True,
+                 **options: int):
         if not isinstance(name, str) or not name:
             raise TypeError(f"store name must be a non-empty string, got {name!r}")
         for key, value in options.items():
@@ -72,15 +74,17 @@ class Store:
         self.name = name
         self._t = Tables(name)
         try:
-            self._open_or_create({k: int(v) for k, v in options.items()})
+            self._open_or_create({k: int(v) for k, v in options.items()}, create)
         except BaseException:
             self.close()
             raise
 
-    def _open_or_create(self, options: dict[str, int]) -> None:
+    def _open_or_create(self, options: dict[str, int], create: bool) -> None:
         # SQLite table names are case-insensitive: "Tensors" opens the store "tensors"
         row = self.conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table'"
                                 " AND name = ? COLLATE NOCASE", (self.name,)).fetchone()
+        if row is None and not create:
+            raise NotFoundError(f"no tensor store named {self.name!r}")
         if row is None:
             args = ", ".join(f"{k}={v}" for k, v in options.items())
             try:

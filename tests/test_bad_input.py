@@ -325,3 +325,11 @@ def test_store_with_newer_format_version_is_refused(db_path):
             conn.execute("SELECT * FROM s").fetchall()
     finally:
         conn.close()
+
+
+def test_store_create_false_refuses_a_missing_store(db):
+    with pytest.raises(sqlite_tensor.NotFoundError, match="no tensor store named 'nope'"):
+        sqlite_tensor.Store(db, "nope", create=False)
+    assert db.execute("SELECT count(*) FROM sqlite_schema").get == 0   # nothing was made
+    sqlite_tensor.Store(db, "nope")
+    assert sqlite_tensor.Store(db, "NOPE", create=False).name == "NOPE"  # names are case-blind
