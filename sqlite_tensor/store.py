@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import apsw
 import numpy as np
 
-from . import _engine, blocks, dtypes, formats, pages
+from . import _engine, blocks, dtypes, formats, pages, residuals
 from .connection import connect, is_loaded, load
 from .errors import NotFoundError, TensorStoreError
 from .ingest import IngestReport, ingest_model
@@ -31,6 +31,17 @@ from .layers import check_layers, to_json
 from .schema import Tables, quote
 
 OPTIONS = ("block_rows", "block_cols", "page_blocks")
+
+# The engine creates these with a new store (cython/store/store_vtab.pxi, the same columns);
+# stores made before approximate dedup get them when first opened writable.
+RESIDUAL_TABLES = (
+    "CREATE TABLE IF NOT EXISTS {residuals}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
+    " block_col INTEGER NOT NULL, kind INTEGER NOT NULL, param INTEGER NOT NULL,"
+    " page_id INTEGER NOT NULL, slot INTEGER NOT NULL, nbytes INTEGER NOT NULL,"
+    " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS {dedup_log}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
+    " block_col INTEGER NOT NULL, source_hash BLOB NOT NULL, outcome INTEGER NOT NULL,"
+    " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;")
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,12 @@ class Store:
         self.block_rows = config["block_rows"]
         self.block_cols = config["block_cols"]
         self.page_blocks = config["page_blocks"]
+        if not self.conn.readonly("main") and self.conn.execute(
+                "SELECT count(*) FROM sqlite_schema WHERE name IN (?, ?)",
+                (f"{self.name}_residuals", f"{self.name}_dedup_log")).get != 2:
+            with self._writing():   # a store from before approximate dedup
+                self.conn.execute(RESIDUAL_TABLES.format(residuals=self._t.residuals,
+                                                         dedup_log=self._t.dedup_log))
         if not {"uid", "generation"} <= config.keys() and not self.conn.readonly("main"):
             # Written before stores had them: without them the buffer pool cannot tell when
             # the store changes and reads its pages afresh for every use.
@@ -197,24 +214,37 @@ class Store:
         """Remove a model; blocks no other model uses are freed, and so are their pages
         (pages left part-full are rewritten without the freed blocks).
         Returns counts of what was freed."""
-        t = self._t
         with self._writing():
-            model_id = self._require_model(name)
-            uses = self.conn.execute(
-                f"SELECT m.block_id, count(*) FROM {t.map} m JOIN {t.tensors} tt"
-                " ON tt.id = m.tensor_id WHERE tt.model_id = ? GROUP BY m.block_id",
-                (model_id,)).fetchall()
-            self.conn.executemany(f"UPDATE {t.blocks} SET refcount = refcount - ? WHERE id = ?",
-                                  [(n, bid) for bid, n in uses])
-            self.conn.execute(f"DELETE FROM {t.map} WHERE tensor_id IN"
+            return self._drop(self._require_model(name))
+
+    def _drop(self, model_id: int) -> dict:
+        t = self._t
+        residual_pages = {p for (p,) in self.conn.execute(
+            f"SELECT DISTINCT r.page_id FROM {t.residuals} r JOIN {t.tensors} tt"
+            " ON tt.id = r.tensor_id WHERE tt.model_id = ?", (model_id,))}
+        for table in (t.residuals, t.dedup_log):
+            self.conn.execute(f"DELETE FROM {table} WHERE tensor_id IN"
                               f" (SELECT id FROM {t.tensors} WHERE model_id = ?)", (model_id,))
-            self.conn.execute(f"DELETE FROM {t.tensors} WHERE model_id = ?", (model_id,))
-            self.conn.execute(f"DELETE FROM {t.models} WHERE id = ?", (model_id,))
-            dead = self.conn.execute(
-                f"SELECT id, page_id, nbytes FROM {t.blocks} WHERE refcount <= 0").fetchall()
-            self.conn.executemany(f"DELETE FROM {t.blocks} WHERE id = ?", [(b,) for b, _, _ in dead])
-            freed_pages = self._compact_pages({page for _, page, _ in dead})
-        return {"blocks": len(dead), "bytes": sum(n for _, _, n in dead), "pages": freed_pages}
+        uses = self.conn.execute(
+            f"SELECT m.block_id, count(*) FROM {t.map} m JOIN {t.tensors} tt"
+            " ON tt.id = m.tensor_id WHERE tt.model_id = ? GROUP BY m.block_id",
+            (model_id,)).fetchall()
+        self.conn.executemany(f"UPDATE {t.blocks} SET refcount = refcount - ? WHERE id = ?",
+                              [(n, bid) for bid, n in uses])
+        self.conn.execute(f"DELETE FROM {t.map} WHERE tensor_id IN"
+                          f" (SELECT id FROM {t.tensors} WHERE model_id = ?)", (model_id,))
+        self.conn.execute(f"DELETE FROM {t.tensors} WHERE model_id = ?", (model_id,))
+        self.conn.execute(f"DELETE FROM {t.models} WHERE id = ?", (model_id,))
+        dead = self.conn.execute(
+            f"SELECT id, page_id, nbytes FROM {t.blocks} WHERE refcount <= 0").fetchall()
+        self.conn.executemany(f"DELETE FROM {t.blocks} WHERE id = ?", [(b,) for b, _, _ in dead])
+        # residual pages hold one model's residuals: drop those no residual names now
+        unused = [(p,) for p in sorted(residual_pages) if not self.conn.execute(
+            f"SELECT 1 FROM {t.residuals} WHERE page_id = ? LIMIT 1", (p,)).fetchone()]
+        self.conn.executemany(f"DELETE FROM {t.pages} WHERE id = ?", unused)
+        freed_pages = self._compact_pages({page for _, page, _ in dead})  # new generation too
+        return {"blocks": len(dead), "bytes": sum(n for _, _, n in dead),
+                "pages": freed_pages + len(unused)}
 
     def _compact_pages(self, page_ids) -> int:
         """Rewrite pages that lost blocks; delete the ones left empty. Returns pages deleted."""
@@ -280,6 +310,102 @@ class Store:
     def export_model(self, model: str, path) -> None:
         """Write a model to a .safetensors or .npz file (chosen by suffix)."""
         formats.write_tensors(path, self.get_model(model))
+
+    def update_model(self, name: str, tensors, *, layers=None) -> IngestReport:
+        """Replace a stored model by a new version of it (a retrained model, say).
+
+        Blocks are stored as add_model stores them. Tiles whose bytes are those a previous
+        :meth:`dedup` examined keep its outcome (the shared block, the residual), so the
+        next dedup examines only the tiles that changed. The model keeps its place in the
+        store's order; ``layers`` replaces its layers (by default they are kept, and must
+        fit the new tensors). One transaction."""
+        _check_name("model name", name)
+        arrays = _prepare_tensors(name, tensors)
+        t = self._t
+        with self._writing():
+            old_id = self._require_model(name)
+            old_layers = self.layers(name) if layers is None else layers
+            # what dedup decided for each old tile: (tensor name, row, col) -> entry
+            decided = {(tname, bi, bj): (tid, block, digest, outcome)
+                       for tname, tid, bi, bj, block, digest, outcome in self.conn.execute(
+                           f"SELECT tt.name, d.tensor_id, d.block_row, d.block_col, m.block_id,"
+                           f" d.source_hash, d.outcome FROM {t.dedup_log} d"
+                           f" JOIN {t.tensors} tt ON tt.id = d.tensor_id JOIN {t.map} m"
+                           " ON m.tensor_id = d.tensor_id AND m.block_row = d.block_row"
+                           " AND m.block_col = d.block_col WHERE tt.model_id = ?", (old_id,))}
+            staging = f"{name}\x00update"
+            report = ingest_model(
+                self.conn, t, staging, arrays, block_rows=self.block_rows,
+                block_cols=self.block_cols, page_blocks=self.page_blocks,
+                dtype_names={k: dtypes.name_of(a.dtype) for k, a in arrays.items()},
+                hash_block=self._hash_block)
+            new_id = self._model_id(staging)
+            self._carry_decisions(decided, new_id)
+            self._drop(old_id)
+            self.conn.execute(f"UPDATE {t.models} SET id = ?, name = ? WHERE id = ?",
+                              (old_id, name, new_id))
+            self.conn.execute(f"UPDATE {t.tensors} SET model_id = ? WHERE model_id = ?",
+                              (old_id, new_id))
+            from .dedup.run import free_dead_blocks, repack_residuals
+            free_dead_blocks(self)
+            repack_residuals(self, old_id)
+            if old_layers is not None:
+                self._store_layers(name, old_layers)
+            return report
+
+    def _carry_decisions(self, decided: dict, new_id: int) -> None:
+        """Point the new version's unchanged tiles where dedup pointed the old ones."""
+        t = self._t
+        moves, refs, residuals, logs = [], {}, [], []
+        for tname, tid, bi, bj, block, digest in self.conn.execute(
+                f"SELECT tt.name, m.tensor_id, m.block_row, m.block_col, m.block_id, b.hash"
+                f" FROM {t.map} m JOIN {t.tensors} tt ON tt.id = m.tensor_id JOIN {t.blocks} b"
+                " ON b.id = m.block_id WHERE tt.model_id = ?", (new_id,)):
+            old = decided.get((tname, bi, bj))
+            if old is None or old[2] != digest:
+                continue   # a changed tile: the next dedup examines it
+            old_tid, old_block, _, outcome = old
+            logs.append((tid, bi, bj, digest, outcome))
+            if old_block != block:
+                moves.append((old_block, tid, bi, bj))
+                refs[old_block] = refs.get(old_block, 0) + 1
+                refs[block] = refs.get(block, 0) - 1
+                residuals.append((tid, old_tid, bi, bj))
+        self.conn.executemany(f"UPDATE {t.map} SET block_id = ? WHERE tensor_id = ?"
+                              " AND block_row = ? AND block_col = ?", moves)
+        self.conn.executemany(f"UPDATE {t.blocks} SET refcount = refcount + ? WHERE id = ?",
+                              [(n, b) for b, n in refs.items()])
+        self.conn.executemany(f"UPDATE {t.residuals} SET tensor_id = ? WHERE tensor_id = ?"
+                              " AND block_row = ? AND block_col = ?", residuals)
+        self.conn.executemany(f"INSERT INTO {t.dedup_log}(tensor_id, block_row, block_col,"
+                              " source_hash, outcome) VALUES (?, ?, ?, ?, ?)", logs)
+
+    def dedup(self, models=None, *, validator=None, max_drop=None, residuals: bool = True,
+              **options):
+        """Merge nearly identical blocks too, keeping every model within an accuracy budget.
+
+        Each model's float32 blocks are matched (p-stable LSH) against the blocks of the
+        models added before it. A close block is *substituted* by the shared one, or, with
+        ``residuals=True``, kept as the shared block plus a compact residual (low-rank or
+        few-bit quantized, whichever is smaller) that inference applies directly;
+        ``residuals=False`` is the paper's substitution alone. Least important blocks go
+        first; every few replacements ``validator(store, model)`` scores the model as
+        stored (see :func:`sqlite_tensor.dedup.accuracy`), and replacements that drop the
+        score by more than ``max_drop`` are rolled back.
+
+        Options: ``tolerance`` (0.05: the largest error a replacement may leave, relative
+        to the block's norm), ``search`` ("lsh", or the baselines "minhash" and
+        "exhaustive"), ``check_every`` (32 replacements per validation at most),
+        ``on_exceed`` ("skip": retry in halves and skip blocks that break the budget;
+        "stop": end that model), ``reexamine`` (look again at entries examined before),
+        ``progress`` (True: a line per step on stderr; or a callable(report, done, total)),
+        and the search's own options (LSH: ``bands``, ``hashes_per_band``,
+        ``bucket_width``, ``seed``). One transaction; returns a
+        :class:`sqlite_tensor.dedup.DedupReport`.
+        """
+        from .dedup.run import dedup
+        return dedup(self, models, validator=validator, max_drop=max_drop, residuals=residuals,
+                     **options)
 
     # -- page layout ----------------------------------------------------------------------------
 
@@ -490,7 +616,14 @@ class Store:
                 ("tensors name missing models", f"SELECT count(*) FROM {t.tensors} tt WHERE NOT EXISTS"
                  f" (SELECT 1 FROM {t.models} mo WHERE mo.id = tt.model_id)"),
                 ("blocks name missing pages", f"SELECT count(*) FROM {t.blocks} b WHERE NOT EXISTS"
-                 f" (SELECT 1 FROM {t.pages} p WHERE p.id = b.page_id)")):
+                 f" (SELECT 1 FROM {t.pages} p WHERE p.id = b.page_id)"),
+                ("residuals name missing pages", f"SELECT count(*) FROM {t.residuals} r WHERE NOT EXISTS"
+                 f" (SELECT 1 FROM {t.pages} p WHERE p.id = r.page_id)"),
+                ("residuals have no map entry", f"SELECT count(*) FROM {t.residuals} r WHERE NOT EXISTS"
+                 f" (SELECT 1 FROM {t.map} m WHERE m.tensor_id = r.tensor_id"
+                 " AND m.block_row = r.block_row AND m.block_col = r.block_col)"),
+                ("residuals on tensors that are not float32", f"SELECT count(*) FROM {t.residuals} r"
+                 f" JOIN {t.tensors} tt ON tt.id = r.tensor_id WHERE tt.dtype <> 'float32'")):
             n = self.conn.execute(sql).get
             if n:
                 problems.append(f"{n} {what}")
@@ -507,10 +640,28 @@ class Store:
                 continue
             stored = self.conn.execute(f"SELECT id, slot, nbytes, hash FROM {t.blocks}"
                                        " WHERE page_id = ?", (page_id,)).fetchall()
-            if not stored:
+            held = self.conn.execute(
+                f"SELECT r.tensor_id, r.block_row, r.block_col, r.kind, r.param, r.slot, r.nbytes,"
+                f" tt.rows, tt.cols FROM {t.residuals} r JOIN {t.tensors} tt ON tt.id = r.tensor_id"
+                " WHERE r.page_id = ?", (page_id,)).fetchall()
+            if not stored and not held:
                 problems.append(f"page {page_id}: no blocks")
-            if nblocks != len(slots):
-                problems.append(f"page {page_id}: nblocks {nblocks}, header has {len(slots)} slots")
+            if stored and held:
+                problems.append(f"page {page_id}: holds blocks and residuals")
+            if nblocks != len(slots) or len(stored) + len(held) != len(slots):
+                problems.append(f"page {page_id}: nblocks {nblocks}, header has {len(slots)} slots,"
+                                f" {len(stored) + len(held)} in use")
+            for tid, bi, bj, kind, param, slot, nbytes, rows, cols in held:
+                br = min(self.block_rows, rows - bi * self.block_rows)
+                bc = min(self.block_cols, cols - bj * self.block_cols)
+                try:
+                    want = residuals.payload_bytes(kind, param, br, bc)
+                except ValueError as e:
+                    problems.append(f"residual of tensor {tid} ({bi}, {bj}): {e}")
+                    continue
+                if not 0 <= slot < len(slots) or len(slots[slot]) != nbytes or nbytes != want:
+                    problems.append(f"residual of tensor {tid} ({bi}, {bj}): slot {slot} of page"
+                                    f" {page_id} missing or not {want} bytes")
             for bid, slot, nbytes, digest in stored:
                 if not 0 <= slot < len(slots) or len(slots[slot]) != nbytes:
                     problems.append(f"block {bid}: slot {slot} of page {page_id} missing or wrong size")

@@ -1,0 +1,93 @@
+"""Candidate search: which stored blocks may be close to a block (Euclidean distance).
+
+p-stable LSH (Datar et al.): each hash is h(x) = floor((a . x + b) / r) with a ~ N(0, I)
+and b ~ U[0, r). ``hashes_per_band`` hashes make one band key; two blocks are candidates
+when their keys agree in any of ``bands`` bands. Hashing is one matrix product per group
+of blocks. Blocks are hashed as unit vectors: the test a candidate must pass bounds the
+difference relative to the block's norm, so directions must be close whatever the scale
+of the tensor, and one bucket width serves every tensor.
+
+Every search here returns (target index, reference index) pairs; the caller measures the
+true distance of each pair and keeps the nearest (see sqlite_tensor.dedup.run).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_KEY_MIX = np.uint64(0x9E3779B97F4A7C15)   # odd 64-bit constant: mixes a band's hashes into one key
+
+
+@dataclass(frozen=True)
+class LSHOptions:
+    """p-stable LSH parameters. Defaults measured on trained families
+    (asv_bench/benchmarks/bench_dedup.py; docs/dedup.md)."""
+
+    bands: int = 16
+    hashes_per_band: int = 4
+    bucket_width: float = 0.6    # r, for blocks scaled to unit norm
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("bands", "hashes_per_band"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.bucket_width, (int, float)) and self.bucket_width > 0):
+            raise ValueError(f"bucket_width must be a positive number, got {self.bucket_width!r}")
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit norm (zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1).astype(x.dtype)
+
+
+def band_keys(x: np.ndarray, options: LSHOptions) -> np.ndarray:
+    """(n, bands) uint64 band keys of the rows of x (n x dim, float32)."""
+    n, dim = x.shape
+    k = options.bands * options.hashes_per_band
+    rng = np.random.default_rng(options.seed)
+    a = rng.standard_normal((dim, k), dtype=np.float32)
+    b = rng.uniform(0, options.bucket_width, k).astype(np.float32)
+    h = np.floor((unit_rows(x) @ a + b) / np.float32(options.bucket_width)).astype(np.int64)
+    h = h.reshape(n, options.bands, options.hashes_per_band).view(np.uint64)
+    keys = np.zeros((n, options.bands), np.uint64)
+    for j in range(options.hashes_per_band):   # a polynomial in the hashes, wrapping mod 2**64
+        keys = keys * _KEY_MIX + h[:, :, j]
+    return keys
+
+
+def lsh_pairs(targets: np.ndarray, refs: np.ndarray,
+              options: LSHOptions = LSHOptions()) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j) where target i and reference j agree in at least one band."""
+    if not len(targets) or not len(refs):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    kt = band_keys(targets, options)
+    kr = band_keys(refs, options)
+    return colliding_pairs(kt, kr)
+
+
+def colliding_pairs(kt: np.ndarray, kr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (target, reference) pairs whose keys agree in some band (column)."""
+    ti, ri = [], []
+    for band in range(kt.shape[1]):
+        order = np.argsort(kr[:, band], kind="stable")
+        sorted_keys = kr[order, band]
+        lo = np.searchsorted(sorted_keys, kt[:, band], "left")
+        hi = np.searchsorted(sorted_keys, kt[:, band], "right")
+        counts = hi - lo
+        if not counts.any():
+            continue
+        t = np.repeat(np.arange(len(kt)), counts)
+        # positions lo[t] .. hi[t]-1 for every target t, flattened
+        starts = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+        ti.append(t)
+        ri.append(order[starts + np.arange(counts.sum())])
+    if not ti:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    t = np.concatenate(ti)
+    r = np.concatenate(ri)
+    code = np.unique(t.astype(np.int64) * len(kr) + r)
+    return code // len(kr), code % len(kr)

@@ -1,0 +1,521 @@
+"""Store.dedup: accuracy-aware approximate deduplication of stored models.
+
+For each model, in the order models were added, its blocks are matched against the
+blocks of the models added before it (so variants come to point at their base):
+
+1. **Targets**: the model's float32 blocks not yet examined and not already shared with
+   an earlier model; a block another, later model also uses is left alone (replacing it
+   here would free nothing).
+2. **Candidates** (lsh.py by default; minhash.py and exhaustive.py are the baselines):
+   the nearest reference block by true distance among the candidates.
+3. **Outcome** per block (encoding.py): substitute, residual, or keep.
+4. **Guard**: replacements are applied least important first (importance.py) in steps,
+   each a savepoint; after each step the validator scores the model as stored. A step that
+   drops the score by more than ``max_drop`` is rolled back (the weights really are as
+   before) and, with ``on_exceed="skip"``, retried in halves down to single blocks, the
+   blocks that break the budget alone being skipped; with ``"stop"`` the model ends there.
+5. Blocks no entry uses any more are freed and their pages compacted; the model's residual
+   payloads are laid out in full residual pages.
+
+The whole run is one transaction: an error anywhere (a validator that raises, say) leaves
+the store exactly as it was. Each examined entry is logged in ``<store>_dedup_log`` with
+the hash its block had, so a later run (after :meth:`Store.update_model` say) examines only
+entries it has not seen.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import pages
+from ..errors import TensorStoreError
+from . import encoding
+from .exhaustive import nearest_pairs
+from .importance import examination_order
+from .lsh import LSHOptions, lsh_pairs
+from .minhash import MinHashOptions, minhash_pairs
+from .validators import score
+
+# outcomes logged in <store>_dedup_log
+KEPT, SUBSTITUTED, RESIDUAL, UNDONE = 0, 1, 2, 3
+SEARCHES = ("lsh", "minhash", "exhaustive")
+DEFAULT_TOLERANCE = 0.05
+DEFAULT_CHECK_EVERY = 32
+
+
+@dataclass
+class ModelReport:
+    """What dedup did to one model."""
+
+    model: str
+    examined: int = 0         # distinct blocks looked at
+    substituted: int = 0      # replaced by a shared block outright
+    residuals: int = 0        # replaced by a shared block plus a residual
+    undone: int = 0           # replacements rolled back by the accuracy guard
+    bytes_saved: int = 0      # block bytes freed, less residual bytes written
+    residual_bytes: int = 0
+    score_before: float = math.nan
+    score_after: float = math.nan
+    validations: int = 0
+    stopped: bool = False     # the budget was hit with on_exceed="stop"
+    search_seconds: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def replaced(self) -> int:
+        return self.substituted + self.residuals
+
+    @property
+    def drop(self) -> float:
+        return self.score_before - self.score_after
+
+
+@dataclass
+class DedupReport:
+    """The report of one Store.dedup run: per model, and the store's bytes before/after."""
+
+    models: list[ModelReport] = field(default_factory=list)
+    logical_bytes: int = 0
+    physical_bytes_before: int = 0
+    physical_bytes_after: int = 0
+    seconds: float = 0.0
+
+    def __getitem__(self, model: str) -> ModelReport:
+        for r in self.models:
+            if r.model == model:
+                return r
+        raise KeyError(model)
+
+    @property
+    def ratio(self) -> float:
+        """Logical bytes (models stored separately) over physical bytes after the run."""
+        return self.logical_bytes / self.physical_bytes_after if self.physical_bytes_after else math.nan
+
+    def __str__(self) -> str:
+        lines = [f"{'model':<16} {'examined':>8} {'subst':>6} {'resid':>6} {'undone':>6} "
+                 f"{'saved MiB':>9} {'before':>7} {'after':>7}"]
+        for r in self.models:
+            lines.append(f"{r.model:<16} {r.examined:>8} {r.substituted:>6} {r.residuals:>6} "
+                         f"{r.undone:>6} {r.bytes_saved / 2**20:>9.2f} {r.score_before:>7.4f} "
+                         f"{r.score_after:>7.4f}")
+        lines.append(f"physical {self.physical_bytes_before / 2**20:.2f} -> "
+                     f"{self.physical_bytes_after / 2**20:.2f} MiB of {self.logical_bytes / 2**20:.2f}"
+                     f" logical ({self.ratio:.2f}x), {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Item:
+    """One target block and what to do with it."""
+
+    block_id: int
+    entries: list[tuple[int, int, int]]   # (tensor_id, block_row, block_col) using the block
+    digest: bytes
+    nbytes: int
+    ref: int = 0
+    outcome: encoding.Outcome | None = None
+
+
+def dedup(store, models=None, *, validator=None, max_drop=None, residuals=True,
+          tolerance=DEFAULT_TOLERANCE, search="lsh", check_every=DEFAULT_CHECK_EVERY,
+          on_exceed="skip", reexamine=False, progress=None, **search_options) -> DedupReport:
+    """See Store.dedup."""
+    started = time.perf_counter()
+    names = _check_arguments(store, models, validator, max_drop, tolerance, search,
+                             check_every, on_exceed)
+    lossy = tolerance > 0
+    if lossy and validator is None:
+        raise TypeError("dedup with tolerance > 0 changes weights: pass validator= (for "
+                        "example sqlite_tensor.dedup.accuracy(x_val, y_val)) and max_drop=")
+    options = _search_options(search, search_options)
+    report = DedupReport()
+    before = store.stats()
+    report.logical_bytes = before["logical_bytes"]
+    report.physical_bytes_before = before["physical_bytes"]
+    # Score every model first: a validator that fails does so before anything is written.
+    reports = {m: ModelReport(m) for m in names}
+    if validator is not None:
+        for m in names:
+            reports[m].score_before = reports[m].score_after = score(validator, store, m)
+            reports[m].validations += 1
+    with store._writing():
+        for m in names:
+            _dedup_model(store, reports[m], validator, max_drop, residuals, tolerance, search,
+                         options, check_every, on_exceed, reexamine, _progress(progress))
+            report.models.append(reports[m])
+    report.physical_bytes_after = store.stats()["physical_bytes"]
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _check_arguments(store, models, validator, max_drop, tolerance, search, check_every,
+                     on_exceed) -> list[str]:
+    if validator is not None and not callable(validator):
+        raise TypeError(f"validator must be callable as validator(store, model), got "
+                        f"{type(validator).__name__}")
+    if validator is not None and max_drop is None:
+        raise TypeError("a validator needs max_drop=, the largest drop in its score allowed")
+    if max_drop is not None:
+        if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(max_drop):
+            raise TypeError(f"max_drop must be a finite number, got {max_drop!r}")
+        if max_drop < 0:
+            raise ValueError(f"max_drop must be >= 0 (a drop in the validator's score), got {max_drop}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) \
+            or not 0 <= tolerance < math.inf:
+        raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {', '.join(SEARCHES)}; got {search!r}")
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
+    if on_exceed not in ("skip", "stop"):
+        raise ValueError(f"on_exceed must be 'skip' or 'stop', got {on_exceed!r}")
+    known = store.models()
+    if models is None:
+        return known
+    if isinstance(models, str):
+        models = [models]
+    names = list(models)
+    for m in names:
+        store._require_model(m)
+    order = {m: i for i, m in enumerate(known)}
+    return sorted(set(names), key=order.__getitem__)
+
+
+def _search_options(search: str, given: dict):
+    cls = {"lsh": LSHOptions, "minhash": MinHashOptions}.get(search)
+    if cls is None:
+        if given:
+            raise TypeError(f"search='exhaustive' takes no options; got {', '.join(given)}")
+        return None
+    try:
+        return cls(**given)
+    except TypeError:
+        fields = ", ".join(cls.__dataclass_fields__)
+        raise TypeError(f"unknown option for search={search!r} in {', '.join(given)}; "
+                        f"its options are {fields}") from None
+
+
+def _progress(progress):
+    if progress is None or progress is False:
+        return lambda report, done, total: None
+    if progress is True:
+        def show(report, done, total):
+            print(f"dedup {report.model}: {done}/{total} blocks, {report.replaced} replaced, "
+                  f"{report.undone} undone, score {report.score_after:.4f}", file=sys.stderr)
+        return show
+    if not callable(progress):
+        raise TypeError("progress must be True, None or a callable(report, done, total)")
+    return progress
+
+
+# -- one model ------------------------------------------------------------------------------
+
+def _dedup_model(store, report: ModelReport, validator, max_drop, residuals_allowed,
+                 tolerance, search, options, check_every, on_exceed, reexamine, progress):
+    started = time.perf_counter()
+    conn, t = store.conn, store._t
+    model_id = store._model_id(report.model)
+    items, extents = _targets(store, model_id, reexamine)
+    refs = _references(store, model_id)
+    report.examined = len(items)
+    if not items:
+        report.seconds = time.perf_counter() - started
+        return
+    if refs and tolerance > 0:
+        search_started = time.perf_counter()
+        _match(store, items, extents, refs, search, options)
+        report.search_seconds = time.perf_counter() - search_started
+        _decide(store, items, extents, tolerance, residuals_allowed)
+    todo = [it for it in items if it.outcome is not None and it.outcome.kind != encoding.KEEP]
+    kept = [it for it in items if it.outcome is None or it.outcome.kind == encoding.KEEP]
+    _log(store, kept, KEPT)
+    if todo:
+        tiles = _read_tiles(store, {it.block_id: extents[it.block_id] for it in todo})
+        sizes = dict(conn.execute(f"SELECT id, rows * cols FROM {t.tensors} WHERE model_id = ?",
+                                  (model_id,)))
+        order = examination_order([tiles[it.block_id] for it in todo],
+                                  np.array([it.entries[0][0] for it in todo]),
+                                  np.array([sizes[it.entries[0][0]] for it in todo]))
+        todo = [todo[i] for i in order]
+        _guarded_apply(store, report, todo, validator, max_drop, check_every, on_exceed, progress)
+    freed = free_dead_blocks(store)
+    report.residual_bytes = repack_residuals(store, model_id)
+    report.bytes_saved = freed - report.residual_bytes
+    report.seconds = time.perf_counter() - started
+
+
+def _targets(store, model_id: int, reexamine: bool):
+    """The model's blocks to examine, and every block's tile extent (rows, cols)."""
+    t = store._t
+    seen = "" if reexamine else (
+        f" AND NOT EXISTS (SELECT 1 FROM {t.dedup_log} d WHERE d.tensor_id = m.tensor_id"
+        " AND d.block_row = m.block_row AND d.block_col = m.block_col)")
+    rows = store.conn.execute(
+        f"SELECT m.block_id, m.tensor_id, m.block_row, m.block_col, tt.rows, tt.cols, b.hash,"
+        f" b.nbytes, b.refcount FROM {t.map} m JOIN {t.tensors} tt ON tt.id = m.tensor_id"
+        f" JOIN {t.blocks} b ON b.id = m.block_id WHERE tt.model_id = ? AND tt.dtype = 'float32'"
+        f" AND NOT EXISTS (SELECT 1 FROM {t.residuals} r WHERE r.tensor_id = m.tensor_id"
+        f" AND r.block_row = m.block_row AND r.block_col = m.block_col){seen}"
+        f" AND NOT EXISTS (SELECT 1 FROM {t.map} e JOIN {t.tensors} et ON et.id = e.tensor_id"
+        f" WHERE e.block_id = m.block_id AND et.model_id <> tt.model_id)"
+        " ORDER BY m.tensor_id, m.block_row, m.block_col", (model_id,)).fetchall()
+    by_block: dict[int, _Item] = {}
+    extents: dict[int, tuple[int, int]] = {}
+    bad = set()
+    for bid, tid, bi, bj, trows, tcols, digest, nbytes, refcount in rows:
+        extent = _extent(store, trows, tcols, bi, bj)
+        if bid in extents and extents[bid] != extent:
+            bad.add(bid)   # the same bytes used as tiles of two shapes: leave it be
+        extents[bid] = extent
+        item = by_block.setdefault(bid, _Item(bid, [], digest, nbytes))
+        item.entries.append((tid, bi, bj))
+    # every use of the block is this model's (none by another model: the query's last test),
+    # and not half examined (some entries logged before): all its entries are here
+    counts = dict(store.conn.execute(f"SELECT id, refcount FROM {store._t.blocks} WHERE id IN"
+                                     f" ({','.join(map(str, by_block)) or 'NULL'})"))
+    items = [it for bid, it in by_block.items() if bid not in bad and counts[bid] == len(it.entries)]
+    return items, extents
+
+
+def _references(store, model_id: int) -> dict[int, tuple[int, int]]:
+    """Blocks of the float32 tensors of earlier models, with their tile extents."""
+    t = store._t
+    refs = {}
+    for bid, trows, tcols, bi, bj in store.conn.execute(
+            f"SELECT m.block_id, tt.rows, tt.cols, m.block_row, m.block_col FROM {t.map} m"
+            f" JOIN {t.tensors} tt ON tt.id = m.tensor_id WHERE tt.model_id < ?"
+            " AND tt.dtype = 'float32'", (model_id,)):
+        refs.setdefault(bid, _extent(store, trows, tcols, bi, bj))
+    return refs
+
+
+def _extent(store, rows, cols, bi, bj) -> tuple[int, int]:
+    return (min(store.block_rows, rows - bi * store.block_rows),
+            min(store.block_cols, cols - bj * store.block_cols))
+
+
+def _read_tiles(store, extents: dict[int, tuple[int, int]]) -> dict[int, np.ndarray]:
+    """The stored bytes of blocks as float32 tiles, reading each page once."""
+    t = store._t
+    where = defaultdict(list)
+    ids = list(extents)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for bid, page, slot in store.conn.execute(
+                f"SELECT id, page_id, slot FROM {t.blocks} WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk):
+            where[page].append((bid, slot))
+    out = {}
+    for page in sorted(where):
+        slots = pages.read_slots(store.conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?", (page,)).get)
+        for bid, slot in where[page]:
+            out[bid] = np.frombuffer(slots[slot], np.float32).reshape(extents[bid])
+    return out
+
+
+def _match(store, items: list[_Item], extents, refs, search: str, options) -> None:
+    """Set each item's ref to its nearest candidate reference of the same tile extent."""
+    groups = defaultdict(list)
+    for it in items:
+        groups[extents[it.block_id]].append(it)
+    ref_groups = defaultdict(list)
+    for bid, ext in refs.items():
+        ref_groups[ext].append(bid)
+    for ext, group in groups.items():
+        ref_ids = ref_groups.get(ext)
+        if not ref_ids:
+            continue
+        tiles = _read_tiles(store, {**{it.block_id: ext for it in group}, **{b: ext for b in ref_ids}})
+        x = np.stack([tiles[it.block_id].ravel() for it in group])
+        r = np.stack([tiles[b].ravel() for b in ref_ids])
+        if search == "exhaustive":
+            ti, ri = nearest_pairs(x, r)
+        else:
+            ti, ri = (lsh_pairs if search == "lsh" else minhash_pairs)(x, r, options)
+            ti, ri = _nearest_of_pairs(x, r, ti, ri)
+        for i, j in zip(ti, ri):
+            group[i].ref = ref_ids[j]
+
+
+def _nearest_of_pairs(x, r, ti, ri):
+    """Among candidate pairs keep, for each target, the reference at the least distance."""
+    if not len(ti):
+        return ti, ri
+    d = np.empty(len(ti), np.float64)
+    for s in range(0, len(ti), 4096):
+        a, b = x[ti[s:s + 4096]], r[ri[s:s + 4096]]
+        d[s:s + 4096] = np.einsum("ij,ij->i", a - b, a - b)
+    order = np.lexsort((d, ti))
+    ti, ri = ti[order], ri[order]
+    first = np.ones(len(ti), bool)
+    first[1:] = ti[1:] != ti[:-1]
+    return ti[first], ri[first]
+
+
+def _decide(store, items, extents, tolerance, residuals_allowed) -> None:
+    groups = defaultdict(list)
+    for it in items:
+        if it.ref:
+            groups[extents[it.block_id]].append(it)
+    for ext, group in groups.items():
+        tiles = _read_tiles(store, {**{it.block_id: ext for it in group}, **{it.ref: ext for it in group}})
+        outcomes = encoding.choose(np.stack([tiles[it.block_id] for it in group]),
+                                   np.stack([tiles[it.ref] for it in group]),
+                                   tolerance=tolerance, residuals_allowed=residuals_allowed)
+        for it, outcome in zip(group, outcomes):
+            it.outcome = outcome
+
+
+# -- applying, guarded ----------------------------------------------------------------------
+
+class _Undo(Exception):
+    """Raised inside a step's savepoint to roll it back."""
+
+
+def _guarded_apply(store, report, todo, validator, max_drop, check_every, on_exceed, progress):
+    floor = report.score_before - max_drop if validator is not None else -math.inf
+    step = check_every
+    i = 0
+    while i < len(todo):
+        batch = todo[i:i + step]
+        try:
+            with store._writing():   # a savepoint
+                _apply(store, batch)
+                if validator is not None:
+                    value = score(validator, store, report.model)
+                    report.validations += 1
+                    if value < floor:
+                        raise _Undo
+                    report.score_after = value
+        except _Undo:
+            if on_exceed == "stop" or len(batch) == 1:
+                undone = batch if on_exceed == "stop" else batch[:1]
+                _log(store, undone, UNDONE)
+                report.undone += len(undone)
+                i += len(undone)
+                if on_exceed == "stop":   # the rest is not tried: logged, not counted
+                    report.stopped = True
+                    _log(store, todo[i:], UNDONE)
+                    break
+            else:
+                step = max(1, len(batch) // 2)
+            progress(report, i, len(todo))
+            continue
+        for it in batch:
+            if it.outcome.kind == encoding.SUBSTITUTE:
+                report.substituted += 1
+            else:
+                report.residuals += 1
+        i += len(batch)
+        step = min(check_every, step * 2)
+        progress(report, i, len(todo))
+
+
+def _apply(store, batch: list[_Item]) -> None:
+    """Point each item's entries at its reference (plus residuals); log them."""
+    conn, t = store.conn, store._t
+    moves, refs, residual_rows, payloads = [], defaultdict(int), [], []
+    for it in batch:
+        for tid, bi, bj in it.entries:
+            moves.append((it.ref, tid, bi, bj))
+            if it.outcome.kind == encoding.RESIDUAL:
+                residual_rows.append((tid, bi, bj, it.outcome.residual_kind, it.outcome.param,
+                                      len(payloads), len(it.outcome.payload)))
+                payloads.append(it.outcome.payload)
+        refs[it.ref] += len(it.entries)
+        refs[it.block_id] -= len(it.entries)
+    conn.executemany(f"UPDATE {t.map} SET block_id = ? WHERE tensor_id = ? AND block_row = ?"
+                     " AND block_col = ?", moves)
+    conn.executemany(f"UPDATE {t.blocks} SET refcount = refcount + ? WHERE id = ?",
+                     [(n, bid) for bid, n in refs.items()])
+    if payloads:
+        slots = _write_residual_pages(store, payloads)
+        conn.executemany(
+            f"INSERT INTO {t.residuals}(tensor_id, block_row, block_col, kind, param, page_id,"
+            " slot, nbytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(tid, bi, bj, kind, param, *slots[k], n) for tid, bi, bj, kind, param, k, n in residual_rows])
+    _log(store, [it for it in batch if it.outcome.kind == encoding.SUBSTITUTE], SUBSTITUTED)
+    _log(store, [it for it in batch if it.outcome.kind == encoding.RESIDUAL], RESIDUAL)
+
+
+def _residual_page_bytes(store) -> int:
+    """Residual pages hold at most what a page of full float32 blocks holds."""
+    return store.page_blocks * store.block_rows * store.block_cols * 4
+
+
+def _write_residual_pages(store, payloads: list[bytes]) -> list[tuple[int, int]]:
+    """Lay payloads out in new pages; (page_id, slot) of each."""
+    limit = _residual_page_bytes(store)
+    where, page, size = [], [], 0
+
+    def flush():
+        data = pages.build_page([np.frombuffer(p, np.uint8) for p in page])
+        store.conn.execute(f"INSERT INTO {store._t.pages}(nblocks, nbytes, data) VALUES (?, ?, ?)",
+                           (len(page), len(data), data))
+        page_id = store.conn.last_insert_rowid()
+        where.extend((page_id, s) for s in range(len(page)))
+
+    for p in payloads:
+        if page and (size + len(p) > limit or len(page) >= 65536):
+            flush()
+            page, size = [], 0
+        page.append(p)
+        size += len(p)
+    if page:
+        flush()
+    return where
+
+
+def repack_residuals(store, model_id: int) -> int:
+    """Lay the model's residuals out in full pages (steps wrote small ones); their bytes."""
+    conn, t = store.conn, store._t
+    rows = conn.execute(
+        f"SELECT r.tensor_id, r.block_row, r.block_col, r.page_id, r.slot FROM {t.residuals} r"
+        f" JOIN {t.tensors} tt ON tt.id = r.tensor_id WHERE tt.model_id = ?"
+        " ORDER BY r.tensor_id, r.block_row, r.block_col", (model_id,)).fetchall()
+    if not rows:
+        return 0
+    old_pages = sorted({page for *_, page, _ in rows})
+    cache = {}
+    payloads = []
+    for *_, page, slot in rows:
+        if page not in cache:
+            cache[page] = pages.read_slots(conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?",
+                                                        (page,)).get)
+        payloads.append(bytes(cache[page][slot]))
+    slots_held = conn.execute(f"SELECT sum(nblocks) FROM {t.pages} WHERE id IN"
+                              f" ({','.join(map(str, old_pages))})").get
+    if slots_held == len(rows) and \
+            len(old_pages) == -(-sum(map(len, payloads)) // _residual_page_bytes(store)):
+        return sum(map(len, payloads))  # already as few pages as can be, none half dead
+    conn.executemany(f"DELETE FROM {t.pages} WHERE id = ?", [(p,) for p in old_pages])
+    slots = _write_residual_pages(store, payloads)
+    conn.executemany(f"UPDATE {t.residuals} SET page_id = ?, slot = ? WHERE tensor_id = ?"
+                     " AND block_row = ? AND block_col = ?",
+                     [(*slots[k], tid, bi, bj) for k, (tid, bi, bj, _, _) in enumerate(rows)])
+    store._new_generation()   # pages deleted (their ids may be reused)
+    return sum(map(len, payloads))
+
+
+def free_dead_blocks(store) -> int:
+    """Delete blocks nothing uses any more and compact their pages; the bytes freed."""
+    conn, t = store.conn, store._t
+    dead = conn.execute(f"SELECT id, page_id, nbytes FROM {t.blocks} WHERE refcount <= 0").fetchall()
+    if not dead:
+        return 0
+    conn.executemany(f"DELETE FROM {t.blocks} WHERE id = ?", [(b,) for b, _, _ in dead])
+    store._compact_pages({page for _, page, _ in dead})
+    return sum(n for _, _, n in dead)
+
+
+def _log(store, items: list[_Item], outcome: int) -> None:
+    store.conn.executemany(
+        f"INSERT OR REPLACE INTO {store._t.dedup_log}(tensor_id, block_row, block_col,"
+        " source_hash, outcome) VALUES (?, ?, ?, ?, ?)",
+        [(tid, bi, bj, it.digest, outcome) for it in items for tid, bi, bj in it.entries])
