@@ -5,12 +5,15 @@ algorithms live in Python (page packing) are reachable from SQL only where Pytho
 
     SELECT tensor_pack('tensors');                          -- the default strategy, by model
     SELECT tensor_pack('tensors', 'two-stage', 'tensor');   -- JSON of the figures
+    SELECT tensor_dedup('tensors', 0.01, 'SELECT model, input, label FROM validation');
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import apsw
+import numpy as np
 
 from .errors import TensorStoreError
 
@@ -33,3 +36,67 @@ def register(conn: apsw.Connection) -> None:
         return json.dumps(result)
 
     conn.create_scalar_function("tensor_pack", pack, -1)
+
+    def dedup(store, max_drop=None, validation=None, options=None):
+        from .dedup import accuracy
+        from .store import Store
+        if store is None or not isinstance(store, str):
+            raise apsw.SQLError("tensor_dedup: the store name must be text")
+        if not isinstance(validation, str):
+            raise apsw.SQLError("tensor_dedup: the third argument must be a query giving "
+                                "(model, input, label) rows of validation data")
+        try:
+            kwargs = json.loads(options) if options is not None else {}
+            if not isinstance(kwargs, dict):
+                raise ValueError("options must be a JSON object")
+            target = Store(conn, store, create=False)
+            x, y = _validation_sets(conn, target, validation)
+            kwargs.setdefault("models", [m for m in target.models() if m in x] or None)
+            report = target.dedup(validator=accuracy(x, y), max_drop=max_drop, **kwargs)
+        except (ValueError, TypeError, KeyError, TensorStoreError, apsw.SQLError) as e:
+            raise apsw.SQLError(f"tensor_dedup: {e}") from None
+        out = {k: v for k, v in dataclasses.asdict(report).items()}
+        out["ratio"] = report.ratio
+        return json.dumps(out)
+
+    conn.create_scalar_function("tensor_dedup", dedup, -1)
+
+
+def _validation_sets(conn, store, query: str):
+    """{model: inputs}, {model: labels} from a query's (model, input, label) rows. An input
+    is a float32 BLOB or a JSON array of features; for an embedding_bag model, a JSON
+    array of ids (one bag); for an embedding model, one integer id."""
+    rows: dict[str, tuple[list, list]] = {}
+    for row in conn.execute(query):
+        if len(row) != 3:
+            raise ValueError(f"the validation query must give 3 columns (model, input, label), "
+                             f"got {len(row)}")
+        model, value, label = row
+        if not isinstance(model, str) or not isinstance(label, int):
+            raise ValueError(f"validation row ({model!r}, ..., {label!r}): model must be text "
+                             "and label an integer")
+        inputs, labels = rows.setdefault(model, ([], []))
+        inputs.append(value)
+        labels.append(label)
+    if not rows:
+        raise ValueError("the validation query gave no rows")
+    x, y = {}, {}
+    for model, (inputs, labels) in rows.items():
+        layers = store.layers(model) or [{}]
+        op = layers[0].get("op")
+        if op == "embedding_bag":
+            x[model] = [np.asarray(_json_list(v, model), np.int64) for v in inputs]
+        elif op == "embedding":
+            x[model] = np.asarray(inputs, np.int64)
+        else:
+            x[model] = np.stack([np.frombuffer(v, "<f4") if isinstance(v, bytes)
+                                 else np.asarray(_json_list(v, model), np.float32) for v in inputs])
+        y[model] = np.asarray(labels, np.int64)
+    return x, y
+
+
+def _json_list(value, model):
+    items = json.loads(value) if isinstance(value, str) else None
+    if not isinstance(items, list):
+        raise ValueError(f"validation input for model {model!r} must be a JSON array, got {value!r}")
+    return items

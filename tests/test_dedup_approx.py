@@ -385,3 +385,36 @@ def test_quantization_error_matches_the_codec():
         for i in range(5):
             got = residuals.decode(residuals.QUANTIZED, bits, 8, 24, residuals.encode_quantized(d[i], bits))
             assert np.linalg.norm(d[i] - got) == pytest.approx(est[i], rel=1e-4, abs=1e-6)
+
+
+# -- from SQL -------------------------------------------------------------------------------
+
+def test_tensor_dedup_from_sql(tmp_path):
+    import json
+    models = family(3, changed=0.0)
+    store = make_store(tmp_path, models)
+    rng = np.random.default_rng(2)
+    store.conn.execute("CREATE TABLE validation(model TEXT, input, label INTEGER)")
+    for m in models:
+        x = rng.standard_normal((40, 96)).astype(np.float32)
+        y = reference_forward(models[m], x).argmax(axis=1)
+        store.conn.executemany("INSERT INTO validation VALUES (?, ?, ?)",
+                               [(m, row.tobytes() if i % 2 else json.dumps(row.tolist()), int(label))
+                                for i, (row, label) in enumerate(zip(x, y))])
+    out = json.loads(store.conn.execute(
+        "SELECT tensor_dedup('tensors', 0.05, 'SELECT model, input, label FROM validation',"
+        " '{\"residuals\": false}')").get)
+    assert [m["model"] for m in out["models"]] == ["base", "v1", "v2"]
+    assert sum(m["substituted"] for m in out["models"]) > 0
+    assert all(m["score_before"] - m["score_after"] <= 0.05 for m in out["models"])
+    assert out["physical_bytes_after"] < out["physical_bytes_before"]
+    for sql, match in [
+            ("SELECT tensor_dedup('tensors', -1, 'SELECT model, input, label FROM validation')", "max_drop"),
+            ("SELECT tensor_dedup('tensors', 0.1, 'SELECT model, input FROM validation')", "3 columns"),
+            ("SELECT tensor_dedup('tensors', 0.1, 'SELECT 1, 2, 3 WHERE 0')", "no rows"),
+            ("SELECT tensor_dedup('tensors', 0.1)", "query giving"),
+            ("SELECT tensor_dedup('nope', 0.1, 'SELECT model, input, label FROM validation')", "nope"),
+            ("SELECT tensor_dedup('tensors', 0.1, 'SELECT model, input, label FROM validation', '[1]')",
+             "JSON object")]:
+        with pytest.raises(apsw.SQLError, match=match):
+            store.conn.execute(sql).get
