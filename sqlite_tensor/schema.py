@@ -5,7 +5,7 @@ xShadowName (cython/store/sql_text.pxi, st_shadow_parts); keep the three lists i
 """
 from __future__ import annotations
 
-PARTS = ("config", "models", "tensors", "blocks", "pages", "map")
+PARTS = ("config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup_log")
 
 
 def quote(identifier: str) -> str:

@@ -7,6 +7,14 @@
 # itself runs single-threaded and our threads split the tiles (dense()).
 # Edge tiles are stored trimmed, so their own extent (br x bc) is their leading dimension
 # and no padding is read. Non-float32 tiles are widened into a scratch tile first.
+#
+# Residuals (float32 tiles; format in sqlite_tensor/residuals.py): the effective tile is
+# T + residual, never rebuilt as such for low-rank ones:
+#   low-rank (U br x r, V bc x r):  W (out x in)  Y[:, bi-range] += (X[:, bj-range] @ V) @ U^T
+#                                   W (in x out)  Y[:, bj-range] += (X[:, bi-range] @ U) @ V^T
+#   quantized: dequantized into the worker's scratch tile as T + residual, then the usual
+#   product on the scratch tile.
+# The calling thread pins residual pages with the block pages; workers get pointers.
 
 from libc.math cimport expf, tanhf, erff
 
@@ -57,6 +65,7 @@ cdef extern from "<unistd.h>" nogil:
 cdef enum:
     CHUNK_BYTES = 64 * 1024 * 1024     # tiles pinned at once by a threaded dense layer
     MIN_PARALLEL_MACS = 1 << 20        # below this a layer runs on one thread
+    LOWRANK_ROWS = 256                 # batch rows per low-rank product (sizes its scratch)
 
 cdef int st_threads          # the thread setting; 0 = one per online CPU
 
@@ -147,6 +156,7 @@ ctypedef struct Input:
 ctypedef struct TileCursor:
     Plan *plan
     PoolPage *page                # the page pinned now, or NULL
+    PoolPage *res_page            # the residual page pinned now, or NULL
     float *scratch                # block_rows * block_cols floats, for widening
 
 
@@ -167,10 +177,33 @@ cdef int cursor_tile(TileCursor *c, Weight *w, sqlite3_int64 bi, sqlite3_int64 b
     return page_slot(c.page, w.slots[k], br * bc * w.itemsize, c.plan.src.table, out, err)
 
 
+cdef int cursor_residual(TileCursor *c, Weight *w, sqlite3_int64 k, sqlite3_int64 br,
+                         sqlite3_int64 bc, const unsigned char **out, char **err) noexcept nogil:
+    """Point out at the residual payload of tile k of w (which has one), pinning its page
+    beside the block page."""
+    cdef int rc
+    if c.res_page == NULL or c.res_page.page_id != w.res_page[k]:
+        if c.res_page != NULL:
+            pool_unpin(c.res_page)
+            c.res_page = NULL
+        rc = pool_pin(&c.plan.src, w.res_page[k], &c.res_page, err)
+        if rc != SQLITE_OK:
+            return rc
+    return page_slot(c.res_page, w.res_slot[k], residual_bytes(w.res_kind[k], w.res_param[k], br, bc),
+                     c.plan.src.table, out, err)
+
+
+cdef inline bint has_residual(const Weight *w, sqlite3_int64 k) noexcept nogil:
+    return w.res_kind != NULL and w.res_kind[k] != 0
+
+
 cdef void cursor_release(TileCursor *c) noexcept nogil:
     if c.page != NULL:
         pool_unpin(c.page)
         c.page = NULL
+    if c.res_page != NULL:
+        pool_unpin(c.res_page)
+        c.res_page = NULL
 
 
 cdef void widen(const unsigned char *src, int dtype, sqlite3_int64 n, float *dst) noexcept nogil:
@@ -205,6 +238,7 @@ cdef int gather(TileCursor *c, Weight *w, float *out, char **err) noexcept nogil
     cdef sqlite3_int64 bi, bj, br, bc, r
     cdef sqlite3_int64 R = c.plan.block_rows, C = c.plan.block_cols
     cdef const unsigned char *tile
+    cdef const unsigned char *res
     cdef const float *t
     cdef int rc
     for bi in range(w.grid_r):
@@ -217,24 +251,41 @@ cdef int gather(TileCursor *c, Weight *w, float *out, char **err) noexcept nogil
             t = as_f32(c, tile, w.dtype, br * bc)
             for r in range(br):
                 memcpy(out + (bi * R + r) * w.cols + bj * C, t + r * bc, bc * sizeof(float))
+            if has_residual(w, bi * w.grid_c + bj):
+                rc = cursor_residual(c, w, bi * w.grid_c + bj, br, bc, &res, err)
+                if rc != SQLITE_OK:
+                    return rc
+                residual_add(w.res_kind[bi * w.grid_c + bj], w.res_param[bi * w.grid_c + bj],
+                             res, br, bc, out + bi * R * w.cols + bj * C, w.cols)
     return SQLITE_OK
 
 
-cdef void tile_product(const Layer *L, const unsigned char *tile, sqlite3_int64 bi,
-                       sqlite3_int64 bj, sqlite3_int64 br, sqlite3_int64 bc, sqlite3_int64 R,
-                       sqlite3_int64 C, const float *X, sqlite3_int64 B, float *Y,
-                       float *scratch) noexcept nogil:
-    """Y += the product of X with tile (bi, bj) of L's weight (br x bc, stored trimmed).
+cdef void tile_product(const Layer *L, const unsigned char *tile, const unsigned char *res,
+                       int res_kind, int res_param, sqlite3_int64 bi, sqlite3_int64 bj,
+                       sqlite3_int64 br, sqlite3_int64 bc, sqlite3_int64 R, sqlite3_int64 C,
+                       const float *X, sqlite3_int64 B, float *Y, float *scratch,
+                       float *lowrank) noexcept nogil:
+    """Y += the product of X with tile (bi, bj) of L's weight (br x bc, stored trimmed),
+    plus its residual (res_kind 0: none).
 
     W (out x in):  Y[:, bi*R : bi*R+br] += X[:, bj*C : bj*C+bc] @ T^T
     W (in x out):  Y[:, bj*C : bj*C+bc] += X[:, bi*R : bi*R+br] @ T
     One input is a matrix-vector product (st_gemv_*), a batch a matrix-matrix one
-    (single-threaded BLAS sgemm: the threads split tiles, see dense()).
+    (single-threaded BLAS sgemm: the threads split tiles, see dense()). A quantized
+    residual is added to a copy of T in scratch; a low-rank one is its own thin product
+    (lowrank_product, with min(B, LOWRANK_ROWS) x rank floats at lowrank).
     """
     cdef const float *T = <const float *>tile
     if L.weight.dtype != DT_F32:
         widen(tile, L.weight.dtype, br * bc, scratch)
         T = scratch
+    if res_kind == RES_QUANTIZED:
+        if T != scratch:
+            memcpy(scratch, T, br * bc * sizeof(float))
+        residual_add(res_kind, res_param, res, br, bc, scratch, bc)
+        T = scratch
+    elif res_kind == RES_LOWRANK:
+        lowrank_product(L, res, res_param, bi, bj, br, bc, R, C, X, B, Y, lowrank)
     if not L.transpose:
         if B == 1:
             st_gemv_n(br, bc, T, X + bj * C, Y + bi * R)
@@ -249,6 +300,44 @@ cdef void tile_product(const Layer *L, const unsigned char *tile, sqlite3_int64 
                           1.0, X + bi * R, <int>L.n_in, T, <int>bc, 1.0, Y + bj * C, <int>L.n_out)
 
 
+cdef void lowrank_product(const Layer *L, const unsigned char *res, int rank, sqlite3_int64 bi,
+                          sqlite3_int64 bj, sqlite3_int64 br, sqlite3_int64 bc, sqlite3_int64 R,
+                          sqlite3_int64 C, const float *X, sqlite3_int64 B, float *Y,
+                          float *tmp) noexcept nogil:
+    """Y += the low-rank residual's product, U V^T never formed:
+    W (out x in):  Y[:, bi-range] += (X[:, bj-range] @ V) @ U^T
+    W (in x out):  Y[:, bj-range] += (X[:, bi-range] @ U) @ V^T
+    tmp holds the (rows x rank) intermediate, LOWRANK_ROWS rows of the batch at a time."""
+    cdef const float *U = <const float *>res
+    cdef const float *V = U + br * rank
+    cdef const float *first      # (in_w x rank): applied to the inputs
+    cdef const float *second     # (out_w x rank): back to the outputs
+    cdef const float *xin
+    cdef float *yout
+    cdef sqlite3_int64 in_w, out_w, b0, nb
+    if not L.transpose:
+        first, second, in_w, out_w = V, U, bc, br
+        xin = X + bj * C
+        yout = Y + bi * R
+    else:
+        first, second, in_w, out_w = U, V, br, bc
+        xin = X + bi * R
+        yout = Y + bj * C
+    if B == 1:
+        memset(tmp, 0, rank * sizeof(float))
+        st_gemv_t(in_w, rank, first, xin, tmp)        # tmp = first^T x
+        st_gemv_n(out_w, rank, second, tmp, yout)     # y += second tmp
+        return
+    b0 = 0
+    while b0 < B:
+        nb = min(<sqlite3_int64>LOWRANK_ROWS, B - b0)
+        scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, <int>nb, rank, <int>in_w,
+                          1.0, xin + b0 * L.n_in, <int>L.n_in, first, rank, 0.0, tmp, rank)
+        scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, <int>nb, <int>out_w, rank,
+                          1.0, tmp, rank, second, rank, 1.0, yout + b0 * L.n_out, <int>L.n_out)
+        b0 += nb
+
+
 cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *Y,
                char **err) noexcept nogil:
     """Y (B x n_out) = X (B x n_in) W^T + b, tile by tile.
@@ -261,14 +350,18 @@ cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *
     """
     cdef Weight *w = &L.weight
     cdef sqlite3_int64 R = c.plan.block_rows, C = c.plan.block_cols
-    cdef sqlite3_int64 bi, bj, r0, r1, i, k, bytes, npinned
+    cdef sqlite3_int64 bi, bj, r0, r1, i, k, bytes, npinned, n, br, bc
     cdef int rc = SQLITE_OK
     cdef int nthreads = kernel_threads(B * w.rows * w.cols)
     cdef int units
     cdef const unsigned char **tiles = NULL
+    cdef const unsigned char **res = NULL
     cdef PoolPage **pinned = NULL
     cdef float *scratch = NULL
     cdef PoolPage *page
+    cdef PoolPage *rpage
+    # per worker: a tile, then the low-rank intermediate (min(B, LOWRANK_ROWS) x max rank)
+    cdef sqlite3_int64 stride = R * C + min(B, <sqlite3_int64>LOWRANK_ROWS) * w.max_rank
     if L.bias.tensor_id != 0:
         rc = gather(c, &L.bias, Y, err)
         if rc != SQLITE_OK:
@@ -277,11 +370,16 @@ cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *
             memcpy(Y + i * L.n_out, Y, L.n_out * sizeof(float))
     else:
         memset(Y, 0, B * L.n_out * sizeof(float))
-    tiles = <const unsigned char **>calloc(w.grid_r * w.grid_c, sizeof(unsigned char *))
-    pinned = <PoolPage **>calloc(w.grid_r * w.grid_c, sizeof(PoolPage *))
-    scratch = <float *>malloc(nthreads * R * C * sizeof(float))
+    n = w.grid_r * w.grid_c
+    tiles = <const unsigned char **>calloc(n, sizeof(unsigned char *))
+    pinned = <PoolPage **>calloc(2 * n, sizeof(PoolPage *))   # block and residual pages
+    scratch = <float *>malloc(nthreads * stride * sizeof(float))
     if tiles == NULL or pinned == NULL or scratch == NULL:
         rc = SQLITE_NOMEM
+    if w.res_kind != NULL and rc == SQLITE_OK:
+        res = <const unsigned char **>calloc(n, sizeof(unsigned char *))
+        if res == NULL:
+            rc = SQLITE_NOMEM
     cursor_release(c)  # this function pins its own pages
     r0 = 0
     while rc == SQLITE_OK and r0 < w.grid_r:
@@ -290,28 +388,47 @@ cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *
         bytes = 0
         npinned = 0
         page = NULL
+        rpage = NULL
         while rc == SQLITE_OK and r1 < w.grid_r and (r1 == r0 or bytes < CHUNK_BYTES):
+            br = tile_rows(w, r1, R)
             for bj in range(w.grid_c):
                 k = r1 * w.grid_c + bj
+                bc = tile_cols(w, bj, C)
                 if page == NULL or page.page_id != w.page_ids[k]:
                     rc = pool_pin(&c.plan.src, w.page_ids[k], &page, err)
                     if rc != SQLITE_OK:
                         break
                     pinned[npinned] = page
                     npinned += 1
-                rc = page_slot(page, w.slots[k], tile_rows(w, r1, R) * tile_cols(w, bj, C) * w.itemsize,
-                               c.plan.src.table, &tiles[k], err)
+                rc = page_slot(page, w.slots[k], br * bc * w.itemsize, c.plan.src.table,
+                               &tiles[k], err)
                 if rc != SQLITE_OK:
                     break
-                bytes += tile_rows(w, r1, R) * tile_cols(w, bj, C) * w.itemsize
+                bytes += br * bc * w.itemsize
+                if not has_residual(w, k):
+                    continue
+                if rpage == NULL or rpage.page_id != w.res_page[k]:
+                    rc = pool_pin(&c.plan.src, w.res_page[k], &rpage, err)
+                    if rc != SQLITE_OK:
+                        break
+                    pinned[npinned] = rpage
+                    npinned += 1
+                rc = page_slot(rpage, w.res_slot[k],
+                               residual_bytes(w.res_kind[k], w.res_param[k], br, bc),
+                               c.plan.src.table, &res[k], err)
+                if rc != SQLITE_OK:
+                    break
+                bytes += residual_bytes(w.res_kind[k], w.res_param[k], br, bc)
             r1 += 1
         if rc == SQLITE_OK:
             units = <int>((r1 - r0) if not L.transpose else w.grid_c)
-            dense_chunk(L, tiles, r0, r1, R, C, X, B, Y, scratch, min(nthreads, units))
+            dense_chunk(L, tiles, res, r0, r1, R, C, X, B, Y, scratch, stride,
+                        min(nthreads, units))
         for i in range(npinned):
             pool_unpin(pinned[i])
         r0 = r1
     free(tiles)
+    free(res)
     free(pinned)
     free(scratch)
     return rc
@@ -320,20 +437,24 @@ cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *
 ctypedef struct DenseJob:
     const Layer *L
     const unsigned char **tiles   # tile pointers into pinned pages, grid order
+    const unsigned char **res     # residual payloads likewise (NULL: the weight has none)
     sqlite3_int64 r0, r1          # block rows of this chunk
     sqlite3_int64 R, C            # block shape
     const float *X
     sqlite3_int64 B
     float *Y
-    float *scratch                # one block_rows * block_cols tile per worker
+    float *scratch                # per worker: a block_rows * block_cols tile, then the
+    sqlite3_int64 stride          # low-rank intermediate; stride floats per worker
 
 
 cdef void dense_range(void *ctx, long begin, long end, int worker) noexcept nogil:
     """Units begin..end of a DenseJob: block rows (W out x in) or block columns (in x out)."""
     cdef DenseJob *job = <DenseJob *>ctx
     cdef const Weight *w = &job.L.weight
-    cdef float *mine = job.scratch + worker * job.R * job.C
-    cdef sqlite3_int64 u, v, bi, bj
+    cdef float *mine = job.scratch + worker * job.stride
+    cdef sqlite3_int64 u, v, bi, bj, k
+    cdef int kind, param
+    cdef const unsigned char *res
     cdef sqlite3_int64 inner = w.grid_c if not job.L.transpose else (job.r1 - job.r0)
     for u in range(begin, end):
         for v in range(inner):
@@ -343,17 +464,29 @@ cdef void dense_range(void *ctx, long begin, long end, int worker) noexcept nogi
             else:
                 bi = job.r0 + v
                 bj = u
-            tile_product(job.L, job.tiles[bi * w.grid_c + bj], bi, bj, tile_rows(w, bi, job.R),
-                         tile_cols(w, bj, job.C), job.R, job.C, job.X, job.B, job.Y, mine)
+            k = bi * w.grid_c + bj
+            kind = 0
+            param = 0
+            res = NULL
+            if job.res != NULL and w.res_kind[k] != 0:
+                kind = w.res_kind[k]
+                param = w.res_param[k]
+                res = job.res[k]
+            tile_product(job.L, job.tiles[k], res, kind, param, bi, bj, tile_rows(w, bi, job.R),
+                         tile_cols(w, bj, job.C), job.R, job.C, job.X, job.B, job.Y, mine,
+                         mine + job.R * job.C)
 
 
-cdef void dense_chunk(const Layer *L, const unsigned char **tiles, sqlite3_int64 r0,
-                      sqlite3_int64 r1, sqlite3_int64 R, sqlite3_int64 C, const float *X,
-                      sqlite3_int64 B, float *Y, float *scratch, int nthreads) noexcept nogil:
+cdef void dense_chunk(const Layer *L, const unsigned char **tiles, const unsigned char **res,
+                      sqlite3_int64 r0, sqlite3_int64 r1, sqlite3_int64 R, sqlite3_int64 C,
+                      const float *X, sqlite3_int64 B, float *Y, float *scratch,
+                      sqlite3_int64 stride, int nthreads) noexcept nogil:
     """The products of block rows r0..r1 of L's weight, split over nthreads threads."""
     cdef DenseJob job
     job.L = L
     job.tiles = tiles
+    job.res = res
+    job.stride = stride
     job.r0 = r0
     job.r1 = r1
     job.R = R
@@ -384,6 +517,7 @@ cdef int embed_add(TileCursor *c, Layer *L, int64_t row, float scale, float *dst
     cdef sqlite3_int64 R = c.plan.block_rows, C = c.plan.block_cols
     cdef sqlite3_int64 bi = row // R, r = row % R, br, bc, bj, k
     cdef const unsigned char *tile
+    cdef const unsigned char *res
     cdef int rc
     br = min(R, w.rows - bi * R)
     for bj in range(w.grid_c):
@@ -392,6 +526,12 @@ cdef int embed_add(TileCursor *c, Layer *L, int64_t row, float scale, float *dst
         if rc != SQLITE_OK:
             return rc
         widen(tile + r * bc * w.itemsize, w.dtype, bc, c.scratch)
+        if has_residual(w, bi * w.grid_c + bj):
+            rc = cursor_residual(c, w, bi * w.grid_c + bj, br, bc, &res, err)
+            if rc != SQLITE_OK:
+                return rc
+            residual_row_add(w.res_kind[bi * w.grid_c + bj], w.res_param[bi * w.grid_c + bj],
+                             res, br, bc, r, c.scratch)
         for k in range(bc):
             dst[bj * C + k] += scale * c.scratch[k]
     return SQLITE_OK

@@ -3,7 +3,8 @@
 # The layer list is stored as canonical JSON (validated by sqlite_tensor/layers.py);
 # SQLite's own JSON functions take it apart here and resolve tensor names to ids in the
 # same query. Each weight's tiles are then listed as (page, slot) in grid order, so the
-# kernels walk a weight tile by tile straight out of pinned pages.
+# kernels walk a weight tile by tile straight out of pinned pages; and so are its
+# residuals (kind, param, page, slot per tile), when the store has any.
 
 cdef enum:
     OP_DENSE = 0
@@ -39,6 +40,13 @@ ctypedef struct Weight:
     sqlite3_int64 grid_r, grid_c  # tiles per column / per row of the grid
     sqlite3_int64 *page_ids       # grid_r * grid_c, row-major
     int *slots
+    # residuals (float32 only), per tile like page_ids; every array NULL when the tensor
+    # has none. res_kind 0: that tile has none.
+    unsigned char *res_kind       # RES_LOWRANK / RES_QUANTIZED
+    int *res_param                # rank / bits
+    sqlite3_int64 *res_page
+    int *res_slot
+    int max_rank                  # largest low-rank rank (sizes the kernels' scratch)
 
 
 ctypedef struct Layer:
@@ -60,6 +68,7 @@ ctypedef struct Plan:
     sqlite3_int64 max_width       # widest activation between layers
     sqlite3_int64 block_rows, block_cols
     PageSource src                # where the pages come from
+    int has_residuals             # the store has a <store>_residuals table
     char *store                   # the store's name (sqlite3_mprintf)
 
 
@@ -108,8 +117,16 @@ cdef int op_code(const char *name) noexcept nogil:
 cdef void weight_free(Weight *w) noexcept nogil:
     free(w.page_ids)
     free(w.slots)
+    free(w.res_kind)
+    free(w.res_param)
+    free(w.res_page)
+    free(w.res_slot)
     w.page_ids = NULL
     w.slots = NULL
+    w.res_kind = NULL
+    w.res_param = NULL
+    w.res_page = NULL
+    w.res_slot = NULL
 
 
 cdef void plan_free(Plan *plan) noexcept nogil:
@@ -178,6 +195,86 @@ cdef int load_tiles(sqlite3 *db, const char *schema, const char *store, Plan *pl
     return SQLITE_OK
 
 
+cdef int load_residuals(sqlite3 *db, const char *schema, const char *store, Plan *plan,
+                        Weight *w, char **err) noexcept nogil:
+    """List w's residuals per tile (kind, param, page, slot), each checked against its
+    tile's extent; the arrays stay NULL when w has none."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef sqlite3_int64 n = w.grid_r * w.grid_c, bi, bj, k, kind, param, slot, br, bc
+    cdef const char *tname
+    cdef const char *why
+    cdef int rc
+    if not plan.has_residuals:
+        return SQLITE_OK
+    rc = prepare_store_sql(
+        db, "SELECT r.block_row, r.block_col, r.kind, r.param, r.page_id, r.slot, r.nbytes,"
+            " p.id IS NOT NULL, t.name FROM {residuals} r JOIN {tensors} t ON t.id = r.tensor_id"
+            " LEFT JOIN {pages} p ON p.id = r.page_id WHERE r.tensor_id = ?1",
+        schema, store, &stmt)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        return rc
+    sqlite3_bind_int64(stmt, 1, w.tensor_id)
+    while rc == SQLITE_OK:
+        rc = sqlite3_step(stmt)
+        if rc != SQLITE_ROW:
+            if rc == SQLITE_DONE:
+                rc = SQLITE_OK
+            else:
+                err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+            break
+        rc = SQLITE_OK
+        bi = sqlite3_column_int64(stmt, 0)
+        bj = sqlite3_column_int64(stmt, 1)
+        kind = sqlite3_column_int64(stmt, 2)
+        param = sqlite3_column_int64(stmt, 3)
+        slot = sqlite3_column_int64(stmt, 5)
+        tname = text_or(<const char *>sqlite3_column_text(stmt, 8), "?")
+        if bi < 0 or bj < 0 or bi >= w.grid_r or bj >= w.grid_c:
+            br = bc = 0
+        else:
+            br = min(plan.block_rows, w.rows - bi * plan.block_rows)
+            bc = min(plan.block_cols, w.cols - bj * plan.block_cols)
+        rc = check_residual(store, tname, w.tensor_id, bi, bj, kind, param, br, bc,
+                            sqlite3_column_int64(stmt, 6), err)
+        if rc != SQLITE_OK:
+            break
+        if w.dtype != DT_F32:
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor '%s' (id %lld) is not "
+                                     "float32 but has a residual at tile (%lld, %lld); residuals "
+                                     "apply to float32 tensors only", store, tname, w.tensor_id,
+                                     bi, bj)
+            rc = SQLITE_CORRUPT
+            break
+        if not sqlite3_column_int64(stmt, 7) or slot < 0 or slot > 0x7fffffff:
+            why = "no valid slot"
+            if not sqlite3_column_int64(stmt, 7):
+                why = "a page that is missing"
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: the residual of tile (%lld, "
+                                     "%lld) of tensor '%s' (id %lld) names slot %lld of page %lld,"
+                                     " %s", store, bi, bj, tname, w.tensor_id, slot,
+                                     sqlite3_column_int64(stmt, 4), why)
+            rc = SQLITE_CORRUPT
+            break
+        if w.res_kind == NULL:
+            w.res_kind = <unsigned char *>calloc(n, 1)
+            w.res_param = <int *>calloc(n, sizeof(int))
+            w.res_page = <sqlite3_int64 *>calloc(n, sizeof(sqlite3_int64))
+            w.res_slot = <int *>calloc(n, sizeof(int))
+            if w.res_kind == NULL or w.res_param == NULL or w.res_page == NULL or w.res_slot == NULL:
+                rc = SQLITE_NOMEM
+                break
+        k = bi * w.grid_c + bj
+        w.res_kind[k] = <unsigned char>kind
+        w.res_param[k] = <int>param
+        w.res_page[k] = sqlite3_column_int64(stmt, 4)
+        w.res_slot[k] = <int>slot
+        if kind == RES_LOWRANK and param > w.max_rank:
+            w.max_rank = <int>param
+    sqlite3_finalize(stmt)
+    return rc
+
+
 cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const char *model,
                    Plan *plan, char **err) noexcept nogil:
     """Read the model's layers and weights' tiles; plan_free() it afterwards, always."""
@@ -195,6 +292,9 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
     if rc != SQLITE_OK:
         return rc
     rc = source_init(&plan.src, db, schema, store, err)
+    if rc != SQLITE_OK:
+        return rc
+    rc = store_has_residuals(db, schema, store, &plan.has_residuals, err)
     if rc != SQLITE_OK:
         return rc
     rc = prepare_store_sql(
@@ -267,8 +367,12 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
         L = &plan.layers[i]
         if L.weight.tensor_id != 0:
             rc = load_tiles(db, schema, store, plan, &L.weight, err)
+            if rc == SQLITE_OK:
+                rc = load_residuals(db, schema, store, plan, &L.weight, err)
         if rc == SQLITE_OK and L.bias.tensor_id != 0:
             rc = load_tiles(db, schema, store, plan, &L.bias, err)
+            if rc == SQLITE_OK:
+                rc = load_residuals(db, schema, store, plan, &L.bias, err)
         if rc != SQLITE_OK:
             return rc
     plan.n_out = width

@@ -6,6 +6,15 @@
 #   16 + 16*i   u64 offset, u64 nbytes of slot i    (offsets 64-byte aligned)
 # Every read is checked against the page's size and the block table, so a damaged page
 # gives SQLITE_CORRUPT with a message naming page and slot, never a wild read.
+#
+# Residuals (<store>_residuals; payload format at the top of sqlite_tensor/residuals.py):
+# a float32 tile may carry a low-rank or quantized correction stored in a slot of a
+# residual page; readers return block + residual. The helpers that check and apply a
+# payload live here and serve read_tensor and the kernels alike.
+
+cdef enum:
+    RES_LOWRANK = 1              # residual kinds (sqlite_tensor/residuals.py documents them)
+    RES_QUANTIZED = 2
 
 cdef enum:
     PAGE_MAGIC = 0x47505453      # 'STPG' read as a little-endian u32
@@ -237,7 +246,8 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
     """Assemble the tensor's bytes (row-major, its own dtype) into out[0:info.nbytes].
 
     Blocks are read in page order so each page is opened once. Edge blocks are stored
-    without padding, so every block is copied whole into its place.
+    without padding, so every block is copied whole into its place. Then a float32
+    tensor's residuals are added to their tiles (the effective values).
     """
     cdef PageReader reader
     cdef sqlite3_stmt *stmt = NULL
@@ -301,6 +311,8 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
         err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld maps %lld of its "
                                  "%lld blocks", store, info.id, seen, grid)
         rc = SQLITE_CORRUPT
+    if rc == SQLITE_OK:
+        rc = add_tensor_residuals(&reader, store, info, out, err)
     sqlite3_free(tmp)
     sqlite3_finalize(stmt)
     pr_close(&reader)
@@ -326,3 +338,190 @@ cdef void result_tensor_blob(sqlite3_context *ctx, sqlite3 *db, const char *sche
         sqlite3_free(err)
         return
     sqlite3_result_blob64(ctx, buf, info.nbytes, sqlite3_free)
+
+
+# -- residuals -------------------------------------------------------------------------------
+
+cdef sqlite3_int64 residual_bytes(sqlite3_int64 kind, sqlite3_int64 param, sqlite3_int64 br,
+                                  sqlite3_int64 bc) noexcept nogil:
+    """Payload length of a residual of this kind for a br x bc tile (br, bc >= 1, within
+    ST_MAX_BLOCK_DIM); -1 when kind or param is not valid for it."""
+    if kind == RES_LOWRANK:
+        if param < 1 or param > br or param > bc:
+            return -1
+        return (br + bc) * param * 4
+    if kind == RES_QUANTIZED:
+        if param != 2 and param != 4 and param != 8:
+            return -1
+        return br * 4 + br * ((bc * param + 7) // 8)
+    return -1
+
+
+cdef int check_residual(const char *store, const char *tensor, sqlite3_int64 tensor_id,
+                        sqlite3_int64 bi, sqlite3_int64 bj, sqlite3_int64 kind,
+                        sqlite3_int64 param, sqlite3_int64 br, sqlite3_int64 bc,
+                        sqlite3_int64 nbytes, char **err) noexcept nogil:
+    """A residual row must name a tile of the grid (br, bc >= 1: the caller checked
+    bi, bj), a known kind with a parameter valid for the tile, and the payload length
+    they make. SQLITE_CORRUPT with a message naming store, tensor and tile otherwise."""
+    cdef sqlite3_int64 want = residual_bytes(kind, param, br, bc)
+    cdef char *what = NULL
+    if br <= 0 or bc <= 0:
+        what = sqlite3_mprintf("names a tile outside the tensor's grid")
+    elif kind != RES_LOWRANK and kind != RES_QUANTIZED:
+        what = sqlite3_mprintf("has kind %lld; kinds are 1 (low-rank) and 2 (quantized)", kind)
+    elif want < 0 and kind == RES_LOWRANK:
+        what = sqlite3_mprintf("has rank %lld; a %lld x %lld tile takes ranks 1 to %lld",
+                               param, br, bc, min(br, bc))
+    elif want < 0:
+        what = sqlite3_mprintf("has %lld bits; quantized residuals take 2, 4 or 8", param)
+    elif nbytes != want:
+        what = sqlite3_mprintf("records %lld bytes; its kind and parameter make %lld for a "
+                               "%lld x %lld tile", nbytes, want, br, bc)
+    else:
+        return SQLITE_OK
+    err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: the residual of tile (%lld, %lld) "
+                             "of tensor '%s' (id %lld) %s", store, bi, bj, tensor, tensor_id,
+                             text_or(what, "is invalid"))
+    sqlite3_free(what)
+    return SQLITE_CORRUPT
+
+
+cdef inline float residual_code(const unsigned char *row, sqlite3_int64 j, int bits) noexcept nogil:
+    """Element j of a row of packed codes, minus the offset 2**(bits-1), as a float."""
+    if bits == 8:
+        return <float>(<int>row[j] - 128)
+    if bits == 4:
+        return <float>(<int>((row[j >> 1] >> ((j & 1) << 2)) & 15) - 8)
+    return <float>(<int>((row[j >> 2] >> ((j & 3) << 1)) & 3) - 2)
+
+
+cdef void residual_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
+                       sqlite3_int64 bc, float *dst, sqlite3_int64 ld) noexcept nogil:
+    """dst (br x bc, row stride ld) += the residual (checked by check_residual, payload
+    float-aligned: slots start at 64-byte offsets of a malloc'd page)."""
+    cdef const float *U
+    cdef const float *V
+    cdef const float *scale
+    cdef const unsigned char *row
+    cdef sqlite3_int64 i, j, row_bytes
+    cdef float s
+    cdef float *d
+    if kind == RES_LOWRANK:
+        U = <const float *>payload
+        V = U + br * param
+        scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, <int>br, <int>bc, param,
+                          1.0, U, param, V, param, 1.0, dst, <int>ld)
+        return
+    scale = <const float *>payload
+    row_bytes = (bc * param + 7) // 8
+    for i in range(br):
+        s = scale[i]
+        row = payload + br * 4 + i * row_bytes
+        d = dst + i * ld
+        if param == 8:
+            for j in range(bc):
+                d[j] += <float>(<int>row[j] - 128) * s
+        elif param == 4:
+            for j in range(bc):
+                d[j] += <float>(<int>((row[j >> 1] >> ((j & 1) << 2)) & 15) - 8) * s
+        else:
+            for j in range(bc):
+                d[j] += <float>(<int>((row[j >> 2] >> ((j & 3) << 1)) & 3) - 2) * s
+
+
+cdef void residual_row_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
+                           sqlite3_int64 bc, sqlite3_int64 r, float *dst) noexcept nogil:
+    """dst[0:bc] += row r of the residual (for embedding rows)."""
+    cdef const float *U
+    cdef const float *V
+    cdef const unsigned char *row
+    cdef sqlite3_int64 j, t
+    cdef float s, acc
+    if kind == RES_LOWRANK:
+        U = <const float *>payload + r * param
+        V = <const float *>payload + br * param
+        for j in range(bc):
+            acc = 0
+            for t in range(param):
+                acc = acc + U[t] * V[j * param + t]
+            dst[j] += acc
+        return
+    s = (<const float *>payload)[r]
+    row = payload + br * 4 + r * ((bc * param + 7) // 8)
+    for j in range(bc):
+        dst[j] += residual_code(row, j, param) * s
+
+
+cdef int add_tensor_residuals(PageReader *reader, const char *store, const TensorInfo *info,
+                              unsigned char *out, char **err) noexcept nogil:
+    """out (the tensor's bytes, assembled) += its residuals: block + residual for a float32
+    tensor. A store without a residuals table has none."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef unsigned char *buf = NULL
+    cdef sqlite3_int64 cap = 0, bi, bj, kind, param, page_id, slot, nbytes, br, bc
+    cdef sqlite3_int64 grid_rows = (info.rows + info.block_rows - 1) // info.block_rows
+    cdef sqlite3_int64 grid_cols = (info.cols + info.block_cols - 1) // info.block_cols
+    cdef const char *dtype
+    cdef const char *tname
+    cdef int has = 0
+    cdef int rc = store_has_residuals(reader.db, reader.schema, store, &has, err)
+    if rc != SQLITE_OK or not has:
+        return rc
+    rc = prepare_store_sql(
+        reader.db, "SELECT r.block_row, r.block_col, r.kind, r.param, r.page_id, r.slot, r.nbytes,"
+                   " t.dtype, t.name FROM {residuals} r JOIN {tensors} t ON t.id = r.tensor_id"
+                   " WHERE r.tensor_id = ?1 ORDER BY r.page_id, r.slot",
+        reader.schema, store, &stmt)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(reader.db))
+        return rc
+    sqlite3_bind_int64(stmt, 1, info.id)
+    while rc == SQLITE_OK:
+        rc = sqlite3_step(stmt)
+        if rc != SQLITE_ROW:
+            if rc == SQLITE_DONE:
+                rc = SQLITE_OK
+            else:
+                err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(reader.db))
+            break
+        bi = sqlite3_column_int64(stmt, 0)
+        bj = sqlite3_column_int64(stmt, 1)
+        kind = sqlite3_column_int64(stmt, 2)
+        param = sqlite3_column_int64(stmt, 3)
+        page_id = sqlite3_column_int64(stmt, 4)
+        slot = sqlite3_column_int64(stmt, 5)
+        nbytes = sqlite3_column_int64(stmt, 6)
+        dtype = <const char *>sqlite3_column_text(stmt, 7)
+        tname = text_or(<const char *>sqlite3_column_text(stmt, 8), "?")
+        if bi < 0 or bj < 0 or bi >= grid_rows or bj >= grid_cols:
+            br = bc = 0
+        else:
+            br = min(info.block_rows, info.rows - bi * info.block_rows)
+            bc = min(info.block_cols, info.cols - bj * info.block_cols)
+        rc = check_residual(store, tname, info.id, bi, bj, kind, param, br, bc, nbytes, err)
+        if rc != SQLITE_OK:
+            break
+        if dtype == NULL or strcmp(dtype, "float32") != 0 or info.itemsize != 4:
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor '%s' (id %lld) is %s "
+                                     "but has a residual at tile (%lld, %lld); residuals apply "
+                                     "to float32 tensors only", store, tname, info.id,
+                                     text_or(dtype, "of no dtype"), bi, bj)
+            rc = SQLITE_CORRUPT
+            break
+        if nbytes > cap:
+            sqlite3_free(buf)
+            buf = <unsigned char *>sqlite3_malloc64(nbytes)
+            if buf == NULL:
+                rc = SQLITE_NOMEM
+                break
+            cap = nbytes
+        rc = pr_read_slot(reader, page_id, slot, buf, nbytes, err)
+        if rc != SQLITE_OK:
+            break
+        residual_add(<int>kind, <int>param, buf, br, bc,
+                     <float *>(out + (bi * info.block_rows * info.cols + bj * info.block_cols) * 4),
+                     info.cols)
+    sqlite3_finalize(stmt)
+    sqlite3_free(buf)
+    return rc

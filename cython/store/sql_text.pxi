@@ -8,9 +8,11 @@
 cdef extern from *:
     """
     /* Shadow tables of a store, "<store>_<part>". xShadowName is derived from this list,
-    ** and docs/architecture.md describes each; keep the three in step. */
+    ** and docs/architecture.md describes each; keep the three in step. (SQLite asks
+    ** xShadowName only about the text after a table name's last '_', so "dedup_log" is
+    ** listed but never matched: defensive mode does not guard <store>_dedup_log.) */
     static const char *const st_shadow_parts[] = {
-        "config", "models", "tensors", "blocks", "pages", "map", 0
+        "config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup_log", 0
     };
     """
     const char *const st_shadow_parts[]
@@ -79,4 +81,27 @@ cdef int exec_store_sql(sqlite3 *db, const char *tmpl, const char *schema,
         return SQLITE_NOMEM
     cdef int rc = sqlite3_exec(db, sql, NULL, NULL, err)
     sqlite3_free(sql)
+    return rc
+
+
+cdef int store_has_residuals(sqlite3 *db, const char *schema, const char *store,
+                             int *has, char **err) noexcept nogil:
+    """Set has to whether the store has a <store>_residuals table. Stores created before
+    residuals existed lack it (Python's Store adds it when it opens a writable store);
+    for every reader a missing table means "no residuals", never an error."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef char *sql = sqlite3_mprintf(
+        "SELECT 1 FROM \"%w\".sqlite_master WHERE type = 'table'"
+        " AND name = '%q_residuals' COLLATE NOCASE", schema, store)
+    if sql == NULL:
+        return SQLITE_NOMEM
+    cdef int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)
+    sqlite3_free(sql)
+    if rc == SQLITE_OK:
+        rc = sqlite3_step(stmt)
+        has[0] = rc == SQLITE_ROW
+        rc = SQLITE_OK if rc == SQLITE_ROW or rc == SQLITE_DONE else rc
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+    sqlite3_finalize(stmt)
     return rc

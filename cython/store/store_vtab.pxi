@@ -17,6 +17,9 @@
 # <store>_tensors; `data` assembles the tensor from its blocks (page_reader.pxi). Writes go
 # through the Python API (sqlite_tensor.Store), which fills the shadow tables; the table
 # itself is read-only. The shadow tables are listed in sql_text.pxi (st_shadow_parts).
+# <store>_residuals and <store>_dedup_log came later: stores created before them lack
+# both, and every reader treats a missing residuals table as "no residuals"
+# (store_has_residuals in sql_text.pxi).
 
 cdef extern from *:
     """
@@ -109,6 +112,14 @@ cdef int store_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
         " block_col INTEGER NOT NULL, block_id INTEGER NOT NULL,"
         " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
         "CREATE INDEX {map_by_block} ON {.map}(block_id);"
+        "CREATE TABLE {residuals}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
+        " block_col INTEGER NOT NULL, kind INTEGER NOT NULL, param INTEGER NOT NULL,"
+        " page_id INTEGER NOT NULL, slot INTEGER NOT NULL, nbytes INTEGER NOT NULL,"
+        " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
+        "CREATE INDEX {residuals_by_page} ON {.residuals}(page_id, slot);"
+        "CREATE TABLE {dedup_log}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
+        " block_col INTEGER NOT NULL, source_hash BLOB NOT NULL, outcome INTEGER NOT NULL,"
+        " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
     )
     names[0] = "block_rows"; opts[0] = ST_DEFAULT_BLOCK_ROWS; limits[0] = ST_MAX_BLOCK_DIM
     names[1] = "block_cols"; opts[1] = ST_DEFAULT_BLOCK_COLS; limits[1] = ST_MAX_BLOCK_DIM
@@ -211,6 +222,7 @@ cdef int store_destroy(sqlite3_vtab *vtab) noexcept nogil:
     cdef StoreVtab *v = <StoreVtab *>vtab
     cdef char *err = NULL
     cdef const char *drop = (
+        "DROP TABLE IF EXISTS {dedup_log}; DROP TABLE IF EXISTS {residuals};"
         "DROP TABLE IF EXISTS {map}; DROP TABLE IF EXISTS {blocks}; DROP TABLE IF EXISTS {pages};"
         "DROP TABLE IF EXISTS {tensors}; DROP TABLE IF EXISTS {models}; DROP TABLE IF EXISTS {config};"
     )
