@@ -5,7 +5,7 @@ xShadowName (cython/store/sql_text.pxi, st_shadow_parts); keep the three lists i
 """
 from __future__ import annotations
 
-PARTS = ("config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup_log")
+PARTS = ("config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup")
 
 
 def quote(identifier: str) -> str:

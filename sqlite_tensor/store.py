@@ -39,7 +39,7 @@ RESIDUAL_TABLES = (
     " block_col INTEGER NOT NULL, kind INTEGER NOT NULL, param INTEGER NOT NULL,"
     " page_id INTEGER NOT NULL, slot INTEGER NOT NULL, nbytes INTEGER NOT NULL,"
     " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS {dedup_log}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS {dedup}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
     " block_col INTEGER NOT NULL, source_hash BLOB NOT NULL, outcome INTEGER NOT NULL,"
     " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;")
 
@@ -119,10 +119,10 @@ class Store:
         self.page_blocks = config["page_blocks"]
         if not self.conn.readonly("main") and self.conn.execute(
                 "SELECT count(*) FROM sqlite_schema WHERE name IN (?, ?)",
-                (f"{self.name}_residuals", f"{self.name}_dedup_log")).get != 2:
+                (f"{self.name}_residuals", f"{self.name}_dedup")).get != 2:
             with self._writing():   # a store from before approximate dedup
                 self.conn.execute(RESIDUAL_TABLES.format(residuals=self._t.residuals,
-                                                         dedup_log=self._t.dedup_log))
+                                                         dedup=self._t.dedup))
         if not {"uid", "generation"} <= config.keys() and not self.conn.readonly("main"):
             # Written before stores had them: without them the buffer pool cannot tell when
             # the store changes and reads its pages afresh for every use.
@@ -222,7 +222,7 @@ class Store:
         residual_pages = {p for (p,) in self.conn.execute(
             f"SELECT DISTINCT r.page_id FROM {t.residuals} r JOIN {t.tensors} tt"
             " ON tt.id = r.tensor_id WHERE tt.model_id = ?", (model_id,))}
-        for table in (t.residuals, t.dedup_log):
+        for table in (t.residuals, t.dedup):
             self.conn.execute(f"DELETE FROM {table} WHERE tensor_id IN"
                               f" (SELECT id FROM {t.tensors} WHERE model_id = ?)", (model_id,))
         uses = self.conn.execute(
@@ -329,7 +329,7 @@ class Store:
             decided = {(tname, bi, bj): (tid, block, digest, outcome)
                        for tname, tid, bi, bj, block, digest, outcome in self.conn.execute(
                            f"SELECT tt.name, d.tensor_id, d.block_row, d.block_col, m.block_id,"
-                           f" d.source_hash, d.outcome FROM {t.dedup_log} d"
+                           f" d.source_hash, d.outcome FROM {t.dedup} d"
                            f" JOIN {t.tensors} tt ON tt.id = d.tensor_id JOIN {t.map} m"
                            " ON m.tensor_id = d.tensor_id AND m.block_row = d.block_row"
                            " AND m.block_col = d.block_col WHERE tt.model_id = ?", (old_id,))}
@@ -377,7 +377,7 @@ class Store:
                               [(n, b) for b, n in refs.items()])
         self.conn.executemany(f"UPDATE {t.residuals} SET tensor_id = ? WHERE tensor_id = ?"
                               " AND block_row = ? AND block_col = ?", residuals)
-        self.conn.executemany(f"INSERT INTO {t.dedup_log}(tensor_id, block_row, block_col,"
+        self.conn.executemany(f"INSERT INTO {t.dedup}(tensor_id, block_row, block_col,"
                               " source_hash, outcome) VALUES (?, ?, ?, ?, ?)", logs)
 
     def dedup(self, models=None, *, validator=None, max_drop=None, residuals: bool = True,

@@ -69,7 +69,7 @@ def closeness(originals):
 def dump(store):
     """Everything in the store's shadow tables, for byte-identical comparisons."""
     out = {}
-    for part in ("config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup_log"):
+    for part in ("config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup"):
         out[part] = store.conn.execute(f'SELECT * FROM "{store.name}_{part}" ORDER BY 1, 2').fetchall()
     return out
 

@@ -516,12 +516,12 @@ def test_store_without_residual_tables_still_works(db_path, rng):
         page_stats = store.page_stats()
         with writing(store.conn):
             store.conn.execute("DROP TABLE tensors_residuals")
-            store.conn.execute("DROP TABLE tensors_dedup_log")
+            store.conn.execute("DROP TABLE tensors_dedup")
     # a read-only connection: nothing can add the tables back
     with closing(apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)) as conn:
         sqlite_tensor.load(conn)
         assert conn.execute("SELECT count(*) FROM sqlite_schema WHERE name LIKE '%residuals'"
-                            " OR name LIKE '%dedup_log'").get == 0
+                            " OR name LIKE '%dedup'").get == 0
         store = sqlite_tensor.Store(conn)
         x = rng.standard_normal((3, 11)).astype(np.float32)
         assert_matches(store.predict("m", x), layers, {"w": w}, x)
@@ -537,15 +537,15 @@ def test_store_without_residual_tables_still_works(db_path, rng):
 def test_new_stores_have_both_tables_declared_shadow(memdb):
     memdb.execute("CREATE VIRTUAL TABLE s USING tensor_store")
     names = {n for (n,) in memdb.execute("SELECT name FROM sqlite_schema")}
-    assert {"s_residuals", "s_dedup_log", "s_residuals_by_page"} <= names
+    assert {"s_residuals", "s_dedup", "s_residuals_by_page"} <= names
     cols = [r[1] for r in memdb.execute("PRAGMA table_info(s_residuals)")]
     assert cols == ["tensor_id", "block_row", "block_col", "kind", "param", "page_id", "slot", "nbytes"]
-    cols = [r[1] for r in memdb.execute("PRAGMA table_info(s_dedup_log)")]
+    cols = [r[1] for r in memdb.execute("PRAGMA table_info(s_dedup)")]
     assert cols == ["tensor_id", "block_row", "block_col", "source_hash", "outcome"]
     memdb.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
     with pytest.raises(apsw.SQLError, match="s_residuals may not be modified"):
         memdb.execute("DELETE FROM s_residuals")
-    # (s_dedup_log is listed too, but SQLite asks xShadowName only about the text after a
-    # table name's last "_", "log" of a table "s_dedup": it is not protected as a shadow.)
+    with pytest.raises(apsw.SQLError, match="s_dedup may not be modified"):
+        memdb.execute("DELETE FROM s_dedup")
     memdb.execute("DROP TABLE s")
     assert memdb.execute("SELECT count(*) FROM sqlite_schema").get == 0

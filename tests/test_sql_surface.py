@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import sqlite_tensor
+from sqlite_tensor.schema import PARTS
 from sqlite_tensor import _engine
 from sqlite_tensor.families import text_classifier_family
 from conftest import random_array
@@ -239,8 +240,7 @@ def test_drop_table_removes_the_shadow_tables(store, rng):
     store.add_model("m", {"w": random_array(rng, (6, 6), np.float32)})
     conn.execute("CREATE TABLE unrelated(x)")
     names = {n for (n,) in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
-    assert names == {"tensors", "unrelated"} | {f"tensors_{p}" for p in
-                                                 ("config", "models", "tensors", "blocks", "pages", "map")}
+    assert names == {"tensors", "unrelated"} | {f"tensors_{p}" for p in PARTS}
     conn.execute("DROP TABLE tensors")
     assert [n for (n,) in conn.execute("SELECT name FROM sqlite_schema")] == ["unrelated"]
     with pytest.raises(apsw.SQLError, match="no tensor store named 'tensors'"):

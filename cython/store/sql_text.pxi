@@ -8,11 +8,10 @@
 cdef extern from *:
     """
     /* Shadow tables of a store, "<store>_<part>". xShadowName is derived from this list,
-    ** and docs/architecture.md describes each; keep the three in step. (SQLite asks
-    ** xShadowName only about the text after a table name's last '_', so "dedup_log" is
-    ** listed but never matched: defensive mode does not guard <store>_dedup_log.) */
+    ** and docs/architecture.md describes each; keep the three in step. SQLite asks
+    ** xShadowName about the text after a table name's last '_': no part may hold one. */
     static const char *const st_shadow_parts[] = {
-        "config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup_log", 0
+        "config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup", 0
     };
     """
     const char *const st_shadow_parts[]

@@ -17,7 +17,7 @@
 # <store>_tensors; `data` assembles the tensor from its blocks (page_reader.pxi). Writes go
 # through the Python API (sqlite_tensor.Store), which fills the shadow tables; the table
 # itself is read-only. The shadow tables are listed in sql_text.pxi (st_shadow_parts).
-# <store>_residuals and <store>_dedup_log came later: stores created before them lack
+# <store>_residuals and <store>_dedup came later: stores created before them lack
 # both, and every reader treats a missing residuals table as "no residuals"
 # (store_has_residuals in sql_text.pxi).
 
@@ -117,7 +117,7 @@ cdef int store_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
         " page_id INTEGER NOT NULL, slot INTEGER NOT NULL, nbytes INTEGER NOT NULL,"
         " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
         "CREATE INDEX {residuals_by_page} ON {.residuals}(page_id, slot);"
-        "CREATE TABLE {dedup_log}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
+        "CREATE TABLE {dedup}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
         " block_col INTEGER NOT NULL, source_hash BLOB NOT NULL, outcome INTEGER NOT NULL,"
         " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
     )
@@ -222,7 +222,7 @@ cdef int store_destroy(sqlite3_vtab *vtab) noexcept nogil:
     cdef StoreVtab *v = <StoreVtab *>vtab
     cdef char *err = NULL
     cdef const char *drop = (
-        "DROP TABLE IF EXISTS {dedup_log}; DROP TABLE IF EXISTS {residuals};"
+        "DROP TABLE IF EXISTS {dedup}; DROP TABLE IF EXISTS {residuals};"
         "DROP TABLE IF EXISTS {map}; DROP TABLE IF EXISTS {blocks}; DROP TABLE IF EXISTS {pages};"
         "DROP TABLE IF EXISTS {tensors}; DROP TABLE IF EXISTS {models}; DROP TABLE IF EXISTS {config};"
     )

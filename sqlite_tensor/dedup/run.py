@@ -18,7 +18,7 @@ blocks of the models added before it (so variants come to point at their base):
    payloads are laid out in full residual pages.
 
 The whole run is one transaction: an error anywhere (a validator that raises, say) leaves
-the store exactly as it was. Each examined entry is logged in ``<store>_dedup_log`` with
+the store exactly as it was. Each examined entry is logged in ``<store>_dedup`` with
 the hash its block had, so a later run (after :meth:`Store.update_model` say) examines only
 entries it has not seen.
 """
@@ -41,7 +41,7 @@ from .lsh import LSHOptions, lsh_pairs
 from .minhash import MinHashOptions, minhash_pairs
 from .validators import score
 
-# outcomes logged in <store>_dedup_log
+# outcomes logged in <store>_dedup
 KEPT, SUBSTITUTED, RESIDUAL, UNDONE = 0, 1, 2, 3
 SEARCHES = ("lsh", "minhash", "exhaustive")
 DEFAULT_TOLERANCE = 0.05
@@ -254,7 +254,7 @@ def _targets(store, model_id: int, reexamine: bool):
     """The model's blocks to examine, and every block's tile extent (rows, cols)."""
     t = store._t
     seen = "" if reexamine else (
-        f" AND NOT EXISTS (SELECT 1 FROM {t.dedup_log} d WHERE d.tensor_id = m.tensor_id"
+        f" AND NOT EXISTS (SELECT 1 FROM {t.dedup} d WHERE d.tensor_id = m.tensor_id"
         " AND d.block_row = m.block_row AND d.block_col = m.block_col)")
     rows = store.conn.execute(
         f"SELECT m.block_id, m.tensor_id, m.block_row, m.block_col, tt.rows, tt.cols, b.hash,"
@@ -516,6 +516,6 @@ def free_dead_blocks(store) -> int:
 
 def _log(store, items: list[_Item], outcome: int) -> None:
     store.conn.executemany(
-        f"INSERT OR REPLACE INTO {store._t.dedup_log}(tensor_id, block_row, block_col,"
+        f"INSERT OR REPLACE INTO {store._t.dedup}(tensor_id, block_row, block_col,"
         " source_hash, outcome) VALUES (?, ?, ?, ?, ?)",
         [(tid, bi, bj, it.digest, outcome) for it in items for tid, bi, bj in it.entries])
