@@ -511,29 +511,47 @@ cdef inline sqlite3_int64 tile_cols(const Weight *w, sqlite3_int64 bj, sqlite3_i
 
 
 cdef int embed_add(TileCursor *c, Layer *L, int64_t row, float scale, float *dst,
-                   char **err) noexcept nogil:
-    """dst[0:dim] += scale * W[row] (one row, read from the tiles of its block row)."""
+                   float **effective, char **err) noexcept nogil:
+    """dst[0:dim] += scale * W[row] (one row, read from the tiles of its block row).
+
+    effective: NULL, or one slot per tile for tiles with a residual built whole (tile +
+    residual, float32) the first time a row of theirs is read, so that a large input
+    pays for each residual once per tile instead of once per id."""
     cdef Weight *w = &L.weight
     cdef sqlite3_int64 R = c.plan.block_rows, C = c.plan.block_cols
     cdef sqlite3_int64 bi = row // R, r = row % R, br, bc, bj, k
     cdef const unsigned char *tile
     cdef const unsigned char *res
+    cdef const float *src
     cdef int rc
     br = min(R, w.rows - bi * R)
     for bj in range(w.grid_c):
         bc = min(C, w.cols - bj * C)
-        rc = cursor_tile(c, w, bi, bj, br, bc, &tile, err)
-        if rc != SQLITE_OK:
-            return rc
-        widen(tile + r * bc * w.itemsize, w.dtype, bc, c.scratch)
-        if has_residual(w, bi * w.grid_c + bj):
-            rc = cursor_residual(c, w, bi * w.grid_c + bj, br, bc, &res, err)
+        k = bi * w.grid_c + bj
+        if effective != NULL and has_residual(w, k) and effective[k] != NULL:
+            src = effective[k] + r * bc
+        else:
+            rc = cursor_tile(c, w, bi, bj, br, bc, &tile, err)
             if rc != SQLITE_OK:
                 return rc
-            residual_row_add(w.res_kind[bi * w.grid_c + bj], w.res_param[bi * w.grid_c + bj],
-                             res, br, bc, r, c.scratch)
+            if has_residual(w, k):
+                rc = cursor_residual(c, w, k, br, bc, &res, err)
+                if rc != SQLITE_OK:
+                    return rc
+            if effective != NULL and has_residual(w, k):
+                effective[k] = <float *>malloc(br * bc * sizeof(float))
+                if effective[k] == NULL:
+                    return SQLITE_NOMEM
+                widen(tile, w.dtype, br * bc, effective[k])
+                residual_add(w.res_kind[k], w.res_param[k], res, br, bc, effective[k], bc)
+                src = effective[k] + r * bc
+            else:
+                widen(tile + r * bc * w.itemsize, w.dtype, bc, c.scratch)
+                if has_residual(w, k):
+                    residual_row_add(w.res_kind[k], w.res_param[k], res, br, bc, r, c.scratch)
+                src = c.scratch
         for k in range(bc):
-            dst[bj * C + k] += scale * c.scratch[k]
+            dst[bj * C + k] += scale * src[k]
     return SQLITE_OK
 
 
@@ -546,26 +564,39 @@ cdef int check_id(Layer *L, int64_t id, sqlite3_int64 at, char **err) noexcept n
 
 
 cdef int embedding(TileCursor *c, Layer *L, const Input *inp, float *Y, char **err) noexcept nogil:
-    cdef sqlite3_int64 b, j, n
-    cdef int rc
+    cdef Weight *w = &L.weight
+    cdef sqlite3_int64 b, j, n, k
+    cdef sqlite3_int64 ids = inp.batch if L.op == OP_EMBEDDING else inp.offsets[inp.batch]
+    cdef int rc = SQLITE_OK
+    cdef float **effective = NULL
+    # With at least a tile's rows of ids, building a residual tile whole costs no more
+    # than the ids' rows would each cost to correct.
+    if w.res_kind != NULL and ids >= c.plan.block_rows:
+        effective = <float **>calloc(w.grid_r * w.grid_c, sizeof(float *))
+        if effective == NULL:
+            return SQLITE_NOMEM
     memset(Y, 0, inp.batch * L.n_out * sizeof(float))
-    for b in range(inp.batch):
+    b = 0
+    while rc == SQLITE_OK and b < inp.batch:
         if L.op == OP_EMBEDDING:
             rc = check_id(L, inp.ids[b], b, err)
             if rc == SQLITE_OK:
-                rc = embed_add(c, L, inp.ids[b], 1.0, Y + b * L.n_out, err)
-            if rc != SQLITE_OK:
-                return rc
-            continue
-        n = inp.offsets[b + 1] - inp.offsets[b]
-        for j in range(inp.offsets[b], inp.offsets[b + 1]):
-            rc = check_id(L, inp.ids[j], b, err)
-            if rc == SQLITE_OK:
-                rc = embed_add(c, L, inp.ids[j], (1.0 / n) if L.bag_mean else 1.0,
-                               Y + b * L.n_out, err)
-            if rc != SQLITE_OK:
-                return rc
-    return SQLITE_OK
+                rc = embed_add(c, L, inp.ids[b], 1.0, Y + b * L.n_out, effective, err)
+        else:
+            n = inp.offsets[b + 1] - inp.offsets[b]
+            j = inp.offsets[b]
+            while rc == SQLITE_OK and j < inp.offsets[b + 1]:
+                rc = check_id(L, inp.ids[j], b, err)
+                if rc == SQLITE_OK:
+                    rc = embed_add(c, L, inp.ids[j], (1.0 / n) if L.bag_mean else 1.0,
+                                   Y + b * L.n_out, effective, err)
+                j += 1
+        b += 1
+    if effective != NULL:
+        for k in range(w.grid_r * w.grid_c):
+            free(effective[k])
+        free(effective)
+    return rc
 
 
 cdef void activate(int act, float *Y, sqlite3_int64 B, sqlite3_int64 n) noexcept nogil:

@@ -1,0 +1,62 @@
+"""Approximate dedup on the trained family (sqlite_tensor.trained: a base text classifier
+and four variants fine-tuned on related tasks), every method side by side
+(sqlite_tensor.dedup.compare; `python -m sqlite_tensor.dedup` prints the same as a table).
+
+Targets: with residuals at least 4x fewer physical bytes than the models stored
+separately; at most 1.0 point of test accuracy lost on every model; LSH search at least
+10x faster than exhaustive with at least 90 % of its savings; inference on the
+deduplicated family at most 1.2x the time of the exact one, pages cached.
+"""
+from sqlite_tensor.dedup.compare import METHODS, MethodResult, compare
+from sqlite_tensor.trained import fine_tuned_family
+
+
+class Family:
+    params = [list(METHODS)]
+    param_names = ["method"]
+    timeout = 1200
+
+    def setup_cache(self):
+        results = compare(fine_tuned_family(4))
+        figures = {}
+        for method, r in results.items():
+            if isinstance(r, MethodResult):
+                figures[method] = {"ratio": r.ratio, "worst_drop": 100 * r.worst_drop,
+                                   "search_seconds": r.search_seconds,
+                                   "physical": r.physical_bytes}
+        figures["inference_ratio"] = results["inference_ratio"]
+        return figures
+
+    def track_times_fewer_bytes(self, figures, method):
+        return figures[method]["ratio"]
+
+    track_times_fewer_bytes.unit = "logical / physical"
+
+    def track_worst_accuracy_drop(self, figures, method):
+        return figures[method]["worst_drop"]
+
+    track_worst_accuracy_drop.unit = "points (test set)"
+
+    def track_search_speedup_over_exhaustive(self, figures, method):
+        kind = method.split(",")[0]
+        exhaustive = figures.get(f"{kind}, exhaustive")
+        if method == "exact" or exhaustive is None or not figures[method]["search_seconds"]:
+            return float("nan")
+        return exhaustive["search_seconds"] / figures[method]["search_seconds"]
+
+    track_search_speedup_over_exhaustive.unit = "exhaustive time / time"
+
+    def track_savings_vs_exhaustive(self, figures, method):
+        kind = method.split(",")[0]
+        exhaustive = figures.get(f"{kind}, exhaustive")
+        exact = figures["exact"]["physical"]   # what exact dedup alone leaves
+        if method == "exact" or exhaustive is None or exhaustive["physical"] == exact:
+            return float("nan")
+        return (exact - figures[method]["physical"]) / (exact - exhaustive["physical"])
+
+    track_savings_vs_exhaustive.unit = "bytes saved beyond exact / exhaustive's"
+
+    def track_inference_time_vs_exact(self, figures, method):
+        return figures["inference_ratio"] if method == "residual, lsh" else float("nan")
+
+    track_inference_time_vs_exact.unit = "time / exact store's"
