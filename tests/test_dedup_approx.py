@@ -86,8 +86,9 @@ def test_every_model_stays_within_budget(tmp_path, use_residuals):
     models = family(4)
     store = make_store(tmp_path, models)
     validate = closeness(models)
+    # exhaustive: every far block is a candidate too, so the budget binds
     report = store.dedup(validator=validate, max_drop=0.03, residuals=use_residuals,
-                         tolerance=0.6, check_every=8)
+                         tolerance=0.6, check_every=8, search="exhaustive")
     assert store.verify() == []
     for r in report.models:
         after = validate(store, r.model)
@@ -123,7 +124,7 @@ def test_stop_ends_the_model_at_the_first_step_past_the_budget(tmp_path):
         return closeness(models)(store_, model)
 
     report = store.dedup(validator=validate, max_drop=0.01, residuals=False, tolerance=0.5,
-                         on_exceed="stop", check_every=4)
+                         on_exceed="stop", check_every=4, search="exhaustive")
     r = report["v1"]
     assert r.stopped
     assert r.undone == 4 or r.undone == r.examined - r.replaced

@@ -29,6 +29,9 @@ METHODS = {
     "residual, exhaustive": {"residuals": True, "search": "exhaustive"},
 }
 STORE_OPTIONS = {"block_rows": 64, "block_cols": 64, "page_blocks": 4}
+# The guard's budget on the validation sets: a quarter point below the 1.0 point allowed on
+# held-out data, a margin for the sampling noise of 2,000-document sets.
+MAX_DROP = 0.0075
 
 
 @dataclass
@@ -65,7 +68,7 @@ def load_family(path, family, store_options=STORE_OPTIONS):
     return store
 
 
-def run_method(path, family, method: str, *, max_drop=0.01, store_options=STORE_OPTIONS,
+def run_method(path, family, method: str, *, max_drop=MAX_DROP, store_options=STORE_OPTIONS,
                **options) -> tuple[MethodResult, object]:
     """One method on a fresh store; the result and the store (still open)."""
     store = load_family(path, family, store_options)
@@ -106,7 +109,7 @@ def inference_ratio(deduped, exact, family, repeats: int = 15) -> float:
     return statistics.median(ratios)
 
 
-def compare(family, methods=tuple(METHODS), *, max_drop=0.01, directory=None, **options):
+def compare(family, methods=tuple(METHODS), *, max_drop=MAX_DROP, directory=None, **options):
     """Every method on the family; {method: MethodResult}, plus the inference ratio of
     "residual, lsh" over exact (key "inference_ratio") when both ran."""
     out = {}

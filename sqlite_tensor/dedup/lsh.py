@@ -7,11 +7,12 @@ of blocks. Blocks are hashed as unit vectors: the test a candidate must pass bou
 difference relative to the block's norm, so directions must be close whatever the scale
 of the tensor, and one bucket width serves every tensor.
 
-Every search here returns (target index, reference index) pairs; the caller measures the
-true distance of each pair and keeps the nearest (see sqlite_tensor.dedup.run).
+Candidates are (target index, reference index) pairs; search.py measures the true
+distance of each pair and keeps the nearest.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,8 +25,8 @@ class LSHOptions:
     """p-stable LSH parameters. Defaults measured on trained families
     (asv_bench/benchmarks/bench_dedup.py; docs/dedup.md)."""
 
-    bands: int = 16
-    hashes_per_band: int = 4
+    bands: int = 4
+    hashes_per_band: int = 8
     bucket_width: float = 0.6    # r, for blocks scaled to unit norm
     seed: int = 0
 
@@ -38,35 +39,28 @@ class LSHOptions:
             raise ValueError(f"bucket_width must be a positive number, got {self.bucket_width!r}")
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit norm (zero rows stay zero)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1).astype(x.dtype)
-
-
-def band_keys(x: np.ndarray, options: LSHOptions) -> np.ndarray:
-    """(n, bands) uint64 band keys of the rows of x (n x dim, float32)."""
-    n, dim = x.shape
+@functools.lru_cache(maxsize=16)
+def _projections(dim: int, options: LSHOptions) -> tuple[np.ndarray, np.ndarray]:
+    """The run's hash functions: a (dim x bands*hashes) ~ N(0, 1) and offsets b ~ U[0, r)."""
     k = options.bands * options.hashes_per_band
     rng = np.random.default_rng(options.seed)
     a = rng.standard_normal((dim, k), dtype=np.float32)
     b = rng.uniform(0, options.bucket_width, k).astype(np.float32)
-    h = np.floor((unit_rows(x) @ a + b) / np.float32(options.bucket_width)).astype(np.int64)
+    return a, b
+
+
+def band_keys(x: np.ndarray, options: LSHOptions) -> np.ndarray:
+    """(n, bands) uint64 band keys of the rows of x (n x dim, float32), hashed as unit vectors."""
+    n, dim = x.shape
+    a, b = _projections(dim, options)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    projected = (x @ a) / np.where(norms > 0, norms, 1).astype(np.float32)[:, None]  # = unit(x) @ a
+    h = np.floor((projected + b) / np.float32(options.bucket_width)).astype(np.int64)
     h = h.reshape(n, options.bands, options.hashes_per_band).view(np.uint64)
     keys = np.zeros((n, options.bands), np.uint64)
     for j in range(options.hashes_per_band):   # a polynomial in the hashes, wrapping mod 2**64
         keys = keys * _KEY_MIX + h[:, :, j]
     return keys
-
-
-def lsh_pairs(targets: np.ndarray, refs: np.ndarray,
-              options: LSHOptions = LSHOptions()) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i, j) where target i and reference j agree in at least one band."""
-    if not len(targets) or not len(refs):
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    kt = band_keys(targets, options)
-    kr = band_keys(refs, options)
-    return colliding_pairs(kt, kr)
 
 
 def colliding_pairs(kt: np.ndarray, kr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

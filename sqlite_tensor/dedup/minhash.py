@@ -4,16 +4,15 @@ A block becomes the set of (position, value bin) pairs of its elements; two bloc
 Jaccard similarity is then about the share of positions whose values fall in the same
 bin. MinHash estimates it: ``bands`` x ``rows_per_band`` hash functions, each keeping the
 minimum hash over the set, and a band key agreeing means a candidate. Bins are
-``bin_width`` times the root-mean-square value of the blocks searched, so one setting
-serves tensors of every scale. Used by the benchmarks beside p-stable LSH.
+``bin_width`` times the block's own root-mean-square value, so one setting serves tensors
+of every scale (and a block's keys depend on it alone). Used by the benchmarks beside
+p-stable LSH.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-
-from .lsh import colliding_pairs
 
 _MUL = np.uint64(0xBF58476D1CE4E5B9)
 _MIX = np.uint64(0x94D049BB133111EB)
@@ -34,10 +33,12 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def signatures(x: np.ndarray, width: float, options: MinHashOptions) -> np.ndarray:
+def band_keys(x: np.ndarray, options: MinHashOptions) -> np.ndarray:
     """(n, bands) band keys of the rows of x."""
     n, dim = x.shape
-    bins = np.floor(x / np.float32(width)).astype(np.int64)
+    rms = np.sqrt(np.mean(np.square(x, dtype=np.float64), axis=1, keepdims=True))
+    width = options.bin_width * np.where(rms > 0, rms, 1.0)
+    bins = np.floor(x / width).astype(np.int64)
     elements = (np.arange(dim, dtype=np.int64) << np.int64(32)) ^ (bins & np.int64(0xFFFFFFFF))
     elements = elements.view(np.uint64)
     seeds = np.random.default_rng(options.seed).integers(
@@ -50,13 +51,3 @@ def signatures(x: np.ndarray, width: float, options: MinHashOptions) -> np.ndarr
     for j in range(options.rows_per_band):
         keys = _mix(keys ^ mins[:, :, j])
     return keys
-
-
-def minhash_pairs(targets: np.ndarray, refs: np.ndarray,
-                  options: MinHashOptions = MinHashOptions()) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i, j) where target i and reference j agree in at least one MinHash band."""
-    if not len(targets) or not len(refs):
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    rms = float(np.sqrt(np.mean(np.square(refs, dtype=np.float64))))
-    width = options.bin_width * (rms if rms > 0 else 1.0)
-    return colliding_pairs(signatures(targets, width, options), signatures(refs, width, options))

@@ -35,16 +35,16 @@ import numpy as np
 from .. import pages
 from ..errors import TensorStoreError
 from . import encoding
-from .exhaustive import nearest_pairs
 from .importance import examination_order
-from .lsh import LSHOptions, lsh_pairs
-from .minhash import MinHashOptions, minhash_pairs
+from .lsh import LSHOptions
+from .minhash import MinHashOptions
+from .search import CandidateSearch
 from .validators import score
 
 # outcomes logged in <store>_dedup
 KEPT, SUBSTITUTED, RESIDUAL, UNDONE = 0, 1, 2, 3
 SEARCHES = ("lsh", "minhash", "exhaustive")
-DEFAULT_TOLERANCE = 0.05
+DEFAULT_TOLERANCE = 0.03
 DEFAULT_CHECK_EVERY = 32
 
 
@@ -143,10 +143,11 @@ def dedup(store, models=None, *, validator=None, max_drop=None, residuals=True,
         for m in names:
             reports[m].score_before = reports[m].score_after = score(validator, store, m)
             reports[m].validations += 1
+    searcher = CandidateSearch(search, options)
     with store._writing():
         for m in names:
-            _dedup_model(store, reports[m], validator, max_drop, residuals, tolerance, search,
-                         options, check_every, on_exceed, reexamine, _progress(progress))
+            _dedup_model(store, reports[m], validator, max_drop, residuals, tolerance, searcher,
+                         check_every, on_exceed, reexamine, _progress(progress))
             report.models.append(reports[m])
     report.physical_bytes_after = store.stats()["physical_bytes"]
     report.seconds = time.perf_counter() - started
@@ -217,7 +218,7 @@ def _progress(progress):
 # -- one model ------------------------------------------------------------------------------
 
 def _dedup_model(store, report: ModelReport, validator, max_drop, residuals_allowed,
-                 tolerance, search, options, check_every, on_exceed, reexamine, progress):
+                 tolerance, searcher, check_every, on_exceed, reexamine, progress):
     started = time.perf_counter()
     conn, t = store.conn, store._t
     model_id = store._model_id(report.model)
@@ -228,9 +229,9 @@ def _dedup_model(store, report: ModelReport, validator, max_drop, residuals_allo
         report.seconds = time.perf_counter() - started
         return
     if refs and tolerance > 0:
-        search_started = time.perf_counter()
-        _match(store, items, extents, refs, search, options)
-        report.search_seconds = time.perf_counter() - search_started
+        before = searcher.seconds
+        _match(store, items, extents, refs, searcher)
+        report.search_seconds = searcher.seconds - before
         _decide(store, items, extents, tolerance, residuals_allowed)
     todo = [it for it in items if it.outcome is not None and it.outcome.kind != encoding.KEEP]
     kept = [it for it in items if it.outcome is None or it.outcome.kind == encoding.KEEP]
@@ -319,7 +320,7 @@ def _read_tiles(store, extents: dict[int, tuple[int, int]]) -> dict[int, np.ndar
     return out
 
 
-def _match(store, items: list[_Item], extents, refs, search: str, options) -> None:
+def _match(store, items: list[_Item], extents, refs, searcher: CandidateSearch) -> None:
     """Set each item's ref to its nearest candidate reference of the same tile extent."""
     groups = defaultdict(list)
     for it in items:
@@ -331,31 +332,14 @@ def _match(store, items: list[_Item], extents, refs, search: str, options) -> No
         ref_ids = ref_groups.get(ext)
         if not ref_ids:
             continue
-        tiles = _read_tiles(store, {**{it.block_id: ext for it in group}, **{b: ext for b in ref_ids}})
-        x = np.stack([tiles[it.block_id].ravel() for it in group])
-        r = np.stack([tiles[b].ravel() for b in ref_ids])
-        if search == "exhaustive":
-            ti, ri = nearest_pairs(x, r)
-        else:
-            ti, ri = (lsh_pairs if search == "lsh" else minhash_pairs)(x, r, options)
-            ti, ri = _nearest_of_pairs(x, r, ti, ri)
-        for i, j in zip(ti, ri):
-            group[i].ref = ref_ids[j]
 
+        def load(ids, ext=ext):
+            tiles = _read_tiles(store, {b: ext for b in ids})
+            return np.stack([tiles[b].ravel() for b in ids])
 
-def _nearest_of_pairs(x, r, ti, ri):
-    """Among candidate pairs keep, for each target, the reference at the least distance."""
-    if not len(ti):
-        return ti, ri
-    d = np.empty(len(ti), np.float64)
-    for s in range(0, len(ti), 4096):
-        a, b = x[ti[s:s + 4096]], r[ri[s:s + 4096]]
-        d[s:s + 4096] = np.einsum("ij,ij->i", a - b, a - b)
-    order = np.lexsort((d, ti))
-    ti, ri = ti[order], ri[order]
-    first = np.ones(len(ti), bool)
-    first[1:] = ti[1:] != ti[:-1]
-    return ti[first], ri[first]
+        ids = [it.block_id for it in group]
+        for it, ref in zip(group, searcher.nearest(ids, load(ids), ref_ids, load)):
+            it.ref = ref or 0
 
 
 def _decide(store, items, extents, tolerance, residuals_allowed) -> None:
