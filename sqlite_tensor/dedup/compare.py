@@ -113,6 +113,8 @@ def compare(family, methods=tuple(METHODS), *, max_drop=MAX_DROP, directory=None
     """Every method on the family; {method: MethodResult}, plus the inference ratio of
     "residual, lsh" over exact (key "inference_ratio") when both ran."""
     out = {}
+    # numpy's BLAS starts its threads and buffers on first use: not the first method's cost
+    np.ones((256, 256), np.float32) @ np.ones((256, 256), np.float32)
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         stores = {}
         for method in methods:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_KEY_MIX = np.uint64(0x9E3779B97F4A7C15)   # odd 64-bit constant: mixes a band's hashes into one key
+_KEY_MIX = np.uint64(0x9E3779B97F4A7C15)
+_RUN = 16   # float32 values in a 64-byte cache line   # odd 64-bit constant: mixes a band's hashes into one key
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class LSHOptions:
     bands: int = 4
     hashes_per_band: int = 8
     bucket_width: float = 0.6    # r, for blocks scaled to unit norm
+    sample: int | None = 1024    # values of a block hashed (a fixed random choice); None: all
     seed: int = 0
 
     def __post_init__(self):
@@ -37,22 +39,37 @@ class LSHOptions:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.bucket_width, (int, float)) and self.bucket_width > 0):
             raise ValueError(f"bucket_width must be a positive number, got {self.bucket_width!r}")
+        if self.sample is not None and (isinstance(self.sample, bool)
+                                        or not isinstance(self.sample, (int, np.integer))
+                                        or self.sample < 1):
+            raise ValueError(f"sample must be a positive integer or None, got {self.sample!r}")
 
 
 @functools.lru_cache(maxsize=16)
-def _projections(dim: int, options: LSHOptions) -> tuple[np.ndarray, np.ndarray]:
-    """The run's hash functions: a (dim x bands*hashes) ~ N(0, 1) and offsets b ~ U[0, r)."""
+def _projections(dim: int, options: LSHOptions):
+    """The run's hash functions: the values sampled (None: all), a (values x bands*hashes)
+    ~ N(0, 1) and offsets b ~ U[0, r)."""
     k = options.bands * options.hashes_per_band
     rng = np.random.default_rng(options.seed)
-    a = rng.standard_normal((dim, k), dtype=np.float32)
+    sample = None   # runs of _RUN values (a cache line), so a sample reads a fraction of memory
+    if options.sample is not None and options.sample < dim and dim % _RUN == 0:
+        runs = max(1, options.sample // _RUN)
+        sample = np.sort(rng.choice(dim // _RUN, runs, replace=False))
+    a = rng.standard_normal((dim if sample is None else len(sample) * _RUN, k), dtype=np.float32)
     b = rng.uniform(0, options.bucket_width, k).astype(np.float32)
-    return a, b
+    return sample, a, b
 
 
 def band_keys(x: np.ndarray, options: LSHOptions) -> np.ndarray:
-    """(n, bands) uint64 band keys of the rows of x (n x dim, float32), hashed as unit vectors."""
+    """(n, bands) uint64 band keys of the rows of x (n x dim, float32), hashed as unit vectors.
+
+    With ``options.sample``, a fixed random choice of that many values of each row is
+    hashed: blocks close in all values are close in those, so no near pair is lost, and
+    hashing costs a fraction; the candidates' true distances are checked afterwards."""
     n, dim = x.shape
-    a, b = _projections(dim, options)
+    sample, a, b = _projections(dim, options)
+    if sample is not None:
+        x = x.reshape(n, dim // _RUN, _RUN)[:, sample].reshape(n, -1)
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))
     projected = (x @ a) / np.where(norms > 0, norms, 1).astype(np.float32)[:, None]  # = unit(x) @ a
     h = np.floor((projected + b) / np.float32(options.bucket_width)).astype(np.int64)

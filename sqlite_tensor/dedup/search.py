@@ -23,7 +23,8 @@ class CandidateSearch:
     def __init__(self, method: str, options):
         self.method = method
         self.options = options
-        self.keys: dict[int, np.ndarray] = {}   # block id -> its band keys
+        self.rows: dict[int, int] = {}          # block id -> its row of self.keys
+        self.keys = np.empty((0, 0), np.uint64)  # band keys of every block hashed so far
         self.seconds = 0.0
 
     def _band_keys(self, x: np.ndarray) -> np.ndarray:
@@ -48,11 +49,11 @@ class CandidateSearch:
             ti, ri = nearest_pairs(targets, timed_load(ref_ids))
         else:
             kt = self._band_keys(targets)
-            self.keys.update(zip(target_ids, kt))
-            missing = [b for b in ref_ids if b not in self.keys]
+            self._remember(target_ids, kt)
+            missing = [b for b in ref_ids if b not in self.rows]
             if missing:
-                self.keys.update(zip(missing, self._band_keys(timed_load(missing))))
-            kr = np.stack([self.keys[b] for b in ref_ids])
+                self._remember(missing, self._band_keys(timed_load(missing)))
+            kr = self.keys[[self.rows[b] for b in ref_ids]]
             ti, ri = lsh.colliding_pairs(kt, kr)
             if len(ti):
                 used, local = np.unique(ri, return_inverse=True)
@@ -63,6 +64,14 @@ class CandidateSearch:
             out[i] = ref_ids[j]
         self.seconds += time.perf_counter() - started - reading
         return out
+
+    def _remember(self, ids: list[int], keys: np.ndarray) -> None:
+        new = [b for b in ids if b not in self.rows]
+        if len(new) < len(ids):
+            keys = keys[[i for i, b in enumerate(ids) if b not in self.rows]]
+        start = len(self.keys)
+        self.rows.update((b, start + i) for i, b in enumerate(new))
+        self.keys = keys if not start else np.concatenate([self.keys, keys])
 
 
 def _nearest_of_pairs(x, r, ti, ri):
