@@ -393,7 +393,7 @@ class Store:
         stored (see :func:`sqlite_tensor.dedup.accuracy`), and replacements that drop the
         score by more than ``max_drop`` are rolled back.
 
-        Options: ``tolerance`` (0.03: the largest error a replacement may leave, relative
+        Options: ``tolerance`` (0.02: the largest error a replacement may leave, relative
         to the block's norm), ``search`` ("lsh", or the baselines "minhash" and
         "exhaustive"), ``check_every`` (32 replacements per validation at most),
         ``on_exceed`` ("skip": retry in halves and skip blocks that break the budget;

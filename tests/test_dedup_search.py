@@ -102,3 +102,19 @@ def test_candidate_search_reads_and_hashes_each_reference_once(method, options):
         assert None not in got
     else:
         assert got.count(None) >= 4   # nothing near: no candidate
+
+
+def test_sampled_hashing_keeps_near_copies_and_checks_its_option():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((100, 4096)).astype(np.float32)
+    near = x + 0.02 * rng.standard_normal(x.shape).astype(np.float32)
+    sampled, full = LSHOptions(sample=512), LSHOptions(sample=None)
+    for opts in (sampled, full):
+        ti, ri = lsh.colliding_pairs(lsh.band_keys(near, opts), lsh.band_keys(x, opts))
+        assert sum((i, i) in set(zip(ti.tolist(), ri.tolist())) for i in range(100)) >= 98
+    # the sample is a fixed choice: the same keys every time, different from hashing all
+    np.testing.assert_array_equal(lsh.band_keys(x, sampled), lsh.band_keys(x.copy(), sampled))
+    assert not np.array_equal(lsh.band_keys(x, sampled), lsh.band_keys(x, full))
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="sample must be"):
+            LSHOptions(sample=bad)

@@ -44,7 +44,7 @@ from .validators import score
 # outcomes logged in <store>_dedup
 KEPT, SUBSTITUTED, RESIDUAL, UNDONE = 0, 1, 2, 3
 SEARCHES = ("lsh", "minhash", "exhaustive")
-DEFAULT_TOLERANCE = 0.03
+DEFAULT_TOLERANCE = 0.02
 DEFAULT_CHECK_EVERY = 32
 
 
