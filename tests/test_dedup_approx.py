@@ -419,3 +419,33 @@ def test_tensor_dedup_from_sql(tmp_path):
              "JSON object")]:
         with pytest.raises(apsw.SQLError, match=match):
             store.conn.execute(sql).get
+
+
+def test_a_process_killed_mid_run_leaves_the_old_store(tmp_path):
+    """The run is one transaction: a process that dies between guarded steps (after some
+    replacements were written) leaves the store as it was."""
+    import subprocess
+    import sys
+    import textwrap
+    models = family(3)
+    store = make_store(tmp_path, models)
+    before = dump(store)
+    path = store.conn.filename
+    store.close()
+    script = textwrap.dedent(f"""
+        import os, sqlite_tensor
+        store = sqlite_tensor.Store({path!r})
+        calls = []
+        def validate(s, m):
+            calls.append(m)
+            if len(calls) > 4:          # replacements of earlier steps are written by now
+                os._exit(3)
+            return 1.0
+        store.dedup(validator=validate, max_drop=0.5, tolerance=0.3, check_every=2)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    again = sqlite_tensor.Store(path)
+    assert dump(again) == before
+    assert again.verify() == []
+    again.close()
