@@ -313,8 +313,12 @@ def test_lossy_dedup_needs_a_validator(tmp_path):
         store.dedup()
     with pytest.raises(TypeError, match="validator must be callable"):
         store.dedup(validator="accuracy", max_drop=0.1)
+    before = dump(store)
     report = store.dedup(tolerance=0)   # nothing lossy: allowed, changes nothing
-    assert all(r.replaced == 0 for r in report.models)
+    assert all(r.replaced == 0 and r.examined == 0 for r in report.models)
+    assert dump(store) == before        # not even the log: a later run examines everything
+    later = store.dedup(validator=lambda s, m: 1.0, max_drop=0.1)
+    assert later["v1"].examined > 0
 
 
 def test_unknown_models_are_named(tmp_path):

@@ -144,10 +144,11 @@ def dedup(store, models=None, *, validator=None, max_drop=None, residuals=True,
             reports[m].score_before = reports[m].score_after = score(validator, store, m)
             reports[m].validations += 1
     searcher = CandidateSearch(search, options)
+    show = _progress(progress)
     with store._writing():
         for m in names:
             _dedup_model(store, reports[m], validator, max_drop, residuals, tolerance, searcher,
-                         check_every, on_exceed, reexamine, _progress(progress))
+                         check_every, on_exceed, reexamine, show)
             report.models.append(reports[m])
     report.physical_bytes_after = store.stats()["physical_bytes"]
     report.seconds = time.perf_counter() - started
@@ -224,11 +225,12 @@ def _dedup_model(store, report: ModelReport, validator, max_drop, residuals_allo
     model_id = store._model_id(report.model)
     items, extents = _targets(store, model_id, reexamine)
     refs = _references(store, model_id)
-    report.examined = len(items)
-    if not items:
+    if not items or tolerance == 0:   # tolerance 0: nothing to do, and nothing logged as seen
         report.seconds = time.perf_counter() - started
         return
-    if refs and tolerance > 0:
+    report.examined = len(items)
+    residuals_before = _residual_bytes(store, model_id)
+    if refs:
         before = searcher.seconds
         _match(store, items, extents, refs, searcher)
         report.search_seconds = searcher.seconds - before
@@ -246,9 +248,17 @@ def _dedup_model(store, report: ModelReport, validator, max_drop, residuals_allo
         todo = [todo[i] for i in order]
         _guarded_apply(store, report, todo, validator, max_drop, check_every, on_exceed, progress)
     freed = free_dead_blocks(store)
-    report.residual_bytes = repack_residuals(store, model_id)
+    repack_residuals(store, model_id)
+    report.residual_bytes = _residual_bytes(store, model_id) - residuals_before
     report.bytes_saved = freed - report.residual_bytes
     report.seconds = time.perf_counter() - started
+
+
+def _residual_bytes(store, model_id: int) -> int:
+    t = store._t
+    return store.conn.execute(
+        f"SELECT coalesce(sum(r.nbytes), 0) FROM {t.residuals} r JOIN {t.tensors} tt"
+        " ON tt.id = r.tensor_id WHERE tt.model_id = ?", (model_id,)).get
 
 
 def _targets(store, model_id: int, reexamine: bool):
@@ -456,15 +466,15 @@ def _write_residual_pages(store, payloads: list[bytes]) -> list[tuple[int, int]]
     return where
 
 
-def repack_residuals(store, model_id: int) -> int:
-    """Lay the model's residuals out in full pages (steps wrote small ones); their bytes."""
+def repack_residuals(store, model_id: int) -> None:
+    """Lay the model's residuals out in full pages (steps wrote small ones)."""
     conn, t = store.conn, store._t
     rows = conn.execute(
         f"SELECT r.tensor_id, r.block_row, r.block_col, r.page_id, r.slot FROM {t.residuals} r"
         f" JOIN {t.tensors} tt ON tt.id = r.tensor_id WHERE tt.model_id = ?"
         " ORDER BY r.tensor_id, r.block_row, r.block_col", (model_id,)).fetchall()
     if not rows:
-        return 0
+        return
     old_pages = sorted({page for *_, page, _ in rows})
     cache = {}
     payloads = []
@@ -477,14 +487,13 @@ def repack_residuals(store, model_id: int) -> int:
                               f" ({','.join(map(str, old_pages))})").get
     if slots_held == len(rows) and \
             len(old_pages) == -(-sum(map(len, payloads)) // _residual_page_bytes(store)):
-        return sum(map(len, payloads))  # already as few pages as can be, none half dead
+        return  # already as few pages as can be, none half dead
     conn.executemany(f"DELETE FROM {t.pages} WHERE id = ?", [(p,) for p in old_pages])
     slots = _write_residual_pages(store, payloads)
     conn.executemany(f"UPDATE {t.residuals} SET page_id = ?, slot = ? WHERE tensor_id = ?"
                      " AND block_row = ? AND block_col = ?",
                      [(*slots[k], tid, bi, bj) for k, (tid, bi, bj, _, _) in enumerate(rows)])
     store._new_generation()   # pages deleted (their ids may be reused)
-    return sum(map(len, payloads))
 
 
 def free_dead_blocks(store) -> int:
