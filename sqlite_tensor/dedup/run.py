@@ -145,6 +145,11 @@ def dedup(store, models=None, *, validator=None, max_drop=None, residuals=True,
             reports[m].validations += 1
     searcher = CandidateSearch(search, options)
     show = _progress(progress)
+    if not lossy:   # nothing would change: no write transaction (it would renew the generation)
+        report.models = list(reports.values())
+        report.physical_bytes_after = report.physical_bytes_before
+        report.seconds = time.perf_counter() - started
+        return report
     with store._writing():
         for m in names:
             _dedup_model(store, reports[m], validator, max_drop, residuals, tolerance, searcher,
@@ -225,7 +230,7 @@ def _dedup_model(store, report: ModelReport, validator, max_drop, residuals_allo
     model_id = store._model_id(report.model)
     items, extents = _targets(store, model_id, reexamine)
     refs = _references(store, model_id)
-    if not items or tolerance == 0:   # tolerance 0: nothing to do, and nothing logged as seen
+    if not items:
         report.seconds = time.perf_counter() - started
         return
     report.examined = len(items)
