@@ -14,29 +14,96 @@ cdef extern from *:
     """
     #include <pthread.h>
     /* parallel_for: fn(ctx, begin, end, worker) over [0, n) split into contiguous ranges,
-    ** one per thread; the calling thread takes range 0 and waits for the rest. Threads are
-    ** started per call (tens of microseconds), so only large layers use it. A thread that
-    ** cannot be started has its range run by the caller. Not OpenMP: the OpenBLAS we link
-    ** (a pthreads build) serialises calls made inside OpenMP regions. */
+    ** one per thread; the calling thread takes range 0 and waits for the rest.
+    **
+    ** The other ranges go to a process-wide set of worker threads, started on first use
+    ** and kept: a hand-off (a condition variable) costs a wake-up, not a thread's start
+    ** and end per call. Idle workers sleep in pthread_cond_wait: nothing spins (a spinning
+    ** thread would take a core from other work, and a spinning vCPU from the host). The
+    ** workers serve one call at a time: a call that finds them busy (another connection's
+    ** layer, on another thread) starts threads of its own for that call, as every call
+    ** did before. A range without a thread (none could be started) is run by the caller.
+    ** After fork() the child has no workers: it starts its own on first use.
+    ** Not OpenMP: the OpenBLAS we link (a pthreads build) serialises calls made inside
+    ** OpenMP regions. */
     typedef void (*st_range_fn)(void *ctx, long begin, long end, int worker);
     typedef struct { st_range_fn fn; void *ctx; long begin, end; int worker; } st_range;
+    #define ST_MAX_THREADS 256
     static void *st_range_main(void *p) {
         st_range *r = (st_range *)p;
         r->fn(r->ctx, r->begin, r->end, r->worker);
         return 0;
     }
-    static void st_parallel_for(int nthreads, long n, st_range_fn fn, void *ctx) {
-        st_range ranges[256];
-        pthread_t tids[256];
-        int started[256];
-        int i;
-        if (nthreads > n) nthreads = (int)n;
-        if (nthreads > 256) nthreads = 256;
-        if (nthreads < 1) nthreads = 1;
-        for (i = 0; i < nthreads; i++) {
-            ranges[i].fn = fn; ranges[i].ctx = ctx; ranges[i].worker = i;
-            ranges[i].begin = n * i / nthreads; ranges[i].end = n * (i + 1) / nthreads;
+    static struct {
+        pthread_mutex_t busy;         /* held by the call whose ranges the workers run */
+        pthread_mutex_t lock;         /* guards the fields below */
+        pthread_cond_t wake;          /* workers: a new job (generation changed) */
+        pthread_cond_t done;          /* the caller: pending reached 0 */
+        int nworkers;                 /* workers started; worker k runs range k (1-based) */
+        int njob;                     /* ranges of the current job (0 .. njob-1) */
+        int pending;                  /* worker ranges of the job not finished yet */
+        unsigned long generation;     /* jobs handed out so far */
+        unsigned long start_generation[ST_MAX_THREADS];  /* a worker's first `seen` */
+        st_range ranges[ST_MAX_THREADS];
+        int atfork;                   /* the fork handler is registered */
+    } st_workers = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+                    PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER};
+    static void *st_worker_main(void *p) {
+        int k = (int)(size_t)p;
+        unsigned long seen;
+    #ifdef __GLIBC__
+        pthread_setname_np(pthread_self(), "st-kernel");
+    #endif
+        pthread_mutex_lock(&st_workers.lock);
+        seen = st_workers.start_generation[k];  /* not generation: a job may have started */
+        for (;;) {
+            while (st_workers.generation == seen)
+                pthread_cond_wait(&st_workers.wake, &st_workers.lock);
+            seen = st_workers.generation;
+            if (k < st_workers.njob) {
+                st_range r = st_workers.ranges[k];
+                pthread_mutex_unlock(&st_workers.lock);
+                st_range_main(&r);
+                pthread_mutex_lock(&st_workers.lock);
+                if (--st_workers.pending == 0)
+                    pthread_cond_signal(&st_workers.done);
+            }
         }
+        return 0;
+    }
+    static void st_workers_after_fork(void) {
+        /* the child: the workers did not come along, and the locks may have been held */
+        pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+        pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+        st_workers.busy = m; st_workers.lock = m;
+        st_workers.wake = c; st_workers.done = c;
+        st_workers.nworkers = 0; st_workers.njob = 0; st_workers.pending = 0;
+    }
+    /* Start workers up to `want` (called holding busy: only one caller starts them). */
+    static void st_workers_start(int want) {
+        pthread_attr_t attr;
+        pthread_t tid;
+        if (!st_workers.atfork)
+            st_workers.atfork = pthread_atfork(0, 0, st_workers_after_fork) == 0;
+        if (!st_workers.atfork || pthread_attr_init(&attr) != 0)
+            return;  /* without the fork handler a forked child would wait for no one */
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        while (st_workers.nworkers < want) {
+            pthread_mutex_lock(&st_workers.lock);
+            st_workers.start_generation[st_workers.nworkers + 1] = st_workers.generation;
+            int ok = pthread_create(&tid, &attr, st_worker_main,
+                                    (void *)(size_t)(st_workers.nworkers + 1)) == 0;
+            if (ok) st_workers.nworkers++;
+            pthread_mutex_unlock(&st_workers.lock);
+            if (!ok) break;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    static void st_parallel_for_spawn(int nthreads, st_range *ranges) {
+        /* the old way: threads of this call's own */
+        pthread_t tids[ST_MAX_THREADS];
+        int started[ST_MAX_THREADS];
+        int i;
         for (i = 1; i < nthreads; i++)
             started[i] = pthread_create(&tids[i], 0, st_range_main, &ranges[i]) == 0;
         for (i = 1; i < nthreads; i++)
@@ -44,6 +111,42 @@ cdef extern from *:
         st_range_main(&ranges[0]);
         for (i = 1; i < nthreads; i++)
             if (started[i]) pthread_join(tids[i], 0);
+    }
+    static void st_parallel_for(int nthreads, long n, st_range_fn fn, void *ctx) {
+        st_range ranges[ST_MAX_THREADS];
+        int i, njob;
+        if (nthreads > n) nthreads = (int)n;
+        if (nthreads > ST_MAX_THREADS) nthreads = ST_MAX_THREADS;
+        if (nthreads < 1) nthreads = 1;
+        for (i = 0; i < nthreads; i++) {
+            ranges[i].fn = fn; ranges[i].ctx = ctx; ranges[i].worker = i;
+            ranges[i].begin = n * i / nthreads; ranges[i].end = n * (i + 1) / nthreads;
+        }
+        if (nthreads == 1) {
+            st_range_main(&ranges[0]);
+            return;
+        }
+        if (pthread_mutex_trylock(&st_workers.busy) != 0) {
+            st_parallel_for_spawn(nthreads, ranges);
+            return;
+        }
+        st_workers_start(nthreads - 1);
+        njob = st_workers.nworkers + 1 < nthreads ? st_workers.nworkers + 1 : nthreads;
+        pthread_mutex_lock(&st_workers.lock);
+        for (i = 1; i < njob; i++) st_workers.ranges[i] = ranges[i];
+        st_workers.njob = njob;
+        st_workers.pending = njob - 1;
+        st_workers.generation++;
+        if (njob > 1) pthread_cond_broadcast(&st_workers.wake);
+        pthread_mutex_unlock(&st_workers.lock);
+        st_range_main(&ranges[0]);
+        for (i = njob; i < nthreads; i++) st_range_main(&ranges[i]);  /* no worker for these */
+        pthread_mutex_lock(&st_workers.lock);
+        while (st_workers.pending > 0)
+            pthread_cond_wait(&st_workers.done, &st_workers.lock);
+        st_workers.njob = 0;
+        pthread_mutex_unlock(&st_workers.lock);
+        pthread_mutex_unlock(&st_workers.busy);
     }
     """
     ctypedef void (*st_range_fn)(void *ctx, long begin, long end, int worker) noexcept nogil
