@@ -139,3 +139,20 @@ def test_forked_child_starts_its_own_workers(threads, model):
         os.waitpid(pid, 0)
         pytest.fail("the forked child hung in a threaded layer")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_workers_are_kept_off_the_callers_cpu(threads, model):
+    """Woken by the caller, a worker would be queued on the caller's CPU and wait there for
+    it: the workers may run anywhere but on the CPU the caller was last seen on."""
+    path, arrays = model
+    x = np.random.default_rng(3).standard_normal(1030).astype(np.float32)
+    threads.set_threads(2)
+    allowed = os.sched_getaffinity(0)
+    with sqlite_tensor.Store(path) as store:
+        assert_matches(store.predict("m", x), LAYERS, arrays, x)
+    workers = kernel_workers()
+    assert workers
+    for tid in workers:
+        mask = os.sched_getaffinity(tid)
+        assert mask < allowed and len(allowed - mask) == 1, (mask, allowed)
