@@ -14,16 +14,20 @@ cdef extern from *:
     """
     #include <pthread.h>
     #include <sched.h>
-    /* parallel_for: fn(ctx, begin, end, worker) over [0, n) split into contiguous ranges,
-    ** one per thread; the calling thread takes range 0 and waits for the rest.
+    /* parallel_for: fn(ctx, begin, end, worker) over [0, n), on up to nthreads threads,
+    ** the calling thread among them (worker 0); it returns when all of [0, n) is done.
+    ** `worker` is unique among the threads running at once (for per-thread scratch).
     **
-    ** The other ranges go to a process-wide set of worker threads, started on first use
-    ** and kept: a hand-off (a condition variable) costs a wake-up, not a thread's start
-    ** and end per call. Idle workers sleep in pthread_cond_wait: nothing spins (a spinning
+    ** The calling thread is joined by a process-wide set of worker threads, started on
+    ** first use and kept: a hand-off (a condition variable) costs a wake-up, not a
+    ** thread's start and end per call. The threads claim units one at a time (an atomic
+    ** counter), so a worker that wakes late, or a vCPU the host takes away for a while,
+    ** leaves its share to the others instead of making them wait for it. Idle workers sleep in pthread_cond_wait: nothing spins (a spinning
     ** thread would take a core from other work, and a spinning vCPU from the host). The
     ** workers serve one call at a time: a call that finds them busy (another connection's
     ** layer, on another thread) starts threads of its own for that call, as every call
-    ** did before. A range without a thread (none could be started) is run by the caller.
+    ** did before (contiguous ranges, one per thread; a range whose thread could not be
+    ** started is run by the caller).
     ** After fork() the child has no workers: it starts its own on first use.
     ** Not OpenMP: the OpenBLAS we link (a pthreads build) serialises calls made inside
     ** OpenMP regions. */
@@ -40,17 +44,25 @@ cdef extern from *:
         pthread_mutex_t lock;         /* guards the fields below */
         pthread_cond_t wake;          /* workers: a new job (generation changed) */
         pthread_cond_t done;          /* the caller: pending reached 0 */
-        int nworkers;                 /* workers started; worker k runs range k (1-based) */
-        int njob;                     /* ranges of the current job (0 .. njob-1) */
-        int pending;                  /* worker ranges of the job not finished yet */
+        int nworkers;                 /* workers started, numbered 1 .. nworkers */
+        int njob;                     /* threads of the current job: the caller and
+                                      ** workers 1 .. njob-1 */
+        int pending;                  /* workers of the job not finished yet */
+        st_range_fn fn;               /* the current job: fn(ctx, u, u + 1, worker) for */
+        void *ctx;                    /* every unit u < n, claimed through `next` */
+        long n, next;
         unsigned long generation;     /* jobs handed out so far */
         unsigned long start_generation[ST_MAX_THREADS];  /* a worker's first `seen` */
         pthread_t tids[ST_MAX_THREADS];
         int excluded_cpu;             /* the CPU the workers are kept off (-1: none) */
-        st_range ranges[ST_MAX_THREADS];
         int atfork;                   /* the fork handler is registered */
     } st_workers = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
                     PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, .excluded_cpu = -1};
+    static void st_claim_units(int worker) {
+        long u;
+        while ((u = __atomic_fetch_add(&st_workers.next, 1, __ATOMIC_RELAXED)) < st_workers.n)
+            st_workers.fn(st_workers.ctx, u, u + 1, worker);
+    }
     static void *st_worker_main(void *p) {
         int k = (int)(size_t)p;
         unsigned long seen;
@@ -64,9 +76,8 @@ cdef extern from *:
                 pthread_cond_wait(&st_workers.wake, &st_workers.lock);
             seen = st_workers.generation;
             if (k < st_workers.njob) {
-                st_range r = st_workers.ranges[k];
                 pthread_mutex_unlock(&st_workers.lock);
-                st_range_main(&r);
+                st_claim_units(k);
                 pthread_mutex_lock(&st_workers.lock);
                 if (--st_workers.pending == 0)
                     pthread_cond_signal(&st_workers.done);
@@ -158,14 +169,14 @@ cdef extern from *:
         st_workers_steer();
         njob = st_workers.nworkers + 1 < nthreads ? st_workers.nworkers + 1 : nthreads;
         pthread_mutex_lock(&st_workers.lock);
-        for (i = 1; i < njob; i++) st_workers.ranges[i] = ranges[i];
+        st_workers.fn = fn; st_workers.ctx = ctx;
+        st_workers.n = n; st_workers.next = 0;
         st_workers.njob = njob;
         st_workers.pending = njob - 1;
         st_workers.generation++;
         if (njob > 1) pthread_cond_broadcast(&st_workers.wake);
         pthread_mutex_unlock(&st_workers.lock);
-        st_range_main(&ranges[0]);
-        for (i = njob; i < nthreads; i++) st_range_main(&ranges[i]);  /* no worker for these */
+        st_claim_units(0);
         pthread_mutex_lock(&st_workers.lock);
         while (st_workers.pending > 0)
             pthread_cond_wait(&st_workers.done, &st_workers.lock);
