@@ -524,3 +524,182 @@ def test_cache_from_the_sqlite3_shell(sqlite3_shell, clean_env, db_path, rng, po
     assert "budget_bytes must be an integer" in result.stderr
     assert "unknown option 'colour'" in result.stderr
     assert result.stdout.splitlines() == [cache.DEFAULT_POLICY]
+
+
+# -- page memory: the huge-page arena (cache/pool.pxi) ----------------------------------------
+# Pages of 64 KiB and more are placed in 2 MiB aligned regions marked MADV_HUGEPAGE, at
+# 64-byte granularity; smaller ones (every SMALL store above) come from malloc.
+
+ARENA_MIN = 64 * 1024
+BIG = dict(block_rows=64, block_cols=128, page_blocks=3)    # 32 KiB blocks: 96 KiB pages
+BIG_LAYERS = [{"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
+              {"op": "dense", "weight": "w2"}]
+
+
+def thp_enabled() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def arena():
+    """Leaves the arena switched on, with huge pages, and the pool empty."""
+    _engine = sqlite_tensor._engine
+    yield _engine
+    _engine._page_memory_configure(arena=True, huge=True)
+    cache.clear()
+
+
+@pytest.fixture
+def big_model(tmp_path):
+    """(path, arrays, x, page bytes by id): two dense layers in pages of about 96 KiB
+    (edge pages smaller), and a few inputs."""
+    rng = np.random.default_rng(21)
+    arrays = {"w1": weight(rng, 300, 520), "b1": rng.standard_normal(300).astype(np.float32),
+              "w2": weight(rng, 70, 300)}
+    path = tmp_path / "big.sqlite"
+    with sqlite_tensor.Store(path, **BIG) as store:
+        store.add_model("m", arrays, layers=BIG_LAYERS)
+        sizes = {p["page_id"]: p["bytes"] for p in store.page_stats()}
+    assert max(sizes.values()) >= ARENA_MIN > min(sizes.values())   # both kinds of page
+    return path, arrays, rng.standard_normal((3, 520)).astype(np.float32), sizes
+
+
+def arena_bytes(sizes, page_ids):
+    """What the arena holds for those pages: the large ones, each rounded up to 64 bytes."""
+    return sum(-(-sizes[p] // 64) * 64 for p in page_ids if sizes[p] >= ARENA_MIN)
+
+
+def test_large_pages_live_in_the_arena_and_leave_it(pool, arena, big_model):
+    path, arrays, x, sizes = big_model
+    before = arena._page_memory_stats()
+    assert before["arena"] and before["huge"] and before["in_use_bytes"] == 0
+    with sqlite_tensor.Store(path) as store:
+        assert_matches(store.predict("m", x), BIG_LAYERS, arrays, x)
+        s = cache.stats()
+        held = [row[1] for row in resident_pages(store.conn)]
+    assert s["pages"] == len(sizes) and s["resident_bytes"] == sum(sizes.values())
+    mem = arena._page_memory_stats()
+    assert mem["in_use_bytes"] == arena_bytes(sizes, held) > 0
+    assert mem["regions"] >= 1 and mem["mapped_bytes"] >= mem["in_use_bytes"]
+    assert mem["fallbacks"] == before["fallbacks"]
+    if thp_enabled():
+        assert mem["huge_regions"] >= 1
+    cache.clear()
+    mem = arena._page_memory_stats()
+    assert mem["in_use_bytes"] == 0 and mem["regions"] <= 1      # the last region is kept, empty
+
+
+def test_the_budget_counts_page_bytes_under_churn(pool, arena, big_model):
+    """A budget of a few pages: pages are placed and freed all the time; the pool stays in
+    its budget and the arena holds exactly the resident large pages once nothing is pinned."""
+    path, arrays, x, sizes = big_model
+    budget = 3 * max(sizes.values())
+    cache.configure(policy="lru", budget_bytes=budget)   # lru admits every page: evictions
+    with sqlite_tensor.Store(path) as store:
+        for k in range(12):
+            xi = x if k % 2 else x[k % 3]
+            assert_matches(store.predict("m", xi), BIG_LAYERS, arrays, xi)
+            s = cache.stats()
+            assert s["resident_bytes"] <= budget, s
+            held = [row[1] for row in resident_pages(store.conn)]
+            assert sum(sizes[p] for p in held) == s["resident_bytes"]
+            assert arena._page_memory_stats()["in_use_bytes"] == arena_bytes(sizes, held)
+        assert s["evictions"] > 0
+
+
+def test_without_huge_pages_or_without_the_arena(pool, arena, big_model):
+    """Where huge pages cannot be had (or are switched off) regions still serve; with the
+    arena off every page comes from malloc. Pages placed before a switch are freed where
+    they came from."""
+    path, arrays, x, sizes = big_model
+    with sqlite_tensor.Store(path) as store:
+        assert_matches(store.predict("m", x), BIG_LAYERS, arrays, x)   # placed in regions
+        cache.clear()
+        assert arena._page_memory_stats()["regions"] <= 1
+        arena._page_memory_configure(huge=False)
+        assert_matches(store.predict("m", x), BIG_LAYERS, arrays, x)
+        mem = arena._page_memory_stats()
+        assert not mem["huge"] and mem["in_use_bytes"] > 0
+        arena._page_memory_configure(arena=False)           # these pages stay in regions
+        assert_matches(store.predict("m", x[0]), BIG_LAYERS, arrays, x[0])
+        cache.clear()
+        assert arena._page_memory_stats()["in_use_bytes"] == 0
+        assert_matches(store.predict("m", x), BIG_LAYERS, arrays, x)   # from malloc now
+        mem = arena._page_memory_stats()
+        assert mem["in_use_bytes"] == 0 and not mem["arena"]
+        arena._page_memory_configure(arena=True)             # freed to malloc, not a region
+        cache.clear()
+        assert arena._page_memory_stats()["in_use_bytes"] == 0
+        assert_matches(store.predict("m", x), BIG_LAYERS, arrays, x)
+
+
+FALLBACK_CHILD = r"""
+import resource, sys
+import numpy as np
+import sqlite_tensor
+from sqlite_tensor import _engine
+path, expected = sys.argv[1], sys.argv[2]
+store = sqlite_tensor.Store(path)
+x = np.load(expected + ".x.npy")
+_engine._page_memory_configure(arena=False)   # a first run from malloc starts what it needs
+store.predict("m", x)                          # (OpenBLAS's buffers among it) before the limit
+_engine.cache_clear()
+_engine._page_memory_configure(arena=True)
+with open("/proc/self/status") as f:
+    vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
+# room for pages from malloc, none for a region (64 MiB of address space)
+resource.setrlimit(resource.RLIMIT_AS, (vm + 24 * 2**20, resource.RLIM_INFINITY))
+y = store.predict("m", x)
+mem = _engine._page_memory_stats()
+np.testing.assert_allclose(y, np.load(expected + ".y.npy"), rtol=1e-5, atol=1e-5)
+assert mem["regions"] == 0 and mem["in_use_bytes"] == 0 and mem["fallbacks"] > 0, mem
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs RLIMIT_AS semantics")
+def test_pages_come_from_malloc_when_no_region_can_be_mapped(big_model, tmp_path):
+    path, arrays, x, sizes = big_model
+    with sqlite_tensor.Store(path) as store:
+        y = store.predict("m", x)
+    base = str(tmp_path / "expected")
+    np.save(base + ".x.npy", x)
+    np.save(base + ".y.npy", y)
+    out = subprocess.run([sys.executable, "-c", FALLBACK_CHILD, str(path), base],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
+
+
+def test_threads_churn_pages_through_the_arena(pool, arena, big_model):
+    """Four threads with their own connections under a budget of two pages: pages are
+    placed in regions (outside the pool's lock) and freed (inside it) concurrently."""
+    import threading
+    path, arrays, x, sizes = big_model
+    cache.configure(policy="lru", budget_bytes=2 * max(sizes.values()))
+    errors, barrier = [], threading.Barrier(4)
+
+    def work(seed):
+        try:
+            with sqlite_tensor.Store(path) as store:
+                barrier.wait()
+                for k in range(25):
+                    xi = x if (k + seed) % 2 else x[(k + seed) % 3]
+                    assert_matches(store.predict("m", xi), BIG_LAYERS, arrays, xi)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads) and not errors, errors
+    with sqlite_tensor.Store(path) as store:
+        held = [row[1] for row in resident_pages(store.conn)]
+    assert arena._page_memory_stats()["in_use_bytes"] == arena_bytes(sizes, held)
+    cache.clear()
+    assert arena._page_memory_stats()["in_use_bytes"] == 0

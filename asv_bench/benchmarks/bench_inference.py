@@ -9,6 +9,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import time
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -20,14 +21,23 @@ from .common import median_time
 
 N = 4096           # the dense layer of the targets: N x N float32 (64 MiB, 256 blocks)
 ROUNDS = 7
+# After a call, OpenBLAS's idle worker threads spin for 2**28 TSC cycles (about 0.12 s at
+# 2.3 GHz) before they sleep: numpy's, run just before ours, would take a core from our
+# threads. With more than one thread each side therefore starts after this long a pause,
+# so that neither runs beside the other's idle workers. (OPENBLAS_THREAD_TIMEOUT would
+# shorten the spin, but asv imports every benchmark module, numpy with them, before this
+# one could set it.) Our own workers sleep as soon as they are idle.
+BLAS_SETTLE_S = 0.15
 
 
-
-
-def ratio_to_numpy(ours, numpy_ref, calls: int = 5) -> float:
-    """Median over ROUNDS of (numpy's median seconds / ours) for `calls` calls each."""
-    return statistics.median(median_time(numpy_ref, calls) / median_time(ours, calls)
-                             for _ in range(ROUNDS))
+def ratio_to_numpy(ours, numpy_ref, calls: int = 5, settle: float = 0.0) -> float:
+    """Median over ROUNDS of (numpy's median seconds / ours) for `calls` calls each, each
+    side's calls after a pause of `settle` seconds."""
+    def side(fn):
+        if settle:
+            time.sleep(settle)
+        return median_time(fn, calls)
+    return statistics.median(side(numpy_ref) / side(ours) for _ in range(ROUNDS))
 
 
 def dense_store(path: str, layers: int = 1, seed: int = 0) -> None:
@@ -90,7 +100,8 @@ class Dense:
         self._numpy()
 
     def track_ratio(self, path, batch, threads):
-        return ratio_to_numpy(self._ours, self._numpy)
+        return ratio_to_numpy(self._ours, self._numpy,
+                              settle=BLAS_SETTLE_S if threads > 1 else 0.0)
 
     track_ratio.unit = "numpy s / ours"
 

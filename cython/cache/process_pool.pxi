@@ -72,7 +72,8 @@ cdef void source_close(PageSource *src) noexcept nogil:
 
 cdef int read_page(PageSource *src, sqlite3_int64 page_id, unsigned char **data,
                    sqlite3_int64 *nbytes, char **err) noexcept nogil:
-    """Read a whole page BLOB into a new malloc'd buffer and check its header."""
+    """Read a whole page BLOB into new page memory (st_page_alloc; freed with st_page_free
+    and its size) and check its header."""
     cdef int rc
     if src.blob == NULL:
         rc = sqlite3_blob_open(src.db, src.schema, src.table, "data", page_id, 0, &src.blob)
@@ -86,18 +87,18 @@ cdef int read_page(PageSource *src, sqlite3_int64 page_id, unsigned char **data,
             src.blob = NULL
         return rc
     cdef int n = sqlite3_blob_bytes(src.blob)
-    cdef unsigned char *buf = <unsigned char *>malloc(n if n > 0 else 1)
+    cdef unsigned char *buf = <unsigned char *>st_page_alloc(n)
     if buf == NULL:
         return SQLITE_NOMEM
     rc = sqlite3_blob_read(src.blob, buf, n, 0)
     if rc != SQLITE_OK:
-        free(buf)
+        st_page_free(buf, n)
         err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, src.table,
                                  sqlite3_errmsg(src.db))
         return rc
     rc = check_page_header(buf, n, page_id, src.table, err)
     if rc != SQLITE_OK:
-        free(buf)
+        st_page_free(buf, n)
         return rc
     data[0] = buf
     nbytes[0] = n
