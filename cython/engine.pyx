@@ -162,39 +162,92 @@ def _ids(x, what):
     return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
 
 
+cdef class _CachedPlan:
+    """A model's plan kept between Store.predict calls; valid while the store's key and
+    generation are those it was loaded at (every write through the API changes the
+    generation, which is what the buffer pool trusts too). It holds no SQLite resources
+    between calls: its page source is opened per call."""
+    cdef Plan plan
+    cdef uint64_t store_key
+    cdef sqlite3_int64 generation
+
+    def __dealloc__(self):
+        plan_free(&self.plan)
+
+
+_plans = {}          # (db, store, model) -> _CachedPlan, least recently used first
+PLAN_CACHE_SIZE = 32
+
+
+cdef _CachedPlan _take_plan(size_t db, bytes store_b, bytes model_b):
+    """The model's plan: the cached one if the store is unchanged, else loaded now. It is
+    taken out of the cache while in use, so no two calls share one."""
+    cdef _CachedPlan holder = _plans.pop((db, store_b, model_b), None)
+    cdef PageSource src
+    cdef char *err = NULL
+    cdef const char *store_c = store_b
+    cdef const char *model_c = model_b
+    cdef int rc
+    if holder is not None:
+        with nogil:
+            rc = source_init(&src, <sqlite3 *>db, "main", holder.plan.store, &err)
+        if rc == SQLITE_OK and not src.uncached and src.store_key == holder.store_key \
+                and src.generation == holder.generation:
+            source_close(&holder.plan.src)
+            holder.plan.src = src
+            return holder
+        source_close(&src)
+        sqlite3_free(err)
+        err = NULL
+    holder = _CachedPlan()
+    with nogil:
+        rc = plan_load(<sqlite3 *>db, "main", store_c, model_c, &holder.plan, &err)
+    if rc != SQLITE_OK:
+        _raise(rc, err)
+    holder.store_key = holder.plan.src.store_key
+    holder.generation = holder.plan.src.generation
+    return holder
+
+
+cdef _give_back_plan(size_t db, bytes store_b, bytes model_b, _CachedPlan holder):
+    cdef bint cacheable = not holder.plan.src.uncached
+    source_close(&holder.plan.src)
+    if cacheable:
+        _plans[(db, store_b, model_b)] = holder
+        while len(_plans) > PLAN_CACHE_SIZE:
+            del _plans[next(iter(_plans))]
+
+
 def predict(size_t db, str store, str model, x):
     """Run a stored model on x; see Store.predict."""
     require_loaded()
-    cdef Plan plan
+    cdef _CachedPlan holder
     cdef Input inp
     cdef char *err = NULL
     cdef int rc
     cdef bytes store_b = store.encode(), model_b = model.encode()
-    cdef const char *store_c = store_b
-    cdef const char *model_c = model_b
     # The plan and the pages must come from one snapshot: a write committed between them
     # would pair an old plan with new pages. Outside a transaction, open a read one.
     cdef bint own_txn = sqlite3_get_autocommit(<sqlite3 *>db) != 0
     if own_txn:
         _exec(db, "BEGIN")
-    with nogil:
-        rc = plan_load(<sqlite3 *>db, "main", store_c, model_c, &plan, &err)
     try:
-        if rc != SQLITE_OK:
-            _raise(rc, err)
-        single, arrays, batch = _input_arrays(&plan, model, x)
-        out = np.empty((batch, plan.n_out), np.float32)
-        if batch == 0:
-            return out
-        memset(&inp, 0, sizeof(Input))
-        inp.batch = batch
-        set_input(&inp, arrays)
-        rc = _forward_into(&plan, &inp, out, &err)
-        if rc != SQLITE_OK:
-            _raise(rc, err)
-        return out[0] if single else out
+        holder = _take_plan(db, store_b, model_b)
+        try:
+            single, arrays, batch = _input_arrays(&holder.plan, model, x)
+            out = np.empty((batch, holder.plan.n_out), np.float32)
+            if batch == 0:
+                return out
+            memset(&inp, 0, sizeof(Input))
+            inp.batch = batch
+            set_input(&inp, arrays)
+            rc = _forward_into(&holder.plan, &inp, out, &err)
+            if rc != SQLITE_OK:
+                _raise(rc, err)
+            return out[0] if single else out
+        finally:
+            _give_back_plan(db, store_b, model_b, holder)
     finally:
-        plan_free(&plan)
         if own_txn:
             _exec(db, "COMMIT")
 

@@ -783,3 +783,34 @@ def test_threads_with_their_own_connections_predict_concurrently(pool, threads, 
         t.join(timeout=60)
     assert not any(t.is_alive() for t in workers)
     assert not errors, errors
+
+
+def test_cached_plans_follow_every_change_to_the_store(tmp_path):
+    """Store.predict keeps plans between calls; any write through the API must show."""
+    path = str(tmp_path / "p.sqlite")
+    rng = np.random.default_rng(7)
+    w1 = rng.standard_normal((5, 4)).astype(np.float32)
+    w2 = rng.standard_normal((5, 4)).astype(np.float32)
+    x = rng.standard_normal(4).astype(np.float32)
+    layers = [{"op": "dense", "weight": "w"}]
+    store = sqlite_tensor.Store(path, block_rows=2, block_cols=2)
+    store.add_model("m", {"w": w1}, layers=layers)
+    np.testing.assert_allclose(store.predict("m", x), w1 @ x, rtol=1e-5)
+    store.set_layers("m", layers + [{"op": "activation", "activation": "relu"}])
+    np.testing.assert_allclose(store.predict("m", x), np.maximum(w1 @ x, 0), rtol=1e-5)
+    store.drop_model("m")
+    store.add_model("m", {"w": w2}, layers=layers)
+    np.testing.assert_allclose(store.predict("m", x), w2 @ x, rtol=1e-5)
+    # a second connection writing is seen too, and the cached plan holds no lock on the file
+    other = sqlite_tensor.Store(path)
+    other.update_model("m", {"w": w1})
+    np.testing.assert_allclose(store.predict("m", x), w1 @ x, rtol=1e-5)
+    other.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert other.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # not busy
+    other.close()
+    store.close()
+    # a new connection to another file at, possibly, the same address: its own plan
+    fresh = sqlite_tensor.Store(str(tmp_path / "q.sqlite"), block_rows=2, block_cols=2)
+    fresh.add_model("m", {"w": w2}, layers=layers)
+    np.testing.assert_allclose(fresh.predict("m", x), w2 @ x, rtol=1e-5)
+    fresh.close()
