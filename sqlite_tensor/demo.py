@@ -75,7 +75,7 @@ def run(db_path: str = "demo.sqlite", n_models: int = 5) -> int:
     approximate(db_path)
     query = (f".load {loadable}\n.mode box\nSELECT models, logical_bytes, physical_bytes,"
              " round(dedup_ratio, 2) AS dedup_ratio FROM tensor_stats('trained');\n")
-    print(f"  sqlite> SELECT ... FROM tensor_stats('trained');")
+    print("  sqlite> SELECT ... FROM tensor_stats('trained');")
     out = subprocess.run([sqlite3, str(db_path)], input=query, text=True, capture_output=True,
                          check=False)
     print(out.stdout + out.stderr)

@@ -346,7 +346,7 @@ class Store:
                               (old_id, name, new_id))
             self.conn.execute(f"UPDATE {t.tensors} SET model_id = ? WHERE model_id = ?",
                               (old_id, new_id))
-            from .dedup.run import free_dead_blocks, repack_residuals
+            from .dedup.writes import free_dead_blocks, repack_residuals
             free_dead_blocks(self)
             repack_residuals(self, old_id)
             if old_layers is not None:

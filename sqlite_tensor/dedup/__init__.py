@@ -10,7 +10,7 @@ per block (encoding.py), validators (validators.py), and the guarded run (run.py
 """
 from .lsh import LSHOptions
 from .minhash import MinHashOptions
-from .run import DedupReport, ModelReport
+from .report import DedupReport, ModelReport
 from .validators import ValidatorError, accuracy
 
 __all__ = ["accuracy", "DedupReport", "ModelReport", "ValidatorError", "LSHOptions",

@@ -28,97 +28,23 @@ import math
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import pages
-from ..errors import TensorStoreError
 from . import encoding
 from .importance import examination_order
 from .lsh import LSHOptions
 from .minhash import MinHashOptions
+from .report import DedupReport, ModelReport
 from .search import CandidateSearch
 from .validators import score
+from .writes import (KEPT, UNDONE, Target, apply, free_dead_blocks, log, repack_residuals,
+                     residual_bytes)
 
-# outcomes logged in <store>_dedup
-KEPT, SUBSTITUTED, RESIDUAL, UNDONE = 0, 1, 2, 3
 SEARCHES = ("lsh", "minhash", "exhaustive")
 DEFAULT_TOLERANCE = 0.02
 DEFAULT_CHECK_EVERY = 32
-
-
-@dataclass
-class ModelReport:
-    """What dedup did to one model."""
-
-    model: str
-    examined: int = 0         # distinct blocks looked at
-    substituted: int = 0      # replaced by a shared block outright
-    residuals: int = 0        # replaced by a shared block plus a residual
-    undone: int = 0           # replacements rolled back by the accuracy guard
-    bytes_saved: int = 0      # block bytes freed, less residual bytes written
-    residual_bytes: int = 0
-    score_before: float = math.nan
-    score_after: float = math.nan
-    validations: int = 0
-    stopped: bool = False     # the budget was hit with on_exceed="stop"
-    search_seconds: float = 0.0
-    seconds: float = 0.0
-
-    @property
-    def replaced(self) -> int:
-        return self.substituted + self.residuals
-
-    @property
-    def drop(self) -> float:
-        return self.score_before - self.score_after
-
-
-@dataclass
-class DedupReport:
-    """The report of one Store.dedup run: per model, and the store's bytes before/after."""
-
-    models: list[ModelReport] = field(default_factory=list)
-    logical_bytes: int = 0
-    physical_bytes_before: int = 0
-    physical_bytes_after: int = 0
-    seconds: float = 0.0
-
-    def __getitem__(self, model: str) -> ModelReport:
-        for r in self.models:
-            if r.model == model:
-                return r
-        raise KeyError(model)
-
-    @property
-    def ratio(self) -> float:
-        """Logical bytes (models stored separately) over physical bytes after the run."""
-        return self.logical_bytes / self.physical_bytes_after if self.physical_bytes_after else math.nan
-
-    def __str__(self) -> str:
-        lines = [f"{'model':<16} {'examined':>8} {'subst':>6} {'resid':>6} {'undone':>6} "
-                 f"{'saved MiB':>9} {'before':>7} {'after':>7}"]
-        for r in self.models:
-            lines.append(f"{r.model:<16} {r.examined:>8} {r.substituted:>6} {r.residuals:>6} "
-                         f"{r.undone:>6} {r.bytes_saved / 2**20:>9.2f} {r.score_before:>7.4f} "
-                         f"{r.score_after:>7.4f}")
-        lines.append(f"physical {self.physical_bytes_before / 2**20:.2f} -> "
-                     f"{self.physical_bytes_after / 2**20:.2f} MiB of {self.logical_bytes / 2**20:.2f}"
-                     f" logical ({self.ratio:.2f}x), {self.seconds:.1f} s")
-        return "\n".join(lines)
-
-
-@dataclass
-class _Item:
-    """One target block and what to do with it."""
-
-    block_id: int
-    entries: list[tuple[int, int, int]]   # (tensor_id, block_row, block_col) using the block
-    digest: bytes
-    nbytes: int
-    ref: int = 0
-    outcome: encoding.Outcome | None = None
 
 
 def dedup(store, models=None, *, validator=None, max_drop=None, residuals=True,
@@ -234,7 +160,7 @@ def _dedup_model(store, report: ModelReport, validator, max_drop, residuals_allo
         report.seconds = time.perf_counter() - started
         return
     report.examined = len(items)
-    residuals_before = _residual_bytes(store, model_id)
+    residuals_before = residual_bytes(store, model_id)
     if refs:
         before = searcher.seconds
         _match(store, items, extents, refs, searcher)
@@ -242,7 +168,7 @@ def _dedup_model(store, report: ModelReport, validator, max_drop, residuals_allo
         _decide(store, items, extents, tolerance, residuals_allowed)
     todo = [it for it in items if it.outcome is not None and it.outcome.kind != encoding.KEEP]
     kept = [it for it in items if it.outcome is None or it.outcome.kind == encoding.KEEP]
-    _log(store, kept, KEPT)
+    log(store, kept, KEPT)
     if todo:
         tiles = _read_tiles(store, {it.block_id: extents[it.block_id] for it in todo})
         sizes = dict(conn.execute(f"SELECT id, rows * cols FROM {t.tensors} WHERE model_id = ?",
@@ -254,16 +180,9 @@ def _dedup_model(store, report: ModelReport, validator, max_drop, residuals_allo
         _guarded_apply(store, report, todo, validator, max_drop, check_every, on_exceed, progress)
     freed = free_dead_blocks(store)
     repack_residuals(store, model_id)
-    report.residual_bytes = _residual_bytes(store, model_id) - residuals_before
+    report.residual_bytes = residual_bytes(store, model_id) - residuals_before
     report.bytes_saved = freed - report.residual_bytes
     report.seconds = time.perf_counter() - started
-
-
-def _residual_bytes(store, model_id: int) -> int:
-    t = store._t
-    return store.conn.execute(
-        f"SELECT coalesce(sum(r.nbytes), 0) FROM {t.residuals} r JOIN {t.tensors} tt"
-        " ON tt.id = r.tensor_id WHERE tt.model_id = ?", (model_id,)).get
 
 
 def _targets(store, model_id: int, reexamine: bool):
@@ -281,7 +200,7 @@ def _targets(store, model_id: int, reexamine: bool):
         f" AND NOT EXISTS (SELECT 1 FROM {t.map} e JOIN {t.tensors} et ON et.id = e.tensor_id"
         f" WHERE e.block_id = m.block_id AND et.model_id <> tt.model_id)"
         " ORDER BY m.tensor_id, m.block_row, m.block_col", (model_id,)).fetchall()
-    by_block: dict[int, _Item] = {}
+    by_block: dict[int, Target] = {}
     extents: dict[int, tuple[int, int]] = {}
     bad = set()
     for bid, tid, bi, bj, trows, tcols, digest, nbytes, refcount in rows:
@@ -289,7 +208,7 @@ def _targets(store, model_id: int, reexamine: bool):
         if bid in extents and extents[bid] != extent:
             bad.add(bid)   # the same bytes used as tiles of two shapes: leave it be
         extents[bid] = extent
-        item = by_block.setdefault(bid, _Item(bid, [], digest, nbytes))
+        item = by_block.setdefault(bid, Target(bid, [], digest, nbytes))
         item.entries.append((tid, bi, bj))
     # every use of the block is this model's (none by another model: the query's last test),
     # and not half examined (some entries logged before): all its entries are here
@@ -335,7 +254,7 @@ def _read_tiles(store, extents: dict[int, tuple[int, int]]) -> dict[int, np.ndar
     return out
 
 
-def _match(store, items: list[_Item], extents, refs, searcher: CandidateSearch) -> None:
+def _match(store, items: list[Target], extents, refs, searcher: CandidateSearch) -> None:
     """Set each item's ref to its nearest candidate reference of the same tile extent."""
     groups = defaultdict(list)
     for it in items:
@@ -385,7 +304,7 @@ def _guarded_apply(store, report, todo, validator, max_drop, check_every, on_exc
         batch = todo[i:i + step]
         try:
             with store._writing():   # a savepoint
-                _apply(store, batch)
+                apply(store, batch)
                 if validator is not None:
                     value = score(validator, store, report.model)
                     report.validations += 1
@@ -395,12 +314,12 @@ def _guarded_apply(store, report, todo, validator, max_drop, check_every, on_exc
         except _Undo:
             if on_exceed == "stop" or len(batch) == 1:
                 undone = batch if on_exceed == "stop" else batch[:1]
-                _log(store, undone, UNDONE)
+                log(store, undone, UNDONE)
                 report.undone += len(undone)
                 i += len(undone)
                 if on_exceed == "stop":   # the rest is not tried: logged, not counted
                     report.stopped = True
-                    _log(store, todo[i:], UNDONE)
+                    log(store, todo[i:], UNDONE)
                     break
             else:
                 step = max(1, len(batch) // 2)
@@ -416,104 +335,3 @@ def _guarded_apply(store, report, todo, validator, max_drop, check_every, on_exc
         progress(report, i, len(todo))
 
 
-def _apply(store, batch: list[_Item]) -> None:
-    """Point each item's entries at its reference (plus residuals); log them."""
-    conn, t = store.conn, store._t
-    moves, refs, residual_rows, payloads = [], defaultdict(int), [], []
-    for it in batch:
-        for tid, bi, bj in it.entries:
-            moves.append((it.ref, tid, bi, bj))
-            if it.outcome.kind == encoding.RESIDUAL:
-                residual_rows.append((tid, bi, bj, it.outcome.residual_kind, it.outcome.param,
-                                      len(payloads), len(it.outcome.payload)))
-                payloads.append(it.outcome.payload)
-        refs[it.ref] += len(it.entries)
-        refs[it.block_id] -= len(it.entries)
-    conn.executemany(f"UPDATE {t.map} SET block_id = ? WHERE tensor_id = ? AND block_row = ?"
-                     " AND block_col = ?", moves)
-    conn.executemany(f"UPDATE {t.blocks} SET refcount = refcount + ? WHERE id = ?",
-                     [(n, bid) for bid, n in refs.items()])
-    if payloads:
-        slots = _write_residual_pages(store, payloads)
-        conn.executemany(
-            f"INSERT INTO {t.residuals}(tensor_id, block_row, block_col, kind, param, page_id,"
-            " slot, nbytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(tid, bi, bj, kind, param, *slots[k], n) for tid, bi, bj, kind, param, k, n in residual_rows])
-    _log(store, [it for it in batch if it.outcome.kind == encoding.SUBSTITUTE], SUBSTITUTED)
-    _log(store, [it for it in batch if it.outcome.kind == encoding.RESIDUAL], RESIDUAL)
-
-
-def _residual_page_bytes(store) -> int:
-    """Residual pages hold at most what a page of full float32 blocks holds."""
-    return store.page_blocks * store.block_rows * store.block_cols * 4
-
-
-def _write_residual_pages(store, payloads: list[bytes]) -> list[tuple[int, int]]:
-    """Lay payloads out in new pages; (page_id, slot) of each."""
-    limit = _residual_page_bytes(store)
-    where, page, size = [], [], 0
-
-    def flush():
-        data = pages.build_page([np.frombuffer(p, np.uint8) for p in page])
-        store.conn.execute(f"INSERT INTO {store._t.pages}(nblocks, nbytes, data) VALUES (?, ?, ?)",
-                           (len(page), len(data), data))
-        page_id = store.conn.last_insert_rowid()
-        where.extend((page_id, s) for s in range(len(page)))
-
-    for p in payloads:
-        if page and (size + len(p) > limit or len(page) >= 65536):
-            flush()
-            page, size = [], 0
-        page.append(p)
-        size += len(p)
-    if page:
-        flush()
-    return where
-
-
-def repack_residuals(store, model_id: int) -> None:
-    """Lay the model's residuals out in full pages (steps wrote small ones)."""
-    conn, t = store.conn, store._t
-    rows = conn.execute(
-        f"SELECT r.tensor_id, r.block_row, r.block_col, r.page_id, r.slot FROM {t.residuals} r"
-        f" JOIN {t.tensors} tt ON tt.id = r.tensor_id WHERE tt.model_id = ?"
-        " ORDER BY r.tensor_id, r.block_row, r.block_col", (model_id,)).fetchall()
-    if not rows:
-        return
-    old_pages = sorted({page for *_, page, _ in rows})
-    cache = {}
-    payloads = []
-    for *_, page, slot in rows:
-        if page not in cache:
-            cache[page] = pages.read_slots(conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?",
-                                                        (page,)).get)
-        payloads.append(bytes(cache[page][slot]))
-    slots_held = conn.execute(f"SELECT sum(nblocks) FROM {t.pages} WHERE id IN"
-                              f" ({','.join(map(str, old_pages))})").get
-    if slots_held == len(rows) and \
-            len(old_pages) == -(-sum(map(len, payloads)) // _residual_page_bytes(store)):
-        return  # already as few pages as can be, none half dead
-    conn.executemany(f"DELETE FROM {t.pages} WHERE id = ?", [(p,) for p in old_pages])
-    slots = _write_residual_pages(store, payloads)
-    conn.executemany(f"UPDATE {t.residuals} SET page_id = ?, slot = ? WHERE tensor_id = ?"
-                     " AND block_row = ? AND block_col = ?",
-                     [(*slots[k], tid, bi, bj) for k, (tid, bi, bj, _, _) in enumerate(rows)])
-    store._new_generation()   # pages deleted (their ids may be reused)
-
-
-def free_dead_blocks(store) -> int:
-    """Delete blocks nothing uses any more and compact their pages; the bytes freed."""
-    conn, t = store.conn, store._t
-    dead = conn.execute(f"SELECT id, page_id, nbytes FROM {t.blocks} WHERE refcount <= 0").fetchall()
-    if not dead:
-        return 0
-    conn.executemany(f"DELETE FROM {t.blocks} WHERE id = ?", [(b,) for b, _, _ in dead])
-    store._compact_pages({page for _, page, _ in dead})
-    return sum(n for _, _, n in dead)
-
-
-def _log(store, items: list[_Item], outcome: int) -> None:
-    store.conn.executemany(
-        f"INSERT OR REPLACE INTO {store._t.dedup}(tensor_id, block_row, block_col,"
-        " source_hash, outcome) VALUES (?, ?, ?, ?, ?)",
-        [(tid, bi, bj, it.digest, outcome) for it in items for tid, bi, bj in it.entries])

@@ -1,0 +1,139 @@
+"""The writes of a dedup run: re-pointing tiles, residual pages, freeing, the log.
+
+Every function runs inside the run's transaction (Store._writing), most inside a guarded
+step's savepoint, so a rolled-back step takes its writes with it.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import pages
+from . import encoding
+
+# outcomes logged in <store>_dedup
+KEPT, SUBSTITUTED, RESIDUAL, UNDONE = 0, 1, 2, 3
+
+
+@dataclass
+class Target:
+    """One target block and what to do with it."""
+
+    block_id: int
+    entries: list[tuple[int, int, int]]   # (tensor_id, block_row, block_col) using the block
+    digest: bytes
+    nbytes: int
+    ref: int = 0
+    outcome: encoding.Outcome | None = None
+
+
+def apply(store, batch: list[Target]) -> None:
+    """Point each item's entries at its reference (plus residuals); log them."""
+    conn, t = store.conn, store._t
+    moves, refs, residual_rows, payloads = [], defaultdict(int), [], []
+    for it in batch:
+        for tid, bi, bj in it.entries:
+            moves.append((it.ref, tid, bi, bj))
+            if it.outcome.kind == encoding.RESIDUAL:
+                residual_rows.append((tid, bi, bj, it.outcome.residual_kind, it.outcome.param,
+                                      len(payloads), len(it.outcome.payload)))
+                payloads.append(it.outcome.payload)
+        refs[it.ref] += len(it.entries)
+        refs[it.block_id] -= len(it.entries)
+    conn.executemany(f"UPDATE {t.map} SET block_id = ? WHERE tensor_id = ? AND block_row = ?"
+                     " AND block_col = ?", moves)
+    conn.executemany(f"UPDATE {t.blocks} SET refcount = refcount + ? WHERE id = ?",
+                     [(n, bid) for bid, n in refs.items()])
+    if payloads:
+        slots = _write_residual_pages(store, payloads)
+        conn.executemany(
+            f"INSERT INTO {t.residuals}(tensor_id, block_row, block_col, kind, param, page_id,"
+            " slot, nbytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(tid, bi, bj, kind, param, *slots[k], n) for tid, bi, bj, kind, param, k, n in residual_rows])
+    log(store, [it for it in batch if it.outcome.kind == encoding.SUBSTITUTE], SUBSTITUTED)
+    log(store, [it for it in batch if it.outcome.kind == encoding.RESIDUAL], RESIDUAL)
+
+
+def _residual_page_bytes(store) -> int:
+    """Residual pages hold at most what a page of full float32 blocks holds."""
+    return store.page_blocks * store.block_rows * store.block_cols * 4
+
+
+def _write_residual_pages(store, payloads: list[bytes]) -> list[tuple[int, int]]:
+    """Lay payloads out in new pages; (page_id, slot) of each."""
+    limit = _residual_page_bytes(store)
+    where, page, size = [], [], 0
+
+    def flush():
+        data = pages.build_page([np.frombuffer(p, np.uint8) for p in page])
+        store.conn.execute(f"INSERT INTO {store._t.pages}(nblocks, nbytes, data) VALUES (?, ?, ?)",
+                           (len(page), len(data), data))
+        page_id = store.conn.last_insert_rowid()
+        where.extend((page_id, s) for s in range(len(page)))
+
+    for p in payloads:
+        if page and (size + len(p) > limit or len(page) >= 65536):
+            flush()
+            page, size = [], 0
+        page.append(p)
+        size += len(p)
+    if page:
+        flush()
+    return where
+
+
+def repack_residuals(store, model_id: int) -> None:
+    """Lay the model's residuals out in full pages (steps wrote small ones)."""
+    conn, t = store.conn, store._t
+    rows = conn.execute(
+        f"SELECT r.tensor_id, r.block_row, r.block_col, r.page_id, r.slot FROM {t.residuals} r"
+        f" JOIN {t.tensors} tt ON tt.id = r.tensor_id WHERE tt.model_id = ?"
+        " ORDER BY r.tensor_id, r.block_row, r.block_col", (model_id,)).fetchall()
+    if not rows:
+        return
+    old_pages = sorted({page for *_, page, _ in rows})
+    cache = {}
+    payloads = []
+    for *_, page, slot in rows:
+        if page not in cache:
+            cache[page] = pages.read_slots(conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?",
+                                                        (page,)).get)
+        payloads.append(bytes(cache[page][slot]))
+    slots_held = conn.execute(f"SELECT sum(nblocks) FROM {t.pages} WHERE id IN"
+                              f" ({','.join(map(str, old_pages))})").get
+    if slots_held == len(rows) and \
+            len(old_pages) == -(-sum(map(len, payloads)) // _residual_page_bytes(store)):
+        return  # already as few pages as can be, none half dead
+    conn.executemany(f"DELETE FROM {t.pages} WHERE id = ?", [(p,) for p in old_pages])
+    slots = _write_residual_pages(store, payloads)
+    conn.executemany(f"UPDATE {t.residuals} SET page_id = ?, slot = ? WHERE tensor_id = ?"
+                     " AND block_row = ? AND block_col = ?",
+                     [(*slots[k], tid, bi, bj) for k, (tid, bi, bj, _, _) in enumerate(rows)])
+    store._new_generation()   # pages deleted (their ids may be reused)
+
+
+def free_dead_blocks(store) -> int:
+    """Delete blocks nothing uses any more and compact their pages; the bytes freed."""
+    conn, t = store.conn, store._t
+    dead = conn.execute(f"SELECT id, page_id, nbytes FROM {t.blocks} WHERE refcount <= 0").fetchall()
+    if not dead:
+        return 0
+    conn.executemany(f"DELETE FROM {t.blocks} WHERE id = ?", [(b,) for b, _, _ in dead])
+    store._compact_pages({page for _, page, _ in dead})
+    return sum(n for _, _, n in dead)
+
+
+def log(store, items: list[Target], outcome: int) -> None:
+    store.conn.executemany(
+        f"INSERT OR REPLACE INTO {store._t.dedup}(tensor_id, block_row, block_col,"
+        " source_hash, outcome) VALUES (?, ?, ?, ?, ?)",
+        [(tid, bi, bj, it.digest, outcome) for it in items for tid, bi, bj in it.entries])
+
+
+def residual_bytes(store, model_id: int) -> int:
+    t = store._t
+    return store.conn.execute(
+        f"SELECT coalesce(sum(r.nbytes), 0) FROM {t.residuals} r JOIN {t.tensors} tt"
+        " ON tt.id = r.tensor_id WHERE tt.model_id = ?", (model_id,)).get
