@@ -346,9 +346,8 @@ class Store:
                               (old_id, name, new_id))
             self.conn.execute(f"UPDATE {t.tensors} SET model_id = ? WHERE model_id = ?",
                               (old_id, new_id))
-            from .dedup.writes import free_dead_blocks, repack_residuals
-            free_dead_blocks(self)
-            repack_residuals(self, old_id)
+            from .dedup.writes import repack_residuals
+            repack_residuals(self, old_id)   # _drop freed the blocks the new tiles left
             if old_layers is not None:
                 self._store_layers(name, old_layers)
             return report
@@ -356,7 +355,7 @@ class Store:
     def _carry_decisions(self, decided: dict, new_id: int) -> None:
         """Point the new version's unchanged tiles where dedup pointed the old ones."""
         t = self._t
-        moves, refs, residuals, logs = [], {}, [], []
+        moves, refs, moved_residuals, logs = [], {}, [], []
         for tname, tid, bi, bj, block, digest in self.conn.execute(
                 f"SELECT tt.name, m.tensor_id, m.block_row, m.block_col, m.block_id, b.hash"
                 f" FROM {t.map} m JOIN {t.tensors} tt ON tt.id = m.tensor_id JOIN {t.blocks} b"
@@ -370,13 +369,13 @@ class Store:
                 moves.append((old_block, tid, bi, bj))
                 refs[old_block] = refs.get(old_block, 0) + 1
                 refs[block] = refs.get(block, 0) - 1
-                residuals.append((tid, old_tid, bi, bj))
+                moved_residuals.append((tid, old_tid, bi, bj))
         self.conn.executemany(f"UPDATE {t.map} SET block_id = ? WHERE tensor_id = ?"
                               " AND block_row = ? AND block_col = ?", moves)
         self.conn.executemany(f"UPDATE {t.blocks} SET refcount = refcount + ? WHERE id = ?",
                               [(n, b) for b, n in refs.items()])
         self.conn.executemany(f"UPDATE {t.residuals} SET tensor_id = ? WHERE tensor_id = ?"
-                              " AND block_row = ? AND block_col = ?", residuals)
+                              " AND block_row = ? AND block_col = ?", moved_residuals)
         self.conn.executemany(f"INSERT INTO {t.dedup}(tensor_id, block_row, block_col,"
                               " source_hash, outcome) VALUES (?, ?, ?, ?, ?)", logs)
 
