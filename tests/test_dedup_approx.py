@@ -14,6 +14,8 @@ from sqlite_tensor.dedup import ValidatorError, accuracy
 from sqlite_tensor.dedup import encoding
 from sqlite_tensor import residuals
 
+from conftest import dump
+
 LAYERS = [{"op": "dense", "weight": "fc1.weight", "bias": "fc1.bias", "activation": "relu"},
           {"op": "dense", "weight": "fc2.weight", "bias": "fc2.bias"}]
 
@@ -65,14 +67,6 @@ def closeness(originals):
             worst = max(worst, float(np.linalg.norm(got - w) / (np.linalg.norm(w) + 1e-3)))
         return -worst
     return validate
-
-
-def dump(store):
-    """Everything in the store's shadow tables, for byte-identical comparisons."""
-    out = {}
-    for part in ("config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup"):
-        out[part] = store.conn.execute(f'SELECT * FROM "{store.name}_{part}" ORDER BY 1, 2').fetchall()
-    return out
 
 
 def reference_forward(tensors, x):
@@ -263,7 +257,7 @@ def test_update_of_an_unknown_model_is_an_error(tmp_path):
 def test_a_validator_that_raises_midway_leaves_the_store_unchanged(tmp_path):
     models = family(3)
     store = make_store(tmp_path, models)
-    before = dump(store)
+    before = dump(store.conn)
     calls = {"n": 0}
 
     def flaky(store_, model):
@@ -274,17 +268,17 @@ def test_a_validator_that_raises_midway_leaves_the_store_unchanged(tmp_path):
 
     with pytest.raises(ValidatorError, match="RuntimeError.*validation data unavailable"):
         store.dedup(validator=flaky, max_drop=0.5, tolerance=0.3, check_every=2)
-    assert dump(store) == before
+    assert dump(store.conn) == before
     assert store.verify() == []
 
 
 @pytest.mark.parametrize("value", ["0.9", None, math.nan, math.inf, [1.0], True])
 def test_a_validator_returning_a_non_number_is_an_error(tmp_path, value):
     store = make_store(tmp_path, family(2))
-    before = dump(store)
+    before = dump(store.conn)
     with pytest.raises(ValidatorError, match="validator returned"):
         store.dedup(validator=lambda s, m: value, max_drop=0.01)
-    assert dump(store) == before
+    assert dump(store.conn) == before
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -302,10 +296,10 @@ def test_a_validator_returning_a_non_number_is_an_error(tmp_path, value):
 ])
 def test_bad_arguments_are_clear_errors(tmp_path, kwargs, error, match):
     store = make_store(tmp_path, family(2))
-    before = dump(store)
+    before = dump(store.conn)
     with pytest.raises(error, match=match):
         store.dedup(validator=lambda s, m: 1.0, **kwargs)
-    assert dump(store) == before
+    assert dump(store.conn) == before
 
 
 def test_lossy_dedup_needs_a_validator(tmp_path):
@@ -314,10 +308,10 @@ def test_lossy_dedup_needs_a_validator(tmp_path):
         store.dedup()
     with pytest.raises(TypeError, match="validator must be callable"):
         store.dedup(validator="accuracy", max_drop=0.1)
-    before = dump(store)
+    before = dump(store.conn)
     report = store.dedup(tolerance=0)   # nothing lossy: allowed, changes nothing
     assert all(r.replaced == 0 and r.examined == 0 for r in report.models)
-    assert dump(store) == before        # not even the log: a later run examines everything
+    assert dump(store.conn) == before        # not even the log: a later run examines everything
     later = store.dedup(validator=lambda s, m: 1.0, max_drop=0.1)
     assert later["v1"].examined > 0
 
@@ -334,10 +328,10 @@ def test_accuracy_needs_layers(tmp_path):
     for m, tensors in models.items():
         store.add_model(m, tensors)            # no layers
     x = np.zeros((3, 96), np.float32)
-    before = dump(store)
+    before = dump(store.conn)
     with pytest.raises(ValidatorError, match="has no layers"):
         store.dedup(validator=accuracy(x, np.zeros(3, np.int64)), max_drop=0.01)
-    assert dump(store) == before
+    assert dump(store.conn) == before
 
 
 def test_accuracy_scores_argmax_and_checks_its_input(tmp_path):
@@ -434,7 +428,7 @@ def test_a_process_killed_mid_run_leaves_the_old_store(tmp_path):
     import textwrap
     models = family(3)
     store = make_store(tmp_path, models)
-    before = dump(store)
+    before = dump(store.conn)
     path = store.conn.filename
     store.close()
     script = textwrap.dedent(f"""
@@ -451,7 +445,7 @@ def test_a_process_killed_mid_run_leaves_the_old_store(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 3, done.stderr
     again = sqlite_tensor.Store(path)
-    assert dump(again) == before
+    assert dump(again.conn) == before
     assert again.verify() == []
     again.close()
 
