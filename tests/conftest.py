@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 
 import ml_dtypes
 import numpy as np
@@ -51,6 +52,26 @@ def dump(conn, store: str = "tensors") -> dict:
                         (f"{store}_{part}",)).get:
             out[part] = sorted(conn.execute(f"SELECT * FROM {table}"), key=repr)
     return out
+
+
+def run_threads(work, args, timeout: float) -> None:
+    """Run work(arg) for every arg, each on its own thread, all at once; fail if one of
+    them raises (naming its arg) or is still running after timeout seconds."""
+    errors = []
+
+    def guarded(arg):
+        try:
+            work(arg)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append((arg, e))
+
+    threads = [threading.Thread(target=guarded, args=(arg,)) for arg in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a thread is still running"
+    assert not errors, errors
 
 
 def snapshot(conn, store: str = "tensors") -> tuple[dict, bytes]:

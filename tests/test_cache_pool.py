@@ -18,7 +18,7 @@ import pytest
 import sqlite_tensor
 from sqlite_tensor import cache
 from sqlite_tensor.schema import Tables
-from conftest import SMALL
+from conftest import SMALL, run_threads
 from reference_model import assert_matches
 
 # The compiled policies configure() takes by name ("python" is given as an object).
@@ -680,24 +680,16 @@ def test_threads_churn_pages_through_the_arena(pool, arena, big_model):
     import threading
     path, arrays, x, sizes = big_model
     cache.configure(policy="lru", budget_bytes=2 * max(sizes.values()))
-    errors, barrier = [], threading.Barrier(4)
+    barrier = threading.Barrier(4)
 
     def work(seed):
-        try:
-            with sqlite_tensor.Store(path) as store:
-                barrier.wait()
-                for k in range(25):
-                    xi = x if (k + seed) % 2 else x[(k + seed) % 3]
-                    assert_matches(store.predict("m", xi), BIG_LAYERS, arrays, xi)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+        with sqlite_tensor.Store(path) as store:
+            barrier.wait()
+            for k in range(25):
+                xi = x if (k + seed) % 2 else x[(k + seed) % 3]
+                assert_matches(store.predict("m", xi), BIG_LAYERS, arrays, xi)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads) and not errors, errors
+    run_threads(work, range(4), timeout=120)
     with sqlite_tensor.Store(path) as store:
         held = [row[1] for row in resident_pages(store.conn)]
     assert arena._page_memory_stats()["in_use_bytes"] == arena_bytes(sizes, held)

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 import sqlite_tensor
 from sqlite_tensor import TensorStoreError, _engine
 from sqlite_tensor.errors import NotFoundError
+from conftest import run_threads
 from reference_model import assert_matches, reference_predict
 
 # (block_rows, block_cols, page_blocks); None: the store's defaults
@@ -760,29 +761,20 @@ def test_threads_with_their_own_connections_predict_concurrently(pool, threads, 
             specs[f"m{i}"] = (layers, arrays, features(rng, 25, n_in))
     threads.set_threads(2)
     _engine.cache_configure(200_000)    # pages come and go while the threads run
-    errors, barrier = [], threading.Barrier(4)
+    barrier = threading.Barrier(4)
 
     def work(name):
         layers, arrays, x = specs[name]
-        try:
-            with sqlite_tensor.Store(db_path) as s:
-                barrier.wait()
-                for k in range(15):
-                    xi = x if k % 2 else x[k]
-                    assert_matches(s.predict(name, xi), layers, arrays, xi)
-                    got = s.conn.execute("SELECT tensor_predict('tensors', ?, ?)",
-                                         (name, x[k].tobytes())).get
-                    assert_matches(np.frombuffer(got, np.float32).copy(), layers, arrays, x[k])
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append((name, e))
+        with sqlite_tensor.Store(db_path) as s:
+            barrier.wait()
+            for k in range(15):
+                xi = x if k % 2 else x[k]
+                assert_matches(s.predict(name, xi), layers, arrays, xi)
+                got = s.conn.execute("SELECT tensor_predict('tensors', ?, ?)",
+                                     (name, x[k].tobytes())).get
+                assert_matches(np.frombuffer(got, np.float32).copy(), layers, arrays, x[k])
 
-    workers = [threading.Thread(target=work, args=(name,)) for name in specs]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in workers)
-    assert not errors, errors
+    run_threads(work, specs, timeout=60)
 
 
 def test_cached_plans_follow_every_change_to_the_store(tmp_path):

@@ -17,6 +17,7 @@ import pytest
 
 import sqlite_tensor
 from sqlite_tensor import _engine
+from conftest import run_threads
 from reference_model import assert_matches
 
 LAYERS = [{"op": "dense", "weight": "w", "bias": "b", "activation": "relu"},
@@ -90,26 +91,17 @@ def test_concurrent_callers_share_or_start_their_own(threads, model):
     start threads of their own for their call; every answer is right and none hangs."""
     path, arrays = model
     threads.set_threads(2)
-    errors, barrier = [], threading.Barrier(4)
+    barrier = threading.Barrier(4)
 
     def work(seed):
         rng = np.random.default_rng(seed)
-        try:
-            with sqlite_tensor.Store(path) as store:
-                barrier.wait()
-                for k in range(10):
-                    x = rng.standard_normal((k % 3 + 1, 1030)).astype(np.float32)
-                    assert_matches(store.predict("m", x), LAYERS, arrays, x)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+        with sqlite_tensor.Store(path) as store:
+            barrier.wait()
+            for k in range(10):
+                x = rng.standard_normal((k % 3 + 1, 1030)).astype(np.float32)
+                assert_matches(store.predict("m", x), LAYERS, arrays, x)
 
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in workers)
-    assert not errors, errors
+    run_threads(work, range(4), timeout=60)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
