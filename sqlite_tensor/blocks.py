@@ -26,6 +26,13 @@ def grid_shape(rows: int, cols: int, block_rows: int, block_cols: int) -> tuple[
     return -(-rows // block_rows), -(-cols // block_cols)
 
 
+def tile_shape(rows: int, cols: int, bi: int, bj: int, block_rows: int,
+               block_cols: int) -> tuple[int, int]:
+    """The extent of tile (bi, bj) of a rows x cols matrix: the block shape, or less at
+    the edges (edge tiles are stored trimmed)."""
+    return min(block_rows, rows - bi * block_rows), min(block_cols, cols - bj * block_cols)
+
+
 def iter_blocks(matrix: np.ndarray, block_rows: int,
                 block_cols: int) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield (block_row, block_col, tile) in row-major order; tiles are views into the

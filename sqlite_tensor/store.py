@@ -602,8 +602,8 @@ class Store:
             if not (0 <= bi < gr and 0 <= bj < gc):
                 problems.append(f"tensor {tid}: block ({bi}, {bj}) is outside its {gr} x {gc} grid")
                 continue
-            tile = (min(self.block_rows, rows - bi * self.block_rows)
-                    * min(self.block_cols, cols - bj * self.block_cols))
+            br, bc = blocks.tile_shape(rows, cols, bi, bj, self.block_rows, self.block_cols)
+            tile = br * bc
             if block_bytes * rows * cols != tile * nbytes:  # block_bytes == tile * itemsize
                 problems.append(f"tensor {tid}: block ({bi}, {bj}) has {block_bytes} bytes,"
                                 f" wrong for a tile of {tile} elements")
@@ -651,8 +651,7 @@ class Store:
                 problems.append(f"page {page_id}: nblocks {nblocks}, header has {len(slots)} slots,"
                                 f" {len(stored) + len(held)} in use")
             for tid, bi, bj, kind, param, slot, nbytes, rows, cols in held:
-                br = min(self.block_rows, rows - bi * self.block_rows)
-                bc = min(self.block_cols, cols - bj * self.block_cols)
+                br, bc = blocks.tile_shape(rows, cols, bi, bj, self.block_rows, self.block_cols)
                 try:
                     want = residuals.payload_bytes(kind, param, br, bc)
                 except ValueError as e:

@@ -31,7 +31,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .. import pages
+from .. import blocks, pages
 from . import encoding
 from .importance import examination_order
 from .lsh import LSHOptions
@@ -161,16 +161,17 @@ def _dedup_model(store, report: ModelReport, validator, max_drop, residuals_allo
         return
     report.examined = len(items)
     residuals_before = residual_bytes(store, model_id)
+    read: dict[int, np.ndarray] = {}   # tiles read so far: each block is read once
     if refs:
         before = searcher.seconds
-        _match(store, items, extents, refs, searcher)
+        _match(store, items, extents, refs, searcher, read)
         report.search_seconds = searcher.seconds - before
-        _decide(store, items, extents, tolerance, residuals_allowed)
+        _decide(store, items, extents, tolerance, residuals_allowed, read)
     todo = [it for it in items if it.outcome is not None and it.outcome.kind != encoding.KEEP]
     kept = [it for it in items if it.outcome is None or it.outcome.kind == encoding.KEEP]
     log(store, kept, KEPT)
     if todo:
-        tiles = _read_tiles(store, {it.block_id: extents[it.block_id] for it in todo})
+        tiles = _read_tiles(store, {it.block_id: extents[it.block_id] for it in todo}, read)
         sizes = dict(conn.execute(f"SELECT id, rows * cols FROM {t.tensors} WHERE model_id = ?",
                                   (model_id,)))
         order = examination_order([tiles[it.block_id] for it in todo],
@@ -203,18 +204,19 @@ def _targets(store, model_id: int, reexamine: bool):
     by_block: dict[int, Target] = {}
     extents: dict[int, tuple[int, int]] = {}
     bad = set()
+    refcounts: dict[int, int] = {}
     for bid, tid, bi, bj, trows, tcols, digest, nbytes, refcount in rows:
-        extent = _extent(store, trows, tcols, bi, bj)
+        extent = blocks.tile_shape(trows, tcols, bi, bj, store.block_rows, store.block_cols)
         if bid in extents and extents[bid] != extent:
             bad.add(bid)   # the same bytes used as tiles of two shapes: leave it be
         extents[bid] = extent
+        refcounts[bid] = refcount
         item = by_block.setdefault(bid, Target(bid, [], digest, nbytes))
         item.entries.append((tid, bi, bj))
     # every use of the block is this model's (none by another model: the query's last test),
     # and not half examined (some entries logged before): all its entries are here
-    counts = dict(store.conn.execute(f"SELECT id, refcount FROM {store._t.blocks} WHERE id IN"
-                                     f" ({','.join(map(str, by_block)) or 'NULL'})"))
-    items = [it for bid, it in by_block.items() if bid not in bad and counts[bid] == len(it.entries)]
+    items = [it for bid, it in by_block.items()
+             if bid not in bad and refcounts[bid] == len(it.entries)]
     return items, extents
 
 
@@ -226,35 +228,33 @@ def _references(store, model_id: int) -> dict[int, tuple[int, int]]:
             f"SELECT m.block_id, tt.rows, tt.cols, m.block_row, m.block_col FROM {t.map} m"
             f" JOIN {t.tensors} tt ON tt.id = m.tensor_id WHERE tt.model_id < ?"
             " AND tt.dtype = 'float32'", (model_id,)):
-        refs.setdefault(bid, _extent(store, trows, tcols, bi, bj))
+        refs.setdefault(bid, blocks.tile_shape(trows, tcols, bi, bj, store.block_rows,
+                                               store.block_cols))
     return refs
 
 
-def _extent(store, rows, cols, bi, bj) -> tuple[int, int]:
-    return (min(store.block_rows, rows - bi * store.block_rows),
-            min(store.block_cols, cols - bj * store.block_cols))
-
-
-def _read_tiles(store, extents: dict[int, tuple[int, int]]) -> dict[int, np.ndarray]:
-    """The stored bytes of blocks as float32 tiles, reading each page once."""
+def _read_tiles(store, extents: dict[int, tuple[int, int]],
+                read: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """The stored bytes of blocks as float32 tiles, reading each page once; ``read`` holds
+    the tiles this model's run read already (they are not read again) and gains the new."""
     t = store._t
     where = defaultdict(list)
-    ids = list(extents)
+    ids = [b for b in extents if b not in read]
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
         for bid, page, slot in store.conn.execute(
                 f"SELECT id, page_id, slot FROM {t.blocks} WHERE id IN ({','.join('?' * len(chunk))})",
                 chunk):
             where[page].append((bid, slot))
-    out = {}
     for page in sorted(where):
         slots = pages.read_slots(store.conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?", (page,)).get)
         for bid, slot in where[page]:
-            out[bid] = np.frombuffer(slots[slot], np.float32).reshape(extents[bid])
-    return out
+            read[bid] = np.frombuffer(slots[slot], np.float32).reshape(extents[bid])
+    return {b: read[b] for b in extents}
 
 
-def _match(store, items: list[Target], extents, refs, searcher: CandidateSearch) -> None:
+def _match(store, items: list[Target], extents, refs, searcher: CandidateSearch,
+           read: dict) -> None:
     """Set each item's ref to its nearest candidate reference of the same tile extent."""
     groups = defaultdict(list)
     for it in items:
@@ -268,7 +268,7 @@ def _match(store, items: list[Target], extents, refs, searcher: CandidateSearch)
             continue
 
         def load(ids, ext=ext):
-            tiles = _read_tiles(store, {b: ext for b in ids})
+            tiles = _read_tiles(store, {b: ext for b in ids}, read)
             return np.stack([tiles[b].ravel() for b in ids])
 
         ids = [it.block_id for it in group]
@@ -276,13 +276,14 @@ def _match(store, items: list[Target], extents, refs, searcher: CandidateSearch)
             it.ref = ref or 0
 
 
-def _decide(store, items, extents, tolerance, residuals_allowed) -> None:
+def _decide(store, items, extents, tolerance, residuals_allowed, read: dict) -> None:
     groups = defaultdict(list)
     for it in items:
         if it.ref:
             groups[extents[it.block_id]].append(it)
     for ext, group in groups.items():
-        tiles = _read_tiles(store, {**{it.block_id: ext for it in group}, **{it.ref: ext for it in group}})
+        tiles = _read_tiles(store, {**{it.block_id: ext for it in group},
+                                    **{it.ref: ext for it in group}}, read)
         outcomes = encoding.choose(np.stack([tiles[it.block_id] for it in group]),
                                    np.stack([tiles[it.ref] for it in group]),
                                    tolerance=tolerance, residuals_allowed=residuals_allowed)
