@@ -55,7 +55,7 @@ def register(conn: apsw.Connection) -> None:
             report = target.dedup(validator=accuracy(x, y), max_drop=max_drop, **kwargs)
         except (ValueError, TypeError, KeyError, TensorStoreError, apsw.SQLError) as e:
             raise apsw.SQLError(f"tensor_dedup: {e}") from None
-        out = {k: v for k, v in dataclasses.asdict(report).items()}
+        out = dataclasses.asdict(report)
         out["ratio"] = report.ratio
         return json.dumps(out)
 
