@@ -11,7 +11,7 @@ The same database answers SQL in the sqlite3 shell after ``.load`` of
 from . import cache
 from .cache import configure as configure_cache
 from .connection import connect, load, loadable_path
-from .errors import FormatError, NotFoundError, TensorStoreError
+from .errors import CorruptStoreError, FormatError, NotFoundError, TensorStoreError
 from .ingest import IngestReport
 from .layers import LayerError
 from .store import Store, TensorInfo
@@ -22,5 +22,5 @@ __version__ = "0.1.0"
 __all__ = [
     "connect", "load", "loadable_path", "Store", "TensorInfo", "IngestReport", "LayerError",
     "set_threads", "get_threads", "cache", "configure_cache",
-    "TensorStoreError", "FormatError", "NotFoundError", "__version__",
+    "TensorStoreError", "CorruptStoreError", "FormatError", "NotFoundError", "__version__",
 ]
