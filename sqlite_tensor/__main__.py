@@ -14,8 +14,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("policies", help="rank the buffer pool's policies against Belady's "
                                     "on a model-family trace")
     demo = sub.add_parser("demo", help="store a model family in a SQLite file and query it")
-    demo.add_argument("db", nargs="?", default="demo.sqlite", help="file to (re)create")
+    demo.add_argument("db", nargs="?", default="demo.sqlite",
+                      help="file to create (a file the demo made before is replaced)")
     demo.add_argument("--models", type=int, default=5, help="models in the family")
+    demo.add_argument("--force", action="store_true",
+                      help="replace the file even if the demo did not make it")
     args = parser.parse_args(argv)
     if args.command == "path":
         from .connection import loadable_path
@@ -28,7 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
     else:
         from .demo import run
-        return run(args.db, args.models)
+        from .errors import TensorStoreError
+        try:
+            return run(args.db, args.models, force=args.force)
+        except TensorStoreError as e:
+            print(f"{parser.prog} demo: error: {e}", file=sys.stderr)
+            return 1
     return 0
 
 

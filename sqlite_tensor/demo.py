@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 
 from . import formats
-from .connection import loadable_path
+from .connection import connect, loadable_path
+from .errors import TensorStoreError
 from .families import TEXT_CLASSIFIER_LAYERS, text_classifier_family
 from .store import Store
 
@@ -31,12 +32,37 @@ def shell_script(db_loadable: str) -> str:
     return f".load {db_loadable}\n.mode box\n{SHELL_QUERIES}"
 
 
-def build(db_path: str = "demo.sqlite", n_models: int = 5, *, verbose: bool = False) -> dict:
+# PRAGMA application_id of files the demo makes ("STDM"): only such a file is ever replaced
+DEMO_APPLICATION_ID = 0x5354444D
+
+
+def made_by_demo(path: Path) -> bool:
+    """True when path is a SQLite file that the demo created (its application_id says so)."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError:
+        return False
+    return (len(header) == 100 and header.startswith(b"SQLite format 3\0")
+            and int.from_bytes(header[68:72], "big") == DEMO_APPLICATION_ID)
+
+
+def build(db_path: str = "demo.sqlite", n_models: int = 5, *, verbose: bool = False,
+          force: bool = False) -> dict:
     """(Re)create db_path holding the demo family, each model added from a .safetensors
-    file as a user would; returns the store's stats()."""
+    file as a user would; returns the store's stats(). An existing file is replaced only
+    when the demo made it, or with force=True: anything else is an error, file untouched."""
     db = Path(db_path)
+    if db.exists() and not force and not made_by_demo(db):
+        raise TensorStoreError(f"{db} exists and was not made by the demo; not overwriting it "
+                               "(choose another file, or --force to replace it)")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
+    conn = connect(db)
+    try:
+        conn.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
+    finally:
+        conn.close()
     family = text_classifier_family(n_models, vocab=16384, dim=128, hidden=32)
     say = print if verbose else (lambda *a, **k: None)
     say(f"A family of {len(family)} text classifiers (one shared word embedding), "
@@ -53,9 +79,9 @@ def build(db_path: str = "demo.sqlite", n_models: int = 5, *, verbose: bool = Fa
         return store.stats()
 
 
-def run(db_path: str = "demo.sqlite", n_models: int = 5) -> int:
+def run(db_path: str = "demo.sqlite", n_models: int = 5, *, force: bool = False) -> int:
     """Build the demo store, print its figures, and query it from the sqlite3 shell."""
-    s = build(db_path, n_models, verbose=True)
+    s = build(db_path, n_models, verbose=True, force=force)
     print(f"\n  stored separately: {_mib(s['logical_bytes'])}   distinct blocks: "
           f"{_mib(s['physical_bytes'])}   dedup ratio: {s['dedup_ratio']:.2f}x   "
           f"pages: {s['pages']} of up to {s['page_blocks']} blocks of "
