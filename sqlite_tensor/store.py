@@ -758,7 +758,8 @@ class Store:
                 f"SELECT id, name, layers FROM {t.models} WHERE layers IS NOT NULL ORDER BY id"):
             tensors = {}
             for name, shape, dtype in self.conn.execute(
-                    f"SELECT name, shape, dtype FROM {t.tensors} WHERE model_id = ?", (model_id,)):
+                    f"SELECT name, shape, dtype FROM {t.tensors} WHERE model_id = ? ORDER BY id",
+                    (model_id,)):
                 try:
                     tensors[name] = (tuple(json.loads(shape)), dtype)
                 except (TypeError, ValueError):
