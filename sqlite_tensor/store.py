@@ -203,12 +203,12 @@ class Store:
             yield
             return
         conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)
-        self._lifted = True
+        outer, self._lifted = getattr(self, "_lifted", False), True
         try:
             yield
         finally:
             conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
-            self._lifted = False
+            self._lifted = outer
 
     @contextmanager
     def _callers_mode(self):
