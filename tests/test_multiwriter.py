@@ -344,7 +344,14 @@ def summary(out) -> str:
             f" {len(out['verify'])}, lost {len(out['lost'])}, wrong: writers"
             f" {len(out['writer_wrong'])}, snapshot reads {len(out['snapshot_wrong'])}, lone reads"
             f" {len(out['lone_wrong'])}; unexpected errors: writers {out['writer_error_count']},"
-            f" snapshot reads {len(out['snapshot_errors'])}, lone reads {len(out['lone_errors'])}")
+            f" snapshot reads {len(out['snapshot_errors'])}, lone reads {len(out['lone_errors'])}"
+            f" (lone reads by kind, wrong/errors: {_by_kind(out)})")
+
+
+def _by_kind(out) -> dict:
+    kinds = ("tensor", "predict", "sql")
+    return {k: (sum(x.startswith(k + " ") for x in out["lone_wrong"]),
+                sum(x.startswith(k + " ") for x in out["lone_errors"])) for k in kinds}
 
 
 def test_writers_and_readers_on_one_store(tmp_path):
