@@ -95,6 +95,28 @@ cdef extern from * nogil:
     char *api_mprintf(const sqlite3_api_routines *api, const char *msg)
 
 
+cdef void fn_load_extension_refused(sqlite3_context *ctx, int argc,
+                                    sqlite3_value **argv) noexcept nogil:
+    sqlite3_result_error(ctx, "not authorized: load_extension() is off where sqlite-tensor "
+                              "is loaded: SQL (a view, a trigger, a query from a file) must "
+                              "not load code; load extensions from the host instead (the "
+                              "shell's .load, Connection.load_extension)", -1)
+
+
+cdef int refuse_sql_load_extension(sqlite3 *db) noexcept nogil:
+    """Turn SQL's load_extension() off on db. The routines table has no
+    sqlite3_enable_load_extension, and SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION would turn off
+    the C API as well (the shell's later .load would fail): a function of the same name
+    takes the built-in's place for this connection and refuses, leaving the C API as it was."""
+    cdef int nargs, rc = SQLITE_OK
+    for nargs in range(1, 3):
+        if rc == SQLITE_OK:
+            rc = sqlite3_create_function_v2(db, "load_extension", nargs,
+                                            SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
+                                            fn_load_extension_refused, NULL, NULL, NULL)
+    return rc
+
+
 cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
                                                  const sqlite3_api_routines *api) noexcept nogil:
     """Register the tensor_store module, the report tables and the SQL functions on db."""
@@ -129,6 +151,8 @@ cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
                                       <void *>CACHE_PAGES, NULL)
     if rc == SQLITE_OK:
         rc = register_functions(db)
+    if rc == SQLITE_OK:
+        rc = refuse_sql_load_extension(db)   # a file cannot make its reader run code
     return rc
 
 

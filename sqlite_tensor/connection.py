@@ -35,11 +35,23 @@ def load(conn):
 
     ``conn`` is an ``apsw.Connection`` (the primary API) or a standard-library
     ``sqlite3.Connection`` whose Python was built with extension loading.
+
+    Afterwards SQL's ``load_extension()`` is off (a view or trigger in a file must not load
+    code; the engine refuses it too), while the C-level loading API is left as it was, and
+    the schema is read again so that the store modules' shadow tables are known as such
+    (defensive mode protects them only then).
     """
     path = loadable_path()
     if isinstance(conn, apsw.Connection):
+        c_api = conn.config(apsw.SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, -1)
         conn.enable_load_extension(True)
-        conn.load_extension(path)
+        try:
+            conn.load_extension(path)
+        finally:
+            conn.enable_load_extension(False)   # both: the C API and SQL's load_extension()
+            if c_api:   # the C API alone back as the caller had it
+                conn.config(apsw.SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 1)
+        _reread_schema(conn)
         from . import python_functions
         python_functions.register(conn)
         return conn
@@ -55,10 +67,22 @@ def load(conn):
             conn.load_extension(path)
         finally:
             conn.enable_load_extension(False)
+        _reread_schema(conn)
         return conn
     raise TypeError(
         f"load() takes an apsw.Connection or sqlite3.Connection, got {type(conn).__name__}"
     )
+
+
+def _reread_schema(conn) -> None:
+    """Have SQLite parse the schema again, now that the modules are registered: a table is
+    marked a shadow table (read-only to SQL in defensive mode, via xShadowName) only when
+    its module is known as the schema is parsed. RESET also turns writable_schema off, so
+    it is put back on if the caller had it on."""
+    writable = conn.execute("PRAGMA writable_schema").fetchone()[0]
+    conn.execute("PRAGMA writable_schema = RESET")
+    if writable:
+        conn.execute("PRAGMA writable_schema = ON")
 
 
 def is_loaded(conn: apsw.Connection) -> bool:
@@ -77,16 +101,23 @@ def connect(path: str | os.PathLike, *, page_size: int = 65536, wal: bool = True
     A new file gets ``page_size`` (64 KiB: large page BLOBs read several times faster than
     with SQLite's 4 KiB default) and, with ``wal``, write-ahead logging so readers do not
     block a writer. ``kwargs`` go to ``apsw.Connection`` (flags, vfs, ...).
+
+    The connection is in defensive mode (``SQLITE_DBCONFIG_DEFENSIVE``): SQL cannot write
+    the stores' shadow tables (Store's methods can) nor the schema; SQL's
+    ``load_extension()`` is off.
     """
     conn = apsw.Connection(os.fspath(path), **kwargs)
     try:
+        # Before anything reads the schema: shadow tables read-only to plain SQL (the
+        # store's own writes lift it for their transaction only, see Store._writing).
+        conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
         conn.set_busy_timeout(busy_timeout_ms)
+        load(conn)   # the modules first, so the schema is parsed knowing their shadow tables
         fresh = conn.execute("SELECT count(*) FROM sqlite_schema").get == 0
         if fresh and not conn.readonly("main"):
             conn.execute(f"PRAGMA page_size = {int(page_size)}")
             if wal and os.fspath(path) not in ("", ":memory:"):
                 conn.execute("PRAGMA journal_mode = WAL")
-        load(conn)
     except BaseException:
         conn.close()
         raise

@@ -6,6 +6,9 @@ algorithms live in Python (page packing) are reachable from SQL only where Pytho
     SELECT tensor_pack('tensors');                          -- the default strategy, by model
     SELECT tensor_pack('tensors', 'two-stage', 'tensor');   -- JSON of the figures
     SELECT tensor_dedup('tensors', 0.01, 'SELECT model, input, label FROM validation');
+
+Both write, so both are SQLITE_DIRECTONLY: a view or trigger (which a database file may
+carry) cannot call them. tensor_dedup's validation query must be one read-only SELECT.
 """
 from __future__ import annotations
 
@@ -16,6 +19,14 @@ import apsw
 import numpy as np
 
 from .errors import TensorStoreError
+
+
+# Functions that write: refused in views and triggers, where a file could put a call.
+WRITES = apsw.SQLITE_DIRECTONLY
+# What the validation query may do when it is prepared (sqlite3_set_authorizer): read.
+_QUERY_ACTIONS = {apsw.SQLITE_SELECT, apsw.SQLITE_READ, apsw.SQLITE_FUNCTION,
+                  apsw.SQLITE_RECURSIVE}
+_REFUSED_FUNCTIONS = {"tensor_pack", "tensor_dedup", "load_extension"}
 
 
 def register(conn: apsw.Connection) -> None:
@@ -35,7 +46,7 @@ def register(conn: apsw.Connection) -> None:
             raise apsw.SQLError(f"tensor_pack: {e}") from None
         return json.dumps(result)
 
-    conn.create_scalar_function("tensor_pack", pack, -1)
+    conn.create_scalar_function("tensor_pack", pack, -1, flags=WRITES)
 
     def dedup(store, max_drop=None, validation=None, options=None):
         from .dedup import accuracy
@@ -59,7 +70,46 @@ def register(conn: apsw.Connection) -> None:
         out["ratio"] = report.ratio
         return json.dumps(out)
 
-    conn.create_scalar_function("tensor_dedup", dedup, -1)
+    conn.create_scalar_function("tensor_dedup", dedup, -1, flags=WRITES)
+
+
+def _query_rows(conn, query: str) -> list[tuple]:
+    """The rows of query, which must be exactly one read-only statement: it is prepared
+    under an authorizer that allows only reading (no ATTACH, PRAGMA, transaction control,
+    writes, nor a function that writes), its statement must be read-only
+    (sqlite3_stmt_readonly), and a second statement is refused before it runs."""
+    def authorize(action, name, name2, database, trigger_or_view):
+        if action not in _QUERY_ACTIONS or (action == apsw.SQLITE_FUNCTION
+                                            and name2.lower() in _REFUSED_FUNCTIONS):
+            return apsw.SQLITE_DENY
+        return apsw.SQLITE_OK
+
+    statements = []
+
+    def one_read_only(cursor, sql, bindings):
+        if not cursor.has_vdbe:
+            return True   # a trailing comment: nothing to run
+        statements.append(sql)
+        if len(statements) > 1:
+            raise ValueError(f"the validation query must be one statement; "
+                             f"{sql.strip()[:60]!r} follows the first")
+        if not cursor.is_readonly:
+            raise ValueError(f"the validation query must only read; {sql.strip()[:60]!r} writes")
+        return True
+
+    cursor = conn.cursor()
+    cursor.exec_trace = one_read_only
+    previous = conn.authorizer
+    conn.authorizer = authorize
+    try:
+        # can_cache=False: a statement from the cache would skip the authorizer
+        rows = cursor.execute(query, can_cache=False).fetchall()
+    except apsw.AuthError as e:
+        raise ValueError(f"the validation query may only read (SELECT): {e}") from None
+    finally:
+        conn.authorizer = previous
+        cursor.close()
+    return rows
 
 
 def _validation_sets(conn, store, query: str):
@@ -67,7 +117,7 @@ def _validation_sets(conn, store, query: str):
     is a float32 BLOB or a JSON array of features; for an embedding_bag model, a JSON
     array of ids (one bag); for an embedding model, one integer id."""
     rows: dict[str, tuple[list, list]] = {}
-    for row in conn.execute(query):
+    for row in _query_rows(conn, query):
         if len(row) != 3:
             raise ValueError(f"the validation query must give 3 columns (model, input, label), "
                              f"got {len(row)}")

@@ -27,8 +27,8 @@ from . import _engine, blocks, dtypes, formats, pages, residuals
 from .connection import connect, is_loaded, load
 from .errors import NotFoundError, TensorStoreError
 from .ingest import IngestReport, ingest_model
-from .layers import check_layers, to_json
-from .schema import Tables, quote
+from .layers import LayerError, check_layers, to_json
+from .schema import PARTS, Tables, quote
 
 OPTIONS = ("block_rows", "block_cols", "page_blocks")
 
@@ -151,34 +151,99 @@ class Store:
     # -- writing --------------------------------------------------------------------------------
 
     @contextmanager
-    def _writing(self):
-        """One transaction (or a savepoint inside the caller's), shadow tables writable.
+    def _writing(self, *, renew: bool = True):
+        """One write transaction, or a savepoint inside the caller's transaction; shadow
+        tables writable for its span only.
 
-        Defensive mode makes shadow tables read-only to SQL; this trusted API lifts it for
-        the duration of its own transaction only.
+        BEGIN IMMEDIATE takes the write lock first, so every read-modify-write inside reads
+        the state it rewrites with no other writer able to commit in between; a writer that
+        holds the lock longer than the busy timeout is a BusyError saying so. A store whose
+        shadow tables carry triggers is not written (see _refuse_triggers). ``renew=False``:
+        the body calls _new_generation itself if it writes at all (pack, when the layout
+        changed), so a transaction that finds nothing to do writes nothing.
         """
         conn = self.conn
-        defensive = conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, -1)
-        if defensive:
-            conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)
+        nested = conn.in_transaction
+        if not nested:
+            self._begin()
         try:
-            if conn.in_transaction:
-                with conn:  # a savepoint
-                    self._new_generation()
+            self._refuse_triggers()
+            with self._shadow_writable():
+                if nested:
+                    with conn:  # a savepoint
+                        if renew:
+                            self._new_generation()
+                        yield
+                else:
+                    if renew:
+                        self._new_generation()
                     yield
-            else:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._new_generation()
-                    yield
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+            if not nested:
+                conn.execute("COMMIT")   # may be BUSY in rollback-journal mode: rolled back below
+        except BaseException:
+            if not nested and conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _begin(self) -> None:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except apsw.BusyError as e:
+            raise apsw.BusyError(
+                f"store {self.name!r}: another connection holds the database's write lock and "
+                f"did not release it within the busy timeout; nothing was written, try again "
+                f"({e})") from None
+
+    @contextmanager
+    def _shadow_writable(self):
+        """Defensive mode makes shadow tables read-only to SQL; the store's own writes lift
+        it for their transaction only (the outermost _writing that finds it on)."""
+        conn = self.conn
+        if not conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, -1):
+            yield
+            return
+        conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)
+        outer, self._lifted = getattr(self, "_lifted", False), True
+        try:
+            yield
         finally:
-            if defensive:
-                conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+            conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+            self._lifted = outer
+
+    @contextmanager
+    def _callers_mode(self):
+        """Around code that is not the store's own inside a write (a dedup validator):
+        defensive mode back as the caller had it."""
+        if not getattr(self, "_lifted", False):
+            yield
+            return
+        self.conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+        try:
+            yield
+        finally:
+            self.conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)
+
+    def _shadow_triggers(self) -> list[tuple[str, str]]:
+        """(trigger, table) of the database's triggers on this store's shadow tables. TEMP
+        triggers are the connection's own (a database file cannot carry them)."""
+        names = [f"{self.name}_{part}".lower() for part in PARTS]
+        return self.conn.execute(
+            "SELECT name, tbl_name FROM main.sqlite_schema WHERE type = 'trigger'"
+            f" AND lower(tbl_name) IN ({', '.join('?' * len(names))}) ORDER BY name",
+            names).fetchall()
+
+    def _refuse_triggers(self) -> None:
+        """A trigger on a shadow table would run with the store's writes, with defensive
+        mode lifted: a database file could ship one to write or call functions as we write.
+        Checked under the write lock, so none can appear before the commit."""
+        found = self._shadow_triggers()
+        if found:
+            listed = ", ".join(f"{name!r} on {table}" for name, table in found)
+            raise TensorStoreError(
+                f"store {self.name!r} is not written: its shadow tables carry triggers "
+                f"({listed}), which would run with the store's writes. Look at them "
+                "(SELECT sql FROM sqlite_schema WHERE type = 'trigger') and drop them "
+                "(DROP TRIGGER ...) to write to this store")
 
     def _new_generation(self) -> None:
         """Mark the store changed. The buffer pool serves a cached page only while the store's
@@ -445,18 +510,25 @@ class Store:
         """
         from . import packing
         strategy = packing.DEFAULT_STRATEGY if strategy is None else strategy
-        groups = self.block_groups(by)
         result = {"strategy": strategy, "by": by, "pages_written": 0}
-        if not groups:
-            result["before"] = result["after"] = None
-            return result
-        old = self.page_layout()
-        new = packing.pack(groups, self.page_blocks, strategy)
-        result["before"] = packing.evaluate(old, groups, self.page_blocks)
-        result["after"] = packing.evaluate(new, groups, self.page_blocks)
-        if {frozenset(p) for p in new} == {frozenset(p) for p in old}:
-            return result  # the same pages: nothing to write
-        with self._writing():
+        # The layout search may take long: first without the write lock, then again under it
+        # only if another writer changed the groups meanwhile.
+        groups = self.block_groups(by)
+        new = packing.pack(groups, self.page_blocks, strategy) if groups else None
+        with self._writing(renew=False):
+            current = self.block_groups(by)
+            if current != groups:
+                groups = current
+                new = packing.pack(groups, self.page_blocks, strategy) if groups else None
+            if not groups:
+                result["before"] = result["after"] = None
+                return result
+            old = self.page_layout()
+            result["before"] = packing.evaluate(old, groups, self.page_blocks)
+            result["after"] = packing.evaluate(new, groups, self.page_blocks)
+            if {frozenset(p) for p in new} == {frozenset(p) for p in old}:
+                return result  # the same pages: nothing to write
+            self._new_generation()
             result["pages_written"] = self._write_layout(new)
         return result
 
@@ -466,6 +538,13 @@ class Store:
         t = self._t
         where = dict((bid, (page, slot)) for bid, page, slot in self.conn.execute(
             f"SELECT id, page_id, slot FROM {t.blocks}"))
+        placed = [bid for page in layout for bid in page]
+        if len(placed) != len(set(placed)) or set(placed) != where.keys():
+            # every old page is deleted below: a block left out would lose its bytes
+            raise TensorStoreError(
+                f"store {self.name!r}: a new page layout must place each of the "
+                f"{len(where)} blocks once; it places {len(set(placed))} distinct blocks in "
+                f"{len(placed)} slots ({len(where.keys() - set(placed))} missing)")
         old_pages = sorted({page for page, _ in where.values()})
         recent: dict[int, list] = {}   # a few old pages' slots (layouts mostly read in order)
         max_block = self.conn.execute(f"SELECT coalesce(max(nbytes), 0) FROM {t.blocks}").get
@@ -666,6 +745,32 @@ class Store:
                 # the store's own hash function (a test may replace it)
                 elif self._hash_block(np.frombuffer(slots[slot], np.uint8)) != digest:
                     problems.append(f"block {bid}: bytes do not match its hash")
+        problems.extend(self._schema_problems())
+        return problems
+
+    def _schema_problems(self) -> list[str]:
+        """Stored layers that do not fit the model's tensors (a layer naming a missing bias,
+        say: set_layers refuses it, but the column may have been written by other means),
+        and triggers on shadow tables (the store's writes refuse to run with them)."""
+        t = self._t
+        problems = []
+        for model_id, model, text in self.conn.execute(
+                f"SELECT id, name, layers FROM {t.models} WHERE layers IS NOT NULL ORDER BY id"):
+            tensors = {}
+            for name, shape, dtype in self.conn.execute(
+                    f"SELECT name, shape, dtype FROM {t.tensors} WHERE model_id = ? ORDER BY id",
+                    (model_id,)):
+                try:
+                    tensors[name] = (tuple(json.loads(shape)), dtype)
+                except (TypeError, ValueError):
+                    pass   # a bad shape is reported above; a layer using it fails below
+            try:
+                check_layers(json.loads(text), tensors)
+            except (LayerError, TypeError, ValueError) as e:
+                problems.append(f"model {model!r}: its stored layers do not fit its tensors: {e}")
+        for name, table in self._shadow_triggers():
+            problems.append(f"trigger {name!r} on shadow table {table}: it would run with the "
+                            "store's writes, which are refused while it is there")
         return problems
 
     # -- helpers --------------------------------------------------------------------------------

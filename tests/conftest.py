@@ -9,6 +9,7 @@ import os
 import shutil
 import threading
 
+import apsw
 import ml_dtypes
 import numpy as np
 import pytest
@@ -84,17 +85,24 @@ def db_path(tmp_path):
     return tmp_path / "store.sqlite"
 
 
+def tamperable(conn):
+    """conn with defensive mode off (connect() turns it on): tests damage shadow tables with
+    plain SQL. test_connection_security checks the default itself."""
+    conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)
+    return conn
+
+
 @pytest.fixture
 def db(db_path):
-    """A file database (WAL, 64 KiB pages) with the extension loaded."""
-    conn = sqlite_tensor.connect(db_path)
+    """A file database (WAL, 64 KiB pages) with the extension loaded, defensive mode off."""
+    conn = tamperable(sqlite_tensor.connect(db_path))
     yield conn
     conn.close()
 
 
 @pytest.fixture
 def memdb():
-    conn = sqlite_tensor.connect(":memory:")
+    conn = tamperable(sqlite_tensor.connect(":memory:"))
     yield conn
     conn.close()
 

@@ -317,6 +317,7 @@ def test_create_fails_cleanly_when_a_shadow_name_is_taken(db):
 
 def test_store_with_newer_format_version_is_refused(db_path):
     with sqlite_tensor.Store(db_path, "s") as store:
+        store.conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)   # damage by hand
         store.conn.execute("UPDATE s_config SET value = 2 WHERE key = 'format_version'")
     conn = sqlite_tensor.connect(db_path)
     try:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import sqlite_tensor
 from sqlite_tensor import pages as page_format
-from conftest import SMALL, random_array, same
+from conftest import SMALL, random_array, same, tamperable
 
 W_SHAPE = (10, 20)  # 4 x 4 grid of 3 x 5 tiles: 16 blocks on 8 pages (2 a page)
 
@@ -178,6 +178,7 @@ def test_silent_damage_is_caught_by_verify(damaged, how):
 def test_damaged_config_is_reported(db_path, sql, shown):
     with sqlite_tensor.Store(db_path, **SMALL) as store:
         store.add_model("m", {"w": np.ones((4, 4), np.float32)})
+        tamperable(store.conn)
         store.conn.execute(sql)
         assert f"config: block_rows is {shown}, the store was opened with 3" in store.verify()
         with pytest.raises(apsw.CorruptError, match="tensor store 'tensors' is corrupt: no valid"
@@ -193,7 +194,7 @@ def test_damaged_config_is_reported(db_path, sql, shown):
 
 def test_missing_config_row_on_open(db_path):
     with sqlite_tensor.Store(db_path, **SMALL) as store:
-        store.conn.execute("DELETE FROM tensors_config WHERE key = 'page_blocks'")
+        tamperable(store.conn).execute("DELETE FROM tensors_config WHERE key = 'page_blocks'")
     conn = sqlite_tensor.connect(db_path)
     try:
         with pytest.raises(sqlite_tensor.TensorStoreError,
@@ -231,7 +232,7 @@ def test_corruption_inside_a_transaction_does_not_lose_the_transaction(damaged, 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_page_damage_never_crashes(data):
-    conn = sqlite_tensor.connect(":memory:")
+    conn = tamperable(sqlite_tensor.connect(":memory:"))
     try:
         store, model = build(conn)
         page = page_bytes(conn)

@@ -57,6 +57,8 @@ def test_loading_twice_into_one_connection_is_harmless(family_db):
         assert not is_loaded(conn)
         assert sqlite_tensor.load(conn) is conn
         assert sqlite_tensor.load(conn) is conn
+        # load() leaves the C API as it found it (off: apsw's default); SQL's is off regardless
+        conn.enable_load_extension(True)
         conn.load_extension(sqlite_tensor.loadable_path())  # directly, a third time
         assert is_loaded(conn)
         store = sqlite_tensor.Store(conn)  # already loaded: not loaded again
@@ -224,7 +226,8 @@ def test_system_python_through_sqlite_tensor_load(family_db, tmp_path):
     path, models = family_db
     stub = tmp_path / "stub"
     (stub / "apsw").mkdir(parents=True)
-    (stub / "apsw" / "__init__.py").write_text("class Connection: pass\n")
+    (stub / "apsw" / "__init__.py").write_text("class Connection: pass\n"
+                                               "class CorruptError(Exception): pass\n")
     connection_py = Path(sqlite_tensor.__file__).with_name("connection.py")
     errors_py = Path(sqlite_tensor.__file__).with_name("errors.py")
     pkg = stub / "sqlite_tensor"

@@ -52,42 +52,55 @@ def dedup(store, models=None, *, validator=None, max_drop=None, residuals=True,
           on_exceed="skip", reexamine=False, progress=None, **search_options) -> DedupReport:
     """See Store.dedup."""
     started = time.perf_counter()
-    names = _check_arguments(store, models, validator, max_drop, tolerance, search,
-                             check_every, on_exceed)
+    _check_arguments(validator, max_drop, tolerance, search, check_every, on_exceed)
     lossy = tolerance > 0
     if lossy and validator is None:
         raise TypeError("dedup with tolerance > 0 changes weights: pass validator= (for "
                         "example sqlite_tensor.dedup.accuracy(x_val, y_val)) and max_drop=")
     options = _search_options(search, search_options)
-    report = DedupReport()
-    before = store.stats()
-    report.logical_bytes = before["logical_bytes"]
-    report.physical_bytes_before = before["physical_bytes"]
-    # Score every model first: a validator that fails does so before anything is written.
-    reports = {m: ModelReport(m) for m in names}
-    if validator is not None:
-        for m in names:
-            reports[m].score_before = reports[m].score_after = score(validator, store, m)
-            reports[m].validations += 1
     searcher = CandidateSearch(search, options)
     show = _progress(progress)
     if not lossy:   # nothing would change: no write transaction (it would renew the generation)
+        report, reports = _start(store, models, validator)
         report.models = list(reports.values())
         report.physical_bytes_after = report.physical_bytes_before
         report.seconds = time.perf_counter() - started
         return report
+    # Everything it rewrites is read under the write lock: the models, their blocks, the
+    # scores before (another writer's update in between would make them another model's).
     with store._writing():
-        for m in names:
+        report, reports = _start(store, models, validator)
+        for m in reports:
             _dedup_model(store, reports[m], validator, max_drop, residuals, tolerance, searcher,
                          check_every, on_exceed, reexamine, show)
             report.models.append(reports[m])
-    report.physical_bytes_after = store.stats()["physical_bytes"]
+        report.physical_bytes_after = store.stats()["physical_bytes"]
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _check_arguments(store, models, validator, max_drop, tolerance, search, check_every,
-                     on_exceed) -> list[str]:
+def _start(store, models, validator) -> tuple[DedupReport, dict[str, ModelReport]]:
+    """The report with the figures before, and each model's report scored (a validator that
+    fails does so before anything is written)."""
+    names = _model_names(store, models)
+    report = DedupReport()
+    before = store.stats()
+    report.logical_bytes = before["logical_bytes"]
+    report.physical_bytes_before = before["physical_bytes"]
+    reports = {m: ModelReport(m) for m in names}
+    if validator is not None:
+        for m in names:
+            reports[m].score_before = reports[m].score_after = _score(validator, store, m)
+            reports[m].validations += 1
+    return report, reports
+
+
+def _score(validator, store, model) -> float:
+    with store._callers_mode():   # the validator is not the store's code
+        return score(validator, store, model)
+
+
+def _check_arguments(validator, max_drop, tolerance, search, check_every, on_exceed) -> None:
     if validator is not None and not callable(validator):
         raise TypeError(f"validator must be callable as validator(store, model), got "
                         f"{type(validator).__name__}")
@@ -108,6 +121,10 @@ def _check_arguments(store, models, validator, max_drop, tolerance, search, chec
         raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
     if on_exceed not in ("skip", "stop"):
         raise ValueError(f"on_exceed must be 'skip' or 'stop', got {on_exceed!r}")
+
+
+def _model_names(store, models) -> list[str]:
+    """The models to examine, in the order they were added."""
     known = store.models()
     if models is None:
         return known
@@ -307,7 +324,7 @@ def _guarded_apply(store, report, todo, validator, max_drop, check_every, on_exc
             with store._writing():   # a savepoint
                 apply(store, batch)
                 if validator is not None:
-                    value = score(validator, store, report.model)
+                    value = _score(validator, store, report.model)
                     report.validations += 1
                     if value < floor:
                         raise _Undo
