@@ -24,7 +24,8 @@
 # (after any commit, or by another connection), it is re-confirmed once: its committed
 # header (magic, version, slots, checksum: 24 bytes) and size are read and compared with
 # the cached copy; the checksum covers every byte, so equal means the same page, and a
-# difference reloads it.
+# difference reloads it. Inside a write transaction the view is new on every call: a
+# rollback undoes changes without moving either counter.
 
 from libc.string cimport memcmp
 
@@ -33,6 +34,8 @@ cdef extern from "st_sqlite.h" nogil:
         SQLITE_FCNTL_DATA_VERSION
     int sqlite3_file_control(sqlite3 *, const char *, int, void *)
     int sqlite3_total_changes(sqlite3 *)
+    int sqlite3_libversion_number()
+    int sqlite3_txn_state(sqlite3 *, const char *)   # SQLite 3.34+: check the version first
 
 
 ctypedef struct PageSource:
@@ -93,6 +96,14 @@ cdef int view_known(sqlite3 *db) noexcept nogil:
     return found
 
 
+cdef int in_write_transaction(sqlite3 *db, const char *schema) noexcept nogil:
+    """Whether db may hold uncommitted changes (a rollback would move no counter back).
+    Hosts older than sqlite3_txn_state: any open transaction counts."""
+    if sqlite3_libversion_number() >= 3034000:
+        return sqlite3_txn_state(db, schema) == 2   # SQLITE_TXN_WRITE
+    return sqlite3_get_autocommit(db) == 0
+
+
 cdef uint64_t connection_view(sqlite3 *db, const char *schema) noexcept nogil:
     """The connection's current view epoch (see the top of this file). A connection whose
     view cannot be tracked gets a new epoch on every call: nothing is trusted, every cached
@@ -105,7 +116,7 @@ cdef uint64_t connection_view(sqlite3 *db, const char *schema) noexcept nogil:
     cdef ConnView *v = NULL
     cdef void *grown
     if sqlite3_file_control(db, schema, SQLITE_FCNTL_DATA_VERSION, &dv) != SQLITE_OK \
-            or strlen(schema) >= 32:
+            or strlen(schema) >= 32 or in_write_transaction(db, schema):
         tracked = 0
     elif not view_known(db):
         # A marker function whose destructor runs when the connection closes. A new name
@@ -387,9 +398,15 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
     cdef sqlite3_int64 grid_cols = (info.cols + info.block_cols - 1) // info.block_cols
     cdef sqlite3_int64 grid = grid_rows * grid_cols
     cdef unsigned char *dst
+    # one bit per tile: a map row repeated (or moved onto another tile) must not leave a
+    # tile unwritten while the count still matches
+    cdef unsigned char *filled = <unsigned char *>calloc((grid + 7) // 8, 1)
+    if filled == NULL:
+        return SQLITE_NOMEM
     cdef int rc = source_init(&src, db, schema, store, err)
     if rc != SQLITE_OK:
         source_close(&src)
+        free(filled)
         return rc
     rc = prepare_store_sql(
         db, "SELECT m.block_row, m.block_col, b.page_id, b.slot, b.nbytes FROM {map} m "
@@ -424,6 +441,13 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
                                      "%lld does not fit its shape", store, bi, bj, info.id)
             rc = SQLITE_CORRUPT
             break
+        r = bi * grid_cols + bj
+        if filled[r >> 3] & (1 << (r & 7)):
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld maps block "
+                                     "(%lld, %lld) twice", store, info.id, bi, bj)
+            rc = SQLITE_CORRUPT
+            break
+        filled[r >> 3] |= <unsigned char>(1 << (r & 7))
         if slot < 0 or slot > 0x7fffffff:
             err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %lld", page_id, src.table,
                                      slot)
@@ -449,6 +473,7 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
     if page != NULL:
         pool_unpin(page)
     sqlite3_finalize(stmt)
+    free(filled)
     if rc == SQLITE_OK and seen != grid:
         err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld maps %lld of its "
                                  "%lld blocks", store, info.id, seen, grid)
