@@ -289,7 +289,8 @@ class Store:
         _check_name("tensor name", tensor)
         with _reading():
             row = self.conn.execute(
-                f"SELECT t.shape, t.dtype, t.nbytes FROM {self._t.tensors} t JOIN {self._t.models} m"
+                f"SELECT t.shape, t.dtype, t.nbytes, t.rows, t.cols FROM {self._t.tensors} t"
+                f" JOIN {self._t.models} m"
                 " ON m.id = t.model_id WHERE m.name = ? AND t.name = ?", (model, tensor)).fetchone()
             if row is None:
                 names = [i.name for i in self.tensors(model)]  # raises for an unknown model
@@ -301,21 +302,22 @@ class Store:
                                      blocks.byte_view(out))
         return out
 
-    def _stored_shape(self, tensor: str, shape, dtype, nbytes) -> tuple[int, ...]:
-        """A tensor row's shape, checked against its dtype and byte count before anything
-        is allocated for it (CorruptStoreError if they disagree)."""
+    def _stored_shape(self, tensor: str, shape, dtype, nbytes, rows, cols) -> tuple[int, ...]:
+        """A tensor row's shape, checked against its dtype, byte count and 2-D view before
+        anything is allocated for it (CorruptStoreError if they disagree)."""
         try:
             dims = tuple(json.loads(shape))
             itemsize = dtypes.numpy_dtype(dtype).itemsize
             ok = all(type(d) is int and d >= 0 for d in dims) and \
-                int(np.prod(dims, dtype=object)) * itemsize == nbytes
+                int(np.prod(dims, dtype=object)) * itemsize == nbytes and \
+                blocks.matrix_shape(dims) == (rows, cols)
         except (TypeError, ValueError) as e:
             raise CorruptStoreError(f"tensor store {self.name!r} is corrupt: tensor {tensor!r} has"
                                     f" shape {shape!r} and dtype {dtype!r} ({e})") from None
         if not ok:
             raise CorruptStoreError(f"tensor store {self.name!r} is corrupt: tensor {tensor!r} has"
                                     f" shape {shape!r} of {dtype}, which does not make the"
-                                    f" {nbytes} bytes its row records")
+                                    f" {rows} x {cols} elements in {nbytes} bytes its row records")
         return dims
 
     def get_model(self, model: str) -> dict[str, np.ndarray]:
