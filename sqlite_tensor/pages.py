@@ -98,7 +98,9 @@ class PageBuilder:
     def commit(self) -> int:
         """Keep the staged tile; returns its slot."""
         self.slots.append((self.end, self._staged))
-        self.end = _aligned(self.end + self._staged)
+        end = self.end + self._staged
+        self.end = _aligned(end)
+        self.buf[end:self.end] = 0   # padding is zeros: a page's bytes are a function of its blocks
         return len(self.slots) - 1
 
     def staged(self, slot: int) -> np.ndarray:
@@ -113,6 +115,7 @@ class PageBuilder:
         _CHECKSUM.pack_into(self.buf, CHECKSUM_AT, 0)
         for i, (offset, n) in enumerate(self.slots):
             _SLOT.pack_into(self.buf, HEADER_BYTES + SLOT_BYTES * i, offset, n)
+        self.buf[HEADER_BYTES + SLOT_BYTES * len(self.slots):self.data_start] = 0
         last = self.slots[-1][0] + self.slots[-1][1] if self.slots else self.data_start
         return memoryview(self.buf)[:last]
 

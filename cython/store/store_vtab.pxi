@@ -490,8 +490,11 @@ cdef int page_v1_to_v2(const unsigned char *old, sqlite3_int64 n, sqlite3_int64 
         sqlite3_free(err)
         return SQLITE_OK
     k = st_get_u32(old + 8)
-    start = max(<sqlite3_int64>st_get_u32(old + 12), PAGE_V1_HEADER_BYTES + k * PAGE_SLOT_BYTES)
-    start = align64(start + PAGE_HEADER_BYTES - PAGE_V1_HEADER_BYTES)
+    # the old data start when the 8 more header bytes fit before it (as the writer, which
+    # aligns 24 + 16 * slots where it aligned 16 + 16 * slots), else the next multiple of 64
+    start = align64(<sqlite3_int64>st_get_u32(old + 12))
+    if start < PAGE_HEADER_BYTES + k * PAGE_SLOT_BYTES:
+        start = align64(PAGE_HEADER_BYTES + k * PAGE_SLOT_BYTES)
     total = start
     for i in range(k):
         if check_slot(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES, i, k,
