@@ -93,6 +93,10 @@ class Store:
             raise
 
     def _open_or_create(self, options: dict[str, int], create: bool) -> None:
+        with _reading():   # a malformed file is a damaged store too
+            self._open_store(options, create)
+
+    def _open_store(self, options: dict[str, int], create: bool) -> None:
         # SQLite table names are case-insensitive: "Tensors" opens the store "tensors"
         row = self.conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table'"
                                 " AND name = ? COLLATE NOCASE", (self.name,)).fetchone()

@@ -36,6 +36,10 @@ cdef extern from "st_sqlite.h" nogil:
     int sqlite3_total_changes(sqlite3 *)
     int sqlite3_libversion_number()
     int sqlite3_txn_state(sqlite3 *, const char *)   # SQLite 3.34+: check the version first
+    enum:
+        SQLITE_LIMIT_LENGTH
+    int sqlite3_limit(sqlite3 *, int, int)
+    void sqlite3_result_error_toobig(sqlite3_context *)
 
 
 ctypedef struct PageSource:
@@ -488,7 +492,12 @@ cdef void result_tensor_blob(sqlite3_context *ctx, sqlite3 *db, const char *sche
                              const char *store, const TensorInfo *info) noexcept nogil:
     """Set the function/column result to the tensor's bytes, or to an error."""
     cdef char *err = NULL
-    cdef unsigned char *buf = <unsigned char *>sqlite3_malloc64(info.nbytes)
+    cdef unsigned char *buf
+    if info.nbytes > sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1):
+        # never allocate what SQLite could not return anyway
+        sqlite3_result_error_toobig(ctx)
+        return
+    buf = <unsigned char *>sqlite3_malloc64(info.nbytes)
     if buf == NULL:
         sqlite3_result_error_nomem(ctx)
         return

@@ -173,7 +173,7 @@ cdef int read_store_config(sqlite3 *db, const char *schema, const char *store,
     if rc != SQLITE_OK:
         err[0] = sqlite3_mprintf("no tensor store named '%s' (%s)", store, sqlite3_errmsg(db))
         sqlite3_finalize(stmt)
-        return SQLITE_ERROR
+        return SQLITE_ERROR if rc & 0xff == SQLITE_ERROR else rc
     block_rows[0] = 0
     block_cols[0] = 0
     rc = sqlite3_step(stmt)
@@ -232,8 +232,11 @@ cdef int lookup_tensor(sqlite3 *db, const char *schema, const char *store, const
     sqlite3_finalize(stmt)
     if rc == SQLITE_ROW:
         err[0] = sqlite3_mprintf("no tensor '%s' in model '%s' of store '%s'", tensor, model, store)
-    else:
+    elif rc == SQLITE_DONE:
         err[0] = sqlite3_mprintf("no model '%s' in store '%s'", model, store)
+    else:   # BUSY, IOERR, ...: not an unknown name
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        return rc
     return SQLITE_ERROR
 
 

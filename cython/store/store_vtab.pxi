@@ -154,12 +154,16 @@ cdef int store_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
                                  "%lld bytes, over the maximum %lld", opts[2], opts[0], opts[1],
                                  opts[0] * opts[1] * opts[2] * 8, ST_MAX_PAGE_BYTES)
         return SQLITE_ERROR
-    rc = store_objects_exist(db, argv[1], argv[2], &i, err)
+    cdef char *taken = NULL
+    rc = store_objects_exist(db, argv[1], argv[2], &i, err, &taken)
     if rc == SQLITE_OK and i > 0:
         # a table of that name is already there (left over, or planted): never adopt it
-        err[0] = sqlite3_mprintf("tensor_store: cannot create store '%s': %d of its shadow "
-                                 "tables or indexes already exist", argv[2], i)
+        err[0] = sqlite3_mprintf("tensor_store: cannot create store '%s': table \"%s\" already "
+                                 "exists (%d of its shadow tables and indexes do)", argv[2],
+                                 text_or(taken, "?"), i)
+        sqlite3_free(taken)
         return SQLITE_ERROR
+    sqlite3_free(taken)
     if rc == SQLITE_OK:
         rc = exec_store_sql(db, st_store_ddl, argv[1], argv[2], err)
     if rc == SQLITE_OK:
@@ -191,10 +195,10 @@ cdef int store_connect(sqlite3 *db, void *aux, int argc, const char *const *argv
     cdef int rc = read_store_config(db, argv[1], argv[2], &block_rows, &block_cols, err)
     if rc != SQLITE_OK:
         return rc
-    if prepare_store_sql(db, "SELECT value FROM {config} WHERE key = 'format_version'",
-                         argv[1], argv[2], &stmt) == SQLITE_OK and sqlite3_step(stmt) == SQLITE_ROW:
-        version = sqlite3_column_int64(stmt, 0)
-    sqlite3_finalize(stmt)
+    rc = store_config_int(db, argv[1], argv[2], "SELECT coalesce((SELECT value FROM {config}"
+                          " WHERE key = 'format_version'), -1)", &version, err)
+    if rc != SQLITE_OK:   # BUSY, IOERR, ...: a failed read, not a bad version
+        return rc
     if version < 1 or version > ST_FORMAT_VERSION:
         err[0] = sqlite3_mprintf("tensor_store: store '%s' has format version %lld; this "
                                  "sqlite-tensor reads versions 1 to %d", argv[2], version,
@@ -392,8 +396,9 @@ cdef extern from "st_sqlite.h" nogil:
     int sqlite3_bind_blob64(sqlite3_stmt *, int, const void *, sqlite3_uint64, sqlite3_destructor_type)
 
 cdef int store_objects_exist(sqlite3 *db, const char *schema, const char *store, int *count,
-                             char **err) noexcept nogil:
-    """How many of the objects st_store_ddl creates (each "IF NOT EXISTS {part}") exist."""
+                             char **err, char **first=NULL) noexcept nogil:
+    """How many of the objects st_store_ddl creates (each "IF NOT EXISTS {part}") exist;
+    first (when given) gets the name of one of them (sqlite3_mprintf)."""
     cdef const char *p = st_store_ddl
     cdef const char *name
     cdef sqlite3_stmt *stmt = NULL
@@ -419,6 +424,8 @@ cdef int store_objects_exist(sqlite3 *db, const char *schema, const char *store,
             rc = sqlite3_step(stmt)
             if rc == SQLITE_ROW:
                 count[0] += 1
+                if first != NULL and first[0] == NULL:
+                    first[0] = sqlite3_mprintf("%s_%.*s", store, n, name)
             rc = SQLITE_OK if rc == SQLITE_ROW or rc == SQLITE_DONE else rc
         if rc != SQLITE_OK:
             err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
