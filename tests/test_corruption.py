@@ -53,7 +53,7 @@ def set_page(conn, data, page_id=1, seal=False):
 def header_slot(conn, slot, offset=None, length=None):
     data = page_bytes(conn)
     pos = page_format.slot_entry_at(data, slot)
-    old_off, old_len = struct.unpack_from("<QQ", data, pos)
+    old_off, old_len = page_format.slot_range(data, slot)
     struct.pack_into("<QQ", data, pos, old_off if offset is None else offset,
                      old_len if length is None else length)
     set_page(conn, data, seal=True)

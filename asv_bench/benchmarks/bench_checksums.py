@@ -87,8 +87,6 @@ class ColdRead:
     def setup_cache(self):
         return CachedServing.setup_cache(self)
 
-    params = [1024, 4096]
-
     def setup(self, paths, n):
         self.store = Store(paths[n])
 

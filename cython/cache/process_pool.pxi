@@ -64,7 +64,15 @@ ctypedef struct ConnView:
     int changes
     uint64_t epoch
 
-cdef ConnView *st_views           # guarded by the pool's mutex
+cdef extern from *:
+    """
+    /* The views' own lock (never the pool's: view_forget runs inside sqlite3_close, which a
+    ** host may call holding the GIL, while a Python policy holds the pool's lock). */
+    static pthread_mutex_t st_views_mutex = PTHREAD_MUTEX_INITIALIZER;
+    """
+    pthread_mutex_t st_views_mutex
+
+cdef ConnView *st_views           # guarded by st_views_mutex
 cdef int st_nviews, st_views_cap
 cdef uint64_t st_epoch_counter    # last epoch handed out (0 is never a view's)
 cdef int st_page_checks_off       # hidden switch for measurements (_set_page_checks)
@@ -75,14 +83,14 @@ cdef void view_forget(void *db) noexcept nogil:
     new connection at the same address never inherits them."""
     global st_nviews
     cdef int i = 0
-    pool_lock(&process_pool)
+    pthread_mutex_lock(&st_views_mutex)
     while i < st_nviews:
         if <void *>st_views[i].db == db:
             st_nviews -= 1
             st_views[i] = st_views[st_nviews]
         else:
             i += 1
-    pool_unlock(&process_pool)
+    pthread_mutex_unlock(&st_views_mutex)
 
 
 cdef void fn_view_marker(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
@@ -91,12 +99,12 @@ cdef void fn_view_marker(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
 
 cdef int view_known(sqlite3 *db) noexcept nogil:
     cdef int i, found = 0
-    pool_lock(&process_pool)
+    pthread_mutex_lock(&st_views_mutex)
     for i in range(st_nviews):
         if st_views[i].db == db:
             found = 1
             break
-    pool_unlock(&process_pool)
+    pthread_mutex_unlock(&st_views_mutex)
     return found
 
 
@@ -128,7 +136,7 @@ cdef uint64_t connection_view(sqlite3 *db, const char *schema) noexcept nogil:
         tracked = sqlite3_create_function_v2(db, "_tensor_pool_view", 0,
                                              SQLITE_UTF8 | SQLITE_DIRECTONLY, <void *>db,
                                              fn_view_marker, NULL, NULL, view_forget) == SQLITE_OK
-    pool_lock(&process_pool)
+    pthread_mutex_lock(&st_views_mutex)
     st_epoch_counter += 1
     epoch = st_epoch_counter
     if tracked:
@@ -156,7 +164,7 @@ cdef uint64_t connection_view(sqlite3 *db, const char *schema) noexcept nogil:
                 v.data_version = dv
                 v.changes = changes
                 v.epoch = epoch
-    pool_unlock(&process_pool)
+    pthread_mutex_unlock(&st_views_mutex)
     return epoch
 
 
