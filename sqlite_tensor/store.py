@@ -44,6 +44,8 @@ def _reading():
         raise
     except apsw.CorruptError as e:
         raise CorruptStoreError(str(e).removeprefix("CorruptError: ")) from None
+    except UnicodeDecodeError as e:   # a text column of a shadow table that is not UTF-8
+        raise CorruptStoreError(f"a shadow table holds text that is not UTF-8 ({e})") from None
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,8 @@ class Store:
         config = dict(self.conn.execute(f"SELECT key, value FROM {self._t.config}"))
         missing = [key for key in OPTIONS if not isinstance(config.get(key), int)]
         if missing:  # say so here, not as a KeyError below
-            raise TensorStoreError(f"store {self.name!r} is corrupt: {self.name}_config has no"
-                                   f" valid {', '.join(missing)}")
+            raise CorruptStoreError(f"store {self.name!r} is corrupt: {self.name}_config has no"
+                                    f" valid {', '.join(missing)}")
         for key, value in options.items():
             if config[key] != value:
                 raise ValueError(f"store {self.name!r} exists with {key}={config[key]}; "

@@ -433,6 +433,7 @@ def run_harness(template, runs, seed):
     counts = {}
     wrong = []
     others = []
+    file_others = []
     rnd = random.Random(seed)
     for run in range(runs):
         kind = KINDS[run % len(KINDS)]
@@ -458,11 +459,13 @@ def run_harness(template, runs, seed):
                 wrong.append((kind, what, name))
             elif verdict == "other-error" and kind != "file":
                 others.append((kind, what, name, f"{type(result).__name__}: {result}"))
-    return counts, wrong, others
+            elif verdict == "other-error":
+                file_others.append((name, f"{type(result).__name__}: {result}"))
+    return counts, wrong, others, file_others
 
 
 def test_harness_no_read_returns_wrong_numbers(harness_template):
-    counts, wrong, others = run_harness(harness_template, HARNESS_RUNS, seed=2026)
+    counts, wrong, others, file_others = run_harness(harness_template, HARNESS_RUNS, seed=2026)
     reads = sum(counts.values())
     print(f"\ncorruption harness: {HARNESS_RUNS} runs, {reads} reads:")
     for kind in KINDS:
@@ -471,6 +474,8 @@ def test_harness_no_read_returns_wrong_numbers(harness_template):
           f" {len(others)}")
     for o in sorted({(o[2], o[3][:90]) for o in others})[:12]:
         print("   ", o)
+    print("  raw file flips, other errors:",
+          sorted({f"{n}: {str(e)[:70]}" for n, e in file_others})[:8])
     assert not wrong, wrong[:10]
     # damage the engine can see is reported as corruption by the store's own paths
     assert not [o for o in others if o[2] in ("get_tensor", "tensor_blob")], others[:10]
