@@ -186,3 +186,20 @@ def test_a_page_copied_into_another_row_is_corrupt(two_stores):
         assert any("page 1: checksum" in p for p in store.verify())
         data = store.conn.execute("SELECT data FROM tensors_pages WHERE id = 1").get
         assert pages.read_slots(data)   # the bytes alone are a sound page: only the id tells
+
+
+def test_bulk_reads_use_the_pool_but_do_not_fill_it(two_stores):
+    """get_tensor / tensor_blob read a page the pool holds from the pool (one page-access
+    layer), but a page it lacks is read, checked and dropped: an export does not evict
+    what inference serves."""
+    path, old, _, _, x = two_stores
+    sqlite_tensor.cache.clear()
+    with sqlite_tensor.Store(str(path)) as store:
+        store.get_tensor("m", "w")
+        assert sqlite_tensor.cache.stats()["pages"] == 0
+        store.predict("m", x)
+        cached = sqlite_tensor.cache.stats()
+        assert cached["pages"] > 0
+        np.testing.assert_array_equal(store.get_tensor("m", "w"), old["w"])
+        after = sqlite_tensor.cache.stats()
+        assert after["hits"] > cached["hits"] and after["bytes_read"] == cached["bytes_read"]

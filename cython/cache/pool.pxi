@@ -469,7 +469,7 @@ cdef int pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, uint64_t e
                      PoolPage **out, char **err) noexcept nogil:
     """Pin a page: from the pool on a hit (confirmed first when its mark is not epoch),
     loaded (outside the lock) on a miss, then kept if the policy admits it. Unpin it with
-    pool_unpin when done."""
+    pool_unpin when done. With load NULL a miss pins nothing: out is NULL."""
     cdef PoolPage *p
     cdef unsigned char *data = NULL
     cdef sqlite3_int64 nbytes = 0
@@ -506,6 +506,11 @@ cdef int pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, uint64_t e
         out[0] = p
         return SQLITE_OK
     pool.misses += 1
+    if load == NULL:   # the caller reads misses itself, outside the pool (pool_peek)
+        pool.bypassed += 1
+        pool_unlock(pool)
+        out[0] = NULL
+        return SQLITE_OK
     pool_unlock(pool)
 
     rc = load(ctx, page_id, &data, &nbytes, &shared, err)

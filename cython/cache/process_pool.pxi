@@ -378,15 +378,94 @@ cdef void pool_unpin(PoolPage *p) noexcept nogil:
 cdef int page_slot(const PoolPage *p, int slot, sqlite3_int64 nbytes, const char *table,
                    const unsigned char **out, char **err) noexcept nogil:
     """Point out at slot's bytes within a pinned page; they must be exactly nbytes long."""
-    cdef sqlite3_int64 nslots = st_get_u32(p.data + 8)
+    return slot_in(p.data, p.nbytes, p.page_id, slot, nbytes, table, out, err)
+
+
+cdef int slot_in(const unsigned char *data, sqlite3_int64 page_bytes, sqlite3_int64 page_id,
+                 int slot, sqlite3_int64 nbytes, const char *table, const unsigned char **out,
+                 char **err) noexcept nogil:
+    """page_slot over a checked page's bytes (pinned, or a reader's scratch copy)."""
+    cdef sqlite3_int64 nslots = st_get_u32(data + 8)
     cdef uint64_t offset
     cdef const unsigned char *entry = NULL
     if 0 <= slot < nslots:   # read_page checked that the slot table fits in the page
-        entry = p.data + page_slots_at(p.data) + slot * PAGE_SLOT_BYTES
-    cdef int rc = check_slot(entry, slot, nslots, nbytes, p.nbytes, p.page_id, table, &offset, err)
+        entry = data + page_slots_at(data) + slot * PAGE_SLOT_BYTES
+    cdef int rc = check_slot(entry, slot, nslots, nbytes, page_bytes, page_id, table, &offset, err)
     if rc == SQLITE_OK:
-        out[0] = p.data + offset
+        out[0] = data + offset
     return rc
+
+
+# A page a bulk reader (read_tensor) uses: pinned in the pool when it is cached there, else
+# read and checked into the reader's own scratch buffer, never admitted (a tensor export
+# does not flush the pages inference serves, nor churns page memory).
+ctypedef struct PageView:
+    PoolPage *pinned
+    unsigned char *scratch        # malloc'd, reused from page to page
+    sqlite3_int64 cap
+    const unsigned char *data
+    sqlite3_int64 nbytes
+    sqlite3_int64 page_id         # -1: none
+
+
+cdef int view_page(PageSource *src, PageView *v, sqlite3_int64 page_id, char **err) noexcept nogil:
+    """Point v at page_id: the pool's copy (confirmed in src's view) or a fresh checked read."""
+    cdef int rc, n
+    cdef void *grown
+    if v.page_id == page_id and v.data != NULL:
+        return SQLITE_OK
+    view_release(v)
+    if not src.uncached:
+        rc = pool_access(&process_pool, src.store_key, page_id, src.epoch, 0, NULL,
+                         source_confirm, src, &v.pinned, err)
+        if rc != SQLITE_OK:
+            return rc
+        if v.pinned != NULL:
+            v.data = v.pinned.data
+            v.nbytes = v.pinned.nbytes
+            v.page_id = page_id
+            return SQLITE_OK
+    rc = source_open(src, page_id, err)
+    if rc != SQLITE_OK:
+        return rc
+    n = sqlite3_blob_bytes(src.blob)
+    if n > v.cap:
+        grown = realloc(v.scratch, n)
+        if grown == NULL:
+            return SQLITE_NOMEM
+        v.scratch = <unsigned char *>grown
+        v.cap = n
+    rc = sqlite3_blob_read(src.blob, v.scratch, n, 0)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, src.table,
+                                 sqlite3_errmsg(src.db))
+        return rc
+    rc = check_page(v.scratch, n, page_id, src.table, src.min_version, not st_page_checks_off, err)
+    if rc != SQLITE_OK:
+        return rc
+    pool_lock(&process_pool)
+    process_pool.bytes_read += n
+    pool_unlock(&process_pool)
+    v.data = v.scratch
+    v.nbytes = n
+    v.page_id = page_id
+    return SQLITE_OK
+
+
+cdef void view_release(PageView *v) noexcept nogil:
+    """Unpin v's page (the scratch buffer stays for the next page)."""
+    if v.pinned != NULL:
+        pool_unpin(v.pinned)
+        v.pinned = NULL
+    v.data = NULL
+    v.page_id = -1
+
+
+cdef void view_close(PageView *v) noexcept nogil:
+    view_release(v)
+    free(v.scratch)
+    v.scratch = NULL
+    v.cap = 0
 
 
 # -- tensors out of blocks (tensor_blob, the data column, Store.get_tensor) -----------------
@@ -395,13 +474,14 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
                      unsigned char *out, char **err) noexcept nogil:
     """Assemble the tensor's bytes (row-major, its own dtype) into out[0:info.nbytes].
 
-    Pages are pinned through the pool (the same layer, checks and freshness as inference),
-    blocks read in page order so each page is pinned once. Edge blocks are stored without
+    Pages come through the page-access layer (view_page: the pool's copy when cached,
+    confirmed as for inference, else read and checked, the same checks), blocks in page
+    order so each page is read once. Edge blocks are stored without
     padding, so every block is copied whole into its place. Then a float32 tensor's
     residuals are added to their tiles (the effective values).
     """
     cdef PageSource src
-    cdef PoolPage *page = NULL
+    cdef PageView page
     cdef sqlite3_stmt *stmt = NULL
     cdef const unsigned char *block
     cdef sqlite3_int64 bi, bj, page_id, br, bc, nbytes, r, seen = 0, slot
@@ -415,6 +495,8 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
     cdef unsigned char *filled = <unsigned char *>calloc((grid + 7) // 8, 1)
     if filled == NULL:
         return SQLITE_NOMEM
+    memset(&page, 0, sizeof(PageView))
+    page.page_id = -1
     cdef int rc = source_init(&src, db, schema, store, err)
     if rc != SQLITE_OK:
         source_close(&src)
@@ -465,14 +547,10 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
                                      slot)
             rc = SQLITE_CORRUPT
             break
-        if page == NULL or page.page_id != page_id:
-            if page != NULL:
-                pool_unpin(page)
-                page = NULL
-            rc = pool_pin(&src, page_id, &page, err)
-            if rc != SQLITE_OK:
-                break
-        rc = page_slot(page, <int>slot, nbytes, src.table, &block, err)
+        rc = view_page(&src, &page, page_id, err)
+        if rc != SQLITE_OK:
+            break
+        rc = slot_in(page.data, page.nbytes, page_id, <int>slot, nbytes, src.table, &block, err)
         if rc != SQLITE_OK:
             break
         dst = out + bi * info.block_rows * row_bytes + bj * info.block_cols * info.itemsize
@@ -482,8 +560,7 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
             for r in range(br):
                 memcpy(dst + r * row_bytes, block + r * bc * info.itemsize, bc * info.itemsize)
         seen += 1
-    if page != NULL:
-        pool_unpin(page)
+    view_release(&page)
     sqlite3_finalize(stmt)
     free(filled)
     if rc == SQLITE_OK and seen != grid:
@@ -491,7 +568,8 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
                                  "%lld blocks", store, info.id, seen, grid)
         rc = SQLITE_CORRUPT
     if rc == SQLITE_OK:
-        rc = add_tensor_residuals(&src, store, info, out, err)
+        rc = add_tensor_residuals(&src, &page, store, info, out, err)
+    view_close(&page)
     source_close(&src)
     return rc
 
@@ -522,12 +600,11 @@ cdef void result_tensor_blob(sqlite3_context *ctx, sqlite3 *db, const char *sche
     sqlite3_result_blob64(ctx, buf, info.nbytes, sqlite3_free)
 
 
-cdef int add_tensor_residuals(PageSource *src, const char *store, const TensorInfo *info,
-                              unsigned char *out, char **err) noexcept nogil:
+cdef int add_tensor_residuals(PageSource *src, PageView *page, const char *store,
+                              const TensorInfo *info, unsigned char *out, char **err) noexcept nogil:
     """out (the tensor's bytes, assembled) += its residuals: block + residual for a float32
     tensor. A store without a residuals table has none."""
     cdef sqlite3_stmt *stmt = NULL
-    cdef PoolPage *page = NULL
     cdef const unsigned char *payload
     cdef sqlite3_int64 bi, bj, kind, param, page_id, slot, nbytes, br, bc
     cdef sqlite3_int64 grid_rows = (info.rows + info.block_rows - 1) // info.block_rows
@@ -584,21 +661,16 @@ cdef int add_tensor_residuals(PageSource *src, const char *store, const TensorIn
                                      slot)
             rc = SQLITE_CORRUPT
             break
-        if page == NULL or page.page_id != page_id:
-            if page != NULL:
-                pool_unpin(page)
-                page = NULL
-            rc = pool_pin(src, page_id, &page, err)
-            if rc != SQLITE_OK:
-                break
-        rc = page_slot(page, <int>slot, nbytes, src.table, &payload, err)
+        rc = view_page(src, page, page_id, err)
+        if rc != SQLITE_OK:
+            break
+        rc = slot_in(page.data, page.nbytes, page_id, <int>slot, nbytes, src.table, &payload, err)
         if rc != SQLITE_OK:
             break
         residual_add(<int>kind, <int>param, payload, br, bc,
                      <float *>(out + (bi * info.block_rows * info.cols + bj * info.block_cols) * 4),
                      info.cols)
-    if page != NULL:
-        pool_unpin(page)
+    view_release(page)
     sqlite3_finalize(stmt)
     return rc
 
