@@ -550,9 +550,8 @@ class Store:
         if self.layers(model) is None:
             raise TensorStoreError(f"model {model!r} has no layers; give it some with "
                                    f"Store.set_layers({model!r}, [...])")
-        try:
-            with _reading():
-                return _engine.predict(self.conn.sqlite3pointer(), self.name, model, x)
+        try:   # the engine raises CorruptStoreError itself (no context manager: hot path)
+            return _engine.predict(self.conn.sqlite3pointer(), self.name, model, x)
         except _engine.EngineError as e:
             raise TensorStoreError(str(e)) from None
 
