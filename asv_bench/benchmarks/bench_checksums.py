@@ -8,6 +8,7 @@ track_cached_overhead <= 1.03. Cold reads (every page read from SQLite, OS cache
 Store.get_tensor with the pool cleared before each call, checks on / off: what verifying
 every byte of each page as it enters costs. And the checksum's own speed.
 """
+import os
 import statistics
 
 import numpy as np
@@ -51,7 +52,7 @@ class CachedServing:
     def setup_cache(self):
         paths = {}
         for n in self.params:
-            paths[n] = f"checks-{n}.sqlite"
+            paths[n] = os.path.abspath(f"checks-{n}.sqlite")
             _store(paths[n], n)
         return paths
 
