@@ -187,13 +187,13 @@ def _ids(x, what):
 
 
 cdef class _CachedPlan:
-    """A model's plan kept between Store.predict calls; valid while the store's key and
-    generation are those it was loaded at (every write through the API changes the
-    generation, which is what the buffer pool trusts too). It holds no SQLite resources
-    between calls: its page source is opened per call."""
+    """A model's plan kept between Store.predict calls; valid while source_same_version says
+    the connection sees the store as when the plan was loaded (same store key, same view:
+    nothing written by this connection nor committed by any other since). It holds no
+    SQLite resources between calls: its page source is opened per call."""
     cdef Plan plan
     cdef uint64_t store_key
-    cdef sqlite3_int64 generation
+    cdef uint64_t epoch
 
     def __dealloc__(self):
         plan_free(&self.plan)
@@ -211,16 +211,19 @@ cdef _CachedPlan _take_plan(size_t db, bytes store_b, bytes model_b):
     cdef char *err = NULL
     cdef const char *store_c = store_b
     cdef const char *model_c = model_b
-    cdef int rc
+    cdef int rc, same = 0
     if holder is not None:
         with nogil:
             rc = source_init(&src, <sqlite3 *>db, "main", holder.plan.store, &err)
-        if rc == SQLITE_OK and not src.uncached and src.store_key == holder.store_key \
-                and src.generation == holder.generation:
+            if rc == SQLITE_OK:
+                same = source_same_version(&src, holder.store_key, holder.epoch)
+        if rc == SQLITE_OK and same:
             source_close(&holder.plan.src)
             holder.plan.src = src
             return holder
         source_close(&src)
+        if rc != SQLITE_OK and rc != SQLITE_ERROR:
+            _raise(rc, err)   # BUSY, IOERR, ...: not a reason to reload quietly
         sqlite3_free(err)
         err = NULL
     holder = _CachedPlan()
@@ -229,7 +232,7 @@ cdef _CachedPlan _take_plan(size_t db, bytes store_b, bytes model_b):
     if rc != SQLITE_OK:
         _raise(rc, err)
     holder.store_key = holder.plan.src.store_key
-    holder.generation = holder.plan.src.generation
+    holder.epoch = holder.plan.src.epoch
     return holder
 
 
@@ -260,20 +263,32 @@ def predict(size_t db, str store, str model, x):
         try:
             single, arrays, batch = _input_arrays(&holder.plan, model, x)
             out = np.empty((batch, holder.plan.n_out), np.float32)
-            if batch == 0:
-                return out
-            memset(&inp, 0, sizeof(Input))
-            inp.batch = batch
-            set_input(&inp, arrays)
-            rc = _forward_into(&holder.plan, &inp, out, &err)
-            if rc != SQLITE_OK:
-                _raise(rc, err)
-            return out[0] if single else out
+            if batch > 0:
+                memset(&inp, 0, sizeof(Input))
+                inp.batch = batch
+                set_input(&inp, arrays)
+                rc = _forward_into(&holder.plan, &inp, out, &err)
+                if rc != SQLITE_OK:
+                    _raise(rc, err)
+                if single:
+                    out = out[0]
         finally:
             _give_back_plan(db, store_b, model_b, holder)
-    finally:
+    except BaseException:
         if own_txn:
-            _exec(db, "COMMIT")
+            _end_read(db)
+        raise
+    if own_txn:
+        _exec(db, "COMMIT")
+    return out
+
+
+cdef void _end_read(size_t db) noexcept:
+    """End the read transaction we opened, after an error: its own error must not hide the
+    one being raised (after SQLITE_CORRUPT, say)."""
+    with nogil:
+        if sqlite3_get_autocommit(<sqlite3 *>db) == 0:
+            sqlite3_exec(<sqlite3 *>db, "ROLLBACK", NULL, NULL, NULL)
 
 
 cdef _exec(size_t db, const char *sql):
@@ -347,16 +362,22 @@ cdef _input_arrays(Plan *plan, str model, x):
 
 
 cdef _raise(int rc, char *err):
-    """Raise what the SQL path would: bad input is a ValueError, a damaged store an
-    apsw.CorruptError (as from tensor_blob), anything else an EngineError."""
+    """Raise what the error contract says (sqlite_tensor/errors.py): bad input is a
+    ValueError, a damaged store a CorruptStoreError (also an apsw.CorruptError, as
+    tensor_blob's), NOMEM a MemoryError; BUSY, LOCKED, IOERR keep their apsw classes;
+    anything else is an EngineError. Extended result codes are classed by their primary."""
     msg = (<bytes>err).decode("utf-8", "replace") if err != NULL else "out of memory"
     sqlite3_free(err)
-    if rc == SQLITE_ERROR:
+    cdef int primary = rc & 0xff
+    if primary == SQLITE_ERROR:
         raise ValueError(msg)
-    if rc == SQLITE_CORRUPT:
-        raise apsw.CorruptError(msg)
-    if rc == SQLITE_NOMEM:
+    if primary == SQLITE_CORRUPT:
+        from .errors import CorruptStoreError
+        raise CorruptStoreError(msg)
+    if primary == SQLITE_NOMEM:
         raise MemoryError(msg)
+    if primary in (5, 6, 10):   # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR
+        raise apsw.exception_for(rc)
     raise EngineError(msg)
 
 
@@ -537,17 +558,72 @@ def read_tensor_into(size_t db, str store, str model, str tensor, out):
     cdef const char *sc = s
     cdef const char *mc = m
     cdef const char *tc = t
-    with nogil:
-        rc = lookup_tensor(<sqlite3 *>db, "main", sc, mc, tc, &info, &err)
-    if rc != SQLITE_OK:
-        _raise(rc, err)
-    if info.nbytes != dst.shape[0]:
-        # the caller sized out from the tensor's shape and dtype: its row disagrees with itself
-        raise apsw.CorruptError(f"tensor store {store!r} is corrupt: tensor {tensor!r} of model "
-                                f"{model!r} records {info.nbytes} bytes, its shape and dtype "
-                                f"make {dst.shape[0]}")
-    with nogil:
-        rc = read_tensor(<sqlite3 *>db, "main", sc, &info, &dst[0], &err)
-    if rc != SQLITE_OK:
-        _raise(rc, err)
+    # the rows, the view and the pages from one snapshot: outside a transaction, open one
+    cdef bint own_txn = sqlite3_get_autocommit(<sqlite3 *>db) != 0
+    if own_txn:
+        _exec(db, "BEGIN")
+    try:
+        with nogil:
+            rc = lookup_tensor(<sqlite3 *>db, "main", sc, mc, tc, &info, &err)
+        if rc != SQLITE_OK:
+            _raise(rc, err)
+        if info.nbytes != dst.shape[0]:
+            # the caller sized out from the tensor's shape and dtype: its row disagrees with itself
+            from .errors import CorruptStoreError
+            raise CorruptStoreError(f"tensor store {store!r} is corrupt: tensor {tensor!r} of "
+                                    f"model {model!r} records {info.nbytes} bytes, its shape "
+                                    f"and dtype make {dst.shape[0]}")
+        with nogil:
+            rc = read_tensor(<sqlite3 *>db, "main", sc, &info, &dst[0], &err)
+        if rc != SQLITE_OK:
+            _raise(rc, err)
+    except BaseException:
+        if own_txn:
+            _end_read(db)
+        raise
+    if own_txn:
+        _exec(db, "COMMIT")
 
+
+# -- the schema, from Python (store.py asks; the DDL is st_store_ddl in store_vtab.pxi) -----
+
+def shadow_parts():
+    """The parts of a store's shadow tables, "<store>_<part>" (st_shadow_parts)."""
+    cdef int i = 0
+    out = []
+    while st_shadow_parts[i] != NULL:
+        out.append((<bytes>st_shadow_parts[i]).decode())
+        i += 1
+    return tuple(out)
+
+
+def store_needs_upgrade(size_t db, str store):
+    """Whether upgrade_store has anything to do for this store (cheap: no page is read)."""
+    require_loaded()
+    cdef bytes s = store.encode()
+    cdef const char *sc = s
+    cdef char *err = NULL
+    cdef int needs = 0, rc
+    with nogil:
+        rc = st_needs_upgrade(<sqlite3 *>db, "main", sc, &needs, &err)
+    if rc != SQLITE_OK:
+        _raise(rc, err)
+    return bool(needs)
+
+
+def upgrade_store(size_t db, str store):
+    """Bring an older store to the current schema and page format, all or nothing: the
+    shadow tables and indexes it lacks, a uid and generation, version-1 pages rewritten as
+    version 2. Run it in a write transaction with the shadow tables writable (Store does).
+    Returns {"pages_rewritten": n}."""
+    require_loaded()
+    cdef bytes s = store.encode()
+    cdef const char *sc = s
+    cdef char *err = NULL
+    cdef sqlite3_int64 pages = 0
+    cdef int rc
+    with nogil:
+        rc = st_upgrade(<sqlite3 *>db, "main", sc, &pages, &err)
+    if rc != SQLITE_OK:
+        _raise(rc, err)
+    return {"pages_rewritten": pages}

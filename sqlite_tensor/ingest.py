@@ -74,10 +74,7 @@ class _PageWriter:
     def flush(self) -> None:
         if not len(self.page):
             return
-        data = self.page.finish()
-        self.conn.execute(f"INSERT INTO {self.t.pages}(nblocks, nbytes, data) VALUES (?, ?, ?)",
-                          (len(self.page), len(data), data))
-        page_id = self.conn.last_insert_rowid()
+        page_id = pages.insert_page(self.conn, self.t, self.page.finish(), len(self.page))
         self.conn.executemany(
             f"INSERT INTO {self.t.blocks}(id, hash, nbytes, page_id, slot, refcount)"
             " VALUES (?, ?, ?, ?, ?, 0)",

@@ -1,11 +1,14 @@
 """Names of a store's shadow tables, quoted once here for every SQL statement in Python.
 
-The compiled engine creates these tables (cython/store/store_vtab.pxi) and declares them with
-xShadowName (cython/store/sql_text.pxi, st_shadow_parts); keep the three lists in step.
+The compiled engine owns the schema: it creates and upgrades these tables (st_store_ddl in
+cython/store/store_vtab.pxi) and declares them with xShadowName (st_shadow_parts in
+cython/store/sql_text.pxi); PARTS is the engine's list.
 """
 from __future__ import annotations
 
-PARTS = ("config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup")
+from . import _engine
+
+PARTS = _engine.shadow_parts()
 
 
 def quote(identifier: str) -> str:

@@ -25,23 +25,27 @@ import numpy as np
 
 from . import _engine, blocks, dtypes, formats, pages, residuals
 from .connection import connect, is_loaded, load
-from .errors import NotFoundError, TensorStoreError
+from .errors import CorruptStoreError, NotFoundError, TensorStoreError
 from .ingest import IngestReport, ingest_model
 from .layers import LayerError, check_layers, to_json
 from .schema import PARTS, Tables, quote
 
 OPTIONS = ("block_rows", "block_cols", "page_blocks")
 
-# The engine creates these with a new store (cython/store/store_vtab.pxi, the same columns);
-# stores made before approximate dedup get them when first opened writable.
-RESIDUAL_TABLES = (
-    "CREATE TABLE IF NOT EXISTS {residuals}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
-    " block_col INTEGER NOT NULL, kind INTEGER NOT NULL, param INTEGER NOT NULL,"
-    " page_id INTEGER NOT NULL, slot INTEGER NOT NULL, nbytes INTEGER NOT NULL,"
-    " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS {dedup}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
-    " block_col INTEGER NOT NULL, source_hash BLOB NOT NULL, outcome INTEGER NOT NULL,"
-    " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;")
+
+@contextmanager
+def _reading():
+    """The error contract on read paths: a damaged store is CorruptStoreError, whether the
+    engine said so (already one) or SQLite did (apsw.CorruptError: a malformed file, or
+    SQLITE_CORRUPT from tensor_blob and the report tables)."""
+    try:
+        yield
+    except CorruptStoreError:
+        raise
+    except apsw.CorruptError as e:
+        raise CorruptStoreError(str(e).removeprefix("CorruptError: ")) from None
+    except UnicodeDecodeError as e:   # a text column of a shadow table that is not UTF-8
+        raise CorruptStoreError(f"a shadow table holds text that is not UTF-8 ({e})") from None
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,10 @@ class Store:
             raise
 
     def _open_or_create(self, options: dict[str, int], create: bool) -> None:
+        with _reading():   # a malformed file is a damaged store too
+            self._open_store(options, create)
+
+    def _open_store(self, options: dict[str, int], create: bool) -> None:
         # SQLite table names are case-insensitive: "Tensors" opens the store "tensors"
         row = self.conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table'"
                                 " AND name = ? COLLATE NOCASE", (self.name,)).fetchone()
@@ -108,8 +116,8 @@ class Store:
         config = dict(self.conn.execute(f"SELECT key, value FROM {self._t.config}"))
         missing = [key for key in OPTIONS if not isinstance(config.get(key), int)]
         if missing:  # say so here, not as a KeyError below
-            raise TensorStoreError(f"store {self.name!r} is corrupt: {self.name}_config has no"
-                                   f" valid {', '.join(missing)}")
+            raise CorruptStoreError(f"store {self.name!r} is corrupt: {self.name}_config has no"
+                                    f" valid {', '.join(missing)}")
         for key, value in options.items():
             if config[key] != value:
                 raise ValueError(f"store {self.name!r} exists with {key}={config[key]}; "
@@ -117,18 +125,13 @@ class Store:
         self.block_rows = config["block_rows"]
         self.block_cols = config["block_cols"]
         self.page_blocks = config["page_blocks"]
-        if not self.conn.readonly("main") and self.conn.execute(
-                "SELECT count(*) FROM sqlite_schema WHERE name IN (?, ?)",
-                (f"{self.name}_residuals", f"{self.name}_dedup")).get != 2:
-            with self._writing():   # a store from before approximate dedup
-                self.conn.execute(RESIDUAL_TABLES.format(residuals=self._t.residuals,
-                                                         dedup=self._t.dedup))
-        if not {"uid", "generation"} <= config.keys() and not self.conn.readonly("main"):
-            # Written before stores had them: without them the buffer pool cannot tell when
-            # the store changes and reads its pages afresh for every use.
+        # An older store (no residual tables or index, no uid, version-1 pages) is brought
+        # to the current schema by the engine, which owns it, in one transaction. Read-only
+        # it stays as it is: readable, and verify() says what is old.
+        db = self.conn.sqlite3pointer()
+        if not self.conn.readonly("main") and _engine.store_needs_upgrade(db, self.name):
             with self._writing():
-                self.conn.execute(f"INSERT OR IGNORE INTO {self._t.config}(key, value)"
-                                  " VALUES ('uid', random()), ('generation', random())")
+                _engine.upgrade_store(db, self.name)
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -323,10 +326,9 @@ class Store:
                 deleted += 1
                 continue
             old = self.conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?", (page_id,)).get
-            slots = pages.read_slots(old)
+            slots = pages.read_slots(old, page_id)
             data = pages.build_page([np.frombuffer(slots[s], np.uint8) for _, s in live])
-            self.conn.execute(f"UPDATE {t.pages} SET nblocks = ?, nbytes = ?, data = ? WHERE id = ?",
-                              (len(live), len(data), data, page_id))
+            pages.update_page(self.conn, t, page_id, data, len(live))
             self.conn.executemany(f"UPDATE {t.blocks} SET slot = ? WHERE id = ?",
                                   [(new, bid) for new, (bid, _) in enumerate(live)])
         # Pages were rewritten or deleted (and their ids may be reused): pages cached since
@@ -338,35 +340,56 @@ class Store:
 
     def models(self) -> list[str]:
         """Model names, in the order they were added."""
-        return [n for (n,) in self.conn.execute(f"SELECT name FROM {self._t.models} ORDER BY id")]
+        with _reading():
+            return [n for (n,) in self.conn.execute(f"SELECT name FROM {self._t.models} ORDER BY id")]
 
     def __contains__(self, model: str) -> bool:
         return isinstance(model, str) and self._model_id(model) is not None
 
     def tensors(self, model: str) -> list[TensorInfo]:
         """The tensors of a model, in the order they were added."""
-        model_id = self._require_model(model)
-        return [TensorInfo(n, tuple(json.loads(s)), d, b) for n, s, d, b in self.conn.execute(
-            f"SELECT name, shape, dtype, nbytes FROM {self._t.tensors} WHERE model_id = ?"
-            " ORDER BY id", (model_id,))]
+        with _reading():
+            model_id = self._require_model(model)
+            return [TensorInfo(n, tuple(json.loads(s)), d, b) for n, s, d, b in self.conn.execute(
+                f"SELECT name, shape, dtype, nbytes FROM {self._t.tensors} WHERE model_id = ?"
+                " ORDER BY id", (model_id,))]
 
     def get_tensor(self, model: str, tensor: str) -> np.ndarray:
         """A stored tensor, bit for bit as it was added (a new array of its dtype and shape)."""
         _check_name("model name", model)
         _check_name("tensor name", tensor)
-        row = self.conn.execute(
-            f"SELECT t.shape, t.dtype FROM {self._t.tensors} t JOIN {self._t.models} m"
-            " ON m.id = t.model_id WHERE m.name = ? AND t.name = ?", (model, tensor)).fetchone()
-        if row is None:
-            names = [i.name for i in self.tensors(model)]  # raises for an unknown model
-            raise NotFoundError(f"no tensor {tensor!r} in model {model!r}; it has "
-                                f"{', '.join(map(repr, names[:10]))}{' ...' if len(names) > 10 else ''}")
-        shape, dtype = row
-        out = np.empty(json.loads(shape), dtypes.numpy_dtype(dtype))
-        # The engine's read_tensor (what SQL's tensor_blob runs) writes straight into out.
-        _engine.read_tensor_into(self.conn.sqlite3pointer(), self.name, model, tensor,
-                                 blocks.byte_view(out))
+        with _reading():
+            row = self.conn.execute(
+                f"SELECT t.shape, t.dtype, t.nbytes, t.rows, t.cols FROM {self._t.tensors} t"
+                f" JOIN {self._t.models} m"
+                " ON m.id = t.model_id WHERE m.name = ? AND t.name = ?", (model, tensor)).fetchone()
+            if row is None:
+                names = [i.name for i in self.tensors(model)]  # raises for an unknown model
+                raise NotFoundError(f"no tensor {tensor!r} in model {model!r}; it has "
+                                    f"{', '.join(map(repr, names[:10]))}{' ...' if len(names) > 10 else ''}")
+            out = np.empty(self._stored_shape(tensor, *row), dtypes.numpy_dtype(row[1]))
+            # The engine's read_tensor (what SQL's tensor_blob runs) writes straight into out.
+            _engine.read_tensor_into(self.conn.sqlite3pointer(), self.name, model, tensor,
+                                     blocks.byte_view(out))
         return out
+
+    def _stored_shape(self, tensor: str, shape, dtype, nbytes, rows, cols) -> tuple[int, ...]:
+        """A tensor row's shape, checked against its dtype, byte count and 2-D view before
+        anything is allocated for it (CorruptStoreError if they disagree)."""
+        try:
+            dims = tuple(json.loads(shape))
+            itemsize = dtypes.numpy_dtype(dtype).itemsize
+            ok = all(type(d) is int and d >= 0 for d in dims) and \
+                int(np.prod(dims, dtype=object)) * itemsize == nbytes and \
+                blocks.matrix_shape(dims) == (rows, cols)
+        except (TypeError, ValueError) as e:
+            raise CorruptStoreError(f"tensor store {self.name!r} is corrupt: tensor {tensor!r} has"
+                                    f" shape {shape!r} and dtype {dtype!r} ({e})") from None
+        if not ok:
+            raise CorruptStoreError(f"tensor store {self.name!r} is corrupt: tensor {tensor!r} has"
+                                    f" shape {shape!r} of {dtype}, which does not make the"
+                                    f" {rows} x {cols} elements in {nbytes} bytes its row records")
+        return dims
 
     def get_model(self, model: str) -> dict[str, np.ndarray]:
         """Every tensor of a model, by name."""
@@ -557,13 +580,10 @@ class Store:
                     if len(recent) >= 16:
                         recent.pop(next(iter(recent)))
                     data = self.conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?", (page,)).get
-                    recent[page] = pages.read_slots(data)
+                    recent[page] = pages.read_slots(data, page)
                 builder.stage(np.frombuffer(recent[page][slot], np.uint8))
                 builder.commit()
-            data = builder.finish()
-            self.conn.execute(f"INSERT INTO {t.pages}(nblocks, nbytes, data) VALUES (?, ?, ?)",
-                              (len(blocks_of_page), len(data), data))
-            new_page = self.conn.last_insert_rowid()
+            new_page = pages.insert_page(self.conn, t, builder.finish(), len(blocks_of_page))
             self.conn.executemany(f"UPDATE {t.blocks} SET page_id = ?, slot = ? WHERE id = ?",
                                   [(new_page, s, bid) for s, bid in enumerate(blocks_of_page)])
         self.conn.executemany(f"DELETE FROM {t.pages} WHERE id = ?", [(p,) for p in old_pages])
@@ -609,7 +629,7 @@ class Store:
         if self.layers(model) is None:
             raise TensorStoreError(f"model {model!r} has no layers; give it some with "
                                    f"Store.set_layers({model!r}, [...])")
-        try:
+        try:   # the engine raises CorruptStoreError itself (no context manager: hot path)
             return _engine.predict(self.conn.sqlite3pointer(), self.name, model, x)
         except _engine.EngineError as e:
             raise TensorStoreError(str(e)) from None
@@ -633,7 +653,8 @@ class Store:
         cursor = self.conn.cursor()
         # names per row: with no rows (an empty store) there is no description to ask for
         cursor.row_trace = lambda cur, row: dict(zip([d[0] for d in cur.get_description()], row))
-        return list(cursor.execute(f"SELECT * FROM {table}(?)", (self.name,)))
+        with _reading():
+            return list(cursor.execute(f"SELECT * FROM {table}(?)", (self.name,)))
 
     def verify(self) -> list[str]:
         """Check the store's invariants; returns the problems found (empty when sound).
@@ -641,15 +662,30 @@ class Store:
         Reference counts match the map, every tensor maps every block of its grid (each of
         its tile's size) and agrees with its shape and dtype, every block sits in its page at
         the right length and hashes to its recorded hash, and no row names a missing one,
-        nor is any block or page orphaned.
+        nor is any block or page orphaned. Every page is of a known format with a matching
+        checksum (version 2; a version-1 page is reported), and the store's schema is the
+        current one.
         """
         t = self._t
         problems = []
+        has_residuals = self.conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND"
+                                          " name = ? COLLATE NOCASE",
+                                          (f"{self.name}_residuals",)).fetchone() is not None
         config = dict(self.conn.execute(f"SELECT key, value FROM {t.config}"))
         for key in OPTIONS:
             if config.get(key) != getattr(self, key):
                 problems.append(f"config: {key} is {config.get(key)!r}, the store was opened "
                                 f"with {getattr(self, key)}")
+        page_format = config.get("format_version")
+        if page_format not in (1, 2):
+            problems.append(f"config: format_version is {page_format!r}; versions are 1 and 2")
+            page_format = 2
+        if "uid" not in config:
+            problems.append("config: no uid (an older store): its pages are never cached;"
+                            " open the store writable to upgrade it")
+        if _engine.store_needs_upgrade(self.conn.sqlite3pointer(), self.name):
+            problems.append("schema: older than this sqlite-tensor's (missing tables, index,"
+                            " uid or version-2 pages); open the store writable to upgrade it")
         for bid, ref, used in self.conn.execute(
                 f"SELECT b.id, b.refcount, (SELECT count(*) FROM {t.map} m WHERE m.block_id = b.id)"
                 f" FROM {t.blocks} b"):
@@ -702,6 +738,8 @@ class Store:
                  " AND m.block_row = r.block_row AND m.block_col = r.block_col)"),
                 ("residuals on tensors that are not float32", f"SELECT count(*) FROM {t.residuals} r"
                  f" JOIN {t.tensors} tt ON tt.id = r.tensor_id WHERE tt.dtype <> 'float32'")):
+            if "residuals" in what and not has_residuals:
+                continue   # an older store, read-only: no residuals at all
             n = self.conn.execute(sql).get
             if n:
                 problems.append(f"{n} {what}")
@@ -712,16 +750,21 @@ class Store:
                 problems.append(f"page {page_id}: data is {kind}, not a BLOB")
                 continue
             try:
-                slots = pages.read_slots(data)
-            except (ValueError, Exception) as e:  # struct.error on a truncated header too
+                version = pages.header(data).version
+                slots = pages.read_slots(data, page_id)   # the checksum too
+            except ValueError as e:
                 problems.append(f"page {page_id}: {e}")
                 continue
+            if version == 1:
+                problems.append(f"page {page_id}: a version-1 page (no checksum)" +
+                                ("; the store is of version-2 pages, which refuses it"
+                                 if page_format >= 2 else "; open the store writable to upgrade it"))
             stored = self.conn.execute(f"SELECT id, slot, nbytes, hash FROM {t.blocks}"
                                        " WHERE page_id = ?", (page_id,)).fetchall()
             held = self.conn.execute(
                 f"SELECT r.tensor_id, r.block_row, r.block_col, r.kind, r.param, r.slot, r.nbytes,"
                 f" tt.rows, tt.cols FROM {t.residuals} r JOIN {t.tensors} tt ON tt.id = r.tensor_id"
-                " WHERE r.page_id = ?", (page_id,)).fetchall()
+                " WHERE r.page_id = ?", (page_id,)).fetchall() if has_residuals else []
             if not stored and not held:
                 problems.append(f"page {page_id}: no blocks")
             if stored and held:

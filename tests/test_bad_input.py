@@ -299,7 +299,7 @@ def test_sql_options_with_spaces_and_defaults(db):
     config = dict(db.execute("SELECT key, value FROM s_config"))
     # uid and generation identify the store's pages to the buffer pool: random integers
     assert isinstance(config.pop("uid"), int) and isinstance(config.pop("generation"), int)
-    assert config == {"format_version": 1, "block_rows": 7, "block_cols": 256, "page_blocks": 2}
+    assert config == {"format_version": 2, "block_rows": 7, "block_cols": 256, "page_blocks": 2}
     store = sqlite_tensor.Store(db, "s")
     assert (store.block_rows, store.block_cols, store.page_blocks) == (7, 256, 2)
 
@@ -318,11 +318,11 @@ def test_create_fails_cleanly_when_a_shadow_name_is_taken(db):
 def test_store_with_newer_format_version_is_refused(db_path):
     with sqlite_tensor.Store(db_path, "s") as store:
         store.conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)   # damage by hand
-        store.conn.execute("UPDATE s_config SET value = 2 WHERE key = 'format_version'")
+        store.conn.execute("UPDATE s_config SET value = 3 WHERE key = 'format_version'")
     conn = sqlite_tensor.connect(db_path)
     try:
-        with pytest.raises(apsw.SQLError, match="store 's' has format version 2; this sqlite-tensor"
-                                                " reads version 1"):
+        with pytest.raises(apsw.SQLError, match="store 's' has format version 3; this sqlite-tensor"
+                                                " reads versions 1 to 2"):
             conn.execute("SELECT * FROM s").fetchall()
     finally:
         conn.close()

@@ -70,10 +70,7 @@ def put_residuals(store, model, tensor, entries, *, rows=None):
     with writing(conn):
         page_id = None
         if payloads:
-            data = pages.build_page(payloads)
-            conn.execute(f'INSERT INTO "{s}_pages"(nblocks, nbytes, data) VALUES (?, ?, ?)',
-                         (len(payloads), len(data), data))
-            page_id = conn.last_insert_rowid()
+            page_id = pages.insert_page(conn, store._t, pages.build_page(payloads), len(payloads))
         if rows is None:
             rows = [(bi, bj, kind, param, None, slot, len(payload))
                     for slot, ((bi, bj), (kind, param, payload)) in enumerate(entries.items())]
@@ -365,9 +362,8 @@ def test_residual_pages_are_not_served_stale(memdb, rng):
     entries, added = random_residuals(rng, store, (13, 11), all_tiles(store, (13, 11)), [(QUANTIZED, 8)],
                                       scale=1.0)
     data = pages.build_page([np.frombuffer(p, np.uint8) for (_, _, p) in entries.values()])
-    with writing(memdb):
-        memdb.execute("UPDATE tensors_pages SET data = ? WHERE id = ?", (data, page))
-        memdb.execute("UPDATE tensors_config SET value = random() WHERE key = 'generation'")
+    with writing(memdb):   # plain SQL: the pool notices the change without a new generation
+        pages.update_page(memdb, store._t, page, data, len(entries))
     effective["w1"] = arrays["w1"] + added
     w1 = memdb.execute("SELECT tensor_blob('tensors', 'm', 'w1')").get
     np.testing.assert_array_equal(np.frombuffer(w1, np.float32).reshape(13, 11), effective["w1"])

@@ -86,16 +86,23 @@ def test_report_shapes(store, rng):
 
 
 def test_page_layout(store, rng):
-    """Pages hold page_blocks blocks at 64-byte aligned offsets, as pages.py documents."""
+    """Pages hold page_blocks blocks at 64-byte aligned offsets, as pages.py documents
+    (version 2: the checksum at 16, the slot table at 24). Read byte by byte here on purpose:
+    this is the format's own test, independent of pages.py's reader."""
     w = random_array(rng, (3, 10), np.int16)
     store.add_model("m", {"w": w})
-    data = store.conn.execute("SELECT data FROM tensors_pages").get
+    page_id, data = store.conn.execute("SELECT id, data FROM tensors_pages").fetchone()
     assert data[:4] == b"STPG"
-    assert int.from_bytes(data[4:8], "little") == 1
+    assert int.from_bytes(data[4:8], "little") == 2
     assert int.from_bytes(data[8:12], "little") == 2
     assert int.from_bytes(data[12:16], "little") == 64
-    off0, len0 = (int.from_bytes(data[16 + i:24 + i], "little") for i in (0, 8))
-    off1, len1 = (int.from_bytes(data[32 + i:40 + i], "little") for i in (0, 8))
+    stored = int.from_bytes(data[16:24], "little")
+    assert stored == sqlite_tensor.pages.checksum(data, page_id) != 0
+    # the checksum counts its own field as zero and is seeded with the page id
+    assert stored == sqlite_tensor.pages.checksum(data[:16] + bytes(8) + data[24:], page_id)
+    assert stored != sqlite_tensor.pages.checksum(data, page_id + 1)
+    off0, len0 = (int.from_bytes(data[24 + i:32 + i], "little") for i in (0, 8))
+    off1, len1 = (int.from_bytes(data[40 + i:48 + i], "little") for i in (0, 8))
     assert (off0, len0, off1, len1) == (64, 30, 128, 30)
     assert data[64:94] == w[:, :5].tobytes() and data[128:158] == w[:, 5:].tobytes()
     assert len(data) == 158

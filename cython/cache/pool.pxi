@@ -3,11 +3,12 @@
 # One pool per process (process_pool) is shared by every connection and thread; simulate()
 # makes private ones that replay a trace through exactly the same code.
 #
-# A cached page is the whole page BLOB, keyed by (store key, page id) and tagged with the
-# store generation it was read at. The store key mixes the database file name with the
-# store's random uid (<store>_config 'uid'); the generation is a random number every write
-# transaction of the store sets ('generation'), so a page is served from memory only while
-# the store is unchanged since it was read - in this process or any other.
+# A cached page is the whole page BLOB, keyed by (store key, page id) and marked with the
+# view epoch it was last confirmed in. The store key mixes the database file name with the
+# store's random uid (<store>_config 'uid'). A page used in another view than its mark is
+# confirmed first (the caller's confirm callback compares it with the committed page) and
+# reloaded if it differs; process_pool.pxi says what a view is. So a page is served only
+# while it is what the reading connection sees committed, whoever changed the file.
 #
 # Pages in use by a kernel are pinned (pool_pin / pool_unpin) and never evicted; resident
 # bytes stay within the budget plus the pages pinned at that moment. A budget smaller than
@@ -15,7 +16,7 @@
 # does not admit is used the same way.
 #
 # Locking: the process pool's mutex guards its table, policy, history and counters; page
-# reads from the database happen outside it.
+# reads from the database (loads and confirmations) happen outside it.
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
@@ -253,7 +254,7 @@ cdef enum:
 ctypedef struct PoolPage:
     uint64_t store_key            # which store (file name + store uid)
     sqlite3_int64 page_id         # row of <store>_pages
-    sqlite3_int64 generation      # store generation the bytes were read at
+    uint64_t mark                 # view epoch it was last confirmed in (0 in a simulation)
     unsigned char *data           # the page BLOB (NULL in a simulation)
     sqlite3_int64 nbytes
     int pins                      # kernels using it now; never evicted while > 0
@@ -336,6 +337,9 @@ cdef struct Pool:
 
 ctypedef int (*page_loader)(void *ctx, sqlite3_int64 page_id, unsigned char **data,
                             sqlite3_int64 *nbytes, int *shared, char **err) noexcept nogil
+# Sets *same to whether the pinned cached page is still the committed one (read outside
+# the lock); an SQLite result code.
+ctypedef int (*page_confirmer)(void *ctx, PoolPage *page, int *same, char **err) noexcept nogil
 
 
 cdef Pool process_pool            # zero-initialised C static; set up by pool_setup()
@@ -460,32 +464,53 @@ cdef void note_access(Pool *pool, PoolPage *p) noexcept nogil:
     p.last = e.last
 
 
-cdef int pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, sqlite3_int64 generation,
-                     sqlite3_int64 next_use, page_loader load, void *ctx, PoolPage **out,
-                     char **err) noexcept nogil:
-    """Pin a page: from the pool on a hit, loaded (outside the lock) on a miss, then kept if
-    the policy admits it. Unpin it with pool_unpin when done."""
+cdef int pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, uint64_t epoch,
+                     sqlite3_int64 next_use, page_loader load, page_confirmer confirm, void *ctx,
+                     PoolPage **out, char **err) noexcept nogil:
+    """Pin a page: from the pool on a hit (confirmed first when its mark is not epoch),
+    loaded (outside the lock) on a miss, then kept if the policy admits it. Unpin it with
+    pool_unpin when done. With load NULL a miss pins nothing: out is NULL."""
     cdef PoolPage *p
     cdef unsigned char *data = NULL
     cdef sqlite3_int64 nbytes = 0
-    cdef int shared = 0, rc
+    cdef int shared = 0, rc, same = 0
     pool_lock(pool)
     if pool.recording:
         record_access(pool, key, page_id)
     p = table_find(pool, key, page_id)
-    if p != NULL and p.generation != generation:
-        table_remove(pool, p)  # stale: the store changed since it was read
-        p = NULL
     if p != NULL:
         p.pins += 1
+        if p.mark != epoch and confirm != NULL:
+            pool_unlock(pool)
+            rc = confirm(ctx, p, &same, err)
+            pool_lock(pool)
+            if rc != SQLITE_OK or not same:
+                p.pins -= 1
+                if not p.detached:
+                    table_remove(pool, p)   # changed (or unreadable): never served again
+                elif p.pins == 0:
+                    page_free(p)
+                p = NULL
+                if rc != SQLITE_OK:
+                    pool_unlock(pool)
+                    return rc
+            else:
+                p.mark = epoch
+    if p != NULL:
         p.next_use = next_use
         pool.hits += 1
         note_access(pool, p)
-        pool.policy.hit(pool, p)
+        if not p.detached:
+            pool.policy.hit(pool, p)
         pool_unlock(pool)
         out[0] = p
         return SQLITE_OK
     pool.misses += 1
+    if load == NULL:   # the caller reads misses itself, outside the pool (pool_peek)
+        pool.bypassed += 1
+        pool_unlock(pool)
+        out[0] = NULL
+        return SQLITE_OK
     pool_unlock(pool)
 
     rc = load(ctx, page_id, &data, &nbytes, &shared, err)
@@ -495,8 +520,8 @@ cdef int pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, sqlite3_in
     pool_lock(pool)
     pool.bytes_read += nbytes
     p = table_find(pool, key, page_id)
-    if p != NULL and p.generation == generation:
-        st_page_free(data, nbytes)  # another thread read it meanwhile: use theirs
+    if p != NULL and p.mark == epoch:
+        st_page_free(data, nbytes)  # another thread read it meanwhile, in our view: use theirs
         p.pins += 1
         note_access(pool, p)
         pool.policy.hit(pool, p)
@@ -510,7 +535,7 @@ cdef int pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, sqlite3_in
             return SQLITE_NOMEM
         p.store_key = key
         p.page_id = page_id
-        p.generation = generation
+        p.mark = epoch
         p.data = data
         p.nbytes = nbytes
         p.shared = shared

@@ -1,10 +1,46 @@
-# The process pool as the engine uses it: pages of a store, read through its connection.
+# The one page-access layer: pages of a store, read through its connection, checked, and
+# cached in the process pool. Both readers use it: inference (kernels pin tiles' pages)
+# and read_tensor (tensor_blob, the data column, Store.get_tensor).
 #
-#   source_init(src, db, schema, store)   identify the store (key, generation)
+#   source_init(src, db, schema, store)   identify the store (key) and the connection's view
 #   pool_pin(src, page_id, &page, &err)   the page, pinned: from the pool or read now
 #   pool_unpin(page)
 #   page_slot(page, slot, nbytes, ...)    a block's bytes within a pinned page
+#   source_same_version(src, key, epoch)  whether what was read at (key, epoch) is still
+#                                         what this connection sees (plan caches use it)
 # The pool itself is cache/pool.pxi; its policies are the cache/policy_*.pxi files.
+#
+# Checks: a page is checked in full (header, slot table, checksum of every byte) when it is
+# read from the database, i.e. when it enters the pool and for every uncached read; slots
+# and sizes are checked at each use (page_slot).
+#
+# Freshness: the pool must never serve a page that differs from what the reading
+# connection sees committed, whoever wrote it (this process, another one, plain SQL, a
+# restore through the backup API). Each connection has a *view*: a process-unique epoch
+# that changes whenever the connection's data version (SQLITE_FCNTL_DATA_VERSION: commits
+# by any connection or process) or its own change count (sqlite3_total_changes: its own
+# writes, committed or not) moves. A cached page carries the epoch it was last confirmed
+# in; while the view is unchanged the page is served as is (no I/O). Used in another view
+# (after any commit, or by another connection), it is re-confirmed once: its committed
+# header (magic, version, slots, checksum: 24 bytes) and size are read and compared with
+# the cached copy; the checksum covers every byte, so equal means the same page, and a
+# difference reloads it. Inside a write transaction the view is new on every call: a
+# rollback undoes changes without moving either counter.
+
+from libc.string cimport memcmp
+
+cdef extern from "st_sqlite.h" nogil:
+    enum:
+        SQLITE_FCNTL_DATA_VERSION
+    int sqlite3_file_control(sqlite3 *, const char *, int, void *)
+    int sqlite3_total_changes(sqlite3 *)
+    int sqlite3_libversion_number()
+    int sqlite3_txn_state(sqlite3 *, const char *)   # SQLite 3.34+: check the version first
+    enum:
+        SQLITE_LIMIT_LENGTH
+    int sqlite3_limit(sqlite3 *, int, int)
+    void sqlite3_result_error_toobig(sqlite3_context *)
+
 
 ctypedef struct PageSource:
     sqlite3 *db                   # connection to read misses through
@@ -12,18 +48,134 @@ ctypedef struct PageSource:
     char *table                   # "<store>_pages", from sqlite3_mprintf
     sqlite3_blob *blob            # reused across misses, or NULL
     uint64_t store_key
-    sqlite3_int64 generation
-    int uncached                  # the store has no uid/generation: never cache its pages
+    uint64_t epoch                # the connection's view when source_init / source_view ran
+    int min_version               # oldest page version the store may hold (2 once upgraded)
+    int uncached                  # the store has no uid: never cache its pages
     sqlite3_stmt *sharing         # counts the models sharing a page (prepared when needed)
-    const char *store             # the store's name (owned by the plan)
+    const char *store             # the store's name (owned by the caller)
+
+
+# -- views: one per (connection, schema), forgotten when the connection closes ---------------
+
+ctypedef struct ConnView:
+    sqlite3 *db
+    char schema[32]
+    unsigned int data_version
+    int changes
+    uint64_t epoch
+
+cdef extern from *:
+    """
+    /* The views' own lock (never the pool's: view_forget runs inside sqlite3_close, which a
+    ** host may call holding the GIL, while a Python policy holds the pool's lock). */
+    static pthread_mutex_t st_views_mutex = PTHREAD_MUTEX_INITIALIZER;
+    """
+    pthread_mutex_t st_views_mutex
+
+cdef ConnView *st_views           # guarded by st_views_mutex
+cdef int st_nviews, st_views_cap
+cdef uint64_t st_epoch_counter    # last epoch handed out (0 is never a view's)
+cdef int st_page_checks_off       # hidden switch for measurements (_set_page_checks)
+
+
+cdef void view_forget(void *db) noexcept nogil:
+    """The connection is closing (xDestroy of its marker function): drop its views, so a
+    new connection at the same address never inherits them."""
+    global st_nviews
+    cdef int i = 0
+    pthread_mutex_lock(&st_views_mutex)
+    while i < st_nviews:
+        if <void *>st_views[i].db == db:
+            st_nviews -= 1
+            st_views[i] = st_views[st_nviews]
+        else:
+            i += 1
+    pthread_mutex_unlock(&st_views_mutex)
+
+
+cdef void fn_view_marker(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
+    sqlite3_result_null(ctx)
+
+
+cdef int view_known(sqlite3 *db) noexcept nogil:
+    cdef int i, found = 0
+    pthread_mutex_lock(&st_views_mutex)
+    for i in range(st_nviews):
+        if st_views[i].db == db:
+            found = 1
+            break
+    pthread_mutex_unlock(&st_views_mutex)
+    return found
+
+
+cdef int in_write_transaction(sqlite3 *db, const char *schema) noexcept nogil:
+    """Whether db may hold uncommitted changes (a rollback would move no counter back).
+    Hosts older than sqlite3_txn_state: any open transaction counts."""
+    if sqlite3_libversion_number() >= 3034000:
+        return sqlite3_txn_state(db, schema) == 2   # SQLITE_TXN_WRITE
+    return sqlite3_get_autocommit(db) == 0
+
+
+cdef uint64_t connection_view(sqlite3 *db, const char *schema) noexcept nogil:
+    """The connection's current view epoch (see the top of this file). A connection whose
+    view cannot be tracked gets a new epoch on every call: nothing is trusted, every cached
+    page is re-confirmed."""
+    global st_epoch_counter, st_nviews, st_views, st_views_cap
+    cdef unsigned int dv = 0
+    cdef int changes = sqlite3_total_changes(db)
+    cdef int i, tracked = 1
+    cdef uint64_t epoch
+    cdef ConnView *v = NULL
+    cdef void *grown
+    if sqlite3_file_control(db, schema, SQLITE_FCNTL_DATA_VERSION, &dv) != SQLITE_OK \
+            or strlen(schema) >= 32 or in_write_transaction(db, schema):
+        tracked = 0
+    elif not view_known(db):
+        # A marker function whose destructor runs when the connection closes. A new name
+        # (never a replacement), so it is allowed while statements run.
+        tracked = sqlite3_create_function_v2(db, "_tensor_pool_view", 0,
+                                             SQLITE_UTF8 | SQLITE_DIRECTONLY, <void *>db,
+                                             fn_view_marker, NULL, NULL, view_forget) == SQLITE_OK
+    pthread_mutex_lock(&st_views_mutex)
+    st_epoch_counter += 1
+    epoch = st_epoch_counter
+    if tracked:
+        for i in range(st_nviews):
+            if st_views[i].db == db and strcmp(st_views[i].schema, schema) == 0:
+                v = &st_views[i]
+                break
+        if v == NULL and st_nviews == st_views_cap:
+            grown = realloc(st_views, (st_views_cap * 2 + 8) * sizeof(ConnView))
+            if grown != NULL:
+                st_views = <ConnView *>grown
+                st_views_cap = st_views_cap * 2 + 8
+        if v == NULL and st_nviews < st_views_cap:
+            v = &st_views[st_nviews]
+            st_nviews += 1
+            memset(v, 0, sizeof(ConnView))
+            v.db = db
+            memcpy(v.schema, schema, strlen(schema) + 1)
+            v.epoch = 0   # forces a new epoch below
+        if v != NULL:
+            if v.epoch != 0 and v.data_version == dv and v.changes == changes:
+                st_epoch_counter -= 1   # unchanged: keep its epoch
+                epoch = v.epoch
+            else:
+                v.data_version = dv
+                v.changes = changes
+                v.epoch = epoch
+    pthread_mutex_unlock(&st_views_mutex)
+    return epoch
 
 
 cdef int source_init(PageSource *src, sqlite3 *db, const char *schema, const char *store,
                      char **err) noexcept nogil:
-    """Identify the store for the pool: its key and current generation."""
+    """Identify the store for the pool (its key) and the connection's view. Call it inside
+    the read transaction the pages will be read in (a statement, or BEGIN ... COMMIT)."""
     cdef sqlite3_stmt *stmt = NULL
-    cdef sqlite3_int64 uid = 0
+    cdef sqlite3_int64 uid = 0, version = 1
     cdef int found = 0
+    cdef const char *key
     cdef const char *fname
     cdef uint64_t h = 1469598103934665603ULL   # FNV-1a of the file name
     memset(src, 0, sizeof(PageSource))
@@ -34,20 +186,29 @@ cdef int source_init(PageSource *src, sqlite3 *db, const char *schema, const cha
     if src.table == NULL:
         return SQLITE_NOMEM
     cdef int rc = prepare_store_sql(
-        db, "SELECT key, value FROM {config} WHERE key IN ('uid', 'generation')", schema, store, &stmt)
+        db, "SELECT key, value FROM {config} WHERE key IN ('uid', 'format_version')", schema,
+        store, &stmt)
     if rc != SQLITE_OK:
         err[0] = sqlite3_mprintf("no tensor store named '%s' (%s)", store, sqlite3_errmsg(db))
-        return SQLITE_ERROR
-    while sqlite3_step(stmt) == SQLITE_ROW:
-        if strcmp(<const char *>sqlite3_column_text(stmt, 0), "uid") == 0:
+        return SQLITE_ERROR if rc == SQLITE_ERROR else rc
+    rc = sqlite3_step(stmt)
+    while rc == SQLITE_ROW:
+        key = text_or(<const char *>sqlite3_column_text(stmt, 0), "")
+        if strcmp(key, "uid") == 0:
             uid = sqlite3_column_int64(stmt, 1)
-        else:
-            src.generation = sqlite3_column_int64(stmt, 1)
-        found += 1
+            found = 1
+        elif strcmp(key, "format_version") == 0:
+            version = sqlite3_column_int64(stmt, 1)
+        rc = sqlite3_step(stmt)
     sqlite3_finalize(stmt)
-    # A store written before uid/generation existed cannot tell when it changed: reading its
-    # pages through the cache could serve stale ones, so they are read for each use.
-    src.uncached = found != 2
+    if rc != SQLITE_DONE:
+        # BUSY, IOERR, ...: the read failed; never taken for "a store without a uid"
+        err[0] = sqlite3_mprintf("cannot read %s_config: %s", store, sqlite3_errmsg(db))
+        return rc
+    # Without a uid two stores of one file would share a key: their pages are read for
+    # each use (Store adds a uid when it opens a store writable).
+    src.uncached = not found
+    src.min_version = 2 if version >= 2 else 1
     fname = sqlite3_db_filename(db, schema)
     if fname == NULL or fname[0] == 0:
         # A memory or temporary database: private to this connection.
@@ -57,7 +218,21 @@ cdef int source_init(PageSource *src, sqlite3 *db, const char *schema, const cha
             h = (h ^ <unsigned char>fname[0]) * 1099511628211ULL
             fname += 1
     src.store_key = h ^ (<uint64_t>uid * 0x9E3779B97F4A7C15ULL)
+    src.epoch = 0 if st_page_checks_off else connection_view(db, schema)
     return SQLITE_OK
+
+
+cdef void source_view(PageSource *src) noexcept nogil:
+    """Bring src's view up to date (no SQL: a file control and a counter)."""
+    src.epoch = 0 if st_page_checks_off else connection_view(src.db, src.schema)
+
+
+cdef int source_same_version(PageSource *src, uint64_t store_key, uint64_t epoch) noexcept nogil:
+    """Whether what was read from the store at (store_key, epoch) - a plan, a page - is
+    still what src's connection sees: the same store, and nothing written since (by this
+    connection or committed by any other). The one validity test of every plan cache."""
+    source_view(src)
+    return not src.uncached and src.store_key == store_key and src.epoch == epoch
 
 
 cdef void source_close(PageSource *src) noexcept nogil:
@@ -70,21 +245,36 @@ cdef void source_close(PageSource *src) noexcept nogil:
     src.table = NULL
 
 
-cdef int read_page(PageSource *src, sqlite3_int64 page_id, unsigned char **data,
-                   sqlite3_int64 *nbytes, char **err) noexcept nogil:
-    """Read a whole page BLOB into new page memory (st_page_alloc; freed with st_page_free
-    and its size) and check its header."""
+cdef int source_open(PageSource *src, sqlite3_int64 page_id, char **err) noexcept nogil:
+    """Position src's blob handle on a page row."""
     cdef int rc
     if src.blob == NULL:
         rc = sqlite3_blob_open(src.db, src.schema, src.table, "data", page_id, 0, &src.blob)
     else:
         rc = sqlite3_blob_reopen(src.blob, page_id)
-    if rc != SQLITE_OK:
+    if rc == SQLITE_OK:
+        return rc
+    if rc == SQLITE_ERROR:
+        # The page row is missing or its data is not a BLOB: a block names a page that is
+        # not there, which is corruption, not a failed read.
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: %s", page_id, src.table,
+                                 sqlite3_errmsg(src.db))
+        rc = SQLITE_CORRUPT
+    else:
         err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, src.table,
                                  sqlite3_errmsg(src.db))
-        if src.blob != NULL:
-            sqlite3_blob_close(src.blob)
-            src.blob = NULL
+    if src.blob != NULL:
+        sqlite3_blob_close(src.blob)
+        src.blob = NULL
+    return rc
+
+
+cdef int read_page(PageSource *src, sqlite3_int64 page_id, unsigned char **data,
+                   sqlite3_int64 *nbytes, char **err) noexcept nogil:
+    """Read a whole page BLOB into new page memory (st_page_alloc; freed with st_page_free
+    and its size) and check it: header, slot table, checksum."""
+    cdef int rc = source_open(src, page_id, err)
+    if rc != SQLITE_OK:
         return rc
     cdef int n = sqlite3_blob_bytes(src.blob)
     cdef unsigned char *buf = <unsigned char *>st_page_alloc(n)
@@ -96,12 +286,35 @@ cdef int read_page(PageSource *src, sqlite3_int64 page_id, unsigned char **data,
         err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, src.table,
                                  sqlite3_errmsg(src.db))
         return rc
-    rc = check_page_header(buf, n, page_id, src.table, err)
+    rc = check_page(buf, n, page_id, src.table, src.min_version, not st_page_checks_off, err)
     if rc != SQLITE_OK:
         st_page_free(buf, n)
         return rc
     data[0] = buf
     nbytes[0] = n
+    return SQLITE_OK
+
+
+cdef int source_confirm(void *ctx, PoolPage *p, int *same, char **err) noexcept nogil:
+    """Whether the cached page p is still the committed page (in src's view): equal size
+    and equal header, checksum included. A version-1 page has no checksum: reloaded."""
+    cdef PageSource *src = <PageSource *>ctx
+    cdef unsigned char head[PAGE_HEADER_BYTES]
+    cdef int rc
+    same[0] = 0
+    if p.nbytes < PAGE_HEADER_BYTES or st_get_u32(p.data + 4) != 2:
+        return SQLITE_OK
+    rc = source_open(src, p.page_id, err)
+    if rc != SQLITE_OK:
+        return rc
+    if sqlite3_blob_bytes(src.blob) != p.nbytes:
+        return SQLITE_OK
+    rc = sqlite3_blob_read(src.blob, head, PAGE_HEADER_BYTES, 0)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", p.page_id, src.table,
+                                 sqlite3_errmsg(src.db))
+        return rc
+    same[0] = memcmp(head, p.data, PAGE_HEADER_BYTES) == 0
     return SQLITE_OK
 
 
@@ -129,11 +342,12 @@ cdef int source_load(void *ctx, sqlite3_int64 page_id, unsigned char **data,
 
 cdef int pool_pin(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
                   char **err) noexcept nogil:
-    """Pin a page of src's store in the process pool (reading it on a miss)."""
+    """Pin a page of src's store in the process pool (reading it on a miss, re-confirming
+    it when src's view is not the one it was last confirmed in)."""
     if src.uncached:
         return pin_uncached(src, page_id, out, err)
-    return pool_access(&process_pool, src.store_key, page_id, src.generation, 0, source_load,
-                       src, out, err)
+    return pool_access(&process_pool, src.store_key, page_id, src.epoch, 0, source_load,
+                       source_confirm, src, out, err)
 
 
 cdef int pin_uncached(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
@@ -164,12 +378,318 @@ cdef void pool_unpin(PoolPage *p) noexcept nogil:
 cdef int page_slot(const PoolPage *p, int slot, sqlite3_int64 nbytes, const char *table,
                    const unsigned char **out, char **err) noexcept nogil:
     """Point out at slot's bytes within a pinned page; they must be exactly nbytes long."""
-    cdef sqlite3_int64 nslots = st_get_u32(p.data + 8)
+    return slot_in(p.data, p.nbytes, p.page_id, slot, nbytes, table, out, err)
+
+
+cdef int slot_in(const unsigned char *data, sqlite3_int64 page_bytes, sqlite3_int64 page_id,
+                 int slot, sqlite3_int64 nbytes, const char *table, const unsigned char **out,
+                 char **err) noexcept nogil:
+    """page_slot over a checked page's bytes (pinned, or a reader's scratch copy)."""
+    cdef sqlite3_int64 nslots = st_get_u32(data + 8)
     cdef uint64_t offset
     cdef const unsigned char *entry = NULL
     if 0 <= slot < nslots:   # read_page checked that the slot table fits in the page
-        entry = p.data + PAGE_HEADER_BYTES + slot * PAGE_SLOT_BYTES
-    cdef int rc = check_slot(entry, slot, nslots, nbytes, p.nbytes, p.page_id, table, &offset, err)
+        entry = data + page_slots_at(data) + slot * PAGE_SLOT_BYTES
+    cdef int rc = check_slot(entry, slot, nslots, nbytes, page_bytes, page_id, table, &offset, err)
     if rc == SQLITE_OK:
-        out[0] = p.data + offset
+        out[0] = data + offset
     return rc
+
+
+# A page a bulk reader (read_tensor) uses: pinned in the pool when it is cached there, else
+# read and checked into the reader's own scratch buffer, never admitted (a tensor export
+# does not flush the pages inference serves, nor churns page memory).
+ctypedef struct PageView:
+    PoolPage *pinned
+    unsigned char *scratch        # malloc'd, reused from page to page
+    sqlite3_int64 cap
+    const unsigned char *data
+    sqlite3_int64 nbytes
+    sqlite3_int64 page_id         # -1: none
+
+
+cdef int view_page(PageSource *src, PageView *v, sqlite3_int64 page_id, char **err) noexcept nogil:
+    """Point v at page_id: the pool's copy (confirmed in src's view) or a fresh checked read."""
+    cdef int rc, n
+    cdef void *grown
+    if v.page_id == page_id and v.data != NULL:
+        return SQLITE_OK
+    view_release(v)
+    if not src.uncached:
+        rc = pool_access(&process_pool, src.store_key, page_id, src.epoch, 0, NULL,
+                         source_confirm, src, &v.pinned, err)
+        if rc != SQLITE_OK:
+            return rc
+        if v.pinned != NULL:
+            v.data = v.pinned.data
+            v.nbytes = v.pinned.nbytes
+            v.page_id = page_id
+            return SQLITE_OK
+    rc = source_open(src, page_id, err)
+    if rc != SQLITE_OK:
+        return rc
+    n = sqlite3_blob_bytes(src.blob)
+    if n > v.cap:
+        grown = realloc(v.scratch, n)
+        if grown == NULL:
+            return SQLITE_NOMEM
+        v.scratch = <unsigned char *>grown
+        v.cap = n
+    rc = sqlite3_blob_read(src.blob, v.scratch, n, 0)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, src.table,
+                                 sqlite3_errmsg(src.db))
+        return rc
+    rc = check_page(v.scratch, n, page_id, src.table, src.min_version, not st_page_checks_off, err)
+    if rc != SQLITE_OK:
+        return rc
+    pool_lock(&process_pool)
+    process_pool.bytes_read += n
+    pool_unlock(&process_pool)
+    v.data = v.scratch
+    v.nbytes = n
+    v.page_id = page_id
+    return SQLITE_OK
+
+
+cdef void view_release(PageView *v) noexcept nogil:
+    """Unpin v's page (the scratch buffer stays for the next page)."""
+    if v.pinned != NULL:
+        pool_unpin(v.pinned)
+        v.pinned = NULL
+    v.data = NULL
+    v.page_id = -1
+
+
+cdef void view_close(PageView *v) noexcept nogil:
+    view_release(v)
+    free(v.scratch)
+    v.scratch = NULL
+    v.cap = 0
+
+
+# -- tensors out of blocks (tensor_blob, the data column, Store.get_tensor) -----------------
+
+cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const TensorInfo *info,
+                     unsigned char *out, char **err) noexcept nogil:
+    """Assemble the tensor's bytes (row-major, its own dtype) into out[0:info.nbytes].
+
+    Pages come through the page-access layer (view_page: the pool's copy when cached,
+    confirmed as for inference, else read and checked, the same checks), blocks in page
+    order so each page is read once. Edge blocks are stored without
+    padding, so every block is copied whole into its place. Then a float32 tensor's
+    residuals are added to their tiles (the effective values).
+    """
+    cdef PageSource src
+    cdef PageView page
+    cdef sqlite3_stmt *stmt = NULL
+    cdef const unsigned char *block
+    cdef sqlite3_int64 bi, bj, page_id, br, bc, nbytes, r, seen = 0, slot
+    cdef sqlite3_int64 row_bytes = info.cols * info.itemsize
+    cdef sqlite3_int64 grid_rows = (info.rows + info.block_rows - 1) // info.block_rows
+    cdef sqlite3_int64 grid_cols = (info.cols + info.block_cols - 1) // info.block_cols
+    cdef sqlite3_int64 grid = grid_rows * grid_cols
+    cdef unsigned char *dst
+    # one bit per tile: a map row repeated (or moved onto another tile) must not leave a
+    # tile unwritten while the count still matches
+    cdef unsigned char *filled = <unsigned char *>calloc((grid + 7) // 8, 1)
+    if filled == NULL:
+        return SQLITE_NOMEM
+    memset(&page, 0, sizeof(PageView))
+    page.page_id = -1
+    cdef int rc = source_init(&src, db, schema, store, err)
+    if rc != SQLITE_OK:
+        source_close(&src)
+        free(filled)
+        return rc
+    rc = prepare_store_sql(
+        db, "SELECT m.block_row, m.block_col, b.page_id, b.slot, b.nbytes FROM {map} m "
+            "JOIN {blocks} b ON b.id = m.block_id WHERE m.tensor_id = ?1 ORDER BY b.page_id, b.slot",
+        schema, store, &stmt)
+    if rc == SQLITE_OK:
+        sqlite3_bind_int64(stmt, 1, info.id)
+    else:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+    while rc == SQLITE_OK:
+        rc = sqlite3_step(stmt)
+        if rc != SQLITE_ROW:
+            if rc == SQLITE_DONE:
+                rc = SQLITE_OK
+            else:
+                err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+            break
+        rc = SQLITE_OK
+        bi = sqlite3_column_int64(stmt, 0)
+        bj = sqlite3_column_int64(stmt, 1)
+        page_id = sqlite3_column_int64(stmt, 2)
+        slot = sqlite3_column_int64(stmt, 3)
+        nbytes = sqlite3_column_int64(stmt, 4)
+        # bounds on bi, bj before they are used: a huge one would overflow bi * block_rows
+        if bi < 0 or bj < 0 or bi >= grid_rows or bj >= grid_cols:
+            br = bc = 0
+        else:
+            br = min(info.block_rows, info.rows - bi * info.block_rows)
+            bc = min(info.block_cols, info.cols - bj * info.block_cols)
+        if br <= 0 or bc <= 0 or nbytes != br * bc * info.itemsize or seen >= grid:
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: block (%lld, %lld) of tensor "
+                                     "%lld does not fit its shape", store, bi, bj, info.id)
+            rc = SQLITE_CORRUPT
+            break
+        r = bi * grid_cols + bj
+        if filled[r >> 3] & (1 << (r & 7)):
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld maps block "
+                                     "(%lld, %lld) twice", store, info.id, bi, bj)
+            rc = SQLITE_CORRUPT
+            break
+        filled[r >> 3] |= <unsigned char>(1 << (r & 7))
+        if slot < 0 or slot > 0x7fffffff:
+            err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %lld", page_id, src.table,
+                                     slot)
+            rc = SQLITE_CORRUPT
+            break
+        rc = view_page(&src, &page, page_id, err)
+        if rc != SQLITE_OK:
+            break
+        rc = slot_in(page.data, page.nbytes, page_id, <int>slot, nbytes, src.table, &block, err)
+        if rc != SQLITE_OK:
+            break
+        dst = out + bi * info.block_rows * row_bytes + bj * info.block_cols * info.itemsize
+        if bc == info.cols:  # the block spans whole rows: it lands contiguously
+            memcpy(dst, block, nbytes)
+        else:
+            for r in range(br):
+                memcpy(dst + r * row_bytes, block + r * bc * info.itemsize, bc * info.itemsize)
+        seen += 1
+    view_release(&page)
+    sqlite3_finalize(stmt)
+    free(filled)
+    if rc == SQLITE_OK and seen != grid:
+        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld maps %lld of its "
+                                 "%lld blocks", store, info.id, seen, grid)
+        rc = SQLITE_CORRUPT
+    if rc == SQLITE_OK:
+        rc = add_tensor_residuals(&src, &page, store, info, out, err)
+    view_close(&page)
+    source_close(&src)
+    return rc
+
+
+cdef void result_tensor_blob(sqlite3_context *ctx, sqlite3 *db, const char *schema,
+                             const char *store, const TensorInfo *info) noexcept nogil:
+    """Set the function/column result to the tensor's bytes, or to an error."""
+    cdef char *err = NULL
+    cdef unsigned char *buf
+    if info.nbytes > sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1):
+        # never allocate what SQLite could not return anyway
+        sqlite3_result_error_toobig(ctx)
+        return
+    buf = <unsigned char *>sqlite3_malloc64(info.nbytes)
+    if buf == NULL:
+        sqlite3_result_error_nomem(ctx)
+        return
+    cdef int rc = read_tensor(db, schema, store, info, buf, &err)
+    if rc != SQLITE_OK:
+        sqlite3_free(buf)
+        if err == NULL:
+            sqlite3_result_error(ctx, "cannot read tensor", -1)
+        else:
+            sqlite3_result_error(ctx, err, -1)
+        sqlite3_result_error_code(ctx, rc)
+        sqlite3_free(err)
+        return
+    sqlite3_result_blob64(ctx, buf, info.nbytes, sqlite3_free)
+
+
+cdef int add_tensor_residuals(PageSource *src, PageView *page, const char *store,
+                              const TensorInfo *info, unsigned char *out, char **err) noexcept nogil:
+    """out (the tensor's bytes, assembled) += its residuals: block + residual for a float32
+    tensor. A store without a residuals table has none."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef const unsigned char *payload
+    cdef sqlite3_int64 bi, bj, kind, param, page_id, slot, nbytes, br, bc
+    cdef sqlite3_int64 grid_rows = (info.rows + info.block_rows - 1) // info.block_rows
+    cdef sqlite3_int64 grid_cols = (info.cols + info.block_cols - 1) // info.block_cols
+    cdef const char *dtype
+    cdef const char *tname
+    cdef int has = 0
+    cdef int rc = store_has_residuals(src.db, src.schema, store, &has, err)
+    if rc != SQLITE_OK or not has:
+        return rc
+    rc = prepare_store_sql(
+        src.db, "SELECT r.block_row, r.block_col, r.kind, r.param, r.page_id, r.slot, r.nbytes,"
+                " t.dtype, t.name FROM {residuals} r JOIN {tensors} t ON t.id = r.tensor_id"
+                " WHERE r.tensor_id = ?1 ORDER BY r.page_id, r.slot",
+        src.schema, store, &stmt)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(src.db))
+        return rc
+    sqlite3_bind_int64(stmt, 1, info.id)
+    while rc == SQLITE_OK:
+        rc = sqlite3_step(stmt)
+        if rc != SQLITE_ROW:
+            if rc == SQLITE_DONE:
+                rc = SQLITE_OK
+            else:
+                err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(src.db))
+            break
+        bi = sqlite3_column_int64(stmt, 0)
+        bj = sqlite3_column_int64(stmt, 1)
+        kind = sqlite3_column_int64(stmt, 2)
+        param = sqlite3_column_int64(stmt, 3)
+        page_id = sqlite3_column_int64(stmt, 4)
+        slot = sqlite3_column_int64(stmt, 5)
+        nbytes = sqlite3_column_int64(stmt, 6)
+        dtype = <const char *>sqlite3_column_text(stmt, 7)
+        tname = text_or(<const char *>sqlite3_column_text(stmt, 8), "?")
+        if bi < 0 or bj < 0 or bi >= grid_rows or bj >= grid_cols:
+            br = bc = 0
+        else:
+            br = min(info.block_rows, info.rows - bi * info.block_rows)
+            bc = min(info.block_cols, info.cols - bj * info.block_cols)
+        rc = check_residual(store, tname, info.id, bi, bj, kind, param, br, bc, nbytes, err)
+        if rc != SQLITE_OK:
+            break
+        if dtype == NULL or strcmp(dtype, "float32") != 0 or info.itemsize != 4:
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor '%s' (id %lld) is %s "
+                                     "but has a residual at tile (%lld, %lld); residuals apply "
+                                     "to float32 tensors only", store, tname, info.id,
+                                     text_or(dtype, "of no dtype"), bi, bj)
+            rc = SQLITE_CORRUPT
+            break
+        if slot < 0 or slot > 0x7fffffff:
+            err[0] = sqlite3_mprintf("page %lld of %s is corrupt: slot %lld", page_id, src.table,
+                                     slot)
+            rc = SQLITE_CORRUPT
+            break
+        rc = view_page(src, page, page_id, err)
+        if rc != SQLITE_OK:
+            break
+        rc = slot_in(page.data, page.nbytes, page_id, <int>slot, nbytes, src.table, &payload, err)
+        if rc != SQLITE_OK:
+            break
+        residual_add(<int>kind, <int>param, payload, br, bc,
+                     <float *>(out + (bi * info.block_rows * info.cols + bj * info.block_cols) * 4),
+                     info.cols)
+    view_release(page)
+    sqlite3_finalize(stmt)
+    return rc
+
+
+def _set_page_checks(bint on):
+    """Hidden switch for measurements only: off, pages are not checksummed on load and the
+    pool trusts every cached page (as before freshness checks). Never for serving."""
+    global st_page_checks_off
+    st_page_checks_off = 0 if on else 1
+
+
+def page_checksum(data, long long page_id):
+    """The checksum of a page BLOB as stored at offset 16 of a version-2 page (the field
+    itself counted as zero), seeded with the page id: the engine's own function, for the
+    writer (sqlite_tensor/pages.py)."""
+    cdef const unsigned char[::1] view = memoryview(data).cast("B")
+    cdef size_t n = view.shape[0]
+    cdef uint64_t h
+    cdef unsigned char empty = 0
+    with nogil:
+        h = st_page_checksum(&view[0] if n else &empty, n, <uint64_t>page_id)
+    return h

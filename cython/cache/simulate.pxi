@@ -29,7 +29,7 @@ cdef int run_simulation(const Policy *policy, sqlite3_int64 budget, sqlite3_int6
     if aging_window > 0:
         pool.aging_window = aging_window
     for i in range(n):
-        rc = pool_access(&pool, 0, trace[i], 0, next_use[i], sim_load, pages, &p, &err)
+        rc = pool_access(&pool, 0, trace[i], 0, next_use[i], sim_load, NULL, pages, &p, &err)
         if rc != SQLITE_OK:
             break
         pool_unpin_in(&pool, p)

@@ -1,11 +1,15 @@
-# Reading blocks out of page BLOBs, and tensors out of blocks.
+# Reading blocks out of page BLOBs: the page format's checks, and tensors out of blocks.
 #
-# The page format (version 1) is described byte by byte at the top of
-# sqlite_tensor/pages.py, which writes pages. In short, little-endian:
+# The page format is described byte by byte at the top of sqlite_tensor/pages.py, which
+# writes pages. In short, little-endian:
 #   0  'STPG'   4  u32 version   8  u32 nslots   12  u32 header bytes
-#   16 + 16*i   u64 offset, u64 nbytes of slot i    (offsets 64-byte aligned)
-# Every read is checked against the page's size and the block table, so a damaged page
-# gives SQLITE_CORRUPT with a message naming page and slot, never a wild read.
+#   version 2:  16  u64 checksum    24 + 16*i  u64 offset, u64 nbytes of slot i
+#   version 1:                      16 + 16*i  u64 offset, u64 nbytes of slot i
+# A version-2 page's checksum (st_page_checksum) covers the whole BLOB, its own field
+# counted as zero, seeded with the page id. Every read goes through the buffer pool's page
+# source (cache/process_pool.pxi), which checks header, checksum, slots and sizes here, so
+# a damaged page gives SQLITE_CORRUPT with a message naming page and slot, never a wild
+# read nor silently wrong bytes.
 #
 # Residuals (<store>_residuals; payload format at the top of sqlite_tensor/residuals.py):
 # a float32 tile may carry a low-rank or quantized correction stored in a slot of a
@@ -18,19 +22,69 @@ cdef enum:
 
 cdef enum:
     PAGE_MAGIC = 0x47505453      # 'STPG' read as a little-endian u32
-    PAGE_VERSION = 1
-    PAGE_HEADER_BYTES = 16
+    PAGE_VERSION = 2             # what the writer writes; version 1 pages stay readable
+    PAGE_V1_HEADER_BYTES = 16    # version 1: slots start here
+    PAGE_HEADER_BYTES = 24       # version 2: slots start here
+    PAGE_CHECKSUM_AT = 16        # version 2: u64 checksum
     PAGE_SLOT_BYTES = 16
 
-
-ctypedef struct PageReader:
-    sqlite3 *db
-    const char *schema          # database holding the store ("main")
-    char *table                 # "<store>_pages", from sqlite3_mprintf
-    sqlite3_blob *blob          # open on page_id, or NULL
-    sqlite3_int64 page_id       # page the blob is positioned on; -1 for none
-    int page_bytes              # size of that page's BLOB
-    unsigned int nslots         # slots that page holds
+# The page checksum: a multiply-rotate hash over 8-byte words in four independent lanes
+# (so the four multiplies of a 32-byte stripe overlap), then the tail, then an avalanche.
+# Seeded with the page id, so a page copied into another row fails. Our own code, written
+# once here; Python calls it through page_checksum() for the writer (pages.py).
+cdef extern from *:
+    """
+    #define ST_K1 0x9E3779B185EBCA87ULL
+    #define ST_K2 0xC2B2AE3D27D4EB4FULL
+    #define ST_K3 0x165667B19E3779F9ULL
+    #define ST_K4 0x85EBCA77C2B2AE63ULL
+    #define ST_K5 0x27D4EB2F165667C5ULL
+    static inline uint64_t st_rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+    static inline uint64_t st_lane(uint64_t acc, uint64_t w) {
+        return st_rotl(acc + w * ST_K2, 31) * ST_K1;
+    }
+    static inline uint64_t st_merge(uint64_t h, uint64_t v) {
+        return (h ^ st_lane(0, v)) * ST_K1 + ST_K4;
+    }
+    /* n bytes at p, the 8 bytes at offset 16 (the checksum field) counted as zero. */
+    static uint64_t st_page_checksum(const unsigned char *p, size_t n, uint64_t page_id) {
+        unsigned char head[32];
+        const unsigned char *s, *tail;
+        size_t k = n < 32 ? n : 32, left;
+        uint64_t seed = page_id * ST_K3 + 0x5354504732ULL;   /* "STPG2" */
+        uint64_t h, v0 = seed + ST_K1 + ST_K2, v1 = seed + ST_K2, v2 = seed, v3 = seed - ST_K1;
+        memcpy(head, p, k);
+        if (n >= 24) memset(head + 16, 0, 8);
+        if (n >= 32) {
+            v0 = st_lane(v0, st_get_u64(head)); v1 = st_lane(v1, st_get_u64(head + 8));
+            v2 = st_lane(v2, st_get_u64(head + 16)); v3 = st_lane(v3, st_get_u64(head + 24));
+            s = p + 32;
+            while ((size_t)(p + n - s) >= 32) {
+                v0 = st_lane(v0, st_get_u64(s)); v1 = st_lane(v1, st_get_u64(s + 8));
+                v2 = st_lane(v2, st_get_u64(s + 16)); v3 = st_lane(v3, st_get_u64(s + 24));
+                s += 32;
+            }
+            h = st_rotl(v0, 1) + st_rotl(v1, 7) + st_rotl(v2, 12) + st_rotl(v3, 18);
+            h = st_merge(h, v0); h = st_merge(h, v1); h = st_merge(h, v2); h = st_merge(h, v3);
+            tail = s; left = (size_t)(p + n - s);
+        } else {
+            h = seed + ST_K5;
+            tail = head; left = n;
+        }
+        h += (uint64_t)n;
+        for (; left >= 8; tail += 8, left -= 8)
+            h = st_rotl(h ^ st_lane(0, st_get_u64(tail)), 27) * ST_K1 + ST_K4;
+        if (left >= 4) {
+            h = st_rotl(h ^ (uint64_t)st_get_u32(tail) * ST_K1, 23) * ST_K2 + ST_K3;
+            tail += 4; left -= 4;
+        }
+        for (; left > 0; tail++, left--)
+            h = st_rotl(h ^ (uint64_t)tail[0] * ST_K5, 11) * ST_K1;
+        h ^= h >> 33; h *= ST_K2; h ^= h >> 29; h *= ST_K3; h ^= h >> 32;
+        return h;
+    }
+    """
+    uint64_t st_page_checksum(const unsigned char *p, size_t n, uint64_t page_id) nogil
 
 
 ctypedef struct TensorInfo:
@@ -42,17 +96,47 @@ ctypedef struct TensorInfo:
     sqlite3_int64 block_cols
 
 
+cdef inline sqlite3_int64 page_slots_at(const unsigned char *data) noexcept nogil:
+    """Where a checked page's slot table begins (its version says)."""
+    return PAGE_V1_HEADER_BYTES if st_get_u32(data + 4) == 1 else PAGE_HEADER_BYTES
+
+
 cdef int check_page_header(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
-                           const char *table, char **err) noexcept nogil:
-    """A page must start with the version-1 header and its slot table must fit."""
-    if n < PAGE_HEADER_BYTES or st_get_u32(data) != PAGE_MAGIC or st_get_u32(data + 4) != PAGE_VERSION:
+                           const char *table, int min_version, char **err) noexcept nogil:
+    """A page must start with a known header (version 1 or 2, at least min_version: a store
+    upgraded to version-2 pages refuses a version-1 page, which has no checksum), and its
+    slot table must fit. n is the page's size; data holds at least its header."""
+    cdef unsigned int version = st_get_u32(data + 4) if n >= 8 else 0
+    if n < PAGE_V1_HEADER_BYTES or st_get_u32(data) != PAGE_MAGIC or version < <unsigned int>min_version \
+            or version > PAGE_VERSION or (version == 2 and n < PAGE_HEADER_BYTES):
         err[0] = sqlite3_mprintf("page %lld of %s is corrupt: not a version-%d page",
-                                 page_id, table, <int>PAGE_VERSION)
+                                 page_id, table, <int>(PAGE_VERSION if min_version > 1 else 1))
+        if n >= 8 and st_get_u32(data) == PAGE_MAGIC and version == 1:
+            sqlite3_free(err[0])
+            err[0] = sqlite3_mprintf("page %lld of %s is corrupt: a version-1 page (no checksum) "
+                                     "in a store of version-%d pages", page_id, table,
+                                     <int>PAGE_VERSION)
         return SQLITE_CORRUPT
     cdef sqlite3_int64 nslots = st_get_u32(data + 8)
-    if PAGE_HEADER_BYTES + nslots * PAGE_SLOT_BYTES > n:
+    if page_slots_at(data) + nslots * PAGE_SLOT_BYTES > n:
         err[0] = sqlite3_mprintf("page %lld of %s is corrupt: %lld slots do not fit in %lld bytes",
                                  page_id, table, nslots, n)
+        return SQLITE_CORRUPT
+    return SQLITE_OK
+
+
+cdef int check_page(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
+                    const char *table, int min_version, int verify, char **err) noexcept nogil:
+    """A whole page read into memory: its header, then (version 2, unless verify is 0) its
+    checksum, which covers every byte."""
+    cdef int rc = check_page_header(data, n, page_id, table, min_version, err)
+    if rc != SQLITE_OK or not verify or st_get_u32(data + 4) == 1:
+        return rc
+    cdef uint64_t want = st_get_u64(data + PAGE_CHECKSUM_AT)
+    cdef uint64_t got = st_page_checksum(data, <size_t>n, <uint64_t>page_id)
+    if got != want:
+        err[0] = sqlite3_mprintf("page %lld of %s is corrupt: checksum %016llx, the page's "
+                                 "bytes give %016llx", page_id, table, want, got)
         return SQLITE_CORRUPT
     return SQLITE_OK
 
@@ -78,81 +162,6 @@ cdef int check_slot(const unsigned char *entry, sqlite3_int64 slot, sqlite3_int6
     return SQLITE_OK
 
 
-cdef int pr_init(PageReader *r, sqlite3 *db, const char *schema, const char *store) noexcept nogil:
-    memset(r, 0, sizeof(PageReader))
-    r.db = db
-    r.schema = schema
-    r.page_id = -1
-    r.table = sqlite3_mprintf("%s_pages", store)
-    return SQLITE_OK if r.table != NULL else SQLITE_NOMEM
-
-
-cdef void pr_close(PageReader *r) noexcept nogil:
-    if r.blob != NULL:
-        sqlite3_blob_close(r.blob)
-    sqlite3_free(r.table)
-    memset(r, 0, sizeof(PageReader))
-
-
-cdef int pr_seek(PageReader *r, sqlite3_int64 page_id, char **err) noexcept nogil:
-    """Position the reader on a page and check its header."""
-    cdef unsigned char head[PAGE_HEADER_BYTES]
-    cdef int rc
-    if r.page_id == page_id:
-        return SQLITE_OK
-    if r.blob == NULL:
-        rc = sqlite3_blob_open(r.db, r.schema, r.table, "data", page_id, 0, &r.blob)
-    else:
-        rc = sqlite3_blob_reopen(r.blob, page_id)
-    if rc != SQLITE_OK:
-        if rc == SQLITE_ERROR:
-            # The page row is missing or its data is not a BLOB: the block table names
-            # a page that is not there, which is corruption, not a failed read.
-            err[0] = sqlite3_mprintf("page %lld of %s is corrupt: %s", page_id, r.table,
-                                     sqlite3_errmsg(r.db))
-            rc = SQLITE_CORRUPT
-        else:
-            err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, r.table,
-                                     sqlite3_errmsg(r.db))
-        if r.blob != NULL:
-            sqlite3_blob_close(r.blob)
-            r.blob = NULL
-        r.page_id = -1
-        return rc
-    r.page_id = page_id
-    r.page_bytes = sqlite3_blob_bytes(r.blob)
-    if r.page_bytes < PAGE_HEADER_BYTES or sqlite3_blob_read(r.blob, head, PAGE_HEADER_BYTES, 0) != SQLITE_OK:
-        memset(head, 0, PAGE_HEADER_BYTES)   # judged below as "not a page"
-    rc = check_page_header(head, r.page_bytes, page_id, r.table, err)
-    if rc != SQLITE_OK:
-        r.page_id = -1
-        return rc
-    r.nslots = st_get_u32(head + 8)
-    return SQLITE_OK
-
-
-cdef int pr_read_slot(PageReader *r, sqlite3_int64 page_id, sqlite3_int64 slot, void *dst,
-                      sqlite3_int64 nbytes, char **err) noexcept nogil:
-    """Copy the block in (page_id, slot), which must be exactly nbytes long, to dst."""
-    cdef unsigned char entry[PAGE_SLOT_BYTES]
-    cdef uint64_t offset
-    cdef int rc = pr_seek(r, page_id, err)
-    if rc != SQLITE_OK:
-        return rc
-    if 0 <= slot < <sqlite3_int64>r.nslots and sqlite3_blob_read(
-            r.blob, entry, PAGE_SLOT_BYTES, PAGE_HEADER_BYTES + slot * PAGE_SLOT_BYTES) == SQLITE_OK:
-        rc = check_slot(entry, slot, r.nslots, nbytes, r.page_bytes, page_id, r.table, &offset, err)
-    else:
-        rc = check_slot(NULL, slot, r.nslots, nbytes, r.page_bytes, page_id, r.table, &offset, err)
-    if rc != SQLITE_OK:
-        return rc
-    rc = sqlite3_blob_read(r.blob, dst, <int>nbytes, <int>offset)
-    if rc != SQLITE_OK:
-        err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, r.table,
-                                 sqlite3_errmsg(r.db))
-    return rc
-
-
 cdef int read_store_config(sqlite3 *db, const char *schema, const char *store,
                            sqlite3_int64 *block_rows, sqlite3_int64 *block_cols,
                            char **err) noexcept nogil:
@@ -164,14 +173,20 @@ cdef int read_store_config(sqlite3 *db, const char *schema, const char *store,
     if rc != SQLITE_OK:
         err[0] = sqlite3_mprintf("no tensor store named '%s' (%s)", store, sqlite3_errmsg(db))
         sqlite3_finalize(stmt)
-        return SQLITE_ERROR
+        return SQLITE_ERROR if rc & 0xff == SQLITE_ERROR else rc
     block_rows[0] = 0
     block_cols[0] = 0
-    while sqlite3_step(stmt) == SQLITE_ROW:
-        if strcmp(<const char *>sqlite3_column_text(stmt, 0), "block_rows") == 0:
+    rc = sqlite3_step(stmt)
+    while rc == SQLITE_ROW:
+        if strcmp(text_or(<const char *>sqlite3_column_text(stmt, 0), ""), "block_rows") == 0:
             block_rows[0] = sqlite3_column_int64(stmt, 1)
         else:
             block_cols[0] = sqlite3_column_int64(stmt, 1)
+        rc = sqlite3_step(stmt)
+    if rc != SQLITE_DONE:   # BUSY, IOERR, ...: a failed read, not a damaged store
+        err[0] = sqlite3_mprintf("cannot read %s_config: %s", store, sqlite3_errmsg(db))
+        sqlite3_finalize(stmt)
+        return rc
     sqlite3_finalize(stmt)
     # the upper bound too: read_tensor's block buffer is block_rows * block_cols * itemsize
     if block_rows[0] <= 0 or block_cols[0] <= 0 or block_rows[0] > ST_MAX_BLOCK_DIM \
@@ -217,8 +232,11 @@ cdef int lookup_tensor(sqlite3 *db, const char *schema, const char *store, const
     sqlite3_finalize(stmt)
     if rc == SQLITE_ROW:
         err[0] = sqlite3_mprintf("no tensor '%s' in model '%s' of store '%s'", tensor, model, store)
-    else:
+    elif rc == SQLITE_DONE:
         err[0] = sqlite3_mprintf("no model '%s' in store '%s'", model, store)
+    else:   # BUSY, IOERR, ...: not an unknown name
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        return rc
     return SQLITE_ERROR
 
 
@@ -239,105 +257,6 @@ cdef int check_tensor_info(const char *store, TensorInfo *info, char **err) noex
         return SQLITE_CORRUPT
     info.itemsize = <int>itemsize
     return SQLITE_OK
-
-
-cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const TensorInfo *info,
-                     unsigned char *out, char **err) noexcept nogil:
-    """Assemble the tensor's bytes (row-major, its own dtype) into out[0:info.nbytes].
-
-    Blocks are read in page order so each page is opened once. Edge blocks are stored
-    without padding, so every block is copied whole into its place. Then a float32
-    tensor's residuals are added to their tiles (the effective values).
-    """
-    cdef PageReader reader
-    cdef sqlite3_stmt *stmt = NULL
-    cdef unsigned char *tmp = NULL
-    cdef sqlite3_int64 bi, bj, page_id, br, bc, nbytes, r, seen = 0
-    cdef sqlite3_int64 row_bytes = info.cols * info.itemsize
-    cdef sqlite3_int64 grid_rows = (info.rows + info.block_rows - 1) // info.block_rows
-    cdef sqlite3_int64 grid_cols = (info.cols + info.block_cols - 1) // info.block_cols
-    cdef sqlite3_int64 grid = grid_rows * grid_cols
-    cdef unsigned char *dst
-    cdef sqlite3_int64 slot
-    cdef int rc = pr_init(&reader, db, schema, store)
-    if rc != SQLITE_OK:
-        return rc
-    rc = prepare_store_sql(
-        db, "SELECT m.block_row, m.block_col, b.page_id, b.slot, b.nbytes FROM {map} m "
-            "JOIN {blocks} b ON b.id = m.block_id WHERE m.tensor_id = ?1 ORDER BY b.page_id, b.slot",
-        schema, store, &stmt)
-    if rc == SQLITE_OK:
-        sqlite3_bind_int64(stmt, 1, info.id)
-        tmp = <unsigned char *>sqlite3_malloc64(info.block_rows * info.block_cols * info.itemsize)
-        if tmp == NULL:
-            rc = SQLITE_NOMEM
-    else:
-        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
-    while rc == SQLITE_OK:
-        rc = sqlite3_step(stmt)
-        if rc != SQLITE_ROW:
-            if rc == SQLITE_DONE:
-                rc = SQLITE_OK
-            else:
-                err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
-            break
-        rc = SQLITE_OK
-        bi = sqlite3_column_int64(stmt, 0)
-        bj = sqlite3_column_int64(stmt, 1)
-        page_id = sqlite3_column_int64(stmt, 2)
-        slot = sqlite3_column_int64(stmt, 3)
-        nbytes = sqlite3_column_int64(stmt, 4)
-        # bounds on bi, bj before they are used: a huge one would overflow bi * block_rows
-        if bi < 0 or bj < 0 or bi >= grid_rows or bj >= grid_cols:
-            br = bc = 0
-        else:
-            br = min(info.block_rows, info.rows - bi * info.block_rows)
-            bc = min(info.block_cols, info.cols - bj * info.block_cols)
-        if br <= 0 or bc <= 0 or nbytes != br * bc * info.itemsize:
-            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: block (%lld, %lld) of tensor "
-                                     "%lld does not fit its shape", store, bi, bj, info.id)
-            rc = SQLITE_CORRUPT
-            break
-        dst = out + bi * info.block_rows * row_bytes + bj * info.block_cols * info.itemsize
-        if bc == info.cols:  # the block spans whole rows: it lands contiguously
-            rc = pr_read_slot(&reader, page_id, slot, dst, nbytes, err)
-        else:
-            rc = pr_read_slot(&reader, page_id, slot, tmp, nbytes, err)
-            if rc == SQLITE_OK:
-                for r in range(br):
-                    memcpy(dst + r * row_bytes, tmp + r * bc * info.itemsize, bc * info.itemsize)
-        seen += 1
-    if rc == SQLITE_OK and seen != grid:
-        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld maps %lld of its "
-                                 "%lld blocks", store, info.id, seen, grid)
-        rc = SQLITE_CORRUPT
-    if rc == SQLITE_OK:
-        rc = add_tensor_residuals(&reader, store, info, out, err)
-    sqlite3_free(tmp)
-    sqlite3_finalize(stmt)
-    pr_close(&reader)
-    return rc
-
-
-cdef void result_tensor_blob(sqlite3_context *ctx, sqlite3 *db, const char *schema,
-                             const char *store, const TensorInfo *info) noexcept nogil:
-    """Set the function/column result to the tensor's bytes, or to an error."""
-    cdef char *err = NULL
-    cdef unsigned char *buf = <unsigned char *>sqlite3_malloc64(info.nbytes)
-    if buf == NULL:
-        sqlite3_result_error_nomem(ctx)
-        return
-    cdef int rc = read_tensor(db, schema, store, info, buf, &err)
-    if rc != SQLITE_OK:
-        sqlite3_free(buf)
-        if err == NULL:
-            sqlite3_result_error(ctx, "cannot read tensor", -1)
-        else:
-            sqlite3_result_error(ctx, err, -1)
-        sqlite3_result_error_code(ctx, rc)
-        sqlite3_free(err)
-        return
-    sqlite3_result_blob64(ctx, buf, info.nbytes, sqlite3_free)
 
 
 # -- residuals -------------------------------------------------------------------------------
@@ -451,77 +370,3 @@ cdef void residual_row_add(int kind, int param, const unsigned char *payload, sq
     row = payload + br * 4 + r * ((bc * param + 7) // 8)
     for j in range(bc):
         dst[j] += residual_code(row, j, param) * s
-
-
-cdef int add_tensor_residuals(PageReader *reader, const char *store, const TensorInfo *info,
-                              unsigned char *out, char **err) noexcept nogil:
-    """out (the tensor's bytes, assembled) += its residuals: block + residual for a float32
-    tensor. A store without a residuals table has none."""
-    cdef sqlite3_stmt *stmt = NULL
-    cdef unsigned char *buf = NULL
-    cdef sqlite3_int64 cap = 0, bi, bj, kind, param, page_id, slot, nbytes, br, bc
-    cdef sqlite3_int64 grid_rows = (info.rows + info.block_rows - 1) // info.block_rows
-    cdef sqlite3_int64 grid_cols = (info.cols + info.block_cols - 1) // info.block_cols
-    cdef const char *dtype
-    cdef const char *tname
-    cdef int has = 0
-    cdef int rc = store_has_residuals(reader.db, reader.schema, store, &has, err)
-    if rc != SQLITE_OK or not has:
-        return rc
-    rc = prepare_store_sql(
-        reader.db, "SELECT r.block_row, r.block_col, r.kind, r.param, r.page_id, r.slot, r.nbytes,"
-                   " t.dtype, t.name FROM {residuals} r JOIN {tensors} t ON t.id = r.tensor_id"
-                   " WHERE r.tensor_id = ?1 ORDER BY r.page_id, r.slot",
-        reader.schema, store, &stmt)
-    if rc != SQLITE_OK:
-        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(reader.db))
-        return rc
-    sqlite3_bind_int64(stmt, 1, info.id)
-    while rc == SQLITE_OK:
-        rc = sqlite3_step(stmt)
-        if rc != SQLITE_ROW:
-            if rc == SQLITE_DONE:
-                rc = SQLITE_OK
-            else:
-                err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(reader.db))
-            break
-        bi = sqlite3_column_int64(stmt, 0)
-        bj = sqlite3_column_int64(stmt, 1)
-        kind = sqlite3_column_int64(stmt, 2)
-        param = sqlite3_column_int64(stmt, 3)
-        page_id = sqlite3_column_int64(stmt, 4)
-        slot = sqlite3_column_int64(stmt, 5)
-        nbytes = sqlite3_column_int64(stmt, 6)
-        dtype = <const char *>sqlite3_column_text(stmt, 7)
-        tname = text_or(<const char *>sqlite3_column_text(stmt, 8), "?")
-        if bi < 0 or bj < 0 or bi >= grid_rows or bj >= grid_cols:
-            br = bc = 0
-        else:
-            br = min(info.block_rows, info.rows - bi * info.block_rows)
-            bc = min(info.block_cols, info.cols - bj * info.block_cols)
-        rc = check_residual(store, tname, info.id, bi, bj, kind, param, br, bc, nbytes, err)
-        if rc != SQLITE_OK:
-            break
-        if dtype == NULL or strcmp(dtype, "float32") != 0 or info.itemsize != 4:
-            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor '%s' (id %lld) is %s "
-                                     "but has a residual at tile (%lld, %lld); residuals apply "
-                                     "to float32 tensors only", store, tname, info.id,
-                                     text_or(dtype, "of no dtype"), bi, bj)
-            rc = SQLITE_CORRUPT
-            break
-        if nbytes > cap:
-            sqlite3_free(buf)
-            buf = <unsigned char *>sqlite3_malloc64(nbytes)
-            if buf == NULL:
-                rc = SQLITE_NOMEM
-                break
-            cap = nbytes
-        rc = pr_read_slot(reader, page_id, slot, buf, nbytes, err)
-        if rc != SQLITE_OK:
-            break
-        residual_add(<int>kind, <int>param, buf, br, bc,
-                     <float *>(out + (bi * info.block_rows * info.cols + bj * info.block_cols) * 4),
-                     info.cols)
-    sqlite3_finalize(stmt)
-    sqlite3_free(buf)
-    return rc

@@ -63,7 +63,7 @@ cdef void fn_tensor_blob(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
     if rc != SQLITE_OK:
         msg = sqlite3_mprintf("tensor_blob: %s", err)
         sqlite3_result_error(ctx, msg, -1)
-        if rc == SQLITE_CORRUPT:  # same error class as a damaged page (apsw.CorruptError)
+        if rc != SQLITE_ERROR:  # CORRUPT as a damaged page's; BUSY, IOERR, NOMEM their own
             sqlite3_result_error_code(ctx, rc)
         sqlite3_free(msg)
         sqlite3_free(err)

@@ -29,7 +29,36 @@ cdef extern from *:
     #define ST_DEFAULT_PAGE_BLOCKS 4
     #define ST_MAX_BLOCK_DIM 65536
     #define ST_MAX_PAGE_BYTES (512LL * 1024 * 1024)   /* worst case: 8-byte items */
-    #define ST_FORMAT_VERSION 1
+    #define ST_FORMAT_VERSION 2   /* 2: version-2 pages (checksums); 1 is read, upgraded by Python */
+
+    /* Every shadow table and index of a store: the one place the schema is written. Run
+    ** by xCreate and by the upgrade (store_upgrade), which adds what an older store lacks;
+    ** "IF NOT EXISTS {x}" also names each object for store_objects_exist. */
+    static const char st_store_ddl[] =
+        "CREATE TABLE IF NOT EXISTS {config}(key TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE IF NOT EXISTS {models}(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, layers TEXT,"
+        " created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')));"
+        "CREATE TABLE IF NOT EXISTS {tensors}(id INTEGER PRIMARY KEY, model_id INTEGER NOT NULL, name TEXT NOT NULL,"
+        " shape TEXT NOT NULL, dtype TEXT NOT NULL, rows INTEGER NOT NULL, cols INTEGER NOT NULL,"
+        " nbytes INTEGER NOT NULL, UNIQUE(model_id, name));"
+        "CREATE TABLE IF NOT EXISTS {pages}(id INTEGER PRIMARY KEY, nblocks INTEGER NOT NULL,"
+        " nbytes INTEGER NOT NULL, data BLOB NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS {blocks}(id INTEGER PRIMARY KEY, hash BLOB NOT NULL, nbytes INTEGER NOT NULL,"
+        " page_id INTEGER NOT NULL, slot INTEGER NOT NULL, refcount INTEGER NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS {blocks_by_hash} ON {.blocks}(hash);"
+        "CREATE INDEX IF NOT EXISTS {blocks_by_page} ON {.blocks}(page_id, slot);"
+        "CREATE TABLE IF NOT EXISTS {map}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
+        " block_col INTEGER NOT NULL, block_id INTEGER NOT NULL,"
+        " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
+        "CREATE INDEX IF NOT EXISTS {map_by_block} ON {.map}(block_id);"
+        "CREATE TABLE IF NOT EXISTS {residuals}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
+        " block_col INTEGER NOT NULL, kind INTEGER NOT NULL, param INTEGER NOT NULL,"
+        " page_id INTEGER NOT NULL, slot INTEGER NOT NULL, nbytes INTEGER NOT NULL,"
+        " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
+        "CREATE INDEX IF NOT EXISTS {residuals_by_page} ON {.residuals}(page_id, slot);"
+        "CREATE TABLE IF NOT EXISTS {dedup}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
+        " block_col INTEGER NOT NULL, source_hash BLOB NOT NULL, outcome INTEGER NOT NULL,"
+        " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;";
     """
     enum:
         ST_DEFAULT_BLOCK_ROWS
@@ -38,6 +67,7 @@ cdef extern from *:
         ST_MAX_BLOCK_DIM
         ST_FORMAT_VERSION
     long long ST_MAX_PAGE_BYTES
+    const char st_store_ddl[]
 
 cdef enum:
     STORE_COL_MODEL = 0
@@ -95,32 +125,6 @@ cdef int store_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
     cdef int given = 0        # bit j: option j was given
     cdef sqlite3_int64 value
     cdef sqlite3_stmt *stmt = NULL
-    cdef const char *ddl = (
-        "CREATE TABLE {config}(key TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;"
-        "CREATE TABLE {models}(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, layers TEXT,"
-        " created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')));"
-        "CREATE TABLE {tensors}(id INTEGER PRIMARY KEY, model_id INTEGER NOT NULL, name TEXT NOT NULL,"
-        " shape TEXT NOT NULL, dtype TEXT NOT NULL, rows INTEGER NOT NULL, cols INTEGER NOT NULL,"
-        " nbytes INTEGER NOT NULL, UNIQUE(model_id, name));"
-        "CREATE TABLE {pages}(id INTEGER PRIMARY KEY, nblocks INTEGER NOT NULL,"
-        " nbytes INTEGER NOT NULL, data BLOB NOT NULL);"
-        "CREATE TABLE {blocks}(id INTEGER PRIMARY KEY, hash BLOB NOT NULL, nbytes INTEGER NOT NULL,"
-        " page_id INTEGER NOT NULL, slot INTEGER NOT NULL, refcount INTEGER NOT NULL);"
-        "CREATE INDEX {blocks_by_hash} ON {.blocks}(hash);"
-        "CREATE INDEX {blocks_by_page} ON {.blocks}(page_id, slot);"
-        "CREATE TABLE {map}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
-        " block_col INTEGER NOT NULL, block_id INTEGER NOT NULL,"
-        " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
-        "CREATE INDEX {map_by_block} ON {.map}(block_id);"
-        "CREATE TABLE {residuals}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
-        " block_col INTEGER NOT NULL, kind INTEGER NOT NULL, param INTEGER NOT NULL,"
-        " page_id INTEGER NOT NULL, slot INTEGER NOT NULL, nbytes INTEGER NOT NULL,"
-        " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
-        "CREATE INDEX {residuals_by_page} ON {.residuals}(page_id, slot);"
-        "CREATE TABLE {dedup}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
-        " block_col INTEGER NOT NULL, source_hash BLOB NOT NULL, outcome INTEGER NOT NULL,"
-        " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
-    )
     names[0] = "block_rows"; opts[0] = ST_DEFAULT_BLOCK_ROWS; limits[0] = ST_MAX_BLOCK_DIM
     names[1] = "block_cols"; opts[1] = ST_DEFAULT_BLOCK_COLS; limits[1] = ST_MAX_BLOCK_DIM
     names[2] = "page_blocks"; opts[2] = ST_DEFAULT_PAGE_BLOCKS; limits[2] = 65536
@@ -150,7 +154,18 @@ cdef int store_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
                                  "%lld bytes, over the maximum %lld", opts[2], opts[0], opts[1],
                                  opts[0] * opts[1] * opts[2] * 8, ST_MAX_PAGE_BYTES)
         return SQLITE_ERROR
-    rc = exec_store_sql(db, ddl, argv[1], argv[2], err)
+    cdef char *taken = NULL
+    rc = store_objects_exist(db, argv[1], argv[2], &i, err, &taken)
+    if rc == SQLITE_OK and i > 0:
+        # a table of that name is already there (left over, or planted): never adopt it
+        err[0] = sqlite3_mprintf("tensor_store: cannot create store '%s': table \"%s\" already "
+                                 "exists (%d of its shadow tables and indexes do)", argv[2],
+                                 text_or(taken, "?"), i)
+        sqlite3_free(taken)
+        return SQLITE_ERROR
+    sqlite3_free(taken)
+    if rc == SQLITE_OK:
+        rc = exec_store_sql(db, st_store_ddl, argv[1], argv[2], err)
     if rc == SQLITE_OK:
         rc = prepare_store_sql(db, "INSERT INTO {config}(key, value) VALUES ('format_version', ?1),"
                                " ('block_rows', ?2), ('block_cols', ?3), ('page_blocks', ?4),"
@@ -180,13 +195,13 @@ cdef int store_connect(sqlite3 *db, void *aux, int argc, const char *const *argv
     cdef int rc = read_store_config(db, argv[1], argv[2], &block_rows, &block_cols, err)
     if rc != SQLITE_OK:
         return rc
-    if prepare_store_sql(db, "SELECT value FROM {config} WHERE key = 'format_version'",
-                         argv[1], argv[2], &stmt) == SQLITE_OK and sqlite3_step(stmt) == SQLITE_ROW:
-        version = sqlite3_column_int64(stmt, 0)
-    sqlite3_finalize(stmt)
-    if version != ST_FORMAT_VERSION:
+    rc = store_config_int(db, argv[1], argv[2], "SELECT coalesce((SELECT value FROM {config}"
+                          " WHERE key = 'format_version'), -1)", &version, err)
+    if rc != SQLITE_OK:   # BUSY, IOERR, ...: a failed read, not a bad version
+        return rc
+    if version < 1 or version > ST_FORMAT_VERSION:
         err[0] = sqlite3_mprintf("tensor_store: store '%s' has format version %lld; this "
-                                 "sqlite-tensor reads version %d", argv[2], version,
+                                 "sqlite-tensor reads versions 1 to %d", argv[2], version,
                                  <int>ST_FORMAT_VERSION)
         return SQLITE_ERROR
     rc = sqlite3_declare_vtab(db, "CREATE TABLE x(model TEXT, tensor TEXT, shape TEXT, dtype TEXT, nbytes INTEGER,"
@@ -336,7 +351,8 @@ cdef int read_tensor_shape(sqlite3 *db, const char *schema, const char *store, T
     else:
         err[0] = sqlite3_mprintf("tensor %lld of store '%s' vanished: %s", info.id, store,
                                  sqlite3_errmsg(db))
-        rc = SQLITE_ERROR
+        if rc == SQLITE_DONE or rc == SQLITE_OK or rc == SQLITE_ERROR:
+            rc = SQLITE_ERROR   # BUSY, IOERR, ... keep their codes
     sqlite3_finalize(stmt)
     return check_tensor_info(store, info, err) if rc == SQLITE_OK else rc
 
@@ -369,3 +385,252 @@ cdef void init_store_module() noexcept nogil:
 cdef int store_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid) noexcept nogil:
     rowid[0] = sqlite3_column_int64((<QueryCursor *>cur).stmt, 5)
     return SQLITE_OK
+
+
+# -- the schema's upgrade ----------------------------------------------------------------------
+
+from libc.string cimport strstr
+
+cdef extern from "st_sqlite.h" nogil:
+    void *sqlite3_realloc64(void *, sqlite3_uint64)
+    int sqlite3_bind_blob64(sqlite3_stmt *, int, const void *, sqlite3_uint64, sqlite3_destructor_type)
+
+cdef int store_objects_exist(sqlite3 *db, const char *schema, const char *store, int *count,
+                             char **err, char **first=NULL) noexcept nogil:
+    """How many of the objects st_store_ddl creates (each "IF NOT EXISTS {part}") exist;
+    first (when given) gets the name of one of them (sqlite3_mprintf)."""
+    cdef const char *p = st_store_ddl
+    cdef const char *name
+    cdef sqlite3_stmt *stmt = NULL
+    cdef char *sql
+    cdef int rc = SQLITE_OK, n
+    count[0] = 0
+    while rc == SQLITE_OK:
+        p = strstr(p, "EXISTS {")
+        if p == NULL:
+            break
+        p += 8
+        name = p
+        while p[0] != 0 and p[0] != b'}':
+            p += 1
+        n = <int>(p - name)
+        sql = sqlite3_mprintf("SELECT 1 FROM \"%w\".sqlite_master WHERE name = '%q_%.*q'"
+                              " COLLATE NOCASE", schema, store, n, name)
+        if sql == NULL:
+            return SQLITE_NOMEM
+        rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)
+        sqlite3_free(sql)
+        if rc == SQLITE_OK:
+            rc = sqlite3_step(stmt)
+            if rc == SQLITE_ROW:
+                count[0] += 1
+                if first != NULL and first[0] == NULL:
+                    first[0] = sqlite3_mprintf("%s_%.*s", store, n, name)
+            rc = SQLITE_OK if rc == SQLITE_ROW or rc == SQLITE_DONE else rc
+        if rc != SQLITE_OK:
+            err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        sqlite3_finalize(stmt)
+        stmt = NULL
+    return rc
+
+
+cdef int ddl_object_count() noexcept nogil:
+    cdef const char *p = st_store_ddl
+    cdef int n = 0
+    while True:
+        p = strstr(p, "EXISTS {")
+        if p == NULL:
+            return n
+        n += 1
+        p += 8
+
+
+cdef int store_config_int(sqlite3 *db, const char *schema, const char *store, const char *tmpl,
+                          sqlite3_int64 *out, char **err) noexcept nogil:
+    """One integer a query over the store returns (0 when no row)."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef int rc = prepare_store_sql(db, tmpl, schema, store, &stmt)
+    out[0] = 0
+    if rc == SQLITE_OK:
+        rc = sqlite3_step(stmt)
+        if rc == SQLITE_ROW:
+            out[0] = sqlite3_column_int64(stmt, 0)
+        rc = SQLITE_OK if rc == SQLITE_ROW or rc == SQLITE_DONE else rc
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+    sqlite3_finalize(stmt)
+    return rc
+
+
+cdef int st_needs_upgrade(sqlite3 *db, const char *schema, const char *store, int *needs,
+                             char **err) noexcept nogil:
+    """Whether store_upgrade has anything to do: an object of st_store_ddl missing, no
+    uid or generation, or pages of an older format."""
+    cdef int count = 0
+    cdef sqlite3_int64 version = 0, ids = 0
+    cdef int rc = store_objects_exist(db, schema, store, &count, err)
+    if rc == SQLITE_OK:
+        rc = store_config_int(db, schema, store, "SELECT value FROM {config} WHERE key = "
+                              "'format_version'", &version, err)
+    if rc == SQLITE_OK:
+        rc = store_config_int(db, schema, store, "SELECT count(*) FROM {config} WHERE key IN "
+                              "('uid', 'generation')", &ids, err)
+    needs[0] = count != ddl_object_count() or version < ST_FORMAT_VERSION or ids != 2
+    return rc
+
+
+cdef inline sqlite3_int64 align64(sqlite3_int64 n) noexcept nogil:
+    return (n + 63) // 64 * 64
+
+
+cdef int page_v1_to_v2(const unsigned char *old, sqlite3_int64 n, sqlite3_int64 page_id,
+                       unsigned char **out, sqlite3_int64 *out_n) noexcept nogil:
+    """Rewrite a sound version-1 page as version 2: the same blocks, laid out as the writer
+    (sqlite_tensor/pages.py) lays them out, checksum sealed. out stays NULL for a page that
+    is not a sound version-1 page (left as it is: verify() and every read report it)."""
+    cdef char *err = NULL
+    cdef sqlite3_int64 k, i, start, total, off, size
+    cdef uint64_t o
+    out[0] = NULL
+    if n < PAGE_V1_HEADER_BYTES or st_get_u32(old + 4) != 1 or \
+            check_page_header(old, n, page_id, "", 1, &err) != SQLITE_OK:
+        sqlite3_free(err)
+        return SQLITE_OK
+    k = st_get_u32(old + 8)
+    # the old data start when the 8 more header bytes fit before it (as the writer, which
+    # aligns 24 + 16 * slots where it aligned 16 + 16 * slots), else the next multiple of 64
+    start = align64(<sqlite3_int64>st_get_u32(old + 12))
+    if start < PAGE_HEADER_BYTES + k * PAGE_SLOT_BYTES:
+        start = align64(PAGE_HEADER_BYTES + k * PAGE_SLOT_BYTES)
+    total = start
+    for i in range(k):
+        if check_slot(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES, i, k,
+                      <sqlite3_int64>st_get_u64(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES + 8),
+                      n, page_id, "", &o, &err) != SQLITE_OK:
+            sqlite3_free(err)
+            return SQLITE_OK
+        size = <sqlite3_int64>st_get_u64(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES + 8)
+        total = (align64(total) if i > 0 else total) + size
+        if total > n + 64 * (k + 1):   # overlapping slots: not a page the writer made
+            return SQLITE_OK
+    out[0] = <unsigned char *>sqlite3_malloc64(total if total > 0 else 1)
+    if out[0] == NULL:
+        return SQLITE_NOMEM
+    memset(out[0], 0, total)
+    memcpy(out[0], old, 4)
+    (<unsigned int *>(out[0] + 4))[0] = 2
+    memcpy(out[0] + 8, old + 8, 4)
+    (<unsigned int *>(out[0] + 12))[0] = <unsigned int>start
+    off = start
+    for i in range(k):
+        o = st_get_u64(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES)
+        size = <sqlite3_int64>st_get_u64(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES + 8)
+        if i > 0:
+            off = align64(off)
+        memcpy(out[0] + PAGE_HEADER_BYTES + i * PAGE_SLOT_BYTES, &off, 8)
+        memcpy(out[0] + PAGE_HEADER_BYTES + i * PAGE_SLOT_BYTES + 8, &size, 8)
+        memcpy(out[0] + off, old + o, size)
+        off += size
+    o = st_page_checksum(out[0], <size_t>total, <uint64_t>page_id)
+    memcpy(out[0] + PAGE_CHECKSUM_AT, &o, 8)
+    out_n[0] = total
+    return SQLITE_OK
+
+
+cdef int upgrade_pages(sqlite3 *db, const char *schema, const char *store, sqlite3_int64 *done,
+                       char **err) noexcept nogil:
+    """Rewrite every sound version-1 page as version 2."""
+    cdef sqlite3_stmt *ids = NULL
+    cdef sqlite3_stmt *upd = NULL
+    cdef sqlite3_blob *blob = NULL
+    cdef sqlite3_int64 *idlist = NULL
+    cdef sqlite3_int64 count = 0, cap = 0, i, new_n = 0
+    cdef unsigned char *buf = NULL
+    cdef unsigned char *fresh = NULL
+    cdef char *table = sqlite3_mprintf("%s_pages", store)
+    cdef void *grown
+    cdef int n
+    cdef int rc = SQLITE_NOMEM if table == NULL else SQLITE_OK
+    done[0] = 0
+    if rc == SQLITE_OK:
+        rc = prepare_store_sql(db, "SELECT id FROM {pages} WHERE typeof(data) = 'blob' ORDER BY id",
+                               schema, store, &ids)
+    while rc == SQLITE_OK:   # the ids first: the table is rewritten below
+        rc = sqlite3_step(ids)
+        if rc != SQLITE_ROW:
+            rc = SQLITE_OK if rc == SQLITE_DONE else rc
+            break
+        rc = SQLITE_OK
+        if count == cap:
+            grown = sqlite3_realloc64(idlist, (cap * 2 + 64) * sizeof(sqlite3_int64))
+            if grown == NULL:
+                rc = SQLITE_NOMEM
+                break
+            idlist = <sqlite3_int64 *>grown
+            cap = cap * 2 + 64
+        idlist[count] = sqlite3_column_int64(ids, 0)
+        count += 1
+    sqlite3_finalize(ids)
+    if rc == SQLITE_OK:
+        rc = prepare_store_sql(db, "UPDATE {pages} SET data = ?1, nbytes = ?2 WHERE id = ?3",
+                               schema, store, &upd)
+    i = 0
+    while rc == SQLITE_OK and i < count:
+        rc = sqlite3_blob_open(db, schema, table, "data", idlist[i], 0, &blob)
+        if rc != SQLITE_OK:
+            break
+        n = sqlite3_blob_bytes(blob)
+        buf = <unsigned char *>sqlite3_malloc64(n if n > 0 else 1)
+        rc = SQLITE_NOMEM if buf == NULL else sqlite3_blob_read(blob, buf, n, 0)
+        sqlite3_blob_close(blob)
+        blob = NULL
+        if rc == SQLITE_OK:
+            rc = page_v1_to_v2(buf, n, idlist[i], &fresh, &new_n)
+        sqlite3_free(buf)
+        buf = NULL
+        if rc == SQLITE_OK and fresh != NULL:
+            sqlite3_bind_blob64(upd, 1, fresh, new_n, SQLITE_STATIC)
+            sqlite3_bind_int64(upd, 2, new_n)
+            sqlite3_bind_int64(upd, 3, idlist[i])
+            rc = sqlite3_step(upd)
+            rc = SQLITE_OK if rc == SQLITE_DONE else rc
+            sqlite3_reset(upd)
+            sqlite3_free(fresh)
+            fresh = NULL
+            done[0] += 1
+        i += 1
+    if rc != SQLITE_OK and err[0] == NULL:
+        err[0] = sqlite3_mprintf("cannot upgrade the pages of store '%s': %s", store,
+                                 sqlite3_errmsg(db))
+    sqlite3_finalize(upd)
+    sqlite3_free(idlist)
+    sqlite3_free(table)
+    return rc
+
+
+cdef int st_upgrade(sqlite3 *db, const char *schema, const char *store, sqlite3_int64 *pages,
+                       char **err) noexcept nogil:
+    """Bring a store to the current schema in one savepoint (all or nothing): the objects
+    of st_store_ddl it lacks, a uid and generation, version-2 pages. The caller makes the
+    shadow tables writable (defensive mode off) and holds the write transaction."""
+    cdef sqlite3_int64 version = 0
+    cdef int rc = sqlite3_exec(db, "SAVEPOINT tensor_store_upgrade", NULL, NULL, err)
+    pages[0] = 0
+    if rc != SQLITE_OK:
+        return rc
+    rc = exec_store_sql(db, st_store_ddl, schema, store, err)
+    if rc == SQLITE_OK:
+        rc = exec_store_sql(db, "INSERT OR IGNORE INTO {config}(key, value) VALUES"
+                                " ('uid', random()), ('generation', random())", schema, store, err)
+    if rc == SQLITE_OK:
+        rc = store_config_int(db, schema, store, "SELECT value FROM {config} WHERE key = "
+                              "'format_version'", &version, err)
+    if rc == SQLITE_OK and version < ST_FORMAT_VERSION:
+        rc = upgrade_pages(db, schema, store, pages, err)
+        if rc == SQLITE_OK:
+            rc = exec_store_sql(db, "UPDATE {config} SET value = 2 WHERE key = 'format_version'",
+                                schema, store, err)
+    if rc == SQLITE_OK:
+        return sqlite3_exec(db, "RELEASE tensor_store_upgrade", NULL, NULL, err)
+    sqlite3_exec(db, "ROLLBACK TO tensor_store_upgrade; RELEASE tensor_store_upgrade", NULL, NULL, NULL)
+    return rc

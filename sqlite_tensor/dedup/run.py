@@ -264,7 +264,7 @@ def _read_tiles(store, extents: dict[int, tuple[int, int]],
                 chunk):
             where[page].append((bid, slot))
     for page in sorted(where):
-        slots = pages.read_slots(store.conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?", (page,)).get)
+        slots = pages.read_slots(store.conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?", (page,)).get, page)
         for bid, slot in where[page]:
             read[bid] = np.frombuffer(slots[slot], np.float32).reshape(extents[bid])
     return {b: read[b] for b in extents}

@@ -68,9 +68,7 @@ def _write_residual_pages(store, payloads: list[bytes]) -> list[tuple[int, int]]
 
     def flush():
         data = pages.build_page([np.frombuffer(p, np.uint8) for p in page])
-        store.conn.execute(f"INSERT INTO {store._t.pages}(nblocks, nbytes, data) VALUES (?, ?, ?)",
-                           (len(page), len(data), data))
-        page_id = store.conn.last_insert_rowid()
+        page_id = pages.insert_page(store.conn, store._t, data, len(page))
         where.extend((page_id, s) for s in range(len(page)))
 
     for p in payloads:
@@ -99,7 +97,7 @@ def repack_residuals(store, model_id: int) -> None:
     for *_, page, slot in rows:
         if page not in cache:
             cache[page] = pages.read_slots(conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?",
-                                                        (page,)).get)
+                                                        (page,)).get, page)
         payloads.append(bytes(cache[page][slot]))
     slots_held = conn.execute(f"SELECT sum(nblocks) FROM {t.pages} WHERE id IN"
                               f" ({','.join(map(str, old_pages))})").get

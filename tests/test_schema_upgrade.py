@@ -1,0 +1,131 @@
+"""The engine owns the schema: an older store (as the first sessions wrote them: no uid or
+generation, no residual tables, no <store>_residuals_by_page index, version-1 pages without
+checksums) is upgraded when opened writable, in one transaction, to exactly what a fresh
+store is; read-only it stays as it was and reads right."""
+from __future__ import annotations
+
+import apsw
+import numpy as np
+import pytest
+
+import sqlite_tensor
+from sqlite_tensor import _engine, pages
+from sqlite_tensor.schema import PARTS
+from conftest import SMALL, dump, same
+
+LAYERS = [{"op": "dense", "weight": "w", "bias": "b", "activation": "relu"}]
+
+
+def models(seed=5):
+    rng = np.random.default_rng(seed)
+    return {"base": {"w": rng.standard_normal((10, 20)).astype(np.float32),
+                     "b": rng.standard_normal(10).astype(np.float32),
+                     "e": rng.integers(-9, 9, (7, 3)).astype(np.int16)}}
+
+
+def fresh_store(path):
+    with sqlite_tensor.Store(str(path), **SMALL) as store:
+        for name, arrays in models().items():
+            store.add_model(name, arrays, layers=LAYERS)
+
+
+def make_old_store(path):
+    """A fresh store taken back by hand to how a session-1 store looked."""
+    fresh_store(path)
+    conn = apsw.Connection(str(path))   # plain SQL: no extension, defensive off
+    with conn:
+        conn.execute("DROP TABLE tensors_residuals; DROP TABLE tensors_dedup;"
+                     "DELETE FROM tensors_config WHERE key IN ('uid', 'generation');"
+                     "UPDATE tensors_config SET value = 1 WHERE key = 'format_version'")
+        for page_id, data in conn.execute("SELECT id, data FROM tensors_pages").fetchall():
+            old = pages.build_v1_page([np.frombuffer(s, np.uint8) for s in pages.read_slots(data)])
+            conn.execute("UPDATE tensors_pages SET data = ?, nbytes = ? WHERE id = ?",
+                         (old, len(old), page_id))
+    conn.close()
+
+
+def comparable(conn):
+    """Schema (sql text of every object) and every shadow row, without what is random or
+    a time: uid, generation, models.created."""
+    out = dump(conn)
+    out["config"] = [r for r in out["config"] if r[0] not in ("uid", "generation")]
+    out["models"] = [(r[0], r[1], r[2]) for r in out["models"]]
+    return out
+
+
+def test_upgrade_gives_a_fresh_store(tmp_path):
+    make_old_store(tmp_path / "old.sqlite")
+    fresh_store(tmp_path / "fresh.sqlite")
+    with sqlite_tensor.Store(str(tmp_path / "old.sqlite")) as old, \
+            sqlite_tensor.Store(str(tmp_path / "fresh.sqlite")) as fresh:
+        assert comparable(old.conn) == comparable(fresh.conn)   # pages byte for byte too
+        assert old.conn.execute("SELECT count(*) FROM sqlite_schema WHERE name ="
+                                " 'tensors_residuals_by_page'").get == 1
+        config = dict(old.conn.execute("SELECT key, value FROM tensors_config"))
+        assert {"uid", "generation"} <= config.keys() and config["format_version"] == 2
+        assert old.verify() == []
+        for name, arrays in models().items():
+            for tensor, array in arrays.items():
+                assert same(old.get_tensor(name, tensor), array)
+        x = np.ones(20, np.float32)
+        np.testing.assert_array_equal(old.predict("base", x), fresh.predict("base", x))
+        assert not _engine.store_needs_upgrade(old.conn.sqlite3pointer(), "tensors")
+
+
+def test_old_store_read_only_stays_as_it_was_and_reads_right(tmp_path):
+    path = tmp_path / "old.sqlite"
+    make_old_store(path)
+    image = path.read_bytes()
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    sqlite_tensor.load(conn)
+    try:
+        store = sqlite_tensor.Store(conn, create=False)
+        for name, arrays in models().items():
+            for tensor, array in arrays.items():
+                assert same(store.get_tensor(name, tensor), array)
+        blob = conn.execute("SELECT tensor_blob('tensors', 'base', 'w')").get
+        assert blob == models()["base"]["w"].tobytes()
+        x = np.ones(20, np.float32)
+        want = np.maximum(models()["base"]["w"] @ x + models()["base"]["b"], 0)
+        np.testing.assert_allclose(store.predict("base", x), want, rtol=1e-5, atol=1e-5)
+        problems = store.verify()
+        assert any("a version-1 page (no checksum); open the store writable" in p for p in problems)
+        assert any(p.startswith("schema: older") for p in problems)
+        assert any(p.startswith("config: no uid") for p in problems)
+    finally:
+        conn.close()
+    assert path.read_bytes() == image
+
+
+def test_upgrade_is_all_or_nothing(tmp_path):
+    """A failure half-way (here a trigger refusing the second page's rewrite) leaves the
+    old store exactly as it was."""
+    path = tmp_path / "old.sqlite"
+    make_old_store(path)
+    conn = apsw.Connection(str(path))
+    conn.execute("CREATE TRIGGER refuse BEFORE UPDATE ON tensors_pages WHEN new.id = 2"
+                 " BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END")
+    before = dump(conn), conn.execute("SELECT count(*) FROM sqlite_schema").get
+    conn.close()
+    with pytest.raises(Exception, match="refused by a test trigger"):
+        sqlite_tensor.Store(str(path))
+    conn = apsw.Connection(str(path))
+    assert (dump(conn), conn.execute("SELECT count(*) FROM sqlite_schema").get) == before
+    conn.close()
+
+
+def test_python_parts_are_the_engines(memdb):
+    """schema.PARTS comes from the engine, and names exactly a fresh store's tables."""
+    assert PARTS == _engine.shadow_parts()
+    sqlite_tensor.Store(memdb)
+    tables = {n for (n,) in memdb.execute("SELECT name FROM sqlite_schema WHERE type = 'table'"
+                                          " AND name LIKE 'tensors\\_%' ESCAPE '\\'")}
+    assert tables == {f"tensors_{p}" for p in PARTS}
+
+
+def test_create_refuses_planted_shadow_tables(memdb):
+    """CREATE VIRTUAL TABLE never adopts tables that are already there (the DDL says IF NOT
+    EXISTS for the upgrade's sake)."""
+    memdb.execute("CREATE TABLE tensors_pages(id INTEGER PRIMARY KEY, data BLOB)")
+    with pytest.raises(ValueError, match='table "tensors_pages" already exists'):
+        sqlite_tensor.Store(memdb)
