@@ -16,6 +16,15 @@ import pytest
 import sqlite_tensor
 from sqlite_tensor import pages
 
+from conftest import tamperable
+
+
+def open_store(path):
+    """The store with defensive mode off: these tests rewrite pages with plain SQL."""
+    store = sqlite_tensor.Store(str(path))
+    tamperable(store.conn)
+    return store
+
 OPTS = dict(block_rows=4, block_cols=4, page_blocks=2)
 LAYERS = [{"op": "dense", "weight": "w", "bias": "b", "activation": "identity"}]
 
@@ -71,7 +80,7 @@ def copy_pages_sql(other):
 
 def test_plain_sql_from_another_connection(two_stores):
     path, old, other, new, x = two_stores
-    with sqlite_tensor.Store(str(path)) as store:
+    with open_store(path) as store:
         assert_serves(store, old, x)
         assert_serves(store, old, x)     # served from the pool and the plan cache
         hits = sqlite_tensor.cache.stats()["hits"]
@@ -85,7 +94,7 @@ def test_plain_sql_from_another_connection(two_stores):
 def test_unchanged_store_is_served_from_the_pool(two_stores):
     """No commit: pages come from memory, no page is read again."""
     path, old, _, _, x = two_stores
-    with sqlite_tensor.Store(str(path)) as store:
+    with open_store(path) as store:
         store.predict("m", x)
         before = sqlite_tensor.cache.stats()
         for _ in range(5):
@@ -99,7 +108,7 @@ def test_blocks_table_changed_by_plain_sql(two_stores):
     """Swapping two same-sized blocks of a page in <store>_blocks changes the tensor: the
     plan (which holds each tile's page and slot) must be rebuilt, not only the pages."""
     path, old, _, _, x = two_stores
-    with sqlite_tensor.Store(str(path)) as store:
+    with open_store(path) as store:
         assert_serves(store, old, x)
         plain = apsw.Connection(str(path))
         a, b = plain.execute("SELECT id FROM tensors_blocks WHERE page_id = 1 ORDER BY slot").fetchall()
@@ -113,7 +122,7 @@ def test_blocks_table_changed_by_plain_sql(two_stores):
 
 def test_plain_sql_from_another_process(two_stores):
     path, old, other, new, x = two_stores
-    with sqlite_tensor.Store(str(path)) as store:
+    with open_store(path) as store:
         assert_serves(store, old, x)
         code = textwrap.dedent(f"""
             import apsw
@@ -128,7 +137,7 @@ def test_plain_sql_from_another_process(two_stores):
 @pytest.mark.parametrize("into", ["another-connection", "the-same-connection"])
 def test_restore_through_the_backup_api(two_stores, into):
     path, old, other, new, x = two_stores
-    with sqlite_tensor.Store(str(path)) as store:
+    with open_store(path) as store:
         assert_serves(store, old, x)
         source = apsw.Connection(str(other))
         target = store.conn if into == "the-same-connection" else apsw.Connection(str(path))
@@ -146,7 +155,7 @@ def test_own_uncommitted_write_is_seen(two_stores):
     """Inside the caller's transaction, a plain UPDATE of a page on this very connection
     (no commit yet, so no data version change) is seen too: the change count moved."""
     path, old, other, new, x = two_stores
-    with sqlite_tensor.Store(str(path)) as store:
+    with open_store(path) as store:
         assert_serves(store, old, x)
         store.conn.execute(f"ATTACH '{other}' AS other")
         store.conn.execute("BEGIN")
@@ -161,7 +170,7 @@ def test_two_connections_share_the_pool_and_stay_right(two_stores):
     """Two connections alternate on one store: each re-confirms pages (a header read),
     neither reloads an unchanged page, and both see a change."""
     path, old, other, new, x = two_stores
-    with sqlite_tensor.Store(str(path)) as s1, sqlite_tensor.Store(str(path)) as s2:
+    with open_store(path) as s1, open_store(path) as s2:
         for s in (s1, s2, s1, s2):
             np.testing.assert_allclose(s.predict("m", x), expected(old, x), rtol=1e-5, atol=1e-5)
         before = sqlite_tensor.cache.stats()["bytes_read"]
@@ -176,7 +185,7 @@ def test_two_connections_share_the_pool_and_stay_right(two_stores):
 def test_a_page_copied_into_another_row_is_corrupt(two_stores):
     """The checksum is seeded with the page id: a sound page in the wrong row is caught."""
     path, old, _, _, x = two_stores
-    with sqlite_tensor.Store(str(path)) as store:
+    with open_store(path) as store:
         store.conn.execute("UPDATE tensors_pages SET data = (SELECT data FROM tensors_pages"
                            " WHERE id = 2) WHERE id = 1")
         with pytest.raises(sqlite_tensor.CorruptStoreError, match="page 1 of tensors_pages is corrupt: checksum"):
@@ -194,7 +203,7 @@ def test_bulk_reads_use_the_pool_but_do_not_fill_it(two_stores):
     what inference serves."""
     path, old, _, _, x = two_stores
     sqlite_tensor.cache.clear()
-    with sqlite_tensor.Store(str(path)) as store:
+    with open_store(path) as store:
         store.get_tensor("m", "w")
         assert sqlite_tensor.cache.stats()["pages"] == 0
         store.predict("m", x)

@@ -11,7 +11,7 @@ import pytest
 import sqlite_tensor
 from sqlite_tensor import _engine, pages
 from sqlite_tensor.schema import PARTS
-from conftest import SMALL, dump, same
+from conftest import SMALL, dump, same, tamperable
 
 LAYERS = [{"op": "dense", "weight": "w", "bias": "b", "activation": "relu"}]
 
@@ -98,17 +98,19 @@ def test_old_store_read_only_stays_as_it_was_and_reads_right(tmp_path):
 
 
 def test_upgrade_is_all_or_nothing(tmp_path):
-    """A failure half-way (here a trigger refusing the second page's rewrite) leaves the
-    old store exactly as it was."""
+    """A failure half-way (here the connection's own TEMP trigger refusing the second page's
+    rewrite) leaves the old store exactly as it was."""
     path = tmp_path / "old.sqlite"
     make_old_store(path)
     conn = apsw.Connection(str(path))
-    conn.execute("CREATE TRIGGER refuse BEFORE UPDATE ON tensors_pages WHEN new.id = 2"
-                 " BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END")
     before = dump(conn), conn.execute("SELECT count(*) FROM sqlite_schema").get
     conn.close()
+    conn = tamperable(sqlite_tensor.connect(path))   # defensive mode refuses such triggers
+    conn.execute("CREATE TEMP TRIGGER refuse BEFORE UPDATE ON main.tensors_pages WHEN new.id = 2"
+                 " BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END")
     with pytest.raises(Exception, match="refused by a test trigger"):
-        sqlite_tensor.Store(str(path))
+        sqlite_tensor.Store(conn)
+    conn.close()
     conn = apsw.Connection(str(path))
     assert (dump(conn), conn.execute("SELECT count(*) FROM sqlite_schema").get) == before
     conn.close()
