@@ -72,9 +72,10 @@ cdef int json_number_end(const char *s) noexcept nogil:
     return i
 
 
-cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_int64 *count,
-                            char **err) noexcept nogil:
-    """Append the numbers of a flat JSON array to b.x (as_ids=0) or b.ids (as_ids=1)."""
+cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_int64 most,
+                            sqlite3_int64 *count, char **err) noexcept nogil:
+    """Append the numbers of a flat JSON array to b.x (as_ids=0) or b.ids (as_ids=1); more
+    than `most` numbers (-1: no limit) is an error found before they are stored."""
     cdef char *end
     cdef double v
     cdef int n
@@ -92,6 +93,9 @@ cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_
         if s[0] == b']' and count[0] == 0:
             s += 1
             break
+        if most >= 0 and count[0] >= most:
+            err[0] = sqlite3_mprintf("expected %lld numbers, got a JSON array of more", most)
+            return SQLITE_ERROR
         n = json_number_end(s)
         if n == 0:
             err[0] = sqlite3_mprintf("expected a number in the JSON array at '%.20s'", s)
@@ -146,7 +150,7 @@ cdef int append_ids(sqlite3_value *v, InputBuilder *b, sqlite3_int64 *count, cha
         return SQLITE_OK
     if t == SQLITE_TEXT:
         return with_expectation(parse_json_numbers(<const char *>sqlite3_value_text(v), b, 1,
-                                                   count, err),
+                                                   -1, count, err),
                                 "ids as a JSON array of integers", err)
     if t == SQLITE_BLOB:
         n = sqlite3_value_bytes(v)
@@ -195,7 +199,8 @@ cdef int builder_add(InputBuilder *b, const Plan *plan, sqlite3_value *v, int on
             memcpy(b.x + b.nx, sqlite3_value_blob(v), n)
             b.nx += plan.n_in
         elif t == SQLITE_TEXT:
-            rc = parse_json_numbers(<const char *>sqlite3_value_text(v), b, 0, &count, err)
+            rc = parse_json_numbers(<const char *>sqlite3_value_text(v), b, 0, plan.n_in, &count,
+                                    err)
             if rc != SQLITE_OK:
                 msg = sqlite3_mprintf("%lld features as a JSON array of numbers", plan.n_in)
                 rc = with_expectation(rc, msg, err)
