@@ -126,9 +126,11 @@ cdef extern from *:
         int rc;
         if (sqlite3_libversion_number() >= 3041000)
             return ((const st_api_341 *)sqlite3_api)->is_interrupted(db);
-        /* Older SQLite has no way to ask; a statement started while the flag is set (we run
-        ** inside an active statement, so SQLite keeps the flag) stops with SQLITE_INTERRUPT. */
-        if (sqlite3_prepare_v2(db, "SELECT 1", -1, &probe, 0) != SQLITE_OK) return 0;
+        /* Older SQLite has no way to ask; a statement prepared or started while the flag is
+        ** set (we run inside an active statement, so SQLite keeps the flag) fails with
+        ** SQLITE_INTERRUPT (the parser checks it too). */
+        rc = sqlite3_prepare_v2(db, "SELECT 1", -1, &probe, 0);
+        if (rc != SQLITE_OK) return rc == SQLITE_INTERRUPT;
         rc = sqlite3_step(probe);
         sqlite3_finalize(probe);
         return rc == SQLITE_INTERRUPT;

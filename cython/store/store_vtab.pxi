@@ -382,23 +382,24 @@ cdef int store_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid) noexcept no
 
 
 cdef int store_rename(sqlite3_vtab *vtab, const char *new_name) noexcept nogil:
-    """ALTER TABLE <store> RENAME TO <new_name>: rename every shadow table, then rebuild the
-    store's indexes under the new name (SQLite cannot rename an index; left behind, the
-    old names would block a new store of the old name). Runs inside the ALTER's
-    transaction: if anything fails, the whole ALTER is undone."""
+    """ALTER TABLE <store> RENAME TO <new_name>: rename every shadow table with it (a store
+    made before residuals lacks some). Runs inside the ALTER's transaction: if anything
+    fails, the whole ALTER is undone.
+
+    The indexes keep their names ("<old>_blocks_by_hash", ...): SQLite cannot rename an
+    index, and inside a running statement it cannot drop one either (SQLITE_LOCKED), so
+    they cannot be rebuilt here. They serve the renamed tables all the same and go with
+    them on DROP; while they exist, a new store cannot take the old name (SQLite says
+    which index is in the way)."""
     cdef StoreVtab *v = <StoreVtab *>vtab
     cdef sqlite3_str *todo = sqlite3_str_new(v.db)
     cdef sqlite3_stmt *stmt = NULL
     cdef char *sql
     cdef char *err = NULL
     cdef char *copy
-    cdef const char *idx_sql
     cdef const char *name
-    cdef const char *cols
-    cdef const char *p
-    cdef int i = 0, rc = SQLITE_OK
+    cdef int rc = SQLITE_OK
     cdef int old_len = <int>strlen(v.name)
-    # tables first (a store made before residuals lacks some)
     sql = sqlite3_mprintf("SELECT substr(name, %d) FROM \"%w\".sqlite_master WHERE type = 'table'"
                           " AND substr(name, 1, %d) = '%q_' COLLATE NOCASE", old_len + 2, v.schema,
                           old_len + 1, v.name)
@@ -410,46 +411,10 @@ cdef int store_rename(sqlite3_vtab *vtab, const char *new_name) noexcept nogil:
             sqlite3_str_appendf(todo, "ALTER TABLE \"%w\".\"%w_%w\" RENAME TO \"%w_%w\";",
                                 v.schema, v.name, name, new_name, name)
     sqlite3_finalize(stmt)
-    stmt = NULL
+    copy = sqlite3_str_finish(todo)
     if rc == SQLITE_OK:
-        copy = sqlite3_str_finish(todo)
-        todo = NULL
         rc = SQLITE_NOMEM if copy == NULL else sqlite3_exec(v.db, copy, NULL, NULL, &err)
-        sqlite3_free(copy)
-    # then the indexes, now on the renamed tables: "<old>_<x>" becomes "<new>_<x>"
-    if rc == SQLITE_OK:
-        todo = sqlite3_str_new(v.db)
-        sql = sqlite3_mprintf("SELECT name, tbl_name, sql FROM \"%w\".sqlite_master"
-                              " WHERE type = 'index' AND sql IS NOT NULL"
-                              " AND substr(name, 1, %d) = '%q_' COLLATE NOCASE"
-                              " AND substr(tbl_name, 1, %d) = '%q_' COLLATE NOCASE",
-                              v.schema, old_len + 1, v.name, <int>strlen(new_name) + 1, new_name)
-        rc = SQLITE_NOMEM if sql == NULL else sqlite3_prepare_v2(v.db, sql, -1, &stmt, NULL)
-        sqlite3_free(sql)
-        while rc == SQLITE_OK and sqlite3_step(stmt) == SQLITE_ROW:
-            name = <const char *>sqlite3_column_text(stmt, 0)
-            idx_sql = <const char *>sqlite3_column_text(stmt, 2)
-            if not is_shadow_part(<const char *>sqlite3_column_text(stmt, 1) + strlen(new_name) + 1):
-                continue
-            cols = NULL          # our indexes end with their column list: "(a, b)"
-            p = idx_sql
-            while p[0] != 0:
-                if p[0] == b'(':
-                    cols = p
-                p += 1
-            if cols == NULL:
-                continue
-            sqlite3_str_appendf(todo, "DROP INDEX \"%w\".\"%w\"; CREATE INDEX \"%w\".\"%w%w\""
-                                " ON \"%w\"%s;", v.schema, name, v.schema, new_name,
-                                name + old_len, sqlite3_column_text(stmt, 1), cols)
-        sqlite3_finalize(stmt)
-        if rc == SQLITE_OK:
-            copy = sqlite3_str_finish(todo)
-            todo = NULL
-            rc = SQLITE_NOMEM if copy == NULL else sqlite3_exec(v.db, copy, NULL, NULL, &err)
-            sqlite3_free(copy)
-    if todo != NULL:
-        sqlite3_free(sqlite3_str_finish(todo))
+    sqlite3_free(copy)
     if rc != SQLITE_OK:
         set_vtab_error(vtab, sqlite3_mprintf("tensor_store: cannot rename store '%s' to '%s': %s",
                                              v.name, new_name,
