@@ -433,10 +433,11 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
         if mode != NULL and strcmp(mode, "sum") != 0 and strcmp(mode, "mean") != 0:
             L.act = -1   # reported below as a layer not understood
         if L.op < 0 or L.act < 0:
-            err[0] = sqlite3_mprintf("layer %d of model '%s' is not understood (op %s); "
-                                     "set the layers again with Store.set_layers", i, model,
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: layer %d of model '%s' is not "
+                                     "understood (op %s); set the layers again with "
+                                     "Store.set_layers", store, i, model,
                                      text_or(op_name, "missing"))
-            rc = SQLITE_ERROR
+            rc = SQLITE_CORRUPT
             break
         rc = weight_from_row(stmt, 4, &L.weight, store, model, i, "weight", err)
         if rc == SQLITE_OK:
@@ -477,11 +478,12 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
 cdef int plan_layer_shapes(Plan *plan, Layer *L, int i, const char *model,
                            sqlite3_int64 *width, char **err) noexcept nogil:
     """Check a layer against the width flowing into it (layers.py checked it when stored;
-    this guards against a store edited since)."""
+    a mismatch now means the store was edited since: SQLITE_CORRUPT)."""
     if L.op == OP_ACTIVATION:
         if width[0] < 0:
-            err[0] = sqlite3_mprintf("model '%s': layer %d is an activation with no input", model, i)
-            return SQLITE_ERROR
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: model '%s': layer %d is an "
+                                     "activation with no input", plan.store, model, i)
+            return SQLITE_CORRUPT
         L.n_in = width[0]
         L.n_out = width[0]
         return SQLITE_OK
@@ -491,8 +493,9 @@ cdef int plan_layer_shapes(Plan *plan, Layer *L, int i, const char *model,
         return SQLITE_CORRUPT
     if L.op == OP_EMBEDDING or L.op == OP_EMBEDDING_BAG:
         if i != 0:
-            err[0] = sqlite3_mprintf("model '%s': layer %d is an embedding but not the first", model, i)
-            return SQLITE_ERROR
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: model '%s': layer %d is an "
+                                     "embedding but not the first", plan.store, model, i)
+            return SQLITE_CORRUPT
         plan.input_kind = INPUT_IDS if L.op == OP_EMBEDDING else INPUT_BAGS
         L.n_in = L.weight.rows
         L.n_out = L.weight.cols
@@ -504,13 +507,15 @@ cdef int plan_layer_shapes(Plan *plan, Layer *L, int i, const char *model,
             plan.input_kind = INPUT_FEATURES
             plan.n_in = L.n_in
         elif L.n_in != width[0]:
-            err[0] = sqlite3_mprintf("model '%s': layer %d takes %lld features but gets %lld",
-                                     model, i, L.n_in, width[0])
-            return SQLITE_ERROR
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: model '%s': layer %d takes "
+                                     "%lld features but gets %lld", plan.store, model, i, L.n_in,
+                                     width[0])
+            return SQLITE_CORRUPT
         if L.bias.tensor_id != 0 and L.bias.rows * L.bias.cols != L.n_out:
-            err[0] = sqlite3_mprintf("model '%s': the bias of layer %d has %lld values for %lld "
-                                     "outputs", model, i, L.bias.rows * L.bias.cols, L.n_out)
-            return SQLITE_ERROR
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: model '%s': the bias of layer "
+                                     "%d has %lld values for %lld outputs", plan.store, model, i,
+                                     L.bias.rows * L.bias.cols, L.n_out)
+            return SQLITE_CORRUPT
     width[0] = L.n_out
     if L.n_out > plan.max_width:
         plan.max_width = L.n_out

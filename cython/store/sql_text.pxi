@@ -24,8 +24,10 @@ cdef inline const char *text_or(const char *text, const char *fallback) noexcept
 
 cdef char *expand_sql(sqlite3 *db, const char *tmpl, const char *schema,
                       const char *store) noexcept nogil:
-    """Return tmpl with every {part} / {.part} expanded, from sqlite3_malloc; NULL on OOM."""
-    cdef sqlite3_str *out = sqlite3_str_new(db)
+    """Return tmpl with every {part} / {.part} expanded, from sqlite3_malloc; NULL on OOM.
+    (Not bounded by the connection's length limit, which is for values: our own SQL must
+    run under any limit a caller sets.)"""
+    cdef sqlite3_str *out = sqlite3_str_new(NULL)
     cdef const char *p = tmpl
     cdef const char *start
     cdef const char *name
@@ -221,27 +223,36 @@ cdef int prepare_user_query(sqlite3 *db, const char *fname, const char *sql,
 cdef int split_store_name(sqlite3 *db, const char *arg, char **schema, char **store,
                           char **err) noexcept nogil:
     """The database and the store a function's store argument names: 'name' is a store
-    in main; 'db.name' the store 'name' in attached database db (unless main has a store
-    whose own name is 'db.name'). schema and store are from sqlite3_mprintf."""
+    in main; 'db.name' the store 'name' in attached database db, unless main has a store
+    whose own name is 'db.name' or no database db is attached (then the whole text names
+    a store in main, and a missing one is reported under that name). schema and store
+    are from sqlite3_mprintf."""
     cdef const char *dot = arg
     cdef sqlite3_stmt *stmt = NULL
-    cdef int in_main = 0
+    cdef int split = 0
     cdef char *sql
     schema[0] = NULL
     store[0] = NULL
     while dot[0] != 0 and dot[0] != b'.':
         dot += 1
     if dot[0] == b'.' and dot != arg and dot[1] != 0:
+        schema[0] = sqlite3_mprintf("%.*s", <int>(dot - arg), arg)
         sql = sqlite3_mprintf("SELECT 1 FROM main.sqlite_master WHERE type = 'table'"
                               " AND name = '%q_config'", arg)
-        if sql == NULL:
+        if schema[0] == NULL or sql == NULL:
+            sqlite3_free(schema[0])
+            sqlite3_free(sql)
+            schema[0] = NULL
             return SQLITE_NOMEM
-        if sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK:
-            in_main = sqlite3_step(stmt) == SQLITE_ROW
+        split = sqlite3_db_filename(db, schema[0]) != NULL
+        if split and sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK:
+            split = sqlite3_step(stmt) != SQLITE_ROW
         sqlite3_finalize(stmt)
         sqlite3_free(sql)
-    if dot[0] == b'.' and dot != arg and dot[1] != 0 and not in_main:
-        schema[0] = sqlite3_mprintf("%.*s", <int>(dot - arg), arg)
+        if not split:
+            sqlite3_free(schema[0])
+            schema[0] = NULL
+    if split:
         store[0] = sqlite3_mprintf("%s", dot + 1)
     else:
         schema[0] = sqlite3_mprintf("main")

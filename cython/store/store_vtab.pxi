@@ -392,7 +392,7 @@ cdef int store_rename(sqlite3_vtab *vtab, const char *new_name) noexcept nogil:
     them on DROP; while they exist, a new store cannot take the old name (SQLite says
     which index is in the way)."""
     cdef StoreVtab *v = <StoreVtab *>vtab
-    cdef sqlite3_str *todo = sqlite3_str_new(v.db)
+    cdef sqlite3_str *todo = sqlite3_str_new(NULL)
     cdef sqlite3_stmt *stmt = NULL
     cdef char *sql
     cdef char *err = NULL
