@@ -325,6 +325,16 @@ def test_results_over_the_length_limit_are_toobig(conn):
         conn.execute("SELECT data FROM tensors WHERE model = 'base' AND tensor = 'w1'").get
 
 
+def test_quoted_input_in_a_message_is_never_cut_inside_a_character(conn):
+    for text in ("é" * 30, "[1, 2, " + "€" * 30, "x" * 19 + "€€"):
+        with pytest.raises(apsw.SQLError) as info:
+            conn.execute("SELECT tensor_predict('tensors', 'base', ?)", (text,)).get
+        assert "\ufffd" not in str(info.value)
+    with pytest.raises(apsw.SQLError, match="extra text after it: 'ééé"):
+        conn.execute("SELECT * FROM tensor_predict_batch('tensors', 'base', ?)",
+                     ("SELECT id, x FROM inp; " + "é" * 50,)).get
+
+
 def test_a_json_features_array_too_long_stops_early(conn):
     with pytest.raises(apsw.SQLError, match="expected 4 numbers, got a JSON array of more"):
         conn.execute("SELECT tensor_predict('tensors', 'base', '[' || "

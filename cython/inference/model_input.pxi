@@ -84,7 +84,8 @@ cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_
     while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
         s += 1
     if s[0] != b'[':
-        err[0] = sqlite3_mprintf("expected a JSON array of numbers, got text starting '%.20s'", s)
+        err[0] = sqlite3_mprintf("expected a JSON array of numbers, got text starting '%.*s'",
+                                 utf8_prefix(s, 20), s)
         return SQLITE_ERROR
     s += 1
     while True:
@@ -98,7 +99,8 @@ cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_
             return SQLITE_ERROR
         n = json_number_end(s)
         if n == 0:
-            err[0] = sqlite3_mprintf("expected a number in the JSON array at '%.20s'", s)
+            err[0] = sqlite3_mprintf("expected a number in the JSON array at '%.*s'",
+                                     utf8_prefix(s, 20), s)
             return SQLITE_ERROR
         if as_ids:
             # ids are read as integers (a double would round ids above 2**53)
@@ -127,12 +129,14 @@ cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_
             s += 1
             break
         else:
-            err[0] = sqlite3_mprintf("expected ',' or ']' in the JSON array at '%.20s'", s)
+            err[0] = sqlite3_mprintf("expected ',' or ']' in the JSON array at '%.*s'",
+                                     utf8_prefix(s, 20), s)
             return SQLITE_ERROR
     while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
         s += 1
     if s[0] != 0:
-        err[0] = sqlite3_mprintf("unexpected text after the JSON array: '%.20s'", s)
+        err[0] = sqlite3_mprintf("unexpected text after the JSON array: '%.*s'",
+                                 utf8_prefix(s, 20), s)
         return SQLITE_ERROR
     return SQLITE_OK
 

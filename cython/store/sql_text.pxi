@@ -171,6 +171,18 @@ cdef int check_result_bytes(sqlite3 *db, const char *what, sqlite3_int64 count,
     return SQLITE_OK
 
 
+cdef int utf8_prefix(const char *s, int most) noexcept nogil:
+    """Bytes of s to quote in a message: at most `most`, never ending inside a UTF-8
+    character (a cut one would make the whole message invalid text)."""
+    cdef int n = 0
+    while n < most and s[n] != 0:
+        n += 1
+    if s[n] != 0:   # cut: step back over continuation bytes to a character's start
+        while n > 0 and (<unsigned char>s[n] & 0xC0) == 0x80:
+            n -= 1
+    return n
+
+
 cdef const char *skip_sql_space(const char *p) noexcept nogil:
     """Past whitespace, ';' and comments (-- to end of line, /* */; an unclosed /* runs to
     the end, as in SQLite's tokenizer)."""
@@ -208,11 +220,11 @@ cdef int prepare_user_query(sqlite3 *db, const char *fname, const char *sql,
     rest = skip_sql_space(tail)
     if rest[0] != 0:
         err[0] = sqlite3_mprintf("the query must be exactly one statement; extra text after "
-                                 "it: '%.40s'", rest)
+                                 "it: '%.*s'", utf8_prefix(rest, 40), rest)
         rc = SQLITE_ERROR
     elif not sqlite3_stmt_readonly(stmt[0]):
-        err[0] = sqlite3_mprintf("the query must only read (a SELECT); this one writes: '%.60s'",
-                                 sql)
+        err[0] = sqlite3_mprintf("the query must only read (a SELECT); this one writes: '%.*s'",
+                                 utf8_prefix(sql, 60), sql)
         rc = SQLITE_ERROR
     if rc != SQLITE_OK:
         sqlite3_finalize(stmt[0])
