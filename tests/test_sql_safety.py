@@ -513,6 +513,20 @@ def test_a_store_in_an_attached_database(tmp_path):
     assert c.execute("SELECT count(*) FROM aux.sqlite_master WHERE name LIKE 'fresh%'").get == 0
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM tensor_stats('tensors' || char(0) || 'x')",
+    "SELECT * FROM tensor_models('tensors' || char(0))",
+    "SELECT tensor_blob('tensors' || char(0) || 'x', 'base', 'w1')",
+    "SELECT tensor_predict('tensors' || char(0), 'base', x'00000000000000000000000000000000')",
+    "SELECT * FROM tensor_predict_batch('tensors' || char(0), 'base', 'SELECT id, x FROM inp')",
+    "SELECT * FROM tensor_predict_batch('tensors', 'base', 'SELECT id, x FROM inp' || char(0) || 'x')",
+])
+def test_a_name_with_a_nul_names_nothing(conn, sql):
+    # found by the fuzzer: read as a C string the name was cut at the NUL
+    with pytest.raises(apsw.SQLError, match="NUL character"):
+        conn.execute(sql).fetchall()
+
+
 def test_a_dotted_store_name_in_main_still_means_main(memdb):
     memdb.execute('CREATE VIRTUAL TABLE "a.b" USING tensor_store')
     assert memdb.execute("SELECT models FROM tensor_stats('a.b')").get == 0

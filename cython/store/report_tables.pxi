@@ -175,6 +175,11 @@ cdef int report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_st
             "%s: needs a store name, as in SELECT * FROM %s('tensors')", v.spec.name, v.spec.name))
         return SQLITE_ERROR
     store = <const char *>sqlite3_value_text(argv[0])
+    if <int>strlen(store) != sqlite3_value_bytes(argv[0]):
+        # read as a C string, 'tensors' || char(0) || 'x' would silently name 'tensors'
+        set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: the store name contains a NUL character",
+                                                  v.spec.name))
+        return SQLITE_ERROR
     sqlite3_free(c.store)
     sqlite3_free(c.schema)
     sqlite3_free(c.name)
