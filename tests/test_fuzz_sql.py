@@ -149,7 +149,9 @@ def run(conn, expr: str, params):
     timer = threading.Timer(WATCHDOG, conn.interrupt)
     timer.start()
     try:
-        return True, conn.execute(f"SELECT {expr}", params).get
+        value = conn.execute(f"SELECT {expr}", params).get
+        TOTALS["values"] += 1
+        return True, value
     except apsw.InterruptError as e:
         TOTALS["hangs"] += 1
         raise AssertionError(f"hang (interrupted after {WATCHDOG} s): {expr} {params!r}") from e
@@ -320,6 +322,7 @@ def check_batch(conn, store, model, query, batch):
     timer.start()
     try:
         rows = conn.execute(f"SELECT id, output FROM tensor_predict_batch({expr})", params).fetchall()
+        TOTALS["values"] += 1
         ok = True
     except apsw.InterruptError as e:
         TOTALS["hangs"] += 1
@@ -351,6 +354,7 @@ def check_report(conn, report, store):
     TOTALS["calls"] += 1
     try:
         rows = conn.execute(f"SELECT * FROM {report}({sx})", ps).fetchall()
+        TOTALS["values"] += 1
     except apsw.Error as e:
         TOTALS["errors"] += 1
         assert str(e).strip()
