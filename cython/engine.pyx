@@ -63,26 +63,34 @@ ctypedef struct FunctionSpec:
     sql_function fn
 
 
-cdef int register_functions(sqlite3 *db) noexcept nogil:
-    """Register every SQL function; the one table of them is here."""
+cdef int register_functions(sqlite3 *db, char **err) noexcept nogil:
+    """Register every SQL function from the one table of them (docs/security.md explains
+    the flags): pure functions of their arguments are DETERMINISTIC | INNOCUOUS; those
+    that read the store are INNOCUOUS only (the store changes between statements, so an
+    index or CHECK may not use them); anything that changes process-wide state is
+    DIRECTONLY (never from a view or trigger a database file could bring along)."""
     cdef int pure = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS
+    cdef int reads = SQLITE_UTF8 | SQLITE_INNOCUOUS
+    cdef int direct = SQLITE_UTF8 | SQLITE_DIRECTONLY
     cdef FunctionSpec specs[11]
-    specs[0] = FunctionSpec("tensor_blob", 3, SQLITE_UTF8, fn_tensor_blob)
+    specs[0] = FunctionSpec("tensor_blob", 3, reads, fn_tensor_blob)
     specs[1] = FunctionSpec("tensor_version", 0, pure, fn_tensor_version)
-    specs[2] = FunctionSpec("tensor_predict", 3, SQLITE_UTF8, fn_tensor_predict)
+    specs[2] = FunctionSpec("tensor_predict", 3, reads, fn_tensor_predict)
     specs[3] = FunctionSpec("tensor_argmax", 1, pure, fn_tensor_argmax)
     specs[4] = FunctionSpec("tensor_max", 1, pure, fn_tensor_max)
     specs[5] = FunctionSpec("tensor_topk", 2, pure, fn_tensor_topk)
     specs[6] = FunctionSpec("tensor_json", 1, pure, fn_tensor_json)
-    specs[7] = FunctionSpec("tensor_threads", 0, SQLITE_UTF8, fn_tensor_threads)
-    specs[8] = FunctionSpec("tensor_threads", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, fn_tensor_threads)
-    specs[9] = FunctionSpec("tensor_cache", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, fn_tensor_cache)
-    specs[10] = FunctionSpec("tensor_cache", 2, SQLITE_UTF8 | SQLITE_DIRECTONLY, fn_tensor_cache)
+    specs[7] = FunctionSpec("tensor_threads", 0, reads, fn_tensor_threads)    # reads a setting
+    specs[8] = FunctionSpec("tensor_threads", 1, direct, fn_tensor_threads)   # sets it
+    specs[9] = FunctionSpec("tensor_cache", 1, direct, fn_tensor_cache)       # the pool's state
+    specs[10] = FunctionSpec("tensor_cache", 2, direct, fn_tensor_cache)      # sets it
     cdef int i, rc
-    for i in range(11):
+    for i in range(<int>(sizeof(specs) // sizeof(specs[0]))):
         rc = sqlite3_create_function_v2(db, specs[i].name, specs[i].nargs, specs[i].flags, NULL,
                                         specs[i].fn, NULL, NULL, NULL)
         if rc != SQLITE_OK:
+            err[0] = sqlite3_mprintf("sqlite-tensor: cannot register SQL function %s/%d: %s",
+                                     specs[i].name, specs[i].nargs, sqlite3_errmsg(db))
             return rc
     return SQLITE_OK
 
@@ -150,7 +158,7 @@ cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
         rc = sqlite3_create_module_v2(db, "tensor_cache_pages", &snapshot_module,
                                       <void *>CACHE_PAGES, NULL)
     if rc == SQLITE_OK:
-        rc = register_functions(db)
+        rc = register_functions(db, err)
     if rc == SQLITE_OK:
         rc = refuse_sql_load_extension(db)   # a file cannot make its reader run code
     return rc

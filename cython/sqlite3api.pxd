@@ -43,6 +43,12 @@ cdef extern from "st_sqlite.h" nogil:
         SQLITE_INDEX_SCAN_UNIQUE
         SQLITE_VTAB_INNOCUOUS
         SQLITE_VTAB_DIRECTONLY
+        # used by the SQL-surface guards (sql_text.pxi)
+        SQLITE_TOOBIG
+        SQLITE_INTERRUPT
+        SQLITE_LIMIT_LENGTH
+        # used by the pool's freshness test (cache/process_pool.pxi)
+        SQLITE_FCNTL_DATA_VERSION
 
     ctypedef void (*sqlite3_destructor_type)(void *)
     sqlite3_destructor_type SQLITE_TRANSIENT
@@ -99,6 +105,7 @@ cdef extern from "st_sqlite.h" nogil:
         int (*xColumn)(sqlite3_vtab_cursor *, sqlite3_context *, int) noexcept nogil
         int (*xRowid)(sqlite3_vtab_cursor *, sqlite3_int64 *) noexcept nogil
         int (*xShadowName)(const char *) noexcept nogil
+        int (*xRename)(sqlite3_vtab *, const char *) noexcept nogil
 
     int sqlite3_create_module_v2(sqlite3 *, const char *, const sqlite3_module *, void *,
                                  void (*)(void *) noexcept nogil)
@@ -115,6 +122,13 @@ cdef extern from "st_sqlite.h" nogil:
     int sqlite3_bind_int64(sqlite3_stmt *, int, sqlite3_int64)
     int sqlite3_bind_value(sqlite3_stmt *, int, const sqlite3_value *)
     int sqlite3_column_count(sqlite3_stmt *)
+    int sqlite3_stmt_readonly(sqlite3_stmt *)
+    int sqlite3_limit(sqlite3 *, int, int)
+    int sqlite3_libversion_number()
+    int sqlite3_file_control(sqlite3 *, const char *, int, void *)
+    int sqlite3_total_changes(sqlite3 *)
+    int sqlite3_txn_state(sqlite3 *, const char *)   # SQLite 3.34+: check the version first
+    void sqlite3_result_error_toobig(sqlite3_context *)
     sqlite3_int64 sqlite3_column_int64(sqlite3_stmt *, int)
     const unsigned char *sqlite3_column_text(sqlite3_stmt *, int)
     int sqlite3_column_type(sqlite3_stmt *, int)

@@ -447,8 +447,8 @@ def test_damaged_residual_rows_are_clear_errors(damaged, row, message):
                 lambda: store.conn.execute("SELECT data FROM tensors WHERE tensor = 'w'").get):
         with pytest.raises(apsw.CorruptError, match=TILE + message):
             run()
-    # tensor_predict reports a plan that cannot be loaded as its error, as for other damage
-    with pytest.raises(apsw.SQLError, match="tensor_predict: " + TILE + message):
+    # tensor_predict reports a damaged plan as corruption too, as every other path does
+    with pytest.raises(apsw.CorruptError, match="tensor_predict: " + TILE + message):
         store.conn.execute("SELECT tensor_predict('tensors', 'm', zeroblob(44))").get
     # the model's other tensor and other models still read
     assert store.get_tensor("h", "h").shape == (7, 11)

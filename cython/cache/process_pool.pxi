@@ -29,17 +29,6 @@
 
 from libc.string cimport memcmp
 
-cdef extern from "st_sqlite.h" nogil:
-    enum:
-        SQLITE_FCNTL_DATA_VERSION
-    int sqlite3_file_control(sqlite3 *, const char *, int, void *)
-    int sqlite3_total_changes(sqlite3 *)
-    int sqlite3_libversion_number()
-    int sqlite3_txn_state(sqlite3 *, const char *)   # SQLite 3.34+: check the version first
-    enum:
-        SQLITE_LIMIT_LENGTH
-    int sqlite3_limit(sqlite3 *, int, int)
-    void sqlite3_result_error_toobig(sqlite3_context *)
 
 
 ctypedef struct PageSource:

@@ -10,6 +10,11 @@
 # model's plan is kept for the whole statement (sqlite3_set_auxdata on the model
 # argument), so a query over many rows loads it once. tensor_predict_batch reads the rows
 # of a query in batches and runs matrix-matrix products: the form for many rows.
+#
+# A store argument 'db.name' names a store in an attached database (split_store_name).
+# JSON results (tensor_json, tensor_topk) are valid JSON for every float, as SQLite's own
+# JSON functions write them: NaN is null, +-infinity is +-9e999. Results are checked
+# against SQLite's length limit before anything is allocated for them (SQLITE_TOOBIG).
 
 cdef void plan_destroy(void *p) noexcept nogil:
     plan_free(<Plan *>p)
@@ -22,24 +27,32 @@ cdef Plan *statement_plan(sqlite3_context *ctx, const char *fname, sqlite3_value
     cdef const char *names[2]
     cdef const char *args[2]
     cdef char *err = NULL
-    cdef char *msg
+    cdef char *schema = NULL
+    cdef char *store = NULL
+    cdef int rc
     cdef Plan *plan = <Plan *>sqlite3_get_auxdata(ctx, 1)
     names[0] = "store"; names[1] = "model"
     if text_args(ctx, fname, 2, argv, names, args):
         return NULL
     # SQLite keeps aux data while the model argument is unchanged; the store may still
     # change from row to row.
-    if plan != NULL and strcmp(plan.store, args[0]) == 0:
+    if plan != NULL and strcmp(plan.store_arg, args[0]) == 0:
         return plan
     plan = <Plan *>calloc(1, sizeof(Plan))
     if plan == NULL:
         sqlite3_result_error_nomem(ctx)
         return NULL
-    if plan_load(sqlite3_context_db_handle(ctx), "main", args[0], args[1], plan, &err) != SQLITE_OK:
-        msg = sqlite3_mprintf("%s: %s", fname, text_or(err, "out of memory"))
-        sqlite3_result_error(ctx, msg, -1)
-        sqlite3_free(msg)
-        sqlite3_free(err)
+    rc = split_store_name(sqlite3_context_db_handle(ctx), args[0], &schema, &store, &err)
+    if rc == SQLITE_OK:
+        rc = plan_load(sqlite3_context_db_handle(ctx), schema, store, args[1], plan, &err)
+    if rc == SQLITE_OK:
+        plan.store_arg = sqlite3_mprintf("%s", args[0])
+        if plan.store_arg == NULL:
+            rc = SQLITE_NOMEM
+    sqlite3_free(schema)
+    sqlite3_free(store)
+    if rc != SQLITE_OK:
+        fail(ctx, fname, err, rc)
         plan_destroy(plan)
         return NULL
     sqlite3_set_auxdata(ctx, 1, plan, plan_destroy)
@@ -47,8 +60,12 @@ cdef Plan *statement_plan(sqlite3_context *ctx, const char *fname, sqlite3_value
 
 
 cdef void fail(sqlite3_context *ctx, const char *fname, char *err, int rc) noexcept nogil:
-    """Report err (freed here) as the function's error."""
+    """Report err (freed here) as the function's error, with rc as its code."""
     cdef char *msg = sqlite3_mprintf("%s: %s", fname, text_or(err, "out of memory"))
+    if rc == SQLITE_NOMEM and err == NULL:
+        sqlite3_result_error_nomem(ctx)
+        sqlite3_free(msg)
+        return
     sqlite3_result_error(ctx, msg, -1)
     if rc != SQLITE_ERROR and rc != SQLITE_OK:
         sqlite3_result_error_code(ctx, rc)
@@ -67,6 +84,9 @@ cdef void fn_tensor_predict(sqlite3_context *ctx, int argc, sqlite3_value **argv
         return
     memset(&b, 0, sizeof(InputBuilder))
     rc = builder_add(&b, plan, argv[2], 0, &err)
+    if rc == SQLITE_OK:
+        rc = check_result_bytes(sqlite3_context_db_handle(ctx), "the output",
+                                b.inp.batch, plan.n_out * sizeof(float), &err)
     if rc != SQLITE_OK:
         builder_free(&b)
         fail(ctx, "tensor_predict", err, rc)
@@ -134,49 +154,137 @@ cdef void fn_tensor_max(sqlite3_context *ctx, int argc, sqlite3_value **argv) no
         sqlite3_result_double(ctx, blob_float(data, argmax_of(data, n)))
 
 
-cdef void result_str(sqlite3_context *ctx, sqlite3_str *out) noexcept nogil:
-    """Finish a string built with sqlite3_str_* and make it the function's result."""
+cdef void result_str(sqlite3_context *ctx, const char *fname, sqlite3_str *out) noexcept nogil:
+    """Finish a string built with sqlite3_str_* (which stops at SQLite's length limit) and
+    make it the function's result."""
+    cdef int code = sqlite3_str_errcode(out)
     cdef char *text = sqlite3_str_finish(out)
-    if text == NULL:
+    if code == SQLITE_TOOBIG:
+        sqlite3_free(text)
+        fail(ctx, fname, sqlite3_mprintf("the result would be longer than SQLite's length limit "
+                                         "of %lld bytes", length_limit(sqlite3_context_db_handle(ctx))),
+             SQLITE_TOOBIG)
+        return
+    if text == NULL or code != SQLITE_OK:
+        sqlite3_free(text)
         sqlite3_result_error_nomem(ctx)
         return
     sqlite3_result_text(ctx, text, -1, sqlite3_free)
 
 
+cdef void append_json_float(sqlite3_str *out, float v) noexcept nogil:
+    """v as JSON, the way SQLite's JSON functions write doubles: NaN is null, infinities
+    are 9e999 / -9e999 (which every JSON parser reads back as infinities)."""
+    if v != v:
+        sqlite3_str_append(out, "null", 4)
+    elif v > 3.4028234663852886e38:
+        sqlite3_str_append(out, "9e999", 5)
+    elif v < -3.4028234663852886e38:
+        sqlite3_str_append(out, "-9e999", 6)
+    else:
+        sqlite3_str_appendf(out, "%!.9g", <double>v)
+
+
+cdef inline bint ranks_above(float a, sqlite3_int64 i, float b, sqlite3_int64 j) noexcept nogil:
+    """Order of tensor_topk: larger first, NaN above everything (as tensor_argmax and
+    numpy.argmax pick the first NaN), ties by lower index."""
+    if a != a or b != b:
+        if a != a and b != b:
+            return i < j
+        return a != a
+    if a != b:
+        return a > b
+    return i < j
+
+
+cdef void heap_sift_down(sqlite3_int64 *heap, float *vals, sqlite3_int64 n,
+                         sqlite3_int64 at) noexcept nogil:
+    """Restore the heap below `at`: the root is the entry ranking lowest."""
+    cdef sqlite3_int64 child, low
+    while True:
+        low = at
+        child = 2 * at + 1
+        if child < n and ranks_above(vals[low], heap[low], vals[child], heap[child]):
+            low = child
+        child += 1
+        if child < n and ranks_above(vals[low], heap[low], vals[child], heap[child]):
+            low = child
+        if low == at:
+            return
+        heap[at], heap[low] = heap[low], heap[at]
+        vals[at], vals[low] = vals[low], vals[at]
+        at = low
+
+
 cdef void fn_tensor_topk(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
-    """tensor_topk(blob, k): JSON [[index, score], ...] of the k largest, best first."""
+    """tensor_topk(blob, k): JSON [[index, score], ...] of the k largest, best first.
+
+    A heap of the k best so far: O(n log k); sqlite3_interrupt is checked as it goes."""
     cdef const float *data
-    cdef int n, i, j, k, best
-    cdef char *picked
+    cdef int n
+    cdef sqlite3_int64 i, j, k, m = 0
+    cdef sqlite3_int64 *heap
+    cdef float *vals
+    cdef float v
+    cdef char *err = NULL
+    cdef sqlite3 *db = sqlite3_context_db_handle(ctx)
     cdef sqlite3_str *out
     if float_blob(ctx, "tensor_topk", argv[0], &data, &n):
         return
     if sqlite3_value_type(argv[1]) != SQLITE_INTEGER or sqlite3_value_int64(argv[1]) < 1:
         sqlite3_result_error(ctx, "tensor_topk: k must be a positive integer", -1)
         return
-    k = <int>min(sqlite3_value_int64(argv[1]), <sqlite3_int64>n)
-    picked = <char *>calloc(n, 1)
-    if picked == NULL:
+    k = min(sqlite3_value_int64(argv[1]), <sqlite3_int64>n)
+    heap = <sqlite3_int64 *>malloc(k * sizeof(sqlite3_int64))
+    vals = <float *>malloc(k * sizeof(float))
+    if heap == NULL or vals == NULL:
+        free(heap)
+        free(vals)
         sqlite3_result_error_nomem(ctx)
         return
-    out = sqlite3_str_new(sqlite3_context_db_handle(ctx))
+    for i in range(n):
+        if i % ST_INTERRUPT_EVERY == ST_INTERRUPT_EVERY - 1 and interrupted(db, &err) != SQLITE_OK:
+            free(heap)
+            free(vals)
+            fail(ctx, "tensor_topk", err, SQLITE_INTERRUPT)
+            return
+        v = blob_float(data, <int>i)
+        if m < k:   # sift up
+            j = m
+            m += 1
+            heap[j] = i
+            vals[j] = v
+            while j > 0 and ranks_above(vals[(j - 1) // 2], heap[(j - 1) // 2], vals[j], heap[j]):
+                heap[j], heap[(j - 1) // 2] = heap[(j - 1) // 2], heap[j]
+                vals[j], vals[(j - 1) // 2] = vals[(j - 1) // 2], vals[j]
+                j = (j - 1) // 2
+        elif ranks_above(v, i, vals[0], heap[0]):
+            heap[0] = i
+            vals[0] = v
+            heap_sift_down(heap, vals, m, 0)
+    # take the lowest off the heap k times: the best ends up first
+    while m > 1:
+        m -= 1
+        heap[0], heap[m] = heap[m], heap[0]
+        vals[0], vals[m] = vals[m], vals[0]
+        heap_sift_down(heap, vals, m, 0)
+    out = sqlite3_str_new(db)
     sqlite3_str_append(out, "[", 1)
     for j in range(k):
-        best = -1
-        for i in range(n):
-            if not picked[i] and (best < 0 or blob_float(data, i) > blob_float(data, best)):
-                best = i
-        picked[best] = 1
         if j > 0:
             sqlite3_str_append(out, ",", 1)
-        sqlite3_str_appendf(out, "[%d,%!.9g]", best, <double>blob_float(data, best))
+        sqlite3_str_appendf(out, "[%lld,", heap[j])
+        append_json_float(out, vals[j])
+        sqlite3_str_append(out, "]", 1)
     sqlite3_str_append(out, "]", 1)
-    free(picked)
-    result_str(ctx, out)
+    free(heap)
+    free(vals)
+    result_str(ctx, "tensor_topk", out)
 
 
 cdef void fn_tensor_json(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
-    """tensor_json(blob): a float32 BLOB as a JSON array (handy in the shell)."""
+    """tensor_json(blob): a float32 BLOB as a JSON array (handy in the shell); NaN is null,
+    infinities 9e999 / -9e999."""
     cdef const float *data
     cdef int n, i
     if float_blob(ctx, "tensor_json", argv[0], &data, &n):
@@ -186,9 +294,9 @@ cdef void fn_tensor_json(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
     for i in range(n):
         if i > 0:
             sqlite3_str_append(out, ",", 1)
-        sqlite3_str_appendf(out, "%!.9g", <double>blob_float(data, i))
+        append_json_float(out, blob_float(data, i))
     sqlite3_str_append(out, "]", 1)
-    result_str(ctx, out)
+    result_str(ctx, "tensor_json", out)
 
 
 cdef void fn_tensor_threads(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:

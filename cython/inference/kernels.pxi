@@ -236,6 +236,7 @@ cdef extern from "<unistd.h>" nogil:
 
 cdef enum:
     CHUNK_BYTES = 64 * 1024 * 1024     # tiles pinned at once by a threaded dense layer
+    PASS_BYTES = 64 * 1024 * 1024      # activations of one pass over the layers (forward)
     MIN_PARALLEL_MACS = 1 << 20        # below this a layer runs on one thread
     LOWRANK_ROWS = 256                 # batch rows per low-rank product (sizes its scratch)
 
@@ -621,6 +622,8 @@ cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *
         for i in range(npinned):
             pool_unpin(pinned[i])
         r0 = r1
+        if rc == SQLITE_OK and r0 < w.grid_r:
+            rc = interrupted(c.plan.src.db, err)
     free(tiles)
     free(res)
     free(pinned)
@@ -760,7 +763,7 @@ cdef int check_id(Layer *L, int64_t id, sqlite3_int64 at, char **err) noexcept n
 cdef int embedding(TileCursor *c, Layer *L, const Input *inp, float *Y, char **err) noexcept nogil:
     cdef Weight *w = &L.weight
     cdef sqlite3_int64 b, j, n, k
-    cdef sqlite3_int64 ids = inp.batch if L.op == OP_EMBEDDING else inp.offsets[inp.batch]
+    cdef sqlite3_int64 ids = inp.batch if L.op == OP_EMBEDDING else inp.offsets[inp.batch] - inp.offsets[0]
     cdef int rc = SQLITE_OK
     cdef float **effective = NULL
     # With at least a tile's rows of ids, building a residual tile whole costs no more
@@ -772,6 +775,10 @@ cdef int embedding(TileCursor *c, Layer *L, const Input *inp, float *Y, char **e
     memset(Y, 0, inp.batch * L.n_out * sizeof(float))
     b = 0
     while rc == SQLITE_OK and b < inp.batch:
+        if b % 4096 == 4095:
+            rc = interrupted(c.plan.src.db, err)
+            if rc != SQLITE_OK:
+                break
         if L.op == OP_EMBEDDING:
             rc = check_id(L, inp.ids[b], b, err)
             if rc == SQLITE_OK:
@@ -827,27 +834,58 @@ cdef void activate(int act, float *Y, sqlite3_int64 B, sqlite3_int64 n) noexcept
 
 
 cdef int forward(Plan *plan, const Input *inp, float *out, char **err) noexcept nogil:
-    """Run every layer; out receives batch x plan.n_out floats."""
+    """Run every layer; out receives batch x plan.n_out floats.
+
+    The rows go through in passes of at most PASS_BYTES of activations (at least one row),
+    so memory follows the answer, not batch x the widest layer; sqlite3_interrupt is
+    checked between layers and passes (and inside long layers)."""
+    cdef sqlite3_int64 B = inp.batch, r0 = 0, rows
+    cdef sqlite3_int64 per_pass = max(<sqlite3_int64>1, PASS_BYTES // (plan.max_width * <sqlite3_int64>sizeof(float) + 1))
+    cdef Input part
     cdef TileCursor c
-    cdef sqlite3_int64 B = inp.batch
     cdef float *bufs[2]
-    cdef const float *cur = inp.x
-    cdef float *nxt
-    cdef int i, which = 0, rc = SQLITE_OK
-    cdef Layer *L
+    cdef int rc = SQLITE_OK
     # BLAS must stay single-threaded under our threads; threadpoolctl and the like reset
     # every OpenBLAS in the process (ours included) when they limit numpy's.
     if scipy_openblas_get_num_threads() != 1:
         scipy_openblas_set_num_threads(1)
+    per_pass = min(per_pass, max(B, <sqlite3_int64>1))
     memset(&c, 0, sizeof(TileCursor))
     c.plan = plan
     c.scratch = <float *>malloc(plan.block_rows * plan.block_cols * sizeof(float))
-    bufs[0] = <float *>malloc(B * plan.max_width * sizeof(float) + 1)
-    bufs[1] = <float *>malloc(B * plan.max_width * sizeof(float) + 1)
+    bufs[0] = <float *>malloc(per_pass * plan.max_width * sizeof(float) + 1)
+    bufs[1] = <float *>malloc(per_pass * plan.max_width * sizeof(float) + 1)
     if c.scratch == NULL or bufs[0] == NULL or bufs[1] == NULL:
         rc = SQLITE_NOMEM
+    while rc == SQLITE_OK and r0 < B:
+        rows = min(per_pass, B - r0)
+        part.batch = rows
+        part.x = inp.x + r0 * plan.n_in if inp.x != NULL else NULL
+        part.ids = inp.ids + r0 if inp.ids != NULL and inp.offsets == NULL else inp.ids
+        part.offsets = inp.offsets + r0 if inp.offsets != NULL else NULL
+        rc = forward_pass(&c, &part, bufs, out + r0 * plan.n_out, err)
+        r0 += rows
+    cursor_release(&c)
+    free(c.scratch)
+    free(bufs[0])
+    free(bufs[1])
+    return rc
+
+
+cdef int forward_pass(TileCursor *c, const Input *inp, float **bufs, float *out,
+                      char **err) noexcept nogil:
+    """Every layer over inp's rows (bufs: two buffers of rows x max_width floats)."""
+    cdef Plan *plan = c.plan
+    cdef sqlite3_int64 B = inp.batch
+    cdef const float *cur = inp.x
+    cdef float *nxt
+    cdef int i, which = 0, rc = SQLITE_OK
+    cdef Layer *L
     i = 0
     while rc == SQLITE_OK and i < plan.nlayers:
+        rc = interrupted(plan.src.db, err)
+        if rc != SQLITE_OK:
+            break
         L = &plan.layers[i]
         if L.op == OP_ACTIVATION:  # never first, so cur is one of our buffers
             activate(L.act, <float *>cur, B, L.n_out)
@@ -856,17 +894,14 @@ cdef int forward(Plan *plan, const Input *inp, float *out, char **err) noexcept 
         nxt = bufs[which]
         which ^= 1
         if L.op == OP_DENSE:
-            rc = dense(&c, L, cur, B, nxt, err)
+            rc = dense(c, L, cur, B, nxt, err)
         else:
-            rc = embedding(&c, L, inp, nxt, err)
+            rc = embedding(c, L, inp, nxt, err)
         if rc == SQLITE_OK:
             activate(L.act, nxt, B, L.n_out)
         cur = nxt
         i += 1
-    cursor_release(&c)
+    cursor_release(c)
     if rc == SQLITE_OK:
         memcpy(out, cur, B * plan.n_out * sizeof(float))
-    free(c.scratch)
-    free(bufs[0])
-    free(bufs[1])
     return rc

@@ -72,9 +72,10 @@ cdef int json_number_end(const char *s) noexcept nogil:
     return i
 
 
-cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_int64 *count,
-                            char **err) noexcept nogil:
-    """Append the numbers of a flat JSON array to b.x (as_ids=0) or b.ids (as_ids=1)."""
+cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_int64 most,
+                            sqlite3_int64 *count, char **err) noexcept nogil:
+    """Append the numbers of a flat JSON array to b.x (as_ids=0) or b.ids (as_ids=1); more
+    than `most` numbers (-1: no limit) is an error found before they are stored."""
     cdef char *end
     cdef double v
     cdef int n
@@ -83,7 +84,8 @@ cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_
     while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
         s += 1
     if s[0] != b'[':
-        err[0] = sqlite3_mprintf("expected a JSON array of numbers, got text starting '%.20s'", s)
+        err[0] = sqlite3_mprintf("expected a JSON array of numbers, got text starting '%.*s'",
+                                 utf8_prefix(s, 20), s)
         return SQLITE_ERROR
     s += 1
     while True:
@@ -92,9 +94,13 @@ cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_
         if s[0] == b']' and count[0] == 0:
             s += 1
             break
+        if most >= 0 and count[0] >= most:
+            err[0] = sqlite3_mprintf("expected %lld numbers, got a JSON array of more", most)
+            return SQLITE_ERROR
         n = json_number_end(s)
         if n == 0:
-            err[0] = sqlite3_mprintf("expected a number in the JSON array at '%.20s'", s)
+            err[0] = sqlite3_mprintf("expected a number in the JSON array at '%.*s'",
+                                     utf8_prefix(s, 20), s)
             return SQLITE_ERROR
         if as_ids:
             # ids are read as integers (a double would round ids above 2**53)
@@ -123,12 +129,14 @@ cdef int parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_
             s += 1
             break
         else:
-            err[0] = sqlite3_mprintf("expected ',' or ']' in the JSON array at '%.20s'", s)
+            err[0] = sqlite3_mprintf("expected ',' or ']' in the JSON array at '%.*s'",
+                                     utf8_prefix(s, 20), s)
             return SQLITE_ERROR
     while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
         s += 1
     if s[0] != 0:
-        err[0] = sqlite3_mprintf("unexpected text after the JSON array: '%.20s'", s)
+        err[0] = sqlite3_mprintf("unexpected text after the JSON array: '%.*s'",
+                                 utf8_prefix(s, 20), s)
         return SQLITE_ERROR
     return SQLITE_OK
 
@@ -146,7 +154,7 @@ cdef int append_ids(sqlite3_value *v, InputBuilder *b, sqlite3_int64 *count, cha
         return SQLITE_OK
     if t == SQLITE_TEXT:
         return with_expectation(parse_json_numbers(<const char *>sqlite3_value_text(v), b, 1,
-                                                   count, err),
+                                                   -1, count, err),
                                 "ids as a JSON array of integers", err)
     if t == SQLITE_BLOB:
         n = sqlite3_value_bytes(v)
@@ -195,7 +203,8 @@ cdef int builder_add(InputBuilder *b, const Plan *plan, sqlite3_value *v, int on
             memcpy(b.x + b.nx, sqlite3_value_blob(v), n)
             b.nx += plan.n_in
         elif t == SQLITE_TEXT:
-            rc = parse_json_numbers(<const char *>sqlite3_value_text(v), b, 0, &count, err)
+            rc = parse_json_numbers(<const char *>sqlite3_value_text(v), b, 0, plan.n_in, &count,
+                                    err)
             if rc != SQLITE_OK:
                 msg = sqlite3_mprintf("%lld features as a JSON array of numbers", plan.n_in)
                 rc = with_expectation(rc, msg, err)

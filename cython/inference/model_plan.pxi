@@ -5,6 +5,14 @@
 # same query. Each weight's tiles are then listed as (page, slot) in grid order, so the
 # kernels walk a weight tile by tile straight out of pinned pages; and so are its
 # residuals (kind, param, page, slot per tile), when the store has any.
+#
+# Every number read from the store is untrusted (a file may be edited): shapes are checked
+# for range and overflow against the tensor's byte count and dtype, a weight's tile list
+# is counted before anything is allocated for it, the layer count is bounded, and a layer
+# naming a tensor the model lacks is SQLITE_CORRUPT naming layer and tensor.
+
+cdef enum:
+    ST_MAX_LAYERS = 100000         # more is a damaged layer list, not a model
 
 cdef enum:
     OP_DENSE = 0
@@ -70,6 +78,8 @@ ctypedef struct Plan:
     PageSource src                # where the pages come from
     int has_residuals             # the store has a <store>_residuals table
     char *store                   # the store's name (sqlite3_mprintf)
+    char *schema                  # the database holding it (sqlite3_mprintf)
+    char *store_arg               # the store argument it was loaded for (statement_plan)
 
 
 cdef int dtype_code(const char *name) noexcept nogil:
@@ -138,56 +148,107 @@ cdef void plan_free(Plan *plan) noexcept nogil:
         free(plan.layers)
     source_close(&plan.src)
     sqlite3_free(plan.store)
+    sqlite3_free(plan.schema)
+    sqlite3_free(plan.store_arg)
     memset(plan, 0, sizeof(Plan))
 
 
-cdef int weight_from_row(sqlite3_stmt *stmt, int col, Weight *w, const char *model,
-                         int layer, char **err) noexcept nogil:
-    """Fill id, shape and dtype of w from columns col..col+3 (id, rows, cols, dtype)."""
+cdef int weight_from_row(sqlite3_stmt *stmt, int col, Weight *w, const char *store,
+                         const char *model, int layer, const char *role, char **err) noexcept nogil:
+    """Fill id, shape and dtype of w from columns col..col+5 (the name the layer gives, id,
+    rows, cols, dtype, nbytes of the tensor it names). A name without a tensor, or a shape
+    that does not fit the tensor's bytes and dtype, is corruption."""
     memset(w, 0, sizeof(Weight))
+    cdef const char *name = <const char *>sqlite3_column_text(stmt, col)
     if sqlite3_column_type(stmt, col) == SQLITE_NULL:
-        return SQLITE_OK
-    w.tensor_id = sqlite3_column_int64(stmt, col)
-    w.rows = sqlite3_column_int64(stmt, col + 1)
-    w.cols = sqlite3_column_int64(stmt, col + 2)
-    cdef const char *dt = <const char *>sqlite3_column_text(stmt, col + 3)
+        return SQLITE_OK   # the layer names none (a dense layer without bias)
+    if sqlite3_column_type(stmt, col + 1) == SQLITE_NULL:
+        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: layer %d of model '%s' names "
+                                 "%s tensor '%s', which the model does not have", store, layer,
+                                 model, role, text_or(name, ""))
+        return SQLITE_CORRUPT
+    w.tensor_id = sqlite3_column_int64(stmt, col + 1)
+    w.rows = sqlite3_column_int64(stmt, col + 2)
+    w.cols = sqlite3_column_int64(stmt, col + 3)
+    cdef const char *dt = <const char *>sqlite3_column_text(stmt, col + 4)
+    cdef sqlite3_int64 nbytes = sqlite3_column_int64(stmt, col + 5)
     w.dtype = dtype_code(text_or(dt, ""))
     if w.dtype < 0:
         err[0] = sqlite3_mprintf("layer %d of model '%s' uses a %s tensor; inference computes with "
                                  "float32, float16, bfloat16 or float64 weights", layer, model, dt)
         return SQLITE_ERROR
     w.itemsize = 4 if w.dtype == DT_F32 else (8 if w.dtype == DT_F64 else 2)
+    # rows > limit / cols first: the product could overflow
+    if w.rows <= 0 or w.cols <= 0 or w.rows > (<sqlite3_int64>0x7fffffffffffffff // w.itemsize) // w.cols \
+            or w.rows * w.cols * w.itemsize != nbytes:
+        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor '%s' (id %lld) in "
+                                 "%s_tensors has rows %lld, cols %lld, nbytes %lld, which do not "
+                                 "make a %s tensor", store, name, w.tensor_id, store, w.rows,
+                                 w.cols, nbytes, dt)
+        return SQLITE_CORRUPT
     return SQLITE_OK
 
 
 cdef int load_tiles(sqlite3 *db, const char *schema, const char *store, Plan *plan,
                     Weight *w, char **err) noexcept nogil:
-    """List w's tiles as (page, slot) in grid order."""
+    """List w's tiles as (page, slot) in grid order. The map rows are counted before the
+    lists are allocated, so a shape edited to be huge costs nothing."""
     cdef sqlite3_stmt *stmt = NULL
-    cdef sqlite3_int64 n, bi, bj, seen = 0
+    cdef sqlite3_int64 n, bi, bj, slot, mapped = -1, seen = 0
+    cdef int rc
+    # no overflow: rows * cols fits (weight_from_row) and a tile holds at least one element
     w.grid_r = (w.rows + plan.block_rows - 1) // plan.block_rows
     w.grid_c = (w.cols + plan.block_cols - 1) // plan.block_cols
     n = w.grid_r * w.grid_c
+    rc = prepare_store_sql(db, "SELECT count(*) FROM {map} WHERE tensor_id = ?1", schema, store,
+                          &stmt)
+    if rc == SQLITE_OK:
+        sqlite3_bind_int64(stmt, 1, w.tensor_id)
+        rc = sqlite3_step(stmt)
+        if rc == SQLITE_ROW:
+            mapped = sqlite3_column_int64(stmt, 0)
+            rc = SQLITE_OK
+    sqlite3_finalize(stmt)
+    stmt = NULL
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        return rc
+    if mapped != n:
+        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld of %s_tensors "
+                                 "(%lld x %lld) has %lld tiles but %s_map lists %lld", store,
+                                 w.tensor_id, store, w.rows, w.cols, n, store, mapped)
+        return SQLITE_CORRUPT
     w.page_ids = <sqlite3_int64 *>calloc(n, sizeof(sqlite3_int64))
     w.slots = <int *>calloc(n, sizeof(int))
     if w.page_ids == NULL or w.slots == NULL:
         return SQLITE_NOMEM
-    cdef int rc = prepare_store_sql(
+    rc = prepare_store_sql(
         db, "SELECT m.block_row, m.block_col, b.page_id, b.slot FROM {map} m"
             " JOIN {blocks} b ON b.id = m.block_id WHERE m.tensor_id = ?1", schema, store, &stmt)
     if rc != SQLITE_OK:
         err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
         return rc
     sqlite3_bind_int64(stmt, 1, w.tensor_id)
-    while sqlite3_step(stmt) == SQLITE_ROW:
+    while True:
+        rc = sqlite3_step(stmt)
+        if rc != SQLITE_ROW:
+            break
         bi = sqlite3_column_int64(stmt, 0)
         bj = sqlite3_column_int64(stmt, 1)
-        if bi < 0 or bj < 0 or bi >= w.grid_r or bj >= w.grid_c:
-            break
+        slot = sqlite3_column_int64(stmt, 3)
+        if bi < 0 or bj < 0 or bi >= w.grid_r or bj >= w.grid_c or slot < 0 or slot > 0x7fffffff:
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: %s_map row of tensor %lld "
+                                     "names tile (%lld, %lld) of a %lld x %lld grid, slot %lld",
+                                     store, store, w.tensor_id, bi, bj, w.grid_r, w.grid_c, slot)
+            sqlite3_finalize(stmt)
+            return SQLITE_CORRUPT
         w.page_ids[bi * w.grid_c + bj] = sqlite3_column_int64(stmt, 2)
-        w.slots[bi * w.grid_c + bj] = <int>sqlite3_column_int64(stmt, 3)
+        w.slots[bi * w.grid_c + bj] = <int>slot
         seen += 1
     sqlite3_finalize(stmt)
+    if rc != SQLITE_DONE:   # an I/O error, a busy database or an interrupt: not corruption
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        return rc
     if seen != n:
         err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld maps %lld of its "
                                  "%lld blocks", store, w.tensor_id, seen, n)
@@ -279,18 +340,26 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
                    Plan *plan, char **err) noexcept nogil:
     """Read the model's layers and weights' tiles; plan_free() it afterwards, always."""
     cdef sqlite3_stmt *stmt = NULL
-    cdef int rc, i, n = 0
+    cdef int rc, i, step, n = 0
     cdef Layer *L
-    cdef sqlite3_int64 width = -1
+    cdef sqlite3_int64 width = -1, nlayers = 0
     cdef const char *op_name
     cdef const char *mode
     memset(plan, 0, sizeof(Plan))
     plan.store = sqlite3_mprintf("%s", store)
-    if plan.store == NULL:
+    plan.schema = sqlite3_mprintf("%s", schema)
+    if plan.store == NULL or plan.schema == NULL:
         return SQLITE_NOMEM
+    store = plan.store     # the plan's own copies: the page source keeps these pointers
+    schema = plan.schema
     rc = read_store_config(db, schema, store, &plan.block_rows, &plan.block_cols, err)
     if rc != SQLITE_OK:
         return rc
+    if plan.block_rows * plan.block_cols * 8 > ST_MAX_PAGE_BYTES:   # each is at most 65536
+        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: blocks of %lld x %lld in "
+                                 "%s_config are over the largest a store can have", store,
+                                 plan.block_rows, plan.block_cols, store)
+        return SQLITE_CORRUPT
     rc = source_init(&plan.src, db, schema, store, err)
     if rc != SQLITE_OK:
         return rc
@@ -306,7 +375,12 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
     sqlite3_bind_text(stmt, 1, model, -1, SQLITE_STATIC)
     rc = sqlite3_step(stmt)
     if rc == SQLITE_ROW:
-        n = -1 if sqlite3_column_int64(stmt, 0) else <int>sqlite3_column_int64(stmt, 1)
+        nlayers = sqlite3_column_int64(stmt, 1)
+        n = -1 if sqlite3_column_int64(stmt, 0) else <int>min(nlayers, <sqlite3_int64>ST_MAX_LAYERS + 1)
+    elif rc != SQLITE_DONE and rc != SQLITE_ERROR:   # busy, I/O, interrupted...: not damage
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        sqlite3_finalize(stmt)
+        return rc
     elif rc != SQLITE_DONE:  # json_array_length failed: the stored layers are not JSON
         err[0] = sqlite3_mprintf("the layers of model '%s' cannot be read (%s); set them again "
                                  "with Store.set_layers", model, sqlite3_errmsg(db))
@@ -320,13 +394,19 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
         err[0] = sqlite3_mprintf("model '%s' has no layers; give it some with "
                                  "Store.set_layers('%s', [...])", model, model)
         return SQLITE_ERROR
+    if n > ST_MAX_LAYERS:
+        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: model '%s' lists %lld layers in "
+                                 "%s_models, over the limit of %d", store, model, nlayers, store,
+                                 <int>ST_MAX_LAYERS)
+        return SQLITE_CORRUPT
     plan.layers = <Layer *>calloc(n, sizeof(Layer))
     if plan.layers == NULL:
         return SQLITE_NOMEM
     plan.nlayers = n
     rc = prepare_store_sql(
         db, "SELECT j.value ->> '$.op', j.value ->> '$.activation', j.value ->> '$.transpose',"
-            " j.value ->> '$.mode', w.id, w.rows, w.cols, w.dtype, b.id, b.rows, b.cols, b.dtype"
+            " j.value ->> '$.mode', j.value ->> '$.weight', w.id, w.rows, w.cols, w.dtype, w.nbytes,"
+            " j.value ->> '$.bias', b.id, b.rows, b.cols, b.dtype, b.nbytes"
             " FROM {models} m, json_each(m.layers) j"
             " LEFT JOIN {tensors} w ON w.model_id = m.id AND w.name = j.value ->> '$.weight'"
             " LEFT JOIN {tensors} b ON b.model_id = m.id AND b.name = j.value ->> '$.bias'"
@@ -336,7 +416,13 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
         return rc
     sqlite3_bind_text(stmt, 1, model, -1, SQLITE_STATIC)
     i = 0
-    while rc == SQLITE_OK and i < n and sqlite3_step(stmt) == SQLITE_ROW:
+    while rc == SQLITE_OK and i < n:
+        step = sqlite3_step(stmt)
+        if step != SQLITE_ROW:
+            if step != SQLITE_DONE and step != SQLITE_ERROR:
+                err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+                rc = step
+            break
         L = &plan.layers[i]
         op_name = <const char *>sqlite3_column_text(stmt, 0)
         L.op = op_code(op_name)
@@ -344,15 +430,22 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
         L.transpose = <int>sqlite3_column_int64(stmt, 2)
         mode = <const char *>sqlite3_column_text(stmt, 3)
         L.bag_mean = mode == NULL or strcmp(mode, "sum") != 0
+        if mode != NULL and strcmp(mode, "sum") != 0 and strcmp(mode, "mean") != 0:
+            L.act = -1   # reported below as a layer not understood
         if L.op < 0 or L.act < 0:
-            err[0] = sqlite3_mprintf("layer %d of model '%s' is not understood (op %s); "
-                                     "set the layers again with Store.set_layers", i, model,
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: layer %d of model '%s' is not "
+                                     "understood (op %s); set the layers again with "
+                                     "Store.set_layers", store, i, model,
                                      text_or(op_name, "missing"))
-            rc = SQLITE_ERROR
+            rc = SQLITE_CORRUPT
             break
-        rc = weight_from_row(stmt, 4, &L.weight, model, i, err)
+        rc = weight_from_row(stmt, 4, &L.weight, store, model, i, "weight", err)
         if rc == SQLITE_OK:
-            rc = weight_from_row(stmt, 8, &L.bias, model, i, err)
+            rc = weight_from_row(stmt, 10, &L.bias, store, model, i, "bias", err)
+        if rc == SQLITE_OK and L.bias.tensor_id != 0 and L.op != OP_DENSE:
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: layer %d of model '%s' is "
+                                     "not dense but names a bias", store, i, model)
+            rc = SQLITE_CORRUPT
         if rc != SQLITE_OK:
             break
         rc = plan_layer_shapes(plan, L, i, model, &width, err)
@@ -376,28 +469,33 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
         if rc != SQLITE_OK:
             return rc
     plan.n_out = width
-    return SQLITE_OK
+    # a row of activations must be something SQLite could hold (a tiny file can describe
+    # a layer billions wide, every tile sharing one block)
+    return check_result_bytes(db, "a row of the model's activations", plan.max_width,
+                              sizeof(float), err)
 
 
 cdef int plan_layer_shapes(Plan *plan, Layer *L, int i, const char *model,
                            sqlite3_int64 *width, char **err) noexcept nogil:
     """Check a layer against the width flowing into it (layers.py checked it when stored;
-    this guards against a store edited since)."""
+    a mismatch now means the store was edited since: SQLITE_CORRUPT)."""
     if L.op == OP_ACTIVATION:
         if width[0] < 0:
-            err[0] = sqlite3_mprintf("model '%s': layer %d is an activation with no input", model, i)
-            return SQLITE_ERROR
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: model '%s': layer %d is an "
+                                     "activation with no input", plan.store, model, i)
+            return SQLITE_CORRUPT
         L.n_in = width[0]
         L.n_out = width[0]
         return SQLITE_OK
     if L.weight.tensor_id == 0:
-        err[0] = sqlite3_mprintf("model '%s': the weight of layer %d is not one of its tensors",
-                                 model, i)
-        return SQLITE_ERROR
+        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: layer %d of model '%s' names no "
+                                 "weight", plan.store, i, model)
+        return SQLITE_CORRUPT
     if L.op == OP_EMBEDDING or L.op == OP_EMBEDDING_BAG:
         if i != 0:
-            err[0] = sqlite3_mprintf("model '%s': layer %d is an embedding but not the first", model, i)
-            return SQLITE_ERROR
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: model '%s': layer %d is an "
+                                     "embedding but not the first", plan.store, model, i)
+            return SQLITE_CORRUPT
         plan.input_kind = INPUT_IDS if L.op == OP_EMBEDDING else INPUT_BAGS
         L.n_in = L.weight.rows
         L.n_out = L.weight.cols
@@ -409,13 +507,15 @@ cdef int plan_layer_shapes(Plan *plan, Layer *L, int i, const char *model,
             plan.input_kind = INPUT_FEATURES
             plan.n_in = L.n_in
         elif L.n_in != width[0]:
-            err[0] = sqlite3_mprintf("model '%s': layer %d takes %lld features but gets %lld",
-                                     model, i, L.n_in, width[0])
-            return SQLITE_ERROR
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: model '%s': layer %d takes "
+                                     "%lld features but gets %lld", plan.store, model, i, L.n_in,
+                                     width[0])
+            return SQLITE_CORRUPT
         if L.bias.tensor_id != 0 and L.bias.rows * L.bias.cols != L.n_out:
-            err[0] = sqlite3_mprintf("model '%s': the bias of layer %d has %lld values for %lld "
-                                     "outputs", model, i, L.bias.rows * L.bias.cols, L.n_out)
-            return SQLITE_ERROR
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: model '%s': the bias of layer "
+                                     "%d has %lld values for %lld outputs", plan.store, model, i,
+                                     L.bias.rows * L.bias.cols, L.n_out)
+            return SQLITE_CORRUPT
     width[0] = L.n_out
     if L.n_out > plan.max_width:
         plan.max_width = L.n_out

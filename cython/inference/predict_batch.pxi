@@ -12,6 +12,13 @@
 #
 # xBestIndex: store, model and query must be given (=); idxNum bit 1 says batch_size is
 # given too. argv order: store, model, query[, batch_size].
+#
+# Safety (docs/security.md): the table is SQLITE_VTAB_DIRECTONLY, so no view or trigger
+# (which a database file could bring along) can run a query through it; the query must
+# be exactly one statement that sqlite3_stmt_readonly says writes nothing
+# (prepare_user_query); queries may nest inside each other's up to ST_MAX_BATCH_DEPTH
+# (8) deep on a thread, deeper is an error, not a stack overflow. A batch's output
+# buffer stays under BATCH_OUT_BYTES (fewer rows per batch for a wide model).
 
 cdef enum:
     BATCH_COL_ID = 0
@@ -20,6 +27,7 @@ cdef enum:
     BATCH_COL_BATCH_SIZE = 5
     BATCH_DEFAULT_ROWS = 256
     BATCH_MAX_ROWS = 65536
+    BATCH_OUT_BYTES = 64 * 1024 * 1024
 
 ctypedef struct BatchCursor:
     sqlite3_vtab_cursor base      # must be first
@@ -44,6 +52,9 @@ cdef int batch_connect(sqlite3 *db, void *aux, int argc, const char *const *argv
             " batch_size HIDDEN)")
     if rc != SQLITE_OK:
         return rc
+    # Never from a view or trigger: its query would run as a top-level statement, out of
+    # the reach of the restrictions SQLite puts on schema-defined SQL.
+    sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY)
     # A ReportVtab without a report: all this table needs is its connection.
     cdef ReportVtab *v = <ReportVtab *>sqlite3_malloc64(sizeof(ReportVtab))
     if v == NULL:
@@ -137,12 +148,15 @@ cdef int batch_error(sqlite3_vtab_cursor *cur, char *err, int rc) noexcept nogil
 
 cdef int batch_fill(BatchCursor *c) noexcept nogil:
     """Read up to batch_size rows of the query and run the model on them."""
+    global st_batch_depth
     cdef char *err = NULL
     cdef int rc
     batch_clear_rows(c)
     builder_reset(&c.input)
     while not c.query_done and c.rows < c.batch_size:
+        st_batch_depth += 1   # the query may hold a tensor_predict_batch of its own
         rc = sqlite3_step(c.query)
+        st_batch_depth -= 1
         if rc == SQLITE_DONE:
             c.query_done = 1
             break
@@ -167,7 +181,8 @@ cdef int batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str
     cdef BatchCursor *c = <BatchCursor *>cur
     cdef char *err = NULL
     cdef sqlite3 *db
-    cdef const char *tail = NULL
+    cdef char *schema = NULL
+    cdef char *store = NULL
     cdef int rc, i
     batch_reset(c)
     c.rowid = 0
@@ -185,6 +200,10 @@ cdef int batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str
                 "tensor_predict_batch: argument %d must be text, got %s", i + 1,
                 value_type_name(sqlite3_value_type(argv[i]))))
             return SQLITE_ERROR
+        if <int>strlen(<const char *>sqlite3_value_text(argv[i])) != sqlite3_value_bytes(argv[i]):
+            set_vtab_error(cur.pVtab, sqlite3_mprintf(
+                "tensor_predict_batch: argument %d contains a NUL character", i + 1))
+            return SQLITE_ERROR
     c.batch_size = BATCH_DEFAULT_ROWS
     if idx_num & 1:
         if sqlite3_value_type(argv[3]) != SQLITE_INTEGER or sqlite3_value_int64(argv[3]) < 1 \
@@ -194,23 +213,33 @@ cdef int batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str
             return SQLITE_ERROR
         c.batch_size = sqlite3_value_int64(argv[3])
     db = (<ReportVtab *>cur.pVtab).db
-    rc = plan_load(db, "main", <const char *>sqlite3_value_text(argv[0]),
-                   <const char *>sqlite3_value_text(argv[1]), &c.plan, &err)
+    if st_batch_depth >= ST_MAX_BATCH_DEPTH:
+        return batch_error(cur, sqlite3_mprintf(
+            "queries nest %d deep, over the limit of %d (does the query, or a view it reads, "
+            "feed tensor_predict_batch from itself?)", st_batch_depth + 1,
+            <int>ST_MAX_BATCH_DEPTH), SQLITE_ERROR)
+    rc = split_store_name(db, <const char *>sqlite3_value_text(argv[0]), &schema, &store, &err)
+    if rc == SQLITE_OK:
+        rc = plan_load(db, schema, store, <const char *>sqlite3_value_text(argv[1]), &c.plan, &err)
+    sqlite3_free(schema)
+    sqlite3_free(store)
     c.have_plan = 1
     if rc != SQLITE_OK:
         return batch_error(cur, err, rc)
-    rc = sqlite3_prepare_v2(db, <const char *>sqlite3_value_text(argv[2]), -1, &c.query, &tail)
+    rc = prepare_user_query(db, "tensor_predict_batch", <const char *>sqlite3_value_text(argv[2]),
+                            &c.query, &err)
     if rc != SQLITE_OK:
-        return batch_error(cur, sqlite3_mprintf("the query failed: %s", sqlite3_errmsg(db)), rc)
-    while tail[0] == b' ' or tail[0] == b';' or tail[0] == b'\n' or tail[0] == b'\t' or tail[0] == b'\r':
-        tail += 1
-    if c.query == NULL or tail[0] != 0:
-        return batch_error(cur, sqlite3_mprintf("the query must be one SELECT statement; "
-                                                "extra text: '%.30s'", tail), SQLITE_ERROR)
+        return batch_error(cur, err, rc)
     if sqlite3_column_count(c.query) < 2:
         return batch_error(cur, sqlite3_mprintf("the query must return two columns (id, input), "
                                                 "it returns %d", sqlite3_column_count(c.query)),
                            SQLITE_ERROR)
+    rc = check_result_bytes(db, "an output row", c.plan.n_out, sizeof(float), &err)
+    if rc != SQLITE_OK:
+        return batch_error(cur, err, rc)
+    # a wide model takes fewer rows per batch: the buffer stays under BATCH_OUT_BYTES
+    if c.batch_size > BATCH_OUT_BYTES // (c.plan.n_out * <sqlite3_int64>sizeof(float)):
+        c.batch_size = max(1, BATCH_OUT_BYTES // (c.plan.n_out * <sqlite3_int64>sizeof(float)))
     c.ids = <sqlite3_value **>calloc(c.batch_size, sizeof(sqlite3_value *))
     c.out = <float *>malloc(c.batch_size * c.plan.n_out * sizeof(float))
     if c.ids == NULL or c.out == NULL:

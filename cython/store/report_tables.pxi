@@ -4,6 +4,10 @@
 #   SELECT * FROM tensor_models('tensors');   -- per model: logical vs physical bytes
 #   SELECT * FROM tensor_pages('tensors');    -- per page: blocks, and who shares them
 #
+# A store argument 'db.name' names a store in attached database db (split_store_name).
+# The tables only read, so they are SQLITE_VTAB_INNOCUOUS: usable from views and triggers
+# even with trusted_schema off.
+#
 # Each is one row of ST_REPORTS below: its name, its declared columns (the last one, store,
 # is the HIDDEN argument), and the SQL that answers it. xBestIndex insists on store = ?:
 # with the argument missing the query fails with a message saying how to call it.
@@ -97,6 +101,8 @@ ctypedef struct ReportVtab:
 ctypedef struct ReportCursor:
     QueryCursor q             # must be first
     char *store               # the store argument of the current scan
+    char *schema              # the database and store it names (split_store_name)
+    char *name
 
 
 cdef int report_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
@@ -152,6 +158,8 @@ cdef int report_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept nog
 
 cdef int report_close(sqlite3_vtab_cursor *cur) noexcept nogil:
     sqlite3_free((<ReportCursor *>cur).store)
+    sqlite3_free((<ReportCursor *>cur).schema)
+    sqlite3_free((<ReportCursor *>cur).name)
     return qc_close(cur)
 
 
@@ -167,14 +175,26 @@ cdef int report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_st
             "%s: needs a store name, as in SELECT * FROM %s('tensors')", v.spec.name, v.spec.name))
         return SQLITE_ERROR
     store = <const char *>sqlite3_value_text(argv[0])
+    if <int>strlen(store) != sqlite3_value_bytes(argv[0]):
+        # read as a C string, 'tensors' || char(0) || 'x' would silently name 'tensors'
+        set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: the store name contains a NUL character",
+                                                  v.spec.name))
+        return SQLITE_ERROR
     sqlite3_free(c.store)
+    sqlite3_free(c.schema)
+    sqlite3_free(c.name)
+    c.schema = NULL
+    c.name = NULL
     c.store = sqlite3_mprintf("%s", store)
     if c.store == NULL:
         return SQLITE_NOMEM
     cdef int has = 0
     cdef char *err = NULL
     cdef char *sql
-    rc = store_has_residuals(v.db, "main", c.store, &has, &err)
+    rc = split_store_name(v.db, c.store, &c.schema, &c.name, &err)
+    if rc != SQLITE_OK:
+        return rc
+    rc = store_has_residuals(v.db, c.schema, c.name, &has, &err)
     if rc != SQLITE_OK:
         set_vtab_error(cur.pVtab, err)
         return rc
@@ -184,7 +204,7 @@ cdef int report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_st
     sql = sqlite3_mprintf(v.spec.sql, residuals)
     if sql == NULL:
         return SQLITE_NOMEM
-    rc = prepare_store_sql(v.db, sql, "main", c.store, &stmt)
+    rc = prepare_store_sql(v.db, sql, c.schema, c.name, &stmt)
     sqlite3_free(sql)
     if rc != SQLITE_OK:
         set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: no tensor store named '%s' (%s)",

@@ -2,6 +2,7 @@
 #
 #   SELECT tensor_version();                                  -- '0.1.0'
 #   SELECT tensor_blob('tensors', 'base', 'fc1.weight');      -- the tensor's raw bytes
+#   SELECT tensor_blob('aux.tensors', 'base', 'fc1.weight');  -- a store in attached db aux
 #
 # They are registered from the one table in engine.pyx (register_functions); tests
 # compare the registered names with the documented list.
@@ -59,8 +60,19 @@ cdef void fn_tensor_blob(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
     if text_args(ctx, "tensor_blob", 3, argv, names, args):
         return
     cdef sqlite3 *db = sqlite3_context_db_handle(ctx)
-    cdef int rc = lookup_tensor(db, "main", args[0], args[1], args[2], &info, &err)
+    cdef char *schema = NULL
+    cdef char *store = NULL
+    cdef int rc = split_store_name(db, args[0], &schema, &store, &err)
+    if rc == SQLITE_OK:
+        rc = lookup_tensor(db, schema, store, args[1], args[2], &info, &err)
+    if rc == SQLITE_OK:
+        rc = check_result_bytes(db, "the tensor", info.nbytes, 1, &err)
     if rc != SQLITE_OK:
+        sqlite3_free(schema)
+        sqlite3_free(store)
+        if rc == SQLITE_NOMEM and err == NULL:
+            sqlite3_result_error_nomem(ctx)
+            return
         msg = sqlite3_mprintf("tensor_blob: %s", err)
         sqlite3_result_error(ctx, msg, -1)
         if rc != SQLITE_ERROR:  # CORRUPT as a damaged page's; BUSY, IOERR, NOMEM their own
@@ -68,7 +80,9 @@ cdef void fn_tensor_blob(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
         sqlite3_free(msg)
         sqlite3_free(err)
         return
-    result_tensor_blob(ctx, db, "main", args[0], &info)
+    result_tensor_blob(ctx, db, schema, store, &info)
+    sqlite3_free(schema)
+    sqlite3_free(store)
 
 
 cdef void fn_tensor_version(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:

@@ -24,8 +24,10 @@ cdef inline const char *text_or(const char *text, const char *fallback) noexcept
 
 cdef char *expand_sql(sqlite3 *db, const char *tmpl, const char *schema,
                       const char *store) noexcept nogil:
-    """Return tmpl with every {part} / {.part} expanded, from sqlite3_malloc; NULL on OOM."""
-    cdef sqlite3_str *out = sqlite3_str_new(db)
+    """Return tmpl with every {part} / {.part} expanded, from sqlite3_malloc; NULL on OOM.
+    (Not bounded by the connection's length limit, which is for values: our own SQL must
+    run under any limit a caller sets.)"""
+    cdef sqlite3_str *out = sqlite3_str_new(NULL)
     cdef const char *p = tmpl
     cdef const char *start
     cdef const char *name
@@ -104,3 +106,173 @@ cdef int store_has_residuals(sqlite3 *db, const char *schema, const char *store,
         err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
     sqlite3_finalize(stmt)
     return rc
+
+
+# -- Guards every SQL entry point shares ---------------------------------------------------
+#
+# User-given SQL (tensor_predict_batch's query) is run only as exactly one read-only
+# statement, and nesting through it is bounded; results and the buffers behind them stay
+# within SQLite's length limit; long loops poll sqlite3_interrupt.
+
+cdef extern from *:
+    """
+    /* sqlite3_is_interrupted came with SQLite 3.41, after the last member of the
+    ** routines table our 3.40 header knows (value_encoding); a host at least that new
+    ** has it right there. */
+    typedef struct { sqlite3_api_routines known; int (*is_interrupted)(sqlite3 *); } st_api_341;
+    /* Nesting depth of tensor_predict_batch queries on this thread: the nested query runs
+    ** on the same thread's stack, so a thread-local count is exact. */
+    static __thread int st_batch_depth = 0;
+    static int st_interrupted(sqlite3 *db) {
+        sqlite3_stmt *probe = 0;
+        int rc;
+        if (sqlite3_libversion_number() >= 3041000)
+            return ((const st_api_341 *)sqlite3_api)->is_interrupted(db);
+        /* Older SQLite has no way to ask; a statement prepared or started while the flag is
+        ** set (we run inside an active statement, so SQLite keeps the flag) fails with
+        ** SQLITE_INTERRUPT (the parser checks it too). */
+        rc = sqlite3_prepare_v2(db, "SELECT 1", -1, &probe, 0);
+        if (rc != SQLITE_OK) return rc == SQLITE_INTERRUPT;
+        rc = sqlite3_step(probe);
+        sqlite3_finalize(probe);
+        return rc == SQLITE_INTERRUPT;
+    }
+    """
+    int st_batch_depth
+    int st_interrupted(sqlite3 *db) nogil
+
+cdef enum:
+    ST_MAX_BATCH_DEPTH = 8         # tensor_predict_batch queries nested inside each other
+    ST_INTERRUPT_EVERY = 65536     # elements between two interrupt checks in long loops
+
+
+cdef int interrupted(sqlite3 *db, char **err) noexcept nogil:
+    """SQLITE_INTERRUPT (err set) when sqlite3_interrupt was called on db; else SQLITE_OK."""
+    if db != NULL and st_interrupted(db):
+        err[0] = sqlite3_mprintf("interrupted")
+        return SQLITE_INTERRUPT
+    return SQLITE_OK
+
+
+cdef sqlite3_int64 length_limit(sqlite3 *db) noexcept nogil:
+    """SQLite's limit on a string or BLOB on this connection (SQLITE_LIMIT_LENGTH)."""
+    return sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1)
+
+
+cdef int check_result_bytes(sqlite3 *db, const char *what, sqlite3_int64 count,
+                            sqlite3_int64 item, char **err) noexcept nogil:
+    """count items of item bytes must fit SQLite's length limit (overflow included):
+    SQLITE_TOOBIG naming value and limit otherwise. Checked before allocating."""
+    cdef sqlite3_int64 limit = length_limit(db)
+    if count < 0 or item <= 0 or count > limit // item:
+        err[0] = sqlite3_mprintf("%s would be %lld x %lld bytes, over SQLite's length limit of "
+                                 "%lld bytes", what, count, item, limit)
+        return SQLITE_TOOBIG
+    return SQLITE_OK
+
+
+cdef int utf8_prefix(const char *s, int most) noexcept nogil:
+    """Bytes of s to quote in a message: at most `most`, never ending inside a UTF-8
+    character (a cut one would make the whole message invalid text)."""
+    cdef int n = 0
+    while n < most and s[n] != 0:
+        n += 1
+    if s[n] != 0:   # cut: step back over continuation bytes to a character's start
+        while n > 0 and (<unsigned char>s[n] & 0xC0) == 0x80:
+            n -= 1
+    return n
+
+
+cdef const char *skip_sql_space(const char *p) noexcept nogil:
+    """Past whitespace, ';' and comments (-- to end of line, /* */; an unclosed /* runs to
+    the end, as in SQLite's tokenizer)."""
+    while True:
+        if p[0] == b' ' or p[0] == b'\t' or p[0] == b'\n' or p[0] == b'\r' or p[0] == b'\f' \
+                or p[0] == b';':
+            p += 1
+        elif p[0] == b'-' and p[1] == b'-':
+            while p[0] != 0 and p[0] != b'\n':
+                p += 1
+        elif p[0] == b'/' and p[1] == b'*':
+            p += 2
+            while p[0] != 0 and not (p[0] == b'*' and p[1] == b'/'):
+                p += 1
+            if p[0] != 0:
+                p += 2
+        else:
+            return p
+
+
+cdef int prepare_user_query(sqlite3 *db, const char *fname, const char *sql,
+                            sqlite3_stmt **stmt, char **err) noexcept nogil:
+    """Prepare SQL a caller gave us: exactly one statement (only whitespace, ';' and
+    comments may follow) that sqlite3_stmt_readonly says writes nothing."""
+    cdef const char *tail = NULL
+    cdef const char *rest
+    stmt[0] = NULL
+    cdef int rc = sqlite3_prepare_v2(db, sql, -1, stmt, &tail)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("the query failed: %s", sqlite3_errmsg(db))
+        return rc
+    if stmt[0] == NULL:
+        err[0] = sqlite3_mprintf("the query is empty; give one SELECT statement")
+        return SQLITE_ERROR
+    rest = skip_sql_space(tail)
+    if rest[0] != 0:
+        err[0] = sqlite3_mprintf("the query must be exactly one statement; extra text after "
+                                 "it: '%.*s'", utf8_prefix(rest, 40), rest)
+        rc = SQLITE_ERROR
+    elif not sqlite3_stmt_readonly(stmt[0]):
+        err[0] = sqlite3_mprintf("the query must only read (a SELECT); this one writes: '%.*s'",
+                                 utf8_prefix(sql, 60), sql)
+        rc = SQLITE_ERROR
+    if rc != SQLITE_OK:
+        sqlite3_finalize(stmt[0])
+        stmt[0] = NULL
+    return rc
+
+
+cdef int split_store_name(sqlite3 *db, const char *arg, char **schema, char **store,
+                          char **err) noexcept nogil:
+    """The database and the store a function's store argument names: 'name' is a store
+    in main; 'db.name' the store 'name' in attached database db, unless main has a store
+    whose own name is 'db.name' or no database db is attached (then the whole text names
+    a store in main, and a missing one is reported under that name). schema and store
+    are from sqlite3_mprintf."""
+    cdef const char *dot = arg
+    cdef sqlite3_stmt *stmt = NULL
+    cdef int split = 0
+    cdef char *sql
+    schema[0] = NULL
+    store[0] = NULL
+    while dot[0] != 0 and dot[0] != b'.':
+        dot += 1
+    if dot[0] == b'.' and dot != arg and dot[1] != 0:
+        schema[0] = sqlite3_mprintf("%.*s", <int>(dot - arg), arg)
+        sql = sqlite3_mprintf("SELECT 1 FROM main.sqlite_master WHERE type = 'table'"
+                              " AND name = '%q_config'", arg)
+        if schema[0] == NULL or sql == NULL:
+            sqlite3_free(schema[0])
+            sqlite3_free(sql)
+            schema[0] = NULL
+            return SQLITE_NOMEM
+        split = sqlite3_db_filename(db, schema[0]) != NULL
+        if split and sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK:
+            split = sqlite3_step(stmt) != SQLITE_ROW
+        sqlite3_finalize(stmt)
+        sqlite3_free(sql)
+        if not split:
+            sqlite3_free(schema[0])
+            schema[0] = NULL
+    if split:
+        store[0] = sqlite3_mprintf("%s", dot + 1)
+    else:
+        schema[0] = sqlite3_mprintf("main")
+        store[0] = sqlite3_mprintf("%s", arg)
+    if schema[0] == NULL or store[0] == NULL:
+        sqlite3_free(schema[0])
+        sqlite3_free(store[0])
+        schema[0] = NULL
+        store[0] = NULL
+        return SQLITE_NOMEM
+    return SQLITE_OK

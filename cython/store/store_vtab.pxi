@@ -20,6 +20,12 @@
 # <store>_residuals and <store>_dedup came later: stores created before them lack
 # both, and every reader treats a missing residuals table as "no residuals"
 # (store_has_residuals in sql_text.pxi).
+#
+# ALTER TABLE <store> RENAME TO <new> renames every shadow table and index with it
+# (xRename). The table only reads, so it is SQLITE_VTAB_INNOCUOUS: views over a store
+# work with trusted_schema off too. A store may live in an attached database
+# (CREATE VIRTUAL TABLE aux.t USING tensor_store); functions and report tables name it
+# 'aux.t' (split_store_name in sql_text.pxi).
 
 cdef extern from *:
     """
@@ -217,6 +223,7 @@ cdef int store_connect(sqlite3 *db, void *aux, int argc, const char *const *argv
     v.name = sqlite3_mprintf("%s", argv[2])
     v.block_rows = block_rows
     v.block_cols = block_cols
+    sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS)   # read-only: no side effects
     out[0] = &v.base
     if v.schema == NULL or v.name == NULL:
         store_disconnect(&v.base)
@@ -325,9 +332,11 @@ cdef int store_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noe
     info.block_rows = v.block_rows
     info.block_cols = v.block_cols
     cdef int rc = read_tensor_shape(v.db, v.schema, v.name, &info, &err)
+    if rc == SQLITE_OK:
+        rc = check_result_bytes(v.db, "the tensor", info.nbytes, 1, &err)
     if rc != SQLITE_OK:
         sqlite3_result_error(ctx, err, -1)
-        if rc == SQLITE_CORRUPT:  # same error class as a damaged page
+        if rc != SQLITE_ERROR:  # CORRUPT: same error class as a damaged page
             sqlite3_result_error_code(ctx, rc)
         sqlite3_free(err)
         return SQLITE_OK
@@ -380,6 +389,7 @@ cdef void init_store_module() noexcept nogil:
     store_module.xColumn = store_column
     store_module.xRowid = store_rowid
     store_module.xShadowName = store_shadow_name
+    store_module.xRename = store_rename
 
 
 cdef int store_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid) noexcept nogil:
@@ -634,3 +644,51 @@ cdef int st_upgrade(sqlite3 *db, const char *schema, const char *store, sqlite3_
         return sqlite3_exec(db, "RELEASE tensor_store_upgrade", NULL, NULL, err)
     sqlite3_exec(db, "ROLLBACK TO tensor_store_upgrade; RELEASE tensor_store_upgrade", NULL, NULL, NULL)
     return rc
+
+
+cdef int store_rename(sqlite3_vtab *vtab, const char *new_name) noexcept nogil:
+    """ALTER TABLE <store> RENAME TO <new_name>: rename every shadow table with it (a store
+    made before residuals lacks some). Runs inside the ALTER's transaction: if anything
+    fails, the whole ALTER is undone.
+
+    The indexes keep their names ("<old>_blocks_by_hash", ...): SQLite cannot rename an
+    index, and inside a running statement it cannot drop one either (SQLITE_LOCKED), so
+    they cannot be rebuilt here. They serve the renamed tables all the same and go with
+    them on DROP; while they exist, a new store cannot take the old name (SQLite says
+    which index is in the way)."""
+    cdef StoreVtab *v = <StoreVtab *>vtab
+    cdef sqlite3_str *todo = sqlite3_str_new(NULL)
+    cdef sqlite3_stmt *stmt = NULL
+    cdef char *sql
+    cdef char *err = NULL
+    cdef char *copy
+    cdef const char *name
+    cdef int rc = SQLITE_OK
+    cdef int old_len = <int>strlen(v.name)
+    sql = sqlite3_mprintf("SELECT substr(name, %d) FROM \"%w\".sqlite_master WHERE type = 'table'"
+                          " AND substr(name, 1, %d) = '%q_' COLLATE NOCASE", old_len + 2, v.schema,
+                          old_len + 1, v.name)
+    rc = SQLITE_NOMEM if sql == NULL else sqlite3_prepare_v2(v.db, sql, -1, &stmt, NULL)
+    sqlite3_free(sql)
+    while rc == SQLITE_OK and sqlite3_step(stmt) == SQLITE_ROW:
+        name = <const char *>sqlite3_column_text(stmt, 0)
+        if name != NULL and is_shadow_part(name):
+            sqlite3_str_appendf(todo, "ALTER TABLE \"%w\".\"%w_%w\" RENAME TO \"%w_%w\";",
+                                v.schema, v.name, name, new_name, name)
+    sqlite3_finalize(stmt)
+    copy = sqlite3_str_finish(todo)
+    if rc == SQLITE_OK:
+        rc = SQLITE_NOMEM if copy == NULL else sqlite3_exec(v.db, copy, NULL, NULL, &err)
+    sqlite3_free(copy)
+    if rc != SQLITE_OK:
+        set_vtab_error(vtab, sqlite3_mprintf("tensor_store: cannot rename store '%s' to '%s': %s",
+                                             v.name, new_name,
+                                             text_or(err, sqlite3_errmsg(v.db))))
+        sqlite3_free(err)
+        return rc
+    copy = sqlite3_mprintf("%s", new_name)
+    if copy == NULL:
+        return SQLITE_NOMEM
+    sqlite3_free(v.name)
+    v.name = copy
+    return SQLITE_OK
