@@ -48,6 +48,20 @@ def _reading():
         raise CorruptStoreError(f"a shadow table holds text that is not UTF-8 ({e})") from None
 
 
+@contextmanager
+def _one_snapshot(conn):
+    """The reads inside see one committed state: outside a transaction each statement sees
+    its own, and another writer's commit between two of them would mix versions."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """One stored tensor, as listed by Store.tensors()."""
@@ -358,7 +372,7 @@ class Store:
         """A stored tensor, bit for bit as it was added (a new array of its dtype and shape)."""
         _check_name("model name", model)
         _check_name("tensor name", tensor)
-        with _reading():
+        with _reading(), _one_snapshot(self.conn):
             row = self.conn.execute(
                 f"SELECT t.shape, t.dtype, t.nbytes, t.rows, t.cols FROM {self._t.tensors} t"
                 f" JOIN {self._t.models} m"
@@ -392,8 +406,9 @@ class Store:
         return dims
 
     def get_model(self, model: str) -> dict[str, np.ndarray]:
-        """Every tensor of a model, by name."""
-        return {info.name: self.get_tensor(model, info.name) for info in self.tensors(model)}
+        """Every tensor of a model, by name (all read in one snapshot)."""
+        with _one_snapshot(self.conn):
+            return {info.name: self.get_tensor(model, info.name) for info in self.tensors(model)}
 
     def export_model(self, model: str, path) -> None:
         """Write a model to a .safetensors or .npz file (chosen by suffix)."""

@@ -243,14 +243,15 @@ def _read_loop(seed: int, path: str, registry_path: str, deadline: float, result
                     wrong.append(f"{kind} {model}/{tensor}: read bytes that are none of its states'")
             else:                           # a prediction alone, from Python or from SQL
                 if kind == "predict":
-                    out = store.predict(model, x)
-                else:
-                    out = np.array([np.frombuffer(store.conn.execute(
-                        "SELECT tensor_predict('tensors', ?, ?)", (model, row.tobytes())).get,
-                        np.float32) for row in x])
-                if not states(model, lambda s: any(ss.close(out, ss.forward(t, x))
-                                                   for _, t in s.values())):
-                    wrong.append(f"{kind} {model}: a prediction that fits none of its states")
+                    outs = [(store.predict(model, x), x)]
+                else:   # a statement per row: each row is one snapshot, the rows need not be
+                    outs = [(np.frombuffer(store.conn.execute(
+                        "SELECT tensor_predict('tensors', ?, ?)", (model, x[i].tobytes())).get,
+                        np.float32).reshape(1, -1), x[i:i + 1]) for i in range(len(x))]
+                for out, xs in outs:
+                    if not states(model, lambda s: any(ss.close(out, ss.forward(t, xs))
+                                                       for _, t in s.values())):
+                        wrong.append(f"{kind} {model}: a prediction that fits none of its states")
             counts[kind] += 1
         except sqlite_tensor.NotFoundError:
             gone += 1            # dropped between listing and reading: a clear error
@@ -368,9 +369,5 @@ def test_writers_and_readers_on_one_store(tmp_path):
     # the run did what it is for: every kind of write, and reads of every kind
     assert all(n > 0 for n in out["operations"].values()), out["operations"]
     assert all(n > 0 for n in out["reads"].values()), out["reads"]
-    if out["lone_wrong"] or out["lone_errors"]:
-        # Known (issue 10, the engine's read paths): a call outside a transaction runs
-        # several statements, each its own snapshot, so a commit in between gives a false
-        # corruption error or numbers of no version. Reads in a transaction are exact.
-        pytest.xfail(f"{len(out['lone_wrong'])} wrong and {len(out['lone_errors'])} failed reads"
-                     " outside a transaction: " + "; ".join((out["lone_wrong"] + out["lone_errors"])[:3]))
+    # calls outside a transaction: each holds one snapshot for all it reads
+    assert out["lone_wrong"] == [] and out["lone_errors"] == []

@@ -42,6 +42,7 @@ ctypedef struct PageSource:
     int uncached                  # the store has no uid: never cache its pages
     sqlite3_stmt *sharing         # counts the models sharing a page (prepared when needed)
     const char *store             # the store's name (owned by the caller)
+    sqlite3_stmt *snapshot        # holds one read snapshot while src is open (snapshot_hold)
 
 
 # -- views: one per (connection, schema), forgotten when the connection closes ---------------
@@ -157,10 +158,47 @@ cdef uint64_t connection_view(sqlite3 *db, const char *schema) noexcept nogil:
     return epoch
 
 
+cdef int snapshot_hold(sqlite3 *db, const char *schema, sqlite3_stmt **pin,
+                       char **err) noexcept nogil:
+    """Hold one read snapshot of schema's database until snapshot_release(pin).
+
+    Outside a transaction every statement and blob read would see its own snapshot, so a
+    commit between two of them (another writer's) would pair old rows with new pages:
+    wrong numbers or a false corruption error. A statement stepped once and not reset keeps
+    the connection's read transaction open, so everything read meanwhile is one snapshot.
+    Nothing is held when a transaction is already open there (the caller's BEGIN, or the
+    statement that called us reading the same database)."""
+    cdef char *sql
+    cdef int rc
+    pin[0] = NULL
+    if sqlite3_libversion_number() >= 3034000 and sqlite3_txn_state(db, schema) != 0:
+        return SQLITE_OK   # 0 is SQLITE_TXN_NONE
+    sql = sqlite3_mprintf("SELECT count(*) FROM \"%w\".sqlite_master", schema)
+    if sql == NULL:
+        return SQLITE_NOMEM
+    rc = sqlite3_prepare_v2(db, sql, -1, pin, NULL)
+    sqlite3_free(sql)
+    if rc == SQLITE_OK:
+        rc = sqlite3_step(pin[0])
+        if rc == SQLITE_ROW:
+            return SQLITE_OK
+    err[0] = sqlite3_mprintf("cannot start reading database '%s': %s", schema,
+                             sqlite3_errmsg(db))
+    sqlite3_finalize(pin[0])
+    pin[0] = NULL
+    return SQLITE_ERROR if rc == SQLITE_DONE else rc
+
+
+cdef void snapshot_release(sqlite3_stmt **pin) noexcept nogil:
+    sqlite3_finalize(pin[0])
+    pin[0] = NULL
+
+
 cdef int source_init(PageSource *src, sqlite3 *db, const char *schema, const char *store,
                      char **err) noexcept nogil:
-    """Identify the store for the pool (its key) and the connection's view. Call it inside
-    the read transaction the pages will be read in (a statement, or BEGIN ... COMMIT)."""
+    """Identify the store for the pool (its key) and the connection's view, and hold one
+    read snapshot until source_close (snapshot_hold): everything read through src, and
+    every statement run on db meanwhile, sees the same committed state."""
     cdef sqlite3_stmt *stmt = NULL
     cdef sqlite3_int64 uid = 0, version = 1
     cdef int found = 0
@@ -174,7 +212,10 @@ cdef int source_init(PageSource *src, sqlite3 *db, const char *schema, const cha
     src.table = sqlite3_mprintf("%s_pages", store)
     if src.table == NULL:
         return SQLITE_NOMEM
-    cdef int rc = prepare_store_sql(
+    cdef int rc = snapshot_hold(db, schema, &src.snapshot, err)
+    if rc != SQLITE_OK:
+        return rc
+    rc = prepare_store_sql(
         db, "SELECT key, value FROM {config} WHERE key IN ('uid', 'format_version')", schema,
         store, &stmt)
     if rc != SQLITE_OK:
@@ -227,6 +268,7 @@ cdef int source_same_version(PageSource *src, uint64_t store_key, uint64_t epoch
 cdef void source_close(PageSource *src) noexcept nogil:
     if src.blob != NULL:
         sqlite3_blob_close(src.blob)
+    snapshot_release(&src.snapshot)
     sqlite3_finalize(src.sharing)
     src.sharing = NULL
     sqlite3_free(src.table)

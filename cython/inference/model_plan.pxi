@@ -352,6 +352,10 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
         return SQLITE_NOMEM
     store = plan.store     # the plan's own copies: the page source keeps these pointers
     schema = plan.schema
+    # first: the page source holds one read snapshot for everything the plan reads
+    rc = source_init(&plan.src, db, schema, store, err)
+    if rc != SQLITE_OK:
+        return rc
     rc = read_store_config(db, schema, store, &plan.block_rows, &plan.block_cols, err)
     if rc != SQLITE_OK:
         return rc
@@ -360,9 +364,6 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
                                  "%s_config are over the largest a store can have", store,
                                  plan.block_rows, plan.block_cols, store)
         return SQLITE_CORRUPT
-    rc = source_init(&plan.src, db, schema, store, err)
-    if rc != SQLITE_OK:
-        return rc
     rc = store_has_residuals(db, schema, store, &plan.has_residuals, err)
     if rc != SQLITE_OK:
         return rc

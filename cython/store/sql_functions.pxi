@@ -62,12 +62,16 @@ cdef void fn_tensor_blob(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
     cdef sqlite3 *db = sqlite3_context_db_handle(ctx)
     cdef char *schema = NULL
     cdef char *store = NULL
+    cdef sqlite3_stmt *snapshot = NULL   # the tensor's row and its pages: one snapshot
     cdef int rc = split_store_name(db, args[0], &schema, &store, &err)
+    if rc == SQLITE_OK:
+        rc = snapshot_hold(db, schema, &snapshot, &err)
     if rc == SQLITE_OK:
         rc = lookup_tensor(db, schema, store, args[1], args[2], &info, &err)
     if rc == SQLITE_OK:
         rc = check_result_bytes(db, "the tensor", info.nbytes, 1, &err)
     if rc != SQLITE_OK:
+        snapshot_release(&snapshot)
         sqlite3_free(schema)
         sqlite3_free(store)
         if rc == SQLITE_NOMEM and err == NULL:
@@ -81,6 +85,7 @@ cdef void fn_tensor_blob(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
         sqlite3_free(err)
         return
     result_tensor_blob(ctx, db, schema, store, &info)
+    snapshot_release(&snapshot)
     sqlite3_free(schema)
     sqlite3_free(store)
 
