@@ -641,13 +641,22 @@ class Store:
         row each); embedding_bag models one bag (a 1-D id array) or a list of bags.
         Returns float32. Wrong shapes or ids are a ValueError naming what was expected.
         """
-        if self.layers(model) is None:
-            raise TensorStoreError(f"model {model!r} has no layers; give it some with "
-                                   f"Store.set_layers({model!r}, [...])")
-        try:   # the engine raises CorruptStoreError itself (no context manager: hot path)
+        _check_name("model name", model)
+        # The engine checks the model and its layers in the snapshot it runs in (a check
+        # here would be another snapshot, and another round trip); it raises
+        # CorruptStoreError itself.
+        try:
             return _engine.predict(self.conn.sqlite3pointer(), self.name, model, x)
         except _engine.EngineError as e:
             raise TensorStoreError(str(e)) from None
+        except ValueError as e:
+            if str(e).startswith(f"no model '{model}'"):
+                self._require_model(model)       # the message that lists the models
+                raise NotFoundError(str(e)) from None   # (it was there again by then)
+            if " has no layers" in str(e):
+                raise TensorStoreError(f"model {model!r} has no layers; give it some with "
+                                       f"Store.set_layers({model!r}, [...])") from None
+            raise
 
     # -- figures --------------------------------------------------------------------------------
 
