@@ -203,7 +203,12 @@ def test_flags_hold_in_views_with_trusted_schema_off(conn):
           "d": "SELECT models FROM tensor_stats('tensors')",         # INNOCUOUS report
           "e": "SELECT tensor_threads()"}
     refused = {"f": ("SELECT tensor_threads(1)", "unsafe use of tensor_threads()"),
-               "g": ("SELECT tensor_cache('budget_bytes')", "unsafe use of tensor_cache()")}
+               "g": ("SELECT tensor_cache('budget_bytes')", "unsafe use of tensor_cache()"),
+               # the process's pool: a file's view must not see other files' cached pages
+               "h": ("SELECT * FROM tensor_cache_stats",
+                     'unsafe use of virtual table "tensor_cache_stats"'),
+               "i": ("SELECT * FROM tensor_cache_pages",
+                     'unsafe use of virtual table "tensor_cache_pages"')}
     for name, sql in ok.items():
         conn.execute(f"CREATE VIEW v_{name} AS {sql}")
         assert conn.execute(f"SELECT count(*) FROM v_{name}").get >= 1

@@ -156,7 +156,9 @@ cdef int snapshot_connect(sqlite3 *db, void *aux, int argc, const char *const *a
     memset(v, 0, sizeof(ReportVtab))
     v.db = db
     v.spec = <const st_report *>aux   # which snapshot (CACHE_STATS / CACHE_PAGES), not a report
-    sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS)
+    # direct use only: the pool is the process's, so a view in one file would see what
+    # every other file's stores have cached
+    sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY)
     out[0] = &v.base
     return SQLITE_OK
 
