@@ -62,6 +62,15 @@ engine = Extension(
     extra_link_args=["-pthread"],
 )
 
+# -- Sanitizer build, used only by tools/sanitize.sh -------------------------------------------
+# ST_SANITIZE=address,undefined (or thread) compiles and links the engine and the loader with
+# those sanitizers (CFLAGS reach every compile and link); -O1 after the engine's -O3 keeps
+# stack traces readable.
+if os.environ.get("ST_SANITIZE"):
+    os.environ["CFLAGS"] = (f"{os.environ.get('CFLAGS', '')} -fsanitize={os.environ['ST_SANITIZE']}"
+                            " -fno-omit-frame-pointer -g -O1")
+    engine.extra_compile_args.append("-O1")
+
 setup(
     ext_modules=cythonize([engine], include_path=["cython"],
                           compiler_directives={"language_level": "3"}),
