@@ -2,6 +2,7 @@
 # The test suite against a sanitizer build of the engine and the loader (`make asan-test`).
 #
 #   tools/sanitize.sh [pytest arguments]        default: the whole suite (tests/)
+#   tools/sanitize.sh run COMMAND...            any command instead, e.g. python repro.py
 #   ST_SANITIZE=thread tools/sanitize.sh tests/test_kernel_threads.py
 #
 # ST_SANITIZE: the -fsanitize= list, default address,undefined.
@@ -63,9 +64,14 @@ skip=(--deselect tests/test_hosts.py::test_system_python_sqlite3_loads_the_exten
 
 start=$SECONDS
 status=0
-(cd "$TREE" && PYTHONPATH=$TREE "$PYTHON" -m pytest -q -p no:cacheprovider "${skip[@]}" \
-   "${@:-tests}") || status=$?
-echo "sanitize: pytest exit $status after $((SECONDS - start)) s"
+export PYTHONPATH=$TREE
+if [[ ${1:-} == run ]]; then
+  "${@:2}" || status=$?
+else
+  (cd "$TREE" && "$PYTHON" -m pytest -q -p no:cacheprovider --durations=5 "${skip[@]}" \
+     "${@:-tests}") || status=$?
+fi
+echo "sanitize: exit $status after $((SECONDS - start)) s"
 
 if compgen -G "$LOGS/*" >/dev/null; then
   for f in "$LOGS"/*; do echo "== $f"; head -60 "$f"; done
