@@ -8,18 +8,20 @@
 # ST_SANITIZE: the -fsanitize= list, default address,undefined.
 # The build happens in a copy of the working tree (build/sanitize/tree: tracked and untracked
 # files, not ignored ones), so the normal in-place build is never touched. Python is not built
-# with a sanitizer, so its runtime is LD_PRELOADed; every sanitizer report, from pytest or any
-# process it starts, goes to build/sanitize/logs, and any report there fails the run even when
-# a test swallowed the crash of a subprocess.
+# with a sanitizer, so the runtimes are LD_PRELOADed. Any report fails the run, even one from
+# a subprocess whose crash a test swallowed: ASan and TSan write theirs to build/sanitize/logs;
+# UBSan (GCC's, next to ASan) ignores log_path and writes to stderr, so pytest leaves the
+# process's stderr uncaptured and the run's output and every shell's stderr are searched.
 set -euo pipefail
+CALLER=$PWD
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 SANITIZE=${ST_SANITIZE:-address,undefined}
 OUT=$ROOT/build/sanitize
-TREE=$OUT/tree LOGS=$OUT/logs BIN=$OUT/bin
+TREE=$OUT/tree LOGS=$OUT/logs BIN=$OUT/bin ERR=$OUT/stderr
 
-rm -rf "$TREE" "$LOGS" "$BIN"
-mkdir -p "$TREE" "$LOGS" "$BIN"
+rm -rf "$TREE" "$LOGS" "$BIN" "$ERR"
+mkdir -p "$TREE" "$LOGS" "$BIN" "$ERR"
 cd "$ROOT"
 git ls-files -z --cached --others --exclude-standard |
   while IFS= read -r -d '' f; do [[ -e $f ]] && printf '%s\0' "$f"; done |
@@ -40,18 +42,18 @@ export LD_PRELOAD="${preload[*]}"
 # detect_leaks=0: Python leaks by design. allocator_may_return_null=1: a failed huge malloc
 # returns NULL as libc's does, so the engine's own out-of-memory paths run.
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:allocator_may_return_null=1:log_path=$LOGS/asan"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$LOGS/ubsan"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$LOGS/tsan"
 export PYTHONMALLOC=malloc  # Python objects through the sanitizer's allocator: redzones on bytes
 
 # Tests give the shell a bare environment (PATH only), which would drop the preload: the
-# shell they find on PATH is a wrapper that sets it again.
+# shell they find on PATH is a wrapper that sets it again and keeps a copy of its stderr.
 shell=$(command -v sqlite3 || true)
 if [[ -n $shell ]]; then
   {
-    echo '#!/bin/sh'
+    echo '#!/bin/bash'
     for v in LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS; do echo "export $v='${!v}'"; done
-    echo "exec '$shell' \"\$@\""
+    echo "exec '$shell' \"\$@\" 2> >(tee '$ERR/sqlite3.'\$\$ >&2)"
   } >"$BIN/sqlite3"
   chmod +x "$BIN/sqlite3"
   export PATH="$BIN:$PATH"
@@ -66,15 +68,20 @@ start=$SECONDS
 status=0
 export PYTHONPATH=$TREE
 if [[ ${1:-} == run ]]; then
-  "${@:2}" || status=$?
+  (cd "$CALLER" && "${@:2}") 2>&1 | tee "$ERR/run" || status=$?
 else
-  (cd "$TREE" && "$PYTHON" -m pytest -q -p no:cacheprovider --durations=5 "${skip[@]}" \
-     "${@:-tests}") || status=$?
+  (cd "$TREE" && "$PYTHON" -m pytest -q -p no:cacheprovider --capture=sys --durations=5 \
+     "${skip[@]}" "${@:-tests}") 2>&1 | tee "$ERR/run" || status=$?
 fi
 echo "sanitize: exit $status after $((SECONDS - start)) s"
 
+for f in "$ERR"/*; do  # UBSan's reports, with the lines of stack that follow each
+  if grep -q "runtime error:" "$f"; then grep -A8 "runtime error:" "$f" >"$LOGS/ubsan.${f##*/}"; fi
+done
 if compgen -G "$LOGS/*" >/dev/null; then
-  for f in "$LOGS"/*; do echo "== $f"; head -60 "$f"; done
+  for f in "$LOGS"/*; do  # each report without its deep frames and shadow-memory map
+    echo "== $f"; sed -n '/Shadow bytes around/q;p' "$f" | grep -vE '^ +#[0-9]{2,} ' | head -60
+  done
   echo "sanitize: $(ls "$LOGS" | wc -l) sanitizer report(s) in $LOGS" >&2
   exit 1
 fi
