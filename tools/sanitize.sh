@@ -15,7 +15,8 @@
 set -euo pipefail
 CALLER=$PWD
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PYTHON=${PYTHON:-python3}
+# the interpreter itself, not a wrapper script such as pyenv's shim (bash under TSan crashes)
+PYTHON=$("${PYTHON:-python3}" -c 'import sys; print(sys.executable)')
 SANITIZE=${ST_SANITIZE:-address,undefined}
 OUT=$ROOT/build/sanitize/${SANITIZE//,/-}
 TREE=$OUT/tree LOGS=$OUT/logs BIN=$OUT/bin ERR=$OUT/stderr
@@ -41,9 +42,10 @@ done
 export LD_PRELOAD="${preload[*]}"
 # detect_leaks=0: Python leaks by design. allocator_may_return_null=1: a failed huge malloc
 # returns NULL as libc's does, so the engine's own out-of-memory paths run.
-export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:allocator_may_return_null=1:log_path=$LOGS/asan"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$LOGS/tsan"
+# Options already in the environment come last, so they win (e.g. halt_on_error=0 to see all).
+export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:allocator_may_return_null=1:log_path=$LOGS/asan:${ASAN_OPTIONS:-}"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:${UBSAN_OPTIONS:-}"
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$LOGS/tsan:${TSAN_OPTIONS:-}"
 export PYTHONMALLOC=malloc  # Python objects through the sanitizer's allocator: redzones on bytes
 
 # Tests give the shell a bare environment (PATH only), which would drop the preload: the
