@@ -10,8 +10,9 @@
 # untracked files, not ignored ones), so the normal in-place build is never touched. Python is not built
 # with a sanitizer, so the runtimes are LD_PRELOADed. Any report fails the run, even one from
 # a subprocess whose crash a test swallowed: ASan and TSan write theirs to build/sanitize/*/logs;
-# UBSan (GCC's, next to ASan) ignores log_path and writes to stderr, so pytest leaves the
-# process's stderr uncaptured and the run's output and every shell's stderr are searched.
+# UBSan (GCC's, next to ASan) ignores log_path and writes to stderr (and ASan does too after a
+# UBSan report), so pytest leaves the process's stderr uncaptured and the run's output and
+# every shell's stderr are searched.
 set -euo pipefail
 CALLER=$PWD
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -86,12 +87,19 @@ else
 fi
 echo "sanitize: exit $status after $((SECONDS - start)) s"
 
-for f in "$ERR"/*; do  # UBSan's reports, with the lines of stack that follow each
-  if grep -q "runtime error:" "$f"; then grep -A8 "runtime error:" "$f" >"$LOGS/ubsan.${f##*/}"; fi
+# Reports that reached stderr (UBSan's; ASan's too once UBSan has reported), from the first on.
+found='runtime error:|ERROR: AddressSanitizer|WARNING: ThreadSanitizer'
+for f in "$ERR"/*; do
+  if grep -qE "$found" "$f"; then sed -En "/$found/,\$p" "$f" >"$LOGS/stderr.${f##*/}"; fi
 done
 if compgen -G "$LOGS/*" >/dev/null; then
   for f in "$LOGS"/*; do  # each report without its deep frames and shadow-memory map
     echo "== $f"; sed -n '/Shadow bytes around/q;p' "$f" | grep -vE '^ +#[0-9]{2,} ' | head -60 || true
+  done
+  # engine.c is generated: name the .pyx/.pxi line each reported engine.c line comes from
+  for n in $(grep -ohE 'engine\.c:[0-9]+' "$LOGS"/* | cut -d: -f2 | sort -un | head -20); do
+    src=$(head -n "$n" "$TREE/cython/engine.c" | grep -E '^ */\* "cython/.*":[0-9]+$' | tail -1)
+    echo "engine.c:$n comes from $(sed -E 's/^ *\/\* "(.*)":/\1:/' <<<"$src")"
   done
   echo "sanitize: $(ls "$LOGS" | wc -l) sanitizer report(s) in $LOGS" >&2
   exit 1
