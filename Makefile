@@ -2,7 +2,7 @@
 # first (Python packages, the compiled engine); set-up is quick when already done.
 PYTHON ?= python3
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean asan-test
 
 setup:
 	@command -v sqlite3 >/dev/null || (apt-get update -qq && apt-get install -y -qq sqlite3)
@@ -22,3 +22,8 @@ bench: setup
 
 clean:
 	rm -rf build *.egg-info sqlite_tensor/*.so cython/engine.c demo.sqlite*
+
+# The tests against an AddressSanitizer + UBSan build of the engine and loader, made in
+# build/sanitize (the in-place build is untouched); see tools/sanitize.sh.
+asan-test: setup
+	PYTHON=$(PYTHON) tools/sanitize.sh
