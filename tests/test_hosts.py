@@ -224,7 +224,7 @@ def test_system_python_through_sqlite_tensor_load(family_db, tmp_path):
     path, models = family_db
     stub = tmp_path / "stub"
     (stub / "apsw").mkdir(parents=True)
-    (stub / "apsw" / "__init__.py").write_text("class Connection: pass\n")
+    (stub / "apsw" / "__init__.py").write_text("class Connection: pass\nclass CorruptError(Exception): pass\n")
     connection_py = Path(sqlite_tensor.__file__).with_name("connection.py")
     errors_py = Path(sqlite_tensor.__file__).with_name("errors.py")
     pkg = stub / "sqlite_tensor"
