@@ -2,7 +2,7 @@
 # first (Python packages, the compiled engine); set-up is quick when already done.
 PYTHON ?= python3
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-install wheel bench clean
 
 setup:
 	@command -v sqlite3 >/dev/null || (apt-get update -qq && apt-get install -y -qq sqlite3)
@@ -15,10 +15,19 @@ demo: setup
 test: setup
 	$(PYTHON) -m pytest -q
 
+# Installs as users do, in fresh virtualenvs (tests/test_install.py, a few minutes).
+test-install: setup
+	$(PYTHON) -m pytest -q -m install tests/test_install.py
+
+# The sdist and wheel into dist/, and what auditwheel makes of the wheel.
+wheel: setup
+	$(PYTHON) -m build --outdir dist .
+	$(PYTHON) -m auditwheel show dist/*.whl
+
 bench: setup
 	cd asv_bench && $(PYTHON) -m asv machine --yes >/dev/null && \
 	  $(PYTHON) -m asv run -E existing:$$(command -v $(PYTHON)) --quick \
 	  --set-commit-hash $$(git rev-parse HEAD) --show-stderr
 
 clean:
-	rm -rf build *.egg-info sqlite_tensor/*.so cython/engine.c demo.sqlite*
+	rm -rf build dist *.egg-info sqlite_tensor/*.so cython/engine.c demo.sqlite*

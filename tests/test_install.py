@@ -265,10 +265,8 @@ def test_wheel_contents_and_auditwheel(built, tmp_path):
                  "sqlite_tensor/dedup/__init__.py", "sqlite_tensor/plugins.py"):
         assert need in names
     assert any(re.fullmatch(r"sqlite_tensor/_engine\.cpython-311-.*\.so", n) for n in names)
-    auditwheel = shutil.which("auditwheel") or str(Path(sys.executable).parent / "auditwheel")
-    if not os.path.exists(auditwheel):
-        pytest.skip("auditwheel is not installed")
-    show = run([auditwheel, "show", built[1]], env=dict(os.environ)).stdout
+    pytest.importorskip("auditwheel")
+    show = run([sys.executable, "-m", "auditwheel", "show", built[1]], env=dict(os.environ)).stdout
     assert re.search(r'consistent with the following platform tag:\s*"manylinux_2_\d+_x86_64"',
                      show), show
 
@@ -319,12 +317,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def datasette_json(python: Path, db: Path, paths: list[str], *, cwd: Path) -> list:
-    """Start datasette on 127.0.0.1 (no extension flag: the installed plugin loads it),
-    GET each path (bounded: 30 s to start, 60 s a request), stop it; the decoded bodies."""
+def datasette_json(python, db, paths: list[str], *, cwd, args=(), env=None) -> list:
+    """Start datasette on 127.0.0.1 with args, GET each path (bounded: 30 s to start, 60 s
+    a request), stop it; the decoded bodies."""
     port = free_port()
-    server = subprocess.Popen([python, "-m", "datasette", "serve", db, "-h", "127.0.0.1",
-                               "-p", str(port)], cwd=cwd, env=clean_env(),
+    server = subprocess.Popen([str(python), "-m", "datasette", "serve", str(db), "-h",
+                               "127.0.0.1", "-p", str(port), *map(str, args)], cwd=cwd,
+                              env=clean_env() if env is None else env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -334,6 +333,7 @@ def datasette_json(python: Path, db: Path, paths: list[str], *, cwd: Path) -> li
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
+                    server.kill()
                     raise AssertionError(f"datasette did not start: {server.stdout.read()}")
                 time.sleep(0.2)
         out = []
