@@ -126,7 +126,7 @@ def fake_install(tmp_path, python: str) -> Path:
     """The built files laid out as in a venv of python: <venv>/lib/pythonX.Y/site-packages/
     sqlite_tensor, beside a pyvenv.cfg whose home is python's."""
     venv = tmp_path / "venv"
-    pkg = venv / "lib" / "python3.11" / "site-packages" / "sqlite_tensor"
+    pkg = venv / "lib" / f"python{sysconfig.get_python_version()}" / "site-packages" / "sqlite_tensor"
     pkg.mkdir(parents=True)
     for so in PACKAGE.glob("*.so"):
         shutil.copy2(so, pkg / so.name)
