@@ -7,8 +7,9 @@ refuses the file's schema: "no such module: tensor_store"). ``--load-extension``
 
 datasette lists a table's columns with ``PRAGMA table_xinfo``, which includes the hidden
 ``data`` column, and selects them all: a store's table page would assemble every tensor
-(56 MB for the demo). The wrapper below gives tensor_store table pages ``?_nocol=data``
-unless the request names its columns itself (``?_col=data`` still shows them).
+(56 MB for the demo); the page BLOBs of its <store>_pages shadow table are as large. The
+wrapper below gives the table pages of both ``?_nocol=data`` unless the request names its
+columns itself (``?_col=data`` still shows them).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ STORE_TABLES_SQL = ("SELECT name FROM sqlite_schema WHERE type = 'table'"
 
 
 async def _is_store(datasette, database: str, table: str) -> bool:
+    """Whether table is a tensor store or its pages table (both have a large `data`)."""
     db = datasette.databases.get(database)
     if db is None:
         return False
@@ -50,7 +52,8 @@ async def _is_store(datasette, database: str, table: str) -> bool:
         rows = await db.execute(STORE_TABLES_SQL)
     except Exception:  # noqa: BLE001 - not a database we can read: leave the request alone
         return False
-    return table in {row[0] for row in rows}
+    stores = {row[0] for row in rows}
+    return table in stores or table in {f"{name}_pages" for name in stores}
 
 
 @datasette_hookimpl

@@ -366,13 +366,15 @@ def test_datasette_with_load_extension(family_db, tmp_path):
         (plugins / "st.py").write_text("from sqlite_tensor.plugins import *  # noqa\n")
         args += ["--plugins-dir", plugins]
     name = path.stem
-    stats, page, one = datasette_json(sys.executable, path, [
+    stats, page, pages, one = datasette_json(sys.executable, path, [
         f"/{name}.json?sql=select+models,+tensors+from+tensor_stats('tensors')&_shape=array",
         f"/{name}/tensors.json?_shape=array",
+        f"/{name}/tensors_pages.json?_shape=array",
         f"/{name}/tensors.json?_shape=array&_col=data&model__exact=base&tensor__exact=fc1.bias",
     ], cwd=tmp_path, args=args, env=tool_env())
     assert stats == [{"models": 3, "tensors": 15}]
     assert len(page) == 15 and all("data" not in row for row in page)
+    assert pages and all(set(row) == {"id", "nblocks", "nbytes"} for row in pages)
     assert {(r["model"], r["tensor"]) for r in page} == {(m, t) for m in models
                                                          for t in models[m]}
     import base64
