@@ -201,8 +201,11 @@ def pip(python: Path, *args, timeout=900):
                env=clean_env(), timeout=timeout, cwd=python.parent)
 
 
-def check_installed(python: Path, shell, tmp: Path, *, editable_src: Path | None = None):
-    """The installed package as a user meets it, from a directory outside every tree."""
+def check_installed(python: Path, shell, tmp: Path, *, editable_src: Path | None = None,
+                    full_demo: bool = True):
+    """The installed package as a user meets it, from a directory outside every tree.
+    full_demo: `python -m sqlite_tensor demo` (about 30 CPU-seconds: it trains a family);
+    else only the demo's store (demo.build, a fraction of a second)."""
     elsewhere = tmp / "elsewhere"
     elsewhere.mkdir(exist_ok=True)
     probe = run([python, "-c", "import json, pkgutil, sqlite_tensor, sqlite_tensor.dedup\n"
@@ -218,8 +221,7 @@ def check_installed(python: Path, shell, tmp: Path, *, editable_src: Path | None
                                                "sqlite_tensor.libsqlite_tensor",
                                                "sqlite_tensor.libscipy_openblas"}
     demo = elsewhere / "demo.sqlite"
-    run([python, "-m", "sqlite_tensor", "demo", demo, "--models", "2"], cwd=elsewhere,
-        env=clean_env(), timeout=600)
+    make_demo(python, demo, full=full_demo)
     loadable = run([python, "-m", "sqlite_tensor", "path"], cwd=elsewhere,
                    env=clean_env()).stdout.strip()
     assert Path(loadable).is_relative_to(Path(where).parent)
@@ -227,6 +229,13 @@ def check_installed(python: Path, shell, tmp: Path, *, editable_src: Path | None
                   "SELECT models FROM tensor_stats('tensors');"], env=clean_env(), timeout=60)
     assert result.stdout.split() == [sqlite_tensor.__version__, "2"]
     return loadable
+
+
+def make_demo(python: Path, path: Path, *, full: bool = True) -> None:
+    """A demo file of two models: by the demo command itself, or only its store."""
+    cmd = ["-m", "sqlite_tensor", "demo", path, "--models", "2"] if full else \
+        ["-c", f"from sqlite_tensor import demo; demo.build({str(path)!r}, 2)"]
+    run([python, *cmd], cwd=path.parent, env=clean_env(), timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +304,7 @@ def test_wheel_built_here_works_under_the_other_python(tmp_path, shell, built, o
     and its standard sqlite3 module through sqlite_tensor.load()."""
     python = make_venv(tmp_path / "venv", other_python)
     pip(python, built[1])
-    loadable = check_installed(python, shell, tmp_path)
+    loadable = check_installed(python, shell, tmp_path, full_demo=False)
     _, maps = shell_maps(shell, loadable, clean_env())
     assert maps.splitlines() == [os.path.realpath(f"/usr/lib/x86_64-linux-gnu/{LIBPYTHON}")]
     code = ("import sqlite3, sqlite_tensor\n"
@@ -314,7 +323,7 @@ def test_wheel_built_by_the_other_python_works_here(tmp_path, shell, other_pytho
     wheel, = (tmp_path / "dist").glob("sqlite_tensor-*.whl")
     python = make_venv(tmp_path / "venv")
     pip(python, wheel)
-    loadable = check_installed(python, shell, tmp_path)
+    loadable = check_installed(python, shell, tmp_path, full_demo=False)
     _, maps = shell_maps(shell, loadable, clean_env())
     libdir = sysconfig.get_config_var("LIBDIR")
     assert maps.splitlines() == [os.path.realpath(os.path.join(libdir, LIBPYTHON))]
@@ -375,8 +384,7 @@ def test_datasette_and_sqlite_utils_with_the_installed_package(tmp_path, shell, 
     extra = [] if which == "debian" else ["pysqlite3-binary"]
     pip(python, built[1], "datasette", "sqlite-utils", *extra)
     db = tmp_path / "demo.sqlite"
-    run([python, "-m", "sqlite_tensor", "demo", db, "--models", "2"], cwd=tmp_path,
-        env=clean_env())
+    make_demo(python, db, full=False)
     tables, models, page = datasette_json(python, db, [
         "/demo.json",
         "/demo.json?sql=select+model,+private_bytes+from+tensor_models('tensors')&_shape=array",
