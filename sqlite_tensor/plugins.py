@@ -27,16 +27,24 @@ _warned = False
 @datasette_hookimpl
 @sqlite_utils_hookimpl
 def prepare_connection(conn):
-    """Load the extension; if this SQLite cannot load extensions, say so once and go on
-    (the tool still opens files without stores)."""
+    """Load the extension. If this SQLite cannot load extensions, go on (the tool still
+    opens files without stores) and say why once, when the file holds a store."""
     global _warned
     from .connection import load
     try:
         load(conn)
     except Exception as e:  # noqa: BLE001 - a plugin must not take the host down
-        if not _warned:
+        if not _warned and _has_store(conn):
             _warned = True
-            print(f"sqlite-tensor: not loaded into this connection: {e}", file=sys.stderr)
+            print(f"sqlite-tensor: not loaded, so this file's tensor stores cannot be read: "
+                  f"{e}", file=sys.stderr)
+
+
+def _has_store(conn) -> bool:
+    try:  # the schema parses without the module: only using the table needs it
+        return conn.execute(STORE_TABLES_SQL).fetchone() is not None
+    except Exception:  # noqa: BLE001
+        return False
 
 
 STORE_TABLES_SQL = ("SELECT name FROM sqlite_schema WHERE type = 'table'"

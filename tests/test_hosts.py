@@ -338,6 +338,23 @@ def test_load_rejects_other_objects_by_name():
         sqlite_tensor.load(object())
 
 
+def test_select_star_and_reports_never_read_tensor_bytes(family_db):
+    """What tools run unasked (SELECT *, the report tables) stays cheap: with every page BLOB
+    zeroed, those still answer; only asking for `data` reads pages (and finds them bad)."""
+    path, models = family_db
+    conn = sqlite_tensor.connect(path)
+    try:
+        conn.execute("UPDATE tensors_pages SET data = zeroblob(length(data))")
+        assert len(list(conn.execute("SELECT * FROM tensors"))) == 15
+        assert len(conn.execute("SELECT * FROM tensors LIMIT 1").get) == 5  # data is hidden
+        for report in ("tensor_stats", "tensor_models", "tensor_pages"):
+            assert list(conn.execute(f"SELECT * FROM {report}('tensors')"))
+        with pytest.raises(apsw.CorruptError, match="tensors_pages is corrupt"):
+            conn.execute("SELECT length(data) FROM tensors").get
+    finally:
+        conn.close()
+
+
 # -- datasette and sqlite-utils ------------------------------------------------------------------
 
 def tool_env():
@@ -391,3 +408,25 @@ def test_sqlite_utils_with_load_extension(family_db):
         capture_output=True, text=True, timeout=60, env=tool_env())
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [{"model": m, "n": len(models[m])} for m in sorted(models)]
+
+
+@pytest.mark.skipif(hasattr(sqlite3.Connection, "enable_load_extension"),
+                    reason="this Python's sqlite3 can load extensions")
+def test_plugin_on_a_sqlite3_that_cannot_load_says_why_once(family_db, tmp_path):
+    """The datasette/sqlite-utils plugin under a sqlite3 without extension loading: files
+    without a store open silently; for a store, one line says why and what to install."""
+    path, _ = family_db
+    plain = tmp_path / "plain.sqlite"
+    sqlite3.connect(plain).execute("CREATE TABLE t(x)").connection.close()
+    code = f"""
+        import sqlite3
+        from sqlite_tensor import plugins
+        plugins.prepare_connection(sqlite3.connect({str(plain)!r}))
+        for _ in range(3):
+            plugins.prepare_connection(sqlite3.connect({str(path)!r}))
+    """
+    result = run_python(sys.executable, code, env=tool_env())
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "tensor stores cannot be read" in lines[0]
+    assert "pip install pysqlite3-binary" in lines[0]
