@@ -79,8 +79,8 @@ def load(conn):
             conn.enable_load_extension(False)
         return conn
     raise TypeError(
-        "load() takes an apsw.Connection, a sqlite3.Connection or a pysqlite3 Connection, "
-        f"got {type(conn).__module__}.{type(conn).__qualname__}"
+        f"load() takes an apsw.Connection or sqlite3.Connection, got {type(conn).__name__} "
+        f"(from module {type(conn).__module__}); pysqlite3 connections are accepted too"
     )
 
 
