@@ -1,63 +1,89 @@
-"""Build the compiled engine (a Cython extension that is also a SQLite extension) and the
-small C loader that the sqlite3 shell loads (see cython/loader.c for why it exists)."""
+"""Build the compiled engine (a Cython extension that is also a SQLite extension), the
+small C loader that SQLite hosts load (see cython/loader.c for why it exists), and put the
+BLAS library beside them.
+
+Nothing built here points outside the package: the engine's RUNPATH is $ORIGIN and the
+OpenBLAS library of the scipy-openblas32 build dependency is copied next to it, so the
+same files work after an isolated `pip install` (whose build environment is deleted), in
+a wheel moved to another interpreter of the same ABI, and in the sqlite3 shell. The loader
+finds libpython at run time (cython/loader.c); only its file name is fixed here.
+"""
 import os
+import shutil
 import sysconfig
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 ENGINE = "sqlite_tensor._engine"
 LOADER = "libsqlite_tensor.so"
 
 
-def libpython_path() -> str:
-    """The shared libpython this interpreter runs on; the shell needs its symbols."""
-    libdir = sysconfig.get_config_var("LIBDIR")
-    name = sysconfig.get_config_var("LDLIBRARY")
-    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        raise SystemExit("sqlite-tensor needs a Python built with --enable-shared "
-                         f"(this one is not: {sysconfig.get_config_var('LDLIBRARY')})")
-    return os.path.join(libdir, name)
+def libpython_facts() -> dict:
+    """What the loader needs to find a libpython of this ABI at run time: its file name
+    (the soname), the multiarch directory name, and this interpreter's LIBDIR (the last
+    place it looks)."""
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED") and not os.path.exists(
+            os.path.join(sysconfig.get_config_var("LIBDIR") or "",
+                         sysconfig.get_config_var("INSTSONAME") or "-")):
+        raise SystemExit("sqlite-tensor's shell loader needs a shared libpython "
+                         f"({sysconfig.get_config_var('INSTSONAME')}); this Python has none")
+    return {"ST_LIBPYTHON_NAME": sysconfig.get_config_var("INSTSONAME"),
+            "ST_MULTIARCH": sysconfig.get_config_var("MULTIARCH") or "",
+            "ST_BUILD_LIBDIR": sysconfig.get_config_var("LIBDIR")}
+
+
+def openblas():
+    """OpenBLAS from the scipy-openblas32 wheel (symbols prefixed scipy_, no clash with
+    numpy's own copy): headers and library for the link, and the file to bundle."""
+    import scipy_openblas32
+    lib_dir = scipy_openblas32.get_lib_dir()
+    name = scipy_openblas32.get_library()
+    return dict(include_dir=scipy_openblas32.get_include_dir(), lib_dir=lib_dir, name=name,
+                file=os.path.join(lib_dir, f"lib{name}.so"))
 
 
 class BuildWithLoader(build_ext):
-    """build_ext, then the loader library beside the engine."""
+    """build_ext, then the BLAS library and the loader beside the engine."""
+
+    def build_extensions(self):
+        # The interpreter's own link flags may carry an rpath into its prefix (pyenv's do):
+        # a wheel must not point at the machine that built it.
+        self.compiler.linker_so = [a for a in self.compiler.linker_so
+                                   if not a.startswith(("-Wl,-rpath", "-Wl,-R"))]
+        super().build_extensions()
 
     def run(self):
         super().run()
         engine_path = self.get_ext_fullpath(ENGINE)
         out_dir = os.path.dirname(engine_path)
+        blas_file = openblas()["file"]
+        bundled = os.path.join(out_dir, os.path.basename(blas_file))
+        if not os.path.exists(bundled) or os.path.getmtime(bundled) < os.path.getmtime(blas_file):
+            shutil.copy2(blas_file, bundled)
+        facts = libpython_facts()
         objects = self.compiler.compile(
             [os.path.join("cython", "loader.c")],
             output_dir=self.build_temp,
-            macros=[("ST_LIBPYTHON", f'"{libpython_path()}"'),
-                    ("ST_ENGINE_FILE", f'"{os.path.basename(engine_path)}"')],
-            extra_postargs=["-fPIC", "-O2", "-fvisibility=hidden"],
+            macros=[(k, f'"{v}"') for k, v in facts.items()] + [
+                ("ST_ENGINE_FILE", f'"{os.path.basename(engine_path)}"'),
+                ("ST_BLAS_FILE", f'"{os.path.basename(blas_file)}"')],
+            extra_postargs=["-fPIC", "-O2", "-fvisibility=hidden", "-Wall"],
         )
         self.compiler.link_shared_object(objects, os.path.join(out_dir, LOADER),
-                                         libraries=["dl"])
-
-
-def openblas():
-    """OpenBLAS from the scipy-openblas32 wheel, linked at build time with an rpath so the
-    engine finds it in any host (the shell included) without a Python import."""
-    import scipy_openblas32
-    return dict(include_dirs=[scipy_openblas32.get_include_dir()],
-                library_dirs=[scipy_openblas32.get_lib_dir()],
-                libraries=[scipy_openblas32.get_library()],
-                runtime_library_dirs=[scipy_openblas32.get_lib_dir()])
+                                         libraries=["dl", "pthread"])
 
 
 blas = openblas()
 engine = Extension(
     ENGINE,
     sources=["cython/engine.pyx"],
-    include_dirs=["cython", *blas["include_dirs"]],
-    library_dirs=blas["library_dirs"],
-    libraries=blas["libraries"] + ["m"],
-    runtime_library_dirs=blas["runtime_library_dirs"],
+    include_dirs=["cython", blas["include_dir"]],
+    library_dirs=[blas["lib_dir"]],
+    libraries=[blas["name"], "m"],
+    # the bundled BLAS library sits beside the engine; nothing from the build machine
+    runtime_library_dirs=["$ORIGIN"],
     extra_compile_args=["-O3"],
     extra_link_args=["-pthread"],
 )

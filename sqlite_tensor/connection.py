@@ -8,6 +8,7 @@ entry-point argument is needed anywhere.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import apsw
@@ -17,6 +18,7 @@ from .errors import TensorStoreError
 _PACKAGE_DIR = Path(__file__).resolve().parent
 LOADER_FILE = "libsqlite_tensor.so"
 ENTRY_POINT = "sqlite3_sqlitetensor_init"
+PYTHON_ENTRY_POINT = "sqlite3_sqlitetensor_python_init"
 
 
 def loadable_path() -> str:
@@ -24,17 +26,34 @@ def loadable_path() -> str:
     path = _PACKAGE_DIR / LOADER_FILE
     if not path.exists():
         raise TensorStoreError(
-            f"the compiled extension is missing ({path}); build it with "
-            "'pip install --no-build-isolation -e .' in the source tree"
+            f"the compiled extension is missing ({path}): this copy of sqlite_tensor was "
+            "not built; install the package with 'pip install <source or wheel>', or in a "
+            "source tree build it in place with 'pip install -e .' (see docs/install.md)"
         )
     return str(path)
+
+
+# The DB-API connection classes of the SQLite bindings load() accepts besides apsw, by
+# module: the standard library's and pysqlite3's (pysqlite3-binary on PyPI: a current
+# SQLite that can load extensions where the standard module cannot).
+_DBAPI_MODULES = ("sqlite3", "pysqlite3.dbapi2", "pysqlite3")
+
+
+def _dbapi_connection_class(conn):
+    for name in _DBAPI_MODULES:
+        module = sys.modules.get(name)  # only bindings the process already imported
+        cls = getattr(module, "Connection", None)
+        if cls is not None and isinstance(conn, cls):
+            return cls
+    return None
 
 
 def load(conn):
     """Load the extension into an open connection and return the connection.
 
-    ``conn`` is an ``apsw.Connection`` (the primary API) or a standard-library
-    ``sqlite3.Connection`` whose Python was built with extension loading.
+    ``conn`` is an ``apsw.Connection`` (the primary API), a standard-library
+    ``sqlite3.Connection`` whose Python was built with extension loading, or a
+    ``pysqlite3`` connection (subclasses included).
 
     Afterwards SQL's ``load_extension()`` is off (a view or trigger in a file must not load
     code; the engine refuses it too), while the C-level loading API is left as it was, and
@@ -46,7 +65,8 @@ def load(conn):
         c_api = conn.config(apsw.SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, -1)
         conn.enable_load_extension(True)
         try:
-            conn.load_extension(path)
+            # this entry point gives apsw the engine that Python imported (see cython/loader.c)
+            conn.load_extension(path, PYTHON_ENTRY_POINT)
         finally:
             conn.enable_load_extension(False)   # both: the C API and SQL's load_extension()
             if c_api:   # the C API alone back as the caller had it
@@ -55,12 +75,14 @@ def load(conn):
         from . import python_functions
         python_functions.register(conn)
         return conn
-    if type(conn).__module__ == "sqlite3" and type(conn).__name__ == "Connection":
+    cls = _dbapi_connection_class(conn)
+    if cls is not None:
         if not hasattr(conn, "enable_load_extension"):
             raise TensorStoreError(
-                "this Python's sqlite3 module was built without extension loading "
+                f"this Python's {cls.__module__} module was built without extension loading "
                 "(no Connection.enable_load_extension); use apsw instead: "
-                "sqlite_tensor.connect(path) returns an apsw.Connection with the extension loaded"
+                "sqlite_tensor.connect(path) returns an apsw.Connection with the extension "
+                "loaded, or pip install pysqlite3-binary and use pysqlite3 (docs/install.md)"
             )
         conn.enable_load_extension(True)
         try:
@@ -70,7 +92,8 @@ def load(conn):
         _reread_schema(conn)
         return conn
     raise TypeError(
-        f"load() takes an apsw.Connection or sqlite3.Connection, got {type(conn).__name__}"
+        f"load() takes an apsw.Connection or sqlite3.Connection, got {type(conn).__name__} "
+        f"(from module {type(conn).__module__}); pysqlite3 connections are accepted too"
     )
 
 

@@ -2,6 +2,7 @@
 Debian's /usr/bin/python3), and several connections reading from threads."""
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -254,30 +255,181 @@ def test_system_python_through_sqlite_tensor_load(family_db, tmp_path):
     assert result.stdout.splitlines() == [sqlite_tensor.__version__, "15", "disabled again: True"]
 
 
-def test_second_sqlite_library_in_one_process_is_refused():
-    """apsw's SQLite and the system libsqlite3 in one process: the second load is refused
-    with a message, not left to crash."""
-    code = """
-        import ctypes, ctypes.util, sys
-        import sqlite_tensor
-        conn = sqlite_tensor.connect(":memory:")
-        name = ctypes.util.find_library("sqlite3")
-        if name is None:
-            print("skip"); sys.exit(0)
-        lib = ctypes.CDLL(name)
-        db = ctypes.c_void_p()
-        assert lib.sqlite3_open(b":memory:", ctypes.byref(db)) == 0
+SECOND_LIBRARY = """
+    import ctypes, ctypes.util, sys
+
+    def system_sqlite(db_path, sql):
+        # the system libsqlite3, a SQLite library other than apsw's, driven through ctypes
+        lib = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
+        lib.sqlite3_column_text.restype = ctypes.c_char_p
+        db, stmt, err = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_char_p()
+        assert lib.sqlite3_open(db_path.encode(), ctypes.byref(db)) == 0
         lib.sqlite3_enable_load_extension(db, 1)
-        err = ctypes.c_char_p()
         rc = lib.sqlite3_load_extension(db, sqlite_tensor.loadable_path().encode(), None,
                                         ctypes.byref(err))
-        print(rc, err.value.decode())
-        print(conn.execute("SELECT tensor_version()").get)  # the first host still works
+        assert rc == 0, err.value
+        assert lib.sqlite3_prepare_v2(db, sql.encode(), -1, ctypes.byref(stmt), None) == 0
+        assert lib.sqlite3_step(stmt) == 100  # SQLITE_ROW
+        return lib.sqlite3_column_text(stmt, 0).decode()
+"""
+
+
+@pytest.mark.parametrize("first", ["apsw", "system"])
+def test_two_sqlite_libraries_in_one_process(family_db, first):
+    """apsw's SQLite and the system libsqlite3 in one process, either loading first: each
+    gets its own engine (cython/loader.c), both answer, and Store works on apsw."""
+    if ctypes_util_find_sqlite() is None:
+        pytest.skip("no system libsqlite3")
+    path, models = family_db
+    sql = "SELECT hex(tensor_blob('tensors', 'base', 'fc1.bias'))"
+    code = SECOND_LIBRARY + f"""
+    import sqlite_tensor
+    def via_apsw():
+        with sqlite_tensor.Store({str(path)!r}) as store:
+            print(store.get_tensor("base", "fc1.bias").tobytes().hex().upper())
+            print(store.conn.execute({sql!r}).get)
+    if {first!r} == "apsw":
+        via_apsw()
+    print(system_sqlite({str(path)!r}, {sql!r}))
+    via_apsw()
     """
     result = run_python(sys.executable, code, env=dict(os.environ))
     assert result.returncode == 0, result.stderr
-    if result.stdout.strip() == "skip":
-        pytest.skip("no system libsqlite3")
-    first, second = result.stdout.splitlines()
-    assert first.startswith("1 ") and "already loaded into another SQLite library" in first
-    assert second == sqlite_tensor.__version__
+    want = models["base"]["fc1.bias"].tobytes().hex().upper()
+    assert result.stdout.split() == [want] * (5 if first == "apsw" else 3)
+
+
+def ctypes_util_find_sqlite():
+    import ctypes.util
+    return ctypes.util.find_library("sqlite3")
+
+
+# -- pysqlite3 (pysqlite3-binary: a SQLite that loads extensions on any Python) ------------------
+
+def test_pysqlite3_through_sqlite_tensor_load_then_a_store(family_db):
+    """The issue's case: the extension loaded into pysqlite3 first, then a Store (apsw) in
+    the same process; and a subclass of pysqlite3's Connection is accepted too."""
+    pytest.importorskip("pysqlite3")
+    path, models = family_db
+    code = f"""
+        import pysqlite3.dbapi2 as pysqlite3
+        import sqlite_tensor
+
+        class Mine(pysqlite3.Connection):
+            pass
+
+        conn = sqlite_tensor.load(pysqlite3.connect({str(path)!r}, factory=Mine))
+        print(conn.execute("SELECT hex(data) FROM tensors WHERE model = 'tuned-2'"
+                           " AND tensor = 'fc1.weight'").fetchone()[0])
+        print(conn.execute("SELECT models FROM tensor_stats('tensors')").fetchone()[0])
+        with sqlite_tensor.Store({str(path)!r}) as store:
+            print(store.get_tensor("tuned-2", "fc1.weight").tobytes().hex().upper())
+        print(conn.execute("SELECT count(*) FROM tensors").fetchone()[0])
+        try:
+            conn.execute("SELECT load_extension('x')")
+        except pysqlite3.Error as e:
+            print("disabled again:", "not authorized" in str(e))
+    """
+    result = run_python(sys.executable, code, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    want = models["tuned-2"]["fc1.weight"].tobytes().hex().upper()
+    assert result.stdout.splitlines() == [want, "3", want, "15", "disabled again: True"]
+
+
+def test_load_rejects_other_objects_by_name():
+    with pytest.raises(TypeError, match=r"got object \(from module builtins\); pysqlite3"):
+        sqlite_tensor.load(object())
+
+
+def test_select_star_and_reports_never_read_tensor_bytes(family_db):
+    """What tools run unasked (SELECT *, the report tables) stays cheap: with every page BLOB
+    zeroed, those still answer; only asking for `data` reads pages (and finds them bad)."""
+    path, models = family_db
+    conn = sqlite_tensor.connect(path)
+    try:
+        conn.execute("UPDATE tensors_pages SET data = zeroblob(length(data))")
+        assert len(list(conn.execute("SELECT * FROM tensors"))) == 15
+        assert len(conn.execute("SELECT * FROM tensors LIMIT 1").get) == 5  # data is hidden
+        for report in ("tensor_stats", "tensor_models", "tensor_pages"):
+            assert list(conn.execute(f"SELECT * FROM {report}('tensors')"))
+        with pytest.raises(apsw.CorruptError, match="tensors_pages is corrupt"):
+            conn.execute("SELECT length(data) FROM tensors").get
+    finally:
+        conn.close()
+
+
+# -- datasette and sqlite-utils ------------------------------------------------------------------
+
+def tool_env():
+    """The test's environment, so the tools import this checkout's sqlite_tensor."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(sqlite_tensor.__file__).parent.parent),
+                                         env.get("PYTHONPATH", "")])
+    return env
+
+
+def plugin_registered(group: str) -> bool:
+    from importlib.metadata import entry_points
+    return any(ep.value == "sqlite_tensor.plugins" for ep in entry_points(group=group))
+
+
+def test_datasette_with_load_extension(family_db, tmp_path):
+    """datasette --load-extension: queries through its JSON API on 127.0.0.1; a store's
+    table page leaves the data column out (the plugin), ?_col=data still gives it."""
+    pytest.importorskip("datasette")
+    from test_install import datasette_json
+    path, models = family_db
+    args = ["--load-extension", sqlite_tensor.loadable_path()]
+    if not plugin_registered("datasette"):  # a source tree not pip-installed: by hand
+        plugins = tmp_path / "plugins"
+        plugins.mkdir()
+        (plugins / "st.py").write_text("from sqlite_tensor.plugins import *  # noqa\n")
+        args += ["--plugins-dir", plugins]
+    name = path.stem
+    stats, page, pages, one = datasette_json(sys.executable, path, [
+        f"/{name}.json?sql=select+models,+tensors+from+tensor_stats('tensors')&_shape=array",
+        f"/{name}/tensors.json?_shape=array",
+        f"/{name}/tensors_pages.json?_shape=array",
+        f"/{name}/tensors.json?_shape=array&_col=data&model__exact=base&tensor__exact=fc1.bias",
+    ], cwd=tmp_path, args=args, env=tool_env())
+    assert stats == [{"models": 3, "tensors": 15}]
+    assert len(page) == 15 and all("data" not in row for row in page)
+    assert pages and all(set(row) == {"id", "nblocks", "nbytes"} for row in pages)
+    assert {(r["model"], r["tensor"]) for r in page} == {(m, t) for m in models
+                                                         for t in models[m]}
+    import base64
+    assert base64.b64decode(one[0]["data"]["encoded"]) == models["base"]["fc1.bias"].tobytes()
+
+
+def test_sqlite_utils_with_load_extension(family_db):
+    pytest.importorskip("sqlite_utils")
+    path, models = family_db
+    result = subprocess.run(
+        [sys.executable, "-m", "sqlite_utils", "query", str(path),
+         "select model, count(*) as n from tensors group by model order by model",
+         "--load-extension", sqlite_tensor.loadable_path()],
+        capture_output=True, text=True, timeout=60, env=tool_env())
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [{"model": m, "n": len(models[m])} for m in sorted(models)]
+
+
+@pytest.mark.skipif(hasattr(sqlite3.Connection, "enable_load_extension"),
+                    reason="this Python's sqlite3 can load extensions")
+def test_plugin_on_a_sqlite3_that_cannot_load_says_why_once(family_db, tmp_path):
+    """The datasette/sqlite-utils plugin under a sqlite3 without extension loading: files
+    without a store open silently; for a store, one line says why and what to install."""
+    path, _ = family_db
+    plain = tmp_path / "plain.sqlite"
+    sqlite3.connect(plain).execute("CREATE TABLE t(x)").connection.close()
+    code = f"""
+        import sqlite3
+        from sqlite_tensor import plugins
+        plugins.prepare_connection(sqlite3.connect({str(plain)!r}))
+        for _ in range(3):
+            plugins.prepare_connection(sqlite3.connect({str(path)!r}))
+    """
+    result = run_python(sys.executable, code, env=tool_env())
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "tensor stores cannot be read" in lines[0]
+    assert "pip install pysqlite3-binary" in lines[0]
