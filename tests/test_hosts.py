@@ -19,7 +19,7 @@ import sqlite_tensor
 from sqlite_tensor import TensorStoreError
 from sqlite_tensor.connection import is_loaded
 from sqlite_tensor.families import text_classifier_family
-from conftest import SMALL, random_array, same
+from conftest import SMALL, random_array, same, tamperable
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -345,7 +345,7 @@ def test_select_star_and_reports_never_read_tensor_bytes(family_db):
     """What tools run unasked (SELECT *, the report tables) stays cheap: with every page BLOB
     zeroed, those still answer; only asking for `data` reads pages (and finds them bad)."""
     path, models = family_db
-    conn = sqlite_tensor.connect(path)
+    conn = tamperable(sqlite_tensor.connect(path))   # the pages are zeroed by hand below
     try:
         conn.execute("UPDATE tensors_pages SET data = zeroblob(length(data))")
         assert len(list(conn.execute("SELECT * FROM tensors"))) == 15
