@@ -125,17 +125,21 @@ cdef int refuse_sql_load_extension(sqlite3 *db) noexcept nogil:
     return rc
 
 
-cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
-                                                 const sqlite3_api_routines *api) noexcept nogil:
-    """Register the tensor_store module, the report tables and the SQL functions on db."""
-    cdef const sqlite3_api_routines *current = st_api_get()
-    if current != NULL and current != api:
-        # Our routines pointer is process-wide; a second SQLite library would swap it under
-        # connections of the first. Refuse instead of crashing later.
-        err[0] = api_mprintf(api, "sqlite-tensor is already loaded into another SQLite "
-                                  "library in this process; use one (apsw or sqlite3) per process")
-        return SQLITE_ERROR
-    st_api_set(api)
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_once_t:
+        pass
+    int pthread_once(pthread_once_t *, void (*)() noexcept nogil)
+
+cdef extern from *:
+    """
+    static pthread_once_t st_init_once = PTHREAD_ONCE_INIT;
+    """
+    pthread_once_t st_init_once
+
+
+cdef void init_process() noexcept nogil:
+    """Once per process, whichever connection comes first (several threads may open
+    connections at the same time): the module structs and the policy registry."""
     # Our threads split the tiles; BLAS inside each tile product stays single-threaded.
     scipy_openblas_set_num_threads(1)
     init_policies()
@@ -143,6 +147,19 @@ cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
     init_report_module()
     init_batch_module()
     init_snapshot_module()
+
+
+cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
+                                                 const sqlite3_api_routines *api) noexcept nogil:
+    """Register the tensor_store module, the report tables and the SQL functions on db."""
+    if st_api_claim(api) != api:
+        # Our routines pointer is process-wide; a second SQLite library would swap it under
+        # connections of the first. The loader gives each library its own copy of the
+        # engine (cython/loader.c), so this is a safety net: refuse instead of crashing later.
+        err[0] = api_mprintf(api, "sqlite-tensor is already loaded into another SQLite "
+                                  "library in this process; use one (apsw or sqlite3) per process")
+        return SQLITE_ERROR
+    pthread_once(&st_init_once, init_process)
     cdef int i = 0
     cdef int rc = sqlite3_create_module_v2(db, "tensor_store", &store_module, NULL, NULL)
     while rc == SQLITE_OK and st_reports[i].name != NULL:

@@ -17,7 +17,7 @@ cdef extern from "st_sqlite.h" nogil:
     ctypedef struct sqlite3_api_routines
 
     const sqlite3_api_routines *st_api_get()
-    void st_api_set(const sqlite3_api_routines *p)
+    const sqlite3_api_routines *st_api_claim(const sqlite3_api_routines *p)
     unsigned int st_get_u32(const unsigned char *p)
     uint64_t st_get_u64(const unsigned char *p)
 

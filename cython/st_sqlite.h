@@ -8,13 +8,27 @@
 #ifndef ST_SQLITE_H
 #define ST_SQLITE_H
 #include <sqlite3ext.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
 static const sqlite3_api_routines *sqlite3_api = 0;
 
-static inline const sqlite3_api_routines *st_api_get(void) { return sqlite3_api; }
-static inline void st_api_set(const sqlite3_api_routines *p) { sqlite3_api = p; }
+/* Set once, by the first connection's entry point; connections opened at the same time in
+** several threads race here, so the first store wins under a lock and later ones only
+** compare. Returns the table in force afterwards (p, unless another library's came first). */
+static pthread_mutex_t st_api_mutex = PTHREAD_MUTEX_INITIALIZER;
+static inline const sqlite3_api_routines *st_api_claim(const sqlite3_api_routines *p) {
+    const sqlite3_api_routines *in_force;
+    pthread_mutex_lock(&st_api_mutex);
+    if (sqlite3_api == 0) __atomic_store_n(&sqlite3_api, p, __ATOMIC_RELEASE);
+    in_force = sqlite3_api;
+    pthread_mutex_unlock(&st_api_mutex);
+    return in_force;
+}
+static inline const sqlite3_api_routines *st_api_get(void) {
+    return __atomic_load_n(&sqlite3_api, __ATOMIC_ACQUIRE);
+}
 
 /* Little-endian fixed-width reads/writes of the page format (x86-64 and aarch64 are LE;
 ** memcpy keeps unaligned access defined). */
