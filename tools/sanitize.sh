@@ -67,7 +67,8 @@ fi
 # These start /usr/bin/python3 by path with a PATH-only environment: nothing can preload the
 # runtime there, so the sanitized loader cannot load (they run in the normal suite).
 skip=(--deselect tests/test_hosts.py::test_system_python_sqlite3_loads_the_extension
-      --deselect tests/test_hosts.py::test_system_python_through_sqlite_tensor_load)
+      --deselect tests/test_hosts.py::test_system_python_through_sqlite_tensor_load
+      --deselect tests/test_connection_security.py::test_stdlib_sqlite3_that_left_loading_on_still_refuses_sql_load_extension)
 # By default not test_demo.py either: the demo is a Python script that takes a third of the
 # run's CPU time here (135 s of 7 min) for engine calls the other tests make. Name it to run it.
 # TSan cannot start threads in the child of a threaded fork, which this test does on purpose.
