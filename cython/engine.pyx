@@ -278,51 +278,23 @@ def predict(size_t db, str store, str model, x):
     cdef char *err = NULL
     cdef int rc
     cdef bytes store_b = store.encode(), model_b = model.encode()
-    # The plan and the pages must come from one snapshot: a write committed between them
-    # would pair an old plan with new pages. Outside a transaction, open a read one.
-    cdef bint own_txn = sqlite3_get_autocommit(<sqlite3 *>db) != 0
-    if own_txn:
-        _exec(db, "BEGIN")
+    # The plan and the pages come from one snapshot: the plan's page source holds one
+    # (snapshot_hold) from the moment it is checked or loaded until it is given back.
+    holder = _take_plan(db, store_b, model_b)
     try:
-        holder = _take_plan(db, store_b, model_b)
-        try:
-            single, arrays, batch = _input_arrays(&holder.plan, model, x)
-            out = np.empty((batch, holder.plan.n_out), np.float32)
-            if batch > 0:
-                memset(&inp, 0, sizeof(Input))
-                inp.batch = batch
-                set_input(&inp, arrays)
-                rc = _forward_into(&holder.plan, &inp, out, &err)
-                if rc != SQLITE_OK:
-                    _raise(rc, err)
-                if single:
-                    out = out[0]
-        finally:
-            _give_back_plan(db, store_b, model_b, holder)
-    except BaseException:
-        if own_txn:
-            _end_read(db)
-        raise
-    if own_txn:
-        _exec(db, "COMMIT")
-    return out
-
-
-cdef void _end_read(size_t db) noexcept:
-    """End the read transaction we opened, after an error: its own error must not hide the
-    one being raised (after SQLITE_CORRUPT, say)."""
-    with nogil:
-        if sqlite3_get_autocommit(<sqlite3 *>db) == 0:
-            sqlite3_exec(<sqlite3 *>db, "ROLLBACK", NULL, NULL, NULL)
-
-
-cdef _exec(size_t db, const char *sql):
-    cdef char *err = NULL
-    cdef int rc
-    with nogil:
-        rc = sqlite3_exec(<sqlite3 *>db, sql, NULL, NULL, &err)
-    if rc != SQLITE_OK:
-        _raise(rc if rc != SQLITE_ERROR else SQLITE_MISUSE, err)
+        single, arrays, batch = _input_arrays(&holder.plan, model, x)
+        out = np.empty((batch, holder.plan.n_out), np.float32)
+        if batch == 0:
+            return out
+        memset(&inp, 0, sizeof(Input))
+        inp.batch = batch
+        set_input(&inp, arrays)
+        rc = _forward_into(&holder.plan, &inp, out, &err)
+        if rc != SQLITE_OK:
+            _raise(rc, err)
+        return out[0] if single else out
+    finally:
+        _give_back_plan(db, store_b, model_b, holder)
 
 
 cdef void set_input(Input *inp, arrays) except *:
@@ -583,13 +555,12 @@ def read_tensor_into(size_t db, str store, str model, str tensor, out):
     cdef const char *sc = s
     cdef const char *mc = m
     cdef const char *tc = t
-    # the rows, the view and the pages from one snapshot: outside a transaction, open one
-    cdef bint own_txn = sqlite3_get_autocommit(<sqlite3 *>db) != 0
-    if own_txn:
-        _exec(db, "BEGIN")
-    try:
-        with nogil:
+    cdef sqlite3_stmt *snapshot = NULL   # the tensor's row and its pages: one snapshot
+    with nogil:
+        rc = snapshot_hold(<sqlite3 *>db, "main", &snapshot, &err)
+        if rc == SQLITE_OK:
             rc = lookup_tensor(<sqlite3 *>db, "main", sc, mc, tc, &info, &err)
+    try:
         if rc != SQLITE_OK:
             _raise(rc, err)
         if info.nbytes != dst.shape[0]:
@@ -602,12 +573,8 @@ def read_tensor_into(size_t db, str store, str model, str tensor, out):
             rc = read_tensor(<sqlite3 *>db, "main", sc, &info, &dst[0], &err)
         if rc != SQLITE_OK:
             _raise(rc, err)
-    except BaseException:
-        if own_txn:
-            _end_read(db)
-        raise
-    if own_txn:
-        _exec(db, "COMMIT")
+    finally:
+        snapshot_release(&snapshot)
 
 
 # -- the schema, from Python (store.py asks; the DDL is st_store_ddl in store_vtab.pxi) -----
