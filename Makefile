@@ -38,3 +38,32 @@ clean:
 # build/sanitize (the in-place build is untouched); see tools/sanitize.sh.
 asan-test: setup
 	PYTHON=$(PYTHON) tools/sanitize.sh
+
+# The C unit tests of cython/c (tests/c): each C file with its own test, built with the
+# engine's optimisation (-O3 -fwrapv), then again under AddressSanitizer + UBSan; the
+# thread pool (st_parallel_for) and the arena's threads also under ThreadSanitizer. Any
+# sanitizer report fails the run. No Python needed; tests/test_c_units.py runs it too.
+.PHONY: c-test
+C_TEST_CC ?= gcc
+C_TEST_DIR := build/c-test
+C_TEST_FLAGS := -std=gnu11 -g -Wall -Wextra -pthread -Icython/c -Itests/c
+C_TEST_SAN := ASAN_OPTIONS=abort_on_error=0:exitcode=66 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  TSAN_OPTIONS=halt_on_error=1:exitcode=66
+c-test:
+	@mkdir -p $(C_TEST_DIR)
+	@set -e; for t in half:"" gemv:st_gemv.c arena:st_arena.c parallel:st_parallel.c \
+	    fork:"st_fork.c st_arena.c"; do \
+	  name=$${t%%:*}; srcs=""; for s in $${t#*:}; do srcs="$$srcs cython/c/$$s"; done; \
+	  $(C_TEST_CC) $(C_TEST_FLAGS) -O3 -fwrapv tests/c/test_st_$$name.c $$srcs -lm \
+	    -o $(C_TEST_DIR)/$$name; \
+	  $(C_TEST_CC) $(C_TEST_FLAGS) -O1 -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    tests/c/test_st_$$name.c $$srcs -lm -o $(C_TEST_DIR)/$$name-asan; \
+	  $(C_TEST_DIR)/$$name; \
+	  $(C_TEST_SAN) $(C_TEST_DIR)/$$name-asan; \
+	done
+	@set -e; for name in parallel arena; do \
+	  $(C_TEST_CC) $(C_TEST_FLAGS) -O1 -fsanitize=thread tests/c/test_st_$$name.c \
+	    cython/c/st_$$name.c -o $(C_TEST_DIR)/$$name-tsan; \
+	  $(C_TEST_SAN) $(C_TEST_DIR)/$$name-tsan; \
+	done
+	@echo "c-test: all passed"

@@ -8,6 +8,7 @@ same files work after an isolated `pip install` (whose build environment is dele
 a wheel moved to another interpreter of the same ABI, and in the sqlite3 shell. The loader
 finds libpython at run time (cython/loader.c); only its file name is fixed here.
 """
+import glob
 import os
 import shutil
 import sysconfig
@@ -78,8 +79,10 @@ class BuildWithLoader(build_ext):
 blas = openblas()
 engine = Extension(
     ENGINE,
-    sources=["cython/engine.pyx"],
-    include_dirs=["cython", blas["include_dir"]],
+    # the C files are compiled into the same module, with the same flags (the engine is one
+    # shared object: the sqlite3 shell loads it without Python's import machinery)
+    sources=["cython/engine.pyx"] + sorted(glob.glob("cython/c/st_*.c")),
+    include_dirs=["cython", "cython/c", blas["include_dir"]],
     library_dirs=[blas["lib_dir"]],
     libraries=[blas["name"], "m"],
     # the bundled BLAS library sits beside the engine; nothing from the build machine

@@ -142,6 +142,7 @@ cdef void init_process() noexcept nogil:
     connections at the same time): the module structs and the policy registry."""
     # Our threads split the tiles; BLAS inside each tile product stays single-threaded.
     scipy_openblas_set_num_threads(1)
+    st_fork_init()
     init_policies()
     init_store_module()
     init_report_module()
@@ -388,12 +389,31 @@ def set_threads(int n):
 
 
 def get_threads():
-    """Threads a large layer runs on (default: one per online CPU)."""
+    """The thread setting, as set_threads() left it: 0 means the default, one per online
+    CPU (so set_threads(get_threads()) restores whatever was set, "auto" included).
+    effective_threads() says how many threads that is now."""
+    return st_threads
+
+
+def effective_threads():
+    """Threads a large layer runs on now: the setting, or the online CPUs when it is 0."""
     return kernel_threads(MIN_PARALLEL_MACS)
+
+
+def _fork_pool_skipped():
+    """Whether the last fork() went on without the pool's lock (held past the wait by a
+    thread that could not let go, such as a Python policy waiting for the GIL); tests."""
+    return bool(st_fork_pool_skipped())
+
+
+def _kernel_workers():
+    """The kernels' worker threads started in this process (0 in a fresh fork); tests."""
+    return st_parallel_workers()
 
 
 # -- the buffer pool from Python (sqlite_tensor.cache wraps these) -------------------------
 
+st_fork_init()    # the engine's locks are fork-safe before any connection uses them
 init_policies()   # Python may simulate before any connection loads us
 
 

@@ -9,6 +9,7 @@
 #define ST_SQLITE_H
 #include <sqlite3ext.h>
 #include <pthread.h>
+#include "st_fork.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -17,7 +18,7 @@ static const sqlite3_api_routines *sqlite3_api = 0;
 /* Set once, by the first connection's entry point; connections opened at the same time in
 ** several threads race here, so the first store wins under a lock and later ones only
 ** compare. Returns the table in force afterwards (p, unless another library's came first). */
-static pthread_mutex_t st_api_mutex = PTHREAD_MUTEX_INITIALIZER;
+/* st_api_mutex is defined in c/st_fork.c, whose fork handlers cover it. */
 static inline const sqlite3_api_routines *st_api_claim(const sqlite3_api_routines *p) {
     const sqlite3_api_routines *in_force;
     pthread_mutex_lock(&st_api_mutex);

@@ -15,12 +15,12 @@ from .errors import CorruptStoreError, FormatError, NotFoundError, TensorStoreEr
 from .ingest import IngestReport
 from .layers import LayerError
 from .store import Store, TensorInfo
-from ._engine import get_threads, set_threads
+from ._engine import effective_threads, get_threads, set_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
     "connect", "load", "loadable_path", "Store", "TensorInfo", "IngestReport", "LayerError",
-    "set_threads", "get_threads", "cache", "configure_cache",
+    "set_threads", "get_threads", "effective_threads", "cache", "configure_cache",
     "TensorStoreError", "CorruptStoreError", "FormatError", "NotFoundError", "__version__",
 ]

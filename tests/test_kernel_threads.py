@@ -1,4 +1,4 @@
-"""The kernels' worker threads (st_parallel_for in cython/inference/kernels.pxi): started
+"""The kernels' worker threads (st_parallel_for in cython/c/st_parallel.c): started
 once and kept, asleep when idle, shared by concurrent callers (a busy set of workers makes
 a caller start threads of its own), and usable again in a forked child.
 

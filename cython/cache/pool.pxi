@@ -24,183 +24,27 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_lock(pthread_mutex_t *)
     int pthread_mutex_unlock(pthread_mutex_t *)
 
+cdef extern from "st_fork.h":
+    pthread_mutex_t st_pool_mutex      # defined in c/st_fork.c, whose fork handlers cover it
+    int st_fork_init() nogil
+    int st_fork_pool_skipped() nogil
+
 cdef extern from *:
     """
-    #include <pthread.h>
-    static pthread_mutex_t st_pool_mutex = PTHREAD_MUTEX_INITIALIZER;
     #define ST_POOL_DEFAULT_BUDGET (512LL * 1024 * 1024)
     """
-    pthread_mutex_t st_pool_mutex
     long long ST_POOL_DEFAULT_BUDGET
 
-# Page memory (st_page_alloc / st_page_free). Pages of 64 KiB and more live in regions of
-# address space, 2 MiB aligned and marked MADV_HUGEPAGE, so that a cached model sits in
-# transparent huge pages as a large numpy array does: a kernel streaming through 64 MiB of
-# 1 MiB pages otherwise takes a TLB miss every 4 KiB. Pages are placed first-fit at 64-byte
-# granularity (the page format's alignment), so a page reserves its size rounded up to 64
-# bytes: the pool charges the page's size, which differs from that by under 64 bytes. Free
-# space is returned to the system (MADV_DONTNEED) in whole aligned 2 MiB blocks (4 KiB
-# blocks in a region without huge pages), and a region left empty is unmapped (the last
-# one is kept, holding no memory, for the next page). Smaller pages, and every page when a
-# region cannot be mapped, come from malloc as before. The arena has its own mutex, taken
-# inside the pool's and never around it.
-cdef extern from *:
-    """
-    #include <sys/mman.h>
-    #include <stdlib.h>
-    #define ST_ARENA_REGION ((size_t)64 << 20)  /* address space a region reserves */
-    #define ST_ARENA_HUGE ((size_t)2 << 20)     /* huge page size and region alignment */
-    #define ST_ARENA_SMALL ((size_t)4 << 10)    /* release granule without huge pages */
-    #define ST_ARENA_ALIGN ((size_t)64)         /* placement granularity and alignment */
-    #define ST_ARENA_MIN ((size_t)64 << 10)     /* smaller pages come from malloc */
-    typedef struct st_extent { size_t off, len; struct st_extent *next; } st_extent;
-    typedef struct st_region {
-        char *base;                 /* the mapping, ST_ARENA_HUGE aligned */
-        size_t size;
-        size_t used;                /* bytes placed in it */
-        int huge;                   /* MADV_HUGEPAGE was accepted */
-        st_extent *free;            /* free extents by offset, coalesced */
-        struct st_region *next;
-    } st_region;
-    static struct {
-        pthread_mutex_t lock;
-        int enabled;                /* 0: every page from malloc */
-        int huge;                   /* 0: do not ask for huge pages (new regions) */
-        st_region *regions;         /* oldest first: first fit prefers them */
-        long long nregions, mapped, in_use, fallbacks;
-    } st_arena = {PTHREAD_MUTEX_INITIALIZER, 1, 1};
-
-    static size_t st_round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
-
-    static st_region *st_region_new(size_t need) {
-        size_t size = need > ST_ARENA_REGION / 2 ? st_round_up(need, ST_ARENA_HUGE) : ST_ARENA_REGION;
-        st_region *r = calloc(1, sizeof(st_region));
-        st_extent *e = calloc(1, sizeof(st_extent));
-        char *m = MAP_FAILED, *base;
-        if (r && e)
-            m = mmap(0, size + ST_ARENA_HUGE, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (m == MAP_FAILED) {
-            free(r); free(e);
-            return 0;
-        }
-        base = (char *)st_round_up((size_t)m, ST_ARENA_HUGE);
-        if (base > m) munmap(m, base - m);
-        munmap(base + size, (m + size + ST_ARENA_HUGE) - (base + size));
-    #ifdef MADV_HUGEPAGE
-        r->huge = st_arena.huge && madvise(base, size, MADV_HUGEPAGE) == 0;
-    #endif
-        r->base = base; r->size = size;
-        e->off = 0; e->len = size; r->free = e;
-        st_region **at = &st_arena.regions;
-        while (*at) at = &(*at)->next;
-        *at = r;
-        st_arena.nregions++;
-        st_arena.mapped += size;
-        return r;
-    }
-
-    static void *st_region_take(st_region *r, size_t need) {
-        st_extent **link = &r->free, *e;
-        for (e = *link; e; link = &e->next, e = *link) {
-            if (e->len < need) continue;
-            char *out = r->base + e->off;
-            e->off += need; e->len -= need;
-            if (e->len == 0) { *link = e->next; free(e); }
-            r->used += need;
-            st_arena.in_use += need;
-            return out;
-        }
-        return 0;
-    }
-
-    static void *st_arena_alloc(size_t n) {
-        size_t need = st_round_up(n, ST_ARENA_ALIGN);
-        void *out = 0;
-        st_region *r;
-        pthread_mutex_lock(&st_arena.lock);
-        for (r = st_arena.regions; r && !out; r = r->next) out = st_region_take(r, need);
-        if (!out && (r = st_region_new(need)) != 0) out = st_region_take(r, need);
-        if (!out) st_arena.fallbacks++;
-        pthread_mutex_unlock(&st_arena.lock);
-        return out;
-    }
-
-    /* Give back [off, off + len) of r: into the free list, coalesced; then the whole release
-    ** granules of the merged extent that the freed bytes touch go back to the system. */
-    static void st_region_give(st_region *r, size_t off, size_t len) {
-        st_extent **link = &r->free, *prev = 0, *e;
-        while (*link && (*link)->off < off) { prev = *link; link = &(*link)->next; }
-        if (prev && prev->off + prev->len == off) {
-            prev->len += len; e = prev;
-        } else {
-            e = malloc(sizeof(st_extent));
-            if (!e) return;  /* leaked into no list: unusable but still mapped, never freed twice */
-            e->off = off; e->len = len; e->next = *link; *link = e;
-        }
-        if (e->next && e->off + e->len == e->next->off) {
-            st_extent *n = e->next;
-            e->len += n->len; e->next = n->next; free(n);
-        }
-        r->used -= len;
-        st_arena.in_use -= len;
-        size_t g = r->huge ? ST_ARENA_HUGE : ST_ARENA_SMALL;
-        size_t lo = st_round_up(e->off, g), hi = (e->off + e->len) / g * g;
-        size_t flo = off / g * g, fhi = st_round_up(off + len, g);
-        if (flo > lo) lo = flo;
-        if (fhi < hi) hi = fhi;
-        if (hi > lo) madvise(r->base + lo, hi - lo, MADV_DONTNEED);
-    }
-
-    static void st_region_drop(st_region *r) {
-        st_region **link = &st_arena.regions;
-        while (*link != r) link = &(*link)->next;
-        *link = r->next;
-        while (r->free) { st_extent *n = r->free->next; free(r->free); r->free = n; }
-        munmap(r->base, r->size);
-        st_arena.nregions--;
-        st_arena.mapped -= r->size;
-        free(r);
-    }
-
-    static void *st_page_alloc(size_t n) {
-        void *out = 0;
-        if (n >= ST_ARENA_MIN && st_arena.enabled) out = st_arena_alloc(n);
-        return out ? out : malloc(n ? n : 1);
-    }
-
-    /* n: the size it was allocated with */
-    static void st_page_free(void *p, size_t n) {
-        st_region *r;
-        if (!p) return;
-        if (n >= ST_ARENA_MIN) {
-            pthread_mutex_lock(&st_arena.lock);
-            for (r = st_arena.regions; r; r = r->next) {
-                if ((char *)p < r->base || (char *)p >= r->base + r->size) continue;
-                st_region_give(r, (size_t)((char *)p - r->base), st_round_up(n, ST_ARENA_ALIGN));
-                if (r->used == 0 && st_arena.nregions > 1) st_region_drop(r);
-                pthread_mutex_unlock(&st_arena.lock);
-                return;
-            }
-            pthread_mutex_unlock(&st_arena.lock);
-        }
-        free(p);
-    }
-    """
-    void *st_page_alloc(size_t n) nogil
-    void st_page_free(void *p, size_t n) nogil
-    ctypedef struct st_region_t "st_region":
-        size_t size
-        size_t used
-        int huge
-        st_region_t *next
-    ctypedef struct st_arena_t:
-        int enabled
-        int huge
-        st_region_t *regions
-        long long nregions, mapped, in_use, fallbacks
-    st_arena_t st_arena
-    pthread_mutex_t st_arena_lock "st_arena.lock"
+# Page memory (st_page_alloc / st_page_free): the huge-page arena of c/st_arena.c, whose
+# header says how pages are placed. Its mutex is taken inside the pool's, never around it.
+cdef extern from "st_arena.h" nogil:
+    void *st_page_alloc(size_t n)
+    void st_page_free(void *p, size_t n)
+    ctypedef struct st_arena_figures:
+        long long regions, mapped, in_use, huge_regions, fallbacks
+        int enabled, huge
+    void st_arena_stats(st_arena_figures *out)
+    void st_arena_configure(int enabled, int huge)
 
 
 def _page_memory_stats():
@@ -208,24 +52,12 @@ def _page_memory_stats():
     (pages placed in regions, each rounded up to 64 bytes), huge_regions (regions that
     accepted MADV_HUGEPAGE), fallbacks (pages of 64 KiB or more that came from malloc
     because no region could be mapped), and the settings (arena, huge)."""
-    cdef st_region_t *r
-    cdef long long v[7]
+    cdef st_arena_figures f
     with nogil:
-        pthread_mutex_lock(&st_arena_lock)
-        v[3] = 0
-        r = st_arena.regions
-        while r != NULL:
-            v[3] += r.huge
-            r = r.next
-        v[0] = st_arena.nregions
-        v[1] = st_arena.mapped
-        v[2] = st_arena.in_use
-        v[4] = st_arena.fallbacks
-        v[5] = st_arena.enabled
-        v[6] = st_arena.huge
-        pthread_mutex_unlock(&st_arena_lock)
-    return {"regions": v[0], "mapped_bytes": v[1], "in_use_bytes": v[2], "huge_regions": v[3],
-            "fallbacks": v[4], "arena": bool(v[5]), "huge": bool(v[6])}
+        st_arena_stats(&f)
+    return {"regions": f.regions, "mapped_bytes": f.mapped, "in_use_bytes": f.in_use,
+            "huge_regions": f.huge_regions, "fallbacks": f.fallbacks, "arena": bool(f.enabled),
+            "huge": bool(f.huge)}
 
 
 def _page_memory_configure(arena=None, huge=None):
@@ -235,12 +67,7 @@ def _page_memory_configure(arena=None, huge=None):
     cdef int a = -1 if arena is None else (1 if arena else 0)
     cdef int h = -1 if huge is None else (1 if huge else 0)
     with nogil:
-        pthread_mutex_lock(&st_arena_lock)
-        if a >= 0:
-            st_arena.enabled = a
-        if h >= 0:
-            st_arena.huge = h
-        pthread_mutex_unlock(&st_arena_lock)
+        st_arena_configure(a, h)
 
 
 cdef enum:

@@ -54,12 +54,9 @@ ctypedef struct ConnView:
     int changes
     uint64_t epoch
 
-cdef extern from *:
-    """
-    /* The views' own lock (never the pool's: view_forget runs inside sqlite3_close, which a
-    ** host may call holding the GIL, while a Python policy holds the pool's lock). */
-    static pthread_mutex_t st_views_mutex = PTHREAD_MUTEX_INITIALIZER;
-    """
+# The views' own lock (never the pool's: see c/st_fork.h), defined in c/st_fork.c, whose
+# fork handlers cover it.
+cdef extern from "st_fork.h":
     pthread_mutex_t st_views_mutex
 
 cdef ConnView *st_views           # guarded by st_views_mutex

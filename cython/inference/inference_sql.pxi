@@ -300,8 +300,8 @@ cdef void fn_tensor_json(sqlite3_context *ctx, int argc, sqlite3_value **argv) n
 
 
 cdef void fn_tensor_threads(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
-    """tensor_threads() / tensor_threads(n): the kernels' thread count (set it with n; 0
-    restores the default, one per online CPU)."""
+    """tensor_threads() / tensor_threads(n): the kernels' thread setting, as set (with n);
+    0 is the default, one per online CPU, so tensor_threads(tensor_threads()) changes nothing."""
     global st_threads
     if argc == 1:
         if sqlite3_value_type(argv[0]) != SQLITE_INTEGER or sqlite3_value_int64(argv[0]) < 0 \
@@ -310,4 +310,4 @@ cdef void fn_tensor_threads(sqlite3_context *ctx, int argc, sqlite3_value **argv
                                  "to 256 (0: one per CPU)", -1)
             return
         st_threads = <int>sqlite3_value_int64(argv[0])
-    sqlite3_result_int64(ctx, kernel_threads(MIN_PARALLEL_MACS))
+    sqlite3_result_int64(ctx, st_threads)
