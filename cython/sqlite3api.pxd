@@ -128,7 +128,6 @@ cdef extern from "st_sqlite.h" nogil:
     int sqlite3_file_control(sqlite3 *, const char *, int, void *)
     int sqlite3_total_changes(sqlite3 *)
     int sqlite3_txn_state(sqlite3 *, const char *)   # SQLite 3.34+: check the version first
-    void sqlite3_result_error_toobig(sqlite3_context *)
     sqlite3_int64 sqlite3_column_int64(sqlite3_stmt *, int)
     const unsigned char *sqlite3_column_text(sqlite3_stmt *, int)
     int sqlite3_column_type(sqlite3_stmt *, int)
@@ -174,6 +173,8 @@ cdef extern from "st_sqlite.h" nogil:
 
     # --- memory and strings -------------------------------------------------------------
     void *sqlite3_malloc64(sqlite3_uint64)
+    void *sqlite3_realloc64(void *, sqlite3_uint64)
+    int sqlite3_bind_blob64(sqlite3_stmt *, int, const void *, sqlite3_uint64, sqlite3_destructor_type)
     void sqlite3_free(void *)
     char *sqlite3_mprintf(const char *, ...)
     int sqlite3_stricmp(const char *, const char *)

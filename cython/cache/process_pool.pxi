@@ -604,13 +604,11 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
 
 cdef void result_tensor_blob(sqlite3_context *ctx, sqlite3 *db, const char *schema,
                              const char *store, const TensorInfo *info) noexcept nogil:
-    """Set the function/column result to the tensor's bytes, or to an error."""
+    """Set the function/column result to the tensor's bytes, or to an error. The caller
+    has checked info.nbytes against SQLite's length limit (check_result_bytes), so nothing
+    SQLite could not return is allocated."""
     cdef char *err = NULL
     cdef unsigned char *buf
-    if info.nbytes > sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1):
-        # never allocate what SQLite could not return anyway
-        sqlite3_result_error_toobig(ctx)
-        return
     buf = <unsigned char *>sqlite3_malloc64(info.nbytes)
     if buf == NULL:
         sqlite3_result_error_nomem(ctx)

@@ -401,10 +401,6 @@ cdef int store_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid) noexcept no
 
 from libc.string cimport strstr
 
-cdef extern from "st_sqlite.h" nogil:
-    void *sqlite3_realloc64(void *, sqlite3_uint64)
-    int sqlite3_bind_blob64(sqlite3_stmt *, int, const void *, sqlite3_uint64, sqlite3_destructor_type)
-
 cdef int store_objects_exist(sqlite3 *db, const char *schema, const char *store, int *count,
                              char **err, char **first=NULL) noexcept nogil:
     """How many of the objects st_store_ddl creates (each "IF NOT EXISTS {part}") exist;
