@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sqlite_tensor  # noqa: E402
 from benchmarks.common import (MB, PLAIN_DDL, Store, TempDir, family, fresh_tensor,  # noqa: E402
                                ingest_ratio, page_chunks, plain_insert, plain_read)
-from sqlite_tensor.families import text_classifier_family  # noqa: E402
+from sqlite_tensor.testing.families import text_classifier_family  # noqa: E402
 
 SHAPES = [(64, 64), (128, 128), (256, 256), (512, 512), (256, 1024)]
 PAGE_BLOCKS = [1, 2, 4, 8, 16]

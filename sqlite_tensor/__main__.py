@@ -24,13 +24,13 @@ def main(argv: list[str] | None = None) -> int:
         from .connection import loadable_path
         print(loadable_path())
     elif args.command == "policies":
-        from .cache import print_policy_table
+        from .testing.workloads import print_policy_table
         print_policy_table()
     elif args.command == "version":
         from . import __version__
         print(__version__)
     else:
-        from .demo import run
+        from .testing.demo import run
         from .errors import TensorStoreError
         try:
             return run(args.db, args.models, force=args.force)

@@ -158,45 +158,14 @@ def compare(trace, pages: dict, budget_bytes: int, names=None, **kwargs) -> list
     return [results[n] for n in names]
 
 
-def family_trace(*, models: int = 12, pages_per_model: int = 64, shared_fraction: float = 0.75,
-                 groups: int = 3, requests: int = 2000, zipf: float = 1.0, page_bytes: int = 2**20,
-                 seed: int = 0) -> tuple[np.ndarray, dict]:
-    """A serving trace of a model family: (page ids, pages as simulate() takes them).
-
-    Every model reads all its pages in order on each request. shared_fraction of a model's
-    pages are the family's base (shared by all models); half the rest are shared within
-    one of `groups` groups of models (say, variants fine-tuned alike); the rest are private.
-    Requests pick models with Zipf(zipf) popularity, the ranks shuffled by seed.
-    """
-    if models < 1 or pages_per_model < 1 or requests < 0:
-        raise ValueError("models and pages_per_model must be positive, requests >= 0")
-    rng = np.random.default_rng(seed)
-    n_base = int(round(pages_per_model * shared_fraction))
-    n_group = (pages_per_model - n_base) // 2
-    n_private = pages_per_model - n_base - n_group
-    base = list(range(n_base))
-    next_id = n_base
-    group_pages = []
-    for _ in range(groups):
-        group_pages.append(list(range(next_id, next_id + n_group)))
-        next_id += n_group
-    model_pages, sharing = [], {p: models for p in base}
-    members = [0] * groups
-    for m in range(models):
-        g = m % groups
-        members[g] += 1
-        private = list(range(next_id, next_id + n_private))
-        next_id += n_private
-        sharing.update({p: 1 for p in private})
-        model_pages.append(base + group_pages[g] + private)
-    for g in range(groups):
-        sharing.update({p: members[g] for p in group_pages[g]})
-    weights = 1.0 / np.arange(1, models + 1) ** zipf
-    ranks = rng.permutation(models)
-    chosen = rng.choice(models, size=requests, p=weights[ranks] / weights.sum())
-    trace = np.concatenate([model_pages[m] for m in chosen]) if requests else np.zeros(0, np.int64)
-    pages = {p: (page_bytes, sharing[p]) for p in sharing}
-    return trace.astype(np.int64), pages
+def family_trace(**kwargs) -> tuple[np.ndarray, dict]:
+    """Deprecated alias (docs/cache.md named it here): the generator moved to
+    :func:`sqlite_tensor.testing.workloads.family_trace`."""
+    import warnings
+    warnings.warn("sqlite_tensor.cache.family_trace moved to "
+                  "sqlite_tensor.testing.workloads.family_trace", DeprecationWarning, stacklevel=2)
+    from .testing.workloads import family_trace
+    return family_trace(**kwargs)
 
 
 def static_oracle_misses(trace, pages: dict, budget_bytes: int) -> int:
@@ -214,19 +183,3 @@ def static_oracle_misses(trace, pages: dict, budget_bytes: int) -> int:
             misses -= int(counts[i]) - 1   # one cold miss, then hits
             kept += 1
     return misses
-
-
-def print_policy_table() -> None:
-    """Print misses / Belady's for every policy on family_trace(), at 25/50/75 % budgets
-    (python -m sqlite_tensor policies)."""
-    trace, pages = family_trace()
-    distinct = sum(b for b, _ in pages.values())
-    names = policies()
-    print(f"family_trace(): {len(trace)} accesses, {len(pages)} distinct pages; misses / opt")
-    print(f"{'budget':>7} " + " ".join(f"{n:>9}" for n in names) + "  static-oracle")
-    for frac in (0.25, 0.5, 0.75):
-        budget = int(distinct * frac)
-        rows = {r["policy"]: r for r in compare(trace, pages, budget, names)}
-        opt = max(rows["opt"]["misses"], 1)
-        print(f"{frac:>7.0%} " + " ".join(f"{rows[n]['vs_opt']:>9.2f}" for n in names)
-              + f"  {static_oracle_misses(trace, pages, budget) / opt:>13.2f}")

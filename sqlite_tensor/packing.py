@@ -748,69 +748,12 @@ def evaluate(pages, groups: Mapping, capacity: int) -> dict:
             "overhead": mean - 1.0}
 
 
-# -- instances for tests and benchmarks --------------------------------------------------------
-
-def family_instance(models: int = 12, blocks_per_model: int = 2000, shared: float = 0.75,
-                    seed: int = 0, by: str = "model", tensors: int = 4) -> dict[str, set[int]]:
-    """A deterministic packing instance shaped like a family of fine-tuned models.
-
-    Models fall into about sqrt(models) sub-families of consecutive models (fine-tunes of one
-    checkpoint); each is a retrained version of the one before it in its sub-family. Of a
-    model's ``blocks_per_model`` blocks, the ``shared`` fraction is shared: half of it with
-    every model (the pretrained base), 30 % within its sub-family and 20 % with its
-    neighbours in the sub-family (10 % with each); the rest is private. Every size is jittered
-    by up to +-20 % so that classes do not fill pages exactly. Block ids are numbered in
-    order of first use, models in order, as a store's ingest numbers them.
-
-    ``by="model"``: one group a model, named ``m<i>``. ``by="tensor"``: one group a tensor,
-    named ``m<i>/t<j>``; each of the ``tensors`` tensors (55/25/15/5 % of a model for four, equal
-    shares otherwise) is its own family of the same shape, sharing only with the same
-    tensor of other models.
-    """
-    if isinstance(models, bool) or not isinstance(models, int) or models < 1:
-        raise ValueError(f"models must be a positive int, got {models!r}")
-    if isinstance(blocks_per_model, bool) or not isinstance(blocks_per_model, int) or blocks_per_model < 1:
-        raise ValueError(f"blocks_per_model must be a positive int, got {blocks_per_model!r}")
-    if not 0.0 <= shared <= 1.0:
-        raise ValueError(f"shared must be within [0, 1], got {shared!r}")
-    if by not in ("model", "tensor"):
-        raise ValueError(f"by must be 'model' or 'tensor', got {by!r}")
-    rng = np.random.default_rng(seed)
-    if by == "tensor":
-        if isinstance(tensors, bool) or not isinstance(tensors, int) or tensors < 1:
-            raise ValueError(f"tensors must be a positive int, got {tensors!r}")
-        share = np.array([0.55, 0.25, 0.15, 0.05]) if tensors == 4 else np.full(tensors, 1 / tensors)
-        per_tensor, offset = [], 0
-        for t in range(tensors):
-            fam = family_instance(models, max(1, round(blocks_per_model * share[t])), shared,
-                                  int(rng.integers(2 ** 31)), "model")
-            per_tensor.append({name: {b + offset for b in ids} for name, ids in fam.items()})
-            offset += max(max(ids) for ids in fam.values()) + 1
-        return {f"m{i}/t{t}": per_tensor[t][f"m{i}"] for i in range(models) for t in range(tensors)}
-
-    def jitter(x: float) -> int:
-        return int(round(x * rng.uniform(0.8, 1.2))) if x > 0 else 0
-
-    n_sub = max(1, round(math.sqrt(models)))
-    sub = [[i for i in range(models) if i * n_sub // models == s] for s in range(n_sub)]
-    B = blocks_per_model
-    parts = [(list(range(models)), jitter(B * shared * 0.5))]               # the base
-    for mem in sub:
-        if len(mem) > 1:
-            parts.append((mem, jitter(B * shared * 0.3)))                    # the sub-family
-            parts += [([a, b], jitter(B * shared * 0.1)) for a, b in zip(mem, mem[1:])]
-    parts += [([i], jitter(B * (1 - shared))) for i in range(models)]         # private
-    out, next_id, first = {}, 0, {}
-    for i in range(models):
-        ids = set()
-        for j, (mem, size) in enumerate(parts):
-            if i in mem and size:
-                if j not in first:
-                    first[j] = next_id
-                    next_id += size
-                ids.update(range(first[j], first[j] + size))
-        if not ids:  # all of a tiny model's parts rounded to nothing: give it one block
-            ids = {next_id}
-            next_id += 1
-        out[f"m{i}"] = ids
-    return out
+def family_instance(*args, **kwargs) -> dict[str, set[int]]:
+    """Deprecated alias (docs/packing.md named it here): the generator moved to
+    :func:`sqlite_tensor.testing.workloads.family_instance`."""
+    import warnings
+    warnings.warn("sqlite_tensor.packing.family_instance moved to "
+                  "sqlite_tensor.testing.workloads.family_instance", DeprecationWarning,
+                  stacklevel=2)
+    from .testing.workloads import family_instance
+    return family_instance(*args, **kwargs)

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sqlite_tensor import cache
+from sqlite_tensor.testing import workloads
 
 # The policies simulate() runs by name ("python" is plugged in as an object, not by name).
 POLICIES = [p for p in cache.policies(simulation=True) if p != "python"]
@@ -335,7 +336,7 @@ def families():
     """family_trace(seed) for seeds 0..2, with the bytes of its distinct pages."""
     out = {}
     for seed in range(3):
-        trace, pages = cache.family_trace(seed=seed)
+        trace, pages = workloads.family_trace(seed=seed)
         out[seed] = trace, pages, sum(b for b, _ in pages.values())
     return out
 
@@ -430,7 +431,7 @@ def test_empty_trace():
 
 
 def test_simulate_takes_numpy_and_list_traces_alike():
-    trace, pages = cache.family_trace(models=3, pages_per_model=8, requests=40, seed=5)
+    trace, pages = workloads.family_trace(models=3, pages_per_model=8, requests=40, seed=5)
     budget = 10 * 2**20
     for policy in POLICIES:
         a = cache.simulate(trace, pages, policy, budget)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sqlite_tensor
-from sqlite_tensor.families import text_classifier_family
+from sqlite_tensor.testing.families import text_classifier_family
 from conftest import dump, random_array, same
 
 

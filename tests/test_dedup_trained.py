@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import sqlite_tensor
-from sqlite_tensor import trained
+from sqlite_tensor.testing import trained
 from sqlite_tensor.dedup import accuracy
-from sqlite_tensor.dedup.compare import compare, table
+from sqlite_tensor.testing.dedup_compare import compare, table
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ def test_demo_never_overwrites_a_file_it_did_not_make(tmp_path):
 
 
 def test_demo_replaces_its_own_file(tmp_path):
-    from sqlite_tensor import demo
+    from sqlite_tensor.testing import demo
     path = tmp_path / "d.sqlite"
     demo.build(str(path), 2)
     assert demo.made_by_demo(path)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import sqlite_tensor
-from sqlite_tensor import demo
+from sqlite_tensor.testing import demo
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.S | re.M)

@@ -18,7 +18,7 @@ import pytest
 import sqlite_tensor
 from sqlite_tensor import TensorStoreError
 from sqlite_tensor.connection import is_loaded
-from sqlite_tensor.families import text_classifier_family
+from sqlite_tensor.testing.families import text_classifier_family
 from conftest import SMALL, random_array, same, tamperable
 
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -234,7 +234,7 @@ def check_installed(python: Path, shell, tmp: Path, *, editable_src: Path | None
 def make_demo(python: Path, path: Path, *, full: bool = True) -> None:
     """A demo file of two models: by the demo command itself, or only its store."""
     cmd = ["-m", "sqlite_tensor", "demo", path, "--models", "2"] if full else \
-        ["-c", f"from sqlite_tensor import demo; demo.build({str(path)!r}, 2)"]
+        ["-c", f"from sqlite_tensor.testing import demo; demo.build({str(path)!r}, 2)"]
     run([python, *cmd], cwd=path.parent, env=clean_env(), timeout=600)
 
 

@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sqlite_tensor import packing
-from sqlite_tensor.packing import (DEFAULT_STRATEGY, STRATEGIES, evaluate, family_instance,
-                                   lower_bounds, pack, validate)
+from sqlite_tensor.packing import (DEFAULT_STRATEGY, STRATEGIES, evaluate, lower_bounds, pack,
+                                   validate)
+from sqlite_tensor.testing.workloads import family_instance
 
 HEURISTICS = [s for s in STRATEGIES if s != "exact"]
 HYP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,7 +12,7 @@ import pytest
 import sqlite_tensor
 from sqlite_tensor.schema import PARTS
 from sqlite_tensor import _engine
-from sqlite_tensor.families import text_classifier_family
+from sqlite_tensor.testing.families import text_classifier_family
 from conftest import random_array
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "sql.md"

@@ -9,7 +9,7 @@ import pytest
 
 import sqlite_tensor
 from sqlite_tensor import cache, packing
-from sqlite_tensor.families import TEXT_CLASSIFIER_LAYERS, text_classifier_family
+from sqlite_tensor.testing.families import TEXT_CLASSIFIER_LAYERS, text_classifier_family
 
 from conftest import snapshot
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import sqlite_tensor
-from sqlite_tensor import trained
-from sqlite_tensor.trained import LAYERS, accuracy, delta_stats, fine_tuned_family, forward
+from sqlite_tensor.testing import trained
+from sqlite_tensor.testing.trained import LAYERS, accuracy, delta_stats, fine_tuned_family, forward
 
 # The small configuration: a couple of seconds at most on one core.
 SMALL = dict(vocab=2048, dim=32, hidden=32, base_epochs=3, tune_docs=4000, eval_docs=1000)
@@ -159,5 +159,5 @@ def test_bad_inputs(family):
 
 
 def test_report_runs():
-    text = trained._report(n_variants=1, **TINY)
+    text = trained.report(n_variants=1, **TINY)
     assert "task-1" in text and "trained in" in text

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 import sqlite_tensor.cache as cache
+from sqlite_tensor.testing import workloads
 from sqlite_tensor import Store, _engine
 
 from .bench_inference import N, dense_store
@@ -20,7 +21,7 @@ from .common import median_time
 
 POLICIES = cache.policies()
 FRACTIONS = [0.25, 0.5, 0.75]      # budget, as a fraction of the distinct page bytes
-SEEDS = [0, 1, 2]                  # of cache.family_trace: model popularity and requests
+SEEDS = [0, 1, 2]                  # of workloads.family_trace: model popularity and requests
 DEFAULT_BUDGET = 512 * 2 ** 20     # the process pool's budget when the benchmarks start
 
 
@@ -53,7 +54,7 @@ def static_oracle_misses(trace: np.ndarray, pages: dict, budget: int) -> int:
 
 class PolicyMisses:
     """Misses of each policy over Belady's optimum (opt: MIN with bypass, which knows the
-    future) on cache.family_trace(seed): 12 models, 75 % of each model's 64 pages of 1 MiB
+    future) on workloads.family_trace(seed): 12 models, 75 % of each model's 64 pages of 1 MiB
     shared by all (the rest half shared within one of 3 groups, half private), Zipf 1.0
     model popularity, 2,000 requests each reading all its model's pages in order (128,000
     accesses, 168 distinct pages). Budget = budget_fraction of the distinct bytes.
@@ -66,14 +67,14 @@ class PolicyMisses:
     def setup_cache(self):
         opt = {}
         for seed in SEEDS:
-            trace, pages = cache.family_trace(seed=seed)
+            trace, pages = workloads.family_trace(seed=seed)
             for fraction in FRACTIONS:
                 opt[seed, fraction] = cache.simulate(trace, pages, "opt",
                                                      _budget(pages, fraction))["misses"]
         return opt
 
     def setup(self, opt, policy, fraction, seed):
-        self.trace, self.pages = cache.family_trace(seed=seed)
+        self.trace, self.pages = workloads.family_trace(seed=seed)
 
     def track_vs_opt(self, opt, policy, fraction, seed):
         result = cache.simulate(self.trace, self.pages, policy, _budget(self.pages, fraction))
@@ -94,7 +95,7 @@ class StaticOracle:
     timeout = 120
 
     def setup(self, fraction, seed):
-        self.trace, self.pages = cache.family_trace(seed=seed)
+        self.trace, self.pages = workloads.family_trace(seed=seed)
         self.budget = _budget(self.pages, fraction)
         self.opt = cache.simulate(self.trace, self.pages, "opt", self.budget)["misses"]
 
@@ -110,7 +111,7 @@ class StaticOracle:
 
 
 class SimulateSpeed:
-    """cache.simulate() of the default policy on cache.family_trace(seed=0) (128,000
+    """cache.simulate() of the default policy on workloads.family_trace(seed=0) (128,000
     accesses) at half the distinct bytes: the whole call, the Python-side preparation
     (page ids made dense, next uses for opt) included.
     track_accesses_per_s: accesses replayed per second (median of 7 calls)."""
@@ -118,7 +119,7 @@ class SimulateSpeed:
     timeout = 120
 
     def setup(self):
-        self.trace, self.pages = cache.family_trace(seed=0)
+        self.trace, self.pages = workloads.family_trace(seed=0)
         self.budget = _budget(self.pages, 0.5)
 
     def _simulate(self):
@@ -161,7 +162,7 @@ def serving_family(path: str) -> None:
     fc1 and fc2 (1024 x 1024, 8 MiB) are the same bytes in every model, fc3 (512 x 1024,
     2 MiB) in every model of one of FAMILY_GROUPS groups (model i in group i % groups), the
     head (512 x 512, 1 MiB) is each model's own. About 73 % of a model's bytes are shared
-    by the whole family, like cache.family_trace's 75 %."""
+    by the whole family, like workloads.family_trace's 75 %."""
     rng = np.random.default_rng(20)
     base = {"fc1.weight": _dense_weight(rng, 1024, 1024), "fc1.bias": _bias(rng, 1024),
             "fc2.weight": _dense_weight(rng, 1024, 1024), "fc2.bias": _bias(rng, 1024)}
@@ -178,7 +179,7 @@ def serving_family(path: str) -> None:
 
 def zipf_requests(n: int, models: int, zipf: float = 1.0, seed: int = 0) -> np.ndarray:
     """n model indexes drawn with Zipf(zipf) popularity, the ranks shuffled by seed (as
-    cache.family_trace draws its requests)."""
+    workloads.family_trace draws its requests)."""
     rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, models + 1) ** zipf
     ranks = rng.permutation(models)

@@ -11,8 +11,8 @@ BLAS for both searches, so the ratio compares algorithms, not thread counts.
 """
 from threadpoolctl import threadpool_limits
 
-from sqlite_tensor.dedup.compare import METHODS, MethodResult, compare
-from sqlite_tensor.trained import fine_tuned_family
+from sqlite_tensor.testing.dedup_compare import METHODS, MethodResult, compare
+from sqlite_tensor.testing.trained import fine_tuned_family
 
 
 def _figures(vocab):

@@ -6,7 +6,8 @@ import shutil
 import numpy as np
 
 from sqlite_tensor import Store, cache, packing
-from sqlite_tensor.families import TEXT_CLASSIFIER_LAYERS, text_classifier_family
+from sqlite_tensor.testing import workloads
+from sqlite_tensor.testing.families import TEXT_CLASSIFIER_LAYERS, text_classifier_family
 
 from .common import median_time
 
@@ -21,7 +22,7 @@ class Strategies:
     param_names = ["strategy", "capacity", "by"]
 
     def setup(self, strategy, capacity, by):
-        self.groups = packing.family_instance(seed=0, by=by)
+        self.groups = workloads.family_instance(seed=0, by=by)
         pages = packing.pack(self.groups, capacity, strategy)
         self.figures = packing.evaluate(pages, self.groups, capacity)
 
@@ -47,7 +48,7 @@ class Speed:
     repeat = (1, 3, 60.0)
 
     def setup(self, strategy):
-        self.groups = packing.family_instance(models=200, blocks_per_model=2000, seed=1)
+        self.groups = workloads.family_instance(models=200, blocks_per_model=2000, seed=1)
 
     def time_pack(self, strategy):
         packing.pack(self.groups, 8, strategy)

@@ -19,7 +19,7 @@ import numpy as np
 
 import sqlite_tensor
 from sqlite_tensor import Store
-from sqlite_tensor.families import text_classifier_family
+from sqlite_tensor.testing.families import text_classifier_family
 
 MB = 2 ** 20
 COLS = 1024   # fresh tensors are (rows x 1024) float32: several block columns at any default

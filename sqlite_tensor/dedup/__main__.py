@@ -9,8 +9,8 @@ import os
 import tempfile
 import time
 
-from ..trained import fine_tuned_family
-from .compare import compare, run_method, table
+from ..testing.dedup_compare import compare, run_method, table
+from ..testing.trained import fine_tuned_family
 
 parser = argparse.ArgumentParser(prog="python -m sqlite_tensor.dedup")
 parser.add_argument("--variants", type=int, default=4)

@@ -9,11 +9,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from . import formats
-from .connection import connect, loadable_path
-from .errors import TensorStoreError
+from .. import formats
+from ..connection import connect, loadable_path
+from ..errors import TensorStoreError
+from ..store import Store
 from .families import TEXT_CLASSIFIER_LAYERS, text_classifier_family
-from .store import Store
 
 SHELL_QUERIES = """\
 SELECT model, tensor, shape, dtype FROM tensors WHERE model = 'tuned-2';
@@ -111,7 +111,7 @@ def run(db_path: str = "demo.sqlite", n_models: int = 5, *, force: bool = False)
 def approximate(db_path: str) -> None:
     """Train a base classifier and four fine-tuned variants, store them as "trained" in the
     same file, and deduplicate them approximately within one point of accuracy."""
-    from .dedup import accuracy
+    from ..dedup import accuracy
     from .trained import fine_tuned_family
     print("\nApproximate dedup: a base text classifier and 4 variants fine-tuned on related\n"
           "tasks (trained now, a few seconds), into the store 'trained' of the same file:\n")

@@ -1,0 +1,11 @@
+"""Test, benchmark and demo material: not the serving API.
+
+- ``families``: generated model families (``text_classifier_family``).
+- ``trained``: a trained family (``fine_tuned_family``: a numpy training loop).
+- ``workloads``: seeded buffer-pool traces (``family_trace``) and packing instances
+  (``family_instance``).
+- ``dedup_compare``: every dedup method side by side (``python -m sqlite_tensor.dedup``).
+- ``demo``: ``python -m sqlite_tensor demo``.
+
+Nothing here is imported by the library itself except on those commands.
+"""
