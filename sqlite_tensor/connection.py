@@ -17,7 +17,6 @@ from .errors import TensorStoreError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 LOADER_FILE = "libsqlite_tensor.so"
-ENTRY_POINT = "sqlite3_sqlitetensor_init"
 PYTHON_ENTRY_POINT = "sqlite3_sqlitetensor_python_init"
 
 

@@ -21,7 +21,6 @@ class Tables:
 
     def __init__(self, store: str):
         self.store = store
-        self.quoted_store = quote(store)
         self.pages_unquoted = f"{store}_pages"   # for blob_open, which takes a bare name
         for part in PARTS:
             setattr(self, part, quote(f"{store}_{part}"))

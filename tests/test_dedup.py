@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import sqlite_tensor
+from sqlite_tensor.schema import Tables
 from sqlite_tensor.testing.families import text_classifier_family
 from conftest import dump, random_array, same
 
@@ -86,7 +87,7 @@ def check_against_reference(store, ref: Reference, *, pages=True):
     assert all(1 <= p["blocks"] <= store.page_blocks for p in page_rows)
     assert all(p["models"] >= 1 and p["tensors"] >= 1 for p in page_rows)
     # refcounts: how many (tensor, tile) entries use each distinct byte string
-    t = store._t
+    t = Tables(store.name)
     counts = {}
     for u in ref.uses.values():
         for tile in u:
@@ -200,7 +201,7 @@ def test_family_accounting(db):
             assert rows[name]["private_bytes"] >= 0.25 * emb
     assert store.stats()["dedup_ratio"] > 2.5
     # model_stats' pages: the distinct pages holding the model's blocks
-    t = store._t
+    t = Tables(store.name)
     for name in family:
         want = store.conn.execute(
             f"SELECT count(DISTINCT b.page_id) FROM {t.map} m JOIN {t.tensors} tt ON tt.id ="

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 import sqlite_tensor
 from sqlite_tensor import _engine, pages, residuals
 from sqlite_tensor.residuals import LOWRANK, QUANTIZED
+from sqlite_tensor.schema import Tables
 from reference_model import assert_matches
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -70,7 +71,7 @@ def put_residuals(store, model, tensor, entries, *, rows=None):
     with writing(conn):
         page_id = None
         if payloads:
-            page_id = pages.insert_page(conn, store._t, pages.build_page(payloads), len(payloads))
+            page_id = pages.insert_page(conn, Tables(s), pages.build_page(payloads), len(payloads))
         if rows is None:
             rows = [(bi, bj, kind, param, None, slot, len(payload))
                     for slot, ((bi, bj), (kind, param, payload)) in enumerate(entries.items())]
@@ -363,7 +364,7 @@ def test_residual_pages_are_not_served_stale(memdb, rng):
                                       scale=1.0)
     data = pages.build_page([np.frombuffer(p, np.uint8) for (_, _, p) in entries.values()])
     with writing(memdb):   # plain SQL: the pool notices the change without a new generation
-        pages.update_page(memdb, store._t, page, data, len(entries))
+        pages.update_page(memdb, Tables(store.name), page, data, len(entries))
     effective["w1"] = arrays["w1"] + added
     w1 = memdb.execute("SELECT tensor_blob('tensors', 'm', 'w1')").get
     np.testing.assert_array_equal(np.frombuffer(w1, np.float32).reshape(13, 11), effective["w1"])

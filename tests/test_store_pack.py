@@ -27,8 +27,8 @@ def scramble(store, seed=0):
     blocks = np.array(sorted(b for page in store.page_layout() for b in page))
     np.random.default_rng(seed).shuffle(blocks)
     layout = [blocks[i:i + store.page_blocks].tolist() for i in range(0, len(blocks), store.page_blocks)]
-    with store._writing():
-        store._write_layout(layout)
+    with store.writer() as w:
+        w.write_layout(layout)
     assert store.verify() == []
 
 

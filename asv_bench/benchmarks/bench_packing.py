@@ -68,8 +68,8 @@ class Serving:
             store.add_model(name, tensors, layers=TEXT_CLASSIFIER_LAYERS)
         blocks = np.array(sorted(b for page in store.page_layout() for b in page))
         np.random.default_rng(0).shuffle(blocks)
-        with store._writing():
-            store._write_layout([blocks[i:i + 8].tolist() for i in range(0, len(blocks), 8)])
+        with store.writer() as w:
+            w.write_layout([blocks[i:i + 8].tolist() for i in range(0, len(blocks), 8)])
         store.close()
         return path
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_KEY_MIX = np.uint64(0x9E3779B97F4A7C15)
-_RUN = 16   # float32 values in a 64-byte cache line   # odd 64-bit constant: mixes a band's hashes into one key
+_KEY_MIX = np.uint64(0x9E3779B97F4A7C15)   # odd 64-bit constant: mixes a band's hashes into one key
+_RUN = 16   # float32 values in a 64-byte cache line
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from collections import defaultdict
 import numpy as np
 
 from .. import blocks, pages
+from ..store.writer import require_model
 from . import encoding
 from .importance import examination_order
 from .lsh import LSHOptions
@@ -68,10 +69,10 @@ def dedup(store, models=None, *, validator=None, max_drop=None, residuals=True,
         return report
     # Everything it rewrites is read under the write lock: the models, their blocks, the
     # scores before (another writer's update in between would make them another model's).
-    with store._writing():
-        report, reports = _start(store, models, validator)
+    with store.writer() as w:
+        report, reports = _start(store, models, validator, w)
         for m in reports:
-            _dedup_model(store, reports[m], validator, max_drop, residuals, tolerance, searcher,
+            _dedup_model(w, reports[m], validator, max_drop, residuals, tolerance, searcher,
                          check_every, on_exceed, reexamine, show)
             report.models.append(reports[m])
         report.physical_bytes_after = store.stats()["physical_bytes"]
@@ -79,9 +80,9 @@ def dedup(store, models=None, *, validator=None, max_drop=None, residuals=True,
     return report
 
 
-def _start(store, models, validator) -> tuple[DedupReport, dict[str, ModelReport]]:
+def _start(store, models, validator, w=None) -> tuple[DedupReport, dict[str, ModelReport]]:
     """The report with the figures before, and each model's report scored (a validator that
-    fails does so before anything is written)."""
+    fails does so before anything is written); w: the run's writer, if it writes."""
     names = _model_names(store, models)
     report = DedupReport()
     before = store.stats()
@@ -90,13 +91,15 @@ def _start(store, models, validator) -> tuple[DedupReport, dict[str, ModelReport
     reports = {m: ModelReport(m) for m in names}
     if validator is not None:
         for m in names:
-            reports[m].score_before = reports[m].score_after = _score(validator, store, m)
+            reports[m].score_before = reports[m].score_after = _score(validator, store, m, w)
             reports[m].validations += 1
     return report, reports
 
 
-def _score(validator, store, model) -> float:
-    with store._callers_mode():   # the validator is not the store's code
+def _score(validator, store, model, w=None) -> float:
+    if w is None:   # no write transaction: nothing to give back to the caller
+        return score(validator, store, model)
+    with w.callers_code():   # the validator is not the store's code
         return score(validator, store, model)
 
 
@@ -132,7 +135,7 @@ def _model_names(store, models) -> list[str]:
         models = [models]
     names = list(models)
     for m in names:
-        store._require_model(m)
+        require_model(store, m)
     order = {m: i for i, m in enumerate(known)}
     return sorted(set(names), key=order.__getitem__)
 
@@ -166,50 +169,50 @@ def _progress(progress):
 
 # -- one model ------------------------------------------------------------------------------
 
-def _dedup_model(store, report: ModelReport, validator, max_drop, residuals_allowed,
+def _dedup_model(w, report: ModelReport, validator, max_drop, residuals_allowed,
                  tolerance, searcher, check_every, on_exceed, reexamine, progress):
     started = time.perf_counter()
-    conn, t = store.conn, store._t
-    model_id = store._model_id(report.model)
-    items, extents = _targets(store, model_id, reexamine)
-    refs = _references(store, model_id)
+    conn, t = w.conn, w.tables
+    model_id = w.model_id(report.model)
+    items, extents = _targets(w, model_id, reexamine)
+    refs = _references(w, model_id)
     if not items:
         report.seconds = time.perf_counter() - started
         return
     report.examined = len(items)
-    residuals_before = residual_bytes(store, model_id)
+    residuals_before = residual_bytes(w, model_id)
     read: dict[int, np.ndarray] = {}   # tiles read so far: each block is read once
     if refs:
         before = searcher.seconds
-        _match(store, items, extents, refs, searcher, read)
+        _match(w, items, extents, refs, searcher, read)
         report.search_seconds = searcher.seconds - before
-        _decide(store, items, extents, tolerance, residuals_allowed, read)
+        _decide(w, items, extents, tolerance, residuals_allowed, read)
     todo = [it for it in items if it.outcome is not None and it.outcome.kind != encoding.KEEP]
     kept = [it for it in items if it.outcome is None or it.outcome.kind == encoding.KEEP]
-    log(store, kept, KEPT)
+    log(w, kept, KEPT)
     if todo:
-        tiles = _read_tiles(store, {it.block_id: extents[it.block_id] for it in todo}, read)
+        tiles = _read_tiles(w, {it.block_id: extents[it.block_id] for it in todo}, read)
         sizes = dict(conn.execute(f"SELECT id, rows * cols FROM {t.tensors} WHERE model_id = ?",
                                   (model_id,)))
         order = examination_order([tiles[it.block_id] for it in todo],
                                   np.array([it.entries[0][0] for it in todo]),
                                   np.array([sizes[it.entries[0][0]] for it in todo]))
         todo = [todo[i] for i in order]
-        _guarded_apply(store, report, todo, validator, max_drop, check_every, on_exceed, progress)
-    freed = free_dead_blocks(store)
-    repack_residuals(store, model_id)
-    report.residual_bytes = residual_bytes(store, model_id) - residuals_before
+        _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed, progress)
+    freed = free_dead_blocks(w)
+    repack_residuals(w, model_id)
+    report.residual_bytes = residual_bytes(w, model_id) - residuals_before
     report.bytes_saved = freed - report.residual_bytes
     report.seconds = time.perf_counter() - started
 
 
-def _targets(store, model_id: int, reexamine: bool):
+def _targets(w, model_id: int, reexamine: bool):
     """The model's blocks to examine, and every block's tile extent (rows, cols)."""
-    t = store._t
+    t = w.tables
     seen = "" if reexamine else (
         f" AND NOT EXISTS (SELECT 1 FROM {t.dedup} d WHERE d.tensor_id = m.tensor_id"
         " AND d.block_row = m.block_row AND d.block_col = m.block_col)")
-    rows = store.conn.execute(
+    rows = w.conn.execute(
         f"SELECT m.block_id, m.tensor_id, m.block_row, m.block_col, tt.rows, tt.cols, b.hash,"
         f" b.nbytes, b.refcount FROM {t.map} m JOIN {t.tensors} tt ON tt.id = m.tensor_id"
         f" JOIN {t.blocks} b ON b.id = m.block_id WHERE tt.model_id = ? AND tt.dtype = 'float32'"
@@ -223,7 +226,7 @@ def _targets(store, model_id: int, reexamine: bool):
     bad = set()
     refcounts: dict[int, int] = {}
     for bid, tid, bi, bj, trows, tcols, digest, nbytes, refcount in rows:
-        extent = blocks.tile_shape(trows, tcols, bi, bj, store.block_rows, store.block_cols)
+        extent = blocks.tile_shape(trows, tcols, bi, bj, w.block_rows, w.block_cols)
         if bid in extents and extents[bid] != extent:
             bad.add(bid)   # the same bytes used as tiles of two shapes: leave it be
         extents[bid] = extent
@@ -237,40 +240,40 @@ def _targets(store, model_id: int, reexamine: bool):
     return items, extents
 
 
-def _references(store, model_id: int) -> dict[int, tuple[int, int]]:
+def _references(w, model_id: int) -> dict[int, tuple[int, int]]:
     """Blocks of the float32 tensors of earlier models, with their tile extents."""
-    t = store._t
+    t = w.tables
     refs = {}
-    for bid, trows, tcols, bi, bj in store.conn.execute(
+    for bid, trows, tcols, bi, bj in w.conn.execute(
             f"SELECT m.block_id, tt.rows, tt.cols, m.block_row, m.block_col FROM {t.map} m"
             f" JOIN {t.tensors} tt ON tt.id = m.tensor_id WHERE tt.model_id < ?"
             " AND tt.dtype = 'float32'", (model_id,)):
-        refs.setdefault(bid, blocks.tile_shape(trows, tcols, bi, bj, store.block_rows,
-                                               store.block_cols))
+        refs.setdefault(bid, blocks.tile_shape(trows, tcols, bi, bj, w.block_rows,
+                                               w.block_cols))
     return refs
 
 
-def _read_tiles(store, extents: dict[int, tuple[int, int]],
+def _read_tiles(w, extents: dict[int, tuple[int, int]],
                 read: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
     """The stored bytes of blocks as float32 tiles, reading each page once; ``read`` holds
     the tiles this model's run read already (they are not read again) and gains the new."""
-    t = store._t
+    t = w.tables
     where = defaultdict(list)
     ids = [b for b in extents if b not in read]
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        for bid, page, slot in store.conn.execute(
+        for bid, page, slot in w.conn.execute(
                 f"SELECT id, page_id, slot FROM {t.blocks} WHERE id IN ({','.join('?' * len(chunk))})",
                 chunk):
             where[page].append((bid, slot))
     for page in sorted(where):
-        slots = pages.read_slots(store.conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?", (page,)).get, page)
+        slots = pages.read_slots(w.conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?", (page,)).get, page)
         for bid, slot in where[page]:
             read[bid] = np.frombuffer(slots[slot], np.float32).reshape(extents[bid])
     return {b: read[b] for b in extents}
 
 
-def _match(store, items: list[Target], extents, refs, searcher: CandidateSearch,
+def _match(w, items: list[Target], extents, refs, searcher: CandidateSearch,
            read: dict) -> None:
     """Set each item's ref to its nearest candidate reference of the same tile extent."""
     groups = defaultdict(list)
@@ -285,7 +288,7 @@ def _match(store, items: list[Target], extents, refs, searcher: CandidateSearch,
             continue
 
         def load(ids, ext=ext):
-            tiles = _read_tiles(store, {b: ext for b in ids}, read)
+            tiles = _read_tiles(w, {b: ext for b in ids}, read)
             return np.stack([tiles[b].ravel() for b in ids])
 
         ids = [it.block_id for it in group]
@@ -293,13 +296,13 @@ def _match(store, items: list[Target], extents, refs, searcher: CandidateSearch,
             it.ref = ref or 0
 
 
-def _decide(store, items, extents, tolerance, residuals_allowed, read: dict) -> None:
+def _decide(w, items, extents, tolerance, residuals_allowed, read: dict) -> None:
     groups = defaultdict(list)
     for it in items:
         if it.ref:
             groups[extents[it.block_id]].append(it)
     for ext, group in groups.items():
-        tiles = _read_tiles(store, {**{it.block_id: ext for it in group},
+        tiles = _read_tiles(w, {**{it.block_id: ext for it in group},
                                     **{it.ref: ext for it in group}}, read)
         outcomes = encoding.choose(np.stack([tiles[it.block_id] for it in group]),
                                    np.stack([tiles[it.ref] for it in group]),
@@ -314,17 +317,17 @@ class _Undo(Exception):
     """Raised inside a step's savepoint to roll it back."""
 
 
-def _guarded_apply(store, report, todo, validator, max_drop, check_every, on_exceed, progress):
+def _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed, progress):
     floor = report.score_before - max_drop if validator is not None else -math.inf
     step = check_every
     i = 0
     while i < len(todo):
         batch = todo[i:i + step]
         try:
-            with store._writing():   # a savepoint
-                apply(store, batch)
+            with w.savepoint():
+                apply(w, batch)
                 if validator is not None:
-                    value = _score(validator, store, report.model)
+                    value = _score(validator, w.store, report.model, w)
                     report.validations += 1
                     if value < floor:
                         raise _Undo
@@ -332,12 +335,12 @@ def _guarded_apply(store, report, todo, validator, max_drop, check_every, on_exc
         except _Undo:
             if on_exceed == "stop" or len(batch) == 1:
                 undone = batch if on_exceed == "stop" else batch[:1]
-                log(store, undone, UNDONE)
+                log(w, undone, UNDONE)
                 report.undone += len(undone)
                 i += len(undone)
                 if on_exceed == "stop":   # the rest is not tried: logged, not counted
                     report.stopped = True
-                    log(store, todo[i:], UNDONE)
+                    log(w, todo[i:], UNDONE)
                     break
             else:
                 step = max(1, len(batch) // 2)

@@ -1,7 +1,7 @@
 """The writes of a dedup run: re-pointing tiles, residual pages, freeing, the log.
 
-Every function runs inside the run's transaction (Store._writing), most inside a guarded
-step's savepoint, so a rolled-back step takes its writes with it.
+Every function takes the run's StoreWriter (Store.writer: the one transaction), and most
+run inside a guarded step's savepoint, so a rolled-back step takes its writes with it.
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ class Target:
     outcome: encoding.Outcome | None = None
 
 
-def apply(store, batch: list[Target]) -> None:
+def apply(w, batch: list[Target]) -> None:
     """Point each item's entries at its reference (plus residuals); log them."""
-    conn, t = store.conn, store._t
+    conn, t = w.conn, w.tables
     moves, refs, residual_rows, payloads = [], defaultdict(int), [], []
     for it in batch:
         for tid, bi, bj in it.entries:
@@ -47,28 +47,28 @@ def apply(store, batch: list[Target]) -> None:
     conn.executemany(f"UPDATE {t.blocks} SET refcount = refcount + ? WHERE id = ?",
                      [(n, bid) for bid, n in refs.items()])
     if payloads:
-        slots = _write_residual_pages(store, payloads)
+        slots = _write_residual_pages(w, payloads)
         conn.executemany(
             f"INSERT INTO {t.residuals}(tensor_id, block_row, block_col, kind, param, page_id,"
             " slot, nbytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(tid, bi, bj, kind, param, *slots[k], n) for tid, bi, bj, kind, param, k, n in residual_rows])
-    log(store, [it for it in batch if it.outcome.kind == encoding.SUBSTITUTE], SUBSTITUTED)
-    log(store, [it for it in batch if it.outcome.kind == encoding.RESIDUAL], RESIDUAL)
+    log(w, [it for it in batch if it.outcome.kind == encoding.SUBSTITUTE], SUBSTITUTED)
+    log(w, [it for it in batch if it.outcome.kind == encoding.RESIDUAL], RESIDUAL)
 
 
-def _residual_page_bytes(store) -> int:
+def _residual_page_bytes(w) -> int:
     """Residual pages hold at most what a page of full float32 blocks holds."""
-    return store.page_blocks * store.block_rows * store.block_cols * 4
+    return w.page_blocks * w.block_rows * w.block_cols * 4
 
 
-def _write_residual_pages(store, payloads: list[bytes]) -> list[tuple[int, int]]:
+def _write_residual_pages(w, payloads: list[bytes]) -> list[tuple[int, int]]:
     """Lay payloads out in new pages; (page_id, slot) of each."""
-    limit = _residual_page_bytes(store)
+    limit = _residual_page_bytes(w)
     where, page, size = [], [], 0
 
     def flush():
         data = pages.build_page([np.frombuffer(p, np.uint8) for p in page])
-        page_id = pages.insert_page(store.conn, store._t, data, len(page))
+        page_id = pages.insert_page(w.conn, w.tables, data, len(page))
         where.extend((page_id, s) for s in range(len(page)))
 
     for p in payloads:
@@ -82,9 +82,9 @@ def _write_residual_pages(store, payloads: list[bytes]) -> list[tuple[int, int]]
     return where
 
 
-def repack_residuals(store, model_id: int) -> None:
+def repack_residuals(w, model_id: int) -> None:
     """Lay the model's residuals out in full pages (steps wrote small ones)."""
-    conn, t = store.conn, store._t
+    conn, t = w.conn, w.tables
     rows = conn.execute(
         f"SELECT r.tensor_id, r.block_row, r.block_col, r.page_id, r.slot FROM {t.residuals} r"
         f" JOIN {t.tensors} tt ON tt.id = r.tensor_id WHERE tt.model_id = ?"
@@ -102,36 +102,36 @@ def repack_residuals(store, model_id: int) -> None:
     slots_held = conn.execute(f"SELECT sum(nblocks) FROM {t.pages} WHERE id IN"
                               f" ({','.join(map(str, old_pages))})").get
     if slots_held == len(rows) and \
-            len(old_pages) == -(-sum(map(len, payloads)) // _residual_page_bytes(store)):
+            len(old_pages) == -(-sum(map(len, payloads)) // _residual_page_bytes(w)):
         return  # already as few pages as can be, none half dead
     conn.executemany(f"DELETE FROM {t.pages} WHERE id = ?", [(p,) for p in old_pages])
-    slots = _write_residual_pages(store, payloads)
+    slots = _write_residual_pages(w, payloads)
     conn.executemany(f"UPDATE {t.residuals} SET page_id = ?, slot = ? WHERE tensor_id = ?"
                      " AND block_row = ? AND block_col = ?",
                      [(*slots[k], tid, bi, bj) for k, (tid, bi, bj, _, _) in enumerate(rows)])
-    store._new_generation()   # pages deleted (their ids may be reused)
+    w.new_generation()   # pages deleted (their ids may be reused)
 
 
-def free_dead_blocks(store) -> int:
+def free_dead_blocks(w) -> int:
     """Delete blocks nothing uses any more and compact their pages; the bytes freed."""
-    conn, t = store.conn, store._t
+    conn, t = w.conn, w.tables
     dead = conn.execute(f"SELECT id, page_id, nbytes FROM {t.blocks} WHERE refcount <= 0").fetchall()
     if not dead:
         return 0
     conn.executemany(f"DELETE FROM {t.blocks} WHERE id = ?", [(b,) for b, _, _ in dead])
-    store._compact_pages({page for _, page, _ in dead})
+    w.compact_pages({page for _, page, _ in dead})
     return sum(n for _, _, n in dead)
 
 
-def log(store, items: list[Target], outcome: int) -> None:
-    store.conn.executemany(
-        f"INSERT OR REPLACE INTO {store._t.dedup}(tensor_id, block_row, block_col,"
+def log(w, items: list[Target], outcome: int) -> None:
+    w.conn.executemany(
+        f"INSERT OR REPLACE INTO {w.tables.dedup}(tensor_id, block_row, block_col,"
         " source_hash, outcome) VALUES (?, ?, ?, ?, ?)",
         [(tid, bi, bj, it.digest, outcome) for it in items for tid, bi, bj in it.entries])
 
 
-def residual_bytes(store, model_id: int) -> int:
-    t = store._t
-    return store.conn.execute(
+def residual_bytes(w, model_id: int) -> int:
+    t = w.tables
+    return w.conn.execute(
         f"SELECT coalesce(sum(r.nbytes), 0) FROM {t.residuals} r JOIN {t.tensors} tt"
         " ON tt.id = r.tensor_id WHERE tt.model_id = ?", (model_id,)).get
