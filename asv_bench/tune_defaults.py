@@ -15,7 +15,7 @@ For each block shape and page size it measures, on fresh files opened like every
   engine alone (SELECT length(tensor_blob(...)): assembled in SQL, not copied to Python);
 - dedup (per block shape): logical / physical bytes of the large text-classifier family
   (5 models, vocab 32768 x dim 128; tuned variants move a contiguous band of the first
-  embedding rows: 12.5 % as sqlite_tensor.families has it, 4096 rows, which every candidate
+  embedding rows: 12.5 % as sqlite_tensor.testing.families has it, 4096 rows, which every candidate
   block height divides; and 10 %, 3277 rows, which none does) and of a "scattered" family
   where each of 4 variants moves a random 1 % of the rows (seeded): there block granularity
   decides how much is shared. The embedding is 128 wide, so wider blocks are cut to 128;

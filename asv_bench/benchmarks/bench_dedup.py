@@ -1,6 +1,6 @@
-"""Approximate dedup on trained families (sqlite_tensor.trained: a base text classifier and
+"""Approximate dedup on trained families (sqlite_tensor.testing.trained: a base text classifier and
 four variants fine-tuned on related tasks), every method side by side
-(sqlite_tensor.dedup.compare; `python -m sqlite_tensor.dedup [--vocab 100000]` prints the
+(sqlite_tensor.testing.dedup_compare; `python -m sqlite_tensor.dedup [--vocab 100000]` prints the
 same as a table).
 
 Targets: with residuals at least 4x fewer physical bytes than the models stored

@@ -62,7 +62,7 @@ class Ingest:
 
 
 class Dedup:
-    """A family of five text classifiers sharing one embedding (sqlite_tensor.families:
+    """A family of five text classifiers sharing one embedding (sqlite_tensor.testing.families:
     base, frozen-1, tuned-2, frozen-3, tuned-4; tuned variants move the first 12.5 % of
     embedding rows). track_dedup_ratio: logical / physical bytes once all five are stored
     (Store.stats()). time_add_*: adding one more model to a store holding the base: an

@@ -36,7 +36,7 @@ def fresh_tensor(size_mb: int, seed: int = 0, cols: int = COLS) -> np.ndarray:
 
 @functools.lru_cache(maxsize=2)
 def family(size: str) -> dict:
-    """The text-classifier family of sqlite_tensor.families at a named size.
+    """The text-classifier family of sqlite_tensor.testing.families at a named size.
 
     small: its defaults (vocab 4096 x dim 64, a 1 MiB embedding);
     large: vocab 32768 x dim 128 (a 16 MiB embedding spanning many blocks).

@@ -32,7 +32,7 @@ Every model runs as ``LAYERS`` (the same list for all): the mean of a bag's word
 embeddings, Dense(hidden, relu), Dense(classes) giving logits; argmax is the prediction.
 Tensors are laid out as PyTorch stores them (Linear weight out x in).
 
-Measured (``python -m sqlite_tensor.trained``, default family: vocab 20000, dim 64,
+Measured (``python -m sqlite_tensor.testing.trained``, default family: vocab 20000, dim 64,
 hidden 128, 4 classes, 4 variants; one core, OPENBLAS_NUM_THREADS=1):
 
     trained in 6.3-8.6 s (base alone: 4.4 s; each variant: about 0.5 s)
