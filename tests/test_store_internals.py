@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -102,3 +104,31 @@ def test_writer_is_one_transaction_and_ends_with_it(tmp_path):
                 w.write_layout([b for page in before for b in [page[::-1]]])
                 1 / 0
         assert store.page_layout() == before and not store.conn.in_transaction
+
+
+def test_deprecated_aliases_warn_and_give_the_moved_objects():
+    """The old paths docs named (families, trained, dedup.compare, cache.family_trace,
+    packing.family_instance) still work, with a DeprecationWarning naming the new one."""
+    code = """
+import warnings
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    import sqlite_tensor.families as f, sqlite_tensor.trained as t
+    from sqlite_tensor.dedup import compare
+    from sqlite_tensor import cache, packing, testing
+    trace = cache.family_trace(models=2, pages_per_model=2, requests=3)
+    groups = packing.family_instance(2, 10, seed=1)
+from sqlite_tensor.testing import dedup_compare, families, trained, workloads
+assert f is families and t is trained and compare is dedup_compare
+assert [list(x) for x in trace[:1]] == [list(x) for x in workloads.family_trace(
+    models=2, pages_per_model=2, requests=3)[:1]]
+assert groups == workloads.family_instance(2, 10, seed=1)
+print(sorted(str(w.message).split()[0] for w in caught
+             if issubclass(w.category, DeprecationWarning)))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == str(sorted([
+        "sqlite_tensor.families", "sqlite_tensor.trained", "sqlite_tensor.dedup.compare",
+        "sqlite_tensor.cache.family_trace", "sqlite_tensor.packing.family_instance"]))

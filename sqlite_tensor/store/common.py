@@ -11,7 +11,6 @@ from ..errors import CorruptStoreError
 OPTIONS = ("block_rows", "block_cols", "page_blocks")
 
 
-
 @contextmanager
 def _reading():
     """The error contract on read paths: a damaged store is CorruptStoreError, whether the
@@ -39,7 +38,6 @@ def _one_snapshot(conn):
         yield
     finally:
         conn.execute("COMMIT")
-
 
 
 def _check_name(what: str, value) -> None:
