@@ -343,12 +343,21 @@ cdef _input_arrays(Plan *plan, str model, x):
     if isinstance(x, np.ndarray) and x.ndim == 1:
         x, single = [x], True
     elif isinstance(x, np.ndarray) and x.ndim == 2:
+        if x.shape[1] > 0 and x.dtype.kind in "iu" and not (
+                x.dtype == np.uint64 and x.size and x.max() > 2**63 - 1):
+            # equal bags: the rows are the bags as they lie
+            return False, ("bags", np.ascontiguousarray(x.reshape(-1), dtype=np.int64),
+                           np.arange(0, x.size + 1, x.shape[1], dtype=np.int64)), x.shape[0]
         x, single = list(x), False
     elif isinstance(x, (list, tuple)):
         single = False
     else:
         raise TypeError(f"model {model!r} takes bags of ids: a list of id arrays, got "
                         f"{type(x).__name__}")
+    fast = _bags_at_once(x)
+    if fast is not None:
+        return single, ("bags", fast[0], fast[1]), len(x)
+    # one bag at a time: slower, but it names the bag that is wrong
     bags = [_ids(b, f"bags of model {model!r}") for b in x]
     for i, b in enumerate(bags):
         if b.size == 0:
@@ -357,6 +366,25 @@ cdef _input_arrays(Plan *plan, str model, x):
     np.cumsum([b.size for b in bags], out=offsets[1:])
     ids = np.concatenate(bags) if bags else np.zeros(1, np.int64)
     return single, ("bags", ids, offsets), len(bags)
+
+
+def _bags_at_once(x):
+    """(ids, offsets) of a list of 1-D integer bags, none empty, converted in one go (per
+    bag numpy calls cost more than the kernel); None for anything else, which the per-bag
+    path then takes or refuses."""
+    if not x:
+        return None
+    try:
+        lens = np.fromiter(map(len, x), np.int64, len(x))
+        ids = np.concatenate(x)
+    except (TypeError, ValueError):   # a 0-d bag, bags of differing ndim, ...
+        return None
+    if ids.ndim != 1 or ids.dtype.kind not in "iu" or ids.shape[0] != lens.sum() \
+            or lens.min() == 0 or ids.dtype == np.uint64 and ids.max() > 2**63 - 1:
+        return None
+    offsets = np.zeros(len(x) + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    return np.ascontiguousarray(ids, dtype=np.int64), offsets
 
 
 cdef _raise(int rc, char *err):
