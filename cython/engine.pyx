@@ -240,9 +240,13 @@ cdef _CachedPlan _take_plan(size_t db, bytes store_b, bytes model_b):
     cdef int rc, same = 0
     if holder is not None:
         with nogil:
-            rc = source_init(&src, <sqlite3 *>db, "main", holder.plan.store, &err)
-            if rc == SQLITE_OK:
-                same = source_same_version(&src, holder.store_key, holder.epoch)
+            rc = _source_resume(&src, <sqlite3 *>db, &holder.plan, holder.store_key,
+                                holder.epoch, &same, &err)
+            if rc == SQLITE_OK and not same:
+                source_close(&src)
+                rc = source_init(&src, <sqlite3 *>db, "main", holder.plan.store, &err)
+                if rc == SQLITE_OK:
+                    same = source_same_version(&src, holder.store_key, holder.epoch)
         if rc == SQLITE_OK and same:
             source_close(&holder.plan.src)
             holder.plan.src = src
@@ -260,6 +264,31 @@ cdef _CachedPlan _take_plan(size_t db, bytes store_b, bytes model_b):
     holder.store_key = holder.plan.src.store_key
     holder.epoch = holder.plan.src.epoch
     return holder
+
+
+cdef int _source_resume(PageSource *src, sqlite3 *db, const Plan *plan, uint64_t store_key,
+                        uint64_t epoch, int *same, char **err) noexcept nogil:
+    """source_init for the cached plan's store without reading its config again: when the
+    connection's view, in the snapshot just taken, is still the plan's epoch, nothing has
+    been written since, so the store key source_init would compute is the plan's. same = 0
+    (src to be closed) when the view moved, or with page checks off (no epoch to go by)."""
+    memset(src, 0, sizeof(PageSource))
+    same[0] = 0
+    src.db = db
+    src.store = plan.store
+    src.schema = "main"
+    src.table = sqlite3_mprintf("%s_pages", plan.store)
+    if src.table == NULL:
+        return SQLITE_NOMEM
+    cdef int rc = snapshot_hold(db, "main", &src.snapshot, err)
+    if rc != SQLITE_OK or st_page_checks_off:
+        return rc
+    src.epoch = connection_view(db, "main")
+    if src.epoch == epoch:
+        src.store_key = store_key
+        src.min_version = plan.src.min_version
+        same[0] = 1
+    return SQLITE_OK
 
 
 cdef _give_back_plan(size_t db, bytes store_b, bytes model_b, _CachedPlan holder):

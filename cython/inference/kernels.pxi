@@ -42,8 +42,10 @@ cdef int st_threads          # the thread setting; 0 = one per online CPU
 cdef int kernel_threads(sqlite3_int64 macs) noexcept nogil:
     """Threads for a layer of this many multiply-adds: small layers are not worth waking
     threads for."""
+    if macs < MIN_PARALLEL_MACS:   # first: sysconf reads /sys, a system call or three
+        return 1
     cdef long n = st_threads if st_threads > 0 else sysconf(_SC_NPROCESSORS_ONLN)
-    if macs < MIN_PARALLEL_MACS or n < 1:
+    if n < 1:
         return 1
     return <int>min(n, 256)
 
