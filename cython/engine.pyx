@@ -620,9 +620,12 @@ def cache_simulate(str policy, long long budget_bytes, const sqlite3_int64[::1] 
             "evictions": result.evictions, "bytes_read": result.bytes_read}
 
 
-def read_tensor_into(size_t db, str store, str model, str tensor, out):
+def read_tensor_into(size_t db, str store, str model, str tensor, out, found=None):
     """Fill out (a writable C-contiguous buffer of exactly the tensor's bytes) with a stored
-    tensor: the C read_tensor that tensor_blob uses, without SQLite's result copy."""
+    tensor: the C read_tensor that tensor_blob uses, without SQLite's result copy.
+    found: (id, rows, cols, nbytes) of the tensor's row, when the caller has just read it
+    in the transaction it calls this in (Store.get_tensor): it is not looked up again,
+    only checked as a looked-up row is."""
     require_loaded()
     cdef unsigned char[::1] dst = memoryview(out).cast("B")
     cdef TensorInfo info
@@ -633,10 +636,20 @@ def read_tensor_into(size_t db, str store, str model, str tensor, out):
     cdef const char *mc = m
     cdef const char *tc = t
     cdef sqlite3_stmt *snapshot = NULL   # the tensor's row and its pages: one snapshot
+    if found is not None:
+        try:
+            info.id, info.rows, info.cols, info.nbytes = found
+        except (TypeError, ValueError, OverflowError):
+            found = None   # not integers: the lookup reads the row and judges it itself
     with nogil:
         rc = snapshot_hold(<sqlite3 *>db, "main", &snapshot, &err)
-        if rc == SQLITE_OK:
+        if rc == SQLITE_OK and found is None:
             rc = lookup_tensor(<sqlite3 *>db, "main", sc, mc, tc, &info, &err)
+        elif rc == SQLITE_OK:
+            rc = read_store_config(<sqlite3 *>db, "main", sc, &info.block_rows,
+                                   &info.block_cols, &err)
+            if rc == SQLITE_OK:
+                rc = check_tensor_info(sc, &info, &err)
     try:
         if rc != SQLITE_OK:
             _raise(rc, err)
