@@ -478,6 +478,10 @@ cdef int check_id(Layer *L, int64_t id, sqlite3_int64 at, char **err) noexcept n
     return SQLITE_OK
 
 
+cdef extern from * nogil:
+    void __builtin_prefetch(const void *addr)
+
+
 cdef int embedding_by_block_row(TileCursor *c, Layer *L, const Input *inp, float *Y,
                                 char **err) noexcept nogil:
     """embedding / embedding_bag of a weight without residuals, the ids taken by block row
@@ -549,6 +553,10 @@ cdef int embedding_by_block_row(TileCursor *c, Layer *L, const Input *inp, float
                 j = order[q]
                 b = owner[j]
                 row = inp.ids[first + j] - bi * R
+                if q + 1 < start[bi + 1]:   # the next row's cache lines, while this one adds
+                    src = <const float *>(tile + (inp.ids[first + order[q + 1]] - bi * R) * bc * w.itemsize)
+                    for k in range(0, bc * w.itemsize, 64):
+                        __builtin_prefetch(<const char *>src + k)
                 if w.dtype == DT_F32:
                     src = <const float *>(tile + row * bc * 4)
                 else:
