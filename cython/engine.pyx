@@ -240,9 +240,13 @@ cdef _CachedPlan _take_plan(size_t db, bytes store_b, bytes model_b):
     cdef int rc, same = 0
     if holder is not None:
         with nogil:
-            rc = source_init(&src, <sqlite3 *>db, "main", holder.plan.store, &err)
-            if rc == SQLITE_OK:
-                same = source_same_version(&src, holder.store_key, holder.epoch)
+            rc = _source_resume(&src, <sqlite3 *>db, &holder.plan, holder.store_key,
+                                holder.epoch, &same, &err)
+            if rc == SQLITE_OK and not same:
+                source_close(&src)
+                rc = source_init(&src, <sqlite3 *>db, "main", holder.plan.store, &err)
+                if rc == SQLITE_OK:
+                    same = source_same_version(&src, holder.store_key, holder.epoch)
         if rc == SQLITE_OK and same:
             source_close(&holder.plan.src)
             holder.plan.src = src
@@ -260,6 +264,31 @@ cdef _CachedPlan _take_plan(size_t db, bytes store_b, bytes model_b):
     holder.store_key = holder.plan.src.store_key
     holder.epoch = holder.plan.src.epoch
     return holder
+
+
+cdef int _source_resume(PageSource *src, sqlite3 *db, const Plan *plan, uint64_t store_key,
+                        uint64_t epoch, int *same, char **err) noexcept nogil:
+    """source_init for the cached plan's store without reading its config again: when the
+    connection's view, in the snapshot just taken, is still the plan's epoch, nothing has
+    been written since, so the store key source_init would compute is the plan's. same = 0
+    (src to be closed) when the view moved, or with page checks off (no epoch to go by)."""
+    memset(src, 0, sizeof(PageSource))
+    same[0] = 0
+    src.db = db
+    src.store = plan.store
+    src.schema = "main"
+    src.table = sqlite3_mprintf("%s_pages", plan.store)
+    if src.table == NULL:
+        return SQLITE_NOMEM
+    cdef int rc = snapshot_hold(db, "main", &src.snapshot, err)
+    if rc != SQLITE_OK or st_page_checks_off:
+        return rc
+    src.epoch = connection_view(db, "main")
+    if src.epoch == epoch:
+        src.store_key = store_key
+        src.min_version = plan.src.min_version
+        same[0] = 1
+    return SQLITE_OK
 
 
 cdef _give_back_plan(size_t db, bytes store_b, bytes model_b, _CachedPlan holder):
@@ -343,12 +372,21 @@ cdef _input_arrays(Plan *plan, str model, x):
     if isinstance(x, np.ndarray) and x.ndim == 1:
         x, single = [x], True
     elif isinstance(x, np.ndarray) and x.ndim == 2:
+        if x.shape[1] > 0 and x.dtype.kind in "iu" and not (
+                x.dtype == np.uint64 and x.size and x.max() > 2**63 - 1):
+            # equal bags: the rows are the bags as they lie
+            return False, ("bags", np.ascontiguousarray(x.reshape(-1), dtype=np.int64),
+                           np.arange(0, x.size + 1, x.shape[1], dtype=np.int64)), x.shape[0]
         x, single = list(x), False
     elif isinstance(x, (list, tuple)):
         single = False
     else:
         raise TypeError(f"model {model!r} takes bags of ids: a list of id arrays, got "
                         f"{type(x).__name__}")
+    fast = _bags_at_once(x)
+    if fast is not None:
+        return single, ("bags", fast[0], fast[1]), len(x)
+    # one bag at a time: slower, but it names the bag that is wrong
     bags = [_ids(b, f"bags of model {model!r}") for b in x]
     for i, b in enumerate(bags):
         if b.size == 0:
@@ -357,6 +395,25 @@ cdef _input_arrays(Plan *plan, str model, x):
     np.cumsum([b.size for b in bags], out=offsets[1:])
     ids = np.concatenate(bags) if bags else np.zeros(1, np.int64)
     return single, ("bags", ids, offsets), len(bags)
+
+
+def _bags_at_once(x):
+    """(ids, offsets) of a list of 1-D integer bags, none empty, converted in one go (per
+    bag numpy calls cost more than the kernel); None for anything else, which the per-bag
+    path then takes or refuses."""
+    if not x:
+        return None
+    try:
+        lens = np.fromiter(map(len, x), np.int64, len(x))
+        ids = np.concatenate(x)
+    except (TypeError, ValueError):   # a 0-d bag, bags of differing ndim, ...
+        return None
+    if ids.ndim != 1 or ids.dtype.kind not in "iu" or ids.shape[0] != lens.sum() \
+            or lens.min() == 0 or ids.dtype == np.uint64 and ids.max() > 2**63 - 1:
+        return None
+    offsets = np.zeros(len(x) + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    return np.ascontiguousarray(ids, dtype=np.int64), offsets
 
 
 cdef _raise(int rc, char *err):
@@ -563,9 +620,12 @@ def cache_simulate(str policy, long long budget_bytes, const sqlite3_int64[::1] 
             "evictions": result.evictions, "bytes_read": result.bytes_read}
 
 
-def read_tensor_into(size_t db, str store, str model, str tensor, out):
+def read_tensor_into(size_t db, str store, str model, str tensor, out, found=None):
     """Fill out (a writable C-contiguous buffer of exactly the tensor's bytes) with a stored
-    tensor: the C read_tensor that tensor_blob uses, without SQLite's result copy."""
+    tensor: the C read_tensor that tensor_blob uses, without SQLite's result copy.
+    found: (id, rows, cols, nbytes) of the tensor's row, when the caller has just read it
+    in the transaction it calls this in (Store.get_tensor): it is not looked up again,
+    only checked as a looked-up row is."""
     require_loaded()
     cdef unsigned char[::1] dst = memoryview(out).cast("B")
     cdef TensorInfo info
@@ -576,10 +636,20 @@ def read_tensor_into(size_t db, str store, str model, str tensor, out):
     cdef const char *mc = m
     cdef const char *tc = t
     cdef sqlite3_stmt *snapshot = NULL   # the tensor's row and its pages: one snapshot
+    if found is not None:
+        try:
+            info.id, info.rows, info.cols, info.nbytes = found
+        except (TypeError, ValueError, OverflowError):
+            found = None   # not integers: the lookup reads the row and judges it itself
     with nogil:
         rc = snapshot_hold(<sqlite3 *>db, "main", &snapshot, &err)
-        if rc == SQLITE_OK:
+        if rc == SQLITE_OK and found is None:
             rc = lookup_tensor(<sqlite3 *>db, "main", sc, mc, tc, &info, &err)
+        elif rc == SQLITE_OK:
+            rc = read_store_config(<sqlite3 *>db, "main", sc, &info.block_rows,
+                                   &info.block_cols, &err)
+            if rc == SQLITE_OK:
+                rc = check_tensor_info(sc, &info, &err)
     try:
         if rc != SQLITE_OK:
             _raise(rc, err)

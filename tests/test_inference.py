@@ -366,6 +366,38 @@ def test_embedding_bag_forms(embedders):
         np.testing.assert_allclose(row, e[list(bag)].mean(0), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+def test_embedding_bag_over_many_block_rows(memdb, rng, dtype, mode):
+    # the kernel takes ids by block row (each tile pinned once per call): bags whose ids
+    # span many block rows, repeat, and come in any order still sum to numpy's rows
+    store = new_store(memdb, (4, 3, 2))   # 500 ids: 125 block rows, 3 block columns
+    e = rng.standard_normal((500, 7)).astype(dtype)
+    store.add_model("bag", {"e": e}, layers=[{"op": "embedding_bag", "weight": "e",
+                                              "mode": mode}])
+    store.add_model("emb", {"e": e}, layers=[{"op": "embedding", "weight": "e"}])
+    ragged = [rng.integers(0, 500, int(n)) for n in rng.integers(1, 40, 60)]
+    ragged[3] = np.array([499, 0, 499, 250, 0])
+    reduce = np.mean if mode == "mean" else np.sum
+    want = np.stack([reduce(e[b].astype(np.float32), axis=0) for b in ragged])
+    np.testing.assert_allclose(store.predict("bag", ragged), want, rtol=1e-5, atol=1e-5)
+    # equal bags as one 2-D array (converted in one go) and as a list give the same answer
+    equal = rng.integers(0, 500, (30, 9)).astype(np.int32)
+    got = store.predict("bag", equal)
+    np.testing.assert_array_equal(got, store.predict("bag", list(equal)))
+    np.testing.assert_allclose(got, reduce(e[equal].astype(np.float32), axis=1), rtol=1e-5,
+                               atol=1e-5)
+    ids = rng.integers(0, 500, 333)
+    np.testing.assert_array_equal(store.predict("emb", ids), e[ids].astype(np.float32))
+    # the first bad id in input order is the one named, wherever its block row
+    with pytest.raises(ValueError, match=r"id 500 \(input 2\) is out of range"):
+        store.predict("bag", [[499], [0, 1], [3, 500], [-1]])
+    with pytest.raises(ValueError, match=r"bag 1 is empty"):
+        store.predict("bag", [np.array([1, 2]), np.array([], np.int64), np.array([3])])
+    with pytest.raises(TypeError, match="integers"):
+        store.predict("bag", np.array([[1, 2], [3, 2**64 - 1]], np.uint64))
+
+
 # -- bad input: clear errors, never a crash -----------------------------------------------
 
 def test_wrong_feature_shapes_name_the_expected_shape(mlp):

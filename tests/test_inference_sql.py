@@ -621,3 +621,45 @@ def test_safetensors_model_answers_the_same_in_shell_apsw_and_numpy(
     assert [int(r[0]) for r in batch_rows] == list(range(1, len(bags) + 1))
     assert [int(r[1]) for r in batch_rows] == np.argmax(want, axis=1).tolist()
     close(np.array([json.loads(r[2]) for r in batch_rows], np.float32), py)
+
+
+# -- plans kept between statements -----------------------------------------------------------
+
+def test_plans_kept_between_statements_follow_every_change(tmp_path):
+    # A batch-1 tensor_predict per statement takes its plan from the previous statement's
+    # while the store is unchanged; any change (this connection, another one, a rollback,
+    # another file attached under the same name) is seen by the next statement.
+    rng = np.random.default_rng(21)
+    path, other = str(tmp_path / "a.sqlite"), str(tmp_path / "b.sqlite")
+    w1, w2, w3 = (rng.standard_normal((3, 4)).astype(np.float32) for _ in range(3))
+    layers = [{"op": "dense", "weight": "w"}]
+    for p, w in ((path, w1), (other, w3)):
+        with sqlite_tensor.Store(p) as s:
+            s.add_model("m", {"w": w}, layers=layers)
+    x = rng.standard_normal(4).astype(np.float32)
+    conn = sqlite_tensor.connect(path)
+    writer = sqlite_tensor.Store(sqlite_tensor.connect(path))
+
+    def run(store="tensors"):
+        return f32(conn.execute("SELECT tensor_predict(?, 'm', ?)",
+                                (store, x.tobytes())).fetchone()[0])
+
+    close(run(), w1 @ x)
+    close(run(), w1 @ x)                      # kept, still right
+    writer.drop_model("m")                    # another connection commits
+    writer.add_model("m", {"w": w2}, layers=layers)
+    close(run(), w2 @ x)
+    own = sqlite_tensor.Store(conn)
+    conn.execute("BEGIN")
+    own.set_layers("m", [{"op": "dense", "weight": "w", "activation": "relu"}])
+    close(run(), np.maximum(w2 @ x, 0))       # this connection's uncommitted write
+    conn.execute("ROLLBACK")
+    close(run(), w2 @ x)                      # and its rollback
+    conn.execute("ATTACH ? AS aux", (other,))
+    close(run("aux.tensors"), w3 @ x)
+    conn.execute("DETACH aux")
+    conn.execute("ATTACH ? AS aux", (path,))  # another file under the same name
+    close(run("aux.tensors"), w2 @ x)
+    conn.execute("DETACH aux")
+    writer.close()
+    conn.close()

@@ -16,21 +16,88 @@
 # JSON functions write them: NaN is null, +-infinity is +-9e999. Results are checked
 # against SQLite's length limit before anything is allocated for them (SQLITE_TOOBIG).
 
+# Plans are also kept between statements (a batch-1 tensor_predict per statement would
+# otherwise load its plan every call): a statement's plan goes back to st_sql_plans when
+# SQLite drops it, and the next statement of that connection, store argument and model
+# takes it while source_same_version says the store is as when it was loaded (Python's
+# Store.predict keeps its plans the same way). Taken plans are out of the table, so no two
+# statements share one; a kept plan holds no SQLite resources.
+ctypedef struct SqlPlan:
+    Plan plan                     # first: a SqlPlan * is the statement's Plan *
+    sqlite3 *db
+    char *model                   # sqlite3_mprintf
+    uint64_t store_key, epoch     # the store and view it was loaded in
+    uint64_t used                 # st_sql_plans_clock when it was put back
+
+cdef enum:
+    SQL_PLANS_KEPT = 16
+
+cdef SqlPlan *st_sql_plans[SQL_PLANS_KEPT]   # guarded by st_views_mutex (fork handlers cover it)
+cdef uint64_t st_sql_plans_clock
+
+
+cdef void sql_plan_free(SqlPlan *sp) noexcept nogil:
+    plan_free(&sp.plan)
+    sqlite3_free(sp.model)
+    free(sp)
+
+
 cdef void plan_destroy(void *p) noexcept nogil:
-    plan_free(<Plan *>p)
-    free(p)
+    """SQLite drops a statement's plan: kept for the next statement (the oldest kept plan
+    freed to make room), or freed when its store cannot be cached."""
+    global st_sql_plans_clock
+    cdef SqlPlan *sp = <SqlPlan *>p
+    cdef SqlPlan *out = NULL
+    cdef int i, at = 0
+    if sp.plan.src.uncached or sp.model == NULL or st_page_checks_off:   # (no epoch to trust)
+        sql_plan_free(sp)
+        return
+    source_close(&sp.plan.src)
+    pthread_mutex_lock(&st_views_mutex)
+    st_sql_plans_clock += 1
+    sp.used = st_sql_plans_clock
+    for i in range(SQL_PLANS_KEPT):
+        if st_sql_plans[i] == NULL:
+            at = i
+            break
+        if st_sql_plans[i].used < st_sql_plans[at].used:
+            at = i
+    out = st_sql_plans[at]
+    st_sql_plans[at] = sp
+    pthread_mutex_unlock(&st_views_mutex)
+    if out != NULL:
+        sql_plan_free(out)
+
+
+cdef SqlPlan *sql_plan_take(sqlite3 *db, const char *store_arg, const char *model) noexcept nogil:
+    """The kept plan of (db, store_arg, model), out of the table, or NULL."""
+    cdef SqlPlan *sp = NULL
+    cdef int i
+    pthread_mutex_lock(&st_views_mutex)
+    for i in range(SQL_PLANS_KEPT):
+        if st_sql_plans[i] != NULL and st_sql_plans[i].db == db \
+                and strcmp(st_sql_plans[i].plan.store_arg, store_arg) == 0 \
+                and strcmp(st_sql_plans[i].model, model) == 0:
+            sp = st_sql_plans[i]
+            st_sql_plans[i] = NULL
+            break
+    pthread_mutex_unlock(&st_views_mutex)
+    return sp
 
 
 cdef Plan *statement_plan(sqlite3_context *ctx, const char *fname, sqlite3_value **argv) noexcept nogil:
-    """The plan of (argv[0] store, argv[1] model), loaded once per statement; NULL after
-    setting the function's error."""
+    """The plan of (argv[0] store, argv[1] model), loaded once per statement (or kept from
+    an earlier one); NULL after setting the function's error."""
     cdef const char *names[2]
     cdef const char *args[2]
     cdef char *err = NULL
     cdef char *schema = NULL
     cdef char *store = NULL
     cdef int rc
+    cdef PageSource src
+    cdef sqlite3 *db = sqlite3_context_db_handle(ctx)
     cdef Plan *plan = <Plan *>sqlite3_get_auxdata(ctx, 1)
+    cdef SqlPlan *sp
     names[0] = "store"; names[1] = "model"
     if text_args(ctx, fname, 2, argv, names, args):
         return NULL
@@ -38,24 +105,42 @@ cdef Plan *statement_plan(sqlite3_context *ctx, const char *fname, sqlite3_value
     # change from row to row.
     if plan != NULL and strcmp(plan.store_arg, args[0]) == 0:
         return plan
-    plan = <Plan *>calloc(1, sizeof(Plan))
-    if plan == NULL:
+    sp = sql_plan_take(db, args[0], args[1])
+    if sp != NULL:
+        # the store named the same may be another one now ('db.name' after a new ATTACH):
+        # source_init identifies it afresh
+        rc = source_init(&src, db, sp.plan.schema, sp.plan.store, &err)
+        if rc == SQLITE_OK and source_same_version(&src, sp.store_key, sp.epoch):
+            sp.plan.src = src
+            sqlite3_set_auxdata(ctx, 1, sp, plan_destroy)
+            return <Plan *>sqlite3_get_auxdata(ctx, 1)
+        source_close(&src)
+        sqlite3_free(err)   # a failure recurs in the load below, which reports it
+        err = NULL
+        sql_plan_free(sp)
+    sp = <SqlPlan *>calloc(1, sizeof(SqlPlan))
+    if sp == NULL:
         sqlite3_result_error_nomem(ctx)
         return NULL
-    rc = split_store_name(sqlite3_context_db_handle(ctx), args[0], &schema, &store, &err)
+    plan = &sp.plan
+    sp.db = db
+    rc = split_store_name(db, args[0], &schema, &store, &err)
     if rc == SQLITE_OK:
-        rc = plan_load(sqlite3_context_db_handle(ctx), schema, store, args[1], plan, &err)
+        rc = plan_load(db, schema, store, args[1], plan, &err)
     if rc == SQLITE_OK:
         plan.store_arg = sqlite3_mprintf("%s", args[0])
-        if plan.store_arg == NULL:
+        sp.model = sqlite3_mprintf("%s", args[1])
+        sp.store_key = plan.src.store_key
+        sp.epoch = plan.src.epoch
+        if plan.store_arg == NULL or sp.model == NULL:
             rc = SQLITE_NOMEM
     sqlite3_free(schema)
     sqlite3_free(store)
     if rc != SQLITE_OK:
         fail(ctx, fname, err, rc)
-        plan_destroy(plan)
+        sql_plan_free(sp)
         return NULL
-    sqlite3_set_auxdata(ctx, 1, plan, plan_destroy)
+    sqlite3_set_auxdata(ctx, 1, sp, plan_destroy)
     return <Plan *>sqlite3_get_auxdata(ctx, 1)  # NULL if SQLite could not keep it
 
 

@@ -42,8 +42,10 @@ cdef int st_threads          # the thread setting; 0 = one per online CPU
 cdef int kernel_threads(sqlite3_int64 macs) noexcept nogil:
     """Threads for a layer of this many multiply-adds: small layers are not worth waking
     threads for."""
+    if macs < MIN_PARALLEL_MACS:   # first: sysconf reads /sys, a system call or three
+        return 1
     cdef long n = st_threads if st_threads > 0 else sysconf(_SC_NPROCESSORS_ONLN)
-    if macs < MIN_PARALLEL_MACS or n < 1:
+    if n < 1:
         return 1
     return <int>min(n, 256)
 
@@ -476,12 +478,115 @@ cdef int check_id(Layer *L, int64_t id, sqlite3_int64 at, char **err) noexcept n
     return SQLITE_OK
 
 
+cdef extern from * nogil:
+    void __builtin_prefetch(const void *addr)
+
+
+cdef int embedding_by_block_row(TileCursor *c, Layer *L, const Input *inp, float *Y,
+                                char **err) noexcept nogil:
+    """embedding / embedding_bag of a weight without residuals, the ids taken by block row
+    (a counting sort): each tile is pinned once per call instead of once per id, and a
+    float32 row is added from where it lies in the page, not copied first. A bag's rows are
+    added in block-row order (the per-id order within a block row). -1 (nothing done) when
+    the sort's memory is missing: the caller's per-id path needs none."""
+    cdef Weight *w = &L.weight
+    cdef sqlite3_int64 R = c.plan.block_rows, C = c.plan.block_cols
+    cdef bint bags = L.op == OP_EMBEDDING_BAG
+    cdef sqlite3_int64 first = inp.offsets[0] if bags else 0
+    cdef sqlite3_int64 n = (inp.offsets[inp.batch] - first) if bags else inp.batch
+    cdef sqlite3_int64 b, j, lo, hi, bi, bj, br, bc, k, q, done = 0
+    cdef int64_t row
+    cdef float scale
+    cdef int rc = SQLITE_OK
+    cdef const unsigned char *tile
+    cdef const float *src
+    cdef float *dst
+    # start[bi] .. start[bi + 1]: the positions in order[] of block row bi's ids
+    cdef sqlite3_int64 *start = <sqlite3_int64 *>calloc(w.grid_r + 1, sizeof(sqlite3_int64))
+    cdef sqlite3_int64 *order = <sqlite3_int64 *>malloc(max(n, 1) * sizeof(sqlite3_int64))
+    cdef sqlite3_int64 *owner = <sqlite3_int64 *>malloc(max(n, 1) * sizeof(sqlite3_int64))
+    if start == NULL or order == NULL or owner == NULL:
+        free(start)
+        free(order)
+        free(owner)
+        return -1
+    # every id checked in input order first: the error names the first bad one, as ever
+    for b in range(inp.batch):
+        lo = (inp.offsets[b] - first) if bags else b
+        hi = (inp.offsets[b + 1] - first) if bags else b + 1
+        for j in range(lo, hi):
+            rc = check_id(L, inp.ids[first + j], b, err)
+            if rc != SQLITE_OK:
+                break
+            owner[j] = b
+            start[inp.ids[first + j] // R + 1] += 1
+        if rc != SQLITE_OK:
+            break
+    if rc == SQLITE_OK:
+        for bi in range(w.grid_r):
+            start[bi + 1] += start[bi]
+        for j in range(n):   # stable: fill each block row's slots in input order
+            bi = inp.ids[first + j] // R
+            order[start[bi]] = j
+            start[bi] += 1
+        for bi in range(w.grid_r - 1, 0, -1):   # start[bi] is now block row bi's end
+            start[bi] = start[bi - 1]
+        start[0] = 0
+        memset(Y, 0, inp.batch * L.n_out * sizeof(float))
+    bi = 0
+    while rc == SQLITE_OK and bi < w.grid_r:
+        if start[bi] == start[bi + 1]:
+            bi += 1
+            continue
+        if done >= 65536:
+            done = 0
+            rc = interrupted(c.plan.src.db, err)
+            if rc != SQLITE_OK:
+                break
+        br = min(R, w.rows - bi * R)
+        for bj in range(w.grid_c):
+            bc = min(C, w.cols - bj * C)
+            rc = cursor_tile(c, w, bi, bj, br, bc, &tile, err)
+            if rc != SQLITE_OK:
+                break
+            for q in range(start[bi], start[bi + 1]):
+                j = order[q]
+                b = owner[j]
+                row = inp.ids[first + j] - bi * R
+                if q + 1 < start[bi + 1]:   # the next row's cache lines, while this one adds
+                    src = <const float *>(tile + (inp.ids[first + order[q + 1]] - bi * R) * bc * w.itemsize)
+                    for k in range(0, bc * w.itemsize, 64):
+                        __builtin_prefetch(<const char *>src + k)
+                if w.dtype == DT_F32:
+                    src = <const float *>(tile + row * bc * 4)
+                else:
+                    widen(tile + row * bc * w.itemsize, w.dtype, bc, c.scratch)
+                    src = c.scratch
+                scale = 1.0
+                if bags and L.bag_mean:
+                    scale = 1.0 / (inp.offsets[b + 1] - inp.offsets[b])
+                dst = Y + b * L.n_out + bj * C
+                for k in range(bc):
+                    dst[k] += scale * src[k]
+        done += start[bi + 1] - start[bi]
+        bi += 1
+    free(start)
+    free(order)
+    free(owner)
+    return rc
+
+
 cdef int embedding(TileCursor *c, Layer *L, const Input *inp, float *Y, char **err) noexcept nogil:
     cdef Weight *w = &L.weight
     cdef sqlite3_int64 b, j, n, k
     cdef sqlite3_int64 ids = inp.batch if L.op == OP_EMBEDDING else inp.offsets[inp.batch] - inp.offsets[0]
     cdef int rc = SQLITE_OK
     cdef float **effective = NULL
+    if w.res_kind == NULL:
+        rc = embedding_by_block_row(c, L, inp, Y, err)
+        if rc != -1:
+            return rc
+        rc = SQLITE_OK
     # With at least a tile's rows of ids, building a residual tile whole costs no more
     # than the ids' rows would each cost to correct.
     if w.res_kind != NULL and ids >= c.plan.block_rows:

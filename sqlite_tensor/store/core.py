@@ -14,6 +14,7 @@ each one transaction: a failure leaves the database exactly as it was.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -166,17 +167,18 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
         _check_name("tensor name", tensor)
         with _reading(), _one_snapshot(self.conn):
             row = self.conn.execute(
-                f"SELECT t.shape, t.dtype, t.nbytes, t.rows, t.cols FROM {self._t.tensors} t"
+                f"SELECT t.shape, t.dtype, t.nbytes, t.rows, t.cols, t.id FROM {self._t.tensors} t"
                 f" JOIN {self._t.models} m"
                 " ON m.id = t.model_id WHERE m.name = ? AND t.name = ?", (model, tensor)).fetchone()
             if row is None:
                 names = [i.name for i in self.tensors(model)]  # raises for an unknown model
                 raise NotFoundError(f"no tensor {tensor!r} in model {model!r}; it has "
                                     f"{', '.join(map(repr, names[:10]))}{' ...' if len(names) > 10 else ''}")
-            out = np.empty(self._stored_shape(tensor, *row), dtypes.numpy_dtype(row[1]))
-            # The engine's read_tensor (what SQL's tensor_blob runs) writes straight into out.
+            out = np.empty(self._stored_shape(tensor, *row[:5]), dtypes.numpy_dtype(row[1]))
+            # The engine's read_tensor (what SQL's tensor_blob runs) writes straight into out;
+            # it checks the row found here (same transaction) rather than looking it up again.
             _engine.read_tensor_into(self.conn.sqlite3pointer(), self.name, model, tensor,
-                                     blocks.byte_view(out))
+                                     blocks.byte_view(out), found=(row[5], row[3], row[4], row[2]))
         return out
 
     def _stored_shape(self, tensor: str, shape, dtype, nbytes, rows, cols) -> tuple[int, ...]:
@@ -186,7 +188,7 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
             dims = tuple(json.loads(shape))
             itemsize = dtypes.numpy_dtype(dtype).itemsize
             ok = all(type(d) is int and d >= 0 for d in dims) and \
-                int(np.prod(dims, dtype=object)) * itemsize == nbytes and \
+                math.prod(dims) * itemsize == nbytes and \
                 blocks.matrix_shape(dims) == (rows, cols)
         except (TypeError, ValueError) as e:
             raise CorruptStoreError(f"tensor store {self.name!r} is corrupt: tensor {tensor!r} has"
