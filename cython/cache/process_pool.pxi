@@ -327,22 +327,22 @@ cdef int source_confirm(void *ctx, PoolPage *p, int *same, char **err) noexcept 
     """Whether the cached page p is still the committed page (in src's view): equal size
     and equal header, checksum included. A version-1 page has no checksum: reloaded."""
     cdef PageSource *src = <PageSource *>ctx
-    cdef unsigned char head[PAGE_HEADER_BYTES]
+    cdef unsigned char head[ST_PAGE_HEADER_BYTES]
     cdef int rc
     same[0] = 0
-    if p.nbytes < PAGE_HEADER_BYTES or st_get_u32(p.data + 4) != 2:
+    if p.nbytes < ST_PAGE_HEADER_BYTES or st_get_u32(p.data + 4) != 2:
         return SQLITE_OK
     rc = source_open(src, p.page_id, err)
     if rc != SQLITE_OK:
         return rc
     if sqlite3_blob_bytes(src.blob) != p.nbytes:
         return SQLITE_OK
-    rc = sqlite3_blob_read(src.blob, head, PAGE_HEADER_BYTES, 0)
+    rc = sqlite3_blob_read(src.blob, head, ST_PAGE_HEADER_BYTES, 0)
     if rc != SQLITE_OK:
         err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", p.page_id, src.table,
                                  sqlite3_errmsg(src.db))
         return rc
-    same[0] = memcmp(head, p.data, PAGE_HEADER_BYTES) == 0
+    same[0] = memcmp(head, p.data, ST_PAGE_HEADER_BYTES) == 0
     return SQLITE_OK
 
 
@@ -417,7 +417,7 @@ cdef int slot_in(const unsigned char *data, sqlite3_int64 page_bytes, sqlite3_in
     cdef uint64_t offset
     cdef const unsigned char *entry = NULL
     if 0 <= slot < nslots:   # read_page checked that the slot table fits in the page
-        entry = data + page_slots_at(data) + slot * PAGE_SLOT_BYTES
+        entry = data + page_slots_at(data) + slot * ST_PAGE_SLOT_BYTES
     cdef int rc = check_slot(entry, slot, nslots, nbytes, page_bytes, page_id, table, &offset, err)
     if rc == SQLITE_OK:
         out[0] = data + offset

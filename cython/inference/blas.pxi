@@ -11,8 +11,5 @@ cdef extern from "cblas.h" nogil:
     void scipy_cblas_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,
                            int m, int n, int k, float alpha, const float *a, int lda,
                            const float *b, int ldb, float beta, float *c, int ldc)
-    void scipy_cblas_sgemv(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, int m, int n, float alpha,
-                           const float *a, int lda, const float *x, int incx, float beta,
-                           float *y, int incy)
     void scipy_openblas_set_num_threads(int n)
     int scipy_openblas_get_num_threads()

@@ -3,7 +3,7 @@
 # A weight is never reassembled: each tile is used where it sits in its pinned page.
 #   dense, W (out x in):   Y[:, bi-range] += X[:, bj-range] @ T^T     (T: tile (bi, bj))
 #   dense, W (in x out):   Y[:, bj-range] += X[:, bi-range] @ T
-# Batches use sgemm per tile, a single input sgemv per tile (the memory-bound case); BLAS
+# Batches use sgemm per tile, a single input st_gemv per tile (the memory-bound case); BLAS
 # itself runs single-threaded and our threads split the tiles (dense()).
 # Edge tiles are stored trimmed, so their own extent (br x bc) is their leading dimension
 # and no padding is read. Non-float32 tiles are widened into a scratch tile first.

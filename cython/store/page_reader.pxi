@@ -5,7 +5,7 @@
 #   0  'STPG'   4  u32 version   8  u32 nslots   12  u32 header bytes
 #   version 2:  16  u64 checksum    24 + 16*i  u64 offset, u64 nbytes of slot i
 #   version 1:                      16 + 16*i  u64 offset, u64 nbytes of slot i
-# A version-2 page's checksum (st_page_checksum) covers the whole BLOB, its own field
+# A version-2 page's checksum (st_page_checksum, c/st_page.c) covers the whole BLOB, its own field
 # counted as zero, seeded with the page id. Every read goes through the buffer pool's page
 # source (cache/process_pool.pxi), which checks header, checksum, slots and sizes here, so
 # a damaged page gives SQLITE_CORRUPT with a message naming page and slot, never a wild
@@ -20,71 +20,18 @@ cdef enum:
     RES_LOWRANK = 1              # residual kinds (sqlite_tensor/residuals.py documents them)
     RES_QUANTIZED = 2
 
-cdef enum:
-    PAGE_MAGIC = 0x47505453      # 'STPG' read as a little-endian u32
-    PAGE_VERSION = 2             # what the writer writes; version 1 pages stay readable
-    PAGE_V1_HEADER_BYTES = 16    # version 1: slots start here
-    PAGE_HEADER_BYTES = 24       # version 2: slots start here
-    PAGE_CHECKSUM_AT = 16        # version 2: u64 checksum
-    PAGE_SLOT_BYTES = 16
-
-# The page checksum: a multiply-rotate hash over 8-byte words in four independent lanes
-# (so the four multiplies of a 32-byte stripe overlap), then the tail, then an avalanche.
-# Seeded with the page id, so a page copied into another row fails. Our own code, written
-# once here; Python calls it through page_checksum() for the writer (pages.py).
-cdef extern from *:
-    """
-    #define ST_K1 0x9E3779B185EBCA87ULL
-    #define ST_K2 0xC2B2AE3D27D4EB4FULL
-    #define ST_K3 0x165667B19E3779F9ULL
-    #define ST_K4 0x85EBCA77C2B2AE63ULL
-    #define ST_K5 0x27D4EB2F165667C5ULL
-    static inline uint64_t st_rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-    static inline uint64_t st_lane(uint64_t acc, uint64_t w) {
-        return st_rotl(acc + w * ST_K2, 31) * ST_K1;
-    }
-    static inline uint64_t st_merge(uint64_t h, uint64_t v) {
-        return (h ^ st_lane(0, v)) * ST_K1 + ST_K4;
-    }
-    /* n bytes at p, the 8 bytes at offset 16 (the checksum field) counted as zero. */
-    static uint64_t st_page_checksum(const unsigned char *p, size_t n, uint64_t page_id) {
-        unsigned char head[32];
-        const unsigned char *s, *tail;
-        size_t k = n < 32 ? n : 32, left;
-        uint64_t seed = page_id * ST_K3 + 0x5354504732ULL;   /* "STPG2" */
-        uint64_t h, v0 = seed + ST_K1 + ST_K2, v1 = seed + ST_K2, v2 = seed, v3 = seed - ST_K1;
-        memcpy(head, p, k);
-        if (n >= 24) memset(head + 16, 0, 8);
-        if (n >= 32) {
-            v0 = st_lane(v0, st_get_u64(head)); v1 = st_lane(v1, st_get_u64(head + 8));
-            v2 = st_lane(v2, st_get_u64(head + 16)); v3 = st_lane(v3, st_get_u64(head + 24));
-            s = p + 32;
-            while ((size_t)(p + n - s) >= 32) {
-                v0 = st_lane(v0, st_get_u64(s)); v1 = st_lane(v1, st_get_u64(s + 8));
-                v2 = st_lane(v2, st_get_u64(s + 16)); v3 = st_lane(v3, st_get_u64(s + 24));
-                s += 32;
-            }
-            h = st_rotl(v0, 1) + st_rotl(v1, 7) + st_rotl(v2, 12) + st_rotl(v3, 18);
-            h = st_merge(h, v0); h = st_merge(h, v1); h = st_merge(h, v2); h = st_merge(h, v3);
-            tail = s; left = (size_t)(p + n - s);
-        } else {
-            h = seed + ST_K5;
-            tail = head; left = n;
-        }
-        h += (uint64_t)n;
-        for (; left >= 8; tail += 8, left -= 8)
-            h = st_rotl(h ^ st_lane(0, st_get_u64(tail)), 27) * ST_K1 + ST_K4;
-        if (left >= 4) {
-            h = st_rotl(h ^ (uint64_t)st_get_u32(tail) * ST_K1, 23) * ST_K2 + ST_K3;
-            tail += 4; left -= 4;
-        }
-        for (; left > 0; tail++, left--)
-            h = st_rotl(h ^ (uint64_t)tail[0] * ST_K5, 11) * ST_K1;
-        h ^= h >> 33; h *= ST_K2; h ^= h >> 29; h *= ST_K3; h ^= h >> 32;
-        return h;
-    }
-    """
-    uint64_t st_page_checksum(const unsigned char *p, size_t n, uint64_t page_id) nogil
+# The page format's constants and its checksum are C (c/st_page.h, c/st_page.c), the one
+# owner; Python's writer (pages.py) takes them from _engine.PAGE_FORMAT.
+cdef extern from "st_page.h" nogil:
+    enum:
+        ST_PAGE_MAGIC
+        ST_PAGE_VERSION
+        ST_PAGE_V1_HEADER_BYTES
+        ST_PAGE_HEADER_BYTES
+        ST_PAGE_CHECKSUM_AT
+        ST_PAGE_SLOT_BYTES
+        ST_PAGE_ALIGN
+    uint64_t st_page_checksum(const unsigned char *p, size_t n, uint64_t page_id)
 
 
 ctypedef struct TensorInfo:
@@ -98,7 +45,7 @@ ctypedef struct TensorInfo:
 
 cdef inline sqlite3_int64 page_slots_at(const unsigned char *data) noexcept nogil:
     """Where a checked page's slot table begins (its version says)."""
-    return PAGE_V1_HEADER_BYTES if st_get_u32(data + 4) == 1 else PAGE_HEADER_BYTES
+    return ST_PAGE_V1_HEADER_BYTES if st_get_u32(data + 4) == 1 else ST_PAGE_HEADER_BYTES
 
 
 cdef int check_page_header(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
@@ -107,18 +54,18 @@ cdef int check_page_header(const unsigned char *data, sqlite3_int64 n, sqlite3_i
     upgraded to version-2 pages refuses a version-1 page, which has no checksum), and its
     slot table must fit. n is the page's size; data holds at least its header."""
     cdef unsigned int version = st_get_u32(data + 4) if n >= 8 else 0
-    if n < PAGE_V1_HEADER_BYTES or st_get_u32(data) != PAGE_MAGIC or version < <unsigned int>min_version \
-            or version > PAGE_VERSION or (version == 2 and n < PAGE_HEADER_BYTES):
+    if n < ST_PAGE_V1_HEADER_BYTES or st_get_u32(data) != ST_PAGE_MAGIC or version < <unsigned int>min_version \
+            or version > ST_PAGE_VERSION or (version == 2 and n < ST_PAGE_HEADER_BYTES):
         err[0] = sqlite3_mprintf("page %lld of %s is corrupt: not a version-%d page",
-                                 page_id, table, <int>(PAGE_VERSION if min_version > 1 else 1))
-        if n >= 8 and st_get_u32(data) == PAGE_MAGIC and version == 1:
+                                 page_id, table, <int>(ST_PAGE_VERSION if min_version > 1 else 1))
+        if n >= 8 and st_get_u32(data) == ST_PAGE_MAGIC and version == 1:
             sqlite3_free(err[0])
             err[0] = sqlite3_mprintf("page %lld of %s is corrupt: a version-1 page (no checksum) "
                                      "in a store of version-%d pages", page_id, table,
-                                     <int>PAGE_VERSION)
+                                     <int>ST_PAGE_VERSION)
         return SQLITE_CORRUPT
     cdef sqlite3_int64 nslots = st_get_u32(data + 8)
-    if page_slots_at(data) + nslots * PAGE_SLOT_BYTES > n:
+    if page_slots_at(data) + nslots * ST_PAGE_SLOT_BYTES > n:
         err[0] = sqlite3_mprintf("page %lld of %s is corrupt: %lld slots do not fit in %lld bytes",
                                  page_id, table, nslots, n)
         return SQLITE_CORRUPT
@@ -132,7 +79,7 @@ cdef int check_page(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 pa
     cdef int rc = check_page_header(data, n, page_id, table, min_version, err)
     if rc != SQLITE_OK or not verify or st_get_u32(data + 4) == 1:
         return rc
-    cdef uint64_t want = st_get_u64(data + PAGE_CHECKSUM_AT)
+    cdef uint64_t want = st_get_u64(data + ST_PAGE_CHECKSUM_AT)
     cdef uint64_t got = st_page_checksum(data, <size_t>n, <uint64_t>page_id)
     if got != want:
         err[0] = sqlite3_mprintf("page %lld of %s is corrupt: checksum %016llx, the page's "

@@ -114,32 +114,9 @@ cdef int store_has_residuals(sqlite3 *db, const char *schema, const char *store,
 # statement, and nesting through it is bounded; results and the buffers behind them stay
 # within SQLite's length limit; long loops poll sqlite3_interrupt.
 
-cdef extern from *:
-    """
-    /* sqlite3_is_interrupted came with SQLite 3.41, after the last member of the
-    ** routines table our 3.40 header knows (value_encoding); a host at least that new
-    ** has it right there. */
-    typedef struct { sqlite3_api_routines known; int (*is_interrupted)(sqlite3 *); } st_api_341;
-    /* Nesting depth of tensor_predict_batch queries on this thread: the nested query runs
-    ** on the same thread's stack, so a thread-local count is exact. */
-    static __thread int st_batch_depth = 0;
-    static int st_interrupted(sqlite3 *db) {
-        sqlite3_stmt *probe = 0;
-        int rc;
-        if (sqlite3_libversion_number() >= 3041000)
-            return ((const st_api_341 *)sqlite3_api)->is_interrupted(db);
-        /* Older SQLite has no way to ask; a statement prepared or started while the flag is
-        ** set (we run inside an active statement, so SQLite keeps the flag) fails with
-        ** SQLITE_INTERRUPT (the parser checks it too). */
-        rc = sqlite3_prepare_v2(db, "SELECT 1", -1, &probe, 0);
-        if (rc != SQLITE_OK) return rc == SQLITE_INTERRUPT;
-        rc = sqlite3_step(probe);
-        sqlite3_finalize(probe);
-        return rc == SQLITE_INTERRUPT;
-    }
-    """
+cdef extern from "st_guard.h" nogil:
     int st_batch_depth
-    int st_interrupted(sqlite3 *db) nogil
+    int st_interrupted(const sqlite3_api_routines *api, sqlite3 *db)
 
 cdef enum:
     ST_MAX_BATCH_DEPTH = 8         # tensor_predict_batch queries nested inside each other
@@ -148,7 +125,7 @@ cdef enum:
 
 cdef int interrupted(sqlite3 *db, char **err) noexcept nogil:
     """SQLITE_INTERRUPT (err set) when sqlite3_interrupt was called on db; else SQLITE_OK."""
-    if db != NULL and st_interrupted(db):
+    if db != NULL and st_interrupted(st_api_get(), db):
         err[0] = sqlite3_mprintf("interrupted")
         return SQLITE_INTERRUPT
     return SQLITE_OK

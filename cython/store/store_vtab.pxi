@@ -498,7 +498,7 @@ cdef int page_v1_to_v2(const unsigned char *old, sqlite3_int64 n, sqlite3_int64 
     cdef sqlite3_int64 k, i, start, total, off, size
     cdef uint64_t o
     out[0] = NULL
-    if n < PAGE_V1_HEADER_BYTES or st_get_u32(old + 4) != 1 or \
+    if n < ST_PAGE_V1_HEADER_BYTES or st_get_u32(old + 4) != 1 or \
             check_page_header(old, n, page_id, "", 1, &err) != SQLITE_OK:
         sqlite3_free(err)
         return SQLITE_OK
@@ -506,16 +506,16 @@ cdef int page_v1_to_v2(const unsigned char *old, sqlite3_int64 n, sqlite3_int64 
     # the old data start when the 8 more header bytes fit before it (as the writer, which
     # aligns 24 + 16 * slots where it aligned 16 + 16 * slots), else the next multiple of 64
     start = align64(<sqlite3_int64>st_get_u32(old + 12))
-    if start < PAGE_HEADER_BYTES + k * PAGE_SLOT_BYTES:
-        start = align64(PAGE_HEADER_BYTES + k * PAGE_SLOT_BYTES)
+    if start < ST_PAGE_HEADER_BYTES + k * ST_PAGE_SLOT_BYTES:
+        start = align64(ST_PAGE_HEADER_BYTES + k * ST_PAGE_SLOT_BYTES)
     total = start
     for i in range(k):
-        if check_slot(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES, i, k,
-                      <sqlite3_int64>st_get_u64(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES + 8),
+        if check_slot(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES, i, k,
+                      <sqlite3_int64>st_get_u64(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES + 8),
                       n, page_id, "", &o, &err) != SQLITE_OK:
             sqlite3_free(err)
             return SQLITE_OK
-        size = <sqlite3_int64>st_get_u64(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES + 8)
+        size = <sqlite3_int64>st_get_u64(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES + 8)
         total = (align64(total) if i > 0 else total) + size
         if total > n + 64 * (k + 1):   # overlapping slots: not a page the writer made
             return SQLITE_OK
@@ -529,16 +529,16 @@ cdef int page_v1_to_v2(const unsigned char *old, sqlite3_int64 n, sqlite3_int64 
     (<unsigned int *>(out[0] + 12))[0] = <unsigned int>start
     off = start
     for i in range(k):
-        o = st_get_u64(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES)
-        size = <sqlite3_int64>st_get_u64(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES + 8)
+        o = st_get_u64(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES)
+        size = <sqlite3_int64>st_get_u64(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES + 8)
         if i > 0:
             off = align64(off)
-        memcpy(out[0] + PAGE_HEADER_BYTES + i * PAGE_SLOT_BYTES, &off, 8)
-        memcpy(out[0] + PAGE_HEADER_BYTES + i * PAGE_SLOT_BYTES + 8, &size, 8)
+        memcpy(out[0] + ST_PAGE_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES, &off, 8)
+        memcpy(out[0] + ST_PAGE_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES + 8, &size, 8)
         memcpy(out[0] + off, old + o, size)
         off += size
     o = st_page_checksum(out[0], <size_t>total, <uint64_t>page_id)
-    memcpy(out[0] + PAGE_CHECKSUM_AT, &o, 8)
+    memcpy(out[0] + ST_PAGE_CHECKSUM_AT, &o, 8)
     out_n[0] = total
     return SQLITE_OK
 
