@@ -63,7 +63,7 @@ ctypedef struct FunctionSpec:
     sql_function fn
 
 
-cdef int register_functions(sqlite3 *db, char **err) noexcept nogil:
+cdef int st_engine_register_functions(sqlite3 *db, char **err) noexcept nogil:
     """Register every SQL function from the one table of them (docs/security.md explains
     the flags): pure functions of their arguments are DETERMINISTIC | INNOCUOUS; those
     that read the store are INNOCUOUS only (the store changes between statements, so an
@@ -73,15 +73,15 @@ cdef int register_functions(sqlite3 *db, char **err) noexcept nogil:
     cdef int reads = SQLITE_UTF8 | SQLITE_INNOCUOUS
     cdef int direct = SQLITE_UTF8 | SQLITE_DIRECTONLY
     cdef FunctionSpec specs[11]
-    specs[0] = FunctionSpec("tensor_blob", 3, reads, fn_tensor_blob)
-    specs[1] = FunctionSpec("tensor_version", 0, pure, fn_tensor_version)
-    specs[2] = FunctionSpec("tensor_predict", 3, reads, fn_tensor_predict)
-    specs[3] = FunctionSpec("tensor_argmax", 1, pure, fn_tensor_argmax)
-    specs[4] = FunctionSpec("tensor_max", 1, pure, fn_tensor_max)
-    specs[5] = FunctionSpec("tensor_topk", 2, pure, fn_tensor_topk)
-    specs[6] = FunctionSpec("tensor_json", 1, pure, fn_tensor_json)
-    specs[7] = FunctionSpec("tensor_threads", 0, reads, fn_tensor_threads)    # reads a setting
-    specs[8] = FunctionSpec("tensor_threads", 1, direct, fn_tensor_threads)   # sets it
+    specs[0] = FunctionSpec("tensor_blob", 3, reads, st_fn_tensor_blob)
+    specs[1] = FunctionSpec("tensor_version", 0, pure, st_fn_tensor_version)
+    specs[2] = FunctionSpec("tensor_predict", 3, reads, st_infer_predict)
+    specs[3] = FunctionSpec("tensor_argmax", 1, pure, st_infer_argmax)
+    specs[4] = FunctionSpec("tensor_max", 1, pure, st_infer_max)
+    specs[5] = FunctionSpec("tensor_topk", 2, pure, st_infer_topk)
+    specs[6] = FunctionSpec("tensor_json", 1, pure, st_infer_json)
+    specs[7] = FunctionSpec("tensor_threads", 0, reads, st_infer_threads)    # reads a setting
+    specs[8] = FunctionSpec("tensor_threads", 1, direct, st_infer_threads)   # sets it
     specs[9] = FunctionSpec("tensor_cache", 1, direct, fn_tensor_cache)       # the pool's state
     specs[10] = FunctionSpec("tensor_cache", 2, direct, fn_tensor_cache)      # sets it
     cdef int i, rc
@@ -103,7 +103,7 @@ cdef extern from * nogil:
     char *api_mprintf(const sqlite3_api_routines *api, const char *msg)
 
 
-cdef void fn_load_extension_refused(sqlite3_context *ctx, int argc,
+cdef void st_engine_load_extension_refused(sqlite3_context *ctx, int argc,
                                     sqlite3_value **argv) noexcept nogil:
     sqlite3_result_error(ctx, "not authorized: load_extension() is off where sqlite-tensor "
                               "is loaded: SQL (a view, a trigger, a query from a file) must "
@@ -111,7 +111,7 @@ cdef void fn_load_extension_refused(sqlite3_context *ctx, int argc,
                               "shell's .load, Connection.load_extension)", -1)
 
 
-cdef int refuse_sql_load_extension(sqlite3 *db) noexcept nogil:
+cdef int st_engine_refuse_load_extension(sqlite3 *db) noexcept nogil:
     """Turn SQL's load_extension() off on db. The routines table has no
     sqlite3_enable_load_extension, and SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION would turn off
     the C API as well (the shell's later .load would fail): a function of the same name
@@ -121,7 +121,7 @@ cdef int refuse_sql_load_extension(sqlite3 *db) noexcept nogil:
         if rc == SQLITE_OK:
             rc = sqlite3_create_function_v2(db, "load_extension", nargs,
                                             SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
-                                            fn_load_extension_refused, NULL, NULL, NULL)
+                                            st_engine_load_extension_refused, NULL, NULL, NULL)
     return rc
 
 
@@ -137,16 +137,16 @@ cdef extern from *:
     pthread_once_t st_init_once
 
 
-cdef void init_process() noexcept nogil:
+cdef void st_engine_init_process() noexcept nogil:
     """Once per process, whichever connection comes first (several threads may open
     connections at the same time): the module structs and the policy registry."""
     # Our threads split the tiles; BLAS inside each tile product stays single-threaded.
     scipy_openblas_set_num_threads(1)
     st_fork_init()
     init_policies()
-    init_store_module()
-    init_report_module()
-    init_batch_module()
+    st_vtab_init_module()
+    st_report_init_module()
+    st_batch_init_module()
     init_snapshot_module()
 
 
@@ -160,15 +160,15 @@ cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
         err[0] = api_mprintf(api, "sqlite-tensor is already loaded into another SQLite "
                                   "library in this process; use one (apsw or sqlite3) per process")
         return SQLITE_ERROR
-    pthread_once(&st_init_once, init_process)
+    pthread_once(&st_init_once, st_engine_init_process)
     cdef int i = 0
-    cdef int rc = sqlite3_create_module_v2(db, "tensor_store", &store_module, NULL, NULL)
+    cdef int rc = sqlite3_create_module_v2(db, "tensor_store", &st_vtab_module, NULL, NULL)
     while rc == SQLITE_OK and st_reports[i].name != NULL:
-        rc = sqlite3_create_module_v2(db, st_reports[i].name, &report_module,
+        rc = sqlite3_create_module_v2(db, st_reports[i].name, &st_report_module,
                                       <void *>&st_reports[i], NULL)
         i += 1
     if rc == SQLITE_OK:
-        rc = sqlite3_create_module_v2(db, "tensor_predict_batch", &batch_module, NULL, NULL)
+        rc = sqlite3_create_module_v2(db, "tensor_predict_batch", &st_batch_module, NULL, NULL)
     if rc == SQLITE_OK:
         rc = sqlite3_create_module_v2(db, "tensor_cache_stats", &snapshot_module,
                                       <void *>CACHE_STATS, NULL)
@@ -176,9 +176,9 @@ cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
         rc = sqlite3_create_module_v2(db, "tensor_cache_pages", &snapshot_module,
                                       <void *>CACHE_PAGES, NULL)
     if rc == SQLITE_OK:
-        rc = register_functions(db, err)
+        rc = st_engine_register_functions(db, err)
     if rc == SQLITE_OK:
-        rc = refuse_sql_load_extension(db)   # a file cannot make its reader run code
+        rc = st_engine_refuse_load_extension(db)   # a file cannot make its reader run code
     return rc
 
 
@@ -197,7 +197,7 @@ class EngineError(RuntimeError):
     """The engine failed on something other than the caller's input (a damaged store, I/O)."""
 
 
-cdef void require_loaded() except *:
+cdef void st_py_require_loaded() except *:
     if st_api_get() == NULL:
         raise EngineError("the sqlite-tensor extension is not loaded into any connection yet "
                           "(sqlite_tensor.load(conn) does that)")
@@ -222,14 +222,14 @@ cdef class _CachedPlan:
     cdef uint64_t epoch
 
     def __dealloc__(self):
-        plan_free(&self.plan)
+        st_plan_free(&self.plan)
 
 
 _plans = {}          # (db, store, model) -> _CachedPlan, least recently used first
 PLAN_CACHE_SIZE = 32
 
 
-cdef _CachedPlan _take_plan(size_t db, bytes store_b, bytes model_b):
+cdef _CachedPlan st_py_take_plan(size_t db, bytes store_b, bytes model_b):
     """The model's plan: the cached one if the store is unchanged, else loaded now. It is
     taken out of the cache while in use, so no two calls share one."""
     cdef _CachedPlan holder = _plans.pop((db, store_b, model_b), None)
@@ -249,20 +249,20 @@ cdef _CachedPlan _take_plan(size_t db, bytes store_b, bytes model_b):
             return holder
         source_close(&src)
         if rc != SQLITE_OK and rc != SQLITE_ERROR:
-            _raise(rc, err)   # BUSY, IOERR, ...: not a reason to reload quietly
+            st_py_raise(rc, err)   # BUSY, IOERR, ...: not a reason to reload quietly
         sqlite3_free(err)
         err = NULL
     holder = _CachedPlan()
     with nogil:
-        rc = plan_load(<sqlite3 *>db, "main", store_c, model_c, &holder.plan, &err)
+        rc = st_plan_load(<sqlite3 *>db, "main", store_c, model_c, &holder.plan, &err)
     if rc != SQLITE_OK:
-        _raise(rc, err)
+        st_py_raise(rc, err)
     holder.store_key = holder.plan.src.store_key
     holder.epoch = holder.plan.src.epoch
     return holder
 
 
-cdef _give_back_plan(size_t db, bytes store_b, bytes model_b, _CachedPlan holder):
+cdef st_py_give_back_plan(size_t db, bytes store_b, bytes model_b, _CachedPlan holder):
     cdef bint cacheable = not holder.plan.src.uncached
     source_close(&holder.plan.src)
     if cacheable:
@@ -273,7 +273,7 @@ cdef _give_back_plan(size_t db, bytes store_b, bytes model_b, _CachedPlan holder
 
 def predict(size_t db, str store, str model, x):
     """Run a stored model on x; see Store.predict."""
-    require_loaded()
+    st_py_require_loaded()
     cdef _CachedPlan holder
     cdef Input inp
     cdef char *err = NULL
@@ -281,25 +281,25 @@ def predict(size_t db, str store, str model, x):
     cdef bytes store_b = store.encode(), model_b = model.encode()
     # The plan and the pages come from one snapshot: the plan's page source holds one
     # (snapshot_hold) from the moment it is checked or loaded until it is given back.
-    holder = _take_plan(db, store_b, model_b)
+    holder = st_py_take_plan(db, store_b, model_b)
     try:
-        single, arrays, batch = _input_arrays(&holder.plan, model, x)
+        single, arrays, batch = st_py_input_arrays(&holder.plan, model, x)
         out = np.empty((batch, holder.plan.n_out), np.float32)
         if batch == 0:
             return out
         memset(&inp, 0, sizeof(Input))
         inp.batch = batch
-        set_input(&inp, arrays)
-        rc = _forward_into(&holder.plan, &inp, out, &err)
+        st_py_set_input(&inp, arrays)
+        rc = st_py_forward_into(&holder.plan, &inp, out, &err)
         if rc != SQLITE_OK:
-            _raise(rc, err)
+            st_py_raise(rc, err)
         return out[0] if single else out
     finally:
-        _give_back_plan(db, store_b, model_b, holder)
+        st_py_give_back_plan(db, store_b, model_b, holder)
 
 
-cdef void set_input(Input *inp, arrays) except *:
-    """Point inp at the arrays _input_arrays made (they outlive the forward pass)."""
+cdef void st_py_set_input(Input *inp, arrays) except *:
+    """Point inp at the arrays st_py_input_arrays made (they outlive the forward pass)."""
     cdef const float[:, ::1] x
     cdef const int64_t[::1] ids
     cdef const int64_t[::1] offsets
@@ -315,15 +315,15 @@ cdef void set_input(Input *inp, arrays) except *:
             inp.offsets = &offsets[0]
 
 
-cdef int _forward_into(Plan *plan, Input *inp, out, char **err) except? -1:
+cdef int st_py_forward_into(Plan *plan, Input *inp, out, char **err) except? -1:
     cdef float[:, ::1] y = out
     cdef int rc
     with nogil:
-        rc = forward(plan, inp, &y[0, 0], err)
+        rc = st_kern_forward(plan, inp, &y[0, 0], err)
     return rc
 
 
-cdef _input_arrays(Plan *plan, str model, x):
+cdef st_py_input_arrays(Plan *plan, str model, x):
     """(single, (kind, array, offsets), batch) with arrays the kernels can read."""
     if plan.input_kind == INPUT_FEATURES:
         arr = np.asarray(x)
@@ -359,7 +359,7 @@ cdef _input_arrays(Plan *plan, str model, x):
     return single, ("bags", ids, offsets), len(bags)
 
 
-cdef _raise(int rc, char *err):
+cdef st_py_raise(int rc, char *err):
     """Raise what the error contract says (sqlite_tensor/errors.py): bad input is a
     ValueError, a damaged store a CorruptStoreError (also an apsw.CorruptError, as
     tensor_blob's), NOMEM a MemoryError; BUSY, LOCKED, IOERR keep their apsw classes;
@@ -382,22 +382,22 @@ cdef _raise(int rc, char *err):
 def set_threads(int n):
     """Threads the kernels use, for the whole process (as SQL's tensor_threads(n));
     0 restores the default, one per online CPU."""
-    global st_threads
+    global st_kern_thread_setting
     if n < 0 or n > 256:
         raise ValueError(f"the thread count must be from 1 to 256 (0: one per CPU), got {n}")
-    st_threads = n
+    st_kern_thread_setting = n
 
 
 def get_threads():
     """The thread setting, as set_threads() left it: 0 means the default, one per online
     CPU (so set_threads(get_threads()) restores whatever was set, "auto" included).
     effective_threads() says how many threads that is now."""
-    return st_threads
+    return st_kern_thread_setting
 
 
 def effective_threads():
     """Threads a large layer runs on now: the setting, or the online CPUs when it is 0."""
-    return kernel_threads(MIN_PARALLEL_MACS)
+    return st_kern_thread_count(MIN_PARALLEL_MACS)
 
 
 def _fork_pool_skipped():
@@ -464,7 +464,7 @@ def cache_configure(budget_bytes=None, policy=None, aging_window=None):
         with nogil:
             rc = cache_set_policy(cname, &err)
         if rc != SQLITE_OK:
-            _raise(rc, err)
+            st_py_raise(rc, err)
     with nogil:
         if window > 0:
             pool_lock(&process_pool)
@@ -473,7 +473,7 @@ def cache_configure(budget_bytes=None, policy=None, aging_window=None):
         if budget > 0:
             rc = cache_set_budget(budget, &err)
     if rc != SQLITE_OK:
-        _raise(rc, err)
+        st_py_raise(rc, err)
 
 
 def cache_stats():
@@ -566,7 +566,7 @@ def cache_simulate(str policy, long long budget_bytes, const sqlite3_int64[::1] 
 def read_tensor_into(size_t db, str store, str model, str tensor, out):
     """Fill out (a writable C-contiguous buffer of exactly the tensor's bytes) with a stored
     tensor: the C read_tensor that tensor_blob uses, without SQLite's result copy."""
-    require_loaded()
+    st_py_require_loaded()
     cdef unsigned char[::1] dst = memoryview(out).cast("B")
     cdef TensorInfo info
     cdef char *err = NULL
@@ -579,10 +579,10 @@ def read_tensor_into(size_t db, str store, str model, str tensor, out):
     with nogil:
         rc = snapshot_hold(<sqlite3 *>db, "main", &snapshot, &err)
         if rc == SQLITE_OK:
-            rc = lookup_tensor(<sqlite3 *>db, "main", sc, mc, tc, &info, &err)
+            rc = st_page_lookup_tensor(<sqlite3 *>db, "main", sc, mc, tc, &info, &err)
     try:
         if rc != SQLITE_OK:
-            _raise(rc, err)
+            st_py_raise(rc, err)
         if info.nbytes != dst.shape[0]:
             # the caller sized out from the tensor's shape and dtype: its row disagrees with itself
             from .errors import CorruptStoreError
@@ -592,7 +592,7 @@ def read_tensor_into(size_t db, str store, str model, str tensor, out):
         with nogil:
             rc = read_tensor(<sqlite3 *>db, "main", sc, &info, &dst[0], &err)
         if rc != SQLITE_OK:
-            _raise(rc, err)
+            st_py_raise(rc, err)
     finally:
         snapshot_release(&snapshot)
 
@@ -611,15 +611,15 @@ def shadow_parts():
 
 def store_needs_upgrade(size_t db, str store):
     """Whether upgrade_store has anything to do for this store (cheap: no page is read)."""
-    require_loaded()
+    st_py_require_loaded()
     cdef bytes s = store.encode()
     cdef const char *sc = s
     cdef char *err = NULL
     cdef int needs = 0, rc
     with nogil:
-        rc = st_needs_upgrade(<sqlite3 *>db, "main", sc, &needs, &err)
+        rc = st_vtab_needs_upgrade(<sqlite3 *>db, "main", sc, &needs, &err)
     if rc != SQLITE_OK:
-        _raise(rc, err)
+        st_py_raise(rc, err)
     return bool(needs)
 
 
@@ -628,14 +628,14 @@ def upgrade_store(size_t db, str store):
     shadow tables and indexes it lacks, a uid and generation, version-1 pages rewritten as
     version 2. Run it in a write transaction with the shadow tables writable (Store does).
     Returns {"pages_rewritten": n}."""
-    require_loaded()
+    st_py_require_loaded()
     cdef bytes s = store.encode()
     cdef const char *sc = s
     cdef char *err = NULL
     cdef sqlite3_int64 pages = 0
     cdef int rc
     with nogil:
-        rc = st_upgrade(<sqlite3 *>db, "main", sc, &pages, &err)
+        rc = st_vtab_upgrade(<sqlite3 *>db, "main", sc, &pages, &err)
     if rc != SQLITE_OK:
-        _raise(rc, err)
+        st_py_raise(rc, err)
     return {"pages_rewritten": pages}

@@ -43,12 +43,12 @@ ctypedef struct TensorInfo:
     sqlite3_int64 block_cols
 
 
-cdef inline sqlite3_int64 page_slots_at(const unsigned char *data) noexcept nogil:
+cdef inline sqlite3_int64 st_page_slots_at(const unsigned char *data) noexcept nogil:
     """Where a checked page's slot table begins (its version says)."""
     return ST_PAGE_V1_HEADER_BYTES if st_get_u32(data + 4) == 1 else ST_PAGE_HEADER_BYTES
 
 
-cdef int check_page_header(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
+cdef int st_page_check_header(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
                            const char *table, int min_version, char **err) noexcept nogil:
     """A page must start with a known header (version 1 or 2, at least min_version: a store
     upgraded to version-2 pages refuses a version-1 page, which has no checksum), and its
@@ -65,18 +65,18 @@ cdef int check_page_header(const unsigned char *data, sqlite3_int64 n, sqlite3_i
                                      <int>ST_PAGE_VERSION)
         return SQLITE_CORRUPT
     cdef sqlite3_int64 nslots = st_get_u32(data + 8)
-    if page_slots_at(data) + nslots * ST_PAGE_SLOT_BYTES > n:
+    if st_page_slots_at(data) + nslots * ST_PAGE_SLOT_BYTES > n:
         err[0] = sqlite3_mprintf("page %lld of %s is corrupt: %lld slots do not fit in %lld bytes",
                                  page_id, table, nslots, n)
         return SQLITE_CORRUPT
     return SQLITE_OK
 
 
-cdef int check_page(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
+cdef int st_page_check(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
                     const char *table, int min_version, int verify, char **err) noexcept nogil:
     """A whole page read into memory: its header, then (version 2, unless verify is 0) its
     checksum, which covers every byte."""
-    cdef int rc = check_page_header(data, n, page_id, table, min_version, err)
+    cdef int rc = st_page_check_header(data, n, page_id, table, min_version, err)
     if rc != SQLITE_OK or not verify or st_get_u32(data + 4) == 1:
         return rc
     cdef uint64_t want = st_get_u64(data + ST_PAGE_CHECKSUM_AT)
@@ -88,7 +88,7 @@ cdef int check_page(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 pa
     return SQLITE_OK
 
 
-cdef int check_slot(const unsigned char *entry, sqlite3_int64 slot, sqlite3_int64 nslots,
+cdef int st_page_check_slot(const unsigned char *entry, sqlite3_int64 slot, sqlite3_int64 nslots,
                     sqlite3_int64 nbytes, sqlite3_int64 page_bytes, sqlite3_int64 page_id,
                     const char *table, uint64_t *offset, char **err) noexcept nogil:
     """Check slot's directory entry (entry: its 16 bytes, NULL when slot is out of range):
@@ -109,12 +109,12 @@ cdef int check_slot(const unsigned char *entry, sqlite3_int64 slot, sqlite3_int6
     return SQLITE_OK
 
 
-cdef int read_store_config(sqlite3 *db, const char *schema, const char *store,
+cdef int st_page_read_store_config(sqlite3 *db, const char *schema, const char *store,
                            sqlite3_int64 *block_rows, sqlite3_int64 *block_cols,
                            char **err) noexcept nogil:
     """Read the store's block shape; an error names the store if it is not one."""
     cdef sqlite3_stmt *stmt = NULL
-    cdef int rc = prepare_store_sql(
+    cdef int rc = st_sql_prepare(
         db, "SELECT key, value FROM {config} WHERE key IN ('block_rows', 'block_cols')",
         schema, store, &stmt)
     if rc != SQLITE_OK:
@@ -125,7 +125,7 @@ cdef int read_store_config(sqlite3 *db, const char *schema, const char *store,
     block_cols[0] = 0
     rc = sqlite3_step(stmt)
     while rc == SQLITE_ROW:
-        if strcmp(text_or(<const char *>sqlite3_column_text(stmt, 0), ""), "block_rows") == 0:
+        if strcmp(st_sql_text_or(<const char *>sqlite3_column_text(stmt, 0), ""), "block_rows") == 0:
             block_rows[0] = sqlite3_column_int64(stmt, 1)
         else:
             block_cols[0] = sqlite3_column_int64(stmt, 1)
@@ -144,14 +144,14 @@ cdef int read_store_config(sqlite3 *db, const char *schema, const char *store,
     return SQLITE_OK
 
 
-cdef int lookup_tensor(sqlite3 *db, const char *schema, const char *store, const char *model,
+cdef int st_page_lookup_tensor(sqlite3 *db, const char *schema, const char *store, const char *model,
                        const char *tensor, TensorInfo *info, char **err) noexcept nogil:
     """Find a tensor by model and name; the error says which of the three names is unknown."""
     cdef sqlite3_stmt *stmt = NULL
-    cdef int rc = read_store_config(db, schema, store, &info.block_rows, &info.block_cols, err)
+    cdef int rc = st_page_read_store_config(db, schema, store, &info.block_rows, &info.block_cols, err)
     if rc != SQLITE_OK:
         return rc
-    rc = prepare_store_sql(
+    rc = st_sql_prepare(
         db, "SELECT t.id, t.rows, t.cols, t.nbytes FROM {tensors} t JOIN {models} m "
             "ON m.id = t.model_id WHERE m.name = ?1 AND t.name = ?2", schema, store, &stmt)
     if rc != SQLITE_OK:
@@ -166,13 +166,13 @@ cdef int lookup_tensor(sqlite3 *db, const char *schema, const char *store, const
         info.cols = sqlite3_column_int64(stmt, 2)
         info.nbytes = sqlite3_column_int64(stmt, 3)
         sqlite3_finalize(stmt)
-        return check_tensor_info(store, info, err)
+        return st_page_check_tensor_info(store, info, err)
     sqlite3_finalize(stmt)
     if rc != SQLITE_DONE:
         err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
         return rc
     # Not found: say whether the model or the tensor is missing.
-    rc = prepare_store_sql(db, "SELECT 1 FROM {models} WHERE name = ?1", schema, store, &stmt)
+    rc = st_sql_prepare(db, "SELECT 1 FROM {models} WHERE name = ?1", schema, store, &stmt)
     if rc == SQLITE_OK:
         sqlite3_bind_text(stmt, 1, model, -1, SQLITE_STATIC)
         rc = sqlite3_step(stmt)
@@ -187,7 +187,7 @@ cdef int lookup_tensor(sqlite3 *db, const char *schema, const char *store, const
     return SQLITE_ERROR
 
 
-cdef int check_tensor_info(const char *store, TensorInfo *info, char **err) noexcept nogil:
+cdef int st_page_check_tensor_info(const char *store, TensorInfo *info, char **err) noexcept nogil:
     """Derive the item size and refuse rows that cannot describe a tensor."""
     # rows > nbytes / cols first: rows * cols could overflow (even to 0, a division by zero)
     if info.rows <= 0 or info.cols <= 0 or info.nbytes <= 0 or info.rows > info.nbytes // info.cols \
@@ -208,7 +208,7 @@ cdef int check_tensor_info(const char *store, TensorInfo *info, char **err) noex
 
 # -- residuals -------------------------------------------------------------------------------
 
-cdef sqlite3_int64 residual_bytes(sqlite3_int64 kind, sqlite3_int64 param, sqlite3_int64 br,
+cdef sqlite3_int64 st_page_residual_bytes(sqlite3_int64 kind, sqlite3_int64 param, sqlite3_int64 br,
                                   sqlite3_int64 bc) noexcept nogil:
     """Payload length of a residual of this kind for a br x bc tile (br, bc >= 1, within
     ST_MAX_BLOCK_DIM); -1 when kind or param is not valid for it."""
@@ -223,14 +223,14 @@ cdef sqlite3_int64 residual_bytes(sqlite3_int64 kind, sqlite3_int64 param, sqlit
     return -1
 
 
-cdef int check_residual(const char *store, const char *tensor, sqlite3_int64 tensor_id,
+cdef int st_page_check_residual(const char *store, const char *tensor, sqlite3_int64 tensor_id,
                         sqlite3_int64 bi, sqlite3_int64 bj, sqlite3_int64 kind,
                         sqlite3_int64 param, sqlite3_int64 br, sqlite3_int64 bc,
                         sqlite3_int64 nbytes, char **err) noexcept nogil:
     """A residual row must name a tile of the grid (br, bc >= 1: the caller checked
     bi, bj), a known kind with a parameter valid for the tile, and the payload length
     they make. SQLITE_CORRUPT with a message naming store, tensor and tile otherwise."""
-    cdef sqlite3_int64 want = residual_bytes(kind, param, br, bc)
+    cdef sqlite3_int64 want = st_page_residual_bytes(kind, param, br, bc)
     cdef char *what = NULL
     if br <= 0 or bc <= 0:
         what = sqlite3_mprintf("names a tile outside the tensor's grid")
@@ -248,12 +248,12 @@ cdef int check_residual(const char *store, const char *tensor, sqlite3_int64 ten
         return SQLITE_OK
     err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: the residual of tile (%lld, %lld) "
                              "of tensor '%s' (id %lld) %s", store, bi, bj, tensor, tensor_id,
-                             text_or(what, "is invalid"))
+                             st_sql_text_or(what, "is invalid"))
     sqlite3_free(what)
     return SQLITE_CORRUPT
 
 
-cdef inline float residual_code(const unsigned char *row, sqlite3_int64 j, int bits) noexcept nogil:
+cdef inline float st_page_residual_code(const unsigned char *row, sqlite3_int64 j, int bits) noexcept nogil:
     """Element j of a row of packed codes, minus the offset 2**(bits-1), as a float."""
     if bits == 8:
         return <float>(<int>row[j] - 128)
@@ -262,9 +262,9 @@ cdef inline float residual_code(const unsigned char *row, sqlite3_int64 j, int b
     return <float>(<int>((row[j >> 2] >> ((j & 3) << 1)) & 3) - 2)
 
 
-cdef void residual_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
+cdef void st_page_residual_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
                        sqlite3_int64 bc, float *dst, sqlite3_int64 ld) noexcept nogil:
-    """dst (br x bc, row stride ld) += the residual (checked by check_residual, payload
+    """dst (br x bc, row stride ld) += the residual (checked by st_page_check_residual, payload
     float-aligned: slots start at 64-byte offsets of a malloc'd page)."""
     cdef const float *U
     cdef const float *V
@@ -296,7 +296,7 @@ cdef void residual_add(int kind, int param, const unsigned char *payload, sqlite
                 d[j] += <float>(<int>((row[j >> 2] >> ((j & 3) << 1)) & 3) - 2) * s
 
 
-cdef void residual_row_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
+cdef void st_page_residual_row_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
                            sqlite3_int64 bc, sqlite3_int64 r, float *dst) noexcept nogil:
     """dst[0:bc] += row r of the residual (for embedding rows)."""
     cdef const float *U
@@ -316,4 +316,4 @@ cdef void residual_row_add(int kind, int param, const unsigned char *payload, sq
     s = (<const float *>payload)[r]
     row = payload + br * 4 + r * ((bc * param + 7) // 8)
     for j in range(bc):
-        dst[j] += residual_code(row, j, param) * s
+        dst[j] += st_page_residual_code(row, j, param) * s

@@ -4,7 +4,7 @@
 #   SELECT * FROM tensor_models('tensors');   -- per model: logical vs physical bytes
 #   SELECT * FROM tensor_pages('tensors');    -- per page: blocks, and who shares them
 #
-# A store argument 'db.name' names a store in attached database db (split_store_name).
+# A store argument 'db.name' names a store in attached database db (st_sql_split_store_name).
 # The tables only read, so they are SQLITE_VTAB_INNOCUOUS: usable from views and triggers
 # even with trusted_schema off.
 #
@@ -101,11 +101,11 @@ ctypedef struct ReportVtab:
 ctypedef struct ReportCursor:
     QueryCursor q             # must be first
     char *store               # the store argument of the current scan
-    char *schema              # the database and store it names (split_store_name)
+    char *schema              # the database and store it names (st_sql_split_store_name)
     char *name
 
 
-cdef int report_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
+cdef int st_report_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
                         sqlite3_vtab **out, char **err) noexcept nogil:
     cdef const st_report *spec = <const st_report *>aux
     cdef int rc = sqlite3_declare_vtab(db, spec.columns)
@@ -122,12 +122,12 @@ cdef int report_connect(sqlite3 *db, void *aux, int argc, const char *const *arg
     return SQLITE_OK
 
 
-cdef int report_disconnect(sqlite3_vtab *vtab) noexcept nogil:
+cdef int st_report_disconnect(sqlite3_vtab *vtab) noexcept nogil:
     sqlite3_free(vtab)
     return SQLITE_OK
 
 
-cdef int report_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
+cdef int st_report_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
     """idxNum 1: argv[0] is the store name. 0: no store given (xFilter reports the error)."""
     cdef int store_col = (<ReportVtab *>vtab).spec.ncols
     cdef int i, unusable = 0
@@ -152,18 +152,18 @@ cdef int report_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcep
     return SQLITE_CONSTRAINT if unusable else SQLITE_OK
 
 
-cdef int report_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept nogil:
-    return qc_open(vtab, out, sizeof(ReportCursor))
+cdef int st_report_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept nogil:
+    return st_qc_open(vtab, out, sizeof(ReportCursor))
 
 
-cdef int report_close(sqlite3_vtab_cursor *cur) noexcept nogil:
+cdef int st_report_close(sqlite3_vtab_cursor *cur) noexcept nogil:
     sqlite3_free((<ReportCursor *>cur).store)
     sqlite3_free((<ReportCursor *>cur).schema)
     sqlite3_free((<ReportCursor *>cur).name)
-    return qc_close(cur)
+    return st_qc_close(cur)
 
 
-cdef int report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
+cdef int st_report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
                        int argc, sqlite3_value **argv) noexcept nogil:
     cdef ReportVtab *v = <ReportVtab *>cur.pVtab
     cdef ReportCursor *c = <ReportCursor *>cur
@@ -171,13 +171,13 @@ cdef int report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_st
     cdef const char *store
     cdef int rc
     if idx_num != 1 or sqlite3_value_type(argv[0]) != SQLITE_TEXT:
-        set_vtab_error(cur.pVtab, sqlite3_mprintf(
+        st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf(
             "%s: needs a store name, as in SELECT * FROM %s('tensors')", v.spec.name, v.spec.name))
         return SQLITE_ERROR
     store = <const char *>sqlite3_value_text(argv[0])
     if <int>strlen(store) != sqlite3_value_bytes(argv[0]):
         # read as a C string, 'tensors' || char(0) || 'x' would silently name 'tensors'
-        set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: the store name contains a NUL character",
+        st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: the store name contains a NUL character",
                                                   v.spec.name))
         return SQLITE_ERROR
     sqlite3_free(c.store)
@@ -191,12 +191,12 @@ cdef int report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_st
     cdef int has = 0
     cdef char *err = NULL
     cdef char *sql
-    rc = split_store_name(v.db, c.store, &c.schema, &c.name, &err)
+    rc = st_sql_split_store_name(v.db, c.store, &c.schema, &c.name, &err)
     if rc != SQLITE_OK:
         return rc
-    rc = store_has_residuals(v.db, c.schema, c.name, &has, &err)
+    rc = st_sql_has_residuals(v.db, c.schema, c.name, &has, &err)
     if rc != SQLITE_OK:
-        set_vtab_error(cur.pVtab, err)
+        st_qc_set_vtab_error(cur.pVtab, err)
         return rc
     cdef const char *residuals = "SELECT 0, 0, 0 WHERE 0"
     if has:
@@ -204,38 +204,38 @@ cdef int report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_st
     sql = sqlite3_mprintf(v.spec.sql, residuals)
     if sql == NULL:
         return SQLITE_NOMEM
-    rc = prepare_store_sql(v.db, sql, c.schema, c.name, &stmt)
+    rc = st_sql_prepare(v.db, sql, c.schema, c.name, &stmt)
     sqlite3_free(sql)
     if rc != SQLITE_OK:
-        set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: no tensor store named '%s' (%s)",
+        st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: no tensor store named '%s' (%s)",
                                                   v.spec.name, c.store, sqlite3_errmsg(v.db)))
         return SQLITE_ERROR
-    return qc_start(&c.q, stmt, 0, NULL)
+    return st_qc_start(&c.q, stmt, 0, NULL)
 
 
-cdef int report_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noexcept nogil:
+cdef int st_report_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noexcept nogil:
     cdef ReportCursor *c = <ReportCursor *>cur
     if i == (<ReportVtab *>cur.pVtab).spec.ncols:
         sqlite3_result_text(ctx, c.store, -1, SQLITE_TRANSIENT)
         return SQLITE_OK
-    return qc_column(cur, ctx, i)
+    return st_qc_column(cur, ctx, i)
 
 
-cdef sqlite3_module report_module
+cdef sqlite3_module st_report_module
 
 
-cdef void init_report_module() noexcept nogil:
+cdef void st_report_init_module() noexcept nogil:
     """One eponymous-only module serves every report; pAux picks the st_report row."""
-    report_module.iVersion = 1
-    report_module.xCreate = NULL
-    report_module.xConnect = report_connect
-    report_module.xBestIndex = report_best_index
-    report_module.xDisconnect = report_disconnect
-    report_module.xDestroy = report_disconnect
-    report_module.xOpen = report_open
-    report_module.xClose = report_close
-    report_module.xFilter = report_filter
-    report_module.xNext = qc_next
-    report_module.xEof = qc_eof
-    report_module.xColumn = report_column
-    report_module.xRowid = qc_rowid
+    st_report_module.iVersion = 1
+    st_report_module.xCreate = NULL
+    st_report_module.xConnect = st_report_connect
+    st_report_module.xBestIndex = st_report_best_index
+    st_report_module.xDisconnect = st_report_disconnect
+    st_report_module.xDestroy = st_report_disconnect
+    st_report_module.xOpen = st_report_open
+    st_report_module.xClose = st_report_close
+    st_report_module.xFilter = st_report_filter
+    st_report_module.xNext = st_qc_next
+    st_report_module.xEof = st_qc_eof
+    st_report_module.xColumn = st_report_column
+    st_report_module.xRowid = st_qc_rowid

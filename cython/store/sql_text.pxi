@@ -17,12 +17,12 @@ cdef extern from *:
     const char *const st_shadow_parts[]
 
 
-cdef inline const char *text_or(const char *text, const char *fallback) noexcept nogil:
+cdef inline const char *st_sql_text_or(const char *text, const char *fallback) noexcept nogil:
     """text, or fallback where it is NULL (Cython makes `a if c else "..."` a Python object)."""
     return text if text != NULL else fallback
 
 
-cdef char *expand_sql(sqlite3 *db, const char *tmpl, const char *schema,
+cdef char *st_sql_expand(sqlite3 *db, const char *tmpl, const char *schema,
                       const char *store) noexcept nogil:
     """Return tmpl with every {part} / {.part} expanded, from sqlite3_malloc; NULL on OOM.
     (Not bounded by the connection's length limit, which is for values: our own SQL must
@@ -54,7 +54,7 @@ cdef char *expand_sql(sqlite3 *db, const char *tmpl, const char *schema,
     return sqlite3_str_finish(out)
 
 
-cdef int is_shadow_part(const char *suffix) noexcept nogil:
+cdef int st_sql_is_shadow_part(const char *suffix) noexcept nogil:
     cdef int i = 0
     while st_shadow_parts[i] != NULL:
         if sqlite3_stricmp(suffix, st_shadow_parts[i]) == 0:
@@ -63,10 +63,10 @@ cdef int is_shadow_part(const char *suffix) noexcept nogil:
     return 0
 
 
-cdef int prepare_store_sql(sqlite3 *db, const char *tmpl, const char *schema,
+cdef int st_sql_prepare(sqlite3 *db, const char *tmpl, const char *schema,
                            const char *store, sqlite3_stmt **stmt) noexcept nogil:
     """Expand tmpl for the store and prepare it; an SQLite result code."""
-    cdef char *sql = expand_sql(db, tmpl, schema, store)
+    cdef char *sql = st_sql_expand(db, tmpl, schema, store)
     if sql == NULL:
         return SQLITE_NOMEM
     cdef int rc = sqlite3_prepare_v2(db, sql, -1, stmt, NULL)
@@ -74,10 +74,10 @@ cdef int prepare_store_sql(sqlite3 *db, const char *tmpl, const char *schema,
     return rc
 
 
-cdef int exec_store_sql(sqlite3 *db, const char *tmpl, const char *schema,
+cdef int st_sql_exec(sqlite3 *db, const char *tmpl, const char *schema,
                         const char *store, char **err) noexcept nogil:
     """Expand tmpl (one or more statements) for the store and run it."""
-    cdef char *sql = expand_sql(db, tmpl, schema, store)
+    cdef char *sql = st_sql_expand(db, tmpl, schema, store)
     if sql == NULL:
         return SQLITE_NOMEM
     cdef int rc = sqlite3_exec(db, sql, NULL, NULL, err)
@@ -85,7 +85,7 @@ cdef int exec_store_sql(sqlite3 *db, const char *tmpl, const char *schema,
     return rc
 
 
-cdef int store_has_residuals(sqlite3 *db, const char *schema, const char *store,
+cdef int st_sql_has_residuals(sqlite3 *db, const char *schema, const char *store,
                              int *has, char **err) noexcept nogil:
     """Set has to whether the store has a <store>_residuals table. Stores created before
     residuals existed lack it (Python's Store adds it when it opens a writable store);
@@ -123,7 +123,7 @@ cdef enum:
     ST_INTERRUPT_EVERY = 65536     # elements between two interrupt checks in long loops
 
 
-cdef int interrupted(sqlite3 *db, char **err) noexcept nogil:
+cdef int st_sql_interrupted(sqlite3 *db, char **err) noexcept nogil:
     """SQLITE_INTERRUPT (err set) when sqlite3_interrupt was called on db; else SQLITE_OK."""
     if db != NULL and st_interrupted(st_api_get(), db):
         err[0] = sqlite3_mprintf("interrupted")
@@ -131,16 +131,16 @@ cdef int interrupted(sqlite3 *db, char **err) noexcept nogil:
     return SQLITE_OK
 
 
-cdef sqlite3_int64 length_limit(sqlite3 *db) noexcept nogil:
+cdef sqlite3_int64 st_sql_length_limit(sqlite3 *db) noexcept nogil:
     """SQLite's limit on a string or BLOB on this connection (SQLITE_LIMIT_LENGTH)."""
     return sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1)
 
 
-cdef int check_result_bytes(sqlite3 *db, const char *what, sqlite3_int64 count,
+cdef int st_sql_check_result_bytes(sqlite3 *db, const char *what, sqlite3_int64 count,
                             sqlite3_int64 item, char **err) noexcept nogil:
     """count items of item bytes must fit SQLite's length limit (overflow included):
     SQLITE_TOOBIG naming value and limit otherwise. Checked before allocating."""
-    cdef sqlite3_int64 limit = length_limit(db)
+    cdef sqlite3_int64 limit = st_sql_length_limit(db)
     if count < 0 or item <= 0 or count > limit // item:
         err[0] = sqlite3_mprintf("%s would be %lld x %lld bytes, over SQLite's length limit of "
                                  "%lld bytes", what, count, item, limit)
@@ -148,7 +148,7 @@ cdef int check_result_bytes(sqlite3 *db, const char *what, sqlite3_int64 count,
     return SQLITE_OK
 
 
-cdef int utf8_prefix(const char *s, int most) noexcept nogil:
+cdef int st_sql_utf8_prefix(const char *s, int most) noexcept nogil:
     """Bytes of s to quote in a message: at most `most`, never ending inside a UTF-8
     character (a cut one would make the whole message invalid text)."""
     cdef int n = 0
@@ -160,7 +160,7 @@ cdef int utf8_prefix(const char *s, int most) noexcept nogil:
     return n
 
 
-cdef const char *skip_sql_space(const char *p) noexcept nogil:
+cdef const char *st_sql_skip_space(const char *p) noexcept nogil:
     """Past whitespace, ';' and comments (-- to end of line, /* */; an unclosed /* runs to
     the end, as in SQLite's tokenizer)."""
     while True:
@@ -180,7 +180,7 @@ cdef const char *skip_sql_space(const char *p) noexcept nogil:
             return p
 
 
-cdef int prepare_user_query(sqlite3 *db, const char *fname, const char *sql,
+cdef int st_sql_prepare_user_query(sqlite3 *db, const char *fname, const char *sql,
                             sqlite3_stmt **stmt, char **err) noexcept nogil:
     """Prepare SQL a caller gave us: exactly one statement (only whitespace, ';' and
     comments may follow) that sqlite3_stmt_readonly says writes nothing."""
@@ -194,14 +194,14 @@ cdef int prepare_user_query(sqlite3 *db, const char *fname, const char *sql,
     if stmt[0] == NULL:
         err[0] = sqlite3_mprintf("the query is empty; give one SELECT statement")
         return SQLITE_ERROR
-    rest = skip_sql_space(tail)
+    rest = st_sql_skip_space(tail)
     if rest[0] != 0:
         err[0] = sqlite3_mprintf("the query must be exactly one statement; extra text after "
-                                 "it: '%.*s'", utf8_prefix(rest, 40), rest)
+                                 "it: '%.*s'", st_sql_utf8_prefix(rest, 40), rest)
         rc = SQLITE_ERROR
     elif not sqlite3_stmt_readonly(stmt[0]):
         err[0] = sqlite3_mprintf("the query must only read (a SELECT); this one writes: '%.*s'",
-                                 utf8_prefix(sql, 60), sql)
+                                 st_sql_utf8_prefix(sql, 60), sql)
         rc = SQLITE_ERROR
     if rc != SQLITE_OK:
         sqlite3_finalize(stmt[0])
@@ -209,7 +209,7 @@ cdef int prepare_user_query(sqlite3 *db, const char *fname, const char *sql,
     return rc
 
 
-cdef int split_store_name(sqlite3 *db, const char *arg, char **schema, char **store,
+cdef int st_sql_split_store_name(sqlite3 *db, const char *arg, char **schema, char **store,
                           char **err) noexcept nogil:
     """The database and the store a function's store argument names: 'name' is a store
     in main; 'db.name' the store 'name' in attached database db, unless main has a store
