@@ -31,20 +31,6 @@ from libc.string cimport memcmp
 
 
 
-ctypedef struct PageSource:
-    sqlite3 *db                   # connection to read misses through
-    const char *schema
-    char *table                   # "<store>_pages", from sqlite3_mprintf
-    sqlite3_blob *blob            # reused across misses, or NULL
-    uint64_t store_key
-    uint64_t epoch                # the connection's view when source_init / source_view ran
-    int min_version               # oldest page version the store may hold (2 once upgraded)
-    int uncached                  # the store has no uid: never cache its pages
-    sqlite3_stmt *sharing         # counts the models sharing a page (prepared when needed)
-    const char *store             # the store's name (owned by the caller)
-    sqlite3_stmt *snapshot        # holds one read snapshot while src is open (snapshot_hold)
-
-
 # -- views: one per (connection, schema), forgotten when the connection closes ---------------
 
 ctypedef struct ConnView:

@@ -20,21 +20,10 @@ from libc.math cimport expf, tanhf, erff
 
 # The kernels' thread pool (c/st_parallel.c): a layer's units split over threads, the
 # calling thread among them.
-cdef extern from "st_parallel.h":
-    ctypedef void (*st_range_fn)(void *ctx, long begin, long end, int worker) noexcept nogil
-    void st_parallel_for(int nthreads, long n, st_range_fn fn, void *ctx) nogil
-    int st_parallel_workers() nogil
-
 cdef extern from "<unistd.h>" nogil:
     long sysconf(int name)
     enum:
         _SC_NPROCESSORS_ONLN
-
-cdef enum:
-    CHUNK_BYTES = 64 * 1024 * 1024     # tiles pinned at once by a threaded dense layer
-    PASS_BYTES = 64 * 1024 * 1024      # activations of one pass over the layers (forward)
-    MIN_PARALLEL_MACS = 1 << 20        # below this a layer runs on one thread
-    LOWRANK_ROWS = 256                 # batch rows per low-rank product (sizes its scratch)
 
 cdef int st_kern_thread_setting          # the thread setting; 0 = one per online CPU
 
@@ -47,23 +36,7 @@ cdef int st_kern_thread_count(sqlite3_int64 macs) noexcept nogil:
         return 1
     return <int>min(n, 256)
 
-cdef extern from "st_half.h" nogil:
-    float st_half_to_float(unsigned short h)
-    float st_bf16_to_float(unsigned short h)
-
 # The GEMV kernels for one input (c/st_gemv.c): lock-free, vectorised per instruction set.
-cdef extern from "st_gemv.h" nogil:
-    void st_gemv_n(long m, long n, const float *a, const float *x, float *y)
-    void st_gemv_t(long m, long n, const float *a, const float *x, float *y)
-
-
-ctypedef struct Input:
-    sqlite3_int64 batch           # rows of input
-    const float *x                # INPUT_FEATURES: batch x n_in, row-major
-    const int64_t *ids            # INPUT_IDS: batch ids; INPUT_BAGS: every bag's ids, concatenated
-    const int64_t *offsets        # INPUT_BAGS: bag b is ids[offsets[b]:offsets[b+1]] (batch + 1)
-
-
 ctypedef struct TileCursor:
     Plan *plan
     PoolPage *page                # the page pinned now, or NULL

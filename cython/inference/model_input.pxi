@@ -6,14 +6,6 @@
 #   bags models:      a JSON array of integers, a BLOB of int64, or an integer: one bag
 # Every value adds input rows to an InputBuilder; errors name what was expected.
 
-ctypedef struct InputBuilder:
-    Input inp                     # what forward() reads; pointers into the arrays below
-    float *x                      # features, grown as rows are added
-    int64_t *ids
-    int64_t *offsets              # bags: batch + 1 entries
-    sqlite3_int64 nx, cap_x, nids, cap_ids, cap_off
-
-
 cdef void st_input_reset(InputBuilder *b) noexcept nogil:
     b.inp.batch = 0
     b.nx = 0

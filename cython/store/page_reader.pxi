@@ -16,33 +16,8 @@
 # residual page; readers return block + residual. The helpers that check and apply a
 # payload live here and serve read_tensor and the kernels alike.
 
-cdef enum:
-    RES_LOWRANK = 1              # residual kinds (sqlite_tensor/residuals.py documents them)
-    RES_QUANTIZED = 2
-
 # The page format's constants and its checksum are C (c/st_page.h, c/st_page.c), the one
 # owner; Python's writer (pages.py) takes them from _engine.PAGE_FORMAT.
-cdef extern from "st_page.h" nogil:
-    enum:
-        ST_PAGE_MAGIC
-        ST_PAGE_VERSION
-        ST_PAGE_V1_HEADER_BYTES
-        ST_PAGE_HEADER_BYTES
-        ST_PAGE_CHECKSUM_AT
-        ST_PAGE_SLOT_BYTES
-        ST_PAGE_ALIGN
-    uint64_t st_page_checksum(const unsigned char *p, size_t n, uint64_t page_id)
-
-
-ctypedef struct TensorInfo:
-    sqlite3_int64 id             # rowid in <store>_tensors
-    sqlite3_int64 rows, cols     # the 2-D view: leading dims flattened, 1-D as one column
-    sqlite3_int64 nbytes         # rows * cols * itemsize
-    int itemsize                 # bytes per element
-    sqlite3_int64 block_rows     # the store's block shape
-    sqlite3_int64 block_cols
-
-
 cdef inline sqlite3_int64 st_page_slots_at(const unsigned char *data) noexcept nogil:
     """Where a checked page's slot table begins (its version says)."""
     return ST_PAGE_V1_HEADER_BYTES if st_get_u32(data + 4) == 1 else ST_PAGE_HEADER_BYTES

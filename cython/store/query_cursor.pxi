@@ -3,13 +3,6 @@
 # The store table and every report table answer from SQL over the shadow tables; this
 # cursor is the one piece of code that steps such a statement for them.
 
-ctypedef struct QueryCursor:
-    sqlite3_vtab_cursor base  # must be first: SQLite sees only this
-    sqlite3_stmt *stmt        # the running query; NULL before xFilter
-    int eof                   # 1 once the statement returned SQLITE_DONE
-    sqlite3_int64 rowid       # ordinal of the current row, for tables without ids
-
-
 cdef int st_qc_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out, size_t size) noexcept nogil:
     """Allocate a zeroed cursor of `size` bytes (a QueryCursor or a struct starting with one)."""
     cdef QueryCursor *c = <QueryCursor *>sqlite3_malloc64(size)

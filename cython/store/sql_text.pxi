@@ -114,15 +114,6 @@ cdef int st_sql_has_residuals(sqlite3 *db, const char *schema, const char *store
 # statement, and nesting through it is bounded; results and the buffers behind them stay
 # within SQLite's length limit; long loops poll sqlite3_interrupt.
 
-cdef extern from "st_guard.h" nogil:
-    int st_batch_depth
-    int st_interrupted(const sqlite3_api_routines *api, sqlite3 *db)
-
-cdef enum:
-    ST_MAX_BATCH_DEPTH = 8         # tensor_predict_batch queries nested inside each other
-    ST_INTERRUPT_EVERY = 65536     # elements between two interrupt checks in long loops
-
-
 cdef int st_sql_interrupted(sqlite3 *db, char **err) noexcept nogil:
     """SQLITE_INTERRUPT (err set) when sqlite3_interrupt was called on db; else SQLITE_OK."""
     if db != NULL and st_interrupted(st_api_get(), db):
