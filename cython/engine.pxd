@@ -153,6 +153,8 @@ cdef void st_page_residual_add(int kind, int param, const unsigned char *payload
 cdef void st_page_residual_row_add(int kind, int param, const unsigned char *payload,
                                    sqlite3_int64 br, sqlite3_int64 bc, sqlite3_int64 r,
                                    float *dst) noexcept nogil
+# used by python_api.pxi
+cdef int st_page_residual_bits_ok(sqlite3_int64 bits) noexcept nogil
 # inline, defined in the chapter: st_page_slots_at
 
 # ****************************************************************************************
@@ -305,6 +307,16 @@ cdef extern from "cblas.h" nogil:
 cdef enum:
     ST_MAX_LAYERS = 100000         # more is a damaged layer list, not a model
 
+# The names of ops, activations, compute dtypes and bag modes, indexed by these codes (one
+# owner for engine and Python: c/st_names.h; _engine exports them).
+cdef extern from "st_names.h":
+    const char *const st_op_names[]
+    const char *const st_act_names[]
+    const char *const st_dtype_names[]
+    const char *const st_bag_modes[]
+    const char *const st_residual_kind_names[]
+    const int st_residual_bits[]
+
 cdef enum:
     OP_DENSE = 0
     OP_EMBEDDING = 1
@@ -375,6 +387,11 @@ cdef void st_plan_free(Plan *plan) noexcept nogil
 cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const char *model,
                       Plan *plan, char **err) noexcept nogil
 
+# used by python_api.pxi (the exported name lists)
+cdef int st_plan_name_code(const char *const *names, const char *name) noexcept nogil
+cdef int st_plan_dtype_code(const char *name) noexcept nogil
+cdef int st_plan_act_code(const char *name) noexcept nogil
+cdef int st_plan_op_code(const char *name) noexcept nogil
 # ****************************************************************************************
 # Interface to code in inference/kernels.pxi (prefix st_kern_)
 # ****************************************************************************************

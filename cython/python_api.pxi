@@ -460,3 +460,62 @@ def upgrade_store(size_t db, str store):
     if rc != SQLITE_OK:
         st_py_raise(rc, err)
     return {"pages_rewritten": pages}
+
+
+# -- names and numbers the engine and Python share (one owner: c/st_names.h, c/st_page.h) ----
+# layers.py, residuals.py and pages.py take these instead of typing them again.
+
+cdef tuple _c_names(const char *const *names):
+    cdef int i = 0
+    out = []
+    while names[i] != NULL:
+        out.append((<bytes>names[i]).decode())
+        i += 1
+    return tuple(out)
+
+
+LAYER_OPS = _c_names(st_op_names)              # index = the engine's op code
+ACTIVATIONS = _c_names(st_act_names)           # index = the engine's activation code
+COMPUTE_DTYPES = _c_names(st_dtype_names)      # weight dtypes the kernels compute with
+BAG_MODES = _c_names(st_bag_modes)             # embedding_bag: sum, mean
+RESIDUAL_LOWRANK = RES_LOWRANK
+RESIDUAL_QUANTIZED = RES_QUANTIZED
+RESIDUAL_KINDS = {code: name for code, name in enumerate(_c_names(st_residual_kind_names)) if code}
+
+
+cdef tuple _c_ints(const int *values):
+    cdef int i = 0
+    out = []
+    while values[i] != 0:
+        out.append(values[i])
+        i += 1
+    return tuple(out)
+
+
+RESIDUAL_BITS = _c_ints(st_residual_bits)
+PAGE_FORMAT = {
+    "magic": (<unsigned int>ST_PAGE_MAGIC).to_bytes(4, "little"),
+    "version": ST_PAGE_VERSION,
+    "v1_header_bytes": ST_PAGE_V1_HEADER_BYTES,
+    "header_bytes": ST_PAGE_HEADER_BYTES,
+    "checksum_at": ST_PAGE_CHECKSUM_AT,
+    "slot_bytes": ST_PAGE_SLOT_BYTES,
+    "align": ST_PAGE_ALIGN,
+}
+
+
+def _name_code(str kind, str name):
+    """The engine's code for a name as the plan loader parses it (tests: the lists' order
+    is the codes' order)."""
+    cdef bytes b = name.encode()
+    if kind == "op":
+        return st_plan_op_code(b)
+    if kind == "activation":
+        return st_plan_act_code(b)
+    if kind == "dtype":
+        return st_plan_dtype_code(b)
+    if kind == "bag_mode":
+        return st_plan_name_code(st_bag_modes, b)
+    if kind == "residual_bits":
+        return st_page_residual_bits_ok(int(name))
+    raise ValueError(f"unknown kind {kind!r}")

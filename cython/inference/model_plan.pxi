@@ -11,46 +11,28 @@
 # is counted before anything is allocated for it, the layer count is bounded, and a layer
 # naming a tensor the model lacks is SQLITE_CORRUPT naming layer and tensor.
 
-cdef int st_plan_dtype_code(const char *name) noexcept nogil:
-    if strcmp(name, "float32") == 0:
-        return DT_F32
-    if strcmp(name, "float16") == 0:
-        return DT_F16
-    if strcmp(name, "bfloat16") == 0:
-        return DT_BF16
-    if strcmp(name, "float64") == 0:
-        return DT_F64
+cdef int st_plan_name_code(const char *const *names, const char *name) noexcept nogil:
+    """name's index in a NULL-ended list of c/st_names.h (its engine code); -1 if absent."""
+    cdef int i = 0
+    if name == NULL:
+        return -1
+    while names[i] != NULL:
+        if strcmp(name, names[i]) == 0:
+            return i
+        i += 1
     return -1
+
+
+cdef int st_plan_dtype_code(const char *name) noexcept nogil:
+    return st_plan_name_code(st_dtype_names, name)
 
 
 cdef int st_plan_act_code(const char *name) noexcept nogil:
-    if name == NULL or strcmp(name, "identity") == 0:
-        return ACT_IDENTITY
-    if strcmp(name, "relu") == 0:
-        return ACT_RELU
-    if strcmp(name, "sigmoid") == 0:
-        return ACT_SIGMOID
-    if strcmp(name, "tanh") == 0:
-        return ACT_TANH
-    if strcmp(name, "gelu") == 0:
-        return ACT_GELU
-    if strcmp(name, "softmax") == 0:
-        return ACT_SOFTMAX
-    return -1
+    return ACT_IDENTITY if name == NULL else st_plan_name_code(st_act_names, name)
 
 
 cdef int st_plan_op_code(const char *name) noexcept nogil:
-    if name == NULL:
-        return -1
-    if strcmp(name, "dense") == 0:
-        return OP_DENSE
-    if strcmp(name, "embedding") == 0:
-        return OP_EMBEDDING
-    if strcmp(name, "embedding_bag") == 0:
-        return OP_EMBEDDING_BAG
-    if strcmp(name, "activation") == 0:
-        return OP_ACTIVATION
-    return -1
+    return st_plan_name_code(st_op_names, name)
 
 
 cdef void st_plan_weight_free(Weight *w) noexcept nogil:
@@ -359,8 +341,8 @@ cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const 
         L.act = st_plan_act_code(<const char *>sqlite3_column_text(stmt, 1))
         L.transpose = <int>sqlite3_column_int64(stmt, 2)
         mode = <const char *>sqlite3_column_text(stmt, 3)
-        L.bag_mean = mode == NULL or strcmp(mode, "sum") != 0
-        if mode != NULL and strcmp(mode, "sum") != 0 and strcmp(mode, "mean") != 0:
+        L.bag_mean = 1 if mode == NULL else st_plan_name_code(st_bag_modes, mode)   # 1: mean
+        if L.bag_mean < 0:
             L.act = -1   # reported below as a layer not understood
         if L.op < 0 or L.act < 0:
             err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: layer %d of model '%s' is not "

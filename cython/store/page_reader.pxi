@@ -192,10 +192,20 @@ cdef sqlite3_int64 st_page_residual_bytes(sqlite3_int64 kind, sqlite3_int64 para
             return -1
         return (br + bc) * param * 4
     if kind == RES_QUANTIZED:
-        if param != 2 and param != 4 and param != 8:
+        if not st_page_residual_bits_ok(param):
             return -1
         return br * 4 + br * ((bc * param + 7) // 8)
     return -1
+
+
+cdef int st_page_residual_bits_ok(sqlite3_int64 bits) noexcept nogil:
+    """Whether a quantized residual may take this many bits (st_residual_bits)."""
+    cdef int i = 0
+    while st_residual_bits[i] != 0:
+        if bits == st_residual_bits[i]:
+            return 1
+        i += 1
+    return 0
 
 
 cdef int st_page_check_residual(const char *store, const char *tensor, sqlite3_int64 tensor_id,
