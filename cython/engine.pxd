@@ -25,6 +25,14 @@ from sqlite3api cimport *
 # Interface to code in store/sql_text.pxi (prefix st_sql_)
 # ****************************************************************************************
 
+# A per-thread memo of facts about a store, valid for one view epoch of its connection.
+cdef extern from "st_memo.h" nogil:
+    int st_memo_get(const void *db, uint64_t epoch, const char *schema, const char *store,
+                    int *value)
+    void st_memo_put(const void *db, uint64_t epoch, const char *schema, const char *store,
+                     int value)
+    void st_memo_clear()
+
 cdef extern from "st_guard.h" nogil:
     int st_batch_depth
     int st_interrupted(const sqlite3_api_routines *api, sqlite3 *db)
@@ -231,6 +239,8 @@ cdef struct Pool
 ctypedef struct SimPages
 
 # cache/process_pool.pxi
+# used by sql_text.pxi (the residual-table memo is keyed on the connection's view epoch)
+cdef uint64_t connection_view(sqlite3 *db, const char *schema) noexcept nogil
 # used by python_api.pxi, sql_functions.pxi
 cdef int snapshot_hold(sqlite3 *db, const char *schema, sqlite3_stmt **pin,
                        char **err) noexcept nogil

@@ -89,7 +89,15 @@ cdef int st_sql_has_residuals(sqlite3 *db, const char *schema, const char *store
                              int *has, char **err) noexcept nogil:
     """Set has to whether the store has a <store>_residuals table. Stores created before
     residuals existed lack it (Python's Store adds it when it opens a writable store);
-    for every reader a missing table means "no residuals", never an error."""
+    for every reader a missing table means "no residuals", never an error.
+
+    Asked of sqlite_master once per view of the connection (c/st_memo.h): the answer is
+    kept with the connection's view epoch (connection_view, cache/process_pool.pxi), which
+    moves on whenever another connection commits or this one writes, so a table another
+    writer adds later is seen on the next read."""
+    cdef uint64_t epoch = connection_view(db, schema)
+    if st_memo_get(db, epoch, schema, store, has):
+        return SQLITE_OK
     cdef sqlite3_stmt *stmt = NULL
     cdef char *sql = sqlite3_mprintf(
         "SELECT 1 FROM \"%w\".sqlite_master WHERE type = 'table'"
@@ -104,6 +112,8 @@ cdef int st_sql_has_residuals(sqlite3 *db, const char *schema, const char *store
         rc = SQLITE_OK if rc == SQLITE_ROW or rc == SQLITE_DONE else rc
     if rc != SQLITE_OK:
         err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+    else:
+        st_memo_put(db, epoch, schema, store, has[0])
     sqlite3_finalize(stmt)
     return rc
 

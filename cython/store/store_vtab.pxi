@@ -308,7 +308,7 @@ cdef int st_vtab_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_s
     elif idx_num == IDX_TENSOR:
         where = " WHERE t.name = ?1"
     cdef char *sql = sqlite3_mprintf(
-        "SELECT m.name, t.name, t.shape, t.dtype, t.nbytes, t.id FROM {tensors} t"
+        "SELECT m.name, t.name, t.shape, t.dtype, t.nbytes, t.id, t.rows, t.cols FROM {tensors} t"
         " JOIN {models} m ON m.id = t.model_id%s ORDER BY t.id", where)
     if sql == NULL:
         return SQLITE_NOMEM
@@ -331,7 +331,10 @@ cdef int st_vtab_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) n
     info.nbytes = sqlite3_column_int64(c.stmt, 4)
     info.block_rows = v.block_rows
     info.block_cols = v.block_cols
-    cdef int rc = st_vtab_read_tensor_shape(v.db, v.schema, v.name, &info, &err)
+    # the row's own rows and cols (columns 6, 7 of the scan): no query per row
+    info.rows = sqlite3_column_int64(c.stmt, 6)
+    info.cols = sqlite3_column_int64(c.stmt, 7)
+    cdef int rc = st_page_check_tensor_info(v.name, &info, &err)
     if rc == SQLITE_OK:
         rc = st_sql_check_result_bytes(v.db, "the tensor", info.nbytes, 1, &err)
     if rc != SQLITE_OK:
@@ -342,28 +345,6 @@ cdef int st_vtab_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) n
         return SQLITE_OK
     result_tensor_blob(ctx, v.db, v.schema, v.name, &info)
     return SQLITE_OK
-
-
-cdef int st_vtab_read_tensor_shape(sqlite3 *db, const char *schema, const char *store, TensorInfo *info,
-                           char **err) noexcept nogil:
-    """Fill rows and cols of info (whose id is set) from <store>_tensors."""
-    cdef sqlite3_stmt *stmt = NULL
-    cdef int rc = st_sql_prepare(db, "SELECT rows, cols FROM {tensors} WHERE id = ?1",
-                                    schema, store, &stmt)
-    if rc == SQLITE_OK:
-        sqlite3_bind_int64(stmt, 1, info.id)
-        rc = sqlite3_step(stmt)
-    if rc == SQLITE_ROW:
-        info.rows = sqlite3_column_int64(stmt, 0)
-        info.cols = sqlite3_column_int64(stmt, 1)
-        rc = SQLITE_OK
-    else:
-        err[0] = sqlite3_mprintf("tensor %lld of store '%s' vanished: %s", info.id, store,
-                                 sqlite3_errmsg(db))
-        if rc == SQLITE_DONE or rc == SQLITE_OK or rc == SQLITE_ERROR:
-            rc = SQLITE_ERROR   # BUSY, IOERR, ... keep their codes
-    sqlite3_finalize(stmt)
-    return st_page_check_tensor_info(store, info, err) if rc == SQLITE_OK else rc
 
 
 cdef int st_vtab_shadow_name(const char *suffix) noexcept nogil:
