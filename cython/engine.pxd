@@ -295,7 +295,9 @@ cdef void fn_tensor_cache(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
 cdef void init_snapshot_module() noexcept nogil
 
 # ****************************************************************************************
-# Interface to code in inference/blas.pxi (prefix (none: BLAS itself))
+# Interface to BLAS (scipy-openblas32, linked at build time: symbols prefixed scipy_), so
+# the kernels need no Python import and work in the sqlite3 shell too. BLAS runs
+# single-threaded (set at load): the kernels' own threads split a layer's tiles.
 # ****************************************************************************************
 
 cdef extern from "cblas.h" nogil:

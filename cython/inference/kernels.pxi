@@ -18,8 +18,8 @@
 
 from libc.math cimport expf, tanhf, erff
 
-# The kernels' thread pool (c/st_parallel.c): a layer's units split over threads, the
-# calling thread among them.
+# The thread pool (c/st_parallel.c), the half-float widening (c/st_half.h) and the GEMV
+# kernels for one input (c/st_gemv.c) are declared in engine.pxd, with Input.
 cdef extern from "<unistd.h>" nogil:
     long sysconf(int name)
     enum:
@@ -36,7 +36,6 @@ cdef int st_kern_thread_count(sqlite3_int64 macs) noexcept nogil:
         return 1
     return <int>min(n, 256)
 
-# The GEMV kernels for one input (c/st_gemv.c): lock-free, vectorised per instruction set.
 ctypedef struct TileCursor:
     Plan *plan
     PoolPage *page                # the page pinned now, or NULL

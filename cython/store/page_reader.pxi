@@ -17,7 +17,9 @@
 # payload live here and serve read_tensor and the kernels alike.
 
 # The page format's constants and its checksum are C (c/st_page.h, c/st_page.c), the one
-# owner; Python's writer (pages.py) takes them from _engine.PAGE_FORMAT.
+# owner, declared in engine.pxd with TensorInfo; Python's writer (pages.py) takes them from
+# _engine.PAGE_FORMAT.
+
 cdef inline sqlite3_int64 st_page_slots_at(const unsigned char *data) noexcept nogil:
     """Where a checked page's slot table begins (its version says)."""
     return ST_PAGE_V1_HEADER_BYTES if st_get_u32(data + 4) == 1 else ST_PAGE_HEADER_BYTES
