@@ -32,7 +32,7 @@ bench: setup
 	  --set-commit-hash $$(git rev-parse HEAD) --show-stderr
 
 clean:
-	rm -rf build dist wheelhouse *.egg-info sqlite_tensor/*.so cython/engine.c demo.sqlite*
+	rm -rf build dist wheelhouse *.egg-info sqlite_tensor/*.so cython/engine.c cython/engine.h demo.sqlite*
 
 # The tests against an AddressSanitizer + UBSan build of the engine and loader, made in
 # build/sanitize (the in-place build is untouched); see tools/sanitize.sh.

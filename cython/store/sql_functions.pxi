@@ -7,11 +7,7 @@
 # They are registered from the one table in engine.pyx (st_engine_register_functions); tests
 # compare the registered names with the documented list.
 
-cdef extern from *:
-    """
-    #define ST_VERSION "0.1.0"
-    """
-    const char *ST_VERSION
+# ST_VERSION is in c/st_schema.h, declared in engine.pxd.
 
 
 cdef int st_fn_text_args(sqlite3_context *ctx, const char *fname, int argc, sqlite3_value **argv,

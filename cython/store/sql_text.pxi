@@ -5,16 +5,7 @@
 # name unqualified (CREATE INDEX ... ON wants that). Quoting is done here, once, with %w,
 # so a store may have any name.
 
-cdef extern from *:
-    """
-    /* Shadow tables of a store, "<store>_<part>". xShadowName is derived from this list,
-    ** and docs/architecture.md describes each; keep the three in step. SQLite asks
-    ** xShadowName about the text after a table name's last '_': no part may hold one. */
-    static const char *const st_shadow_parts[] = {
-        "config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup", 0
-    };
-    """
-    const char *const st_shadow_parts[]
+# The shadow-table parts (st_shadow_parts) are data in c/st_schema.h, declared in engine.pxd.
 
 
 cdef inline const char *st_sql_text_or(const char *text, const char *fallback) noexcept nogil:
