@@ -41,20 +41,6 @@ cdef enum:
     ST_MAX_BATCH_DEPTH = 8         # tensor_predict_batch queries nested inside each other
     ST_INTERRUPT_EVERY = 65536     # elements between two interrupt checks in long loops
 
-# A store's schema and the engine's version, as data (c/st_schema.h): the shadow tables'
-# parts, every object's DDL, the options' defaults and limits.
-cdef extern from "st_schema.h":
-    const char *const st_shadow_parts[]
-    enum:
-        ST_DEFAULT_BLOCK_ROWS
-        ST_DEFAULT_BLOCK_COLS
-        ST_DEFAULT_PAGE_BLOCKS
-        ST_MAX_BLOCK_DIM
-        ST_FORMAT_VERSION
-    long long ST_MAX_PAGE_BYTES
-    const char st_store_ddl[]
-    const char *ST_VERSION
-
 # used by store_vtab.pxi
 cdef int st_sql_is_shadow_part(const char *suffix) noexcept nogil
 # used by model_plan.pxi, page_reader.pxi, process_pool.pxi, report_tables.pxi, store_vtab.pxi
@@ -182,6 +168,20 @@ cdef int st_page_residual_bits_ok(sqlite3_int64 bits) noexcept nogil
 # ****************************************************************************************
 # Interface to code in store/store_vtab.pxi (prefix st_vtab_)
 # ****************************************************************************************
+
+# A store's schema and the engine's version, as data (c/st_schema.h): the shadow tables'
+# parts, every object's DDL, the options' defaults and limits.
+cdef extern from "st_schema.h":
+    const char *const st_shadow_parts[]
+    enum:
+        ST_DEFAULT_BLOCK_ROWS
+        ST_DEFAULT_BLOCK_COLS
+        ST_DEFAULT_PAGE_BLOCKS
+        ST_MAX_BLOCK_DIM
+        ST_FORMAT_VERSION
+    long long ST_MAX_PAGE_BYTES
+    const char st_store_ddl[]
+    const char *ST_VERSION
 
 # used by engine.pyx
 cdef void st_vtab_init_module() noexcept nogil

@@ -16,11 +16,8 @@ Entry point: sqlite3_sqlitetensor_engine_init, called by the loader
 (cython/loader.c, built as sqlite_tensor/libsqlite_tensor.so), which is what users load.
 """
 
-from libc.stdint cimport uint64_t
-from libc.string cimport memcpy, memset, strcmp, strlen, strncmp
-from libc.stdint cimport int64_t
-from libc.stdlib cimport calloc, free, malloc, realloc, strtod, strtoll
-from sqlite3api cimport *
+# The C library and SQLite declarations, the chapters' shared types and their functions
+# are declared in engine.pxd (which Cython reads first), so the includes' order is free.
 
 include "store/sql_text.pxi"
 include "store/query_cursor.pxi"
