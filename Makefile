@@ -32,7 +32,7 @@ bench: setup
 	  --set-commit-hash $$(git rev-parse HEAD) --show-stderr
 
 clean:
-	rm -rf build dist wheelhouse *.egg-info sqlite_tensor/*.so cython/engine.c demo.sqlite*
+	rm -rf build dist wheelhouse *.egg-info sqlite_tensor/*.so cython/engine.c cython/engine.h demo.sqlite*
 
 # The tests against an AddressSanitizer + UBSan build of the engine and loader, made in
 # build/sanitize (the in-place build is untouched); see tools/sanitize.sh.
@@ -52,7 +52,7 @@ C_TEST_SAN := ASAN_OPTIONS=abort_on_error=0:exitcode=66 UBSAN_OPTIONS=halt_on_er
 c-test:
 	@mkdir -p $(C_TEST_DIR)
 	@set -e; for t in half:"" gemv:st_gemv.c arena:st_arena.c parallel:st_parallel.c \
-	    fork:"st_fork.c st_arena.c"; do \
+	    fork:"st_fork.c st_arena.c" page:st_page.c guard:st_guard.c memo:st_memo.c; do \
 	  name=$${t%%:*}; srcs=""; for s in $${t#*:}; do srcs="$$srcs cython/c/$$s"; done; \
 	  $(C_TEST_CC) $(C_TEST_FLAGS) -O3 -fwrapv tests/c/test_st_$$name.c $$srcs -lm \
 	    -o $(C_TEST_DIR)/$$name; \

@@ -16,11 +16,8 @@ Entry point: sqlite3_sqlitetensor_engine_init, called by the loader
 (cython/loader.c, built as sqlite_tensor/libsqlite_tensor.so), which is what users load.
 """
 
-from libc.stdint cimport uint64_t
-from libc.string cimport memcpy, memset, strcmp, strlen, strncmp
-from libc.stdint cimport int64_t
-from libc.stdlib cimport calloc, free, malloc, realloc, strtod, strtoll
-from sqlite3api cimport *
+# The C library and SQLite declarations, the chapters' shared types and their functions
+# are declared in engine.pxd (which Cython reads first), so the includes' order is free.
 
 include "store/sql_text.pxi"
 include "store/query_cursor.pxi"
@@ -28,7 +25,6 @@ include "store/page_reader.pxi"
 include "store/store_vtab.pxi"
 include "store/report_tables.pxi"
 include "store/sql_functions.pxi"
-include "inference/blas.pxi"
 include "cache/pool.pxi"
 include "cache/policy.pxi"
 include "cache/policy_lru.pxi"
@@ -52,6 +48,7 @@ include "inference/model_input.pxi"
 include "inference/inference_sql.pxi"
 include "inference/predict_batch.pxi"
 include "cache/cache_sql.pxi"
+include "python_api.pxi"
 
 
 ctypedef void (*sql_function)(sqlite3_context *, int, sqlite3_value **) noexcept nogil
@@ -63,7 +60,7 @@ ctypedef struct FunctionSpec:
     sql_function fn
 
 
-cdef int register_functions(sqlite3 *db, char **err) noexcept nogil:
+cdef int st_engine_register_functions(sqlite3 *db, char **err) noexcept nogil:
     """Register every SQL function from the one table of them (docs/security.md explains
     the flags): pure functions of their arguments are DETERMINISTIC | INNOCUOUS; those
     that read the store are INNOCUOUS only (the store changes between statements, so an
@@ -73,15 +70,15 @@ cdef int register_functions(sqlite3 *db, char **err) noexcept nogil:
     cdef int reads = SQLITE_UTF8 | SQLITE_INNOCUOUS
     cdef int direct = SQLITE_UTF8 | SQLITE_DIRECTONLY
     cdef FunctionSpec specs[11]
-    specs[0] = FunctionSpec("tensor_blob", 3, reads, fn_tensor_blob)
-    specs[1] = FunctionSpec("tensor_version", 0, pure, fn_tensor_version)
-    specs[2] = FunctionSpec("tensor_predict", 3, reads, fn_tensor_predict)
-    specs[3] = FunctionSpec("tensor_argmax", 1, pure, fn_tensor_argmax)
-    specs[4] = FunctionSpec("tensor_max", 1, pure, fn_tensor_max)
-    specs[5] = FunctionSpec("tensor_topk", 2, pure, fn_tensor_topk)
-    specs[6] = FunctionSpec("tensor_json", 1, pure, fn_tensor_json)
-    specs[7] = FunctionSpec("tensor_threads", 0, reads, fn_tensor_threads)    # reads a setting
-    specs[8] = FunctionSpec("tensor_threads", 1, direct, fn_tensor_threads)   # sets it
+    specs[0] = FunctionSpec("tensor_blob", 3, reads, st_fn_tensor_blob)
+    specs[1] = FunctionSpec("tensor_version", 0, pure, st_fn_tensor_version)
+    specs[2] = FunctionSpec("tensor_predict", 3, reads, st_infer_predict)
+    specs[3] = FunctionSpec("tensor_argmax", 1, pure, st_infer_argmax)
+    specs[4] = FunctionSpec("tensor_max", 1, pure, st_infer_max)
+    specs[5] = FunctionSpec("tensor_topk", 2, pure, st_infer_topk)
+    specs[6] = FunctionSpec("tensor_json", 1, pure, st_infer_json)
+    specs[7] = FunctionSpec("tensor_threads", 0, reads, st_infer_threads)    # reads a setting
+    specs[8] = FunctionSpec("tensor_threads", 1, direct, st_infer_threads)   # sets it
     specs[9] = FunctionSpec("tensor_cache", 1, direct, fn_tensor_cache)       # the pool's state
     specs[10] = FunctionSpec("tensor_cache", 2, direct, fn_tensor_cache)      # sets it
     cdef int i, rc
@@ -95,6 +92,42 @@ cdef int register_functions(sqlite3 *db, char **err) noexcept nogil:
     return SQLITE_OK
 
 
+ctypedef struct ModuleSpec:
+    const char *name
+    sqlite3_module *module
+    void *aux
+
+
+cdef int st_engine_create_module(sqlite3 *db, const ModuleSpec *spec, char **err) noexcept nogil:
+    cdef int rc = sqlite3_create_module_v2(db, spec.name, spec.module, spec.aux, NULL)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("sqlite-tensor: cannot register virtual table module %s: %s",
+                                 spec.name, sqlite3_errmsg(db))
+    return rc
+
+
+cdef int st_engine_register_modules(sqlite3 *db, char **err) noexcept nogil:
+    """Register every virtual-table module from one table of them; the report tables
+    (st_reports, store/report_tables.pxi) follow, one module each. A failure names the
+    module."""
+    cdef ModuleSpec specs[4]
+    cdef ModuleSpec report
+    specs[0] = ModuleSpec("tensor_store", &st_vtab_module, NULL)
+    specs[1] = ModuleSpec("tensor_predict_batch", &st_batch_module, NULL)
+    specs[2] = ModuleSpec("tensor_cache_stats", &snapshot_module, <void *>CACHE_STATS)
+    specs[3] = ModuleSpec("tensor_cache_pages", &snapshot_module, <void *>CACHE_PAGES)
+    cdef int i, rc = SQLITE_OK
+    for i in range(<int>(sizeof(specs) // sizeof(specs[0]))):
+        if rc == SQLITE_OK:
+            rc = st_engine_create_module(db, &specs[i], err)
+    i = 0
+    while rc == SQLITE_OK and st_reports[i].name != NULL:
+        report = ModuleSpec(st_reports[i].name, &st_report_module, <void *>&st_reports[i])
+        rc = st_engine_create_module(db, &report, err)
+        i += 1
+    return rc
+
+
 cdef extern from * nogil:
     """
     /* sqlite3_mprintf through a given routines table (before ours is set). */
@@ -103,7 +136,7 @@ cdef extern from * nogil:
     char *api_mprintf(const sqlite3_api_routines *api, const char *msg)
 
 
-cdef void fn_load_extension_refused(sqlite3_context *ctx, int argc,
+cdef void st_engine_load_extension_refused(sqlite3_context *ctx, int argc,
                                     sqlite3_value **argv) noexcept nogil:
     sqlite3_result_error(ctx, "not authorized: load_extension() is off where sqlite-tensor "
                               "is loaded: SQL (a view, a trigger, a query from a file) must "
@@ -111,7 +144,7 @@ cdef void fn_load_extension_refused(sqlite3_context *ctx, int argc,
                               "shell's .load, Connection.load_extension)", -1)
 
 
-cdef int refuse_sql_load_extension(sqlite3 *db) noexcept nogil:
+cdef int st_engine_refuse_load_extension(sqlite3 *db) noexcept nogil:
     """Turn SQL's load_extension() off on db. The routines table has no
     sqlite3_enable_load_extension, and SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION would turn off
     the C API as well (the shell's later .load would fail): a function of the same name
@@ -121,7 +154,7 @@ cdef int refuse_sql_load_extension(sqlite3 *db) noexcept nogil:
         if rc == SQLITE_OK:
             rc = sqlite3_create_function_v2(db, "load_extension", nargs,
                                             SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL,
-                                            fn_load_extension_refused, NULL, NULL, NULL)
+                                            st_engine_load_extension_refused, NULL, NULL, NULL)
     return rc
 
 
@@ -137,16 +170,16 @@ cdef extern from *:
     pthread_once_t st_init_once
 
 
-cdef void init_process() noexcept nogil:
+cdef void st_engine_init_process() noexcept nogil:
     """Once per process, whichever connection comes first (several threads may open
     connections at the same time): the module structs and the policy registry."""
     # Our threads split the tiles; BLAS inside each tile product stays single-threaded.
     scipy_openblas_set_num_threads(1)
     st_fork_init()
     init_policies()
-    init_store_module()
-    init_report_module()
-    init_batch_module()
+    st_vtab_init_module()
+    st_report_init_module()
+    st_batch_init_module()
     init_snapshot_module()
 
 
@@ -160,552 +193,10 @@ cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,
         err[0] = api_mprintf(api, "sqlite-tensor is already loaded into another SQLite "
                                   "library in this process; use one (apsw or sqlite3) per process")
         return SQLITE_ERROR
-    pthread_once(&st_init_once, init_process)
-    cdef int i = 0
-    cdef int rc = sqlite3_create_module_v2(db, "tensor_store", &store_module, NULL, NULL)
-    while rc == SQLITE_OK and st_reports[i].name != NULL:
-        rc = sqlite3_create_module_v2(db, st_reports[i].name, &report_module,
-                                      <void *>&st_reports[i], NULL)
-        i += 1
+    pthread_once(&st_init_once, st_engine_init_process)
+    cdef int rc = st_engine_register_modules(db, err)
     if rc == SQLITE_OK:
-        rc = sqlite3_create_module_v2(db, "tensor_predict_batch", &batch_module, NULL, NULL)
+        rc = st_engine_register_functions(db, err)
     if rc == SQLITE_OK:
-        rc = sqlite3_create_module_v2(db, "tensor_cache_stats", &snapshot_module,
-                                      <void *>CACHE_STATS, NULL)
-    if rc == SQLITE_OK:
-        rc = sqlite3_create_module_v2(db, "tensor_cache_pages", &snapshot_module,
-                                      <void *>CACHE_PAGES, NULL)
-    if rc == SQLITE_OK:
-        rc = register_functions(db, err)
-    if rc == SQLITE_OK:
-        rc = refuse_sql_load_extension(db)   # a file cannot make its reader run code
+        rc = st_engine_refuse_load_extension(db)   # a file cannot make its reader run code
     return rc
-
-
-def version():
-    """The engine's version string (the same as SQL's tensor_version())."""
-    return ST_VERSION.decode()
-
-
-# -- Python entry points (only in a Python host; the shell never runs these) ---------------
-
-import apsw
-import numpy as np
-
-
-class EngineError(RuntimeError):
-    """The engine failed on something other than the caller's input (a damaged store, I/O)."""
-
-
-cdef void require_loaded() except *:
-    if st_api_get() == NULL:
-        raise EngineError("the sqlite-tensor extension is not loaded into any connection yet "
-                          "(sqlite_tensor.load(conn) does that)")
-
-
-def _ids(x, what):
-    arr = np.asarray(x)
-    if arr.size == 0:  # np.asarray([]) is float64: an empty list is simply no ids
-        return np.zeros(0, np.int64)
-    if arr.dtype.kind not in "iu" or arr.dtype == np.uint64 and arr.size and arr.max() > 2**63 - 1:
-        raise TypeError(f"{what} must be integers, got {arr.dtype}")
-    return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
-
-
-cdef class _CachedPlan:
-    """A model's plan kept between Store.predict calls; valid while source_same_version says
-    the connection sees the store as when the plan was loaded (same store key, same view:
-    nothing written by this connection nor committed by any other since). It holds no
-    SQLite resources between calls: its page source is opened per call."""
-    cdef Plan plan
-    cdef uint64_t store_key
-    cdef uint64_t epoch
-
-    def __dealloc__(self):
-        plan_free(&self.plan)
-
-
-_plans = {}          # (db, store, model) -> _CachedPlan, least recently used first
-PLAN_CACHE_SIZE = 32
-
-
-cdef _CachedPlan _take_plan(size_t db, bytes store_b, bytes model_b):
-    """The model's plan: the cached one if the store is unchanged, else loaded now. It is
-    taken out of the cache while in use, so no two calls share one."""
-    cdef _CachedPlan holder = _plans.pop((db, store_b, model_b), None)
-    cdef PageSource src
-    cdef char *err = NULL
-    cdef const char *store_c = store_b
-    cdef const char *model_c = model_b
-    cdef int rc, same = 0
-    if holder is not None:
-        with nogil:
-            rc = _source_resume(&src, <sqlite3 *>db, &holder.plan, holder.store_key,
-                                holder.epoch, &same, &err)
-            if rc == SQLITE_OK and not same:
-                source_close(&src)
-                rc = source_init(&src, <sqlite3 *>db, "main", holder.plan.store, &err)
-                if rc == SQLITE_OK:
-                    same = source_same_version(&src, holder.store_key, holder.epoch)
-        if rc == SQLITE_OK and same:
-            source_close(&holder.plan.src)
-            holder.plan.src = src
-            return holder
-        source_close(&src)
-        if rc != SQLITE_OK and rc != SQLITE_ERROR:
-            _raise(rc, err)   # BUSY, IOERR, ...: not a reason to reload quietly
-        sqlite3_free(err)
-        err = NULL
-    holder = _CachedPlan()
-    with nogil:
-        rc = plan_load(<sqlite3 *>db, "main", store_c, model_c, &holder.plan, &err)
-    if rc != SQLITE_OK:
-        _raise(rc, err)
-    holder.store_key = holder.plan.src.store_key
-    holder.epoch = holder.plan.src.epoch
-    return holder
-
-
-cdef int _source_resume(PageSource *src, sqlite3 *db, const Plan *plan, uint64_t store_key,
-                        uint64_t epoch, int *same, char **err) noexcept nogil:
-    """source_init for the cached plan's store without reading its config again: when the
-    connection's view, in the snapshot just taken, is still the plan's epoch, nothing has
-    been written since, so the store key source_init would compute is the plan's. same = 0
-    (src to be closed) when the view moved, or with page checks off (no epoch to go by)."""
-    memset(src, 0, sizeof(PageSource))
-    same[0] = 0
-    src.db = db
-    src.store = plan.store
-    src.schema = "main"
-    src.table = sqlite3_mprintf("%s_pages", plan.store)
-    if src.table == NULL:
-        return SQLITE_NOMEM
-    cdef int rc = snapshot_hold(db, "main", &src.snapshot, err)
-    if rc != SQLITE_OK or st_page_checks_off:
-        return rc
-    src.epoch = connection_view(db, "main")
-    if src.epoch == epoch:
-        src.store_key = store_key
-        src.min_version = plan.src.min_version
-        same[0] = 1
-    return SQLITE_OK
-
-
-cdef _give_back_plan(size_t db, bytes store_b, bytes model_b, _CachedPlan holder):
-    cdef bint cacheable = not holder.plan.src.uncached
-    source_close(&holder.plan.src)
-    if cacheable:
-        _plans[(db, store_b, model_b)] = holder
-        while len(_plans) > PLAN_CACHE_SIZE:
-            del _plans[next(iter(_plans))]
-
-
-def predict(size_t db, str store, str model, x):
-    """Run a stored model on x; see Store.predict."""
-    require_loaded()
-    cdef _CachedPlan holder
-    cdef Input inp
-    cdef char *err = NULL
-    cdef int rc
-    cdef bytes store_b = store.encode(), model_b = model.encode()
-    # The plan and the pages come from one snapshot: the plan's page source holds one
-    # (snapshot_hold) from the moment it is checked or loaded until it is given back.
-    holder = _take_plan(db, store_b, model_b)
-    try:
-        single, arrays, batch = _input_arrays(&holder.plan, model, x)
-        out = np.empty((batch, holder.plan.n_out), np.float32)
-        if batch == 0:
-            return out
-        memset(&inp, 0, sizeof(Input))
-        inp.batch = batch
-        set_input(&inp, arrays)
-        rc = _forward_into(&holder.plan, &inp, out, &err)
-        if rc != SQLITE_OK:
-            _raise(rc, err)
-        return out[0] if single else out
-    finally:
-        _give_back_plan(db, store_b, model_b, holder)
-
-
-cdef void set_input(Input *inp, arrays) except *:
-    """Point inp at the arrays _input_arrays made (they outlive the forward pass)."""
-    cdef const float[:, ::1] x
-    cdef const int64_t[::1] ids
-    cdef const int64_t[::1] offsets
-    kind, a, b = arrays
-    if kind == "features":
-        x = a
-        inp.x = &x[0, 0]
-    else:
-        ids = a
-        inp.ids = &ids[0]
-        if kind == "bags":
-            offsets = b
-            inp.offsets = &offsets[0]
-
-
-cdef int _forward_into(Plan *plan, Input *inp, out, char **err) except? -1:
-    cdef float[:, ::1] y = out
-    cdef int rc
-    with nogil:
-        rc = forward(plan, inp, &y[0, 0], err)
-    return rc
-
-
-cdef _input_arrays(Plan *plan, str model, x):
-    """(single, (kind, array, offsets), batch) with arrays the kernels can read."""
-    if plan.input_kind == INPUT_FEATURES:
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "fiub":
-            raise TypeError(f"model {model!r} takes float features, got an array of {arr.dtype}")
-        single = arr.ndim == 1
-        arr = np.ascontiguousarray(arr.reshape(1, -1) if single else arr, dtype=np.float32)
-        if arr.ndim != 2 or arr.shape[1] != plan.n_in:
-            raise ValueError(f"model {model!r} takes {plan.n_in} features per input (an array of "
-                             f"shape ({plan.n_in},) or (batch, {plan.n_in})); got shape {np.shape(x)}")
-        return single, ("features", arr, None), arr.shape[0]
-    if plan.input_kind == INPUT_IDS:
-        single = np.ndim(x) == 0
-        ids = _ids(x, f"inputs of embedding model {model!r}")
-        return single, ("ids", ids, None), ids.shape[0]
-    # bags: one bag (a 1-D array), a 2-D array of equal bags, or a list of bags
-    if isinstance(x, np.ndarray) and x.ndim == 1:
-        x, single = [x], True
-    elif isinstance(x, np.ndarray) and x.ndim == 2:
-        if x.shape[1] > 0 and x.dtype.kind in "iu" and not (
-                x.dtype == np.uint64 and x.size and x.max() > 2**63 - 1):
-            # equal bags: the rows are the bags as they lie
-            return False, ("bags", np.ascontiguousarray(x.reshape(-1), dtype=np.int64),
-                           np.arange(0, x.size + 1, x.shape[1], dtype=np.int64)), x.shape[0]
-        x, single = list(x), False
-    elif isinstance(x, (list, tuple)):
-        single = False
-    else:
-        raise TypeError(f"model {model!r} takes bags of ids: a list of id arrays, got "
-                        f"{type(x).__name__}")
-    fast = _bags_at_once(x)
-    if fast is not None:
-        return single, ("bags", fast[0], fast[1]), len(x)
-    # one bag at a time: slower, but it names the bag that is wrong
-    bags = [_ids(b, f"bags of model {model!r}") for b in x]
-    for i, b in enumerate(bags):
-        if b.size == 0:
-            raise ValueError(f"bag {i} is empty: a bag needs at least one id")
-    offsets = np.zeros(len(bags) + 1, np.int64)
-    np.cumsum([b.size for b in bags], out=offsets[1:])
-    ids = np.concatenate(bags) if bags else np.zeros(1, np.int64)
-    return single, ("bags", ids, offsets), len(bags)
-
-
-def _bags_at_once(x):
-    """(ids, offsets) of a list of 1-D integer bags, none empty, converted in one go (per
-    bag numpy calls cost more than the kernel); None for anything else, which the per-bag
-    path then takes or refuses."""
-    if not x:
-        return None
-    try:
-        lens = np.fromiter(map(len, x), np.int64, len(x))
-        ids = np.concatenate(x)
-    except (TypeError, ValueError):   # a 0-d bag, bags of differing ndim, ...
-        return None
-    if ids.ndim != 1 or ids.dtype.kind not in "iu" or ids.shape[0] != lens.sum() \
-            or lens.min() == 0 or ids.dtype == np.uint64 and ids.max() > 2**63 - 1:
-        return None
-    offsets = np.zeros(len(x) + 1, np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    return np.ascontiguousarray(ids, dtype=np.int64), offsets
-
-
-cdef _raise(int rc, char *err):
-    """Raise what the error contract says (sqlite_tensor/errors.py): bad input is a
-    ValueError, a damaged store a CorruptStoreError (also an apsw.CorruptError, as
-    tensor_blob's), NOMEM a MemoryError; BUSY, LOCKED, IOERR keep their apsw classes;
-    anything else is an EngineError. Extended result codes are classed by their primary."""
-    msg = (<bytes>err).decode("utf-8", "replace") if err != NULL else "out of memory"
-    sqlite3_free(err)
-    cdef int primary = rc & 0xff
-    if primary == SQLITE_ERROR:
-        raise ValueError(msg)
-    if primary == SQLITE_CORRUPT:
-        from .errors import CorruptStoreError
-        raise CorruptStoreError(msg)
-    if primary == SQLITE_NOMEM:
-        raise MemoryError(msg)
-    if primary in (5, 6, 10):   # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR
-        raise apsw.exception_for(rc)
-    raise EngineError(msg)
-
-
-def set_threads(int n):
-    """Threads the kernels use, for the whole process (as SQL's tensor_threads(n));
-    0 restores the default, one per online CPU."""
-    global st_threads
-    if n < 0 or n > 256:
-        raise ValueError(f"the thread count must be from 1 to 256 (0: one per CPU), got {n}")
-    st_threads = n
-
-
-def get_threads():
-    """The thread setting, as set_threads() left it: 0 means the default, one per online
-    CPU (so set_threads(get_threads()) restores whatever was set, "auto" included).
-    effective_threads() says how many threads that is now."""
-    return st_threads
-
-
-def effective_threads():
-    """Threads a large layer runs on now: the setting, or the online CPUs when it is 0."""
-    return kernel_threads(MIN_PARALLEL_MACS)
-
-
-def _fork_pool_skipped():
-    """Whether the last fork() went on without the pool's lock (held past the wait by a
-    thread that could not let go, such as a Python policy waiting for the GIL); tests."""
-    return bool(st_fork_pool_skipped())
-
-
-def _kernel_workers():
-    """The kernels' worker threads started in this process (0 in a fresh fork); tests."""
-    return st_parallel_workers()
-
-
-# -- the buffer pool from Python (sqlite_tensor.cache wraps these) -------------------------
-
-st_fork_init()    # the engine's locks are fork-safe before any connection uses them
-init_policies()   # Python may simulate before any connection loads us
-
-
-def cache_policies():
-    """[(name, summary, simulation_only)] in registry order; not "python", which is chosen
-    by giving configure() an object."""
-    return [(policy_table[i].name.decode(), policy_table[i].summary.decode(),
-             bool(policy_table[i].simulation_only)) for i in range(NPOLICIES)
-            if i != PYTHON_POLICY]
-
-
-# These never hold the GIL while waiting for the pool's lock: a Python policy is called
-# under that lock and takes the GIL.
-
-def cache_configure(budget_bytes=None, policy=None, aging_window=None):
-    global python_policy, python_errors, python_last_error
-    cdef char *err = NULL
-    cdef int rc = SQLITE_OK
-    cdef bytes name
-    cdef const char *cname
-    cdef sqlite3_int64 window = 0, budget = 0
-    if aging_window is not None:
-        if isinstance(aging_window, bool) or not isinstance(aging_window, int) or aging_window < 1:
-            raise ValueError(f"aging_window must be a positive number of accesses, got {aging_window!r}")
-        window = aging_window
-    if budget_bytes is not None:
-        if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int):
-            raise TypeError(f"budget_bytes must be an integer, got {budget_bytes!r}")
-        if budget_bytes < 1:
-            raise ValueError(f"budget_bytes must be at least 1, got {budget_bytes}")
-        budget = budget_bytes
-    if policy is not None and not isinstance(policy, str):
-        if not callable(getattr(policy, "victim", None)):
-            raise TypeError("a policy is a name or an object with a victim(candidates) method, "
-                            f"got {type(policy).__name__}")
-        python_policy = policy   # the GIL is ours: no policy call is under way
-        python_errors = 0
-        python_last_error = None
-        with nogil:
-            use_policy(&policy_table[PYTHON_POLICY], 1)   # a new object: drop the old pages
-    elif policy is not None:
-        # checked here: before any connection loads us there is no SQLite to format errors
-        names = [n for n, _, sim in cache_policies() if not sim]
-        if policy not in names:
-            raise ValueError(f"unknown policy {policy!r}; policies are {', '.join(names)}")
-        name = policy.encode()
-        cname = name
-        with nogil:
-            rc = cache_set_policy(cname, &err)
-        if rc != SQLITE_OK:
-            _raise(rc, err)
-    with nogil:
-        if window > 0:
-            pool_lock(&process_pool)
-            process_pool.aging_window = window
-            pool_unlock(&process_pool)
-        if budget > 0:
-            rc = cache_set_budget(budget, &err)
-    if rc != SQLITE_OK:
-        _raise(rc, err)
-
-
-def cache_stats():
-    cdef Pool snap
-    with nogil:
-        pool_lock(&process_pool)
-        memcpy(&snap, &process_pool, sizeof(Pool))
-        snap.budget = pool_budget(&process_pool)
-        pool_unlock(&process_pool)
-    stats = {"policy": snap.policy.name.decode(), "budget_bytes": snap.budget,
-             "resident_bytes": snap.resident, "pages": snap.pages, "hits": snap.hits,
-             "misses": snap.misses, "bypassed": snap.bypassed, "evictions": snap.evictions,
-             "bytes_read": snap.bytes_read, "aging_window": snap.aging_window}
-    if snap.policy == &policy_table[PYTHON_POLICY]:
-        stats["python_errors"] = python_errors
-        stats["python_last_error"] = python_last_error
-    return stats
-
-
-def cache_clear():
-    """Drop every cached page (pinned ones when unpinned) and zero the counters."""
-    with nogil:
-        cache_drop_all()
-
-
-def cache_record(bint on):
-    """Start (on) or stop recording accesses; starting drops any earlier trace."""
-    with nogil:
-        pool_lock(&process_pool)
-        if on:
-            process_pool.trace_len = 0
-        process_pool.recording = on
-        pool_unlock(&process_pool)
-
-
-def cache_trace():
-    """(page ids, store keys) of the accesses recorded so far, as numpy arrays."""
-    cdef sqlite3_int64 n
-    cdef sqlite3_int64 *ids_c = NULL
-    cdef uint64_t *keys_c = NULL
-    with nogil:
-        pool_lock(&process_pool)
-        n = process_pool.trace_len
-        ids_c = <sqlite3_int64 *>malloc(max(n, 1) * sizeof(sqlite3_int64))
-        keys_c = <uint64_t *>malloc(max(n, 1) * sizeof(uint64_t))
-        if ids_c != NULL and keys_c != NULL and n > 0:
-            memcpy(ids_c, process_pool.trace, n * sizeof(sqlite3_int64))
-            memcpy(keys_c, process_pool.trace_keys, n * sizeof(uint64_t))
-        pool_unlock(&process_pool)
-    try:
-        if ids_c == NULL or keys_c == NULL:
-            raise MemoryError("cannot copy the trace")
-        ids = np.empty(n, np.int64)
-        keys = np.empty(n, np.uint64)
-        if n:
-            memcpy(<void *><size_t>ids.ctypes.data, ids_c, n * sizeof(sqlite3_int64))
-            memcpy(<void *><size_t>keys.ctypes.data, keys_c, n * sizeof(uint64_t))
-        return ids, keys
-    finally:
-        free(ids_c)
-        free(keys_c)
-
-
-def cache_simulate(str policy, long long budget_bytes, const sqlite3_int64[::1] trace,
-                   const sqlite3_int64[::1] next_use, const sqlite3_int64[::1] nbytes,
-                   const int[::1] shared, long long aging_window=0):
-    """Replay a trace of dense page indexes; see sqlite_tensor.cache.simulate."""
-    cdef bytes name = policy.encode()
-    cdef const Policy *p = policy_by_name(name)
-    cdef Pool result
-    cdef SimPages pages
-    cdef int rc
-    if p == NULL or p == &policy_table[PYTHON_POLICY]:
-        raise ValueError(f"unknown policy {policy!r}; policies are "
-                         f"{', '.join(n for n, _, _ in cache_policies())}")
-    pages.nbytes = &nbytes[0] if nbytes.shape[0] else NULL
-    pages.shared = &shared[0] if shared.shape[0] else NULL
-    with nogil:
-        rc = run_simulation(p, budget_bytes, aging_window,
-                            &trace[0] if trace.shape[0] else NULL,
-                            &next_use[0] if next_use.shape[0] else NULL, trace.shape[0],
-                            &pages, &result)
-    if rc != SQLITE_OK:
-        raise MemoryError("the simulation ran out of memory")
-    return {"policy": policy, "budget_bytes": budget_bytes, "accesses": trace.shape[0],
-            "hits": result.hits, "misses": result.misses, "bypassed": result.bypassed,
-            "evictions": result.evictions, "bytes_read": result.bytes_read}
-
-
-def read_tensor_into(size_t db, str store, str model, str tensor, out, found=None):
-    """Fill out (a writable C-contiguous buffer of exactly the tensor's bytes) with a stored
-    tensor: the C read_tensor that tensor_blob uses, without SQLite's result copy.
-    found: (id, rows, cols, nbytes) of the tensor's row, when the caller has just read it
-    in the transaction it calls this in (Store.get_tensor): it is not looked up again,
-    only checked as a looked-up row is."""
-    require_loaded()
-    cdef unsigned char[::1] dst = memoryview(out).cast("B")
-    cdef TensorInfo info
-    cdef char *err = NULL
-    cdef int rc
-    cdef bytes s = store.encode(), m = model.encode(), t = tensor.encode()
-    cdef const char *sc = s
-    cdef const char *mc = m
-    cdef const char *tc = t
-    cdef sqlite3_stmt *snapshot = NULL   # the tensor's row and its pages: one snapshot
-    if found is not None:
-        try:
-            info.id, info.rows, info.cols, info.nbytes = found
-        except (TypeError, ValueError, OverflowError):
-            found = None   # not integers: the lookup reads the row and judges it itself
-    with nogil:
-        rc = snapshot_hold(<sqlite3 *>db, "main", &snapshot, &err)
-        if rc == SQLITE_OK and found is None:
-            rc = lookup_tensor(<sqlite3 *>db, "main", sc, mc, tc, &info, &err)
-        elif rc == SQLITE_OK:
-            rc = read_store_config(<sqlite3 *>db, "main", sc, &info.block_rows,
-                                   &info.block_cols, &err)
-            if rc == SQLITE_OK:
-                rc = check_tensor_info(sc, &info, &err)
-    try:
-        if rc != SQLITE_OK:
-            _raise(rc, err)
-        if info.nbytes != dst.shape[0]:
-            # the caller sized out from the tensor's shape and dtype: its row disagrees with itself
-            from .errors import CorruptStoreError
-            raise CorruptStoreError(f"tensor store {store!r} is corrupt: tensor {tensor!r} of "
-                                    f"model {model!r} records {info.nbytes} bytes, its shape "
-                                    f"and dtype make {dst.shape[0]}")
-        with nogil:
-            rc = read_tensor(<sqlite3 *>db, "main", sc, &info, &dst[0], &err)
-        if rc != SQLITE_OK:
-            _raise(rc, err)
-    finally:
-        snapshot_release(&snapshot)
-
-
-# -- the schema, from Python (store.py asks; the DDL is st_store_ddl in store_vtab.pxi) -----
-
-def shadow_parts():
-    """The parts of a store's shadow tables, "<store>_<part>" (st_shadow_parts)."""
-    cdef int i = 0
-    out = []
-    while st_shadow_parts[i] != NULL:
-        out.append((<bytes>st_shadow_parts[i]).decode())
-        i += 1
-    return tuple(out)
-
-
-def store_needs_upgrade(size_t db, str store):
-    """Whether upgrade_store has anything to do for this store (cheap: no page is read)."""
-    require_loaded()
-    cdef bytes s = store.encode()
-    cdef const char *sc = s
-    cdef char *err = NULL
-    cdef int needs = 0, rc
-    with nogil:
-        rc = st_needs_upgrade(<sqlite3 *>db, "main", sc, &needs, &err)
-    if rc != SQLITE_OK:
-        _raise(rc, err)
-    return bool(needs)
-
-
-def upgrade_store(size_t db, str store):
-    """Bring an older store to the current schema and page format, all or nothing: the
-    shadow tables and indexes it lacks, a uid and generation, version-1 pages rewritten as
-    version 2. Run it in a write transaction with the shadow tables writable (Store does).
-    Returns {"pages_rewritten": n}."""
-    require_loaded()
-    cdef bytes s = store.encode()
-    cdef const char *sc = s
-    cdef char *err = NULL
-    cdef sqlite3_int64 pages = 0
-    cdef int rc
-    with nogil:
-        rc = st_upgrade(<sqlite3 *>db, "main", sc, &pages, &err)
-    if rc != SQLITE_OK:
-        _raise(rc, err)
-    return {"pages_rewritten": pages}

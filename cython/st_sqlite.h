@@ -31,8 +31,8 @@ static inline const sqlite3_api_routines *st_api_get(void) {
     return __atomic_load_n(&sqlite3_api, __ATOMIC_ACQUIRE);
 }
 
-/* Little-endian fixed-width reads/writes of the page format (x86-64 and aarch64 are LE;
-** memcpy keeps unaligned access defined). */
-static inline uint32_t st_get_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline uint64_t st_get_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+/* Little-endian fixed-width reads of the page format: c/st_page.h owns them. */
+#include "st_page.h"
+static inline uint32_t st_get_u32(const unsigned char *p) { return st_page_get_u32(p); }
+static inline uint64_t st_get_u64(const unsigned char *p) { return st_page_get_u64(p); }
 #endif

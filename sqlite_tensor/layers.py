@@ -24,11 +24,14 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
-OPS = ("dense", "embedding", "embedding_bag", "activation")
-ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "gelu", "softmax")
-BAG_MODES = ("sum", "mean")
+from . import _engine
+
+# The engine owns these names (cython/c/st_names.h) and parses stored layer lists with them.
+OPS = _engine.LAYER_OPS
+ACTIVATIONS = _engine.ACTIVATIONS
+BAG_MODES = _engine.BAG_MODES
 # Weight dtypes the kernels compute with (widened to float32 as they are read).
-COMPUTE_DTYPES = ("float32", "float16", "bfloat16", "float64")
+COMPUTE_DTYPES = _engine.COMPUTE_DTYPES
 
 _KEYS = {
     "dense": {"op", "weight", "bias", "activation", "transpose"},

@@ -47,17 +47,20 @@ import numpy as np
 
 from . import _engine
 
-MAGIC = b"STPG"
-VERSION = 2
-V1_HEADER_BYTES = 16
-HEADER_BYTES = 24            # version 2: the slot table starts here
-CHECKSUM_AT = 16
-SLOT_BYTES = 16
-ALIGN = 64
+# The format's numbers are the engine's (cython/c/st_page.h, the one owner); the struct
+# layouts below restate them for packing, and tests/test_single_source.py checks they agree.
+_FORMAT = _engine.PAGE_FORMAT
+MAGIC = _FORMAT["magic"]
+VERSION = _FORMAT["version"]
+V1_HEADER_BYTES = _FORMAT["v1_header_bytes"]
+HEADER_BYTES = _FORMAT["header_bytes"]   # version 2: the slot table starts here
+CHECKSUM_AT = _FORMAT["checksum_at"]
+SLOT_BYTES = _FORMAT["slot_bytes"]
+ALIGN = _FORMAT["align"]
 
-_HEADER = struct.Struct("<4sIII")
+_HEADER = struct.Struct("<4sIII")       # magic, version, nslots, header bytes
 _CHECKSUM = struct.Struct("<Q")
-_SLOT = struct.Struct("<QQ")
+_SLOT = struct.Struct("<QQ")            # offset, nbytes
 
 
 def _aligned(n: int) -> int:

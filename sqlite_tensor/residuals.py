@@ -39,10 +39,14 @@ from __future__ import annotations
 
 import numpy as np
 
-LOWRANK = 1
-QUANTIZED = 2
-KINDS = {LOWRANK: "low-rank", QUANTIZED: "quantized"}
-BITS = (2, 4, 8)
+from . import _engine
+
+# The engine owns the kinds and bit widths (cython/c/st_names.h) and checks stored rows
+# against them; these are its lists.
+LOWRANK = _engine.RESIDUAL_LOWRANK
+QUANTIZED = _engine.RESIDUAL_QUANTIZED
+KINDS = dict(_engine.RESIDUAL_KINDS)
+BITS = _engine.RESIDUAL_BITS
 
 
 def _positive_int(name: str, value) -> int:

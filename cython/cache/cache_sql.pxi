@@ -95,7 +95,7 @@ cdef void fn_tensor_cache(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
             if sqlite3_value_type(argv[1]) != SQLITE_TEXT:
                 rc = SQLITE_ERROR
                 err = sqlite3_mprintf("the policy must be a name, got %s",
-                                      value_type_name(sqlite3_value_type(argv[1])))
+                                      st_fn_value_type_name(sqlite3_value_type(argv[1])))
             else:
                 rc = cache_set_policy(<const char *>sqlite3_value_text(argv[1]), &err)
         if rc == SQLITE_OK:
@@ -114,7 +114,7 @@ cdef void fn_tensor_cache(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
         err = sqlite3_mprintf("unknown option '%s'; options are 'policy', 'budget_bytes', 'clear'",
                               option)
     if rc != SQLITE_OK:
-        msg = sqlite3_mprintf("tensor_cache: %s", text_or(err, "out of memory"))
+        msg = sqlite3_mprintf("tensor_cache: %s", st_sql_text_or(err, "out of memory"))
         sqlite3_result_error(ctx, msg, -1)
         sqlite3_free(msg)
         sqlite3_free(err)
@@ -269,8 +269,8 @@ cdef void init_snapshot_module() noexcept nogil:
     snapshot_module.xCreate = NULL
     snapshot_module.xConnect = snapshot_connect
     snapshot_module.xBestIndex = snapshot_best_index
-    snapshot_module.xDisconnect = report_disconnect
-    snapshot_module.xDestroy = report_disconnect
+    snapshot_module.xDisconnect = st_report_disconnect
+    snapshot_module.xDestroy = st_report_disconnect
     snapshot_module.xOpen = snapshot_open
     snapshot_module.xClose = snapshot_close
     snapshot_module.xFilter = snapshot_filter

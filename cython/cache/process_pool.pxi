@@ -31,20 +31,6 @@ from libc.string cimport memcmp
 
 
 
-ctypedef struct PageSource:
-    sqlite3 *db                   # connection to read misses through
-    const char *schema
-    char *table                   # "<store>_pages", from sqlite3_mprintf
-    sqlite3_blob *blob            # reused across misses, or NULL
-    uint64_t store_key
-    uint64_t epoch                # the connection's view when source_init / source_view ran
-    int min_version               # oldest page version the store may hold (2 once upgraded)
-    int uncached                  # the store has no uid: never cache its pages
-    sqlite3_stmt *sharing         # counts the models sharing a page (prepared when needed)
-    const char *store             # the store's name (owned by the caller)
-    sqlite3_stmt *snapshot        # holds one read snapshot while src is open (snapshot_hold)
-
-
 # -- views: one per (connection, schema), forgotten when the connection closes ---------------
 
 ctypedef struct ConnView:
@@ -212,7 +198,7 @@ cdef int source_init(PageSource *src, sqlite3 *db, const char *schema, const cha
     cdef int rc = snapshot_hold(db, schema, &src.snapshot, err)
     if rc != SQLITE_OK:
         return rc
-    rc = prepare_store_sql(
+    rc = st_sql_prepare(
         db, "SELECT key, value FROM {config} WHERE key IN ('uid', 'format_version')", schema,
         store, &stmt)
     if rc != SQLITE_OK:
@@ -220,7 +206,7 @@ cdef int source_init(PageSource *src, sqlite3 *db, const char *schema, const cha
         return SQLITE_ERROR if rc == SQLITE_ERROR else rc
     rc = sqlite3_step(stmt)
     while rc == SQLITE_ROW:
-        key = text_or(<const char *>sqlite3_column_text(stmt, 0), "")
+        key = st_sql_text_or(<const char *>sqlite3_column_text(stmt, 0), "")
         if strcmp(key, "uid") == 0:
             uid = sqlite3_column_int64(stmt, 1)
             found = 1
@@ -314,7 +300,7 @@ cdef int read_page(PageSource *src, sqlite3_int64 page_id, unsigned char **data,
         err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, src.table,
                                  sqlite3_errmsg(src.db))
         return rc
-    rc = check_page(buf, n, page_id, src.table, src.min_version, not st_page_checks_off, err)
+    rc = st_page_check(buf, n, page_id, src.table, src.min_version, not st_page_checks_off, err)
     if rc != SQLITE_OK:
         st_page_free(buf, n)
         return rc
@@ -327,22 +313,22 @@ cdef int source_confirm(void *ctx, PoolPage *p, int *same, char **err) noexcept 
     """Whether the cached page p is still the committed page (in src's view): equal size
     and equal header, checksum included. A version-1 page has no checksum: reloaded."""
     cdef PageSource *src = <PageSource *>ctx
-    cdef unsigned char head[PAGE_HEADER_BYTES]
+    cdef unsigned char head[ST_PAGE_HEADER_BYTES]
     cdef int rc
     same[0] = 0
-    if p.nbytes < PAGE_HEADER_BYTES or st_get_u32(p.data + 4) != 2:
+    if p.nbytes < ST_PAGE_HEADER_BYTES or st_get_u32(p.data + 4) != 2:
         return SQLITE_OK
     rc = source_open(src, p.page_id, err)
     if rc != SQLITE_OK:
         return rc
     if sqlite3_blob_bytes(src.blob) != p.nbytes:
         return SQLITE_OK
-    rc = sqlite3_blob_read(src.blob, head, PAGE_HEADER_BYTES, 0)
+    rc = sqlite3_blob_read(src.blob, head, ST_PAGE_HEADER_BYTES, 0)
     if rc != SQLITE_OK:
         err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", p.page_id, src.table,
                                  sqlite3_errmsg(src.db))
         return rc
-    same[0] = memcmp(head, p.data, PAGE_HEADER_BYTES) == 0
+    same[0] = memcmp(head, p.data, ST_PAGE_HEADER_BYTES) == 0
     return SQLITE_OK
 
 
@@ -355,7 +341,7 @@ cdef int source_load(void *ctx, sqlite3_int64 page_id, unsigned char **data,
     if rc != SQLITE_OK or not process_pool.policy.needs_sharing:
         return rc
     if src.sharing == NULL:
-        rc = prepare_store_sql(
+        rc = st_sql_prepare(
             src.db, "SELECT count(DISTINCT t.model_id) FROM {blocks} b JOIN {map} m"
                     " ON m.block_id = b.id JOIN {tensors} t ON t.id = m.tensor_id"
                     " WHERE b.page_id = ?1", src.schema, src.store, &src.sharing)
@@ -417,8 +403,8 @@ cdef int slot_in(const unsigned char *data, sqlite3_int64 page_bytes, sqlite3_in
     cdef uint64_t offset
     cdef const unsigned char *entry = NULL
     if 0 <= slot < nslots:   # read_page checked that the slot table fits in the page
-        entry = data + page_slots_at(data) + slot * PAGE_SLOT_BYTES
-    cdef int rc = check_slot(entry, slot, nslots, nbytes, page_bytes, page_id, table, &offset, err)
+        entry = data + st_page_slots_at(data) + slot * ST_PAGE_SLOT_BYTES
+    cdef int rc = st_page_check_slot(entry, slot, nslots, nbytes, page_bytes, page_id, table, &offset, err)
     if rc == SQLITE_OK:
         out[0] = data + offset
     return rc
@@ -468,7 +454,7 @@ cdef int view_page(PageSource *src, PageView *v, sqlite3_int64 page_id, char **e
         err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, src.table,
                                  sqlite3_errmsg(src.db))
         return rc
-    rc = check_page(v.scratch, n, page_id, src.table, src.min_version, not st_page_checks_off, err)
+    rc = st_page_check(v.scratch, n, page_id, src.table, src.min_version, not st_page_checks_off, err)
     if rc != SQLITE_OK:
         return rc
     pool_lock(&process_pool)
@@ -530,7 +516,7 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
         source_close(&src)
         free(filled)
         return rc
-    rc = prepare_store_sql(
+    rc = st_sql_prepare(
         db, "SELECT m.block_row, m.block_col, b.page_id, b.slot, b.nbytes FROM {map} m "
             "JOIN {blocks} b ON b.id = m.block_id WHERE m.tensor_id = ?1 ORDER BY b.page_id, b.slot",
         schema, store, &stmt)
@@ -638,10 +624,10 @@ cdef int add_tensor_residuals(PageSource *src, PageView *page, const char *store
     cdef const char *dtype
     cdef const char *tname
     cdef int has = 0
-    cdef int rc = store_has_residuals(src.db, src.schema, store, &has, err)
+    cdef int rc = st_sql_has_residuals(src.db, src.schema, store, &has, err)
     if rc != SQLITE_OK or not has:
         return rc
-    rc = prepare_store_sql(
+    rc = st_sql_prepare(
         src.db, "SELECT r.block_row, r.block_col, r.kind, r.param, r.page_id, r.slot, r.nbytes,"
                 " t.dtype, t.name FROM {residuals} r JOIN {tensors} t ON t.id = r.tensor_id"
                 " WHERE r.tensor_id = ?1 ORDER BY r.page_id, r.slot",
@@ -666,20 +652,20 @@ cdef int add_tensor_residuals(PageSource *src, PageView *page, const char *store
         slot = sqlite3_column_int64(stmt, 5)
         nbytes = sqlite3_column_int64(stmt, 6)
         dtype = <const char *>sqlite3_column_text(stmt, 7)
-        tname = text_or(<const char *>sqlite3_column_text(stmt, 8), "?")
+        tname = st_sql_text_or(<const char *>sqlite3_column_text(stmt, 8), "?")
         if bi < 0 or bj < 0 or bi >= grid_rows or bj >= grid_cols:
             br = bc = 0
         else:
             br = min(info.block_rows, info.rows - bi * info.block_rows)
             bc = min(info.block_cols, info.cols - bj * info.block_cols)
-        rc = check_residual(store, tname, info.id, bi, bj, kind, param, br, bc, nbytes, err)
+        rc = st_page_check_residual(store, tname, info.id, bi, bj, kind, param, br, bc, nbytes, err)
         if rc != SQLITE_OK:
             break
         if dtype == NULL or strcmp(dtype, "float32") != 0 or info.itemsize != 4:
             err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor '%s' (id %lld) is %s "
                                      "but has a residual at tile (%lld, %lld); residuals apply "
                                      "to float32 tensors only", store, tname, info.id,
-                                     text_or(dtype, "of no dtype"), bi, bj)
+                                     st_sql_text_or(dtype, "of no dtype"), bi, bj)
             rc = SQLITE_CORRUPT
             break
         if slot < 0 or slot > 0x7fffffff:
@@ -693,7 +679,7 @@ cdef int add_tensor_residuals(PageSource *src, PageView *page, const char *store
         rc = slot_in(page.data, page.nbytes, page_id, <int>slot, nbytes, src.table, &payload, err)
         if rc != SQLITE_OK:
             break
-        residual_add(<int>kind, <int>param, payload, br, bc,
+        st_page_residual_add(<int>kind, <int>param, payload, br, bc,
                      <float *>(out + (bi * info.block_rows * info.cols + bj * info.block_cols) * 4),
                      info.cols)
     view_release(page)

@@ -3,7 +3,7 @@
 # A weight is never reassembled: each tile is used where it sits in its pinned page.
 #   dense, W (out x in):   Y[:, bi-range] += X[:, bj-range] @ T^T     (T: tile (bi, bj))
 #   dense, W (in x out):   Y[:, bj-range] += X[:, bi-range] @ T
-# Batches use sgemm per tile, a single input sgemv per tile (the memory-bound case); BLAS
+# Batches use sgemm per tile, a single input st_gemv per tile (the memory-bound case); BLAS
 # itself runs single-threaded and our threads split the tiles (dense()).
 # Edge tiles are stored trimmed, so their own extent (br x bc) is their leading dimension
 # and no padding is read. Non-float32 tiles are widened into a scratch tile first.
@@ -18,53 +18,25 @@
 
 from libc.math cimport expf, tanhf, erff
 
-# The kernels' thread pool (c/st_parallel.c): a layer's units split over threads, the
-# calling thread among them.
-cdef extern from "st_parallel.h":
-    ctypedef void (*st_range_fn)(void *ctx, long begin, long end, int worker) noexcept nogil
-    void st_parallel_for(int nthreads, long n, st_range_fn fn, void *ctx) nogil
-    int st_parallel_workers() nogil
-
+# The thread pool (c/st_parallel.c), the half-float widening (c/st_half.h) and the GEMV
+# kernels for one input (c/st_gemv.c) are declared in engine.pxd, with Input.
 cdef extern from "<unistd.h>" nogil:
     long sysconf(int name)
     enum:
         _SC_NPROCESSORS_ONLN
 
-cdef enum:
-    CHUNK_BYTES = 64 * 1024 * 1024     # tiles pinned at once by a threaded dense layer
-    PASS_BYTES = 64 * 1024 * 1024      # activations of one pass over the layers (forward)
-    MIN_PARALLEL_MACS = 1 << 20        # below this a layer runs on one thread
-    LOWRANK_ROWS = 256                 # batch rows per low-rank product (sizes its scratch)
-
-cdef int st_threads          # the thread setting; 0 = one per online CPU
+cdef int st_kern_thread_setting          # the thread setting; 0 = one per online CPU
 
 
-cdef int kernel_threads(sqlite3_int64 macs) noexcept nogil:
+cdef int st_kern_thread_count(sqlite3_int64 macs) noexcept nogil:
     """Threads for a layer of this many multiply-adds: small layers are not worth waking
     threads for."""
     if macs < MIN_PARALLEL_MACS:   # first: sysconf reads /sys, a system call or three
         return 1
-    cdef long n = st_threads if st_threads > 0 else sysconf(_SC_NPROCESSORS_ONLN)
+    cdef long n = st_kern_thread_setting if st_kern_thread_setting > 0 else sysconf(_SC_NPROCESSORS_ONLN)
     if n < 1:
         return 1
     return <int>min(n, 256)
-
-cdef extern from "st_half.h" nogil:
-    float st_half_to_float(unsigned short h)
-    float st_bf16_to_float(unsigned short h)
-
-# The GEMV kernels for one input (c/st_gemv.c): lock-free, vectorised per instruction set.
-cdef extern from "st_gemv.h" nogil:
-    void st_gemv_n(long m, long n, const float *a, const float *x, float *y)
-    void st_gemv_t(long m, long n, const float *a, const float *x, float *y)
-
-
-ctypedef struct Input:
-    sqlite3_int64 batch           # rows of input
-    const float *x                # INPUT_FEATURES: batch x n_in, row-major
-    const int64_t *ids            # INPUT_IDS: batch ids; INPUT_BAGS: every bag's ids, concatenated
-    const int64_t *offsets        # INPUT_BAGS: bag b is ids[offsets[b]:offsets[b+1]] (batch + 1)
-
 
 ctypedef struct TileCursor:
     Plan *plan
@@ -73,7 +45,7 @@ ctypedef struct TileCursor:
     float *scratch                # block_rows * block_cols floats, for widening
 
 
-cdef int cursor_tile(TileCursor *c, Weight *w, sqlite3_int64 bi, sqlite3_int64 bj,
+cdef int st_kern_cursor_tile(TileCursor *c, Weight *w, sqlite3_int64 bi, sqlite3_int64 bj,
                      sqlite3_int64 br, sqlite3_int64 bc, const unsigned char **out,
                      char **err) noexcept nogil:
     """Point out at tile (bi, bj) of w in its page, pinning the page (and unpinning the
@@ -90,7 +62,7 @@ cdef int cursor_tile(TileCursor *c, Weight *w, sqlite3_int64 bi, sqlite3_int64 b
     return page_slot(c.page, w.slots[k], br * bc * w.itemsize, c.plan.src.table, out, err)
 
 
-cdef int cursor_residual(TileCursor *c, Weight *w, sqlite3_int64 k, sqlite3_int64 br,
+cdef int st_kern_cursor_residual(TileCursor *c, Weight *w, sqlite3_int64 k, sqlite3_int64 br,
                          sqlite3_int64 bc, const unsigned char **out, char **err) noexcept nogil:
     """Point out at the residual payload of tile k of w (which has one), pinning its page
     beside the block page."""
@@ -102,15 +74,15 @@ cdef int cursor_residual(TileCursor *c, Weight *w, sqlite3_int64 k, sqlite3_int6
         rc = pool_pin(&c.plan.src, w.res_page[k], &c.res_page, err)
         if rc != SQLITE_OK:
             return rc
-    return page_slot(c.res_page, w.res_slot[k], residual_bytes(w.res_kind[k], w.res_param[k], br, bc),
+    return page_slot(c.res_page, w.res_slot[k], st_page_residual_bytes(w.res_kind[k], w.res_param[k], br, bc),
                      c.plan.src.table, out, err)
 
 
-cdef inline bint has_residual(const Weight *w, sqlite3_int64 k) noexcept nogil:
+cdef inline bint st_kern_has_residual(const Weight *w, sqlite3_int64 k) noexcept nogil:
     return w.res_kind != NULL and w.res_kind[k] != 0
 
 
-cdef void cursor_release(TileCursor *c) noexcept nogil:
+cdef void st_kern_cursor_release(TileCursor *c) noexcept nogil:
     if c.page != NULL:
         pool_unpin(c.page)
         c.page = NULL
@@ -119,7 +91,7 @@ cdef void cursor_release(TileCursor *c) noexcept nogil:
         c.res_page = NULL
 
 
-cdef void widen(const unsigned char *src, int dtype, sqlite3_int64 n, float *dst) noexcept nogil:
+cdef void st_kern_widen(const unsigned char *src, int dtype, sqlite3_int64 n, float *dst) noexcept nogil:
     """dst[0:n] = src[0:n] as float32."""
     cdef sqlite3_int64 i
     cdef const unsigned short *h = <const unsigned short *>src
@@ -137,16 +109,16 @@ cdef void widen(const unsigned char *src, int dtype, sqlite3_int64 n, float *dst
             dst[i] = <float>d[i]
 
 
-cdef inline const float *as_f32(TileCursor *c, const unsigned char *tile, int dtype,
+cdef inline const float *st_kern_as_f32(TileCursor *c, const unsigned char *tile, int dtype,
                                 sqlite3_int64 n) noexcept nogil:
     """The tile as float32: itself when stored so, else widened into the scratch tile."""
     if dtype == DT_F32:
         return <const float *>tile
-    widen(tile, dtype, n, c.scratch)
+    st_kern_widen(tile, dtype, n, c.scratch)
     return c.scratch
 
 
-cdef int gather(TileCursor *c, Weight *w, float *out, char **err) noexcept nogil:
+cdef int st_kern_gather(TileCursor *c, Weight *w, float *out, char **err) noexcept nogil:
     """out = the whole tensor (rows x cols, float32); for small tensors such as biases."""
     cdef sqlite3_int64 bi, bj, br, bc, r
     cdef sqlite3_int64 R = c.plan.block_rows, C = c.plan.block_cols
@@ -158,22 +130,22 @@ cdef int gather(TileCursor *c, Weight *w, float *out, char **err) noexcept nogil
         br = min(R, w.rows - bi * R)
         for bj in range(w.grid_c):
             bc = min(C, w.cols - bj * C)
-            rc = cursor_tile(c, w, bi, bj, br, bc, &tile, err)
+            rc = st_kern_cursor_tile(c, w, bi, bj, br, bc, &tile, err)
             if rc != SQLITE_OK:
                 return rc
-            t = as_f32(c, tile, w.dtype, br * bc)
+            t = st_kern_as_f32(c, tile, w.dtype, br * bc)
             for r in range(br):
                 memcpy(out + (bi * R + r) * w.cols + bj * C, t + r * bc, bc * sizeof(float))
-            if has_residual(w, bi * w.grid_c + bj):
-                rc = cursor_residual(c, w, bi * w.grid_c + bj, br, bc, &res, err)
+            if st_kern_has_residual(w, bi * w.grid_c + bj):
+                rc = st_kern_cursor_residual(c, w, bi * w.grid_c + bj, br, bc, &res, err)
                 if rc != SQLITE_OK:
                     return rc
-                residual_add(w.res_kind[bi * w.grid_c + bj], w.res_param[bi * w.grid_c + bj],
+                st_page_residual_add(w.res_kind[bi * w.grid_c + bj], w.res_param[bi * w.grid_c + bj],
                              res, br, bc, out + bi * R * w.cols + bj * C, w.cols)
     return SQLITE_OK
 
 
-cdef void tile_product(const Layer *L, const unsigned char *tile, const unsigned char *res,
+cdef void st_kern_tile_product(const Layer *L, const unsigned char *tile, const unsigned char *res,
                        int res_kind, int res_param, sqlite3_int64 bi, sqlite3_int64 bj,
                        sqlite3_int64 br, sqlite3_int64 bc, sqlite3_int64 R, sqlite3_int64 C,
                        const float *X, sqlite3_int64 B, float *Y, float *scratch,
@@ -186,19 +158,19 @@ cdef void tile_product(const Layer *L, const unsigned char *tile, const unsigned
     One input is a matrix-vector product (st_gemv_*), a batch a matrix-matrix one
     (single-threaded BLAS sgemm: the threads split tiles, see dense()). A quantized
     residual is added to a copy of T in scratch; a low-rank one is its own thin product
-    (lowrank_product, with min(B, LOWRANK_ROWS) x rank floats at lowrank).
+    (st_kern_lowrank_product, with min(B, LOWRANK_ROWS) x rank floats at lowrank).
     """
     cdef const float *T = <const float *>tile
     if L.weight.dtype != DT_F32:
-        widen(tile, L.weight.dtype, br * bc, scratch)
+        st_kern_widen(tile, L.weight.dtype, br * bc, scratch)
         T = scratch
     if res_kind == RES_QUANTIZED:
         if T != scratch:
             memcpy(scratch, T, br * bc * sizeof(float))
-        residual_add(res_kind, res_param, res, br, bc, scratch, bc)
+        st_page_residual_add(res_kind, res_param, res, br, bc, scratch, bc)
         T = scratch
     elif res_kind == RES_LOWRANK:
-        lowrank_product(L, res, res_param, bi, bj, br, bc, R, C, X, B, Y, lowrank)
+        st_kern_lowrank_product(L, res, res_param, bi, bj, br, bc, R, C, X, B, Y, lowrank)
     if not L.transpose:
         if B == 1:
             st_gemv_n(br, bc, T, X + bj * C, Y + bi * R)
@@ -213,7 +185,7 @@ cdef void tile_product(const Layer *L, const unsigned char *tile, const unsigned
                           1.0, X + bi * R, <int>L.n_in, T, <int>bc, 1.0, Y + bj * C, <int>L.n_out)
 
 
-cdef void lowrank_product(const Layer *L, const unsigned char *res, int rank, sqlite3_int64 bi,
+cdef void st_kern_lowrank_product(const Layer *L, const unsigned char *res, int rank, sqlite3_int64 bi,
                           sqlite3_int64 bj, sqlite3_int64 br, sqlite3_int64 bc, sqlite3_int64 R,
                           sqlite3_int64 C, const float *X, sqlite3_int64 B, float *Y,
                           float *tmp) noexcept nogil:
@@ -251,7 +223,7 @@ cdef void lowrank_product(const Layer *L, const unsigned char *res, int rank, sq
         b0 += nb
 
 
-cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *Y,
+cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *Y,
                char **err) noexcept nogil:
     """Y (B x n_out) = X (B x n_in) W^T + b, tile by tile.
 
@@ -265,7 +237,7 @@ cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *
     cdef sqlite3_int64 R = c.plan.block_rows, C = c.plan.block_cols
     cdef sqlite3_int64 bi, bj, r0, r1, i, k, bytes, npinned, n, br, bc
     cdef int rc = SQLITE_OK
-    cdef int nthreads = kernel_threads(B * w.rows * w.cols)
+    cdef int nthreads = st_kern_thread_count(B * w.rows * w.cols)
     cdef int units
     cdef const unsigned char **tiles = NULL
     cdef const unsigned char **res = NULL
@@ -276,7 +248,7 @@ cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *
     # per worker: a tile, then the low-rank intermediate (min(B, LOWRANK_ROWS) x max rank)
     cdef sqlite3_int64 stride = R * C + min(B, <sqlite3_int64>LOWRANK_ROWS) * w.max_rank
     if L.bias.tensor_id != 0:
-        rc = gather(c, &L.bias, Y, err)
+        rc = st_kern_gather(c, &L.bias, Y, err)
         if rc != SQLITE_OK:
             return rc
         for i in range(1, B):
@@ -293,7 +265,7 @@ cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *
         res = <const unsigned char **>calloc(n, sizeof(unsigned char *))
         if res == NULL:
             rc = SQLITE_NOMEM
-    cursor_release(c)  # this function pins its own pages
+    st_kern_cursor_release(c)  # this function pins its own pages
     r0 = 0
     while rc == SQLITE_OK and r0 < w.grid_r:
         # pin a chunk of block rows and resolve its tiles (calling thread only)
@@ -303,10 +275,10 @@ cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *
         page = NULL
         rpage = NULL
         while rc == SQLITE_OK and r1 < w.grid_r and (r1 == r0 or bytes < CHUNK_BYTES):
-            br = tile_rows(w, r1, R)
+            br = st_kern_tile_rows(w, r1, R)
             for bj in range(w.grid_c):
                 k = r1 * w.grid_c + bj
-                bc = tile_cols(w, bj, C)
+                bc = st_kern_tile_cols(w, bj, C)
                 if page == NULL or page.page_id != w.page_ids[k]:
                     rc = pool_pin(&c.plan.src, w.page_ids[k], &page, err)
                     if rc != SQLITE_OK:
@@ -318,7 +290,7 @@ cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *
                 if rc != SQLITE_OK:
                     break
                 bytes += br * bc * w.itemsize
-                if not has_residual(w, k):
+                if not st_kern_has_residual(w, k):
                     continue
                 if rpage == NULL or rpage.page_id != w.res_page[k]:
                     rc = pool_pin(&c.plan.src, w.res_page[k], &rpage, err)
@@ -327,21 +299,21 @@ cdef int dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *
                     pinned[npinned] = rpage
                     npinned += 1
                 rc = page_slot(rpage, w.res_slot[k],
-                               residual_bytes(w.res_kind[k], w.res_param[k], br, bc),
+                               st_page_residual_bytes(w.res_kind[k], w.res_param[k], br, bc),
                                c.plan.src.table, &res[k], err)
                 if rc != SQLITE_OK:
                     break
-                bytes += residual_bytes(w.res_kind[k], w.res_param[k], br, bc)
+                bytes += st_page_residual_bytes(w.res_kind[k], w.res_param[k], br, bc)
             r1 += 1
         if rc == SQLITE_OK:
             units = <int>((r1 - r0) if not L.transpose else w.grid_c)
-            dense_chunk(L, tiles, res, r0, r1, R, C, X, B, Y, scratch, stride,
+            st_kern_dense_chunk(L, tiles, res, r0, r1, R, C, X, B, Y, scratch, stride,
                         min(nthreads, units))
         for i in range(npinned):
             pool_unpin(pinned[i])
         r0 = r1
         if rc == SQLITE_OK and r0 < w.grid_r:
-            rc = interrupted(c.plan.src.db, err)
+            rc = st_sql_interrupted(c.plan.src.db, err)
     free(tiles)
     free(res)
     free(pinned)
@@ -362,7 +334,7 @@ ctypedef struct DenseJob:
     sqlite3_int64 stride          # low-rank intermediate; stride floats per worker
 
 
-cdef void dense_range(void *ctx, long begin, long end, int worker) noexcept nogil:
+cdef void st_kern_dense_range(void *ctx, long begin, long end, int worker) noexcept nogil:
     """Units begin..end of a DenseJob: block rows (W out x in) or block columns (in x out)."""
     cdef DenseJob *job = <DenseJob *>ctx
     cdef const Weight *w = &job.L.weight
@@ -387,12 +359,12 @@ cdef void dense_range(void *ctx, long begin, long end, int worker) noexcept nogi
                 kind = w.res_kind[k]
                 param = w.res_param[k]
                 res = job.res[k]
-            tile_product(job.L, job.tiles[k], res, kind, param, bi, bj, tile_rows(w, bi, job.R),
-                         tile_cols(w, bj, job.C), job.R, job.C, job.X, job.B, job.Y, mine,
+            st_kern_tile_product(job.L, job.tiles[k], res, kind, param, bi, bj, st_kern_tile_rows(w, bi, job.R),
+                         st_kern_tile_cols(w, bj, job.C), job.R, job.C, job.X, job.B, job.Y, mine,
                          mine + job.R * job.C)
 
 
-cdef void dense_chunk(const Layer *L, const unsigned char **tiles, const unsigned char **res,
+cdef void st_kern_dense_chunk(const Layer *L, const unsigned char **tiles, const unsigned char **res,
                       sqlite3_int64 r0, sqlite3_int64 r1, sqlite3_int64 R, sqlite3_int64 C,
                       const float *X, sqlite3_int64 B, float *Y, float *scratch,
                       sqlite3_int64 stride, int nthreads) noexcept nogil:
@@ -412,20 +384,20 @@ cdef void dense_chunk(const Layer *L, const unsigned char **tiles, const unsigne
     job.scratch = scratch
     cdef long units = <long>((r1 - r0) if not L.transpose else L.weight.grid_c)
     if nthreads <= 1:
-        dense_range(&job, 0, units, 0)
+        st_kern_dense_range(&job, 0, units, 0)
     else:
-        st_parallel_for(nthreads, units, dense_range, &job)
+        st_parallel_for(nthreads, units, st_kern_dense_range, &job)
 
 
-cdef inline sqlite3_int64 tile_rows(const Weight *w, sqlite3_int64 bi, sqlite3_int64 R) noexcept nogil:
+cdef inline sqlite3_int64 st_kern_tile_rows(const Weight *w, sqlite3_int64 bi, sqlite3_int64 R) noexcept nogil:
     return min(R, w.rows - bi * R)
 
 
-cdef inline sqlite3_int64 tile_cols(const Weight *w, sqlite3_int64 bj, sqlite3_int64 C) noexcept nogil:
+cdef inline sqlite3_int64 st_kern_tile_cols(const Weight *w, sqlite3_int64 bj, sqlite3_int64 C) noexcept nogil:
     return min(C, w.cols - bj * C)
 
 
-cdef int embed_add(TileCursor *c, Layer *L, int64_t row, float scale, float *dst,
+cdef int st_kern_embed_add(TileCursor *c, Layer *L, int64_t row, float scale, float *dst,
                    float **effective, char **err) noexcept nogil:
     """dst[0:dim] += scale * W[row] (one row, read from the tiles of its block row).
 
@@ -443,34 +415,34 @@ cdef int embed_add(TileCursor *c, Layer *L, int64_t row, float scale, float *dst
     for bj in range(w.grid_c):
         bc = min(C, w.cols - bj * C)
         k = bi * w.grid_c + bj
-        if effective != NULL and has_residual(w, k) and effective[k] != NULL:
+        if effective != NULL and st_kern_has_residual(w, k) and effective[k] != NULL:
             src = effective[k] + r * bc
         else:
-            rc = cursor_tile(c, w, bi, bj, br, bc, &tile, err)
+            rc = st_kern_cursor_tile(c, w, bi, bj, br, bc, &tile, err)
             if rc != SQLITE_OK:
                 return rc
-            if has_residual(w, k):
-                rc = cursor_residual(c, w, k, br, bc, &res, err)
+            if st_kern_has_residual(w, k):
+                rc = st_kern_cursor_residual(c, w, k, br, bc, &res, err)
                 if rc != SQLITE_OK:
                     return rc
-            if effective != NULL and has_residual(w, k):
+            if effective != NULL and st_kern_has_residual(w, k):
                 effective[k] = <float *>malloc(br * bc * sizeof(float))
                 if effective[k] == NULL:
                     return SQLITE_NOMEM
-                widen(tile, w.dtype, br * bc, effective[k])
-                residual_add(w.res_kind[k], w.res_param[k], res, br, bc, effective[k], bc)
+                st_kern_widen(tile, w.dtype, br * bc, effective[k])
+                st_page_residual_add(w.res_kind[k], w.res_param[k], res, br, bc, effective[k], bc)
                 src = effective[k] + r * bc
             else:
-                widen(tile + r * bc * w.itemsize, w.dtype, bc, c.scratch)
-                if has_residual(w, k):
-                    residual_row_add(w.res_kind[k], w.res_param[k], res, br, bc, r, c.scratch)
+                st_kern_widen(tile + r * bc * w.itemsize, w.dtype, bc, c.scratch)
+                if st_kern_has_residual(w, k):
+                    st_page_residual_row_add(w.res_kind[k], w.res_param[k], res, br, bc, r, c.scratch)
                 src = c.scratch
         for k in range(bc):
             dst[bj * C + k] += scale * src[k]
     return SQLITE_OK
 
 
-cdef int check_id(Layer *L, int64_t id, sqlite3_int64 at, char **err) noexcept nogil:
+cdef int st_kern_check_id(Layer *L, int64_t id, sqlite3_int64 at, char **err) noexcept nogil:
     if id < 0 or id >= L.n_in:
         err[0] = sqlite3_mprintf("id %lld (input %lld) is out of range: the embedding has %lld "
                                  "rows (ids 0 to %lld)", id, at, L.n_in, L.n_in - 1)
@@ -482,7 +454,7 @@ cdef extern from * nogil:
     void __builtin_prefetch(const void *addr)
 
 
-cdef int embedding_by_block_row(TileCursor *c, Layer *L, const Input *inp, float *Y,
+cdef int st_kern_embedding_by_block_row(TileCursor *c, Layer *L, const Input *inp, float *Y,
                                 char **err) noexcept nogil:
     """embedding / embedding_bag of a weight without residuals, the ids taken by block row
     (a counting sort): each tile is pinned once per call instead of once per id, and a
@@ -515,7 +487,7 @@ cdef int embedding_by_block_row(TileCursor *c, Layer *L, const Input *inp, float
         lo = (inp.offsets[b] - first) if bags else b
         hi = (inp.offsets[b + 1] - first) if bags else b + 1
         for j in range(lo, hi):
-            rc = check_id(L, inp.ids[first + j], b, err)
+            rc = st_kern_check_id(L, inp.ids[first + j], b, err)
             if rc != SQLITE_OK:
                 break
             owner[j] = b
@@ -540,13 +512,13 @@ cdef int embedding_by_block_row(TileCursor *c, Layer *L, const Input *inp, float
             continue
         if done >= 65536:
             done = 0
-            rc = interrupted(c.plan.src.db, err)
+            rc = st_sql_interrupted(c.plan.src.db, err)
             if rc != SQLITE_OK:
                 break
         br = min(R, w.rows - bi * R)
         for bj in range(w.grid_c):
             bc = min(C, w.cols - bj * C)
-            rc = cursor_tile(c, w, bi, bj, br, bc, &tile, err)
+            rc = st_kern_cursor_tile(c, w, bi, bj, br, bc, &tile, err)
             if rc != SQLITE_OK:
                 break
             for q in range(start[bi], start[bi + 1]):
@@ -560,7 +532,7 @@ cdef int embedding_by_block_row(TileCursor *c, Layer *L, const Input *inp, float
                 if w.dtype == DT_F32:
                     src = <const float *>(tile + row * bc * 4)
                 else:
-                    widen(tile + row * bc * w.itemsize, w.dtype, bc, c.scratch)
+                    st_kern_widen(tile + row * bc * w.itemsize, w.dtype, bc, c.scratch)
                     src = c.scratch
                 scale = 1.0
                 if bags and L.bag_mean:
@@ -576,14 +548,14 @@ cdef int embedding_by_block_row(TileCursor *c, Layer *L, const Input *inp, float
     return rc
 
 
-cdef int embedding(TileCursor *c, Layer *L, const Input *inp, float *Y, char **err) noexcept nogil:
+cdef int st_kern_embedding(TileCursor *c, Layer *L, const Input *inp, float *Y, char **err) noexcept nogil:
     cdef Weight *w = &L.weight
     cdef sqlite3_int64 b, j, n, k
     cdef sqlite3_int64 ids = inp.batch if L.op == OP_EMBEDDING else inp.offsets[inp.batch] - inp.offsets[0]
     cdef int rc = SQLITE_OK
     cdef float **effective = NULL
     if w.res_kind == NULL:
-        rc = embedding_by_block_row(c, L, inp, Y, err)
+        rc = st_kern_embedding_by_block_row(c, L, inp, Y, err)
         if rc != -1:
             return rc
         rc = SQLITE_OK
@@ -597,20 +569,20 @@ cdef int embedding(TileCursor *c, Layer *L, const Input *inp, float *Y, char **e
     b = 0
     while rc == SQLITE_OK and b < inp.batch:
         if b % 4096 == 4095:
-            rc = interrupted(c.plan.src.db, err)
+            rc = st_sql_interrupted(c.plan.src.db, err)
             if rc != SQLITE_OK:
                 break
         if L.op == OP_EMBEDDING:
-            rc = check_id(L, inp.ids[b], b, err)
+            rc = st_kern_check_id(L, inp.ids[b], b, err)
             if rc == SQLITE_OK:
-                rc = embed_add(c, L, inp.ids[b], 1.0, Y + b * L.n_out, effective, err)
+                rc = st_kern_embed_add(c, L, inp.ids[b], 1.0, Y + b * L.n_out, effective, err)
         else:
             n = inp.offsets[b + 1] - inp.offsets[b]
             j = inp.offsets[b]
             while rc == SQLITE_OK and j < inp.offsets[b + 1]:
-                rc = check_id(L, inp.ids[j], b, err)
+                rc = st_kern_check_id(L, inp.ids[j], b, err)
                 if rc == SQLITE_OK:
-                    rc = embed_add(c, L, inp.ids[j], (1.0 / n) if L.bag_mean else 1.0,
+                    rc = st_kern_embed_add(c, L, inp.ids[j], (1.0 / n) if L.bag_mean else 1.0,
                                    Y + b * L.n_out, effective, err)
                 j += 1
         b += 1
@@ -621,7 +593,7 @@ cdef int embedding(TileCursor *c, Layer *L, const Input *inp, float *Y, char **e
     return rc
 
 
-cdef void activate(int act, float *Y, sqlite3_int64 B, sqlite3_int64 n) noexcept nogil:
+cdef void st_kern_activate(int act, float *Y, sqlite3_int64 B, sqlite3_int64 n) noexcept nogil:
     """Apply an activation in place; NaN propagates as in numpy."""
     cdef sqlite3_int64 i, b
     cdef float v, m, s
@@ -654,7 +626,7 @@ cdef void activate(int act, float *Y, sqlite3_int64 B, sqlite3_int64 n) noexcept
             Y[i] = 0.5 * v * (1.0 + erff(v * <float>0.7071067811865476))
 
 
-cdef int forward(Plan *plan, const Input *inp, float *out, char **err) noexcept nogil:
+cdef int st_kern_forward(Plan *plan, const Input *inp, float *out, char **err) noexcept nogil:
     """Run every layer; out receives batch x plan.n_out floats.
 
     The rows go through in passes of at most PASS_BYTES of activations (at least one row),
@@ -684,16 +656,16 @@ cdef int forward(Plan *plan, const Input *inp, float *out, char **err) noexcept 
         part.x = inp.x + r0 * plan.n_in if inp.x != NULL else NULL
         part.ids = inp.ids + r0 if inp.ids != NULL and inp.offsets == NULL else inp.ids
         part.offsets = inp.offsets + r0 if inp.offsets != NULL else NULL
-        rc = forward_pass(&c, &part, bufs, out + r0 * plan.n_out, err)
+        rc = st_kern_forward_pass(&c, &part, bufs, out + r0 * plan.n_out, err)
         r0 += rows
-    cursor_release(&c)
+    st_kern_cursor_release(&c)
     free(c.scratch)
     free(bufs[0])
     free(bufs[1])
     return rc
 
 
-cdef int forward_pass(TileCursor *c, const Input *inp, float **bufs, float *out,
+cdef int st_kern_forward_pass(TileCursor *c, const Input *inp, float **bufs, float *out,
                       char **err) noexcept nogil:
     """Every layer over inp's rows (bufs: two buffers of rows x max_width floats)."""
     cdef Plan *plan = c.plan
@@ -704,25 +676,25 @@ cdef int forward_pass(TileCursor *c, const Input *inp, float **bufs, float *out,
     cdef Layer *L
     i = 0
     while rc == SQLITE_OK and i < plan.nlayers:
-        rc = interrupted(plan.src.db, err)
+        rc = st_sql_interrupted(plan.src.db, err)
         if rc != SQLITE_OK:
             break
         L = &plan.layers[i]
         if L.op == OP_ACTIVATION:  # never first, so cur is one of our buffers
-            activate(L.act, <float *>cur, B, L.n_out)
+            st_kern_activate(L.act, <float *>cur, B, L.n_out)
             i += 1
             continue
         nxt = bufs[which]
         which ^= 1
         if L.op == OP_DENSE:
-            rc = dense(c, L, cur, B, nxt, err)
+            rc = st_kern_dense(c, L, cur, B, nxt, err)
         else:
-            rc = embedding(c, L, inp, nxt, err)
+            rc = st_kern_embedding(c, L, inp, nxt, err)
         if rc == SQLITE_OK:
-            activate(L.act, nxt, B, L.n_out)
+            st_kern_activate(L.act, nxt, B, L.n_out)
         cur = nxt
         i += 1
-    cursor_release(c)
+    st_kern_cursor_release(c)
     if rc == SQLITE_OK:
         memcpy(out, cur, B * plan.n_out * sizeof(float))
     return rc

@@ -11,120 +11,31 @@
 # is counted before anything is allocated for it, the layer count is bounded, and a layer
 # naming a tensor the model lacks is SQLITE_CORRUPT naming layer and tensor.
 
-cdef enum:
-    ST_MAX_LAYERS = 100000         # more is a damaged layer list, not a model
-
-cdef enum:
-    OP_DENSE = 0
-    OP_EMBEDDING = 1
-    OP_EMBEDDING_BAG = 2
-    OP_ACTIVATION = 3
-
-cdef enum:
-    ACT_IDENTITY = 0
-    ACT_RELU = 1
-    ACT_SIGMOID = 2
-    ACT_TANH = 3
-    ACT_GELU = 4
-    ACT_SOFTMAX = 5
-
-cdef enum:
-    DT_F32 = 0
-    DT_F16 = 1
-    DT_BF16 = 2
-    DT_F64 = 3
-
-cdef enum:
-    INPUT_FEATURES = 0   # float vectors
-    INPUT_IDS = 1        # one id per row
-    INPUT_BAGS = 2       # a list of ids per row
-
-
-ctypedef struct Weight:
-    sqlite3_int64 tensor_id       # 0: absent (a dense layer without bias)
-    sqlite3_int64 rows, cols      # 2-D view
-    int dtype                     # DT_*
-    int itemsize
-    sqlite3_int64 grid_r, grid_c  # tiles per column / per row of the grid
-    sqlite3_int64 *page_ids       # grid_r * grid_c, row-major
-    int *slots
-    # residuals (float32 only), per tile like page_ids; every array NULL when the tensor
-    # has none. res_kind 0: that tile has none.
-    unsigned char *res_kind       # RES_LOWRANK / RES_QUANTIZED
-    int *res_param                # rank / bits
-    sqlite3_int64 *res_page
-    int *res_slot
-    int max_rank                  # largest low-rank rank (sizes the kernels' scratch)
-
-
-ctypedef struct Layer:
-    int op                        # OP_*
-    int act                       # ACT_*
-    int transpose                 # dense: weight is (in x out)
-    int bag_mean                  # embedding_bag: mean (1) or sum (0)
-    Weight weight
-    Weight bias
-    sqlite3_int64 n_in, n_out     # features in and out (embeddings: vocabulary, dim)
-
-
-ctypedef struct Plan:
-    int nlayers
-    Layer *layers
-    int input_kind                # INPUT_*
-    sqlite3_int64 n_in            # features per input (ids: the vocabulary size)
-    sqlite3_int64 n_out
-    sqlite3_int64 max_width       # widest activation between layers
-    sqlite3_int64 block_rows, block_cols
-    PageSource src                # where the pages come from
-    int has_residuals             # the store has a <store>_residuals table
-    char *store                   # the store's name (sqlite3_mprintf)
-    char *schema                  # the database holding it (sqlite3_mprintf)
-    char *store_arg               # the store argument it was loaded for (statement_plan)
-
-
-cdef int dtype_code(const char *name) noexcept nogil:
-    if strcmp(name, "float32") == 0:
-        return DT_F32
-    if strcmp(name, "float16") == 0:
-        return DT_F16
-    if strcmp(name, "bfloat16") == 0:
-        return DT_BF16
-    if strcmp(name, "float64") == 0:
-        return DT_F64
-    return -1
-
-
-cdef int act_code(const char *name) noexcept nogil:
-    if name == NULL or strcmp(name, "identity") == 0:
-        return ACT_IDENTITY
-    if strcmp(name, "relu") == 0:
-        return ACT_RELU
-    if strcmp(name, "sigmoid") == 0:
-        return ACT_SIGMOID
-    if strcmp(name, "tanh") == 0:
-        return ACT_TANH
-    if strcmp(name, "gelu") == 0:
-        return ACT_GELU
-    if strcmp(name, "softmax") == 0:
-        return ACT_SOFTMAX
-    return -1
-
-
-cdef int op_code(const char *name) noexcept nogil:
+cdef int st_plan_name_code(const char *const *names, const char *name) noexcept nogil:
+    """name's index in a NULL-ended list of c/st_names.h (its engine code); -1 if absent."""
+    cdef int i = 0
     if name == NULL:
         return -1
-    if strcmp(name, "dense") == 0:
-        return OP_DENSE
-    if strcmp(name, "embedding") == 0:
-        return OP_EMBEDDING
-    if strcmp(name, "embedding_bag") == 0:
-        return OP_EMBEDDING_BAG
-    if strcmp(name, "activation") == 0:
-        return OP_ACTIVATION
+    while names[i] != NULL:
+        if strcmp(name, names[i]) == 0:
+            return i
+        i += 1
     return -1
 
 
-cdef void weight_free(Weight *w) noexcept nogil:
+cdef int st_plan_dtype_code(const char *name) noexcept nogil:
+    return st_plan_name_code(st_dtype_names, name)
+
+
+cdef int st_plan_act_code(const char *name) noexcept nogil:
+    return ACT_IDENTITY if name == NULL else st_plan_name_code(st_act_names, name)
+
+
+cdef int st_plan_op_code(const char *name) noexcept nogil:
+    return st_plan_name_code(st_op_names, name)
+
+
+cdef void st_plan_weight_free(Weight *w) noexcept nogil:
     free(w.page_ids)
     free(w.slots)
     free(w.res_kind)
@@ -139,12 +50,12 @@ cdef void weight_free(Weight *w) noexcept nogil:
     w.res_slot = NULL
 
 
-cdef void plan_free(Plan *plan) noexcept nogil:
+cdef void st_plan_free(Plan *plan) noexcept nogil:
     cdef int i
     if plan.layers != NULL:
         for i in range(plan.nlayers):
-            weight_free(&plan.layers[i].weight)
-            weight_free(&plan.layers[i].bias)
+            st_plan_weight_free(&plan.layers[i].weight)
+            st_plan_weight_free(&plan.layers[i].bias)
         free(plan.layers)
     source_close(&plan.src)
     sqlite3_free(plan.store)
@@ -153,7 +64,7 @@ cdef void plan_free(Plan *plan) noexcept nogil:
     memset(plan, 0, sizeof(Plan))
 
 
-cdef int weight_from_row(sqlite3_stmt *stmt, int col, Weight *w, const char *store,
+cdef int st_plan_weight_from_row(sqlite3_stmt *stmt, int col, Weight *w, const char *store,
                          const char *model, int layer, const char *role, char **err) noexcept nogil:
     """Fill id, shape and dtype of w from columns col..col+5 (the name the layer gives, id,
     rows, cols, dtype, nbytes of the tensor it names). A name without a tensor, or a shape
@@ -165,14 +76,14 @@ cdef int weight_from_row(sqlite3_stmt *stmt, int col, Weight *w, const char *sto
     if sqlite3_column_type(stmt, col + 1) == SQLITE_NULL:
         err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: layer %d of model '%s' names "
                                  "%s tensor '%s', which the model does not have", store, layer,
-                                 model, role, text_or(name, ""))
+                                 model, role, st_sql_text_or(name, ""))
         return SQLITE_CORRUPT
     w.tensor_id = sqlite3_column_int64(stmt, col + 1)
     w.rows = sqlite3_column_int64(stmt, col + 2)
     w.cols = sqlite3_column_int64(stmt, col + 3)
     cdef const char *dt = <const char *>sqlite3_column_text(stmt, col + 4)
     cdef sqlite3_int64 nbytes = sqlite3_column_int64(stmt, col + 5)
-    w.dtype = dtype_code(text_or(dt, ""))
+    w.dtype = st_plan_dtype_code(st_sql_text_or(dt, ""))
     if w.dtype < 0:
         err[0] = sqlite3_mprintf("layer %d of model '%s' uses a %s tensor; inference computes with "
                                  "float32, float16, bfloat16 or float64 weights", layer, model, dt)
@@ -189,18 +100,18 @@ cdef int weight_from_row(sqlite3_stmt *stmt, int col, Weight *w, const char *sto
     return SQLITE_OK
 
 
-cdef int load_tiles(sqlite3 *db, const char *schema, const char *store, Plan *plan,
+cdef int st_plan_load_tiles(sqlite3 *db, const char *schema, const char *store, Plan *plan,
                     Weight *w, char **err) noexcept nogil:
     """List w's tiles as (page, slot) in grid order. The map rows are counted before the
     lists are allocated, so a shape edited to be huge costs nothing."""
     cdef sqlite3_stmt *stmt = NULL
     cdef sqlite3_int64 n, bi, bj, slot, mapped = -1, seen = 0
     cdef int rc
-    # no overflow: rows * cols fits (weight_from_row) and a tile holds at least one element
+    # no overflow: rows * cols fits (st_plan_weight_from_row) and a tile holds at least one element
     w.grid_r = (w.rows + plan.block_rows - 1) // plan.block_rows
     w.grid_c = (w.cols + plan.block_cols - 1) // plan.block_cols
     n = w.grid_r * w.grid_c
-    rc = prepare_store_sql(db, "SELECT count(*) FROM {map} WHERE tensor_id = ?1", schema, store,
+    rc = st_sql_prepare(db, "SELECT count(*) FROM {map} WHERE tensor_id = ?1", schema, store,
                           &stmt)
     if rc == SQLITE_OK:
         sqlite3_bind_int64(stmt, 1, w.tensor_id)
@@ -222,7 +133,7 @@ cdef int load_tiles(sqlite3 *db, const char *schema, const char *store, Plan *pl
     w.slots = <int *>calloc(n, sizeof(int))
     if w.page_ids == NULL or w.slots == NULL:
         return SQLITE_NOMEM
-    rc = prepare_store_sql(
+    rc = st_sql_prepare(
         db, "SELECT m.block_row, m.block_col, b.page_id, b.slot FROM {map} m"
             " JOIN {blocks} b ON b.id = m.block_id WHERE m.tensor_id = ?1", schema, store, &stmt)
     if rc != SQLITE_OK:
@@ -256,7 +167,7 @@ cdef int load_tiles(sqlite3 *db, const char *schema, const char *store, Plan *pl
     return SQLITE_OK
 
 
-cdef int load_residuals(sqlite3 *db, const char *schema, const char *store, Plan *plan,
+cdef int st_plan_load_residuals(sqlite3 *db, const char *schema, const char *store, Plan *plan,
                         Weight *w, char **err) noexcept nogil:
     """List w's residuals per tile (kind, param, page, slot), each checked against its
     tile's extent; the arrays stay NULL when w has none."""
@@ -267,7 +178,7 @@ cdef int load_residuals(sqlite3 *db, const char *schema, const char *store, Plan
     cdef int rc
     if not plan.has_residuals:
         return SQLITE_OK
-    rc = prepare_store_sql(
+    rc = st_sql_prepare(
         db, "SELECT r.block_row, r.block_col, r.kind, r.param, r.page_id, r.slot, r.nbytes,"
             " p.id IS NOT NULL, t.name FROM {residuals} r JOIN {tensors} t ON t.id = r.tensor_id"
             " LEFT JOIN {pages} p ON p.id = r.page_id WHERE r.tensor_id = ?1",
@@ -290,13 +201,13 @@ cdef int load_residuals(sqlite3 *db, const char *schema, const char *store, Plan
         kind = sqlite3_column_int64(stmt, 2)
         param = sqlite3_column_int64(stmt, 3)
         slot = sqlite3_column_int64(stmt, 5)
-        tname = text_or(<const char *>sqlite3_column_text(stmt, 8), "?")
+        tname = st_sql_text_or(<const char *>sqlite3_column_text(stmt, 8), "?")
         if bi < 0 or bj < 0 or bi >= w.grid_r or bj >= w.grid_c:
             br = bc = 0
         else:
             br = min(plan.block_rows, w.rows - bi * plan.block_rows)
             bc = min(plan.block_cols, w.cols - bj * plan.block_cols)
-        rc = check_residual(store, tname, w.tensor_id, bi, bj, kind, param, br, bc,
+        rc = st_page_check_residual(store, tname, w.tensor_id, bi, bj, kind, param, br, bc,
                             sqlite3_column_int64(stmt, 6), err)
         if rc != SQLITE_OK:
             break
@@ -336,9 +247,9 @@ cdef int load_residuals(sqlite3 *db, const char *schema, const char *store, Plan
     return rc
 
 
-cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const char *model,
+cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const char *model,
                    Plan *plan, char **err) noexcept nogil:
-    """Read the model's layers and weights' tiles; plan_free() it afterwards, always."""
+    """Read the model's layers and weights' tiles; st_plan_free() it afterwards, always."""
     cdef sqlite3_stmt *stmt = NULL
     cdef int rc, i, step, n = 0
     cdef Layer *L
@@ -356,7 +267,7 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
     rc = source_init(&plan.src, db, schema, store, err)
     if rc != SQLITE_OK:
         return rc
-    rc = read_store_config(db, schema, store, &plan.block_rows, &plan.block_cols, err)
+    rc = st_page_read_store_config(db, schema, store, &plan.block_rows, &plan.block_cols, err)
     if rc != SQLITE_OK:
         return rc
     if plan.block_rows * plan.block_cols * 8 > ST_MAX_PAGE_BYTES:   # each is at most 65536
@@ -364,10 +275,10 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
                                  "%s_config are over the largest a store can have", store,
                                  plan.block_rows, plan.block_cols, store)
         return SQLITE_CORRUPT
-    rc = store_has_residuals(db, schema, store, &plan.has_residuals, err)
+    rc = st_sql_has_residuals(db, schema, store, &plan.has_residuals, err)
     if rc != SQLITE_OK:
         return rc
-    rc = prepare_store_sql(
+    rc = st_sql_prepare(
         db, "SELECT m.layers IS NULL, json_array_length(m.layers) FROM {models} m WHERE m.name = ?1",
         schema, store, &stmt)
     if rc != SQLITE_OK:
@@ -404,7 +315,7 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
     if plan.layers == NULL:
         return SQLITE_NOMEM
     plan.nlayers = n
-    rc = prepare_store_sql(
+    rc = st_sql_prepare(
         db, "SELECT j.value ->> '$.op', j.value ->> '$.activation', j.value ->> '$.transpose',"
             " j.value ->> '$.mode', j.value ->> '$.weight', w.id, w.rows, w.cols, w.dtype, w.nbytes,"
             " j.value ->> '$.bias', b.id, b.rows, b.cols, b.dtype, b.nbytes"
@@ -426,30 +337,30 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
             break
         L = &plan.layers[i]
         op_name = <const char *>sqlite3_column_text(stmt, 0)
-        L.op = op_code(op_name)
-        L.act = act_code(<const char *>sqlite3_column_text(stmt, 1))
+        L.op = st_plan_op_code(op_name)
+        L.act = st_plan_act_code(<const char *>sqlite3_column_text(stmt, 1))
         L.transpose = <int>sqlite3_column_int64(stmt, 2)
         mode = <const char *>sqlite3_column_text(stmt, 3)
-        L.bag_mean = mode == NULL or strcmp(mode, "sum") != 0
-        if mode != NULL and strcmp(mode, "sum") != 0 and strcmp(mode, "mean") != 0:
+        L.bag_mean = 1 if mode == NULL else st_plan_name_code(st_bag_modes, mode)   # 1: mean
+        if L.bag_mean < 0:
             L.act = -1   # reported below as a layer not understood
         if L.op < 0 or L.act < 0:
             err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: layer %d of model '%s' is not "
                                      "understood (op %s); set the layers again with "
                                      "Store.set_layers", store, i, model,
-                                     text_or(op_name, "missing"))
+                                     st_sql_text_or(op_name, "missing"))
             rc = SQLITE_CORRUPT
             break
-        rc = weight_from_row(stmt, 4, &L.weight, store, model, i, "weight", err)
+        rc = st_plan_weight_from_row(stmt, 4, &L.weight, store, model, i, "weight", err)
         if rc == SQLITE_OK:
-            rc = weight_from_row(stmt, 10, &L.bias, store, model, i, "bias", err)
+            rc = st_plan_weight_from_row(stmt, 10, &L.bias, store, model, i, "bias", err)
         if rc == SQLITE_OK and L.bias.tensor_id != 0 and L.op != OP_DENSE:
             err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: layer %d of model '%s' is "
                                      "not dense but names a bias", store, i, model)
             rc = SQLITE_CORRUPT
         if rc != SQLITE_OK:
             break
-        rc = plan_layer_shapes(plan, L, i, model, &width, err)
+        rc = st_plan_layer_shapes(plan, L, i, model, &width, err)
         i += 1
     sqlite3_finalize(stmt)
     if rc != SQLITE_OK:
@@ -460,23 +371,23 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
     for i in range(n):
         L = &plan.layers[i]
         if L.weight.tensor_id != 0:
-            rc = load_tiles(db, schema, store, plan, &L.weight, err)
+            rc = st_plan_load_tiles(db, schema, store, plan, &L.weight, err)
             if rc == SQLITE_OK:
-                rc = load_residuals(db, schema, store, plan, &L.weight, err)
+                rc = st_plan_load_residuals(db, schema, store, plan, &L.weight, err)
         if rc == SQLITE_OK and L.bias.tensor_id != 0:
-            rc = load_tiles(db, schema, store, plan, &L.bias, err)
+            rc = st_plan_load_tiles(db, schema, store, plan, &L.bias, err)
             if rc == SQLITE_OK:
-                rc = load_residuals(db, schema, store, plan, &L.bias, err)
+                rc = st_plan_load_residuals(db, schema, store, plan, &L.bias, err)
         if rc != SQLITE_OK:
             return rc
     plan.n_out = width
     # a row of activations must be something SQLite could hold (a tiny file can describe
     # a layer billions wide, every tile sharing one block)
-    return check_result_bytes(db, "a row of the model's activations", plan.max_width,
+    return st_sql_check_result_bytes(db, "a row of the model's activations", plan.max_width,
                               sizeof(float), err)
 
 
-cdef int plan_layer_shapes(Plan *plan, Layer *L, int i, const char *model,
+cdef int st_plan_layer_shapes(Plan *plan, Layer *L, int i, const char *model,
                            sqlite3_int64 *width, char **err) noexcept nogil:
     """Check a layer against the width flowing into it (layers.py checked it when stored;
     a mismatch now means the store was edited since: SQLITE_CORRUPT)."""

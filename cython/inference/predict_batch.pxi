@@ -16,7 +16,7 @@
 # Safety (docs/security.md): the table is SQLITE_VTAB_DIRECTONLY, so no view or trigger
 # (which a database file could bring along) can run a query through it; the query must
 # be exactly one statement that sqlite3_stmt_readonly says writes nothing
-# (prepare_user_query); queries may nest inside each other's up to ST_MAX_BATCH_DEPTH
+# (st_sql_prepare_user_query); queries may nest inside each other's up to ST_MAX_BATCH_DEPTH
 # (8) deep on a thread, deeper is an error, not a stack overflow. A batch's output
 # buffer stays under BATCH_OUT_BYTES (fewer rows per batch for a wide model).
 
@@ -45,7 +45,7 @@ ctypedef struct BatchCursor:
     sqlite3_value *args[4]        # the hidden arguments, for xColumn
 
 
-cdef int batch_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
+cdef int st_batch_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
                        sqlite3_vtab **out, char **err) noexcept nogil:
     cdef int rc = sqlite3_declare_vtab(
         db, "CREATE TABLE x(id, output BLOB, store HIDDEN, model HIDDEN, query HIDDEN,"
@@ -65,7 +65,7 @@ cdef int batch_connect(sqlite3 *db, void *aux, int argc, const char *const *argv
     return SQLITE_OK
 
 
-cdef int batch_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
+cdef int st_batch_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
     cdef int i, col
     cdef int found[4]
     cdef int unusable = 0
@@ -97,7 +97,7 @@ cdef int batch_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept
     return SQLITE_OK
 
 
-cdef int batch_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept nogil:
+cdef int st_batch_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept nogil:
     cdef BatchCursor *c = <BatchCursor *>sqlite3_malloc64(sizeof(BatchCursor))
     if c == NULL:
         return SQLITE_NOMEM
@@ -106,7 +106,7 @@ cdef int batch_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept nogi
     return SQLITE_OK
 
 
-cdef void batch_clear_rows(BatchCursor *c) noexcept nogil:
+cdef void st_batch_clear_rows(BatchCursor *c) noexcept nogil:
     cdef sqlite3_int64 i
     if c.ids != NULL:
         for i in range(c.rows):
@@ -115,15 +115,15 @@ cdef void batch_clear_rows(BatchCursor *c) noexcept nogil:
     c.pos = 0
 
 
-cdef void batch_reset(BatchCursor *c) noexcept nogil:
+cdef void st_batch_reset(BatchCursor *c) noexcept nogil:
     cdef int i
-    batch_clear_rows(c)
+    st_batch_clear_rows(c)
     sqlite3_finalize(c.query)
     c.query = NULL
     if c.have_plan:
-        plan_free(&c.plan)
+        st_plan_free(&c.plan)
         c.have_plan = 0
-    builder_free(&c.input)
+    st_input_free(&c.input)
     free(c.ids)
     free(c.out)
     c.ids = NULL
@@ -133,26 +133,26 @@ cdef void batch_reset(BatchCursor *c) noexcept nogil:
         c.args[i] = NULL
 
 
-cdef int batch_close(sqlite3_vtab_cursor *cur) noexcept nogil:
-    batch_reset(<BatchCursor *>cur)
+cdef int st_batch_close(sqlite3_vtab_cursor *cur) noexcept nogil:
+    st_batch_reset(<BatchCursor *>cur)
     sqlite3_free(cur)
     return SQLITE_OK
 
 
-cdef int batch_error(sqlite3_vtab_cursor *cur, char *err, int rc) noexcept nogil:
-    set_vtab_error(cur.pVtab, sqlite3_mprintf("tensor_predict_batch: %s",
-                                              text_or(err, "out of memory")))
+cdef int st_batch_error(sqlite3_vtab_cursor *cur, char *err, int rc) noexcept nogil:
+    st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf("tensor_predict_batch: %s",
+                                              st_sql_text_or(err, "out of memory")))
     sqlite3_free(err)
     return rc
 
 
-cdef int batch_fill(BatchCursor *c) noexcept nogil:
+cdef int st_batch_fill(BatchCursor *c) noexcept nogil:
     """Read up to batch_size rows of the query and run the model on them."""
     global st_batch_depth
     cdef char *err = NULL
     cdef int rc
-    batch_clear_rows(c)
-    builder_reset(&c.input)
+    st_batch_clear_rows(c)
+    st_input_reset(&c.input)
     while not c.query_done and c.rows < c.batch_size:
         st_batch_depth += 1   # the query may hold a tensor_predict_batch of its own
         rc = sqlite3_step(c.query)
@@ -162,21 +162,21 @@ cdef int batch_fill(BatchCursor *c) noexcept nogil:
             break
         if rc != SQLITE_ROW:
             err = sqlite3_mprintf("the query failed: %s", sqlite3_errmsg(sqlite3_db_handle(c.query)))
-            return batch_error(&c.base, err, rc)
-        rc = builder_add(&c.input, &c.plan, sqlite3_column_value(c.query, 1), 1, &err)
+            return st_batch_error(&c.base, err, rc)
+        rc = st_input_add(&c.input, &c.plan, sqlite3_column_value(c.query, 1), 1, &err)
         if rc != SQLITE_OK:
-            return batch_error(&c.base, sqlite3_mprintf("row %lld of the query: %s",
+            return st_batch_error(&c.base, sqlite3_mprintf("row %lld of the query: %s",
                                                         c.rowid + c.rows + 1, err), rc)
         c.ids[c.rows] = sqlite3_value_dup(sqlite3_column_value(c.query, 0))
         c.rows += 1
     if c.rows > 0:
-        rc = forward(&c.plan, &c.input.inp, c.out, &err)
+        rc = st_kern_forward(&c.plan, &c.input.inp, c.out, &err)
         if rc != SQLITE_OK:
-            return batch_error(&c.base, err, rc)
+            return st_batch_error(&c.base, err, rc)
     return SQLITE_OK
 
 
-cdef int batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
+cdef int st_batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
                       int argc, sqlite3_value **argv) noexcept nogil:
     cdef BatchCursor *c = <BatchCursor *>cur
     cdef char *err = NULL
@@ -184,11 +184,11 @@ cdef int batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str
     cdef char *schema = NULL
     cdef char *store = NULL
     cdef int rc, i
-    batch_reset(c)
+    st_batch_reset(c)
     c.rowid = 0
     c.query_done = 0
     if idx_num < 0:
-        set_vtab_error(cur.pVtab, sqlite3_mprintf(
+        st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf(
             "tensor_predict_batch: needs a store, a model and a query, as in "
             "tensor_predict_batch('tensors', 'clf', 'SELECT id, features FROM inputs')"))
         return SQLITE_ERROR
@@ -196,47 +196,47 @@ cdef int batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str
         c.args[i] = sqlite3_value_dup(argv[i])
     for i in range(3):
         if sqlite3_value_type(argv[i]) != SQLITE_TEXT:
-            set_vtab_error(cur.pVtab, sqlite3_mprintf(
+            st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf(
                 "tensor_predict_batch: argument %d must be text, got %s", i + 1,
-                value_type_name(sqlite3_value_type(argv[i]))))
+                st_fn_value_type_name(sqlite3_value_type(argv[i]))))
             return SQLITE_ERROR
         if <int>strlen(<const char *>sqlite3_value_text(argv[i])) != sqlite3_value_bytes(argv[i]):
-            set_vtab_error(cur.pVtab, sqlite3_mprintf(
+            st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf(
                 "tensor_predict_batch: argument %d contains a NUL character", i + 1))
             return SQLITE_ERROR
     c.batch_size = BATCH_DEFAULT_ROWS
     if idx_num & 1:
         if sqlite3_value_type(argv[3]) != SQLITE_INTEGER or sqlite3_value_int64(argv[3]) < 1 \
                 or sqlite3_value_int64(argv[3]) > BATCH_MAX_ROWS:
-            set_vtab_error(cur.pVtab, sqlite3_mprintf(
+            st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf(
                 "tensor_predict_batch: batch_size must be an integer from 1 to %d", <int>BATCH_MAX_ROWS))
             return SQLITE_ERROR
         c.batch_size = sqlite3_value_int64(argv[3])
     db = (<ReportVtab *>cur.pVtab).db
     if st_batch_depth >= ST_MAX_BATCH_DEPTH:
-        return batch_error(cur, sqlite3_mprintf(
+        return st_batch_error(cur, sqlite3_mprintf(
             "queries nest %d deep, over the limit of %d (does the query, or a view it reads, "
             "feed tensor_predict_batch from itself?)", st_batch_depth + 1,
             <int>ST_MAX_BATCH_DEPTH), SQLITE_ERROR)
-    rc = split_store_name(db, <const char *>sqlite3_value_text(argv[0]), &schema, &store, &err)
+    rc = st_sql_split_store_name(db, <const char *>sqlite3_value_text(argv[0]), &schema, &store, &err)
     if rc == SQLITE_OK:
-        rc = plan_load(db, schema, store, <const char *>sqlite3_value_text(argv[1]), &c.plan, &err)
+        rc = st_plan_load(db, schema, store, <const char *>sqlite3_value_text(argv[1]), &c.plan, &err)
     sqlite3_free(schema)
     sqlite3_free(store)
     c.have_plan = 1
     if rc != SQLITE_OK:
-        return batch_error(cur, err, rc)
-    rc = prepare_user_query(db, "tensor_predict_batch", <const char *>sqlite3_value_text(argv[2]),
+        return st_batch_error(cur, err, rc)
+    rc = st_sql_prepare_user_query(db, "tensor_predict_batch", <const char *>sqlite3_value_text(argv[2]),
                             &c.query, &err)
     if rc != SQLITE_OK:
-        return batch_error(cur, err, rc)
+        return st_batch_error(cur, err, rc)
     if sqlite3_column_count(c.query) < 2:
-        return batch_error(cur, sqlite3_mprintf("the query must return two columns (id, input), "
+        return st_batch_error(cur, sqlite3_mprintf("the query must return two columns (id, input), "
                                                 "it returns %d", sqlite3_column_count(c.query)),
                            SQLITE_ERROR)
-    rc = check_result_bytes(db, "an output row", c.plan.n_out, sizeof(float), &err)
+    rc = st_sql_check_result_bytes(db, "an output row", c.plan.n_out, sizeof(float), &err)
     if rc != SQLITE_OK:
-        return batch_error(cur, err, rc)
+        return st_batch_error(cur, err, rc)
     # a wide model takes fewer rows per batch: the buffer stays under BATCH_OUT_BYTES
     if c.batch_size > BATCH_OUT_BYTES // (c.plan.n_out * <sqlite3_int64>sizeof(float)):
         c.batch_size = max(1, BATCH_OUT_BYTES // (c.plan.n_out * <sqlite3_int64>sizeof(float)))
@@ -244,24 +244,24 @@ cdef int batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str
     c.out = <float *>malloc(c.batch_size * c.plan.n_out * sizeof(float))
     if c.ids == NULL or c.out == NULL:
         return SQLITE_NOMEM
-    return batch_fill(c)
+    return st_batch_fill(c)
 
 
-cdef int batch_next(sqlite3_vtab_cursor *cur) noexcept nogil:
+cdef int st_batch_next(sqlite3_vtab_cursor *cur) noexcept nogil:
     cdef BatchCursor *c = <BatchCursor *>cur
     c.pos += 1
     c.rowid += 1
     if c.pos >= c.rows:
-        return batch_fill(c)
+        return st_batch_fill(c)
     return SQLITE_OK
 
 
-cdef int batch_eof(sqlite3_vtab_cursor *cur) noexcept nogil:
+cdef int st_batch_eof(sqlite3_vtab_cursor *cur) noexcept nogil:
     cdef BatchCursor *c = <BatchCursor *>cur
     return c.pos >= c.rows
 
 
-cdef int batch_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noexcept nogil:
+cdef int st_batch_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noexcept nogil:
     cdef BatchCursor *c = <BatchCursor *>cur
     if i == BATCH_COL_ID:
         sqlite3_result_value(ctx, c.ids[c.pos])
@@ -273,25 +273,25 @@ cdef int batch_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noe
     return SQLITE_OK
 
 
-cdef int batch_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid) noexcept nogil:
+cdef int st_batch_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid) noexcept nogil:
     rowid[0] = (<BatchCursor *>cur).rowid
     return SQLITE_OK
 
 
-cdef sqlite3_module batch_module
+cdef sqlite3_module st_batch_module
 
 
-cdef void init_batch_module() noexcept nogil:
-    batch_module.iVersion = 1
-    batch_module.xCreate = NULL
-    batch_module.xConnect = batch_connect
-    batch_module.xBestIndex = batch_best_index
-    batch_module.xDisconnect = report_disconnect
-    batch_module.xDestroy = report_disconnect
-    batch_module.xOpen = batch_open
-    batch_module.xClose = batch_close
-    batch_module.xFilter = batch_filter
-    batch_module.xNext = batch_next
-    batch_module.xEof = batch_eof
-    batch_module.xColumn = batch_column
-    batch_module.xRowid = batch_rowid
+cdef void st_batch_init_module() noexcept nogil:
+    st_batch_module.iVersion = 1
+    st_batch_module.xCreate = NULL
+    st_batch_module.xConnect = st_batch_connect
+    st_batch_module.xBestIndex = st_batch_best_index
+    st_batch_module.xDisconnect = st_report_disconnect
+    st_batch_module.xDestroy = st_report_disconnect
+    st_batch_module.xOpen = st_batch_open
+    st_batch_module.xClose = st_batch_close
+    st_batch_module.xFilter = st_batch_filter
+    st_batch_module.xNext = st_batch_next
+    st_batch_module.xEof = st_batch_eof
+    st_batch_module.xColumn = st_batch_column
+    st_batch_module.xRowid = st_batch_rowid

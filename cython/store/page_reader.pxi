@@ -5,7 +5,7 @@
 #   0  'STPG'   4  u32 version   8  u32 nslots   12  u32 header bytes
 #   version 2:  16  u64 checksum    24 + 16*i  u64 offset, u64 nbytes of slot i
 #   version 1:                      16 + 16*i  u64 offset, u64 nbytes of slot i
-# A version-2 page's checksum (st_page_checksum) covers the whole BLOB, its own field
+# A version-2 page's checksum (st_page_checksum, c/st_page.c) covers the whole BLOB, its own field
 # counted as zero, seeded with the page id. Every read goes through the buffer pool's page
 # source (cache/process_pool.pxi), which checks header, checksum, slots and sizes here, so
 # a damaged page gives SQLITE_CORRUPT with a message naming page and slot, never a wild
@@ -16,123 +16,47 @@
 # residual page; readers return block + residual. The helpers that check and apply a
 # payload live here and serve read_tensor and the kernels alike.
 
-cdef enum:
-    RES_LOWRANK = 1              # residual kinds (sqlite_tensor/residuals.py documents them)
-    RES_QUANTIZED = 2
+# The page format's constants and its checksum are C (c/st_page.h, c/st_page.c), the one
+# owner, declared in engine.pxd with TensorInfo; Python's writer (pages.py) takes them from
+# _engine.PAGE_FORMAT.
 
-cdef enum:
-    PAGE_MAGIC = 0x47505453      # 'STPG' read as a little-endian u32
-    PAGE_VERSION = 2             # what the writer writes; version 1 pages stay readable
-    PAGE_V1_HEADER_BYTES = 16    # version 1: slots start here
-    PAGE_HEADER_BYTES = 24       # version 2: slots start here
-    PAGE_CHECKSUM_AT = 16        # version 2: u64 checksum
-    PAGE_SLOT_BYTES = 16
-
-# The page checksum: a multiply-rotate hash over 8-byte words in four independent lanes
-# (so the four multiplies of a 32-byte stripe overlap), then the tail, then an avalanche.
-# Seeded with the page id, so a page copied into another row fails. Our own code, written
-# once here; Python calls it through page_checksum() for the writer (pages.py).
-cdef extern from *:
-    """
-    #define ST_K1 0x9E3779B185EBCA87ULL
-    #define ST_K2 0xC2B2AE3D27D4EB4FULL
-    #define ST_K3 0x165667B19E3779F9ULL
-    #define ST_K4 0x85EBCA77C2B2AE63ULL
-    #define ST_K5 0x27D4EB2F165667C5ULL
-    static inline uint64_t st_rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-    static inline uint64_t st_lane(uint64_t acc, uint64_t w) {
-        return st_rotl(acc + w * ST_K2, 31) * ST_K1;
-    }
-    static inline uint64_t st_merge(uint64_t h, uint64_t v) {
-        return (h ^ st_lane(0, v)) * ST_K1 + ST_K4;
-    }
-    /* n bytes at p, the 8 bytes at offset 16 (the checksum field) counted as zero. */
-    static uint64_t st_page_checksum(const unsigned char *p, size_t n, uint64_t page_id) {
-        unsigned char head[32];
-        const unsigned char *s, *tail;
-        size_t k = n < 32 ? n : 32, left;
-        uint64_t seed = page_id * ST_K3 + 0x5354504732ULL;   /* "STPG2" */
-        uint64_t h, v0 = seed + ST_K1 + ST_K2, v1 = seed + ST_K2, v2 = seed, v3 = seed - ST_K1;
-        memcpy(head, p, k);
-        if (n >= 24) memset(head + 16, 0, 8);
-        if (n >= 32) {
-            v0 = st_lane(v0, st_get_u64(head)); v1 = st_lane(v1, st_get_u64(head + 8));
-            v2 = st_lane(v2, st_get_u64(head + 16)); v3 = st_lane(v3, st_get_u64(head + 24));
-            s = p + 32;
-            while ((size_t)(p + n - s) >= 32) {
-                v0 = st_lane(v0, st_get_u64(s)); v1 = st_lane(v1, st_get_u64(s + 8));
-                v2 = st_lane(v2, st_get_u64(s + 16)); v3 = st_lane(v3, st_get_u64(s + 24));
-                s += 32;
-            }
-            h = st_rotl(v0, 1) + st_rotl(v1, 7) + st_rotl(v2, 12) + st_rotl(v3, 18);
-            h = st_merge(h, v0); h = st_merge(h, v1); h = st_merge(h, v2); h = st_merge(h, v3);
-            tail = s; left = (size_t)(p + n - s);
-        } else {
-            h = seed + ST_K5;
-            tail = head; left = n;
-        }
-        h += (uint64_t)n;
-        for (; left >= 8; tail += 8, left -= 8)
-            h = st_rotl(h ^ st_lane(0, st_get_u64(tail)), 27) * ST_K1 + ST_K4;
-        if (left >= 4) {
-            h = st_rotl(h ^ (uint64_t)st_get_u32(tail) * ST_K1, 23) * ST_K2 + ST_K3;
-            tail += 4; left -= 4;
-        }
-        for (; left > 0; tail++, left--)
-            h = st_rotl(h ^ (uint64_t)tail[0] * ST_K5, 11) * ST_K1;
-        h ^= h >> 33; h *= ST_K2; h ^= h >> 29; h *= ST_K3; h ^= h >> 32;
-        return h;
-    }
-    """
-    uint64_t st_page_checksum(const unsigned char *p, size_t n, uint64_t page_id) nogil
-
-
-ctypedef struct TensorInfo:
-    sqlite3_int64 id             # rowid in <store>_tensors
-    sqlite3_int64 rows, cols     # the 2-D view: leading dims flattened, 1-D as one column
-    sqlite3_int64 nbytes         # rows * cols * itemsize
-    int itemsize                 # bytes per element
-    sqlite3_int64 block_rows     # the store's block shape
-    sqlite3_int64 block_cols
-
-
-cdef inline sqlite3_int64 page_slots_at(const unsigned char *data) noexcept nogil:
+cdef inline sqlite3_int64 st_page_slots_at(const unsigned char *data) noexcept nogil:
     """Where a checked page's slot table begins (its version says)."""
-    return PAGE_V1_HEADER_BYTES if st_get_u32(data + 4) == 1 else PAGE_HEADER_BYTES
+    return ST_PAGE_V1_HEADER_BYTES if st_get_u32(data + 4) == 1 else ST_PAGE_HEADER_BYTES
 
 
-cdef int check_page_header(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
+cdef int st_page_check_header(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
                            const char *table, int min_version, char **err) noexcept nogil:
     """A page must start with a known header (version 1 or 2, at least min_version: a store
     upgraded to version-2 pages refuses a version-1 page, which has no checksum), and its
     slot table must fit. n is the page's size; data holds at least its header."""
     cdef unsigned int version = st_get_u32(data + 4) if n >= 8 else 0
-    if n < PAGE_V1_HEADER_BYTES or st_get_u32(data) != PAGE_MAGIC or version < <unsigned int>min_version \
-            or version > PAGE_VERSION or (version == 2 and n < PAGE_HEADER_BYTES):
+    if n < ST_PAGE_V1_HEADER_BYTES or st_get_u32(data) != ST_PAGE_MAGIC or version < <unsigned int>min_version \
+            or version > ST_PAGE_VERSION or (version == 2 and n < ST_PAGE_HEADER_BYTES):
         err[0] = sqlite3_mprintf("page %lld of %s is corrupt: not a version-%d page",
-                                 page_id, table, <int>(PAGE_VERSION if min_version > 1 else 1))
-        if n >= 8 and st_get_u32(data) == PAGE_MAGIC and version == 1:
+                                 page_id, table, <int>(ST_PAGE_VERSION if min_version > 1 else 1))
+        if n >= 8 and st_get_u32(data) == ST_PAGE_MAGIC and version == 1:
             sqlite3_free(err[0])
             err[0] = sqlite3_mprintf("page %lld of %s is corrupt: a version-1 page (no checksum) "
                                      "in a store of version-%d pages", page_id, table,
-                                     <int>PAGE_VERSION)
+                                     <int>ST_PAGE_VERSION)
         return SQLITE_CORRUPT
     cdef sqlite3_int64 nslots = st_get_u32(data + 8)
-    if page_slots_at(data) + nslots * PAGE_SLOT_BYTES > n:
+    if st_page_slots_at(data) + nslots * ST_PAGE_SLOT_BYTES > n:
         err[0] = sqlite3_mprintf("page %lld of %s is corrupt: %lld slots do not fit in %lld bytes",
                                  page_id, table, nslots, n)
         return SQLITE_CORRUPT
     return SQLITE_OK
 
 
-cdef int check_page(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
+cdef int st_page_check(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
                     const char *table, int min_version, int verify, char **err) noexcept nogil:
     """A whole page read into memory: its header, then (version 2, unless verify is 0) its
     checksum, which covers every byte."""
-    cdef int rc = check_page_header(data, n, page_id, table, min_version, err)
+    cdef int rc = st_page_check_header(data, n, page_id, table, min_version, err)
     if rc != SQLITE_OK or not verify or st_get_u32(data + 4) == 1:
         return rc
-    cdef uint64_t want = st_get_u64(data + PAGE_CHECKSUM_AT)
+    cdef uint64_t want = st_get_u64(data + ST_PAGE_CHECKSUM_AT)
     cdef uint64_t got = st_page_checksum(data, <size_t>n, <uint64_t>page_id)
     if got != want:
         err[0] = sqlite3_mprintf("page %lld of %s is corrupt: checksum %016llx, the page's "
@@ -141,7 +65,7 @@ cdef int check_page(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 pa
     return SQLITE_OK
 
 
-cdef int check_slot(const unsigned char *entry, sqlite3_int64 slot, sqlite3_int64 nslots,
+cdef int st_page_check_slot(const unsigned char *entry, sqlite3_int64 slot, sqlite3_int64 nslots,
                     sqlite3_int64 nbytes, sqlite3_int64 page_bytes, sqlite3_int64 page_id,
                     const char *table, uint64_t *offset, char **err) noexcept nogil:
     """Check slot's directory entry (entry: its 16 bytes, NULL when slot is out of range):
@@ -162,12 +86,12 @@ cdef int check_slot(const unsigned char *entry, sqlite3_int64 slot, sqlite3_int6
     return SQLITE_OK
 
 
-cdef int read_store_config(sqlite3 *db, const char *schema, const char *store,
+cdef int st_page_read_store_config(sqlite3 *db, const char *schema, const char *store,
                            sqlite3_int64 *block_rows, sqlite3_int64 *block_cols,
                            char **err) noexcept nogil:
     """Read the store's block shape; an error names the store if it is not one."""
     cdef sqlite3_stmt *stmt = NULL
-    cdef int rc = prepare_store_sql(
+    cdef int rc = st_sql_prepare(
         db, "SELECT key, value FROM {config} WHERE key IN ('block_rows', 'block_cols')",
         schema, store, &stmt)
     if rc != SQLITE_OK:
@@ -178,7 +102,7 @@ cdef int read_store_config(sqlite3 *db, const char *schema, const char *store,
     block_cols[0] = 0
     rc = sqlite3_step(stmt)
     while rc == SQLITE_ROW:
-        if strcmp(text_or(<const char *>sqlite3_column_text(stmt, 0), ""), "block_rows") == 0:
+        if strcmp(st_sql_text_or(<const char *>sqlite3_column_text(stmt, 0), ""), "block_rows") == 0:
             block_rows[0] = sqlite3_column_int64(stmt, 1)
         else:
             block_cols[0] = sqlite3_column_int64(stmt, 1)
@@ -197,14 +121,14 @@ cdef int read_store_config(sqlite3 *db, const char *schema, const char *store,
     return SQLITE_OK
 
 
-cdef int lookup_tensor(sqlite3 *db, const char *schema, const char *store, const char *model,
+cdef int st_page_lookup_tensor(sqlite3 *db, const char *schema, const char *store, const char *model,
                        const char *tensor, TensorInfo *info, char **err) noexcept nogil:
     """Find a tensor by model and name; the error says which of the three names is unknown."""
     cdef sqlite3_stmt *stmt = NULL
-    cdef int rc = read_store_config(db, schema, store, &info.block_rows, &info.block_cols, err)
+    cdef int rc = st_page_read_store_config(db, schema, store, &info.block_rows, &info.block_cols, err)
     if rc != SQLITE_OK:
         return rc
-    rc = prepare_store_sql(
+    rc = st_sql_prepare(
         db, "SELECT t.id, t.rows, t.cols, t.nbytes FROM {tensors} t JOIN {models} m "
             "ON m.id = t.model_id WHERE m.name = ?1 AND t.name = ?2", schema, store, &stmt)
     if rc != SQLITE_OK:
@@ -219,13 +143,13 @@ cdef int lookup_tensor(sqlite3 *db, const char *schema, const char *store, const
         info.cols = sqlite3_column_int64(stmt, 2)
         info.nbytes = sqlite3_column_int64(stmt, 3)
         sqlite3_finalize(stmt)
-        return check_tensor_info(store, info, err)
+        return st_page_check_tensor_info(store, info, err)
     sqlite3_finalize(stmt)
     if rc != SQLITE_DONE:
         err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
         return rc
     # Not found: say whether the model or the tensor is missing.
-    rc = prepare_store_sql(db, "SELECT 1 FROM {models} WHERE name = ?1", schema, store, &stmt)
+    rc = st_sql_prepare(db, "SELECT 1 FROM {models} WHERE name = ?1", schema, store, &stmt)
     if rc == SQLITE_OK:
         sqlite3_bind_text(stmt, 1, model, -1, SQLITE_STATIC)
         rc = sqlite3_step(stmt)
@@ -240,7 +164,7 @@ cdef int lookup_tensor(sqlite3 *db, const char *schema, const char *store, const
     return SQLITE_ERROR
 
 
-cdef int check_tensor_info(const char *store, TensorInfo *info, char **err) noexcept nogil:
+cdef int st_page_check_tensor_info(const char *store, TensorInfo *info, char **err) noexcept nogil:
     """Derive the item size and refuse rows that cannot describe a tensor."""
     # rows > nbytes / cols first: rows * cols could overflow (even to 0, a division by zero)
     if info.rows <= 0 or info.cols <= 0 or info.nbytes <= 0 or info.rows > info.nbytes // info.cols \
@@ -261,7 +185,7 @@ cdef int check_tensor_info(const char *store, TensorInfo *info, char **err) noex
 
 # -- residuals -------------------------------------------------------------------------------
 
-cdef sqlite3_int64 residual_bytes(sqlite3_int64 kind, sqlite3_int64 param, sqlite3_int64 br,
+cdef sqlite3_int64 st_page_residual_bytes(sqlite3_int64 kind, sqlite3_int64 param, sqlite3_int64 br,
                                   sqlite3_int64 bc) noexcept nogil:
     """Payload length of a residual of this kind for a br x bc tile (br, bc >= 1, within
     ST_MAX_BLOCK_DIM); -1 when kind or param is not valid for it."""
@@ -270,20 +194,30 @@ cdef sqlite3_int64 residual_bytes(sqlite3_int64 kind, sqlite3_int64 param, sqlit
             return -1
         return (br + bc) * param * 4
     if kind == RES_QUANTIZED:
-        if param != 2 and param != 4 and param != 8:
+        if not st_page_residual_bits_ok(param):
             return -1
         return br * 4 + br * ((bc * param + 7) // 8)
     return -1
 
 
-cdef int check_residual(const char *store, const char *tensor, sqlite3_int64 tensor_id,
+cdef int st_page_residual_bits_ok(sqlite3_int64 bits) noexcept nogil:
+    """Whether a quantized residual may take this many bits (st_residual_bits)."""
+    cdef int i = 0
+    while st_residual_bits[i] != 0:
+        if bits == st_residual_bits[i]:
+            return 1
+        i += 1
+    return 0
+
+
+cdef int st_page_check_residual(const char *store, const char *tensor, sqlite3_int64 tensor_id,
                         sqlite3_int64 bi, sqlite3_int64 bj, sqlite3_int64 kind,
                         sqlite3_int64 param, sqlite3_int64 br, sqlite3_int64 bc,
                         sqlite3_int64 nbytes, char **err) noexcept nogil:
     """A residual row must name a tile of the grid (br, bc >= 1: the caller checked
     bi, bj), a known kind with a parameter valid for the tile, and the payload length
     they make. SQLITE_CORRUPT with a message naming store, tensor and tile otherwise."""
-    cdef sqlite3_int64 want = residual_bytes(kind, param, br, bc)
+    cdef sqlite3_int64 want = st_page_residual_bytes(kind, param, br, bc)
     cdef char *what = NULL
     if br <= 0 or bc <= 0:
         what = sqlite3_mprintf("names a tile outside the tensor's grid")
@@ -301,12 +235,12 @@ cdef int check_residual(const char *store, const char *tensor, sqlite3_int64 ten
         return SQLITE_OK
     err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: the residual of tile (%lld, %lld) "
                              "of tensor '%s' (id %lld) %s", store, bi, bj, tensor, tensor_id,
-                             text_or(what, "is invalid"))
+                             st_sql_text_or(what, "is invalid"))
     sqlite3_free(what)
     return SQLITE_CORRUPT
 
 
-cdef inline float residual_code(const unsigned char *row, sqlite3_int64 j, int bits) noexcept nogil:
+cdef inline float st_page_residual_code(const unsigned char *row, sqlite3_int64 j, int bits) noexcept nogil:
     """Element j of a row of packed codes, minus the offset 2**(bits-1), as a float."""
     if bits == 8:
         return <float>(<int>row[j] - 128)
@@ -315,9 +249,9 @@ cdef inline float residual_code(const unsigned char *row, sqlite3_int64 j, int b
     return <float>(<int>((row[j >> 2] >> ((j & 3) << 1)) & 3) - 2)
 
 
-cdef void residual_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
+cdef void st_page_residual_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
                        sqlite3_int64 bc, float *dst, sqlite3_int64 ld) noexcept nogil:
-    """dst (br x bc, row stride ld) += the residual (checked by check_residual, payload
+    """dst (br x bc, row stride ld) += the residual (checked by st_page_check_residual, payload
     float-aligned: slots start at 64-byte offsets of a malloc'd page)."""
     cdef const float *U
     cdef const float *V
@@ -349,7 +283,7 @@ cdef void residual_add(int kind, int param, const unsigned char *payload, sqlite
                 d[j] += <float>(<int>((row[j >> 2] >> ((j & 3) << 1)) & 3) - 2) * s
 
 
-cdef void residual_row_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
+cdef void st_page_residual_row_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
                            sqlite3_int64 bc, sqlite3_int64 r, float *dst) noexcept nogil:
     """dst[0:bc] += row r of the residual (for embedding rows)."""
     cdef const float *U
@@ -369,4 +303,4 @@ cdef void residual_row_add(int kind, int param, const unsigned char *payload, sq
     s = (<const float *>payload)[r]
     row = payload + br * 4 + r * ((bc * param + 7) // 8)
     for j in range(bc):
-        dst[j] += residual_code(row, j, param) * s
+        dst[j] += st_page_residual_code(row, j, param) * s

@@ -4,7 +4,7 @@
 #   SELECT * FROM tensor_models('tensors');   -- per model: logical vs physical bytes
 #   SELECT * FROM tensor_pages('tensors');    -- per page: blocks, and who shares them
 #
-# A store argument 'db.name' names a store in attached database db (split_store_name).
+# A store argument 'db.name' names a store in attached database db (st_sql_split_store_name).
 # The tables only read, so they are SQLITE_VTAB_INNOCUOUS: usable from views and triggers
 # even with trusted_schema off.
 #
@@ -16,96 +16,18 @@
 # pages as pages it reads. Each report's SQL starts with a CTE `res` of the residual rows;
 # a store without a <store>_residuals table (created before residuals) gets an empty one.
 
-cdef extern from *:
-    """
-    typedef struct st_report {
-        const char *name;     /* eponymous table-valued function */
-        const char *columns;  /* CREATE TABLE x(...) with the HIDDEN store column last */
-        int ncols;            /* visible columns; the store column's index */
-        const char *sql;      /* SELECT of those columns; {part} = the store's shadow table,
-                              ** %s = the residual rows (tensor_id, page_id, nbytes) */
-    } st_report;
-
-    static const st_report st_reports[] = {
-      {"tensor_stats",
-       "CREATE TABLE x(models INTEGER, tensors INTEGER, logical_bytes INTEGER,"
-       " physical_bytes INTEGER, distinct_blocks INTEGER, pages INTEGER, page_bytes INTEGER,"
-       " dedup_ratio REAL, block_rows INTEGER, block_cols INTEGER, page_blocks INTEGER,"
-       " store HIDDEN)",
-       11,
-       "WITH res(tensor_id, page_id, nbytes) AS (%s)"
-       " SELECT (SELECT count(*) FROM {models}), (SELECT count(*) FROM {tensors}),"
-       " l.b, p.b + r.b, p.n, (SELECT count(*) FROM {pages}),"
-       " (SELECT coalesce(sum(nbytes), 0) FROM {pages}),"
-       " CASE WHEN p.b + r.b > 0 THEN 1.0 * l.b / (p.b + r.b) END,"
-       " (SELECT value FROM {config} WHERE key = 'block_rows'),"
-       " (SELECT value FROM {config} WHERE key = 'block_cols'),"
-       " (SELECT value FROM {config} WHERE key = 'page_blocks')"
-       " FROM (SELECT coalesce(sum(nbytes), 0) AS b FROM {tensors}) l,"
-       " (SELECT coalesce(sum(nbytes), 0) AS b, count(*) AS n FROM {blocks}) p,"
-       " (SELECT coalesce(sum(nbytes), 0) AS b FROM res) r"},
-      {"tensor_models",
-       "CREATE TABLE x(model TEXT, tensors INTEGER, blocks INTEGER, logical_bytes INTEGER,"
-       " physical_bytes INTEGER, private_bytes INTEGER, pages INTEGER, store HIDDEN)",
-       7,
-       "WITH res(tensor_id, page_id, nbytes) AS (%s),"
-       " uses(model_id, block_id) AS (SELECT DISTINCT t.model_id, m.block_id"
-       "   FROM {map} m JOIN {tensors} t ON t.id = m.tensor_id),"
-       " owners(block_id, n) AS (SELECT block_id, count(*) FROM uses GROUP BY block_id),"
-       " own(model_id, page_id, nbytes) AS (SELECT t.model_id, r.page_id, r.nbytes"
-       "   FROM res r JOIN {tensors} t ON t.id = r.tensor_id)"
-       " SELECT mo.name,"
-       " (SELECT count(*) FROM {tensors} t WHERE t.model_id = mo.id),"
-       " (SELECT count(*) FROM uses u WHERE u.model_id = mo.id),"
-       " (SELECT coalesce(sum(t.nbytes), 0) FROM {tensors} t WHERE t.model_id = mo.id),"
-       " (SELECT coalesce(sum(b.nbytes), 0) FROM uses u JOIN {blocks} b ON b.id = u.block_id"
-       "   WHERE u.model_id = mo.id)"
-       " + (SELECT coalesce(sum(o.nbytes), 0) FROM own o WHERE o.model_id = mo.id),"
-       " (SELECT coalesce(sum(b.nbytes), 0) FROM uses u JOIN {blocks} b ON b.id = u.block_id"
-       "   JOIN owners o ON o.block_id = u.block_id WHERE u.model_id = mo.id AND o.n = 1)"
-       " + (SELECT coalesce(sum(o.nbytes), 0) FROM own o WHERE o.model_id = mo.id),"
-       " (SELECT count(*) FROM (SELECT b.page_id FROM uses u JOIN {blocks} b ON b.id = u.block_id"
-       "   WHERE u.model_id = mo.id UNION SELECT o.page_id FROM own o WHERE o.model_id = mo.id))"
-       " FROM {models} mo ORDER BY mo.id"},
-      {"tensor_pages",
-       "CREATE TABLE x(page_id INTEGER, bytes INTEGER, blocks INTEGER, models INTEGER,"
-       " tensors INTEGER, store HIDDEN)",
-       5,
-       "WITH res(tensor_id, page_id, nbytes) AS (%s)"
-       " SELECT p.id, p.nbytes, p.nblocks,"
-       " (SELECT count(DISTINCT x.model_id) FROM (SELECT t.model_id FROM {blocks} b"
-       "   JOIN {map} m ON m.block_id = b.id JOIN {tensors} t ON t.id = m.tensor_id"
-       "   WHERE b.page_id = p.id UNION ALL SELECT t.model_id FROM res r"
-       "   JOIN {tensors} t ON t.id = r.tensor_id WHERE r.page_id = p.id) x),"
-       " (SELECT count(DISTINCT x.tensor_id) FROM (SELECT m.tensor_id FROM {blocks} b"
-       "   JOIN {map} m ON m.block_id = b.id WHERE b.page_id = p.id"
-       "   UNION ALL SELECT r.tensor_id FROM res r WHERE r.page_id = p.id) x)"
-       " FROM {pages} p ORDER BY p.id"},
-      {0, 0, 0, 0}
-    };
-    """
-    ctypedef struct st_report:
-        const char *name
-        const char *columns
-        int ncols
-        const char *sql
-    const st_report st_reports[]
-
-
-ctypedef struct ReportVtab:
-    sqlite3_vtab base         # must be first
-    sqlite3 *db
-    const st_report *spec     # which report this table answers
+# The reports themselves (names, columns, SQL) are data in c/st_reports.h; engine.pxd
+# declares them.
 
 
 ctypedef struct ReportCursor:
     QueryCursor q             # must be first
     char *store               # the store argument of the current scan
-    char *schema              # the database and store it names (split_store_name)
+    char *schema              # the database and store it names (st_sql_split_store_name)
     char *name
 
 
-cdef int report_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
+cdef int st_report_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
                         sqlite3_vtab **out, char **err) noexcept nogil:
     cdef const st_report *spec = <const st_report *>aux
     cdef int rc = sqlite3_declare_vtab(db, spec.columns)
@@ -122,12 +44,12 @@ cdef int report_connect(sqlite3 *db, void *aux, int argc, const char *const *arg
     return SQLITE_OK
 
 
-cdef int report_disconnect(sqlite3_vtab *vtab) noexcept nogil:
+cdef int st_report_disconnect(sqlite3_vtab *vtab) noexcept nogil:
     sqlite3_free(vtab)
     return SQLITE_OK
 
 
-cdef int report_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
+cdef int st_report_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
     """idxNum 1: argv[0] is the store name. 0: no store given (xFilter reports the error)."""
     cdef int store_col = (<ReportVtab *>vtab).spec.ncols
     cdef int i, unusable = 0
@@ -152,18 +74,18 @@ cdef int report_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcep
     return SQLITE_CONSTRAINT if unusable else SQLITE_OK
 
 
-cdef int report_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept nogil:
-    return qc_open(vtab, out, sizeof(ReportCursor))
+cdef int st_report_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept nogil:
+    return st_qc_open(vtab, out, sizeof(ReportCursor))
 
 
-cdef int report_close(sqlite3_vtab_cursor *cur) noexcept nogil:
+cdef int st_report_close(sqlite3_vtab_cursor *cur) noexcept nogil:
     sqlite3_free((<ReportCursor *>cur).store)
     sqlite3_free((<ReportCursor *>cur).schema)
     sqlite3_free((<ReportCursor *>cur).name)
-    return qc_close(cur)
+    return st_qc_close(cur)
 
 
-cdef int report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
+cdef int st_report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
                        int argc, sqlite3_value **argv) noexcept nogil:
     cdef ReportVtab *v = <ReportVtab *>cur.pVtab
     cdef ReportCursor *c = <ReportCursor *>cur
@@ -171,13 +93,13 @@ cdef int report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_st
     cdef const char *store
     cdef int rc
     if idx_num != 1 or sqlite3_value_type(argv[0]) != SQLITE_TEXT:
-        set_vtab_error(cur.pVtab, sqlite3_mprintf(
+        st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf(
             "%s: needs a store name, as in SELECT * FROM %s('tensors')", v.spec.name, v.spec.name))
         return SQLITE_ERROR
     store = <const char *>sqlite3_value_text(argv[0])
     if <int>strlen(store) != sqlite3_value_bytes(argv[0]):
         # read as a C string, 'tensors' || char(0) || 'x' would silently name 'tensors'
-        set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: the store name contains a NUL character",
+        st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: the store name contains a NUL character",
                                                   v.spec.name))
         return SQLITE_ERROR
     sqlite3_free(c.store)
@@ -191,12 +113,12 @@ cdef int report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_st
     cdef int has = 0
     cdef char *err = NULL
     cdef char *sql
-    rc = split_store_name(v.db, c.store, &c.schema, &c.name, &err)
+    rc = st_sql_split_store_name(v.db, c.store, &c.schema, &c.name, &err)
     if rc != SQLITE_OK:
         return rc
-    rc = store_has_residuals(v.db, c.schema, c.name, &has, &err)
+    rc = st_sql_has_residuals(v.db, c.schema, c.name, &has, &err)
     if rc != SQLITE_OK:
-        set_vtab_error(cur.pVtab, err)
+        st_qc_set_vtab_error(cur.pVtab, err)
         return rc
     cdef const char *residuals = "SELECT 0, 0, 0 WHERE 0"
     if has:
@@ -204,38 +126,38 @@ cdef int report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_st
     sql = sqlite3_mprintf(v.spec.sql, residuals)
     if sql == NULL:
         return SQLITE_NOMEM
-    rc = prepare_store_sql(v.db, sql, c.schema, c.name, &stmt)
+    rc = st_sql_prepare(v.db, sql, c.schema, c.name, &stmt)
     sqlite3_free(sql)
     if rc != SQLITE_OK:
-        set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: no tensor store named '%s' (%s)",
+        st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: no tensor store named '%s' (%s)",
                                                   v.spec.name, c.store, sqlite3_errmsg(v.db)))
         return SQLITE_ERROR
-    return qc_start(&c.q, stmt, 0, NULL)
+    return st_qc_start(&c.q, stmt, 0, NULL)
 
 
-cdef int report_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noexcept nogil:
+cdef int st_report_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noexcept nogil:
     cdef ReportCursor *c = <ReportCursor *>cur
     if i == (<ReportVtab *>cur.pVtab).spec.ncols:
         sqlite3_result_text(ctx, c.store, -1, SQLITE_TRANSIENT)
         return SQLITE_OK
-    return qc_column(cur, ctx, i)
+    return st_qc_column(cur, ctx, i)
 
 
-cdef sqlite3_module report_module
+cdef sqlite3_module st_report_module
 
 
-cdef void init_report_module() noexcept nogil:
+cdef void st_report_init_module() noexcept nogil:
     """One eponymous-only module serves every report; pAux picks the st_report row."""
-    report_module.iVersion = 1
-    report_module.xCreate = NULL
-    report_module.xConnect = report_connect
-    report_module.xBestIndex = report_best_index
-    report_module.xDisconnect = report_disconnect
-    report_module.xDestroy = report_disconnect
-    report_module.xOpen = report_open
-    report_module.xClose = report_close
-    report_module.xFilter = report_filter
-    report_module.xNext = qc_next
-    report_module.xEof = qc_eof
-    report_module.xColumn = report_column
-    report_module.xRowid = qc_rowid
+    st_report_module.iVersion = 1
+    st_report_module.xCreate = NULL
+    st_report_module.xConnect = st_report_connect
+    st_report_module.xBestIndex = st_report_best_index
+    st_report_module.xDisconnect = st_report_disconnect
+    st_report_module.xDestroy = st_report_disconnect
+    st_report_module.xOpen = st_report_open
+    st_report_module.xClose = st_report_close
+    st_report_module.xFilter = st_report_filter
+    st_report_module.xNext = st_qc_next
+    st_report_module.xEof = st_qc_eof
+    st_report_module.xColumn = st_report_column
+    st_report_module.xRowid = st_qc_rowid

@@ -5,24 +5,15 @@
 # name unqualified (CREATE INDEX ... ON wants that). Quoting is done here, once, with %w,
 # so a store may have any name.
 
-cdef extern from *:
-    """
-    /* Shadow tables of a store, "<store>_<part>". xShadowName is derived from this list,
-    ** and docs/architecture.md describes each; keep the three in step. SQLite asks
-    ** xShadowName about the text after a table name's last '_': no part may hold one. */
-    static const char *const st_shadow_parts[] = {
-        "config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup", 0
-    };
-    """
-    const char *const st_shadow_parts[]
+# The shadow-table parts (st_shadow_parts) are data in c/st_schema.h, declared in engine.pxd.
 
 
-cdef inline const char *text_or(const char *text, const char *fallback) noexcept nogil:
+cdef inline const char *st_sql_text_or(const char *text, const char *fallback) noexcept nogil:
     """text, or fallback where it is NULL (Cython makes `a if c else "..."` a Python object)."""
     return text if text != NULL else fallback
 
 
-cdef char *expand_sql(sqlite3 *db, const char *tmpl, const char *schema,
+cdef char *st_sql_expand(sqlite3 *db, const char *tmpl, const char *schema,
                       const char *store) noexcept nogil:
     """Return tmpl with every {part} / {.part} expanded, from sqlite3_malloc; NULL on OOM.
     (Not bounded by the connection's length limit, which is for values: our own SQL must
@@ -54,7 +45,7 @@ cdef char *expand_sql(sqlite3 *db, const char *tmpl, const char *schema,
     return sqlite3_str_finish(out)
 
 
-cdef int is_shadow_part(const char *suffix) noexcept nogil:
+cdef int st_sql_is_shadow_part(const char *suffix) noexcept nogil:
     cdef int i = 0
     while st_shadow_parts[i] != NULL:
         if sqlite3_stricmp(suffix, st_shadow_parts[i]) == 0:
@@ -63,10 +54,10 @@ cdef int is_shadow_part(const char *suffix) noexcept nogil:
     return 0
 
 
-cdef int prepare_store_sql(sqlite3 *db, const char *tmpl, const char *schema,
+cdef int st_sql_prepare(sqlite3 *db, const char *tmpl, const char *schema,
                            const char *store, sqlite3_stmt **stmt) noexcept nogil:
     """Expand tmpl for the store and prepare it; an SQLite result code."""
-    cdef char *sql = expand_sql(db, tmpl, schema, store)
+    cdef char *sql = st_sql_expand(db, tmpl, schema, store)
     if sql == NULL:
         return SQLITE_NOMEM
     cdef int rc = sqlite3_prepare_v2(db, sql, -1, stmt, NULL)
@@ -74,10 +65,10 @@ cdef int prepare_store_sql(sqlite3 *db, const char *tmpl, const char *schema,
     return rc
 
 
-cdef int exec_store_sql(sqlite3 *db, const char *tmpl, const char *schema,
+cdef int st_sql_exec(sqlite3 *db, const char *tmpl, const char *schema,
                         const char *store, char **err) noexcept nogil:
     """Expand tmpl (one or more statements) for the store and run it."""
-    cdef char *sql = expand_sql(db, tmpl, schema, store)
+    cdef char *sql = st_sql_expand(db, tmpl, schema, store)
     if sql == NULL:
         return SQLITE_NOMEM
     cdef int rc = sqlite3_exec(db, sql, NULL, NULL, err)
@@ -85,11 +76,19 @@ cdef int exec_store_sql(sqlite3 *db, const char *tmpl, const char *schema,
     return rc
 
 
-cdef int store_has_residuals(sqlite3 *db, const char *schema, const char *store,
+cdef int st_sql_has_residuals(sqlite3 *db, const char *schema, const char *store,
                              int *has, char **err) noexcept nogil:
     """Set has to whether the store has a <store>_residuals table. Stores created before
     residuals existed lack it (Python's Store adds it when it opens a writable store);
-    for every reader a missing table means "no residuals", never an error."""
+    for every reader a missing table means "no residuals", never an error.
+
+    Asked of sqlite_master once per view of the connection (c/st_memo.h): the answer is
+    kept with the connection's view epoch (connection_view, cache/process_pool.pxi), which
+    moves on whenever another connection commits or this one writes, so a table another
+    writer adds later is seen on the next read."""
+    cdef uint64_t epoch = connection_view(db, schema)
+    if st_memo_get(db, epoch, schema, store, has):
+        return SQLITE_OK
     cdef sqlite3_stmt *stmt = NULL
     cdef char *sql = sqlite3_mprintf(
         "SELECT 1 FROM \"%w\".sqlite_master WHERE type = 'table'"
@@ -104,6 +103,8 @@ cdef int store_has_residuals(sqlite3 *db, const char *schema, const char *store,
         rc = SQLITE_OK if rc == SQLITE_ROW or rc == SQLITE_DONE else rc
     if rc != SQLITE_OK:
         err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+    else:
+        st_memo_put(db, epoch, schema, store, has[0])
     sqlite3_finalize(stmt)
     return rc
 
@@ -114,56 +115,24 @@ cdef int store_has_residuals(sqlite3 *db, const char *schema, const char *store,
 # statement, and nesting through it is bounded; results and the buffers behind them stay
 # within SQLite's length limit; long loops poll sqlite3_interrupt.
 
-cdef extern from *:
-    """
-    /* sqlite3_is_interrupted came with SQLite 3.41, after the last member of the
-    ** routines table our 3.40 header knows (value_encoding); a host at least that new
-    ** has it right there. */
-    typedef struct { sqlite3_api_routines known; int (*is_interrupted)(sqlite3 *); } st_api_341;
-    /* Nesting depth of tensor_predict_batch queries on this thread: the nested query runs
-    ** on the same thread's stack, so a thread-local count is exact. */
-    static __thread int st_batch_depth = 0;
-    static int st_interrupted(sqlite3 *db) {
-        sqlite3_stmt *probe = 0;
-        int rc;
-        if (sqlite3_libversion_number() >= 3041000)
-            return ((const st_api_341 *)sqlite3_api)->is_interrupted(db);
-        /* Older SQLite has no way to ask; a statement prepared or started while the flag is
-        ** set (we run inside an active statement, so SQLite keeps the flag) fails with
-        ** SQLITE_INTERRUPT (the parser checks it too). */
-        rc = sqlite3_prepare_v2(db, "SELECT 1", -1, &probe, 0);
-        if (rc != SQLITE_OK) return rc == SQLITE_INTERRUPT;
-        rc = sqlite3_step(probe);
-        sqlite3_finalize(probe);
-        return rc == SQLITE_INTERRUPT;
-    }
-    """
-    int st_batch_depth
-    int st_interrupted(sqlite3 *db) nogil
-
-cdef enum:
-    ST_MAX_BATCH_DEPTH = 8         # tensor_predict_batch queries nested inside each other
-    ST_INTERRUPT_EVERY = 65536     # elements between two interrupt checks in long loops
-
-
-cdef int interrupted(sqlite3 *db, char **err) noexcept nogil:
+cdef int st_sql_interrupted(sqlite3 *db, char **err) noexcept nogil:
     """SQLITE_INTERRUPT (err set) when sqlite3_interrupt was called on db; else SQLITE_OK."""
-    if db != NULL and st_interrupted(db):
+    if db != NULL and st_interrupted(st_api_get(), db):
         err[0] = sqlite3_mprintf("interrupted")
         return SQLITE_INTERRUPT
     return SQLITE_OK
 
 
-cdef sqlite3_int64 length_limit(sqlite3 *db) noexcept nogil:
+cdef sqlite3_int64 st_sql_length_limit(sqlite3 *db) noexcept nogil:
     """SQLite's limit on a string or BLOB on this connection (SQLITE_LIMIT_LENGTH)."""
     return sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1)
 
 
-cdef int check_result_bytes(sqlite3 *db, const char *what, sqlite3_int64 count,
+cdef int st_sql_check_result_bytes(sqlite3 *db, const char *what, sqlite3_int64 count,
                             sqlite3_int64 item, char **err) noexcept nogil:
     """count items of item bytes must fit SQLite's length limit (overflow included):
     SQLITE_TOOBIG naming value and limit otherwise. Checked before allocating."""
-    cdef sqlite3_int64 limit = length_limit(db)
+    cdef sqlite3_int64 limit = st_sql_length_limit(db)
     if count < 0 or item <= 0 or count > limit // item:
         err[0] = sqlite3_mprintf("%s would be %lld x %lld bytes, over SQLite's length limit of "
                                  "%lld bytes", what, count, item, limit)
@@ -171,7 +140,7 @@ cdef int check_result_bytes(sqlite3 *db, const char *what, sqlite3_int64 count,
     return SQLITE_OK
 
 
-cdef int utf8_prefix(const char *s, int most) noexcept nogil:
+cdef int st_sql_utf8_prefix(const char *s, int most) noexcept nogil:
     """Bytes of s to quote in a message: at most `most`, never ending inside a UTF-8
     character (a cut one would make the whole message invalid text)."""
     cdef int n = 0
@@ -183,7 +152,7 @@ cdef int utf8_prefix(const char *s, int most) noexcept nogil:
     return n
 
 
-cdef const char *skip_sql_space(const char *p) noexcept nogil:
+cdef const char *st_sql_skip_space(const char *p) noexcept nogil:
     """Past whitespace, ';' and comments (-- to end of line, /* */; an unclosed /* runs to
     the end, as in SQLite's tokenizer)."""
     while True:
@@ -203,7 +172,7 @@ cdef const char *skip_sql_space(const char *p) noexcept nogil:
             return p
 
 
-cdef int prepare_user_query(sqlite3 *db, const char *fname, const char *sql,
+cdef int st_sql_prepare_user_query(sqlite3 *db, const char *fname, const char *sql,
                             sqlite3_stmt **stmt, char **err) noexcept nogil:
     """Prepare SQL a caller gave us: exactly one statement (only whitespace, ';' and
     comments may follow) that sqlite3_stmt_readonly says writes nothing."""
@@ -217,14 +186,14 @@ cdef int prepare_user_query(sqlite3 *db, const char *fname, const char *sql,
     if stmt[0] == NULL:
         err[0] = sqlite3_mprintf("the query is empty; give one SELECT statement")
         return SQLITE_ERROR
-    rest = skip_sql_space(tail)
+    rest = st_sql_skip_space(tail)
     if rest[0] != 0:
         err[0] = sqlite3_mprintf("the query must be exactly one statement; extra text after "
-                                 "it: '%.*s'", utf8_prefix(rest, 40), rest)
+                                 "it: '%.*s'", st_sql_utf8_prefix(rest, 40), rest)
         rc = SQLITE_ERROR
     elif not sqlite3_stmt_readonly(stmt[0]):
         err[0] = sqlite3_mprintf("the query must only read (a SELECT); this one writes: '%.*s'",
-                                 utf8_prefix(sql, 60), sql)
+                                 st_sql_utf8_prefix(sql, 60), sql)
         rc = SQLITE_ERROR
     if rc != SQLITE_OK:
         sqlite3_finalize(stmt[0])
@@ -232,7 +201,7 @@ cdef int prepare_user_query(sqlite3 *db, const char *fname, const char *sql,
     return rc
 
 
-cdef int split_store_name(sqlite3 *db, const char *arg, char **schema, char **store,
+cdef int st_sql_split_store_name(sqlite3 *db, const char *arg, char **schema, char **store,
                           char **err) noexcept nogil:
     """The database and the store a function's store argument names: 'name' is a store
     in main; 'db.name' the store 'name' in attached database db, unless main has a store

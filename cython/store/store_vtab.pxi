@@ -19,61 +19,16 @@
 # itself is read-only. The shadow tables are listed in sql_text.pxi (st_shadow_parts).
 # <store>_residuals and <store>_dedup came later: stores created before them lack
 # both, and every reader treats a missing residuals table as "no residuals"
-# (store_has_residuals in sql_text.pxi).
+# (st_sql_has_residuals in sql_text.pxi).
 #
 # ALTER TABLE <store> RENAME TO <new> renames every shadow table and index with it
 # (xRename). The table only reads, so it is SQLITE_VTAB_INNOCUOUS: views over a store
 # work with trusted_schema off too. A store may live in an attached database
 # (CREATE VIRTUAL TABLE aux.t USING tensor_store); functions and report tables name it
-# 'aux.t' (split_store_name in sql_text.pxi).
+# 'aux.t' (st_sql_split_store_name in sql_text.pxi).
 
-cdef extern from *:
-    """
-    /* Defaults chosen by measurement; see docs/benchmarks.md. */
-    #define ST_DEFAULT_BLOCK_ROWS 256
-    #define ST_DEFAULT_BLOCK_COLS 256
-    #define ST_DEFAULT_PAGE_BLOCKS 4
-    #define ST_MAX_BLOCK_DIM 65536
-    #define ST_MAX_PAGE_BYTES (512LL * 1024 * 1024)   /* worst case: 8-byte items */
-    #define ST_FORMAT_VERSION 2   /* 2: version-2 pages (checksums); 1 is read, upgraded by Python */
-
-    /* Every shadow table and index of a store: the one place the schema is written. Run
-    ** by xCreate and by the upgrade (store_upgrade), which adds what an older store lacks;
-    ** "IF NOT EXISTS {x}" also names each object for store_objects_exist. */
-    static const char st_store_ddl[] =
-        "CREATE TABLE IF NOT EXISTS {config}(key TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;"
-        "CREATE TABLE IF NOT EXISTS {models}(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, layers TEXT,"
-        " created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')));"
-        "CREATE TABLE IF NOT EXISTS {tensors}(id INTEGER PRIMARY KEY, model_id INTEGER NOT NULL, name TEXT NOT NULL,"
-        " shape TEXT NOT NULL, dtype TEXT NOT NULL, rows INTEGER NOT NULL, cols INTEGER NOT NULL,"
-        " nbytes INTEGER NOT NULL, UNIQUE(model_id, name));"
-        "CREATE TABLE IF NOT EXISTS {pages}(id INTEGER PRIMARY KEY, nblocks INTEGER NOT NULL,"
-        " nbytes INTEGER NOT NULL, data BLOB NOT NULL);"
-        "CREATE TABLE IF NOT EXISTS {blocks}(id INTEGER PRIMARY KEY, hash BLOB NOT NULL, nbytes INTEGER NOT NULL,"
-        " page_id INTEGER NOT NULL, slot INTEGER NOT NULL, refcount INTEGER NOT NULL);"
-        "CREATE INDEX IF NOT EXISTS {blocks_by_hash} ON {.blocks}(hash);"
-        "CREATE INDEX IF NOT EXISTS {blocks_by_page} ON {.blocks}(page_id, slot);"
-        "CREATE TABLE IF NOT EXISTS {map}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
-        " block_col INTEGER NOT NULL, block_id INTEGER NOT NULL,"
-        " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
-        "CREATE INDEX IF NOT EXISTS {map_by_block} ON {.map}(block_id);"
-        "CREATE TABLE IF NOT EXISTS {residuals}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
-        " block_col INTEGER NOT NULL, kind INTEGER NOT NULL, param INTEGER NOT NULL,"
-        " page_id INTEGER NOT NULL, slot INTEGER NOT NULL, nbytes INTEGER NOT NULL,"
-        " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
-        "CREATE INDEX IF NOT EXISTS {residuals_by_page} ON {.residuals}(page_id, slot);"
-        "CREATE TABLE IF NOT EXISTS {dedup}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
-        " block_col INTEGER NOT NULL, source_hash BLOB NOT NULL, outcome INTEGER NOT NULL,"
-        " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;";
-    """
-    enum:
-        ST_DEFAULT_BLOCK_ROWS
-        ST_DEFAULT_BLOCK_COLS
-        ST_DEFAULT_PAGE_BLOCKS
-        ST_MAX_BLOCK_DIM
-        ST_FORMAT_VERSION
-    long long ST_MAX_PAGE_BYTES
-    const char st_store_ddl[]
+# The defaults, limits and the DDL of every shadow table (st_store_ddl) are data in
+# c/st_schema.h, declared in engine.pxd.
 
 cdef enum:
     STORE_COL_MODEL = 0
@@ -96,7 +51,7 @@ ctypedef struct StoreVtab:
 
 
 
-cdef int parse_option(const char *arg, const char **key, int *keylen,
+cdef int st_vtab_parse_option(const char *arg, const char **key, int *keylen,
                       sqlite3_int64 *value) noexcept nogil:
     """Split 'key = 123' into key and value; 0 if it has that form, 1 otherwise."""
     cdef const char *p = arg
@@ -120,7 +75,7 @@ cdef int parse_option(const char *arg, const char **key, int *keylen,
     return 0 if end[0] == 0 else 1
 
 
-cdef int store_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
+cdef int st_vtab_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
                       sqlite3_vtab **out, char **err) noexcept nogil:
     """CREATE VIRTUAL TABLE: check options, create the shadow tables, then connect."""
     cdef sqlite3_int64 opts[3]
@@ -135,7 +90,7 @@ cdef int store_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
     names[1] = "block_cols"; opts[1] = ST_DEFAULT_BLOCK_COLS; limits[1] = ST_MAX_BLOCK_DIM
     names[2] = "page_blocks"; opts[2] = ST_DEFAULT_PAGE_BLOCKS; limits[2] = 65536
     for i in range(3, argc):
-        if parse_option(argv[i], &key, &keylen, &value) != 0:
+        if st_vtab_parse_option(argv[i], &key, &keylen, &value) != 0:
             err[0] = sqlite3_mprintf("tensor_store: option '%s' is not of the form name=integer",
                                      argv[i])
             return SQLITE_ERROR
@@ -161,19 +116,19 @@ cdef int store_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
                                  opts[0] * opts[1] * opts[2] * 8, ST_MAX_PAGE_BYTES)
         return SQLITE_ERROR
     cdef char *taken = NULL
-    rc = store_objects_exist(db, argv[1], argv[2], &i, err, &taken)
+    rc = st_vtab_objects_exist(db, argv[1], argv[2], &i, err, &taken)
     if rc == SQLITE_OK and i > 0:
         # a table of that name is already there (left over, or planted): never adopt it
         err[0] = sqlite3_mprintf("tensor_store: cannot create store '%s': table \"%s\" already "
                                  "exists (%d of its shadow tables and indexes do)", argv[2],
-                                 text_or(taken, "?"), i)
+                                 st_sql_text_or(taken, "?"), i)
         sqlite3_free(taken)
         return SQLITE_ERROR
     sqlite3_free(taken)
     if rc == SQLITE_OK:
-        rc = exec_store_sql(db, st_store_ddl, argv[1], argv[2], err)
+        rc = st_sql_exec(db, st_store_ddl, argv[1], argv[2], err)
     if rc == SQLITE_OK:
-        rc = prepare_store_sql(db, "INSERT INTO {config}(key, value) VALUES ('format_version', ?1),"
+        rc = st_sql_prepare(db, "INSERT INTO {config}(key, value) VALUES ('format_version', ?1),"
                                " ('block_rows', ?2), ('block_cols', ?3), ('page_blocks', ?4),"
                                " ('uid', random()), ('generation', random())",
                                argv[1], argv[2], &stmt)
@@ -188,20 +143,20 @@ cdef int store_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
         if err[0] == NULL:
             err[0] = sqlite3_mprintf("tensor_store: %s", sqlite3_errmsg(db))
         return rc
-    return store_connect(db, aux, argc, argv, out, err)
+    return st_vtab_connect(db, aux, argc, argv, out, err)
 
 
-cdef int store_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
+cdef int st_vtab_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
                        sqlite3_vtab **out, char **err) noexcept nogil:
     """Attach to an existing store; its config must be readable and of a known version."""
     cdef StoreVtab *v
     cdef sqlite3_int64 block_rows, block_cols
     cdef sqlite3_stmt *stmt = NULL
     cdef sqlite3_int64 version = -1
-    cdef int rc = read_store_config(db, argv[1], argv[2], &block_rows, &block_cols, err)
+    cdef int rc = st_page_read_store_config(db, argv[1], argv[2], &block_rows, &block_cols, err)
     if rc != SQLITE_OK:
         return rc
-    rc = store_config_int(db, argv[1], argv[2], "SELECT coalesce((SELECT value FROM {config}"
+    rc = st_vtab_config_int(db, argv[1], argv[2], "SELECT coalesce((SELECT value FROM {config}"
                           " WHERE key = 'format_version'), -1)", &version, err)
     if rc != SQLITE_OK:   # BUSY, IOERR, ...: a failed read, not a bad version
         return rc
@@ -226,12 +181,12 @@ cdef int store_connect(sqlite3 *db, void *aux, int argc, const char *const *argv
     sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS)   # read-only: no side effects
     out[0] = &v.base
     if v.schema == NULL or v.name == NULL:
-        store_disconnect(&v.base)
+        st_vtab_disconnect(&v.base)
         return SQLITE_NOMEM
     return SQLITE_OK
 
 
-cdef int store_disconnect(sqlite3_vtab *vtab) noexcept nogil:
+cdef int st_vtab_disconnect(sqlite3_vtab *vtab) noexcept nogil:
     cdef StoreVtab *v = <StoreVtab *>vtab
     sqlite3_free(v.schema)
     sqlite3_free(v.name)
@@ -239,7 +194,7 @@ cdef int store_disconnect(sqlite3_vtab *vtab) noexcept nogil:
     return SQLITE_OK
 
 
-cdef int store_destroy(sqlite3_vtab *vtab) noexcept nogil:
+cdef int st_vtab_destroy(sqlite3_vtab *vtab) noexcept nogil:
     """DROP TABLE: the shadow tables go with the store."""
     cdef StoreVtab *v = <StoreVtab *>vtab
     cdef char *err = NULL
@@ -248,14 +203,14 @@ cdef int store_destroy(sqlite3_vtab *vtab) noexcept nogil:
         "DROP TABLE IF EXISTS {map}; DROP TABLE IF EXISTS {blocks}; DROP TABLE IF EXISTS {pages};"
         "DROP TABLE IF EXISTS {tensors}; DROP TABLE IF EXISTS {models}; DROP TABLE IF EXISTS {config};"
     )
-    cdef int rc = exec_store_sql(v.db, drop, v.schema, v.name, &err)
+    cdef int rc = st_sql_exec(v.db, drop, v.schema, v.name, &err)
     if rc != SQLITE_OK:
-        set_vtab_error(vtab, err)
+        st_qc_set_vtab_error(vtab, err)
         return rc
-    return store_disconnect(vtab)
+    return st_vtab_disconnect(vtab)
 
 
-cdef int store_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
+cdef int st_vtab_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
     """Use model = ? and tensor = ? (see IDX_MODEL / IDX_TENSOR); anything else is a scan."""
     cdef int i, model_c = -1, tensor_c = -1, argv_i = 0
     for i in range(info.nConstraint):
@@ -292,11 +247,11 @@ cdef int store_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept
     return SQLITE_OK
 
 
-cdef int store_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept nogil:
-    return qc_open(vtab, out, sizeof(QueryCursor))
+cdef int st_vtab_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept nogil:
+    return st_qc_open(vtab, out, sizeof(QueryCursor))
 
 
-cdef int store_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
+cdef int st_vtab_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
                       int argc, sqlite3_value **argv) noexcept nogil:
     cdef StoreVtab *v = <StoreVtab *>cur.pVtab
     cdef sqlite3_stmt *stmt = NULL
@@ -308,32 +263,35 @@ cdef int store_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str
     elif idx_num == IDX_TENSOR:
         where = " WHERE t.name = ?1"
     cdef char *sql = sqlite3_mprintf(
-        "SELECT m.name, t.name, t.shape, t.dtype, t.nbytes, t.id FROM {tensors} t"
+        "SELECT m.name, t.name, t.shape, t.dtype, t.nbytes, t.id, t.rows, t.cols FROM {tensors} t"
         " JOIN {models} m ON m.id = t.model_id%s ORDER BY t.id", where)
     if sql == NULL:
         return SQLITE_NOMEM
-    cdef int rc = prepare_store_sql(v.db, sql, v.schema, v.name, &stmt)
+    cdef int rc = st_sql_prepare(v.db, sql, v.schema, v.name, &stmt)
     sqlite3_free(sql)
     if rc != SQLITE_OK:
-        set_vtab_error(cur.pVtab, sqlite3_mprintf("%s", sqlite3_errmsg(v.db)))
+        st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf("%s", sqlite3_errmsg(v.db)))
         return rc
-    return qc_start(<QueryCursor *>cur, stmt, argc, argv)
+    return st_qc_start(<QueryCursor *>cur, stmt, argc, argv)
 
 
-cdef int store_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noexcept nogil:
+cdef int st_vtab_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noexcept nogil:
     cdef StoreVtab *v = <StoreVtab *>cur.pVtab
     cdef QueryCursor *c = <QueryCursor *>cur
     cdef TensorInfo info
     cdef char *err = NULL
     if i != STORE_COL_DATA:
-        return qc_column(cur, ctx, i)
+        return st_qc_column(cur, ctx, i)
     info.id = sqlite3_column_int64(c.stmt, 5)
     info.nbytes = sqlite3_column_int64(c.stmt, 4)
     info.block_rows = v.block_rows
     info.block_cols = v.block_cols
-    cdef int rc = read_tensor_shape(v.db, v.schema, v.name, &info, &err)
+    # the row's own rows and cols (columns 6, 7 of the scan): no query per row
+    info.rows = sqlite3_column_int64(c.stmt, 6)
+    info.cols = sqlite3_column_int64(c.stmt, 7)
+    cdef int rc = st_page_check_tensor_info(v.name, &info, &err)
     if rc == SQLITE_OK:
-        rc = check_result_bytes(v.db, "the tensor", info.nbytes, 1, &err)
+        rc = st_sql_check_result_bytes(v.db, "the tensor", info.nbytes, 1, &err)
     if rc != SQLITE_OK:
         sqlite3_result_error(ctx, err, -1)
         if rc != SQLITE_ERROR:  # CORRUPT: same error class as a damaged page
@@ -344,55 +302,33 @@ cdef int store_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noe
     return SQLITE_OK
 
 
-cdef int read_tensor_shape(sqlite3 *db, const char *schema, const char *store, TensorInfo *info,
-                           char **err) noexcept nogil:
-    """Fill rows and cols of info (whose id is set) from <store>_tensors."""
-    cdef sqlite3_stmt *stmt = NULL
-    cdef int rc = prepare_store_sql(db, "SELECT rows, cols FROM {tensors} WHERE id = ?1",
-                                    schema, store, &stmt)
-    if rc == SQLITE_OK:
-        sqlite3_bind_int64(stmt, 1, info.id)
-        rc = sqlite3_step(stmt)
-    if rc == SQLITE_ROW:
-        info.rows = sqlite3_column_int64(stmt, 0)
-        info.cols = sqlite3_column_int64(stmt, 1)
-        rc = SQLITE_OK
-    else:
-        err[0] = sqlite3_mprintf("tensor %lld of store '%s' vanished: %s", info.id, store,
-                                 sqlite3_errmsg(db))
-        if rc == SQLITE_DONE or rc == SQLITE_OK or rc == SQLITE_ERROR:
-            rc = SQLITE_ERROR   # BUSY, IOERR, ... keep their codes
-    sqlite3_finalize(stmt)
-    return check_tensor_info(store, info, err) if rc == SQLITE_OK else rc
+cdef int st_vtab_shadow_name(const char *suffix) noexcept nogil:
+    return st_sql_is_shadow_part(suffix)
 
 
-cdef int store_shadow_name(const char *suffix) noexcept nogil:
-    return is_shadow_part(suffix)
+cdef sqlite3_module st_vtab_module
 
 
-cdef sqlite3_module store_module
-
-
-cdef void init_store_module() noexcept nogil:
+cdef void st_vtab_init_module() noexcept nogil:
     """Fill the module struct (runs in every host: no Python module init in the shell)."""
-    store_module.iVersion = 3
-    store_module.xCreate = store_create
-    store_module.xConnect = store_connect
-    store_module.xBestIndex = store_best_index
-    store_module.xDisconnect = store_disconnect
-    store_module.xDestroy = store_destroy
-    store_module.xOpen = store_open
-    store_module.xClose = qc_close
-    store_module.xFilter = store_filter
-    store_module.xNext = qc_next
-    store_module.xEof = qc_eof
-    store_module.xColumn = store_column
-    store_module.xRowid = store_rowid
-    store_module.xShadowName = store_shadow_name
-    store_module.xRename = store_rename
+    st_vtab_module.iVersion = 3
+    st_vtab_module.xCreate = st_vtab_create
+    st_vtab_module.xConnect = st_vtab_connect
+    st_vtab_module.xBestIndex = st_vtab_best_index
+    st_vtab_module.xDisconnect = st_vtab_disconnect
+    st_vtab_module.xDestroy = st_vtab_destroy
+    st_vtab_module.xOpen = st_vtab_open
+    st_vtab_module.xClose = st_qc_close
+    st_vtab_module.xFilter = st_vtab_filter
+    st_vtab_module.xNext = st_qc_next
+    st_vtab_module.xEof = st_qc_eof
+    st_vtab_module.xColumn = st_vtab_column
+    st_vtab_module.xRowid = st_vtab_rowid
+    st_vtab_module.xShadowName = st_vtab_shadow_name
+    st_vtab_module.xRename = st_vtab_rename
 
 
-cdef int store_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid) noexcept nogil:
+cdef int st_vtab_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid) noexcept nogil:
     rowid[0] = sqlite3_column_int64((<QueryCursor *>cur).stmt, 5)
     return SQLITE_OK
 
@@ -401,7 +337,7 @@ cdef int store_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid) noexcept no
 
 from libc.string cimport strstr
 
-cdef int store_objects_exist(sqlite3 *db, const char *schema, const char *store, int *count,
+cdef int st_vtab_objects_exist(sqlite3 *db, const char *schema, const char *store, int *count,
                              char **err, char **first=NULL) noexcept nogil:
     """How many of the objects st_store_ddl creates (each "IF NOT EXISTS {part}") exist;
     first (when given) gets the name of one of them (sqlite3_mprintf)."""
@@ -440,7 +376,7 @@ cdef int store_objects_exist(sqlite3 *db, const char *schema, const char *store,
     return rc
 
 
-cdef int ddl_object_count() noexcept nogil:
+cdef int st_vtab_ddl_object_count() noexcept nogil:
     cdef const char *p = st_store_ddl
     cdef int n = 0
     while True:
@@ -451,11 +387,11 @@ cdef int ddl_object_count() noexcept nogil:
         p += 8
 
 
-cdef int store_config_int(sqlite3 *db, const char *schema, const char *store, const char *tmpl,
+cdef int st_vtab_config_int(sqlite3 *db, const char *schema, const char *store, const char *tmpl,
                           sqlite3_int64 *out, char **err) noexcept nogil:
     """One integer a query over the store returns (0 when no row)."""
     cdef sqlite3_stmt *stmt = NULL
-    cdef int rc = prepare_store_sql(db, tmpl, schema, store, &stmt)
+    cdef int rc = st_sql_prepare(db, tmpl, schema, store, &stmt)
     out[0] = 0
     if rc == SQLITE_OK:
         rc = sqlite3_step(stmt)
@@ -468,28 +404,28 @@ cdef int store_config_int(sqlite3 *db, const char *schema, const char *store, co
     return rc
 
 
-cdef int st_needs_upgrade(sqlite3 *db, const char *schema, const char *store, int *needs,
+cdef int st_vtab_needs_upgrade(sqlite3 *db, const char *schema, const char *store, int *needs,
                              char **err) noexcept nogil:
     """Whether store_upgrade has anything to do: an object of st_store_ddl missing, no
     uid or generation, or pages of an older format."""
     cdef int count = 0
     cdef sqlite3_int64 version = 0, ids = 0
-    cdef int rc = store_objects_exist(db, schema, store, &count, err)
+    cdef int rc = st_vtab_objects_exist(db, schema, store, &count, err)
     if rc == SQLITE_OK:
-        rc = store_config_int(db, schema, store, "SELECT value FROM {config} WHERE key = "
+        rc = st_vtab_config_int(db, schema, store, "SELECT value FROM {config} WHERE key = "
                               "'format_version'", &version, err)
     if rc == SQLITE_OK:
-        rc = store_config_int(db, schema, store, "SELECT count(*) FROM {config} WHERE key IN "
+        rc = st_vtab_config_int(db, schema, store, "SELECT count(*) FROM {config} WHERE key IN "
                               "('uid', 'generation')", &ids, err)
-    needs[0] = count != ddl_object_count() or version < ST_FORMAT_VERSION or ids != 2
+    needs[0] = count != st_vtab_ddl_object_count() or version < ST_FORMAT_VERSION or ids != 2
     return rc
 
 
-cdef inline sqlite3_int64 align64(sqlite3_int64 n) noexcept nogil:
+cdef inline sqlite3_int64 st_vtab_align64(sqlite3_int64 n) noexcept nogil:
     return (n + 63) // 64 * 64
 
 
-cdef int page_v1_to_v2(const unsigned char *old, sqlite3_int64 n, sqlite3_int64 page_id,
+cdef int st_vtab_page_v1_to_v2(const unsigned char *old, sqlite3_int64 n, sqlite3_int64 page_id,
                        unsigned char **out, sqlite3_int64 *out_n) noexcept nogil:
     """Rewrite a sound version-1 page as version 2: the same blocks, laid out as the writer
     (sqlite_tensor/pages.py) lays them out, checksum sealed. out stays NULL for a page that
@@ -498,25 +434,25 @@ cdef int page_v1_to_v2(const unsigned char *old, sqlite3_int64 n, sqlite3_int64 
     cdef sqlite3_int64 k, i, start, total, off, size
     cdef uint64_t o
     out[0] = NULL
-    if n < PAGE_V1_HEADER_BYTES or st_get_u32(old + 4) != 1 or \
-            check_page_header(old, n, page_id, "", 1, &err) != SQLITE_OK:
+    if n < ST_PAGE_V1_HEADER_BYTES or st_get_u32(old + 4) != 1 or \
+            st_page_check_header(old, n, page_id, "", 1, &err) != SQLITE_OK:
         sqlite3_free(err)
         return SQLITE_OK
     k = st_get_u32(old + 8)
     # the old data start when the 8 more header bytes fit before it (as the writer, which
     # aligns 24 + 16 * slots where it aligned 16 + 16 * slots), else the next multiple of 64
-    start = align64(<sqlite3_int64>st_get_u32(old + 12))
-    if start < PAGE_HEADER_BYTES + k * PAGE_SLOT_BYTES:
-        start = align64(PAGE_HEADER_BYTES + k * PAGE_SLOT_BYTES)
+    start = st_vtab_align64(<sqlite3_int64>st_get_u32(old + 12))
+    if start < ST_PAGE_HEADER_BYTES + k * ST_PAGE_SLOT_BYTES:
+        start = st_vtab_align64(ST_PAGE_HEADER_BYTES + k * ST_PAGE_SLOT_BYTES)
     total = start
     for i in range(k):
-        if check_slot(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES, i, k,
-                      <sqlite3_int64>st_get_u64(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES + 8),
+        if st_page_check_slot(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES, i, k,
+                      <sqlite3_int64>st_get_u64(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES + 8),
                       n, page_id, "", &o, &err) != SQLITE_OK:
             sqlite3_free(err)
             return SQLITE_OK
-        size = <sqlite3_int64>st_get_u64(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES + 8)
-        total = (align64(total) if i > 0 else total) + size
+        size = <sqlite3_int64>st_get_u64(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES + 8)
+        total = (st_vtab_align64(total) if i > 0 else total) + size
         if total > n + 64 * (k + 1):   # overlapping slots: not a page the writer made
             return SQLITE_OK
     out[0] = <unsigned char *>sqlite3_malloc64(total if total > 0 else 1)
@@ -529,21 +465,21 @@ cdef int page_v1_to_v2(const unsigned char *old, sqlite3_int64 n, sqlite3_int64 
     (<unsigned int *>(out[0] + 12))[0] = <unsigned int>start
     off = start
     for i in range(k):
-        o = st_get_u64(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES)
-        size = <sqlite3_int64>st_get_u64(old + PAGE_V1_HEADER_BYTES + i * PAGE_SLOT_BYTES + 8)
+        o = st_get_u64(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES)
+        size = <sqlite3_int64>st_get_u64(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES + 8)
         if i > 0:
-            off = align64(off)
-        memcpy(out[0] + PAGE_HEADER_BYTES + i * PAGE_SLOT_BYTES, &off, 8)
-        memcpy(out[0] + PAGE_HEADER_BYTES + i * PAGE_SLOT_BYTES + 8, &size, 8)
+            off = st_vtab_align64(off)
+        memcpy(out[0] + ST_PAGE_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES, &off, 8)
+        memcpy(out[0] + ST_PAGE_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES + 8, &size, 8)
         memcpy(out[0] + off, old + o, size)
         off += size
     o = st_page_checksum(out[0], <size_t>total, <uint64_t>page_id)
-    memcpy(out[0] + PAGE_CHECKSUM_AT, &o, 8)
+    memcpy(out[0] + ST_PAGE_CHECKSUM_AT, &o, 8)
     out_n[0] = total
     return SQLITE_OK
 
 
-cdef int upgrade_pages(sqlite3 *db, const char *schema, const char *store, sqlite3_int64 *done,
+cdef int st_vtab_upgrade_pages(sqlite3 *db, const char *schema, const char *store, sqlite3_int64 *done,
                        char **err) noexcept nogil:
     """Rewrite every sound version-1 page as version 2."""
     cdef sqlite3_stmt *ids = NULL
@@ -559,7 +495,7 @@ cdef int upgrade_pages(sqlite3 *db, const char *schema, const char *store, sqlit
     cdef int rc = SQLITE_NOMEM if table == NULL else SQLITE_OK
     done[0] = 0
     if rc == SQLITE_OK:
-        rc = prepare_store_sql(db, "SELECT id FROM {pages} WHERE typeof(data) = 'blob' ORDER BY id",
+        rc = st_sql_prepare(db, "SELECT id FROM {pages} WHERE typeof(data) = 'blob' ORDER BY id",
                                schema, store, &ids)
     while rc == SQLITE_OK:   # the ids first: the table is rewritten below
         rc = sqlite3_step(ids)
@@ -578,7 +514,7 @@ cdef int upgrade_pages(sqlite3 *db, const char *schema, const char *store, sqlit
         count += 1
     sqlite3_finalize(ids)
     if rc == SQLITE_OK:
-        rc = prepare_store_sql(db, "UPDATE {pages} SET data = ?1, nbytes = ?2 WHERE id = ?3",
+        rc = st_sql_prepare(db, "UPDATE {pages} SET data = ?1, nbytes = ?2 WHERE id = ?3",
                                schema, store, &upd)
     i = 0
     while rc == SQLITE_OK and i < count:
@@ -591,7 +527,7 @@ cdef int upgrade_pages(sqlite3 *db, const char *schema, const char *store, sqlit
         sqlite3_blob_close(blob)
         blob = NULL
         if rc == SQLITE_OK:
-            rc = page_v1_to_v2(buf, n, idlist[i], &fresh, &new_n)
+            rc = st_vtab_page_v1_to_v2(buf, n, idlist[i], &fresh, &new_n)
         sqlite3_free(buf)
         buf = NULL
         if rc == SQLITE_OK and fresh != NULL:
@@ -614,7 +550,7 @@ cdef int upgrade_pages(sqlite3 *db, const char *schema, const char *store, sqlit
     return rc
 
 
-cdef int st_upgrade(sqlite3 *db, const char *schema, const char *store, sqlite3_int64 *pages,
+cdef int st_vtab_upgrade(sqlite3 *db, const char *schema, const char *store, sqlite3_int64 *pages,
                        char **err) noexcept nogil:
     """Bring a store to the current schema in one savepoint (all or nothing): the objects
     of st_store_ddl it lacks, a uid and generation, version-2 pages. The caller makes the
@@ -624,17 +560,17 @@ cdef int st_upgrade(sqlite3 *db, const char *schema, const char *store, sqlite3_
     pages[0] = 0
     if rc != SQLITE_OK:
         return rc
-    rc = exec_store_sql(db, st_store_ddl, schema, store, err)
+    rc = st_sql_exec(db, st_store_ddl, schema, store, err)
     if rc == SQLITE_OK:
-        rc = exec_store_sql(db, "INSERT OR IGNORE INTO {config}(key, value) VALUES"
+        rc = st_sql_exec(db, "INSERT OR IGNORE INTO {config}(key, value) VALUES"
                                 " ('uid', random()), ('generation', random())", schema, store, err)
     if rc == SQLITE_OK:
-        rc = store_config_int(db, schema, store, "SELECT value FROM {config} WHERE key = "
+        rc = st_vtab_config_int(db, schema, store, "SELECT value FROM {config} WHERE key = "
                               "'format_version'", &version, err)
     if rc == SQLITE_OK and version < ST_FORMAT_VERSION:
-        rc = upgrade_pages(db, schema, store, pages, err)
+        rc = st_vtab_upgrade_pages(db, schema, store, pages, err)
         if rc == SQLITE_OK:
-            rc = exec_store_sql(db, "UPDATE {config} SET value = 2 WHERE key = 'format_version'",
+            rc = st_sql_exec(db, "UPDATE {config} SET value = 2 WHERE key = 'format_version'",
                                 schema, store, err)
     if rc == SQLITE_OK:
         return sqlite3_exec(db, "RELEASE tensor_store_upgrade", NULL, NULL, err)
@@ -642,7 +578,7 @@ cdef int st_upgrade(sqlite3 *db, const char *schema, const char *store, sqlite3_
     return rc
 
 
-cdef int store_rename(sqlite3_vtab *vtab, const char *new_name) noexcept nogil:
+cdef int st_vtab_rename(sqlite3_vtab *vtab, const char *new_name) noexcept nogil:
     """ALTER TABLE <store> RENAME TO <new_name>: rename every shadow table with it (a store
     made before residuals lacks some). Runs inside the ALTER's transaction: if anything
     fails, the whole ALTER is undone.
@@ -668,7 +604,7 @@ cdef int store_rename(sqlite3_vtab *vtab, const char *new_name) noexcept nogil:
     sqlite3_free(sql)
     while rc == SQLITE_OK and sqlite3_step(stmt) == SQLITE_ROW:
         name = <const char *>sqlite3_column_text(stmt, 0)
-        if name != NULL and is_shadow_part(name):
+        if name != NULL and st_sql_is_shadow_part(name):
             sqlite3_str_appendf(todo, "ALTER TABLE \"%w\".\"%w_%w\" RENAME TO \"%w_%w\";",
                                 v.schema, v.name, name, new_name, name)
     sqlite3_finalize(stmt)
@@ -677,9 +613,9 @@ cdef int store_rename(sqlite3_vtab *vtab, const char *new_name) noexcept nogil:
         rc = SQLITE_NOMEM if copy == NULL else sqlite3_exec(v.db, copy, NULL, NULL, &err)
     sqlite3_free(copy)
     if rc != SQLITE_OK:
-        set_vtab_error(vtab, sqlite3_mprintf("tensor_store: cannot rename store '%s' to '%s': %s",
+        st_qc_set_vtab_error(vtab, sqlite3_mprintf("tensor_store: cannot rename store '%s' to '%s': %s",
                                              v.name, new_name,
-                                             text_or(err, sqlite3_errmsg(v.db))))
+                                             st_sql_text_or(err, sqlite3_errmsg(v.db))))
         sqlite3_free(err)
         return rc
     copy = sqlite3_mprintf("%s", new_name)

@@ -1,0 +1,24 @@
+/* sqlite-tensor: the names the engine and Python share, written once (issue #12).
+**
+** Each list is indexed by the engine's code for the name (OP_*, ACT_*, DT_* in
+** cython/engine.pxd) and ends with NULL. The engine parses layer lists with them
+** (inference/model_plan.pxi) and exports them to Python (_engine.LAYER_OPS, ...), whose
+** modules (layers.py, residuals.py) take them from there instead of typing them again.
+** Included only by the engine (static data). */
+#ifndef ST_NAMES_H
+#define ST_NAMES_H
+
+/* layer kinds: OP_DENSE, OP_EMBEDDING, OP_EMBEDDING_BAG, OP_ACTIVATION */
+static const char *const st_op_names[] = {"dense", "embedding", "embedding_bag", "activation", 0};
+/* activations: ACT_IDENTITY .. ACT_SOFTMAX */
+static const char *const st_act_names[] = {"identity", "relu", "sigmoid", "tanh", "gelu",
+                                           "softmax", 0};
+/* the weight dtypes the kernels compute with (widened to float32): DT_F32 .. DT_F64 */
+static const char *const st_dtype_names[] = {"float32", "float16", "bfloat16", "float64", 0};
+/* an embedding_bag's modes: index 0 sums, 1 takes the mean (the default) */
+static const char *const st_bag_modes[] = {"sum", "mean", 0};
+/* residual kinds, by code (RES_LOWRANK = 1, RES_QUANTIZED = 2; 0 is none) */
+static const char *const st_residual_kind_names[] = {"none", "low-rank", "quantized", 0};
+/* the bit widths a quantized residual may take; 0 ends the list */
+static const int st_residual_bits[] = {2, 4, 8, 0};
+#endif
