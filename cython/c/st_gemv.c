@@ -220,19 +220,52 @@ static double now_s(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-/* The largest size class: one past the last-level cache whatever it is (2 x its size, at
-** least 64 MiB), so that larger layers are timed over a buffer that does not fit either. */
-static int top_class(void) {
-    long llc = -1;
+/* The last-level cache a core of this CPU sees, in bytes (0: unknown). sysfs first: in a VM
+** glibc's sysconf may report the host's whole L3 (320 MiB here, where lscpu and sysfs say
+** 32 MiB). */
+static long long llc_bytes(void) {
+    long long best = 0;
+    int level = 0;
+    for (int i = 0; i < 8; i++) {
+        char path[96], buf[32];
+        long long lv = 0, size = 0;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", i);
+        FILE *f = fopen(path, "r");
+        if (f == NULL) break;
+        if (fgets(buf, sizeof buf, f)) lv = atoll(buf);
+        fclose(f);
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        f = fopen(path, "r");
+        if (f == NULL) continue;
+        if (fgets(buf, sizeof buf, f)) {
+            char *end;
+            size = strtoll(buf, &end, 10);
+            if (*end == 'K') size <<= 10;
+            else if (*end == 'M') size <<= 20;
+        }
+        fclose(f);
+        if (lv >= level && size > 0) { level = (int)lv; best = size; }
+    }
 #ifdef _SC_LEVEL3_CACHE_SIZE
-    llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (best <= 0) best = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (best <= 0) best = sysconf(_SC_LEVEL2_CACHE_SIZE);
 #endif
-    long long want = llc > 0 ? 2LL * llc : 0;
-    if (want < (64LL << 20)) want = 64LL << 20;
-    int c = 0;
-    while ((1LL << c) < want && c < 40) c++;
-    return c;
+    return best > 0 ? best : 0;
+}
+
+/* The largest size class: past the last-level cache (2 x its size, at least 64 MiB, at
+** most 1 GiB), so that larger layers are timed over a buffer that does not fit either.
+** Found once (under choices_mu). */
+static int top_class(void) {
+    static int top;
+    if (top == 0) {
+        long long want = 2 * llc_bytes();
+        if (want < (64LL << 20)) want = 64LL << 20;
+        int c = 0;
+        while ((1LL << c) < want && c < 30) c++;
+        top = c;
+    }
+    return top;
 }
 
 static int size_class(long long bytes) {
@@ -307,8 +340,9 @@ int st_gemv_pick(long rows, long cols, long long bytes) {
     if (rows <= 0 || cols <= 0) return ST_GEMV_ROWS4;
     int forced = forced_kernel();
     if (forced >= 0) return forced;
-    int cls = size_class(bytes), kernel = -1;
+    int cls, kernel = -1;
     pthread_mutex_lock(&choices_mu);
+    cls = size_class(bytes);
     for (int i = 0; i < nchoices; i++)
         if (choices[i].rows == rows && choices[i].cols == cols && choices[i].cls == cls)
             kernel = choices[i].kernel;

@@ -2,10 +2,13 @@
 **
 ** The calling thread is joined by a process-wide set of worker threads, started on first
 ** use and kept: a hand-off (a condition variable) costs a wake-up, not a thread's start
-** and end per call (the caller spins briefly for the last units, see st_join_spin). The
-** threads claim units one at a time (an atomic counter), so a worker that wakes late, or
-** a vCPU the host takes away for a while, leaves its share to the others instead of
-** making them wait for it. Idle workers sleep in pthread_cond_wait: nothing spins (a
+** and end per call (the caller spins briefly for the last units, see st_join_spin). Each
+** thread of a job owns a contiguous share of the units (the same share for the same job
+** shape, so a layer that fits in the caches is found in the same core's caches call after
+** call: a 16 MiB layer on two threads went 2-3x faster once each core re-read its own
+** half), claims its own units one at a time (an atomic counter per share), and then
+** takes units left in the others' shares, so a worker that wakes late, or a vCPU the host
+** takes away for a while, leaves its share to the others instead of making them wait. Idle workers sleep in pthread_cond_wait: nothing spins (a
 ** spinning thread would take a core from other work, and a spinning vCPU from the host).
 ** The workers serve one call at a time: a call that finds them busy (another
 ** connection's layer, on another thread) starts threads of its own for that call
@@ -38,8 +41,8 @@ static struct {
                                   ** workers 1 .. njob-1 */
     int pending;                  /* workers of the job not finished yet */
     st_range_fn fn;               /* the current job: fn(ctx, u, u + 1, worker) for */
-    void *ctx;                    /* every unit u < n, claimed through `next` */
-    long n, next;
+    void *ctx;                    /* every unit u < n, claimed through share[].next */
+    long n;
     unsigned long generation;     /* jobs handed out so far */
     unsigned long start_generation[ST_MAX_THREADS];  /* a worker's first `seen` */
     pthread_t tids[ST_MAX_THREADS];
@@ -47,11 +50,28 @@ static struct {
     int atfork;                   /* the fork handler is registered */
 } st_workers = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
                 PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, .excluded_cpu = -1};
+/* Thread k's share of the current job: units [n k / njob, n (k + 1) / njob), the next one
+** to claim (a cache line each: the threads claim at once). */
+static struct { long next, end; char pad[48]; } __attribute__((aligned(64)))
+    st_share[ST_MAX_THREADS];
+
+static void st_shares_set(long n, int njob) {
+    for (int k = 0; k < njob; k++) {
+        st_share[k].next = n * k / njob;
+        st_share[k].end = n * (k + 1) / njob;
+    }
+}
+
+/* Worker k's own share first, then what is left of the others' (k + 1, k + 2, ...). */
 static long st_claim_units(int worker) {
     long u, done = 0;
-    while ((u = __atomic_fetch_add(&st_workers.next, 1, __ATOMIC_RELAXED)) < st_workers.n) {
-        st_workers.fn(st_workers.ctx, u, u + 1, worker);
-        done++;
+    int njob = st_workers.njob;
+    for (int i = 0; i < njob; i++) {
+        int k = (worker + i) % njob;
+        while ((u = __atomic_fetch_add(&st_share[k].next, 1, __ATOMIC_RELAXED)) < st_share[k].end) {
+            st_workers.fn(st_workers.ctx, u, u + 1, worker);
+            done++;
+        }
     }
     return done;
 }
@@ -187,8 +207,9 @@ void st_parallel_for(int nthreads, long n, st_range_fn fn, void *ctx) {
     njob = st_workers.nworkers + 1 < nthreads ? st_workers.nworkers + 1 : nthreads;
     pthread_mutex_lock(&st_workers.lock);
     st_workers.fn = fn; st_workers.ctx = ctx;
-    st_workers.n = n; st_workers.next = 0;
+    st_workers.n = n;
     st_workers.njob = njob;
+    st_shares_set(n, njob);
     st_workers.pending = njob - 1;
     st_workers.generation++;
     if (njob > 1) pthread_cond_broadcast(&st_workers.wake);
