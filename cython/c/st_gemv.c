@@ -336,10 +336,20 @@ done:
     return best;
 }
 
+/* A fork while another thread calibrates would leave the child's lock held for ever: the
+** child starts with a fresh one (what was remembered stays valid there). */
+static void choices_after_fork(void) {
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    choices_mu = m;
+}
+static void choices_register(void) { pthread_atfork(NULL, NULL, choices_after_fork); }
+static pthread_once_t choices_once = PTHREAD_ONCE_INIT;
+
 int st_gemv_pick(long rows, long cols, long long bytes) {
     if (rows <= 0 || cols <= 0) return ST_GEMV_ROWS4;
     int forced = forced_kernel();
     if (forced >= 0) return forced;
+    pthread_once(&choices_once, choices_register);
     int cls, kernel = -1;
     pthread_mutex_lock(&choices_mu);
     cls = size_class(bytes);

@@ -82,6 +82,12 @@ static void *pick_thread(void *arg) {
     return NULL;
 }
 
+static void *big_pick_thread(void *arg) {
+    (void)arg;
+    CHECK(st_gemv_available(st_gemv_pick(256, 256, 16 << 20)));
+    return NULL;
+}
+
 static void check_pick(void) {
     unsetenv("ST_GEMV_KERNEL");
     st_gemv_forget();
@@ -125,6 +131,16 @@ static void check_pick(void) {
     CHECK(st_gemv_available(st_gemv_pick(4, 99, 1024)));
     st_gemv_last_timings(t2);
     CHECK(memcmp(t, t2, sizeof t) == 0);
+    st_gemv_forget();
+    /* fork while another thread calibrates (holding the lock): the child still picks */
+    pthread_t cal;
+    CHECK(pthread_create(&cal, NULL, big_pick_thread, NULL) == 0);
+    usleep(2000);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) _exit(st_gemv_available(st_gemv_pick(32, 32, 4096)) ? 0 : 1);
+    CHECK(st_test_child_ok(pid, 60));
+    pthread_join(cal, NULL);
     st_gemv_forget();
 }
 
