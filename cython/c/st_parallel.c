@@ -8,8 +8,10 @@
 ** call: a 16 MiB layer on two threads went 2-3x faster once each core re-read its own
 ** half), claims its own units one at a time (an atomic counter per share), and then
 ** takes units left in the others' shares, so a worker that wakes late, or a vCPU the host
-** takes away for a while, leaves its share to the others instead of making them wait. Idle workers sleep in pthread_cond_wait: nothing spins (a
-** spinning thread would take a core from other work, and a spinning vCPU from the host).
+** takes away for a while, leaves its share to the others instead of making them wait.
+** A worker done with a job watches for the next one for 0.1 ms (ST_WORKER_SPIN_NS), then
+** sleeps in pthread_cond_wait: an idle pool takes no core (a spinning thread would take a
+** core from other work, and a spinning vCPU from the host).
 ** The workers serve one call at a time: a call that finds them busy (another
 ** connection's layer, on another thread) starts threads of its own for that call
 ** (contiguous ranges, one per thread; a range whose thread could not be started is run
@@ -100,6 +102,24 @@ static void st_join_spin(long long budget_ns) {
         if (++i % 64 == 0 && st_mono_ns() > end) return;
     }
 }
+/* A worker, its job done, watches for the next one this long before it sleeps. Waking a
+** sleeping worker costs tens of microseconds in a guest (its vCPU halted): as much as a
+** whole small layer (a 4 MiB one takes 30 - 60 us), so on two threads such a layer took
+** as long as on one. Jobs that follow each other closely (the layers of one predict, the
+** predicts of a loop) now find the worker awake; an idle pool still sleeps after this. */
+#define ST_WORKER_SPIN_NS 100000
+
+static void st_worker_linger(unsigned long seen) {
+    long long end = st_mono_ns() + ST_WORKER_SPIN_NS;
+    int i = 0;
+    while (__atomic_load_n(&st_workers.generation, __ATOMIC_ACQUIRE) == seen) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (++i % 64 == 0 && st_mono_ns() > end) return;
+    }
+}
+
 static void *st_worker_main(void *p) {
     int k = (int)(size_t)p;
     unsigned long seen;
@@ -118,6 +138,9 @@ static void *st_worker_main(void *p) {
             pthread_mutex_lock(&st_workers.lock);
             if (__atomic_sub_fetch(&st_workers.pending, 1, __ATOMIC_RELEASE) == 0)
                 pthread_cond_signal(&st_workers.done);
+            pthread_mutex_unlock(&st_workers.lock);
+            st_worker_linger(seen);
+            pthread_mutex_lock(&st_workers.lock);
         }
     }
     return 0;
@@ -211,7 +234,7 @@ void st_parallel_for(int nthreads, long n, st_range_fn fn, void *ctx) {
     st_workers.njob = njob;
     st_shares_set(n, njob);
     st_workers.pending = njob - 1;
-    st_workers.generation++;
+    __atomic_add_fetch(&st_workers.generation, 1, __ATOMIC_RELEASE);  /* read by lingerers */
     if (njob > 1) pthread_cond_broadcast(&st_workers.wake);
     pthread_mutex_unlock(&st_workers.lock);
     long long t0 = st_mono_ns();
