@@ -6,7 +6,9 @@ ratio numpy / ours per round, median over rounds).
     cd <tree> && PYTHONPATH=$PWD python asv_bench/gemv_table.py [--sizes 1024,2048] [--rounds 15]
 
 Prints the CPU (lscpu model name, AVX2 / AVX-512 flags) and one row per size and thread
-count: ms per call each side, GB/s of weights, ratio (median and range over rounds).
+count: ms per call each side, GB/s of weights, ratio (median and range over rounds), and
+the median ratio over the quiet rounds only: those in which other processes used under
+--quiet of a core (from /proc/stat and /proc/self/stat; the machine may be shared).
 """
 import argparse
 import os
@@ -34,6 +36,16 @@ def cpu_name() -> str:
     return f"{model} ({', '.join(simd) or 'no AVX2/AVX-512'})"
 
 
+def _jiffies():
+    """(all CPUs' busy time, this process's CPU time), in clock ticks."""
+    with open("/proc/stat") as f:
+        v = [int(t) for t in f.readline().split()[1:]]
+    busy = sum(v) - v[3] - v[4]          # less idle and iowait
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return busy, int(fields[11]) + int(fields[12])   # utime + stime
+
+
 def timed(fn):
     t = time.perf_counter()
     fn()
@@ -46,13 +58,14 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--calls", type=int, default=5)
+    ap.add_argument("--quiet", type=float, default=0.1)
     args = ap.parse_args()
     print("CPU:", cpu_name())
     _engine.cache_configure(1024 * 2 ** 20)
     tmp = tempfile.mkdtemp()
     rng = np.random.default_rng(0)
     print(f"{'size':>6} {'thr':>3} {'ours ms':>8} {'GB/s':>6} {'numpy ms':>8} {'GB/s':>6} "
-          f"{'ratio':>6}  range")
+          f"{'ratio':>6}  range      quiet rounds: n, ratio")
     for n in map(int, args.sizes.split(",")):
         path = os.path.join(tmp, f"d{n}.sqlite")
         W = (rng.standard_normal((n, n), dtype=np.float32) / np.sqrt(n)).astype(np.float32)
@@ -68,8 +81,11 @@ def main():
                 ours = lambda: store.predict("m", x)
                 ref = lambda: W @ x + b
                 np.testing.assert_allclose(ours(), ref(), rtol=1e-3, atol=1e-3)
-                ro, rn, ratios = [], [], []
+                ro, rn, ratios, quiet = [], [], [], []
+                tick = os.sysconf("SC_CLK_TCK")
                 for _ in range(args.rounds):
+                    b0, s0 = _jiffies()
+                    w0 = time.perf_counter()
                     if t > 1:
                         time.sleep(SETTLE_S)
                     a = statistics.median(timed(ref) for _ in range(args.calls))
@@ -77,10 +93,16 @@ def main():
                         time.sleep(SETTLE_S)
                     o = statistics.median(timed(ours) for _ in range(args.calls))
                     rn.append(a); ro.append(o); ratios.append(a / o)
+                    b1, s1 = _jiffies()
+                    others = ((b1 - b0) - (s1 - s0)) / tick / (time.perf_counter() - w0)
+                    if others < args.quiet:
+                        quiet.append(a / o)
                 mo, mn = statistics.median(ro), statistics.median(rn)
                 gb = n * n * 4 / 1e9
                 print(f"{n:>6} {t:>3} {mo*1e3:8.3f} {gb/mo:6.1f} {mn*1e3:8.3f} {gb/mn:6.1f} "
-                      f"{statistics.median(ratios):6.2f}  {min(ratios):.2f}-{max(ratios):.2f}",
+                      f"{statistics.median(ratios):6.2f}  {min(ratios):.2f}-{max(ratios):.2f}"
+                      f"  {len(quiet):3d}, "
+                      + (f"{statistics.median(quiet):.2f}" if quiet else "-"),
                       flush=True)
         store.close()
         os.remove(path)
