@@ -349,6 +349,7 @@ int st_gemv_pick(long rows, long cols, long long bytes) {
     if (rows <= 0 || cols <= 0) return ST_GEMV_ROWS4;
     int forced = forced_kernel();
     if (forced >= 0) return forced;
+    if (bytes <= ST_GEMV_SMALL_BYTES) return ST_GEMV_ROWS4;
     pthread_once(&choices_once, choices_register);
     int cls, kernel = -1;
     pthread_mutex_lock(&choices_mu);

@@ -51,6 +51,10 @@ ST_HIDDEN void st_gemv_n_with(int kernel, long m, long n, const float *restrict 
 ** kernel (when available); ST_GEMV_TRACE=1 prints each calibration to stderr.
 ** Thread-safe; never fails (without memory for the calibration it picks ST_GEMV_ROWS4). */
 ST_HIDDEN int st_gemv_pick(long rows, long cols, long long bytes);
+/* Layers of at most this many bytes are not timed: they get ST_GEMV_ROWS4 (they sit in L2,
+** where it is as fast as any, their time is the call's fixed work, and their answers stay
+** those of earlier versions, bit for bit). */
+#define ST_GEMV_SMALL_BYTES (1LL << 20)
 /* Drop what st_gemv_pick remembered (tests). */
 ST_HIDDEN void st_gemv_forget(void);
 /* Seconds each available kernel took in the last calibration (min over its passes), -1 for

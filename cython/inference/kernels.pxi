@@ -413,7 +413,8 @@ cdef void dense_chunk(const Layer *L, const unsigned char **tiles, const unsigne
     job.Y = Y
     job.scratch = scratch
     # measured on this CPU for this tile shape and layer size (once per process)
-    job.gemv = st_gemv_pick(R, C, L.weight.rows * L.weight.cols * 4) if B == 1 and not L.transpose else 0
+    job.gemv = (st_gemv_pick(R, C, L.weight.rows * L.weight.cols * 4)
+                if B == 1 and not L.transpose and L.weight.dtype == DT_F32 else 0)
     cdef long units = <long>((r1 - r0) if not L.transpose else L.weight.grid_c)
     if nthreads <= 1:
         dense_range(&job, 0, units, 0)

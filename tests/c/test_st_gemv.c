@@ -76,7 +76,7 @@ static void check_shape(long m, long n) {
 static void *pick_thread(void *arg) {
     long cols = (long)arg;
     for (int i = 0; i < 3; i++) {
-        int k = st_gemv_pick(64, cols, 256 << 10);
+        int k = st_gemv_pick(64, cols, 2 << 20);
         CHECK(st_gemv_available(k));
     }
     return NULL;
@@ -91,7 +91,8 @@ static void *big_pick_thread(void *arg) {
 static void check_pick(void) {
     unsetenv("ST_GEMV_KERNEL");
     st_gemv_forget();
-    int k = st_gemv_pick(256, 256, 1 << 20);
+    CHECK(st_gemv_pick(256, 256, ST_GEMV_SMALL_BYTES) == ST_GEMV_ROWS4);   /* small: not timed */
+    int k = st_gemv_pick(256, 256, 2 << 20);
     CHECK(k >= 0 && k < ST_GEMV_KERNELS && st_gemv_available(k));
     /* the calibration timed every available kernel, and only those */
     double t[ST_GEMV_KERNELS];
@@ -101,23 +102,23 @@ static void check_pick(void) {
     for (int j = 0; j < ST_GEMV_KERNELS; j++) CHECK(t[k] <= t[j] || t[j] == -1);
     /* remembered: the same shape and class is not measured again (the timings stay) */
     st_gemv_last_timings(t);
-    CHECK(st_gemv_pick(256, 256, (1 << 20) - 5) == k);
+    CHECK(st_gemv_pick(256, 256, (2 << 20) - 5) == k);
     double t2[ST_GEMV_KERNELS];
     st_gemv_last_timings(t2);
     CHECK(memcmp(t, t2, sizeof t) == 0);
     /* odd shapes, a tile larger than its class, rows larger than it, empty ones */
-    CHECK(st_gemv_available(st_gemv_pick(3, 17, 100)));
+    CHECK(st_gemv_available(st_gemv_pick(3, 17, 3 << 20)));
     CHECK(st_gemv_available(st_gemv_pick(1024, 1024, 4 << 20)));
-    CHECK(st_gemv_available(st_gemv_pick(1, 1 << 20, 1 << 20)));
+    CHECK(st_gemv_available(st_gemv_pick(1, 1 << 20, 2 << 20)));
     CHECK(st_gemv_pick(0, 16, 0) == ST_GEMV_ROWS4 && st_gemv_pick(16, 0, 0) == ST_GEMV_ROWS4);
     /* forced by name (when this CPU has it); an unknown name is ignored */
     setenv("ST_GEMV_KERNEL", "linear", 1);
-    CHECK(st_gemv_pick(256, 256, 1 << 20) == ST_GEMV_LINEAR);
+    CHECK(st_gemv_pick(256, 256, 2 << 20) == ST_GEMV_LINEAR);
     setenv("ST_GEMV_KERNEL", "linear-avx512", 1);
-    CHECK(st_gemv_pick(256, 256, 1 << 20) ==
+    CHECK(st_gemv_pick(256, 256, 2 << 20) ==
           (st_gemv_available(ST_GEMV_LINEAR_512) ? ST_GEMV_LINEAR_512 : k));
     setenv("ST_GEMV_KERNEL", "no-such-kernel", 1);
-    CHECK(st_gemv_pick(256, 256, 1 << 20) == k);
+    CHECK(st_gemv_pick(256, 256, 2 << 20) == k);
     unsetenv("ST_GEMV_KERNEL");
     /* several threads calibrating and looking up at once */
     st_gemv_forget();
@@ -126,9 +127,9 @@ static void check_pick(void) {
     for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
     /* a full table answers from what it holds, without measuring again */
     st_gemv_forget();
-    for (long c = 1; c <= 40; c++) CHECK(st_gemv_available(st_gemv_pick(4, c, 1024)));
+    for (long c = 1; c <= 40; c++) CHECK(st_gemv_available(st_gemv_pick(4, c, 2 << 20)));
     st_gemv_last_timings(t);
-    CHECK(st_gemv_available(st_gemv_pick(4, 99, 1024)));
+    CHECK(st_gemv_available(st_gemv_pick(4, 99, 2 << 20)));
     st_gemv_last_timings(t2);
     CHECK(memcmp(t, t2, sizeof t) == 0);
     st_gemv_forget();
@@ -138,7 +139,7 @@ static void check_pick(void) {
     usleep(2000);
     pid_t pid = fork();
     CHECK(pid >= 0);
-    if (pid == 0) _exit(st_gemv_available(st_gemv_pick(32, 32, 4096)) ? 0 : 1);
+    if (pid == 0) _exit(st_gemv_available(st_gemv_pick(32, 32, 2 << 20)) ? 0 : 1);
     CHECK(st_test_child_ok(pid, 60));
     pthread_join(cal, NULL);
     st_gemv_forget();
