@@ -61,7 +61,7 @@ c-test:
 	  $(C_TEST_DIR)/$$name; \
 	  $(C_TEST_SAN) $(C_TEST_DIR)/$$name-asan; \
 	done
-	@set -e; for name in parallel arena; do \
+	@set -e; for name in parallel arena gemv; do \
 	  $(C_TEST_CC) $(C_TEST_FLAGS) -O1 -fsanitize=thread tests/c/test_st_$$name.c \
 	    cython/c/st_$$name.c -o $(C_TEST_DIR)/$$name-tsan; \
 	  $(C_TEST_SAN) $(C_TEST_DIR)/$$name-tsan; \

@@ -434,6 +434,8 @@ cdef extern from "st_half.h" nogil:
 cdef extern from "st_gemv.h" nogil:
     void st_gemv_n(long m, long n, const float *a, const float *x, float *y)
     void st_gemv_t(long m, long n, const float *a, const float *x, float *y)
+    int st_gemv_pick(long rows, long cols, long long bytes)
+    void st_gemv_n_with(int kernel, long m, long n, const float *a, const float *x, float *y)
 
 cdef enum:
     CHUNK_BYTES = 64 * 1024 * 1024     # tiles pinned at once by a threaded dense layer

@@ -3,6 +3,12 @@
 ** A simple vectorised loop keeps up with memory, and unlike OpenBLAS's sgemv it takes no
 ** lock (OpenBLAS takes a global one for its work buffer), so threads calling it in
 ** parallel scale. Both accumulate into y.
+**
+** y += A x has several kernels (the order A is read in, the instruction set, the prefetch
+** distance); which is fastest depends on the CPU and on whether the layer fits in its
+** caches, so it is measured, not assumed: st_gemv_pick times the candidates once per
+** process and size class (a short calibration over tiles of the layer's shape, laid out as
+** the pool holds them) and remembers the winner; st_gemv_n_with runs it.
 */
 #ifndef ST_GEMV_H
 #define ST_GEMV_H
@@ -11,10 +17,47 @@
 #define ST_HIDDEN __attribute__((visibility("hidden")))  /* not exported from the module */
 #endif
 
-/* y[0:m] += A x, A row-major m x n */
+/* y[0:m] += A x, A row-major m x n (four rows at a time; for small products) */
 ST_HIDDEN void st_gemv_n(long m, long n, const float *restrict a, const float *restrict x,
                          float *restrict y);
 /* y[0:n] += A^T x, A row-major m x n */
 ST_HIDDEN void st_gemv_t(long m, long n, const float *restrict a, const float *restrict x,
                          float *restrict y);
+
+/* The candidates for y += A x. ROWS4 is st_gemv_n: four rows at once, so four streams
+** through A a row apart. LINEAR_* read A strictly in address order, one row after the
+** other (one stream; a tile's rows are contiguous, so a whole tile, and a page of tiles,
+** is one stream), with AVX-512 or AVX2, and with or without software prefetch. */
+enum {
+    ST_GEMV_ROWS4 = 0,
+    ST_GEMV_LINEAR_512,
+    ST_GEMV_LINEAR_512_PF,
+    ST_GEMV_LINEAR_256,
+    ST_GEMV_LINEAR_256_PF,
+    ST_GEMV_LINEAR,            /* portable C, any CPU */
+    ST_GEMV_KERNELS
+};
+
+/* 1 if this CPU can run the kernel. */
+ST_HIDDEN int st_gemv_available(int kernel);
+ST_HIDDEN const char *st_gemv_name(int kernel);
+/* y[0:m] += A x with the given kernel (an available one; any other runs ST_GEMV_ROWS4). */
+ST_HIDDEN void st_gemv_n_with(int kernel, long m, long n, const float *restrict a,
+                              const float *restrict x, float *restrict y);
+/* The fastest kernel here for a layer of `bytes` bytes of float32 weights in tiles of
+** rows x cols: measured the first time a (tile shape, size class) is seen in the process
+** (size classes are powers of two, all those above max(2 x the last-level cache, 64 MiB)
+** one class), then remembered. The environment variable ST_GEMV_KERNEL=<name> forces a
+** kernel (when available); ST_GEMV_TRACE=1 prints each calibration to stderr.
+** Thread-safe; never fails (without memory for the calibration it picks ST_GEMV_ROWS4). */
+ST_HIDDEN int st_gemv_pick(long rows, long cols, long long bytes);
+/* Layers of at most this many bytes are not timed: they get ST_GEMV_ROWS4 (they sit in L2,
+** where it is as fast as any, their time is the call's fixed work, and their answers stay
+** those of earlier versions, bit for bit). */
+#define ST_GEMV_SMALL_BYTES (1LL << 20)
+/* Drop what st_gemv_pick remembered (tests). */
+ST_HIDDEN void st_gemv_forget(void);
+/* Seconds each available kernel took in the last calibration (min over its passes), -1 for
+** those not timed; for tests and diagnostics. */
+ST_HIDDEN void st_gemv_last_timings(double out[ST_GEMV_KERNELS]);
 #endif

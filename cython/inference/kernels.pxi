@@ -149,7 +149,7 @@ cdef void st_kern_tile_product(const Layer *L, const unsigned char *tile, const 
                        int res_kind, int res_param, sqlite3_int64 bi, sqlite3_int64 bj,
                        sqlite3_int64 br, sqlite3_int64 bc, sqlite3_int64 R, sqlite3_int64 C,
                        const float *X, sqlite3_int64 B, float *Y, float *scratch,
-                       float *lowrank) noexcept nogil:
+                       float *lowrank, int gemv) noexcept nogil:
     """Y += the product of X with tile (bi, bj) of L's weight (br x bc, stored trimmed),
     plus its residual (res_kind 0: none).
 
@@ -158,7 +158,8 @@ cdef void st_kern_tile_product(const Layer *L, const unsigned char *tile, const 
     One input is a matrix-vector product (st_gemv_*), a batch a matrix-matrix one
     (single-threaded BLAS sgemm: the threads split tiles, see dense()). A quantized
     residual is added to a copy of T in scratch; a low-rank one is its own thin product
-    (st_kern_lowrank_product, with min(B, LOWRANK_ROWS) x rank floats at lowrank).
+    (st_kern_lowrank_product, with min(B, LOWRANK_ROWS) x rank floats at lowrank). gemv: the
+    kernel st_gemv_pick chose for tiles read where they sit in the pool.
     """
     cdef const float *T = <const float *>tile
     if L.weight.dtype != DT_F32:
@@ -173,7 +174,7 @@ cdef void st_kern_tile_product(const Layer *L, const unsigned char *tile, const 
         st_kern_lowrank_product(L, res, res_param, bi, bj, br, bc, R, C, X, B, Y, lowrank)
     if not L.transpose:
         if B == 1:
-            st_gemv_n(br, bc, T, X + bj * C, Y + bi * R)
+            st_gemv_n_with(gemv if T != scratch else 0, br, bc, T, X + bj * C, Y + bi * R)
         else:
             scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, <int>B, <int>br, <int>bc,
                               1.0, X + bj * C, <int>L.n_in, T, <int>bc, 1.0, Y + bi * R,
@@ -332,6 +333,7 @@ ctypedef struct DenseJob:
     float *Y
     float *scratch                # per worker: a block_rows * block_cols tile, then the
     sqlite3_int64 stride          # low-rank intermediate; stride floats per worker
+    int gemv                      # the y += A x kernel (batch 1), from st_gemv_pick
 
 
 cdef void st_kern_dense_range(void *ctx, long begin, long end, int worker) noexcept nogil:
@@ -361,7 +363,7 @@ cdef void st_kern_dense_range(void *ctx, long begin, long end, int worker) noexc
                 res = job.res[k]
             st_kern_tile_product(job.L, job.tiles[k], res, kind, param, bi, bj, st_kern_tile_rows(w, bi, job.R),
                          st_kern_tile_cols(w, bj, job.C), job.R, job.C, job.X, job.B, job.Y, mine,
-                         mine + job.R * job.C)
+                         mine + job.R * job.C, job.gemv)
 
 
 cdef void st_kern_dense_chunk(const Layer *L, const unsigned char **tiles, const unsigned char **res,
@@ -382,6 +384,9 @@ cdef void st_kern_dense_chunk(const Layer *L, const unsigned char **tiles, const
     job.B = B
     job.Y = Y
     job.scratch = scratch
+    # measured on this CPU for this tile shape and layer size (once per process)
+    job.gemv = (st_gemv_pick(R, C, L.weight.rows * L.weight.cols * 4)
+                if B == 1 and not L.transpose and L.weight.dtype == DT_F32 else 0)
     cdef long units = <long>((r1 - r0) if not L.transpose else L.weight.grid_c)
     if nthreads <= 1:
         st_kern_dense_range(&job, 0, units, 0)

@@ -1,7 +1,11 @@
-/* st_gemv.c: y += A x and y += A^T x against a double-precision reference, over shapes
-** that hit every remainder (rows mod 4, columns mod 16) and empty ones; the matrix ends
-** at a PROT_NONE page, so a read past it (not a prefetch: those never fault) crashes. */
+/* st_gemv.c: y += A x (every kernel this CPU runs) and y += A^T x against a
+** double-precision reference, over shapes that hit every remainder (rows mod 4, columns
+** mod 8, 16, 32 and 64) and empty ones; the matrix ends at a PROT_NONE page, so a read past
+** it (not a prefetch: those never fault) crashes. Then the calibration (st_gemv_pick):
+** it picks a kernel this CPU runs, remembers it, honours ST_GEMV_KERNEL, and is safe from
+** several threads at once (also built under ThreadSanitizer). */
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -41,8 +45,21 @@ static void check_shape(long m, long n) {
         want[i] = y[i];
         for (long j = 0; j < n; j++) want[i] += (double)a[i * n + j] * x[j];
     }
+    float *y0 = malloc((m > n ? m : n) * sizeof(float) + 4);
+    memcpy(y0, y, m * sizeof(float));
     st_gemv_n(m, n, a, x, y);
     for (long i = 0; i < m; i++) CHECK(fabs(y[i] - want[i]) <= 1e-5 * (n + 1));
+    for (int k = 0; k < ST_GEMV_KERNELS; k++) {
+        if (!st_gemv_available(k)) continue;
+        memcpy(y, y0, m * sizeof(float));
+        st_gemv_n_with(k, m, n, a, x, y);
+        for (long i = 0; i < m; i++) {
+            if (!(fabs(y[i] - want[i]) <= 1e-5 * (n + 1)))
+                fprintf(stderr, "kernel %s, %ld x %ld, row %ld\n", st_gemv_name(k), m, n, i);
+            CHECK(fabs(y[i] - want[i]) <= 1e-5 * (n + 1));
+        }
+    }
+    free(y0);
     /* y += A^T x */
     for (long i = 0; i < m; i++) x[i] = rnd();
     for (long j = 0; j < n; j++) {
@@ -56,9 +73,82 @@ static void check_shape(long m, long n) {
     free(x); free(y); free(want);
 }
 
+static void *pick_thread(void *arg) {
+    long cols = (long)arg;
+    for (int i = 0; i < 3; i++) {
+        int k = st_gemv_pick(64, cols, 2 << 20);
+        CHECK(st_gemv_available(k));
+    }
+    return NULL;
+}
+
+static void *big_pick_thread(void *arg) {
+    (void)arg;
+    CHECK(st_gemv_available(st_gemv_pick(256, 256, 16 << 20)));
+    return NULL;
+}
+
+static void check_pick(void) {
+    unsetenv("ST_GEMV_KERNEL");
+    st_gemv_forget();
+    CHECK(st_gemv_pick(256, 256, ST_GEMV_SMALL_BYTES) == ST_GEMV_ROWS4);   /* small: not timed */
+    int k = st_gemv_pick(256, 256, 2 << 20);
+    CHECK(k >= 0 && k < ST_GEMV_KERNELS && st_gemv_available(k));
+    /* the calibration timed every available kernel, and only those */
+    double t[ST_GEMV_KERNELS];
+    st_gemv_last_timings(t);
+    for (int j = 0; j < ST_GEMV_KERNELS; j++)
+        CHECK(st_gemv_available(j) ? t[j] > 0 : t[j] == -1);
+    for (int j = 0; j < ST_GEMV_KERNELS; j++) CHECK(t[k] <= t[j] || t[j] == -1);
+    /* remembered: the same shape and class is not measured again (the timings stay) */
+    st_gemv_last_timings(t);
+    CHECK(st_gemv_pick(256, 256, (2 << 20) - 5) == k);
+    double t2[ST_GEMV_KERNELS];
+    st_gemv_last_timings(t2);
+    CHECK(memcmp(t, t2, sizeof t) == 0);
+    /* odd shapes, a tile larger than its class, rows larger than it, empty ones */
+    CHECK(st_gemv_available(st_gemv_pick(3, 17, 3 << 20)));
+    CHECK(st_gemv_available(st_gemv_pick(1024, 1024, 4 << 20)));
+    CHECK(st_gemv_available(st_gemv_pick(1, 1 << 20, 2 << 20)));
+    CHECK(st_gemv_pick(0, 16, 0) == ST_GEMV_ROWS4 && st_gemv_pick(16, 0, 0) == ST_GEMV_ROWS4);
+    /* forced by name (when this CPU has it); an unknown name is ignored */
+    setenv("ST_GEMV_KERNEL", "linear", 1);
+    CHECK(st_gemv_pick(256, 256, 2 << 20) == ST_GEMV_LINEAR);
+    setenv("ST_GEMV_KERNEL", "linear-avx512", 1);
+    CHECK(st_gemv_pick(256, 256, 2 << 20) ==
+          (st_gemv_available(ST_GEMV_LINEAR_512) ? ST_GEMV_LINEAR_512 : k));
+    setenv("ST_GEMV_KERNEL", "no-such-kernel", 1);
+    CHECK(st_gemv_pick(256, 256, 2 << 20) == k);
+    unsetenv("ST_GEMV_KERNEL");
+    /* several threads calibrating and looking up at once */
+    st_gemv_forget();
+    pthread_t th[4];
+    for (long i = 0; i < 4; i++) CHECK(pthread_create(&th[i], NULL, pick_thread, (void *)(64 + 16 * (i % 2))) == 0);
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    /* a full table answers from what it holds, without measuring again */
+    st_gemv_forget();
+    for (long c = 1; c <= 40; c++) CHECK(st_gemv_available(st_gemv_pick(4, c, 2 << 20)));
+    st_gemv_last_timings(t);
+    CHECK(st_gemv_available(st_gemv_pick(4, 99, 2 << 20)));
+    st_gemv_last_timings(t2);
+    CHECK(memcmp(t, t2, sizeof t) == 0);
+    st_gemv_forget();
+    /* fork while another thread calibrates (holding the lock): the child still picks */
+    pthread_t cal;
+    CHECK(pthread_create(&cal, NULL, big_pick_thread, NULL) == 0);
+    usleep(2000);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) _exit(st_gemv_available(st_gemv_pick(32, 32, 2 << 20)) ? 0 : 1);
+    CHECK(st_test_child_ok(pid, 60));
+    pthread_join(cal, NULL);
+    st_gemv_forget();
+}
+
 int main(void) {
     long shapes[][2] = {{1, 1}, {3, 5}, {4, 16}, {5, 17}, {7, 31}, {8, 33}, {64, 48},
-                        {255, 256}, {256, 255}, {257, 1}, {1, 1027}, {0, 8}, {8, 0}};
+                        {255, 256}, {256, 255}, {257, 1}, {1, 1027}, {0, 8}, {8, 0},
+                        {3, 64}, {2, 65}, {5, 95}, {6, 127}, {4, 128}, {3, 200}};
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
         check_shape(shapes[k][0], shapes[k][1]);
     /* the product is the same whichever of A's rows are taken four at a time */
@@ -70,6 +160,7 @@ int main(void) {
         for (int i = 0; i < 6; i++) st_gemv_n(1, 20, a + i * 20, x, y1 + i);
         for (int i = 0; i < 6; i++) CHECK(fabsf(y6[i] - y1[i]) <= 1e-5f);
     }
+    check_pick();
     printf("test_st_gemv: ok\n");
     return 0;
 }
