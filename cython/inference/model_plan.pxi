@@ -146,7 +146,7 @@ cdef void plan_free(Plan *plan) noexcept nogil:
             weight_free(&plan.layers[i].weight)
             weight_free(&plan.layers[i].bias)
         free(plan.layers)
-    source_close(&plan.src)
+    st_pool_source_close(&plan.src)
     sqlite3_free(plan.store)
     sqlite3_free(plan.schema)
     sqlite3_free(plan.store_arg)
@@ -353,7 +353,7 @@ cdef int plan_load(sqlite3 *db, const char *schema, const char *store, const cha
     store = plan.store     # the plan's own copies: the page source keeps these pointers
     schema = plan.schema
     # first: the page source holds one read snapshot for everything the plan reads
-    rc = source_init(&plan.src, db, schema, store, err)
+    rc = st_pool_source_init(&plan.src, db, schema, store, err)
     if rc != SQLITE_OK:
         return rc
     rc = read_store_config(db, schema, store, &plan.block_rows, &plan.block_cols, err)
