@@ -24,6 +24,7 @@ cdef extern from *:
 ctypedef struct st_pool_2q:
     PageList queues[2]            # A1in, Am
     sqlite3_int64 kin_ppm, kout_ppm
+    sqlite3_int64 budget, kin_bytes     # A1in's share of budget, kept while the budget stays
 
 
 cdef int st_pool_2q_init(Pool *pool) noexcept nogil:
@@ -58,8 +59,10 @@ cdef void st_pool_2q_remove(Pool *pool, PoolPage *p) noexcept nogil:
 cdef PoolPage *st_pool_2q_victim(Pool *pool) noexcept nogil:
     cdef st_pool_2q *s = <st_pool_2q *>pool.state
     cdef PoolPage *v = NULL
-    if s.queues[0].bytes > st_pool_share(st_pool_budget(pool), s.kin_ppm, 0) \
-            or s.queues[1].count == 0:
+    if s.budget != st_pool_budget(pool):
+        s.budget = st_pool_budget(pool)
+        s.kin_bytes = st_pool_share(s.budget, s.kin_ppm, 0)
+    if s.queues[0].bytes > s.kin_bytes or s.queues[1].count == 0:
         v = st_pool_oldest_unpinned(&s.queues[0])
     if v == NULL:
         v = st_pool_oldest_unpinned(&s.queues[1])

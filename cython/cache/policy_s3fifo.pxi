@@ -33,6 +33,7 @@ ctypedef struct st_pool_s3fifo:
     PageList queues[2]            # S, M
     sqlite3_int64 small_ppm, ghost_ppm
     int max_freq, move_threshold
+    sqlite3_int64 budget, small_bytes   # S's share of budget, kept while the budget stays
 
 
 cdef int st_pool_s3fifo_init(Pool *pool) noexcept nogil:
@@ -72,10 +73,12 @@ cdef PoolPage *st_pool_s3fifo_victim(Pool *pool) noexcept nogil:
     cdef PageList *main = &s.queues[1]
     cdef PoolPage *t
     cdef sqlite3_int64 steps
-    cdef sqlite3_int64 small_bytes = st_pool_share(st_pool_budget(pool), s.small_ppm, 0)
+    if s.budget != st_pool_budget(pool):
+        s.budget = st_pool_budget(pool)
+        s.small_bytes = st_pool_share(s.budget, s.small_ppm, 0)
     cdef sqlite3_int64 limit = 4 * (small.count + main.count) + 4
     for steps in range(limit):
-        if small.bytes > small_bytes or main.count == 0:
+        if small.bytes > s.small_bytes or main.count == 0:
             t = st_pool_oldest_unpinned(small)
             if t != NULL:
                 if t.flag >= s.move_threshold:  # used while in S: it earned a place in M

@@ -320,7 +320,13 @@ cdef void st_pool_note_access(Pool *pool, PoolPage *p) noexcept nogil:
     p.last = e.last
 
 
-cdef int st_pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, uint64_t epoch,
+cdef int st_pool_start(Pool *pool) noexcept nogil:
+    """Start the policy (make its state) before its first access since it was set or its
+    pages were dropped. Out of line: it runs once per start, not per access."""
+    return pool.policy.init(pool)
+
+
+cdef inline int st_pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, uint64_t epoch,
                      sqlite3_int64 next_use, st_pool_loader load, st_pool_confirmer confirm, void *ctx,
                      PoolPage **out, char **err) noexcept nogil:
     """Pin a page: from the pool on a hit (confirmed first when its mark is not epoch),
@@ -331,7 +337,7 @@ cdef int st_pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, uint64_
     cdef sqlite3_int64 nbytes = 0
     cdef int shared = 0, rc, same = 0
     st_pool_lock(pool)
-    if pool.state == NULL and pool.policy.init(pool) != SQLITE_OK:
+    if pool.state == NULL and st_pool_start(pool) != SQLITE_OK:
         st_pool_unlock(pool)
         return SQLITE_NOMEM
     if pool.recording:
@@ -377,7 +383,7 @@ cdef int st_pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, uint64_
         return rc
 
     st_pool_lock(pool)
-    if pool.state == NULL and pool.policy.init(pool) != SQLITE_OK:
+    if pool.state == NULL and st_pool_start(pool) != SQLITE_OK:
         # the pages were dropped meanwhile (a policy change, a clear) and no memory is left
         st_pool_unlock(pool)
         st_page_free(data, nbytes)
