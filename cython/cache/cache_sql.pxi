@@ -143,7 +143,7 @@ cdef void fn_tensor_cache(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     cdef const char *option
     cdef char *err = NULL
     cdef char *msg
-    cdef int rc = SQLITE_OK
+    cdef int rc = SQLITE_OK, has
     if sqlite3_value_type(argv[0]) != SQLITE_TEXT:
         sqlite3_result_error(ctx, "tensor_cache: the option must be text: 'policy', "
                              "'budget_bytes', 'clear' or 'params'", -1)
@@ -184,7 +184,12 @@ cdef void fn_tensor_cache(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
             st_pool_lock(&st_pool_process)
             msg = st_pool_params_text(st_pool_process.policy, st_pool_process.params,
                                       st_pool_process.aging_window)
+            has = st_pool_param_count(st_pool_process.policy) > 0
             st_pool_unlock(&st_pool_process)
+            if not has:
+                sqlite3_free(msg)
+                sqlite3_result_text(ctx, "", 0, SQLITE_STATIC)   # a policy without any
+                return
             if msg == NULL:
                 sqlite3_result_error_nomem(ctx)
                 return
