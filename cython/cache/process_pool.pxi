@@ -31,23 +31,12 @@ from libc.string cimport memcmp
 
 
 
-ctypedef struct PageSource:
-    sqlite3 *db                   # connection to read misses through
-    const char *schema
-    char *table                   # "<store>_pages", from sqlite3_mprintf
-    sqlite3_blob *blob            # reused across misses, or NULL
-    uint64_t store_key
-    uint64_t epoch                # the connection's view when source_init / source_view ran
-    int min_version               # oldest page version the store may hold (2 once upgraded)
-    int uncached                  # the store has no uid: never cache its pages
-    sqlite3_stmt *sharing         # counts the models sharing a page (prepared when needed)
-    const char *store             # the store's name (owned by the caller)
-    sqlite3_stmt *snapshot        # holds one read snapshot while src is open (snapshot_hold)
+# PageSource and PageView are stated in pool_interface.pxi.
 
 
 # -- views: one per (connection, schema), forgotten when the connection closes ---------------
 
-ctypedef struct ConnView:
+ctypedef struct PoolConnView:
     sqlite3 *db
     char schema[32]
     unsigned int data_version
@@ -59,22 +48,22 @@ ctypedef struct ConnView:
 cdef extern from "st_fork.h":
     pthread_mutex_t st_views_mutex
 
-cdef ConnView *st_views           # guarded by st_views_mutex
-cdef int st_nviews, st_views_cap
-cdef uint64_t st_epoch_counter    # last epoch handed out (0 is never a view's)
+cdef PoolConnView *st_pool_views           # guarded by st_views_mutex
+cdef int st_pool_nviews, st_pool_views_cap
+cdef uint64_t st_pool_epoch_counter    # last epoch handed out (0 is never a view's)
 cdef int st_page_checks_off       # hidden switch for measurements (_set_page_checks)
 
 
 cdef void st_pool_view_forget(void *db) noexcept nogil:
     """The connection is closing (xDestroy of its marker function): drop its views, so a
     new connection at the same address never inherits them."""
-    global st_nviews
+    global st_pool_nviews
     cdef int i = 0
     pthread_mutex_lock(&st_views_mutex)
-    while i < st_nviews:
-        if <void *>st_views[i].db == db:
-            st_nviews -= 1
-            st_views[i] = st_views[st_nviews]
+    while i < st_pool_nviews:
+        if <void *>st_pool_views[i].db == db:
+            st_pool_nviews -= 1
+            st_pool_views[i] = st_pool_views[st_pool_nviews]
         else:
             i += 1
     pthread_mutex_unlock(&st_views_mutex)
@@ -87,8 +76,8 @@ cdef void st_pool_view_marker(sqlite3_context *ctx, int argc, sqlite3_value **ar
 cdef int st_pool_view_known(sqlite3 *db) noexcept nogil:
     cdef int i, found = 0
     pthread_mutex_lock(&st_views_mutex)
-    for i in range(st_nviews):
-        if st_views[i].db == db:
+    for i in range(st_pool_nviews):
+        if st_pool_views[i].db == db:
             found = 1
             break
     pthread_mutex_unlock(&st_views_mutex)
@@ -107,12 +96,12 @@ cdef uint64_t st_pool_connection_view(sqlite3 *db, const char *schema) noexcept 
     """The connection's current view epoch (see the top of this file). A connection whose
     view cannot be tracked gets a new epoch on every call: nothing is trusted, every cached
     page is re-confirmed."""
-    global st_epoch_counter, st_nviews, st_views, st_views_cap
+    global st_pool_epoch_counter, st_pool_nviews, st_pool_views, st_pool_views_cap
     cdef unsigned int dv = 0
     cdef int changes = sqlite3_total_changes(db)
     cdef int i, tracked = 1
     cdef uint64_t epoch
-    cdef ConnView *v = NULL
+    cdef PoolConnView *v = NULL
     cdef void *grown
     if sqlite3_file_control(db, schema, SQLITE_FCNTL_DATA_VERSION, &dv) != SQLITE_OK \
             or strlen(schema) >= 32 or st_pool_in_write_transaction(db, schema):
@@ -124,28 +113,28 @@ cdef uint64_t st_pool_connection_view(sqlite3 *db, const char *schema) noexcept 
                                              SQLITE_UTF8 | SQLITE_DIRECTONLY, <void *>db,
                                              st_pool_view_marker, NULL, NULL, st_pool_view_forget) == SQLITE_OK
     pthread_mutex_lock(&st_views_mutex)
-    st_epoch_counter += 1
-    epoch = st_epoch_counter
+    st_pool_epoch_counter += 1
+    epoch = st_pool_epoch_counter
     if tracked:
-        for i in range(st_nviews):
-            if st_views[i].db == db and strcmp(st_views[i].schema, schema) == 0:
-                v = &st_views[i]
+        for i in range(st_pool_nviews):
+            if st_pool_views[i].db == db and strcmp(st_pool_views[i].schema, schema) == 0:
+                v = &st_pool_views[i]
                 break
-        if v == NULL and st_nviews == st_views_cap:
-            grown = realloc(st_views, (st_views_cap * 2 + 8) * sizeof(ConnView))
+        if v == NULL and st_pool_nviews == st_pool_views_cap:
+            grown = realloc(st_pool_views, (st_pool_views_cap * 2 + 8) * sizeof(PoolConnView))
             if grown != NULL:
-                st_views = <ConnView *>grown
-                st_views_cap = st_views_cap * 2 + 8
-        if v == NULL and st_nviews < st_views_cap:
-            v = &st_views[st_nviews]
-            st_nviews += 1
-            memset(v, 0, sizeof(ConnView))
+                st_pool_views = <PoolConnView *>grown
+                st_pool_views_cap = st_pool_views_cap * 2 + 8
+        if v == NULL and st_pool_nviews < st_pool_views_cap:
+            v = &st_pool_views[st_pool_nviews]
+            st_pool_nviews += 1
+            memset(v, 0, sizeof(PoolConnView))
             v.db = db
             memcpy(v.schema, schema, strlen(schema) + 1)
             v.epoch = 0   # forces a new epoch below
         if v != NULL:
             if v.epoch != 0 and v.data_version == dv and v.changes == changes:
-                st_epoch_counter -= 1   # unchanged: keep its epoch
+                st_pool_epoch_counter -= 1   # unchanged: keep its epoch
                 epoch = v.epoch
             else:
                 v.data_version = dv
@@ -422,18 +411,6 @@ cdef int st_pool_slot_in(const unsigned char *data, sqlite3_int64 page_bytes, sq
     if rc == SQLITE_OK:
         out[0] = data + offset
     return rc
-
-
-# A page a bulk reader (read_tensor) uses: pinned in the pool when it is cached there, else
-# read and checked into the reader's own scratch buffer, never admitted (a tensor export
-# does not flush the pages inference serves, nor churns page memory).
-ctypedef struct PageView:
-    PoolPage *pinned
-    unsigned char *scratch        # malloc'd, reused from page to page
-    sqlite3_int64 cap
-    const unsigned char *data
-    sqlite3_int64 nbytes
-    sqlite3_int64 page_id         # -1: none
 
 
 cdef int st_pool_view_page(PageSource *src, PageView *v, sqlite3_int64 page_id, char **err) noexcept nogil:
