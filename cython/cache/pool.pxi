@@ -1,6 +1,6 @@
 # The buffer pool: cached pages, pinned while used, evicted by a replacement policy.
 #
-# One pool per process (process_pool) is shared by every connection and thread; simulate()
+# One pool per process (st_pool_process) is shared by every connection and thread; simulate()
 # makes private ones that replay a trace through exactly the same code.
 #
 # A cached page is the whole page BLOB, keyed by (store key, page id) and marked with the
@@ -10,7 +10,7 @@
 # reloaded if it differs; process_pool.pxi says what a view is. So a page is served only
 # while it is what the reading connection sees committed, whoever changed the file.
 #
-# Pages in use by a kernel are pinned (pool_pin / pool_unpin) and never evicted; resident
+# Pages in use by a kernel are pinned (st_pool_pin / st_pool_unpin) and never evicted; resident
 # bytes stay within the budget plus the pages pinned at that moment. A budget smaller than
 # one page still works: the page is read, used, and dropped at unpin. A page the policy
 # does not admit is used the same way.

@@ -150,7 +150,7 @@ ctypedef struct PageSource:
     char *table                   # "<store>_pages", from sqlite3_mprintf
     sqlite3_blob *blob            # reused across misses, or NULL
     uint64_t store_key
-    uint64_t epoch                # the connection's view when source_init / source_view ran
+    uint64_t epoch                # the connection's view when st_pool_source_init / _view ran
     int min_version               # oldest page version the store may hold (2 once upgraded)
     int uncached                  # the store has no uid: never cache its pages
     sqlite3_stmt *sharing         # counts the models sharing a page (prepared when needed)

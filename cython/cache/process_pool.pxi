@@ -2,17 +2,19 @@
 # cached in the process pool. Both readers use it: inference (kernels pin tiles' pages)
 # and read_tensor (tensor_blob, the data column, Store.get_tensor).
 #
-#   source_init(src, db, schema, store)   identify the store (key) and the connection's view
-#   pool_pin(src, page_id, &page, &err)   the page, pinned: from the pool or read now
-#   pool_unpin(page)
-#   page_slot(page, slot, nbytes, ...)    a block's bytes within a pinned page
-#   source_same_version(src, key, epoch)  whether what was read at (key, epoch) is still
-#                                         what this connection sees (plan caches use it)
+#   st_pool_source_init(src, db, schema, store)   identify the store (key) and the
+#                                                 connection's view
+#   st_pool_pin(src, page_id, &page, &err)        the page, pinned: from the pool or read now
+#   st_pool_unpin(page)
+#   st_pool_page_slot(page, slot, nbytes, ...)    a block's bytes within a pinned page
+#   st_pool_source_same_version(src, key, epoch)  whether what was read at (key, epoch) is
+#                                                 still what this connection sees (plan
+#                                                 caches use it)
 # The pool itself is cache/pool.pxi; its policies are the cache/policy_*.pxi files.
 #
 # Checks: a page is checked in full (header, slot table, checksum of every byte) when it is
 # read from the database, i.e. when it enters the pool and for every uncached read; slots
-# and sizes are checked at each use (page_slot).
+# and sizes are checked at each use (st_pool_page_slot).
 #
 # Freshness: the pool must never serve a page that differs from what the reading
 # connection sees committed, whoever wrote it (this process, another one, plain SQL, a

@@ -1,4 +1,4 @@
-# Replaying a page-access trace through a private pool: the same pool_access / eviction /
+# Replaying a page-access trace through a private pool: the same st_pool_access / eviction /
 # policy code that serves, with a loader that only reports each page's size. The only
 # difference is the simulator's knowledge of the future (next_use), which opt reads.
 
