@@ -120,7 +120,8 @@ def test_aging_window_as_a_parameter_is_the_aging_window():
     pages = unit_pages(trace)
     by_kwarg = cache.simulate(trace, pages, "admit-lfu", 1, aging_window=4)
     by_param = cache.simulate(trace, pages, "admit-lfu", 1, params={"aging_window": 4})
-    assert by_kwarg == by_param and by_param["misses"] != cache.simulate(trace, pages, "admit-lfu", 1)["misses"]
+    assert by_kwarg == by_param
+    assert by_param["misses"] != cache.simulate(trace, pages, "admit-lfu", 1)["misses"]
     with pytest.raises(ValueError, match=r"aging_window given twice"):
         cache.simulate(trace, pages, "lfu", 1, aging_window=5, params={"aging_window": 4})
 
@@ -162,14 +163,18 @@ def test_changing_a_parameter_drops_the_pages_and_serves_right(pool, db_path, rn
     ("s3fifo", {"small_fraction": float("nan")}, ValueError, r"small_fraction .* got nan"),
     ("s3fifo", {"max_freq": 2.5}, ValueError,
      r"^s3fifo's max_freq must be a whole number between 1 and 1000, got 2\.5$"),
-    ("s3fifo", {"max_freq": 0}, ValueError, r"max_freq must be a whole number between 1 and 1000, got 0"),
+    ("s3fifo", {"max_freq": 0}, ValueError,
+     r"max_freq must be a whole number between 1 and 1000, got 0"),
     ("s3fifo", {"smal_fraction": 0.2}, ValueError,
      r"^policy 's3fifo' has no parameter 'smal_fraction'; its parameters are small_fraction, "
      r"ghost_fraction, max_freq, move_threshold$"),
-    ("2q", {"kin_fraction": 2}, ValueError, r"^2q's kin_fraction must be a number between 0 and 1, got 2$"),
+    ("2q", {"kin_fraction": 2}, ValueError,
+     r"^2q's kin_fraction must be a number between 0 and 1, got 2$"),
     ("lru", {"x": 1}, ValueError, r"^policy 'lru' has no parameters, got 'x'$"),
-    ("lfu", {"aging_window": 0}, ValueError, r"lfu's aging_window must be a whole number between 1 and"),
-    ("s3fifo", {"small_fraction": "0.2"}, TypeError, r"s3fifo's small_fraction must be a number, got '0\.2'"),
+    ("lfu", {"aging_window": 0}, ValueError,
+     r"lfu's aging_window must be a whole number between 1 and"),
+    ("s3fifo", {"small_fraction": "0.2"}, TypeError,
+     r"s3fifo's small_fraction must be a number, got '0\.2'"),
     ("s3fifo", {"small_fraction": True}, TypeError, r"small_fraction must be a number, got True"),
     ("s3fifo", [("small_fraction", 0.2)], TypeError, r"params must be a dict .* got list"),
     ("s3fifo", {1: 0.2}, TypeError, r"parameter names are strings, got 1"),
@@ -218,7 +223,8 @@ def test_parameters_from_sql(pool, db):
 @pytest.mark.parametrize("policy, text, message", [
     ("s3fifo", "small_fraction=1.5", "tensor_cache: s3fifo's small_fraction must be a number "
                                      "between 0 and 1, got 1.5"),
-    ("s3fifo", "max_freq=0.5", "s3fifo's max_freq must be a whole number between 1 and 1000, got 0.5"),
+    ("s3fifo", "max_freq=0.5",
+     "s3fifo's max_freq must be a whole number between 1 and 1000, got 0.5"),
     ("s3fifo", "small_fraction=abc", "s3fifo's small_fraction must be a number, got 'abc'"),
     ("s3fifo", "small_fraction=0.2x", "s3fifo's small_fraction must be a number, got '0.2x'"),
     ("s3fifo", "small_fraction", "parameters are 'name=value,name=value', got 'small_fraction'"),
@@ -234,7 +240,8 @@ def test_bad_parameters_from_sql(pool, db, policy, text, message):
         one(db, "SELECT tensor_cache('params', ?)", text)
     assert message in str(info.value)
     assert one(db, "SELECT tensor_cache('params')") == before   # all checked before any is set
-    with pytest.raises(apsw.SQLError, match="params must be text 'name=value,name=value', got an integer"):
+    with pytest.raises(apsw.SQLError,
+                       match="params must be text 'name=value,name=value', got an integer"):
         one(db, "SELECT tensor_cache('params', 7)")
 
 

@@ -293,7 +293,8 @@ cdef int st_pool_stats_filter(sqlite3_vtab_cursor *cur, int idx_num, const char 
             c.values[8] = st_pool_process.bytes_read
     else:
         c.rows = st_pool_process.pages
-        c.values = <sqlite3_int64 *>calloc(max(c.rows, 1) * ST_POOL_PAGE_COLUMNS, sizeof(sqlite3_int64))
+        c.values = <sqlite3_int64 *>calloc(max(c.rows, 1) * ST_POOL_PAGE_COLUMNS,
+                                           sizeof(sqlite3_int64))
         if c.values != NULL and st_pool_process.table != NULL:
             for j in range(ST_POOL_BUCKETS):
                 p = st_pool_process.table[j]

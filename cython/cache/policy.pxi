@@ -69,8 +69,9 @@ cdef inline PoolPage *st_pool_newest_unpinned(PageList *l) noexcept nogil:
     return p
 
 
-cdef PoolPage *st_pool_min_unpinned(Pool *pool, PageList *l,
-                                    double (*key)(Pool *, PoolPage *) noexcept nogil) noexcept nogil:
+cdef PoolPage *st_pool_min_unpinned(
+        Pool *pool, PageList *l,
+        double (*key)(Pool *, PoolPage *) noexcept nogil) noexcept nogil:
     """The unpinned page of l with the smallest key(page) (ties: the oldest).
     A scan: pools hold thousands of pages, not millions, and this runs per eviction."""
     cdef PoolPage *p = l.tail
@@ -88,7 +89,8 @@ cdef PoolPage *st_pool_min_unpinned(Pool *pool, PageList *l,
 
 # -- page history -----------------------------------------------------------------------------
 
-cdef HistoryEntry *st_pool_history_get(Pool *pool, uint64_t key, sqlite3_int64 page_id) noexcept nogil:
+cdef HistoryEntry *st_pool_history_get(Pool *pool, uint64_t key,
+                                       sqlite3_int64 page_id) noexcept nogil:
     """The entry of a page, made if needed (replacing the least recently used entry of its
     probe window when the table is full); NULL only if the table cannot be allocated."""
     cdef size_t mask, slot, oldest

@@ -98,7 +98,8 @@ cdef inline void st_pool_unlock(Pool *pool) noexcept nogil:
         pthread_mutex_unlock(&st_pool_mutex)
 
 
-cdef void st_pool_init(Pool *pool, const Policy *policy, sqlite3_int64 budget, int locked) noexcept nogil:
+cdef void st_pool_init(Pool *pool, const Policy *policy, sqlite3_int64 budget,
+                       int locked) noexcept nogil:
     memset(pool, 0, sizeof(Pool))
     pool.policy = policy
     pool.budget = budget
@@ -142,7 +143,8 @@ cdef void st_pool_page_free(PoolPage *p) noexcept nogil:
 
 cdef void st_pool_table_remove(Pool *pool, PoolPage *p) noexcept nogil:
     """Take p out of the table and the policy; free it now unless pinned."""
-    cdef PoolPage **link = &pool.table[st_pool_bucket_hash(p.store_key, p.page_id) & (ST_POOL_BUCKETS - 1)]
+    cdef size_t b = st_pool_bucket_hash(p.store_key, p.page_id) & (ST_POOL_BUCKETS - 1)
+    cdef PoolPage **link = &pool.table[b]
     while link[0] != p:
         link = &link[0].hnext
     link[0] = p.hnext
@@ -207,8 +209,9 @@ cdef int st_pool_start(Pool *pool) noexcept nogil:
 
 
 cdef inline int st_pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, uint64_t epoch,
-                     sqlite3_int64 next_use, st_pool_loader load, st_pool_confirmer confirm, void *ctx,
-                     PoolPage **out, char **err) noexcept nogil:
+                            sqlite3_int64 next_use, st_pool_loader load,
+                            st_pool_confirmer confirm, void *ctx, PoolPage **out,
+                            char **err) noexcept nogil:
     """Pin a page: from the pool on a hit (confirmed first when its mark is not epoch),
     loaded (outside the lock) on a miss, then kept if the policy admits it. Unpin it with
     st_pool_unpin when done. With load NULL a miss pins nothing: out is NULL."""

@@ -113,7 +113,8 @@ cdef uint64_t st_pool_connection_view(sqlite3 *db, const char *schema) noexcept 
         # (never a replacement), so it is allowed while statements run.
         tracked = sqlite3_create_function_v2(db, "_tensor_pool_view", 0,
                                              SQLITE_UTF8 | SQLITE_DIRECTONLY, <void *>db,
-                                             st_pool_view_marker, NULL, NULL, st_pool_view_forget) == SQLITE_OK
+                                             st_pool_view_marker, NULL, NULL,
+                                             st_pool_view_forget) == SQLITE_OK
     pthread_mutex_lock(&st_views_mutex)
     st_pool_epoch_counter += 1
     epoch = st_pool_epoch_counter
@@ -245,7 +246,8 @@ cdef void st_pool_source_view(PageSource *src) noexcept nogil:
     src.epoch = 0 if st_page_checks_off else st_pool_connection_view(src.db, src.schema)
 
 
-cdef int st_pool_source_same_version(PageSource *src, uint64_t store_key, uint64_t epoch) noexcept nogil:
+cdef int st_pool_source_same_version(PageSource *src, uint64_t store_key,
+                                     uint64_t epoch) noexcept nogil:
     """Whether what was read from the store at (store_key, epoch) - a plan, a page - is
     still what src's connection sees: the same store, and nothing written since (by this
     connection or committed by any other). The one validity test of every plan cache."""
@@ -365,8 +367,8 @@ cdef int st_pool_pin(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
     it when src's view is not the one it was last confirmed in)."""
     if src.uncached:
         return st_pool_pin_uncached(src, page_id, out, err)
-    return st_pool_access(&st_pool_process, src.store_key, page_id, src.epoch, 0, st_pool_source_load,
-                       st_pool_source_confirm, src, out, err)
+    return st_pool_access(&st_pool_process, src.store_key, page_id, src.epoch, 0,
+                          st_pool_source_load, st_pool_source_confirm, src, out, err)
 
 
 cdef int st_pool_pin_uncached(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
@@ -415,7 +417,8 @@ cdef int st_pool_slot_in(const unsigned char *data, sqlite3_int64 page_bytes, sq
     return rc
 
 
-cdef int st_pool_view_page(PageSource *src, PageView *v, sqlite3_int64 page_id, char **err) noexcept nogil:
+cdef int st_pool_view_page(PageSource *src, PageView *v, sqlite3_int64 page_id,
+                           char **err) noexcept nogil:
     """Point v at page_id: the pool's copy (confirmed in src's view) or a fresh checked read."""
     cdef int rc, n
     cdef void *grown
@@ -557,7 +560,8 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
         rc = st_pool_view_page(&src, &page, page_id, err)
         if rc != SQLITE_OK:
             break
-        rc = st_pool_slot_in(page.data, page.nbytes, page_id, <int>slot, nbytes, src.table, &block, err)
+        rc = st_pool_slot_in(page.data, page.nbytes, page_id, <int>slot, nbytes, src.table,
+                             &block, err)
         if rc != SQLITE_OK:
             break
         dst = out + bi * info.block_rows * row_bytes + bj * info.block_cols * info.itemsize
@@ -669,7 +673,8 @@ cdef int add_tensor_residuals(PageSource *src, PageView *page, const char *store
         rc = st_pool_view_page(src, page, page_id, err)
         if rc != SQLITE_OK:
             break
-        rc = st_pool_slot_in(page.data, page.nbytes, page_id, <int>slot, nbytes, src.table, &payload, err)
+        rc = st_pool_slot_in(page.data, page.nbytes, page_id, <int>slot, nbytes, src.table,
+                             &payload, err)
         if rc != SQLITE_OK:
             break
         residual_add(<int>kind, <int>param, payload, br, bc,

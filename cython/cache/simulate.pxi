@@ -7,8 +7,8 @@ ctypedef struct SimPages:
     const int *shared             # models sharing each page
 
 
-cdef int st_pool_sim_load(void *ctx, sqlite3_int64 page, unsigned char **data, sqlite3_int64 *nbytes,
-                  int *shared, char **err) noexcept nogil:
+cdef int st_pool_sim_load(void *ctx, sqlite3_int64 page, unsigned char **data,
+                          sqlite3_int64 *nbytes, int *shared, char **err) noexcept nogil:
     cdef SimPages *pages = <SimPages *>ctx
     data[0] = NULL
     nbytes[0] = pages.nbytes[page]
@@ -33,7 +33,8 @@ cdef int st_pool_simulate(const Policy *policy, const double *params, sqlite3_in
     if aging_window > 0:
         pool.aging_window = aging_window
     for i in range(n):
-        rc = st_pool_access(&pool, 0, trace[i], 0, next_use[i], st_pool_sim_load, NULL, pages, &p, &err)
+        rc = st_pool_access(&pool, 0, trace[i], 0, next_use[i], st_pool_sim_load, NULL, pages,
+                            &p, &err)
         if rc != SQLITE_OK:
             break
         st_pool_unpin_in(&pool, p)
