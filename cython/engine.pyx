@@ -421,11 +421,16 @@ def cache_policies():
     """[(name, summary, simulation_only, params)] in registry order, params as
     {name: {default, min, max, integer, doc}}; not "python", which is chosen by giving
     configure() an object."""
-    if st_pool_registry_error != NULL:
-        raise RuntimeError(st_pool_registry_error.decode())
-    return [(st_pool_policies[i].name.decode(), st_pool_policies[i].summary.decode(),
-             bool(st_pool_policies[i].simulation_only), st_pool_params_spec(&st_pool_policies[i]))
-            for i in range(st_pool_npolicies) if &st_pool_policies[i] != st_pool_python]
+    if st_pool_registry.error != NULL:
+        raise RuntimeError(st_pool_registry.error.decode())
+    cdef const Policy *p
+    out = []
+    for i in range(st_pool_registry.n):
+        p = &st_pool_registry.policies[i]
+        if p != st_pool_python:
+            out.append((p.name.decode(), p.summary.decode(), bool(p.simulation_only),
+                        st_pool_params_spec(p)))
+    return out
 
 
 # These never hold the GIL while waiting for the pool's lock: a Python policy is called

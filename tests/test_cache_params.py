@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import sqlite_tensor
-from sqlite_tensor import cache
+from sqlite_tensor import _engine, cache
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cache.md"
 
@@ -268,3 +268,17 @@ def test_registry_and_docs_list_the_same_policies_and_parameters():
     without = re.search(r"The other policies \(([^)]*)\) have none", text).group(1)
     assert sorted(re.findall(r"`([\w-]+)`", without)) == \
         sorted(p for p, params in cache.parameters().items() if not params)
+
+
+def test_the_registry_table_registers_and_each_refusal_has_a_message():
+    """On a scratch registry filled by the same table: the table registers cleanly, and a
+    name twice, a policy lacking a callback, too many parameters and too many policies
+    are each refused with a message naming the policy."""
+    got = _engine._cache_registry_refusals()
+    assert got["table"] is None
+    assert got["twice"] == "cannot register policy 'lru': the name is taken"
+    assert got["incomplete"] == ("cannot register policy 'incomplete': it lacks one of init, "
+                                 "free, insert, hit, remove, victim")
+    assert got["params"] == "cannot register policy 'many': more than 8 parameters (ST_POOL_MAX_PARAMS)"
+    assert re.fullmatch(r"cannot register policy 'x\d+': the registry holds 32 policies "
+                        r"\(ST_POOL_MAX_POLICIES\)", got["full"])

@@ -21,8 +21,8 @@ cdef int st_pool_set_policy_by_name(const char *name, char **err) noexcept nogil
     (the old policy's state goes with them), its counters kept."""
     cdef const Policy *policy = st_pool_policy_by_name(name)
     cdef char *names
-    if st_pool_registry_error != NULL:
-        err[0] = sqlite3_mprintf("%s", st_pool_registry_error)
+    if st_pool_registry.error != NULL:
+        err[0] = sqlite3_mprintf("%s", st_pool_registry.error)
         return SQLITE_ERROR
     if policy != NULL and policy == st_pool_python:
         err[0] = sqlite3_mprintf("the python policy is plugged in from Python, with "
@@ -127,13 +127,13 @@ cdef char *st_pool_policy_names(int with_simulation_only) noexcept nogil:
     cdef sqlite3_str *out = sqlite3_str_new(NULL)
     cdef int i
     cdef int listed = 0
-    for i in range(st_pool_npolicies):
-        if (st_pool_policies[i].simulation_only and not with_simulation_only) \
-                or &st_pool_policies[i] == st_pool_python:
+    for i in range(st_pool_registry.n):
+        if (st_pool_registry.policies[i].simulation_only and not with_simulation_only) \
+                or &st_pool_registry.policies[i] == st_pool_python:
             continue
         if listed > 0:
             sqlite3_str_append(out, ", ", 2)
-        sqlite3_str_appendf(out, "%s", st_pool_policies[i].name)
+        sqlite3_str_appendf(out, "%s", st_pool_registry.policies[i].name)
         listed += 1
     return sqlite3_str_finish(out)
 

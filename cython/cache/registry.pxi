@@ -5,28 +5,8 @@
 # The table is filled at load (the shell never runs Python module initialisation, so it
 # cannot be a static initialiser over Cython functions). A registration that cannot be
 # made (table full, a name twice, a callback missing) leaves a message in
-# st_pool_registry_error, which cache_policies() raises and tensor_cache reports.
-
-cdef void st_pool_registry_fill() noexcept nogil:
-    st_pool_register("admit-lfu", "ours: aged access counts, admission against the victim",
-                     st_pool_admit_lfu_describe)
-    st_pool_register("lru", "least recently used", st_pool_lru_describe)
-    st_pool_register("mru", "most recently used", st_pool_mru_describe)
-    st_pool_register("clock", "second chance", st_pool_clock_describe)
-    st_pool_register("lfu", "least frequently used (aged counts, kept after eviction)",
-                     st_pool_lfu_describe)
-    st_pool_register("lru2", "LRU-K, K = 2", st_pool_lru2_describe)
-    st_pool_register("2q", "2Q: a FIFO of new pages, an LRU of pages seen again, ghosts",
-                     st_pool_2q_describe)
-    st_pool_register("s3fifo", "S3-FIFO: small and main FIFOs, ghosts", st_pool_s3fifo_describe)
-    st_pool_register("sieve", "SIEVE: a FIFO with a visited bit and a moving hand",
-                     st_pool_sieve_describe)
-    st_pool_register("shared", "the paper's: private pages first, LRU among equals",
-                     st_pool_shared_describe)
-    st_pool_register("opt", "Belady's MIN with bypass (simulation only)", st_pool_opt_describe)
-    st_pool_register("python", "a Python object given to cache.configure()",
-                     st_pool_python_describe)
-
+# st_pool_registry.error, which cache_policies() raises and tensor_cache reports
+# (tests/test_cache_params.py checks each refusal on a scratch registry).
 
 from libc.string cimport memcmp
 
@@ -39,47 +19,75 @@ cdef enum:
 
 ctypedef void (*st_pool_describe_fn)(Policy *) noexcept nogil
 
-cdef Policy st_pool_policies[ST_POOL_MAX_POLICIES]
-cdef int st_pool_npolicies
-cdef const Policy *st_pool_python          # "python": chosen by giving configure() an object
+ctypedef struct PolicyRegistry:
+    Policy policies[ST_POOL_MAX_POLICIES]
+    int n
+    const char *error             # NULL, or message: why a registration failed
+    char message[ST_POOL_MESSAGE_BYTES]
+
+cdef PolicyRegistry st_pool_registry   # the process's, filled once by st_pool_init_policies
+cdef const Policy *st_pool_python      # "python": chosen by giving configure() an object
 cdef int st_pool_policies_ready
-cdef char st_pool_registry_message[ST_POOL_MESSAGE_BYTES]
-cdef const char *st_pool_registry_error    # NULL, or st_pool_registry_message
 
 
-cdef void st_pool_register(const char *name, const char *summary,
+cdef void st_pool_registry_fill(PolicyRegistry *r) noexcept nogil:
+    st_pool_register(r, "admit-lfu", "ours: aged access counts, admission against the victim",
+                        st_pool_admit_lfu_describe)
+    st_pool_register(r, "lru", "least recently used", st_pool_lru_describe)
+    st_pool_register(r, "mru", "most recently used", st_pool_mru_describe)
+    st_pool_register(r, "clock", "second chance", st_pool_clock_describe)
+    st_pool_register(r, "lfu", "least frequently used (aged counts, kept after eviction)",
+                        st_pool_lfu_describe)
+    st_pool_register(r, "lru2", "LRU-K, K = 2", st_pool_lru2_describe)
+    st_pool_register(r, "2q", "2Q: a FIFO of new pages, an LRU of pages seen again, ghosts",
+                        st_pool_2q_describe)
+    st_pool_register(r, "s3fifo", "S3-FIFO: small and main FIFOs, ghosts", st_pool_s3fifo_describe)
+    st_pool_register(r, "sieve", "SIEVE: a FIFO with a visited bit and a moving hand",
+                        st_pool_sieve_describe)
+    st_pool_register(r, "shared", "the paper's: private pages first, LRU among equals",
+                        st_pool_shared_describe)
+    st_pool_register(r, "opt", "Belady's MIN with bypass (simulation only)", st_pool_opt_describe)
+    st_pool_register(r, "python", "a Python object given to cache.configure()",
+                        st_pool_python_describe)
+
+
+
+cdef void st_pool_register(PolicyRegistry *r, const char *name, const char *summary,
                            st_pool_describe_fn describe) noexcept nogil:
-    global st_pool_npolicies, st_pool_registry_error
+    """Add a policy to r; on failure r.error says why (and later registrations are skipped,
+    so the first failure is the one reported)."""
     cdef Policy *p
-    if st_pool_registry_error != NULL:
+    cdef int i
+    if r.error != NULL:
         return
-    if st_pool_npolicies == ST_POOL_MAX_POLICIES:
-        snprintf(st_pool_registry_message, ST_POOL_MESSAGE_BYTES, "cannot register policy '%s':"
-                 " the registry holds %d (ST_POOL_MAX_POLICIES)", name, <int>ST_POOL_MAX_POLICIES)
-        st_pool_registry_error = st_pool_registry_message
+    if r.n == ST_POOL_MAX_POLICIES:
+        snprintf(r.message, ST_POOL_MESSAGE_BYTES, "cannot register policy '%s': the registry "
+                 "holds %d policies (ST_POOL_MAX_POLICIES)", name, <int>ST_POOL_MAX_POLICIES)
+        r.error = r.message
         return
-    if st_pool_policy_by_name(name) != NULL:
-        snprintf(st_pool_registry_message, ST_POOL_MESSAGE_BYTES,
-                 "cannot register policy '%s': the name is taken", name)
-        st_pool_registry_error = st_pool_registry_message
-        return
-    p = &st_pool_policies[st_pool_npolicies]
+    for i in range(r.n):
+        if strcmp(r.policies[i].name, name) == 0:
+            snprintf(r.message, ST_POOL_MESSAGE_BYTES,
+                     "cannot register policy '%s': the name is taken", name)
+            r.error = r.message
+            return
+    p = &r.policies[r.n]
     memset(p, 0, sizeof(Policy))
     describe(p)
     p.name = name
     p.summary = summary
     if p.init == NULL or p.free == NULL or p.insert == NULL or p.hit == NULL \
             or p.remove == NULL or p.victim == NULL:
-        snprintf(st_pool_registry_message, ST_POOL_MESSAGE_BYTES, "cannot register policy '%s': "
-                 "it lacks one of init, free, insert, hit, remove, victim", name)
-        st_pool_registry_error = st_pool_registry_message
+        snprintf(r.message, ST_POOL_MESSAGE_BYTES, "cannot register policy '%s': it lacks one "
+                 "of init, free, insert, hit, remove, victim", name)
+        r.error = r.message
         return
     if p.params != NULL and p.params[st_pool_param_count(p)].name != NULL:
-        snprintf(st_pool_registry_message, ST_POOL_MESSAGE_BYTES, "cannot register policy '%s': "
-                 "more than %d parameters (ST_POOL_MAX_PARAMS)", name, <int>ST_POOL_MAX_PARAMS)
-        st_pool_registry_error = st_pool_registry_message
+        snprintf(r.message, ST_POOL_MESSAGE_BYTES, "cannot register policy '%s': more than %d "
+                 "parameters (ST_POOL_MAX_PARAMS)", name, <int>ST_POOL_MAX_PARAMS)
+        r.error = r.message
         return
-    st_pool_npolicies += 1
+    r.n += 1
 
 
 cdef void st_pool_init_policies() noexcept nogil:
@@ -87,11 +95,11 @@ cdef void st_pool_init_policies() noexcept nogil:
     global st_pool_policies_ready, st_pool_python
     st_pool_lock(&st_pool_process)
     if not st_pool_policies_ready:
-        st_pool_registry_fill()
+        st_pool_registry_fill(&st_pool_registry)
         st_pool_python = st_pool_policy_by_name("python")
         st_pool_policies_ready = 1
-    if st_pool_process.policy == NULL and st_pool_npolicies > 0:
-        st_pool_process.policy = &st_pool_policies[0]
+    if st_pool_process.policy == NULL and st_pool_registry.n > 0:
+        st_pool_process.policy = &st_pool_registry.policies[0]
         st_pool_default_params(st_pool_process.policy, st_pool_process.params)
         st_pool_process.locked = 1
         st_pool_process.aging_window = ST_POOL_DEFAULT_AGING_WINDOW
@@ -100,9 +108,9 @@ cdef void st_pool_init_policies() noexcept nogil:
 
 cdef const Policy *st_pool_policy_by_name(const char *name) noexcept nogil:
     cdef int i
-    for i in range(st_pool_npolicies):
-        if strcmp(st_pool_policies[i].name, name) == 0:
-            return &st_pool_policies[i]
+    for i in range(st_pool_registry.n):
+        if strcmp(st_pool_registry.policies[i].name, name) == 0:
+            return &st_pool_registry.policies[i]
     return NULL
 
 
@@ -214,3 +222,62 @@ cdef int st_pool_params_from(const Policy *policy, object given, double *values,
         else:
             values[i] = float(value)
     return 0
+
+
+# -- the registry's refusals, checked on a scratch registry (tests) ------------------------------
+
+cdef extern from *:
+    """
+    static const st_pool_param st_pool_test_many_params[] = {
+        {"p0", "", 0, 0, 1, 0, 0}, {"p1", "", 0, 0, 1, 0, 0}, {"p2", "", 0, 0, 1, 0, 0},
+        {"p3", "", 0, 0, 1, 0, 0}, {"p4", "", 0, 0, 1, 0, 0}, {"p5", "", 0, 0, 1, 0, 0},
+        {"p6", "", 0, 0, 1, 0, 0}, {"p7", "", 0, 0, 1, 0, 0}, {"p8", "", 0, 0, 1, 0, 0},
+        {NULL}
+    };
+    static const char st_pool_test_names[][8] = {
+        "x00", "x01", "x02", "x03", "x04", "x05", "x06", "x07", "x08", "x09", "x10", "x11",
+        "x12", "x13", "x14", "x15", "x16", "x17", "x18", "x19", "x20", "x21", "x22", "x23",
+        "x24", "x25", "x26", "x27", "x28", "x29", "x30", "x31", "x32"};
+    """
+    const st_pool_param st_pool_test_many_params[]
+    const char st_pool_test_names[][8]
+
+
+cdef void st_pool_test_incomplete(Policy *p) noexcept nogil:
+    st_pool_lru_describe(p)
+    p.victim = NULL
+
+
+cdef void st_pool_test_many(Policy *p) noexcept nogil:
+    st_pool_lru_describe(p)
+    p.params = st_pool_test_many_params
+
+
+def _cache_registry_refusals():
+    """{case: message} from a scratch registry: "table", the registry table itself (None:
+    it registers cleanly); then a name twice, a policy without a victim, one with more
+    parameters than ST_POOL_MAX_PARAMS, and one policy too many."""
+    cdef PolicyRegistry *r = <PolicyRegistry *>calloc(1, sizeof(PolicyRegistry))
+    cdef int k = 0
+    if r == NULL:
+        raise MemoryError()
+    out = {}
+    try:
+        st_pool_registry_fill(r)
+        out["table"] = None if r.error == NULL else r.error.decode()
+        st_pool_register(r, "lru", "", st_pool_lru_describe)
+        out["twice"] = None if r.error == NULL else r.error.decode()
+        r.error = NULL
+        st_pool_register(r, "incomplete", "", st_pool_test_incomplete)
+        out["incomplete"] = None if r.error == NULL else r.error.decode()
+        r.error = NULL
+        st_pool_register(r, "many", "", st_pool_test_many)
+        out["params"] = None if r.error == NULL else r.error.decode()
+        r.error = NULL
+        while r.error == NULL and k <= ST_POOL_MAX_POLICIES:
+            st_pool_register(r, st_pool_test_names[k], "", st_pool_lru_describe)
+            k += 1
+        out["full"] = None if r.error == NULL else r.error.decode()
+    finally:
+        free(r)
+    return out
