@@ -279,6 +279,7 @@ def test_the_registry_table_registers_and_each_refusal_has_a_message():
     assert got["twice"] == "cannot register policy 'lru': the name is taken"
     assert got["incomplete"] == ("cannot register policy 'incomplete': it lacks one of init, "
                                  "free, insert, hit, remove, victim")
-    assert got["params"] == "cannot register policy 'many': more than 8 parameters (ST_POOL_MAX_PARAMS)"
+    assert got["params"] == ("cannot register policy 'many': more than 8 parameters "
+                             "(ST_POOL_MAX_PARAMS)")
     assert re.fullmatch(r"cannot register policy 'x\d+': the registry holds 32 policies "
                         r"\(ST_POOL_MAX_POLICIES\)", got["full"])
