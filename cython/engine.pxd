@@ -229,51 +229,39 @@ cdef void st_fn_tensor_blob(sqlite3_context *ctx, int argc, sqlite3_value **argv
 cdef void st_fn_tensor_version(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil
 
 # ****************************************************************************************
-# Interface to code in cache/ (buffer pool; names as cache/ has them today)
+# Interface to code in cache/ (the buffer pool and its policies; prefix st_pool_)
 # ****************************************************************************************
 
-# Held by value in Plan (model_plan): declared here, no longer in process_pool.pxi.
-ctypedef struct PageSource:
-    sqlite3 *db                   # connection to read misses through
-    const char *schema
-    char *table                   # "<store>_pages", from sqlite3_mprintf
-    sqlite3_blob *blob            # reused across misses, or NULL
-    uint64_t store_key
-    uint64_t epoch                # the connection's view when source_init / source_view ran
-    int min_version               # oldest page version the store may hold (2 once upgraded)
-    int uncached                  # the store has no uid: never cache its pages
-    sqlite3_stmt *sharing         # counts the models sharing a page (prepared when needed)
-    const char *store             # the store's name (owned by the caller)
-    sqlite3_stmt *snapshot        # holds one read snapshot while src is open (snapshot_hold)
+# The pool's types (PoolPage, Pool, Policy, PageSource held by value in Plan, ...): stated
+# once, in the cache's own interface file.
+include "cache/pool_interface.pxi"
 
-# Used by pointer outside cache/; defined in cache/pool.pxi and cache/simulate.pxi.
-ctypedef struct PoolPage
-cdef struct Policy
-cdef struct Pool
 ctypedef struct SimPages
 
 # cache/process_pool.pxi
 # used by sql_text.pxi (the residual-table memo is keyed on the connection's view epoch)
-cdef uint64_t connection_view(sqlite3 *db, const char *schema) noexcept nogil
+cdef uint64_t st_pool_connection_view(sqlite3 *db, const char *schema) noexcept nogil
 # used by python_api.pxi, sql_functions.pxi
 cdef int snapshot_hold(sqlite3 *db, const char *schema, sqlite3_stmt **pin,
                        char **err) noexcept nogil
 # used by python_api.pxi, sql_functions.pxi
 cdef void snapshot_release(sqlite3_stmt **pin) noexcept nogil
 # used by model_plan.pxi, python_api.pxi
-cdef int source_init(PageSource *src, sqlite3 *db, const char *schema, const char *store,
-                     char **err) noexcept nogil
-# used by python_api.pxi
-cdef int source_same_version(PageSource *src, uint64_t store_key, uint64_t epoch) noexcept nogil
+cdef int st_pool_source_init(PageSource *src, sqlite3 *db, const char *schema, const char *store,
+                             char **err) noexcept nogil
+# used by python_api.pxi, inference_sql.pxi
+cdef int st_pool_source_same_version(PageSource *src, uint64_t store_key,
+                                     uint64_t epoch) noexcept nogil
 # used by model_plan.pxi, python_api.pxi
-cdef void source_close(PageSource *src) noexcept nogil
+cdef void st_pool_source_close(PageSource *src) noexcept nogil
 # used by kernels.pxi
-cdef int pool_pin(PageSource *src, sqlite3_int64 page_id, PoolPage **out, char **err) noexcept nogil
+cdef int st_pool_pin(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
+                     char **err) noexcept nogil
 # used by kernels.pxi
-cdef void pool_unpin(PoolPage *p) noexcept nogil
+cdef void st_pool_unpin(PoolPage *p) noexcept nogil
 # used by kernels.pxi
-cdef int page_slot(const PoolPage *p, int slot, sqlite3_int64 nbytes, const char *table,
-                   const unsigned char **out, char **err) noexcept nogil
+cdef int st_pool_page_slot(const PoolPage *p, int slot, sqlite3_int64 nbytes, const char *table,
+                           const unsigned char **out, char **err) noexcept nogil
 # used by python_api.pxi
 cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const TensorInfo *info,
                      unsigned char *out, char **err) noexcept nogil
@@ -282,31 +270,33 @@ cdef void result_tensor_blob(sqlite3_context *ctx, sqlite3 *db, const char *sche
                              const char *store, const TensorInfo *info) noexcept nogil
 # cache/pool.pxi
 # used by python_api.pxi
-cdef sqlite3_int64 pool_budget(Pool *pool) noexcept nogil
-# inline, defined in the chapter: pool_lock, pool_unlock
+cdef sqlite3_int64 st_pool_budget(Pool *pool) noexcept nogil
+cdef void st_pool_default_params(const Policy *policy, double *values) noexcept nogil
+# inline, defined in the chapter: st_pool_lock, st_pool_unlock
 # cache/registry.pxi
 # used by engine.pyx, python_api.pxi
-cdef void init_policies() noexcept nogil
+cdef void st_pool_init_policies() noexcept nogil
 # used by python_api.pxi
-cdef const Policy *policy_by_name(const char *name) noexcept nogil
+cdef const Policy *st_pool_policy_by_name(const char *name) noexcept nogil
+cdef void st_pool_use_policy(const Policy *policy, const double *params, int reset) noexcept nogil
 # cache/simulate.pxi
 # used by python_api.pxi
-cdef int run_simulation(const Policy *policy, sqlite3_int64 budget, sqlite3_int64 aging_window,
-                        const sqlite3_int64 *trace, const sqlite3_int64 *next_use,
-                        sqlite3_int64 n, SimPages *pages, Pool *result) noexcept nogil
+cdef int st_pool_simulate(const Policy *policy, const double *params, sqlite3_int64 budget,
+                          sqlite3_int64 aging_window, const sqlite3_int64 *trace,
+                          const sqlite3_int64 *next_use, sqlite3_int64 n, SimPages *pages,
+                          Pool *result) noexcept nogil
 # cache/cache_sql.pxi
 # used by python_api.pxi
-cdef int cache_set_policy(const char *name, char **err) noexcept nogil
+cdef int st_pool_set_budget(sqlite3_int64 budget, char **err) noexcept nogil
 # used by python_api.pxi
-cdef void use_policy(const Policy *policy, int reset) noexcept nogil
-# used by python_api.pxi
-cdef int cache_set_budget(sqlite3_int64 budget, char **err) noexcept nogil
-# used by python_api.pxi
-cdef void cache_drop_all() noexcept nogil
+cdef void st_pool_clear() noexcept nogil
 # used by engine.pyx
 cdef void fn_tensor_cache(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil
 # used by engine.pyx
-cdef void init_snapshot_module() noexcept nogil
+cdef void st_pool_init_stats_module() noexcept nogil
+
+# used by engine.pyx
+cdef void st_pool_init_stats_module() noexcept nogil
 
 # ****************************************************************************************
 # Interface to BLAS (scipy-openblas32, linked at build time: symbols prefixed scipy_), so

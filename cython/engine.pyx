@@ -114,8 +114,8 @@ cdef int st_engine_register_modules(sqlite3 *db, char **err) noexcept nogil:
     cdef ModuleSpec report
     specs[0] = ModuleSpec("tensor_store", &st_vtab_module, NULL)
     specs[1] = ModuleSpec("tensor_predict_batch", &st_batch_module, NULL)
-    specs[2] = ModuleSpec("tensor_cache_stats", &snapshot_module, <void *>CACHE_STATS)
-    specs[3] = ModuleSpec("tensor_cache_pages", &snapshot_module, <void *>CACHE_PAGES)
+    specs[2] = ModuleSpec("tensor_cache_stats", &st_pool_stats_module, <void *>ST_POOL_STATS_TABLE)
+    specs[3] = ModuleSpec("tensor_cache_pages", &st_pool_stats_module, <void *>ST_POOL_PAGES_TABLE)
     cdef int i, rc = SQLITE_OK
     for i in range(<int>(sizeof(specs) // sizeof(specs[0]))):
         if rc == SQLITE_OK:
@@ -176,11 +176,11 @@ cdef void st_engine_init_process() noexcept nogil:
     # Our threads split the tiles; BLAS inside each tile product stays single-threaded.
     scipy_openblas_set_num_threads(1)
     st_fork_init()
-    init_policies()
+    st_pool_init_policies()
     st_vtab_init_module()
     st_report_init_module()
     st_batch_init_module()
-    init_snapshot_module()
+    st_pool_init_stats_module()
 
 
 cdef public int sqlite3_sqlitetensor_engine_init(sqlite3 *db, char **err,

@@ -34,7 +34,7 @@ def _ids(x, what):
 
 
 cdef class _CachedPlan:
-    """A model's plan kept between Store.predict calls; valid while source_same_version says
+    """A model's plan kept between Store.predict calls; valid while st_pool_source_same_version says
     the connection sees the store as when the plan was loaded (same store key, same view:
     nothing written by this connection nor committed by any other since). It holds no
     SQLite resources between calls: its page source is opened per call."""
@@ -64,15 +64,15 @@ cdef _CachedPlan st_py_take_plan(size_t db, bytes store_b, bytes model_b):
             rc = st_py_source_resume(&src, <sqlite3 *>db, &holder.plan, holder.store_key,
                                 holder.epoch, &same, &err)
             if rc == SQLITE_OK and not same:
-                source_close(&src)
-                rc = source_init(&src, <sqlite3 *>db, "main", holder.plan.store, &err)
+                st_pool_source_close(&src)
+                rc = st_pool_source_init(&src, <sqlite3 *>db, "main", holder.plan.store, &err)
                 if rc == SQLITE_OK:
-                    same = source_same_version(&src, holder.store_key, holder.epoch)
+                    same = st_pool_source_same_version(&src, holder.store_key, holder.epoch)
         if rc == SQLITE_OK and same:
-            source_close(&holder.plan.src)
+            st_pool_source_close(&holder.plan.src)
             holder.plan.src = src
             return holder
-        source_close(&src)
+        st_pool_source_close(&src)
         if rc != SQLITE_OK and rc != SQLITE_ERROR:
             st_py_raise(rc, err)   # BUSY, IOERR, ...: not a reason to reload quietly
         sqlite3_free(err)
@@ -91,7 +91,7 @@ cdef int st_py_source_resume(PageSource *src, sqlite3 *db, const Plan *plan, uin
                         uint64_t epoch, int *same, char **err) noexcept nogil:
     """source_init for the cached plan's store without reading its config again: when the
     connection's view, in the snapshot just taken, is still the plan's epoch, nothing has
-    been written since, so the store key source_init would compute is the plan's. same = 0
+    been written since, so the store key st_pool_source_init would compute is the plan's. same = 0
     (src to be closed) when the view moved, or with page checks off (no epoch to go by)."""
     memset(src, 0, sizeof(PageSource))
     same[0] = 0
@@ -104,7 +104,7 @@ cdef int st_py_source_resume(PageSource *src, sqlite3 *db, const Plan *plan, uin
     cdef int rc = snapshot_hold(db, "main", &src.snapshot, err)
     if rc != SQLITE_OK or st_page_checks_off:
         return rc
-    src.epoch = connection_view(db, "main")
+    src.epoch = st_pool_connection_view(db, "main")
     if src.epoch == epoch:
         src.store_key = store_key
         src.min_version = plan.src.min_version
@@ -114,7 +114,7 @@ cdef int st_py_source_resume(PageSource *src, sqlite3 *db, const Plan *plan, uin
 
 cdef st_py_give_back_plan(size_t db, bytes store_b, bytes model_b, _CachedPlan holder):
     cdef bint cacheable = not holder.plan.src.uncached
-    source_close(&holder.plan.src)
+    st_pool_source_close(&holder.plan.src)
     if cacheable:
         _plans[(db, store_b, model_b)] = holder
         while len(_plans) > PLAN_CACHE_SIZE:
@@ -292,27 +292,38 @@ def _kernel_workers():
 # -- the buffer pool from Python (sqlite_tensor.cache wraps these) -------------------------
 
 st_fork_init()    # the engine's locks are fork-safe before any connection uses them
-init_policies()   # Python may simulate before any connection loads us
+st_pool_init_policies()   # Python may simulate before any connection loads us
 
 
 def cache_policies():
-    """[(name, summary, simulation_only)] in registry order; not "python", which is chosen
-    by giving configure() an object."""
-    return [(policy_table[i].name.decode(), policy_table[i].summary.decode(),
-             bool(policy_table[i].simulation_only)) for i in range(NPOLICIES)
-            if i != PYTHON_POLICY]
+    """[(name, summary, simulation_only, params)] in registry order, params as
+    {name: {default, min, max, integer, doc}}; not "python", which is chosen by giving
+    configure() an object."""
+    if st_pool_registry.error != NULL:
+        raise RuntimeError(st_pool_registry.error.decode())
+    cdef const Policy *p
+    out = []
+    for i in range(st_pool_registry.n):
+        p = &st_pool_registry.policies[i]
+        if p != st_pool_python:
+            out.append((p.name.decode(), p.summary.decode(), bool(p.simulation_only),
+                        st_pool_params_spec(p)))
+    return out
 
 
 # These never hold the GIL while waiting for the pool's lock: a Python policy is called
 # under that lock and takes the GIL.
 
-def cache_configure(budget_bytes=None, policy=None, aging_window=None):
-    global python_policy, python_errors, python_last_error
+def cache_configure(budget_bytes=None, policy=None, aging_window=None, params=None):
+    global st_pool_python_object, st_pool_python_errors, st_pool_python_last_error
     cdef char *err = NULL
     cdef int rc = SQLITE_OK
     cdef bytes name
-    cdef const char *cname
-    cdef sqlite3_int64 window = 0, budget = 0
+    cdef sqlite3_int64 window = 0, budget = 0, param_window = 0
+    cdef bint has_params = params is not None
+    cdef bint an_object = policy is not None and not isinstance(policy, str)
+    cdef const Policy *target = NULL
+    cdef double values[ST_POOL_MAX_PARAMS]
     if aging_window is not None:
         if isinstance(aging_window, bool) or not isinstance(aging_window, int) or aging_window < 1:
             raise ValueError(f"aging_window must be a positive number of accesses, got {aging_window!r}")
@@ -327,29 +338,44 @@ def cache_configure(budget_bytes=None, policy=None, aging_window=None):
         if not callable(getattr(policy, "victim", None)):
             raise TypeError("a policy is a name or an object with a victim(candidates) method, "
                             f"got {type(policy).__name__}")
-        python_policy = policy   # the GIL is ours: no policy call is under way
-        python_errors = 0
-        python_last_error = None
-        with nogil:
-            use_policy(&policy_table[PYTHON_POLICY], 1)   # a new object: drop the old pages
     elif policy is not None:
         # checked here: before any connection loads us there is no SQLite to format errors
-        names = [n for n, _, sim in cache_policies() if not sim]
+        names = [n for n, _, sim, _ in cache_policies() if not sim]
         if policy not in names:
             raise ValueError(f"unknown policy {policy!r}; policies are {', '.join(names)}")
         name = policy.encode()
-        cname = name
+        target = st_pool_policy_by_name(name)
+    if params is not None:   # every value checked before anything changes
         with nogil:
-            rc = cache_set_policy(cname, &err)
-        if rc != SQLITE_OK:
-            st_py_raise(rc, err)
+            st_pool_lock(&st_pool_process)
+            if target == NULL:   # a Python object, or the policy in force
+                target = st_pool_python if an_object else st_pool_process.policy
+            if target == st_pool_process.policy:
+                memcpy(values, st_pool_process.params, sizeof(values))
+            else:
+                st_pool_default_params(target, values)
+            st_pool_unlock(&st_pool_process)
+        st_pool_params_from(target, params, values, &param_window)
+        if param_window > 0 and window > 0 and param_window != window:
+            raise ValueError(f"aging_window given twice: {aging_window!r} and "
+                             f"params['aging_window'] = {params['aging_window']!r}")
+        window = max(window, param_window)
+    if policy is not None and not isinstance(policy, str):
+        st_pool_python_object = policy   # the GIL is ours: no policy call is under way
+        st_pool_python_errors = 0
+        st_pool_python_last_error = None
+        with nogil:
+            st_pool_use_policy(st_pool_python, NULL, 1)   # a new object: drop the old pages
+    elif target != NULL:
+        with nogil:
+            st_pool_use_policy(target, values if has_params else NULL, 0)
     with nogil:
         if window > 0:
-            pool_lock(&process_pool)
-            process_pool.aging_window = window
-            pool_unlock(&process_pool)
+            st_pool_lock(&st_pool_process)
+            st_pool_process.aging_window = window
+            st_pool_unlock(&st_pool_process)
         if budget > 0:
-            rc = cache_set_budget(budget, &err)
+            rc = st_pool_set_budget(budget, &err)
     if rc != SQLITE_OK:
         st_py_raise(rc, err)
 
@@ -357,34 +383,35 @@ def cache_configure(budget_bytes=None, policy=None, aging_window=None):
 def cache_stats():
     cdef Pool snap
     with nogil:
-        pool_lock(&process_pool)
-        memcpy(&snap, &process_pool, sizeof(Pool))
-        snap.budget = pool_budget(&process_pool)
-        pool_unlock(&process_pool)
+        st_pool_lock(&st_pool_process)
+        memcpy(&snap, &st_pool_process, sizeof(Pool))
+        snap.budget = st_pool_budget(&st_pool_process)
+        st_pool_unlock(&st_pool_process)
     stats = {"policy": snap.policy.name.decode(), "budget_bytes": snap.budget,
              "resident_bytes": snap.resident, "pages": snap.pages, "hits": snap.hits,
              "misses": snap.misses, "bypassed": snap.bypassed, "evictions": snap.evictions,
-             "bytes_read": snap.bytes_read, "aging_window": snap.aging_window}
-    if snap.policy == &policy_table[PYTHON_POLICY]:
-        stats["python_errors"] = python_errors
-        stats["python_last_error"] = python_last_error
+             "bytes_read": snap.bytes_read, "aging_window": snap.aging_window,
+             "params": st_pool_params_values(snap.policy, snap.params, snap.aging_window)}
+    if snap.policy == st_pool_python:
+        stats["python_errors"] = st_pool_python_errors
+        stats["python_last_error"] = st_pool_python_last_error
     return stats
 
 
 def cache_clear():
     """Drop every cached page (pinned ones when unpinned) and zero the counters."""
     with nogil:
-        cache_drop_all()
+        st_pool_clear()
 
 
 def cache_record(bint on):
     """Start (on) or stop recording accesses; starting drops any earlier trace."""
     with nogil:
-        pool_lock(&process_pool)
+        st_pool_lock(&st_pool_process)
         if on:
-            process_pool.trace_len = 0
-        process_pool.recording = on
-        pool_unlock(&process_pool)
+            st_pool_process.trace_len = 0
+        st_pool_process.recording = on
+        st_pool_unlock(&st_pool_process)
 
 
 def cache_trace():
@@ -393,14 +420,14 @@ def cache_trace():
     cdef sqlite3_int64 *ids_c = NULL
     cdef uint64_t *keys_c = NULL
     with nogil:
-        pool_lock(&process_pool)
-        n = process_pool.trace_len
+        st_pool_lock(&st_pool_process)
+        n = st_pool_process.trace_len
         ids_c = <sqlite3_int64 *>malloc(max(n, 1) * sizeof(sqlite3_int64))
         keys_c = <uint64_t *>malloc(max(n, 1) * sizeof(uint64_t))
         if ids_c != NULL and keys_c != NULL and n > 0:
-            memcpy(ids_c, process_pool.trace, n * sizeof(sqlite3_int64))
-            memcpy(keys_c, process_pool.trace_keys, n * sizeof(uint64_t))
-        pool_unlock(&process_pool)
+            memcpy(ids_c, st_pool_process.trace, n * sizeof(sqlite3_int64))
+            memcpy(keys_c, st_pool_process.trace_keys, n * sizeof(uint64_t))
+        st_pool_unlock(&st_pool_process)
     try:
         if ids_c == NULL or keys_c == NULL:
             raise MemoryError("cannot copy the trace")
@@ -417,20 +444,28 @@ def cache_trace():
 
 def cache_simulate(str policy, long long budget_bytes, const sqlite3_int64[::1] trace,
                    const sqlite3_int64[::1] next_use, const sqlite3_int64[::1] nbytes,
-                   const int[::1] shared, long long aging_window=0):
+                   const int[::1] shared, long long aging_window=0, params=None):
     """Replay a trace of dense page indexes; see sqlite_tensor.cache.simulate."""
     cdef bytes name = policy.encode()
-    cdef const Policy *p = policy_by_name(name)
+    cdef const Policy *p = st_pool_policy_by_name(name)
     cdef Pool result
     cdef SimPages pages
     cdef int rc
-    if p == NULL or p == &policy_table[PYTHON_POLICY]:
+    cdef double values[ST_POOL_MAX_PARAMS]
+    cdef sqlite3_int64 param_window = 0
+    if p == NULL or p == st_pool_python:
         raise ValueError(f"unknown policy {policy!r}; policies are "
-                         f"{', '.join(n for n, _, _ in cache_policies())}")
+                         f"{', '.join(n for n, _, _, _ in cache_policies())}")
+    st_pool_default_params(p, values)
+    st_pool_params_from(p, params, values, &param_window)
+    if param_window > 0 and aging_window > 0 and param_window != aging_window:
+        raise ValueError(f"aging_window given twice: {aging_window} and "
+                         f"params['aging_window'] = {params['aging_window']!r}")
+    aging_window = max(aging_window, param_window)
     pages.nbytes = &nbytes[0] if nbytes.shape[0] else NULL
     pages.shared = &shared[0] if shared.shape[0] else NULL
     with nogil:
-        rc = run_simulation(p, budget_bytes, aging_window,
+        rc = st_pool_simulate(p, values, budget_bytes, aging_window,
                             &trace[0] if trace.shape[0] else NULL,
                             &next_use[0] if next_use.shape[0] else NULL, trace.shape[0],
                             &pages, &result)
@@ -438,7 +473,8 @@ def cache_simulate(str policy, long long budget_bytes, const sqlite3_int64[::1] 
         raise MemoryError("the simulation ran out of memory")
     return {"policy": policy, "budget_bytes": budget_bytes, "accesses": trace.shape[0],
             "hits": result.hits, "misses": result.misses, "bypassed": result.bypassed,
-            "evictions": result.evictions, "bytes_read": result.bytes_read}
+            "evictions": result.evictions, "bytes_read": result.bytes_read,
+            "params": st_pool_params_values(p, result.params, result.aging_window)}
 
 
 def read_tensor_into(size_t db, str store, str model, str tensor, out, found=None):

@@ -19,22 +19,34 @@ import numpy as np
 from . import _engine
 
 DEFAULT_POLICY = "admit-lfu"
-SIMULATION_ONLY = tuple(n for n, _, sim in _engine.cache_policies() if sim)
+SIMULATION_ONLY = tuple(n for n, _, sim, _ in _engine.cache_policies() if sim)
 
 
 def policies(*, simulation: bool = False) -> list[str]:
     """Names of the replacement policies, the default first; with simulation=True also
     those only simulate() can run (opt)."""
-    return [n for n, _, sim in _engine.cache_policies() if simulation or not sim]
+    return [n for n, _, sim, _ in _engine.cache_policies() if simulation or not sim]
 
 
 def describe() -> dict[str, str]:
     """A one-line summary of each policy, by name."""
-    return {n: summary for n, summary, _ in _engine.cache_policies()}
+    return {n: summary for n, summary, _, _ in _engine.cache_policies()}
+
+
+def parameters(policy: str | None = None) -> dict:
+    """The named parameters of a policy, or of every policy by name (policy=None), each as
+    {"default", "min", "max", "integer", "doc"}; the range is inclusive. Set them with
+    configure(params=...) or simulate(params=...); stats()["params"] has those in force."""
+    table = {n: params for n, _, _, params in _engine.cache_policies()}
+    if policy is None:
+        return table
+    if policy not in table:
+        raise ValueError(f"unknown policy {policy!r}; policies are {', '.join(table)}")
+    return table[policy]
 
 
 def configure(*, budget_bytes: int | None = None, policy=None,
-              aging_window: int | None = None) -> dict:
+              aging_window: int | None = None, params: dict | None = None) -> dict:
     """Set the process's buffer pool: its byte budget, its replacement policy (changing it
     drops the cached pages), and how many accesses halve the access counts that lfu,
     lru2 and admit-lfu rank by. Returns stats(). SQL: tensor_cache('policy', ...).
@@ -45,14 +57,24 @@ def configure(*, budget_bytes: int | None = None, policy=None,
     and optionally ``admit(page) -> bool`` (per fault). It is never called per row or on a
     hit, and must not use sqlite-tensor itself. If it raises or names a page that is not a
     candidate, the pool uses LRU's choice for that decision; stats() counts these in
-    python_errors and keeps python_last_error."""
-    _engine.cache_configure(budget_bytes=budget_bytes, policy=policy, aging_window=aging_window)
+    python_errors and keeps python_last_error.
+
+    params sets named parameters (see parameters()) of the policy given, or of the one in
+    force: for example ``configure(policy="s3fifo", params={"small_fraction": 0.2})``. A
+    policy set without params gets its defaults (unless it already is the pool's: then its
+    values stay); changing a value drops the cached pages, as changing the policy does.
+    Every value is checked before anything changes; a bad name or value raises ValueError
+    naming it and the allowed range. aging_window, a parameter of lfu and admit-lfu, is the
+    pool's setting either way."""
+    _engine.cache_configure(budget_bytes=budget_bytes, policy=policy, aging_window=aging_window,
+                            params=params)
     return stats()
 
 
 def stats() -> dict:
     """policy, budget_bytes, resident_bytes, pages, hits, misses, bypassed (misses the
-    policy did not keep), evictions, bytes_read, aging_window, hit_ratio."""
+    policy did not keep), evictions, bytes_read, aging_window, params (the policy's named
+    parameters in force), hit_ratio."""
     s = _engine.cache_stats()
     total = s["hits"] + s["misses"]
     s["hit_ratio"] = s["hits"] / total if total else None
@@ -95,12 +117,13 @@ def store_pages(store) -> dict[int, tuple[int, int]]:
 
 
 def simulate(trace, pages: dict, policy: str = DEFAULT_POLICY, budget_bytes: int = 0, *,
-             aging_window: int | None = None) -> dict:
+             aging_window: int | None = None, params: dict | None = None) -> dict:
     """Replay a trace of page ids through a policy with a byte budget.
 
     pages maps every page id in the trace to (nbytes, number of models sharing it).
     Returns accesses, hits, misses, bypassed, evictions and bytes_read. The policy code is
-    the one that serves; "opt" is Belady's MIN (with bypass), the lower bound.
+    the one that serves; "opt" is Belady's MIN (with bypass), the lower bound. params sets
+    the policy's named parameters (parameters(policy)); the rest keep their defaults.
 
     Each access is pinned and unpinned before the next. A live run replays exactly when it
     did the same: single-input predictions and layers whose pages all differ do; a batch
@@ -130,7 +153,7 @@ def simulate(trace, pages: dict, policy: str = DEFAULT_POLICY, budget_bytes: int
         raise ValueError(f"aging_window must be a positive number of accesses, got {aging_window!r}")
     aging = 0 if aging_window is None else int(aging_window)
     return _engine.cache_simulate(policy, int(budget_bytes), np.ascontiguousarray(dense, np.int64),
-                                  next_uses(dense), nbytes, shared, aging)
+                                  next_uses(dense), nbytes, shared, aging, params)
 
 
 def next_uses(trace: np.ndarray) -> np.ndarray:

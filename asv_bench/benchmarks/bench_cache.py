@@ -289,8 +289,8 @@ class PoolOverhead:
     Derived, not timed as a difference (the difference is below the noise of a predict):
     track_ns_per_access (a): the pool's code per page access when every access hits: the
         page ids one predict pins (recorded with cache.record()), replayed 20,000 times
-        through the engine's simulator with a budget that holds them all, i.e. pool_access
-        (hash lookup, access count, policy hit) + pool_unpin; the arrays are prepared
+        through the engine's simulator with a budget that holds them all, i.e. st_pool_access
+        (hash lookup, access count, policy hit) + st_pool_unpin; the arrays are prepared
         outside the timing. The simulator's pool is private, so this leaves out the process
         pool's mutex (an uncontended lock + unlock at pin and at unpin).
     track_pins_per_predict (b): page pins one predict makes (length of the recorded trace).

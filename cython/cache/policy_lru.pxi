@@ -1,20 +1,16 @@
 # lru: evict the least recently used page.
-#   insert, hit: move the page to the head of the list
+#   state:       one list, most recent at the head
+#   insert, hit: the page to the head
 #   victim:      the unpinned page nearest the tail
 
-cdef void lru_insert(Pool *pool, PoolPage *p) noexcept nogil:
-    list_push_head(&pool.lists[0], p)
+cdef PoolPage *st_pool_lru_victim(Pool *pool) noexcept nogil:
+    return st_pool_oldest_unpinned(st_pool_the_list(pool))
 
 
-cdef void lru_hit(Pool *pool, PoolPage *p) noexcept nogil:
-    list_unlink(&pool.lists[0], p)
-    list_push_head(&pool.lists[0], p)
-
-
-cdef void list0_remove(Pool *pool, PoolPage *p) noexcept nogil:
-    """remove() of every policy that keeps its pages in list 0 alone."""
-    list_unlink(&pool.lists[0], p)
-
-
-cdef PoolPage *lru_victim(Pool *pool) noexcept nogil:
-    return oldest_unpinned(&pool.lists[0])
+cdef void st_pool_lru_describe(Policy *p) noexcept nogil:
+    p.init = st_pool_one_list_init
+    p.free = st_pool_state_free
+    p.insert = st_pool_one_list_insert
+    p.hit = st_pool_one_list_touch
+    p.remove = st_pool_one_list_remove
+    p.victim = st_pool_lru_victim

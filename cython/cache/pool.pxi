@@ -1,6 +1,6 @@
 # The buffer pool: cached pages, pinned while used, evicted by a replacement policy.
 #
-# One pool per process (process_pool) is shared by every connection and thread; simulate()
+# One pool per process (st_pool_process) is shared by every connection and thread; simulate()
 # makes private ones that replay a trace through exactly the same code.
 #
 # A cached page is the whole page BLOB, keyed by (store key, page id) and marked with the
@@ -10,7 +10,7 @@
 # reloaded if it differs; process_pool.pxi says what a view is. So a page is served only
 # while it is what the reading connection sees committed, whoever changed the file.
 #
-# Pages in use by a kernel are pinned (pool_pin / pool_unpin) and never evicted; resident
+# Pages in use by a kernel are pinned (st_pool_pin / st_pool_unpin) and never evicted; resident
 # bytes stay within the budget plus the pages pinned at that moment. A budget smaller than
 # one page still works: the page is read, used, and dropped at unpin. A page the policy
 # does not admit is used the same way.
@@ -32,8 +32,10 @@ cdef extern from "st_fork.h":
 cdef extern from *:
     """
     #define ST_POOL_DEFAULT_BUDGET (512LL * 1024 * 1024)
+    #define ST_POOL_DEFAULT_AGING_WINDOW 100000  /* accesses after which access counts halve */
     """
     long long ST_POOL_DEFAULT_BUDGET
+    long long ST_POOL_DEFAULT_AGING_WINDOW
 
 # Page memory (st_page_alloc / st_page_free): the huge-page arena of c/st_arena.c, whose
 # header says how pages are placed. Its mutex is taken inside the pool's, never around it.
@@ -70,109 +72,15 @@ def _page_memory_configure(arena=None, huge=None):
         st_arena_configure(a, h)
 
 
-cdef enum:
-    POOL_BUCKETS = 16384            # hash buckets of a pool (a power of two)
-    HISTORY_SLOTS = 65536           # pages remembered, resident or not (a power of two)
-    HISTORY_PROBES = 16
-    DEFAULT_AGING_WINDOW = 100000   # accesses after which access counts halve
-    NEVER = 0x7FFFFFFFFFFFFFFF      # next_use of a page never used again (simulation)
+# The pool's types (PoolPage, PageList, HistoryEntry, Policy, Pool, ...) are stated in
+# pool_interface.pxi, with what the pool offers other chapters.
+# the shared types: cache/pool_interface.pxi, included by engine.pxd
 
 
-ctypedef struct PoolPage:
-    uint64_t store_key            # which store (file name + store uid)
-    sqlite3_int64 page_id         # row of <store>_pages
-    uint64_t mark                 # view epoch it was last confirmed in (0 in a simulation)
-    unsigned char *data           # the page BLOB (NULL in a simulation)
-    sqlite3_int64 nbytes
-    int pins                      # kernels using it now; never evicted while > 0
-    int detached                  # not in the table (stale, or not admitted): freed at unpin
-    PoolPage *hnext               # hash chain
-    # -- policy fields ------------------------------------------------------------------
-    PoolPage *prev                # links of the policy's list
-    PoolPage *next
-    int queue                     # which of the policy's lists holds it
-    int flag                      # CLOCK reference bit, SIEVE visited bit
-    int shared                    # models sharing the page (when the policy asks)
-    sqlite3_int64 freq            # access count as of aging window `epoch` (see page_count)
-    sqlite3_int64 epoch
-    sqlite3_int64 last            # logical time of the last access
-    sqlite3_int64 before_last     # and of the one before (0: none), for LRU-2
-    sqlite3_int64 next_use        # simulation: when it is used next (NEVER if not)
+cdef Pool st_pool_process            # zero-initialised C static; set up by pool_setup()
 
 
-ctypedef struct PageList:
-    PoolPage *head                # most recently added
-    PoolPage *tail
-    sqlite3_int64 count
-    sqlite3_int64 bytes
-
-
-ctypedef struct HistoryEntry:
-    int used
-    uint64_t store_key
-    sqlite3_int64 page_id
-    sqlite3_int64 count           # accesses, aged (see aged_count)
-    sqlite3_int64 epoch           # aging window count was last updated in
-    sqlite3_int64 last            # logical times of the last two accesses
-    sqlite3_int64 before_last
-    sqlite3_int64 evicted_at      # pool.evictions_seq when last evicted (0: never)
-    int evicted_from              # the policy queue it was evicted from
-
-
-cdef struct Policy
-cdef struct Pool
-
-
-cdef struct Policy:
-    const char *name
-    const char *summary
-    void (*insert)(Pool *, PoolPage *) noexcept nogil
-    void (*hit)(Pool *, PoolPage *) noexcept nogil
-    void (*remove)(Pool *, PoolPage *) noexcept nogil
-    PoolPage *(*victim)(Pool *) noexcept nogil
-    int (*admit)(Pool *, PoolPage *) noexcept nogil
-    int needs_sharing             # the loader must say how many models share each page
-    int simulation_only           # needs the future (opt): only simulate() may use it
-
-
-cdef struct Pool:
-    const Policy *policy
-    int locked                    # 1: the process pool (st_pool_mutex); 0: a simulation
-    PoolPage **table              # POOL_BUCKETS chains, allocated on first use
-    sqlite3_int64 budget          # bytes; 0 = ST_POOL_DEFAULT_BUDGET
-    sqlite3_int64 resident        # bytes of pages in the table
-    sqlite3_int64 pages           # pages in the table
-    sqlite3_int64 hits
-    sqlite3_int64 misses
-    sqlite3_int64 evictions
-    sqlite3_int64 bypassed        # misses the policy did not admit
-    sqlite3_int64 bytes_read      # bytes loaded on misses
-    # -- policy state -----------------------------------------------------------------------
-    PageList lists[3]             # the policy's lists (LRU order, FIFO queues, ...)
-    PoolPage *hand                # CLOCK / SIEVE hand
-    sqlite3_int64 tick            # logical time: one per access
-    HistoryEntry *history         # HISTORY_SLOTS entries, allocated on first use
-    sqlite3_int64 aging_window    # accesses per halving of counts
-    sqlite3_int64 evictions_seq   # evictions ever (ghost ages are measured in it)
-    sqlite3_int64 ghost_pages     # how many recent evictions count as ghosts
-    # -- recording (process pool) -----------------------------------------------------------
-    int recording                 # append every access to trace
-    sqlite3_int64 *trace          # page ids, in access order
-    uint64_t *trace_keys          # their store keys
-    sqlite3_int64 trace_len, trace_cap
-
-
-ctypedef int (*page_loader)(void *ctx, sqlite3_int64 page_id, unsigned char **data,
-                            sqlite3_int64 *nbytes, int *shared, char **err) noexcept nogil
-# Sets *same to whether the pinned cached page is still the committed one (read outside
-# the lock); an SQLite result code.
-ctypedef int (*page_confirmer)(void *ctx, PoolPage *page, int *same, char **err) noexcept nogil
-
-
-cdef Pool process_pool            # zero-initialised C static; set up by pool_setup()
-
-
-cdef inline size_t bucket_hash(uint64_t key, sqlite3_int64 page_id) noexcept nogil:
+cdef inline size_t st_pool_bucket_hash(uint64_t key, sqlite3_int64 page_id) noexcept nogil:
     cdef uint64_t h = (key ^ (<uint64_t>page_id * 0x9E3779B97F4A7C15ULL))
     h ^= h >> 29
     h *= 0xBF58476D1CE4E5B9ULL
@@ -180,44 +88,46 @@ cdef inline size_t bucket_hash(uint64_t key, sqlite3_int64 page_id) noexcept nog
     return <size_t>h
 
 
-cdef inline void pool_lock(Pool *pool) noexcept nogil:
+cdef inline void st_pool_lock(Pool *pool) noexcept nogil:
     if pool.locked:
         pthread_mutex_lock(&st_pool_mutex)
 
 
-cdef inline void pool_unlock(Pool *pool) noexcept nogil:
+cdef inline void st_pool_unlock(Pool *pool) noexcept nogil:
     if pool.locked:
         pthread_mutex_unlock(&st_pool_mutex)
 
 
-cdef void pool_init(Pool *pool, const Policy *policy, sqlite3_int64 budget, int locked) noexcept nogil:
+cdef void st_pool_init(Pool *pool, const Policy *policy, sqlite3_int64 budget,
+                       int locked) noexcept nogil:
     memset(pool, 0, sizeof(Pool))
     pool.policy = policy
     pool.budget = budget
     pool.locked = locked
-    pool.aging_window = DEFAULT_AGING_WINDOW
+    pool.aging_window = ST_POOL_DEFAULT_AGING_WINDOW
+    st_pool_default_params(policy, pool.params)
 
 
-cdef sqlite3_int64 pool_budget(Pool *pool) noexcept nogil:
+cdef sqlite3_int64 st_pool_budget(Pool *pool) noexcept nogil:
     return pool.budget if pool.budget > 0 else ST_POOL_DEFAULT_BUDGET
 
 
-cdef PoolPage *table_find(Pool *pool, uint64_t key, sqlite3_int64 page_id) noexcept nogil:
+cdef PoolPage *st_pool_table_find(Pool *pool, uint64_t key, sqlite3_int64 page_id) noexcept nogil:
     if pool.table == NULL:
         return NULL
-    cdef PoolPage *p = pool.table[bucket_hash(key, page_id) & (POOL_BUCKETS - 1)]
+    cdef PoolPage *p = pool.table[st_pool_bucket_hash(key, page_id) & (ST_POOL_BUCKETS - 1)]
     while p != NULL and not (p.store_key == key and p.page_id == page_id):
         p = p.hnext
     return p
 
 
-cdef int table_add(Pool *pool, PoolPage *p) noexcept nogil:
+cdef int st_pool_table_add(Pool *pool, PoolPage *p) noexcept nogil:
     cdef size_t b
     if pool.table == NULL:
-        pool.table = <PoolPage **>calloc(POOL_BUCKETS, sizeof(PoolPage *))
+        pool.table = <PoolPage **>calloc(ST_POOL_BUCKETS, sizeof(PoolPage *))
         if pool.table == NULL:
             return SQLITE_NOMEM
-    b = bucket_hash(p.store_key, p.page_id) & (POOL_BUCKETS - 1)
+    b = st_pool_bucket_hash(p.store_key, p.page_id) & (ST_POOL_BUCKETS - 1)
     p.hnext = pool.table[b]
     pool.table[b] = p
     pool.resident += p.nbytes
@@ -226,14 +136,15 @@ cdef int table_add(Pool *pool, PoolPage *p) noexcept nogil:
     return SQLITE_OK
 
 
-cdef void page_free(PoolPage *p) noexcept nogil:
+cdef void st_pool_page_free(PoolPage *p) noexcept nogil:
     st_page_free(p.data, p.nbytes)
     free(p)
 
 
-cdef void table_remove(Pool *pool, PoolPage *p) noexcept nogil:
+cdef void st_pool_table_remove(Pool *pool, PoolPage *p) noexcept nogil:
     """Take p out of the table and the policy; free it now unless pinned."""
-    cdef PoolPage **link = &pool.table[bucket_hash(p.store_key, p.page_id) & (POOL_BUCKETS - 1)]
+    cdef size_t b = st_pool_bucket_hash(p.store_key, p.page_id) & (ST_POOL_BUCKETS - 1)
+    cdef PoolPage **link = &pool.table[b]
     while link[0] != p:
         link = &link[0].hnext
     link[0] = p.hnext
@@ -243,45 +154,45 @@ cdef void table_remove(Pool *pool, PoolPage *p) noexcept nogil:
     if p.pins > 0:
         p.detached = 1
     else:
-        page_free(p)
+        st_pool_page_free(p)
 
 
-cdef void evict(Pool *pool, PoolPage *v) noexcept nogil:
-    cdef HistoryEntry *e = history_get(pool, v.store_key, v.page_id)
+cdef void st_pool_evict(Pool *pool, PoolPage *v) noexcept nogil:
+    cdef HistoryEntry *e = st_pool_history_get(pool, v.store_key, v.page_id)
     pool.evictions += 1
     pool.evictions_seq += 1
     if e != NULL:
         e.evicted_at = pool.evictions_seq
         e.evicted_from = v.queue
-    table_remove(pool, v)
+    st_pool_table_remove(pool, v)
 
 
-cdef void evict_for(Pool *pool, sqlite3_int64 incoming) noexcept nogil:
+cdef void st_pool_evict_for(Pool *pool, sqlite3_int64 incoming) noexcept nogil:
     """Evict until incoming more bytes fit in the budget (or nothing unpinned is left)."""
     cdef PoolPage *v
-    cdef sqlite3_int64 budget = pool_budget(pool)
+    cdef sqlite3_int64 budget = st_pool_budget(pool)
     while pool.resident + incoming > budget:
         v = pool.policy.victim(pool)
         if v == NULL:
             return
-        evict(pool, v)
+        st_pool_evict(pool, v)
 
 
-cdef void evict_over_budget(Pool *pool) noexcept nogil:
-    evict_for(pool, 0)
+cdef void st_pool_evict_over_budget(Pool *pool) noexcept nogil:
+    st_pool_evict_for(pool, 0)
 
 
-cdef void note_access(Pool *pool, PoolPage *p) noexcept nogil:
+cdef void st_pool_note_access(Pool *pool, PoolPage *p) noexcept nogil:
     """Count an access of p in its history and copy the figures policies read onto p."""
-    cdef HistoryEntry *e = history_get(pool, p.store_key, p.page_id)
+    cdef HistoryEntry *e = st_pool_history_get(pool, p.store_key, p.page_id)
     pool.tick += 1
     if e == NULL:
-        p.freq = page_count(pool, p) + 1
+        p.freq = st_pool_page_count(pool, p) + 1
         p.epoch = pool.tick // pool.aging_window
         p.before_last = p.last
         p.last = pool.tick
         return
-    aged_count(pool, e)
+    st_pool_aged_count(pool, e)
     e.count += 1
     e.before_last = e.last
     e.last = pool.tick
@@ -291,73 +202,88 @@ cdef void note_access(Pool *pool, PoolPage *p) noexcept nogil:
     p.last = e.last
 
 
-cdef int pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, uint64_t epoch,
-                     sqlite3_int64 next_use, page_loader load, page_confirmer confirm, void *ctx,
-                     PoolPage **out, char **err) noexcept nogil:
+cdef int st_pool_start(Pool *pool) noexcept nogil:
+    """Start the policy (make its state) before its first access since it was set or its
+    pages were dropped. Out of line: it runs once per start, not per access."""
+    return pool.policy.init(pool)
+
+
+cdef inline int st_pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, uint64_t epoch,
+                            sqlite3_int64 next_use, st_pool_loader load,
+                            st_pool_confirmer confirm, void *ctx, PoolPage **out,
+                            char **err) noexcept nogil:
     """Pin a page: from the pool on a hit (confirmed first when its mark is not epoch),
     loaded (outside the lock) on a miss, then kept if the policy admits it. Unpin it with
-    pool_unpin when done. With load NULL a miss pins nothing: out is NULL."""
+    st_pool_unpin when done. With load NULL a miss pins nothing: out is NULL."""
     cdef PoolPage *p
     cdef unsigned char *data = NULL
     cdef sqlite3_int64 nbytes = 0
     cdef int shared = 0, rc, same = 0
-    pool_lock(pool)
+    st_pool_lock(pool)
+    if pool.state == NULL and st_pool_start(pool) != SQLITE_OK:
+        st_pool_unlock(pool)
+        return SQLITE_NOMEM
     if pool.recording:
-        record_access(pool, key, page_id)
-    p = table_find(pool, key, page_id)
+        st_pool_record_access(pool, key, page_id)
+    p = st_pool_table_find(pool, key, page_id)
     if p != NULL:
         p.pins += 1
         if p.mark != epoch and confirm != NULL:
-            pool_unlock(pool)
+            st_pool_unlock(pool)
             rc = confirm(ctx, p, &same, err)
-            pool_lock(pool)
+            st_pool_lock(pool)
             if rc != SQLITE_OK or not same:
                 p.pins -= 1
                 if not p.detached:
-                    table_remove(pool, p)   # changed (or unreadable): never served again
+                    st_pool_table_remove(pool, p)   # changed (or unreadable): never served again
                 elif p.pins == 0:
-                    page_free(p)
+                    st_pool_page_free(p)
                 p = NULL
                 if rc != SQLITE_OK:
-                    pool_unlock(pool)
+                    st_pool_unlock(pool)
                     return rc
             else:
                 p.mark = epoch
     if p != NULL:
         p.next_use = next_use
         pool.hits += 1
-        note_access(pool, p)
+        st_pool_note_access(pool, p)
         if not p.detached:
             pool.policy.hit(pool, p)
-        pool_unlock(pool)
+        st_pool_unlock(pool)
         out[0] = p
         return SQLITE_OK
     pool.misses += 1
     if load == NULL:   # the caller reads misses itself, outside the pool (pool_peek)
         pool.bypassed += 1
-        pool_unlock(pool)
+        st_pool_unlock(pool)
         out[0] = NULL
         return SQLITE_OK
-    pool_unlock(pool)
+    st_pool_unlock(pool)
 
     rc = load(ctx, page_id, &data, &nbytes, &shared, err)
     if rc != SQLITE_OK:
         return rc
 
-    pool_lock(pool)
+    st_pool_lock(pool)
+    if pool.state == NULL and st_pool_start(pool) != SQLITE_OK:
+        # the pages were dropped meanwhile (a policy change, a clear) and no memory is left
+        st_pool_unlock(pool)
+        st_page_free(data, nbytes)
+        return SQLITE_NOMEM
     pool.bytes_read += nbytes
-    p = table_find(pool, key, page_id)
+    p = st_pool_table_find(pool, key, page_id)
     if p != NULL and p.mark == epoch:
         st_page_free(data, nbytes)  # another thread read it meanwhile, in our view: use theirs
         p.pins += 1
-        note_access(pool, p)
+        st_pool_note_access(pool, p)
         pool.policy.hit(pool, p)
     else:
         if p != NULL:
-            table_remove(pool, p)
+            st_pool_table_remove(pool, p)
         p = <PoolPage *>calloc(1, sizeof(PoolPage))
         if p == NULL:
-            pool_unlock(pool)
+            st_pool_unlock(pool)
             st_page_free(data, nbytes)
             return SQLITE_NOMEM
         p.store_key = key
@@ -368,23 +294,23 @@ cdef int pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, uint64_t e
         p.shared = shared
         p.next_use = next_use
         p.pins = 1
-        note_access(pool, p)
+        st_pool_note_access(pool, p)
         if pool.policy.admit == NULL or pool.policy.admit(pool, p):
             # Room first, then the page: a policy never sees its newest page as a candidate
             # (a clock hand would otherwise land on it).
-            evict_for(pool, p.nbytes)
-            rc = table_add(pool, p)
+            st_pool_evict_for(pool, p.nbytes)
+            rc = st_pool_table_add(pool, p)
             if rc != SQLITE_OK:
                 p.detached = 1
         else:
             p.detached = 1  # used once, then dropped
             pool.bypassed += 1
-    pool_unlock(pool)
+    st_pool_unlock(pool)
     out[0] = p
     return SQLITE_OK
 
 
-cdef void record_access(Pool *pool, uint64_t key, sqlite3_int64 page_id) noexcept nogil:
+cdef void st_pool_record_access(Pool *pool, uint64_t key, sqlite3_int64 page_id) noexcept nogil:
     """Append an access to the trace (dropped, and recording stopped, if memory runs out)."""
     cdef sqlite3_int64 cap
     cdef void *a
@@ -406,37 +332,39 @@ cdef void record_access(Pool *pool, uint64_t key, sqlite3_int64 page_id) noexcep
     pool.trace_len += 1
 
 
-cdef void pool_unpin_in(Pool *pool, PoolPage *p) noexcept nogil:
-    pool_lock(pool)
+cdef void st_pool_unpin_in(Pool *pool, PoolPage *p) noexcept nogil:
+    st_pool_lock(pool)
     p.pins -= 1
     if p.pins == 0:
         if p.detached:
-            page_free(p)
+            st_pool_page_free(p)
         else:
-            evict_over_budget(pool)
-    pool_unlock(pool)
+            st_pool_evict_over_budget(pool)
+    st_pool_unlock(pool)
 
 
-cdef void pool_drop_all(Pool *pool) noexcept nogil:
+cdef void st_pool_drop_all(Pool *pool) noexcept nogil:
     """Every page leaves (pinned ones when unpinned); the policy's state goes with them."""
     cdef int i
     cdef PoolPage *p
     cdef PoolPage *nxt
     if pool.table != NULL:
-        for i in range(POOL_BUCKETS):
+        for i in range(ST_POOL_BUCKETS):
             p = pool.table[i]
             while p != NULL:
                 nxt = p.hnext
-                table_remove(pool, p)
+                st_pool_table_remove(pool, p)
                 p = nxt
+    if pool.state != NULL:
+        pool.policy.free(pool)
+        pool.state = NULL
     free(pool.history)
     pool.history = NULL
-    pool.hand = NULL
 
 
-cdef void pool_destroy(Pool *pool) noexcept nogil:
+cdef void st_pool_destroy(Pool *pool) noexcept nogil:
     """Free a private pool (a simulation's)."""
-    pool_drop_all(pool)
+    st_pool_drop_all(pool)
     free(pool.table)
     pool.table = NULL
     free(pool.trace)
@@ -445,6 +373,65 @@ cdef void pool_destroy(Pool *pool) noexcept nogil:
     pool.trace_keys = NULL
 
 
-cdef int pool_admit_if_room(Pool *pool, PoolPage *p) noexcept nogil:
+cdef int st_pool_fits(Pool *pool, PoolPage *p) noexcept nogil:
     """Whether p fits without evicting anything."""
-    return pool.resident + p.nbytes <= pool_budget(pool)
+    return pool.resident + p.nbytes <= st_pool_budget(pool)
+
+
+cdef void st_pool_default_params(const Policy *policy, double *values) noexcept nogil:
+    """values[i] = the default of the policy's i-th parameter."""
+    cdef int i = 0
+    memset(values, 0, ST_POOL_MAX_PARAMS * sizeof(double))
+    if policy == NULL or policy.params == NULL:
+        return
+    while i < ST_POOL_MAX_PARAMS and policy.params[i].name != NULL:
+        values[i] = policy.params[i].value
+        i += 1
+
+
+cdef int st_pool_param_index(const Policy *policy, const char *name) noexcept nogil:
+    """The index of the policy's parameter called name, or -1."""
+    cdef int i = 0
+    if policy.params == NULL:
+        return -1
+    while i < ST_POOL_MAX_PARAMS and policy.params[i].name != NULL:
+        if strcmp(policy.params[i].name, name) == 0:
+            return i
+        i += 1
+    return -1
+
+
+cdef int st_pool_param_count(const Policy *policy) noexcept nogil:
+    cdef int i = 0
+    if policy.params == NULL:
+        return 0
+    while i < ST_POOL_MAX_PARAMS and policy.params[i].name != NULL:
+        i += 1
+    return i
+
+
+cdef double st_pool_param_value(Pool *pool, const char *name) noexcept nogil:
+    """A parameter's value in this pool, by name (a policy's init reads its own; an unknown
+    name, a bug caught by the registry guard test, reads 0)."""
+    cdef int i = st_pool_param_index(pool.policy, name)
+    if i < 0:
+        return 0
+    if pool.policy.params[i].pool_setting:
+        return <double>pool.aging_window
+    return pool.params[i]
+
+
+cdef sqlite3_int64 st_pool_ppm(double fraction) noexcept nogil:
+    """A fraction in millionths (what st_pool_share takes)."""
+    return <sqlite3_int64>(fraction * 1000000.0 + 0.5)
+
+
+cdef sqlite3_int64 st_pool_share(sqlite3_int64 n, sqlite3_int64 ppm, int round_up) noexcept nogil:
+    """n * ppm / 10**6, rounded down (or up), exactly, without overflow for n >= 0: in
+    millionths 0.1 of 1000 is 100, where a float product can land just below."""
+    cdef sqlite3_int64 q = n // 1000000
+    cdef sqlite3_int64 r = n % 1000000
+    cdef sqlite3_int64 low = q * ppm + (r * ppm) // 1000000
+    if round_up and (r * ppm) % 1000000 != 0:
+        low += 1
+    return low

@@ -2,17 +2,19 @@
 # cached in the process pool. Both readers use it: inference (kernels pin tiles' pages)
 # and read_tensor (tensor_blob, the data column, Store.get_tensor).
 #
-#   source_init(src, db, schema, store)   identify the store (key) and the connection's view
-#   pool_pin(src, page_id, &page, &err)   the page, pinned: from the pool or read now
-#   pool_unpin(page)
-#   page_slot(page, slot, nbytes, ...)    a block's bytes within a pinned page
-#   source_same_version(src, key, epoch)  whether what was read at (key, epoch) is still
-#                                         what this connection sees (plan caches use it)
+#   st_pool_source_init(src, db, schema, store)   identify the store (key) and the
+#                                                 connection's view
+#   st_pool_pin(src, page_id, &page, &err)        the page, pinned: from the pool or read now
+#   st_pool_unpin(page)
+#   st_pool_page_slot(page, slot, nbytes, ...)    a block's bytes within a pinned page
+#   st_pool_source_same_version(src, key, epoch)  whether what was read at (key, epoch) is
+#                                                 still what this connection sees (plan
+#                                                 caches use it)
 # The pool itself is cache/pool.pxi; its policies are the cache/policy_*.pxi files.
 #
 # Checks: a page is checked in full (header, slot table, checksum of every byte) when it is
 # read from the database, i.e. when it enters the pool and for every uncached read; slots
-# and sizes are checked at each use (page_slot).
+# and sizes are checked at each use (st_pool_page_slot).
 #
 # Freshness: the pool must never serve a page that differs from what the reading
 # connection sees committed, whoever wrote it (this process, another one, plain SQL, a
@@ -31,9 +33,12 @@ from libc.string cimport memcmp
 
 
 
+# PageSource and PageView are stated in pool_interface.pxi.
+
+
 # -- views: one per (connection, schema), forgotten when the connection closes ---------------
 
-ctypedef struct ConnView:
+ctypedef struct PoolConnView:
     sqlite3 *db
     char schema[32]
     unsigned int data_version
@@ -45,43 +50,43 @@ ctypedef struct ConnView:
 cdef extern from "st_fork.h":
     pthread_mutex_t st_views_mutex
 
-cdef ConnView *st_views           # guarded by st_views_mutex
-cdef int st_nviews, st_views_cap
-cdef uint64_t st_epoch_counter    # last epoch handed out (0 is never a view's)
+cdef PoolConnView *st_pool_views           # guarded by st_views_mutex
+cdef int st_pool_nviews, st_pool_views_cap
+cdef uint64_t st_pool_epoch_counter    # last epoch handed out (0 is never a view's)
 cdef int st_page_checks_off       # hidden switch for measurements (_set_page_checks)
 
 
-cdef void view_forget(void *db) noexcept nogil:
+cdef void st_pool_view_forget(void *db) noexcept nogil:
     """The connection is closing (xDestroy of its marker function): drop its views, so a
     new connection at the same address never inherits them."""
-    global st_nviews
+    global st_pool_nviews
     cdef int i = 0
     pthread_mutex_lock(&st_views_mutex)
-    while i < st_nviews:
-        if <void *>st_views[i].db == db:
-            st_nviews -= 1
-            st_views[i] = st_views[st_nviews]
+    while i < st_pool_nviews:
+        if <void *>st_pool_views[i].db == db:
+            st_pool_nviews -= 1
+            st_pool_views[i] = st_pool_views[st_pool_nviews]
         else:
             i += 1
     pthread_mutex_unlock(&st_views_mutex)
 
 
-cdef void fn_view_marker(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
+cdef void st_pool_view_marker(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
     sqlite3_result_null(ctx)
 
 
-cdef int view_known(sqlite3 *db) noexcept nogil:
+cdef int st_pool_view_known(sqlite3 *db) noexcept nogil:
     cdef int i, found = 0
     pthread_mutex_lock(&st_views_mutex)
-    for i in range(st_nviews):
-        if st_views[i].db == db:
+    for i in range(st_pool_nviews):
+        if st_pool_views[i].db == db:
             found = 1
             break
     pthread_mutex_unlock(&st_views_mutex)
     return found
 
 
-cdef int in_write_transaction(sqlite3 *db, const char *schema) noexcept nogil:
+cdef int st_pool_in_write_transaction(sqlite3 *db, const char *schema) noexcept nogil:
     """Whether db may hold uncommitted changes (a rollback would move no counter back).
     Hosts older than sqlite3_txn_state: any open transaction counts."""
     if sqlite3_libversion_number() >= 3034000:
@@ -89,49 +94,50 @@ cdef int in_write_transaction(sqlite3 *db, const char *schema) noexcept nogil:
     return sqlite3_get_autocommit(db) == 0
 
 
-cdef uint64_t connection_view(sqlite3 *db, const char *schema) noexcept nogil:
+cdef uint64_t st_pool_connection_view(sqlite3 *db, const char *schema) noexcept nogil:
     """The connection's current view epoch (see the top of this file). A connection whose
     view cannot be tracked gets a new epoch on every call: nothing is trusted, every cached
     page is re-confirmed."""
-    global st_epoch_counter, st_nviews, st_views, st_views_cap
+    global st_pool_epoch_counter, st_pool_nviews, st_pool_views, st_pool_views_cap
     cdef unsigned int dv = 0
     cdef int changes = sqlite3_total_changes(db)
     cdef int i, tracked = 1
     cdef uint64_t epoch
-    cdef ConnView *v = NULL
+    cdef PoolConnView *v = NULL
     cdef void *grown
     if sqlite3_file_control(db, schema, SQLITE_FCNTL_DATA_VERSION, &dv) != SQLITE_OK \
-            or strlen(schema) >= 32 or in_write_transaction(db, schema):
+            or strlen(schema) >= 32 or st_pool_in_write_transaction(db, schema):
         tracked = 0
-    elif not view_known(db):
+    elif not st_pool_view_known(db):
         # A marker function whose destructor runs when the connection closes. A new name
         # (never a replacement), so it is allowed while statements run.
         tracked = sqlite3_create_function_v2(db, "_tensor_pool_view", 0,
                                              SQLITE_UTF8 | SQLITE_DIRECTONLY, <void *>db,
-                                             fn_view_marker, NULL, NULL, view_forget) == SQLITE_OK
+                                             st_pool_view_marker, NULL, NULL,
+                                             st_pool_view_forget) == SQLITE_OK
     pthread_mutex_lock(&st_views_mutex)
-    st_epoch_counter += 1
-    epoch = st_epoch_counter
+    st_pool_epoch_counter += 1
+    epoch = st_pool_epoch_counter
     if tracked:
-        for i in range(st_nviews):
-            if st_views[i].db == db and strcmp(st_views[i].schema, schema) == 0:
-                v = &st_views[i]
+        for i in range(st_pool_nviews):
+            if st_pool_views[i].db == db and strcmp(st_pool_views[i].schema, schema) == 0:
+                v = &st_pool_views[i]
                 break
-        if v == NULL and st_nviews == st_views_cap:
-            grown = realloc(st_views, (st_views_cap * 2 + 8) * sizeof(ConnView))
+        if v == NULL and st_pool_nviews == st_pool_views_cap:
+            grown = realloc(st_pool_views, (st_pool_views_cap * 2 + 8) * sizeof(PoolConnView))
             if grown != NULL:
-                st_views = <ConnView *>grown
-                st_views_cap = st_views_cap * 2 + 8
-        if v == NULL and st_nviews < st_views_cap:
-            v = &st_views[st_nviews]
-            st_nviews += 1
-            memset(v, 0, sizeof(ConnView))
+                st_pool_views = <PoolConnView *>grown
+                st_pool_views_cap = st_pool_views_cap * 2 + 8
+        if v == NULL and st_pool_nviews < st_pool_views_cap:
+            v = &st_pool_views[st_pool_nviews]
+            st_pool_nviews += 1
+            memset(v, 0, sizeof(PoolConnView))
             v.db = db
             memcpy(v.schema, schema, strlen(schema) + 1)
             v.epoch = 0   # forces a new epoch below
         if v != NULL:
             if v.epoch != 0 and v.data_version == dv and v.changes == changes:
-                st_epoch_counter -= 1   # unchanged: keep its epoch
+                st_pool_epoch_counter -= 1   # unchanged: keep its epoch
                 epoch = v.epoch
             else:
                 v.data_version = dv
@@ -177,10 +183,10 @@ cdef void snapshot_release(sqlite3_stmt **pin) noexcept nogil:
     pin[0] = NULL
 
 
-cdef int source_init(PageSource *src, sqlite3 *db, const char *schema, const char *store,
+cdef int st_pool_source_init(PageSource *src, sqlite3 *db, const char *schema, const char *store,
                      char **err) noexcept nogil:
     """Identify the store for the pool (its key) and the connection's view, and hold one
-    read snapshot until source_close (snapshot_hold): everything read through src, and
+    read snapshot until st_pool_source_close (snapshot_hold): everything read through src, and
     every statement run on db meanwhile, sees the same committed state."""
     cdef sqlite3_stmt *stmt = NULL
     cdef sqlite3_int64 uid = 0, version = 1
@@ -231,24 +237,25 @@ cdef int source_init(PageSource *src, sqlite3 *db, const char *schema, const cha
             h = (h ^ <unsigned char>fname[0]) * 1099511628211ULL
             fname += 1
     src.store_key = h ^ (<uint64_t>uid * 0x9E3779B97F4A7C15ULL)
-    src.epoch = 0 if st_page_checks_off else connection_view(db, schema)
+    src.epoch = 0 if st_page_checks_off else st_pool_connection_view(db, schema)
     return SQLITE_OK
 
 
-cdef void source_view(PageSource *src) noexcept nogil:
+cdef void st_pool_source_view(PageSource *src) noexcept nogil:
     """Bring src's view up to date (no SQL: a file control and a counter)."""
-    src.epoch = 0 if st_page_checks_off else connection_view(src.db, src.schema)
+    src.epoch = 0 if st_page_checks_off else st_pool_connection_view(src.db, src.schema)
 
 
-cdef int source_same_version(PageSource *src, uint64_t store_key, uint64_t epoch) noexcept nogil:
+cdef int st_pool_source_same_version(PageSource *src, uint64_t store_key,
+                                     uint64_t epoch) noexcept nogil:
     """Whether what was read from the store at (store_key, epoch) - a plan, a page - is
     still what src's connection sees: the same store, and nothing written since (by this
     connection or committed by any other). The one validity test of every plan cache."""
-    source_view(src)
+    st_pool_source_view(src)
     return not src.uncached and src.store_key == store_key and src.epoch == epoch
 
 
-cdef void source_close(PageSource *src) noexcept nogil:
+cdef void st_pool_source_close(PageSource *src) noexcept nogil:
     if src.blob != NULL:
         sqlite3_blob_close(src.blob)
     snapshot_release(&src.snapshot)
@@ -259,7 +266,7 @@ cdef void source_close(PageSource *src) noexcept nogil:
     src.table = NULL
 
 
-cdef int source_open(PageSource *src, sqlite3_int64 page_id, char **err) noexcept nogil:
+cdef int st_pool_source_open(PageSource *src, sqlite3_int64 page_id, char **err) noexcept nogil:
     """Position src's blob handle on a page row."""
     cdef int rc
     if src.blob == NULL:
@@ -283,11 +290,11 @@ cdef int source_open(PageSource *src, sqlite3_int64 page_id, char **err) noexcep
     return rc
 
 
-cdef int read_page(PageSource *src, sqlite3_int64 page_id, unsigned char **data,
+cdef int st_pool_read_page(PageSource *src, sqlite3_int64 page_id, unsigned char **data,
                    sqlite3_int64 *nbytes, char **err) noexcept nogil:
     """Read a whole page BLOB into new page memory (st_page_alloc; freed with st_page_free
     and its size) and check it: header, slot table, checksum."""
-    cdef int rc = source_open(src, page_id, err)
+    cdef int rc = st_pool_source_open(src, page_id, err)
     if rc != SQLITE_OK:
         return rc
     cdef int n = sqlite3_blob_bytes(src.blob)
@@ -309,7 +316,7 @@ cdef int read_page(PageSource *src, sqlite3_int64 page_id, unsigned char **data,
     return SQLITE_OK
 
 
-cdef int source_confirm(void *ctx, PoolPage *p, int *same, char **err) noexcept nogil:
+cdef int st_pool_source_confirm(void *ctx, PoolPage *p, int *same, char **err) noexcept nogil:
     """Whether the cached page p is still the committed page (in src's view): equal size
     and equal header, checksum included. A version-1 page has no checksum: reloaded."""
     cdef PageSource *src = <PageSource *>ctx
@@ -318,7 +325,7 @@ cdef int source_confirm(void *ctx, PoolPage *p, int *same, char **err) noexcept 
     same[0] = 0
     if p.nbytes < ST_PAGE_HEADER_BYTES or st_get_u32(p.data + 4) != 2:
         return SQLITE_OK
-    rc = source_open(src, p.page_id, err)
+    rc = st_pool_source_open(src, p.page_id, err)
     if rc != SQLITE_OK:
         return rc
     if sqlite3_blob_bytes(src.blob) != p.nbytes:
@@ -332,13 +339,13 @@ cdef int source_confirm(void *ctx, PoolPage *p, int *same, char **err) noexcept 
     return SQLITE_OK
 
 
-cdef int source_load(void *ctx, sqlite3_int64 page_id, unsigned char **data,
+cdef int st_pool_source_load(void *ctx, sqlite3_int64 page_id, unsigned char **data,
                      sqlite3_int64 *nbytes, int *shared, char **err) noexcept nogil:
     """The process pool's loader: the page BLOB, and (for policies that ask) how many
     models share the page."""
     cdef PageSource *src = <PageSource *>ctx
-    cdef int rc = read_page(src, page_id, data, nbytes, err)
-    if rc != SQLITE_OK or not process_pool.policy.needs_sharing:
+    cdef int rc = st_pool_read_page(src, page_id, data, nbytes, err)
+    if rc != SQLITE_OK or not st_pool_process.policy.needs_sharing:
         return rc
     if src.sharing == NULL:
         rc = st_sql_prepare(
@@ -354,48 +361,48 @@ cdef int source_load(void *ctx, sqlite3_int64 page_id, unsigned char **data,
     return SQLITE_OK
 
 
-cdef int pool_pin(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
+cdef int st_pool_pin(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
                   char **err) noexcept nogil:
     """Pin a page of src's store in the process pool (reading it on a miss, re-confirming
     it when src's view is not the one it was last confirmed in)."""
     if src.uncached:
-        return pin_uncached(src, page_id, out, err)
-    return pool_access(&process_pool, src.store_key, page_id, src.epoch, 0, source_load,
-                       source_confirm, src, out, err)
+        return st_pool_pin_uncached(src, page_id, out, err)
+    return st_pool_access(&st_pool_process, src.store_key, page_id, src.epoch, 0,
+                          st_pool_source_load, st_pool_source_confirm, src, out, err)
 
 
-cdef int pin_uncached(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
+cdef int st_pool_pin_uncached(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
                       char **err) noexcept nogil:
     """A page outside the table: read now, freed at unpin."""
     cdef PoolPage *p = <PoolPage *>calloc(1, sizeof(PoolPage))
     if p == NULL:
         return SQLITE_NOMEM
-    cdef int rc = read_page(src, page_id, &p.data, &p.nbytes, err)
+    cdef int rc = st_pool_read_page(src, page_id, &p.data, &p.nbytes, err)
     if rc != SQLITE_OK:
         free(p)
         return rc
     p.page_id = page_id
     p.pins = 1
     p.detached = 1
-    pool_lock(&process_pool)
-    process_pool.misses += 1
-    process_pool.bytes_read += p.nbytes
-    pool_unlock(&process_pool)
+    st_pool_lock(&st_pool_process)
+    st_pool_process.misses += 1
+    st_pool_process.bytes_read += p.nbytes
+    st_pool_unlock(&st_pool_process)
     out[0] = p
     return SQLITE_OK
 
 
-cdef void pool_unpin(PoolPage *p) noexcept nogil:
-    pool_unpin_in(&process_pool, p)
+cdef void st_pool_unpin(PoolPage *p) noexcept nogil:
+    st_pool_unpin_in(&st_pool_process, p)
 
 
-cdef int page_slot(const PoolPage *p, int slot, sqlite3_int64 nbytes, const char *table,
+cdef int st_pool_page_slot(const PoolPage *p, int slot, sqlite3_int64 nbytes, const char *table,
                    const unsigned char **out, char **err) noexcept nogil:
     """Point out at slot's bytes within a pinned page; they must be exactly nbytes long."""
-    return slot_in(p.data, p.nbytes, p.page_id, slot, nbytes, table, out, err)
+    return st_pool_slot_in(p.data, p.nbytes, p.page_id, slot, nbytes, table, out, err)
 
 
-cdef int slot_in(const unsigned char *data, sqlite3_int64 page_bytes, sqlite3_int64 page_id,
+cdef int st_pool_slot_in(const unsigned char *data, sqlite3_int64 page_bytes, sqlite3_int64 page_id,
                  int slot, sqlite3_int64 nbytes, const char *table, const unsigned char **out,
                  char **err) noexcept nogil:
     """page_slot over a checked page's bytes (pinned, or a reader's scratch copy)."""
@@ -410,28 +417,17 @@ cdef int slot_in(const unsigned char *data, sqlite3_int64 page_bytes, sqlite3_in
     return rc
 
 
-# A page a bulk reader (read_tensor) uses: pinned in the pool when it is cached there, else
-# read and checked into the reader's own scratch buffer, never admitted (a tensor export
-# does not flush the pages inference serves, nor churns page memory).
-ctypedef struct PageView:
-    PoolPage *pinned
-    unsigned char *scratch        # malloc'd, reused from page to page
-    sqlite3_int64 cap
-    const unsigned char *data
-    sqlite3_int64 nbytes
-    sqlite3_int64 page_id         # -1: none
-
-
-cdef int view_page(PageSource *src, PageView *v, sqlite3_int64 page_id, char **err) noexcept nogil:
+cdef int st_pool_view_page(PageSource *src, PageView *v, sqlite3_int64 page_id,
+                           char **err) noexcept nogil:
     """Point v at page_id: the pool's copy (confirmed in src's view) or a fresh checked read."""
     cdef int rc, n
     cdef void *grown
     if v.page_id == page_id and v.data != NULL:
         return SQLITE_OK
-    view_release(v)
+    st_pool_view_release(v)
     if not src.uncached:
-        rc = pool_access(&process_pool, src.store_key, page_id, src.epoch, 0, NULL,
-                         source_confirm, src, &v.pinned, err)
+        rc = st_pool_access(&st_pool_process, src.store_key, page_id, src.epoch, 0, NULL,
+                         st_pool_source_confirm, src, &v.pinned, err)
         if rc != SQLITE_OK:
             return rc
         if v.pinned != NULL:
@@ -439,7 +435,7 @@ cdef int view_page(PageSource *src, PageView *v, sqlite3_int64 page_id, char **e
             v.nbytes = v.pinned.nbytes
             v.page_id = page_id
             return SQLITE_OK
-    rc = source_open(src, page_id, err)
+    rc = st_pool_source_open(src, page_id, err)
     if rc != SQLITE_OK:
         return rc
     n = sqlite3_blob_bytes(src.blob)
@@ -457,26 +453,26 @@ cdef int view_page(PageSource *src, PageView *v, sqlite3_int64 page_id, char **e
     rc = st_page_check(v.scratch, n, page_id, src.table, src.min_version, not st_page_checks_off, err)
     if rc != SQLITE_OK:
         return rc
-    pool_lock(&process_pool)
-    process_pool.bytes_read += n
-    pool_unlock(&process_pool)
+    st_pool_lock(&st_pool_process)
+    st_pool_process.bytes_read += n
+    st_pool_unlock(&st_pool_process)
     v.data = v.scratch
     v.nbytes = n
     v.page_id = page_id
     return SQLITE_OK
 
 
-cdef void view_release(PageView *v) noexcept nogil:
+cdef void st_pool_view_release(PageView *v) noexcept nogil:
     """Unpin v's page (the scratch buffer stays for the next page)."""
     if v.pinned != NULL:
-        pool_unpin(v.pinned)
+        st_pool_unpin(v.pinned)
         v.pinned = NULL
     v.data = NULL
     v.page_id = -1
 
 
-cdef void view_close(PageView *v) noexcept nogil:
-    view_release(v)
+cdef void st_pool_view_close(PageView *v) noexcept nogil:
+    st_pool_view_release(v)
     free(v.scratch)
     v.scratch = NULL
     v.cap = 0
@@ -488,7 +484,7 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
                      unsigned char *out, char **err) noexcept nogil:
     """Assemble the tensor's bytes (row-major, its own dtype) into out[0:info.nbytes].
 
-    Pages come through the page-access layer (view_page: the pool's copy when cached,
+    Pages come through the page-access layer (st_pool_view_page: the pool's copy when cached,
     confirmed as for inference, else read and checked, the same checks), blocks in page
     order so each page is read once. Edge blocks are stored without
     padding, so every block is copied whole into its place. Then a float32 tensor's
@@ -511,9 +507,9 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
         return SQLITE_NOMEM
     memset(&page, 0, sizeof(PageView))
     page.page_id = -1
-    cdef int rc = source_init(&src, db, schema, store, err)
+    cdef int rc = st_pool_source_init(&src, db, schema, store, err)
     if rc != SQLITE_OK:
-        source_close(&src)
+        st_pool_source_close(&src)
         free(filled)
         return rc
     rc = st_sql_prepare(
@@ -561,10 +557,11 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
                                      slot)
             rc = SQLITE_CORRUPT
             break
-        rc = view_page(&src, &page, page_id, err)
+        rc = st_pool_view_page(&src, &page, page_id, err)
         if rc != SQLITE_OK:
             break
-        rc = slot_in(page.data, page.nbytes, page_id, <int>slot, nbytes, src.table, &block, err)
+        rc = st_pool_slot_in(page.data, page.nbytes, page_id, <int>slot, nbytes, src.table,
+                             &block, err)
         if rc != SQLITE_OK:
             break
         dst = out + bi * info.block_rows * row_bytes + bj * info.block_cols * info.itemsize
@@ -574,7 +571,7 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
             for r in range(br):
                 memcpy(dst + r * row_bytes, block + r * bc * info.itemsize, bc * info.itemsize)
         seen += 1
-    view_release(&page)
+    st_pool_view_release(&page)
     sqlite3_finalize(stmt)
     free(filled)
     if rc == SQLITE_OK and seen != grid:
@@ -583,8 +580,8 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
         rc = SQLITE_CORRUPT
     if rc == SQLITE_OK:
         rc = add_tensor_residuals(&src, &page, store, info, out, err)
-    view_close(&page)
-    source_close(&src)
+    st_pool_view_close(&page)
+    st_pool_source_close(&src)
     return rc
 
 
@@ -673,16 +670,17 @@ cdef int add_tensor_residuals(PageSource *src, PageView *page, const char *store
                                      slot)
             rc = SQLITE_CORRUPT
             break
-        rc = view_page(src, page, page_id, err)
+        rc = st_pool_view_page(src, page, page_id, err)
         if rc != SQLITE_OK:
             break
-        rc = slot_in(page.data, page.nbytes, page_id, <int>slot, nbytes, src.table, &payload, err)
+        rc = st_pool_slot_in(page.data, page.nbytes, page_id, <int>slot, nbytes, src.table,
+                             &payload, err)
         if rc != SQLITE_OK:
             break
         st_page_residual_add(<int>kind, <int>param, payload, br, bc,
                      <float *>(out + (bi * info.block_rows * info.cols + bj * info.block_cols) * 4),
                      info.cols)
-    view_release(page)
+    st_pool_view_release(page)
     sqlite3_finalize(stmt)
     return rc
 

@@ -1,4 +1,4 @@
-# Replaying a page-access trace through a private pool: the same pool_access / eviction /
+# Replaying a page-access trace through a private pool: the same st_pool_access / eviction /
 # policy code that serves, with a loader that only reports each page's size. The only
 # difference is the simulator's knowledge of the future (next_use), which opt reads.
 
@@ -7,8 +7,8 @@ ctypedef struct SimPages:
     const int *shared             # models sharing each page
 
 
-cdef int sim_load(void *ctx, sqlite3_int64 page, unsigned char **data, sqlite3_int64 *nbytes,
-                  int *shared, char **err) noexcept nogil:
+cdef int st_pool_sim_load(void *ctx, sqlite3_int64 page, unsigned char **data,
+                          sqlite3_int64 *nbytes, int *shared, char **err) noexcept nogil:
     cdef SimPages *pages = <SimPages *>ctx
     data[0] = NULL
     nbytes[0] = pages.nbytes[page]
@@ -16,23 +16,28 @@ cdef int sim_load(void *ctx, sqlite3_int64 page, unsigned char **data, sqlite3_i
     return SQLITE_OK
 
 
-cdef int run_simulation(const Policy *policy, sqlite3_int64 budget, sqlite3_int64 aging_window,
+cdef int st_pool_simulate(const Policy *policy, const double *params, sqlite3_int64 budget,
+                          sqlite3_int64 aging_window,
                         const sqlite3_int64 *trace, const sqlite3_int64 *next_use,
                         sqlite3_int64 n, SimPages *pages, Pool *result) noexcept nogil:
-    """Replay trace (dense page indexes) and leave the pool's counters in result."""
+    """Replay trace (dense page indexes) through policy with params (its values in its
+    table's order; NULL: its defaults) and leave the pool's counters in result."""
     cdef Pool pool
     cdef PoolPage *p
     cdef char *err = NULL
     cdef sqlite3_int64 i
     cdef int rc = SQLITE_OK
-    pool_init(&pool, policy, budget, 0)
+    st_pool_init(&pool, policy, budget, 0)
+    if params != NULL:
+        memcpy(pool.params, params, sizeof(pool.params))
     if aging_window > 0:
         pool.aging_window = aging_window
     for i in range(n):
-        rc = pool_access(&pool, 0, trace[i], 0, next_use[i], sim_load, NULL, pages, &p, &err)
+        rc = st_pool_access(&pool, 0, trace[i], 0, next_use[i], st_pool_sim_load, NULL, pages,
+                            &p, &err)
         if rc != SQLITE_OK:
             break
-        pool_unpin_in(&pool, p)
+        st_pool_unpin_in(&pool, p)
     memcpy(result, &pool, sizeof(Pool))
-    pool_destroy(&pool)
+    st_pool_destroy(&pool)
     return rc

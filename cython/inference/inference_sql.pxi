@@ -19,7 +19,7 @@
 # Plans are also kept between statements (a batch-1 tensor_predict per statement would
 # otherwise load its plan every call): a statement's plan goes back to st_infer_plans when
 # SQLite drops it, and the next statement of that connection, store argument and model
-# takes it while source_same_version says the store is as when it was loaded (Python's
+# takes it while st_pool_source_same_version says the store is as when it was loaded (Python's
 # Store.predict keeps its plans the same way). Taken plans are out of the table, so no two
 # statements share one; a kept plan holds no SQLite resources.
 ctypedef struct SqlPlan:
@@ -52,7 +52,7 @@ cdef void st_infer_plan_destroy(void *p) noexcept nogil:
     if sp.plan.src.uncached or sp.model == NULL or st_page_checks_off:   # (no epoch to trust)
         st_infer_plan_free(sp)
         return
-    source_close(&sp.plan.src)
+    st_pool_source_close(&sp.plan.src)
     pthread_mutex_lock(&st_views_mutex)
     st_infer_plans_clock += 1
     sp.used = st_infer_plans_clock
@@ -108,13 +108,13 @@ cdef Plan *st_infer_statement_plan(sqlite3_context *ctx, const char *fname, sqli
     sp = st_infer_plan_take(db, args[0], args[1])
     if sp != NULL:
         # the store named the same may be another one now ('db.name' after a new ATTACH):
-        # source_init identifies it afresh
-        rc = source_init(&src, db, sp.plan.schema, sp.plan.store, &err)
-        if rc == SQLITE_OK and source_same_version(&src, sp.store_key, sp.epoch):
+        # st_pool_source_init identifies it afresh
+        rc = st_pool_source_init(&src, db, sp.plan.schema, sp.plan.store, &err)
+        if rc == SQLITE_OK and st_pool_source_same_version(&src, sp.store_key, sp.epoch):
             sp.plan.src = src
             sqlite3_set_auxdata(ctx, 1, sp, st_infer_plan_destroy)
             return <Plan *>sqlite3_get_auxdata(ctx, 1)
-        source_close(&src)
+        st_pool_source_close(&src)
         sqlite3_free(err)   # a failure recurs in the load below, which reports it
         err = NULL
         st_infer_plan_free(sp)

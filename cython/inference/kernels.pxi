@@ -54,12 +54,12 @@ cdef int st_kern_cursor_tile(TileCursor *c, Weight *w, sqlite3_int64 bi, sqlite3
     cdef int rc
     if c.page == NULL or c.page.page_id != w.page_ids[k]:
         if c.page != NULL:
-            pool_unpin(c.page)
+            st_pool_unpin(c.page)
             c.page = NULL
-        rc = pool_pin(&c.plan.src, w.page_ids[k], &c.page, err)
+        rc = st_pool_pin(&c.plan.src, w.page_ids[k], &c.page, err)
         if rc != SQLITE_OK:
             return rc
-    return page_slot(c.page, w.slots[k], br * bc * w.itemsize, c.plan.src.table, out, err)
+    return st_pool_page_slot(c.page, w.slots[k], br * bc * w.itemsize, c.plan.src.table, out, err)
 
 
 cdef int st_kern_cursor_residual(TileCursor *c, Weight *w, sqlite3_int64 k, sqlite3_int64 br,
@@ -69,12 +69,12 @@ cdef int st_kern_cursor_residual(TileCursor *c, Weight *w, sqlite3_int64 k, sqli
     cdef int rc
     if c.res_page == NULL or c.res_page.page_id != w.res_page[k]:
         if c.res_page != NULL:
-            pool_unpin(c.res_page)
+            st_pool_unpin(c.res_page)
             c.res_page = NULL
-        rc = pool_pin(&c.plan.src, w.res_page[k], &c.res_page, err)
+        rc = st_pool_pin(&c.plan.src, w.res_page[k], &c.res_page, err)
         if rc != SQLITE_OK:
             return rc
-    return page_slot(c.res_page, w.res_slot[k], st_page_residual_bytes(w.res_kind[k], w.res_param[k], br, bc),
+    return st_pool_page_slot(c.res_page, w.res_slot[k], st_page_residual_bytes(w.res_kind[k], w.res_param[k], br, bc),
                      c.plan.src.table, out, err)
 
 
@@ -84,10 +84,10 @@ cdef inline bint st_kern_has_residual(const Weight *w, sqlite3_int64 k) noexcept
 
 cdef void st_kern_cursor_release(TileCursor *c) noexcept nogil:
     if c.page != NULL:
-        pool_unpin(c.page)
+        st_pool_unpin(c.page)
         c.page = NULL
     if c.res_page != NULL:
-        pool_unpin(c.res_page)
+        st_pool_unpin(c.res_page)
         c.res_page = NULL
 
 
@@ -281,12 +281,12 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
                 k = r1 * w.grid_c + bj
                 bc = st_kern_tile_cols(w, bj, C)
                 if page == NULL or page.page_id != w.page_ids[k]:
-                    rc = pool_pin(&c.plan.src, w.page_ids[k], &page, err)
+                    rc = st_pool_pin(&c.plan.src, w.page_ids[k], &page, err)
                     if rc != SQLITE_OK:
                         break
                     pinned[npinned] = page
                     npinned += 1
-                rc = page_slot(page, w.slots[k], br * bc * w.itemsize, c.plan.src.table,
+                rc = st_pool_page_slot(page, w.slots[k], br * bc * w.itemsize, c.plan.src.table,
                                &tiles[k], err)
                 if rc != SQLITE_OK:
                     break
@@ -294,12 +294,12 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
                 if not st_kern_has_residual(w, k):
                     continue
                 if rpage == NULL or rpage.page_id != w.res_page[k]:
-                    rc = pool_pin(&c.plan.src, w.res_page[k], &rpage, err)
+                    rc = st_pool_pin(&c.plan.src, w.res_page[k], &rpage, err)
                     if rc != SQLITE_OK:
                         break
                     pinned[npinned] = rpage
                     npinned += 1
-                rc = page_slot(rpage, w.res_slot[k],
+                rc = st_pool_page_slot(rpage, w.res_slot[k],
                                st_page_residual_bytes(w.res_kind[k], w.res_param[k], br, bc),
                                c.plan.src.table, &res[k], err)
                 if rc != SQLITE_OK:
@@ -311,7 +311,7 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
             st_kern_dense_chunk(L, tiles, res, r0, r1, R, C, X, B, Y, scratch, stride,
                         min(nthreads, units))
         for i in range(npinned):
-            pool_unpin(pinned[i])
+            st_pool_unpin(pinned[i])
         r0 = r1
         if rc == SQLITE_OK and r0 < w.grid_r:
             rc = st_sql_interrupted(c.plan.src.db, err)

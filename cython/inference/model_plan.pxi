@@ -57,7 +57,7 @@ cdef void st_plan_free(Plan *plan) noexcept nogil:
             st_plan_weight_free(&plan.layers[i].weight)
             st_plan_weight_free(&plan.layers[i].bias)
         free(plan.layers)
-    source_close(&plan.src)
+    st_pool_source_close(&plan.src)
     sqlite3_free(plan.store)
     sqlite3_free(plan.schema)
     sqlite3_free(plan.store_arg)
@@ -264,7 +264,7 @@ cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const 
     store = plan.store     # the plan's own copies: the page source keeps these pointers
     schema = plan.schema
     # first: the page source holds one read snapshot for everything the plan reads
-    rc = source_init(&plan.src, db, schema, store, err)
+    rc = st_pool_source_init(&plan.src, db, schema, store, err)
     if rc != SQLITE_OK:
         return rc
     rc = st_page_read_store_config(db, schema, store, &plan.block_rows, &plan.block_cols, err)

@@ -83,10 +83,10 @@ cdef int st_sql_has_residuals(sqlite3 *db, const char *schema, const char *store
     for every reader a missing table means "no residuals", never an error.
 
     Asked of sqlite_master once per view of the connection (c/st_memo.h): the answer is
-    kept with the connection's view epoch (connection_view, cache/process_pool.pxi), which
+    kept with the connection's view epoch (st_pool_connection_view, cache/process_pool.pxi), which
     moves on whenever another connection commits or this one writes, so a table another
     writer adds later is seen on the next read."""
-    cdef uint64_t epoch = connection_view(db, schema)
+    cdef uint64_t epoch = st_pool_connection_view(db, schema)
     if st_memo_get(db, epoch, schema, store, has):
         return SQLITE_OK
     cdef sqlite3_stmt *stmt = NULL
