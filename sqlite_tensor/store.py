@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import apsw
 import numpy as np
 
-from . import _engine, blocks, dtypes, formats, pages, residuals
+from . import _engine, blocks, dtypes, formats, model_files, pages, residuals, sources
 from .connection import connect, is_loaded, load
 from .errors import CorruptStoreError, NotFoundError, TensorStoreError
 from .ingest import IngestReport, ingest_model
@@ -269,12 +269,20 @@ class Store:
         counter) stays unique even across rolled-back transactions."""
         self.conn.execute(f"UPDATE {self._t.config} SET value = random() WHERE key = 'generation'")
 
-    def add_model(self, name: str, tensors, *, layers=None) -> IngestReport:
+    def add_model(self, name: str, tensors, *, layers=None, progress=None) -> IngestReport:
         """Store a model: ``tensors`` maps names to numpy arrays, or is a path to a
-        ``.safetensors`` / ``.npz`` file. Identical blocks already stored are shared.
-        ``layers`` (see :meth:`set_layers`) says how to run it.
-        One transaction: on any error nothing is written."""
+        ``.safetensors`` / ``.npz`` / PyTorch ``.bin``/``.pt`` file, a Hugging Face folder or
+        a sharded checkpoint (its index file or folder; see sqlite_tensor.sources), whose
+        other files (config.json, tokenizer files, ...) are kept with the model so that
+        :meth:`export_model` gives the folder back. Identical blocks already stored are
+        shared. ``layers`` (see :meth:`set_layers`) says how to run it; ``progress(done,
+        total, tensor)`` is called after each tensor. One transaction: on any error nothing
+        is written."""
         _check_name("model name", name)
+        source = sources.read_source(tensors) if isinstance(tensors, (str, os.PathLike)) \
+            else tensors
+        if isinstance(source, sources.Source):
+            tensors = source.tensors
         arrays = _prepare_tensors(name, tensors)
         with self._writing():
             if self._model_id(name) is not None:
@@ -284,7 +292,9 @@ class Store:
                 self.conn, self._t, name, arrays, block_rows=self.block_rows,
                 block_cols=self.block_cols, page_blocks=self.page_blocks,
                 dtype_names={k: dtypes.name_of(a.dtype) for k, a in arrays.items()},
-                hash_block=self._hash_block)
+                hash_block=self._hash_block, progress=progress)
+            if isinstance(source, sources.Source):
+                model_files.save(self, self._model_id(name), source)
             if layers is not None:
                 self._store_layers(name, layers)
             return report
@@ -297,7 +307,9 @@ class Store:
         (pages left part-full are rewritten without the freed blocks).
         Returns counts of what was freed."""
         with self._writing():
-            return self._drop(self._require_model(name))
+            model_id = self._require_model(name)
+            model_files.forget(self, model_id)   # update_model's _drop keeps them
+            return self._drop(model_id)
 
     def _drop(self, model_id: int) -> dict:
         t = self._t
@@ -410,9 +422,11 @@ class Store:
         with _one_snapshot(self.conn):
             return {info.name: self.get_tensor(model, info.name) for info in self.tensors(model)}
 
-    def export_model(self, model: str, path) -> None:
-        """Write a model to a .safetensors or .npz file (chosen by suffix)."""
-        formats.write_tensors(path, self.get_model(model))
+    def export_model(self, model: str, path) -> dict:
+        """Write a model to a .safetensors or .npz file (chosen by suffix), or to a folder
+        laid out as it came in, with the files kept with it (see
+        sqlite_tensor.model_files.export). Returns what was written."""
+        return model_files.export(self, model, path)
 
     def update_model(self, name: str, tensors, *, layers=None) -> IngestReport:
         """Replace a stored model by a new version of it (a retrained model, say).
@@ -813,6 +827,7 @@ class Store:
                 elif self._hash_block(np.frombuffer(slots[slot], np.uint8)) != digest:
                     problems.append(f"block {bid}: bytes do not match its hash")
         problems.extend(self._schema_problems())
+        problems.extend(model_files.problems(self))
         return problems
 
     def _schema_problems(self) -> list[str]:
@@ -855,6 +870,25 @@ class Store:
                                 f"{', '.join(map(repr, known[:10])) or 'no models'}"
                                 f"{' ...' if len(known) > 10 else ''}")
         return model_id
+
+    # -- files kept with models; the file's free space (sqlite_tensor/model_files.py) --------
+
+    def files(self, model: str) -> dict[str, bytes]:
+        """The files kept with a model (config.json, tokenizer files, ...) by relative path."""
+        with _reading():
+            return model_files.files(self, model)
+
+    def free_space(self) -> dict:
+        """The database file's size and free pages: what :meth:`vacuum` would give back
+        (dropping or deduplicating models frees pages but does not shrink the file)."""
+        return model_files.free_space(self.conn)
+
+    def vacuum(self) -> dict:
+        """Give the file's free pages back to the file system (SQLite's VACUUM, of the whole
+        database). Returns the file's bytes before and after, and ``freed``."""
+        return model_files.vacuum(self.conn)
+
+    # -- end of the files block ------------------------------------------------------------
 
 
 def _check_name(what: str, value) -> None:

@@ -11,7 +11,8 @@ cdef extern from *:
     ** and docs/architecture.md describes each; keep the three in step. SQLite asks
     ** xShadowName about the text after a table name's last '_': no part may hold one. */
     static const char *const st_shadow_parts[] = {
-        "config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup", 0
+        "config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup",
+        "files", 0
     };
     """
     const char *const st_shadow_parts[]

@@ -64,7 +64,11 @@ cdef extern from *:
         "CREATE INDEX IF NOT EXISTS {residuals_by_page} ON {.residuals}(page_id, slot);"
         "CREATE TABLE IF NOT EXISTS {dedup}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
         " block_col INTEGER NOT NULL, source_hash BLOB NOT NULL, outcome INTEGER NOT NULL,"
-        " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;";
+        " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
+        /* files a model came with (config.json, tokenizer files, and path '' its layout:
+        ** sqlite_tensor/model_files.py); read and written by Python only */
+        "CREATE TABLE IF NOT EXISTS {files}(model_id INTEGER NOT NULL, path TEXT NOT NULL,"
+        " data BLOB NOT NULL, PRIMARY KEY(model_id, path));";
     """
     enum:
         ST_DEFAULT_BLOCK_ROWS
@@ -244,7 +248,7 @@ cdef int store_destroy(sqlite3_vtab *vtab) noexcept nogil:
     cdef StoreVtab *v = <StoreVtab *>vtab
     cdef char *err = NULL
     cdef const char *drop = (
-        "DROP TABLE IF EXISTS {dedup}; DROP TABLE IF EXISTS {residuals};"
+        "DROP TABLE IF EXISTS {files}; DROP TABLE IF EXISTS {dedup}; DROP TABLE IF EXISTS {residuals};"
         "DROP TABLE IF EXISTS {map}; DROP TABLE IF EXISTS {blocks}; DROP TABLE IF EXISTS {pages};"
         "DROP TABLE IF EXISTS {tensors}; DROP TABLE IF EXISTS {models}; DROP TABLE IF EXISTS {config};"
     )
