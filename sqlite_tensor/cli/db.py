@@ -31,10 +31,20 @@ def open_store(args, *, write: bool = False, create: bool = False):
     conn = None
     try:
         conn = connect(path, flags=flags)
+        if write:   # one transaction, the store's creation included: all or nothing
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except apsw.BusyError:
+                raise TensorStoreError(f"{path}: another connection is writing to it; nothing "
+                                       "was written, try again") from None
         store = Store(conn, args.store, create=create)
         yield store
+        if write:
+            conn.execute("COMMIT")
     except BaseException:
         if conn is not None:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             conn.close()
             conn = None
         if not existed:

@@ -30,10 +30,14 @@ class Output:
             yield None
             return
         from tqdm import tqdm
-        bar = tqdm(desc=desc, unit=unit, unit_scale=scale, unit_divisor=1024 if scale else 1000,
-                   delay=_delay(), file=sys.stderr, leave=False, dynamic_ncols=True)
+        bars = []   # made at the first call, when the total is known
 
         def update(done, total, what=None):
+            if not bars:
+                bars.append(tqdm(desc=desc, total=total or None, unit=unit, unit_scale=scale,
+                                 unit_divisor=1024 if scale else 1000, delay=_delay(),
+                                 file=sys.stderr, leave=False, dynamic_ncols=True))
+            bar = bars[0]
             if total and bar.total != total:
                 bar.total = total
             bar.update(done - bar.n)
@@ -41,7 +45,8 @@ class Output:
         try:
             yield update
         finally:
-            bar.close()
+            for bar in bars:
+                bar.close()
 
     @contextmanager
     def busy(self, conn, desc: str):
