@@ -147,7 +147,8 @@ def _refuse_lone_shard(p: str) -> None:
     except OSError:
         pass
     if index is not None:
-        raise FormatError(f"{p}: is one shard of the checkpoint {os.path.join(folder, index)};"
+        raise FormatError(f"{p}: is one shard of the checkpoint "
+                          f"{os.path.join(os.path.dirname(p), index)};"
                           " stored alone it would be part of a model: add the index file or "
                           "its folder instead")
     if m is not None:

@@ -98,7 +98,7 @@ def verify(args, out) -> int:
         pages = store.conn.execute(f"SELECT count(*) FROM {Tables(store.name).pages}").get
     out.emit({"ok": not problems, "problems": problems, "models": models, "pages": pages},
              "\n".join(problems) if problems else
-             f"ok: store {args.store!r}, {models} models, {pages} pages checked")
+             f"ok: store {args.store!r}, {models} model{'' if models == 1 else 's'}, {pages} pages checked")
     return 1 if problems else 0
 
 

@@ -108,7 +108,7 @@ def export(args, out) -> int:
         with out.progress("exporting", unit=" tensors") as step:
             done = model_files.export(store, args.model, args.out, progress=step)
     done["tensors"] = n
-    out.emit(done, f"wrote {done['path']} ({done['kind']}): {n} tensors"
+    out.emit(done, f"wrote {args.out} ({done['kind']}): {n} tensors"
              + (f", {done['files']} files" if done["files"] > 1 else "")
              + f", {mib(done['bytes'])}")
     return 0
