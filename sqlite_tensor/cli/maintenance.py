@@ -152,11 +152,12 @@ def dedup(args, out) -> int:
                              progress=(lambda rep, done, total: step(done, total))
                              if step else None)
         free = store.free_space()
+        models = len(store.models())
     data = {"logical_bytes": report.logical_bytes,
             "physical_bytes_before": report.physical_bytes_before,
             "physical_bytes_after": report.physical_bytes_after, "seconds": report.seconds,
             "models": [vars(m) for m in report.models], **free}
-    out.emit(data, f"{report}\n{_file_line(args.db, free, len(report.models))}")
+    out.emit(data, f"{report}\n{_file_line(args.db, free, models)}")
     return 0
 
 
