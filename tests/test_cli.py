@@ -569,3 +569,39 @@ def test_demo_refuses_a_file_it_did_not_make_from_the_script(tmp_path, script):
     done = cli("demo", precious, module=False, script=script, check=False)
     assert done.returncode == 1 and done.stderr.startswith("sqlite-tensor demo: error: ")
     assert "--force" in done.stderr and precious.read_bytes() == before
+
+
+def test_a_store_from_before_the_files_table(tmp_path, here):
+    """Read-only commands read it as it is (no files); add upgrades it, in its transaction."""
+    db = tmp_path / "old.sqlite"
+    with sqlite_tensor.Store(str(db)) as store:
+        store.add_model("m", {"w": np.ones((4, 4), np.float32)})
+    conn = apsw.Connection(str(db))
+    conn.execute("DROP TABLE tensors_files")
+    conn.close()
+    before = db.read_bytes()
+    assert here("ls", db)[0] == 0 and here("show", db, "m")[0] == 0
+    assert here("export", db, "m", tmp_path / "out")[0] == 0
+    assert list(folder_bytes(tmp_path / "out")) == ["model.safetensors"]
+    assert db.read_bytes() == before
+    status, out, _ = here("verify", db)
+    assert status == 1 and "schema: older" in out   # read-only: it says what is old
+    src = hf_folder(tmp_path / "bert")
+    assert here("add", db, "bert", src)[0] == 0
+    with sqlite_tensor.Store(str(db)) as store:
+        assert set(store.files("bert")) == set(folder_bytes(src)) - {"model.safetensors"}
+        assert store.verify() == []
+
+
+def test_files_kept_are_bounded(tmp_path, monkeypatch, here):
+    from sqlite_tensor import sources
+    src = hf_folder(tmp_path / "bert")
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 64)
+    status, _, err = here("add", tmp_path / "m.sqlite", "bert", src)
+    assert status == 1 and "bytes; files kept with a model are at most 64 bytes each" in err
+    assert not (tmp_path / "m.sqlite").exists()
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 2**20)
+    assert here("add", tmp_path / "m.sqlite", "bert", src)[0] == 0
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 64)   # a file someone else wrote
+    status, _, err = here("export", tmp_path / "m.sqlite", "bert", tmp_path / "out")
+    assert status == 1 and "limit 64" in err and not (tmp_path / "out").exists()

@@ -11,7 +11,7 @@ from ..errors import CorruptStoreError, FormatError, TensorStoreError
 from ..schema import Tables
 from .db import add_db_argument, open_store
 from .models import _file_line, _files_per_model
-from .output import mib
+from .output import count, mib
 
 
 def register(sub, *, store, plain) -> None:
@@ -98,7 +98,7 @@ def verify(args, out) -> int:
         pages = store.conn.execute(f"SELECT count(*) FROM {Tables(store.name).pages}").get
     out.emit({"ok": not problems, "problems": problems, "models": models, "pages": pages},
              "\n".join(problems) if problems else
-             f"ok: store {args.store!r}, {models} model{'' if models == 1 else 's'}, {pages} pages checked")
+             f"ok: store {args.store!r}, {count(models, 'model')}, {count(pages, 'page')} checked")
     return 1 if problems else 0
 
 

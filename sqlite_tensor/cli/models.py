@@ -12,7 +12,7 @@ from .. import model_files, sources
 from ..errors import FormatError, TensorStoreError
 from ..schema import Tables
 from .db import add_db_argument, open_store
-from .output import mib, table
+from .output import count, mib, table
 
 
 def register(sub, *, store, plain) -> None:
@@ -89,11 +89,11 @@ def add(args, out) -> int:
             "files": sorted(source.files), "file_bytes": source.file_bytes,
             "skipped": [{"path": p, "bytes": n} for p, n in source.skipped],
             "db_bytes": free["file_bytes"]}
-    lines = [f"added {report.model!r} ({source.kind}): {report.tensors} tensors, "
+    lines = [f"added {report.model!r} ({source.kind}): {count(report.tensors, 'tensor')}, "
              f"{mib(report.logical_bytes)}; {report.shared_blocks} of {report.blocks} blocks "
              f"shared, {mib(report.new_bytes)} new"]
     if source.files:
-        lines.append(f"kept {len(source.files)} files ({mib(source.file_bytes)}): "
+        lines.append(f"kept {count(len(source.files), 'file')} ({mib(source.file_bytes)}): "
                      + ", ".join(sorted(source.files)))
     if source.skipped:
         lines.append("not kept (other copies of the weights): " + ", ".join(
@@ -108,7 +108,7 @@ def export(args, out) -> int:
         with out.progress("exporting", unit=" tensors") as step:
             done = model_files.export(store, args.model, args.out, progress=step)
     done["tensors"] = n
-    out.emit(done, f"wrote {args.out} ({done['kind']}): {n} tensors"
+    out.emit(done, f"wrote {args.out} ({done['kind']}): {count(n, 'tensor')}"
              + (f", {done['files']} files" if done["files"] > 1 else "")
              + f", {mib(done['bytes'])}")
     return 0
@@ -143,7 +143,7 @@ def ls(args, out) -> int:
 
 
 def _file_line(db: str, free: dict, models: int) -> str:
-    line = f"{models} model{'' if models == 1 else 's'}; {db}: {mib(free['file_bytes'])}, {free['free_pages']} free pages"
+    line = f"{count(models, 'model')}; {db}: {mib(free['file_bytes'])}, {free['free_pages']} free pages"
     if free["free_pages"]:
         line += f" ({mib(free['free_bytes'])}; `vacuum` gives them back)"
     return line
@@ -171,9 +171,9 @@ def show(args, out) -> int:
                  ["tensor", "shape", "dtype", "bytes", "blocks", "shared"], right={3, 4, 5})
     total = sum(r["blocks"] for r in rows)
     shared = sum(r["shared_blocks"] for r in rows)
-    text += (f"\n{len(rows)} tensors, {mib(sum(r['nbytes'] for r in rows))}; {shared} of "
+    text += (f"\n{count(len(rows), 'tensor')}, {mib(sum(r['nbytes'] for r in rows))}; {shared} of "
              f"{total} blocks shared with other models; "
-             + (f"{len(layers)} layers" if layers else "no layers"))
+             + (count(len(layers), "layer") if layers else "no layers"))
     if kept:
         text += "\nfiles: " + ", ".join(f"{p} ({mib(len(b))})" for p, b in sorted(kept.items()))
     out.emit(data, text)
@@ -188,7 +188,7 @@ def rm(args, out) -> int:
     data = {"model": args.model, "freed_blocks": freed["blocks"], "freed_bytes": freed["bytes"],
             "freed_pages": freed["pages"], **free}
     out.emit(data, f"removed {args.model!r}: {freed['blocks']} blocks ({mib(freed['bytes'])}) "
-                   f"and {freed['pages']} pages freed\n" + _file_line(args.db, free, left))
+                   f"and {count(freed['pages'], 'page')} freed\n" + _file_line(args.db, free, left))
     return 0
 
 

@@ -78,6 +78,11 @@ def _delay() -> float:
         return 1.0
 
 
+def count(n: int, word: str) -> str:
+    """'1 tensor', '2 tensors'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def mib(n: int) -> str:
     """Bytes for people: 1.5 KiB, 87.2 MiB."""
     for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
