@@ -171,6 +171,9 @@ def _check_layout(store, raw: bytes) -> dict:
             if not isinstance(header, str) or not formats._is_uint(data_bytes) \
                     or not isinstance(gaps, list):
                 raise bad(f"{entry['path']!r}: no header, data_bytes or gaps")
+            if len(header) > formats.MAX_HEADER_BYTES:
+                raise bad(f"{entry['path']!r}: a header of {len(header)} characters (limit "
+                          f"{formats.MAX_HEADER_BYTES})")
             try:
                 entry["_entries"], entry["_metadata"] = formats.parse_safetensors_header(
                     f"{where} ({entry['path']})", header.encode("utf-8"), data_bytes)
