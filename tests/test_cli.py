@@ -605,3 +605,14 @@ def test_files_kept_are_bounded(tmp_path, monkeypatch, here):
     monkeypatch.setattr(sources, "MAX_FILE_BYTES", 64)   # a file someone else wrote
     status, _, err = here("export", tmp_path / "m.sqlite", "bert", tmp_path / "out")
     assert status == 1 and "limit 64" in err and not (tmp_path / "out").exists()
+
+
+def test_policies_text_and_json_agree():
+    text = cli("policies").stdout.splitlines()
+    rows = cli_json("policies")["rows"]
+    names = text[1].split()[1:-1]                     # budget <policies...> static-oracle
+    quarter = dict(zip(names, text[2].split()[1:-1]))  # the 25 % line
+    assert {r["policy"] for r in rows} >= set(names) and len(names) >= 10
+    for r in rows:
+        if r["budget_fraction"] == 0.25 and r["policy"] in quarter:
+            assert f"{r['vs_opt']:.2f}" == quarter[r["policy"]]
