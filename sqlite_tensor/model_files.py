@@ -107,8 +107,7 @@ def _rows(store, model_id: int, *, with_layout: bool = True) -> dict[str, bytes]
 
 def files(store, model: str) -> dict[str, bytes]:
     """The files kept with a model (config.json, tokenizer files, ...), by relative path."""
-    rows = _rows(store, store._require_model(model), with_layout=False)
-    return rows
+    return _rows(store, store._require_model(model), with_layout=False)
 
 
 def layout(store, model: str) -> dict | None:

@@ -93,10 +93,10 @@ def sources(tmp: Path, tensors) -> dict:
         return tmp / "pytorch_model.bin"
 
     out = {".safetensors": safetensors_file, ".npz": npz, "sharded index": sharded}
-    try:
-        import torch  # noqa: F401
+    import importlib.util
+    if importlib.util.find_spec("torch") is not None:
         out["PyTorch .bin"] = torch_bin
-    except ImportError:
+    else:
         print("(torch not installed: no .bin figure)")
     return out
 
