@@ -616,3 +616,19 @@ def test_policies_text_and_json_agree():
     for r in rows:
         if r["budget_fraction"] == 0.25 and r["policy"] in quarter:
             assert f"{r['vs_opt']:.2f}" == quarter[r["policy"]]
+
+
+def test_other_copies_of_the_weights_are_not_kept(tmp_path, here):
+    """A downloaded folder often holds the weights twice (pytorch_model.bin beside
+    model.safetensors, onnx/): add keeps them out and says so."""
+    src = hf_folder(tmp_path / "bert")
+    (src / "pytorch_model.bin").write_bytes(b"\0" * 1000)
+    (src / "onnx").mkdir()
+    (src / "onnx" / "model.onnx").write_bytes(b"\0" * 10)
+    status, out, _ = here("add", tmp_path / "m.sqlite", "bert", src, "--json")
+    added = json.loads(out)
+    assert status == 0 and {s["path"] for s in added["skipped"]} == {"pytorch_model.bin",
+                                                                       "onnx/model.onnx"}
+    assert "pytorch_model.bin" not in added["files"]
+    status, out, _ = here("add", tmp_path / "m.sqlite", "again", src)
+    assert "not kept (other copies of the weights): pytorch_model.bin (1000 B), onnx/model.onnx (10 B)" in out
