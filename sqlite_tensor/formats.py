@@ -81,6 +81,16 @@ def read_safetensors(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, s
 
     ``metadata`` is the header's ``__metadata__`` object (``{}`` when absent).
     """
+    tensors, metadata, _, _ = read_safetensors_file(path)
+    return tensors, metadata
+
+
+def read_safetensors_file(
+    path: PathLike,
+) -> tuple[dict[str, np.ndarray], dict[str, str], bytes, int]:
+    """:func:`read_safetensors` plus what it takes to write the same file again byte for
+    byte: ``(tensors, metadata, header, data_len)``, ``header`` the JSON header exactly as
+    stored (padding included) and ``data_len`` the length of the data buffer after it."""
     p = _fspath(path)
     with _open_for_read(p) as f:
         size = os.fstat(f.fileno()).st_size
@@ -110,7 +120,18 @@ def read_safetensors(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, s
             if _read_into(f, arr) != end - begin:  # the file shrank under us
                 raise FormatError(f"{p}: tensor {name!r}: data ends early; file truncated?")
             tensors[name] = arr
-    return tensors, metadata
+    return tensors, metadata, raw, size - data_start
+
+
+def parse_safetensors_header(
+    where: str, raw: bytes, data_len: int
+) -> tuple[dict[str, tuple[str, tuple[int, ...], int, int]], dict[str, str]]:
+    """Check a safetensors JSON header as :func:`read_safetensors` does: ``({name: (dtype
+    name, shape, begin, end)}, metadata)``, tensors in header order; FormatError naming
+    ``where`` otherwise."""
+    entries, metadata = _parse_header(where, raw, data_len)
+    return {n: (dtypes.name_of(dt), shape, b, e) for n, (dt, shape, b, e) in entries.items()}, \
+        metadata
 
 
 def write_safetensors(

@@ -127,8 +127,10 @@ class _StoredBlocks:
 
 def ingest_model(conn, t: Tables, model: str, tensors: dict[str, np.ndarray], *,
                  block_rows: int, block_cols: int, page_blocks: int,
-                 dtype_names: dict[str, str], hash_block=blocks.block_hash) -> IngestReport:
-    """Write model and tensors (already validated, C-contiguous little-endian) to the store."""
+                 dtype_names: dict[str, str], hash_block=blocks.block_hash,
+                 progress=None) -> IngestReport:
+    """Write model and tensors (already validated, C-contiguous little-endian) to the store.
+    ``progress(done, total, tensor)``, if given, is called after each tensor."""
     conn.execute(f'INSERT INTO {t.models}(name) VALUES (?)', (model,))
     model_id = conn.last_insert_rowid()
     next_id = conn.execute(f'SELECT coalesce(max(id), 0) + 1 FROM {t.blocks}').get
@@ -138,6 +140,7 @@ def ingest_model(conn, t: Tables, model: str, tensors: dict[str, np.ndarray], *,
     refs: Counter[int] = Counter()
     entries = []
     logical = 0
+    done = 0
     try:
         for name, arr in tensors.items():
             rows, cols = blocks.matrix_shape(arr.shape)
@@ -158,6 +161,9 @@ def ingest_model(conn, t: Tables, model: str, tensors: dict[str, np.ndarray], *,
                     block_id = writer.add(digest)
                 refs[block_id] += 1
                 entries.append((tensor_id, bi, bj, block_id))
+            if progress is not None:
+                done += 1
+                progress(done, len(tensors), name)
         writer.flush()
     finally:
         stored.close()

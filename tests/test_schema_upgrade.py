@@ -1,5 +1,5 @@
 """The engine owns the schema: an older store (as the first sessions wrote them: no uid or
-generation, no residual tables, no <store>_residuals_by_page index, version-1 pages without
+generation, no residual or files tables, no <store>_residuals_by_page index, version-1 pages without
 checksums) is upgraded when opened writable, in one transaction, to exactly what a fresh
 store is; read-only it stays as it was and reads right."""
 from __future__ import annotations
@@ -34,7 +34,7 @@ def make_old_store(path):
     fresh_store(path)
     conn = apsw.Connection(str(path))   # plain SQL: no extension, defensive off
     with conn:
-        conn.execute("DROP TABLE tensors_residuals; DROP TABLE tensors_dedup;"
+        conn.execute("DROP TABLE tensors_residuals; DROP TABLE tensors_dedup; DROP TABLE tensors_files;"
                      "DELETE FROM tensors_config WHERE key IN ('uid', 'generation');"
                      "UPDATE tensors_config SET value = 1 WHERE key = 'format_version'")
         for page_id, data in conn.execute("SELECT id, data FROM tensors_pages").fetchall():

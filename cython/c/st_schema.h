@@ -9,7 +9,8 @@
 ** and docs/architecture.md describes each; keep the three in step. SQLite asks
 ** xShadowName about the text after a table name's last '_': no part may hold one. */
 static const char *const st_shadow_parts[] = {
-    "config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup", 0
+    "config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup",
+    "files", 0
 };
 
 /* Defaults chosen by measurement; see docs/benchmarks.md. */
@@ -47,7 +48,11 @@ static const char st_store_ddl[] =
     "CREATE INDEX IF NOT EXISTS {residuals_by_page} ON {.residuals}(page_id, slot);"
     "CREATE TABLE IF NOT EXISTS {dedup}(tensor_id INTEGER NOT NULL, block_row INTEGER NOT NULL,"
     " block_col INTEGER NOT NULL, source_hash BLOB NOT NULL, outcome INTEGER NOT NULL,"
-    " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;";
+    " PRIMARY KEY(tensor_id, block_row, block_col)) WITHOUT ROWID;"
+    /* files a model came with (config.json, tokenizer files, and path '' its layout:
+    ** sqlite_tensor/model_files.py); read and written by Python only */
+    "CREATE TABLE IF NOT EXISTS {files}(model_id INTEGER NOT NULL, path TEXT NOT NULL,"
+    " data BLOB NOT NULL, PRIMARY KEY(model_id, path));";
 
 #define ST_VERSION "0.1.0"
 #endif

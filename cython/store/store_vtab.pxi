@@ -199,7 +199,7 @@ cdef int st_vtab_destroy(sqlite3_vtab *vtab) noexcept nogil:
     cdef StoreVtab *v = <StoreVtab *>vtab
     cdef char *err = NULL
     cdef const char *drop = (
-        "DROP TABLE IF EXISTS {dedup}; DROP TABLE IF EXISTS {residuals};"
+        "DROP TABLE IF EXISTS {files}; DROP TABLE IF EXISTS {dedup}; DROP TABLE IF EXISTS {residuals};"
         "DROP TABLE IF EXISTS {map}; DROP TABLE IF EXISTS {blocks}; DROP TABLE IF EXISTS {pages};"
         "DROP TABLE IF EXISTS {tensors}; DROP TABLE IF EXISTS {models}; DROP TABLE IF EXISTS {config};"
     )

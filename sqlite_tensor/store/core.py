@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import apsw
 import numpy as np
 
-from .. import _engine, blocks, dtypes, formats
+from .. import _engine, blocks, dtypes, formats, model_files
 from ..connection import connect, is_loaded, load
 from ..errors import CorruptStoreError, NotFoundError, TensorStoreError
 from ..layers import check_layers, to_json
@@ -204,9 +204,16 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
         with _one_snapshot(self.conn):
             return {info.name: self.get_tensor(model, info.name) for info in self.tensors(model)}
 
-    def export_model(self, model: str, path) -> None:
-        """Write a model to a .safetensors or .npz file (chosen by suffix)."""
-        formats.write_tensors(path, self.get_model(model))
+    def files(self, model: str) -> dict[str, bytes]:
+        """The files kept with a model (config.json, tokenizer files, ...) by relative path."""
+        with _reading():
+            return model_files.files(self, model)
+
+    def export_model(self, model: str, path) -> dict:
+        """Write a model to a .safetensors or .npz file (chosen by suffix), or to a folder
+        laid out as it came in, with the files kept with it (see
+        sqlite_tensor.model_files.export). Returns what was written."""
+        return model_files.export(self, model, path)
 
     # -- running models -------------------------------------------------------------------------
 

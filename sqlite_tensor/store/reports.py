@@ -1,6 +1,7 @@
 """Store's figures: the engine's report tables as lists of dicts."""
 from __future__ import annotations
 
+from .. import model_files
 from .common import _reading
 
 
@@ -19,6 +20,11 @@ class Reports:
     def page_stats(self) -> list[dict]:
         """Per page: bytes, blocks, and how many models and tensors use it."""
         return self._report("tensor_pages")
+
+    def free_space(self) -> dict:
+        """The database file's size and free pages: what :meth:`vacuum` would give back
+        (dropping or deduplicating models frees pages but does not shrink the file)."""
+        return model_files.free_space(self.conn)
 
     def _report(self, table: str) -> list[dict]:
         cursor = self.conn.cursor()

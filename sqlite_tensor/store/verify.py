@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from .. import _engine, blocks, dtypes, pages, residuals
+from .. import _engine, blocks, dtypes, model_files, pages, residuals
 from ..layers import LayerError, check_layers
 from .common import OPTIONS
 
@@ -147,6 +147,7 @@ class Verify:
                 elif self._hash_block(np.frombuffer(slots[slot], np.uint8)) != digest:
                     problems.append(f"block {bid}: bytes do not match its hash")
         problems.extend(self._schema_problems())
+        problems.extend(model_files.problems(self))
         return problems
 
     def _schema_problems(self) -> list[str]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .. import blocks, dtypes, formats, pages
+from .. import blocks, dtypes, formats, model_files, pages, sources
 from ..ingest import IngestReport, ingest_model
 from .common import _check_name
 
@@ -15,12 +15,20 @@ from .common import _check_name
 class Writes:
     """Store's model writes (a part of :class:`sqlite_tensor.Store`)."""
 
-    def add_model(self, name: str, tensors, *, layers=None) -> IngestReport:
+    def add_model(self, name: str, tensors, *, layers=None, progress=None) -> IngestReport:
         """Store a model: ``tensors`` maps names to numpy arrays, or is a path to a
-        ``.safetensors`` / ``.npz`` file. Identical blocks already stored are shared.
-        ``layers`` (see :meth:`set_layers`) says how to run it.
-        One transaction: on any error nothing is written."""
+        ``.safetensors`` / ``.npz`` / PyTorch ``.bin``/``.pt`` file, a Hugging Face folder or
+        a sharded checkpoint (its index file or folder; see sqlite_tensor.sources), whose
+        other files (config.json, tokenizer files, ...) are kept with the model so that
+        :meth:`export_model` gives the folder back. Identical blocks already stored are
+        shared. ``layers`` (see :meth:`set_layers`) says how to run it; ``progress(done,
+        total, tensor)`` is called after each tensor. One transaction: on any error nothing
+        is written."""
         _check_name("model name", name)
+        source = sources.read_source(tensors) if isinstance(tensors, (str, os.PathLike)) \
+            else tensors
+        if isinstance(source, sources.Source):
+            tensors = source.tensors
         arrays = _prepare_tensors(name, tensors)
         with self._writing():
             if self._model_id(name) is not None:
@@ -30,7 +38,9 @@ class Writes:
                 self.conn, self._t, name, arrays, block_rows=self.block_rows,
                 block_cols=self.block_cols, page_blocks=self.page_blocks,
                 dtype_names={k: dtypes.name_of(a.dtype) for k, a in arrays.items()},
-                hash_block=self._hash_block)
+                hash_block=self._hash_block, progress=progress)
+            if isinstance(source, sources.Source):
+                model_files.save(self, self._model_id(name), source)
             if layers is not None:
                 self._store_layers(name, layers)
             return report
@@ -38,12 +48,19 @@ class Writes:
     # Seam for tests: a colliding hash must never merge different blocks.
     _hash_block = staticmethod(blocks.block_hash)
 
+    def vacuum(self) -> dict:
+        """Give the file's free pages back to the file system (SQLite's VACUUM, of the whole
+        database). Returns the file's bytes before and after, and ``freed``."""
+        return model_files.vacuum(self.conn)
+
     def drop_model(self, name: str) -> dict:
         """Remove a model; blocks no other model uses are freed, and so are their pages
         (pages left part-full are rewritten without the freed blocks).
         Returns counts of what was freed."""
         with self._writing():
-            return self._drop(self._require_model(name))
+            model_id = self._require_model(name)
+            model_files.forget(self, model_id)   # update_model's _drop keeps them
+            return self._drop(model_id)
 
     def _drop(self, model_id: int) -> dict:
         t = self._t

@@ -118,17 +118,35 @@ def family_instance(models: int = 12, blocks_per_model: int = 2000, shared: floa
     return out
 
 
-def print_policy_table() -> None:
-    """Print misses / Belady's for every policy on family_trace(), at 25/50/75 % budgets
-    (python -m sqlite_tensor policies)."""
+BUDGET_FRACTIONS = (0.25, 0.5, 0.75)
+
+
+def policy_table() -> dict:
+    """Misses / Belady's for every policy on family_trace(), at 25/50/75 % of the distinct
+    bytes: {accesses, pages, rows: [{budget_fraction, budget_bytes, policy, misses, vs_opt,
+    ...}]} (what ``python -m sqlite_tensor policies`` prints, and gives with --json)."""
     trace, pages = family_trace()
     distinct = sum(b for b, _ in pages.values())
-    names = cache.policies()
-    print(f"family_trace(): {len(trace)} accesses, {len(pages)} distinct pages; misses / opt")
-    print(f"{'budget':>7} " + " ".join(f"{n:>9}" for n in names) + "  static-oracle")
-    for frac in (0.25, 0.5, 0.75):
+    rows = []
+    for frac in BUDGET_FRACTIONS:
         budget = int(distinct * frac)
-        rows = {r["policy"]: r for r in cache.compare(trace, pages, budget, names)}
-        opt = max(rows["opt"]["misses"], 1)
-        print(f"{frac:>7.0%} " + " ".join(f"{rows[n]['vs_opt']:>9.2f}" for n in names)
-              + f"  {cache.static_oracle_misses(trace, pages, budget) / opt:>13.2f}")
+        for r in cache.compare(trace, pages, budget, cache.policies()):
+            rows.append({"budget_fraction": frac, "budget_bytes": budget, **r})
+        opt = max(next(r["misses"] for r in rows if r["policy"] == "opt"
+                       and r["budget_fraction"] == frac), 1)
+        rows.append({"budget_fraction": frac, "budget_bytes": budget, "policy": "static-oracle",
+                     "misses": cache.static_oracle_misses(trace, pages, budget),
+                     "vs_opt": cache.static_oracle_misses(trace, pages, budget) / opt})
+    return {"accesses": len(trace), "pages": len(pages), "rows": rows}
+
+
+def print_policy_table() -> None:
+    """Print policy_table() as a table: a row per budget, a column per policy."""
+    table = policy_table()
+    names = list(dict.fromkeys(r["policy"] for r in table["rows"]))
+    print(f"family_trace(): {table['accesses']} accesses, {table['pages']} distinct pages; "
+          "misses / opt")
+    print(f"{'budget':>7} " + " ".join(f"{n:>9}" for n in names))
+    for frac in BUDGET_FRACTIONS:
+        by_name = {r["policy"]: r for r in table["rows"] if r["budget_fraction"] == frac}
+        print(f"{frac:>7.0%} " + " ".join(f"{by_name[n]['vs_opt']:>9.2f}" for n in names))
