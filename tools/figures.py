@@ -116,6 +116,13 @@ class Results:
             out[key] = float("nan") if value is None else float(value)
         return out
 
+    def setup_seconds(self, name: str) -> float | None:
+        """Seconds the setup_cache of this benchmark's module took in its run."""
+        module = name.split(".")[0]
+        durations = self._entry(name)["_file"].get("durations", {})
+        found = [v for k, v in durations.items() if k.startswith(f"<setup_cache {module}:")]
+        return sum(found) if found else None
+
     def machine(self, names) -> dict:
         """The machine, commit and date of the files these benchmarks came from."""
         files = [self._entry(n)["_file"] for n in names]
@@ -283,6 +290,9 @@ def packing_figure(results: Results) -> str:
 def plots_section(results: Results) -> str:
     """docs/benchmarks.md: every plot, where its numbers come from."""
     timing = results.machine([f"{BUDGET}.track_p50_ms"])
+    seconds = results.setup_seconds(f"{BUDGET}.track_p50_ms")
+    took = (f" `bench_budget` took {seconds / 60:.0f} minutes of that run (all its replays are "
+            "in its `setup_cache`), and as long in `make bench`." if seconds else "")
     return f"""`make figures` (`python -m tools.figures`) draws these from the asv results committed in
 `asv_bench/results/` (the files it used are listed in `docs/figures/sources.json`) and
 rewrites every table of the docs that sits between `<!-- figures:... -->` markers; run it
@@ -299,7 +309,7 @@ timing; the latency plot does.
 
 ![Serving latency against the buffer pool's budget](figures/latency_budget.png)
 
-{_para(f"The latency plot is a timing on a noisy machine shared with other work ({machine_line(timing)}). Each replay serves 200 warm-up requests from an empty pool, then times 1,000 one by one; every policy and budget is replayed {BUDGET_ROUNDS} times, round by round, interleaved so that drift moves them alike. A line is the lowest of the {BUDGET_ROUNDS} replays' median latencies (other work only ever adds time), the band reaches up to their median; compare points side by side, not with another machine. The MiB read per request (right) does not depend on timing: from a cold disk it is the figure that carries over.")}
+{_para(f"The latency plot is a timing on a noisy machine shared with other work ({machine_line(timing)}). Each replay serves 200 warm-up requests from an empty pool, then times 1,000 one by one; every policy and budget is replayed {BUDGET_ROUNDS} times, round by round, interleaved so that drift moves them alike. A line is the lowest of the {BUDGET_ROUNDS} replays' median latencies (other work only ever adds time), the band reaches up to their median; compare points side by side, not with another machine. The MiB read per request (right) does not depend on timing: from a cold disk it is the figure that carries over.{took}")}
 """
 
 
