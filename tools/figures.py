@@ -204,8 +204,9 @@ def cache_table(results: Results) -> str:
             v = f"{misses[p, f, 0]:.2f}"
             cells.append(f"**{v}**" if p == DEFAULT_POLICY else v)
         lines.append(f"| {_pct(f)} | " + " | ".join(cells) + f" | {oracle[f, 0]:.2f} |")
-    lines += ["", "![Misses over Belady's by policy and budget, seeds 0 to 2]"
-              "(figures/cache_misses.png)", "",
+    seeds = results.params(POLICY_MISSES)[2]
+    lines += ["", f"![Misses over Belady's by policy and budget, seeds {min(seeds)} to "
+              f"{max(seeds)}](figures/cache_misses.png)", "",
               _para("What the misses cost in request latency, against the budget: "
                     "[latency plot](figures/latency_budget.png) ([how it was measured]"
                     "(benchmarks.md#plots))."), ""]
@@ -378,7 +379,9 @@ def plot_cache_misses(results: Results, plt):
     ax.set_xticks(x, [_pct(f) for f in fractions])
     ax.set_xlabel("pool budget, fraction of the family's distinct page bytes")
     ax.set_ylabel("misses / Belady's (opt) misses, log scale")
-    ax.set_title("Misses against Belady's bound: family_trace, median and range of 3 seeds")
+    seeds = results.params(POLICY_MISSES)[2]
+    ax.set_title(f"Misses against Belady's bound: family_trace, median and range of "
+                 f"{len(seeds)} seeds")
     ax.legend(fontsize=8, ncol=2, loc="upper left")
     ax.grid(True, which="both", alpha=0.3)
     info = results.machine([POLICY_MISSES])
@@ -476,6 +479,8 @@ def plot_packing(results: Results, plt):
                     a.annotate(f"{v:.3f}", (xv, v), ha="center", va="bottom", fontsize=6,
                                xytext=(0, 1), textcoords="offset points")
             a.axhline(1.0, color="0.3", lw=0.8)
+            top = max(table[s, c, by] for s in strategies for c in capacities)
+            a.set_ylim(1.0, 1.0 + max(top - 1.0, 1e-3) * 1.12)   # room for the labels
             a.set_ylabel(ylabel)
             a.grid(True, axis="y", alpha=0.3)
             if row == 0:
