@@ -2,12 +2,12 @@
 # first (Python packages, the compiled engine); set-up is quick when already done.
 PYTHON ?= python3
 
-.PHONY: setup demo test test-install wheel bench clean asan-test
+.PHONY: setup demo test test-install wheel bench figures clean asan-test
 
 setup:
 	@command -v sqlite3 >/dev/null || (apt-get update -qq && apt-get install -y -qq sqlite3)
 	$(PYTHON) -m pip install -q --disable-pip-version-check "setuptools>=68" wheel "Cython>=3.0" numpy scipy-openblas32
-	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test,bench]"
+	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test,bench,docs]"
 
 demo: setup
 	$(PYTHON) -m sqlite_tensor demo
@@ -26,10 +26,20 @@ wheel: setup
 	PATH="$$($(PYTHON) -c 'import sys, os; print(os.path.dirname(sys.executable))'):$$PATH" \
 	  $(PYTHON) -m auditwheel repair -w wheelhouse dist/sqlite_tensor-*.whl
 
+# The asv suite on this tree (ASV_PYTHONPATH: asv drops PYTHONPATH), the machine named by
+# its CPU and vector extensions; then `asv publish`: HTML with graphs over commits in
+# asv_bench/html (git-ignored; `cd asv_bench && python -m asv preview` serves it), also
+# when a benchmark failed. BENCH=regex runs only the matching benchmarks.
 bench: setup
-	cd asv_bench && $(PYTHON) -m asv machine --yes >/dev/null && \
-	  $(PYTHON) -m asv run -E existing:$$(command -v $(PYTHON)) --quick \
-	  --set-commit-hash $$(git rev-parse HEAD) --show-stderr
+	cd asv_bench && $(PYTHON) -m asv machine --yes --cpu "$$(cd .. && $(PYTHON) -m tools.figures --cpu)" >/dev/null && \
+	  { ASV_PYTHONPATH=$(CURDIR) $(PYTHON) -m asv run -E existing:$$(command -v $(PYTHON)) --quick \
+	  --set-commit-hash $$(git rev-parse HEAD) --show-stderr $(if $(BENCH),--bench '$(BENCH)'); \
+	  status=$$?; $(PYTHON) -m asv publish >/dev/null && echo "asv publish: asv_bench/html"; exit $$status; }
+
+# The docs' plots (docs/figures/*.png) and generated tables from the asv results in
+# asv_bench/results (tools/figures.py); run after `make bench`, commit results and docs.
+figures: setup
+	$(PYTHON) -m tools.figures
 
 clean:
 	rm -rf build dist wheelhouse *.egg-info sqlite_tensor/*.so cython/engine.c cython/engine.h demo.sqlite*

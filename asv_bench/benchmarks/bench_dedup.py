@@ -62,6 +62,18 @@ class _Family:
 
     track_inference_time_vs_exact.unit = "time / exact store's"
 
+    # The bytes themselves, for the bytes-per-family figure (tools/figures.py): what the
+    # five models take as separate files (logical) and in the store after each method.
+    def track_logical_mib(self, figures, method):
+        return figures[method]["ratio"] * figures[method]["physical"] / 2 ** 20
+
+    track_logical_mib.unit = "MiB"
+
+    def track_physical_mib(self, figures, method):
+        return figures[method]["physical"] / 2 ** 20
+
+    track_physical_mib.unit = "MiB"
+
 
 # asv keys a setup_cache by where it is written: each family needs its own.
 class DefaultFamily(_Family):

@@ -103,6 +103,24 @@ class Dedup:
 
     track_dedup_ratio.unit = "logical/physical"
 
+    # The bytes themselves, for the bytes-per-family figure (tools/figures.py): the five
+    # models as separate files (logical) and in the store (physical, exact dedup).
+    def _stats(self):
+        for name, tensors in self.models.items():
+            if name != "base":
+                self.store.add_model(name, tensors)
+        return self.store.stats()
+
+    def track_logical_mib(self, family_size):
+        return self._stats()["logical_bytes"] / 2 ** 20
+
+    track_logical_mib.unit = "MiB"
+
+    def track_physical_mib(self, family_size):
+        return self._stats()["physical_bytes"] / 2 ** 20
+
+    track_physical_mib.unit = "MiB"
+
 
 class Read:
     """Store.get_tensor (the engine's tensor_blob assembling the tensor from its blocks,
