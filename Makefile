@@ -2,12 +2,30 @@
 # first (Python packages, the compiled engine); set-up is quick when already done.
 PYTHON ?= python3
 
-.PHONY: setup demo test test-install wheel bench figures clean asan-test
+.PHONY: setup demo test test-install wheel bench figures clean asan-test lint format
 
 setup:
 	@command -v sqlite3 >/dev/null || (apt-get update -qq && apt-get install -y -qq sqlite3)
 	$(PYTHON) -m pip install -q --disable-pip-version-check "setuptools>=68" wheel "Cython>=3.0" numpy scipy-openblas32
-	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test,bench,docs]"
+	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test,bench,docs,lint]"
+	@# torch for the PyTorch .bin/.pt tests: 2.13.0 is the CPU build this machine keeps on disk
+	@# (any other version would download a CUDA build of several GB)
+	$(PYTHON) -m pip install -q --disable-pip-version-check "torch==2.13.0"
+
+# Lint and format: ruff (Python), cython-lint (.pyx/.pxi/.pxd), clang-format (C; .clang-format).
+# `make lint` changes nothing and fails on any finding; `make format` rewrites what it can.
+LINT_C := $(wildcard cython/c/*.[ch] tests/c/*.[ch] asv_bench/*.c) cython/loader.c cython/st_sqlite.h
+PYBIN = $(shell $(PYTHON) -c 'import sys, os; print(os.path.dirname(sys.executable))')
+lint:
+	$(PYBIN)/ruff check .
+	$(PYBIN)/ruff format --check .
+	$(PYBIN)/cython-lint cython/
+	$(PYBIN)/clang-format --dry-run -Werror $(LINT_C)
+
+format:
+	$(PYBIN)/ruff check --fix .
+	$(PYBIN)/ruff format .
+	$(PYBIN)/clang-format -i $(LINT_C)
 
 demo: setup
 	$(PYTHON) -m sqlite_tensor demo

@@ -8,6 +8,7 @@ same files work after an isolated `pip install` (whose build environment is dele
 a wheel moved to another interpreter of the same ABI, and in the sqlite3 shell. The loader
 finds libpython at run time (cython/loader.c); only its file name is fixed here.
 """
+
 import glob
 import os
 import shutil
@@ -26,23 +27,34 @@ def libpython_facts() -> dict:
     (the soname), the multiarch directory name, and this interpreter's LIBDIR (the last
     place it looks)."""
     if not sysconfig.get_config_var("Py_ENABLE_SHARED") and not os.path.exists(
-            os.path.join(sysconfig.get_config_var("LIBDIR") or "",
-                         sysconfig.get_config_var("INSTSONAME") or "-")):
-        raise SystemExit("sqlite-tensor's shell loader needs a shared libpython "
-                         f"({sysconfig.get_config_var('INSTSONAME')}); this Python has none")
-    return {"ST_LIBPYTHON_NAME": sysconfig.get_config_var("INSTSONAME"),
-            "ST_MULTIARCH": sysconfig.get_config_var("MULTIARCH") or "",
-            "ST_BUILD_LIBDIR": sysconfig.get_config_var("LIBDIR")}
+        os.path.join(
+            sysconfig.get_config_var("LIBDIR") or "", sysconfig.get_config_var("INSTSONAME") or "-"
+        )
+    ):
+        raise SystemExit(
+            "sqlite-tensor's shell loader needs a shared libpython "
+            f"({sysconfig.get_config_var('INSTSONAME')}); this Python has none"
+        )
+    return {
+        "ST_LIBPYTHON_NAME": sysconfig.get_config_var("INSTSONAME"),
+        "ST_MULTIARCH": sysconfig.get_config_var("MULTIARCH") or "",
+        "ST_BUILD_LIBDIR": sysconfig.get_config_var("LIBDIR"),
+    }
 
 
 def openblas():
     """OpenBLAS from the scipy-openblas32 wheel (symbols prefixed scipy_, no clash with
     numpy's own copy): headers and library for the link, and the file to bundle."""
     import scipy_openblas32
+
     lib_dir = scipy_openblas32.get_lib_dir()
     name = scipy_openblas32.get_library()
-    return dict(include_dir=scipy_openblas32.get_include_dir(), lib_dir=lib_dir, name=name,
-                file=os.path.join(lib_dir, f"lib{name}.so"))
+    return dict(
+        include_dir=scipy_openblas32.get_include_dir(),
+        lib_dir=lib_dir,
+        name=name,
+        file=os.path.join(lib_dir, f"lib{name}.so"),
+    )
 
 
 class BuildWithLoader(build_ext):
@@ -51,8 +63,9 @@ class BuildWithLoader(build_ext):
     def build_extensions(self):
         # The interpreter's own link flags may carry an rpath into its prefix (pyenv's do):
         # a wheel must not point at the machine that built it.
-        self.compiler.linker_so = [a for a in self.compiler.linker_so
-                                   if not a.startswith(("-Wl,-rpath", "-Wl,-R"))]
+        self.compiler.linker_so = [
+            a for a in self.compiler.linker_so if not a.startswith(("-Wl,-rpath", "-Wl,-R"))
+        ]
         super().build_extensions()
 
     def run(self):
@@ -67,13 +80,16 @@ class BuildWithLoader(build_ext):
         objects = self.compiler.compile(
             [os.path.join("cython", "loader.c")],
             output_dir=self.build_temp,
-            macros=[(k, f'"{v}"') for k, v in facts.items()] + [
+            macros=[(k, f'"{v}"') for k, v in facts.items()]
+            + [
                 ("ST_ENGINE_FILE", f'"{os.path.basename(engine_path)}"'),
-                ("ST_BLAS_FILE", f'"{os.path.basename(blas_file)}"')],
+                ("ST_BLAS_FILE", f'"{os.path.basename(blas_file)}"'),
+            ],
             extra_postargs=["-fPIC", "-O2", "-fvisibility=hidden", "-Wall"],
         )
-        self.compiler.link_shared_object(objects, os.path.join(out_dir, LOADER),
-                                         libraries=["dl", "pthread"])
+        self.compiler.link_shared_object(
+            objects, os.path.join(out_dir, LOADER), libraries=["dl", "pthread"]
+        )
 
 
 blas = openblas()
@@ -97,12 +113,15 @@ engine = Extension(
 # stack traces readable; -fexpensive-optimizations keeps -O3's fusing of a*b+c into FMA in
 # the AVX2/AVX-512 kernels, so answers stay bit-identical to the normal build's.
 if os.environ.get("ST_SANITIZE"):
-    os.environ["CFLAGS"] = (f"{os.environ.get('CFLAGS', '')} -fsanitize={os.environ['ST_SANITIZE']}"
-                            " -fno-omit-frame-pointer -g -O1 -fexpensive-optimizations")
+    os.environ["CFLAGS"] = (
+        f"{os.environ.get('CFLAGS', '')} -fsanitize={os.environ['ST_SANITIZE']}"
+        " -fno-omit-frame-pointer -g -O1 -fexpensive-optimizations"
+    )
     engine.extra_compile_args += ["-O1", "-fexpensive-optimizations"]
 
 setup(
-    ext_modules=cythonize([engine], include_path=["cython"],
-                          compiler_directives={"language_level": "3"}),
+    ext_modules=cythonize(
+        [engine], include_path=["cython"], compiler_directives={"language_level": "3"}
+    ),
     cmdclass={"build_ext": BuildWithLoader},
 )

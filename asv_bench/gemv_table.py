@@ -10,11 +10,11 @@ count: ms per call each side, GB/s of weights, ratio (median and range over roun
 the median ratio over the quiet rounds only: those in which other processes used under
 --quiet of a core (from /proc/stat and /proc/self/stat; the machine may be shared).
 """
+
 import argparse
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -23,15 +23,17 @@ from threadpoolctl import threadpool_limits
 
 from sqlite_tensor import Store, _engine
 
-SETTLE_S = 0.15   # see BLAS_SETTLE_S in benchmarks/bench_inference.py
+SETTLE_S = 0.15  # see BLAS_SETTLE_S in benchmarks/bench_inference.py
 
 
 def cpu_name() -> str:
     out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((l.split(":", 1)[1].strip() for l in out.splitlines()
-                  if l.startswith("Model name")), "?")
-    flags = next((l.split(":", 1)[1].split() for l in out.splitlines()
-                  if l.startswith("Flags")), [])
+    model = next(
+        (l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), "?"
+    )
+    flags = next(
+        (l.split(":", 1)[1].split() for l in out.splitlines() if l.startswith("Flags")), []
+    )
     simd = [f for f in flags if f == "avx2" or f.startswith("avx512")]
     return f"{model} ({', '.join(simd) or 'no AVX2/AVX-512'})"
 
@@ -40,10 +42,10 @@ def _jiffies():
     """(all CPUs' busy time, this process's CPU time), in clock ticks."""
     with open("/proc/stat") as f:
         v = [int(t) for t in f.readline().split()[1:]]
-    busy = sum(v) - v[3] - v[4]          # less idle and iowait
+    busy = sum(v) - v[3] - v[4]  # less idle and iowait
     with open("/proc/self/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return busy, int(fields[11]) + int(fields[12])   # utime + stime
+    return busy, int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def timed(fn):
@@ -61,11 +63,13 @@ def main():
     ap.add_argument("--quiet", type=float, default=0.1)
     args = ap.parse_args()
     print("CPU:", cpu_name())
-    _engine.cache_configure(1024 * 2 ** 20)
+    _engine.cache_configure(1024 * 2**20)
     tmp = tempfile.mkdtemp()
     rng = np.random.default_rng(0)
-    print(f"{'size':>6} {'thr':>3} {'ours ms':>8} {'GB/s':>6} {'numpy ms':>8} {'GB/s':>6} "
-          f"{'ratio':>6}  range      quiet rounds: n, ratio")
+    print(
+        f"{'size':>6} {'thr':>3} {'ours ms':>8} {'GB/s':>6} {'numpy ms':>8} {'GB/s':>6} "
+        f"{'ratio':>6}  range      quiet rounds: n, ratio"
+    )
     for n in map(int, args.sizes.split(",")):
         path = os.path.join(tmp, f"d{n}.sqlite")
         W = (rng.standard_normal((n, n), dtype=np.float32) / np.sqrt(n)).astype(np.float32)
@@ -78,8 +82,13 @@ def main():
         for t in map(int, args.threads.split(",")):
             with threadpool_limits(t):
                 _engine.set_threads(t)
-                ours = lambda: store.predict("m", x)
-                ref = lambda: W @ x + b
+
+                def ours(store=store, x=x):
+                    return store.predict("m", x)
+
+                def ref(W=W, x=x, b=b):
+                    return W @ x + b
+
                 np.testing.assert_allclose(ours(), ref(), rtol=1e-3, atol=1e-3)
                 ro, rn, ratios, quiet = [], [], [], []
                 tick = os.sysconf("SC_CLK_TCK")
@@ -92,18 +101,21 @@ def main():
                     if t > 1:
                         time.sleep(SETTLE_S)
                     o = statistics.median(timed(ours) for _ in range(args.calls))
-                    rn.append(a); ro.append(o); ratios.append(a / o)
+                    rn.append(a)
+                    ro.append(o)
+                    ratios.append(a / o)
                     b1, s1 = _jiffies()
                     others = ((b1 - b0) - (s1 - s0)) / tick / (time.perf_counter() - w0)
                     if others < args.quiet:
                         quiet.append(a / o)
                 mo, mn = statistics.median(ro), statistics.median(rn)
                 gb = n * n * 4 / 1e9
-                print(f"{n:>6} {t:>3} {mo*1e3:8.3f} {gb/mo:6.1f} {mn*1e3:8.3f} {gb/mn:6.1f} "
-                      f"{statistics.median(ratios):6.2f}  {min(ratios):.2f}-{max(ratios):.2f}"
-                      f"  {len(quiet):3d}, "
-                      + (f"{statistics.median(quiet):.2f}" if quiet else "-"),
-                      flush=True)
+                print(
+                    f"{n:>6} {t:>3} {mo * 1e3:8.3f} {gb / mo:6.1f} {mn * 1e3:8.3f} {gb / mn:6.1f} "
+                    f"{statistics.median(ratios):6.2f}  {min(ratios):.2f}-{max(ratios):.2f}"
+                    f"  {len(quiet):3d}, " + (f"{statistics.median(quiet):.2f}" if quiet else "-"),
+                    flush=True,
+                )
         store.close()
         os.remove(path)
 

@@ -24,6 +24,7 @@ For each block shape and page size it measures, on fresh files opened like every
 Figures are medians; the machine is noisy, compare ratios. docs/benchmarks.md records a run
 and the defaults chosen from it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,20 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from benchmarks.common import (
+    MB,
+    PLAIN_DDL,
+    Store,
+    TempDir,
+    family,
+    fresh_tensor,  # noqa: E402
+    ingest_ratio,
+    page_chunks,
+    plain_insert,
+    plain_read,
+)
+
 import sqlite_tensor  # noqa: E402
-from benchmarks.common import (MB, PLAIN_DDL, Store, TempDir, family, fresh_tensor,  # noqa: E402
-                               ingest_ratio, page_chunks, plain_insert, plain_read)
 from sqlite_tensor.testing.families import text_classifier_family  # noqa: E402
 
 SHAPES = [(64, 64), (128, 128), (256, 256), (512, 512), (256, 1024)]
@@ -48,8 +60,7 @@ PAGE_BLOCKS = [1, 2, 4, 8, 16]
 def band_family(tuned_fraction: float) -> dict:
     """The large family with the tuned band at another size (0.1: 3277 rows, which no
     candidate block height divides, so the band's last block row is only partly tuned)."""
-    return text_classifier_family(5, vocab=32768, dim=128, hidden=64,
-                                  tuned_fraction=tuned_fraction)
+    return text_classifier_family(5, vocab=32768, dim=128, hidden=64, tuned_fraction=tuned_fraction)
 
 
 def scattered_family(fraction: float = 0.01, n_variants: int = 4) -> dict:
@@ -127,8 +138,12 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 shapes x 3 page sizes, 1 repeat")
     ap.add_argument("--repeats", type=int, default=3, help="ingest repeats (reads: 2x this)")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float16"],
-                    help="dtype of the ingest/read tensor (float16: half the bytes per block)")
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16"],
+        help="dtype of the ingest/read tensor (float16: half the bytes per block)",
+    )
     ap.add_argument("--shapes", help="block shapes to try, e.g. 128x128,256x256")
     ap.add_argument("--page-blocks", help="page_blocks to try, e.g. 4,8")
     args = ap.parse_args(argv)
@@ -141,16 +156,20 @@ def main(argv=None) -> None:
         page_blocks = [int(n) for n in args.page_blocks.split(",")]
 
     arr = fresh_tensor(32, cols=2048)
-    if args.dtype != "float32":   # same values, half the bytes: 8192 x 2048, 32 MiB
+    if args.dtype != "float32":  # same values, half the bytes: 8192 x 2048, 32 MiB
         arr = np.concatenate([arr, fresh_tensor(32, seed=1, cols=2048)]).astype(args.dtype)
     band, band10, scattered = family("large"), band_family(0.1), scattered_family()
     plain_read = plain_read_mib_s(arr, max(5, 2 * repeats))
-    print(f"# sqlite_tensor {sqlite_tensor.__version__}; {time.strftime('%Y-%m-%d')}; "
-          f"{os.cpu_count()} cpus; tensor {arr.shape[0]}x{arr.shape[1]} {arr.dtype} "
-          f"({arr.nbytes // MB} MiB); plain read of 1 MiB BLOBs {plain_read:.0f} MiB/s\n")
-    print("| block | page_blocks | page KiB | ingest MiB/s | ingest / plain | get_tensor MiB/s |"
-          " read / plain | engine read MiB/s | dedup band 12.5% | dedup band 10% |"
-          " dedup scattered 1% | family blocks |")
+    print(
+        f"# sqlite_tensor {sqlite_tensor.__version__}; {time.strftime('%Y-%m-%d')}; "
+        f"{os.cpu_count()} cpus; tensor {arr.shape[0]}x{arr.shape[1]} {arr.dtype} "
+        f"({arr.nbytes // MB} MiB); plain read of 1 MiB BLOBs {plain_read:.0f} MiB/s\n"
+    )
+    print(
+        "| block | page_blocks | page KiB | ingest MiB/s | ingest / plain | get_tensor MiB/s |"
+        " read / plain | engine read MiB/s | dedup band 12.5% | dedup band 10% |"
+        " dedup scattered 1% | family blocks |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for br, bc in shapes:
         d_band, nblocks = dedup(band, block_rows=br, block_cols=bc)
@@ -161,9 +180,12 @@ def main(argv=None) -> None:
             ing = ingest_ratio(arr, repeats, **opts)
             read, engine = read_mib_s(arr, max(5, 2 * repeats), **opts)
             page_kib = pb * br * bc * arr.itemsize // 1024
-            print(f"| {br}x{bc} | {pb} | {page_kib} | {ing['ours_mib_s']:.0f} |"
-                  f" {ing['ratio']:.2f} | {read:.0f} | {read / plain_read:.2f} | {engine:.0f} |"
-                  f" {d_band:.2f} | {d_band10:.2f} | {d_scat:.2f} | {nblocks} |", flush=True)
+            print(
+                f"| {br}x{bc} | {pb} | {page_kib} | {ing['ours_mib_s']:.0f} |"
+                f" {ing['ratio']:.2f} | {read:.0f} | {read / plain_read:.2f} | {engine:.0f} |"
+                f" {d_band:.2f} | {d_band10:.2f} | {d_scat:.2f} | {nblocks} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

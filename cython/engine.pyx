@@ -9,7 +9,8 @@ through capsules made at import. Every SQL-facing piece is therefore a C-level `
 function in this one module (the .pxi files are its chapters), reaching SQLite only
 through the host's routines table (st_sqlite.h). The folders are the parts: store/ (the
 tensor_store table, reports, reading tensors), inference/ (plans, inputs, kernels, the SQL
-functions that run models), cache/ (the buffer pool and its policies). Module-level `cdef` globals are plain
+functions that run models), cache/ (the buffer pool and its policies). Module-level `cdef` globals
+are plain
 zero-initialised C statics; anything that must hold a value is set in the entry point.
 
 Entry point: sqlite3_sqlitetensor_engine_init, called by the loader
@@ -137,7 +138,7 @@ cdef extern from * nogil:
 
 
 cdef void st_engine_load_extension_refused(sqlite3_context *ctx, int argc,
-                                    sqlite3_value **argv) noexcept nogil:
+                                           sqlite3_value **argv) noexcept nogil:
     sqlite3_result_error(ctx, "not authorized: load_extension() is off where sqlite-tensor "
                               "is loaded: SQL (a view, a trigger, a query from a file) must "
                               "not load code; load extensions from the host instead (the "

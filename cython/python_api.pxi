@@ -62,7 +62,7 @@ cdef _CachedPlan st_py_take_plan(size_t db, bytes store_b, bytes model_b):
     if holder is not None:
         with nogil:
             rc = st_py_source_resume(&src, <sqlite3 *>db, &holder.plan, holder.store_key,
-                                holder.epoch, &same, &err)
+                                     holder.epoch, &same, &err)
             if rc == SQLITE_OK and not same:
                 st_pool_source_close(&src)
                 rc = st_pool_source_init(&src, <sqlite3 *>db, "main", holder.plan.store, &err)
@@ -88,7 +88,7 @@ cdef _CachedPlan st_py_take_plan(size_t db, bytes store_b, bytes model_b):
 
 
 cdef int st_py_source_resume(PageSource *src, sqlite3 *db, const Plan *plan, uint64_t store_key,
-                        uint64_t epoch, int *same, char **err) noexcept nogil:
+                             uint64_t epoch, int *same, char **err) noexcept nogil:
     """source_init for the cached plan's store without reading its config again: when the
     connection's view, in the snapshot just taken, is still the plan's epoch, nothing has
     been written since, so the store key st_pool_source_init would compute is the plan's. same = 0
@@ -466,9 +466,9 @@ def cache_simulate(str policy, long long budget_bytes, const sqlite3_int64[::1] 
     pages.shared = &shared[0] if shared.shape[0] else NULL
     with nogil:
         rc = st_pool_simulate(p, values, budget_bytes, aging_window,
-                            &trace[0] if trace.shape[0] else NULL,
-                            &next_use[0] if next_use.shape[0] else NULL, trace.shape[0],
-                            &pages, &result)
+                              &trace[0] if trace.shape[0] else NULL,
+                              &next_use[0] if next_use.shape[0] else NULL, trace.shape[0],
+                              &pages, &result)
     if rc != SQLITE_OK:
         raise MemoryError("the simulation ran out of memory")
     return {"policy": policy, "budget_bytes": budget_bytes, "accesses": trace.shape[0],
@@ -504,7 +504,7 @@ def read_tensor_into(size_t db, str store, str model, str tensor, out, found=Non
             rc = st_page_lookup_tensor(<sqlite3 *>db, "main", sc, mc, tc, &info, &err)
         elif rc == SQLITE_OK:
             rc = st_page_read_store_config(<sqlite3 *>db, "main", sc, &info.block_rows,
-                                   &info.block_cols, &err)
+                                           &info.block_cols, &err)
             if rc == SQLITE_OK:
                 rc = st_page_check_tensor_info(sc, &info, &err)
     try:

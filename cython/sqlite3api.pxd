@@ -92,14 +92,17 @@ cdef extern from "st_sqlite.h" nogil:
 
     ctypedef struct sqlite3_module:
         int iVersion
-        int (*xCreate)(sqlite3 *, void *, int, const char *const *, sqlite3_vtab **, char **) noexcept nogil
-        int (*xConnect)(sqlite3 *, void *, int, const char *const *, sqlite3_vtab **, char **) noexcept nogil
+        int (*xCreate)(sqlite3 *, void *, int, const char *const *, sqlite3_vtab **,
+                       char **) noexcept nogil
+        int (*xConnect)(sqlite3 *, void *, int, const char *const *, sqlite3_vtab **,
+                        char **) noexcept nogil
         int (*xBestIndex)(sqlite3_vtab *, sqlite3_index_info *) noexcept nogil
         int (*xDisconnect)(sqlite3_vtab *) noexcept nogil
         int (*xDestroy)(sqlite3_vtab *) noexcept nogil
         int (*xOpen)(sqlite3_vtab *, sqlite3_vtab_cursor **) noexcept nogil
         int (*xClose)(sqlite3_vtab_cursor *) noexcept nogil
-        int (*xFilter)(sqlite3_vtab_cursor *, int, const char *, int, sqlite3_value **) noexcept nogil
+        int (*xFilter)(sqlite3_vtab_cursor *, int, const char *, int,
+                       sqlite3_value **) noexcept nogil
         int (*xNext)(sqlite3_vtab_cursor *) noexcept nogil
         int (*xEof)(sqlite3_vtab_cursor *) noexcept nogil
         int (*xColumn)(sqlite3_vtab_cursor *, sqlite3_context *, int) noexcept nogil
@@ -150,7 +153,8 @@ cdef extern from "st_sqlite.h" nogil:
     void sqlite3_set_auxdata(sqlite3_context *, int, void *, void (*)(void *) noexcept nogil)
     void sqlite3_result_double(sqlite3_context *, double)
     void *sqlite3_user_data(sqlite3_context *)
-    void sqlite3_result_blob64(sqlite3_context *, const void *, sqlite3_uint64, sqlite3_destructor_type)
+    void sqlite3_result_blob64(sqlite3_context *, const void *, sqlite3_uint64,
+                               sqlite3_destructor_type)
     void sqlite3_result_text(sqlite3_context *, const char *, int, sqlite3_destructor_type)
     const char *sqlite3_db_filename(sqlite3 *, const char *)
     void sqlite3_result_int64(sqlite3_context *, sqlite3_int64)
@@ -160,7 +164,8 @@ cdef extern from "st_sqlite.h" nogil:
     void sqlite3_result_error_code(sqlite3_context *, int)
     void sqlite3_result_error_nomem(sqlite3_context *)
     int sqlite3_create_function_v2(sqlite3 *, const char *, int, int, void *,
-                                   void (*)(sqlite3_context *, int, sqlite3_value **) noexcept nogil,
+                                   void (*)(sqlite3_context *, int,
+                                            sqlite3_value **) noexcept nogil,
                                    void *, void *, void (*)(void *) noexcept nogil)
 
     # --- BLOB I/O -----------------------------------------------------------------------
@@ -174,7 +179,8 @@ cdef extern from "st_sqlite.h" nogil:
     # --- memory and strings -------------------------------------------------------------
     void *sqlite3_malloc64(sqlite3_uint64)
     void *sqlite3_realloc64(void *, sqlite3_uint64)
-    int sqlite3_bind_blob64(sqlite3_stmt *, int, const void *, sqlite3_uint64, sqlite3_destructor_type)
+    int sqlite3_bind_blob64(sqlite3_stmt *, int, const void *, sqlite3_uint64,
+                            sqlite3_destructor_type)
     void sqlite3_free(void *)
     char *sqlite3_mprintf(const char *, ...)
     int sqlite3_stricmp(const char *, const char *)

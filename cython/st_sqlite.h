@@ -22,7 +22,8 @@ static const sqlite3_api_routines *sqlite3_api = 0;
 static inline const sqlite3_api_routines *st_api_claim(const sqlite3_api_routines *p) {
     const sqlite3_api_routines *in_force;
     pthread_mutex_lock(&st_api_mutex);
-    if (sqlite3_api == 0) __atomic_store_n(&sqlite3_api, p, __ATOMIC_RELEASE);
+    if (sqlite3_api == 0)
+        __atomic_store_n(&sqlite3_api, p, __ATOMIC_RELEASE);
     in_force = sqlite3_api;
     pthread_mutex_unlock(&st_api_mutex);
     return in_force;
@@ -33,6 +34,10 @@ static inline const sqlite3_api_routines *st_api_get(void) {
 
 /* Little-endian fixed-width reads of the page format: c/st_page.h owns them. */
 #include "st_page.h"
-static inline uint32_t st_get_u32(const unsigned char *p) { return st_page_get_u32(p); }
-static inline uint64_t st_get_u64(const unsigned char *p) { return st_page_get_u64(p); }
+static inline uint32_t st_get_u32(const unsigned char *p) {
+    return st_page_get_u32(p);
+}
+static inline uint64_t st_get_u64(const unsigned char *p) {
+    return st_page_get_u64(p);
+}
 #endif

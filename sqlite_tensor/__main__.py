@@ -1,5 +1,6 @@
 """``python -m sqlite_tensor``: the command line (sqlite_tensor/cli), which the console
 script ``sqlite-tensor`` runs too; the usage line names whichever was run."""
+
 from __future__ import annotations
 
 import sys

@@ -4,9 +4,10 @@ A tensor of any rank is viewed as 2-D: leading dimensions flattened into rows, a
 tensor as one column, a scalar as 1 x 1. The view is cut into tiles of the store's block
 shape, row-major; edge tiles keep their own (smaller) extent.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import mmh3
 import numpy as np
@@ -26,24 +27,26 @@ def grid_shape(rows: int, cols: int, block_rows: int, block_cols: int) -> tuple[
     return -(-rows // block_rows), -(-cols // block_cols)
 
 
-def tile_shape(rows: int, cols: int, bi: int, bj: int, block_rows: int,
-               block_cols: int) -> tuple[int, int]:
+def tile_shape(
+    rows: int, cols: int, bi: int, bj: int, block_rows: int, block_cols: int
+) -> tuple[int, int]:
     """The extent of tile (bi, bj) of a rows x cols matrix: the block shape, or less at
     the edges (edge tiles are stored trimmed)."""
     return min(block_rows, rows - bi * block_rows), min(block_cols, cols - bj * block_cols)
 
 
-def iter_blocks(matrix: np.ndarray, block_rows: int,
-                block_cols: int) -> Iterator[tuple[int, int, np.ndarray]]:
+def iter_blocks(
+    matrix: np.ndarray, block_rows: int, block_cols: int
+) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield (block_row, block_col, tile) in row-major order; tiles are views into the
     matrix (strided unless they span whole rows): the page builder copies them once.
     """
     rows, cols = matrix.shape
     grid_r, grid_c = grid_shape(rows, cols, block_rows, block_cols)
     for bi in range(grid_r):
-        band = matrix[bi * block_rows:(bi + 1) * block_rows]
+        band = matrix[bi * block_rows : (bi + 1) * block_rows]
         for bj in range(grid_c):
-            tile = band[:, bj * block_cols:(bj + 1) * block_cols]
+            tile = band[:, bj * block_cols : (bj + 1) * block_cols]
             yield bi, bj, tile
 
 

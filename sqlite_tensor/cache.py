@@ -9,6 +9,7 @@ The policies are compiled code (cython/cache/policy_*.pxi); simulate() replays a
 through the very same code in a private pool, and also through Belady's optimal policy
 ("opt"), which needs to know the future and so exists only there. See docs/cache.md.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -45,8 +46,13 @@ def parameters(policy: str | None = None) -> dict:
     return table[policy]
 
 
-def configure(*, budget_bytes: int | None = None, policy=None,
-              aging_window: int | None = None, params: dict | None = None) -> dict:
+def configure(
+    *,
+    budget_bytes: int | None = None,
+    policy=None,
+    aging_window: int | None = None,
+    params: dict | None = None,
+) -> dict:
     """Set the process's buffer pool: its byte budget, its replacement policy (changing it
     drops the cached pages), and how many accesses halve the access counts that lfu,
     lru2 and admit-lfu rank by. Returns stats(). SQL: tensor_cache('policy', ...).
@@ -66,8 +72,9 @@ def configure(*, budget_bytes: int | None = None, policy=None,
     Every value is checked before anything changes; a bad name or value raises ValueError
     naming it and the allowed range. aging_window, a parameter of lfu and admit-lfu, is the
     pool's setting either way."""
-    _engine.cache_configure(budget_bytes=budget_bytes, policy=policy, aging_window=aging_window,
-                            params=params)
+    _engine.cache_configure(
+        budget_bytes=budget_bytes, policy=policy, aging_window=aging_window, params=params
+    )
     return stats()
 
 
@@ -98,9 +105,9 @@ class Trace:
 def record():
     """Record every page access of the process pool while the block runs:
 
-        with cache.record() as trace:
-            store.predict(...)
-        cache.simulate(trace.page_ids, store_pages(store), ...)
+    with cache.record() as trace:
+        store.predict(...)
+    cache.simulate(trace.page_ids, store_pages(store), ...)
     """
     trace = Trace(np.zeros(0, np.int64), np.zeros(0, np.uint64))
     _engine.cache_record(True)
@@ -116,8 +123,15 @@ def store_pages(store) -> dict[int, tuple[int, int]]:
     return {p["page_id"]: (p["bytes"], p["models"]) for p in store.page_stats()}
 
 
-def simulate(trace, pages: dict, policy: str = DEFAULT_POLICY, budget_bytes: int = 0, *,
-             aging_window: int | None = None, params: dict | None = None) -> dict:
+def simulate(
+    trace,
+    pages: dict,
+    policy: str = DEFAULT_POLICY,
+    budget_bytes: int = 0,
+    *,
+    aging_window: int | None = None,
+    params: dict | None = None,
+) -> dict:
     """Replay a trace of page ids through a policy with a byte budget.
 
     pages maps every page id in the trace to (nbytes, number of models sharing it).
@@ -133,12 +147,19 @@ def simulate(trace, pages: dict, policy: str = DEFAULT_POLICY, budget_bytes: int
     """
     ids = np.asarray(trace)
     if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
-        raise TypeError(f"trace must be a 1-D array of page ids, got {ids.dtype} of shape {ids.shape}")
-    if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, (int, np.integer)) or budget_bytes < 1:
+        raise TypeError(
+            f"trace must be a 1-D array of page ids, got {ids.dtype} of shape {ids.shape}"
+        )
+    if (
+        isinstance(budget_bytes, bool)
+        or not isinstance(budget_bytes, (int, np.integer))
+        or budget_bytes < 1
+    ):
         raise ValueError(f"budget_bytes must be a positive integer, got {budget_bytes!r}")
     if policy not in policies(simulation=True):
-        raise ValueError(f"unknown policy {policy!r}; policies are "
-                         f"{', '.join(policies(simulation=True))}")
+        raise ValueError(
+            f"unknown policy {policy!r}; policies are {', '.join(policies(simulation=True))}"
+        )
     unique, dense = np.unique(ids.astype(np.int64), return_inverse=True)
     missing = [int(u) for u in unique if int(u) not in pages]
     if missing:
@@ -148,12 +169,25 @@ def simulate(trace, pages: dict, policy: str = DEFAULT_POLICY, budget_bytes: int
     if (nbytes < 1).any():
         raise ValueError("every page needs a positive size in bytes")
     shared = np.array([s for _, s in info], np.int32)
-    if aging_window is not None and (isinstance(aging_window, bool) or
-                                     not isinstance(aging_window, (int, np.integer)) or aging_window < 1):
-        raise ValueError(f"aging_window must be a positive number of accesses, got {aging_window!r}")
+    if aging_window is not None and (
+        isinstance(aging_window, bool)
+        or not isinstance(aging_window, (int, np.integer))
+        or aging_window < 1
+    ):
+        raise ValueError(
+            f"aging_window must be a positive number of accesses, got {aging_window!r}"
+        )
     aging = 0 if aging_window is None else int(aging_window)
-    return _engine.cache_simulate(policy, int(budget_bytes), np.ascontiguousarray(dense, np.int64),
-                                  next_uses(dense), nbytes, shared, aging, params)
+    return _engine.cache_simulate(
+        policy,
+        int(budget_bytes),
+        np.ascontiguousarray(dense, np.int64),
+        next_uses(dense),
+        nbytes,
+        shared,
+        aging,
+        params,
+    )
 
 
 def next_uses(trace: np.ndarray) -> np.ndarray:
@@ -162,7 +196,7 @@ def next_uses(trace: np.ndarray) -> np.ndarray:
     n = len(trace)
     out = np.full(n, np.iinfo(np.int64).max, np.int64)
     if n:
-        order = np.argsort(trace, kind="stable")      # positions grouped by page, in order
+        order = np.argsort(trace, kind="stable")  # positions grouped by page, in order
         same = trace[order[1:]] == trace[order[:-1]]
         out[order[:-1][same]] = order[1:][same]
     return out
@@ -185,9 +219,14 @@ def family_trace(**kwargs) -> tuple[np.ndarray, dict]:
     """Deprecated alias (docs/cache.md named it here): the generator moved to
     :func:`sqlite_tensor.testing.workloads.family_trace`."""
     import warnings
-    warnings.warn("sqlite_tensor.cache.family_trace moved to "
-                  "sqlite_tensor.testing.workloads.family_trace", DeprecationWarning, stacklevel=2)
+
+    warnings.warn(
+        "sqlite_tensor.cache.family_trace moved to sqlite_tensor.testing.workloads.family_trace",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     from .testing.workloads import family_trace
+
     return family_trace(**kwargs)
 
 
@@ -203,6 +242,6 @@ def static_oracle_misses(trace, pages: dict, budget_bytes: int) -> int:
         nbytes = pages[int(ids[i])][0]
         if nbytes <= room:
             room -= nbytes
-            misses -= int(counts[i]) - 1   # one cold miss, then hits
+            misses -= int(counts[i]) - 1  # one cold miss, then hits
             kept += 1
     return misses

@@ -5,6 +5,7 @@ cython/loader.c) that the sqlite3 shell, apsw and Python's own sqlite3 module al
 SQLite derives its entry point (``sqlite3_sqlitetensor_init``) from the file name, so no
 entry-point argument is needed anywhere.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,11 +68,12 @@ def load(conn):
             # this entry point gives apsw the engine that Python imported (see cython/loader.c)
             conn.load_extension(path, PYTHON_ENTRY_POINT)
         finally:
-            conn.enable_load_extension(False)   # both: the C API and SQL's load_extension()
-            if c_api:   # the C API alone back as the caller had it
+            conn.enable_load_extension(False)  # both: the C API and SQL's load_extension()
+            if c_api:  # the C API alone back as the caller had it
                 conn.config(apsw.SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 1)
         _reread_schema(conn)
         from . import python_functions
+
         python_functions.register(conn)
         return conn
     cls = _dbapi_connection_class(conn)
@@ -110,14 +112,20 @@ def _reread_schema(conn) -> None:
 def is_loaded(conn: apsw.Connection) -> bool:
     """True when the extension's SQL functions are registered on this connection."""
     try:
-        conn.execute("SELECT tensor_version()").get
+        conn.execute("SELECT tensor_version()").get()
         return True
     except apsw.SQLError:
         return False
 
 
-def connect(path: str | os.PathLike, *, page_size: int = 65536, wal: bool = True,
-            busy_timeout_ms: int = 5000, **kwargs) -> apsw.Connection:
+def connect(
+    path: str | os.PathLike,
+    *,
+    page_size: int = 65536,
+    wal: bool = True,
+    busy_timeout_ms: int = 5000,
+    **kwargs,
+) -> apsw.Connection:
     """Open (or create) a database with the extension loaded; returns an apsw.Connection.
 
     A new file gets ``page_size`` (64 KiB: large page BLOBs read several times faster than
@@ -134,7 +142,7 @@ def connect(path: str | os.PathLike, *, page_size: int = 65536, wal: bool = True
         # store's own writes lift it for their transaction only, see Store._writing).
         conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
         conn.set_busy_timeout(busy_timeout_ms)
-        load(conn)   # the modules first, so the schema is parsed knowing their shadow tables
+        load(conn)  # the modules first, so the schema is parsed knowing their shadow tables
         fresh = conn.execute("SELECT count(*) FROM sqlite_schema").get == 0
         if fresh and not conn.readonly("main"):
             conn.execute(f"PRAGMA page_size = {int(page_size)}")

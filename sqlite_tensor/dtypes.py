@@ -5,6 +5,7 @@ safetensors code is what the file format calls it. Values are kept as raw bytes,
 dtype here round-trips bit for bit (NaN payloads included). bfloat16 and the float8 types
 come from ``ml_dtypes`` (numpy has none of its own).
 """
+
 from __future__ import annotations
 
 import ml_dtypes
@@ -52,7 +53,9 @@ def name_of(dtype) -> str:
     try:
         return _NAME_OF_NUMPY[dt]
     except KeyError:
-        raise ValueError(f"unsupported dtype {dt} ({dt.str}); supported: {', '.join(NAMES)}") from None
+        raise ValueError(
+            f"unsupported dtype {dt} ({dt.str}); supported: {', '.join(NAMES)}"
+        ) from None
 
 
 def from_safetensors(code: str) -> str:

@@ -9,6 +9,7 @@ engine's Python entry points, SQL run through apsw).
 - BUSY, LOCKED, IOERR and NOMEM keep their own apsw classes (``apsw.BusyError``, ...), and
   ``MemoryError`` for NOMEM from the engine's Python entry points.
 """
+
 import apsw
 
 

@@ -130,8 +130,9 @@ def parse_safetensors_header(
     name, shape, begin, end)}, metadata)``, tensors in header order; FormatError naming
     ``where`` otherwise."""
     entries, metadata = _parse_header(where, raw, data_len)
-    return {n: (dtypes.name_of(dt), shape, b, e) for n, (dt, shape, b, e) in entries.items()}, \
-        metadata
+    return {
+        n: (dtypes.name_of(dt), shape, b, e) for n, (dt, shape, b, e) in entries.items()
+    }, metadata
 
 
 def write_safetensors(

@@ -10,6 +10,7 @@ order the tensors come, so one model's private blocks sit together. Reference co
 Runs inside the caller's write transaction (Store.add_model); it writes only SQL, so a
 failure anywhere rolls back everything.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,10 +29,10 @@ class IngestReport:
 
     model: str
     tensors: int
-    blocks: int            # (tensor, block) entries written
-    new_blocks: int        # distinct blocks this model added to the store
-    logical_bytes: int     # the model's own size
-    new_bytes: int         # bytes of the blocks it added
+    blocks: int  # (tensor, block) entries written
+    new_blocks: int  # distinct blocks this model added to the store
+    logical_bytes: int  # the model's own size
+    new_bytes: int  # bytes of the blocks it added
 
     @property
     def shared_blocks(self) -> int:
@@ -41,15 +42,14 @@ class IngestReport:
 class _PageWriter:
     """Stages each tile in the open page and writes pages as they fill."""
 
-    def __init__(self, conn, t: Tables, page_blocks: int, max_block_bytes: int,
-                 next_block_id: int):
+    def __init__(self, conn, t: Tables, page_blocks: int, max_block_bytes: int, next_block_id: int):
         self.conn = conn
         self.t = t
         self.page_blocks = page_blocks
         self.next_block_id = next_block_id
         self.page = pages.PageBuilder(page_blocks, max_block_bytes)
-        self.blocks: list[tuple[int, bytes]] = []   # (id, hash) of the open page's slots
-        self.by_hash: dict[bytes, list[int]] = {}   # hash -> slots of the open page
+        self.blocks: list[tuple[int, bytes]] = []  # (id, hash) of the open page's slots
+        self.by_hash: dict[bytes, list[int]] = {}  # hash -> slots of the open page
 
     def stage(self, tile: np.ndarray) -> np.ndarray:
         """Copy a tile (any strides) into the open page's next slot; returns its bytes."""
@@ -78,8 +78,11 @@ class _PageWriter:
         self.conn.executemany(
             f"INSERT INTO {self.t.blocks}(id, hash, nbytes, page_id, slot, refcount)"
             " VALUES (?, ?, ?, ?, ?, 0)",
-            [(bid, h, n, page_id, slot)
-             for slot, ((bid, h), (_, n)) in enumerate(zip(self.blocks, self.page.slots))])
+            [
+                (bid, h, n, page_id, slot)
+                for slot, ((bid, h), (_, n)) in enumerate(zip(self.blocks, self.page.slots))
+            ],
+        )
         self.page.reset()
         self.blocks.clear()
         self.by_hash.clear()
@@ -102,8 +105,8 @@ class _StoredBlocks:
 
     def find(self, digest: bytes, tile: np.ndarray) -> int | None:
         for block_id, nbytes, page_id, slot in self.conn.execute(
-                f'SELECT id, nbytes, page_id, slot FROM {self.t.blocks} WHERE hash = ?',
-                (digest,)):
+            f"SELECT id, nbytes, page_id, slot FROM {self.t.blocks} WHERE hash = ?", (digest,)
+        ):
             if nbytes == tile.nbytes and _same_bytes(self._read(page_id, slot), tile):
                 return block_id
         return None
@@ -125,15 +128,24 @@ class _StoredBlocks:
             self.blob = None
 
 
-def ingest_model(conn, t: Tables, model: str, tensors: dict[str, np.ndarray], *,
-                 block_rows: int, block_cols: int, page_blocks: int,
-                 dtype_names: dict[str, str], hash_block=blocks.block_hash,
-                 progress=None) -> IngestReport:
+def ingest_model(
+    conn,
+    t: Tables,
+    model: str,
+    tensors: dict[str, np.ndarray],
+    *,
+    block_rows: int,
+    block_cols: int,
+    page_blocks: int,
+    dtype_names: dict[str, str],
+    hash_block=blocks.block_hash,
+    progress=None,
+) -> IngestReport:
     """Write model and tensors (already validated, C-contiguous little-endian) to the store.
     ``progress(done, total, tensor)``, if given, is called after each tensor."""
-    conn.execute(f'INSERT INTO {t.models}(name) VALUES (?)', (model,))
+    conn.execute(f"INSERT INTO {t.models}(name) VALUES (?)", (model,))
     model_id = conn.last_insert_rowid()
-    next_id = conn.execute(f'SELECT coalesce(max(id), 0) + 1 FROM {t.blocks}').get
+    next_id = conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {t.blocks}").get
     itemsize = max(a.dtype.itemsize for a in tensors.values())
     writer = _PageWriter(conn, t, page_blocks, block_rows * block_cols * itemsize, next_id)
     stored = _StoredBlocks(conn, t)
@@ -145,10 +157,18 @@ def ingest_model(conn, t: Tables, model: str, tensors: dict[str, np.ndarray], *,
         for name, arr in tensors.items():
             rows, cols = blocks.matrix_shape(arr.shape)
             conn.execute(
-                f'INSERT INTO {t.tensors}(model_id, name, shape, dtype, rows, cols, nbytes)'
+                f"INSERT INTO {t.tensors}(model_id, name, shape, dtype, rows, cols, nbytes)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (model_id, name, json.dumps(list(arr.shape)), dtype_names[name], rows, cols,
-                 arr.nbytes))
+                (
+                    model_id,
+                    name,
+                    json.dumps(list(arr.shape)),
+                    dtype_names[name],
+                    rows,
+                    cols,
+                    arr.nbytes,
+                ),
+            )
             tensor_id = conn.last_insert_rowid()
             logical += arr.nbytes
             for bi, bj, tile in blocks.iter_blocks(arr.reshape(rows, cols), block_rows, block_cols):
@@ -167,11 +187,16 @@ def ingest_model(conn, t: Tables, model: str, tensors: dict[str, np.ndarray], *,
         writer.flush()
     finally:
         stored.close()
-    conn.executemany(f'INSERT INTO {t.map}(tensor_id, block_row, block_col, block_id)'
-                     " VALUES (?, ?, ?, ?)", entries)
-    conn.executemany(f'UPDATE {t.blocks} SET refcount = refcount + ? WHERE id = ?',
-                     [(n, bid) for bid, n in refs.items()])
+    conn.executemany(
+        f"INSERT INTO {t.map}(tensor_id, block_row, block_col, block_id) VALUES (?, ?, ?, ?)",
+        entries,
+    )
+    conn.executemany(
+        f"UPDATE {t.blocks} SET refcount = refcount + ? WHERE id = ?",
+        [(n, bid) for bid, n in refs.items()],
+    )
     new_blocks = writer.next_block_id - next_id
     new_bytes = conn.execute(
-        f'SELECT coalesce(sum(nbytes), 0) FROM {t.blocks} WHERE id >= ?', (next_id,)).get
+        f"SELECT coalesce(sum(nbytes), 0) FROM {t.blocks} WHERE id >= ?", (next_id,)
+    ).get
     return IngestReport(model, len(tensors), len(entries), new_blocks, logical, new_bytes)

@@ -19,10 +19,12 @@ by default), softmax (over each output row). An embedding layer may only come fi
 ``check_layers`` validates a list against the model's tensors and returns it in
 canonical form (every key present), which is what is stored.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from . import _engine
 
@@ -45,8 +47,9 @@ class LayerError(ValueError):
     """A layer list that does not fit the model's tensors."""
 
 
-def check_layers(layers: Sequence[Mapping[str, Any]],
-                 tensors: Mapping[str, tuple[tuple[int, ...], str]]) -> list[dict]:
+def check_layers(
+    layers: Sequence[Mapping[str, Any]], tensors: Mapping[str, tuple[tuple[int, ...], str]]
+) -> list[dict]:
     """Validate ``layers`` against ``tensors`` (name -> (shape, dtype)); canonical form.
 
     Raises LayerError naming the layer (by position and op) and what does not fit.
@@ -66,11 +69,14 @@ def check_layers(layers: Sequence[Mapping[str, Any]],
         where = f"layer {i} ({op})"
         extra = set(layer) - _KEYS[op]
         if extra:
-            raise LayerError(f"{where}: unknown keys {sorted(extra)}; "
-                             f"{op} takes {sorted(_KEYS[op] - {'op'})}")
+            raise LayerError(
+                f"{where}: unknown keys {sorted(extra)}; {op} takes {sorted(_KEYS[op] - {'op'})}"
+            )
         if op == "activation":
             if "activation" not in layer:
-                raise LayerError(f"{where}: needs an 'activation' (one of {', '.join(ACTIVATIONS)})")
+                raise LayerError(
+                    f"{where}: needs an 'activation' (one of {', '.join(ACTIVATIONS)})"
+                )
             act = _activation(where, layer["activation"])
             if width is None:
                 raise LayerError(f"{where}: a model cannot start with an activation")
@@ -96,23 +102,34 @@ def check_layers(layers: Sequence[Mapping[str, Any]],
         n_in, n_out = (shape[0], shape[1]) if transpose else (shape[1], shape[0])
         layout = "(in x out)" if transpose else "(out x in)"
         if width is not None and n_in != width:
-            raise LayerError(f"{where}: weight {weight!r} {layout} has shape {shape}, so it takes "
-                             f"{n_in} features, but the previous layer gives {width}")
+            raise LayerError(
+                f"{where}: weight {weight!r} {layout} has shape {shape}, so it takes "
+                f"{n_in} features, but the previous layer gives {width}"
+            )
         bias = layer.get("bias")
         if bias is not None:
             bshape = _tensor(where, "bias", bias, tensors)[0]
             if tuple(bshape) not in ((n_out,), (1, n_out), (n_out, 1)):
-                raise LayerError(f"{where}: bias {bias!r} has shape {tuple(bshape)}; "
-                                 f"expected ({n_out},) for {n_out} outputs")
-        out.append({"op": op, "weight": weight, "bias": bias,
-                    "activation": _activation(where, layer.get("activation", "identity")),
-                    "transpose": transpose})
+                raise LayerError(
+                    f"{where}: bias {bias!r} has shape {tuple(bshape)}; "
+                    f"expected ({n_out},) for {n_out} outputs"
+                )
+        out.append(
+            {
+                "op": op,
+                "weight": weight,
+                "bias": bias,
+                "activation": _activation(where, layer.get("activation", "identity")),
+                "transpose": transpose,
+            }
+        )
         width = n_out
     return out
 
 
-def io_shape(layers: Sequence[Mapping[str, Any]],
-             tensors: Mapping[str, tuple[tuple[int, ...], str]]) -> tuple[str, int, int]:
+def io_shape(
+    layers: Sequence[Mapping[str, Any]], tensors: Mapping[str, tuple[tuple[int, ...], str]]
+) -> tuple[str, int, int]:
     """(input kind, input width, output width) of a canonical layer list.
 
     Input kind is "features" (float vectors of input-width values), "ids" (one id per
@@ -139,8 +156,9 @@ def to_json(layers: Sequence[Mapping[str, Any]]) -> str:
 def _activation(where: str, act) -> str:
     act = "identity" if act in (None, "linear") else act
     if act not in ACTIVATIONS:
-        raise LayerError(f"{where}: unknown activation {act!r}; activations are "
-                         f"{', '.join(ACTIVATIONS)}")
+        raise LayerError(
+            f"{where}: unknown activation {act!r}; activations are {', '.join(ACTIVATIONS)}"
+        )
     return act
 
 
@@ -148,12 +166,16 @@ def _tensor(where: str, role: str, name, tensors):
     if not isinstance(name, str):
         raise LayerError(f"{where}: {role} must be a tensor name, got {name!r}")
     if name not in tensors:
-        raise LayerError(f"{where}: {role} {name!r} is not a tensor of this model; it has "
-                         f"{', '.join(map(repr, list(tensors)[:10]))}")
+        raise LayerError(
+            f"{where}: {role} {name!r} is not a tensor of this model; it has "
+            f"{', '.join(map(repr, list(tensors)[:10]))}"
+        )
     shape, dtype = tensors[name]
     if dtype not in COMPUTE_DTYPES:
-        raise LayerError(f"{where}: {role} {name!r} is {dtype}; inference computes with "
-                         f"{', '.join(COMPUTE_DTYPES)} weights")
+        raise LayerError(
+            f"{where}: {role} {name!r} is {dtype}; inference computes with "
+            f"{', '.join(COMPUTE_DTYPES)} weights"
+        )
     return tuple(shape), dtype
 
 

@@ -17,6 +17,7 @@ the same code), and a folder is written into a fresh directory with O_EXCL|O_NOF
 then renamed into place: nothing is ever written outside it, and a failure leaves
 nothing behind.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,12 +34,14 @@ from .schema import quote
 
 
 def _model_id(store, model: str) -> int:
-    from .store.writer import require_model   # here: the store package imports this module
+    from .store.writer import require_model  # here: the store package imports this module
+
     return require_model(store, model)
+
 
 LAYOUT_PATH = ""
 LAYOUT_VERSION = 1
-DEFAULT_WEIGHTS = "model.safetensors"   # a model with no layout (added from arrays)
+DEFAULT_WEIGHTS = "model.safetensors"  # a model with no layout (added from arrays)
 
 
 def _table(store) -> str:
@@ -47,8 +50,13 @@ def _table(store) -> str:
 
 def has_table(store) -> bool:
     """False for an older store opened read-only (the upgrade adds the table)."""
-    return store.conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?"
-                              " COLLATE NOCASE", (f"{store.name}_files",)).fetchone() is not None
+    return (
+        store.conn.execute(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
+            (f"{store.name}_files",),
+        ).fetchone()
+        is not None
+    )
 
 
 def save(store, model_id: int, source: sources.Source) -> None:
@@ -57,8 +65,10 @@ def save(store, model_id: int, source: sources.Source) -> None:
     # rows a writer that did not know this table left for an id now reused
     store.conn.execute(f"DELETE FROM {t} WHERE model_id = ?", (model_id,))
     rows = [(model_id, LAYOUT_PATH, json.dumps(source.layout, ensure_ascii=False).encode())]
-    rows += [(model_id, sources.check_path(p, source.path), data)
-             for p, data in sorted(source.files.items())]
+    rows += [
+        (model_id, sources.check_path(p, source.path), data)
+        for p, data in sorted(source.files.items())
+    ]
     store.conn.executemany(f"INSERT INTO {t}(model_id, path, data) VALUES (?, ?, ?)", rows)
 
 
@@ -77,7 +87,8 @@ def _rows(store, model_id: int, *, with_layout: bool = True) -> dict[str, bytes]
     listed = store.conn.execute(
         f"SELECT rowid, typeof(path), CAST(path AS BLOB), typeof(data), length(CAST(data AS BLOB))"
         f" FROM {t} WHERE model_id = ? ORDER BY path LIMIT ?",
-        (model_id, sources.MAX_FILES + 2)).fetchall()
+        (model_id, sources.MAX_FILES + 2),
+    ).fetchall()
     if len(listed) > sources.MAX_FILES + 1:
         raise CorruptStoreError(f"{where}: model {model_id} has over {sources.MAX_FILES} files")
     total = 0
@@ -99,15 +110,20 @@ def _rows(store, model_id: int, *, with_layout: bool = True) -> dict[str, bytes]
         if dtype != "blob":
             raise CorruptStoreError(f"{where}: row {rowid} ({path!r}) holds {dtype}, not a BLOB")
         if size > sources.MAX_FILE_BYTES:
-            raise CorruptStoreError(f"{where}: {path!r} is {size} bytes (limit "
-                                    f"{sources.MAX_FILE_BYTES})")
+            raise CorruptStoreError(
+                f"{where}: {path!r} is {size} bytes (limit {sources.MAX_FILE_BYTES})"
+            )
         total += size
         if total > sources.MAX_TOTAL_FILE_BYTES:
-            raise CorruptStoreError(f"{where}: model {model_id}'s files are over "
-                                    f"{sources.MAX_TOTAL_FILE_BYTES} bytes in all")
+            raise CorruptStoreError(
+                f"{where}: model {model_id}'s files are over "
+                f"{sources.MAX_TOTAL_FILE_BYTES} bytes in all"
+            )
         wanted.append((rowid, path))
-    return {path: store.conn.execute(f"SELECT data FROM {t} WHERE rowid = ?", (rowid,)).get
-            for rowid, path in wanted}
+    return {
+        path: store.conn.execute(f"SELECT data FROM {t} WHERE rowid = ?", (rowid,)).get
+        for rowid, path in wanted
+    }
 
 
 def files(store, model: str) -> dict[str, bytes]:
@@ -131,11 +147,13 @@ def problems(store) -> list[str]:
     t = _table(store)
     orphans = store.conn.execute(
         f"SELECT count(*) FROM {t} f WHERE NOT EXISTS (SELECT 1 FROM"
-        f" {quote(store.name + '_models')} m WHERE m.id = f.model_id)").get
+        f" {quote(store.name + '_models')} m WHERE m.id = f.model_id)"
+    ).get
     if orphans:
         out.append(f"{orphans} files name missing models")
-    for (model_id, name) in store.conn.execute(
-            f"SELECT id, name FROM {quote(store.name + '_models')} ORDER BY id").fetchall():
+    for model_id, name in store.conn.execute(
+        f"SELECT id, name FROM {quote(store.name + '_models')} ORDER BY id"
+    ).fetchall():
         try:
             raw = _rows(store, model_id).get(LAYOUT_PATH)
             if raw is not None:
@@ -150,6 +168,7 @@ def _check_layout(store, raw: bytes) -> dict:
 
     def bad(what: str):
         return CorruptStoreError(f"{where} is damaged: {what}")
+
     try:
         lay = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -161,7 +180,11 @@ def _check_layout(store, raw: bytes) -> dict:
         raise bad("no tensor_files list")
     seen = set()
     for entry in entries:
-        if not isinstance(entry, dict) or entry.get("format") not in ("safetensors", "npz", "torch"):
+        if not isinstance(entry, dict) or entry.get("format") not in (
+            "safetensors",
+            "npz",
+            "torch",
+        ):
             raise bad(f"tensor file entry {str(entry)[:80]!r}")
         try:
             sources.check_path(entry.get("path"))
@@ -171,16 +194,26 @@ def _check_layout(store, raw: bytes) -> dict:
             raise bad(f"{entry['path']!r} twice")
         seen.add(entry["path"])
         if entry["format"] == "safetensors":
-            header, data_bytes, gaps = entry.get("header"), entry.get("data_bytes"), entry.get("gaps", [])
-            if not isinstance(header, str) or not formats._is_uint(data_bytes) \
-                    or not isinstance(gaps, list):
+            header, data_bytes, gaps = (
+                entry.get("header"),
+                entry.get("data_bytes"),
+                entry.get("gaps", []),
+            )
+            if (
+                not isinstance(header, str)
+                or not formats._is_uint(data_bytes)
+                or not isinstance(gaps, list)
+            ):
                 raise bad(f"{entry['path']!r}: no header, data_bytes or gaps")
             if len(header) > formats.MAX_HEADER_BYTES:
-                raise bad(f"{entry['path']!r}: a header of {len(header)} characters (limit "
-                          f"{formats.MAX_HEADER_BYTES})")
+                raise bad(
+                    f"{entry['path']!r}: a header of {len(header)} characters (limit "
+                    f"{formats.MAX_HEADER_BYTES})"
+                )
             try:
                 entry["_entries"], entry["_metadata"] = formats.parse_safetensors_header(
-                    f"{where} ({entry['path']})", header.encode("utf-8"), data_bytes)
+                    f"{where} ({entry['path']})", header.encode("utf-8"), data_bytes
+                )
             except FormatError as e:
                 raise bad(str(e)) from None
             decoded = []
@@ -236,21 +269,27 @@ def _safetensors_chunks(store, model: str, entry: dict, tick):
         if b == e:
             continue
         if b != at:
-            raise CorruptStoreError(f"store {store.name!r}: the layout of {entry['path']!r} "
-                                    f"leaves bytes [{at}, {b}) of its data buffer unaccounted for")
+            raise CorruptStoreError(
+                f"store {store.name!r}: the layout of {entry['path']!r} "
+                f"leaves bytes [{at}, {b}) of its data buffer unaccounted for"
+            )
         if isinstance(what, str):
             data = _tensor_bytes(store, model, what)
             tick(what)
         else:
             data = what
         if len(data) != e - b:
-            raise CorruptStoreError(f"store {store.name!r}: {entry['path']!r}: {e - b} bytes "
-                                    f"expected at {b}, the store gives {len(data)}")
+            raise CorruptStoreError(
+                f"store {store.name!r}: {entry['path']!r}: {e - b} bytes "
+                f"expected at {b}, the store gives {len(data)}"
+            )
         yield data
         at = e
     if at != entry["data_bytes"]:
-        raise CorruptStoreError(f"store {store.name!r}: the layout of {entry['path']!r} ends "
-                                f"its data at {at} of {entry['data_bytes']} bytes")
+        raise CorruptStoreError(
+            f"store {store.name!r}: the layout of {entry['path']!r} ends "
+            f"its data at {at} of {entry['data_bytes']} bytes"
+        )
 
 
 def export(store, model: str, out, *, progress=None) -> dict:
@@ -261,7 +300,7 @@ def export(store, model: str, out, *, progress=None) -> dict:
     ``progress(done, total, tensor)`` is called per tensor. Returns what was written:
     ``{"path", "kind", "files", "bytes"}``."""
     p = formats._fspath(out)
-    infos = store.tensors(model)   # NotFoundError for an unknown model
+    infos = store.tensors(model)  # NotFoundError for an unknown model
     lay = layout(store, model)
     if lay is not None and not _fits(lay, infos):
         lay = None
@@ -274,16 +313,23 @@ def export(store, model: str, out, *, progress=None) -> dict:
 
     suffix = os.path.splitext(p)[1].lower()
     if suffix in sources.TORCH_SUFFIXES:
-        raise FormatError(f"{p}: export writes a .safetensors or .npz file or a folder, not a "
-                          "PyTorch file (torch reads .safetensors: safetensors.torch.load_file)")
+        raise FormatError(
+            f"{p}: export writes a .safetensors or .npz file or a folder, not a "
+            "PyTorch file (torch reads .safetensors: safetensors.torch.load_file)"
+        )
     if suffix == formats.SAFETENSORS_SUFFIX:
         entries = lay["tensor_files"] if lay else []
         if len(entries) == 1 and entries[0]["format"] == "safetensors":
-            formats._atomic_write(p, lambda f: [f.write(c) for c in
-                                                _safetensors_chunks(store, model, entries[0], tick)])
+            formats._atomic_write(
+                p,
+                lambda f: [f.write(c) for c in _safetensors_chunks(store, model, entries[0], tick)],
+            )
         else:
-            metas = [json.dumps(e["_metadata"], sort_keys=True) for e in entries
-                     if e["format"] == "safetensors"]
+            metas = [
+                json.dumps(e["_metadata"], sort_keys=True)
+                for e in entries
+                if e["format"] == "safetensors"
+            ]
             meta = json.loads(metas[0]) if metas and len(set(metas)) == 1 else None
             formats.write_safetensors(p, _read_all(store, model, infos, tick), meta or None)
         return {"path": p, "kind": "safetensors", "files": 1, "bytes": os.path.getsize(p)}
@@ -302,10 +348,13 @@ def _read_all(store, model, infos, tick) -> dict[str, np.ndarray]:
 
 
 def _export_folder(store, model: str, p: str, lay, infos, tick) -> dict:
-    if os.path.lexists(p) and not (os.path.isdir(p) and not os.path.islink(p)
-                                   and not os.listdir(p)):
-        raise FormatError(f"{p}: exists; export writes a new folder (give a path that does "
-                          "not exist, or an empty folder), or a .safetensors / .npz file")
+    if os.path.lexists(p) and not (
+        os.path.isdir(p) and not os.path.islink(p) and not os.listdir(p)
+    ):
+        raise FormatError(
+            f"{p}: exists; export writes a new folder (give a path that does "
+            "not exist, or an empty folder), or a .safetensors / .npz file"
+        )
     parent = os.path.dirname(os.path.abspath(p))
     if not os.path.isdir(parent):
         raise FormatError(f"{p}: no such directory {parent!r}")
@@ -318,19 +367,26 @@ def _export_folder(store, model: str, p: str, lay, infos, tick) -> dict:
     torch_files = sum(e["format"] == "torch" for e in entries)
     for entry in entries:
         path = entry["path"]
-        if entry["format"] == "torch":   # torch files come back as one safetensors file
-            path = DEFAULT_WEIGHTS if torch_files > 1 or path == "pytorch_model.bin" else \
-                os.path.splitext(path)[0] + formats.SAFETENSORS_SUFFIX
+        if entry["format"] == "torch":  # torch files come back as one safetensors file
+            path = (
+                DEFAULT_WEIGHTS
+                if torch_files > 1 or path == "pytorch_model.bin"
+                else os.path.splitext(path)[0] + formats.SAFETENSORS_SUFFIX
+            )
             if path in plan:
                 continue
         plan[path] = entry
     for path in side:
         if path in plan:
-            raise CorruptStoreError(f"store {store.name!r}: model {model!r} keeps a file "
-                                    f"{path!r} that is also one of its tensor files")
+            raise CorruptStoreError(
+                f"store {store.name!r}: model {model!r} keeps a file "
+                f"{path!r} that is also one of its tensor files"
+            )
         plan[path] = side[path]
     _check_tree(store, list(plan))
-    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(p))}.{secrets.token_hex(6)}.tmp")
+    tmp = os.path.join(
+        parent, f".{os.path.basename(os.path.abspath(p))}.{secrets.token_hex(6)}.tmp"
+    )
     os.mkdir(tmp)
     written = 0
     try:
@@ -343,15 +399,19 @@ def _export_folder(store, model: str, p: str, lay, infos, tick) -> dict:
             elif what["format"] == "npz":
                 # formats writes atomically beside the target: a fresh name in our folder
                 formats.write_npz(target, {n: _one(store, model, n, tick) for n in what["_names"]})
-            else:   # a fresh safetensors file: every tensor (a torch source's shards: one file)
+            else:  # a fresh safetensors file: every tensor (a torch source's shards: one file)
                 formats.write_safetensors(target, _read_all(store, model, infos, tick))
             written += os.path.getsize(target)
         os.rename(tmp, p)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"path": p, "kind": lay["kind"] if lay else "folder", "files": len(plan),
-            "bytes": written}
+    return {
+        "path": p,
+        "kind": lay["kind"] if lay else "folder",
+        "files": len(plan),
+        "bytes": written,
+    }
 
 
 def _one(store, model, name, tick):
@@ -367,8 +427,10 @@ def _check_tree(store, paths: list[str]) -> None:
         parts = path.split("/")
         for i in range(1, len(parts)):
             if "/".join(parts[:i]) in as_file:
-                raise CorruptStoreError(f"store {store.name!r}: {'/'.join(parts[:i])!r} is "
-                                        f"kept as a file and as the folder of {path!r}")
+                raise CorruptStoreError(
+                    f"store {store.name!r}: {'/'.join(parts[:i])!r} is "
+                    f"kept as a file and as the folder of {path!r}"
+                )
 
 
 def _new_file_path(root: str, rel: str) -> str:
@@ -378,7 +440,7 @@ def _new_file_path(root: str, rel: str) -> str:
     for part in parts[:-1]:
         d = os.path.join(d, part)
         if not os.path.isdir(d) or os.path.islink(d):
-            os.mkdir(d)   # FileExistsError if something else is there
+            os.mkdir(d)  # FileExistsError if something else is there
     return os.path.join(d, parts[-1])
 
 
@@ -391,13 +453,19 @@ def _write_new(path: str, chunks) -> None:
 
 # -- the file's free space -----------------------------------------------------------------------
 
+
 def free_space(conn) -> dict:
     """The database file's size and its free pages (what VACUUM would give back)."""
     page_size = conn.execute("PRAGMA page_size").get
     pages = conn.execute("PRAGMA page_count").get
     free = conn.execute("PRAGMA freelist_count").get
-    return {"page_size": page_size, "file_pages": pages, "free_pages": free,
-            "file_bytes": pages * page_size, "free_bytes": free * page_size}
+    return {
+        "page_size": page_size,
+        "file_pages": pages,
+        "free_pages": free,
+        "file_bytes": pages * page_size,
+        "free_bytes": free * page_size,
+    }
 
 
 def vacuum(conn) -> dict:
@@ -410,6 +478,9 @@ def vacuum(conn) -> dict:
     if conn.execute("PRAGMA journal_mode").get == "wal":
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     after = free_space(conn)
-    return {"bytes_before": before["file_bytes"], "bytes_after": after["file_bytes"],
-            "freed": before["file_bytes"] - after["file_bytes"],
-            "free_pages_before": before["free_pages"]}
+    return {
+        "bytes_before": before["file_bytes"],
+        "bytes_after": after["file_bytes"],
+        "freed": before["file_bytes"] - after["file_bytes"],
+        "free_pages_before": before["free_pages"],
+    }

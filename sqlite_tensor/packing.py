@@ -66,6 +66,7 @@ Measured (tests/test_packing.py; ``family_instance``, 12 models of 2000 blocks, 
 one read of exact on small instances. 100,000 blocks in 200 groups: 2-5 s (annealing and
 local search are bounded by step counts, not time).
 """
+
 from __future__ import annotations
 
 import math
@@ -74,8 +75,16 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "EXACT_MAX_BLOCKS", "pack", "lower_bounds",
-           "evaluate", "validate", "family_instance"]
+__all__ = [
+    "STRATEGIES",
+    "DEFAULT_STRATEGY",
+    "EXACT_MAX_BLOCKS",
+    "pack",
+    "lower_bounds",
+    "evaluate",
+    "validate",
+    "family_instance",
+]
 
 STRATEGIES = ("naive", "greedy", "classes", "two-stage", "affinity", "exact")
 DEFAULT_STRATEGY = "affinity"
@@ -94,13 +103,14 @@ ANNEAL_STEPS = 4000
 ANNEAL_MAX_STEPS = 300_000
 ANNEAL_MAX_WORK = 3_000_000
 ANNEAL_SEED = 20220610
-_NEAR = 0.95            # share of annealing steps aimed at a page a's groups already read
-_T0, _T1 = 1.0, 0.05    # annealing temperature, in reads, at the first and the last step
+_NEAR = 0.95  # share of annealing steps aimed at a page a's groups already read
+_T0, _T1 = 1.0, 0.05  # annealing temperature, in reads, at the first and the last step
 
-_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 # -- input -----------------------------------------------------------------------------------
+
 
 def _check_capacity(capacity) -> int:
     if isinstance(capacity, (bool, np.bool_)) or not isinstance(capacity, (int, np.integer)):
@@ -131,7 +141,8 @@ def _id_array(what: str, items) -> np.ndarray:
         items = arr.tolist()
     # fast path: plain ints within range (the common case, checked in C-speed loops)
     if all(type(b) is int for b in items) and (
-            not len(items) or _INT64_MIN <= min(items) and max(items) <= _INT64_MAX):
+        not len(items) or _INT64_MIN <= min(items) and max(items) <= _INT64_MAX
+    ):
         return np.array(items, dtype=np.int64)
     _check_ids(what, items)
     return np.array([int(b) for b in items], dtype=np.int64)
@@ -140,7 +151,9 @@ def _id_array(what: str, items) -> np.ndarray:
 def _group_array(name, group) -> np.ndarray:
     """A group's distinct block ids, sorted (the group is a set: repeats collapse)."""
     if isinstance(group, (str, bytes)) or not isinstance(group, (Iterable, np.ndarray)):
-        raise TypeError(f"group {name!r} must be an iterable of block ids, got {type(group).__name__}")
+        raise TypeError(
+            f"group {name!r} must be an iterable of block ids, got {type(group).__name__}"
+        )
     items = group.ravel() if isinstance(group, np.ndarray) else list(group)
     if len(items) == 0:
         raise ValueError(f"group {name!r} has no blocks; every group must need at least one block")
@@ -154,7 +167,9 @@ class _Instance:
     def __init__(self, groups, capacity):
         self.capacity = _check_capacity(capacity)
         if not isinstance(groups, Mapping):
-            raise TypeError(f"groups must be a mapping of name -> block ids, got {type(groups).__name__}")
+            raise TypeError(
+                f"groups must be a mapping of name -> block ids, got {type(groups).__name__}"
+            )
         if len(groups) == 0:
             raise ValueError("groups is empty: there is nothing to pack")
         self.names = list(groups)
@@ -212,10 +227,11 @@ class _Instance:
 
 
 def _chunks(seq: np.ndarray, capacity: int) -> list[np.ndarray]:
-    return [seq[i:i + capacity] for i in range(0, len(seq), capacity)]
+    return [seq[i : i + capacity] for i in range(0, len(seq), capacity)]
 
 
 # -- the paper's strategies ------------------------------------------------------------------
+
 
 def _naive(inst: _Instance) -> list[np.ndarray]:
     placed = np.zeros(inst.n, bool)
@@ -276,6 +292,7 @@ def _two_stage(inst: _Instance) -> list[np.ndarray]:
 # A page's readers are the union of its classes' group masks; its cost is their number, and
 # the total reads of the packing are the full pages' (fixed) plus the sum of these costs.
 
+
 def _union(page: dict, masks: list[int]) -> int:
     u = 0
     for c in page:
@@ -325,7 +342,7 @@ def _fill(left: dict[int, int], masks: list[int], l: int) -> list[dict]:
     while rem:
         while seeds[s] not in rem:
             s += 1
-        c, page, room, union = seeds[s], {}, l, 0   # open the page with the widest class
+        c, page, room, union = seeds[s], {}, l, 0  # open the page with the widest class
         while True:
             k = min(room, rem[c])
             page[c] = k
@@ -352,8 +369,10 @@ def _fill(left: dict[int, int], masks: list[int], l: int) -> list[dict]:
 def _take_back(page: dict, exclude: int, k: int, target: int, masks: list[int]):
     """k blocks of `page` (none of class `exclude`) to send to a page read by `target`:
     the classes adding fewest readers there first, whole ones before part of one."""
-    cands = sorted((c for c in page if c != exclude),
-                   key=lambda c: ((masks[c] & ~target).bit_count(), page[c] > k, -page[c], c))
+    cands = sorted(
+        (c for c in page if c != exclude),
+        key=lambda c: ((masks[c] & ~target).bit_count(), page[c] > k, -page[c], c),
+    )
     out, need = {}, k
     for c in cands:
         if not need:
@@ -374,7 +393,7 @@ def _local_search(layout: list[dict], masks: list[int], l: int, budget: int) -> 
     U = [_union(page, masks) for page in layout]
     cost = [u.bit_count() for u in U]
     load = [sum(page.values()) for page in layout]
-    pages_of: dict[int, set[int]] = {}         # group -> the pages it reads
+    pages_of: dict[int, set[int]] = {}  # group -> the pages it reads
     for p, u in enumerate(U):
         for g in _bits(u):
             pages_of.setdefault(g, set()).add(p)
@@ -388,7 +407,7 @@ def _local_search(layout: list[dict], masks: list[int], l: int, budget: int) -> 
                 u_rest = _union([c for c in layout[p] if c != a], masks)
                 freed = cost[p] - u_rest.bit_count()
                 readers = [pages_of[g] for g in _bits(masks[a])]
-                budget -= sum(map(len, readers))   # scanning counts as work too
+                budget -= sum(map(len, readers))  # scanning counts as work too
                 if budget <= 0:
                     return
                 near = set().union(*readers)
@@ -397,10 +416,15 @@ def _local_search(layout: list[dict], masks: list[int], l: int, budget: int) -> 
                     add = (masks[a] & ~U[q]).bit_count()
                     if q == p or (add >= freed and add):
                         continue
-                    for k in sorted({have} | {t for c, t in layout[q].items() if c != a and t < have}):
+                    for k in sorted(
+                        {have} | {t for c, t in layout[q].items() if c != a and t < have}
+                    ):
                         budget -= 1
-                        back = {} if l - load[q] >= k else \
-                            _take_back(layout[q], a, k, u_rest if k == have else U[p], masks)
+                        back = (
+                            {}
+                            if l - load[q] >= k
+                            else _take_back(layout[q], a, k, u_rest if k == have else U[p], masks)
+                        )
                         if back is None:
                             continue
                         new_p = _moved(layout[p], {a: k}, back)
@@ -441,12 +465,12 @@ def _anneal(layout: list[dict], masks: list[int], l: int, steps: int) -> None:
     cost = [u.bit_count() for u in U]
     load = [sum(page.values()) for page in layout]
     groups_of: dict[int, list[int]] = {}
-    pages_of: dict[int, list[int]] = {}        # group -> pages that may hold it (checked on use)
+    pages_of: dict[int, list[int]] = {}  # group -> pages that may hold it (checked on use)
     for p, u in enumerate(U):
         for g in _bits(u):
             pages_of.setdefault(g, []).append(p)
     current = best = sum(cost)
-    undo: list[tuple] = []                     # moves made since the best layout
+    undo: list[tuple] = []  # moves made since the best layout
     cool = math.log(_T1 / _T0) / steps
     for step in range(steps):
         p = randrange(P)
@@ -454,14 +478,14 @@ def _anneal(layout: list[dict], masks: list[int], l: int, steps: int) -> None:
         a = list(page_p)[randrange(len(page_p))]
         ma = masks[a]
         q = -1
-        if rand() < _NEAR:                     # a page already read by one of a's groups
+        if rand() < _NEAR:  # a page already read by one of a's groups
             gs = groups_of.get(a)
             if gs is None:
                 gs = groups_of[a] = list(_bits(ma))
             near = pages_of[gs[randrange(len(gs))]]
             i = randrange(len(near))
             q = near[i]
-            if not U[q] & ma:                  # stale entry: drop it
+            if not U[q] & ma:  # stale entry: drop it
                 near[i] = near[-1]
                 near.pop()
                 q = -1
@@ -524,14 +548,18 @@ def _affinity(inst: _Instance) -> list[np.ndarray]:
     _local_search(layout, masks, l, SEARCH_BUDGET)
     # a step costs about as much as the classes on a page: bound the work, not just the steps
     per_page = sum(map(len, layout)) / len(layout) if layout else 1
-    _anneal(layout, masks, l, int(min(ANNEAL_STEPS * len(layout), ANNEAL_MAX_STEPS,
-                                      ANNEAL_MAX_WORK / (1 + per_page))))
+    _anneal(
+        layout,
+        masks,
+        l,
+        int(min(ANNEAL_STEPS * len(layout), ANNEAL_MAX_STEPS, ANNEAL_MAX_WORK / (1 + per_page))),
+    )
     _local_search(layout, masks, l, SEARCH_BUDGET)
-    taken = [0] * len(left)                    # blocks of a class are interchangeable
+    taken = [0] * len(left)  # blocks of a class are interchangeable
     for page in layout:
         out = []
         for c, k in sorted(page.items()):
-            out.append(left[c][taken[c]:taken[c] + k])
+            out.append(left[c][taken[c] : taken[c] + k])
             taken[c] += k
         pages.append(np.concatenate(out))
     return pages
@@ -539,19 +567,24 @@ def _affinity(inst: _Instance) -> list[np.ndarray]:
 
 # -- exact -------------------------------------------------------------------------------------
 
+
 def _exact(inst: _Instance) -> list[np.ndarray]:
     if inst.n > EXACT_MAX_BLOCKS:
-        raise ValueError(f"strategy 'exact' solves small instances only: {inst.n} distinct blocks,"
-                         f" more than {EXACT_MAX_BLOCKS}; use {DEFAULT_STRATEGY!r}")
+        raise ValueError(
+            f"strategy 'exact' solves small instances only: {inst.n} distinct blocks,"
+            f" more than {EXACT_MAX_BLOCKS}; use {DEFAULT_STRATEGY!r}"
+        )
     l, n = inst.capacity, inst.n
     P = -(-n // l)
-    if P == 1 or l == 1:                       # one page, or a block a page: nothing to choose
+    if P == 1 or l == 1:  # one page, or a block a page: nothing to choose
         return _chunks(np.arange(n), l)
     try:
         from scipy.optimize import milp  # noqa: F401  (checked here, used by the two models)
     except ImportError as e:
-        raise ImportError("strategy 'exact' needs scipy >= 1.9 (scipy.optimize.milp);"
-                          " install scipy or use another strategy") from e
+        raise ImportError(
+            "strategy 'exact' needs scipy >= 1.9 (scipy.optimize.milp);"
+            " install scipy or use another strategy"
+        ) from e
     blocks, masks = inst.classes()
     sizes = [len(b) for b in blocks]
     if _pattern_count(sizes, l) <= EXACT_MAX_PATTERNS:
@@ -563,15 +596,15 @@ def _exact(inst: _Instance) -> list[np.ndarray]:
     for page in counts:
         out = []
         for c, k in enumerate(page):
-            out.append(blocks[c][taken[c]:taken[c] + k])
+            out.append(blocks[c][taken[c] : taken[c] + k])
             taken[c] += k
         pages.append(np.sort(np.concatenate(out)))
-    return sorted(pages, key=lambda page: page[0])   # the solver's page order is arbitrary
+    return sorted(pages, key=lambda page: page[0])  # the solver's page order is arbitrary
 
 
 def _pattern_count(sizes: list[int], l: int) -> int:
     """How many page contents (blocks of each class, 1 to l in all) there are."""
-    ways = [1] + [0] * l                       # ways[t]: contents of t blocks so far
+    ways = [1] + [0] * l  # ways[t]: contents of t blocks so far
     for s in sizes:
         ways = [sum(ways[t - k] for k in range(min(s, t) + 1)) for t in range(l + 1)]
     return sum(ways) - 1
@@ -597,8 +630,14 @@ def _patterns(sizes: list[int], l: int):
 
 def _solve(cost, A, lo, hi, upper):
     from scipy.optimize import Bounds, LinearConstraint, milp
-    res = milp(cost, constraints=LinearConstraint(A, lo, hi), integrality=np.ones(len(cost)),
-               bounds=Bounds(np.zeros(len(cost)), upper), options={"presolve": False})
+
+    res = milp(
+        cost,
+        constraints=LinearConstraint(A, lo, hi),
+        integrality=np.ones(len(cost)),
+        bounds=Bounds(np.zeros(len(cost)), upper),
+        options={"presolve": False},
+    )
     if res.x is None or res.status != 0:
         raise RuntimeError(f"exact packing failed: {res.message}")
     return np.rint(res.x).astype(np.int64)
@@ -613,7 +652,9 @@ def _exact_patterns(sizes, masks, l, P) -> list[list[int]]:
     A = np.zeros((K + 1, len(pats)))
     A[:K] = np.array(pats).T
     A[K] = 1
-    cost = np.array([_union([c for c in range(K) if pat[c]], masks).bit_count() for pat in pats], float)
+    cost = np.array(
+        [_union([c for c in range(K) if pat[c]], masks).bit_count() for pat in pats], float
+    )
     upper = np.array([min(sizes[c] // t for c, t in enumerate(pat) if t) for pat in pats], float)
     rhs = np.array(sizes + [P], float)
     x = _solve(cost, A, rhs, rhs, upper)
@@ -625,8 +666,9 @@ def _exact_assignment(inst, sizes, masks, l, P) -> list[list[int]]:
     reads page p, y[g, p] * min(|c|, l) >= z[c, p] for every class c of g; pages ordered
     by non-increasing load to break their symmetry."""
     from scipy.sparse import coo_array
+
     K, G = len(sizes), inst.G
-    nz = K * P                                 # z[c, p] at c * P + p; y[g, p] at nz + g * P + p
+    nz = K * P  # z[c, p] at c * P + p; y[g, p] at nz + g * P + p
     rows, cols, vals, lo, hi = [], [], [], [], []
 
     def row(coefs, low, high):
@@ -637,17 +679,17 @@ def _exact_assignment(inst, sizes, masks, l, P) -> list[list[int]]:
         lo.append(low)
         hi.append(high)
 
-    for c in range(K):                         # every block on some page
+    for c in range(K):  # every block on some page
         row([(c * P + p, 1) for p in range(P)], sizes[c], sizes[c])
-    for p in range(P):                         # capacity
+    for p in range(P):  # capacity
         row([(c * P + p, 1) for c in range(K)], 0, l)
-    for c in range(K):                         # a group reads each page holding its blocks
+    for c in range(K):  # a group reads each page holding its blocks
         for g in _bits(masks[c]):
             for p in range(P):
                 row([(nz + g * P + p, min(sizes[c], l)), (c * P + p, -1)], 0, np.inf)
-    for g, r in enumerate(inst.name_rank()):   # (valid, tightens the relaxation) its bound
+    for g, r in enumerate(inst.name_rank()):  # (valid, tightens the relaxation) its bound
         row([(nz + r * P + p, 1) for p in range(P)], inst.bound(inst.sizes[g]), np.inf)
-    for p in range(P - 1):                     # symmetry: pages by non-increasing load
+    for p in range(P - 1):  # symmetry: pages by non-increasing load
         row([(c * P + p, 1) for c in range(K)] + [(c * P + p + 1, -1) for c in range(K)], 0, np.inf)
     nvar = nz + G * P
     A = coo_array((vals, (rows, cols)), shape=(len(lo), nvar)).tocsr()
@@ -656,11 +698,18 @@ def _exact_assignment(inst, sizes, masks, l, P) -> list[list[int]]:
     return x[:nz].reshape(K, P).T.tolist()
 
 
-_IMPL = {"naive": _naive, "greedy": _greedy, "classes": _classes, "two-stage": _two_stage,
-         "affinity": _affinity, "exact": _exact}
+_IMPL = {
+    "naive": _naive,
+    "greedy": _greedy,
+    "classes": _classes,
+    "two-stage": _two_stage,
+    "affinity": _affinity,
+    "exact": _exact,
+}
 
 
 # -- API ---------------------------------------------------------------------------------------
+
 
 def pack(groups: Mapping, capacity: int, strategy: str = DEFAULT_STRATEGY) -> list[list[int]]:
     """Pack the blocks of `groups` into pages of at most `capacity` blocks.
@@ -671,7 +720,9 @@ def pack(groups: Mapping, capacity: int, strategy: str = DEFAULT_STRATEGY) -> li
     gives the same output. See the module docstring for the strategies.
     """
     if strategy not in _IMPL:
-        raise ValueError(f"unknown packing strategy {strategy!r}; strategies are {', '.join(STRATEGIES)}")
+        raise ValueError(
+            f"unknown packing strategy {strategy!r}; strategies are {', '.join(STRATEGIES)}"
+        )
     inst = _Instance(groups, capacity)
     return [inst.ids[page].tolist() for page in _IMPL[strategy](inst)]
 
@@ -679,8 +730,10 @@ def pack(groups: Mapping, capacity: int, strategy: str = DEFAULT_STRATEGY) -> li
 def lower_bounds(groups: Mapping, capacity: int) -> dict:
     """{"total": ceil(distinct blocks / capacity), "groups": {name: ceil(|group| / capacity)}}."""
     inst = _Instance(groups, capacity)
-    return {"total": inst.bound(inst.n),
-            "groups": {name: inst.bound(s) for name, s in zip(inst.names, inst.sizes)}}
+    return {
+        "total": inst.bound(inst.n),
+        "groups": {name: inst.bound(s) for name, s in zip(inst.names, inst.sizes)},
+    }
 
 
 def validate(pages, groups: Mapping, capacity: int) -> None:
@@ -693,7 +746,9 @@ def validate(pages, groups: Mapping, capacity: int) -> None:
 def _validate(pages, inst: _Instance) -> np.ndarray:
     """Checks a packing; returns the page of every block (by dense index)."""
     if isinstance(pages, (str, bytes, Mapping)) or not isinstance(pages, (Iterable, np.ndarray)):
-        raise TypeError(f"pages must be a list of pages (lists of block ids), got {type(pages).__name__}")
+        raise TypeError(
+            f"pages must be a list of pages (lists of block ids), got {type(pages).__name__}"
+        )
     arrays = []
     for i, page in enumerate(pages):
         if isinstance(page, (str, bytes, Mapping)) or not isinstance(page, (Iterable, np.ndarray)):
@@ -702,7 +757,9 @@ def _validate(pages, inst: _Instance) -> np.ndarray:
         if len(items) == 0:
             raise ValueError(f"page {i} is empty")
         if len(items) > inst.capacity:
-            raise ValueError(f"page {i} holds {len(items)} blocks, over the capacity of {inst.capacity}")
+            raise ValueError(
+                f"page {i} holds {len(items)} blocks, over the capacity of {inst.capacity}"
+            )
         arrays.append(_id_array(f"page {i}", items))
     if not arrays:
         raise ValueError(f"no pages, but the groups need {inst.n} blocks")
@@ -716,8 +773,10 @@ def _validate(pages, inst: _Instance) -> np.ndarray:
     seen = np.bincount(pos, minlength=inst.n)
     if (seen > 1).any():
         b = int(np.argmax(seen > 1))
-        raise ValueError(f"block {int(inst.ids[b])} is on more than one page"
-                         f" (pages {page_no[pos == b].tolist()})")
+        raise ValueError(
+            f"block {int(inst.ids[b])} is on more than one page"
+            f" (pages {page_no[pos == b].tolist()})"
+        )
     if (seen == 0).any():
         b = int(np.argmax(seen == 0))
         name = next(inst.names[g] for g, m in enumerate(inst.members) if b in m)
@@ -743,17 +802,27 @@ def evaluate(pages, groups: Mapping, capacity: int) -> dict:
         per_group[name] = {"pages": n_pages, "bound": bound, "amplification": n_pages / bound}
         reads += n_pages
     mean = float(np.mean([v["amplification"] for v in per_group.values()]))
-    return {"total_pages": int(page_of.max()) + 1, "lower_bound": inst.bound(inst.n),
-            "groups": per_group, "mean_amplification": mean, "total_reads": reads,
-            "overhead": mean - 1.0}
+    return {
+        "total_pages": int(page_of.max()) + 1,
+        "lower_bound": inst.bound(inst.n),
+        "groups": per_group,
+        "mean_amplification": mean,
+        "total_reads": reads,
+        "overhead": mean - 1.0,
+    }
 
 
 def family_instance(*args, **kwargs) -> dict[str, set[int]]:
     """Deprecated alias (docs/packing.md named it here): the generator moved to
     :func:`sqlite_tensor.testing.workloads.family_instance`."""
     import warnings
-    warnings.warn("sqlite_tensor.packing.family_instance moved to "
-                  "sqlite_tensor.testing.workloads.family_instance", DeprecationWarning,
-                  stacklevel=2)
+
+    warnings.warn(
+        "sqlite_tensor.packing.family_instance moved to "
+        "sqlite_tensor.testing.workloads.family_instance",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     from .testing.workloads import family_instance
+
     return family_instance(*args, **kwargs)

@@ -37,11 +37,12 @@ extent from the tensor's shape. <store>_blocks names (page, slot) for every bloc
 reader (cython/cache/process_pool.pxi, checks in cython/store/page_reader.pxi) checks
 offset and length against the page's size.
 """
+
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -53,14 +54,14 @@ _FORMAT = _engine.PAGE_FORMAT
 MAGIC = _FORMAT["magic"]
 VERSION = _FORMAT["version"]
 V1_HEADER_BYTES = _FORMAT["v1_header_bytes"]
-HEADER_BYTES = _FORMAT["header_bytes"]   # version 2: the slot table starts here
+HEADER_BYTES = _FORMAT["header_bytes"]  # version 2: the slot table starts here
 CHECKSUM_AT = _FORMAT["checksum_at"]
 SLOT_BYTES = _FORMAT["slot_bytes"]
 ALIGN = _FORMAT["align"]
 
-_HEADER = struct.Struct("<4sIII")       # magic, version, nslots, header bytes
+_HEADER = struct.Struct("<4sIII")  # magic, version, nslots, header bytes
 _CHECKSUM = struct.Struct("<Q")
-_SLOT = struct.Struct("<QQ")            # offset, nbytes
+_SLOT = struct.Struct("<QQ")  # offset, nbytes
 
 
 def _aligned(n: int) -> int:
@@ -85,8 +86,8 @@ class PageBuilder:
     def __init__(self, max_slots: int, max_block_bytes: int):
         self.data_start = _aligned(HEADER_BYTES + SLOT_BYTES * max_slots)
         self.buf = np.empty(self.data_start + max_slots * _aligned(max_block_bytes), np.uint8)
-        self.slots: list[tuple[int, int]] = []   # (offset, nbytes) of committed blocks
-        self.end = self.data_start               # where the next block goes
+        self.slots: list[tuple[int, int]] = []  # (offset, nbytes) of committed blocks
+        self.end = self.data_start  # where the next block goes
         self._staged = 0
 
     def __len__(self) -> int:
@@ -94,7 +95,7 @@ class PageBuilder:
 
     def stage(self, tile: np.ndarray) -> np.ndarray:
         self._staged = tile.nbytes
-        dest = self.buf[self.end:self.end + tile.nbytes]
+        dest = self.buf[self.end : self.end + tile.nbytes]
         np.copyto(dest.view(tile.dtype).reshape(tile.shape), tile)
         return dest
 
@@ -103,12 +104,14 @@ class PageBuilder:
         self.slots.append((self.end, self._staged))
         end = self.end + self._staged
         self.end = _aligned(end)
-        self.buf[end:self.end] = 0   # padding is zeros: a page's bytes are a function of its blocks
+        self.buf[end : self.end] = (
+            0  # padding is zeros: a page's bytes are a function of its blocks
+        )
         return len(self.slots) - 1
 
     def staged(self, slot: int) -> np.ndarray:
         offset, n = self.slots[slot]
-        return self.buf[offset:offset + n]
+        return self.buf[offset : offset + n]
 
     def finish(self) -> memoryview:
         """Write the header (checksum not yet sealed: insert_page / update_page seal it);
@@ -118,7 +121,7 @@ class PageBuilder:
         _CHECKSUM.pack_into(self.buf, CHECKSUM_AT, 0)
         for i, (offset, n) in enumerate(self.slots):
             _SLOT.pack_into(self.buf, HEADER_BYTES + SLOT_BYTES * i, offset, n)
-        self.buf[HEADER_BYTES + SLOT_BYTES * len(self.slots):self.data_start] = 0
+        self.buf[HEADER_BYTES + SLOT_BYTES * len(self.slots) : self.data_start] = 0
         last = self.slots[-1][0] + self.slots[-1][1] if self.slots else self.data_start
         return memoryview(self.buf)[:last]
 
@@ -172,16 +175,20 @@ def insert_page(conn, tables, page, nblocks: int) -> int:
     the caller's write transaction, so the id cannot be taken meanwhile."""
     page_id = conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {tables.pages}").get
     page = seal(page, page_id)
-    conn.execute(f"INSERT INTO {tables.pages}(id, nblocks, nbytes, data) VALUES (?, ?, ?, ?)",
-                 (page_id, nblocks, len(page), page))
+    conn.execute(
+        f"INSERT INTO {tables.pages}(id, nblocks, nbytes, data) VALUES (?, ?, ?, ?)",
+        (page_id, nblocks, len(page), page),
+    )
     return page_id
 
 
 def update_page(conn, tables, page_id: int, page, nblocks: int) -> None:
     """Replace a page row's bytes (sealed with its id)."""
     page = seal(page, page_id)
-    conn.execute(f"UPDATE {tables.pages} SET nblocks = ?, nbytes = ?, data = ? WHERE id = ?",
-                 (nblocks, len(page), page, page_id))
+    conn.execute(
+        f"UPDATE {tables.pages} SET nblocks = ?, nbytes = ?, data = ? WHERE id = ?",
+        (nblocks, len(page), page, page_id),
+    )
 
 
 @dataclass(frozen=True)
@@ -189,7 +196,7 @@ class Header:
     version: int
     nslots: int
     data_start: int
-    checksum: int | None     # None for version 1
+    checksum: int | None  # None for version 1
 
 
 def header(page) -> Header:
@@ -198,7 +205,9 @@ def header(page) -> Header:
         raise ValueError(f"{len(page)} bytes, shorter than the {V1_HEADER_BYTES}-byte page header")
     magic, version, nslots, start = _HEADER.unpack_from(page, 0)
     if magic != MAGIC or version not in (1, 2):
-        raise ValueError(f"not a version-{VERSION} page (magic {bytes(magic)!r}, version {version})")
+        raise ValueError(
+            f"not a version-{VERSION} page (magic {bytes(magic)!r}, version {version})"
+        )
     if version == 2 and len(page) < HEADER_BYTES:
         raise ValueError(f"{len(page)} bytes, shorter than the {HEADER_BYTES}-byte page header")
     if slots_at(version) + SLOT_BYTES * nslots > len(page):
@@ -212,7 +221,9 @@ def slot_range(head, slot: int) -> tuple[int, int]:
     (or the whole page)."""
     magic, version, nslots, _ = _HEADER.unpack_from(head, 0)
     if magic != MAGIC or version not in (1, 2):
-        raise ValueError(f"not a version-{VERSION} page (magic {bytes(magic)!r}, version {version})")
+        raise ValueError(
+            f"not a version-{VERSION} page (magic {bytes(magic)!r}, version {version})"
+        )
     if not 0 <= slot < nslots:
         raise ValueError(f"slot {slot} out of range: the page has {nslots} slots")
     at = slots_at(version) + SLOT_BYTES * slot
@@ -240,6 +251,8 @@ def read_slots(page, page_id: int | None = None) -> list[memoryview]:
     for i in range(head.nslots):
         off, n = slot_range(page, i)
         if off + n > len(page):
-            raise ValueError(f"slot {i} ({n} bytes at {off}) runs past the page's {len(page)} bytes")
-        out.append(view[off:off + n])
+            raise ValueError(
+                f"slot {i} ({n} bytes at {off}) runs past the page's {len(page)} bytes"
+            )
+        out.append(view[off : off + n])
     return out

@@ -11,6 +11,7 @@ datasette lists a table's columns with ``PRAGMA table_xinfo``, which includes th
 wrapper below gives the table pages of both ``?_nocol=data`` unless the request names its
 columns itself (``?_col=data`` still shows them).
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,13 +32,16 @@ def prepare_connection(conn):
     opens files without stores) and say why once, when the file holds a store."""
     global _warned
     from .connection import load
+
     try:
         load(conn)
     except Exception as e:  # noqa: BLE001 - a plugin must not take the host down
         if not _warned and _has_store(conn):
             _warned = True
-            print(f"sqlite-tensor: not loaded, so this file's tensor stores cannot be read: "
-                  f"{e}", file=sys.stderr)
+            print(
+                f"sqlite-tensor: not loaded, so this file's tensor stores cannot be read: {e}",
+                file=sys.stderr,
+            )
 
 
 def _has_store(conn) -> bool:
@@ -47,8 +51,10 @@ def _has_store(conn) -> bool:
         return False
 
 
-STORE_TABLES_SQL = ("SELECT name FROM sqlite_schema WHERE type = 'table'"
-                    " AND sql LIKE 'CREATE VIRTUAL TABLE%USING tensor_store%'")
+STORE_TABLES_SQL = (
+    "SELECT name FROM sqlite_schema WHERE type = 'table'"
+    " AND sql LIKE 'CREATE VIRTUAL TABLE%USING tensor_store%'"
+)
 
 
 async def _is_store(datasette, database: str, table: str) -> bool:
@@ -72,19 +78,22 @@ def asgi_wrapper(datasette):
         async def without_data(scope, receive, send):
             if scope.get("type") == "http":
                 parts = scope.get("path", "").strip("/").split("/")
-                query = parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                                  keep_blank_values=True)
+                query = parse_qsl(
+                    scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+                )
                 if len(parts) == 2 and not any(k in ("_col", "_nocol") for k, _ in query):
                     database, table = tilde_decode(parts[0]), tilde_decode(parts[1])
                     for suffix in (".json", ".csv"):
                         if table.endswith(suffix) and await _is_store(
-                                datasette, database, table[:-len(suffix)]):
-                            table = table[:-len(suffix)]
+                            datasette, database, table[: -len(suffix)]
+                        ):
+                            table = table[: -len(suffix)]
                             break
                     if await _is_store(datasette, database, table):
                         query.append(("_nocol", "data"))
                         scope = dict(scope, query_string=urlencode(query).encode("latin-1"))
             await app(scope, receive, send)
+
         return without_data
 
     return wrap

@@ -10,6 +10,7 @@ algorithms live in Python (page packing) are reachable from SQL only where Pytho
 Both write, so both are SQLITE_DIRECTONLY: a view or trigger (which a database file may
 carry) cannot call them. tensor_dedup's validation query must be one read-only SELECT.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,12 +21,10 @@ import numpy as np
 
 from .errors import TensorStoreError
 
-
 # Functions that write: refused in views and triggers, where a file could put a call.
 WRITES = apsw.SQLITE_DIRECTONLY
 # What the validation query may do when it is prepared (sqlite3_set_authorizer): read.
-_QUERY_ACTIONS = {apsw.SQLITE_SELECT, apsw.SQLITE_READ, apsw.SQLITE_FUNCTION,
-                  apsw.SQLITE_RECURSIVE}
+_QUERY_ACTIONS = {apsw.SQLITE_SELECT, apsw.SQLITE_READ, apsw.SQLITE_FUNCTION, apsw.SQLITE_RECURSIVE}
 _REFUSED_FUNCTIONS = {"tensor_pack", "tensor_dedup", "load_extension"}
 
 
@@ -34,6 +33,7 @@ def register(conn: apsw.Connection) -> None:
 
     def pack(store, strategy=None, by="model"):
         from .store import Store
+
         for what, value in (("store", store), ("strategy", strategy), ("by", by)):
             if value is not None and not isinstance(value, str):
                 raise apsw.SQLError(f"tensor_pack: {what} must be text, got {type(value).__name__}")
@@ -51,11 +51,14 @@ def register(conn: apsw.Connection) -> None:
     def dedup(store, max_drop=None, validation=None, options=None):
         from .dedup import accuracy
         from .store import Store
+
         if store is None or not isinstance(store, str):
             raise apsw.SQLError("tensor_dedup: the store name must be text")
         if not isinstance(validation, str):
-            raise apsw.SQLError("tensor_dedup: the third argument must be a query giving "
-                                "(model, input, label) rows of validation data")
+            raise apsw.SQLError(
+                "tensor_dedup: the third argument must be a query giving "
+                "(model, input, label) rows of validation data"
+            )
         try:
             kwargs = json.loads(options) if options is not None else {}
             if not isinstance(kwargs, dict):
@@ -78,9 +81,11 @@ def _query_rows(conn, query: str) -> list[tuple]:
     under an authorizer that allows only reading (no ATTACH, PRAGMA, transaction control,
     writes, nor a function that writes), its statement must be read-only
     (sqlite3_stmt_readonly), and a second statement is refused before it runs."""
+
     def authorize(action, name, name2, database, trigger_or_view):
-        if action not in _QUERY_ACTIONS or (action == apsw.SQLITE_FUNCTION
-                                            and name2.lower() in _REFUSED_FUNCTIONS):
+        if action not in _QUERY_ACTIONS or (
+            action == apsw.SQLITE_FUNCTION and name2.lower() in _REFUSED_FUNCTIONS
+        ):
             return apsw.SQLITE_DENY
         return apsw.SQLITE_OK
 
@@ -88,11 +93,13 @@ def _query_rows(conn, query: str) -> list[tuple]:
 
     def one_read_only(cursor, sql, bindings):
         if not cursor.has_vdbe:
-            return True   # a trailing comment: nothing to run
+            return True  # a trailing comment: nothing to run
         statements.append(sql)
         if len(statements) > 1:
-            raise ValueError(f"the validation query must be one statement; "
-                             f"{sql.strip()[:60]!r} follows the first")
+            raise ValueError(
+                f"the validation query must be one statement; "
+                f"{sql.strip()[:60]!r} follows the first"
+            )
         if not cursor.is_readonly:
             raise ValueError(f"the validation query must only read; {sql.strip()[:60]!r} writes")
         return True
@@ -119,12 +126,15 @@ def _validation_sets(conn, store, query: str):
     rows: dict[str, tuple[list, list]] = {}
     for row in _query_rows(conn, query):
         if len(row) != 3:
-            raise ValueError(f"the validation query must give 3 columns (model, input, label), "
-                             f"got {len(row)}")
+            raise ValueError(
+                f"the validation query must give 3 columns (model, input, label), got {len(row)}"
+            )
         model, value, label = row
         if not isinstance(model, str) or not isinstance(label, int):
-            raise ValueError(f"validation row ({model!r}, ..., {label!r}): model must be text "
-                             "and label an integer")
+            raise ValueError(
+                f"validation row ({model!r}, ..., {label!r}): model must be text "
+                "and label an integer"
+            )
         inputs, labels = rows.setdefault(model, ([], []))
         inputs.append(value)
         labels.append(label)
@@ -139,8 +149,14 @@ def _validation_sets(conn, store, query: str):
         elif op == "embedding":
             x[model] = np.asarray(inputs, np.int64)
         else:
-            x[model] = np.stack([np.frombuffer(v, "<f4") if isinstance(v, bytes)
-                                 else np.asarray(_json_list(v, model), np.float32) for v in inputs])
+            x[model] = np.stack(
+                [
+                    np.frombuffer(v, "<f4")
+                    if isinstance(v, bytes)
+                    else np.asarray(_json_list(v, model), np.float32)
+                    for v in inputs
+                ]
+            )
         y[model] = np.asarray(labels, np.int64)
     return x, y
 
@@ -148,5 +164,7 @@ def _validation_sets(conn, store, query: str):
 def _json_list(value, model):
     items = json.loads(value) if isinstance(value, str) else None
     if not isinstance(items, list):
-        raise ValueError(f"validation input for model {model!r} must be a JSON array, got {value!r}")
+        raise ValueError(
+            f"validation input for model {model!r} must be a JSON array, got {value!r}"
+        )
     return items

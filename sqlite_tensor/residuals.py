@@ -35,6 +35,7 @@ scale 0. The compiled engine (cython/store/page_reader.pxi, cython/inference/ker
 reads the same layout: low-rank residuals are multiplied as two thin products, never
 expanded, quantized ones are dequantized into a scratch tile.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -67,10 +68,16 @@ def _check(kind, param, rows, cols) -> tuple[int, int, int, int]:
     if kind == LOWRANK:
         param = _positive_int("rank", param)
         if param > min(rows, cols):
-            raise ValueError(f"rank {param} is more than min(rows, cols) = {min(rows, cols)} for a "
-                             f"{rows} x {cols} tile")
+            raise ValueError(
+                f"rank {param} is more than min(rows, cols) = {min(rows, cols)} for a "
+                f"{rows} x {cols} tile"
+            )
     else:
-        if isinstance(param, bool) or not isinstance(param, (int, np.integer)) or int(param) not in BITS:
+        if (
+            isinstance(param, bool)
+            or not isinstance(param, (int, np.integer))
+            or int(param) not in BITS
+        ):
             raise ValueError(f"bits must be 2, 4 or 8, got {param!r}")
         param = int(param)
     return kind, param, rows, cols
@@ -123,7 +130,7 @@ def encode_quantized(delta, bits) -> bytes:
     levels = np.clip(np.rint(d / safe), -top, top)
     levels[scale == 0] = 0
     codes = (levels + q).astype(np.uint8)
-    per = 8 // bits                                   # codes per byte
+    per = 8 // bits  # codes per byte
     row_bytes = _row_bytes(cols, bits)
     padded = np.zeros((rows, row_bytes * per), np.uint8)
     padded[:, :cols] = codes
@@ -141,17 +148,19 @@ def decode(kind, param, rows, cols, payload) -> np.ndarray:
         raise ValueError(f"a payload is bytes, got {type(payload).__name__}") from None
     want = payload_bytes(kind, param, rows, cols)
     if len(buf) != want:
-        raise ValueError(f"a {KINDS[kind]} residual of a {rows} x {cols} tile with param {param} "
-                         f"has {want} bytes, got {len(buf)}")
+        raise ValueError(
+            f"a {KINDS[kind]} residual of a {rows} x {cols} tile with param {param} "
+            f"has {want} bytes, got {len(buf)}"
+        )
     raw = np.frombuffer(buf, np.uint8)
     if kind == LOWRANK:
-        U = raw[:rows * param * 4].view("<f4").reshape(rows, param).astype(np.float64)
-        V = raw[rows * param * 4:].view("<f4").reshape(cols, param).astype(np.float64)
+        U = raw[: rows * param * 4].view("<f4").reshape(rows, param).astype(np.float64)
+        V = raw[rows * param * 4 :].view("<f4").reshape(cols, param).astype(np.float64)
         return (U @ V.T).astype(np.float32)
     bits = param
-    scale = raw[:rows * 4].view("<f4").astype(np.float32)
+    scale = raw[: rows * 4].view("<f4").astype(np.float32)
     row_bytes = _row_bytes(cols, bits)
-    packed = raw[rows * 4:].reshape(rows, row_bytes)
+    packed = raw[rows * 4 :].reshape(rows, row_bytes)
     j = np.arange(cols)
     codes = (packed[:, (j * bits) // 8] >> ((j * bits) % 8).astype(np.uint8)) & ((1 << bits) - 1)
     q = 1 << (bits - 1)

@@ -4,6 +4,7 @@ The compiled engine owns the schema: it creates and upgrades these tables (st_st
 cython/store/store_vtab.pxi) and declares them with xShadowName (st_shadow_parts in
 cython/store/sql_text.pxi); PARTS is the engine's list.
 """
+
 from __future__ import annotations
 
 from . import _engine
@@ -21,6 +22,6 @@ class Tables:
 
     def __init__(self, store: str):
         self.store = store
-        self.pages_unquoted = f"{store}_pages"   # for blob_open, which takes a bare name
+        self.pages_unquoted = f"{store}_pages"  # for blob_open, which takes a bare name
         for part in PARTS:
             setattr(self, part, quote(f"{store}_{part}"))

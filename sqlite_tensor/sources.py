@@ -18,6 +18,7 @@ is refused: stored alone it would be half a model.
 Every error is a :class:`FormatError` naming the file and the problem. The layout is
 written by :mod:`sqlite_tensor.model_files`, which also checks it when it reads it back.
 """
+
 from __future__ import annotations
 
 import base64
@@ -39,15 +40,28 @@ FOLDER_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json"
 SHARD_NAME = re.compile(r"-(\d+)-of-(\d+)\.(safetensors|bin)$")
 # Other copies of the weights a downloaded folder often holds (TensorFlow, Flax, ONNX,
 # OpenVINO, GGUF, ...): not kept, the store holds the weights once, deduplicated.
-OTHER_WEIGHTS = (".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".onnx_data", ".ckpt",
-                 ".gguf", ".tflite", ".ot", ".safetensors", ".pb")
-SKIPPED_DIRS = (".git", ".cache")   # .cache/huggingface: the downloader's bookkeeping
+OTHER_WEIGHTS = (
+    ".bin",
+    ".pt",
+    ".pth",
+    ".h5",
+    ".msgpack",
+    ".onnx",
+    ".onnx_data",
+    ".ckpt",
+    ".gguf",
+    ".tflite",
+    ".ot",
+    ".safetensors",
+    ".pb",
+)
+SKIPPED_DIRS = (".git", ".cache")  # .cache/huggingface: the downloader's bookkeeping
 
 # Bounds on the files kept with a model (also checked when they are read back).
 MAX_FILE_BYTES = 256 * 2**20
 MAX_FILES = 10_000
 MAX_TOTAL_FILE_BYTES = 2**30
-MAX_GAP_BYTES = 16 * 2**20   # bytes of a safetensors data buffer that are in no tensor
+MAX_GAP_BYTES = 16 * 2**20  # bytes of a safetensors data buffer that are in no tensor
 MAX_PATH_CHARS = 1024
 
 
@@ -56,11 +70,11 @@ class Source:
     """A model read from disk."""
 
     path: str
-    kind: str                                    # safetensors, npz, folder, sharded, torch
+    kind: str  # safetensors, npz, folder, sharded, torch
     tensors: dict[str, np.ndarray]
-    files: dict[str, bytes] = field(default_factory=dict)    # relative path -> bytes
-    layout: dict = field(default_factory=dict)   # how the tensors were laid out in files
-    skipped: list[tuple[str, int]] = field(default_factory=list)   # (path, bytes) not kept
+    files: dict[str, bytes] = field(default_factory=dict)  # relative path -> bytes
+    layout: dict = field(default_factory=dict)  # how the tensors were laid out in files
+    skipped: list[tuple[str, int]] = field(default_factory=list)  # (path, bytes) not kept
 
     @property
     def file_bytes(self) -> int:
@@ -76,15 +90,19 @@ def check_path(path: object, where: str = "") -> str:
     if len(path) > MAX_PATH_CHARS:
         raise FormatError(f"{prefix}file path of {len(path)} characters (limit {MAX_PATH_CHARS})")
     if path.startswith("/"):
-        raise FormatError(f"{prefix}file path {path!r} is absolute; only paths inside the "
-                          "model's folder are allowed")
+        raise FormatError(
+            f"{prefix}file path {path!r} is absolute; only paths inside the "
+            "model's folder are allowed"
+        )
     bad = [c for c in path if c == "\\" or ord(c) < 32 or c == "\x7f"]
     if bad:
         raise FormatError(f"{prefix}file path {path!r} contains {bad[0]!r}, which is not allowed")
     for part in path.split("/"):
         if part in ("", ".", ".."):
-            raise FormatError(f"{prefix}file path {path!r} has a {part or 'empty'!r} part; "
-                              "only plain names inside the model's folder are allowed")
+            raise FormatError(
+                f"{prefix}file path {path!r} has a {part or 'empty'!r} part; "
+                "only plain names inside the model's folder are allowed"
+            )
         if len(part.encode("utf-8", "surrogatepass")) > 255:
             raise FormatError(f"{prefix}file path {path!r} has a part over 255 bytes")
     try:
@@ -104,8 +122,7 @@ def read_source(path, *, progress=None) -> Source:
         raise FormatError(f"{p}: no such file or folder")
     name = os.path.basename(p)
     if name.endswith(INDEX_SUFFIX):
-        return _read_folder(os.path.dirname(os.path.abspath(p)), progress, index=name,
-                            shown=p)
+        return _read_folder(os.path.dirname(os.path.abspath(p)), progress, index=name, shown=p)
     suffix = os.path.splitext(name)[1].lower()
     if suffix in (formats.SAFETENSORS_SUFFIX, *TORCH_SUFFIXES):
         _refuse_lone_shard(p)
@@ -121,7 +138,8 @@ def read_source(path, *, progress=None) -> Source:
     raise FormatError(
         f"{p}: unsupported file type {suffix or '(no suffix)'!r}; a model is a .safetensors, "
         ".npz, .bin/.pt/.pth file, a Hugging Face folder or a sharded checkpoint's "
-        "index (*.safetensors.index.json) or folder")
+        "index (*.safetensors.index.json) or folder"
+    )
 
 
 def _layout(kind: str, files: list[dict]) -> dict:
@@ -147,14 +165,18 @@ def _refuse_lone_shard(p: str) -> None:
     except OSError:
         pass
     if index is not None:
-        raise FormatError(f"{p}: is one shard of the checkpoint "
-                          f"{os.path.join(os.path.dirname(p), index)};"
-                          " stored alone it would be part of a model: add the index file or "
-                          "its folder instead")
+        raise FormatError(
+            f"{p}: is one shard of the checkpoint "
+            f"{os.path.join(os.path.dirname(p), index)};"
+            " stored alone it would be part of a model: add the index file or "
+            "its folder instead"
+        )
     if m is not None:
-        raise FormatError(f"{p}: is shard {int(m.group(1))} of {int(m.group(2))} of a sharded "
-                          "checkpoint; stored alone it would be part of a model: add the "
-                          "checkpoint's index file (model.safetensors.index.json) or its folder")
+        raise FormatError(
+            f"{p}: is shard {int(m.group(1))} of {int(m.group(2))} of a sharded "
+            "checkpoint; stored alone it would be part of a model: add the "
+            "checkpoint's index file (model.safetensors.index.json) or its folder"
+        )
 
 
 def _read_tensor_file(p: str, rel: str, progress) -> tuple[dict[str, np.ndarray], dict]:
@@ -165,8 +187,12 @@ def _read_tensor_file(p: str, rel: str, progress) -> tuple[dict[str, np.ndarray]
         progress(0, size, rel)
     if suffix == formats.SAFETENSORS_SUFFIX:
         tensors, _, header, data_len = formats.read_safetensors_file(p)
-        entry = {"path": rel, "format": "safetensors", "header": header.decode("utf-8"),
-                 "data_bytes": data_len}
+        entry = {
+            "path": rel,
+            "format": "safetensors",
+            "header": header.decode("utf-8"),
+            "data_bytes": data_len,
+        }
         gaps = _gaps(p, header, data_len, tensors)
         if gaps:
             entry["gaps"] = gaps
@@ -195,8 +221,10 @@ def _gaps(p: str, header: bytes, data_len: int, tensors) -> list:
     if not total:
         return []
     if total > MAX_GAP_BYTES:
-        raise FormatError(f"{p}: {total} bytes of its data buffer are in no tensor "
-                          f"(limit {MAX_GAP_BYTES}); not a file a safetensors writer made")
+        raise FormatError(
+            f"{p}: {total} bytes of its data buffer are in no tensor "
+            f"(limit {MAX_GAP_BYTES}); not a file a safetensors writer made"
+        )
     out = []
     with open(p, "rb") as f:
         for b, e in holes:
@@ -218,28 +246,37 @@ def read_torch(path) -> dict[str, np.ndarray]:
             "https://download.pytorch.org/whl/cpu), or convert the file to .safetensors"
         ) from None
     import pickle
+
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FormatError(f"{p}: no such file") from None
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise FormatError(f"{p}: refused by torch.load(weights_only=True): it holds more than "
-                          f"tensors ({first[:200]})") from None
-    except Exception as e:   # torch raises RuntimeError, EOFError, ... for damaged files
-        raise FormatError(f"{p}: not a PyTorch file torch can read ({type(e).__name__}: "
-                          f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from None
+        raise FormatError(
+            f"{p}: refused by torch.load(weights_only=True): it holds more than "
+            f"tensors ({first[:200]})"
+        ) from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, ... for damaged files
+        raise FormatError(
+            f"{p}: not a PyTorch file torch can read ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})"
+        ) from None
     state = obj
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        state = obj["state_dict"]   # a training checkpoint: the weights are in there
+        state = obj["state_dict"]  # a training checkpoint: the weights are in there
     if not isinstance(state, dict) or not state:
-        raise FormatError(f"{p}: holds a {type(state).__name__}, not a state dict "
-                          "(a dict of tensor names to tensors)")
+        raise FormatError(
+            f"{p}: holds a {type(state).__name__}, not a state dict "
+            "(a dict of tensor names to tensors)"
+        )
     out = {}
     for name, t in state.items():
         if not isinstance(name, str) or not isinstance(t, torch.Tensor):
-            raise FormatError(f"{p}: entry {name!r} is a {type(t).__name__}, not a tensor; "
-                              "only a flat dict of tensors can be stored")
+            raise FormatError(
+                f"{p}: entry {name!r} is a {type(t).__name__}, not a tensor; "
+                "only a flat dict of tensors can be stored"
+            )
         out[name] = _torch_to_numpy(p, name, t, torch)
     return out
 
@@ -248,8 +285,9 @@ def _torch_to_numpy(p: str, name: str, t, torch) -> np.ndarray:
     t = t.detach().cpu().contiguous()
     dtype_name = str(t.dtype).removeprefix("torch.")
     if dtype_name not in dtypes.NAMES:
-        raise FormatError(f"{p}: tensor {name!r} is {t.dtype}; supported: "
-                          f"{', '.join(dtypes.NAMES)}")
+        raise FormatError(
+            f"{p}: tensor {name!r} is {t.dtype}; supported: {', '.join(dtypes.NAMES)}"
+        )
     target = dtypes.numpy_dtype(dtype_name)
     if dtype_name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
         raw = t.view(torch.int16 if target.itemsize == 2 else torch.uint8).numpy()
@@ -257,8 +295,9 @@ def _torch_to_numpy(p: str, name: str, t, torch) -> np.ndarray:
     return t.numpy().copy()
 
 
-def _read_folder(folder: str, progress, *, index: str | None = None,
-                 shown: str | None = None) -> Source:
+def _read_folder(
+    folder: str, progress, *, index: str | None = None, shown: str | None = None
+) -> Source:
     shown = shown or folder
     names = set(os.listdir(folder))
     if index is None:
@@ -278,8 +317,10 @@ def _read_folder(folder: str, progress, *, index: str | None = None,
                 weights = lone
         if not weights:
             found = ", ".join(sorted(names)[:12]) or "nothing"
-            raise FormatError(f"{shown}: no model weights in this folder: expected "
-                              f"{' or '.join(FOLDER_WEIGHTS + FOLDER_INDEXES)} (found {found})")
+            raise FormatError(
+                f"{shown}: no model weights in this folder: expected "
+                f"{' or '.join(FOLDER_WEIGHTS + FOLDER_INDEXES)} (found {found})"
+            )
         if SHARD_NAME.search(weights[0]):
             _refuse_lone_shard(os.path.join(folder, weights[0]))
         kind = "folder"
@@ -293,8 +334,9 @@ def _read_folder(folder: str, progress, *, index: str | None = None,
         done += os.path.getsize(os.path.join(folder, w))
         for tname in part:
             if tname in tensors:
-                raise FormatError(f"{shown}: tensor {tname!r} is in two tensor files "
-                                  f"(the second is {w})")
+                raise FormatError(
+                    f"{shown}: tensor {tname!r} is in two tensor files (the second is {w})"
+                )
         tensors.update(part)
         entries.append(entry)
     files, skipped = _side_files(folder, set(weights), shown)
@@ -316,21 +358,27 @@ def _shards(index_path: str) -> list[str]:
         raise FormatError(f"{index_path}: not valid JSON ({e})") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
-        raise FormatError(f"{index_path}: has no weight_map (tensor name -> shard file); "
-                          "not a sharded checkpoint's index")
+        raise FormatError(
+            f"{index_path}: has no weight_map (tensor name -> shard file); "
+            "not a sharded checkpoint's index"
+        )
     shards = []
     for tensor, shard in weight_map.items():
         if not isinstance(shard, str) or "/" in shard or shard in (".", ".."):
-            raise FormatError(f"{index_path}: weight_map[{tensor!r}] is {shard!r}, not the "
-                              "name of a file beside the index")
+            raise FormatError(
+                f"{index_path}: weight_map[{tensor!r}] is {shard!r}, not the "
+                "name of a file beside the index"
+            )
         check_path(shard, index_path)
         if shard not in shards:
             shards.append(shard)
     folder = os.path.dirname(index_path)
     missing = [s for s in shards if not os.path.isfile(os.path.join(folder, s))]
     if missing:
-        raise FormatError(f"{index_path}: names {len(missing)} shard file(s) that are not "
-                          f"there: {', '.join(missing[:5])}")
+        raise FormatError(
+            f"{index_path}: names {len(missing)} shard file(s) that are not "
+            f"there: {', '.join(missing[:5])}"
+        )
     return sorted(shards)
 
 
@@ -340,7 +388,7 @@ def _side_files(folder: str, weights: set[str], shown: str) -> tuple[dict[str, b
     files: dict[str, bytes] = {}
     skipped = []
     total = 0
-    for root, dirs, names in os.walk(folder):   # symlinked files are read (HF cache)
+    for root, dirs, names in os.walk(folder):  # symlinked files are read (HF cache)
         rel_root = os.path.relpath(root, folder)
         dirs[:] = sorted(d for d in dirs if not (rel_root == "." and d in SKIPPED_DIRS))
         for n in sorted(names):
@@ -354,12 +402,16 @@ def _side_files(folder: str, weights: set[str], shown: str) -> tuple[dict[str, b
                 continue
             check_path(rel, shown)
             if size > MAX_FILE_BYTES:
-                raise FormatError(f"{shown}: {rel} is {size} bytes; files kept with a model are "
-                                  f"at most {MAX_FILE_BYTES} bytes each")
+                raise FormatError(
+                    f"{shown}: {rel} is {size} bytes; files kept with a model are "
+                    f"at most {MAX_FILE_BYTES} bytes each"
+                )
             total += size
             if total > MAX_TOTAL_FILE_BYTES or len(files) >= MAX_FILES:
-                raise FormatError(f"{shown}: over {MAX_FILES} files or {MAX_TOTAL_FILE_BYTES} "
-                                  "bytes besides the weights; is this a model folder?")
+                raise FormatError(
+                    f"{shown}: over {MAX_FILES} files or {MAX_TOTAL_FILE_BYTES} "
+                    "bytes besides the weights; is this a model folder?"
+                )
             with open(full, "rb") as f:
                 files[rel] = f.read()
     return files, skipped

@@ -3,6 +3,7 @@
 Stores use small block shapes (3 x 5, two blocks a page) so that even tiny tensors have
 edge tiles, several blocks and several pages.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,9 +22,21 @@ SMALL = dict(block_rows=3, block_cols=5, page_blocks=2)
 
 # Every dtype a store keeps, as numpy dtypes.
 ALL_DTYPES = [
-    np.float32, np.float16, ml_dtypes.bfloat16, np.float64, ml_dtypes.float8_e4m3fn,
-    ml_dtypes.float8_e5m2, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
-    np.uint32, np.uint64, np.bool_,
+    np.float32,
+    np.float16,
+    ml_dtypes.bfloat16,
+    np.float64,
+    ml_dtypes.float8_e4m3fn,
+    ml_dtypes.float8_e5m2,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.bool_,
 ]
 
 
@@ -49,8 +62,9 @@ def dump(conn, store: str = "tensors") -> dict:
     out = {"schema": sorted(conn.execute("SELECT type, name, sql FROM sqlite_schema"))}
     for part in PARTS:
         table = getattr(t, part)
-        if conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = ?",
-                        (f"{store}_{part}",)).get:
+        if conn.execute(
+            "SELECT count(*) FROM sqlite_schema WHERE name = ?", (f"{store}_{part}",)
+        ).get:
             out[part] = sorted(conn.execute(f"SELECT * FROM {table}"), key=repr)
     return out
 

@@ -2,6 +2,7 @@
 package (the reference writer, not ours) and numpy: a Hugging Face folder, a sentence-
 transformers folder, a sharded checkpoint. Deterministic: the same arguments give the
 same bytes."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ from safetensors.numpy import save_file
 MINILM = dict(vocab=30522, hidden=384, layers=6, intermediate=1536, positions=512)
 
 
-def bert_tensors(vocab=1000, hidden=32, layers=2, intermediate=64, positions=64,
-                 seed=0) -> dict[str, np.ndarray]:
+def bert_tensors(
+    vocab=1000, hidden=32, layers=2, intermediate=64, positions=64, seed=0
+) -> dict[str, np.ndarray]:
     """A BERT-like state dict (names and shapes as transformers writes them): with
     MINILM's sizes, 104 tensors and about 90 MB of float32."""
     rng = np.random.default_rng(seed)
@@ -23,12 +25,14 @@ def bert_tensors(vocab=1000, hidden=32, layers=2, intermediate=64, positions=64,
     def w(*shape):
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
 
-    t = {"embeddings.word_embeddings.weight": w(vocab, hidden),
-         "embeddings.position_embeddings.weight": w(positions, hidden),
-         "embeddings.token_type_embeddings.weight": w(2, hidden),
-         "embeddings.LayerNorm.weight": np.ones(hidden, np.float32),
-         "embeddings.LayerNorm.bias": np.zeros(hidden, np.float32),
-         "embeddings.position_ids": np.arange(positions, dtype=np.int64)[None, :]}
+    t = {
+        "embeddings.word_embeddings.weight": w(vocab, hidden),
+        "embeddings.position_embeddings.weight": w(positions, hidden),
+        "embeddings.token_type_embeddings.weight": w(2, hidden),
+        "embeddings.LayerNorm.weight": np.ones(hidden, np.float32),
+        "embeddings.LayerNorm.bias": np.zeros(hidden, np.float32),
+        "embeddings.position_ids": np.arange(positions, dtype=np.int64)[None, :],
+    }
     for i in range(layers):
         p = f"encoder.layer.{i}."
         for part in ("query", "key", "value"):
@@ -50,18 +54,28 @@ def bert_tensors(vocab=1000, hidden=32, layers=2, intermediate=64, positions=64,
 
 
 SIDE_FILES = {
-    "config.json": json.dumps({"architectures": ["BertModel"], "hidden_size": 32,
-                               "model_type": "bert"}, indent=2) + "\n",
-    "tokenizer.json": json.dumps({"version": "1.0", "model": {"type": "WordPiece",
-                                                             "vocab": {"[PAD]": 0, "é": 1}}}),
+    "config.json": json.dumps(
+        {"architectures": ["BertModel"], "hidden_size": 32, "model_type": "bert"}, indent=2
+    )
+    + "\n",
+    "tokenizer.json": json.dumps(
+        {"version": "1.0", "model": {"type": "WordPiece", "vocab": {"[PAD]": 0, "é": 1}}}
+    ),
     "tokenizer_config.json": '{"do_lower_case": true}\n',
     "special_tokens_map.json": '{"cls_token": "[CLS]", "sep_token": "[SEP]"}\n',
     "vocab.txt": "[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n",
     # sentence-transformers
-    "modules.json": json.dumps([{"idx": 0, "name": "0", "path": "", "type":
-                                 "sentence_transformers.models.Transformer"},
-                                {"idx": 1, "name": "1", "path": "1_Pooling", "type":
-                                 "sentence_transformers.models.Pooling"}]),
+    "modules.json": json.dumps(
+        [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling",
+            },
+        ]
+    ),
     "config_sentence_transformers.json": '{"__version__": {"sentence_transformers": "2.2.2"}}',
     "sentence_bert_config.json": '{"max_seq_length": 256, "do_lower_case": false}',
     "1_Pooling/config.json": '{"word_embedding_dimension": 32, "pooling_mode_mean_tokens": true}',
@@ -74,19 +88,24 @@ def write_side_files(folder: Path, files=SIDE_FILES) -> None:
         (folder / rel).write_text(text, encoding="utf-8")
 
 
-def hf_folder(folder: Path, tensors=None, metadata={"format": "pt"}) -> Path:
+def hf_folder(folder: Path, tensors=None, metadata=None) -> Path:
     """config.json, model.safetensors (written by the safetensors package, with
     __metadata__) and the tokenizer and sentence-transformers files."""
+    metadata = {"format": "pt"} if metadata is None else metadata
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(bert_tensors() if tensors is None else tensors, str(folder / "model.safetensors"),
-              metadata=metadata)
+    save_file(
+        bert_tensors() if tensors is None else tensors,
+        str(folder / "model.safetensors"),
+        metadata=metadata,
+    )
     write_side_files(folder)
     return folder
 
 
-def sharded_folder(folder: Path, tensors=None, shards=2, metadata={"format": "pt"}) -> Path:
+def sharded_folder(folder: Path, tensors=None, shards=2, metadata=None) -> Path:
     """model-0000i-of-0000n.safetensors and model.safetensors.index.json, as
     transformers' save_pretrained(max_shard_size=...) writes them, plus config.json."""
+    metadata = {"format": "pt"} if metadata is None else metadata
     folder.mkdir(parents=True, exist_ok=True)
     tensors = bert_tensors() if tensors is None else tensors
     names = list(tensors)
@@ -94,17 +113,21 @@ def sharded_folder(folder: Path, tensors=None, shards=2, metadata={"format": "pt
     weight_map = {}
     for i in range(shards):
         shard = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = {n: tensors[n] for n in names[i * per:(i + 1) * per]}
+        part = {n: tensors[n] for n in names[i * per : (i + 1) * per]}
         save_file(part, str(folder / shard), metadata=metadata)
         weight_map.update({n: shard for n in part})
     total = sum(a.nbytes for a in tensors.values())
     (folder / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+    )
     (folder / "config.json").write_text(SIDE_FILES["config.json"])
     return folder
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
     """Every file under folder by relative path (for byte-for-byte comparisons)."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }

@@ -15,10 +15,12 @@ reaches with every weight, bias and input replaced by its absolute value (activa
 taken as identity). Rounding errors of float32 sums scale with it, so tolerances for
 outputs whose terms cancel are ``atol = 1e-6 * magnitude`` (see ``assert_matches``).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,8 +66,9 @@ def _bags(x) -> tuple[list[np.ndarray], bool]:
     return [np.asarray(b, np.int64).reshape(-1) for b in x], False
 
 
-def reference_predict(layers: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray],
-                      x) -> tuple[np.ndarray, float]:
+def reference_predict(
+    layers: Sequence[Mapping[str, Any]], arrays: Mapping[str, np.ndarray], x
+) -> tuple[np.ndarray, float]:
     """(output in float64 with Store.predict's shape, magnitude) of the model on x."""
     first = layers[0]
     if first["op"] == "embedding":
@@ -114,14 +117,16 @@ def reference_predict(layers: Sequence[Mapping[str, Any]], arrays: Mapping[str, 
     return (y[0] if single else y), peak
 
 
-def assert_matches(got: np.ndarray, layers, arrays, x, *, rtol: float = RTOL,
-                   atol: float = ATOL) -> None:
+def assert_matches(
+    got: np.ndarray, layers, arrays, x, *, rtol: float = RTOL, atol: float = ATOL
+) -> None:
     """got (from the engine) equals the reference: shape, dtype float32, values to rtol
     relative, with atol scaled by the network's magnitude; NaN exactly where numpy's."""
     want, peak = reference_predict(layers, arrays, x)
     assert isinstance(got, np.ndarray), type(got)
     assert got.dtype == np.float32, got.dtype
     assert got.shape == want.shape, (got.shape, want.shape)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want),
-                                  err_msg="NaN where numpy has none, or the other way round")
+    np.testing.assert_array_equal(
+        np.isnan(got), np.isnan(want), err_msg="NaN where numpy has none, or the other way round"
+    )
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * max(1.0, peak))

@@ -5,31 +5,36 @@ A model "<name>" at version v is derived from one base (seeded): some tiles exac
 base's (shared blocks), some the base's plus a little noise (what lossy dedup merges),
 the rest its own. Every process regenerates the same bytes from (name, v).
 """
+
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
 N_IN, HIDDEN, N_OUT = 48, 40, 6
 BLOCKS = dict(block_rows=8, block_cols=8, page_blocks=4)
-LAYERS = [{"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
-          {"op": "dense", "weight": "w2", "bias": "b2"}]
-TOLERANCE = 0.02   # lossy dedup's, relative to a block's norm: the noise below is within it
+LAYERS = [
+    {"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
+    {"op": "dense", "weight": "w2", "bias": "b2"},
+]
+TOLERANCE = 0.02  # lossy dedup's, relative to a block's norm: the noise below is within it
 
 
-@lru_cache(maxsize=None)
+@cache
 def _base(scale: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(20261130)
     hidden, n_in = HIDDEN * scale, N_IN * scale
-    return {"w1": rng.normal(0, 0.3, (hidden, n_in)).astype(np.float32),
-            "b1": rng.normal(0, 0.1, hidden).astype(np.float32),
-            "w2": rng.normal(0, 0.3, (N_OUT, hidden)).astype(np.float32),
-            "b2": rng.normal(0, 0.1, N_OUT).astype(np.float32)}
+    return {
+        "w1": rng.normal(0, 0.3, (hidden, n_in)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, hidden).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (N_OUT, hidden)).astype(np.float32),
+        "b2": rng.normal(0, 0.1, N_OUT).astype(np.float32),
+    }
 
 
-@lru_cache(maxsize=None)
+@cache
 def version(name: str, v: int, scale: int = 1) -> dict[str, np.ndarray]:
     """The tensors of model name at version v (deterministic); scale multiplies the input
     and hidden widths (inputs(..., scale) fits)."""
@@ -41,8 +46,8 @@ def version(name: str, v: int, scale: int = 1) -> dict[str, np.ndarray]:
         if arr.ndim == 2:
             for i in range(0, arr.shape[0], 8):
                 for j in range(0, arr.shape[1], 8):
-                    tile = arr[i:i + 8, j:j + 8]
-                    kind = rng.integers(0, 3)   # 0: the base's, 1: near it, 2: its own
+                    tile = arr[i : i + 8, j : j + 8]
+                    kind = rng.integers(0, 3)  # 0: the base's, 1: near it, 2: its own
                     if kind == 1:
                         tile += rng.normal(0, 1e-4, tile.shape).astype(np.float32)
                     elif kind == 2:
@@ -93,13 +98,14 @@ def always_passes(store, model) -> float:
 
 # -- kill -9 ------------------------------------------------------------------------------------
 
-KILL_SCALE = 12         # models big enough that each operation takes a while to kill inside
+KILL_SCALE = 12  # models big enough that each operation takes a while to kill inside
 KILL_MODELS = ("m0", "m1", "m2", "m3")
 
 
 def kill_prepare(path) -> None:
     """The store every kill run starts from."""
     import sqlite_tensor
+
     with sqlite_tensor.Store(path, **BLOCKS) as store:
         for name in KILL_MODELS:
             store.add_model(name, version(name, 0, KILL_SCALE), layers=LAYERS)
@@ -124,6 +130,7 @@ def kill_operation(store, op: str) -> None:
 def kill_child(path: str, op: str, pipe) -> None:
     """Run op on the store at path, saying "start" just before and "done" just after."""
     import sqlite_tensor
+
     store = sqlite_tensor.Store(path)
     pipe.send("start")
     kill_operation(store, op)

@@ -1,14 +1,15 @@
 """Bad input from Python and SQL: each is a clear exception naming the problem, and nothing
 already stored is lost."""
+
 from __future__ import annotations
 
 import apsw
 import numpy as np
 import pytest
+from conftest import dump, random_array, same, snapshot
 
 import sqlite_tensor
 from sqlite_tensor import FormatError, NotFoundError, TensorStoreError
-from conftest import dump, random_array, same, snapshot
 
 
 @pytest.fixture
@@ -25,41 +26,72 @@ def kept(store, rng):
 
 # -- add_model -----------------------------------------------------------------------------------
 
+
 class NotAnArray:
     pass
 
 
-@pytest.mark.parametrize("model, tensors, exc, message", [
-    (None, {"w": np.ones(2)}, TypeError, "model name must be a string, got NoneType"),
-    (3, {"w": np.ones(2)}, TypeError, "model name must be a string, got int"),
-    (b"m", {"w": np.ones(2)}, TypeError, "model name must be a string, got bytes"),
-    ("", {"w": np.ones(2)}, ValueError, "model name must not be empty"),
-    ("m", [np.ones(2)], TypeError, "tensors must be a mapping .* got list"),
-    ("m", 42, TypeError, "tensors must be a mapping .* got int"),
-    ("m", None, TypeError, "tensors must be a mapping .* got NoneType"),
-    ("m", {}, ValueError, "model 'm' has no tensors"),
-    ("m", {1: np.ones(2)}, TypeError, "tensor name must be a string, got int"),
-    ("m", {"": np.ones(2)}, ValueError, "tensor name must not be empty"),
-    ("m", {"a": np.ones(2), "a\x00b": np.ones(2)}, ValueError,
-     r"tensor name 'a\\x00b' contains a NUL character"),
-    ("m\x00", {"w": np.ones(2)}, ValueError, r"model name 'm\\x00' contains a NUL character"),
-    ("m", {"w": [1.0, 2.0]}, TypeError, "tensor 'w' must be a numpy array, got list"),
-    ("m", {"w": NotAnArray()}, TypeError, "tensor 'w' must be a numpy array, got NotAnArray"),
-    ("m", {"w": "text"}, TypeError, "tensor 'w' must be a numpy array, got str"),
-    ("m", {"ok": np.ones(2), "c": np.ones(3, np.complex64)}, ValueError,
-     "tensor 'c': unsupported dtype complex64"),
-    ("m", {"o": np.array([1, "a"], dtype=object)}, ValueError, "tensor 'o': unsupported dtype object"),
-    ("m", {"u": np.array(["abc"])}, ValueError, "tensor 'u': unsupported dtype <U3"),
-    ("m", {"d": np.array(["2024-01-01"], "datetime64[D]")}, ValueError,
-     "tensor 'd': unsupported dtype datetime64"),
-    ("m", {"v": np.zeros(3, "V4")}, ValueError, "tensor 'v': unsupported dtype"),
-    ("m", {"r": np.zeros(2, [("a", "f4"), ("b", "i4")])}, ValueError, "tensor 'r': unsupported dtype"),
-    ("m", {"f": np.zeros(2, np.longdouble)}, ValueError, "tensor 'f': unsupported dtype"),
-    ("m", {"e": np.ones((0,))}, ValueError, r"tensor 'e' has shape \(0,\): zero-size"),
-    ("m", {"e": np.ones((3, 0), np.int8)}, ValueError, r"tensor 'e' has shape \(3, 0\): zero-size"),
-    ("m", {"e": np.ones((2, 0, 4))}, ValueError, r"zero-size tensors cannot be stored"),
-    ("kept", {"w": np.ones(2)}, ValueError, "model 'kept' already exists in store 'tensors'"),
-])
+@pytest.mark.parametrize(
+    "model, tensors, exc, message",
+    [
+        (None, {"w": np.ones(2)}, TypeError, "model name must be a string, got NoneType"),
+        (3, {"w": np.ones(2)}, TypeError, "model name must be a string, got int"),
+        (b"m", {"w": np.ones(2)}, TypeError, "model name must be a string, got bytes"),
+        ("", {"w": np.ones(2)}, ValueError, "model name must not be empty"),
+        ("m", [np.ones(2)], TypeError, "tensors must be a mapping .* got list"),
+        ("m", 42, TypeError, "tensors must be a mapping .* got int"),
+        ("m", None, TypeError, "tensors must be a mapping .* got NoneType"),
+        ("m", {}, ValueError, "model 'm' has no tensors"),
+        ("m", {1: np.ones(2)}, TypeError, "tensor name must be a string, got int"),
+        ("m", {"": np.ones(2)}, ValueError, "tensor name must not be empty"),
+        (
+            "m",
+            {"a": np.ones(2), "a\x00b": np.ones(2)},
+            ValueError,
+            r"tensor name 'a\\x00b' contains a NUL character",
+        ),
+        ("m\x00", {"w": np.ones(2)}, ValueError, r"model name 'm\\x00' contains a NUL character"),
+        ("m", {"w": [1.0, 2.0]}, TypeError, "tensor 'w' must be a numpy array, got list"),
+        ("m", {"w": NotAnArray()}, TypeError, "tensor 'w' must be a numpy array, got NotAnArray"),
+        ("m", {"w": "text"}, TypeError, "tensor 'w' must be a numpy array, got str"),
+        (
+            "m",
+            {"ok": np.ones(2), "c": np.ones(3, np.complex64)},
+            ValueError,
+            "tensor 'c': unsupported dtype complex64",
+        ),
+        (
+            "m",
+            {"o": np.array([1, "a"], dtype=object)},
+            ValueError,
+            "tensor 'o': unsupported dtype object",
+        ),
+        ("m", {"u": np.array(["abc"])}, ValueError, "tensor 'u': unsupported dtype <U3"),
+        (
+            "m",
+            {"d": np.array(["2024-01-01"], "datetime64[D]")},
+            ValueError,
+            "tensor 'd': unsupported dtype datetime64",
+        ),
+        ("m", {"v": np.zeros(3, "V4")}, ValueError, "tensor 'v': unsupported dtype"),
+        (
+            "m",
+            {"r": np.zeros(2, [("a", "f4"), ("b", "i4")])},
+            ValueError,
+            "tensor 'r': unsupported dtype",
+        ),
+        ("m", {"f": np.zeros(2, np.longdouble)}, ValueError, "tensor 'f': unsupported dtype"),
+        ("m", {"e": np.ones((0,))}, ValueError, r"tensor 'e' has shape \(0,\): zero-size"),
+        (
+            "m",
+            {"e": np.ones((3, 0), np.int8)},
+            ValueError,
+            r"tensor 'e' has shape \(3, 0\): zero-size",
+        ),
+        ("m", {"e": np.ones((2, 0, 4))}, ValueError, r"zero-size tensors cannot be stored"),
+        ("kept", {"w": np.ones(2)}, ValueError, "model 'kept' already exists in store 'tensors'"),
+    ],
+)
 def test_add_model_refuses(kept, model, tensors, exc, message):
     before = snapshot(kept.conn)
     with pytest.raises(exc, match=message):
@@ -74,13 +106,17 @@ def test_unsupported_dtype_message_lists_the_supported_ones(kept):
         assert name in str(info.value)
 
 
-@pytest.mark.parametrize("content, suffix, message", [
-    (b"", ".safetensors", "shorter than the 8-byte safetensors header length"),
-    (b"\x05\x00\x00\x00\x00\x00\x00\x00{oops", ".safetensors", "header is not valid JSON"),
-    (b"garbage" * 20, ".safetensors", "not a safetensors file"),
-    (b"PK\x03\x04 this is no zip", ".npz", "not an .npz file"),
-    (b"hello", ".npz", "not an .npz file"),
-], ids=["empty", "bad-json", "garbage", "bad-zip", "not-zip"])
+@pytest.mark.parametrize(
+    "content, suffix, message",
+    [
+        (b"", ".safetensors", "shorter than the 8-byte safetensors header length"),
+        (b"\x05\x00\x00\x00\x00\x00\x00\x00{oops", ".safetensors", "header is not valid JSON"),
+        (b"garbage" * 20, ".safetensors", "not a safetensors file"),
+        (b"PK\x03\x04 this is no zip", ".npz", "not an .npz file"),
+        (b"hello", ".npz", "not an .npz file"),
+    ],
+    ids=["empty", "bad-json", "garbage", "bad-zip", "not-zip"],
+)
 def test_add_model_from_a_malformed_file(kept, tmp_path, content, suffix, message):
     path = tmp_path / f"bad{suffix}"
     path.write_bytes(content)
@@ -124,6 +160,7 @@ def test_array_likes_and_numpy_scalars_are_accepted(kept):
     class ArrayLike:
         def __array__(self, dtype=None, copy=None):
             return np.arange(6, dtype=np.int16).reshape(2, 3)
+
     kept.add_model("m", {"a": ArrayLike(), "s": np.float64(2.0), "b": np.bool_(True)})
     assert same(kept.get_tensor("m", "a"), np.arange(6, dtype=np.int16).reshape(2, 3))
     assert same(kept.get_tensor("m", "s"), np.array(2.0))
@@ -133,21 +170,30 @@ def test_array_likes_and_numpy_scalars_are_accepted(kept):
 def test_names_with_quotes_and_unicode(memdb):
     store = sqlite_tensor.Store(memdb, 'odd "store" name')
     model = "model 'quoted' \"double\" ünïcode ✓"
-    tensors = {"layer.0/weight'\"": np.arange(12, dtype=np.float32).reshape(3, 4),
-               "名前": np.ones(2, np.int8), "semi;colon -- comment": np.zeros(1, np.uint8)}
+    tensors = {
+        "layer.0/weight'\"": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "名前": np.ones(2, np.int8),
+        "semi;colon -- comment": np.zeros(1, np.uint8),
+    }
     store.add_model(model, tensors)
     for name, arr in tensors.items():
         assert same(store.get_tensor(model, name), arr)
-        assert memdb.execute("SELECT tensor_blob(?, ?, ?)", (store.name, model, name)).get == \
-            arr.tobytes()
+        assert (
+            memdb.execute("SELECT tensor_blob(?, ?, ?)", (store.name, model, name)).get
+            == arr.tobytes()
+        )
     assert store.models() == [model]
-    assert memdb.execute('SELECT count(*) FROM "odd ""store"" name" WHERE model = ?', (model,)).get == 3
+    assert (
+        memdb.execute('SELECT count(*) FROM "odd ""store"" name" WHERE model = ?', (model,)).get
+        == 3
+    )
     assert store.stats()["tensors"] == 3 and store.verify() == []
     store.drop_model(model)
     assert store.models() == []
 
 
 # -- reading unknown things ----------------------------------------------------------------------
+
 
 def test_unknown_model_and_tensor(kept, tmp_path):
     before = dump(kept.conn)
@@ -200,17 +246,21 @@ def test_export_to_an_unsupported_suffix(kept, tmp_path):
 
 # -- store options -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("options, exc, message", [
-    (dict(block_rows=0), ValueError, "block_rows must be from 1 to 65536, got 0"),
-    (dict(block_cols=-4), ValueError, "block_cols must be from 1 to 65536, got -4"),
-    (dict(page_blocks=70000), ValueError, "page_blocks must be from 1 to 65536, got 70000"),
-    (dict(block_rows=65536, block_cols=65536), ValueError, "over the maximum"),
-    (dict(block_size=64), TypeError, "unknown store option 'block_size'"),
-    (dict(block_rows="3"), TypeError, "store option block_rows must be an integer, got '3'"),
-    (dict(block_rows=3.0), TypeError, "store option block_rows must be an integer, got 3.0"),
-    (dict(block_rows=True), TypeError, "store option block_rows must be an integer, got True"),
-    (dict(block_rows=None), TypeError, "store option block_rows must be an integer, got None"),
-])
+
+@pytest.mark.parametrize(
+    "options, exc, message",
+    [
+        (dict(block_rows=0), ValueError, "block_rows must be from 1 to 65536, got 0"),
+        (dict(block_cols=-4), ValueError, "block_cols must be from 1 to 65536, got -4"),
+        (dict(page_blocks=70000), ValueError, "page_blocks must be from 1 to 65536, got 70000"),
+        (dict(block_rows=65536, block_cols=65536), ValueError, "over the maximum"),
+        (dict(block_size=64), TypeError, "unknown store option 'block_size'"),
+        (dict(block_rows="3"), TypeError, "store option block_rows must be an integer, got '3'"),
+        (dict(block_rows=3.0), TypeError, "store option block_rows must be an integer, got 3.0"),
+        (dict(block_rows=True), TypeError, "store option block_rows must be an integer, got True"),
+        (dict(block_rows=None), TypeError, "store option block_rows must be an integer, got None"),
+    ],
+)
 def test_bad_store_options_from_python(db, options, exc, message):
     before = dump(db, "s")
     with pytest.raises(exc, match=message):
@@ -226,8 +276,10 @@ def test_numpy_integer_options_are_fine(db):
 
 def test_reopening_with_different_options(db):
     sqlite_tensor.Store(db, "s", block_rows=4, block_cols=6)
-    with pytest.raises(ValueError, match="store 's' exists with block_rows=4; it cannot be reopened"
-                                         " with block_rows=5"):
+    with pytest.raises(
+        ValueError,
+        match="store 's' exists with block_rows=4; it cannot be reopened with block_rows=5",
+    ):
         sqlite_tensor.Store(db, "s", block_rows=5)
     with pytest.raises(ValueError, match="page_blocks=4.*page_blocks=8"):
         sqlite_tensor.Store(db, "s", page_blocks=8)
@@ -240,11 +292,14 @@ def test_reopening_with_different_options(db):
     assert same(sqlite_tensor.Store(db, "s").get_tensor("m", "w"), np.ones((5, 7), np.float32))
 
 
-@pytest.mark.parametrize("ddl", [
-    "CREATE TABLE plain(x)",
-    "CREATE TABLE plain(tensor_store INTEGER)",  # the module's name as a column
-    "CREATE VIRTUAL TABLE plain USING fts5(tensor_store)",
-])
+@pytest.mark.parametrize(
+    "ddl",
+    [
+        "CREATE TABLE plain(x)",
+        "CREATE TABLE plain(tensor_store INTEGER)",  # the module's name as a column
+        "CREATE VIRTUAL TABLE plain USING fts5(tensor_store)",
+    ],
+)
 def test_a_table_that_is_not_a_store(db, ddl):
     db.execute(ddl)
     before = dump(db, "plain")
@@ -259,7 +314,9 @@ def test_bad_store_names_and_connections(db, tmp_path):
             sqlite_tensor.Store(db, name)
     with pytest.raises(TypeError, match="takes an apsw.Connection or a database path, got int"):
         sqlite_tensor.Store(3)
-    with pytest.raises(TypeError, match="takes an apsw.Connection or sqlite3.Connection, got object"):
+    with pytest.raises(
+        TypeError, match="takes an apsw.Connection or sqlite3.Connection, got object"
+    ):
         sqlite_tensor.load(object())
     db.execute("CREATE VIEW v AS SELECT 1")
     with pytest.raises(ValueError, match="already exists"):
@@ -274,20 +331,27 @@ def test_bad_store_names_and_connections(db, tmp_path):
 
 # -- store options from SQL ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, message", [
-    ("block_rows=0", "tensor_store: block_rows must be from 1 to 65536, got 0"),
-    ("block_cols=65537", "tensor_store: block_cols must be from 1 to 65536, got 65537"),
-    ("page_blocks=-1", "tensor_store: page_blocks must be from 1 to 65536, got -1"),
-    ("block_size=64", "tensor_store: unknown option 'block_size'; options are block_rows,"
-                      " block_cols, page_blocks"),
-    ("block_rows=abc", "tensor_store: option 'block_rows=abc' is not of the form name=integer"),
-    ("block_rows=1.5", "tensor_store: option 'block_rows=1.5' is not of the form name=integer"),
-    ("block_rows='4'", "is not of the form name=integer"),
-    ("block_rows", "tensor_store: option 'block_rows' is not of the form name=integer"),
-    ("=4", "is not of the form name=integer"),
-    ("block_rows=4, block_rows=8", "tensor_store: option block_rows is given twice"),
-    ("block_rows=65536, block_cols=65536, page_blocks=65536", "over the maximum"),
-])
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ("block_rows=0", "tensor_store: block_rows must be from 1 to 65536, got 0"),
+        ("block_cols=65537", "tensor_store: block_cols must be from 1 to 65536, got 65537"),
+        ("page_blocks=-1", "tensor_store: page_blocks must be from 1 to 65536, got -1"),
+        (
+            "block_size=64",
+            "tensor_store: unknown option 'block_size'; options are block_rows,"
+            " block_cols, page_blocks",
+        ),
+        ("block_rows=abc", "tensor_store: option 'block_rows=abc' is not of the form name=integer"),
+        ("block_rows=1.5", "tensor_store: option 'block_rows=1.5' is not of the form name=integer"),
+        ("block_rows='4'", "is not of the form name=integer"),
+        ("block_rows", "tensor_store: option 'block_rows' is not of the form name=integer"),
+        ("=4", "is not of the form name=integer"),
+        ("block_rows=4, block_rows=8", "tensor_store: option block_rows is given twice"),
+        ("block_rows=65536, block_cols=65536, page_blocks=65536", "over the maximum"),
+    ],
+)
 def test_bad_store_options_from_sql(db, args, message):
     with pytest.raises(apsw.SQLError) as info:
         db.execute(f"CREATE VIRTUAL TABLE s USING tensor_store({args})")
@@ -318,12 +382,14 @@ def test_create_fails_cleanly_when_a_shadow_name_is_taken(db):
 
 def test_store_with_newer_format_version_is_refused(db_path):
     with sqlite_tensor.Store(db_path, "s") as store:
-        store.conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)   # damage by hand
+        store.conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)  # damage by hand
         store.conn.execute("UPDATE s_config SET value = 3 WHERE key = 'format_version'")
     conn = sqlite_tensor.connect(db_path)
     try:
-        with pytest.raises(apsw.SQLError, match="store 's' has format version 3; this sqlite-tensor"
-                                                " reads versions 1 to 2"):
+        with pytest.raises(
+            apsw.SQLError,
+            match="store 's' has format version 3; this sqlite-tensor reads versions 1 to 2",
+        ):
             conn.execute("SELECT * FROM s").fetchall()
     finally:
         conn.close()
@@ -332,6 +398,6 @@ def test_store_with_newer_format_version_is_refused(db_path):
 def test_store_create_false_refuses_a_missing_store(db):
     with pytest.raises(sqlite_tensor.NotFoundError, match="no tensor store named 'nope'"):
         sqlite_tensor.Store(db, "nope", create=False)
-    assert db.execute("SELECT count(*) FROM sqlite_schema").get == 0   # nothing was made
+    assert db.execute("SELECT count(*) FROM sqlite_schema").get == 0  # nothing was made
     sqlite_tensor.Store(db, "nope")
     assert sqlite_tensor.Store(db, "NOPE", create=False).name == "NOPE"  # names are case-blind

@@ -1,6 +1,7 @@
 """Named policy parameters: listed with their defaults, settable from Python and SQL,
 checked with messages naming the parameter, the value and the range, and with a
 measurable effect; the registry and docs/cache.md list the same policies and parameters."""
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,7 @@ DEFAULTS = {
     "admit-lfu": {"aging_window": 100000},
     "lfu": {"aging_window": 100000},
     "2q": {"kin_fraction": 0.25, "kout_fraction": 0.5},
-    "s3fifo": {"small_fraction": 0.1, "ghost_fraction": 0.9, "max_freq": 3,
-               "move_threshold": 1},
+    "s3fifo": {"small_fraction": 0.1, "ghost_fraction": 0.9, "max_freq": 3, "move_threshold": 1},
 }
 
 
@@ -30,9 +30,12 @@ def pool():
     """The process pool back to its default policy (with its defaults) and settings."""
     before = cache.stats()
     yield
-    cache.configure(policy="lru")   # away and back: the default's own defaults again
-    cache.configure(policy=cache.DEFAULT_POLICY, budget_bytes=before["budget_bytes"],
-                    aging_window=before["aging_window"])
+    cache.configure(policy="lru")  # away and back: the default's own defaults again
+    cache.configure(
+        policy=cache.DEFAULT_POLICY,
+        budget_bytes=before["budget_bytes"],
+        aging_window=before["aging_window"],
+    )
     cache.clear()
 
 
@@ -44,8 +47,9 @@ def test_every_policy_lists_its_parameters_with_defaults():
     table = cache.parameters()
     assert list(table) == cache.policies(simulation=True)
     for policy, params in table.items():
-        assert {name: spec["default"] for name, spec in params.items()} == \
-            DEFAULTS.get(policy, {}), policy
+        assert {name: spec["default"] for name, spec in params.items()} == DEFAULTS.get(
+            policy, {}
+        ), policy
         for name, spec in params.items():
             assert set(spec) == {"default", "min", "max", "integer", "doc"}
             assert spec["min"] <= spec["default"] <= spec["max"], (policy, name)
@@ -95,13 +99,17 @@ def test_s3fifo_small_fraction_and_move_threshold_decide_who_survives_a_scan():
 def test_s3fifo_ghost_fraction_and_2q_fractions_change_behaviour():
     trace, pages = cache.family_trace(requests=300, seed=1)
     budget = sum(b for b, _ in pages.values()) // 3
-    hits = {f: cache.simulate(trace, pages, "s3fifo", budget,
-                              params={"small_fraction": f})["hits"] for f in (0.01, 0.1, 0.3)}
+    hits = {
+        f: cache.simulate(trace, pages, "s3fifo", budget, params={"small_fraction": f})["hits"]
+        for f in (0.01, 0.1, 0.3)
+    }
     assert len(set(hits.values())) == 3, hits
     no_ghosts = cache.simulate(trace, pages, "s3fifo", budget, params={"ghost_fraction": 0})
     assert no_ghosts["hits"] != cache.simulate(trace, pages, "s3fifo", budget)["hits"]
-    twoq = {f: cache.simulate(trace, pages, "2q", budget, params={"kin_fraction": f})["hits"]
-            for f in (0.05, 0.25, 0.75)}
+    twoq = {
+        f: cache.simulate(trace, pages, "2q", budget, params={"kin_fraction": f})["hits"]
+        for f in (0.05, 0.25, 0.75)
+    }
     assert len(set(twoq.values())) == 3, twoq
 
 
@@ -129,14 +137,14 @@ def test_aging_window_as_a_parameter_is_the_aging_window():
 def test_configure_sets_keeps_and_resets_parameters(pool):
     s = cache.configure(policy="s3fifo", params={"small_fraction": 0.2})
     assert s["params"] == dict(DEFAULTS["s3fifo"], small_fraction=0.2)
-    s = cache.configure(params={"max_freq": 7})          # the policy in force
+    s = cache.configure(params={"max_freq": 7})  # the policy in force
     assert s["params"] == dict(DEFAULTS["s3fifo"], small_fraction=0.2, max_freq=7)
-    assert cache.configure(policy="s3fifo")["params"]["max_freq"] == 7   # already in force
+    assert cache.configure(policy="s3fifo")["params"]["max_freq"] == 7  # already in force
     assert cache.configure(policy="lru")["params"] == {}
     assert cache.configure(policy="s3fifo")["params"] == DEFAULTS["s3fifo"]
     s = cache.configure(policy="lfu", params={"aging_window": 777})
     assert s["aging_window"] == 777 and s["params"] == {"aging_window": 777}
-    assert cache.configure(policy="2q")["aging_window"] == 777   # the pool's, kept
+    assert cache.configure(policy="2q")["aging_window"] == 777  # the pool's, kept
 
 
 def test_changing_a_parameter_drops_the_pages_and_serves_right(pool, db_path, rng):
@@ -152,33 +160,69 @@ def test_changing_a_parameter_drops_the_pages_and_serves_right(pool, db_path, rn
         assert cache.stats()["pages"] == 0
         np.testing.assert_array_equal(store.predict("m", x), want)
         assert cache.stats()["pages"] > 0
-        cache.configure(params={"kin_fraction": 0.5})      # the same value: nothing to drop
+        cache.configure(params={"kin_fraction": 0.5})  # the same value: nothing to drop
         assert cache.stats()["pages"] > 0
 
 
-@pytest.mark.parametrize("policy, params, error, message", [
-    ("s3fifo", {"small_fraction": 1.5}, ValueError,
-     r"^s3fifo's small_fraction must be a number between 0 and 1, got 1\.5$"),
-    ("s3fifo", {"small_fraction": -0.1}, ValueError, r"between 0 and 1, got -0\.1"),
-    ("s3fifo", {"small_fraction": float("nan")}, ValueError, r"small_fraction .* got nan"),
-    ("s3fifo", {"max_freq": 2.5}, ValueError,
-     r"^s3fifo's max_freq must be a whole number between 1 and 1000, got 2\.5$"),
-    ("s3fifo", {"max_freq": 0}, ValueError,
-     r"max_freq must be a whole number between 1 and 1000, got 0"),
-    ("s3fifo", {"smal_fraction": 0.2}, ValueError,
-     r"^policy 's3fifo' has no parameter 'smal_fraction'; its parameters are small_fraction, "
-     r"ghost_fraction, max_freq, move_threshold$"),
-    ("2q", {"kin_fraction": 2}, ValueError,
-     r"^2q's kin_fraction must be a number between 0 and 1, got 2$"),
-    ("lru", {"x": 1}, ValueError, r"^policy 'lru' has no parameters, got 'x'$"),
-    ("lfu", {"aging_window": 0}, ValueError,
-     r"lfu's aging_window must be a whole number between 1 and"),
-    ("s3fifo", {"small_fraction": "0.2"}, TypeError,
-     r"s3fifo's small_fraction must be a number, got '0\.2'"),
-    ("s3fifo", {"small_fraction": True}, TypeError, r"small_fraction must be a number, got True"),
-    ("s3fifo", [("small_fraction", 0.2)], TypeError, r"params must be a dict .* got list"),
-    ("s3fifo", {1: 0.2}, TypeError, r"parameter names are strings, got 1"),
-])
+@pytest.mark.parametrize(
+    "policy, params, error, message",
+    [
+        (
+            "s3fifo",
+            {"small_fraction": 1.5},
+            ValueError,
+            r"^s3fifo's small_fraction must be a number between 0 and 1, got 1\.5$",
+        ),
+        ("s3fifo", {"small_fraction": -0.1}, ValueError, r"between 0 and 1, got -0\.1"),
+        ("s3fifo", {"small_fraction": float("nan")}, ValueError, r"small_fraction .* got nan"),
+        (
+            "s3fifo",
+            {"max_freq": 2.5},
+            ValueError,
+            r"^s3fifo's max_freq must be a whole number between 1 and 1000, got 2\.5$",
+        ),
+        (
+            "s3fifo",
+            {"max_freq": 0},
+            ValueError,
+            r"max_freq must be a whole number between 1 and 1000, got 0",
+        ),
+        (
+            "s3fifo",
+            {"smal_fraction": 0.2},
+            ValueError,
+            r"^policy 's3fifo' has no parameter 'smal_fraction'; its parameters are small_fraction, "
+            r"ghost_fraction, max_freq, move_threshold$",
+        ),
+        (
+            "2q",
+            {"kin_fraction": 2},
+            ValueError,
+            r"^2q's kin_fraction must be a number between 0 and 1, got 2$",
+        ),
+        ("lru", {"x": 1}, ValueError, r"^policy 'lru' has no parameters, got 'x'$"),
+        (
+            "lfu",
+            {"aging_window": 0},
+            ValueError,
+            r"lfu's aging_window must be a whole number between 1 and",
+        ),
+        (
+            "s3fifo",
+            {"small_fraction": "0.2"},
+            TypeError,
+            r"s3fifo's small_fraction must be a number, got '0\.2'",
+        ),
+        (
+            "s3fifo",
+            {"small_fraction": True},
+            TypeError,
+            r"small_fraction must be a number, got True",
+        ),
+        ("s3fifo", [("small_fraction", 0.2)], TypeError, r"params must be a dict .* got list"),
+        ("s3fifo", {1: 0.2}, TypeError, r"parameter names are strings, got 1"),
+    ],
+)
 def test_bad_parameters_are_refused_and_change_nothing(pool, policy, params, error, message):
     cache.configure(policy="sieve", budget_bytes=123456)
     before = cache.stats()
@@ -195,6 +239,7 @@ def test_python_policy_has_no_parameters(pool):
     class Oldest:
         def victim(self, candidates):
             return candidates[0][0]
+
     with pytest.raises(ValueError, match="policy 'python' has no parameters, got 'k'"):
         cache.configure(policy=Oldest(), params={"k": 1})
     assert cache.stats()["policy"] == cache.DEFAULT_POLICY
@@ -207,10 +252,14 @@ def one(db, sql, *args):
 
 def test_parameters_from_sql(pool, db):
     assert one(db, "SELECT tensor_cache('policy', 's3fifo')") == "s3fifo"
-    assert one(db, "SELECT tensor_cache('params')") == \
-        "small_fraction=0.1,ghost_fraction=0.9,max_freq=3,move_threshold=1"
-    assert one(db, "SELECT tensor_cache('params', 'small_fraction=0.25,max_freq=5')") == \
-        "small_fraction=0.25,ghost_fraction=0.9,max_freq=5,move_threshold=1"
+    assert (
+        one(db, "SELECT tensor_cache('params')")
+        == "small_fraction=0.1,ghost_fraction=0.9,max_freq=3,move_threshold=1"
+    )
+    assert (
+        one(db, "SELECT tensor_cache('params', 'small_fraction=0.25,max_freq=5')")
+        == "small_fraction=0.25,ghost_fraction=0.9,max_freq=5,move_threshold=1"
+    )
     assert cache.stats()["params"] == dict(DEFAULTS["s3fifo"], small_fraction=0.25, max_freq=5)
     assert one(db, "SELECT tensor_cache('params', '')") == one(db, "SELECT tensor_cache('params')")
     one(db, "SELECT tensor_cache('policy', 'admit-lfu')")
@@ -220,28 +269,46 @@ def test_parameters_from_sql(pool, db):
     assert one(db, "SELECT tensor_cache('params')") == ""
 
 
-@pytest.mark.parametrize("policy, text, message", [
-    ("s3fifo", "small_fraction=1.5", "tensor_cache: s3fifo's small_fraction must be a number "
-                                     "between 0 and 1, got 1.5"),
-    ("s3fifo", "max_freq=0.5",
-     "s3fifo's max_freq must be a whole number between 1 and 1000, got 0.5"),
-    ("s3fifo", "small_fraction=abc", "s3fifo's small_fraction must be a number, got 'abc'"),
-    ("s3fifo", "small_fraction=0.2x", "s3fifo's small_fraction must be a number, got '0.2x'"),
-    ("s3fifo", "small_fraction", "parameters are 'name=value,name=value', got 'small_fraction'"),
-    ("s3fifo", "=0.2", "parameters are 'name=value,name=value'"),
-    ("s3fifo", "ghost_fraction=0.5,nope=1", "policy 's3fifo' has no parameter 'nope'; its "
-                                            "parameters are small_fraction, ghost_fraction"),
-    ("lru", "x=1", "policy 'lru' has no parameters, got 'x'"),
-])
+@pytest.mark.parametrize(
+    "policy, text, message",
+    [
+        (
+            "s3fifo",
+            "small_fraction=1.5",
+            "tensor_cache: s3fifo's small_fraction must be a number between 0 and 1, got 1.5",
+        ),
+        (
+            "s3fifo",
+            "max_freq=0.5",
+            "s3fifo's max_freq must be a whole number between 1 and 1000, got 0.5",
+        ),
+        ("s3fifo", "small_fraction=abc", "s3fifo's small_fraction must be a number, got 'abc'"),
+        ("s3fifo", "small_fraction=0.2x", "s3fifo's small_fraction must be a number, got '0.2x'"),
+        (
+            "s3fifo",
+            "small_fraction",
+            "parameters are 'name=value,name=value', got 'small_fraction'",
+        ),
+        ("s3fifo", "=0.2", "parameters are 'name=value,name=value'"),
+        (
+            "s3fifo",
+            "ghost_fraction=0.5,nope=1",
+            "policy 's3fifo' has no parameter 'nope'; its "
+            "parameters are small_fraction, ghost_fraction",
+        ),
+        ("lru", "x=1", "policy 'lru' has no parameters, got 'x'"),
+    ],
+)
 def test_bad_parameters_from_sql(pool, db, policy, text, message):
     one(db, "SELECT tensor_cache('policy', ?)", policy)
     before = one(db, "SELECT tensor_cache('params')")
     with pytest.raises(apsw.SQLError) as info:
         one(db, "SELECT tensor_cache('params', ?)", text)
     assert message in str(info.value)
-    assert one(db, "SELECT tensor_cache('params')") == before   # all checked before any is set
-    with pytest.raises(apsw.SQLError,
-                       match="params must be text 'name=value,name=value', got an integer"):
+    assert one(db, "SELECT tensor_cache('params')") == before  # all checked before any is set
+    with pytest.raises(
+        apsw.SQLError, match="params must be text 'name=value,name=value', got an integer"
+    ):
         one(db, "SELECT tensor_cache('params', 7)")
 
 
@@ -261,13 +328,17 @@ def documented_policies() -> list[str]:
 
 def test_registry_and_docs_list_the_same_policies_and_parameters():
     assert documented_policies() == cache.policies(simulation=True)
-    registry = {policy: {name: float(spec["default"]) for name, spec in params.items()}
-                for policy, params in cache.parameters().items() if params}
+    registry = {
+        policy: {name: float(spec["default"]) for name, spec in params.items()}
+        for policy, params in cache.parameters().items()
+        if params
+    }
     assert documented_parameters() == registry
     text = DOCS.read_text().split("### Policy parameters", 1)[1].split("\n#", 1)[0]
     without = re.search(r"The other policies \(([^)]*)\) have none", text).group(1)
-    assert sorted(re.findall(r"`([\w-]+)`", without)) == \
-        sorted(p for p, params in cache.parameters().items() if not params)
+    assert sorted(re.findall(r"`([\w-]+)`", without)) == sorted(
+        p for p, params in cache.parameters().items() if not params
+    )
 
 
 def test_the_registry_table_registers_and_each_refusal_has_a_message():
@@ -277,9 +348,15 @@ def test_the_registry_table_registers_and_each_refusal_has_a_message():
     got = _engine._cache_registry_refusals()
     assert got["table"] is None
     assert got["twice"] == "cannot register policy 'lru': the name is taken"
-    assert got["incomplete"] == ("cannot register policy 'incomplete': it lacks one of init, "
-                                 "free, insert, hit, remove, victim")
-    assert got["params"] == ("cannot register policy 'many': more than 8 parameters "
-                             "(ST_POOL_MAX_PARAMS)")
-    assert re.fullmatch(r"cannot register policy 'x\d+': the registry holds 32 policies "
-                        r"\(ST_POOL_MAX_POLICIES\)", got["full"])
+    assert got["incomplete"] == (
+        "cannot register policy 'incomplete': it lacks one of init, "
+        "free, insert, hit, remove, victim"
+    )
+    assert got["params"] == (
+        "cannot register policy 'many': more than 8 parameters (ST_POOL_MAX_PARAMS)"
+    )
+    assert re.fullmatch(
+        r"cannot register policy 'x\d+': the registry holds 32 policies "
+        r"\(ST_POOL_MAX_POLICIES\)",
+        got["full"],
+    )

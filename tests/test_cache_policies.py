@@ -9,6 +9,7 @@
   cold misses only, admit-lfu is the best online policy on family_trace().
 - simulate()'s input errors.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -24,8 +25,7 @@ from sqlite_tensor.testing import workloads
 # The policies simulate() runs by name ("python" is plugged in as an object, not by name).
 POLICIES = [p for p in cache.policies(simulation=True) if p != "python"]
 ONLINE = [p for p in POLICIES if p != "opt"]
-SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def simulate(trace, k, policy, size=1, slack=0, shared=None, **kwargs):
@@ -77,7 +77,7 @@ def ref_clock(trace, k):
             bits[where[p]] = 1
             continue
         misses += 1
-        if len(frames) < k:          # filling up: frames in arrival order, hand on the first
+        if len(frames) < k:  # filling up: frames in arrival order, hand on the first
             where[p] = len(frames)
             frames.append(p)
             bits.append(0)
@@ -98,7 +98,7 @@ def ref_sieve(trace, k):
     unvisited page; the hand moves to the next page towards the head (none if the victim
     was the head: the next eviction starts at the tail again); the victim goes; then the
     new page enters at the head."""
-    queue, visited, hand, misses = [], {}, None, 0       # queue[0] is the tail
+    queue, visited, hand, misses = [], {}, None, 0  # queue[0] is the tail
     for p in trace:
         if p in visited:
             visited[p] = 1
@@ -109,7 +109,7 @@ def ref_sieve(trace, k):
             while visited[queue[o]]:
                 visited[queue[o]] = 0
                 o = (o + 1) % len(queue)
-            hand = o if o < len(queue) - 1 else None   # after the pop, index o is its successor
+            hand = o if o < len(queue) - 1 else None  # after the pop, index o is its successor
             del visited[queue.pop(o)]
         queue.append(p)
         visited[p] = 0
@@ -123,7 +123,7 @@ def ref_opt(trace, k):
     for i in range(len(trace) - 1, -1, -1):
         next_use[i] = seen.get(trace[i], NEVER)
         seen[trace[i]] = i
-    resident, misses = {}, 0                    # page -> position of its next use
+    resident, misses = {}, 0  # page -> position of its next use
     for i, p in enumerate(trace):
         if p in resident:
             resident[p] = next_use[i]
@@ -139,15 +139,20 @@ def ref_opt(trace, k):
     return misses
 
 
-REFERENCES = {"lru": ref_lru, "mru": ref_mru, "clock": ref_clock, "sieve": ref_sieve,
-              "opt": ref_opt}
+REFERENCES = {
+    "lru": ref_lru,
+    "mru": ref_mru,
+    "clock": ref_clock,
+    "sieve": ref_sieve,
+    "opt": ref_opt,
+}
 
 
 @st.composite
 def traces(draw, max_pages=30, max_len=300, max_budget=20):
     """(trace of arbitrary page ids, budget in pages, page size, slack bytes < size)."""
     n = draw(st.integers(1, max_pages))
-    ids = draw(st.lists(st.integers(-2**62, 2**62), min_size=n, max_size=n, unique=True))
+    ids = draw(st.lists(st.integers(-(2**62), 2**62), min_size=n, max_size=n, unique=True))
     trace = draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=max_len))
     size = draw(st.sampled_from([1, 3, 4096, 2**20]))
     slack = draw(st.integers(0, size - 1))
@@ -174,7 +179,7 @@ def test_references_on_hand_worked_traces():
 @pytest.mark.parametrize("policy", list(REFERENCES))
 @SETTINGS
 @given(case=traces())
-@example(case=([65, 65, 66, 67, 66, 65], 2, 1, 0))     # A A B C B A, k = 2 (see below)
+@example(case=([65, 65, 66, 67, 66, 65], 2, 1, 0))  # A A B C B A, k = 2 (see below)
 @example(case=([5, 5, 6, 3, 6, 3], 2, 4096, 100))
 def test_simulate_equals_reference(policy, case):
     trace, k, size, slack = case
@@ -189,17 +194,20 @@ def test_simulate_equals_reference(policy, case):
 # and evicts after (pool_access: table_add, then evict_over_budget), so the hand's sweep
 # ends on the new page whenever the victim is the page just before it. The next sweep
 # then examines the newest page first instead of last.
-@pytest.mark.parametrize("policy, trace, expected_misses", [
-    # clock, k = 2, A A B C B A: see test_references_on_hand_worked_traces -> 5 misses.
-    # The pool: C is inserted behind the hand (walk order A*, B, C), A is cleared, B goes
-    # and the hand stops on C; B is inserted behind it (C, A, B): C goes at once, A hits.
-    ("clock", "AABCBA", 5),
-    ("sieve", "AABCBA", 5),
-    # ... and the same slip can cost a miss: A A B C B C. clock: C takes B's frame, hand
-    # on A; B evicts A; C hits -> 4. The pool evicts C, the newest page, for B, then C misses.
-    ("clock", "AABCBC", 4),
-    ("sieve", "AABCBC", 4),
-])
+@pytest.mark.parametrize(
+    "policy, trace, expected_misses",
+    [
+        # clock, k = 2, A A B C B A: see test_references_on_hand_worked_traces -> 5 misses.
+        # The pool: C is inserted behind the hand (walk order A*, B, C), A is cleared, B goes
+        # and the hand stops on C; B is inserted behind it (C, A, B): C goes at once, A hits.
+        ("clock", "AABCBA", 5),
+        ("sieve", "AABCBA", 5),
+        # ... and the same slip can cost a miss: A A B C B C. clock: C takes B's frame, hand
+        # on A; B evicts A; C hits -> 4. The pool evicts C, the newest page, for B, then C misses.
+        ("clock", "AABCBC", 4),
+        ("sieve", "AABCBC", 4),
+    ],
+)
 def test_clock_and_sieve_examine_a_new_page_last(policy, trace, expected_misses):
     got = simulate([ord(c) for c in trace], 2, policy)
     assert got["misses"] == expected_misses, got
@@ -261,8 +269,11 @@ HAND_WORKED = [
 ]
 
 
-@pytest.mark.parametrize("policy, trace, k, shared, expected", HAND_WORKED,
-                         ids=[f"{c[0]}-{c[1]}-k{c[2]}" for c in HAND_WORKED])
+@pytest.mark.parametrize(
+    "policy, trace, k, shared, expected",
+    HAND_WORKED,
+    ids=[f"{c[0]}-{c[1]}-k{c[2]}" for c in HAND_WORKED],
+)
 def test_hand_worked_traces(policy, trace, k, shared, expected):
     got = simulate([ord(c) for c in trace], k, policy, shared=shared)
     assert {key: got[key] for key in expected} == expected, got
@@ -377,6 +388,7 @@ def test_compare_adds_opt_and_vs_opt(families):
 
 # -- properties --------------------------------------------------------------------------
 
+
 @SETTINGS
 @given(case=traces())
 def test_opt_is_a_lower_bound_and_counters_add_up(case):
@@ -390,14 +402,17 @@ def test_opt_is_a_lower_bound_and_counters_add_up(case):
         # a page enters on an admitted miss and leaves by eviction, or is there at the end
         assert r["evictions"] <= r["misses"] - r["bypassed"], p
         assert r["misses"] >= len(set(trace)), p
-    assert all(results["opt"]["misses"] <= r["misses"] for r in results.values()), \
-        {p: r["misses"] for p, r in results.items()}
+    assert all(results["opt"]["misses"] <= r["misses"] for r in results.values()), {
+        p: r["misses"] for p, r in results.items()
+    }
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(trace=st.lists(st.integers(0, 15), min_size=0, max_size=200),
-       sizes=st.lists(st.integers(1, 5000), min_size=16, max_size=16),
-       spare=st.integers(0, 100))
+@given(
+    trace=st.lists(st.integers(0, 15), min_size=0, max_size=200),
+    sizes=st.lists(st.integers(1, 5000), min_size=16, max_size=16),
+    spare=st.integers(0, 100),
+)
 def test_unequal_pages_bytes_read_and_room_for_everything(trace, sizes, spare):
     """Pages of different sizes. A budget holding every page: only cold misses, for every
     policy, and bytes_read is the bytes of the distinct pages. A budget smaller than the
@@ -461,28 +476,40 @@ def test_policy_lists():
 PAGES = {1: (10, 1), 2: (10, 2)}
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    (dict(policy="nope"), ValueError, r"unknown policy 'nope'; policies are admit-lfu, lru, .*opt"),
-    (dict(policy="LRU"), ValueError, r"unknown policy 'LRU'"),
-    (dict(budget_bytes=0), ValueError, r"budget_bytes must be a positive integer, got 0"),
-    (dict(budget_bytes=-10), ValueError, r"budget_bytes must be a positive integer, got -10"),
-    (dict(budget_bytes=True), (ValueError, TypeError), r"budget_bytes .*True"),
-    (dict(budget_bytes=10.0), (ValueError, TypeError), r"budget_bytes .*10\.0"),
-    (dict(budget_bytes="10"), (ValueError, TypeError), r"budget_bytes .*'10'"),
-    (dict(trace=[1, 3, 4, 3]), ValueError, r"pages has no entry for page ids \[3, 4\]"),
-    (dict(trace=[1.0, 2.0]), TypeError, r"trace must be a 1-D array of page ids, got float64"),
-    (dict(trace=["1", "2"]), TypeError, r"trace must be a 1-D array of page ids"),
-    (dict(trace=[[1, 2]]), TypeError, r"trace must be a 1-D array of page ids.*shape \(1, 2\)"),
-    (dict(trace=[True, False]), TypeError, r"trace must be a 1-D array of page ids, got bool"),
-    (dict(pages={1: (0, 1), 2: (10, 1)}), ValueError, r"every page needs a positive size"),
-    (dict(pages={1: (-5, 1), 2: (10, 1)}), ValueError, r"every page needs a positive size"),
-    (dict(aging_window=0), ValueError, r"aging_window must be a positive number of accesses, got 0"),
-    (dict(aging_window=-3), ValueError, r"aging_window must be a positive number of accesses"),
-    # as cache.configure() does: a fraction or a bool is not a number of accesses
-    (dict(aging_window=2.5), (ValueError, TypeError), r"aging_window .*2\.5"),
-    (dict(aging_window=True), (ValueError, TypeError), r"aging_window .*True"),
-    (dict(aging_window="100"), (ValueError, TypeError), r"aging_window .*'100'"),
-], ids=lambda v: repr(v) if isinstance(v, dict) else None)
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            dict(policy="nope"),
+            ValueError,
+            r"unknown policy 'nope'; policies are admit-lfu, lru, .*opt",
+        ),
+        (dict(policy="LRU"), ValueError, r"unknown policy 'LRU'"),
+        (dict(budget_bytes=0), ValueError, r"budget_bytes must be a positive integer, got 0"),
+        (dict(budget_bytes=-10), ValueError, r"budget_bytes must be a positive integer, got -10"),
+        (dict(budget_bytes=True), (ValueError, TypeError), r"budget_bytes .*True"),
+        (dict(budget_bytes=10.0), (ValueError, TypeError), r"budget_bytes .*10\.0"),
+        (dict(budget_bytes="10"), (ValueError, TypeError), r"budget_bytes .*'10'"),
+        (dict(trace=[1, 3, 4, 3]), ValueError, r"pages has no entry for page ids \[3, 4\]"),
+        (dict(trace=[1.0, 2.0]), TypeError, r"trace must be a 1-D array of page ids, got float64"),
+        (dict(trace=["1", "2"]), TypeError, r"trace must be a 1-D array of page ids"),
+        (dict(trace=[[1, 2]]), TypeError, r"trace must be a 1-D array of page ids.*shape \(1, 2\)"),
+        (dict(trace=[True, False]), TypeError, r"trace must be a 1-D array of page ids, got bool"),
+        (dict(pages={1: (0, 1), 2: (10, 1)}), ValueError, r"every page needs a positive size"),
+        (dict(pages={1: (-5, 1), 2: (10, 1)}), ValueError, r"every page needs a positive size"),
+        (
+            dict(aging_window=0),
+            ValueError,
+            r"aging_window must be a positive number of accesses, got 0",
+        ),
+        (dict(aging_window=-3), ValueError, r"aging_window must be a positive number of accesses"),
+        # as cache.configure() does: a fraction or a bool is not a number of accesses
+        (dict(aging_window=2.5), (ValueError, TypeError), r"aging_window .*2\.5"),
+        (dict(aging_window=True), (ValueError, TypeError), r"aging_window .*True"),
+        (dict(aging_window="100"), (ValueError, TypeError), r"aging_window .*'100'"),
+    ],
+    ids=lambda v: repr(v) if isinstance(v, dict) else None,
+)
 def test_simulate_input_errors(kwargs, error, message):
     args = dict(trace=[1, 2, 1], pages=PAGES, policy="lru", budget_bytes=10)
     args.update(kwargs)

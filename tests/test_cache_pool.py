@@ -6,6 +6,7 @@ run replayed through simulate().
 Models are a family in one store (3 x 5 blocks, two a page, so even small weights take
 many pages): a base shared by every model, a layer shared within a group, a private head.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -14,21 +15,23 @@ import sys
 import apsw
 import numpy as np
 import pytest
+from conftest import SMALL, run_threads
+from reference_model import assert_matches
 
 import sqlite_tensor
 from sqlite_tensor import cache
 from sqlite_tensor.schema import Tables
-from conftest import SMALL, run_threads
-from reference_model import assert_matches
 
 # The compiled policies configure() takes by name ("python" is given as an object).
 SERVING = [p for p in cache.policies() if p != "python"]
 N_MODELS, N_GROUPS = 6, 2
-LAYERS = [{"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
-          {"op": "dense", "weight": "w2", "activation": "tanh"},
-          {"op": "dense", "weight": "head", "activation": "softmax"}]
-REQUESTS = [0, 0, 1, 0, 2, 3, 0, 1, 4, 5, 0, 2, 1, 0, 3]   # model per request, skewed to m0
-BIG_WINDOW = 10**12   # an aging window no run here reaches: counts never halve
+LAYERS = [
+    {"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
+    {"op": "dense", "weight": "w2", "activation": "tanh"},
+    {"op": "dense", "weight": "head", "activation": "softmax"},
+]
+REQUESTS = [0, 0, 1, 0, 2, 3, 0, 1, 4, 5, 0, 2, 1, 0, 3]  # model per request, skewed to m0
+BIG_WINDOW = 10**12  # an aging window no run here reaches: counts never halve
 
 
 @pytest.fixture
@@ -38,8 +41,9 @@ def pool():
     cache.clear()
     yield
     policy = before["policy"] if before["policy"] in SERVING else cache.DEFAULT_POLICY
-    cache.configure(policy=policy, budget_bytes=before["budget_bytes"],
-                    aging_window=before["aging_window"])
+    cache.configure(
+        policy=policy, budget_bytes=before["budget_bytes"], aging_window=before["aging_window"]
+    )
     cache.clear()
 
 
@@ -56,8 +60,10 @@ def family_arrays(rng, repeat_blocks=False):
         w1[:, :15] = 0.25
     base = {"w1": w1, "b1": (rng.standard_normal(18) * 0.5).astype(np.float32)}
     groups = [weight(rng, 10, 18) for _ in range(N_GROUPS)]
-    return {f"m{i}": dict(base, w2=groups[i % N_GROUPS], head=weight(rng, 4, 10))
-            for i in range(N_MODELS)}
+    return {
+        f"m{i}": dict(base, w2=groups[i % N_GROUPS], head=weight(rng, 4, 10))
+        for i in range(N_MODELS)
+    }
 
 
 def build(path, rng, repeat_blocks=False):
@@ -81,10 +87,15 @@ def family(db_path, rng):
 
 def model_pages(store, model):
     t = Tables(store.name)
-    return {r[0] for r in store.conn.execute(
-        f"SELECT DISTINCT b.page_id FROM {t.blocks} b JOIN {t.map} m ON m.block_id = b.id"
-        f" JOIN {t.tensors} tt ON tt.id = m.tensor_id JOIN {t.models} mo ON mo.id = tt.model_id"
-        " WHERE mo.name = ?", (model,))}
+    return {
+        r[0]
+        for r in store.conn.execute(
+            f"SELECT DISTINCT b.page_id FROM {t.blocks} b JOIN {t.map} m ON m.block_id = b.id"
+            f" JOIN {t.tensors} tt ON tt.id = m.tensor_id JOIN {t.models} mo ON mo.id = tt.model_id"
+            " WHERE mo.name = ?",
+            (model,),
+        )
+    }
 
 
 def serve(store, models, x, requests=REQUESTS, check=None):
@@ -98,8 +109,10 @@ def serve(store, models, x, requests=REQUESTS, check=None):
 
 
 def resident_pages(conn):
-    return conn.execute("SELECT store_key, page_id, bytes, pins, accesses, last_access, shared,"
-                        " queue FROM tensor_cache_pages").fetchall()
+    return conn.execute(
+        "SELECT store_key, page_id, bytes, pins, accesses, last_access, shared,"
+        " queue FROM tensor_cache_pages"
+    ).fetchall()
 
 
 def assert_counters_add_up(stats, accesses, sizes):
@@ -107,16 +120,30 @@ def assert_counters_add_up(stats, accesses, sizes):
     reads one page, which is kept (until evicted, or still resident) or bypassed."""
     assert stats["hits"] + stats["misses"] == accesses, stats
     assert stats["misses"] - stats["bypassed"] == stats["evictions"] + stats["pages"], stats
-    assert (stats["misses"] * min(sizes.values()) <= stats["bytes_read"]
-            <= stats["misses"] * max(sizes.values())), stats
+    assert (
+        stats["misses"] * min(sizes.values())
+        <= stats["bytes_read"]
+        <= stats["misses"] * max(sizes.values())
+    ), stats
 
 
 # -- every policy serves, within its budget -------------------------------------------------
 
+
 def test_serving_policies():
     assert SERVING[0] == cache.DEFAULT_POLICY
-    assert set(SERVING) == {"admit-lfu", "lru", "mru", "clock", "lfu", "lru2", "2q", "s3fifo",
-                            "sieve", "shared"}
+    assert set(SERVING) == {
+        "admit-lfu",
+        "lru",
+        "mru",
+        "clock",
+        "lfu",
+        "lru2",
+        "2q",
+        "s3fifo",
+        "sieve",
+        "shared",
+    }
 
 
 @pytest.mark.parametrize("policy", SERVING)
@@ -138,17 +165,17 @@ def test_every_policy_serves_right_answers_within_its_budget(pool, family, polic
     stats = cache.stats()
     assert stats["policy"] == policy
     assert_counters_add_up(stats, len(trace.page_ids), sizes)
-    assert stats["evictions"] + stats["bypassed"] > 0, stats     # the models do not fit
+    assert stats["evictions"] + stats["bypassed"] > 0, stats  # the models do not fit
     if policy != "admit-lfu":
-        assert stats["bypassed"] == 0, stats                      # no admission
+        assert stats["bypassed"] == 0, stats  # no admission
     assert stats["hit_ratio"] == stats["hits"] / (stats["hits"] + stats["misses"])
     rows = resident_pages(store.conn)
     assert len(rows) == stats["pages"]
     assert sum(r[2] for r in rows) == stats["resident_bytes"]
-    assert all(r[3] == 0 for r in rows)                           # nothing pinned between calls
+    assert all(r[3] == 0 for r in rows)  # nothing pinned between calls
     assert {r[1] for r in rows} <= set(sizes) and set(trace.page_ids) <= set(sizes)
     assert all(r[2] == sizes[r[1]] for r in rows)
-    if policy == "shared":   # the loader asked the store how many models share each page
+    if policy == "shared":  # the loader asked the store how many models share each page
         sharing = {p["page_id"]: p["models"] for p in store.page_stats()}
         assert all(r[6] == sharing[r[1]] for r in rows), rows
 
@@ -180,6 +207,7 @@ def test_lowering_the_budget_evicts_at_once(pool, family):
 
 # -- replaying a recorded run --------------------------------------------------------------
 
+
 def replay(store, models, x, policy, budget, requests=REQUESTS):
     """Serve from an empty pool while recording; simulate the trace with the same settings.
     Counts never halve in either (BIG_WINDOW): the simulator's clock starts at 0, the
@@ -189,8 +217,9 @@ def replay(store, models, x, policy, budget, requests=REQUESTS):
     with cache.record() as trace:
         serve(store, models, x, requests)
     live = cache.stats()
-    sim = cache.simulate(trace.page_ids, cache.store_pages(store), policy, budget,
-                         aging_window=BIG_WINDOW)
+    sim = cache.simulate(
+        trace.page_ids, cache.store_pages(store), policy, budget, aging_window=BIG_WINDOW
+    )
     keys = ("hits", "misses", "bypassed", "evictions", "bytes_read")
     return {k: live[k] for k in keys}, {k: sim[k] for k in keys}, trace
 
@@ -225,6 +254,7 @@ def test_replaying_a_run_that_reads_a_page_again_within_a_layer(pool, db_path, r
 
 # -- record() ------------------------------------------------------------------------------
 
+
 def test_record_lists_the_pages_a_model_reads(pool, family):
     store, models, x, sizes = family
     cache.configure(budget_bytes=sum(sizes.values()))
@@ -244,16 +274,17 @@ def test_record_lists_the_pages_a_model_reads(pool, family):
 
 def test_record_counts_every_access_and_nothing_outside(pool, family):
     store, models, x, sizes = family
-    store.predict("m1", x)                                   # before: not recorded
+    store.predict("m1", x)  # before: not recorded
     before = cache.stats()
     with cache.record() as trace:
         serve(store, models, x, requests=[1, 2])
     during = cache.stats()
-    store.predict("m2", x)                                   # after: not recorded
-    assert len(trace.page_ids) == (during["hits"] + during["misses"]
-                                   - before["hits"] - before["misses"])
+    store.predict("m2", x)  # after: not recorded
+    assert len(trace.page_ids) == (
+        during["hits"] + during["misses"] - before["hits"] - before["misses"]
+    )
     assert len(trace.page_ids) > 0
-    with cache.record() as again:                            # a new recording starts empty
+    with cache.record() as again:  # a new recording starts empty
         pass
     assert len(again.page_ids) == 0 and len(again.store_keys) == 0
 
@@ -274,6 +305,7 @@ def test_two_stores_have_two_keys(pool, db, rng):
 
 # -- settings --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["opt", "nope", "LRU", "", "python"])
 def test_configure_rejects_names_it_cannot_serve_with(pool, name):
     cache.configure(policy="sieve")
@@ -283,20 +315,23 @@ def test_configure_rejects_names_it_cannot_serve_with(pool, name):
     if name != "python":
         assert message.startswith(f"unknown policy '{name}'; policies are ")
         offered = message.split("policies are ", 1)[1].split(", ")
-        assert offered == SERVING                          # not opt, the simulation's
+        assert offered == SERVING  # not opt, the simulation's
     assert cache.stats()["policy"] == "sieve"
 
 
 @pytest.mark.parametrize("name", ["nope", "opt", "python"])
 def test_a_bad_policy_name_before_any_connection_is_a_value_error(name):
     """In a fresh interpreter that has not opened a connection yet."""
-    code = ("import sqlite_tensor.cache as c\n"
-            "try:\n"
-            f"    c.configure(policy={name!r})\n"
-            "except ValueError as e:\n"
-            "    print('ValueError:', e)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    code = (
+        "import sqlite_tensor.cache as c\n"
+        "try:\n"
+        f"    c.configure(policy={name!r})\n"
+        "except ValueError as e:\n"
+        "    print('ValueError:', e)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
     assert result.stdout.startswith("ValueError:")
 
@@ -306,20 +341,23 @@ def test_a_policy_must_be_a_name_or_a_policy_object(pool):
         cache.configure(policy=5)
 
 
-@pytest.mark.parametrize("budget, error, message", [
-    (0, ValueError, "budget_bytes must be at least 1, got 0"),
-    (-1, ValueError, "budget_bytes must be at least 1, got -1"),
-    (True, TypeError, "budget_bytes must be an integer, got True"),
-    (False, TypeError, "budget_bytes must be an integer, got False"),
-    (1.5, TypeError, r"budget_bytes must be an integer, got 1\.5"),
-    ("1000", TypeError, "budget_bytes must be an integer, got '1000'"),
-])
+@pytest.mark.parametrize(
+    "budget, error, message",
+    [
+        (0, ValueError, "budget_bytes must be at least 1, got 0"),
+        (-1, ValueError, "budget_bytes must be at least 1, got -1"),
+        (True, TypeError, "budget_bytes must be an integer, got True"),
+        (False, TypeError, "budget_bytes must be an integer, got False"),
+        (1.5, TypeError, r"budget_bytes must be an integer, got 1\.5"),
+        ("1000", TypeError, "budget_bytes must be an integer, got '1000'"),
+    ],
+)
 def test_bad_budgets(pool, budget, error, message):
     cache.configure(budget_bytes=12345, policy="lru")
     with pytest.raises(error, match=message):
         cache.configure(budget_bytes=budget, policy="clock")
     stats = cache.stats()
-    assert (stats["budget_bytes"], stats["policy"]) == (12345, "lru")   # nothing changed
+    assert (stats["budget_bytes"], stats["policy"]) == (12345, "lru")  # nothing changed
 
 
 @pytest.mark.parametrize("window", [0, -5, True, 2.5, "100"])
@@ -338,8 +376,19 @@ def test_configure_changes_only_what_it_is_given(pool):
     s = cache.configure()
     assert (s["policy"], s["budget_bytes"], s["aging_window"]) == ("2q", 2 * 10**6, 500)
     assert sqlite_tensor.configure_cache is cache.configure
-    assert set(s) >= {"policy", "budget_bytes", "resident_bytes", "pages", "hits", "misses",
-                      "bypassed", "evictions", "bytes_read", "aging_window", "hit_ratio"}
+    assert set(s) >= {
+        "policy",
+        "budget_bytes",
+        "resident_bytes",
+        "pages",
+        "hits",
+        "misses",
+        "bypassed",
+        "evictions",
+        "bytes_read",
+        "aging_window",
+        "hit_ratio",
+    }
 
 
 def test_changing_the_policy_keeps_the_counters_and_drops_the_pages(pool, family):
@@ -348,13 +397,13 @@ def test_changing_the_policy_keeps_the_counters_and_drops_the_pages(pool, family
     serve(store, models, x, requests=[0, 1, 0])
     before = cache.stats()
     assert before["pages"] > 0 and before["hits"] > 0
-    assert cache.configure(policy="lru") == before                  # the same: nothing happens
+    assert cache.configure(policy="lru") == before  # the same: nothing happens
     after = cache.configure(policy="s3fifo")
     assert (after["pages"], after["resident_bytes"], after["policy"]) == (0, 0, "s3fifo")
     counters = ("hits", "misses", "bypassed", "evictions", "bytes_read", "budget_bytes")
     assert {k: after[k] for k in counters} == {k: before[k] for k in counters}
     assert resident_pages(store.conn) == []
-    serve(store, models, x, requests=[0])                          # read again: misses
+    serve(store, models, x, requests=[0])  # read again: misses
     again = cache.stats()
     assert again["misses"] == before["misses"] + len(model_pages(store, "m0"))
 
@@ -366,23 +415,39 @@ def test_clear_drops_pages_and_zeroes_counters(pool, family):
     assert cache.stats()["evictions"] > 0
     cache.clear()
     s = cache.stats()
-    assert {k: s[k] for k in ("resident_bytes", "pages", "hits", "misses", "bypassed",
-                              "evictions", "bytes_read")} == dict.fromkeys(
-        ("resident_bytes", "pages", "hits", "misses", "bypassed", "evictions", "bytes_read"), 0)
-    assert (s["policy"], s["budget_bytes"], s["aging_window"], s["hit_ratio"]) == \
-        ("clock", 5 * max(sizes.values()), 999, None)
+    assert {
+        k: s[k]
+        for k in (
+            "resident_bytes",
+            "pages",
+            "hits",
+            "misses",
+            "bypassed",
+            "evictions",
+            "bytes_read",
+        )
+    } == dict.fromkeys(
+        ("resident_bytes", "pages", "hits", "misses", "bypassed", "evictions", "bytes_read"), 0
+    )
+    assert (s["policy"], s["budget_bytes"], s["aging_window"], s["hit_ratio"]) == (
+        "clock",
+        5 * max(sizes.values()),
+        999,
+        None,
+    )
     with cache.record() as trace:
         assert_matches(store.predict("m4", x), LAYERS, models["m4"], x)
-    assert cache.stats()["misses"] == len(set(trace.page_ids.tolist()))   # cold again
+    assert cache.stats()["misses"] == len(set(trace.page_ids.tolist()))  # cold again
 
 
 # -- stale pages -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("policy", SERVING)
 def test_no_stale_page_after_drop_and_add_under_any_policy(pool, db_path, rng, policy):
     models = build(db_path, rng)
     x = rng.standard_normal((2, 25)).astype(np.float32)
-    other = sqlite_tensor.Store(db_path)        # another connection, same process pool
+    other = sqlite_tensor.Store(db_path)  # another connection, same process pool
     small = 4 * max(p["bytes"] for p in other.page_stats())
     try:
         for budget in (10**9, small):
@@ -392,19 +457,23 @@ def test_no_stale_page_after_drop_and_add_under_any_policy(pool, db_path, rng, p
                     serve(s, models, x, requests=[0, 1, 0])
                 fresh = family_arrays(rng)
                 for name in ("m0", "m1"):
-                    store.drop_model(name)       # pages rewritten or freed, ids reused
+                    store.drop_model(name)  # pages rewritten or freed, ids reused
                     store.add_model(name, fresh[name], layers=LAYERS)
                     models[name] = fresh[name]
                 for s in (store, other):
                     serve(s, models, x, requests=[0, 1, 2, 0])
-                    got = s.conn.execute("SELECT tensor_predict('tensors', 'm1', ?)",
-                                         (x[1].tobytes(),)).get
-                    assert_matches(np.frombuffer(got, np.float32).copy(), LAYERS, models["m1"], x[1])
+                    got = s.conn.execute(
+                        "SELECT tensor_predict('tensors', 'm1', ?)", (x[1].tobytes(),)
+                    ).get
+                    assert_matches(
+                        np.frombuffer(got, np.float32).copy(), LAYERS, models["m1"], x[1]
+                    )
     finally:
         other.close()
 
 
 # -- SQL -------------------------------------------------------------------------------------
+
 
 def stats_row(conn):
     cur = conn.cursor()
@@ -416,7 +485,7 @@ def stats_row(conn):
 
 
 def test_tensor_cache_settings_from_sql(pool, db):
-    one = lambda sql, *args: db.execute(sql, args).get          # noqa: E731
+    one = lambda sql, *args: db.execute(sql, args).get  # noqa: E731
     cache.configure(policy=cache.DEFAULT_POLICY)
     assert one("SELECT tensor_cache('policy')") == cache.DEFAULT_POLICY
     assert one("SELECT tensor_cache('policy', 'sieve')") == "sieve"
@@ -428,20 +497,33 @@ def test_tensor_cache_settings_from_sql(pool, db):
     assert one("SELECT tensor_cache('clear')") == 1
 
 
-@pytest.mark.parametrize("sql, args, message", [
-    ("SELECT tensor_cache('nope')", (), "tensor_cache: unknown option 'nope'; options are "
-                                        "'policy', 'budget_bytes', 'clear'"),
-    ("SELECT tensor_cache(1)", (), "tensor_cache: the option must be text"),
-    ("SELECT tensor_cache('policy', 'nope')", (), "tensor_cache: unknown policy 'nope'; "
-                                                  "policies are admit-lfu, lru, "),
-    ("SELECT tensor_cache('policy', 'opt')", (), "tensor_cache: unknown policy 'opt'"),
-    ("SELECT tensor_cache('policy', 7)", (), "tensor_cache: the policy must be a name, got an integer"),
-    ("SELECT tensor_cache('policy', NULL)", (), "tensor_cache: the policy must be a name"),
-    ("SELECT tensor_cache('budget_bytes', '1000')", (), "budget_bytes must be an integer"),
-    ("SELECT tensor_cache('budget_bytes', 1.5)", (), "budget_bytes must be an integer"),
-    ("SELECT tensor_cache('budget_bytes', 0)", (), "budget_bytes must be at least 1, got 0"),
-    ("SELECT tensor_cache('budget_bytes', -7)", (), "budget_bytes must be at least 1, got -7"),
-])
+@pytest.mark.parametrize(
+    "sql, args, message",
+    [
+        (
+            "SELECT tensor_cache('nope')",
+            (),
+            "tensor_cache: unknown option 'nope'; options are 'policy', 'budget_bytes', 'clear'",
+        ),
+        ("SELECT tensor_cache(1)", (), "tensor_cache: the option must be text"),
+        (
+            "SELECT tensor_cache('policy', 'nope')",
+            (),
+            "tensor_cache: unknown policy 'nope'; policies are admit-lfu, lru, ",
+        ),
+        ("SELECT tensor_cache('policy', 'opt')", (), "tensor_cache: unknown policy 'opt'"),
+        (
+            "SELECT tensor_cache('policy', 7)",
+            (),
+            "tensor_cache: the policy must be a name, got an integer",
+        ),
+        ("SELECT tensor_cache('policy', NULL)", (), "tensor_cache: the policy must be a name"),
+        ("SELECT tensor_cache('budget_bytes', '1000')", (), "budget_bytes must be an integer"),
+        ("SELECT tensor_cache('budget_bytes', 1.5)", (), "budget_bytes must be an integer"),
+        ("SELECT tensor_cache('budget_bytes', 0)", (), "budget_bytes must be at least 1, got 0"),
+        ("SELECT tensor_cache('budget_bytes', -7)", (), "budget_bytes must be at least 1, got -7"),
+    ],
+)
 def test_tensor_cache_errors_from_sql(pool, db, sql, args, message):
     cache.configure(policy="lru", budget_bytes=99999)
     with pytest.raises(apsw.SQLError) as info:
@@ -459,8 +541,18 @@ def test_cache_tables_agree_with_stats(pool, family):
     conn = store.conn
     cache.configure(policy="admit-lfu", budget_bytes=6 * max(sizes.values()))
     row = stats_row(conn)
-    assert list(row) == ["policy", "budget_bytes", "resident_bytes", "pages", "hits", "misses",
-                         "bypassed", "evictions", "bytes_read", "hit_ratio"]
+    assert list(row) == [
+        "policy",
+        "budget_bytes",
+        "resident_bytes",
+        "pages",
+        "hits",
+        "misses",
+        "bypassed",
+        "evictions",
+        "bytes_read",
+        "hit_ratio",
+    ]
     assert row["hit_ratio"] is None and row["pages"] == 0
     serve(store, models, x)
     s, row = cache.stats(), stats_row(conn)
@@ -469,9 +561,14 @@ def test_cache_tables_agree_with_stats(pool, family):
     assert len(pages) == s["pages"] > 0
     assert sum(p[2] for p in pages) == s["resident_bytes"] <= s["budget_bytes"]
     assert len({p[1] for p in pages}) == len(pages)
-    assert all(p[4] >= 1 and p[5] >= 1 for p in pages)                 # accesses, last access
-    assert conn.execute("SELECT sum(bytes) = (SELECT resident_bytes FROM tensor_cache_stats)"
-                        " FROM tensor_cache_pages").get == 1
+    assert all(p[4] >= 1 and p[5] >= 1 for p in pages)  # accesses, last access
+    assert (
+        conn.execute(
+            "SELECT sum(bytes) = (SELECT resident_bytes FROM tensor_cache_stats)"
+            " FROM tensor_cache_pages"
+        ).get
+        == 1
+    )
     conn.execute("SELECT tensor_cache('clear')").fetchall()
     assert resident_pages(conn) == []
     row = stats_row(conn)
@@ -491,21 +588,31 @@ def test_cache_from_the_sqlite3_shell(sqlite3_shell, clean_env, db_path, rng, po
     features = "[" + ", ".join(repr(float(v)) for v in x) + "]"
     predict = f"SELECT hex(tensor_predict('tensors', 'm0', '{features}'));"
     result = subprocess.run(
-        [sqlite3_shell, "-batch", str(db_path), f".load {SHELL_LOAD}",
-         "SELECT tensor_cache('policy'), tensor_cache('budget_bytes');",
-         "SELECT tensor_cache('policy', 'sieve'), tensor_cache('budget_bytes', %d);" % budget,
-         predict, predict,
-         "SELECT policy, budget_bytes, hits, misses, resident_bytes <= budget_bytes,"
-         " hits + misses > 0 FROM tensor_cache_stats;",
-         "SELECT count(*) > 0, sum(bytes) = (SELECT resident_bytes FROM tensor_cache_stats),"
-         " max(pins) FROM tensor_cache_pages;",
-         "SELECT tensor_cache('clear');",
-         "SELECT pages, hits, misses FROM tensor_cache_stats;"],
-        capture_output=True, text=True, timeout=60, env=clean_env)
+        [
+            sqlite3_shell,
+            "-batch",
+            str(db_path),
+            f".load {SHELL_LOAD}",
+            "SELECT tensor_cache('policy'), tensor_cache('budget_bytes');",
+            f"SELECT tensor_cache('policy', 'sieve'), tensor_cache('budget_bytes', {budget});",
+            predict,
+            predict,
+            "SELECT policy, budget_bytes, hits, misses, resident_bytes <= budget_bytes,"
+            " hits + misses > 0 FROM tensor_cache_stats;",
+            "SELECT count(*) > 0, sum(bytes) = (SELECT resident_bytes FROM tensor_cache_stats),"
+            " max(pins) FROM tensor_cache_pages;",
+            "SELECT tensor_cache('clear');",
+            "SELECT pages, hits, misses FROM tensor_cache_stats;",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     lines = result.stdout.splitlines()
-    assert lines[0] == f"{cache.DEFAULT_POLICY}|{512 * 2**20}"     # a fresh process's pool
+    assert lines[0] == f"{cache.DEFAULT_POLICY}|{512 * 2**20}"  # a fresh process's pool
     assert lines[1] == f"sieve|{budget}"
     assert lines[2] == lines[3] == expected.tobytes().hex().upper()
     policy, budget_s, hits, misses, within, some = lines[4].split("|")
@@ -518,8 +625,12 @@ def test_cache_from_the_sqlite3_shell(sqlite3_shell, clean_env, db_path, rng, po
     result = subprocess.run(
         [sqlite3_shell, "-batch", str(db_path), "-cmd", f".load {SHELL_LOAD}"],
         input="SELECT tensor_cache('policy', 'opt');\nSELECT tensor_cache('budget_bytes', 'x');\n"
-              "SELECT tensor_cache('colour');\nSELECT tensor_cache('policy');\n",
-        capture_output=True, text=True, timeout=60, env=clean_env)
+        "SELECT tensor_cache('colour');\nSELECT tensor_cache('policy');\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env,
+    )
     assert "unknown policy 'opt'; policies are " + ", ".join(SERVING) + "\n" in result.stderr
     assert "budget_bytes must be an integer" in result.stderr
     assert "unknown option 'colour'" in result.stderr
@@ -531,9 +642,11 @@ def test_cache_from_the_sqlite3_shell(sqlite3_shell, clean_env, db_path, rng, po
 # 64-byte granularity; smaller ones (every SMALL store above) come from malloc.
 
 ARENA_MIN = 64 * 1024
-BIG = dict(block_rows=64, block_cols=128, page_blocks=3)    # 32 KiB blocks: 96 KiB pages
-BIG_LAYERS = [{"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
-              {"op": "dense", "weight": "w2"}]
+BIG = dict(block_rows=64, block_cols=128, page_blocks=3)  # 32 KiB blocks: 96 KiB pages
+BIG_LAYERS = [
+    {"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
+    {"op": "dense", "weight": "w2"},
+]
 
 
 def thp_enabled() -> bool:
@@ -558,13 +671,16 @@ def big_model(tmp_path):
     """(path, arrays, x, page bytes by id): two dense layers in pages of about 96 KiB
     (edge pages smaller), and a few inputs."""
     rng = np.random.default_rng(21)
-    arrays = {"w1": weight(rng, 300, 520), "b1": rng.standard_normal(300).astype(np.float32),
-              "w2": weight(rng, 70, 300)}
+    arrays = {
+        "w1": weight(rng, 300, 520),
+        "b1": rng.standard_normal(300).astype(np.float32),
+        "w2": weight(rng, 70, 300),
+    }
     path = tmp_path / "big.sqlite"
     with sqlite_tensor.Store(path, **BIG) as store:
         store.add_model("m", arrays, layers=BIG_LAYERS)
         sizes = {p["page_id"]: p["bytes"] for p in store.page_stats()}
-    assert max(sizes.values()) >= ARENA_MIN > min(sizes.values())   # both kinds of page
+    assert max(sizes.values()) >= ARENA_MIN > min(sizes.values())  # both kinds of page
     return path, arrays, rng.standard_normal((3, 520)).astype(np.float32), sizes
 
 
@@ -590,7 +706,7 @@ def test_large_pages_live_in_the_arena_and_leave_it(pool, arena, big_model):
         assert mem["huge_regions"] >= 1
     cache.clear()
     mem = arena._page_memory_stats()
-    assert mem["in_use_bytes"] == 0 and mem["regions"] <= 1      # the last region is kept, empty
+    assert mem["in_use_bytes"] == 0 and mem["regions"] <= 1  # the last region is kept, empty
 
 
 def test_the_budget_counts_page_bytes_under_churn(pool, arena, big_model):
@@ -598,7 +714,7 @@ def test_the_budget_counts_page_bytes_under_churn(pool, arena, big_model):
     its budget and the arena holds exactly the resident large pages once nothing is pinned."""
     path, arrays, x, sizes = big_model
     budget = 3 * max(sizes.values())
-    cache.configure(policy="lru", budget_bytes=budget)   # lru admits every page: evictions
+    cache.configure(policy="lru", budget_bytes=budget)  # lru admits every page: evictions
     with sqlite_tensor.Store(path) as store:
         for k in range(12):
             xi = x if k % 2 else x[k % 3]
@@ -617,21 +733,21 @@ def test_without_huge_pages_or_without_the_arena(pool, arena, big_model):
     they came from."""
     path, arrays, x, sizes = big_model
     with sqlite_tensor.Store(path) as store:
-        assert_matches(store.predict("m", x), BIG_LAYERS, arrays, x)   # placed in regions
+        assert_matches(store.predict("m", x), BIG_LAYERS, arrays, x)  # placed in regions
         cache.clear()
         assert arena._page_memory_stats()["regions"] <= 1
         arena._page_memory_configure(huge=False)
         assert_matches(store.predict("m", x), BIG_LAYERS, arrays, x)
         mem = arena._page_memory_stats()
         assert not mem["huge"] and mem["in_use_bytes"] > 0
-        arena._page_memory_configure(arena=False)           # these pages stay in regions
+        arena._page_memory_configure(arena=False)  # these pages stay in regions
         assert_matches(store.predict("m", x[0]), BIG_LAYERS, arrays, x[0])
         cache.clear()
         assert arena._page_memory_stats()["in_use_bytes"] == 0
-        assert_matches(store.predict("m", x), BIG_LAYERS, arrays, x)   # from malloc now
+        assert_matches(store.predict("m", x), BIG_LAYERS, arrays, x)  # from malloc now
         mem = arena._page_memory_stats()
         assert mem["in_use_bytes"] == 0 and not mem["arena"]
-        arena._page_memory_configure(arena=True)             # freed to malloc, not a region
+        arena._page_memory_configure(arena=True)  # freed to malloc, not a region
         cache.clear()
         assert arena._page_memory_stats()["in_use_bytes"] == 0
         assert_matches(store.predict("m", x), BIG_LAYERS, arrays, x)
@@ -669,8 +785,12 @@ def test_pages_come_from_malloc_when_no_region_can_be_mapped(big_model, tmp_path
     base = str(tmp_path / "expected")
     np.save(base + ".x.npy", x)
     np.save(base + ".y.npy", y)
-    out = subprocess.run([sys.executable, "-c", FALLBACK_CHILD, str(path), base],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", FALLBACK_CHILD, str(path), base],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
 
 
@@ -678,6 +798,7 @@ def test_threads_churn_pages_through_the_arena(pool, arena, big_model):
     """Four threads with their own connections under a budget of two pages: pages are
     placed in regions (outside the pool's lock) and freed (inside it) concurrently."""
     import threading
+
     path, arrays, x, sizes = big_model
     cache.configure(policy="lru", budget_bytes=2 * max(sizes.values()))
     barrier = threading.Barrier(4)

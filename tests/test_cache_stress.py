@@ -3,6 +3,7 @@ one file, each running a different model of a family (so they share pages) in a 
 a budget of a few pages, while a monitor samples the pool. Every answer must be right, no
 thread may hang, unpinned resident bytes never exceed the budget, and the counters add up.
 """
+
 from __future__ import annotations
 
 import threading
@@ -11,17 +12,19 @@ from contextlib import closing
 
 import numpy as np
 import pytest
-
-import sqlite_tensor
-from sqlite_tensor import cache
 from conftest import SMALL
 from reference_model import assert_matches
 
+import sqlite_tensor
+from sqlite_tensor import cache
+
 THREADS = 8
 SECONDS = 1.5
-LAYERS = [{"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
-          {"op": "dense", "weight": "w2", "activation": "gelu"},
-          {"op": "dense", "weight": "head", "activation": "softmax"}]
+LAYERS = [
+    {"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
+    {"op": "dense", "weight": "w2", "activation": "gelu"},
+    {"op": "dense", "weight": "head", "activation": "softmax"},
+]
 
 
 @pytest.fixture
@@ -30,8 +33,9 @@ def pool():
     cache.clear()
     yield
     policy = before["policy"] if before["policy"] in cache.policies() else cache.DEFAULT_POLICY
-    cache.configure(policy=policy, budget_bytes=before["budget_bytes"],
-                    aging_window=before["aging_window"])
+    cache.configure(
+        policy=policy, budget_bytes=before["budget_bytes"], aging_window=before["aging_window"]
+    )
     cache.clear()
 
 
@@ -47,8 +51,9 @@ def family(tmp_path_factory):
     path = tmp_path_factory.mktemp("stress") / "family.sqlite"
     base = {"w1": weight(rng, 20, 24), "b1": (rng.standard_normal(20) * 0.5).astype(np.float32)}
     pairs = [weight(rng, 12, 20) for _ in range(THREADS // 2)]
-    models = {f"m{i}": dict(base, w2=pairs[i // 2], head=weight(rng, 5, 12))
-              for i in range(THREADS)}
+    models = {
+        f"m{i}": dict(base, w2=pairs[i // 2], head=weight(rng, 5, 12)) for i in range(THREADS)
+    }
     with sqlite_tensor.Store(path, **SMALL) as store:
         for name, arrays in models.items():
             store.add_model(name, arrays, layers=LAYERS)
@@ -83,9 +88,10 @@ def test_threads_share_a_small_pool(pool, family, policy):
                 got = store.predict(name, x)
                 if not np.array_equal(got, expected):
                     raise AssertionError(f"{name}: {got} != {expected}")
-                if n % 5 == 0:   # and through SQL
-                    blob = conn.execute("SELECT tensor_predict('tensors', ?, ?)",
-                                        (name, x[1].tobytes())).get
+                if n % 5 == 0:  # and through SQL
+                    blob = conn.execute(
+                        "SELECT tensor_predict('tensors', ?, ?)", (name, x[1].tobytes())
+                    ).get
                     if not np.array_equal(np.frombuffer(blob, np.float32), expected[1]):
                         raise AssertionError(f"{name} (SQL): wrong answer")
                 n += 1
@@ -130,8 +136,10 @@ def test_threads_share_a_small_pool(pool, family, policy):
     # nothing is pinned now: the budget holds
     assert stats["resident_bytes"] <= budget, stats
     with closing(sqlite_tensor.connect(path)) as conn:
-        rows = conn.execute("SELECT count(*), coalesce(sum(bytes), 0), coalesce(max(pins), 0)"
-                            " FROM tensor_cache_pages").get
+        rows = conn.execute(
+            "SELECT count(*), coalesce(sum(bytes), 0), coalesce(max(pins), 0)"
+            " FROM tensor_cache_pages"
+        ).get
     assert rows == (stats["pages"], stats["resident_bytes"], 0)
     # while the threads ran: resident bytes within the budget plus the bytes pinned
     assert samples

@@ -4,15 +4,16 @@ The checksum is the engine's own function (pages.checksum calls it): it covers e
 a page BLOB, its own field counted as zero, seeded with the page id. A mismatch is
 CorruptStoreError in Python and SQLITE_CORRUPT naming the page in SQL, from every read path;
 BUSY stays BUSY."""
+
 from __future__ import annotations
 
 import apsw
 import numpy as np
 import pytest
+from conftest import SMALL, random_array, same
 
 import sqlite_tensor
 from sqlite_tensor import pages
-from conftest import SMALL, random_array, same
 
 LAYERS = [{"op": "dense", "weight": "w", "bias": "b", "activation": "identity"}]
 
@@ -31,7 +32,7 @@ def test_checksum_covers_every_byte_and_the_id():
                 data[pos] ^= 1 << bit
                 assert pages.checksum(data, 7) != h, (n, pos, bit)
                 data[pos] ^= 1 << bit
-        if n >= 24:   # the checksum field counts as zero: sealing is idempotent
+        if n >= 24:  # the checksum field counts as zero: sealing is idempotent
             data[16:24] = b"\xff" * 8
             assert pages.checksum(data, 7) == h
     assert pages.checksum(b"", 1) != pages.checksum(b"", 2)
@@ -43,7 +44,9 @@ def test_sealed_pages_read_and_a_flip_anywhere_is_caught(memdb, rng):
     store = sqlite_tensor.Store(memdb, **SMALL)
     w = random_array(rng, (10, 20), np.float32)
     store.add_model("m", {"w": w, "b": random_array(rng, (10,), np.float32)}, layers=LAYERS)
-    page_id, data = memdb.execute("SELECT id, data FROM tensors_pages ORDER BY id LIMIT 1").fetchone()
+    page_id, data = memdb.execute(
+        "SELECT id, data FROM tensors_pages ORDER BY id LIMIT 1"
+    ).fetchone()
     assert pages.read_slots(data, page_id)
     head = pages.header(data)
     assert head.version == 2 and head.checksum == pages.checksum(data, page_id)
@@ -52,9 +55,13 @@ def test_sealed_pages_read_and_a_flip_anywhere_is_caught(memdb, rng):
         bad = bytearray(data)
         bad[pos] ^= 0x10
         memdb.execute("UPDATE tensors_pages SET data = ? WHERE id = ?", (bytes(bad), page_id))
-        with pytest.raises(sqlite_tensor.CorruptStoreError, match=f"page {page_id} of tensors_pages is corrupt"):
+        with pytest.raises(
+            sqlite_tensor.CorruptStoreError, match=f"page {page_id} of tensors_pages is corrupt"
+        ):
             store.get_tensor("m", "w")
-        with pytest.raises(sqlite_tensor.CorruptStoreError, match=f"page {page_id} of tensors_pages"):
+        with pytest.raises(
+            sqlite_tensor.CorruptStoreError, match=f"page {page_id} of tensors_pages"
+        ):
             store.predict("m", x)
         with pytest.raises(apsw.CorruptError, match=f"page {page_id} of tensors_pages is corrupt"):
             memdb.execute("SELECT tensor_blob('tensors', 'm', 'w')").get
@@ -70,27 +77,39 @@ def slot_length_61(conn):
     an impossible size that only the slot checks can see."""
     data = bytearray(conn.execute("SELECT data FROM tensors_pages WHERE id = 1").get)
     at = pages.slot_entry_at(data, 0) + 8
-    data[at:at + 8] = (61).to_bytes(8, "little")
+    data[at : at + 8] = (61).to_bytes(8, "little")
     conn.execute("UPDATE tensors_pages SET data = ? WHERE id = 1", (bytes(pages.seal(data, 1)),))
 
 
-@pytest.mark.parametrize("damage", [
-    lambda c: c.execute("DELETE FROM tensors_pages WHERE id = 1"),
-    slot_length_61,
-    lambda c: c.execute("UPDATE tensors_pages SET data = x'00' WHERE id = 1"),
-], ids=["missing-page", "impossible-size", "not-a-page"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda c: c.execute("DELETE FROM tensors_pages WHERE id = 1"),
+        slot_length_61,
+        lambda c: c.execute("UPDATE tensors_pages SET data = x'00' WHERE id = 1"),
+    ],
+    ids=["missing-page", "impossible-size", "not-a-page"],
+)
 def test_same_damage_same_class_from_every_path(memdb, rng, damage):
     store = sqlite_tensor.Store(memdb, **SMALL)
-    store.add_model("m", {"w": random_array(rng, (10, 20), np.float32),
-                          "b": random_array(rng, (10,), np.float32)}, layers=LAYERS)
+    store.add_model(
+        "m",
+        {"w": random_array(rng, (10, 20), np.float32), "b": random_array(rng, (10,), np.float32)},
+        layers=LAYERS,
+    )
     damage(memdb)
     x = np.ones(20, np.float32)
-    for read in (lambda: store.get_tensor("m", "w"), lambda: store.predict("m", x),
-                 lambda: store.get_model("m")):
+    for read in (
+        lambda: store.get_tensor("m", "w"),
+        lambda: store.predict("m", x),
+        lambda: store.get_model("m"),
+    ):
         with pytest.raises(sqlite_tensor.CorruptStoreError, match="corrupt"):
             read()
-    for sql, args in (("SELECT tensor_blob('tensors', 'm', 'w')", ()),
-                      ("SELECT tensor_predict('tensors', 'm', ?)", (x.tobytes(),))):
+    for sql, args in (
+        ("SELECT tensor_blob('tensors', 'm', 'w')", ()),
+        ("SELECT tensor_predict('tensors', 'm', ?)", (x.tobytes(),)),
+    ):
         with pytest.raises(apsw.CorruptError, match="corrupt"):
             memdb.execute(sql, args).get
     assert issubclass(sqlite_tensor.CorruptStoreError, sqlite_tensor.TensorStoreError)
@@ -100,12 +119,18 @@ def test_busy_is_busy_not_corruption(tmp_path, rng):
     path = tmp_path / "busy.sqlite"
     conn = sqlite_tensor.connect(path, wal=False, busy_timeout_ms=0)
     store = sqlite_tensor.Store(conn, **SMALL)
-    store.add_model("m", {"w": random_array(rng, (10, 20), np.float32),
-                          "b": random_array(rng, (10,), np.float32)}, layers=LAYERS)
+    store.add_model(
+        "m",
+        {"w": random_array(rng, (10, 20), np.float32), "b": random_array(rng, (10,), np.float32)},
+        layers=LAYERS,
+    )
     other = apsw.Connection(str(path))
     other.execute("BEGIN EXCLUSIVE")
     try:
-        for read in (lambda: store.get_tensor("m", "w"), lambda: store.predict("m", np.ones(20, np.float32))):
+        for read in (
+            lambda: store.get_tensor("m", "w"),
+            lambda: store.predict("m", np.ones(20, np.float32)),
+        ):
             with pytest.raises(apsw.BusyError):
                 read()
         with pytest.raises(apsw.BusyError):

@@ -3,6 +3,7 @@ one pip writes) and `python -m sqlite_tensor ...`, through subprocess. Model fol
 made with the `safetensors` package (tests/model_folders.py); exports are compared byte
 for byte with what went in. Every bad input is a one-line error, a non-zero exit, and the
 database file byte for byte as it was."""
+
 from __future__ import annotations
 
 import fcntl
@@ -10,19 +11,19 @@ import json
 import os
 import pty
 import struct
-import termios
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import apsw
 import numpy as np
 import pytest
+from model_folders import bert_tensors, folder_bytes, hf_folder, sharded_folder
 from safetensors.numpy import load_file, save_file
 
 import sqlite_tensor
 from sqlite_tensor.testing.families import TEXT_CLASSIFIER_LAYERS, text_classifier_family
-from model_folders import bert_tensors, folder_bytes, hf_folder, sharded_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 # what pip writes for [project.scripts] sqlite-tensor = "sqlite_tensor.__main__:main"
@@ -56,8 +57,14 @@ def script(tmp_path_factory) -> str:
 def cli(*args, cwd=None, module=True, script=None, check=True, **extra):
     """Run the command line; returns the CompletedProcess (text)."""
     cmd = [sys.executable, "-m", "sqlite_tensor"] if module else [script]
-    done = subprocess.run(cmd + [str(a) for a in args], cwd=cwd, capture_output=True,
-                          text=True, env=env(**extra), timeout=300)
+    done = subprocess.run(
+        cmd + [str(a) for a in args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env(**extra),
+        timeout=300,
+    )
     if check:
         assert done.returncode == 0, done.stderr
     return done
@@ -77,30 +84,54 @@ def here(capsys):
         status = main([str(a) for a in args], prog="sqlite-tensor")
         captured = capsys.readouterr()
         return status, captured.out, captured.err
+
     return run
 
 
 # -- the program's name, version ------------------------------------------------------------------
+
 
 def test_usage_line_names_the_program_as_run(script, capsys):
     as_script = cli("--help", module=False, script=script)
     as_module = cli("--help")
     assert as_script.stdout.startswith("usage: sqlite-tensor ")
     assert as_module.stdout.startswith("usage: python -m sqlite_tensor ")
-    for command in ("add", "export", "ls", "show", "stats", "verify", "pack", "vacuum", "rm",
-                    "dedup", "predict", "path", "version", "policies", "demo"):
+    for command in (
+        "add",
+        "export",
+        "ls",
+        "show",
+        "stats",
+        "verify",
+        "pack",
+        "vacuum",
+        "rm",
+        "dedup",
+        "predict",
+        "path",
+        "version",
+        "policies",
+        "demo",
+    ):
         assert command in as_script.stdout
     wrong = cli("add", module=False, script=script, check=False)
     assert wrong.returncode == 2 and wrong.stderr.startswith("usage: sqlite-tensor add ")
     assert cli("--version").stdout.strip() == sqlite_tensor.__version__
     from sqlite_tensor.cli import main
-    for argv, expected in ((["version"], sqlite_tensor.__version__ + "\n"),
-                           (["version", "--json"], json.dumps({"version": sqlite_tensor.__version__}, indent=2) + "\n"),
-                           (["path", "--json"], json.dumps({"path": sqlite_tensor.loadable_path()}, indent=2) + "\n")):
+
+    for argv, expected in (
+        (["version"], sqlite_tensor.__version__ + "\n"),
+        (
+            ["version", "--json"],
+            json.dumps({"version": sqlite_tensor.__version__}, indent=2) + "\n",
+        ),
+        (["path", "--json"], json.dumps({"path": sqlite_tensor.loadable_path()}, indent=2) + "\n"),
+    ):
         assert main(argv) == 0 and capsys.readouterr().out == expected
 
 
 # -- formats: each comes back as it went in -------------------------------------------------------
+
 
 def test_hugging_face_folder_comes_back_byte_for_byte(tmp_path, script, here):
     src = hf_folder(tmp_path / "bert")
@@ -109,7 +140,7 @@ def test_hugging_face_folder_comes_back_byte_for_byte(tmp_path, script, here):
     assert added["kind"] == "folder" and added["tensors"] == len(bert_tensors())
     assert "1_Pooling/config.json" in added["files"] and "tokenizer.json" in added["files"]
     cli("export", db, "bert", tmp_path / "out")
-    assert folder_bytes(tmp_path / "out") == folder_bytes(src)   # metadata, tokenizer, all
+    assert folder_bytes(tmp_path / "out") == folder_bytes(src)  # metadata, tokenizer, all
     # one file out: the same bytes as the folder's model.safetensors
     assert here("export", db, "bert", tmp_path / "one.safetensors")[0] == 0
     assert (tmp_path / "one.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
@@ -131,6 +162,7 @@ def test_sharded_checkpoint_comes_back_with_its_shards_and_index(tmp_path, given
     assert merged.keys() == expected.keys()
     assert all(merged[k].tobytes() == expected[k].tobytes() for k in expected)
     from safetensors import safe_open
+
     with safe_open(str(tmp_path / "merged.safetensors"), "np") as f:
         assert f.metadata() == {"format": "pt"}
 
@@ -142,8 +174,12 @@ def test_single_safetensors_file_keeps_its_metadata(tmp_path, here):
     cli("add", db, "m", tmp_path / "m.safetensors")
     cli("export", db, "m", tmp_path / "back.safetensors")
     assert (tmp_path / "back.safetensors").read_bytes() == (tmp_path / "m.safetensors").read_bytes()
-    assert here("export", db, "m", tmp_path / "folder")[0] == 0   # as a folder: the file under its own name
-    assert folder_bytes(tmp_path / "folder") == {"m.safetensors": (tmp_path / "m.safetensors").read_bytes()}
+    assert (
+        here("export", db, "m", tmp_path / "folder")[0] == 0
+    )  # as a folder: the file under its own name
+    assert folder_bytes(tmp_path / "folder") == {
+        "m.safetensors": (tmp_path / "m.safetensors").read_bytes()
+    }
 
 
 def test_npz_round_trip(tmp_path, here):
@@ -154,8 +190,10 @@ def test_npz_round_trip(tmp_path, here):
     assert here("export", db, "m", tmp_path / "back.npz")[0] == 0
     with np.load(tmp_path / "back.npz") as back:
         assert list(back.keys()) == ["a", "b"]
-        assert all(back[k].tobytes() == arrays[k].tobytes() and back[k].dtype == arrays[k].dtype
-                   for k in arrays)
+        assert all(
+            back[k].tobytes() == arrays[k].tobytes() and back[k].dtype == arrays[k].dtype
+            for k in arrays
+        )
 
 
 def test_lone_shard_is_refused(tmp_path):
@@ -167,8 +205,10 @@ def test_lone_shard_is_refused(tmp_path):
     # a shard that does not look like one, but an index beside it names it
     os.rename(src / "model-00002-of-00002.safetensors", src / "second.safetensors")
     index = json.loads((src / "model.safetensors.index.json").read_text())
-    index["weight_map"] = {k: ("second.safetensors" if v.startswith("model-00002") else v)
-                           for k, v in index["weight_map"].items()}
+    index["weight_map"] = {
+        k: ("second.safetensors" if v.startswith("model-00002") else v)
+        for k, v in index["weight_map"].items()
+    }
     (src / "model.safetensors.index.json").write_text(json.dumps(index))
     done = cli("add", db, "half", src / "second.safetensors", check=False)
     assert done.returncode == 1 and "is one shard of the checkpoint" in done.stderr
@@ -183,9 +223,11 @@ def test_lone_shard_is_refused(tmp_path):
 
 def _torch_state(torch):
     g = torch.Generator().manual_seed(0)
-    return {"fc.weight": torch.randn(8, 4, generator=g),
-            "fc.bias": torch.randn(8, generator=g).to(torch.bfloat16),
-            "ids": torch.arange(5, dtype=torch.int64)}
+    return {
+        "fc.weight": torch.randn(8, 4, generator=g),
+        "fc.bias": torch.randn(8, generator=g).to(torch.bfloat16),
+        "ids": torch.arange(5, dtype=torch.int64),
+    }
 
 
 def test_pytorch_bin(tmp_path):
@@ -203,6 +245,7 @@ def test_pytorch_bin(tmp_path):
         # torch comes back as safetensors, which torch reads: the same values
         store.export_model("pt", tmp_path / "out")
     from safetensors.torch import load_file as torch_load_file
+
     back = torch_load_file(str(tmp_path / "out" / "model.safetensors"))
     assert all(torch.equal(back[k], state[k]) and back[k].dtype == state[k].dtype for k in state)
 
@@ -211,6 +254,7 @@ def test_pytorch_file_with_more_than_tensors_is_refused(tmp_path, capsys):
     """weights_only: the pickle's code never runs."""
     torch = pytest.importorskip("torch")
     from sqlite_tensor.cli import main
+
     torch.save({"w": torch.ones(2), "obj": Exploit()}, tmp_path / "evil.pt")
     os.chdir(tmp_path)
     assert main(["add", str(tmp_path / "m.sqlite"), "evil", str(tmp_path / "evil.pt")]) == 1
@@ -228,8 +272,9 @@ def test_pytorch_without_torch_says_what_to_install(tmp_path):
     blocker.mkdir()
     (blocker / "torch.py").write_text("raise ImportError('No module named torch')\n")
     (tmp_path / "model.bin").write_bytes(b"PK\x03\x04 not really")
-    done = cli("add", tmp_path / "m.sqlite", "pt", tmp_path / "model.bin", check=False,
-               path=[str(blocker)])
+    done = cli(
+        "add", tmp_path / "m.sqlite", "pt", tmp_path / "model.bin", check=False, path=[str(blocker)]
+    )
     assert done.returncode == 1
     assert "needs torch" in done.stderr and "pip install torch" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -237,6 +282,7 @@ def test_pytorch_without_torch_says_what_to_install(tmp_path):
 
 
 # -- the report commands ----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def family_db(tmp_path):
@@ -253,19 +299,27 @@ def test_ls_show_stats_agree_with_the_python_api(family_db, here):
     shown = json.loads(here("show", family_db, "tuned-2", "--json")[1])
     stats = json.loads(here("stats", family_db, "--json")[1])
     with sqlite_tensor.Store(str(family_db)) as store:
-        assert [{k: r[k] for k in store.model_stats()[0]} for r in listed["models"]] == \
-            store.model_stats()
+        assert [
+            {k: r[k] for k in store.model_stats()[0]} for r in listed["models"]
+        ] == store.model_stats()
         assert {k: stats[k] for k in store.stats()} == store.stats()
         infos = store.tensors("tuned-2")
-        assert [(r["tensor"], tuple(r["shape"]), r["dtype"], r["nbytes"]) for r in shown["tensors"]] \
-            == [(i.name, i.shape, i.dtype, i.nbytes) for i in infos]
+        assert [
+            (r["tensor"], tuple(r["shape"]), r["dtype"], r["nbytes"]) for r in shown["tensors"]
+        ] == [(i.name, i.shape, i.dtype, i.nbytes) for i in infos]
     emb = next(r for r in shown["tensors"] if r["tensor"] == "embedding.weight")
     head = next(r for r in shown["tensors"] if r["tensor"] == "fc1.weight")
-    assert 0 < emb["shared_blocks"] <= emb["blocks"]   # the base's rows it kept
-    assert head["shared_blocks"] == 0                  # its own head
+    assert 0 < emb["shared_blocks"] <= emb["blocks"]  # the base's rows it kept
+    assert head["shared_blocks"] == 0  # its own head
     text = here("ls", family_db)[1]
-    assert text.splitlines()[0].split() == ["model", "tensors", "logical", "physical", "private",
-                                            "files"]
+    assert text.splitlines()[0].split() == [
+        "model",
+        "tensors",
+        "logical",
+        "physical",
+        "private",
+        "files",
+    ]
     assert "tuned-2" in text and "3 models;" in text
     assert "embedding.weight" in cli("show", family_db, "tuned-2").stdout
     assert "dedup ratio" in cli("stats", family_db).stdout
@@ -273,7 +327,7 @@ def test_ls_show_stats_agree_with_the_python_api(family_db, here):
 
 def test_verify_exits_1_on_a_damaged_page(family_db, here):
     assert cli("verify", family_db).stdout.startswith("ok:")
-    conn = apsw.Connection(str(family_db))   # plain SQL: a damaged file, made by hand
+    conn = apsw.Connection(str(family_db))  # plain SQL: a damaged file, made by hand
     data = bytearray(conn.execute("SELECT data FROM tensors_pages WHERE id = 1").get)
     data[-1] ^= 0xFF
     conn.execute("UPDATE tensors_pages SET data = ? WHERE id = 1", (bytes(data),))
@@ -341,12 +395,14 @@ def test_dedup_within_the_budget(tmp_path):
     db = tmp_path / "d.sqlite"
     with sqlite_tensor.Store(str(db), block_rows=4, block_cols=64) as store:
         store.add_model("base", {"w": w}, layers=layers)
-        store.add_model("tuned", {"w": w + rng.normal(0, 1e-4, w.shape).astype(np.float32)},
-                        layers=layers)
+        store.add_model(
+            "tuned", {"w": w + rng.normal(0, 1e-4, w.shape).astype(np.float32)}, layers=layers
+        )
     x = rng.standard_normal((64, 256)).astype(np.float32)
     np.savez(tmp_path / "val.npz", x=x, y=(x @ w.T).argmax(1))
-    done = cli_json("dedup", db, "--validation", tmp_path / "val.npz", "--max-drop", "0.05",
-                    "--models", "tuned")
+    done = cli_json(
+        "dedup", db, "--validation", tmp_path / "val.npz", "--max-drop", "0.05", "--models", "tuned"
+    )
     assert done["physical_bytes_after"] < done["physical_bytes_before"]
     assert all(m["score_before"] - m["score_after"] <= 0.05 for m in done["models"])
     assert cli("verify", db).returncode == 0
@@ -415,16 +471,19 @@ def check_bad_input(tmp_path, db, args, message, run) -> None:
 
 
 @pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a[:1] + a[3:4]) for a, _ in BAD])
-def test_bad_input_is_one_line_and_leaves_the_file_as_it_was(family_db, tmp_path, capsys,
-                                                             args, message):
+def test_bad_input_is_one_line_and_leaves_the_file_as_it_was(
+    family_db, tmp_path, capsys, args, message
+):
     """In this process (main() as the console script runs it), every case; the test
     below runs some of them as real processes."""
     from sqlite_tensor.cli import main
+
     db = bad_input_setup(family_db, tmp_path)
 
     def run(argv):
         status = main(argv, prog="sqlite-tensor")
         return status, capsys.readouterr().err
+
     check_bad_input(tmp_path, db, args, message, run)
 
 
@@ -436,14 +495,22 @@ def test_bad_input_as_processes(family_db, tmp_path, script):
         def run(argv):
             done = cli(*argv, check=False, module=False, script=script)
             return done.returncode, done.stderr
+
         check_bad_input(tmp_path, db, [a.replace("tuned-2", "m") for a in args], message, run)
 
 
 def test_add_to_a_new_file_that_fails_leaves_no_file(tmp_path):
     np.savez(tmp_path / "m.npz", w=np.ones((3, 3), np.float32))
     (tmp_path / "layers.json").write_text('[{"op": "dense", "weight": "nope"}]')
-    done = cli("add", tmp_path / "new.sqlite", "m", tmp_path / "m.npz", "--layers",
-               tmp_path / "layers.json", check=False)
+    done = cli(
+        "add",
+        tmp_path / "new.sqlite",
+        "m",
+        tmp_path / "m.npz",
+        "--layers",
+        tmp_path / "layers.json",
+        check=False,
+    )
     assert done.returncode == 1 and "layer 0" in done.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("new.sqlite")]
 
@@ -455,10 +522,21 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     try:
-        proc = subprocess.run([sys.executable, "-m", "sqlite_tensor", "add",
-                               str(tmp_path / "b.sqlite"), "m", str(tmp_path / "m.npz")],
-                              stdout=subprocess.PIPE, stderr=follower, timeout=120,
-                              env=env(SQLITE_TENSOR_PROGRESS_DELAY="0"))
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sqlite_tensor",
+                "add",
+                str(tmp_path / "b.sqlite"),
+                "m",
+                str(tmp_path / "m.npz"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=120,
+            env=env(SQLITE_TENSOR_PROGRESS_DELAY="0"),
+        )
         os.close(follower)
         follower = None
         shown = b""
@@ -480,12 +558,13 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
 
 # -- the files table: a shadow table like the others --------------------------------------------------
 
+
 def test_files_follow_the_store_through_rename_drop_update(tmp_path):
     src = hf_folder(tmp_path / "bert")
     db = tmp_path / "m.sqlite"
     cli("add", db, "bert", src)
     conn = sqlite_tensor.connect(str(db))
-    with pytest.raises(apsw.Error):   # defensive mode: plain SQL cannot write it
+    with pytest.raises(apsw.Error):  # defensive mode: plain SQL cannot write it
         conn.execute("UPDATE tensors_files SET path = '../evil'")
     conn.execute("ALTER TABLE tensors RENAME TO renamed")
     names = {n for (n,) in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
@@ -494,7 +573,7 @@ def test_files_follow_the_store_through_rename_drop_update(tmp_path):
     cli("export", db, "bert", tmp_path / "out", "--store", "renamed")
     assert folder_bytes(tmp_path / "out") == folder_bytes(src)
     with sqlite_tensor.Store(str(db), "renamed") as store:
-        store.update_model("bert", store.get_model("bert"))   # a new version keeps its files
+        store.update_model("bert", store.get_model("bert"))  # a new version keeps its files
         assert set(store.files("bert")) == set(folder_bytes(src)) - {"model.safetensors"}
         store.add_model("other", {"w": np.ones(3, np.float32)})
         store.drop_model("bert")
@@ -523,11 +602,13 @@ def test_export_never_writes_outside_its_folder(tmp_path, bert_db, path, capsys,
     real process."""
     db = tmp_path / "m.sqlite"
     db.write_bytes(bert_db[0].read_bytes())
-    conn = apsw.Connection(str(db))   # a file someone else wrote: no defensive mode
-    if path == "":   # a second layout row cannot exist; damage the layout instead
-        conn.execute("UPDATE tensors_files SET data = CAST('{\"version\": 1, \"tensor_files\": "
-                     "[{\"path\": \"../x\", \"format\": \"npz\", \"tensors\": []}]}' AS BLOB)"
-                     " WHERE path = ''")
+    conn = apsw.Connection(str(db))  # a file someone else wrote: no defensive mode
+    if path == "":  # a second layout row cannot exist; damage the layout instead
+        conn.execute(
+            'UPDATE tensors_files SET data = CAST(\'{"version": 1, "tensor_files": '
+            '[{"path": "../x", "format": "npz", "tensors": []}]}\' AS BLOB)'
+            " WHERE path = ''"
+        )
     else:
         conn.execute("UPDATE tensors_files SET path = ? WHERE path = 'vocab.txt'", (path,))
     conn.close()
@@ -538,7 +619,11 @@ def test_export_never_writes_outside_its_folder(tmp_path, bert_db, path, capsys,
         status, err = done.returncode, done.stderr
     else:
         from sqlite_tensor.cli import main
-        status, err = main(["export", str(db), "bert", str(tmp_path / "out")]), capsys.readouterr().err
+
+        status, err = (
+            main(["export", str(db), "bert", str(tmp_path / "out")]),
+            capsys.readouterr().err,
+        )
     assert status == 1 and "error:" in err and ("damaged" in err or "file path" in err), err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() and not Path("/tmp/evil").exists()
@@ -556,7 +641,7 @@ def test_export_refuses_a_symlinked_or_full_target(tmp_path, bert_db, here):
     status, _, err = here("export", db, "bert", tmp_path / "link")
     assert status == 1 and "exists" in err and not any(elsewhere.iterdir())
     (tmp_path / "empty").mkdir()
-    assert here("export", db, "bert", tmp_path / "empty")[0] == 0   # an empty folder is fine
+    assert here("export", db, "bert", tmp_path / "empty")[0] == 0  # an empty folder is fine
     assert folder_bytes(tmp_path / "empty") == folder_bytes(src)
 
 
@@ -585,7 +670,7 @@ def test_a_store_from_before_the_files_table(tmp_path, here):
     assert list(folder_bytes(tmp_path / "out")) == ["model.safetensors"]
     assert db.read_bytes() == before
     status, out, _ = here("verify", db)
-    assert status == 1 and "schema: older" in out   # read-only: it says what is old
+    assert status == 1 and "schema: older" in out  # read-only: it says what is old
     src = hf_folder(tmp_path / "bert")
     assert here("add", db, "bert", src)[0] == 0
     with sqlite_tensor.Store(str(db)) as store:
@@ -595,6 +680,7 @@ def test_a_store_from_before_the_files_table(tmp_path, here):
 
 def test_files_kept_are_bounded(tmp_path, monkeypatch, here):
     from sqlite_tensor import sources
+
     src = hf_folder(tmp_path / "bert")
     monkeypatch.setattr(sources, "MAX_FILE_BYTES", 64)
     status, _, err = here("add", tmp_path / "m.sqlite", "bert", src)
@@ -602,7 +688,7 @@ def test_files_kept_are_bounded(tmp_path, monkeypatch, here):
     assert not (tmp_path / "m.sqlite").exists()
     monkeypatch.setattr(sources, "MAX_FILE_BYTES", 2**20)
     assert here("add", tmp_path / "m.sqlite", "bert", src)[0] == 0
-    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 64)   # a file someone else wrote
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 64)  # a file someone else wrote
     status, _, err = here("export", tmp_path / "m.sqlite", "bert", tmp_path / "out")
     assert status == 1 and "limit 64" in err and not (tmp_path / "out").exists()
 
@@ -610,7 +696,7 @@ def test_files_kept_are_bounded(tmp_path, monkeypatch, here):
 def test_policies_text_and_json_agree():
     text = cli("policies").stdout.splitlines()
     rows = cli_json("policies")["rows"]
-    names = text[1].split()[1:-1]                     # budget <policies...> static-oracle
+    names = text[1].split()[1:-1]  # budget <policies...> static-oracle
     quarter = dict(zip(names, text[2].split()[1:-1]))  # the 25 % line
     assert {r["policy"] for r in rows} >= set(names) and len(names) >= 10
     for r in rows:
@@ -627,8 +713,13 @@ def test_other_copies_of_the_weights_are_not_kept(tmp_path, here):
     (src / "onnx" / "model.onnx").write_bytes(b"\0" * 10)
     status, out, _ = here("add", tmp_path / "m.sqlite", "bert", src, "--json")
     added = json.loads(out)
-    assert status == 0 and {s["path"] for s in added["skipped"]} == {"pytorch_model.bin",
-                                                                       "onnx/model.onnx"}
+    assert status == 0 and {s["path"] for s in added["skipped"]} == {
+        "pytorch_model.bin",
+        "onnx/model.onnx",
+    }
     assert "pytorch_model.bin" not in added["files"]
     status, out, _ = here("add", tmp_path / "m.sqlite", "again", src)
-    assert "not kept (other copies of the weights): pytorch_model.bin (1000 B), onnx/model.onnx (10 B)" in out
+    assert (
+        "not kept (other copies of the weights): pytorch_model.bin (1000 B), onnx/model.onnx (10 B)"
+        in out
+    )

@@ -3,20 +3,20 @@ wherever the extension is loaded, the package's connections are in defensive mod
 tables read-only to SQL) from before the schema is read, the Python SQL functions that
 write are refused in views and triggers, and tensor_dedup's validation query is one
 read-only statement."""
+
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 
 import apsw
 import numpy as np
 import pytest
-
-import sqlite_tensor
 from conftest import SMALL, dump, random_array, snapshot
 from test_hosts import run_python, system_python_with_loading
+
+import sqlite_tensor
 
 LOADABLE = sqlite_tensor.loadable_path()
 
@@ -44,8 +44,11 @@ def canary(tmp_path_factory):
     (d / "canary.c").write_text(CANARY_C)
     mark = d / "ran"
     lib = d / "canary.so"
-    subprocess.run([cc, "-shared", "-fPIC", f'-DCANARY_MARK="{mark}"', "-o", str(lib),
-                    str(d / "canary.c")], check=True, capture_output=True)
+    subprocess.run(
+        [cc, "-shared", "-fPIC", f'-DCANARY_MARK="{mark}"', "-o", str(lib), str(d / "canary.c")],
+        check=True,
+        capture_output=True,
+    )
     return str(lib), mark
 
 
@@ -60,19 +63,24 @@ def stored(db_path, rng):
 def _connections(path):
     """(label, connection, closer) for every way the package gives a connection."""
     plain = apsw.Connection(str(path))
-    plain.execute("SELECT count(*) FROM sqlite_schema").get   # the schema read before loading
+    plain.execute("SELECT count(*) FROM sqlite_schema").get  # the schema read before loading
     by_path = sqlite_tensor.Store(path)
     on_conn = sqlite_tensor.Store(apsw.Connection(str(path)))
-    return [("connect", sqlite_tensor.connect(path)),
-            ("connect-memory", sqlite_tensor.connect(":memory:")),
-            ("load", sqlite_tensor.load(plain)),
-            ("Store(path)", by_path.conn),
-            ("Store(conn)", on_conn.conn)]
+    return [
+        ("connect", sqlite_tensor.connect(path)),
+        ("connect-memory", sqlite_tensor.connect(":memory:")),
+        ("load", sqlite_tensor.load(plain)),
+        ("Store(path)", by_path.conn),
+        ("Store(conn)", on_conn.conn),
+    ]
 
 
 # -- load_extension() -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sql", ["SELECT load_extension(?)", "SELECT load_extension(?, 'sqlite3_canary_init')"])
+
+@pytest.mark.parametrize(
+    "sql", ["SELECT load_extension(?)", "SELECT load_extension(?, 'sqlite3_canary_init')"]
+)
 def test_sql_load_extension_is_refused_on_every_connection(stored, canary, sql):
     lib, mark = canary
     for label, conn in _connections(stored):
@@ -92,7 +100,7 @@ def test_sql_load_extension_is_refused_on_every_connection(stored, canary, sql):
 def test_load_leaves_the_c_api_as_the_caller_had_it(canary):
     lib, mark = canary
     off = sqlite_tensor.load(apsw.Connection(":memory:"))
-    assert off.config(apsw.SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, -1) == 0   # apsw's default
+    assert off.config(apsw.SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, -1) == 0  # apsw's default
     with pytest.raises(apsw.ExtensionLoadingError, match="not authorized"):
         off.load_extension(lib)
     on = apsw.Connection(":memory:")
@@ -102,34 +110,48 @@ def test_load_leaves_the_c_api_as_the_caller_had_it(canary):
     with pytest.raises(apsw.SQLError, match="not authorized"):
         on.execute("SELECT load_extension(?)", (lib,)).get
     assert not mark.exists()
-    on.load_extension(lib)   # the host's own API still loads what the host chooses
+    on.load_extension(lib)  # the host's own API still loads what the host chooses
     assert mark.exists() and on.execute("SELECT canary()").get == 42
     mark.unlink()
     off.close()
     on.close()
 
 
-def test_shell_after_load_refuses_sql_load_extension_and_still_loads(sqlite3_shell, clean_env,
-                                                                     stored, canary):
+def test_shell_after_load_refuses_sql_load_extension_and_still_loads(
+    sqlite3_shell, clean_env, stored, canary
+):
     lib, mark = canary
-    script = (f".load {LOADABLE}\n"
-              f"SELECT load_extension('{lib}');\n"
-              "SELECT 'after: ' || tensor_version();\n"
-              f".load {lib}\n"                       # the shell's own .load still works
-              "SELECT 'canary: ' || canary();\n")
-    result = subprocess.run([sqlite3_shell, str(stored)], input=script, capture_output=True,
-                            text=True, timeout=60, env=clean_env)
+    script = (
+        f".load {LOADABLE}\n"
+        f"SELECT load_extension('{lib}');\n"
+        "SELECT 'after: ' || tensor_version();\n"
+        f".load {lib}\n"  # the shell's own .load still works
+        "SELECT 'canary: ' || canary();\n"
+    )
+    result = subprocess.run(
+        [sqlite3_shell, str(stored)],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env,
+    )
     assert "not authorized: load_extension() is off" in result.stderr
     assert result.stdout.splitlines() == [f"after: {sqlite_tensor.__version__}", "canary: 42"]
-    assert mark.exists()   # by .load, after the refused SQL call (checked in the next test)
+    assert mark.exists()  # by .load, after the refused SQL call (checked in the next test)
     mark.unlink()
 
 
 def test_shell_sql_load_extension_runs_no_code(sqlite3_shell, clean_env, stored, canary):
     lib, mark = canary
-    result = subprocess.run([sqlite3_shell, str(stored)], capture_output=True, text=True,
-                            input=f".load {LOADABLE}\nSELECT load_extension('{lib}');\n",
-                            timeout=60, env=clean_env)
+    result = subprocess.run(
+        [sqlite3_shell, str(stored)],
+        capture_output=True,
+        text=True,
+        input=f".load {LOADABLE}\nSELECT load_extension('{lib}');\n",
+        timeout=60,
+        env=clean_env,
+    )
     assert "not authorized" in result.stderr and not mark.exists()
 
 
@@ -169,8 +191,8 @@ SHADOW_WRITES = [
 
 def test_shadow_tables_are_read_only_to_sql_on_every_package_connection(stored, rng):
     for label, conn in _connections(stored):
-        if label in ("load", "Store(conn)"):   # the caller's own connection: defensive mode
-            conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)   # is its choice, and works once on
+        if label in ("load", "Store(conn)"):  # the caller's own connection: defensive mode
+            conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)  # is its choice, and works once on
         if label == "connect-memory":
             sqlite_tensor.Store(conn).add_model("m", {"w": np.ones((4, 4), np.float32)})
         assert conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, -1) == 1, label
@@ -195,11 +217,11 @@ def test_a_caller_connection_that_read_the_schema_first_is_protected_after_load(
     their module is known while the schema is parsed."""
     conn = apsw.Connection(str(stored))
     conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
-    conn.execute("UPDATE tensors_pages SET nblocks = nblocks")   # unknown module: not protected
+    conn.execute("UPDATE tensors_pages SET nblocks = nblocks")  # unknown module: not protected
     conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)
     conn.execute("PRAGMA writable_schema = ON")
     sqlite_tensor.load(conn)
-    assert conn.execute("PRAGMA writable_schema").get == 1   # left as the caller had it
+    assert conn.execute("PRAGMA writable_schema").get == 1  # left as the caller had it
     conn.execute("PRAGMA writable_schema = OFF")
     conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
     with pytest.raises(apsw.SQLError, match="may not be modified"):
@@ -208,6 +230,7 @@ def test_a_caller_connection_that_read_the_schema_first_is_protected_after_load(
 
 
 # -- Python SQL functions that write ----------------------------------------------------------
+
 
 @pytest.fixture
 def validation_db(tmp_path):
@@ -218,18 +241,20 @@ def validation_db(tmp_path):
     w = rng.normal(0, 1, (2, 6)).astype(np.float32)
     store.add_model("a", {"w": w}, layers=[{"op": "dense", "weight": "w"}])
     conn.execute("CREATE TABLE validation(model, input, label)")
-    conn.executemany("INSERT INTO validation VALUES ('a', ?, ?)",
-                     [(json.dumps([float(v) for v in rng.normal(0, 1, 6)]), int(i % 2))
-                      for i in range(6)])
+    conn.executemany(
+        "INSERT INTO validation VALUES ('a', ?, ?)",
+        [(json.dumps([float(v) for v in rng.normal(0, 1, 6)]), int(i % 2)) for i in range(6)],
+    )
     yield conn, tmp_path
     conn.close()
 
 
-@pytest.mark.parametrize("call", ["tensor_pack('tensors')",
-                                  "tensor_dedup('tensors', 0.1, 'SELECT * FROM validation')"])
+@pytest.mark.parametrize(
+    "call", ["tensor_pack('tensors')", "tensor_dedup('tensors', 0.1, 'SELECT * FROM validation')"]
+)
 def test_writing_functions_are_refused_in_views_and_triggers(validation_db, call):
     conn, _ = validation_db
-    before = dump(conn)   # rows and schema (the file's schema cookie moves with the DDL)
+    before = dump(conn)  # rows and schema (the file's schema cookie moves with the DDL)
     conn.execute(f"CREATE VIEW v AS SELECT {call}")
     with pytest.raises(apsw.SQLError, match="unsafe use of tensor_"):
         conn.execute("SELECT * FROM v").get
@@ -241,39 +266,44 @@ def test_writing_functions_are_refused_in_views_and_triggers(validation_db, call
     conn.execute("DROP TABLE notes")
     conn.execute("DROP VIEW v")
     assert dump(conn) == before
-    conn.execute(f"SELECT {call}").get   # called directly, it runs
+    conn.execute(f"SELECT {call}").get  # called directly, it runs
 
 
 def test_a_view_cannot_attach_a_file_through_tensor_dedup(validation_db):
     """The issue's reproduction: a view that ATTACHed (and so created) a file."""
     conn, tmp = validation_db
     target = tmp / "created.db"
-    conn.execute("CREATE VIEW v AS SELECT tensor_dedup('tensors', 0.1,"
-                 f" 'ATTACH ''{target}'' AS x')")
+    conn.execute(
+        f"CREATE VIEW v AS SELECT tensor_dedup('tensors', 0.1, 'ATTACH ''{target}'' AS x')"
+    )
     with pytest.raises(apsw.SQLError, match="unsafe use of tensor_dedup"):
         conn.execute("SELECT * FROM v").get
     assert not target.exists()
 
 
-@pytest.mark.parametrize("query, message", [
-    ("ATTACH '{target}' AS x", "may only read"),
-    ("SELECT * FROM validation; ATTACH '{target}' AS x", "must be one statement|may only read"),
-    ("SELECT * FROM validation; SELECT * FROM validation", "must be one statement"),
-    ("DELETE FROM validation RETURNING model, input, label", "may only read"),
-    ("INSERT INTO validation SELECT * FROM validation RETURNING *", "may only read"),
-    ("PRAGMA table_info(validation)", "may only read"),
-    ("BEGIN", "may only read"),
-    ("SELECT model, input, label FROM validation WHERE tensor_pack('tensors') IS NOT NULL",
-     "not authorized to use function: tensor_pack"),
-    ("SELECT model, load_extension('x'), label FROM validation", "not authorized"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("ATTACH '{target}' AS x", "may only read"),
+        ("SELECT * FROM validation; ATTACH '{target}' AS x", "must be one statement|may only read"),
+        ("SELECT * FROM validation; SELECT * FROM validation", "must be one statement"),
+        ("DELETE FROM validation RETURNING model, input, label", "may only read"),
+        ("INSERT INTO validation SELECT * FROM validation RETURNING *", "may only read"),
+        ("PRAGMA table_info(validation)", "may only read"),
+        ("BEGIN", "may only read"),
+        (
+            "SELECT model, input, label FROM validation WHERE tensor_pack('tensors') IS NOT NULL",
+            "not authorized to use function: tensor_pack",
+        ),
+        ("SELECT model, load_extension('x'), label FROM validation", "not authorized"),
+    ],
+)
 def test_tensor_dedup_runs_exactly_one_read_only_statement(validation_db, query, message):
     conn, tmp = validation_db
     target = tmp / "created.db"
     before = snapshot(conn)
     with pytest.raises(apsw.SQLError, match=f"tensor_dedup: .*({message})"):
-        conn.execute("SELECT tensor_dedup('tensors', 0.1, ?)",
-                     (query.format(target=target),)).get
+        conn.execute("SELECT tensor_dedup('tensors', 0.1, ?)", (query.format(target=target),)).get
     assert not target.exists() and not conn.in_transaction
     assert snapshot(conn) == before
     assert conn.execute("SELECT count(*) FROM validation").get == 6
@@ -281,19 +311,24 @@ def test_tensor_dedup_runs_exactly_one_read_only_statement(validation_db, query,
 
 def test_tensor_dedup_accepts_one_select_with_a_trailing_comment(validation_db):
     conn, _ = validation_db
-    out = json.loads(conn.execute(
-        "SELECT tensor_dedup('tensors', 0.1, 'SELECT model, input, label FROM validation; -- ok')").get)
+    out = json.loads(
+        conn.execute(
+            "SELECT tensor_dedup('tensors', 0.1, 'SELECT model, input, label FROM validation; -- ok')"
+        ).get
+    )
     assert [m["model"] for m in out["models"]] == ["a"]
 
 
 def test_the_validation_query_runs_under_a_read_only_authorizer_then_the_callers_is_back(
-        validation_db):
+    validation_db,
+):
     conn, _ = validation_db
     seen = []
 
     def mine(*args):
         seen.append(args[0])
         return apsw.SQLITE_OK
+
     conn.authorizer = mine
     conn.execute("SELECT tensor_dedup('tensors', 0.1, 'SELECT * FROM validation')").get
     assert conn.authorizer is mine and seen
@@ -302,22 +337,33 @@ def test_the_validation_query_runs_under_a_read_only_authorizer_then_the_callers
 
 # -- layers naming missing tensors ------------------------------------------------------------
 
+
 def test_verify_reports_stored_layers_naming_a_missing_tensor(tmp_path):
     with sqlite_tensor.Store(tmp_path / "l.sqlite") as store:
-        store.add_model("m", {"w": np.ones((3, 4), np.float32), "b": np.zeros(3, np.float32)},
-                        layers=[{"op": "dense", "weight": "w", "bias": "b"}])
+        store.add_model(
+            "m",
+            {"w": np.ones((3, 4), np.float32), "b": np.zeros(3, np.float32)},
+            layers=[{"op": "dense", "weight": "w", "bias": "b"}],
+        )
         assert store.verify() == []
-        with pytest.raises(sqlite_tensor.layers.LayerError,
-                           match="bias 'nope' is not a tensor of this model; it has 'w', 'b'"):
+        with pytest.raises(
+            sqlite_tensor.layers.LayerError,
+            match="bias 'nope' is not a tensor of this model; it has 'w', 'b'",
+        ):
             store.set_layers("m", [{"op": "dense", "weight": "w", "bias": "nope"}])
         # written by other means (a file made elsewhere, SQL without defensive mode)
         store.conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)
-        store.conn.execute("UPDATE tensors_models SET layers = ?",
-                           ('[{"op":"dense","weight":"w","bias":"nope","activation":"identity",'
-                            '"transpose":false}]',))
+        store.conn.execute(
+            "UPDATE tensors_models SET layers = ?",
+            (
+                '[{"op":"dense","weight":"w","bias":"nope","activation":"identity",'
+                '"transpose":false}]',
+            ),
+        )
         assert store.verify() == [
             "model 'm': its stored layers do not fit its tensors: layer 0 (dense): bias 'nope'"
-            " is not a tensor of this model; it has 'w', 'b'"]
+            " is not a tensor of this model; it has 'w', 'b'"
+        ]
         store.conn.execute("UPDATE tensors_models SET layers = 'not json'")
         assert store.verify()[0].startswith("model 'm': its stored layers do not fit its tensors:")
         store.set_layers("m", None)
@@ -326,8 +372,11 @@ def test_verify_reports_stored_layers_naming_a_missing_tensor(tmp_path):
 
 def test_update_keeping_layers_that_name_a_tensor_the_new_version_lacks_is_refused(tmp_path):
     with sqlite_tensor.Store(tmp_path / "u.sqlite") as store:
-        store.add_model("m", {"w": np.ones((3, 4), np.float32), "b": np.zeros(3, np.float32)},
-                        layers=[{"op": "dense", "weight": "w", "bias": "b"}])
+        store.add_model(
+            "m",
+            {"w": np.ones((3, 4), np.float32), "b": np.zeros(3, np.float32)},
+            layers=[{"op": "dense", "weight": "w", "bias": "b"}],
+        )
         before = snapshot(store.conn)
         with pytest.raises(sqlite_tensor.layers.LayerError, match="bias 'b' is not a tensor"):
             store.update_model("m", {"w": np.ones((3, 4), np.float32)})

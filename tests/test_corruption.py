@@ -6,19 +6,23 @@ The harness at the end damages a store at random and counts every read's outcome
 long run is one command:
     ST_CORRUPTION_RUNS=3000 python -m pytest -q tests/test_corruption.py -k harness -s
 """
+
 from __future__ import annotations
 
+import os
+import random
+import shutil
 import struct
 
 import apsw
 import numpy as np
 import pytest
+from conftest import SMALL, random_array, same, tamperable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sqlite_tensor
 from sqlite_tensor import pages as page_format
-from conftest import SMALL, random_array, same, tamperable
 
 W_SHAPE = (10, 20)  # 4 x 4 grid of 3 x 5 tiles: 16 blocks on 8 pages (2 a page)
 
@@ -26,8 +30,10 @@ W_SHAPE = (10, 20)  # 4 x 4 grid of 3 x 5 tiles: 16 blocks on 8 pages (2 a page)
 def build(conn):
     rng = np.random.default_rng(7)
     store = sqlite_tensor.Store(conn, **SMALL)
-    model = {"w": random_array(rng, W_SHAPE, np.float32),
-             "v": random_array(rng, (4,), np.int16)}  # its own page, after w's
+    model = {
+        "w": random_array(rng, W_SHAPE, np.float32),
+        "v": random_array(rng, (4,), np.int16),
+    }  # its own page, after w's
     store.add_model("m", model)
     assert store.conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, -1) == 0
     return store, model
@@ -54,8 +60,13 @@ def header_slot(conn, slot, offset=None, length=None):
     data = page_bytes(conn)
     pos = page_format.slot_entry_at(data, slot)
     old_off, old_len = page_format.slot_range(data, slot)
-    struct.pack_into("<QQ", data, pos, old_off if offset is None else offset,
-                     old_len if length is None else length)
+    struct.pack_into(
+        "<QQ",
+        data,
+        pos,
+        old_off if offset is None else offset,
+        old_len if length is None else length,
+    )
     set_page(conn, data, seal=True)
 
 
@@ -68,90 +79,161 @@ def flip_payload(conn):
 
 # Each: (how to damage the store, a fragment verify() reports)
 DAMAGE = {
-    "garbage-page": (lambda c: set_page(c, b"\xde\xad\xbe\xef" + bytes(range(200))),
-                     "page 1: not a version-2 page"),
-    "garbage-text-page": (lambda c: c.execute(  # || makes TEXT, here not even valid UTF-8
-        "UPDATE tensors_pages SET data = x'DEADBEEF' || randomblob(length(data)) WHERE id = 1"),
-        "page 1: data is text, not a BLOB"),
-    "zeroed-page": (lambda c: c.execute(
-        "UPDATE tensors_pages SET data = zeroblob(length(data)) WHERE id = 1"),
-        "page 1: not a version-2 page"),
-    "truncated-in-header": (lambda c: c.execute(
-        "UPDATE tensors_pages SET data = substr(data, 1, 10) WHERE id = 1"),
-        "page 1: 10 bytes, shorter than the 16-byte page header"),
-    "truncated-in-slot-table": (lambda c: c.execute(
-        "UPDATE tensors_pages SET data = substr(data, 1, 40) WHERE id = 1"),
-        "page 1: 2 slots do not fit"),
-    "truncated-in-block": (lambda c: c.execute(
-        "UPDATE tensors_pages SET data = substr(data, 1, length(data) - 8) WHERE id = 1"),
-        "page 1: checksum"),
-    "truncated-in-block-resealed": (lambda c: set_page(c, page_bytes(c)[:-8], seal=True),
-                                    "page 1: slot 1"),
+    "garbage-page": (
+        lambda c: set_page(c, b"\xde\xad\xbe\xef" + bytes(range(200))),
+        "page 1: not a version-2 page",
+    ),
+    "garbage-text-page": (
+        lambda c: c.execute(  # || makes TEXT, here not even valid UTF-8
+            "UPDATE tensors_pages SET data = x'DEADBEEF' || randomblob(length(data)) WHERE id = 1"
+        ),
+        "page 1: data is text, not a BLOB",
+    ),
+    "zeroed-page": (
+        lambda c: c.execute("UPDATE tensors_pages SET data = zeroblob(length(data)) WHERE id = 1"),
+        "page 1: not a version-2 page",
+    ),
+    "truncated-in-header": (
+        lambda c: c.execute("UPDATE tensors_pages SET data = substr(data, 1, 10) WHERE id = 1"),
+        "page 1: 10 bytes, shorter than the 16-byte page header",
+    ),
+    "truncated-in-slot-table": (
+        lambda c: c.execute("UPDATE tensors_pages SET data = substr(data, 1, 40) WHERE id = 1"),
+        "page 1: 2 slots do not fit",
+    ),
+    "truncated-in-block": (
+        lambda c: c.execute(
+            "UPDATE tensors_pages SET data = substr(data, 1, length(data) - 8) WHERE id = 1"
+        ),
+        "page 1: checksum",
+    ),
+    "truncated-in-block-resealed": (
+        lambda c: set_page(c, page_bytes(c)[:-8], seal=True),
+        "page 1: slot 1",
+    ),
     "payload-flipped": (flip_payload, "page 1: checksum"),
-    "checksum-field-flipped": (lambda c: set_page(c, (lambda d: (d.__setitem__(20, d[20] ^ 1), d)[1])(
-        page_bytes(c))), "page 1: checksum"),
-    "page-copied-into-another-row": (lambda c: c.execute(
-        "UPDATE tensors_pages SET data = (SELECT data FROM tensors_pages WHERE id = 2) WHERE id = 1"),
-        "page 1: checksum"),
-    "version-1-page-in-a-version-2-store": (lambda c: set_page(c, page_format.build_v1_page(
-        [np.frombuffer(b, np.uint8) for b in page_format.read_slots(bytes(page_bytes(c)))])),
-        "page 1: a version-1 page (no checksum); the store is of version-2 pages"),
-    "empty-page": (lambda c: c.execute("UPDATE tensors_pages SET data = x'' WHERE id = 1"),
-                   "page 1: 0 bytes"),
-    "page-is-an-integer": (lambda c: c.execute("UPDATE tensors_pages SET data = 42 WHERE id = 1"),
-                           "page 1: data is integer, not a BLOB"),
-    "page-is-text": (lambda c: c.execute("UPDATE tensors_pages SET data = 'STPG' WHERE id = 1"),
-                     "page 1: data is text, not a BLOB"),
-    "page-deleted": (lambda c: c.execute("DELETE FROM tensors_pages WHERE id = 1"),
-                     "2 blocks name missing pages"),
-    "slot-out-of-range": (lambda c: c.execute("UPDATE tensors_blocks SET slot = 99 WHERE id = 1"),
-                          "block 1: slot 99 of page 1 missing"),
-    "slot-negative": (lambda c: c.execute("UPDATE tensors_blocks SET slot = -1 WHERE id = 1"),
-                      "block 1: slot -1 of page 1 missing"),
-    "slot-past-32-bits": (lambda c: c.execute(
-        "UPDATE tensors_blocks SET slot = 4294967296 WHERE id = 1"),
-        "block 1: slot 4294967296 of page 1 missing"),
-    "block-on-a-missing-page": (lambda c: c.execute(
-        "UPDATE tensors_blocks SET page_id = 999 WHERE id = 1"),
-        "1 blocks name missing pages"),
-    "header-offset-past-end": (lambda c: header_slot(c, 0, offset=10_000),
-                               "page 1: slot 0 (60 bytes at 10000) runs past"),
-    "header-offset-wraps": (lambda c: header_slot(c, 0, offset=2**64 - 30),
-                            "page 1: slot 0 (60 bytes at 18446744073709551586) runs past"),
-    "header-wrong-length": (lambda c: header_slot(c, 0, length=61),
-                            "block 1: slot 0 of page 1 missing or wrong size"),
-    "header-too-many-slots": (lambda c: set_page(c, (lambda d: (struct.pack_into("<I", d, 8, 10**6),
-                                                                 d)[1])(page_bytes(c)), seal=True),
-                              "page 1: 1000000 slots do not fit"),
-    "map-row-deleted": (lambda c: c.execute(
-        "DELETE FROM tensors_map WHERE tensor_id = 1 AND block_row = 1 AND block_col = 2"),
-        "tensor 1: 15 blocks mapped, grid has 16"),
-    "map-row-out-of-grid": (lambda c: c.execute(
-        "UPDATE tensors_map SET block_row = 4 WHERE tensor_id = 1 AND block_row = 0"
-        " AND block_col = 0"), "tensor 1: block (4, 0) is outside its 4 x 4 grid"),
-    "map-row-far-out-of-grid": (lambda c: c.execute(
-        "UPDATE tensors_map SET block_row = 4611686018427387904 WHERE tensor_id = 1"
-        " AND block_row = 0 AND block_col = 0"), "tensor 1: block (4611686018427387904, 0)"),
-    "map-names-wrong-size-block": (lambda c: c.execute(
-        "UPDATE tensors_map SET block_id = (SELECT block_id FROM tensors_map WHERE tensor_id = 2)"
-        " WHERE tensor_id = 1 AND block_row = 0 AND block_col = 0"),
-        "tensor 1: block (0, 0) has 6 bytes, wrong for a tile of 15 elements"),
-    "block-row-deleted": (lambda c: c.execute("DELETE FROM tensors_blocks WHERE id = 3"),
-                          "1 map entries name missing blocks"),
-    "tensor-bytes-doubled": (lambda c: c.execute(
-        "UPDATE tensors_tensors SET nbytes = nbytes * 2 WHERE id = 1"),
-        "tensor 1: 10 x 20 in 1600 bytes does not match shape [10, 20] of float32"),
-    "tensor-rows-absurd": (lambda c: c.execute(
-        "UPDATE tensors_tensors SET rows = 4294967296, cols = 4294967296 WHERE id = 1"),
-        "tensor 1: 4294967296 x 4294967296 in 800 bytes does not match"),
-    "tensor-rows-zero": (lambda c: c.execute("UPDATE tensors_tensors SET rows = 0 WHERE id = 1"),
-                         "tensor 1: 0 x 20"),
-    "tensor-itemsize-odd": (lambda c: c.execute(
-        "UPDATE tensors_tensors SET nbytes = 600 WHERE id = 1"),
-        "tensor 1: 10 x 20 in 600 bytes"),
-    "tensor-shape-transposed": (lambda c: c.execute(
-        "UPDATE tensors_tensors SET shape = '[20, 10]' WHERE id = 1"),
-        "tensor 1: 10 x 20 in 800 bytes does not match shape [20, 10]"),
+    "checksum-field-flipped": (
+        lambda c: set_page(c, (lambda d: (d.__setitem__(20, d[20] ^ 1), d)[1])(page_bytes(c))),
+        "page 1: checksum",
+    ),
+    "page-copied-into-another-row": (
+        lambda c: c.execute(
+            "UPDATE tensors_pages SET data = (SELECT data FROM tensors_pages WHERE id = 2) WHERE id = 1"
+        ),
+        "page 1: checksum",
+    ),
+    "version-1-page-in-a-version-2-store": (
+        lambda c: set_page(
+            c,
+            page_format.build_v1_page(
+                [np.frombuffer(b, np.uint8) for b in page_format.read_slots(bytes(page_bytes(c)))]
+            ),
+        ),
+        "page 1: a version-1 page (no checksum); the store is of version-2 pages",
+    ),
+    "empty-page": (
+        lambda c: c.execute("UPDATE tensors_pages SET data = x'' WHERE id = 1"),
+        "page 1: 0 bytes",
+    ),
+    "page-is-an-integer": (
+        lambda c: c.execute("UPDATE tensors_pages SET data = 42 WHERE id = 1"),
+        "page 1: data is integer, not a BLOB",
+    ),
+    "page-is-text": (
+        lambda c: c.execute("UPDATE tensors_pages SET data = 'STPG' WHERE id = 1"),
+        "page 1: data is text, not a BLOB",
+    ),
+    "page-deleted": (
+        lambda c: c.execute("DELETE FROM tensors_pages WHERE id = 1"),
+        "2 blocks name missing pages",
+    ),
+    "slot-out-of-range": (
+        lambda c: c.execute("UPDATE tensors_blocks SET slot = 99 WHERE id = 1"),
+        "block 1: slot 99 of page 1 missing",
+    ),
+    "slot-negative": (
+        lambda c: c.execute("UPDATE tensors_blocks SET slot = -1 WHERE id = 1"),
+        "block 1: slot -1 of page 1 missing",
+    ),
+    "slot-past-32-bits": (
+        lambda c: c.execute("UPDATE tensors_blocks SET slot = 4294967296 WHERE id = 1"),
+        "block 1: slot 4294967296 of page 1 missing",
+    ),
+    "block-on-a-missing-page": (
+        lambda c: c.execute("UPDATE tensors_blocks SET page_id = 999 WHERE id = 1"),
+        "1 blocks name missing pages",
+    ),
+    "header-offset-past-end": (
+        lambda c: header_slot(c, 0, offset=10_000),
+        "page 1: slot 0 (60 bytes at 10000) runs past",
+    ),
+    "header-offset-wraps": (
+        lambda c: header_slot(c, 0, offset=2**64 - 30),
+        "page 1: slot 0 (60 bytes at 18446744073709551586) runs past",
+    ),
+    "header-wrong-length": (
+        lambda c: header_slot(c, 0, length=61),
+        "block 1: slot 0 of page 1 missing or wrong size",
+    ),
+    "header-too-many-slots": (
+        lambda c: set_page(
+            c, (lambda d: (struct.pack_into("<I", d, 8, 10**6), d)[1])(page_bytes(c)), seal=True
+        ),
+        "page 1: 1000000 slots do not fit",
+    ),
+    "map-row-deleted": (
+        lambda c: c.execute(
+            "DELETE FROM tensors_map WHERE tensor_id = 1 AND block_row = 1 AND block_col = 2"
+        ),
+        "tensor 1: 15 blocks mapped, grid has 16",
+    ),
+    "map-row-out-of-grid": (
+        lambda c: c.execute(
+            "UPDATE tensors_map SET block_row = 4 WHERE tensor_id = 1 AND block_row = 0"
+            " AND block_col = 0"
+        ),
+        "tensor 1: block (4, 0) is outside its 4 x 4 grid",
+    ),
+    "map-row-far-out-of-grid": (
+        lambda c: c.execute(
+            "UPDATE tensors_map SET block_row = 4611686018427387904 WHERE tensor_id = 1"
+            " AND block_row = 0 AND block_col = 0"
+        ),
+        "tensor 1: block (4611686018427387904, 0)",
+    ),
+    "map-names-wrong-size-block": (
+        lambda c: c.execute(
+            "UPDATE tensors_map SET block_id = (SELECT block_id FROM tensors_map WHERE tensor_id = 2)"
+            " WHERE tensor_id = 1 AND block_row = 0 AND block_col = 0"
+        ),
+        "tensor 1: block (0, 0) has 6 bytes, wrong for a tile of 15 elements",
+    ),
+    "block-row-deleted": (
+        lambda c: c.execute("DELETE FROM tensors_blocks WHERE id = 3"),
+        "1 map entries name missing blocks",
+    ),
+    "tensor-bytes-doubled": (
+        lambda c: c.execute("UPDATE tensors_tensors SET nbytes = nbytes * 2 WHERE id = 1"),
+        "tensor 1: 10 x 20 in 1600 bytes does not match shape [10, 20] of float32",
+    ),
+    "tensor-rows-absurd": (
+        lambda c: c.execute(
+            "UPDATE tensors_tensors SET rows = 4294967296, cols = 4294967296 WHERE id = 1"
+        ),
+        "tensor 1: 4294967296 x 4294967296 in 800 bytes does not match",
+    ),
+    "tensor-rows-zero": (
+        lambda c: c.execute("UPDATE tensors_tensors SET rows = 0 WHERE id = 1"),
+        "tensor 1: 0 x 20",
+    ),
+    "tensor-itemsize-odd": (
+        lambda c: c.execute("UPDATE tensors_tensors SET nbytes = 600 WHERE id = 1"),
+        "tensor 1: 10 x 20 in 600 bytes",
+    ),
+    "tensor-shape-transposed": (
+        lambda c: c.execute("UPDATE tensors_tensors SET shape = '[20, 10]' WHERE id = 1"),
+        "tensor 1: 10 x 20 in 800 bytes does not match shape [20, 10]",
+    ),
 }
 
 
@@ -201,21 +283,29 @@ def test_silent_damage_is_caught_by_verify(damaged, how):
     assert any("bytes do not match its hash" in p for p in problems), problems
 
 
-@pytest.mark.parametrize("sql, shown", [
-    ("DELETE FROM tensors_config WHERE key = 'block_rows'", "None"),
-    ("UPDATE tensors_config SET value = 0 WHERE key = 'block_rows'", "0"),
-    ("UPDATE tensors_config SET value = 2305843009213693953 WHERE key = 'block_rows'",
-     "2305843009213693953"),  # block_rows * block_cols * itemsize would wrap around 2**64
-    ("UPDATE tensors_config SET value = 'three' WHERE key = 'block_rows'", "'three'"),
-], ids=["deleted", "zero", "huge", "text"])
+@pytest.mark.parametrize(
+    "sql, shown",
+    [
+        ("DELETE FROM tensors_config WHERE key = 'block_rows'", "None"),
+        ("UPDATE tensors_config SET value = 0 WHERE key = 'block_rows'", "0"),
+        (
+            "UPDATE tensors_config SET value = 2305843009213693953 WHERE key = 'block_rows'",
+            "2305843009213693953",
+        ),  # block_rows * block_cols * itemsize would wrap around 2**64
+        ("UPDATE tensors_config SET value = 'three' WHERE key = 'block_rows'", "'three'"),
+    ],
+    ids=["deleted", "zero", "huge", "text"],
+)
 def test_damaged_config_is_reported(db_path, sql, shown):
     with sqlite_tensor.Store(db_path, **SMALL) as store:
         store.add_model("m", {"w": np.ones((4, 4), np.float32)})
         tamperable(store.conn)
         store.conn.execute(sql)
         assert f"config: block_rows is {shown}, the store was opened with 3" in store.verify()
-        with pytest.raises(sqlite_tensor.CorruptStoreError, match="tensor store 'tensors' is corrupt: no valid"
-                                                                  " block shape in tensors_config"):
+        with pytest.raises(
+            sqlite_tensor.CorruptStoreError,
+            match="tensor store 'tensors' is corrupt: no valid block shape in tensors_config",
+        ):
             store.get_tensor("m", "w")
     conn = sqlite_tensor.connect(db_path)
     try:
@@ -230,8 +320,10 @@ def test_missing_config_row_on_open(db_path):
         tamperable(store.conn).execute("DELETE FROM tensors_config WHERE key = 'page_blocks'")
     conn = sqlite_tensor.connect(db_path)
     try:
-        with pytest.raises(sqlite_tensor.TensorStoreError,
-                           match="store 'tensors' is corrupt: tensors_config has no valid page_blocks"):
+        with pytest.raises(
+            sqlite_tensor.TensorStoreError,
+            match="store 'tensors' is corrupt: tensors_config has no valid page_blocks",
+        ):
             sqlite_tensor.Store(conn)
     finally:
         conn.close()
@@ -262,6 +354,7 @@ def test_corruption_inside_a_transaction_does_not_lose_the_transaction(damaged, 
 
 # -- fuzzing a page ------------------------------------------------------------------------------
 
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_page_damage_never_crashes(data):
@@ -276,20 +369,25 @@ def test_random_page_damage_never_crashes(data):
             for pos in positions:
                 page[pos] ^= data.draw(st.integers(1, 255))
         elif kind == "truncate":
-            page = page[:data.draw(st.integers(0, len(page) - 1))]
+            page = page[: data.draw(st.integers(0, len(page) - 1))]
         elif kind == "extend":
             page += bytes(data.draw(st.integers(1, 200)))
         else:
             field = data.draw(st.integers(0, 4 + 2 * nslots))
-            value = data.draw(st.sampled_from([0, 1, 2**31 - 1, 2**31, 2**32 - 1, 2**63, 2**64 - 1,
-                                               len(page), len(page) + 1]))
+            value = data.draw(
+                st.sampled_from(
+                    [0, 1, 2**31 - 1, 2**31, 2**32 - 1, 2**63, 2**64 - 1, len(page), len(page) + 1]
+                )
+            )
             if field < 4:
                 struct.pack_into("<I", page, 4 * field, value & 0xFFFFFFFF)
-            else:   # the checksum, then each slot's offset and length
+            else:  # the checksum, then each slot's offset and length
                 struct.pack_into("<Q", page, 16 + 8 * (field - 4), value)
         set_page(conn, page)
-        for read in (lambda: store.get_tensor("m", "w"),
-                     lambda: conn.execute("SELECT data FROM tensors WHERE tensor = 'w'").get):
+        for read in (
+            lambda: store.get_tensor("m", "w"),
+            lambda: conn.execute("SELECT data FROM tensors WHERE tensor = 'w'").get,
+        ):
             try:
                 got = read()
             except apsw.CorruptError as e:
@@ -333,16 +431,20 @@ def read_ok(store, model):
 #   file          raw byte flips anywhere in the database file, outside SQLite's 100-byte
 #                 file header (rows of the shadow tables included)
 
-import os
-import random
-import shutil
-
 HARNESS_RUNS = int(os.environ.get("ST_CORRUPTION_RUNS", "160"))
 HARNESS_LAYERS = [{"op": "dense", "weight": "w", "bias": "b", "activation": "relu"}]
 KINDS = ("page-data", "page-header", "shadow-edit", "file")
-EDITS = [("tensors", "rows"), ("tensors", "cols"), ("tensors", "nbytes"), ("tensors", "shape"),
-         ("blocks", "nbytes"), ("map", "block_row"), ("map", "block_col"), ("config", "value")]
-VALUES = [0, -1, 1, 2, 3, 7, 99, 2**31, 2**32 + 1, 2**62, -2**63, "'x'", "NULL", "x'00'"]
+EDITS = [
+    ("tensors", "rows"),
+    ("tensors", "cols"),
+    ("tensors", "nbytes"),
+    ("tensors", "shape"),
+    ("blocks", "nbytes"),
+    ("map", "block_row"),
+    ("map", "block_col"),
+    ("config", "value"),
+]
+VALUES = [0, -1, 1, 2, 3, 7, 99, 2**31, 2**32 + 1, 2**62, -(2**63), "'x'", "NULL", "x'00'"]
 
 
 @pytest.fixture(scope="module")
@@ -351,8 +453,10 @@ def harness_template(tmp_path_factory):
     read's right answer."""
     path = tmp_path_factory.mktemp("harness") / "intact.sqlite"
     rng = np.random.default_rng(11)
-    arrays = {"w": rng.standard_normal((10, 20)).astype(np.float32),
-              "b": rng.standard_normal(10).astype(np.float32)}
+    arrays = {
+        "w": rng.standard_normal((10, 20)).astype(np.float32),
+        "b": rng.standard_normal(10).astype(np.float32),
+    }
     conn = sqlite_tensor.connect(path, page_size=4096, wal=False)
     store = sqlite_tensor.Store(conn, **SMALL)
     store.add_model("m", arrays, layers=HARNESS_LAYERS)
@@ -369,17 +473,19 @@ def harness_reads(store, x):
     reads = {
         "get_tensor": lambda: store.get_tensor("m", "w"),
         "tensor_blob": lambda: np.frombuffer(
-            conn.execute("SELECT tensor_blob('tensors', 'm', 'w')").get, np.float32),
+            conn.execute("SELECT tensor_blob('tensors', 'm', 'w')").get, np.float32
+        ),
         "Store.predict": lambda: store.predict("m", x),
-        "tensor_predict": lambda: np.frombuffer(conn.execute(
-            "SELECT tensor_predict('tensors', 'm', ?)", (x.tobytes(),)).get, np.float32),
+        "tensor_predict": lambda: np.frombuffer(
+            conn.execute("SELECT tensor_predict('tensors', 'm', ?)", (x.tobytes(),)).get, np.float32
+        ),
     }
     out = {}
     for name, read in reads.items():
-        sqlite_tensor.cache.clear()   # the first read after damage comes from the file
+        sqlite_tensor.cache.clear()  # the first read after damage comes from the file
         try:
             out[name] = np.array(read(), copy=True)
-        except Exception as e:   # judged by the caller
+        except Exception as e:  # judged by the caller
             out[name] = e
     return out
 
@@ -393,23 +499,27 @@ def damage_file(path, kind, rnd):
             data[pos] ^= rnd.randint(1, 255)
         path.write_bytes(bytes(data))
         return f"file bytes {spots}"
-    conn = apsw.Connection(str(path))   # no extension, defensive off: plain SQL
+    conn = apsw.Connection(str(path))  # no extension, defensive off: plain SQL
     try:
         if kind == "shadow-edit":
             table, column = rnd.choice(EDITS)
             value = rnd.choice(VALUES)
             where = {"config": "WHERE key IN ('block_rows', 'block_cols')"}.get(table, "")
-            where = where or ("WHERE tensor_id = 1 AND block_row = 0 AND block_col = 1"
-                              if table == "map" else
-                              f"WHERE rowid = (SELECT rowid FROM tensors_{table}"
-                              f" ORDER BY {rnd.random()} * rowid % 7 LIMIT 1)")
+            where = where or (
+                "WHERE tensor_id = 1 AND block_row = 0 AND block_col = 1"
+                if table == "map"
+                else f"WHERE rowid = (SELECT rowid FROM tensors_{table}"
+                f" ORDER BY {rnd.random()} * rowid % 7 LIMIT 1)"
+            )
             try:
                 conn.execute(f"UPDATE tensors_{table} SET {column} = {value} {where}")
-            except apsw.ConstraintError:   # NOT NULL, or a key taken: no damage this run
+            except apsw.ConstraintError:  # NOT NULL, or a key taken: no damage this run
                 return "none"
             return f"{table}.{column} = {value}"
         page_id = rnd.choice([p for (p,) in conn.execute("SELECT id FROM tensors_pages")])
-        page = bytearray(conn.execute("SELECT data FROM tensors_pages WHERE id = ?", (page_id,)).get)
+        page = bytearray(
+            conn.execute("SELECT data FROM tensors_pages WHERE id = ?", (page_id,)).get
+        )
         start = page_format.header(page).data_start
         lo, hi = (start, len(page)) if kind == "page-data" else (0, start)
         spots = [rnd.randrange(lo, hi) for _ in range(rnd.randint(1, 3))]
@@ -446,7 +556,7 @@ def run_harness(template, runs, seed):
             sqlite_tensor.load(conn)
             try:
                 store = sqlite_tensor.Store(conn, create=False)
-            except Exception as e:   # the store cannot even be opened: every read fails so
+            except Exception as e:  # the store cannot even be opened: every read fails so
                 results = {name: e for name in answers}
             else:
                 results = harness_reads(store, x)
@@ -471,12 +581,16 @@ def test_harness_no_read_returns_wrong_numbers(harness_template):
     print(f"\ncorruption harness: {HARNESS_RUNS} runs, {reads} reads:")
     for kind in KINDS:
         print(f"  {kind:12s}", {v: n for (k, v), n in sorted(counts.items()) if k == kind})
-    print(f"  wrong numbers: {len(wrong)}; non-corruption errors outside raw file flips:"
-          f" {len(others)}")
+    print(
+        f"  wrong numbers: {len(wrong)}; non-corruption errors outside raw file flips:"
+        f" {len(others)}"
+    )
     for o in sorted({(o[2], o[3][:90]) for o in others})[:12]:
         print("   ", o)
-    print("  raw file flips, other errors:",
-          sorted({f"{n}: {str(e)[:70]}" for n, e in file_others})[:8])
+    print(
+        "  raw file flips, other errors:",
+        sorted({f"{n}: {str(e)[:70]}" for n, e in file_others})[:8],
+    )
     assert not wrong, wrong[:10]
     # damage the engine can see is reported as corruption by the store's own paths
     assert not [o for o in others if o[2] in ("get_tensor", "tensor_blob")], others[:10]

@@ -1,20 +1,21 @@
 """Deduplication: accounting of shared blocks, refcounts and the report figures, checked
 against a reference computed here from the arrays alone; forced hash collisions; and
 drop_model freeing exactly what nothing else uses."""
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
+from conftest import dump, random_array, same
 
 import sqlite_tensor
 from sqlite_tensor.schema import Tables
 from sqlite_tensor.testing.families import text_classifier_family
-from conftest import dump, random_array, same
-
 
 # -- a reference model of the accounting ---------------------------------------------------------
+
 
 def tiles(arr: np.ndarray, br: int, bc: int) -> list[bytes]:
     """The bytes of every tile of a tensor's 2-D view (edge tiles trimmed), row-major."""
@@ -24,8 +25,11 @@ def tiles(arr: np.ndarray, br: int, bc: int) -> list[bytes]:
         m = arr.reshape(-1, 1)
     else:
         m = arr.reshape(-1, arr.shape[-1])
-    return [m[i:i + br, j:j + bc].tobytes()
-            for i in range(0, m.shape[0], br) for j in range(0, m.shape[1], bc)]
+    return [
+        m[i : i + br, j : j + bc].tobytes()
+        for i in range(0, m.shape[0], br)
+        for j in range(0, m.shape[1], bc)
+    ]
 
 
 class Reference:
@@ -33,7 +37,9 @@ class Reference:
 
     def __init__(self, models: dict[str, dict[str, np.ndarray]], br: int, bc: int, pb: int):
         self.models = models
-        self.uses = {m: [t for a in ts.values() for t in tiles(a, br, bc)] for m, ts in models.items()}
+        self.uses = {
+            m: [t for a in ts.values() for t in tiles(a, br, bc)] for m, ts in models.items()
+        }
         self.sets = {m: set(u) for m, u in self.uses.items()}
         self.distinct = set().union(*self.sets.values()) if models else set()
         # pages: each model's new blocks fill fresh pages, pb to a page, in ingest order
@@ -49,20 +55,29 @@ class Reference:
     def stats(self) -> dict:
         logical = sum(a.nbytes for ts in self.models.values() for a in ts.values())
         physical = sum(len(t) for t in self.distinct)
-        return {"models": len(self.models),
-                "tensors": sum(len(ts) for ts in self.models.values()),
-                "logical_bytes": logical, "physical_bytes": physical,
-                "distinct_blocks": len(self.distinct),
-                "dedup_ratio": logical / physical if physical else None}
+        return {
+            "models": len(self.models),
+            "tensors": sum(len(ts) for ts in self.models.values()),
+            "logical_bytes": logical,
+            "physical_bytes": physical,
+            "distinct_blocks": len(self.distinct),
+            "dedup_ratio": logical / physical if physical else None,
+        }
 
     def model_stats(self) -> list[dict]:
         out = []
         for m, ts in self.models.items():
             others = set().union(*(s for n, s in self.sets.items() if n != m))
-            out.append({"model": m, "tensors": len(ts), "blocks": len(self.sets[m]),
-                        "logical_bytes": sum(a.nbytes for a in ts.values()),
-                        "physical_bytes": sum(len(t) for t in self.sets[m]),
-                        "private_bytes": sum(len(t) for t in self.sets[m] - others)})
+            out.append(
+                {
+                    "model": m,
+                    "tensors": len(ts),
+                    "blocks": len(self.sets[m]),
+                    "logical_bytes": sum(a.nbytes for a in ts.values()),
+                    "physical_bytes": sum(len(t) for t in self.sets[m]),
+                    "private_bytes": sum(len(t) for t in self.sets[m] - others),
+                }
+            )
         return out
 
 
@@ -77,8 +92,20 @@ def check_against_reference(store, ref: Reference, *, pages=True):
         assert stats["dedup_ratio"] == pytest.approx(ratio)
     if pages:
         assert stats["pages"] == ref.pages
-    got = [{k: r[k] for k in ("model", "tensors", "blocks", "logical_bytes", "physical_bytes",
-                              "private_bytes")} for r in store.model_stats()]
+    got = [
+        {
+            k: r[k]
+            for k in (
+                "model",
+                "tensors",
+                "blocks",
+                "logical_bytes",
+                "physical_bytes",
+                "private_bytes",
+            )
+        }
+        for r in store.model_stats()
+    ]
     assert got == ref.model_stats()
     page_rows = store.page_stats()
     assert len(page_rows) == stats["pages"]
@@ -102,9 +129,13 @@ def check_against_reference(store, ref: Reference, *, pages=True):
 
 # -- identical models ----------------------------------------------------------------------------
 
+
 def test_two_identical_models_take_the_space_of_one(store, rng):
-    model = {"w": random_array(rng, (10, 12), np.float32), "b": random_array(rng, (12,), np.float32),
-             "e": random_array(rng, (4, 3, 7), np.int8)}
+    model = {
+        "w": random_array(rng, (10, 12), np.float32),
+        "b": random_array(rng, (12,), np.float32),
+        "e": random_array(rng, (4, 3, 7), np.int8),
+    }
     first = store.add_model("one", model)
     after_one = store.stats()
     pages_one = store.page_stats()
@@ -116,8 +147,9 @@ def test_two_identical_models_take_the_space_of_one(store, rng):
     assert after_two["dedup_ratio"] == 2.0
     assert after_two["models"] == 2 and after_two["tensors"] == 6
     # the pages themselves are untouched: same ids, same bytes
-    assert [(p["page_id"], p["bytes"], p["blocks"]) for p in store.page_stats()] == \
-        [(p["page_id"], p["bytes"], p["blocks"]) for p in pages_one]
+    assert [(p["page_id"], p["bytes"], p["blocks"]) for p in store.page_stats()] == [
+        (p["page_id"], p["bytes"], p["blocks"]) for p in pages_one
+    ]
     assert all(p["models"] == 2 for p in store.page_stats())
     assert second.new_blocks == 0 and second.new_bytes == 0
     assert second.blocks == first.blocks == second.shared_blocks
@@ -147,12 +179,17 @@ def test_repeated_tiles_inside_one_tensor_are_stored_once(store):
 def test_edge_tiles_of_equal_bytes_are_shared_not_confused(store):
     # 4 x 7 zeros: tiles 3x5, 3x2, 1x5, 1x2 (all zero bytes, four different lengths),
     # and a 1-D vector of 3 zeros whose single 3 x 1 tile has 12 bytes
-    tensors = {"a": np.zeros((4, 7), np.float32), "v": np.zeros(3, np.float32),
-               "i": np.zeros((2, 5), np.int32), "h": np.zeros((6, 5), np.float16)}
+    tensors = {
+        "a": np.zeros((4, 7), np.float32),
+        "v": np.zeros(3, np.float32),
+        "i": np.zeros((2, 5), np.int32),
+        "h": np.zeros((6, 5), np.float16),
+    }
     store.add_model("m", tensors)
     check_against_reference(store, Reference({"m": tensors}, **_opts(store)))
-    assert store.stats()["distinct_blocks"] == len({len(t) for a in tensors.values()
-                                                    for t in tiles(a, 3, 5)})
+    assert store.stats()["distinct_blocks"] == len(
+        {len(t) for a in tensors.values() for t in tiles(a, 3, 5)}
+    )
 
 
 def test_tiles_shared_across_page_boundaries_within_one_model(db, rng):
@@ -179,8 +216,9 @@ def test_same_bytes_in_different_dtypes_share_blocks(store):
     assert same(store.get_tensor("i", "x"), i)
     assert same(store.get_tensor("f", "x"), f)
     assert same(store.get_tensor("u", "x"), u)
-    check_against_reference(store, Reference({"f": {"x": f}, "i": {"x": i}, "u": {"x": u}},
-                                             **_opts(store)))
+    check_against_reference(
+        store, Reference({"f": {"x": f}, "i": {"x": i}, "u": {"x": u}}, **_opts(store))
+    )
 
 
 def test_family_accounting(db):
@@ -206,13 +244,16 @@ def test_family_accounting(db):
         want = store.conn.execute(
             f"SELECT count(DISTINCT b.page_id) FROM {t.map} m JOIN {t.tensors} tt ON tt.id ="
             f" m.tensor_id JOIN {t.models} mo ON mo.id = tt.model_id JOIN {t.blocks} b ON"
-            " b.id = m.block_id WHERE mo.name = ?", (name,)).get
+            " b.id = m.block_id WHERE mo.name = ?",
+            (name,),
+        ).get
         assert rows[name]["pages"] == want
     # pages of base's embedding are read by every model
     assert max(p["models"] for p in store.page_stats()) == len(family)
 
 
 # -- forced hash collisions ----------------------------------------------------------------------
+
 
 class CollidingStore(sqlite_tensor.Store):
     """Every block hashes the same: only the byte comparison keeps blocks apart."""
@@ -222,9 +263,14 @@ class CollidingStore(sqlite_tensor.Store):
 
 def test_constant_hash_never_merges_different_blocks(db, rng):
     store = CollidingStore(db, "coll", block_rows=2, block_cols=3, page_blocks=2)
-    a = {"x": random_array(rng, (5, 7), np.int8), "z": np.zeros((3, 4), np.int8),
-         "zz": np.zeros((4, 3), np.int16), "v": np.zeros(5, np.uint8),
-         "s": np.array(0, np.int64), "f": random_array(rng, (3, 3), np.float16)}
+    a = {
+        "x": random_array(rng, (5, 7), np.int8),
+        "z": np.zeros((3, 4), np.int8),
+        "zz": np.zeros((4, 3), np.int16),
+        "v": np.zeros(5, np.uint8),
+        "s": np.array(0, np.int64),
+        "f": random_array(rng, (3, 3), np.float16),
+    }
     b = {"x": a["x"].copy(), "y": random_array(rng, (4, 4), np.int8), "z": a["z"]}
     store.add_model("a", a)
     store.add_model("b", b)
@@ -237,14 +283,20 @@ def test_constant_hash_never_merges_different_blocks(db, rng):
 
 def test_constant_hash_on_an_instance(memstore, rng):
     memstore._hash_block = lambda tile: b"\xff" * 16
-    models = {f"m{i}": {"w": random_array(rng, (6, 6), np.uint8) % 3,
-                        "c": np.full((2, 2), i % 2, np.uint8)} for i in range(4)}
+    models = {
+        f"m{i}": {
+            "w": random_array(rng, (6, 6), np.uint8) % 3,
+            "c": np.full((2, 2), i % 2, np.uint8),
+        }
+        for i in range(4)
+    }
     for name, tensors in models.items():
         memstore.add_model(name, tensors)
     check_against_reference(memstore, Reference(models, 3, 5, 2))
 
 
 # -- drop_model ----------------------------------------------------------------------------------
+
 
 def test_drop_model_frees_only_what_nothing_else_uses(store, rng):
     shared = random_array(rng, (6, 10), np.float32)
@@ -286,8 +338,10 @@ def test_drop_compacts_part_used_pages(db, rng):
         assert pages_after[pid]["bytes"] < pages_before[pid]["bytes"]
         data = store.conn.execute("SELECT data FROM c_pages WHERE id = ?", (pid,)).get
         assert len(data) == pages_after[pid]["bytes"]
-    assert store.conn.execute("SELECT group_concat(slot) FROM c_blocks WHERE page_id IN (1, 2)"
-                              ).get == "0,0"
+    assert (
+        store.conn.execute("SELECT group_concat(slot) FROM c_blocks WHERE page_id IN (1, 2)").get
+        == "0,0"
+    )
     check_against_reference(store, Reference({"b": b}, 2, 2, 4), pages=False)
     # blocks that moved slots are still found by a later ingest
     report = store.add_model("a-again", a)
@@ -303,10 +357,29 @@ def test_drop_every_model_empties_the_store(store, rng):
         store.drop_model(name)
         assert store.verify() == []
     stats = store.stats()
-    assert {k: stats[k] for k in ("models", "tensors", "logical_bytes", "physical_bytes",
-                                  "distinct_blocks", "pages", "page_bytes")} == dict.fromkeys(
-        ("models", "tensors", "logical_bytes", "physical_bytes", "distinct_blocks", "pages",
-         "page_bytes"), 0)
+    assert {
+        k: stats[k]
+        for k in (
+            "models",
+            "tensors",
+            "logical_bytes",
+            "physical_bytes",
+            "distinct_blocks",
+            "pages",
+            "page_bytes",
+        )
+    } == dict.fromkeys(
+        (
+            "models",
+            "tensors",
+            "logical_bytes",
+            "physical_bytes",
+            "distinct_blocks",
+            "pages",
+            "page_bytes",
+        ),
+        0,
+    )
     assert stats["dedup_ratio"] is None
     d = dump(store.conn)
     assert all(d[part] == [] for part in ("models", "tensors", "blocks", "pages", "map"))

@@ -1,9 +1,11 @@
 """Candidate search for approximate dedup: p-stable LSH, MinHash, exhaustive, the cache."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sqlite_tensor.dedup import lsh, minhash
 from sqlite_tensor.dedup.exhaustive import nearest_pairs
@@ -13,8 +15,9 @@ from sqlite_tensor.dedup.search import CandidateSearch, _nearest_of_pairs
 
 
 def brute_pairs(kt, kr):
-    return sorted({(i, j) for i in range(len(kt)) for j in range(len(kr))
-                   if (kt[i] == kr[j]).any()})
+    return sorted(
+        {(i, j) for i in range(len(kt)) for j in range(len(kr)) if (kt[i] == kr[j]).any()}
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -52,10 +55,10 @@ def test_lsh_keys_ignore_scale_and_near_copies_collide():
     near = x + 0.01 * rng.standard_normal(x.shape).astype(np.float32)
     ti, ri = lsh.colliding_pairs(lsh.band_keys(near, opts), lsh.band_keys(x, opts))
     found = set(zip(ti.tolist(), ri.tolist()))
-    assert sum((i, i) in found for i in range(200)) >= 198        # near copies: found
-    assert len(found - {(i, i) for i in range(200)}) <= 20         # unrelated blocks: rarely
+    assert sum((i, i) in found for i in range(200)) >= 198  # near copies: found
+    assert len(found - {(i, i) for i in range(200)}) <= 20  # unrelated blocks: rarely
     zero = np.zeros((1, 1024), np.float32)
-    assert lsh.band_keys(zero, opts).shape == (1, opts.bands)      # no division by zero
+    assert lsh.band_keys(zero, opts).shape == (1, opts.bands)  # no division by zero
 
 
 def test_minhash_keys_match_for_equal_blocks_at_any_scale():
@@ -77,8 +80,9 @@ def test_exhaustive_finds_the_true_nearest():
     assert ti.tolist() == list(range(50))
 
 
-@pytest.mark.parametrize("method, options", [("lsh", LSHOptions()), ("minhash", MinHashOptions()),
-                                             ("exhaustive", None)])
+@pytest.mark.parametrize(
+    "method, options", [("lsh", LSHOptions()), ("minhash", MinHashOptions()), ("exhaustive", None)]
+)
 def test_candidate_search_reads_and_hashes_each_reference_once(method, options):
     rng = np.random.default_rng(3)
     refs = rng.standard_normal((30, 512)).astype(np.float32)
@@ -93,7 +97,7 @@ def test_candidate_search_reads_and_hashes_each_reference_once(method, options):
     assert search.nearest(list(range(100, 110)), targets, list(range(30)), load) == list(range(10))
     first = sum(map(len, loads))
     search.nearest(list(range(110, 120)), targets, list(range(30)), load)
-    if method != "exhaustive":   # keys cached: only the candidates are read again
+    if method != "exhaustive":  # keys cached: only the candidates are read again
         assert sum(map(len, loads)) - first <= 10
     assert search.seconds > 0
     far = rng.standard_normal((5, 512)).astype(np.float32)
@@ -101,7 +105,7 @@ def test_candidate_search_reads_and_hashes_each_reference_once(method, options):
     if method == "exhaustive":
         assert None not in got
     else:
-        assert got.count(None) >= 4   # nothing near: no candidate
+        assert got.count(None) >= 4  # nothing near: no candidate
 
 
 def test_sampled_hashing_keeps_near_copies_and_checks_its_option():

@@ -6,6 +6,7 @@
 - ```python blocks of a page run in order, in one namespace per page, in a folder holding
   demo.sqlite (a copy, so examples may change it).
 """
+
 from __future__ import annotations
 
 import re
@@ -33,9 +34,12 @@ def blocks(page: Path):
             yield kind, text, expect[0], expect[1]
 
 
-SQL_CASES = [pytest.param(text, ek, et, id=f"{p.name}:{n}")
-             for p in sorted(DOCS.glob("*.md"))
-             for n, (kind, text, ek, et) in enumerate(blocks(p)) if kind == "sql"]
+SQL_CASES = [
+    pytest.param(text, ek, et, id=f"{p.name}:{n}")
+    for p in sorted(DOCS.glob("*.md"))
+    for n, (kind, text, ek, et) in enumerate(blocks(p))
+    if kind == "sql"
+]
 PY_PAGES = [p for p in sorted(DOCS.glob("*.md")) if any(k == "python" for k, *_ in blocks(p))]
 
 
@@ -56,8 +60,14 @@ def test_sql_example(sql, expect_kind, expected, demo_db, tmp_path):
     db = tmp_path / "demo.sqlite"
     shutil.copy(demo_db, db)
     script = f".bail on\n.load {sqlite_tensor.loadable_path()}\n{sql}"
-    out = subprocess.run([SHELL, "-header", str(db)], input=script, text=True,
-                         capture_output=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    out = subprocess.run(
+        [SHELL, "-header", str(db)],
+        input=script,
+        text=True,
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     if expect_kind == "error":
         assert out.returncode != 0
         assert expected.strip() in out.stderr, out.stderr
@@ -72,7 +82,7 @@ def test_python_examples(page, demo_db, tmp_path, monkeypatch):
     shutil.copy(demo_db, tmp_path / "demo.sqlite")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    for kind, text, expect_kind, expected in blocks(page):
+    for kind, text, _expect_kind, _expected in blocks(page):
         if kind != "python":
             continue
         exec(compile(text, f"{page.name}", "exec"), namespace)

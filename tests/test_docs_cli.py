@@ -8,6 +8,7 @@ holding the model files the page talks about (made by setup() below, determinist
 with `sqlite-tensor` on PATH as pip installs it. A command must exit 0 unless the output
 it shows is an error.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from model_folders import bert_tensors, hf_folder, sharded_folder
 from test_cli import CONSOLE_SCRIPT
 
@@ -64,10 +64,14 @@ def setup(folder: Path) -> None:
     sharded_folder(folder / "sharded", bert_tensors(**DOC_SIZES, seed=1), shards=2)
     w = rng.standard_normal((4, 256)).astype(np.float32)
     np.savez(folder / "clf-base.npz", w=w, b=np.zeros(4, np.float32))
-    np.savez(folder / "clf-tuned.npz", w=w + rng.normal(0, 1e-4, w.shape).astype(np.float32),
-             b=np.zeros(4, np.float32))
-    (folder / "clf-layers.json").write_text(json.dumps(
-        [{"op": "dense", "weight": "w", "bias": "b", "activation": "softmax"}]))
+    np.savez(
+        folder / "clf-tuned.npz",
+        w=w + rng.normal(0, 1e-4, w.shape).astype(np.float32),
+        b=np.zeros(4, np.float32),
+    )
+    (folder / "clf-layers.json").write_text(
+        json.dumps([{"op": "dense", "weight": "w", "bias": "b", "activation": "softmax"}])
+    )
     x = rng.standard_normal((64, 256)).astype(np.float32)
     np.savez(folder / "validation.npz", x=x, y=(x @ w.T).argmax(1))
     np.save(folder / "inputs.npy", x[:2])
@@ -84,17 +88,26 @@ def test_console_examples(page, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     setup(work)
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(ROOT),
-               COLUMNS="100")
+    env = dict(
+        os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(ROOT), COLUMNS="100"
+    )
     env.pop("SQLITE_TENSOR_PROGRESS_DELAY", None)
     for command, expected in cases:
-        done = subprocess.run(["bash", "-c", command], cwd=work, env=env, timeout=300,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        done = subprocess.run(
+            ["bash", "-c", command],
+            cwd=work,
+            env=env,
+            timeout=300,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         actual = done.stdout.rstrip("\n").splitlines() if done.stdout.strip() else []
         shown = "\n".join(expected)
         assert done.returncode == 0 or "error" in shown, f"$ {command}\n{done.stdout}"
-        assert matches(expected, actual), (f"$ {command}\n--- the page shows:\n{shown}\n"
-                                           f"--- it printed:\n{done.stdout}")
+        assert matches(expected, actual), (
+            f"$ {command}\n--- the page shows:\n{shown}\n--- it printed:\n{done.stdout}"
+        )
 
 
 def test_matches():

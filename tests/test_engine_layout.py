@@ -1,6 +1,7 @@
 """The engine's layout (issue #12): its chapters compile in any include order, because every
 type or function one chapter uses of another is declared in cython/engine.pxd; module
 registration and the Python API keep their names."""
+
 from __future__ import annotations
 
 import random
@@ -24,16 +25,29 @@ def compile_in_order(tmp_path: Path, order: list[str]) -> subprocess.CompletedPr
     """Cython (to C only) engine.pyx with its include lines in `order`."""
     tree = tmp_path / "cython"
     shutil.copytree(CYTHON, tree, ignore=shutil.ignore_patterns("*.c", "*.so", "*.h~"))
-    for c_file in (CYTHON / "c").glob("*.c"):   # the C files are copied too (not compiled)
+    for c_file in (CYTHON / "c").glob("*.c"):  # the C files are copied too (not compiled)
         shutil.copy(c_file, tree / "c" / c_file.name)
     text = (CYTHON / "engine.pyx").read_text()
     first = text.index('include "')
     body = re.sub(r'^include "[^"]+"\n', "", text, flags=re.M)
     new = body[:first] + "".join(f'include "{n}"\n' for n in order) + body[first:]
     (tree / "engine.pyx").write_text(new)
-    return subprocess.run([sys.executable, "-m", "cython", "-3", "-I", str(tree),
-                           str(tree / "engine.pyx"), "-o", str(tmp_path / "engine.c")],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cython",
+            "-3",
+            "-I",
+            str(tree),
+            str(tree / "engine.pyx"),
+            "-o",
+            str(tmp_path / "engine.c"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def orders():
@@ -50,7 +64,9 @@ def orders():
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs the build tools")
-@pytest.mark.parametrize("label,order", list(orders()), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "label,order", list(orders()), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_chapters_compile_in_any_order(tmp_path, label, order):
     pytest.importorskip("Cython")
     names = includes((CYTHON / "engine.pyx").read_text())
@@ -71,11 +87,18 @@ def test_module_pxd_is_the_interface():
 def test_no_c_logic_in_string_blocks_outside_cache():
     """C functions live in cython/c/*.c with their C tests; a Cython string block may hold
     data or a one-line macro, not a function body."""
-    for path in [CYTHON / "engine.pyx", *CYTHON.glob("store/*.pxi"), *CYTHON.glob("inference/*.pxi"),
-                 CYTHON / "python_api.pxi", CYTHON / "engine.pxd"]:
+    for path in [
+        CYTHON / "engine.pyx",
+        *CYTHON.glob("store/*.pxi"),
+        *CYTHON.glob("inference/*.pxi"),
+        CYTHON / "python_api.pxi",
+        CYTHON / "engine.pxd",
+    ]:
         text = path.read_text()
         for block in re.findall(r'cdef extern from \*[^:]*:\n\s*"""([\s\S]*?)"""', text):
-            assert not re.search(r"\)\s*\{", block), f"C function body in a string block of {path.name}"
+            assert not re.search(r"\)\s*\{", block), (
+                f"C function body in a string block of {path.name}"
+            )
 
 
 def test_module_registration_failure_names_the_module():

@@ -1,16 +1,18 @@
 """Round trips the engine no longer makes (issue #12), and the residual-table memo's
 freshness: a store whose residual tables another connection creates after a first read
 still reads the right numbers on this connection."""
+
 from __future__ import annotations
 
 import apsw
 import numpy as np
-import pytest
 
 import sqlite_tensor
 
-LAYERS = [{"op": "dense", "weight": "fc1.weight", "bias": "fc1.bias", "activation": "relu"},
-          {"op": "dense", "weight": "fc2.weight", "bias": "fc2.bias"}]
+LAYERS = [
+    {"op": "dense", "weight": "fc1.weight", "bias": "fc1.bias", "activation": "relu"},
+    {"op": "dense", "weight": "fc2.weight", "bias": "fc2.bias"},
+]
 
 
 def statements(conn, run):
@@ -30,15 +32,22 @@ def statements(conn, run):
 
 def family(seed=0):
     rng = np.random.default_rng(seed)
-    base = {"fc1.weight": rng.standard_normal((64, 96)).astype(np.float32) / 10,
-            "fc1.bias": rng.standard_normal(64).astype(np.float32) / 10,
-            "fc2.weight": rng.standard_normal((10, 64)).astype(np.float32) / 8,
-            "fc2.bias": np.zeros(10, np.float32)}
+    base = {
+        "fc1.weight": rng.standard_normal((64, 96)).astype(np.float32) / 10,
+        "fc1.bias": rng.standard_normal(64).astype(np.float32) / 10,
+        "fc2.weight": rng.standard_normal((10, 64)).astype(np.float32) / 8,
+        "fc2.bias": np.zeros(10, np.float32),
+    }
     # a small nudge everywhere and a rank-1 change of fc1: dedup keeps low-rank residuals
-    variant = {k: (v + 0.002 * rng.standard_normal(v.shape).astype(np.float32) * np.abs(v).mean())
-               .astype(np.float32) for k, v in base.items()}
-    variant["fc1.weight"] += 0.01 * np.outer(rng.standard_normal(64),
-                                             rng.standard_normal(96)).astype(np.float32)
+    variant = {
+        k: (v + 0.002 * rng.standard_normal(v.shape).astype(np.float32) * np.abs(v).mean()).astype(
+            np.float32
+        )
+        for k, v in base.items()
+    }
+    variant["fc1.weight"] += 0.01 * np.outer(
+        rng.standard_normal(64), rng.standard_normal(96)
+    ).astype(np.float32)
     return {"base": base, "v1": variant}
 
 
@@ -46,18 +55,24 @@ def make_store(path, models):
     with sqlite_tensor.Store(str(path), block_rows=16, block_cols=16, page_blocks=4) as store:
         for m, tensors in models.items():
             store.add_model(m, tensors, layers=LAYERS)
-    plain = apsw.Connection(str(path))   # plain SQL: take the residual tables away
+    plain = apsw.Connection(str(path))  # plain SQL: take the residual tables away
     with plain:
         plain.execute("DROP TABLE tensors_residuals; DROP TABLE tensors_dedup")
     plain.close()
 
 
 def read_all(conn, models, x):
-    blobs = {(m, t): conn.execute("SELECT tensor_blob('tensors', ?, ?)", (m, t)).get
-             for m, tensors in models.items() for t in tensors}
-    outs = {m: np.frombuffer(conn.execute("SELECT tensor_predict('tensors', ?, ?)",
-                                          (m, x.tobytes())).get, np.float32).copy()
-            for m in models}
+    blobs = {
+        (m, t): conn.execute("SELECT tensor_blob('tensors', ?, ?)", (m, t)).get
+        for m, tensors in models.items()
+        for t in tensors
+    }
+    outs = {
+        m: np.frombuffer(
+            conn.execute("SELECT tensor_predict('tensors', ?, ?)", (m, x.tobytes())).get, np.float32
+        ).copy()
+        for m in models
+    }
     data = {(m, t): d for m, t, d in conn.execute("SELECT model, tensor, data FROM tensors")}
     return blobs, outs, data
 
@@ -70,16 +85,20 @@ def test_residual_tables_created_later_by_another_connection_are_seen(tmp_path):
     reader = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     sqlite_tensor.load(reader)
     try:
-        blobs, outs, data = read_all(reader, models, x)   # no residual tables: memo says so
+        blobs, outs, data = read_all(reader, models, x)  # no residual tables: memo says so
         assert blobs[("v1", "fc1.weight")] == models["v1"]["fc1.weight"].tobytes()
         # another connection: the writable Store adds the residual tables, dedup fills them
         with sqlite_tensor.Store(str(path)) as writer:
-            writer.dedup(validator=lambda store, model: 0.0, max_drop=1.0, residuals=True,
-                         tolerance=0.03)
+            writer.dedup(
+                validator=lambda store, model: 0.0, max_drop=1.0, residuals=True, tolerance=0.03
+            )
             n_res = writer.conn.execute("SELECT count(*) FROM tensors_residuals").get
             assert n_res > 0, "the test needs a dedup that keeps residuals"
-            want_blobs = {(m, t): writer.get_tensor(m, t).tobytes()
-                          for m, tensors in models.items() for t in tensors}
+            want_blobs = {
+                (m, t): writer.get_tensor(m, t).tobytes()
+                for m, tensors in models.items()
+                for t in tensors
+            }
             want_outs = {m: writer.predict(m, x) for m in models}
         blobs, outs, data = read_all(reader, models, x)
         # with the memo stuck on "no residuals", residual tiles would read as the bare
@@ -103,7 +122,7 @@ def test_sqlite_master_asked_once_per_view(tmp_path):
     conn = apsw.Connection(str(path))
     sqlite_tensor.load(conn)
     x = np.ones(96, np.float32)
-    read_all(conn, models, x)   # the first view asks
+    read_all(conn, models, x)  # the first view asks
     seen, _ = statements(conn, lambda: [read_all(conn, models, x) for _ in range(3)])
     asked = [s for s in seen if "sqlite_master" in s and "_residuals" in s]
     assert asked == [], asked
@@ -125,8 +144,9 @@ def test_data_column_reads_no_shape_per_row(tmp_path):
             store.add_model(m, tensors, layers=LAYERS)
     conn = apsw.Connection(str(path))
     sqlite_tensor.load(conn)
-    seen, rows = statements(conn, lambda: conn.execute(
-        "SELECT model, tensor, data FROM tensors").fetchall())
+    seen, rows = statements(
+        conn, lambda: conn.execute("SELECT model, tensor, data FROM tensors").fetchall()
+    )
     assert len(rows) == sum(len(t) for t in models.values())
     for m, t, d in rows:
         assert d == models[m][t].tobytes()

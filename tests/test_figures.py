@@ -1,6 +1,7 @@
 """The docs' generated tables and plots (tools/figures.py, `make figures`): the tables in the
 docs are what the committed asv results give, the cache table is what
 `python -m sqlite_tensor policies` prints, and every image the docs show exists."""
+
 import json
 import shutil
 import subprocess
@@ -23,8 +24,9 @@ def results():
 def test_docs_tables_equal_what_the_committed_results_give(results):
     assert figures.check_docs(figures.generate(results)) == []
     # the same through the command the test stands for
-    run = subprocess.run([sys.executable, "-m", "tools.figures", "--check"], cwd=ROOT,
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "tools.figures", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr
 
 
@@ -54,8 +56,13 @@ def test_check_reports_a_drifted_number_and_a_missing_region(results, tmp_path, 
 
 
 def _printed_policy_table():
-    run = subprocess.run([sys.executable, "-m", "sqlite_tensor", "policies"], cwd=ROOT,
-                         capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "sqlite_tensor", "policies"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     lines = run.stdout.splitlines()
     names = lines[1].split()[1:-1]
     rows = {}
@@ -84,16 +91,21 @@ def test_cache_table_is_what_the_policies_command_prints(results):
 
 def test_results_reader_takes_the_newest_and_marks_failures(tmp_path):
     def write(name, started, values):
-        data = {"commit_hash": name * 8, "date": started, "env_name": "e",
-                "params": {"machine": "m", "cpu": "c", "num_cpu": "2"},
-                "result_columns": ["result", "params", "version", "started_at"],
-                "results": {"b.C.track_x": [values, [["'a'", "'b'"], ["1"]], "v", started]}}
+        data = {
+            "commit_hash": name * 8,
+            "date": started,
+            "env_name": "e",
+            "params": {"machine": "m", "cpu": "c", "num_cpu": "2"},
+            "result_columns": ["result", "params", "version", "started_at"],
+            "results": {"b.C.track_x": [values, [["'a'", "'b'"], ["1"]], "v", started]},
+        }
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(data))
         return path
+
     old, new = write("a", 1, [1.0, 2.0]), write("b", 2, [3.0, None])
     table = figures.Results([new, old]).table("b.C.track_x")
-    assert table["a", 1] == 3.0 and table["b", 1] != table["b", 1]   # nan
+    assert table["a", 1] == 3.0 and table["b", 1] != table["b", 1]  # nan
     with pytest.raises(figures.MissingResults, match="b.C.track_y"):
         figures.Results([old]).table("b.C.track_y")
 
@@ -102,11 +114,13 @@ def test_plots_are_deterministic_and_match_the_committed_images(results):
     matplotlib = pytest.importorskip("matplotlib")
     first, second = figures.render(results), figures.render(results)
     assert first == second
-    for name, data in first.items():
+    for data in first.values():
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and b"Software" not in data
     recorded = json.loads(figures.SOURCES.read_text())
     if recorded.get("matplotlib") != matplotlib.__version__:
-        pytest.skip(f"images drawn with matplotlib {recorded.get('matplotlib')}, "
-                    f"this is {matplotlib.__version__}")
+        pytest.skip(
+            f"images drawn with matplotlib {recorded.get('matplotlib')}, "
+            f"this is {matplotlib.__version__}"
+        )
     for name, data in first.items():
         assert (figures.FIGURES / name).read_bytes() == data, f"{name}: run `make figures`"

@@ -8,6 +8,7 @@ A child here never reuses its parent's connections (SQLite forbids it), and the 
 runs SQL does so only while the parent's other thread is parked in Python, not in SQLite
 (SQLite's own global mutexes have no fork handlers).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,15 +17,17 @@ import time
 
 import numpy as np
 import pytest
+from reference_model import assert_matches
 
 import sqlite_tensor
 from sqlite_tensor import _engine, cache
-from reference_model import assert_matches
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
-LAYERS = [{"op": "dense", "weight": "w", "bias": "b", "activation": "relu"},
-          {"op": "dense", "weight": "k", "transpose": True}]
+LAYERS = [
+    {"op": "dense", "weight": "w", "bias": "b", "activation": "relu"},
+    {"op": "dense", "weight": "k", "transpose": True},
+]
 # 64 x 128 float32 blocks, three a page: 96 KiB pages, placed in the arena (64 KiB and up)
 LAYOUT = dict(block_rows=64, block_cols=128, page_blocks=3)
 
@@ -32,9 +35,11 @@ LAYOUT = dict(block_rows=64, block_cols=128, page_blocks=3)
 @pytest.fixture
 def model(tmp_path):
     rng = np.random.default_rng(5)
-    arrays = {"w": (rng.standard_normal((1100, 1030)) / 32).astype(np.float32),
-              "b": rng.standard_normal(1100).astype(np.float32),
-              "k": (rng.standard_normal((1100, 300)) / 33).astype(np.float32)}
+    arrays = {
+        "w": (rng.standard_normal((1100, 1030)) / 32).astype(np.float32),
+        "b": rng.standard_normal(1100).astype(np.float32),
+        "k": (rng.standard_normal((1100, 300)) / 33).astype(np.float32),
+    }
     path = tmp_path / "fork.sqlite"
     with sqlite_tensor.Store(path, **LAYOUT) as store:
         store.add_model("m", arrays, layers=LAYERS)
@@ -104,7 +109,7 @@ def test_fork_while_a_python_policy_holds_the_pool(restore, model):
     if pid == 0:  # the child: the pool's lock was held by a thread it does not have
         code = 1
         try:
-            cache.configure(policy="lru", budget_bytes=64 * page)   # takes the pool's lock
+            cache.configure(policy="lru", budget_bytes=64 * page)  # takes the pool's lock
             with sqlite_tensor.Store(path) as store:
                 assert_matches(store.predict("m", x), LAYERS, arrays, x)
             code = 0 if _engine._fork_pool_skipped() else 3
@@ -165,9 +170,9 @@ def test_forks_while_threads_serve(restore, model):
                     if _engine._kernel_workers() != 0:
                         code = 4
                     else:
-                        before = _engine._page_memory_stats()      # the arena's lock
-                        cache.stats()                              # the pool's lock
-                        cache.configure(budget_bytes=2 * page)     # evicts: both
+                        before = _engine._page_memory_stats()  # the arena's lock
+                        cache.stats()  # the pool's lock
+                        cache.configure(budget_bytes=2 * page)  # evicts: both
                         cache.clear()
                         after = _engine._page_memory_stats()
                         code = 0 if after["in_use_bytes"] <= before["in_use_bytes"] else 5

@@ -270,8 +270,11 @@ def test_safetensors_round_trip_random(tmp_path, tensors, metadata):
     tensors=tensor_dicts(
         NUMPY_NATIVE,
         # no surrogates: names must encode as UTF-8 (the writer refuses them, tested above)
-        keys=st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
-                     min_size=1, max_size=12),
+        keys=st.text(
+            st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
+            min_size=1,
+            max_size=12,
+        ),
     )
 )
 def test_npz_round_trip_random(tmp_path, tensors):

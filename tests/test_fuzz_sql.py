@@ -14,6 +14,7 @@ Long run (any number of examples):              FUZZ_EXAMPLES=20000 pytest -s te
 Each example makes several calls; with -s the run ends by printing its totals (calls,
 crashes, hangs, wrong answers).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,35 +29,56 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference_model import reference_predict
 
 import sqlite_tensor
-from reference_model import reference_predict
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 SHELL_BATCHES = max(2, EXAMPLES // 25)
 WATCHDOG = 20.0
 LOADABLE = sqlite_tensor.loadable_path()
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                    suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
-TOTALS = {"calls": 0, "errors": 0, "values": 0, "checked": 0, "hangs": 0, "wrong": 0,
-          "shell_statements": 0, "shell_runs": 0}
+TOTALS = {
+    "calls": 0,
+    "errors": 0,
+    "values": 0,
+    "checked": 0,
+    "hangs": 0,
+    "wrong": 0,
+    "shell_statements": 0,
+    "shell_runs": 0,
+}
 
 # -- the store every call runs against -------------------------------------------------------
 
 _rng = np.random.default_rng(2026)
 N_IN, VOCAB, DIM = 5, 11, 4
 MODELS = {
-    "mlp": ({"w1": (_rng.standard_normal((7, N_IN)) / 2).astype(np.float32),
-             "b1": _rng.standard_normal(7).astype(np.float32),
-             "w2": (_rng.standard_normal((7, 3)) / 2).astype(np.float16)},
-            [{"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
-             {"op": "dense", "weight": "w2", "transpose": True, "activation": "softmax"}]),
-    "emb": ({"e": _rng.standard_normal((VOCAB, DIM)).astype(np.float32),
-             "h": _rng.standard_normal((2, DIM)).astype(ml_dtypes.bfloat16)},
-            [{"op": "embedding", "weight": "e"}, {"op": "dense", "weight": "h", "activation": "tanh"}]),
-    "bag": ({"e": _rng.standard_normal((VOCAB, DIM)).astype(np.float64)},
-            [{"op": "embedding_bag", "weight": "e", "mode": "sum"}]),
+    "mlp": (
+        {
+            "w1": (_rng.standard_normal((7, N_IN)) / 2).astype(np.float32),
+            "b1": _rng.standard_normal(7).astype(np.float32),
+            "w2": (_rng.standard_normal((7, 3)) / 2).astype(np.float16),
+        },
+        [
+            {"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
+            {"op": "dense", "weight": "w2", "transpose": True, "activation": "softmax"},
+        ],
+    ),
+    "emb": (
+        {
+            "e": _rng.standard_normal((VOCAB, DIM)).astype(np.float32),
+            "h": _rng.standard_normal((2, DIM)).astype(ml_dtypes.bfloat16),
+        },
+        [{"op": "embedding", "weight": "e"}, {"op": "dense", "weight": "h", "activation": "tanh"}],
+    ),
+    "bag": (
+        {"e": _rng.standard_normal((VOCAB, DIM)).astype(np.float64)},
+        [{"op": "embedding_bag", "weight": "e", "mode": "sum"}],
+    ),
     "plain": ({"w": np.arange(6, dtype=np.int16).reshape(2, 3)}, None),
 }
 KIND = {"mlp": "features", "emb": "ids", "bag": "bags"}
@@ -72,9 +94,13 @@ def db(tmp_path_factory):
     conn = sqlite_tensor.connect(path)
     conn.execute("CREATE TABLE inputs(id INTEGER PRIMARY KEY, x BLOB, j TEXT, i INTEGER, bag TEXT)")
     for k, row in enumerate(FEATURES):
-        conn.execute("INSERT INTO inputs VALUES (?, ?, ?, ?, ?)",
-                     (k, row.tobytes(), json.dumps(row.tolist()), k % VOCAB, json.dumps([k % VOCAB, 1])))
-    conn.execute("CREATE VIEW pv AS SELECT id, tensor_predict('tensors', 'mlp', x) AS y FROM inputs")
+        conn.execute(
+            "INSERT INTO inputs VALUES (?, ?, ?, ?, ?)",
+            (k, row.tobytes(), json.dumps(row.tolist()), k % VOCAB, json.dumps([k % VOCAB, 1])),
+        )
+    conn.execute(
+        "CREATE VIEW pv AS SELECT id, tensor_predict('tensors', 'mlp', x) AS y FROM inputs"
+    )
     yield path, conn
     conn.close()
     if os.environ.get("FUZZ_EXAMPLES"):
@@ -82,6 +108,7 @@ def db(tmp_path_factory):
 
 
 # -- hostile values ----------------------------------------------------------------------------
+
 
 class Sql:
     """A literal SQL expression (zeroblob(n), a nested call...) rather than a bound value."""
@@ -98,44 +125,127 @@ def f32blob(values):
 
 
 floats32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
-hostile_ints = st.sampled_from([0, 1, -1, 2, 3, 10, VOCAB - 1, VOCAB, 2**31 - 1, 2**31, -2**31,
-                                2**53 + 1, 2**63 - 1, -2**63]) | st.integers(-2**63, 2**63 - 1)
-hostile_text = st.sampled_from(["", " ", "tensors", "TENSORS", "main.tensors", "temp.tensors",
-                                "nosuch.tensors", "tensors.", ".tensors", "x.y.z", "te'nsors",
-                                'te"nsors', "tensors\x00x", "mlp", "emb", "bag", "plain", "w1",
-                                "e", "%s%n", "[1,2,3]", "[]", "[1e999]", "[-0]", "[1,]", "{}",
-                                "nan", "inf", "SELECT 1", "é", "\U0001F600", "a" * 3000]) | st.text(max_size=12)
+hostile_ints = st.sampled_from(
+    [
+        0,
+        1,
+        -1,
+        2,
+        3,
+        10,
+        VOCAB - 1,
+        VOCAB,
+        2**31 - 1,
+        2**31,
+        -(2**31),
+        2**53 + 1,
+        2**63 - 1,
+        -(2**63),
+    ]
+) | st.integers(-(2**63), 2**63 - 1)
+hostile_text = st.sampled_from(
+    [
+        "",
+        " ",
+        "tensors",
+        "TENSORS",
+        "main.tensors",
+        "temp.tensors",
+        "nosuch.tensors",
+        "tensors.",
+        ".tensors",
+        "x.y.z",
+        "te'nsors",
+        'te"nsors',
+        "tensors\x00x",
+        "mlp",
+        "emb",
+        "bag",
+        "plain",
+        "w1",
+        "e",
+        "%s%n",
+        "[1,2,3]",
+        "[]",
+        "[1e999]",
+        "[-0]",
+        "[1,]",
+        "{}",
+        "nan",
+        "inf",
+        "SELECT 1",
+        "é",
+        "\U0001f600",
+        "a" * 3000,
+    ]
+) | st.text(max_size=12)
 hostile_blobs = st.one_of(
     st.binary(max_size=48),
     st.lists(floats32, min_size=0, max_size=12).map(f32blob),
-    st.sampled_from([b"", b"\x00" * 8, np.int64(-1).tobytes(), np.int64(VOCAB).tobytes(),
-                     np.arange(3, dtype=np.int64).tobytes(), FEATURES[0].tobytes()]),
+    st.sampled_from(
+        [
+            b"",
+            b"\x00" * 8,
+            np.int64(-1).tobytes(),
+            np.int64(VOCAB).tobytes(),
+            np.arange(3, dtype=np.int64).tobytes(),
+            FEATURES[0].tobytes(),
+        ]
+    ),
 )
-sql_exprs = st.sampled_from([
-    "NULL", "zeroblob(0)", "zeroblob(4)", "zeroblob(20)", "zeroblob(8000)", "zeroblob(-1)",
-    "randomblob(20)", "x''", "'[]'", "1e308 * 10", "-1e308 * 10", "0.0 / 0.0", "9223372036854775807",
-    "tensor_predict('tensors', 'mlp', x'" + FEATURES[1].tobytes().hex() + "')",
-    "tensor_predict('tensors', 'emb', 3)", "(SELECT x FROM inputs WHERE id = 2)",
-    "(SELECT y FROM pv WHERE id = 1)", "tensor_blob('tensors', 'mlp', 'b1')",
-    "tensor_blob('tensors', 'plain', 'w')", "tensor_version()", "tensor_topk(zeroblob(8), 1)",
-]).map(Sql)
-values = st.one_of(st.none(), hostile_ints, st.floats(allow_nan=True, allow_infinity=True),
-                   hostile_text, hostile_blobs, sql_exprs)
+sql_exprs = st.sampled_from(
+    [
+        "NULL",
+        "zeroblob(0)",
+        "zeroblob(4)",
+        "zeroblob(20)",
+        "zeroblob(8000)",
+        "zeroblob(-1)",
+        "randomblob(20)",
+        "x''",
+        "'[]'",
+        "1e308 * 10",
+        "-1e308 * 10",
+        "0.0 / 0.0",
+        "9223372036854775807",
+        "tensor_predict('tensors', 'mlp', x'" + FEATURES[1].tobytes().hex() + "')",
+        "tensor_predict('tensors', 'emb', 3)",
+        "(SELECT x FROM inputs WHERE id = 2)",
+        "(SELECT y FROM pv WHERE id = 1)",
+        "tensor_blob('tensors', 'mlp', 'b1')",
+        "tensor_blob('tensors', 'plain', 'w')",
+        "tensor_version()",
+        "tensor_topk(zeroblob(8), 1)",
+    ]
+).map(Sql)
+values = st.one_of(
+    st.none(),
+    hostile_ints,
+    st.floats(allow_nan=True, allow_infinity=True),
+    hostile_text,
+    hostile_blobs,
+    sql_exprs,
+)
 
 # valid inputs per model kind (so calls also reach the kernels), and hostile ones
 features_inputs = st.one_of(
     st.lists(st.floats(-4, 4, width=32), min_size=N_IN, max_size=N_IN).map(f32blob),
     st.lists(st.floats(-4, 4, width=32), min_size=N_IN, max_size=N_IN).map(lambda v: json.dumps(v)),
-    st.lists(floats32, min_size=N_IN, max_size=N_IN).map(f32blob))
-ids_inputs = st.one_of(st.integers(0, VOCAB - 1),
-                       st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=6).map(json.dumps),
-                       st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=6).map(
-                           lambda v: np.asarray(v, "<i8").tobytes()))
+    st.lists(floats32, min_size=N_IN, max_size=N_IN).map(f32blob),
+)
+ids_inputs = st.one_of(
+    st.integers(0, VOCAB - 1),
+    st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=6).map(json.dumps),
+    st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=6).map(
+        lambda v: np.asarray(v, "<i8").tobytes()
+    ),
+)
 model_names = st.sampled_from(["mlp", "emb", "bag", "plain", "nosuch", "", "MLP"]) | hostile_text
 store_names = st.sampled_from(["tensors", "main.tensors"]) | hostile_text | st.none() | hostile_ints
 
 
 # -- the oracle --------------------------------------------------------------------------------
+
 
 def literal(v) -> tuple[str, list]:
     if isinstance(v, Sql):
@@ -189,9 +299,14 @@ def parse_input(kind, v):
                 arr = json.loads(v)
             except ValueError:
                 return None
-            if (isinstance(arr, list) and len(arr) == N_IN and v.strip().startswith("[")
-                    and all(type(a) in (int, float) for a in arr) and "nan" not in v.lower()
-                    and "inf" not in v.lower()):
+            if (
+                isinstance(arr, list)
+                and len(arr) == N_IN
+                and v.strip().startswith("[")
+                and all(type(a) in (int, float) for a in arr)
+                and "nan" not in v.lower()
+                and "inf" not in v.lower()
+            ):
                 return np.asarray(arr, np.float32)
         return None
     if isinstance(v, bool):
@@ -231,7 +346,9 @@ def check_predict(conn, store, model, inp):
             # against what the engine says it read rather than failing outright
             return
         if ok:
-            wrong(f"tensor_predict({store!r}, {model!r}, {inp!r}) returned {got!r}, expected an error")
+            wrong(
+                f"tensor_predict({store!r}, {model!r}, {inp!r}) returned {got!r}, expected an error"
+            )
         return
     if not ok:
         wrong(f"tensor_predict({store!r}, {model!r}, {inp!r}) failed: {got}")
@@ -239,8 +356,10 @@ def check_predict(conn, store, model, inp):
     want, peak = reference_predict(layers, tensors, x)
     got = as_array(got).reshape(want.shape)
     TOTALS["checked"] += 1
-    if not (np.array_equal(np.isnan(got), np.isnan(want))
-            and np.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, peak), equal_nan=True)):
+    if not (
+        np.array_equal(np.isnan(got), np.isnan(want))
+        and np.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, peak), equal_nan=True)
+    ):
         wrong(f"tensor_predict({store!r}, {model!r}, {inp!r}) = {got}, numpy says {want}")
 
 
@@ -281,10 +400,13 @@ def check_vector_fn(conn, fn, v, k=None):
         assert [None if b is None else float(np.float32(b)) for b in back] == [num(a) for a in x]
     else:
         back = json.loads(got)
-        order = sorted(range(len(x)), key=lambda i: (not math.isnan(x[i]),
-                                                     0 if math.isnan(x[i]) else -x[i], i))[:k]
+        order = sorted(
+            range(len(x)), key=lambda i: (not math.isnan(x[i]), 0 if math.isnan(x[i]) else -x[i], i)
+        )[:k]
         assert [i for i, _ in back] == order, (back, order)
-        assert [None if s is None else float(np.float32(s)) for _, s in back] == [num(x[i]) for i in order]
+        assert [None if s is None else float(np.float32(s)) for _, s in back] == [
+            num(x[i]) for i in order
+        ]
 
 
 def check_blob(conn, store, model, tensor):
@@ -294,22 +416,39 @@ def check_blob(conn, store, model, tensor):
     ok, got = run(conn, f"tensor_blob({sx}, {mx}, {tx})", ps + pm + pt)
     if any(isinstance(a, Sql) for a in (store, model, tensor)):
         return
-    known = (store_ok(store) and isinstance(model, str) and model in MODELS
-             and isinstance(tensor, str) and tensor in MODELS[model][0])
+    known = (
+        store_ok(store)
+        and isinstance(model, str)
+        and model in MODELS
+        and isinstance(tensor, str)
+        and tensor in MODELS[model][0]
+    )
     if known != ok:
-        wrong(f"tensor_blob({store!r}, {model!r}, {tensor!r}): {'returned' if ok else 'failed'} {got!r}")
+        wrong(
+            f"tensor_blob({store!r}, {model!r}, {tensor!r}): {'returned' if ok else 'failed'} {got!r}"
+        )
     if ok:
         TOTALS["checked"] += 1
         assert got == MODELS[model][0][tensor].tobytes()
 
 
-BATCH_QUERIES = ["SELECT id, x FROM inputs", "SELECT id, j FROM inputs", "SELECT id, i FROM inputs",
-                 "SELECT id, bag FROM inputs", "SELECT id, y FROM pv", "SELECT 1, NULL",
-                 "SELECT id, x FROM inputs; SELECT 2", "DELETE FROM inputs RETURNING id, x",
-                 "SELECT id FROM inputs", "", "-- c", "SELECT id, x FROM inputs /* c */ ;",
-                 "SELECT * FROM tensor_predict_batch('tensors', 'mlp', 'SELECT id, x FROM inputs')",
-                 "WITH RECURSIVE n(k) AS (VALUES(0) UNION ALL SELECT k + 1 FROM n WHERE k < 300)"
-                 " SELECT k, k % 11 FROM n"]
+BATCH_QUERIES = [
+    "SELECT id, x FROM inputs",
+    "SELECT id, j FROM inputs",
+    "SELECT id, i FROM inputs",
+    "SELECT id, bag FROM inputs",
+    "SELECT id, y FROM pv",
+    "SELECT 1, NULL",
+    "SELECT id, x FROM inputs; SELECT 2",
+    "DELETE FROM inputs RETURNING id, x",
+    "SELECT id FROM inputs",
+    "",
+    "-- c",
+    "SELECT id, x FROM inputs /* c */ ;",
+    "SELECT * FROM tensor_predict_batch('tensors', 'mlp', 'SELECT id, x FROM inputs')",
+    "WITH RECURSIVE n(k) AS (VALUES(0) UNION ALL SELECT k + 1 FROM n WHERE k < 300)"
+    " SELECT k, k % 11 FROM n",
+]
 
 
 def check_batch(conn, store, model, query, batch):
@@ -321,7 +460,9 @@ def check_batch(conn, store, model, query, batch):
     timer = threading.Timer(WATCHDOG, conn.interrupt)
     timer.start()
     try:
-        rows = conn.execute(f"SELECT id, output FROM tensor_predict_batch({expr})", params).fetchall()
+        rows = conn.execute(
+            f"SELECT id, output FROM tensor_predict_batch({expr})", params
+        ).fetchall()
         TOTALS["values"] += 1
         ok = True
     except apsw.InterruptError as e:
@@ -377,19 +518,35 @@ def check_misc(conn, fn, args):
 # -- the calls ---------------------------------------------------------------------------------
 
 call = st.one_of(
-    st.tuples(st.just("predict"), store_names, model_names,
-              st.one_of(values, features_inputs, ids_inputs)),
-    st.tuples(st.just("predict"), st.just("tensors"), st.sampled_from(["mlp", "emb", "bag"]),
-              st.one_of(features_inputs, ids_inputs, values)),
+    st.tuples(
+        st.just("predict"), store_names, model_names, st.one_of(values, features_inputs, ids_inputs)
+    ),
+    st.tuples(
+        st.just("predict"),
+        st.just("tensors"),
+        st.sampled_from(["mlp", "emb", "bag"]),
+        st.one_of(features_inputs, ids_inputs, values),
+    ),
     st.tuples(st.sampled_from(["tensor_argmax", "tensor_max", "tensor_json"]), values, st.none()),
-    st.tuples(st.just("tensor_topk"), values | st.lists(floats32, max_size=30).map(f32blob),
-              hostile_ints | values),
+    st.tuples(
+        st.just("tensor_topk"),
+        values | st.lists(floats32, max_size=30).map(f32blob),
+        hostile_ints | values,
+    ),
     st.tuples(st.just("blob"), store_names, model_names, hostile_text | values),
-    st.tuples(st.just("batch"), store_names, model_names,
-              st.sampled_from(BATCH_QUERIES) | values, st.none() | hostile_ints | values),
+    st.tuples(
+        st.just("batch"),
+        store_names,
+        model_names,
+        st.sampled_from(BATCH_QUERIES) | values,
+        st.none() | hostile_ints | values,
+    ),
     st.tuples(st.just("report"), st.sampled_from(REPORTS), store_names | values),
-    st.tuples(st.just("misc"), st.sampled_from(["tensor_version", "tensor_threads", "tensor_cache"]),
-              st.lists(values, max_size=2)),
+    st.tuples(
+        st.just("misc"),
+        st.sampled_from(["tensor_version", "tensor_threads", "tensor_cache"]),
+        st.lists(values, max_size=2),
+    ),
 )
 
 
@@ -407,9 +564,9 @@ def dispatch(conn, c):
     else:
         fn, args = c[1], c[2]
         if fn == "tensor_threads":
-            args = args[:0]          # setting it would change every other test's threads
+            args = args[:0]  # setting it would change every other test's threads
         if fn == "tensor_cache" and args and args[0] in ("policy", "budget_bytes", "clear"):
-            args = args[:1]          # read a setting; never change the process's pool
+            args = args[:1]  # read a setting; never change the process's pool
         if fn == "tensor_cache" and len(args) > 1:
             args = args[:1]
         if fn == "tensor_cache" and not args:
@@ -427,6 +584,7 @@ def test_fuzz_sql_calls(db, calls):
 
 # -- the same through the shell ----------------------------------------------------------------
 
+
 def shell_literal(v) -> str:
     if isinstance(v, Sql):
         return v.text
@@ -435,7 +593,7 @@ def shell_literal(v) -> str:
     if isinstance(v, bool):
         return str(int(v))
     if isinstance(v, int):
-        return str(v) if -2**63 <= v < 2**63 else f"'{v}'"
+        return str(v) if -(2**63) <= v < 2**63 else f"'{v}'"
     if isinstance(v, float):
         if math.isnan(v):
             return "NULL"
@@ -459,13 +617,20 @@ def shell_expr(c) -> str | None:
         args = ", ".join(shell_literal(a) for a in c[1:4] + (() if c[4] is None else (c[4],)))
         return f"(SELECT group_concat(hex(output)) FROM tensor_predict_batch({args}))"
     if kind == "report":
-        return f"(SELECT group_concat(quote(models)) FROM {c[1]}({shell_literal(c[2])}))" \
-            if c[1] == "tensor_stats" else None
+        return (
+            f"(SELECT group_concat(quote(models)) FROM {c[1]}({shell_literal(c[2])}))"
+            if c[1] == "tensor_stats"
+            else None
+        )
     return None
 
 
-@settings(max_examples=SHELL_BATCHES, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=SHELL_BATCHES,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(calls=st.lists(call, min_size=40, max_size=80))
 def test_fuzz_through_the_shell(db, calls):
     """A batch of calls through the sqlite3 shell (its own SQLite, 3.40 on Debian): the
@@ -478,9 +643,15 @@ def test_fuzz_through_the_shell(db, calls):
         script.append(f"SELECT quote({e});")
     script.append("SELECT 'MARK end';")
     try:
-        r = subprocess.run(["sqlite3", "-batch", str(path)], input="\n".join(script) + "\n",
-                           capture_output=True, text=True, timeout=120, errors="replace",
-                           env={"PATH": os.environ["PATH"]})
+        r = subprocess.run(
+            ["sqlite3", "-batch", str(path)],
+            input="\n".join(script) + "\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            errors="replace",
+            env={"PATH": os.environ["PATH"]},
+        )
     except FileNotFoundError:
         pytest.skip("no sqlite3 shell")
     TOTALS["shell_runs"] += 1

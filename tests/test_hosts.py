@@ -1,5 +1,6 @@
 """Hosts: apsw (the primary API), Python's standard sqlite3 module (this interpreter's and
 Debian's /usr/bin/python3), and several connections reading from threads."""
+
 from __future__ import annotations
 
 import json
@@ -14,12 +15,12 @@ from pathlib import Path
 import apsw
 import numpy as np
 import pytest
+from conftest import SMALL, random_array, same, tamperable
 
 import sqlite_tensor
 from sqlite_tensor import TensorStoreError
 from sqlite_tensor.connection import is_loaded
 from sqlite_tensor.testing.families import text_classifier_family
-from conftest import SMALL, random_array, same, tamperable
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -35,6 +36,7 @@ def family_db(db_path):
 
 
 # -- apsw ----------------------------------------------------------------------------------------
+
 
 def test_connect_sets_up_a_fresh_file(db_path):
     conn = sqlite_tensor.connect(db_path)
@@ -103,8 +105,10 @@ def test_many_connections_and_loads(family_db):
     conns = [sqlite_tensor.connect(path) for _ in range(8)]
     try:
         for conn in conns:
-            assert conn.execute("SELECT tensor_blob('tensors', 'base', 'fc1.bias')").get == \
-                models["base"]["fc1.bias"].tobytes()
+            assert (
+                conn.execute("SELECT tensor_blob('tensors', 'base', 'fc1.bias')").get
+                == models["base"]["fc1.bias"].tobytes()
+            )
     finally:
         for conn in conns:
             conn.close()
@@ -124,8 +128,10 @@ def test_threads_reading_concurrently(family_db):
                     for name, arr in models[model].items():
                         if not same(store.get_tensor(model, name), arr):
                             errors.append((i, model, name))
-                    sql = store.conn.execute("SELECT data FROM tensors WHERE model = ? AND tensor"
-                                             " = 'embedding.weight'", (model,)).get
+                    sql = store.conn.execute(
+                        "SELECT data FROM tensors WHERE model = ? AND tensor = 'embedding.weight'",
+                        (model,),
+                    ).get
                     if sql != models[model]["embedding.weight"].tobytes():
                         errors.append((i, model, "sql"))
         except Exception as e:  # pragma: no cover - reported below
@@ -158,8 +164,11 @@ def test_readers_see_a_writer_commit(family_db, rng):
 
 # -- Python's sqlite3 module ---------------------------------------------------------------------
 
-@pytest.mark.skipif(hasattr(sqlite3.Connection, "enable_load_extension"),
-                    reason="this Python's sqlite3 can load extensions")
+
+@pytest.mark.skipif(
+    hasattr(sqlite3.Connection, "enable_load_extension"),
+    reason="this Python's sqlite3 can load extensions",
+)
 def test_stdlib_sqlite3_without_extension_loading_points_to_apsw():
     conn = sqlite3.connect(":memory:")
     try:
@@ -173,15 +182,21 @@ def test_stdlib_sqlite3_without_extension_loading_points_to_apsw():
 
 
 def run_python(python: str, code: str, *, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([python, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=60, env=env if env is not None else {"PATH": os.environ["PATH"]})
+    return subprocess.run(
+        [python, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env if env is not None else {"PATH": os.environ["PATH"]},
+    )
 
 
 def system_python_with_loading():
     if not os.path.exists(SYSTEM_PYTHON):
         pytest.skip(f"{SYSTEM_PYTHON} is missing")
-    probe = run_python(SYSTEM_PYTHON, "import sqlite3; "
-                       "assert hasattr(sqlite3.Connection, 'enable_load_extension')")
+    probe = run_python(
+        SYSTEM_PYTHON, "import sqlite3; assert hasattr(sqlite3.Connection, 'enable_load_extension')"
+    )
     if probe.returncode != 0:
         pytest.skip(f"{SYSTEM_PYTHON}'s sqlite3 cannot load extensions")
     return SYSTEM_PYTHON
@@ -212,8 +227,16 @@ def test_system_python_sqlite3_loads_the_extension(family_db):
     lines = result.stdout.splitlines()
     with sqlite_tensor.Store(path) as store:
         s = store.stats()
-    assert lines[0] == str((s["models"], s["tensors"], s["logical_bytes"], s["physical_bytes"],
-                            s["distinct_blocks"], s["pages"]))
+    assert lines[0] == str(
+        (
+            s["models"],
+            s["tensors"],
+            s["logical_bytes"],
+            s["physical_bytes"],
+            s["distinct_blocks"],
+            s["pages"],
+        )
+    )
     assert lines[1] == models["base"]["fc1.weight"].tobytes().hex().upper()
     assert lines[2] == models["tuned-2"]["embedding.weight"].tobytes().hex().upper()
     assert lines[3] == "3"
@@ -227,8 +250,9 @@ def test_system_python_through_sqlite_tensor_load(family_db, tmp_path):
     path, models = family_db
     stub = tmp_path / "stub"
     (stub / "apsw").mkdir(parents=True)
-    (stub / "apsw" / "__init__.py").write_text("class Connection: pass\n"
-                                               "class CorruptError(Exception): pass\n")
+    (stub / "apsw" / "__init__.py").write_text(
+        "class Connection: pass\nclass CorruptError(Exception): pass\n"
+    )
     connection_py = Path(sqlite_tensor.__file__).with_name("connection.py")
     errors_py = Path(sqlite_tensor.__file__).with_name("errors.py")
     pkg = stub / "sqlite_tensor"
@@ -282,7 +306,9 @@ def test_two_sqlite_libraries_in_one_process(family_db, first):
         pytest.skip("no system libsqlite3")
     path, models = family_db
     sql = "SELECT hex(tensor_blob('tensors', 'base', 'fc1.bias'))"
-    code = SECOND_LIBRARY + f"""
+    code = (
+        SECOND_LIBRARY
+        + f"""
     import sqlite_tensor
     def via_apsw():
         with sqlite_tensor.Store({str(path)!r}) as store:
@@ -293,6 +319,7 @@ def test_two_sqlite_libraries_in_one_process(family_db, first):
     print(system_sqlite({str(path)!r}, {sql!r}))
     via_apsw()
     """
+    )
     result = run_python(sys.executable, code, env=dict(os.environ))
     assert result.returncode == 0, result.stderr
     want = models["base"]["fc1.bias"].tobytes().hex().upper()
@@ -301,10 +328,12 @@ def test_two_sqlite_libraries_in_one_process(family_db, first):
 
 def ctypes_util_find_sqlite():
     import ctypes.util
+
     return ctypes.util.find_library("sqlite3")
 
 
 # -- pysqlite3 (pysqlite3-binary: a SQLite that loads extensions on any Python) ------------------
+
 
 def test_pysqlite3_through_sqlite_tensor_load_then_a_store(family_db):
     """The issue's case: the extension loaded into pysqlite3 first, then a Store (apsw) in
@@ -345,7 +374,7 @@ def test_select_star_and_reports_never_read_tensor_bytes(family_db):
     """What tools run unasked (SELECT *, the report tables) stays cheap: with every page BLOB
     zeroed, those still answer; only asking for `data` reads pages (and finds them bad)."""
     path, models = family_db
-    conn = tamperable(sqlite_tensor.connect(path))   # the pages are zeroed by hand below
+    conn = tamperable(sqlite_tensor.connect(path))  # the pages are zeroed by hand below
     try:
         conn.execute("UPDATE tensors_pages SET data = zeroblob(length(data))")
         assert len(list(conn.execute("SELECT * FROM tensors"))) == 15
@@ -360,16 +389,19 @@ def test_select_star_and_reports_never_read_tensor_bytes(family_db):
 
 # -- datasette and sqlite-utils ------------------------------------------------------------------
 
+
 def tool_env():
     """The test's environment, so the tools import this checkout's sqlite_tensor."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(sqlite_tensor.__file__).parent.parent),
-                                         env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(sqlite_tensor.__file__).parent.parent), env.get("PYTHONPATH", "")]
+    )
     return env
 
 
 def plugin_registered(group: str) -> bool:
     from importlib.metadata import entry_points
+
     return any(ep.value == "sqlite_tensor.plugins" for ep in entry_points(group=group))
 
 
@@ -378,6 +410,7 @@ def test_datasette_with_load_extension(family_db, tmp_path):
     table page leaves the data column out (the plugin), ?_col=data still gives it."""
     pytest.importorskip("datasette")
     from test_install import datasette_json
+
     path, models = family_db
     args = ["--load-extension", sqlite_tensor.loadable_path()]
     if not plugin_registered("datasette"):  # a source tree not pip-installed: by hand
@@ -386,18 +419,25 @@ def test_datasette_with_load_extension(family_db, tmp_path):
         (plugins / "st.py").write_text("from sqlite_tensor.plugins import *  # noqa\n")
         args += ["--plugins-dir", plugins]
     name = path.stem
-    stats, page, pages, one = datasette_json(sys.executable, path, [
-        f"/{name}.json?sql=select+models,+tensors+from+tensor_stats('tensors')&_shape=array",
-        f"/{name}/tensors.json?_shape=array",
-        f"/{name}/tensors_pages.json?_shape=array",
-        f"/{name}/tensors.json?_shape=array&_col=data&model__exact=base&tensor__exact=fc1.bias",
-    ], cwd=tmp_path, args=args, env=tool_env())
+    stats, page, pages, one = datasette_json(
+        sys.executable,
+        path,
+        [
+            f"/{name}.json?sql=select+models,+tensors+from+tensor_stats('tensors')&_shape=array",
+            f"/{name}/tensors.json?_shape=array",
+            f"/{name}/tensors_pages.json?_shape=array",
+            f"/{name}/tensors.json?_shape=array&_col=data&model__exact=base&tensor__exact=fc1.bias",
+        ],
+        cwd=tmp_path,
+        args=args,
+        env=tool_env(),
+    )
     assert stats == [{"models": 3, "tensors": 15}]
     assert len(page) == 15 and all("data" not in row for row in page)
     assert pages and all(set(row) == {"id", "nblocks", "nbytes"} for row in pages)
-    assert {(r["model"], r["tensor"]) for r in page} == {(m, t) for m in models
-                                                         for t in models[m]}
+    assert {(r["model"], r["tensor"]) for r in page} == {(m, t) for m in models for t in models[m]}
     import base64
+
     assert base64.b64decode(one[0]["data"]["encoded"]) == models["base"]["fc1.bias"].tobytes()
 
 
@@ -405,16 +445,29 @@ def test_sqlite_utils_with_load_extension(family_db):
     pytest.importorskip("sqlite_utils")
     path, models = family_db
     result = subprocess.run(
-        [sys.executable, "-m", "sqlite_utils", "query", str(path),
-         "select model, count(*) as n from tensors group by model order by model",
-         "--load-extension", sqlite_tensor.loadable_path()],
-        capture_output=True, text=True, timeout=60, env=tool_env())
+        [
+            sys.executable,
+            "-m",
+            "sqlite_utils",
+            "query",
+            str(path),
+            "select model, count(*) as n from tensors group by model order by model",
+            "--load-extension",
+            sqlite_tensor.loadable_path(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=tool_env(),
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [{"model": m, "n": len(models[m])} for m in sorted(models)]
 
 
-@pytest.mark.skipif(hasattr(sqlite3.Connection, "enable_load_extension"),
-                    reason="this Python's sqlite3 can load extensions")
+@pytest.mark.skipif(
+    hasattr(sqlite3.Connection, "enable_load_extension"),
+    reason="this Python's sqlite3 can load extensions",
+)
 def test_plugin_on_a_sqlite3_that_cannot_load_says_why_once(family_db, tmp_path):
     """The datasette/sqlite-utils plugin under a sqlite3 without extension loading: files
     without a store open silently; for a store, one line says why and what to install."""

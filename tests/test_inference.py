@@ -6,24 +6,24 @@ float16, bfloat16 and float64; batches of 0, 1 (1-D in, 1-D out) and many rows; 
 the buffer pool under a budget smaller than the model; stale pages after a model changes;
 kernel threads and concurrent connections.
 """
+
 from __future__ import annotations
 
 import os
-
 import threading
 from contextlib import closing
 
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import run_threads
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference_model import assert_matches, reference_predict
 
 import sqlite_tensor
 from sqlite_tensor import TensorStoreError, _engine
 from sqlite_tensor.errors import NotFoundError
-from conftest import run_threads
-from reference_model import assert_matches, reference_predict
 
 # (block_rows, block_cols, page_blocks); None: the store's defaults
 BLOCKS = [(3, 5, 2), (4, 7, 3), (64, 32, 4), None]
@@ -31,8 +31,7 @@ BLOCK_IDS = ["3x5", "4x7", "64x32", "default"]
 DTYPES = [np.float32, np.float16, ml_dtypes.bfloat16, np.float64]
 DTYPE_IDS = ["float32", "float16", "bfloat16", "float64"]
 ACTS = ["identity", "relu", "sigmoid", "tanh", "gelu", "softmax"]
-SETTINGS = settings(max_examples=50, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def new_store(conn, blocks, name="tensors"):
@@ -62,13 +61,22 @@ def features(rng, batch, n_in):
 
 # -- every op against the reference -------------------------------------------------------
 
+
 @SETTINGS
-@given(blocks=st.sampled_from(BLOCKS), n_in=st.integers(1, 70), n_out=st.integers(1, 70),
-       batch=st.one_of(st.none(), st.integers(0, 9)), dtype=st.sampled_from(DTYPES),
-       transpose=st.booleans(), bias_kind=st.sampled_from([None, "n", "1n", "n1"]),
-       act=st.sampled_from(ACTS), seed=st.integers(0, 2**32 - 1))
-def test_dense_layer_matches_reference(blocks, n_in, n_out, batch, dtype, transpose,
-                                       bias_kind, act, seed):
+@given(
+    blocks=st.sampled_from(BLOCKS),
+    n_in=st.integers(1, 70),
+    n_out=st.integers(1, 70),
+    batch=st.one_of(st.none(), st.integers(0, 9)),
+    dtype=st.sampled_from(DTYPES),
+    transpose=st.booleans(),
+    bias_kind=st.sampled_from([None, "n", "1n", "n1"]),
+    act=st.sampled_from(ACTS),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_dense_layer_matches_reference(
+    blocks, n_in, n_out, batch, dtype, transpose, bias_kind, act, seed
+):
     rng = np.random.default_rng(seed)
     arrays = {"w": weight(rng, n_out, n_in, dtype, transpose)}
     layer = {"op": "dense", "weight": "w", "activation": act, "transpose": transpose}
@@ -89,25 +97,38 @@ def mlps(draw):
     widths = draw(st.lists(st.integers(1, 40), min_size=3, max_size=5))
     specs = []
     for i in range(len(widths) - 1):
-        specs.append(dict(
-            n_in=widths[i], n_out=widths[i + 1], dtype=draw(st.sampled_from(DTYPES)),
-            transpose=draw(st.booleans()),
-            bias=draw(st.sampled_from([None, "n", "1n", "n1"])),
-            act=draw(st.sampled_from(ACTS)),
-            extra=draw(st.one_of(st.none(), st.sampled_from(ACTS)))))
+        specs.append(
+            dict(
+                n_in=widths[i],
+                n_out=widths[i + 1],
+                dtype=draw(st.sampled_from(DTYPES)),
+                transpose=draw(st.booleans()),
+                bias=draw(st.sampled_from([None, "n", "1n", "n1"])),
+                act=draw(st.sampled_from(ACTS)),
+                extra=draw(st.one_of(st.none(), st.sampled_from(ACTS))),
+            )
+        )
     return specs
 
 
 @SETTINGS
-@given(blocks=st.sampled_from(BLOCKS), specs=mlps(),
-       batch=st.one_of(st.none(), st.integers(0, 12)), seed=st.integers(0, 2**32 - 1))
+@given(
+    blocks=st.sampled_from(BLOCKS),
+    specs=mlps(),
+    batch=st.one_of(st.none(), st.integers(0, 12)),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_mlp_matches_reference(blocks, specs, batch, seed):
     rng = np.random.default_rng(seed)
     arrays, layers = {}, []
     for i, s in enumerate(specs):
         arrays[f"l{i}.w"] = weight(rng, s["n_out"], s["n_in"], s["dtype"], s["transpose"])
-        layer = {"op": "dense", "weight": f"l{i}.w", "activation": s["act"],
-                 "transpose": s["transpose"]}
+        layer = {
+            "op": "dense",
+            "weight": f"l{i}.w",
+            "activation": s["act"],
+            "transpose": s["transpose"],
+        }
         if s["bias"] is not None:
             arrays[f"l{i}.b"] = bias(rng, s["n_out"], s["bias"], s["dtype"])
             layer["bias"] = f"l{i}.b"
@@ -122,10 +143,16 @@ def test_mlp_matches_reference(blocks, specs, batch, seed):
 
 
 @SETTINGS
-@given(blocks=st.sampled_from(BLOCKS), vocab=st.integers(1, 60), dim=st.integers(1, 40),
-       dtype=st.sampled_from(DTYPES), form=st.sampled_from(["scalar", "array", "list", "empty"]),
-       head=st.one_of(st.none(), st.tuples(st.integers(1, 20), st.sampled_from(ACTS))),
-       act=st.one_of(st.none(), st.sampled_from(ACTS)), seed=st.integers(0, 2**32 - 1))
+@given(
+    blocks=st.sampled_from(BLOCKS),
+    vocab=st.integers(1, 60),
+    dim=st.integers(1, 40),
+    dtype=st.sampled_from(DTYPES),
+    form=st.sampled_from(["scalar", "array", "list", "empty"]),
+    head=st.one_of(st.none(), st.tuples(st.integers(1, 20), st.sampled_from(ACTS))),
+    act=st.one_of(st.none(), st.sampled_from(ACTS)),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_embedding_matches_reference(blocks, vocab, dim, dtype, form, head, act, seed):
     rng = np.random.default_rng(seed)
     arrays = {"emb": rng.standard_normal((vocab, dim)).astype(dtype)}
@@ -136,10 +163,12 @@ def test_embedding_matches_reference(blocks, vocab, dim, dtype, form, head, act,
         arrays["fc"] = weight(rng, head[0], dim, np.float32)
         layers.append({"op": "dense", "weight": "fc", "activation": head[1]})
     n = int(rng.integers(1, 12))
-    x = {"scalar": int(rng.integers(0, vocab)),
-         "array": rng.integers(0, vocab, size=n),
-         "list": [int(i) for i in rng.integers(0, vocab, size=n)],
-         "empty": np.zeros(0, np.int64)}[form]
+    x = {
+        "scalar": int(rng.integers(0, vocab)),
+        "array": rng.integers(0, vocab, size=n),
+        "list": [int(i) for i in rng.integers(0, vocab, size=n)],
+        "empty": np.zeros(0, np.int64),
+    }[form]
     with closing(sqlite_tensor.connect(":memory:")) as conn:
         store = new_store(conn, blocks)
         store.add_model("emb", arrays, layers=layers)
@@ -150,11 +179,17 @@ def test_embedding_matches_reference(blocks, vocab, dim, dtype, form, head, act,
 
 
 @SETTINGS
-@given(blocks=st.sampled_from(BLOCKS), vocab=st.integers(1, 60), dim=st.integers(1, 40),
-       dtype=st.sampled_from(DTYPES), mode=st.sampled_from(["sum", "mean"]),
-       form=st.sampled_from(["one", "equal", "ragged", "none"]),
-       head=st.one_of(st.none(), st.tuples(st.integers(1, 20), st.sampled_from(ACTS))),
-       act=st.one_of(st.none(), st.sampled_from(ACTS)), seed=st.integers(0, 2**32 - 1))
+@given(
+    blocks=st.sampled_from(BLOCKS),
+    vocab=st.integers(1, 60),
+    dim=st.integers(1, 40),
+    dtype=st.sampled_from(DTYPES),
+    mode=st.sampled_from(["sum", "mean"]),
+    form=st.sampled_from(["one", "equal", "ragged", "none"]),
+    head=st.one_of(st.none(), st.tuples(st.integers(1, 20), st.sampled_from(ACTS))),
+    act=st.one_of(st.none(), st.sampled_from(ACTS)),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_embedding_bag_matches_reference(blocks, vocab, dim, dtype, mode, form, head, act, seed):
     rng = np.random.default_rng(seed)
     arrays = {"emb": rng.standard_normal((vocab, dim)).astype(dtype)}
@@ -165,10 +200,12 @@ def test_embedding_bag_matches_reference(blocks, vocab, dim, dtype, mode, form, 
         arrays["fc"] = weight(rng, head[0], dim, np.float32)
         layers.append({"op": "dense", "weight": "fc", "activation": head[1]})
     nbags, size = int(rng.integers(1, 6)), int(rng.integers(1, 9))
-    x = {"one": rng.integers(0, vocab, size=size),
-         "equal": rng.integers(0, vocab, size=(nbags, size)),
-         "ragged": [rng.integers(0, vocab, size=int(rng.integers(1, 9))) for _ in range(nbags)],
-         "none": []}[form]
+    x = {
+        "one": rng.integers(0, vocab, size=size),
+        "equal": rng.integers(0, vocab, size=(nbags, size)),
+        "ragged": [rng.integers(0, vocab, size=int(rng.integers(1, 9))) for _ in range(nbags)],
+        "none": [],
+    }[form]
     with closing(sqlite_tensor.connect(":memory:")) as conn:
         store = new_store(conn, blocks)
         store.add_model("bag", arrays, layers=layers)
@@ -181,14 +218,21 @@ def test_embedding_bag_matches_reference(blocks, vocab, dim, dtype, mode, form, 
 
 # -- explicit cases: dtypes, layouts, bias shapes, batch sizes ----------------------------
 
+
 @pytest.mark.parametrize("blocks", BLOCKS, ids=BLOCK_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_weights_of_every_compute_dtype_are_widened_to_float32(memdb, rng, blocks, dtype):
     store = new_store(memdb, blocks)
-    arrays = {"w1": weight(rng, 33, 70, dtype), "b1": bias(rng, 33, "n", dtype),
-              "w2": weight(rng, 10, 33, dtype), "b2": bias(rng, 10, "n", dtype)}
-    layers = [{"op": "dense", "weight": "w1", "bias": "b1", "activation": "gelu"},
-              {"op": "dense", "weight": "w2", "bias": "b2", "activation": "softmax"}]
+    arrays = {
+        "w1": weight(rng, 33, 70, dtype),
+        "b1": bias(rng, 33, "n", dtype),
+        "w2": weight(rng, 10, 33, dtype),
+        "b2": bias(rng, 10, "n", dtype),
+    }
+    layers = [
+        {"op": "dense", "weight": "w1", "bias": "b1", "activation": "gelu"},
+        {"op": "dense", "weight": "w2", "bias": "b2", "activation": "softmax"},
+    ]
     store.add_model("m", arrays, layers=layers)
     x = features(rng, 17, 70)
     got = store.predict("m", x)
@@ -196,17 +240,22 @@ def test_weights_of_every_compute_dtype_are_widened_to_float32(memdb, rng, block
     # the reference really is "cast to float32 first": a float64 computation of the
     # unrounded weights would differ for float64 weights beyond float32's precision
     if dtype is np.float64:
-        exact = reference_predict(layers, {k: v.astype(np.float32) for k, v in arrays.items()}, x)[0]
+        exact = reference_predict(layers, {k: v.astype(np.float32) for k, v in arrays.items()}, x)[
+            0
+        ]
         np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("blocks", BLOCKS, ids=BLOCK_IDS)
 def test_keras_layout_transpose_equals_pytorch_layout(memdb, rng, blocks):
     store = new_store(memdb, blocks)
-    w = weight(rng, 19, 45, np.float32)          # (out x in)
+    w = weight(rng, 19, 45, np.float32)  # (out x in)
     b = bias(rng, 19, "n", np.float32)
-    store.add_model("torch", {"w": w, "b": b},
-                    layers=[{"op": "dense", "weight": "w", "bias": "b", "activation": "tanh"}])
+    store.add_model(
+        "torch",
+        {"w": w, "b": b},
+        layers=[{"op": "dense", "weight": "w", "bias": "b", "activation": "tanh"}],
+    )
     keras = [{"op": "dense", "weight": "k", "bias": "b", "activation": "tanh", "transpose": True}]
     store.add_model("keras", {"k": w.T.copy(), "b": b}, layers=keras)
     for x in (features(rng, None, 45), features(rng, 8, 45)):
@@ -226,21 +275,28 @@ def test_bias_shapes(memdb, rng, blocks, bias_kind):
     got = store.predict("m", x)
     assert_matches(got, layers, arrays, x)
     # the bias really is added: zero input gives exactly the bias
-    np.testing.assert_array_equal(store.predict("m", np.zeros(9, np.float32)),
-                                  arrays["b"].reshape(-1))
+    np.testing.assert_array_equal(
+        store.predict("m", np.zeros(9, np.float32)), arrays["b"].reshape(-1)
+    )
 
 
 @pytest.fixture
 def mlp(memdb, rng):
     """(store, layers, arrays): a 3-layer MLP 50 -> 37 -> 21 -> 6 on 4 x 7 blocks."""
     store = new_store(memdb, (4, 7, 3))
-    arrays = {"w1": weight(rng, 37, 50, np.float32), "b1": bias(rng, 37, "n", np.float32),
-              "w2": weight(rng, 21, 37, np.float16), "b2": bias(rng, 21, "1n", np.float16),
-              "w3": weight(rng, 50, 21, ml_dtypes.bfloat16, transpose=True)[:, :6].copy()}
-    layers = [{"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
-              {"op": "dense", "weight": "w2", "bias": "b2", "activation": "gelu"},
-              {"op": "dense", "weight": "w3", "transpose": True},
-              {"op": "activation", "activation": "softmax"}]
+    arrays = {
+        "w1": weight(rng, 37, 50, np.float32),
+        "b1": bias(rng, 37, "n", np.float32),
+        "w2": weight(rng, 21, 37, np.float16),
+        "b2": bias(rng, 21, "1n", np.float16),
+        "w3": weight(rng, 50, 21, ml_dtypes.bfloat16, transpose=True)[:, :6].copy(),
+    }
+    layers = [
+        {"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
+        {"op": "dense", "weight": "w2", "bias": "b2", "activation": "gelu"},
+        {"op": "dense", "weight": "w3", "transpose": True},
+        {"op": "activation", "activation": "softmax"},
+    ]
     store.add_model("mlp", arrays, layers=layers)
     return store, layers, arrays
 
@@ -264,10 +320,16 @@ def test_batch_of_zero_rows(mlp, memdb, rng):
     store, _, _ = mlp
     out = store.predict("mlp", np.zeros((0, 50), np.float32))
     assert out.shape == (0, 6) and out.dtype == np.float32
-    store.add_model("emb", {"e": rng.standard_normal((8, 5)).astype(np.float32)},
-                    layers=[{"op": "embedding", "weight": "e"}])
-    store.add_model("bag", {"e": rng.standard_normal((8, 5)).astype(np.float32)},
-                    layers=[{"op": "embedding_bag", "weight": "e"}])
+    store.add_model(
+        "emb",
+        {"e": rng.standard_normal((8, 5)).astype(np.float32)},
+        layers=[{"op": "embedding", "weight": "e"}],
+    )
+    store.add_model(
+        "bag",
+        {"e": rng.standard_normal((8, 5)).astype(np.float32)},
+        layers=[{"op": "embedding_bag", "weight": "e"}],
+    )
     assert store.predict("emb", np.zeros(0, np.int64)).shape == (0, 5)
     assert store.predict("bag", []).shape == (0, 5)
     assert store.predict("bag", np.zeros((0, 3), np.int64)).shape == (0, 5)
@@ -291,8 +353,9 @@ def test_inputs_of_other_numeric_dtypes_are_cast_to_float32(mlp, rng):
     store, layers, arrays = mlp
     x64 = rng.standard_normal((4, 50))
     assert_matches(store.predict("mlp", x64), layers, arrays, x64)
-    np.testing.assert_array_equal(store.predict("mlp", x64),
-                                  store.predict("mlp", x64.astype(np.float32)))
+    np.testing.assert_array_equal(
+        store.predict("mlp", x64), store.predict("mlp", x64.astype(np.float32))
+    )
     for strided in (np.asfortranarray(x64), x64[::2], x64[:, ::-1], x64.astype(">f8")):
         assert_matches(store.predict("mlp", strided), layers, arrays, strided)
     xi = rng.integers(-3, 4, size=(3, 50))
@@ -321,8 +384,10 @@ def test_nan_after_a_relu_layer_propagates(memdb, rng):
     # NaN must survive relu (np.maximum(nan, 0) is nan) into the next layer
     store = new_store(memdb, (4, 7, 3))
     arrays = {"w1": weight(rng, 9, 6, np.float32), "w2": weight(rng, 3, 9, np.float32)}
-    layers = [{"op": "dense", "weight": "w1", "activation": "relu"},
-              {"op": "dense", "weight": "w2", "activation": "sigmoid"}]
+    layers = [
+        {"op": "dense", "weight": "w1", "activation": "relu"},
+        {"op": "dense", "weight": "w2", "activation": "sigmoid"},
+    ]
     store.add_model("m", arrays, layers=layers)
     x = features(rng, 3, 6)
     x[2, 0] = np.nan
@@ -331,14 +396,14 @@ def test_nan_after_a_relu_layer_propagates(memdb, rng):
 
 # -- embedding inputs ---------------------------------------------------------------------
 
+
 @pytest.fixture
 def embedders(memdb, rng):
     store = new_store(memdb, (3, 5, 2))
     e = rng.standard_normal((13, 11)).astype(np.float32)
     store.add_model("emb", {"e": e}, layers=[{"op": "embedding", "weight": "e"}])
     store.add_model("mean", {"e": e}, layers=[{"op": "embedding_bag", "weight": "e"}])
-    store.add_model("sum", {"e": e}, layers=[{"op": "embedding_bag", "weight": "e",
-                                              "mode": "sum"}])
+    store.add_model("sum", {"e": e}, layers=[{"op": "embedding_bag", "weight": "e", "mode": "sum"}])
     return store, e
 
 
@@ -352,13 +417,14 @@ def test_embedding_takes_an_id_or_an_array_of_ids(embedders):
 
 def test_embedding_bag_forms(embedders):
     store, e = embedders
-    np.testing.assert_allclose(store.predict("mean", np.array([1, 2, 2])),
-                               e[[1, 2, 2]].mean(0), rtol=1e-6)
-    np.testing.assert_allclose(store.predict("sum", np.array([1, 2, 2])),
-                               e[[1, 2, 2]].sum(0), rtol=1e-6)
+    np.testing.assert_allclose(
+        store.predict("mean", np.array([1, 2, 2])), e[[1, 2, 2]].mean(0), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        store.predict("sum", np.array([1, 2, 2])), e[[1, 2, 2]].sum(0), rtol=1e-6
+    )
     equal = np.array([[0, 1], [4, 12]])
-    np.testing.assert_allclose(store.predict("sum", equal),
-                               e[equal].sum(1), rtol=1e-6)
+    np.testing.assert_allclose(store.predict("sum", equal), e[equal].sum(1), rtol=1e-6)
     ragged = [np.array([7]), [0, 1, 2, 3, 4], (12, 12)]
     got = store.predict("mean", ragged)
     assert got.shape == (3, 11)
@@ -371,10 +437,9 @@ def test_embedding_bag_forms(embedders):
 def test_embedding_bag_over_many_block_rows(memdb, rng, dtype, mode):
     # the kernel takes ids by block row (each tile pinned once per call): bags whose ids
     # span many block rows, repeat, and come in any order still sum to numpy's rows
-    store = new_store(memdb, (4, 3, 2))   # 500 ids: 125 block rows, 3 block columns
+    store = new_store(memdb, (4, 3, 2))  # 500 ids: 125 block rows, 3 block columns
     e = rng.standard_normal((500, 7)).astype(dtype)
-    store.add_model("bag", {"e": e}, layers=[{"op": "embedding_bag", "weight": "e",
-                                              "mode": mode}])
+    store.add_model("bag", {"e": e}, layers=[{"op": "embedding_bag", "weight": "e", "mode": mode}])
     store.add_model("emb", {"e": e}, layers=[{"op": "embedding", "weight": "e"}])
     ragged = [rng.integers(0, 500, int(n)) for n in rng.integers(1, 40, 60)]
     ragged[3] = np.array([499, 0, 499, 250, 0])
@@ -385,8 +450,9 @@ def test_embedding_bag_over_many_block_rows(memdb, rng, dtype, mode):
     equal = rng.integers(0, 500, (30, 9)).astype(np.int32)
     got = store.predict("bag", equal)
     np.testing.assert_array_equal(got, store.predict("bag", list(equal)))
-    np.testing.assert_allclose(got, reduce(e[equal].astype(np.float32), axis=1), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        got, reduce(e[equal].astype(np.float32), axis=1), rtol=1e-5, atol=1e-5
+    )
     ids = rng.integers(0, 500, 333)
     np.testing.assert_array_equal(store.predict("emb", ids), e[ids].astype(np.float32))
     # the first bad id in input order is the one named, wherever its block row
@@ -400,49 +466,89 @@ def test_embedding_bag_over_many_block_rows(memdb, rng, dtype, mode):
 
 # -- bad input: clear errors, never a crash -----------------------------------------------
 
+
 def test_wrong_feature_shapes_name_the_expected_shape(mlp):
     store, _, _ = mlp
-    for bad in (np.zeros(49, np.float32), np.zeros(51), np.zeros((2, 49)), np.zeros((2, 5, 50)),
-                np.zeros(0), [1.0, 2.0], 3.0):
+    for bad in (
+        np.zeros(49, np.float32),
+        np.zeros(51),
+        np.zeros((2, 49)),
+        np.zeros((2, 5, 50)),
+        np.zeros(0),
+        [1.0, 2.0],
+        3.0,
+    ):
         with pytest.raises(ValueError, match=r"takes 50 features.*\(50,\) or \(batch, 50\)"):
             store.predict("mlp", bad)
 
 
-@pytest.mark.parametrize("bad", [np.array(["a"] * 50), np.array([object()] * 50, dtype=object),
-                                 "x" * 50, ["a"] * 50, None, {"x": 1}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.array(["a"] * 50),
+        np.array([object()] * 50, dtype=object),
+        "x" * 50,
+        ["a"] * 50,
+        None,
+        {"x": 1},
+    ],
+)
 def test_non_numeric_features_are_refused(mlp, bad):
     store, _, _ = mlp
     with pytest.raises((TypeError, ValueError), match="float features|50 features"):
         store.predict("mlp", bad)
 
 
-@pytest.mark.parametrize("model, bad, message", [
-    ("emb", 13, r"id 13 \(input 0\) is out of range: the embedding has 13 rows \(ids 0 to 12\)"),
-    ("emb", -1, r"id -1 \(input 0\) is out of range"),
-    ("emb", [0, 1, 99], r"id 99 \(input 2\) is out of range"),
-    ("emb", np.array([2**62]), r"is out of range"),
-    ("mean", np.array([1, 13]), r"id 13 \(input 0\) is out of range"),
-    ("sum", [[1], [2, -5]], r"id -5 \(input 1\) is out of range"),
-])
+@pytest.mark.parametrize(
+    "model, bad, message",
+    [
+        (
+            "emb",
+            13,
+            r"id 13 \(input 0\) is out of range: the embedding has 13 rows \(ids 0 to 12\)",
+        ),
+        ("emb", -1, r"id -1 \(input 0\) is out of range"),
+        ("emb", [0, 1, 99], r"id 99 \(input 2\) is out of range"),
+        ("emb", np.array([2**62]), r"is out of range"),
+        ("mean", np.array([1, 13]), r"id 13 \(input 0\) is out of range"),
+        ("sum", [[1], [2, -5]], r"id -5 \(input 1\) is out of range"),
+    ],
+)
 def test_out_of_range_ids(embedders, model, bad, message):
     store, _ = embedders
     with pytest.raises(ValueError, match=message):
         store.predict(model, bad)
 
 
-@pytest.mark.parametrize("model, bad", [
-    ("emb", 1.5), ("emb", [1.0, 2.0]), ("emb", "a"), ("emb", np.array(["1"])),
-    ("emb", np.array([2**64 - 1], np.uint64)),
-    ("mean", [[1.5]]), ("mean", [["a"]]), ("mean", 5), ("mean", "abc"),
-])
+@pytest.mark.parametrize(
+    "model, bad",
+    [
+        ("emb", 1.5),
+        ("emb", [1.0, 2.0]),
+        ("emb", "a"),
+        ("emb", np.array(["1"])),
+        ("emb", np.array([2**64 - 1], np.uint64)),
+        ("mean", [[1.5]]),
+        ("mean", [["a"]]),
+        ("mean", 5),
+        ("mean", "abc"),
+    ],
+)
 def test_ids_that_are_not_integers(embedders, model, bad):
     store, _ = embedders
     with pytest.raises(TypeError, match="integers|bags of ids"):
         store.predict(model, bad)
 
 
-@pytest.mark.parametrize("bad", [[[]], [np.array([1]), np.array([], np.int64)],
-                                 np.zeros((3, 0), np.int64), np.array([], np.int64)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [[]],
+        [np.array([1]), np.array([], np.int64)],
+        np.zeros((3, 0), np.int64),
+        np.array([], np.int64),
+    ],
+)
 def test_empty_bags_are_refused(embedders, bad):
     store, _ = embedders
     with pytest.raises(ValueError, match="bag .*empty"):
@@ -464,6 +570,7 @@ def test_unknown_model_and_model_without_layers(memstore, rng):
 
 # -- the buffer pool -----------------------------------------------------------------------
 
+
 @pytest.fixture
 def pool():
     """Leaves the process-wide buffer pool as it found it: default budget, empty."""
@@ -476,10 +583,15 @@ def pool():
 @pytest.fixture
 def big(store, rng):
     """A model of many pages (3 x 5 blocks, two a page) in a file store."""
-    arrays = {"w1": weight(rng, 40, 60, np.float32), "b1": bias(rng, 40, "n", np.float32),
-              "w2": weight(rng, 12, 40, np.float16)}
-    layers = [{"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
-              {"op": "dense", "weight": "w2", "activation": "softmax"}]
+    arrays = {
+        "w1": weight(rng, 40, 60, np.float32),
+        "b1": bias(rng, 40, "n", np.float32),
+        "w2": weight(rng, 12, 40, np.float16),
+    }
+    layers = [
+        {"op": "dense", "weight": "w1", "bias": "b1", "activation": "relu"},
+        {"op": "dense", "weight": "w2", "activation": "softmax"},
+    ]
     store.add_model("big", arrays, layers=layers)
     page_bytes = [p["bytes"] for p in store.page_stats()]
     assert len(page_bytes) > 100
@@ -522,12 +634,13 @@ def test_a_large_budget_keeps_the_model_resident(pool, big, rng):
     assert first["resident_bytes"] == sum(page_bytes)
     assert_matches(store.predict("big", x), layers, arrays, x)
     second = pool.cache_stats()
-    assert second["misses"] == first["misses"]          # served from memory
+    assert second["misses"] == first["misses"]  # served from memory
     assert second["hits"] > first["hits"]
     assert second["evictions"] == 0
 
 
 # -- stale pages are never served ---------------------------------------------------------
+
 
 def test_replaced_model_is_never_served_from_stale_pages(pool, db_path, store, rng):
     layers = [{"op": "dense", "weight": "w", "bias": "b", "activation": "tanh"}]
@@ -541,10 +654,14 @@ def test_replaced_model_is_never_served_from_stale_pages(pool, db_path, store, r
         store.add_model("m", old, layers=layers)
         assert_matches(store.predict("m", x), layers, old, x)
         assert_matches(other_store.predict("m", x), layers, old, x)
-        assert_matches(np.frombuffer(other.execute(sql, (x[0].tobytes(),)).get, np.float32).copy(),
-                       layers, old, x[0])
+        assert_matches(
+            np.frombuffer(other.execute(sql, (x[0].tobytes(),)).get, np.float32).copy(),
+            layers,
+            old,
+            x[0],
+        )
         store.drop_model("m")
-        store.add_model("m", new, layers=layers)      # same name, same page ids reused
+        store.add_model("m", new, layers=layers)  # same name, same page ids reused
         for s, conn in ((store, store.conn), (other_store, other)):
             assert_matches(s.predict("m", x), layers, new, x)
             got = np.frombuffer(conn.execute(sql, (x[0].tobytes(),)).get, np.float32).copy()
@@ -567,7 +684,7 @@ def test_set_layers_and_new_models_take_effect_at_once(pool, store, rng):
     store.add_model("o", {"b": -arrays["b"]}, layers=lb)
     assert_matches(store.predict("n", x), lb, arrays, x)
     assert_matches(store.predict("o", x), lb, {"b": -arrays["b"]}, x)
-    store.drop_model("m")                               # pages rewritten, ids reused
+    store.drop_model("m")  # pages rewritten, ids reused
     store.add_model("m", {"a": -arrays["a"], "b": arrays["a"]}, layers=lb)
     assert_matches(store.predict("m", x), lb, {"b": arrays["a"]}, x)
     assert_matches(store.predict("n", x), lb, arrays, x)
@@ -580,7 +697,7 @@ def test_two_stores_in_one_file_never_share_pages(pool, db, rng):
     layers = [{"op": "dense", "weight": "w"}]
     wa, wb = weight(rng, 7, 8, np.float32), weight(rng, 7, 8, np.float32)
     a.add_model("m", {"w": wa}, layers=layers)
-    b.add_model("m", {"w": wb}, layers=layers)          # same page ids in the other store
+    b.add_model("m", {"w": wb}, layers=layers)  # same page ids in the other store
     x = features(rng, 2, 8)
     for _ in range(2):
         assert_matches(a.predict("m", x), layers, {"w": wa}, x)
@@ -629,8 +746,9 @@ def one_of(got, layers, candidates, x):
             return name
         except AssertionError as e:
             errors.append(f"{name}: {e}")
-    raise AssertionError("the answer is none of " + ", ".join(candidates) + "\n"
-                         + "\n".join(errors))
+    raise AssertionError(
+        "the answer is none of " + ", ".join(candidates) + "\n" + "\n".join(errors)
+    )
 
 
 def test_predict_reads_plan_and_pages_from_one_snapshot(swapped, rng):
@@ -652,7 +770,7 @@ def test_a_reader_in_an_old_snapshot_gets_its_own_pages(swapped, db_path, rng):
     try:
         old_reader.execute("BEGIN")
         assert old_reader.execute("SELECT count(*) FROM tensors_models").get == 1  # snapshot
-        store.predict("m", CommitsWhenRead(x, swap))   # whatever it answers, it caches pages
+        store.predict("m", CommitsWhenRead(x, swap))  # whatever it answers, it caches pages
         got = old_reader.execute("SELECT tensor_predict('tensors', 'm', ?)", (x.tobytes(),)).get
         assert_matches(np.frombuffer(got, np.float32).copy(), layers, {"w": w["old"]}, x)
         old_reader.execute("COMMIT")
@@ -666,8 +784,11 @@ def legacy_stores(pool, db):
     has format_version and the block shape but no 'uid' and no 'generation' (the engine
     opens such stores without complaint)."""
     import apsw
-    stores = [sqlite_tensor.Store(db, name, block_rows=3, block_cols=5, page_blocks=2)
-              for name in ("alpha", "beta")]
+
+    stores = [
+        sqlite_tensor.Store(db, name, block_rows=3, block_cols=5, page_blocks=2)
+        for name in ("alpha", "beta")
+    ]
     db.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)
     for s in stores:
         db.execute(f"DELETE FROM {s.name}_config WHERE key IN ('uid', 'generation')")
@@ -684,7 +805,7 @@ def test_store_without_uid_or_generation_never_serves_stale_pages(legacy_stores,
     assert_matches(a.predict("m", x), layers, {"w": w1}, x)
     a.drop_model("m")
     a.add_model("m", {"w": w2}, layers=layers)
-    assert_matches(a.predict("m", x), layers, {"w": w2}, x)   # not the dropped weights
+    assert_matches(a.predict("m", x), layers, {"w": w2}, x)  # not the dropped weights
 
 
 def test_stores_without_uid_never_share_pages(legacy_stores, rng):
@@ -694,11 +815,12 @@ def test_stores_without_uid_never_share_pages(legacy_stores, rng):
     x = features(rng, 2, 8)
     a.add_model("m", {"w": w1}, layers=layers)
     assert_matches(a.predict("m", x), layers, {"w": w1}, x)
-    b.add_model("m", {"w": w2}, layers=layers)                # the same page ids as alpha's
-    assert_matches(b.predict("m", x), layers, {"w": w2}, x)   # not alpha's cached pages
+    b.add_model("m", {"w": w2}, layers=layers)  # the same page ids as alpha's
+    assert_matches(b.predict("m", x), layers, {"w": w2}, x)  # not alpha's cached pages
 
 
 # -- threads ---------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def threads():
@@ -709,10 +831,15 @@ def threads():
 
 def test_one_and_two_kernel_threads_agree(threads, memdb, rng):
     store = new_store(memdb, (64, 32, 4))
-    arrays = {"w1": weight(rng, 300, 200, np.float32), "b1": bias(rng, 300, "n", np.float32),
-              "w2": weight(rng, 10, 300, np.float16)}
-    layers = [{"op": "dense", "weight": "w1", "bias": "b1", "activation": "gelu"},
-              {"op": "dense", "weight": "w2", "activation": "softmax"}]
+    arrays = {
+        "w1": weight(rng, 300, 200, np.float32),
+        "b1": bias(rng, 300, "n", np.float32),
+        "w2": weight(rng, 10, 300, np.float16),
+    }
+    layers = [
+        {"op": "dense", "weight": "w1", "bias": "b1", "activation": "gelu"},
+        {"op": "dense", "weight": "w2", "activation": "softmax"},
+    ]
     store.add_model("m", arrays, layers=layers)
     x = features(rng, 300, 200)
     outs = {}
@@ -738,10 +865,15 @@ def large_layers():
     rng = np.random.default_rng(77)
     conn = sqlite_tensor.connect(":memory:")
     stores = {}
-    arrays = {"w": weight(rng, 1100, 1030, np.float16), "b": bias(rng, 1100, "n", np.float32),
-              "k": weight(rng, 1050, 1100, np.float32, transpose=True)}   # (1100 in x 1050 out)
-    layers = [{"op": "dense", "weight": "w", "bias": "b", "activation": "relu"},
-              {"op": "dense", "weight": "k", "transpose": True, "activation": "softmax"}]
+    arrays = {
+        "w": weight(rng, 1100, 1030, np.float16),
+        "b": bias(rng, 1100, "n", np.float32),
+        "k": weight(rng, 1050, 1100, np.float32, transpose=True),
+    }  # (1100 in x 1050 out)
+    layers = [
+        {"op": "dense", "weight": "w", "bias": "b", "activation": "relu"},
+        {"op": "dense", "weight": "k", "transpose": True, "activation": "softmax"},
+    ]
     for blocks, name in (((64, 32, 4), "a"), ((37, 29, 3), "b")):
         stores[blocks] = new_store(conn, blocks, name)
         stores[blocks].add_model("big", arrays, layers=layers)
@@ -784,16 +916,21 @@ def test_threads_with_their_own_connections_predict_concurrently(pool, threads, 
     with sqlite_tensor.Store(db_path, block_rows=16, block_cols=24, page_blocks=3) as store:
         for i in range(4):
             n_in, hidden, n_out = 200 + 7 * i, 300, 5 + 3 * i
-            arrays = {"w": weight(rng, hidden, n_in, [np.float32, np.float16,
-                                                       ml_dtypes.bfloat16, np.float64][i]),
-                      "b": bias(rng, hidden, "n", np.float32),
-                      "v": weight(rng, n_out, hidden, np.float32)}
-            layers = [{"op": "dense", "weight": "w", "bias": "b", "activation": "relu"},
-                      {"op": "dense", "weight": "v", "activation": ACTS[i + 2]}]
+            arrays = {
+                "w": weight(
+                    rng, hidden, n_in, [np.float32, np.float16, ml_dtypes.bfloat16, np.float64][i]
+                ),
+                "b": bias(rng, hidden, "n", np.float32),
+                "v": weight(rng, n_out, hidden, np.float32),
+            }
+            layers = [
+                {"op": "dense", "weight": "w", "bias": "b", "activation": "relu"},
+                {"op": "dense", "weight": "v", "activation": ACTS[i + 2]},
+            ]
             store.add_model(f"m{i}", arrays, layers=layers)
             specs[f"m{i}"] = (layers, arrays, features(rng, 25, n_in))
     threads.set_threads(2)
-    _engine.cache_configure(200_000)    # pages come and go while the threads run
+    _engine.cache_configure(200_000)  # pages come and go while the threads run
     barrier = threading.Barrier(4)
 
     def work(name):
@@ -803,8 +940,9 @@ def test_threads_with_their_own_connections_predict_concurrently(pool, threads, 
             for k in range(15):
                 xi = x if k % 2 else x[k]
                 assert_matches(s.predict(name, xi), layers, arrays, xi)
-                got = s.conn.execute("SELECT tensor_predict('tensors', ?, ?)",
-                                     (name, x[k].tobytes())).get
+                got = s.conn.execute(
+                    "SELECT tensor_predict('tensors', ?, ?)", (name, x[k].tobytes())
+                ).get
                 assert_matches(np.frombuffer(got, np.float32).copy(), layers, arrays, x[k])
 
     run_threads(work, specs, timeout=60)

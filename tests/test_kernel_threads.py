@@ -5,6 +5,7 @@ a caller start threads of its own), and usable again in a forked child.
 Layers over 2**20 multiply-adds for one input are split over threads; the layer here has
 1100 x 1030 of them.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,14 +15,16 @@ from contextlib import closing
 
 import numpy as np
 import pytest
-
-import sqlite_tensor
-from sqlite_tensor import _engine
 from conftest import run_threads
 from reference_model import assert_matches
 
-LAYERS = [{"op": "dense", "weight": "w", "bias": "b", "activation": "relu"},
-          {"op": "dense", "weight": "k", "transpose": True}]
+import sqlite_tensor
+from sqlite_tensor import _engine
+
+LAYERS = [
+    {"op": "dense", "weight": "w", "bias": "b", "activation": "relu"},
+    {"op": "dense", "weight": "k", "transpose": True},
+]
 
 
 @pytest.fixture
@@ -34,9 +37,11 @@ def threads():
 @pytest.fixture
 def model(tmp_path):
     rng = np.random.default_rng(11)
-    arrays = {"w": (rng.standard_normal((1100, 1030)) / 32).astype(np.float32),
-              "b": rng.standard_normal(1100).astype(np.float32),
-              "k": (rng.standard_normal((1100, 900)) / 33).astype(np.float32)}
+    arrays = {
+        "w": (rng.standard_normal((1100, 1030)) / 32).astype(np.float32),
+        "b": rng.standard_normal(1100).astype(np.float32),
+        "k": (rng.standard_normal((1100, 900)) / 33).astype(np.float32),
+    }
     path = tmp_path / "threads.sqlite"
     with sqlite_tensor.Store(path, block_rows=64, block_cols=48, page_blocks=4) as store:
         store.add_model("m", arrays, layers=LAYERS)
@@ -77,13 +82,13 @@ def test_workers_are_kept_and_sleep_when_idle(threads, model):
     with sqlite_tensor.Store(path) as store:
         assert_matches(store.predict("m", x), LAYERS, arrays, x)
         workers = kernel_workers()
-        assert len(workers) >= 2                # 3 threads: the caller and two workers
+        assert len(workers) >= 2  # 3 threads: the caller and two workers
         for _ in range(20):
             assert_matches(store.predict("m", x), LAYERS, arrays, x)
-        assert kernel_workers() == workers      # the same workers served every call
+        assert kernel_workers() == workers  # the same workers served every call
     before = cpu_ticks(workers)
     time.sleep(0.5)
-    assert cpu_ticks(workers) - before <= 5      # idle workers sleep (50 would be a core)
+    assert cpu_ticks(workers) - before <= 5  # idle workers sleep (50 would be a core)
 
 
 def test_concurrent_callers_share_or_start_their_own(threads, model):
@@ -110,7 +115,7 @@ def test_forked_child_starts_its_own_workers(threads, model):
     x = np.random.default_rng(2).standard_normal(1030).astype(np.float32)
     threads.set_threads(2)
     with sqlite_tensor.Store(path) as store:
-        want = store.predict("m", x)           # the parent's workers exist now
+        want = store.predict("m", x)  # the parent's workers exist now
     pid = os.fork()
     if pid == 0:  # the child: only this thread came along
         code = 1

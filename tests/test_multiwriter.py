@@ -23,6 +23,7 @@ nothing is written then. The suite runs it for QUICK_SECONDS; the long run is
 
 (it prints minutes, operations, reads, lost and wrong).
 """
+
 from __future__ import annotations
 
 import io
@@ -33,10 +34,9 @@ import time
 
 import apsw
 import numpy as np
-import pytest
+import stress_support as ss
 
 import sqlite_tensor
-import stress_support as ss
 from sqlite_tensor import blocks
 
 QUICK_SECONDS = 12
@@ -50,6 +50,7 @@ def names_of(writer: int) -> list[str]:
 
 
 # -- the states a model may have -----------------------------------------------------------------
+
 
 def _pack_state(tensors) -> bytes:
     buf = io.BytesIO()
@@ -79,8 +80,8 @@ def _within(got: np.ndarray, want: np.ndarray) -> bool:
     br, bc = ss.BLOCKS["block_rows"], ss.BLOCKS["block_cols"]
     for i in range(0, rows, br):
         for j in range(0, cols, bc):
-            wt = w[i:i + br, j:j + bc].astype(np.float64)
-            err = np.linalg.norm(g[i:i + br, j:j + bc] - wt)
+            wt = w[i : i + br, j : j + bc].astype(np.float64)
+            err = np.linalg.norm(g[i : i + br, j : j + bc] - wt)
             if err > ss.TOLERANCE * np.linalg.norm(wt) * 1.05 + 1e-6:
                 return False
     return True
@@ -92,8 +93,10 @@ class Registry:
     def __init__(self, path):
         self.conn = apsw.Connection(str(path))
         self.conn.set_busy_timeout(30000)
-        self.conn.execute("CREATE TABLE IF NOT EXISTS states(model TEXT, root INTEGER,"
-                          " digest TEXT, data BLOB, PRIMARY KEY(model, digest))")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS states(model TEXT, root INTEGER,"
+            " digest TEXT, data BLOB, PRIMARY KEY(model, digest))"
+        )
 
     def register(self, model: str, tensors) -> str | None:
         """Register a state a writer made; None if it is no version's (a wrong state)."""
@@ -102,27 +105,31 @@ class Registry:
             return f"state of {model!r} is within tolerance of none of its versions"
         d = ss.digest(tensors)
         if d != ss.digest(ss.version(model, root)):
-            self.conn.execute("INSERT OR IGNORE INTO states VALUES (?, ?, ?, ?)",
-                              (model, root, d, _pack_state(tensors)))
+            self.conn.execute(
+                "INSERT OR IGNORE INTO states VALUES (?, ?, ?, ?)",
+                (model, root, d, _pack_state(tensors)),
+            )
         return None
 
     def states(self, model: str) -> dict[str, tuple[int, dict]]:
         """{digest: (root version, tensors)} of every state model may have."""
         out = {ss.digest(ss.version(model, v)): (v, ss.version(model, v)) for v in range(VERSIONS)}
         for root, d, data in self.conn.execute(
-                "SELECT root, digest, data FROM states WHERE model = ?", (model,)):
+            "SELECT root, digest, data FROM states WHERE model = ?", (model,)
+        ):
             out[d] = (root, _unpack_state(data))
         return out
 
 
 # -- writers --------------------------------------------------------------------------------------
 
+
 def writer(index: int, path: str, registry_path: str, deadline: float, queue) -> None:
     rng = np.random.default_rng(1000 + index)
     store = sqlite_tensor.Store(path)
     registry = Registry(registry_path)
     mine = names_of(index)
-    state = {n: 0 for n in mine[:2]}      # what the parent added
+    state = {n: 0 for n in mine[:2]}  # what the parent added
     ops = {k: 0 for k in ("add", "update", "drop", "pack", "dedup")}
     busy, wrong, errors = 0, [], []
 
@@ -167,25 +174,37 @@ def writer(index: int, path: str, registry_path: str, deadline: float, queue) ->
             elif op == "pack":
                 store.pack(str(rng.choice(PACKINGS)), by=str(rng.choice(["model", "tensor"])))
             else:
-                store.dedup(validator=registering_validator, max_drop=0.0,
-                            tolerance=ss.TOLERANCE)
+                store.dedup(validator=registering_validator, max_drop=0.0, tolerance=ss.TOLERANCE)
             ops[op] += 1
         except apsw.BusyError:
-            busy += 1     # waited past the busy timeout: nothing was written
+            busy += 1  # waited past the busy timeout: nothing was written
         except Exception as e:  # noqa: BLE001 - every other error is reported
             errors.append(f"{op}: {type(e).__name__}: {e}")
     store.close()
-    queue.put({"writer": index, "state": state, "ops": ops, "busy": busy, "wrong": wrong,
-               "errors": errors[:20], "error_count": len(errors)})
+    queue.put(
+        {
+            "writer": index,
+            "state": state,
+            "ops": ops,
+            "busy": busy,
+            "wrong": wrong,
+            "errors": errors[:20],
+            "error_count": len(errors),
+        }
+    )
 
 
 # -- readers --------------------------------------------------------------------------------------
 
+
 def reader(index: int, path: str, registry_path: str, deadline: float, queue) -> None:
     results = []
-    threads = [threading.Thread(target=_read_loop, args=(index * 10 + t, path, registry_path,
-                                                         deadline, results))
-               for t in range(THREADS)]
+    threads = [
+        threading.Thread(
+            target=_read_loop, args=(index * 10 + t, path, registry_path, deadline, results)
+        )
+        for t in range(THREADS)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -223,7 +242,7 @@ def _read_loop(seed: int, path: str, registry_path: str, deadline: float, result
         x = ss.inputs(int(rng.integers(1 << 30)), n=int(rng.integers(1, 4)))
         kind = str(rng.choice(list(counts)))
         try:
-            if kind == "snapshot":          # weights and a prediction in one read transaction
+            if kind == "snapshot":  # weights and a prediction in one read transaction
                 store.conn.execute("BEGIN")
                 try:
                     weights = store.get_model(model)
@@ -235,28 +254,43 @@ def _read_loop(seed: int, path: str, registry_path: str, deadline: float, result
                     wrong.append(f"{kind} {model}: read a state that is none of its own")
                 elif not ss.close(out, ss.forward(weights, x)):
                     wrong.append(f"{kind} {model}: predict disagrees with the weights read with it")
-            elif kind == "tensor":          # one tensor, no transaction
+            elif kind == "tensor":  # one tensor, no transaction
                 tensor = str(rng.choice(["w1", "b1", "w2", "b2"]))
                 got = store.get_tensor(model, tensor).tobytes()
-                if not states(model, lambda s: any(t[tensor].tobytes() == got
-                                                   for _, t in s.values())):
-                    wrong.append(f"{kind} {model}/{tensor}: read bytes that are none of its states'")
-            else:                           # a prediction alone, from Python or from SQL
+                if not states(
+                    model, lambda s: any(t[tensor].tobytes() == got for _, t in s.values())
+                ):
+                    wrong.append(
+                        f"{kind} {model}/{tensor}: read bytes that are none of its states'"
+                    )
+            else:  # a prediction alone, from Python or from SQL
                 if kind == "predict":
                     outs = [(store.predict(model, x), x)]
-                else:   # a statement per row: each row is one snapshot, the rows need not be
-                    outs = [(np.frombuffer(store.conn.execute(
-                        "SELECT tensor_predict('tensors', ?, ?)", (model, x[i].tobytes())).get,
-                        np.float32).reshape(1, -1), x[i:i + 1]) for i in range(len(x))]
+                else:  # a statement per row: each row is one snapshot, the rows need not be
+                    outs = [
+                        (
+                            np.frombuffer(
+                                store.conn.execute(
+                                    "SELECT tensor_predict('tensors', ?, ?)",
+                                    (model, x[i].tobytes()),
+                                ).get,
+                                np.float32,
+                            ).reshape(1, -1),
+                            x[i : i + 1],
+                        )
+                        for i in range(len(x))
+                    ]
                 for out, xs in outs:
-                    if not states(model, lambda s: any(ss.close(out, ss.forward(t, xs))
-                                                       for _, t in s.values())):
+                    if not states(
+                        model,
+                        lambda s: any(ss.close(out, ss.forward(t, xs)) for _, t in s.values()),
+                    ):
                         wrong.append(f"{kind} {model}: a prediction that fits none of its states")
             counts[kind] += 1
         except sqlite_tensor.NotFoundError:
-            gone += 1            # dropped between listing and reading: a clear error
+            gone += 1  # dropped between listing and reading: a clear error
         except apsw.SQLError as e:
-            if f"no model '{model}'" not in str(e):   # SQL's word for the same
+            if f"no model '{model}'" not in str(e):  # SQL's word for the same
                 errors.append(f"{kind} {model}: {type(e).__name__}: {e}")
             else:
                 gone += 1
@@ -267,6 +301,7 @@ def _read_loop(seed: int, path: str, registry_path: str, deadline: float, result
 
 
 # -- the run --------------------------------------------------------------------------------------
+
 
 def run(tmp_path, seconds: float) -> dict:
     path = tmp_path / "shared.sqlite"
@@ -280,10 +315,14 @@ def run(tmp_path, seconds: float) -> dict:
     ctx.set_forkserver_preload(["numpy", "apsw", "sqlite_tensor", "stress_support"])
     queue = ctx.Queue()
     deadline = time.time() + seconds
-    procs = [ctx.Process(target=writer, args=(w, str(path), str(registry_path), deadline, queue))
-             for w in range(WRITERS)]
-    procs += [ctx.Process(target=reader, args=(r, str(path), str(registry_path), deadline, queue))
-              for r in range(READERS)]
+    procs = [
+        ctx.Process(target=writer, args=(w, str(path), str(registry_path), deadline, queue))
+        for w in range(WRITERS)
+    ]
+    procs += [
+        ctx.Process(target=reader, args=(r, str(path), str(registry_path), deadline, queue))
+        for r in range(READERS)
+    ]
     started = time.time()
     for p in procs:
         p.start()
@@ -308,13 +347,17 @@ def run(tmp_path, seconds: float) -> dict:
         if name not in expected:
             lost.append(f"{name}: present, but its writer dropped it")
         elif name not in present:
-            lost.append(f"{name}: its writer's last write left it at version {expected[name]},"
-                        " and it is gone")
+            lost.append(
+                f"{name}: its writer's last write left it at version {expected[name]},"
+                " and it is gone"
+            )
         else:
             states = registry.states(name)
             if final[name] not in states or states[final[name]][0] != expected[name]:
-                lost.append(f"{name}: holds {'an unknown state' if final[name] not in states else f'a state of version {states[final[name]][0]}'},"
-                            f" its writer's last write was version {expected[name]}")
+                lost.append(
+                    f"{name}: holds {'an unknown state' if final[name] not in states else f'a state of version {states[final[name]][0]}'},"
+                    f" its writer's last write was version {expected[name]}"
+                )
             assert ss.digest(weights[name]) == final[name]
     # Reads in a read transaction ("snapshot") and reads of one call alone ("lone": each
     # statement the call runs may see another commit) are counted apart.
@@ -339,20 +382,27 @@ def run(tmp_path, seconds: float) -> dict:
 
 
 def summary(out) -> str:
-    return (f"multi-writer: {out['minutes']:.2f} min, operations {out['operations']}"
-            f" ({sum(out['operations'].values())}; busy {out['busy']}), reads {out['reads']}"
-            f" ({sum(out['reads'].values())}; model gone {out['gone']}), verify problems"
-            f" {len(out['verify'])}, lost {len(out['lost'])}, wrong: writers"
-            f" {len(out['writer_wrong'])}, snapshot reads {len(out['snapshot_wrong'])}, lone reads"
-            f" {len(out['lone_wrong'])}; unexpected errors: writers {out['writer_error_count']},"
-            f" snapshot reads {len(out['snapshot_errors'])}, lone reads {len(out['lone_errors'])}"
-            f" (lone reads by kind, wrong/errors: {_by_kind(out)})")
+    return (
+        f"multi-writer: {out['minutes']:.2f} min, operations {out['operations']}"
+        f" ({sum(out['operations'].values())}; busy {out['busy']}), reads {out['reads']}"
+        f" ({sum(out['reads'].values())}; model gone {out['gone']}), verify problems"
+        f" {len(out['verify'])}, lost {len(out['lost'])}, wrong: writers"
+        f" {len(out['writer_wrong'])}, snapshot reads {len(out['snapshot_wrong'])}, lone reads"
+        f" {len(out['lone_wrong'])}; unexpected errors: writers {out['writer_error_count']},"
+        f" snapshot reads {len(out['snapshot_errors'])}, lone reads {len(out['lone_errors'])}"
+        f" (lone reads by kind, wrong/errors: {_by_kind(out)})"
+    )
 
 
 def _by_kind(out) -> dict:
     kinds = ("tensor", "predict", "sql")
-    return {k: (sum(x.startswith(k + " ") for x in out["lone_wrong"]),
-                sum(x.startswith(k + " ") for x in out["lone_errors"])) for k in kinds}
+    return {
+        k: (
+            sum(x.startswith(k + " ") for x in out["lone_wrong"]),
+            sum(x.startswith(k + " ") for x in out["lone_errors"]),
+        )
+        for k in kinds
+    }
 
 
 def test_writers_and_readers_on_one_store(tmp_path):

@@ -8,6 +8,7 @@
   affinity on the bound exactly, reading less than two-stage.
 - Determinism, evaluate()'s figures, bad input, and 100,000 blocks in 200 groups in time.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sqlite_tensor import packing
-from sqlite_tensor.packing import (DEFAULT_STRATEGY, STRATEGIES, evaluate, lower_bounds, pack,
-                                   validate)
+from sqlite_tensor.packing import (
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    evaluate,
+    lower_bounds,
+    pack,
+    validate,
+)
 from sqlite_tensor.testing.workloads import family_instance
 
 HEURISTICS = [s for s in STRATEGIES if s != "exact"]
@@ -40,11 +47,18 @@ def check(pages, groups, capacity):
     for name, blocks in groups.items():
         reads = len({page_of[b] for b in blocks})
         g = result["groups"][name]
-        assert g["pages"] == reads >= g["bound"] == bounds["groups"][name] == math.ceil(len(set(blocks)) / capacity)
+        assert (
+            g["pages"]
+            == reads
+            >= g["bound"]
+            == bounds["groups"][name]
+            == math.ceil(len(set(blocks)) / capacity)
+        )
         assert g["amplification"] == reads / g["bound"]
     assert result["total_reads"] == sum(g["pages"] for g in result["groups"].values())
     assert result["mean_amplification"] == pytest.approx(
-        np.mean([g["amplification"] for g in result["groups"].values()]))
+        np.mean([g["amplification"] for g in result["groups"].values()])
+    )
     assert result["overhead"] == pytest.approx(result["mean_amplification"] - 1)
     return result
 
@@ -52,14 +66,19 @@ def check(pages, groups, capacity):
 def groups_strategy(max_block: int, max_groups: int):
     block_sets = st.sets(st.integers(0, max_block), min_size=1, max_size=max_block + 1)
     return st.lists(block_sets, min_size=1, max_size=max_groups).map(
-        lambda sets: {f"g{i}": s for i, s in enumerate(sets)})
+        lambda sets: {f"g{i}": s for i, s in enumerate(sets)}
+    )
 
 
 # -- validity and bounds -----------------------------------------------------------------------
 
+
 @HYP
-@given(groups=groups_strategy(60, 6), capacity=st.integers(1, 9),
-       offset=st.sampled_from([0, -(2 ** 63), 2 ** 63 - 61, 10 ** 12]))
+@given(
+    groups=groups_strategy(60, 6),
+    capacity=st.integers(1, 9),
+    offset=st.sampled_from([0, -(2**63), 2**63 - 61, 10**12]),
+)
 def test_every_strategy_packs_validly(groups, capacity, offset):
     groups = {name: {b + offset for b in blocks} for name, blocks in groups.items()}
     n = len(set().union(*groups.values()))
@@ -73,16 +92,24 @@ def test_every_strategy_packs_validly(groups, capacity, offset):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_edge_instances(strategy):
-    for groups, capacity in [({"a": [7]}, 1), ({"a": [7]}, 5), ({"a": [1, 2, 3], "b": [1, 2, 3]}, 3),
-                             ({"a": [1, 2], "b": [3, 4]}, 1), ({"a": range(10), "b": range(5, 15)}, 100)]:
+    for groups, capacity in [
+        ({"a": [7]}, 1),
+        ({"a": [7]}, 5),
+        ({"a": [1, 2, 3], "b": [1, 2, 3]}, 3),
+        ({"a": [1, 2], "b": [3, 4]}, 1),
+        ({"a": range(10), "b": range(5, 15)}, 100),
+    ]:
         check(pack(groups, capacity, strategy), groups, capacity)
 
 
 # -- the paper's strategies, by hand -----------------------------------------------------------
 
 # three groups; classes: {1..5}: a,b,c  {6,7,8}: a,b  {9}: a  {10,11}: b  {12..14}: c
-PAPER = {"a": [1, 2, 3, 4, 5, 6, 7, 8, 9], "b": [1, 2, 3, 4, 5, 6, 7, 8, 10, 11],
-         "c": [1, 2, 3, 4, 5, 12, 13, 14]}
+PAPER = {
+    "a": [1, 2, 3, 4, 5, 6, 7, 8, 9],
+    "b": [1, 2, 3, 4, 5, 6, 7, 8, 10, 11],
+    "c": [1, 2, 3, 4, 5, 12, 13, 14],
+}
 CLASSES = [[1, 2, 3, 4, 5], [6, 7, 8], [9], [10, 11], [12, 13, 14]]
 
 
@@ -124,22 +151,25 @@ def test_two_stage_full_class_pages_then_greedy_leftovers(capacity):
 
 def test_lower_bounds():
     assert lower_bounds(PAPER, 4) == {"total": 4, "groups": {"a": 3, "b": 3, "c": 2}}
-    assert lower_bounds({"x": {5, 5, 6}}, 1) == {"total": 2, "groups": {"x": 2}}
+    assert lower_bounds({"x": {5, 6}}, 1) == {"total": 2, "groups": {"x": 2}}
 
 
 def test_evaluate_figures():
     pages = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14]]
     r = evaluate(pages, PAPER, 4)
     assert r["total_pages"] == 4 and r["lower_bound"] == 4
-    assert r["groups"] == {"a": {"pages": 3, "bound": 3, "amplification": 1.0},
-                           "b": {"pages": 3, "bound": 3, "amplification": 1.0},
-                           "c": {"pages": 4, "bound": 2, "amplification": 2.0}}
+    assert r["groups"] == {
+        "a": {"pages": 3, "bound": 3, "amplification": 1.0},
+        "b": {"pages": 3, "bound": 3, "amplification": 1.0},
+        "c": {"pages": 4, "bound": 2, "amplification": 2.0},
+    }
     assert r["total_reads"] == 10
     assert r["mean_amplification"] == pytest.approx(4 / 3)
     assert r["overhead"] == pytest.approx(1 / 3)
 
 
 # -- exact against the heuristics --------------------------------------------------------------
+
 
 def against_exact(groups, capacity):
     exact = check(pack(groups, capacity, "exact"), groups, capacity)
@@ -162,14 +192,18 @@ def test_exact_is_never_beaten_and_the_default_is_close(groups, capacity):
 
 def random_groups(seed, n, n_groups):
     rng = np.random.default_rng(seed)
-    groups = {f"g{i}": rng.choice(n, int(rng.integers(1, n + 1)), replace=False).tolist()
-              for i in range(n_groups)}
+    groups = {
+        f"g{i}": rng.choice(n, int(rng.integers(1, n + 1)), replace=False).tolist()
+        for i in range(n_groups)
+    }
     groups["g0"] = list(set(groups["g0"]) | set(range(n)) - set().union(*map(set, groups.values())))
     return groups
 
 
-@pytest.mark.parametrize("seed, n, n_groups, capacity", [
-    (1, 30, 3, 4), (2, 34, 3, 5), (3, 36, 4, 6), (4, 40, 2, 3), (5, 40, 3, 8), (6, 32, 4, 2)])
+@pytest.mark.parametrize(
+    "seed, n, n_groups, capacity",
+    [(1, 30, 3, 4), (2, 34, 3, 5), (3, 36, 4, 6), (4, 40, 2, 3), (5, 40, 3, 8), (6, 32, 4, 2)],
+)
 def test_exact_on_30_to_40_blocks(seed, n, n_groups, capacity):
     groups = random_groups(seed, n, n_groups)
     assert len(set().union(*map(set, groups.values()))) == n
@@ -178,8 +212,12 @@ def test_exact_on_30_to_40_blocks(seed, n, n_groups, capacity):
 
 def test_exact_on_a_small_family():
     # four models: a shared base, two pairs, private blocks; 33 blocks in all
-    groups = {f"m{i}": set(range(9)) | set(range(9 + 5 * (i // 2), 14 + 5 * (i // 2)))
-              | set(range(19 + 5 * i, 19 + 5 * i + 3 + (i % 2))) for i in range(4)}
+    groups = {
+        f"m{i}": set(range(9))
+        | set(range(9 + 5 * (i // 2), 14 + 5 * (i // 2)))
+        | set(range(19 + 5 * i, 19 + 5 * i + 3 + (i % 2)))
+        for i in range(4)
+    }
     exact, default = against_exact(groups, 4)
     assert exact["total_reads"] >= sum(lower_bounds(groups, 4)["groups"].values())
 
@@ -194,6 +232,7 @@ def test_exact_refuses_big_instances_and_needs_scipy(monkeypatch):
 
 
 # -- families ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("capacity", [4, 8, 16])
@@ -224,11 +263,11 @@ def test_family_instance():
     assert a == family_instance(12, 500, 0.6, seed=3) != family_instance(12, 500, 0.6, seed=4)
     assert list(a) == [f"m{i}" for i in range(12)]
     base = set.intersection(*a.values())
-    assert 0.2 * 500 < len(base) < 0.4 * 500                       # 30 % +- 20 % of a model
+    assert 0.2 * 500 < len(base) < 0.4 * 500  # 30 % +- 20 % of a model
     assert all(len(s - set().union(*(t for k, t in a.items() if k != n))) for n, s in a.items())
     ids = sorted(set().union(*a.values()))
-    assert ids == list(range(len(ids)))                             # numbered as ingest does
-    (only,) = family_instance(1, 10, 0.0).values()                  # private blocks only
+    assert ids == list(range(len(ids)))  # numbered as ingest does
+    (only,) = family_instance(1, 10, 0.0).values()  # private blocks only
     assert only == set(range(len(only))) and 8 <= len(only) <= 12
     with pytest.raises(ValueError, match="by must be"):
         family_instance(by="layer")
@@ -267,32 +306,48 @@ def test_100000_blocks_in_200_groups_in_time():
 
 # -- bad input ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("groups, error, message", [
-    ({}, ValueError, "groups is empty"),
-    ([[1, 2]], TypeError, "mapping"),
-    ({"a": [1], "empty": []}, ValueError, "group 'empty' has no blocks"),
-    ({"a": set()}, ValueError, "group 'a' has no blocks"),
-    ({"a": 5}, TypeError, "group 'a' must be an iterable"),
-    ({"a": "123"}, TypeError, "group 'a' must be an iterable"),
-    ({"a": [1, 2.5]}, TypeError, r"integers: group 'a' holds 2.5 \(float\)"),
-    ({"a": [1.0]}, TypeError, r"holds 1.0"),
-    ({"a": [1, "x"]}, TypeError, r"holds 'x'"),
-    ({"a": [1, True]}, TypeError, r"holds True"),
-    ({"a": [None]}, TypeError, r"holds None"),
-    ({"a": np.array([1.5])}, TypeError, r"holds 1.5"),
-    ({"a": np.array([True])}, TypeError, r"holds True"),
-    ({"a": [1, 2 ** 64]}, ValueError, r"64 bits: group 'a' holds 18446744073709551616"),
-    ({"a": np.array([2 ** 64 - 1], np.uint64)}, ValueError, "64 bits"),
-])
+
+@pytest.mark.parametrize(
+    "groups, error, message",
+    [
+        ({}, ValueError, "groups is empty"),
+        ([[1, 2]], TypeError, "mapping"),
+        ({"a": [1], "empty": []}, ValueError, "group 'empty' has no blocks"),
+        ({"a": set()}, ValueError, "group 'a' has no blocks"),
+        ({"a": 5}, TypeError, "group 'a' must be an iterable"),
+        ({"a": "123"}, TypeError, "group 'a' must be an iterable"),
+        ({"a": [1, 2.5]}, TypeError, r"integers: group 'a' holds 2.5 \(float\)"),
+        ({"a": [1.0]}, TypeError, r"holds 1.0"),
+        ({"a": [1, "x"]}, TypeError, r"holds 'x'"),
+        ({"a": [1, True]}, TypeError, r"holds True"),
+        ({"a": [None]}, TypeError, r"holds None"),
+        ({"a": np.array([1.5])}, TypeError, r"holds 1.5"),
+        ({"a": np.array([True])}, TypeError, r"holds True"),
+        ({"a": [1, 2**64]}, ValueError, r"64 bits: group 'a' holds 18446744073709551616"),
+        ({"a": np.array([2**64 - 1], np.uint64)}, ValueError, "64 bits"),
+    ],
+)
 def test_bad_groups(groups, error, message):
-    for call in (lambda: pack(groups, 4), lambda: lower_bounds(groups, 4),
-                 lambda: evaluate([[1]], groups, 4)):
+    for call in (
+        lambda: pack(groups, 4),
+        lambda: lower_bounds(groups, 4),
+        lambda: evaluate([[1]], groups, 4),
+    ):
         with pytest.raises(error, match=message):
             call()
 
 
-@pytest.mark.parametrize("capacity, error", [(0, ValueError), (-3, ValueError), (2.0, TypeError),
-                                             ("4", TypeError), (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    "capacity, error",
+    [
+        (0, ValueError),
+        (-3, ValueError),
+        (2.0, TypeError),
+        ("4", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
 def test_bad_capacity(capacity, error):
     with pytest.raises(error, match=r"capacity must be"):
         pack({"a": [1]}, capacity)
@@ -302,19 +357,25 @@ def test_bad_capacity(capacity, error):
 
 
 def test_unknown_strategy():
-    with pytest.raises(ValueError, match="unknown packing strategy 'best'; strategies are naive, greedy,"
-                                         " classes, two-stage, affinity, exact"):
+    with pytest.raises(
+        ValueError,
+        match="unknown packing strategy 'best'; strategies are naive, greedy,"
+        " classes, two-stage, affinity, exact",
+    ):
         pack({"a": [1]}, 4, "best")
 
 
-@pytest.mark.parametrize("pages, message", [
-    ([[1, 2, 3], [4, 5]], "page 0 holds 3 blocks, over the capacity of 2"),
-    ([[1, 2], [2, 3], [4, 5]], r"block 2 is on more than one page \(pages \[0, 1\]\)"),
-    ([[1, 2], [3, 4]], "block 5 of group 'b' is on no page"),
-    ([[1, 2], [3, 4], [5, 99]], "block 99 on page 2 is in no group"),
-    ([[1, 2], [], [3, 4], [5]], "page 1 is empty"),
-    ([], "no pages"),
-])
+@pytest.mark.parametrize(
+    "pages, message",
+    [
+        ([[1, 2, 3], [4, 5]], "page 0 holds 3 blocks, over the capacity of 2"),
+        ([[1, 2], [2, 3], [4, 5]], r"block 2 is on more than one page \(pages \[0, 1\]\)"),
+        ([[1, 2], [3, 4]], "block 5 of group 'b' is on no page"),
+        ([[1, 2], [3, 4], [5, 99]], "block 99 on page 2 is in no group"),
+        ([[1, 2], [], [3, 4], [5]], "page 1 is empty"),
+        ([], "no pages"),
+    ],
+)
 def test_validate_names_the_problem(pages, message):
     groups = {"a": [1, 2, 3], "b": [3, 4, 5]}
     with pytest.raises(ValueError, match=message):

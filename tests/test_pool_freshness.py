@@ -3,6 +3,7 @@ it: plain SQL from another connection of this process or from another process (n
 `generation` bump), a restore through the backup API. After the change, the same process
 answers with the new weights from every read path: Store.predict (whose plan cache is
 dropped too), get_tensor, tensor_blob and tensor_predict."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,11 +13,10 @@ import textwrap
 import apsw
 import numpy as np
 import pytest
+from conftest import tamperable
 
 import sqlite_tensor
 from sqlite_tensor import pages
-
-from conftest import tamperable
 
 
 def open_store(path):
@@ -25,6 +25,7 @@ def open_store(path):
     tamperable(store.conn)
     return store
 
+
 OPTS = dict(block_rows=4, block_cols=4, page_blocks=2)
 LAYERS = [{"op": "dense", "weight": "w", "bias": "b", "activation": "identity"}]
 
@@ -32,8 +33,10 @@ LAYERS = [{"op": "dense", "weight": "w", "bias": "b", "activation": "identity"}]
 def make_store(path, seed):
     """A store of one dense model; the same layout (pages, slots) for every seed."""
     rng = np.random.default_rng(seed)
-    arrays = {"w": rng.standard_normal((8, 12)).astype(np.float32),
-              "b": rng.standard_normal(8).astype(np.float32)}
+    arrays = {
+        "w": rng.standard_normal((8, 12)).astype(np.float32),
+        "b": rng.standard_normal(8).astype(np.float32),
+    }
     with sqlite_tensor.Store(str(path), **OPTS) as store:
         store.add_model("m", arrays, layers=LAYERS)
     return arrays
@@ -48,8 +51,12 @@ def all_reads(store, x):
     conn = store.conn
     blob = conn.execute("SELECT tensor_blob('tensors', 'm', 'w')").get
     sql = conn.execute("SELECT tensor_predict('tensors', 'm', ?)", (x.tobytes(),)).get
-    return (store.predict("m", x), store.get_tensor("m", "w"),
-            np.frombuffer(blob, np.float32).reshape(8, 12), np.frombuffer(sql, np.float32))
+    return (
+        store.predict("m", x),
+        store.get_tensor("m", "w"),
+        np.frombuffer(blob, np.float32).reshape(8, 12),
+        np.frombuffer(sql, np.float32),
+    )
 
 
 def assert_serves(store, arrays, x):
@@ -73,18 +80,20 @@ def two_stores(tmp_path):
 def copy_pages_sql(other):
     """Plain SQL (no extension, no generation bump) that replaces every page row's bytes with
     the other store's (the same ids, so their checksums hold)."""
-    return (f"ATTACH '{other}' AS other;"
-            "UPDATE main.tensors_pages SET data = (SELECT data FROM other.tensors_pages o"
-            " WHERE o.id = main.tensors_pages.id);")
+    return (
+        f"ATTACH '{other}' AS other;"
+        "UPDATE main.tensors_pages SET data = (SELECT data FROM other.tensors_pages o"
+        " WHERE o.id = main.tensors_pages.id);"
+    )
 
 
 def test_plain_sql_from_another_connection(two_stores):
     path, old, other, new, x = two_stores
     with open_store(path) as store:
         assert_serves(store, old, x)
-        assert_serves(store, old, x)     # served from the pool and the plan cache
+        assert_serves(store, old, x)  # served from the pool and the plan cache
         hits = sqlite_tensor.cache.stats()["hits"]
-        plain = apsw.Connection(str(path))   # no extension: nothing of ours runs there
+        plain = apsw.Connection(str(path))  # no extension: nothing of ours runs there
         plain.execute(copy_pages_sql(other))
         plain.close()
         assert_serves(store, new, x)
@@ -111,11 +120,13 @@ def test_blocks_table_changed_by_plain_sql(two_stores):
     with open_store(path) as store:
         assert_serves(store, old, x)
         plain = apsw.Connection(str(path))
-        a, b = plain.execute("SELECT id FROM tensors_blocks WHERE page_id = 1 ORDER BY slot").fetchall()
+        a, b = plain.execute(
+            "SELECT id FROM tensors_blocks WHERE page_id = 1 ORDER BY slot"
+        ).fetchall()
         plain.execute("UPDATE tensors_blocks SET slot = 1 - slot WHERE id IN (?, ?)", (a[0], b[0]))
         plain.close()
         swapped = {k: v.copy() for k, v in old.items()}
-        t0, t1 = old["w"][0:4, 0:4].copy(), old["w"][0:4, 4:8].copy()   # page 1: tiles (0,0), (0,1)
+        t0, t1 = old["w"][0:4, 0:4].copy(), old["w"][0:4, 4:8].copy()  # page 1: tiles (0,0), (0,1)
         swapped["w"][0:4, 0:4], swapped["w"][0:4, 4:8] = t1, t0
         assert_serves(store, swapped, x)
 
@@ -159,8 +170,10 @@ def test_own_uncommitted_write_is_seen(two_stores):
         assert_serves(store, old, x)
         store.conn.execute(f"ATTACH '{other}' AS other")
         store.conn.execute("BEGIN")
-        store.conn.execute("UPDATE main.tensors_pages SET data = (SELECT data FROM"
-                           " other.tensors_pages o WHERE o.id = main.tensors_pages.id)")
+        store.conn.execute(
+            "UPDATE main.tensors_pages SET data = (SELECT data FROM"
+            " other.tensors_pages o WHERE o.id = main.tensors_pages.id)"
+        )
         assert_serves(store, new, x)
         store.conn.execute("ROLLBACK")
         assert_serves(store, old, x)
@@ -176,7 +189,7 @@ def test_two_connections_share_the_pool_and_stay_right(two_stores):
         before = sqlite_tensor.cache.stats()["bytes_read"]
         for s in (s1, s2, s1, s2):
             s.predict("m", x)
-        assert sqlite_tensor.cache.stats()["bytes_read"] == before   # confirmed, not reloaded
+        assert sqlite_tensor.cache.stats()["bytes_read"] == before  # confirmed, not reloaded
         s2.conn.execute(copy_pages_sql(other))
         assert_serves(s1, new, x)
         assert_serves(s2, new, x)
@@ -186,15 +199,19 @@ def test_a_page_copied_into_another_row_is_corrupt(two_stores):
     """The checksum is seeded with the page id: a sound page in the wrong row is caught."""
     path, old, _, _, x = two_stores
     with open_store(path) as store:
-        store.conn.execute("UPDATE tensors_pages SET data = (SELECT data FROM tensors_pages"
-                           " WHERE id = 2) WHERE id = 1")
-        with pytest.raises(sqlite_tensor.CorruptStoreError, match="page 1 of tensors_pages is corrupt: checksum"):
+        store.conn.execute(
+            "UPDATE tensors_pages SET data = (SELECT data FROM tensors_pages"
+            " WHERE id = 2) WHERE id = 1"
+        )
+        with pytest.raises(
+            sqlite_tensor.CorruptStoreError, match="page 1 of tensors_pages is corrupt: checksum"
+        ):
             store.get_tensor("m", "w")
         with pytest.raises(sqlite_tensor.CorruptStoreError, match="page 1 of tensors_pages"):
             store.predict("m", x)
         assert any("page 1: checksum" in p for p in store.verify())
         data = store.conn.execute("SELECT data FROM tensors_pages WHERE id = 1").get
-        assert pages.read_slots(data)   # the bytes alone are a sound page: only the id tells
+        assert pages.read_slots(data)  # the bytes alone are a sound page: only the id tells
 
 
 def test_bulk_reads_use_the_pool_but_do_not_fill_it(two_stores):

@@ -1,5 +1,6 @@
 """Round trips: every dtype, rank 0..4, shapes that are not multiples of the block shape,
 special float values, through the Python API, the SQL surface and tensor files."""
+
 from __future__ import annotations
 
 import itertools
@@ -8,16 +9,18 @@ import ml_dtypes
 import numpy as np
 import pytest
 import safetensors.numpy
+from conftest import ALL_DTYPES, SMALL, random_array, same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sqlite_tensor
 from sqlite_tensor import formats
-from conftest import ALL_DTYPES, SMALL, random_array, same
 
-FAST = settings(max_examples=100, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+FAST = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 BLOCK_SHAPES = [(1, 1), (3, 5), (2, 7), (4, 4), (5, 3)]
 
@@ -25,16 +28,19 @@ BLOCK_SHAPES = [(1, 1), (3, 5), (2, 7), (4, 4), (5, 3)]
 def read_sql(store, model, tensor):
     """The tensor's bytes through both SQL paths, checked to agree."""
     blob = store.conn.execute("SELECT tensor_blob(?, ?, ?)", (store.name, model, tensor)).get
-    data = store.conn.execute(f'SELECT data FROM "{store.name}" WHERE model = ? AND tensor = ?',
-                              (model, tensor)).get
+    data = store.conn.execute(
+        f'SELECT data FROM "{store.name}" WHERE model = ? AND tensor = ?', (model, tensor)
+    ).get
     assert blob == data
     return blob
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=lambda d: np.dtype(d).name)
 def test_every_dtype_round_trips_bit_exact(memstore, rng, dtype):
-    tensors = {f"r{rank}": random_array(rng, shape, dtype)
-               for rank, shape in enumerate([(), (7,), (4, 11), (2, 5, 6), (3, 2, 4, 7)])}
+    tensors = {
+        f"r{rank}": random_array(rng, shape, dtype)
+        for rank, shape in enumerate([(), (7,), (4, 11), (2, 5, 6), (3, 2, 4, 7)])
+    }
     report = memstore.add_model("m", tensors)
     assert report.tensors == 5
     assert report.logical_bytes == sum(a.nbytes for a in tensors.values())
@@ -56,8 +62,7 @@ def special_values(dtype) -> np.ndarray:
     dt = np.dtype(dtype)
     bits = {2: np.uint16, 4: np.uint32, 8: np.uint64}[dt.itemsize]
     finfo = ml_dtypes.finfo(dt) if dt.itemsize == 2 and dt != np.float16 else np.finfo(dt)
-    vals = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0],
-                    dtype=dt)
+    vals = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0], dtype=dt)
     extremes = np.array([finfo.max, finfo.min, finfo.tiny, finfo.smallest_subnormal], dtype=dt)
     # NaNs with distinct payloads: all exponent bits set, various mantissas
     one = np.array(1, bits)
@@ -69,8 +74,11 @@ def special_values(dtype) -> np.ndarray:
     return np.concatenate([vals, extremes, payloads.view(dt)])
 
 
-@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32, np.float64],
-                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "dtype",
+    [np.float16, ml_dtypes.bfloat16, np.float32, np.float64],
+    ids=lambda d: np.dtype(d).name,
+)
 def test_nan_payloads_and_infinities(memstore, dtype):
     v = special_values(dtype)
     with np.errstate(invalid="ignore"):
@@ -81,12 +89,14 @@ def test_nan_payloads_and_infinities(memstore, dtype):
         got = memstore.get_tensor("special", name)
         assert same(got, arr)
         # bit patterns, not values: NaN != NaN, but the payload must survive
-        np.testing.assert_array_equal(got.reshape(-1).view(np.uint8),
-                                      arr.reshape(-1).view(np.uint8))
+        np.testing.assert_array_equal(
+            got.reshape(-1).view(np.uint8), arr.reshape(-1).view(np.uint8)
+        )
 
 
-@pytest.mark.parametrize("dtype", [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2],
-                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "dtype", [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2], ids=lambda d: np.dtype(d).name
+)
 def test_float8_every_bit_pattern(memstore, dtype):
     every = np.arange(256, dtype=np.uint8).view(dtype)
     memstore.add_model("f8", {"all": every, "grid": every.reshape(16, 16)})
@@ -109,8 +119,9 @@ def test_scalar_keeps_rank_zero(memstore):
     x = memstore.get_tensor("s", "x")
     assert x.shape == () and x.dtype == np.float32 and x == 2.5
     assert memstore.tensors("s")[0].shape == ()
-    row = memstore.conn.execute("SELECT shape, dtype, nbytes FROM tensors WHERE model = 's'"
-                                " AND tensor = 'y'").fetchone()
+    row = memstore.conn.execute(
+        "SELECT shape, dtype, nbytes FROM tensors WHERE model = 's' AND tensor = 'y'"
+    ).fetchone()
     assert row == ("[]", "int64", 8)
 
 
@@ -161,19 +172,28 @@ def shared_store(block_rows, block_cols, page_blocks):
     if key not in _memory_stores:
         conn = sqlite_tensor.connect(":memory:")
         _memory_stores[key] = sqlite_tensor.Store(
-            conn, block_rows=block_rows, block_cols=block_cols, page_blocks=page_blocks)
+            conn, block_rows=block_rows, block_cols=block_cols, page_blocks=page_blocks
+        )
     return _memory_stores[key]
 
 
-shapes = st.lists(st.integers(1, 9), min_size=0, max_size=4).filter(
-    lambda s: int(np.prod(s)) <= 600).map(tuple)
+shapes = (
+    st.lists(st.integers(1, 9), min_size=0, max_size=4)
+    .filter(lambda s: int(np.prod(s)) <= 600)
+    .map(tuple)
+)
 _counter = itertools.count()
 
 
 @FAST
-@given(shape=shapes, dtype=st.sampled_from(ALL_DTYPES), block=st.sampled_from(BLOCK_SHAPES),
-       page_blocks=st.integers(1, 3), seed=st.integers(0, 2**32 - 1),
-       repeat_rows=st.booleans())
+@given(
+    shape=shapes,
+    dtype=st.sampled_from(ALL_DTYPES),
+    block=st.sampled_from(BLOCK_SHAPES),
+    page_blocks=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+    repeat_rows=st.booleans(),
+)
 def test_any_shape_round_trips(shape, dtype, block, page_blocks, seed, repeat_rows):
     store = shared_store(*block, page_blocks)
     rng = np.random.default_rng(seed)
@@ -201,10 +221,13 @@ def teardown_module():
 
 # -- tensor files --------------------------------------------------------------------------------
 
+
 def mixed_model(rng):
     return {f"{np.dtype(dt).name}.w": random_array(rng, (5, 7), dt) for dt in ALL_DTYPES} | {
-        "scalar": np.array(1.5, np.float32), "vector": random_array(rng, (13,), np.int16),
-        "rank4": random_array(rng, (2, 3, 2, 4), np.float16)}
+        "scalar": np.array(1.5, np.float32),
+        "vector": random_array(rng, (13,), np.int16),
+        "rank4": random_array(rng, (2, 3, 2, 4), np.float16),
+    }
 
 
 def test_export_safetensors_and_reread(memstore, rng, tmp_path):
@@ -217,9 +240,25 @@ def test_export_safetensors_and_reread(memstore, rng, tmp_path):
     for name, arr in model.items():
         assert same(back[name], arr), name
     # the safetensors package reads what numpy can represent
-    numpy_ok = {k: v for k, v in model.items() if v.dtype.type in
-                (np.float32, np.float16, np.float64, np.int8, np.int16, np.int32, np.int64,
-                 np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)}
+    numpy_ok = {
+        k: v
+        for k, v in model.items()
+        if v.dtype.type
+        in (
+            np.float32,
+            np.float16,
+            np.float64,
+            np.int8,
+            np.int16,
+            np.int32,
+            np.int64,
+            np.uint8,
+            np.uint16,
+            np.uint32,
+            np.uint64,
+            np.bool_,
+        )
+    }
     theirs = safetensors.numpy.load_file(str(path)) if len(numpy_ok) == len(model) else None
     if theirs is None:  # bf16/f8 present: check a file of just the numpy dtypes
         memstore.add_model("plain", numpy_ok)
@@ -235,8 +274,7 @@ def test_export_safetensors_and_reread(memstore, rng, tmp_path):
 
 
 def test_export_npz_and_reread(memstore, rng, tmp_path):
-    model = {k: v for k, v in mixed_model(rng).items()
-             if "bfloat16" not in k and "float8" not in k}
+    model = {k: v for k, v in mixed_model(rng).items() if "bfloat16" not in k and "float8" not in k}
     memstore.add_model("m", model)
     path = tmp_path / "m.npz"
     memstore.export_model("m", str(path))
@@ -259,11 +297,13 @@ def test_export_npz_refuses_bfloat16_and_writes_nothing(memstore, tmp_path):
 
 
 def test_add_model_from_a_file_written_by_safetensors(memstore, rng, tmp_path):
-    tensors = {"embedding.weight": rng.standard_normal((17, 6)).astype(np.float32),
-               "fc.bias": rng.standard_normal(6).astype(np.float16),
-               "steps": np.array([1, 2, 3], np.int64),
-               "mask": np.array([[True, False], [False, True]]),
-               "u8": np.arange(30, dtype=np.uint8).reshape(5, 6)}
+    tensors = {
+        "embedding.weight": rng.standard_normal((17, 6)).astype(np.float32),
+        "fc.bias": rng.standard_normal(6).astype(np.float16),
+        "steps": np.array([1, 2, 3], np.int64),
+        "mask": np.array([[True, False], [False, True]]),
+        "u8": np.arange(30, dtype=np.uint8).reshape(5, 6),
+    }
     path = tmp_path / "real.safetensors"
     safetensors.numpy.save_file(tensors, str(path), metadata={"format": "np"})
     report = memstore.add_model("real", path)
@@ -275,8 +315,11 @@ def test_add_model_from_a_file_written_by_safetensors(memstore, rng, tmp_path):
 
 
 def test_add_model_from_npz(memstore, rng, tmp_path):
-    tensors = {"a": rng.standard_normal((4, 9)), "b": np.arange(7, dtype=np.int32),
-               "c": np.array(3, np.uint16)}
+    tensors = {
+        "a": rng.standard_normal((4, 9)),
+        "b": np.arange(7, dtype=np.int32),
+        "c": np.array(3, np.uint16),
+    }
     np.savez(tmp_path / "plain.npz", **tensors)
     np.savez_compressed(tmp_path / "packed.npz", **tensors)
     memstore.add_model("plain", tmp_path / "plain.npz")

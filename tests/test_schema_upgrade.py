@@ -2,25 +2,30 @@
 generation, no residual or files tables, no <store>_residuals_by_page index, version-1 pages without
 checksums) is upgraded when opened writable, in one transaction, to exactly what a fresh
 store is; read-only it stays as it was and reads right."""
+
 from __future__ import annotations
 
 import apsw
 import numpy as np
 import pytest
+from conftest import SMALL, dump, same, tamperable
 
 import sqlite_tensor
 from sqlite_tensor import _engine, pages
 from sqlite_tensor.schema import PARTS
-from conftest import SMALL, dump, same, tamperable
 
 LAYERS = [{"op": "dense", "weight": "w", "bias": "b", "activation": "relu"}]
 
 
 def models(seed=5):
     rng = np.random.default_rng(seed)
-    return {"base": {"w": rng.standard_normal((10, 20)).astype(np.float32),
-                     "b": rng.standard_normal(10).astype(np.float32),
-                     "e": rng.integers(-9, 9, (7, 3)).astype(np.int16)}}
+    return {
+        "base": {
+            "w": rng.standard_normal((10, 20)).astype(np.float32),
+            "b": rng.standard_normal(10).astype(np.float32),
+            "e": rng.integers(-9, 9, (7, 3)).astype(np.int16),
+        }
+    }
 
 
 def fresh_store(path):
@@ -32,15 +37,19 @@ def fresh_store(path):
 def make_old_store(path):
     """A fresh store taken back by hand to how a session-1 store looked."""
     fresh_store(path)
-    conn = apsw.Connection(str(path))   # plain SQL: no extension, defensive off
+    conn = apsw.Connection(str(path))  # plain SQL: no extension, defensive off
     with conn:
-        conn.execute("DROP TABLE tensors_residuals; DROP TABLE tensors_dedup; DROP TABLE tensors_files;"
-                     "DELETE FROM tensors_config WHERE key IN ('uid', 'generation');"
-                     "UPDATE tensors_config SET value = 1 WHERE key = 'format_version'")
+        conn.execute(
+            "DROP TABLE tensors_residuals; DROP TABLE tensors_dedup; DROP TABLE tensors_files;"
+            "DELETE FROM tensors_config WHERE key IN ('uid', 'generation');"
+            "UPDATE tensors_config SET value = 1 WHERE key = 'format_version'"
+        )
         for page_id, data in conn.execute("SELECT id, data FROM tensors_pages").fetchall():
             old = pages.build_v1_page([np.frombuffer(s, np.uint8) for s in pages.read_slots(data)])
-            conn.execute("UPDATE tensors_pages SET data = ?, nbytes = ? WHERE id = ?",
-                         (old, len(old), page_id))
+            conn.execute(
+                "UPDATE tensors_pages SET data = ?, nbytes = ? WHERE id = ?",
+                (old, len(old), page_id),
+            )
     conn.close()
 
 
@@ -56,11 +65,17 @@ def comparable(conn):
 def test_upgrade_gives_a_fresh_store(tmp_path):
     make_old_store(tmp_path / "old.sqlite")
     fresh_store(tmp_path / "fresh.sqlite")
-    with sqlite_tensor.Store(str(tmp_path / "old.sqlite")) as old, \
-            sqlite_tensor.Store(str(tmp_path / "fresh.sqlite")) as fresh:
-        assert comparable(old.conn) == comparable(fresh.conn)   # pages byte for byte too
-        assert old.conn.execute("SELECT count(*) FROM sqlite_schema WHERE name ="
-                                " 'tensors_residuals_by_page'").get == 1
+    with (
+        sqlite_tensor.Store(str(tmp_path / "old.sqlite")) as old,
+        sqlite_tensor.Store(str(tmp_path / "fresh.sqlite")) as fresh,
+    ):
+        assert comparable(old.conn) == comparable(fresh.conn)  # pages byte for byte too
+        assert (
+            old.conn.execute(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'tensors_residuals_by_page'"
+            ).get
+            == 1
+        )
         config = dict(old.conn.execute("SELECT key, value FROM tensors_config"))
         assert {"uid", "generation"} <= config.keys() and config["format_version"] == 2
         assert old.verify() == []
@@ -105,9 +120,11 @@ def test_upgrade_is_all_or_nothing(tmp_path):
     conn = apsw.Connection(str(path))
     before = dump(conn), conn.execute("SELECT count(*) FROM sqlite_schema").get
     conn.close()
-    conn = tamperable(sqlite_tensor.connect(path))   # defensive mode refuses such triggers
-    conn.execute("CREATE TEMP TRIGGER refuse BEFORE UPDATE ON main.tensors_pages WHEN new.id = 2"
-                 " BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END")
+    conn = tamperable(sqlite_tensor.connect(path))  # defensive mode refuses such triggers
+    conn.execute(
+        "CREATE TEMP TRIGGER refuse BEFORE UPDATE ON main.tensors_pages WHEN new.id = 2"
+        " BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+    )
     with pytest.raises(Exception, match="refused by a test trigger"):
         sqlite_tensor.Store(conn)
     conn.close()
@@ -120,8 +137,13 @@ def test_python_parts_are_the_engines(memdb):
     """schema.PARTS comes from the engine, and names exactly a fresh store's tables."""
     assert PARTS == _engine.shadow_parts()
     sqlite_tensor.Store(memdb)
-    tables = {n for (n,) in memdb.execute("SELECT name FROM sqlite_schema WHERE type = 'table'"
-                                          " AND name LIKE 'tensors\\_%' ESCAPE '\\'")}
+    tables = {
+        n
+        for (n,) in memdb.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table'"
+            " AND name LIKE 'tensors\\_%' ESCAPE '\\'"
+        )
+    }
     assert tables == {f"tensors_{p}" for p in PARTS}
 
 

@@ -3,6 +3,7 @@ residual kinds and bits, and the page format's numbers are written once, in the 
 (cython/c/st_names.h, cython/c/st_page.h); the Python modules use the engine's exports.
 Where something is still written twice (a struct layout in Python's struct format and in
 C), this checks that the two agree."""
+
 from __future__ import annotations
 
 import re
@@ -24,32 +25,57 @@ def test_python_modules_use_the_engine_lists():
     assert layers.COMPUTE_DTYPES is _engine.COMPUTE_DTYPES
     assert residuals.BITS is _engine.RESIDUAL_BITS
     assert residuals.KINDS == _engine.RESIDUAL_KINDS
-    assert (residuals.LOWRANK, residuals.QUANTIZED) == (_engine.RESIDUAL_LOWRANK,
-                                                        _engine.RESIDUAL_QUANTIZED)
+    assert (residuals.LOWRANK, residuals.QUANTIZED) == (
+        _engine.RESIDUAL_LOWRANK,
+        _engine.RESIDUAL_QUANTIZED,
+    )
     assert set(residuals.KINDS) == {residuals.LOWRANK, residuals.QUANTIZED}
     fmt = _engine.PAGE_FORMAT
-    assert (pages.MAGIC, pages.VERSION, pages.V1_HEADER_BYTES, pages.HEADER_BYTES,
-            pages.CHECKSUM_AT, pages.SLOT_BYTES, pages.ALIGN) == (
-        fmt["magic"], fmt["version"], fmt["v1_header_bytes"], fmt["header_bytes"],
-        fmt["checksum_at"], fmt["slot_bytes"], fmt["align"])
+    assert (
+        pages.MAGIC,
+        pages.VERSION,
+        pages.V1_HEADER_BYTES,
+        pages.HEADER_BYTES,
+        pages.CHECKSUM_AT,
+        pages.SLOT_BYTES,
+        pages.ALIGN,
+    ) == (
+        fmt["magic"],
+        fmt["version"],
+        fmt["v1_header_bytes"],
+        fmt["header_bytes"],
+        fmt["checksum_at"],
+        fmt["slot_bytes"],
+        fmt["align"],
+    )
 
 
-@pytest.mark.parametrize("module,literals", [
-    ("layers.py", ['"relu"', '"sigmoid"', '"softmax"', '"bfloat16"', '("sum", "mean")']),
-    ("residuals.py", ['"low-rank"', "(2, 4, 8)"]),
-    ("pages.py", ['b"STPG"', "HEADER_BYTES = 24", "SLOT_BYTES = 16"]),
-])
+@pytest.mark.parametrize(
+    "module,literals",
+    [
+        ("layers.py", ['"relu"', '"sigmoid"', '"softmax"', '"bfloat16"', '("sum", "mean")']),
+        ("residuals.py", ['"low-rank"', "(2, 4, 8)"]),
+        ("pages.py", ['b"STPG"', "HEADER_BYTES = 24", "SLOT_BYTES = 16"]),
+    ],
+)
 def test_lists_not_typed_again(module, literals):
     """The modules do not restate a list the engine owns (a second copy could drift)."""
     code = (ROOT / "sqlite_tensor" / module).read_text()
-    code = re.sub(r'"""[\s\S]*?"""', "", code)          # docstrings may describe the lists
+    code = re.sub(r'"""[\s\S]*?"""', "", code)  # docstrings may describe the lists
     code = "\n".join(line.split("#")[0] for line in code.splitlines())
     for lit in literals:
         assert lit not in code, f"{module} types {lit} again; take it from _engine"
 
 
-@pytest.mark.parametrize("kind,names", [("op", "LAYER_OPS"), ("activation", "ACTIVATIONS"),
-                                        ("dtype", "COMPUTE_DTYPES"), ("bag_mode", "BAG_MODES")])
+@pytest.mark.parametrize(
+    "kind,names",
+    [
+        ("op", "LAYER_OPS"),
+        ("activation", "ACTIVATIONS"),
+        ("dtype", "COMPUTE_DTYPES"),
+        ("bag_mode", "BAG_MODES"),
+    ],
+)
 def test_list_order_is_the_engine_code(kind, names):
     """Each exported list is indexed by the code the plan loader gives the name."""
     for code, name in enumerate(getattr(_engine, names)):
@@ -89,9 +115,15 @@ def test_page_struct_layouts_agree_with_the_engine():
 
 # The checksum's known answers; tests/c/test_st_page.c asserts the same numbers against the
 # C function directly, so the C unit and the value Python writes are one function.
-KNOWN = [(0, 0, 0x033a41d49818249b), (5, 1, 0x3eafa7e3cae7e271), (24, 42, 0x7e1250ba56eb94d5),
-         (31, 42, 0x9dea6b184cd8054c), (32, 42, 0xd851b33e5102d3c9),
-         (100, 42, 0x2ece41c5b3a431d1), (4096, 123456789, 0x47d571b2ee8e05bf)]
+KNOWN = [
+    (0, 0, 0x033A41D49818249B),
+    (5, 1, 0x3EAFA7E3CAE7E271),
+    (24, 42, 0x7E1250BA56EB94D5),
+    (31, 42, 0x9DEA6B184CD8054C),
+    (32, 42, 0xD851B33E5102D3C9),
+    (100, 42, 0x2ECE41C5B3A431D1),
+    (4096, 123456789, 0x47D571B2EE8E05BF),
+]
 
 
 @pytest.mark.parametrize("n,page_id,want", KNOWN)
@@ -102,19 +134,43 @@ def test_page_checksum_known_values(n, page_id, want):
 
 def test_page_checksum_constants_match_the_c_test():
     c_test = (ROOT / "tests" / "c" / "test_st_page.c").read_text()
-    found = {(int(n), int(p), int(h, 16)) for n, p, h in
-             re.findall(r"\{(\d+), (\d+), 0x([0-9a-f]+)ULL\}", c_test)}
+    found = {
+        (int(n), int(p), int(h, 16))
+        for n, p, h in re.findall(r"\{(\d+), (\d+), 0x([0-9a-f]+)ULL\}", c_test)
+    }
     assert found == set(KNOWN)
 
 
 # Every name sqlite_tensor._engine offered before the split of engine.pyx (issue #12).
 ENGINE_API = {
-    "EngineError", "PLAN_CACHE_SIZE", "_CachedPlan", "_fork_pool_skipped", "_ids",
-    "_kernel_workers", "_page_memory_configure", "_page_memory_stats", "_plans",
-    "_set_page_checks", "cache_clear", "cache_configure", "cache_policies", "cache_record",
-    "cache_simulate", "cache_stats", "cache_trace", "effective_threads", "get_threads",
-    "page_checksum", "predict", "read_tensor_into", "set_threads", "shadow_parts",
-    "store_needs_upgrade", "upgrade_store", "version"}
+    "EngineError",
+    "PLAN_CACHE_SIZE",
+    "_CachedPlan",
+    "_fork_pool_skipped",
+    "_ids",
+    "_kernel_workers",
+    "_page_memory_configure",
+    "_page_memory_stats",
+    "_plans",
+    "_set_page_checks",
+    "cache_clear",
+    "cache_configure",
+    "cache_policies",
+    "cache_record",
+    "cache_simulate",
+    "cache_stats",
+    "cache_trace",
+    "effective_threads",
+    "get_threads",
+    "page_checksum",
+    "predict",
+    "read_tensor_into",
+    "set_threads",
+    "shadow_parts",
+    "store_needs_upgrade",
+    "upgrade_store",
+    "version",
+}
 
 
 def test_engine_python_names_kept():

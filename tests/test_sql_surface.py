@@ -1,5 +1,6 @@
 """The SQL surface through apsw: the store table and its index use, tensor_blob, the report
 table-valued functions, the registered names, and argument errors."""
+
 from __future__ import annotations
 
 import re
@@ -8,12 +9,12 @@ from pathlib import Path
 import apsw
 import numpy as np
 import pytest
+from conftest import random_array
 
 import sqlite_tensor
-from sqlite_tensor.schema import PARTS
 from sqlite_tensor import _engine
+from sqlite_tensor.schema import PARTS
 from sqlite_tensor.testing.families import text_classifier_family
-from conftest import random_array
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "sql.md"
 
@@ -25,7 +26,10 @@ MODULES = {"tensor_store", "tensor_stats", "tensor_models", "tensor_pages"}
 def sql(store, rng):
     """A store with a few models; returns (store, {model: {tensor: array}})."""
     models = text_classifier_family(3, vocab=12, dim=7, hidden=4)
-    models["odd"] = {"scalar": np.array(5, np.int32), "cube": random_array(rng, (2, 3, 4), np.uint16)}
+    models["odd"] = {
+        "scalar": np.array(5, np.int32),
+        "cube": random_array(rng, (2, 3, 4), np.uint16),
+    }
     for name, tensors in models.items():
         store.add_model(name, tensors)
     return store, models
@@ -40,8 +44,9 @@ def test_where_model_uses_the_index(sql):
     conn = store.conn
     assert "INDEX 1" in plan(conn, "SELECT tensor FROM tensors WHERE model = ?", ("base",))
     assert "INDEX 2" in plan(conn, "SELECT model FROM tensors WHERE tensor = ?", ("fc1.bias",))
-    assert "INDEX 3" in plan(conn, "SELECT data FROM tensors WHERE model = ? AND tensor = ?",
-                             ("base", "fc1.bias"))
+    assert "INDEX 3" in plan(
+        conn, "SELECT data FROM tensors WHERE model = ? AND tensor = ?", ("base", "fc1.bias")
+    )
     assert "INDEX 0" in plan(conn, "SELECT * FROM tensors")
     assert "INDEX 0" in plan(conn, "SELECT * FROM tensors WHERE model > 'a'")  # not an equality
 
@@ -49,8 +54,9 @@ def test_where_model_uses_the_index(sql):
 def test_rows_of_the_store_table(sql):
     store, models = sql
     conn = store.conn
-    rows = conn.execute("SELECT model, tensor, shape, dtype, nbytes FROM tensors WHERE model = ?",
-                        ("odd",)).fetchall()
+    rows = conn.execute(
+        "SELECT model, tensor, shape, dtype, nbytes FROM tensors WHERE model = ?", ("odd",)
+    ).fetchall()
     assert rows == [("odd", "scalar", "[]", "int32", 4), ("odd", "cube", "[2, 3, 4]", "uint16", 48)]
     every = conn.execute("SELECT model, tensor FROM tensors").fetchall()
     assert every == [(m, t) for m, ts in models.items() for t in ts]
@@ -61,12 +67,21 @@ def test_rows_of_the_store_table(sql):
         assert conn.execute("SELECT count(*) FROM tensors WHERE model = ?", (missing,)).get == 0
     # data is hidden: SELECT * has the five visible columns
     cursor = conn.execute("SELECT * FROM tensors LIMIT 1")
-    assert [d[0] for d in cursor.get_description()] == ["model", "tensor", "shape", "dtype", "nbytes"]
+    assert [d[0] for d in cursor.get_description()] == [
+        "model",
+        "tensor",
+        "shape",
+        "dtype",
+        "nbytes",
+    ]
     # rowid is the tensor's id
     ids = dict(conn.execute("SELECT tensor, rowid FROM tensors WHERE model = 'odd'"))
-    assert ids == dict(conn.execute(
-        "SELECT name, id FROM tensors_tensors WHERE model_id = (SELECT id FROM tensors_models"
-        " WHERE name = 'odd')"))
+    assert ids == dict(
+        conn.execute(
+            "SELECT name, id FROM tensors_tensors WHERE model_id = (SELECT id FROM tensors_models"
+            " WHERE name = 'odd')"
+        )
+    )
 
 
 def test_data_column_equals_tensor_blob_and_numpy(sql):
@@ -74,8 +89,9 @@ def test_data_column_equals_tensor_blob_and_numpy(sql):
     conn = store.conn
     for model, tensors in models.items():
         for name, arr in tensors.items():
-            data = conn.execute("SELECT data FROM tensors WHERE model = ? AND tensor = ?",
-                                (model, name)).get
+            data = conn.execute(
+                "SELECT data FROM tensors WHERE model = ? AND tensor = ?", (model, name)
+            ).get
             blob = conn.execute("SELECT tensor_blob('tensors', ?, ?)", (model, name)).get
             assert data == blob == arr.tobytes()
     # data through a full scan and through the tensor index too
@@ -84,14 +100,18 @@ def test_data_column_equals_tensor_blob_and_numpy(sql):
     for m, d in conn.execute("SELECT model, data FROM tensors WHERE tensor = 'fc1.weight'"):
         assert d == models[m]["fc1.weight"].tobytes()
     # ... and the bytes are usable in SQL expressions
-    assert conn.execute("SELECT sum(length(data)) FROM tensors").get == \
-        sum(a.nbytes for ts in models.values() for a in ts.values())
+    assert conn.execute("SELECT sum(length(data)) FROM tensors").get == sum(
+        a.nbytes for ts in models.values() for a in ts.values()
+    )
 
 
 def test_the_store_table_is_read_only(sql):
     conn = sql[0].conn
-    for statement in ("INSERT INTO tensors(model, tensor) VALUES ('x', 'y')",
-                      "UPDATE tensors SET model = 'x'", "DELETE FROM tensors"):
+    for statement in (
+        "INSERT INTO tensors(model, tensor) VALUES ('x', 'y')",
+        "UPDATE tensors SET model = 'x'",
+        "DELETE FROM tensors",
+    ):
         with pytest.raises(apsw.SQLError, match="tensors may not be modified"):
             conn.execute(statement)
     assert sql[0].verify() == []
@@ -107,45 +127,70 @@ def documented_names() -> tuple[set, set]:
 
 
 def test_registered_names_are_the_documented_ones(memdb):
-    functions = {n for (n,) in memdb.execute(
-        "SELECT name FROM pragma_function_list WHERE name LIKE 'tensor%'")}
-    modules = {n for (n,) in memdb.execute(
-        "SELECT name FROM pragma_module_list WHERE name LIKE 'tensor%'")}
+    functions = {
+        n
+        for (n,) in memdb.execute("SELECT name FROM pragma_function_list WHERE name LIKE 'tensor%'")
+    }
+    modules = {
+        n for (n,) in memdb.execute("SELECT name FROM pragma_module_list WHERE name LIKE 'tensor%'")
+    }
     assert functions >= FUNCTIONS and modules >= MODULES
     if not DOCS.exists():
         pytest.skip("docs/sql.md is missing")
     assert (functions, modules) == documented_names()
     # arities
-    arity = dict(memdb.execute("SELECT name, narg FROM pragma_function_list WHERE name LIKE 'tensor%'"))
+    arity = dict(
+        memdb.execute("SELECT name, narg FROM pragma_function_list WHERE name LIKE 'tensor%'")
+    )
     assert arity["tensor_blob"] == 3 and arity["tensor_version"] == 0
 
 
 def test_tensor_version(memdb):
-    assert memdb.execute("SELECT tensor_version()").get == sqlite_tensor.__version__ == _engine.version()
+    assert (
+        memdb.execute("SELECT tensor_version()").get
+        == sqlite_tensor.__version__
+        == _engine.version()
+    )
 
 
 @pytest.mark.parametrize("report", ["tensor_stats", "tensor_models", "tensor_pages"])
 def test_reports_need_a_store_name(sql, report):
     conn = sql[0].conn
     message = f"{report}: needs a store name, as in SELECT * FROM {report}('tensors')"
-    for query in (f"SELECT * FROM {report}", f"SELECT * FROM {report}(NULL)",
-                  f"SELECT * FROM {report}(42)", f"SELECT * FROM {report}(x'00')",
-                  f"SELECT * FROM {report} WHERE store > 'a'"):
+    for query in (
+        f"SELECT * FROM {report}",
+        f"SELECT * FROM {report}(NULL)",
+        f"SELECT * FROM {report}(42)",
+        f"SELECT * FROM {report}(x'00')",
+        f"SELECT * FROM {report} WHERE store > 'a'",
+    ):
         with pytest.raises(apsw.SQLError) as info:
             conn.execute(query).fetchall()
         assert message in str(info.value), query
     with pytest.raises(apsw.SQLError, match=f"{report}: no tensor store named 'nope'"):
         conn.execute(f"SELECT * FROM {report}('nope')").fetchall()
     # the hidden-column form is the same as the argument form
-    assert conn.execute(f"SELECT * FROM {report} WHERE store = 'tensors'").fetchall() == \
-        conn.execute(f"SELECT * FROM {report}('tensors')").fetchall()
-    assert conn.execute(f"SELECT DISTINCT store FROM {report}('tensors')").fetchall() == [("tensors",)]
+    assert (
+        conn.execute(f"SELECT * FROM {report} WHERE store = 'tensors'").fetchall()
+        == conn.execute(f"SELECT * FROM {report}('tensors')").fetchall()
+    )
+    assert conn.execute(f"SELECT DISTINCT store FROM {report}('tensors')").fetchall() == [
+        ("tensors",)
+    ]
     # the store name may come from another table (a correlated argument), also alongside
     # a range constraint on it
     direct = conn.execute(f"SELECT * FROM {report}('tensors')").fetchall()
-    assert conn.execute(f"SELECT r.* FROM (SELECT 'tensors' AS n) x, {report}(x.n) r").fetchall() == direct
-    assert conn.execute(f"SELECT r.* FROM {report} r JOIN (SELECT 'tensors' AS n) x"
-                        " ON r.store = x.n AND r.store > 'a'").fetchall() == direct
+    assert (
+        conn.execute(f"SELECT r.* FROM (SELECT 'tensors' AS n) x, {report}(x.n) r").fetchall()
+        == direct
+    )
+    assert (
+        conn.execute(
+            f"SELECT r.* FROM {report} r JOIN (SELECT 'tensors' AS n) x"
+            " ON r.store = x.n AND r.store > 'a'"
+        ).fetchall()
+        == direct
+    )
 
 
 def test_reports_agree_with_the_python_api(sql):
@@ -159,11 +204,15 @@ def test_reports_agree_with_the_python_api(sql):
     assert names == list(models)
     pages = conn.execute("SELECT page_id, bytes, blocks FROM tensor_pages('tensors')").fetchall()
     assert pages == [(p["page_id"], p["bytes"], p["blocks"]) for p in store.page_stats()]
-    assert pages == conn.execute("SELECT id, nbytes, nblocks FROM tensors_pages ORDER BY id").fetchall()
+    assert (
+        pages
+        == conn.execute("SELECT id, nbytes, nblocks FROM tensors_pages ORDER BY id").fetchall()
+    )
     # reports join with the store table like any table
     joined = conn.execute(
         "SELECT t.model, count(*), m.tensors FROM tensors t JOIN tensor_models('tensors') m"
-        " ON m.model = t.model GROUP BY t.model ORDER BY t.model").fetchall()
+        " ON m.model = t.model GROUP BY t.model ORDER BY t.model"
+    ).fetchall()
     assert all(n == k for _, n, k in joined) and len(joined) == len(models)
 
 
@@ -179,22 +228,38 @@ def test_reports_on_an_empty_store(memdb):
     assert store.stats()["dedup_ratio"] is None and store.verify() == []
 
 
-@pytest.mark.parametrize("args, message", [
-    ("NULL, 'base', 'fc1.bias'", "tensor_blob: argument 1 (store) must be text, got NULL"),
-    ("'tensors', NULL, 'fc1.bias'", "tensor_blob: argument 2 (model) must be text, got NULL"),
-    ("'tensors', 'base', NULL", "tensor_blob: argument 3 (tensor) must be text, got NULL"),
-    ("'tensors', 7, 'fc1.bias'", "tensor_blob: argument 2 (model) must be text, got an integer"),
-    ("'tensors', 'base', 1.5", "tensor_blob: argument 3 (tensor) must be text, got a real"),
-    ("x'00', 'base', 'fc1.bias'", "tensor_blob: argument 1 (store) must be text, got a blob"),
-    ("'tensors', 'nope', 'fc1.bias'", "tensor_blob: no model 'nope' in store 'tensors'"),
-    ("'tensors', 'base', 'nope'", "tensor_blob: no tensor 'nope' in model 'base' of store 'tensors'"),
-    ("'nope', 'base', 'fc1.bias'", "tensor_blob: no tensor store named 'nope'"),
-    ("'tensors_models', 'base', 'fc1.bias'", "tensor_blob: no tensor store named 'tensors_models'"),
-    ("'tensors', 'base', 'fc1.bias' || char(0) || 'x'",  # not read as 'fc1.bias'
-     "tensor_blob: argument 3 (tensor) contains a NUL character"),
-    ("'tensors' || char(0), 'base', 'fc1.bias'",
-     "tensor_blob: argument 1 (store) contains a NUL character"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ("NULL, 'base', 'fc1.bias'", "tensor_blob: argument 1 (store) must be text, got NULL"),
+        ("'tensors', NULL, 'fc1.bias'", "tensor_blob: argument 2 (model) must be text, got NULL"),
+        ("'tensors', 'base', NULL", "tensor_blob: argument 3 (tensor) must be text, got NULL"),
+        (
+            "'tensors', 7, 'fc1.bias'",
+            "tensor_blob: argument 2 (model) must be text, got an integer",
+        ),
+        ("'tensors', 'base', 1.5", "tensor_blob: argument 3 (tensor) must be text, got a real"),
+        ("x'00', 'base', 'fc1.bias'", "tensor_blob: argument 1 (store) must be text, got a blob"),
+        ("'tensors', 'nope', 'fc1.bias'", "tensor_blob: no model 'nope' in store 'tensors'"),
+        (
+            "'tensors', 'base', 'nope'",
+            "tensor_blob: no tensor 'nope' in model 'base' of store 'tensors'",
+        ),
+        ("'nope', 'base', 'fc1.bias'", "tensor_blob: no tensor store named 'nope'"),
+        (
+            "'tensors_models', 'base', 'fc1.bias'",
+            "tensor_blob: no tensor store named 'tensors_models'",
+        ),
+        (
+            "'tensors', 'base', 'fc1.bias' || char(0) || 'x'",  # not read as 'fc1.bias'
+            "tensor_blob: argument 3 (tensor) contains a NUL character",
+        ),
+        (
+            "'tensors' || char(0), 'base', 'fc1.bias'",
+            "tensor_blob: argument 1 (store) contains a NUL character",
+        ),
+    ],
+)
 def test_tensor_blob_argument_errors(sql, args, message):
     conn = sql[0].conn
     with pytest.raises(apsw.SQLError) as info:
@@ -212,7 +277,8 @@ def test_tensor_blob_from_a_whole_query(sql):
     store, models = sql
     rows = store.conn.execute(
         "SELECT model, tensor, tensor_blob('tensors', model, tensor) FROM tensors"
-        " WHERE tensor LIKE 'fc%'").fetchall()
+        " WHERE tensor LIKE 'fc%'"
+    ).fetchall()
     assert len(rows) == 12
     for model, tensor, blob in rows:
         assert blob == models[model][tensor].tobytes()

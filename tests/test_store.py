@@ -1,18 +1,37 @@
 """The Store API itself: opening and closing, listing, reports' shapes, IngestReport."""
+
 from __future__ import annotations
 
 import apsw
 import numpy as np
 import pytest
+from conftest import SMALL, random_array, same
 
 import sqlite_tensor
 from sqlite_tensor import IngestReport, TensorInfo
-from conftest import SMALL, random_array, same
 
-STATS_KEYS = ["models", "tensors", "logical_bytes", "physical_bytes", "distinct_blocks", "pages",
-              "page_bytes", "dedup_ratio", "block_rows", "block_cols", "page_blocks"]
-MODEL_KEYS = ["model", "tensors", "blocks", "logical_bytes", "physical_bytes", "private_bytes",
-              "pages"]
+STATS_KEYS = [
+    "models",
+    "tensors",
+    "logical_bytes",
+    "physical_bytes",
+    "distinct_blocks",
+    "pages",
+    "page_bytes",
+    "dedup_ratio",
+    "block_rows",
+    "block_cols",
+    "page_blocks",
+]
+MODEL_KEYS = [
+    "model",
+    "tensors",
+    "blocks",
+    "logical_bytes",
+    "physical_bytes",
+    "private_bytes",
+    "pages",
+]
 PAGE_KEYS = ["page_id", "bytes", "blocks", "models", "tensors"]
 
 
@@ -45,14 +64,19 @@ def test_store_on_a_connection_leaves_it_open(db):
 
 
 def test_listing(store, rng):
-    a = {"z.last": random_array(rng, (2, 3), np.float16), "a.first": np.array(1, np.int8),
-         "m.mid": random_array(rng, (4, 1, 2), np.uint32)}
+    a = {
+        "z.last": random_array(rng, (2, 3), np.float16),
+        "a.first": np.array(1, np.int8),
+        "m.mid": random_array(rng, (4, 1, 2), np.uint32),
+    }
     store.add_model("second-added", {"x": np.ones(1)})
     store.add_model("a-model", a)
     assert store.models() == ["second-added", "a-model"]  # the order they were added
     assert store.tensors("a-model") == [
-        TensorInfo("z.last", (2, 3), "float16", 12), TensorInfo("a.first", (), "int8", 1),
-        TensorInfo("m.mid", (4, 1, 2), "uint32", 32)]
+        TensorInfo("z.last", (2, 3), "float16", 12),
+        TensorInfo("a.first", (), "int8", 1),
+        TensorInfo("m.mid", (4, 1, 2), "uint32", 32),
+    ]
     assert "a-model" in store and "other" not in store and None not in store
     model = store.get_model("a-model")
     assert list(model) == list(a)
@@ -101,8 +125,8 @@ def test_page_layout(store, rng):
     # the checksum counts its own field as zero and is seeded with the page id
     assert stored == sqlite_tensor.pages.checksum(data[:16] + bytes(8) + data[24:], page_id)
     assert stored != sqlite_tensor.pages.checksum(data, page_id + 1)
-    off0, len0 = (int.from_bytes(data[24 + i:32 + i], "little") for i in (0, 8))
-    off1, len1 = (int.from_bytes(data[40 + i:48 + i], "little") for i in (0, 8))
+    off0, len0 = (int.from_bytes(data[24 + i : 32 + i], "little") for i in (0, 8))
+    off1, len1 = (int.from_bytes(data[40 + i : 48 + i], "little") for i in (0, 8))
     assert (off0, len0, off1, len1) == (64, 30, 128, 30)
     assert data[64:94] == w[:, :5].tobytes() and data[128:158] == w[:, 5:].tobytes()
     assert len(data) == 158
@@ -110,8 +134,13 @@ def test_page_layout(store, rng):
 
 def test_many_models_and_a_wide_store(memdb, rng):
     store = sqlite_tensor.Store(memdb, "wide", block_rows=64, block_cols=64, page_blocks=8)
-    models = {f"m{i:02d}": {"w": random_array(rng, (100, 70), np.float16),
-                            "shared": np.arange(500, dtype=np.float32)} for i in range(12)}
+    models = {
+        f"m{i:02d}": {
+            "w": random_array(rng, (100, 70), np.float16),
+            "shared": np.arange(500, dtype=np.float32),
+        }
+        for i in range(12)
+    }
     for name, tensors in models.items():
         store.add_model(name, tensors)
     assert store.models() == list(models)

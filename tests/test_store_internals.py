@@ -6,6 +6,7 @@
 - every package directory is a package setuptools finds, so a wheel holds it;
 - the writer seam ends with its transaction.
 """
+
 from __future__ import annotations
 
 import ast
@@ -32,9 +33,14 @@ def store_private_names() -> set[str]:
     names = {n for n in dir(Store) if n.startswith("_") and not n.startswith("__")}
     for path in STORE_PACKAGE.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) \
-                    and isinstance(node.value, ast.Name) and node.value.id == "self" \
-                    and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 names.add(node.attr)
     return names
 
@@ -43,8 +49,11 @@ def private_uses(path: Path, names: set[str]) -> list[str]:
     """`x._name` (x not self) and the string '_name' (setattr, monkeypatch) in a file."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Attribute) and node.attr in names and not (
-                isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in names
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
             found.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
         elif isinstance(node, ast.Constant) and node.value in names:
             found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
@@ -54,12 +63,22 @@ def private_uses(path: Path, names: set[str]) -> list[str]:
 def test_the_scan_finds_private_uses(tmp_path, monkeypatch):
     names = store_private_names()
     # the seam's own targets: if these were not found, the scan below would prove nothing
-    assert {"_t", "_writing", "_compact_pages", "_new_generation", "_model_id",
-            "_require_model", "_write_layout", "_callers_mode", "_hash_block"} <= names
+    assert {
+        "_t",
+        "_writing",
+        "_compact_pages",
+        "_new_generation",
+        "_model_id",
+        "_require_model",
+        "_write_layout",
+        "_callers_mode",
+        "_hash_block",
+    } <= names
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     sample = tmp_path / "sample.py"
-    sample.write_text("store._t.blocks\nmonkeypatch.setattr(store, '_writing', f)\n"
-                      "self._t = 1\nstore.t\n")
+    sample.write_text(
+        "store._t.blocks\nmonkeypatch.setattr(store, '_writing', f)\nself._t = 1\nstore.t\n"
+    )
     assert private_uses(sample, names) == ["sample.py:1: ._t", "sample.py:2: '_writing'"]
 
 
@@ -68,8 +87,11 @@ def test_nothing_outside_store_uses_its_private_names(where):
     names = store_private_names()
     if where == "tests":
         names -= TEST_HOOKS
-    files = [p for p in (ROOT / where).rglob("*.py")
-             if STORE_PACKAGE not in p.parents and p.name != Path(__file__).name]
+    files = [
+        p
+        for p in (ROOT / where).rglob("*.py")
+        if STORE_PACKAGE not in p.parents and p.name != Path(__file__).name
+    ]
     assert files
     found = [use for p in files for use in private_uses(p, names)]
     assert found == [], "use the StoreWriter seam (Store.writer()) instead:\n" + "\n".join(found)
@@ -79,11 +101,18 @@ def test_every_package_directory_ships():
     """A directory of modules without __init__.py, or outside pyproject's include, would be
     left out of the wheel (pyproject.toml: [tool.setuptools.packages.find])."""
     found = set(setuptools.find_packages(str(ROOT), include=["sqlite_tensor", "sqlite_tensor.*"]))
-    dirs = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("*.py")
-            if "__pycache__" not in p.parts}
+    dirs = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for p in PACKAGE.rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
     assert dirs - found == set()
-    assert {"sqlite_tensor", "sqlite_tensor.store", "sqlite_tensor.dedup",
-            "sqlite_tensor.testing"} <= found
+    assert {
+        "sqlite_tensor",
+        "sqlite_tensor.store",
+        "sqlite_tensor.dedup",
+        "sqlite_tensor.testing",
+    } <= found
 
 
 def test_writer_is_one_transaction_and_ends_with_it(tmp_path):
@@ -126,9 +155,22 @@ assert groups == workloads.family_instance(2, 10, seed=1)
 print(sorted(str(w.message).split()[0] for w in caught
              if issubclass(w.category, DeprecationWarning)))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[0] == str(sorted([
-        "sqlite_tensor.families", "sqlite_tensor.trained", "sqlite_tensor.dedup.compare",
-        "sqlite_tensor.cache.family_trace", "sqlite_tensor.packing.family_instance"]))
+    assert done.stdout.split("\n")[0] == str(
+        sorted(
+            [
+                "sqlite_tensor.families",
+                "sqlite_tensor.trained",
+                "sqlite_tensor.dedup.compare",
+                "sqlite_tensor.cache.family_trace",
+                "sqlite_tensor.packing.family_instance",
+            ]
+        )
+    )

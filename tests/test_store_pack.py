@@ -1,4 +1,5 @@
 """Store.pack: the store's pages rewritten by a packing strategy, in one transaction."""
+
 from __future__ import annotations
 
 import json
@@ -6,12 +7,11 @@ import json
 import apsw
 import numpy as np
 import pytest
+from conftest import snapshot
 
 import sqlite_tensor
 from sqlite_tensor import cache, packing
 from sqlite_tensor.testing.families import TEXT_CLASSIFIER_LAYERS, text_classifier_family
-
-from conftest import snapshot
 
 
 def family_store(path, n_models=5, **options):
@@ -26,7 +26,9 @@ def scramble(store, seed=0):
     """Lay the blocks out at random (what pack should then improve on)."""
     blocks = np.array(sorted(b for page in store.page_layout() for b in page))
     np.random.default_rng(seed).shuffle(blocks)
-    layout = [blocks[i:i + store.page_blocks].tolist() for i in range(0, len(blocks), store.page_blocks)]
+    layout = [
+        blocks[i : i + store.page_blocks].tolist() for i in range(0, len(blocks), store.page_blocks)
+    ]
     with store.writer() as w:
         w.write_layout(layout)
     assert store.verify() == []
@@ -70,8 +72,9 @@ def test_pack_is_idempotent_and_models_can_be_added_after(tmp_path):
     again = store.pack("classes")
     assert again["pages_written"] == 0 and store.page_layout() == layout
     assert again["before"] == again["after"] == first["after"]
-    if {frozenset(p) for p in packing.pack(store.block_groups(), store.page_blocks)} != \
-            {frozenset(p) for p in layout}:
+    if {frozenset(p) for p in packing.pack(store.block_groups(), store.page_blocks)} != {
+        frozenset(p) for p in layout
+    }:
         assert store.pack()["pages_written"] > 0
     extra = {k: v.copy() for k, v in family["tuned-2"].items()}
     extra["fc1.weight"] += 1.0
@@ -115,8 +118,8 @@ def test_cached_pages_are_not_served_after_a_pack(tmp_path):
     store, family = family_store(tmp_path / "s.sqlite")
     scramble(store)
     bags = [np.array([1, 5, 9]), np.array([700])]
-    want = {m: store.predict(m, bags) for m in store.models()}   # pages now cached
-    other = sqlite_tensor.Store(tmp_path / "s.sqlite")           # a second connection
+    want = {m: store.predict(m, bags) for m in store.models()}  # pages now cached
+    other = sqlite_tensor.Store(tmp_path / "s.sqlite")  # a second connection
     assert cache.stats()["pages"] > 0
     store.pack()
     for m in store.models():
@@ -137,11 +140,12 @@ def test_pack_from_sql(tmp_path):
     assert (out["strategy"], out["by"]) == ("classes", "tensor")
     assert store.verify() == []
     for sql, message in [
-            ("SELECT tensor_pack('tensors', 'no-such')", "unknown packing strategy"),
-            ("SELECT tensor_pack('tensors', 'classes', 'layer')", "by must be 'model' or 'tensor'"),
-            ("SELECT tensor_pack('nope')", "nope"),
-            ("SELECT tensor_pack(NULL)", "store name is missing"),
-            ("SELECT tensor_pack(3)", "store must be text")]:
+        ("SELECT tensor_pack('tensors', 'no-such')", "unknown packing strategy"),
+        ("SELECT tensor_pack('tensors', 'classes', 'layer')", "by must be 'model' or 'tensor'"),
+        ("SELECT tensor_pack('nope')", "nope"),
+        ("SELECT tensor_pack(NULL)", "store name is missing"),
+        ("SELECT tensor_pack(3)", "store must be text"),
+    ]:
         with pytest.raises(apsw.Error, match=message):
             store.conn.execute(sql).get
     assert store.verify() == []
@@ -158,5 +162,10 @@ def test_pack_bad_arguments(tmp_path):
 
 def test_pack_an_empty_store(tmp_path):
     store = sqlite_tensor.Store(tmp_path / "e.sqlite")
-    assert store.pack() == {"strategy": packing.DEFAULT_STRATEGY, "by": "model",
-                            "pages_written": 0, "before": None, "after": None}
+    assert store.pack() == {
+        "strategy": packing.DEFAULT_STRATEGY,
+        "by": "model",
+        "pages_written": 0,
+        "before": None,
+        "after": None,
+    }

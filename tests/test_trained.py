@@ -1,5 +1,6 @@
 """The trained family: deterministic, well-formed, accurate where it should be, and served by
 a store exactly as the numpy reference computes it."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,13 @@ from sqlite_tensor.testing.trained import LAYERS, accuracy, delta_stats, fine_tu
 # The small configuration: a couple of seconds at most on one core.
 SMALL = dict(vocab=2048, dim=32, hidden=32, base_epochs=3, tune_docs=4000, eval_docs=1000)
 NAMES = ["base", "task-1", "task-2"]
-SHAPES = {"embedding.weight": (2048, 32), "fc1.weight": (32, 32), "fc1.bias": (32,),
-          "fc2.weight": (4, 32), "fc2.bias": (4,)}
+SHAPES = {
+    "embedding.weight": (2048, 32),
+    "fc1.weight": (32, 32),
+    "fc1.bias": (32,),
+    "fc2.weight": (4, 32),
+    "fc2.bias": (4,),
+}
 # Tiny and quick, for properties that do not need accuracy.
 TINY = dict(vocab=256, dim=8, hidden=8, base_docs=1000, tune_docs=200, eval_docs=50)
 
@@ -40,8 +46,10 @@ def test_shapes_and_dtypes(family):
                 assert bag.dtype == np.int64 and bag.ndim == 1 and 10 <= len(bag) <= 60
                 assert 0 <= bag.min() and bag.max() < 2048
         # validation and test are different documents
-        assert not all(np.array_equal(a, b) for a, b in
-                       zip(family.validation[name][0][:20], family.test[name][0][:20]))
+        assert not all(
+            np.array_equal(a, b)
+            for a, b in zip(family.validation[name][0][:20], family.test[name][0][:20])
+        )
     assert set(family.accuracy) == set(family.base_accuracy) == set(NAMES)
 
 
@@ -56,8 +64,9 @@ def test_deterministic(family):
     assert family.accuracy == again.accuracy
     # the seed matters
     one, two = fine_tuned_family(1, seed=1, **TINY), fine_tuned_family(1, seed=2, **TINY)
-    assert not np.array_equal(one.models["task-1"]["fc1.weight"],
-                              two.models["task-1"]["fc1.weight"])
+    assert not np.array_equal(
+        one.models["task-1"]["fc1.weight"], two.models["task-1"]["fc1.weight"]
+    )
 
 
 def test_accuracies(family):
@@ -65,9 +74,9 @@ def test_accuracies(family):
     assert 0.8 <= acc["base"] <= 0.97
     assert by_base["base"] == acc["base"]
     for name in NAMES[1:]:
-        assert acc[name] >= 0.75, name                        # fine-tuning learnt task i
-        assert acc[name] >= acc["base"] - 0.08, name          # nearly as well as the base did
-        assert by_base[name] <= acc[name] - 0.08, name        # the base is clearly worse there
+        assert acc[name] >= 0.75, name  # fine-tuning learnt task i
+        assert acc[name] >= acc["base"] - 0.08, name  # nearly as well as the base did
+        assert by_base[name] <= acc[name] - 0.08, name  # the base is clearly worse there
     for name in NAMES:
         bags, labels = family.validation[name]
         assert accuracy(family.models[name], bags, labels) == acc[name]
@@ -88,7 +97,10 @@ def test_fine_tuning_moves_frequent_rows_most(family):
         assert stats["rows_changed"] == pytest.approx(np.mean(moved > 1e-3))
         assert 0 < stats["relative"]["embedding.weight"] < 0.5
         assert delta_stats(base, base) == {
-            "rows_changed": 0.0, "rows_identical": 1.0, "relative": dict.fromkeys(base, 0.0)}
+            "rows_changed": 0.0,
+            "rows_identical": 1.0,
+            "relative": dict.fromkeys(base, 0.0),
+        }
 
 
 def test_vocabulary_order():
@@ -127,14 +139,34 @@ def test_store_predicts_the_same_logits(family, tmp_path):
             assert store.get_tensor(name, k).tobytes() == v.tobytes()
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(n_variants=-1), dict(n_variants=1.5), dict(n_variants=True), dict(vocab=1),
-    dict(dim=0), dict(hidden=-3), dict(classes=1), dict(latent=0), dict(seed=-1),
-    dict(min_len=0), dict(min_len=20, max_len=10), dict(label_noise=1.5),
-    dict(label_noise=-0.1), dict(task_angle=math.nan), dict(base_lr=0.0), dict(tune_lr=-1.0),
-    dict(base_docs=0), dict(tune_docs=0), dict(eval_docs=0), dict(base_epochs=0),
-    dict(tune_batch=0), dict(zipf=-1.0), dict(salient=0.0),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(n_variants=-1),
+        dict(n_variants=1.5),
+        dict(n_variants=True),
+        dict(vocab=1),
+        dict(dim=0),
+        dict(hidden=-3),
+        dict(classes=1),
+        dict(latent=0),
+        dict(seed=-1),
+        dict(min_len=0),
+        dict(min_len=20, max_len=10),
+        dict(label_noise=1.5),
+        dict(label_noise=-0.1),
+        dict(task_angle=math.nan),
+        dict(base_lr=0.0),
+        dict(tune_lr=-1.0),
+        dict(base_docs=0),
+        dict(tune_docs=0),
+        dict(eval_docs=0),
+        dict(base_epochs=0),
+        dict(tune_batch=0),
+        dict(zipf=-1.0),
+        dict(salient=0.0),
+    ],
+)
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         fine_tuned_family(**{"n_variants": 1, **TINY, **kwargs})

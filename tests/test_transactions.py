@@ -1,15 +1,16 @@
 """Writes are all-or-nothing: a failure anywhere in add_model / drop_model leaves the database
 byte for byte as it was, on its own or inside the caller's transaction; defensive mode is
 lifted only for the API's own writes."""
+
 from __future__ import annotations
 
 import apsw
 import numpy as np
 import pytest
+from conftest import SMALL, random_array, same, snapshot
 
 import sqlite_tensor
 from sqlite_tensor import ingest, pages
-from conftest import SMALL, random_array, same, snapshot
 
 
 class Boom(RuntimeError):
@@ -25,6 +26,7 @@ def fail_on_call(n, real):
         if calls[0] == n:
             raise Boom(f"injected failure on call {n}")
         return real(*args, **kwargs)
+
     wrapper.calls = calls
     return wrapper
 
@@ -39,15 +41,20 @@ def loaded(store, rng):
 
 
 def new_model(rng):
-    return {"w": random_array(rng, (8, 13), np.float32), "x": random_array(rng, (4, 4), np.int8),
-            "y": random_array(rng, (6, 10), np.float16)}
+    return {
+        "w": random_array(rng, (8, 13), np.float32),
+        "x": random_array(rng, (4, 4), np.int8),
+        "y": random_array(rng, (6, 10), np.float16),
+    }
 
 
 def normal_model(seed):
     """Finite float32 weights (dedup computes with them; random bit patterns overflow)."""
     r = np.random.default_rng(seed)
-    return {"w": r.normal(0, 1, (8, 13)).astype(np.float32),
-            "y": r.normal(0, 1, (6, 10)).astype(np.float32)}
+    return {
+        "w": r.normal(0, 1, (8, 13)).astype(np.float32),
+        "y": r.normal(0, 1, (6, 10)).astype(np.float32),
+    }
 
 
 NEW_MODEL_PAGES = 8  # new_model's 9 + 2 + 4 distinct 3 x 5 tiles, 2 to a page
@@ -59,7 +66,8 @@ def _sql_fails(store, table: str, after_rows: int, op: str = "INSERT"):
     store.conn.execute(
         f"CREATE TEMP TRIGGER inject_failure BEFORE {op} ON main.tensors_{table}"
         f" WHEN (SELECT count(*) FROM main.tensors_{table}) >= {after_rows}"
-        " BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+        " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+    )
 
 
 def _patch(monkeypatch, target, name, n):
@@ -68,24 +76,42 @@ def _patch(monkeypatch, target, name, n):
 
 # Ways for add_model to fail midway: id -> (set-up returning the tensors, exception)
 FAILURES = {
-    "bad-dtype": (lambda mp, store, rng: {"ok": np.ones((4, 4), np.float32),
-                                          "bad": np.ones(3, np.complex64)}, ValueError),
-    "zero-size": (lambda mp, store, rng: {"ok": np.ones((4, 4), np.float32),
-                                          "empty": np.ones((0, 3))}, ValueError),
-    "second-page": (lambda mp, store, rng: (_patch(mp, pages.PageBuilder, "finish", 2),
-                                            new_model(rng))[1], Boom),
-    "last-page": (lambda mp, store, rng: (_patch(mp, pages.PageBuilder, "finish", NEW_MODEL_PAGES),
-                                          new_model(rng))[1], Boom),
-    "hash": (lambda mp, store, rng: (_patch(mp, store, "_hash_block", 9),
-                                     new_model(rng))[1], Boom),
-    "lookup": (lambda mp, store, rng: (_patch(mp, ingest._StoredBlocks, "find", 12),
-                                       new_model(rng))[1], Boom),
-    "map": (lambda mp, store, rng: (_sql_fails(store, "map", 40), new_model(rng))[1],
-            apsw.ConstraintError),
-    "refcounts": (lambda mp, store, rng: (_sql_fails(store, "blocks", 0, "UPDATE"),
-                                          new_model(rng))[1], apsw.ConstraintError),
-    "blocks": (lambda mp, store, rng: (_sql_fails(store, "blocks", 30), new_model(rng))[1],
-               apsw.ConstraintError),
+    "bad-dtype": (
+        lambda mp, store, rng: {"ok": np.ones((4, 4), np.float32), "bad": np.ones(3, np.complex64)},
+        ValueError,
+    ),
+    "zero-size": (
+        lambda mp, store, rng: {"ok": np.ones((4, 4), np.float32), "empty": np.ones((0, 3))},
+        ValueError,
+    ),
+    "second-page": (
+        lambda mp, store, rng: (_patch(mp, pages.PageBuilder, "finish", 2), new_model(rng))[1],
+        Boom,
+    ),
+    "last-page": (
+        lambda mp, store, rng: (
+            _patch(mp, pages.PageBuilder, "finish", NEW_MODEL_PAGES),
+            new_model(rng),
+        )[1],
+        Boom,
+    ),
+    "hash": (lambda mp, store, rng: (_patch(mp, store, "_hash_block", 9), new_model(rng))[1], Boom),
+    "lookup": (
+        lambda mp, store, rng: (_patch(mp, ingest._StoredBlocks, "find", 12), new_model(rng))[1],
+        Boom,
+    ),
+    "map": (
+        lambda mp, store, rng: (_sql_fails(store, "map", 40), new_model(rng))[1],
+        apsw.ConstraintError,
+    ),
+    "refcounts": (
+        lambda mp, store, rng: (_sql_fails(store, "blocks", 0, "UPDATE"), new_model(rng))[1],
+        apsw.ConstraintError,
+    ),
+    "blocks": (
+        lambda mp, store, rng: (_sql_fails(store, "blocks", 30), new_model(rng))[1],
+        apsw.ConstraintError,
+    ),
 }
 
 
@@ -121,6 +147,7 @@ def test_injected_failures_really_happen_midway(loaded, rng, monkeypatch):
         if sql.startswith("INSERT INTO") and "_pages" in sql:
             written.append(sql)
         return True
+
     loaded.conn.exec_trace = trace
     monkeypatch.setattr(pages.PageBuilder, "finish", fail_on_call(3, pages.PageBuilder.finish))
     with pytest.raises(Boom):
@@ -189,7 +216,9 @@ def test_inside_apsw_savepoint_context(loaded, rng, monkeypatch):
     with pytest.raises(Boom):
         with conn:  # apsw: a savepoint / transaction
             loaded.add_model("a", new_model(rng))
-            monkeypatch.setattr(pages.PageBuilder, "finish", fail_on_call(1, pages.PageBuilder.finish))
+            monkeypatch.setattr(
+                pages.PageBuilder, "finish", fail_on_call(1, pages.PageBuilder.finish)
+            )
             loaded.add_model("b", new_model(rng))
     monkeypatch.undo()
     assert snapshot(conn) == before  # the context rolled back "a" too
@@ -221,17 +250,21 @@ def test_a_second_writer_waits_instead_of_interleaving(db_path, rng):
 
 # -- defensive mode ------------------------------------------------------------------------------
 
+
 def defensive(conn) -> int:
     return conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, -1)
 
 
-@pytest.mark.parametrize("sql", [
-    "INSERT INTO tensors_pages(nblocks, nbytes, data) VALUES (1, 3, x'000000')",
-    "UPDATE tensors_blocks SET refcount = 99",
-    "DELETE FROM tensors_map",
-    "INSERT INTO tensors_models(name) VALUES ('sneaky')",
-    "UPDATE tensors_config SET value = 7 WHERE key = 'block_rows'",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO tensors_pages(nblocks, nbytes, data) VALUES (1, 3, x'000000')",
+        "UPDATE tensors_blocks SET refcount = 99",
+        "DELETE FROM tensors_map",
+        "INSERT INTO tensors_models(name) VALUES ('sneaky')",
+        "UPDATE tensors_config SET value = 7 WHERE key = 'block_rows'",
+    ],
+)
 def test_defensive_mode_protects_shadow_tables_but_not_the_api(loaded, rng, sql):
     conn = loaded.conn
     conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
@@ -278,10 +311,12 @@ def test_defensive_off_stays_off(loaded, rng):
 
 # -- a second writer: every read-modify-write reads under the write lock -----------------------
 
+
 def test_pack_sees_a_model_committed_while_it_computed_the_layout(db_path, rng, monkeypatch):
     """The layout is searched without the lock; a model another writer commits meanwhile
     is packed too (before, its blocks lost their pages: 'blocks name missing pages')."""
     from sqlite_tensor import packing
+
     store = sqlite_tensor.Store(db_path, **SMALL)
     other = sqlite_tensor.Store(db_path)
     store.add_model("a", new_model(rng))
@@ -291,8 +326,9 @@ def test_pack_sees_a_model_committed_while_it_computed_the_layout(db_path, rng, 
     def pack_while_another_writer_commits(groups, capacity, strategy):
         calls.append(sorted(groups))
         if len(calls) == 1:
-            other.add_model("late", late)   # commits between the search and the write
+            other.add_model("late", late)  # commits between the search and the write
         return real(groups, capacity, strategy)
+
     monkeypatch.setattr(packing, "pack", pack_while_another_writer_commits)
     try:
         result = store.pack("greedy", by="tensor")
@@ -309,27 +345,32 @@ def test_a_writer_cannot_commit_inside_pack_or_dedup(db_path, rng, monkeypatch):
     """Inside pack's write (the layout searched again) and dedup's (its validator), a second
     writer waits for the lock and, past its busy timeout, gets a BusyError saying so."""
     from sqlite_tensor import packing
+
     store = sqlite_tensor.Store(db_path, **SMALL)
     other = sqlite_tensor.Store(sqlite_tensor.connect(db_path, busy_timeout_ms=50))
     store.add_model("a", normal_model(1))
     blocked = []
 
     def try_to_write(*args):
-        with pytest.raises(apsw.BusyError, match="another connection holds the database's write"
-                                                 " lock and did not release it within the busy"
-                                                 " timeout; nothing was written"):
+        with pytest.raises(
+            apsw.BusyError,
+            match="another connection holds the database's write"
+            " lock and did not release it within the busy"
+            " timeout; nothing was written",
+        ):
             other.add_model("intruder", new_model(np.random.default_rng(7)))
         blocked.append(args[-1])
 
     real = packing.pack
 
     def pack(groups, capacity, strategy):
-        if not blocked:   # the first search, unlocked: another writer commits meanwhile
+        if not blocked:  # the first search, unlocked: another writer commits meanwhile
             other.add_model("late", new_model(np.random.default_rng(8)))
             blocked.append("outside")
-        else:             # the second, under the lock
+        else:  # the second, under the lock
             try_to_write(strategy)
         return real(groups, capacity, strategy)
+
     monkeypatch.setattr(packing, "pack", pack)
     store.pack("greedy")
     assert blocked == ["outside", "greedy"] and store.verify() == []
@@ -338,6 +379,7 @@ def test_a_writer_cannot_commit_inside_pack_or_dedup(db_path, rng, monkeypatch):
     def validator(s, model):
         try_to_write("validator")
         return 1.0
+
     store.dedup(validator=validator, max_drop=0.0, tolerance=0.5)
     assert "validator" in blocked and "intruder" not in store.models() and store.verify() == []
     other.conn.close()
@@ -349,6 +391,7 @@ def test_dedup_reads_the_models_under_the_lock(db_path, rng):
     the lock and only then lists and scores the models (listed before, the dropped one was
     scored and then failed the run)."""
     import threading
+
     store = sqlite_tensor.Store(db_path, **SMALL)
     other = sqlite_tensor.Store(db_path)
     base = normal_model(2)
@@ -359,6 +402,7 @@ def test_dedup_reads_the_models_under_the_lock(db_path, rng):
     def validator(s, model):
         seen.append(model)
         return 1.0
+
     other.conn.execute("BEGIN IMMEDIATE")
     other.drop_model("b")
     commit = threading.Timer(0.3, lambda: other.conn.execute("COMMIT"))
@@ -379,9 +423,13 @@ def test_a_writer_past_its_busy_timeout_writes_nothing(db_path, rng):
     one.add_model("m", new_model(rng))
     before = snapshot(two.conn)
     one.conn.execute("BEGIN IMMEDIATE")
-    for write in (lambda: two.add_model("n", new_model(rng)), lambda: two.drop_model("m"),
-                  lambda: two.update_model("m", new_model(rng)), lambda: two.pack("greedy"),
-                  lambda: two.set_layers("m", None)):
+    for write in (
+        lambda: two.add_model("n", new_model(rng)),
+        lambda: two.drop_model("m"),
+        lambda: two.update_model("m", new_model(rng)),
+        lambda: two.pack("greedy"),
+        lambda: two.set_layers("m", None),
+    ):
         with pytest.raises(apsw.BusyError, match="store 'tensors': another connection holds"):
             write()
         assert not two.conn.in_transaction
@@ -393,11 +441,14 @@ def test_a_writer_past_its_busy_timeout_writes_nothing(db_path, rng):
 
 # -- shadow tables with triggers: the store is not written ---------------------------------------
 
+
 def _hostile_trigger(conn):
     """What a file could carry: a trigger on a shadow table that writes elsewhere."""
     conn.execute("CREATE TABLE IF NOT EXISTS stolen(x)")
-    conn.execute("CREATE TRIGGER evil AFTER INSERT ON tensors_pages"
-                 " BEGIN INSERT INTO stolen VALUES (new.id); END")
+    conn.execute(
+        "CREATE TRIGGER evil AFTER INSERT ON tensors_pages"
+        " BEGIN INSERT INTO stolen VALUES (new.id); END"
+    )
 
 
 @pytest.mark.parametrize("write", ["add", "update", "drop", "pack", "set_layers", "dedup"])
@@ -413,21 +464,27 @@ def test_a_store_whose_shadow_tables_carry_triggers_is_not_written(db_path, rng,
     # a caller's own connection without defensive mode: the store refuses to write
     store = sqlite_tensor.Store(apsw.Connection(str(db_path)))
     before = snapshot(store.conn)
-    calls = {"add": lambda: store.add_model("n", normal_model(7)),
-             "update": lambda: store.update_model("m", normal_model(6)),
-             "drop": lambda: store.drop_model("m"),
-             "pack": lambda: store.pack("greedy", by="tensor"),
-             "set_layers": lambda: store.set_layers("m", None),
-             "dedup": lambda: store.dedup(validator=lambda s, m: 1.0, max_drop=0, tolerance=0.5)}
-    with pytest.raises(sqlite_tensor.TensorStoreError,
-                       match=r"store 'tensors' is not written: its shadow tables carry triggers"
-                             r" \('evil' on tensors_pages\), which would run with the store's"
-                             r" writes"):
+    calls = {
+        "add": lambda: store.add_model("n", normal_model(7)),
+        "update": lambda: store.update_model("m", normal_model(6)),
+        "drop": lambda: store.drop_model("m"),
+        "pack": lambda: store.pack("greedy", by="tensor"),
+        "set_layers": lambda: store.set_layers("m", None),
+        "dedup": lambda: store.dedup(validator=lambda s, m: 1.0, max_drop=0, tolerance=0.5),
+    }
+    with pytest.raises(
+        sqlite_tensor.TensorStoreError,
+        match=r"store 'tensors' is not written: its shadow tables carry triggers"
+        r" \('evil' on tensors_pages\), which would run with the store's"
+        r" writes",
+    ):
         calls[write]()
     assert snapshot(store.conn) == before and not store.conn.in_transaction
-    assert store.verify() == ["trigger 'evil' on shadow table tensors_pages: it would run with"
-                              " the store's writes, which are refused while it is there"]
-    store.conn.execute("DROP TRIGGER evil")   # allowed in defensive mode
+    assert store.verify() == [
+        "trigger 'evil' on shadow table tensors_pages: it would run with"
+        " the store's writes, which are refused while it is there"
+    ]
+    store.conn.execute("DROP TRIGGER evil")  # allowed in defensive mode
     calls[write]()
     assert store.verify() == [] and store.conn.execute("SELECT count(*) FROM stolen").get == 0
     store.conn.close()
@@ -436,8 +493,10 @@ def test_a_store_whose_shadow_tables_carry_triggers_is_not_written(db_path, rng,
 def test_temp_triggers_are_the_connections_own_and_allowed(loaded, rng):
     conn = loaded.conn
     conn.execute("CREATE TEMP TABLE seen(x)")
-    conn.execute("CREATE TEMP TRIGGER mine AFTER INSERT ON main.tensors_models"
-                 " BEGIN INSERT INTO seen VALUES (new.name); END")
+    conn.execute(
+        "CREATE TEMP TRIGGER mine AFTER INSERT ON main.tensors_models"
+        " BEGIN INSERT INTO seen VALUES (new.name); END"
+    )
     loaded.add_model("new", new_model(rng))
     assert conn.execute("SELECT x FROM seen").fetchall() == [("new",)]
     assert loaded.verify() == []
@@ -459,6 +518,7 @@ def test_kill_9_in_the_middle_of_a_write_loses_nothing(tmp_path):
     import shutil
     import signal
     import time
+
     import stress_support as ss
 
     runs = int(os.environ.get("KILL_RUNS", KILL_RUNS_QUICK))
@@ -498,7 +558,7 @@ def test_kill_9_in_the_middle_of_a_write_loses_nothing(tmp_path):
         try:
             os.kill(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
-            pass   # it finished first
+            pass  # it finished first
         proc.join(30)
         assert proc.exitcode == -signal.SIGKILL or (done and proc.exitcode == 0)
         counts[op]["killed_inside"] += not done
@@ -508,7 +568,8 @@ def test_kill_9_in_the_middle_of_a_write_loses_nothing(tmp_path):
         # all or nothing: the whole store as before the write or as after it
         assert state in (before, after[op]), (run, op)
         # pack keeps the contents: "either" (verify() checked its pages)
-        counts[op]["either" if before == after[op] else
-                   "before" if state == before else "after"] += 1
+        counts[op][
+            "either" if before == after[op] else "before" if state == before else "after"
+        ] += 1
     print(f"\nkill -9 runs: {runs}; per operation: {counts}")
     assert sum(c["killed_inside"] for c in counts.values()) >= runs // 3

@@ -7,6 +7,7 @@ process), median of --runs. Also `add` from each source format, with a real file
 
 The figures include the process's start (importing numpy and the package: about 0.4 s).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,13 @@ from model_folders import MINILM, bert_tensors, folder_bytes, hf_folder, sharded
 def timed(args: list[str], cwd: Path) -> float:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sqlite_tensor", *args], cwd=cwd, env=env,
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "sqlite_tensor", *args],
+        cwd=cwd,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
@@ -46,25 +52,34 @@ def main() -> None:
         results = {}
         for i in range(runs):
             db = tmp / f"m{i}.sqlite"
-            results.setdefault("add (HF folder)", []).append(timed(["add", str(db), "m", "minilm"], tmp))
-            results.setdefault("export (folder)", []).append(timed(["export", str(db), "m", f"out{i}"], tmp))
+            results.setdefault("add (HF folder)", []).append(
+                timed(["add", str(db), "m", "minilm"], tmp)
+            )
+            results.setdefault("export (folder)", []).append(
+                timed(["export", str(db), "m", f"out{i}"], tmp)
+            )
             results.setdefault("ls", []).append(timed(["ls", str(db)], tmp))
             shutil.rmtree(tmp / f"out{i}")
         db = tmp / "m0.sqlite"
         timed(["export", str(db), "m", "check"], tmp)
         same = folder_bytes(tmp / "check") == folder_bytes(tmp / "minilm")
         print(f"exported folder byte for byte the same as the one added: {same}")
-        results["export (.safetensors)"] = [timed(["export", str(db), "m", f"x{i}.safetensors"], tmp)
-                                            for i in range(runs)]
+        results["export (.safetensors)"] = [
+            timed(["export", str(db), "m", f"x{i}.safetensors"], tmp) for i in range(runs)
+        ]
         for name, make in sources(tmp, tensors).items():
             path = make()
-            results[f"add ({name})"] = [timed(["add", str(tmp / f"f{name}{i}.sqlite"), "m",
-                                               str(path)], tmp) for i in range(runs)]
+            results[f"add ({name})"] = [
+                timed(["add", str(tmp / f"f{name}{i}.sqlite"), "m", str(path)], tmp)
+                for i in range(runs)
+            ]
         timed(["version"], tmp)
         results["(process start: version)"] = [timed(["version"], tmp) for _ in range(runs)]
         print(f"{'command':<28} {'median s':>9} {'min s':>7} {'max s':>7}   ({runs} runs)")
         for name, times in results.items():
-            print(f"{name:<28} {statistics.median(times):>9.2f} {min(times):>7.2f} {max(times):>7.2f}")
+            print(
+                f"{name:<28} {statistics.median(times):>9.2f} {min(times):>7.2f} {max(times):>7.2f}"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -88,12 +103,13 @@ def sources(tmp: Path, tensors) -> dict:
 
     def torch_bin():
         import torch
-        torch.save({k: torch.from_numpy(v) for k, v in tensors.items()},
-                   tmp / "pytorch_model.bin")
+
+        torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, tmp / "pytorch_model.bin")
         return tmp / "pytorch_model.bin"
 
     out = {".safetensors": safetensors_file, ".npz": npz, "sharded index": sharded}
     import importlib.util
+
     if importlib.util.find_spec("torch") is not None:
         out["PyTorch .bin"] = torch_bin
     else:

@@ -5,6 +5,7 @@ time three read paths: a tensor_store scan with its data column, 100 tensor_pred
     PYTHONPATH=<tree> python tools/count_statements.py /tmp/rt.sqlite <label>
 
 The store is made on first use (300 small tensors and a one-layer model)."""
+
 import os
 import statistics
 import sys
@@ -19,10 +20,14 @@ path, label = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else ""
 if not os.path.exists(path):
     rng = np.random.default_rng(0)
     with sqlite_tensor.Store(path, block_rows=16, block_cols=16, page_blocks=4) as s:
-        s.add_model("m", {f"t{i}": rng.standard_normal((8, 8)).astype(np.float32) for i in range(300)})
-        s.add_model("net", {"w": rng.standard_normal((16, 32)).astype(np.float32),
-                            "b": np.zeros(16, np.float32)},
-                    layers=[{"op": "dense", "weight": "w", "bias": "b"}])
+        s.add_model(
+            "m", {f"t{i}": rng.standard_normal((8, 8)).astype(np.float32) for i in range(300)}
+        )
+        s.add_model(
+            "net",
+            {"w": rng.standard_normal((16, 32)).astype(np.float32), "b": np.zeros(16, np.float32)},
+            layers=[{"op": "dense", "weight": "w", "bias": "b"}],
+        )
 conn = apsw.Connection(path)
 sqlite_tensor.load(conn)
 x = np.ones(32, np.float32).tobytes()

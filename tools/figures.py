@@ -14,6 +14,7 @@ this file does not make, or the reverse, is an error. The PNGs are drawn with th
 backend at a fixed size, matplotlib's default style and no metadata, so the same results
 give the same bytes with the same matplotlib.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ REGION = re.compile(r"(<!-- figures:([a-z0-9-]+) begin -->\n)(.*?)(<!-- figures:
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+\.png)\)")
 
 DEFAULT_POLICY = "admit-lfu"
-APPROX_METHOD = "residual, lsh"            # Store.dedup's defaults (docs/dedup.md)
+APPROX_METHOD = "residual, lsh"  # Store.dedup's defaults (docs/dedup.md)
 FAMILIES = {"DefaultFamily": "vocab 20,000", "LargeFamily": "vocab 100,000"}
 
 
@@ -46,6 +47,7 @@ class MissingResults(Exception):
 
 
 # -- the results ---------------------------------------------------------------------------
+
 
 class Results:
     """asv results of one machine: for each benchmark, its newest measurement among the
@@ -70,22 +72,24 @@ class Results:
             raise MissingResults(f"results of several machines mixed: {sorted(machines)}")
 
     @classmethod
-    def newest(cls, machine: str | None = None) -> "Results":
+    def newest(cls, machine: str | None = None) -> Results:
         dirs = [d for d in sorted(RESULTS.glob("*")) if (d / "machine.json").exists()]
         if machine is not None:
             dirs = [d for d in dirs if d.name == machine]
         files = {d: [f for f in d.glob("*.json") if f.name != "machine.json"] for d in dirs}
         files = {d: fs for d, fs in files.items() if fs}
         if not files:
-            raise MissingResults(f"no asv results in {RESULTS}"
-                                 + (f" for machine {machine!r}" if machine else ""))
+            raise MissingResults(
+                f"no asv results in {RESULTS}" + (f" for machine {machine!r}" if machine else "")
+            )
         # the machine whose newest results file is the newest
-        best = max(files, key=lambda d: max(json.loads(f.read_text())["date"] or 0
-                                            for f in files[d]))
+        best = max(
+            files, key=lambda d: max(json.loads(f.read_text())["date"] or 0 for f in files[d])
+        )
         return cls(files[best])
 
     @classmethod
-    def recorded(cls) -> "Results":
+    def recorded(cls) -> Results:
         """The result files named in docs/figures/sources.json."""
         sources = json.loads(SOURCES.read_text())
         return cls([RESULTS / f for f in sources["files"]])
@@ -95,8 +99,9 @@ class Results:
 
     def _entry(self, name: str) -> dict:
         if name not in self._bench:
-            raise MissingResults(f"no results for {name} (run `make bench`, or "
-                                 f"asv run --bench {name.split('.')[0]})")
+            raise MissingResults(
+                f"no results for {name} (run `make bench`, or asv run --bench {name.split('.')[0]})"
+            )
         return self._bench[name][2]
 
     def params(self, name: str) -> list[list]:
@@ -107,7 +112,7 @@ class Results:
         entry = self._entry(name)
         params = self.params(name)
         values = entry["result"]
-        if values is None:                       # the benchmark failed as a whole
+        if values is None:  # the benchmark failed as a whole
             values = [None] * math.prod(len(p) for p in params)
         elif not params:
             values = [values]
@@ -128,8 +133,12 @@ class Results:
         files = [self._entry(n)["_file"] for n in names]
         first = files[0]["params"]
         commits = sorted({f["commit_hash"][:8] for f in files})
-        return {"machine": first["machine"], "cpu": first["cpu"], "num_cpu": first["num_cpu"],
-                "commits": commits}
+        return {
+            "machine": first["machine"],
+            "cpu": first["cpu"],
+            "num_cpu": first["num_cpu"],
+            "commits": commits,
+        }
 
 
 def cpu_description() -> str:
@@ -149,8 +158,10 @@ def cpu_description() -> str:
 
 
 def machine_line(info: dict) -> str:
-    return (f"machine \"{info['machine']}\": {info['cpu']}, {info['num_cpu']} cores "
-            f"(shared), commit {', '.join(info['commits'])}")
+    return (
+        f'machine "{info["machine"]}": {info["cpu"]}, {info["num_cpu"]} cores '
+        f"(shared), commit {', '.join(info['commits'])}"
+    )
 
 
 # -- the figures ---------------------------------------------------------------------------
@@ -191,13 +202,18 @@ def cache_table(results: Results) -> str:
     `python -m sqlite_tensor policies` prints, and the figure over seeds."""
     policies, fractions = _policies(results), _fractions(results)
     misses, oracle = results.table(POLICY_MISSES), results.table(ORACLE)
-    lines = [_para(f"Misses over Belady's of the {len(policies)} policies of `cache.policies()` on "
-                   "`family_trace()` (12 models, 2,000 requests, 168 distinct pages; budgets are "
-                   "fractions of the distinct bytes; seed 0, what `python -m sqlite_tensor "
-                   "policies` prints; asv's `bench_cache.PolicyMisses` and `StaticOracle`, see "
-                   "[benchmarks](benchmarks.md#buffer-pool)):"), "",
-             "| budget | " + " | ".join(policies) + " | static oracle |",
-             "|---" * (len(policies) + 2) + "|"]
+    lines = [
+        _para(
+            f"Misses over Belady's of the {len(policies)} policies of `cache.policies()` on "
+            "`family_trace()` (12 models, 2,000 requests, 168 distinct pages; budgets are "
+            "fractions of the distinct bytes; seed 0, what `python -m sqlite_tensor "
+            "policies` prints; asv's `bench_cache.PolicyMisses` and `StaticOracle`, see "
+            "[benchmarks](benchmarks.md#buffer-pool)):"
+        ),
+        "",
+        "| budget | " + " | ".join(policies) + " | static oracle |",
+        "|---" * (len(policies) + 2) + "|",
+    ]
     for f in fractions:
         cells = []
         for p in policies:
@@ -205,11 +221,18 @@ def cache_table(results: Results) -> str:
             cells.append(f"**{v}**" if p == DEFAULT_POLICY else v)
         lines.append(f"| {_pct(f)} | " + " | ".join(cells) + f" | {oracle[f, 0]:.2f} |")
     seeds = results.params(POLICY_MISSES)[2]
-    lines += ["", f"![Misses over Belady's by policy and budget, seeds {min(seeds)} to "
-              f"{max(seeds)}](figures/cache_misses.png)", "",
-              _para("What the misses cost in request latency, against the budget: "
-                    "[latency plot](figures/latency_budget.png) ([how it was measured]"
-                    "(benchmarks.md#plots))."), ""]
+    lines += [
+        "",
+        f"![Misses over Belady's by policy and budget, seeds {min(seeds)} to "
+        f"{max(seeds)}](figures/cache_misses.png)",
+        "",
+        _para(
+            "What the misses cost in request latency, against the budget: "
+            "[latency plot](figures/latency_budget.png) ([how it was measured]"
+            "(benchmarks.md#plots))."
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -222,22 +245,40 @@ def cache_seeds_table(results: Results) -> str:
         med, lo, hi = stats
         return f"{em}{med:{fmt}}{em} ({lo:{fmt}} – {hi:{fmt}})"
 
-    lines = ["| policy | " + " | ".join(_pct(f) for f in fractions) + " |",
-             "|---|" + "---:|" * len(fractions)]
+    lines = [
+        "| policy | " + " | ".join(_pct(f) for f in fractions) + " |",
+        "|---|" + "---:|" * len(fractions),
+    ]
     for p in policies:
         em = "**" if p == DEFAULT_POLICY else ""
         label = f"**`{p}`** (default)" if em else f"`{p}`"
-        lines.append(f"| {label} | " + " | ".join(
-            cell(_seed_stats(results, POLICY_MISSES, p, f), em=em) for f in fractions) + " |")
-    lines.append("| *static oracle* (`StaticOracle.track_static_oracle_vs_opt`) | " + " | ".join(
-        cell(_seed_stats(results, ORACLE, f), em="*") for f in fractions) + " |")
-    lines.append("| *`opt`'s misses / accesses* (`track_opt_miss_ratio`) | " + " | ".join(
-        cell(_seed_stats(results, OPT_RATIO, f), ".3f", em="*") for f in fractions) + " |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(cell(_seed_stats(results, POLICY_MISSES, p, f), em=em) for f in fractions)
+            + " |"
+        )
+    lines.append(
+        "| *static oracle* (`StaticOracle.track_static_oracle_vs_opt`) | "
+        + " | ".join(cell(_seed_stats(results, ORACLE, f), em="*") for f in fractions)
+        + " |"
+    )
+    lines.append(
+        "| *`opt`'s misses / accesses* (`track_opt_miss_ratio`) | "
+        + " | ".join(cell(_seed_stats(results, OPT_RATIO, f), ".3f", em="*") for f in fractions)
+        + " |"
+    )
     seeds_text = ", ".join(str(s) for s in seeds)
-    return _para("**Misses / opt's misses** (`PolicyMisses.track_vs_opt`), budget as a fraction "
-                 f"of the family's distinct bytes; each cell the median over seeds {seeds_text} "
-                 "with their range in brackets (generated by `make figures` from the committed "
-                 "asv results; misses do not depend on timing):") + "\n\n" + "\n".join(lines) + "\n"
+    return (
+        _para(
+            "**Misses / opt's misses** (`PolicyMisses.track_vs_opt`), budget as a fraction "
+            f"of the family's distinct bytes; each cell the median over seeds {seeds_text} "
+            "with their range in brackets (generated by `make figures` from the committed "
+            "asv results; misses do not depend on timing):"
+        )
+        + "\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 STORE_FAMILIES = {"small": "vocab 4,096", "large": "vocab 32,768"}
@@ -249,51 +290,80 @@ def dedup_rows(results: Results) -> list[tuple[str, float, float, float | None]]
     logical = results.table("bench_store.Dedup.track_logical_mib")
     physical = results.table("bench_store.Dedup.track_physical_mib")
     for size, label in STORE_FAMILIES.items():
-        rows.append((f"text classifier, {size} ({label}): 2 frozen, 2 tuned",
-                     logical[size,], physical[size,], None))
+        rows.append(
+            (
+                f"text classifier, {size} ({label}): 2 frozen, 2 tuned",
+                logical[size,],
+                physical[size,],
+                None,
+            )
+        )
     for cls, label in FAMILIES.items():
         logical = results.table(f"bench_dedup.{cls}.track_logical_mib")
         physical = results.table(f"bench_dedup.{cls}.track_physical_mib")
-        rows.append((f"trained, {label}: 4 fully fine-tuned",
-                     logical["exact",], physical["exact",], physical[APPROX_METHOD,]))
+        rows.append(
+            (
+                f"trained, {label}: 4 fully fine-tuned",
+                logical["exact",],
+                physical["exact",],
+                physical[APPROX_METHOD,],
+            )
+        )
     return rows
 
 
 def dedup_table(results: Results) -> str:
     """docs/dedup.md: bytes per family, separate files / exact / approximate."""
-    lines = [_para("Bytes of five models (a base and four variants) per family: the "
-                   "text-classifier families of `bench_store.Dedup` (untrained; frozen variants "
-                   "change only the head, tuned ones also 12.5 % of the embedding's rows; exact "
-                   "dedup only) and the trained families of `bench_dedup` (every weight "
-                   f"fine-tuned; approximate = `{APPROX_METHOD}`, `Store.dedup`'s default, each "
-                   "model within its accuracy budget); `track_logical_mib`, "
-                   "`track_physical_mib`:"), "",
-             "| family | separate files | exact dedup | approximate dedup | x fewer (exact, approximate) |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        _para(
+            "Bytes of five models (a base and four variants) per family: the "
+            "text-classifier families of `bench_store.Dedup` (untrained; frozen variants "
+            "change only the head, tuned ones also 12.5 % of the embedding's rows; exact "
+            "dedup only) and the trained families of `bench_dedup` (every weight "
+            f"fine-tuned; approximate = `{APPROX_METHOD}`, `Store.dedup`'s default, each "
+            "model within its accuracy budget); `track_logical_mib`, "
+            "`track_physical_mib`:"
+        ),
+        "",
+        "| family | separate files | exact dedup | approximate dedup | x fewer (exact, approximate) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for label, logical, exact, approx in dedup_rows(results):
         approx_cell = "not run" if approx is None else f"{approx:.1f} MiB"
         ratios = f"{logical / exact:.2f}" + ("" if approx is None else f", {logical / approx:.2f}")
-        lines.append(f"| {label} | {logical:.1f} MiB | {exact:.1f} MiB | {approx_cell} | {ratios} |")
-    lines += ["", "![Bytes stored per model family: separate files, exact dedup, approximate "
-              "dedup](figures/dedup_bytes.png)", ""]
+        lines.append(
+            f"| {label} | {logical:.1f} MiB | {exact:.1f} MiB | {approx_cell} | {ratios} |"
+        )
+    lines += [
+        "",
+        "![Bytes stored per model family: separate files, exact dedup, approximate "
+        "dedup](figures/dedup_bytes.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def packing_figure(results: Results) -> str:
     """docs/packing.md: the picture of the asv figures (capacities of the benchmark)."""
     capacities = results.params(AMPLIFICATION)[1]
-    return ("![Read amplification and pages over the bound by packing strategy]"
-            "(figures/packing_amplification.png)\n\n"
-            f"(asv `bench_packing.Strategies`, capacities {', '.join(map(str, capacities))}, "
-            "drawn by `make figures`.)\n")
+    return (
+        "![Read amplification and pages over the bound by packing strategy]"
+        "(figures/packing_amplification.png)\n\n"
+        f"(asv `bench_packing.Strategies`, capacities {', '.join(map(str, capacities))}, "
+        "drawn by `make figures`.)\n"
+    )
 
 
 def plots_section(results: Results) -> str:
     """docs/benchmarks.md: every plot, where its numbers come from."""
     timing = results.machine([f"{BUDGET}.track_p50_ms"])
     seconds = results.setup_seconds(f"{BUDGET}.track_p50_ms")
-    took = (f" `bench_budget` took {seconds / 60:.0f} minutes of that run (all its replays are "
-            "in its `setup_cache`), and as long in `make bench`." if seconds else "")
+    took = (
+        f" `bench_budget` took {seconds / 60:.0f} minutes of that run (all its replays are "
+        "in its `setup_cache`), and as long in `make bench`."
+        if seconds
+        else ""
+    )
     return f"""`make figures` (`python -m tools.figures`) draws these from the asv results committed in
 `asv_bench/results/` (the files it used are listed in `docs/figures/sources.json`) and
 rewrites every table of the docs that sits between `<!-- figures:... -->` markers; run it
@@ -314,7 +384,7 @@ timing; the latency plot does.
 """
 
 
-BUDGET_ROUNDS = 5   # bench_budget.ROUNDS (not imported: the benchmarks need the package built)
+BUDGET_ROUNDS = 5  # bench_budget.ROUNDS (not imported: the benchmarks need the package built)
 
 REGIONS = {
     ("cache.md", "cache-table"): cache_table,
@@ -324,24 +394,34 @@ REGIONS = {
     ("packing.md", "packing-figure"): packing_figure,
 }
 
-SOURCE_BENCHMARKS = [POLICY_MISSES, ORACLE, OPT_RATIO, AMPLIFICATION, PAGES_VS_BOUND,
-                     *(f"{BUDGET}.track_{n}" for n in ("p50_ms", "p50_best_ms", "read_mib_per_request")),
-                     *(f"bench_dedup.{c}.track_{n}" for c in FAMILIES
-                       for n in ("logical_mib", "physical_mib")),
-                     "bench_store.Dedup.track_logical_mib", "bench_store.Dedup.track_physical_mib"]
+SOURCE_BENCHMARKS = [
+    POLICY_MISSES,
+    ORACLE,
+    OPT_RATIO,
+    AMPLIFICATION,
+    PAGES_VS_BOUND,
+    *(f"{BUDGET}.track_{n}" for n in ("p50_ms", "p50_best_ms", "read_mib_per_request")),
+    *(f"bench_dedup.{c}.track_{n}" for c in FAMILIES for n in ("logical_mib", "physical_mib")),
+    "bench_store.Dedup.track_logical_mib",
+    "bench_store.Dedup.track_physical_mib",
+]
 
 
 # -- the plots -----------------------------------------------------------------------------
 
+
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return matplotlib, plt
 
 
 def _save(fig, name: str) -> bytes:
     import io
+
     buf = io.BytesIO()
     # no Software/date chunks: the same results give the same bytes
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
@@ -368,10 +448,18 @@ def plot_cache_misses(results: Results, plt):
         med = [s[0] for s in stats]
         err = [[m - s[1] for m, s in zip(med, stats)], [s[2] - m for m, s in zip(med, stats)]]
         default = p == DEFAULT_POLICY
-        ax.errorbar([v + (i - len(policies) / 2) * 0.35 for v in x], med, yerr=err,
-                    marker="o", ms=4, capsize=2, lw=2.5 if default else 1.2,
-                    zorder=3 if default else 2, color=_colors(policies)[p],
-                    label=f"{p} (default)" if default else p)
+        ax.errorbar(
+            [v + (i - len(policies) / 2) * 0.35 for v in x],
+            med,
+            yerr=err,
+            marker="o",
+            ms=4,
+            capsize=2,
+            lw=2.5 if default else 1.2,
+            zorder=3 if default else 2,
+            color=_colors(policies)[p],
+            label=f"{p} (default)" if default else p,
+        )
     oracle = [_seed_stats(results, ORACLE, f)[0] for f in fractions]
     ax.plot(x, oracle, "k--", lw=1.5, label="static oracle")
     ax.axhline(1.0, color="0.5", lw=0.8)
@@ -380,13 +468,17 @@ def plot_cache_misses(results: Results, plt):
     ax.set_xlabel("pool budget, fraction of the family's distinct page bytes")
     ax.set_ylabel("misses / Belady's (opt) misses, log scale")
     seeds = results.params(POLICY_MISSES)[2]
-    ax.set_title(f"Misses against Belady's bound: family_trace, median and range of "
-                 f"{len(seeds)} seeds")
+    ax.set_title(
+        f"Misses against Belady's bound: family_trace, median and range of {len(seeds)} seeds"
+    )
     ax.legend(fontsize=8, ncol=2, loc="upper left")
     ax.grid(True, which="both", alpha=0.3)
     info = results.machine([POLICY_MISSES])
-    _footer(fig, f"asv bench_cache.PolicyMisses / StaticOracle; simulated misses (not a timing); "
-                 f"commit {', '.join(info['commits'])}")
+    _footer(
+        fig,
+        f"asv bench_cache.PolicyMisses / StaticOracle; simulated misses (not a timing); "
+        f"commit {', '.join(info['commits'])}",
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
@@ -398,19 +490,19 @@ def plot_latency_budget(results: Results, plt):
     policies, fractions = results.params(f"{BUDGET}.track_p50_ms")
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4.6))
     x = [f * 100 for f in fractions]
-    for i, p in enumerate(policies):
+    for p in policies:
         color = _colors(policies)[p]
         label = f"{p} (default)" if p == DEFAULT_POLICY else p
         lo, mid = [best[p, f] for f in fractions], [p50[p, f] for f in fractions]
-        ax.plot(x, lo, "-o", ms=4, color=color, lw=2 if p == DEFAULT_POLICY else 1.2,
-                label=label)
+        ax.plot(x, lo, "-o", ms=4, color=color, lw=2 if p == DEFAULT_POLICY else 1.2, label=label)
         ax.fill_between(x, lo, mid, color=color, alpha=0.12, lw=0)
         bx.plot(x, [read[p, f] for f in fractions], "-o", ms=4, color=color, label=label)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("pool budget, % of the family's distinct page bytes")
     ax.set_ylabel("median request latency, ms")
-    ax.set_title(f"Latency: best of {BUDGET_ROUNDS} replays (band: up to their median)",
-                 fontsize=10)
+    ax.set_title(
+        f"Latency: best of {BUDGET_ROUNDS} replays (band: up to their median)", fontsize=10
+    )
     ax.legend(fontsize=8)
     bx.set_ylim(bottom=0)
     bx.set_xlabel("pool budget, % of the family's distinct page bytes")
@@ -420,8 +512,11 @@ def plot_latency_budget(results: Results, plt):
     for a in (ax, bx):
         a.set_xticks(x, [f"{v:g}" for v in x])
         a.grid(True, alpha=0.3)
-    fig.suptitle("Serving 12 MLPs sharing 73 % of their bytes (Store.predict, batch 1, one "
-                 "kernel thread), against the pool's budget", fontsize=10)
+    fig.suptitle(
+        "Serving 12 MLPs sharing 73 % of their bytes (Store.predict, batch 1, one "
+        "kernel thread), against the pool's budget",
+        fontsize=10,
+    )
     info = results.machine([f"{BUDGET}.track_p50_ms"])
     _footer(fig, f"Timing on a noisy shared machine: {machine_line(info)}")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
@@ -434,17 +529,31 @@ def plot_dedup_bytes(results: Results, plt):
     kinds = ["separate files", "exact dedup", f"approximate dedup ({APPROX_METHOD})"]
     width = 0.26
     for j, kind in enumerate(kinds):
-        for i, (label, logical, *stored) in enumerate(rows):
+        for i, (_label, logical, *stored) in enumerate(rows):
             v = logical if j == 0 else stored[j - 1]
             x = i + (j - 1) * width
             if v is None:
-                ax.text(x, 0.02, "approximate:\nnot run\n(untrained)", ha="center",
-                        va="bottom", fontsize=7, color="0.4", transform=ax.get_xaxis_transform())
+                ax.text(
+                    x,
+                    0.02,
+                    "approximate:\nnot run\n(untrained)",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    color="0.4",
+                    transform=ax.get_xaxis_transform(),
+                )
                 continue
             ax.bar(x, v, width, color=["0.6", "C0", "C2"][j], label=kind if i == 3 else None)
-            ax.annotate(f"{v:.1f}" if j == 0 else f"{v:.1f}\n{logical / v:.2f}x",
-                        (x, v), ha="center", va="bottom", fontsize=7, xytext=(0, 2),
-                        textcoords="offset points")
+            ax.annotate(
+                f"{v:.1f}" if j == 0 else f"{v:.1f}\n{logical / v:.2f}x",
+                (x, v),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
     ax.set_xticks(range(len(rows)), [r[0].replace(": ", ":\n") for r in rows], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("MiB stored, five models (log scale)")
@@ -452,11 +561,16 @@ def plot_dedup_bytes(results: Results, plt):
     ax.set_ylim(0.5, max(r[1] for r in rows) * 3)
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    names = ["bench_store.Dedup.track_physical_mib",
-             *(f"bench_dedup.{c}.track_physical_mib" for c in FAMILIES)]
+    names = [
+        "bench_store.Dedup.track_physical_mib",
+        *(f"bench_dedup.{c}.track_physical_mib" for c in FAMILIES),
+    ]
     info = results.machine(names)
-    _footer(fig, f"asv bench_store.Dedup, bench_dedup; bytes, not a timing; "
-                 f"commit {', '.join(info['commits'])}")
+    _footer(
+        fig,
+        f"asv bench_store.Dedup, bench_dedup; bytes, not a timing; "
+        f"commit {', '.join(info['commits'])}",
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
@@ -467,28 +581,48 @@ def plot_packing(results: Results, plt):
     fig, axes = plt.subplots(2, len(bys), figsize=(10, 6), sharex=True)
     width = 0.8 / len(capacities)
     for col, by in enumerate(bys):
-        for row, (table, ylabel) in enumerate([(amp, "mean read amplification\n(pages read / bound)"),
-                                               (pages, "total pages / lower bound")]):
+        for row, (table, ylabel) in enumerate(
+            [
+                (amp, "mean read amplification\n(pages read / bound)"),
+                (pages, "total pages / lower bound"),
+            ]
+        ):
             a = axes[row][col]
             for j, c in enumerate(capacities):
                 xs = [i + (j - (len(capacities) - 1) / 2) * width for i in range(len(strategies))]
                 values = [table[s, c, by] for s in strategies]
-                a.bar(xs, [v - 1 for v in values], width, bottom=1,
-                      label=f"capacity {c} blocks a page", color=f"C{j}")
+                a.bar(
+                    xs,
+                    [v - 1 for v in values],
+                    width,
+                    bottom=1,
+                    label=f"capacity {c} blocks a page",
+                    color=f"C{j}",
+                )
                 for xv, v in zip(xs, values):
-                    a.annotate(f"{v:.3f}", (xv, v), ha="center", va="bottom", fontsize=6,
-                               xytext=(0, 1), textcoords="offset points")
+                    a.annotate(
+                        f"{v:.3f}",
+                        (xv, v),
+                        ha="center",
+                        va="bottom",
+                        fontsize=6,
+                        xytext=(0, 1),
+                        textcoords="offset points",
+                    )
             a.axhline(1.0, color="0.3", lw=0.8)
             top = max(table[s, c, by] for s in strategies for c in capacities)
-            a.set_ylim(1.0, 1.0 + max(top - 1.0, 1e-3) * 1.12)   # room for the labels
+            a.set_ylim(1.0, 1.0 + max(top - 1.0, 1e-3) * 1.12)  # room for the labels
             a.set_ylabel(ylabel)
             a.grid(True, axis="y", alpha=0.3)
             if row == 0:
                 a.set_title(f"groups by {by}")
             a.set_xticks(range(len(strategies)), strategies)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Read amplification by packing strategy: family_instance(seed=0), "
-                 "12 models of 2,000 blocks (1.0 = the bound)", fontsize=10)
+    fig.suptitle(
+        "Read amplification by packing strategy: family_instance(seed=0), "
+        "12 models of 2,000 blocks (1.0 = the bound)",
+        fontsize=10,
+    )
     _footer(fig, "asv bench_packing.Strategies; counts of pages, not a timing")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
@@ -520,17 +654,20 @@ def render(results: Results) -> dict[str, bytes]:
 
 # -- the docs ------------------------------------------------------------------------------
 
+
 def generate(results: Results) -> dict[tuple[str, str], str]:
     return {key: make(results) for key, make in REGIONS.items()}
 
 
 def rewrite(text: str, doc: str, regions: dict[tuple[str, str], str]) -> str:
     """text with each region of doc replaced by the generated one."""
+
     def sub(m):
         key = (doc, m.group(2))
         if key not in regions:
             raise SystemExit(f"docs/{doc}: region {m.group(2)!r} is not one tools/figures.py makes")
         return m.group(1) + regions[key] + m.group(4)
+
     return REGION.sub(sub, text)
 
 
@@ -546,8 +683,10 @@ def check_docs(regions) -> list[str]:
         if have is None:
             problems.append(f"docs/{doc} has no region {name!r}")
         elif have != want:
-            problems.append(f"docs/{doc}, region {name!r}, differs from what the results give "
-                            f"(run `make figures`)")
+            problems.append(
+                f"docs/{doc}, region {name!r}, differs from what the results give "
+                f"(run `make figures`)"
+            )
     return problems
 
 
@@ -555,16 +694,22 @@ def referenced_images() -> list[tuple[str, Path]]:
     """(doc, image path) for every PNG a doc shows or links."""
     out = []
     for doc in sorted(DOCS.glob("*.md")):
-        for target in IMAGE.findall(doc.read_text()) + re.findall(r"\]\((figures/[^)\s]+\.png)\)",
-                                                                  doc.read_text()):
+        for target in IMAGE.findall(doc.read_text()) + re.findall(
+            r"\]\((figures/[^)\s]+\.png)\)", doc.read_text()
+        ):
             out.append((doc.name, (doc.parent / target).resolve()))
     return out
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.figures", description=__doc__.split("\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="compare the docs' tables with the recorded results; write nothing")
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.figures", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="compare the docs' tables with the recorded results; write nothing",
+    )
     parser.add_argument("--machine", help="asv machine name (default: the newest results)")
     parser.add_argument("--cpu", action="store_true", help="print this machine's CPU description")
     args = parser.parse_args(argv)
@@ -575,8 +720,11 @@ def main(argv=None) -> int:
         if args.check:
             results = Results.recorded()
             problems = check_docs(generate(results))
-            problems += [f"docs/{doc} shows {p.relative_to(ROOT)}, which does not exist"
-                         for doc, p in referenced_images() if not p.exists()]
+            problems += [
+                f"docs/{doc} shows {p.relative_to(ROOT)}, which does not exist"
+                for doc, p in referenced_images()
+                if not p.exists()
+            ]
             for p in problems:
                 print(p, file=sys.stderr)
             return 1 if problems else 0
@@ -597,17 +745,23 @@ def main(argv=None) -> int:
         text = path.read_text()
         missing = [n for d, n in regions if d == doc and n not in doc_regions(text)]
         if missing:
-            print(f"{parser.prog}: error: docs/{doc} has no region {missing} "
-                  f"(add <!-- figures:NAME begin --> ... end --> markers)", file=sys.stderr)
+            print(
+                f"{parser.prog}: error: docs/{doc} has no region {missing} "
+                f"(add <!-- figures:NAME begin --> ... end --> markers)",
+                file=sys.stderr,
+            )
             return 1
         new = rewrite(text, doc, regions)
         if new != text:
             path.write_text(new)
             print(f"rewrote docs/{doc}")
     import matplotlib
-    sources = {"machine": results.machine(SOURCE_BENCHMARKS[:1])["machine"],
-               "files": results.used_files(SOURCE_BENCHMARKS),
-               "matplotlib": matplotlib.__version__}   # the images' bytes depend on it
+
+    sources = {
+        "machine": results.machine(SOURCE_BENCHMARKS[:1])["machine"],
+        "files": results.used_files(SOURCE_BENCHMARKS),
+        "matplotlib": matplotlib.__version__,
+    }  # the images' bytes depend on it
     SOURCES.write_text(json.dumps(sources, indent=1) + "\n")
     return 0
 

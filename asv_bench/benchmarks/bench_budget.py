@@ -8,6 +8,7 @@ each figure is the median over ROUNDS replays, and track_p50_best_ms the least d
 replay's median (other work on the machine only ever adds time). Hit ratios and bytes read
 do not depend on timing.
 """
+
 import os
 import statistics
 import time
@@ -17,11 +18,17 @@ import numpy as np
 import sqlite_tensor.cache as cache
 from sqlite_tensor import Store, _engine
 
-from .bench_cache import (FAMILY_MODELS, REQUESTS, WARMUP, DEFAULT_BUDGET, serving_family,
-                          zipf_requests)
+from .bench_cache import (
+    DEFAULT_BUDGET,
+    FAMILY_MODELS,
+    REQUESTS,
+    WARMUP,
+    serving_family,
+    zipf_requests,
+)
 
 POLICIES = ["admit-lfu", "lru", "s3fifo", "sieve"]
-FRACTIONS = [0.125, 0.25, 0.375, 0.5, 0.75, 1.0]   # budget / the family's distinct page bytes
+FRACTIONS = [0.125, 0.25, 0.375, 0.5, 0.75, 1.0]  # budget / the family's distinct page bytes
 ROUNDS = 5
 
 
@@ -39,10 +46,12 @@ def _replay(store, models, requests, x) -> dict:
     after = cache.stats()
     hits = after["hits"] - before["hits"]
     misses = after["misses"] - before["misses"]
-    return {"p50_ms": float(np.percentile(latencies, 50)) * 1e3,
-            "p99_ms": float(np.percentile(latencies, 99)) * 1e3,
-            "hit_ratio": hits / (hits + misses),
-            "read_mib": (after["bytes_read"] - before["bytes_read"]) / 2 ** 20 / REQUESTS}
+    return {
+        "p50_ms": float(np.percentile(latencies, 50)) * 1e3,
+        "p99_ms": float(np.percentile(latencies, 99)) * 1e3,
+        "hit_ratio": hits / (hits + misses),
+        "read_mib": (after["bytes_read"] - before["bytes_read"]) / 2**20 / REQUESTS,
+    }
 
 
 class ServingBudget:
@@ -75,7 +84,8 @@ class ServingBudget:
                     for policy in POLICIES:
                         cache.configure(budget_bytes=int(distinct * fraction), policy=policy)
                         runs.setdefault((policy, fraction), []).append(
-                            _replay(store, models, requests, x))
+                            _replay(store, models, requests, x)
+                        )
         finally:
             _engine.set_threads(0)
             cache.configure(budget_bytes=DEFAULT_BUDGET, policy=cache.DEFAULT_POLICY)

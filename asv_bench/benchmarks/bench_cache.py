@@ -6,6 +6,7 @@ Miss counts come from cache.simulate(), which replays a trace through the pool a
 code that serves; latencies from Store.predict on a real store. Every timing is a median,
 every target a ratio (the machine is noisy). See docs/benchmarks.md, "Buffer pool".
 """
+
 import os
 import statistics
 import time
@@ -13,18 +14,16 @@ import time
 import numpy as np
 
 import sqlite_tensor.cache as cache
-from sqlite_tensor.testing import workloads
 from sqlite_tensor import Store, _engine
+from sqlite_tensor.testing import workloads
 
 from .bench_inference import N, dense_store
 from .common import median_time
 
 POLICIES = cache.policies()
-FRACTIONS = [0.25, 0.5, 0.75]      # budget, as a fraction of the distinct page bytes
-SEEDS = [0, 1, 2]                  # of workloads.family_trace: model popularity and requests
-DEFAULT_BUDGET = 512 * 2 ** 20     # the process pool's budget when the benchmarks start
-
-
+FRACTIONS = [0.25, 0.5, 0.75]  # budget, as a fraction of the distinct page bytes
+SEEDS = [0, 1, 2]  # of workloads.family_trace: model popularity and requests
+DEFAULT_BUDGET = 512 * 2**20  # the process pool's budget when the benchmarks start
 
 
 def _restore_pool() -> None:
@@ -69,8 +68,9 @@ class PolicyMisses:
         for seed in SEEDS:
             trace, pages = workloads.family_trace(seed=seed)
             for fraction in FRACTIONS:
-                opt[seed, fraction] = cache.simulate(trace, pages, "opt",
-                                                     _budget(pages, fraction))["misses"]
+                opt[seed, fraction] = cache.simulate(trace, pages, "opt", _budget(pages, fraction))[
+                    "misses"
+                ]
         return opt
 
     def setup(self, opt, policy, fraction, seed):
@@ -138,8 +138,8 @@ class SimulateSpeed:
 
 FAMILY_MODELS = 12
 FAMILY_GROUPS = 3
-WARMUP = 200          # requests served before measuring (the pool fills, counts build up)
-REQUESTS = 1000       # requests measured
+WARMUP = 200  # requests served before measuring (the pool fills, counts build up)
+REQUESTS = 1000  # requests measured
 SERVING_LAYERS = [
     {"op": "dense", "weight": "fc1.weight", "bias": "fc1.bias", "activation": "relu"},
     {"op": "dense", "weight": "fc2.weight", "bias": "fc2.bias", "activation": "relu"},
@@ -164,15 +164,25 @@ def serving_family(path: str) -> None:
     head (512 x 512, 1 MiB) is each model's own. About 73 % of a model's bytes are shared
     by the whole family, like workloads.family_trace's 75 %."""
     rng = np.random.default_rng(20)
-    base = {"fc1.weight": _dense_weight(rng, 1024, 1024), "fc1.bias": _bias(rng, 1024),
-            "fc2.weight": _dense_weight(rng, 1024, 1024), "fc2.bias": _bias(rng, 1024)}
-    groups = [{"fc3.weight": _dense_weight(rng, 512, 1024), "fc3.bias": _bias(rng, 512)}
-              for _ in range(FAMILY_GROUPS)]
+    base = {
+        "fc1.weight": _dense_weight(rng, 1024, 1024),
+        "fc1.bias": _bias(rng, 1024),
+        "fc2.weight": _dense_weight(rng, 1024, 1024),
+        "fc2.bias": _bias(rng, 1024),
+    }
+    groups = [
+        {"fc3.weight": _dense_weight(rng, 512, 1024), "fc3.bias": _bias(rng, 512)}
+        for _ in range(FAMILY_GROUPS)
+    ]
     with Store(path) as store:
         for m in range(FAMILY_MODELS):
             head = np.random.default_rng([21, m])
-            tensors = {**base, **groups[m % FAMILY_GROUPS],
-                       "head.weight": _dense_weight(head, 512, 512), "head.bias": _bias(head, 512)}
+            tensors = {
+                **base,
+                **groups[m % FAMILY_GROUPS],
+                "head.weight": _dense_weight(head, 512, 512),
+                "head.bias": _bias(head, 512),
+            }
             assert all(t.dtype == np.float32 for t in tensors.values())
             store.add_model(f"m{m:02d}", tensors, layers=SERVING_LAYERS)
 
@@ -242,8 +252,9 @@ class ServingLatency:
         return latencies * 1e3, before, cache.stats()
 
     def _percentile(self, q: float) -> float:
-        return statistics.median(float(np.percentile(self._serve()[0], q))
-                                 for _ in range(self.REPLAYS))
+        return statistics.median(
+            float(np.percentile(self._serve()[0], q)) for _ in range(self.REPLAYS)
+        )
 
     def track_p50_ms(self, path, policy):
         return self._percentile(50)
@@ -264,7 +275,7 @@ class ServingLatency:
 
     def track_read_mib_per_request(self, path, policy):
         _, before, after = self._serve()
-        return (after["bytes_read"] - before["bytes_read"]) / 2 ** 20 / REQUESTS
+        return (after["bytes_read"] - before["bytes_read"]) / 2**20 / REQUESTS
 
     track_read_mib_per_request.unit = "MiB"
 
@@ -279,6 +290,7 @@ class ServingCached(ServingLatency):
 
 
 # -- what the pool costs ----------------------------------------------------------------------
+
 
 class PoolOverhead:
     """The pool's cost on a fully cached model: one 4096 x 4096 float32 dense layer with
@@ -309,7 +321,7 @@ class PoolOverhead:
 
     def setup(self, path, policy):
         self.store = Store(path)
-        cache.configure(budget_bytes=DEFAULT_BUDGET, policy=policy)   # holds the 64 MiB
+        cache.configure(budget_bytes=DEFAULT_BUDGET, policy=policy)  # holds the 64 MiB
         cache.clear()
         self.x = np.random.default_rng(1).standard_normal(N, dtype=np.float32)
         self.store.predict("model", self.x)
@@ -332,8 +344,9 @@ class PoolOverhead:
 
     def _replay(self):
         budget = int(self.nbytes.sum())
-        result = _engine.cache_simulate(self.policy, budget, self.dense, self.next_use,
-                                        self.nbytes, self.shared, 0)
+        result = _engine.cache_simulate(
+            self.policy, budget, self.dense, self.next_use, self.nbytes, self.shared, 0
+        )
         assert result["misses"] == len(self.nbytes), result
 
     def _ns_per_access(self) -> float:

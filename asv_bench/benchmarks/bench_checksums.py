@@ -8,6 +8,7 @@ track_cached_overhead <= 1.03. Cold reads (every page read from SQLite, OS cache
 Store.get_tensor with the pool cleared before each call, checks on / off: what verifying
 every byte of each page as it enters costs. And the checksum's own speed.
 """
+
 import os
 import statistics
 
@@ -24,18 +25,24 @@ CALLS = 15
 def _store(path: str, n: int) -> None:
     rng = np.random.default_rng(n)
     with Store(path) as store:
-        store.add_model("model", {
-            "w": (rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32),
-            "b": rng.standard_normal(n, dtype=np.float32)},
-            layers=[{"op": "dense", "weight": "w", "bias": "b", "activation": "relu"}])
+        store.add_model(
+            "model",
+            {
+                "w": (rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32),
+                "b": rng.standard_normal(n, dtype=np.float32),
+            },
+            layers=[{"op": "dense", "weight": "w", "bias": "b", "activation": "relu"}],
+        )
 
 
 def alternated_ratio(on, off, calls: int = CALLS) -> float:
     """Median over ROUNDS of (median seconds with checks on / with checks off)."""
+
     def side(flag, fn):
         _engine._set_page_checks(flag)
-        fn()   # the first call after a switch re-confirms pages and reloads the plan
+        fn()  # the first call after a switch re-confirms pages and reloads the plan
         return median_time(fn, calls)
+
     try:
         return statistics.median(side(True, on) / side(False, off) for _ in range(ROUNDS))
     finally:

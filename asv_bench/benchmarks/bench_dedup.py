@@ -9,6 +9,7 @@ separately; at most 1.0 point of test accuracy lost on every model; LSH search a
 deduplicated family at most 1.2x the time of the exact one, pages cached. Single-threaded
 BLAS for both searches, so the ratio compares algorithms, not thread counts.
 """
+
 from threadpoolctl import threadpool_limits
 
 from sqlite_tensor.testing.dedup_compare import METHODS, MethodResult, compare
@@ -18,9 +19,16 @@ from sqlite_tensor.testing.trained import fine_tuned_family
 def _figures(vocab):
     with threadpool_limits(1):
         results = compare(fine_tuned_family(4, vocab=vocab))
-    figures = {method: {"ratio": r.ratio, "worst_drop": 100 * r.worst_drop,
-                        "search_seconds": r.search_seconds, "physical": r.physical_bytes}
-               for method, r in results.items() if isinstance(r, MethodResult)}
+    figures = {
+        method: {
+            "ratio": r.ratio,
+            "worst_drop": 100 * r.worst_drop,
+            "search_seconds": r.search_seconds,
+            "physical": r.physical_bytes,
+        }
+        for method, r in results.items()
+        if isinstance(r, MethodResult)
+    }
     figures["inference_ratio"] = results["inference_ratio"]
     return figures
 
@@ -50,7 +58,7 @@ class _Family:
 
     def track_savings_vs_exhaustive(self, figures, method):
         exhaustive = figures.get(f"{method.split(',')[0]}, exhaustive")
-        exact = figures["exact"]["physical"]   # what exact dedup alone leaves
+        exact = figures["exact"]["physical"]  # what exact dedup alone leaves
         if method == "exact" or exhaustive is None or exhaustive["physical"] == exact:
             return float("nan")
         return (exact - figures[method]["physical"]) / (exact - exhaustive["physical"])
@@ -65,12 +73,12 @@ class _Family:
     # The bytes themselves, for the bytes-per-family figure (tools/figures.py): what the
     # five models take as separate files (logical) and in the store after each method.
     def track_logical_mib(self, figures, method):
-        return figures[method]["ratio"] * figures[method]["physical"] / 2 ** 20
+        return figures[method]["ratio"] * figures[method]["physical"] / 2**20
 
     track_logical_mib.unit = "MiB"
 
     def track_physical_mib(self, figures, method):
-        return figures[method]["physical"] / 2 ** 20
+        return figures[method]["physical"] / 2**20
 
     track_physical_mib.unit = "MiB"
 

@@ -5,6 +5,7 @@ Each ratio is numpy seconds / ours (1.0: as fast as numpy), taken as the median 
 rounds of a few calls of each side in turn, so drift on a noisy machine moves both sides.
 See docs/benchmarks.md for the figures.
 """
+
 import os
 import shutil
 import statistics
@@ -19,7 +20,7 @@ from sqlite_tensor import Store, _engine
 
 from .common import median_time
 
-N = 4096           # the dense layer of the targets: N x N float32 (64 MiB, 256 blocks)
+N = 4096  # the dense layer of the targets: N x N float32 (64 MiB, 256 blocks)
 # Dense's sizes: 4 and 16 MiB fit in this machine's 32 MiB last-level cache (AMD EPYC:
 # lscpu), 64 and 256 MiB do not. Batch 256 is compute-bound and measured at N only.
 DENSE_SIZES = [1024, 2048, 4096, 8192]
@@ -36,10 +37,12 @@ BLAS_SETTLE_S = 0.15
 def ratio_to_numpy(ours, numpy_ref, calls: int = 5, settle: float = 0.0) -> float:
     """Median over ROUNDS of (numpy's median seconds / ours) for `calls` calls each, each
     side's calls after a pause of `settle` seconds."""
+
     def side(fn):
         if settle:
             time.sleep(settle)
         return median_time(fn, calls)
+
     return statistics.median(side(numpy_ref) / side(ours) for _ in range(ROUNDS))
 
 
@@ -49,11 +52,18 @@ def dense_store(path: str, layers: int = 1, seed: int = 0, n: int = N) -> None:
     tensors, spec = {}, []
     for i in range(layers):
         # float32 throughout: dividing by a numpy float64 scalar would promote to float64
-        tensors[f"fc{i}.weight"] = (rng.standard_normal((n, n), dtype=np.float32)
-                                    / np.float32(np.sqrt(n)))
+        tensors[f"fc{i}.weight"] = rng.standard_normal((n, n), dtype=np.float32) / np.float32(
+            np.sqrt(n)
+        )
         tensors[f"fc{i}.bias"] = rng.standard_normal(n, dtype=np.float32)
-        spec.append({"op": "dense", "weight": f"fc{i}.weight", "bias": f"fc{i}.bias",
-                     "activation": "relu" if i + 1 < layers else "identity"})
+        spec.append(
+            {
+                "op": "dense",
+                "weight": f"fc{i}.weight",
+                "bias": f"fc{i}.bias",
+                "activation": "relu" if i + 1 < layers else "identity",
+            }
+        )
     with Store(path) as store:
         store.add_model("model", tensors, layers=spec)
 
@@ -89,11 +99,12 @@ class Dense:
             self.x = self.x[0]
         self.limits = threadpool_limits(threads)
         _engine.set_threads(threads)
-        np.testing.assert_allclose(self.store.predict("model", self.x), self._numpy(),
-                                   rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(
+            self.store.predict("model", self.x), self._numpy(), rtol=1e-3, atol=1e-3
+        )
 
     def teardown(self, paths, size, batch, threads):
-        if not hasattr(self, "store"):   # setup skipped these parameters
+        if not hasattr(self, "store"):  # setup skipped these parameters
             return
         self.limits.restore_original_limits()
         self.store.close()
@@ -111,8 +122,7 @@ class Dense:
         self._numpy()
 
     def track_ratio(self, paths, size, batch, threads):
-        return ratio_to_numpy(self._ours, self._numpy,
-                              settle=BLAS_SETTLE_S if threads > 1 else 0.0)
+        return ratio_to_numpy(self._ours, self._numpy, settle=BLAS_SETTLE_S if threads > 1 else 0.0)
 
     track_ratio.unit = "numpy s / ours"
 
@@ -136,11 +146,11 @@ class LargerThanCache:
         self.store = Store(path)
         self.x = np.random.default_rng(2).standard_normal((64, N), dtype=np.float32)
         _engine.cache_clear()
-        _engine.cache_configure(budget_mib * 2 ** 20)
+        _engine.cache_configure(budget_mib * 2**20)
         self.store.predict("model", self.x)
 
     def teardown(self, path, budget_mib):
-        _engine.cache_configure(512 * 2 ** 20)
+        _engine.cache_configure(512 * 2**20)
         _engine.cache_clear()
         self.store.close()
 
@@ -149,16 +159,16 @@ class LargerThanCache:
 
     def track_gib_s(self, path, budget_mib):
         seconds = median_time(lambda: self.store.predict("model", self.x), 5)
-        return 4 * N * N * 4 / 2 ** 30 / seconds
+        return 4 * N * N * 4 / 2**30 / seconds
 
     track_gib_s.unit = "GiB/s"
 
     def track_vs_cached(self, path, budget_mib):
         limited = median_time(lambda: self.store.predict("model", self.x), 5)
-        _engine.cache_configure(1024 * 2 ** 20)
+        _engine.cache_configure(1024 * 2**20)
         self.store.predict("model", self.x)
         cached = median_time(lambda: self.store.predict("model", self.x), 5)
-        _engine.cache_configure(budget_mib * 2 ** 20)
+        _engine.cache_configure(budget_mib * 2**20)
         return cached / limited
 
     track_vs_cached.unit = "cached s / limited"
@@ -176,17 +186,31 @@ class ShellRows:
         path = os.path.abspath("shell.sqlite")
         rng = np.random.default_rng(3)
         with Store(path) as store:
-            store.add_model("mlp", {
-                "fc1.weight": (rng.standard_normal((512, 1024)) / 32).astype(np.float32),
-                "fc1.bias": np.zeros(512, np.float32),
-                "fc2.weight": (rng.standard_normal((64, 512)) / 23).astype(np.float32),
-            }, layers=[{"op": "dense", "weight": "fc1.weight", "bias": "fc1.bias",
-                        "activation": "relu"},
-                       {"op": "dense", "weight": "fc2.weight", "activation": "softmax"}])
+            store.add_model(
+                "mlp",
+                {
+                    "fc1.weight": (rng.standard_normal((512, 1024)) / 32).astype(np.float32),
+                    "fc1.bias": np.zeros(512, np.float32),
+                    "fc2.weight": (rng.standard_normal((64, 512)) / 23).astype(np.float32),
+                },
+                layers=[
+                    {
+                        "op": "dense",
+                        "weight": "fc1.weight",
+                        "bias": "fc1.bias",
+                        "activation": "relu",
+                    },
+                    {"op": "dense", "weight": "fc2.weight", "activation": "softmax"},
+                ],
+            )
             store.conn.execute("CREATE TABLE inputs(id INTEGER PRIMARY KEY, features BLOB)")
-            store.conn.executemany("INSERT INTO inputs(features) VALUES (?)",
-                                   [(rng.standard_normal(1024, dtype=np.float32).tobytes(),)
-                                    for _ in range(self.ROWS)])
+            store.conn.executemany(
+                "INSERT INTO inputs(features) VALUES (?)",
+                [
+                    (rng.standard_normal(1024, dtype=np.float32).tobytes(),)
+                    for _ in range(self.ROWS)
+                ],
+            )
         return path
 
     def setup(self, path):
@@ -196,18 +220,28 @@ class ShellRows:
         self.load = f".load {sqlite_tensor.loadable_path()}\n"
 
     def _run(self, path, query):
-        out = subprocess.run([self.shell, path], input=self.load + query, text=True,
-                             capture_output=True, env={"PATH": os.environ.get("PATH", "")},
-                             check=True)
+        out = subprocess.run(
+            [self.shell, path],
+            input=self.load + query,
+            text=True,
+            capture_output=True,
+            env={"PATH": os.environ.get("PATH", "")},
+            check=True,
+        )
         assert out.stdout.strip() == str(self.ROWS), out.stdout + out.stderr
 
     def _per_row(self, path):
-        self._run(path, "SELECT count(tensor_argmax(tensor_predict('tensors', 'mlp', features)))"
-                        " FROM inputs;")
+        self._run(
+            path,
+            "SELECT count(tensor_argmax(tensor_predict('tensors', 'mlp', features))) FROM inputs;",
+        )
 
     def _batch(self, path):
-        self._run(path, "SELECT count(tensor_argmax(output)) FROM tensor_predict_batch("
-                        "'tensors', 'mlp', 'SELECT id, features FROM inputs');")
+        self._run(
+            path,
+            "SELECT count(tensor_argmax(output)) FROM tensor_predict_batch("
+            "'tensors', 'mlp', 'SELECT id, features FROM inputs');",
+        )
 
     def time_per_row(self, path):
         self._per_row(path)

@@ -18,15 +18,14 @@ Each ``track_`` ratio is reference seconds / ours (1.0: as fast as the reference
 is better), the median over ROUNDS of the median of CALLS calls of each side in turn, so
 drift on a shared machine moves both sides. See docs/benchmarks.md ("Per-call overhead").
 """
+
 import json
 import mmap
-import os
 import statistics
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-import sqlite_tensor
 from sqlite_tensor import Store, _engine, formats
 
 from .common import TempDir, median_time, plain_read
@@ -37,8 +36,9 @@ CALLS = 200
 
 def ratio(ours, reference, calls: int = CALLS, rounds: int = ROUNDS) -> float:
     """Median over `rounds` of (reference's median seconds / ours), `calls` calls each."""
-    return statistics.median(median_time(reference, calls) / median_time(ours, calls)
-                             for _ in range(rounds))
+    return statistics.median(
+        median_time(reference, calls) / median_time(ours, calls) for _ in range(rounds)
+    )
 
 
 def p50s(fn, calls: int = CALLS, rounds: int = ROUNDS) -> float:
@@ -54,7 +54,7 @@ class MappedSafetensors:
         with open(path, "rb") as f:
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         n = int.from_bytes(self._map[:8], "little")
-        header = json.loads(self._map[8:8 + n])
+        header = json.loads(self._map[8 : 8 + n])
         dtypes = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64}
         self.tensors = {}
         for name, meta in header.items():
@@ -62,14 +62,15 @@ class MappedSafetensors:
                 continue
             begin, end = meta["data_offsets"]
             dt = np.dtype(dtypes[meta["dtype"]])
-            self.tensors[name] = np.frombuffer(self._map, dt, (end - begin) // dt.itemsize,
-                                               8 + n + begin).reshape(meta["shape"])
+            self.tensors[name] = np.frombuffer(
+                self._map, dt, (end - begin) // dt.itemsize, 8 + n + begin
+            ).reshape(meta["shape"])
 
     def close(self):
         self.tensors = {}
         try:
             self._map.close()
-        except BufferError:   # an array still points into it; the GC unmaps it later
+        except BufferError:  # an array still points into it; the GC unmaps it later
             pass
 
 
@@ -90,10 +91,15 @@ class Predict:
     def setup(self):
         rng = np.random.default_rng(10)
         self.tmp = TempDir()
-        tensors = {"w": rng.standard_normal((4, 8), dtype=np.float32),
-                   "b": rng.standard_normal(4, dtype=np.float32)}
-        path, st = _store_and_file(self.tmp, tensors, [
-            {"op": "dense", "weight": "w", "bias": "b", "activation": "identity"}])
+        tensors = {
+            "w": rng.standard_normal((4, 8), dtype=np.float32),
+            "b": rng.standard_normal(4, dtype=np.float32),
+        }
+        path, st = _store_and_file(
+            self.tmp,
+            tensors,
+            [{"op": "dense", "weight": "w", "bias": "b", "activation": "identity"}],
+        )
         self.store = Store(path)
         self.mapped = MappedSafetensors(st)
         self.W, self.b = self.mapped.tensors["w"], self.mapped.tensors["b"]
@@ -141,16 +147,16 @@ class SqlPredict:
         rng = np.random.default_rng(11)
         self.tmp = TempDir()
         w = rng.standard_normal((4, 8), dtype=np.float32)
-        path, _ = _store_and_file(self.tmp, {"w": w}, [
-            {"op": "dense", "weight": "w", "activation": "identity"}])
+        path, _ = _store_and_file(
+            self.tmp, {"w": w}, [{"op": "dense", "weight": "w", "activation": "identity"}]
+        )
         self.store = Store(path)
         self.conn = self.store.conn
         self.conn.execute("CREATE TABLE plain(id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
         self.conn.execute("INSERT INTO plain(id, data) VALUES (1, ?)", (w.tobytes(),))
         self.x = rng.standard_normal(8, dtype=np.float32).tobytes()
         got = np.frombuffer(self._ours(), np.float32)
-        np.testing.assert_allclose(got, w @ np.frombuffer(self.x, np.float32), rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(got, w @ np.frombuffer(self.x, np.float32), rtol=1e-5, atol=1e-6)
         assert self._plain() == w.tobytes()
 
     def teardown(self):
@@ -158,8 +164,9 @@ class SqlPredict:
         self.tmp.close()
 
     def _ours(self):
-        return self.conn.execute("SELECT tensor_predict('tensors', 'model', ?)",
-                                 (self.x,)).fetchone()[0]
+        return self.conn.execute(
+            "SELECT tensor_predict('tensors', 'model', ?)", (self.x,)
+        ).fetchone()[0]
 
     def _plain(self):
         return self.conn.execute("SELECT data FROM plain WHERE id = ?", (1,)).fetchone()[0]
@@ -259,13 +266,20 @@ class EmbeddingBag:
     def setup_cache(self):
         rng = np.random.default_rng(13)
         tmp = TempDir()
-        tensors = {"emb": rng.standard_normal((VOCAB, DIM), dtype=np.float32),
-                   "fc.weight": (rng.standard_normal((CLASSES, DIM)) / 11).astype(np.float32),
-                   "fc.bias": rng.standard_normal(CLASSES, dtype=np.float32)}
+        tensors = {
+            "emb": rng.standard_normal((VOCAB, DIM), dtype=np.float32),
+            "fc.weight": (rng.standard_normal((CLASSES, DIM)) / 11).astype(np.float32),
+            "fc.bias": rng.standard_normal(CLASSES, dtype=np.float32),
+        }
         # not removed: asv keeps setup_cache's result for every setup of this class
-        return _store_and_file(tmp, tensors, [
-            {"op": "embedding_bag", "weight": "emb", "mode": "mean"},
-            {"op": "dense", "weight": "fc.weight", "bias": "fc.bias"}])
+        return _store_and_file(
+            tmp,
+            tensors,
+            [
+                {"op": "embedding_bag", "weight": "emb", "mode": "mean"},
+                {"op": "dense", "weight": "fc.weight", "bias": "fc.bias"},
+            ],
+        )
 
     def setup(self, files, bags):
         path, st = files
@@ -278,7 +292,7 @@ class EmbeddingBag:
         self.limits = threadpool_limits(1)
         self._threads = _engine.get_threads()
         _engine.set_threads(1)
-        self.store.predict("model", self.request)   # every page into the pool
+        self.store.predict("model", self.request)  # every page into the pool
         np.testing.assert_allclose(self._ours(), self._numpy(), rtol=1e-4, atol=1e-5)
 
     def teardown(self, files, bags):

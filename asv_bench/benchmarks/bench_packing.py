@@ -1,5 +1,6 @@
 """Page packing: how close each strategy comes to the bounds, how fast the default packs,
 and what a pack does to serving latency (sqlite_tensor.packing, Store.pack)."""
+
 import os
 import shutil
 
@@ -11,7 +12,7 @@ from sqlite_tensor.testing.families import TEXT_CLASSIFIER_LAYERS, text_classifi
 
 from .common import median_time
 
-STRATEGIES = [s for s in packing.STRATEGIES if s != "exact"]   # exact: small instances only
+STRATEGIES = [s for s in packing.STRATEGIES if s != "exact"]  # exact: small instances only
 
 
 class Strategies:
@@ -69,7 +70,7 @@ class Serving:
         blocks = np.array(sorted(b for page in store.page_layout() for b in page))
         np.random.default_rng(0).shuffle(blocks)
         with store.writer() as w:
-            w.write_layout([blocks[i:i + 8].tolist() for i in range(0, len(blocks), 8)])
+            w.write_layout([blocks[i : i + 8].tolist() for i in range(0, len(blocks), 8)])
         store.close()
         return path
 
@@ -80,7 +81,7 @@ class Serving:
         cache.configure(budget_bytes=half)
 
     def teardown(self, path):
-        cache.configure(budget_bytes=512 * 2 ** 20)
+        cache.configure(budget_bytes=512 * 2**20)
         cache.clear()
         self.store.close()
 
@@ -95,14 +96,17 @@ class Serving:
     track_ms_per_request_before.unit = "ms"
 
     def track_ms_per_request_after(self, path):
-        packed = path + ".packed.sqlite"   # a copy: the store of setup_cache stays unpacked
+        packed = path + ".packed.sqlite"  # a copy: the store of setup_cache stays unpacked
         shutil.copy(path, packed)
         store = Store(packed)
         try:
             store.pack()
             cache.clear()
-            return median_time(lambda: [store.predict(m, self.bags) for m in store.models()],
-                               5) / len(store.models()) * 1e3
+            return (
+                median_time(lambda: [store.predict(m, self.bags) for m in store.models()], 5)
+                / len(store.models())
+                * 1e3
+            )
         finally:
             store.close()
             os.remove(packed)

@@ -4,6 +4,7 @@ Each figure that has a target is a ratio against plain SQLite doing the same job
 same run (same connection settings: sqlite_tensor.connect on a temp file, 64 KiB pages,
 WAL), so a slow or noisy machine moves both sides together. See docs/benchmarks.md.
 """
+
 import os
 import statistics
 
@@ -12,8 +13,21 @@ import numpy as np
 import sqlite_tensor
 from sqlite_tensor import Store
 
-from .common import (MB, PLAIN_DDL, TempDir, family, fresh_tensor, ingest_once, ingest_ratio,
-                     page_bytes, page_chunks, plain_insert, plain_read, settle, timed)
+from .common import (
+    MB,
+    PLAIN_DDL,
+    TempDir,
+    family,
+    fresh_tensor,
+    ingest_once,
+    ingest_ratio,
+    page_bytes,
+    page_chunks,
+    plain_insert,
+    plain_read,
+    settle,
+    timed,
+)
 
 
 class Ingest:
@@ -24,7 +38,7 @@ class Ingest:
 
     params = [16, 64]
     param_names = ["size_mb"]
-    number = 1            # every call needs a fresh, empty database
+    number = 1  # every call needs a fresh, empty database
     repeat = (3, 7, 15.0)
     warmup_time = 0.0
     timeout = 120
@@ -55,8 +69,7 @@ class Ingest:
     track_ingest_ratio.unit = "ours/plain"
 
     def track_ingest_mib_s(self, size_mb):
-        return self.arr.nbytes / MB / statistics.median(
-            ingest_once(self.arr)[0] for _ in range(5))
+        return self.arr.nbytes / MB / statistics.median(ingest_once(self.arr)[0] for _ in range(5))
 
     track_ingest_mib_s.unit = "MiB/s"
 
@@ -112,12 +125,12 @@ class Dedup:
         return self.store.stats()
 
     def track_logical_mib(self, family_size):
-        return self._stats()["logical_bytes"] / 2 ** 20
+        return self._stats()["logical_bytes"] / 2**20
 
     track_logical_mib.unit = "MiB"
 
     def track_physical_mib(self, family_size):
-        return self._stats()["physical_bytes"] / 2 ** 20
+        return self._stats()["physical_bytes"] / 2**20
 
     track_physical_mib.unit = "MiB"
 
@@ -134,7 +147,7 @@ class Read:
     timeout = 120
 
     def setup_cache(self):
-        path = os.path.abspath("read.sqlite")   # asv's cache directory, removed after the run
+        path = os.path.abspath("read.sqlite")  # asv's cache directory, removed after the run
         ids = {}
         with Store(path) as store:
             for size in self.params:
@@ -152,7 +165,7 @@ class Read:
         self.ids = cache["ids"][size_mb]
         self.shape = fresh_tensor(size_mb).shape
         self.model = f"m{size_mb}"
-        self.store.get_tensor(self.model, "weight")   # warm the OS cache
+        self.store.get_tensor(self.model, "weight")  # warm the OS cache
 
     def teardown(self, cache, size_mb):
         self.store.close()
@@ -177,6 +190,7 @@ class Read:
 
     def track_get_tensor_mib_s(self, cache, size_mb):
         return size_mb / statistics.median(
-            timed(lambda: self.store.get_tensor(self.model, "weight")) for _ in range(7))
+            timed(lambda: self.store.get_tensor(self.model, "weight")) for _ in range(7)
+        )
 
     track_get_tensor_mib_s.unit = "MiB/s"

@@ -6,6 +6,7 @@ so the store and its reference run with the same connection settings. Before a t
 ``settle()`` flushes the OS's dirty pages: otherwise a write pays for the writeback of the
 one before it, and on this kind of machine that noise is larger than the effect measured.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,8 @@ import sqlite_tensor
 from sqlite_tensor import Store
 from sqlite_tensor.testing.families import text_classifier_family
 
-MB = 2 ** 20
-COLS = 1024   # fresh tensors are (rows x 1024) float32: several block columns at any default
+MB = 2**20
+COLS = 1024  # fresh tensors are (rows x 1024) float32: several block columns at any default
 
 
 @functools.lru_cache(maxsize=4)
@@ -76,7 +77,7 @@ def page_bytes(store: Store, itemsize: int = 4) -> int:
 def page_chunks(arr: np.ndarray, chunk: int) -> list[bytes]:
     """The tensor's bytes cut into BLOBs of ``chunk`` bytes (the last one shorter)."""
     data = arr.tobytes()
-    return [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    return [data[i : i + chunk] for i in range(0, len(data), chunk)]
 
 
 PLAIN_DDL = "CREATE TABLE IF NOT EXISTS plain(id INTEGER PRIMARY KEY, data BLOB NOT NULL)"
@@ -167,5 +168,10 @@ def ingest_ratio(arr: np.ndarray, repeats: int, **options) -> dict:
             chunks = page_chunks(arr, chunk)
         plain.append(plain_insert_once(chunks))
     o, p = statistics.median(ours), statistics.median(plain)
-    return {"ours_s": o, "plain_s": p, "ours_mib_s": arr.nbytes / MB / o,
-            "plain_mib_s": arr.nbytes / MB / p, "ratio": p / o}
+    return {
+        "ours_s": o,
+        "plain_s": p,
+        "ours_mib_s": arr.nbytes / MB / o,
+        "plain_mib_s": arr.nbytes / MB / p,
+        "ratio": p / o,
+    }

@@ -17,19 +17,19 @@
 #include <stddef.h>
 
 #ifndef ST_HIDDEN
-#define ST_HIDDEN __attribute__((visibility("hidden")))  /* not exported from the module */
+#define ST_HIDDEN __attribute__((visibility("hidden"))) /* not exported from the module */
 #endif
 
-#define ST_ARENA_REGION ((size_t)64 << 20)  /* address space a region reserves */
-#define ST_ARENA_HUGE ((size_t)2 << 20)     /* huge page size and region alignment */
-#define ST_ARENA_SMALL ((size_t)4 << 10)    /* release granule without huge pages */
-#define ST_ARENA_ALIGN ((size_t)64)         /* placement granularity and alignment */
-#define ST_ARENA_MIN ((size_t)64 << 10)     /* smaller pages come from malloc */
+#define ST_ARENA_REGION ((size_t)64 << 20) /* address space a region reserves */
+#define ST_ARENA_HUGE ((size_t)2 << 20)    /* huge page size and region alignment */
+#define ST_ARENA_SMALL ((size_t)4 << 10)   /* release granule without huge pages */
+#define ST_ARENA_ALIGN ((size_t)64)        /* placement granularity and alignment */
+#define ST_ARENA_MIN ((size_t)64 << 10)    /* smaller pages come from malloc */
 
 /* The arena's figures (st_arena_stats). */
 typedef struct st_arena_figures {
     long long regions, mapped, in_use, huge_regions, fallbacks;
-    int enabled, huge;                      /* the settings */
+    int enabled, huge; /* the settings */
 } st_arena_figures;
 
 /* n bytes of page memory (never NULL for n > 0 unless malloc fails); free with

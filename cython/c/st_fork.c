@@ -25,8 +25,8 @@ pthread_mutex_t st_views_mutex = PTHREAD_MUTEX_INITIALIZER;
 pthread_mutex_t st_api_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 static pthread_once_t st_fork_once = PTHREAD_ONCE_INIT;
-static int st_fork_registered = -1;   /* pthread_atfork's result */
-static int st_fork_pool_held;         /* prepare took the pool's lock */
+static int st_fork_registered = -1; /* pthread_atfork's result */
+static int st_fork_pool_held;       /* prepare took the pool's lock */
 static int st_fork_pool_missed;
 
 static long long st_fork_now_ns(void) {
@@ -38,8 +38,8 @@ static long long st_fork_now_ns(void) {
 static void st_fork_prepare(void) {
     long long end = st_fork_now_ns() + ST_FORK_POOL_WAIT_NS;
     st_fork_pool_held = 0;
-    while (!(st_fork_pool_held = pthread_mutex_trylock(&st_pool_mutex) == 0)
-           && st_fork_now_ns() < end)
+    while (!(st_fork_pool_held = pthread_mutex_trylock(&st_pool_mutex) == 0) &&
+           st_fork_now_ns() < end)
         sched_yield();
     st_fork_pool_missed = !st_fork_pool_held;
     st_arena_fork_prepare();
@@ -51,7 +51,8 @@ static void st_fork_parent(void) {
     pthread_mutex_unlock(&st_api_mutex);
     pthread_mutex_unlock(&st_views_mutex);
     st_arena_fork_parent();
-    if (st_fork_pool_held) pthread_mutex_unlock(&st_pool_mutex);
+    if (st_fork_pool_held)
+        pthread_mutex_unlock(&st_pool_mutex);
 }
 
 static void st_fork_child(void) {
@@ -71,4 +72,6 @@ int st_fork_init(void) {
     return st_fork_registered;
 }
 
-int st_fork_pool_skipped(void) { return st_fork_pool_missed; }
+int st_fork_pool_skipped(void) {
+    return st_fork_pool_missed;
+}

@@ -10,7 +10,7 @@
 #include <pthread.h>
 
 #ifndef ST_HIDDEN
-#define ST_HIDDEN __attribute__((visibility("hidden")))  /* not exported from the module */
+#define ST_HIDDEN __attribute__((visibility("hidden"))) /* not exported from the module */
 #endif
 
 /* The process pool's table, policy, history and counters (cython/cache/pool.pxi). */

@@ -34,7 +34,7 @@
 #endif
 ST_CLONES
 void st_gemv_n(long m, long n, const float *restrict a, const float *restrict x,
-                float *restrict y) {
+               float *restrict y) {
     /* y[0:m] += A x, A row-major m x n; four rows at a time (four independent streams) */
     const char *end = (const char *)(a + m * n);
     long i = 0;
@@ -53,35 +53,51 @@ void st_gemv_n(long m, long n, const float *restrict a, const float *restrict x,
             }
             for (int k = 0; k < 16; k++) {
                 float xv = x[j + k];
-                c0[k] += a0[j + k] * xv; c1[k] += a1[j + k] * xv;
-                c2[k] += a2[j + k] * xv; c3[k] += a3[j + k] * xv;
+                c0[k] += a0[j + k] * xv;
+                c1[k] += a1[j + k] * xv;
+                c2[k] += a2[j + k] * xv;
+                c3[k] += a3[j + k] * xv;
             }
         }
-        for (int k = 0; k < 16; k++) { s0 += c0[k]; s1 += c1[k]; s2 += c2[k]; s3 += c3[k]; }
-        for (; j < n; j++) {
-            s0 += a0[j] * x[j]; s1 += a1[j] * x[j]; s2 += a2[j] * x[j]; s3 += a3[j] * x[j];
+        for (int k = 0; k < 16; k++) {
+            s0 += c0[k];
+            s1 += c1[k];
+            s2 += c2[k];
+            s3 += c3[k];
         }
-        y[i] += s0; y[i + 1] += s1; y[i + 2] += s2; y[i + 3] += s3;
+        for (; j < n; j++) {
+            s0 += a0[j] * x[j];
+            s1 += a1[j] * x[j];
+            s2 += a2[j] * x[j];
+            s3 += a3[j] * x[j];
+        }
+        y[i] += s0;
+        y[i + 1] += s1;
+        y[i + 2] += s2;
+        y[i + 3] += s3;
     }
     for (; i < m; i++) {
         const float *ai = a + i * n;
         float s = 0;
-        for (long j = 0; j < n; j++) s += ai[j] * x[j];
+        for (long j = 0; j < n; j++)
+            s += ai[j] * x[j];
         y[i] += s;
     }
 }
 ST_CLONES
 void st_gemv_t(long m, long n, const float *restrict a, const float *restrict x,
-                float *restrict y) {
+               float *restrict y) {
     /* y[0:n] += A^T x, A row-major m x n: one stream through A, prefetched as above */
     const char *end = (const char *)(a + m * n);
     for (long i = 0; i < m; i++, a += n) {
         float xi = x[i];
         for (long j = 0; j < n; j += 16) {
             const char *p = (const char *)(a + j) + ST_PREFETCH_BYTES;
-            if (p < end) __builtin_prefetch(p);
+            if (p < end)
+                __builtin_prefetch(p);
         }
-        for (long j = 0; j < n; j++) y[j] += xi * a[j];
+        for (long j = 0; j < n; j++)
+            y[j] += xi * a[j];
     }
 }
 
@@ -92,9 +108,9 @@ void st_gemv_t(long m, long n, const float *restrict a, const float *restrict x,
 #define ST_LINEAR_PF_BYTES 4096
 
 #ifdef ST_X86
-__attribute__((target("avx512f")))
-static void linear_512(long m, long n, const float *restrict a, const float *restrict x,
-                       float *restrict y, long pf) {
+__attribute__((target("avx512f"))) static void linear_512(long m, long n, const float *restrict a,
+                                                          const float *restrict x,
+                                                          float *restrict y, long pf) {
     const char *end = (const char *)(a + m * n);
     for (long i = 0; i < m; i++, a += n) {
         __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
@@ -103,8 +119,10 @@ static void linear_512(long m, long n, const float *restrict a, const float *res
             if (pf) {
                 const char *p = (const char *)(a + j) + pf;
                 if (p + 192 < end) {
-                    _mm_prefetch(p, _MM_HINT_T0); _mm_prefetch(p + 64, _MM_HINT_T0);
-                    _mm_prefetch(p + 128, _MM_HINT_T0); _mm_prefetch(p + 192, _MM_HINT_T0);
+                    _mm_prefetch(p, _MM_HINT_T0);
+                    _mm_prefetch(p + 64, _MM_HINT_T0);
+                    _mm_prefetch(p + 128, _MM_HINT_T0);
+                    _mm_prefetch(p + 192, _MM_HINT_T0);
                 }
             }
             c0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(x + j), c0);
@@ -114,17 +132,18 @@ static void linear_512(long m, long n, const float *restrict a, const float *res
         }
         for (; j + 16 <= n; j += 16)
             c0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(x + j), c0);
-        if (j < n) {  /* masked: lanes past the row are neither read nor able to fault */
+        if (j < n) { /* masked: lanes past the row are neither read nor able to fault */
             __mmask16 k = (__mmask16)((1u << (n - j)) - 1);
-            c1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + j), _mm512_maskz_loadu_ps(k, x + j), c1);
+            c1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + j), _mm512_maskz_loadu_ps(k, x + j),
+                                 c1);
         }
         y[i] += _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3)));
     }
 }
 
-__attribute__((target("avx2,fma")))
-static void linear_256(long m, long n, const float *restrict a, const float *restrict x,
-                       float *restrict y, long pf) {
+__attribute__((target("avx2,fma"))) static void linear_256(long m, long n, const float *restrict a,
+                                                           const float *restrict x,
+                                                           float *restrict y, long pf) {
     const char *end = (const char *)(a + m * n);
     for (long i = 0; i < m; i++, a += n) {
         __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
@@ -132,7 +151,10 @@ static void linear_256(long m, long n, const float *restrict a, const float *res
         for (; j + 32 <= n; j += 32) {
             if (pf) {
                 const char *p = (const char *)(a + j) + pf;
-                if (p + 64 < end) { _mm_prefetch(p, _MM_HINT_T0); _mm_prefetch(p + 64, _MM_HINT_T0); }
+                if (p + 64 < end) {
+                    _mm_prefetch(p, _MM_HINT_T0);
+                    _mm_prefetch(p + 64, _MM_HINT_T0);
+                }
             }
             c0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(x + j), c0);
             c1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(x + j + 8), c1);
@@ -146,7 +168,8 @@ static void linear_256(long m, long n, const float *restrict a, const float *res
         h = _mm_add_ps(h, _mm_movehl_ps(h, h));
         h = _mm_add_ss(h, _mm_movehdup_ps(h));
         float t = _mm_cvtss_f32(h);
-        for (; j < n; j++) t += a[j] * x[j];
+        for (; j < n; j++)
+            t += a[j] * x[j];
         y[i] += t;
     }
 }
@@ -159,27 +182,35 @@ static void linear_c(long m, long n, const float *restrict a, const float *restr
         float c[16] = {0}, s = 0;
         long j = 0;
         for (; j + 16 <= n; j += 16)
-            for (int k = 0; k < 16; k++) c[k] += a[j + k] * x[j + k];
-        for (int k = 0; k < 16; k++) s += c[k];
-        for (; j < n; j++) s += a[j] * x[j];
+            for (int k = 0; k < 16; k++)
+                c[k] += a[j + k] * x[j + k];
+        for (int k = 0; k < 16; k++)
+            s += c[k];
+        for (; j < n; j++)
+            s += a[j] * x[j];
         y[i] += s;
     }
 }
 
 static const char *const kernel_names[ST_GEMV_KERNELS] = {
-    "rows4", "linear-avx512", "linear-avx512-prefetch", "linear-avx2", "linear-avx2-prefetch",
-    "linear"};
+    "rows4",       "linear-avx512",        "linear-avx512-prefetch",
+    "linear-avx2", "linear-avx2-prefetch", "linear"};
 
 int st_gemv_available(int kernel) {
     switch (kernel) {
-    case ST_GEMV_ROWS4: case ST_GEMV_LINEAR: return 1;
+    case ST_GEMV_ROWS4:
+    case ST_GEMV_LINEAR:
+        return 1;
 #ifdef ST_X86
-    case ST_GEMV_LINEAR_512: case ST_GEMV_LINEAR_512_PF:
+    case ST_GEMV_LINEAR_512:
+    case ST_GEMV_LINEAR_512_PF:
         return __builtin_cpu_supports("avx512f");
-    case ST_GEMV_LINEAR_256: case ST_GEMV_LINEAR_256_PF:
+    case ST_GEMV_LINEAR_256:
+    case ST_GEMV_LINEAR_256_PF:
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
-    default: return 0;
+    default:
+        return 0;
     }
 }
 
@@ -187,29 +218,44 @@ const char *st_gemv_name(int kernel) {
     return kernel >= 0 && kernel < ST_GEMV_KERNELS ? kernel_names[kernel] : "?";
 }
 
-void st_gemv_n_with(int kernel, long m, long n, const float *restrict a,
-                    const float *restrict x, float *restrict y) {
+void st_gemv_n_with(int kernel, long m, long n, const float *restrict a, const float *restrict x,
+                    float *restrict y) {
     switch (kernel) {
 #ifdef ST_X86
-    case ST_GEMV_LINEAR_512: linear_512(m, n, a, x, y, 0); return;
-    case ST_GEMV_LINEAR_512_PF: linear_512(m, n, a, x, y, ST_LINEAR_PF_BYTES); return;
-    case ST_GEMV_LINEAR_256: linear_256(m, n, a, x, y, 0); return;
-    case ST_GEMV_LINEAR_256_PF: linear_256(m, n, a, x, y, ST_LINEAR_PF_BYTES); return;
+    case ST_GEMV_LINEAR_512:
+        linear_512(m, n, a, x, y, 0);
+        return;
+    case ST_GEMV_LINEAR_512_PF:
+        linear_512(m, n, a, x, y, ST_LINEAR_PF_BYTES);
+        return;
+    case ST_GEMV_LINEAR_256:
+        linear_256(m, n, a, x, y, 0);
+        return;
+    case ST_GEMV_LINEAR_256_PF:
+        linear_256(m, n, a, x, y, ST_LINEAR_PF_BYTES);
+        return;
 #endif
-    case ST_GEMV_LINEAR: linear_c(m, n, a, x, y); return;
-    default: st_gemv_n(m, n, a, x, y); return;
+    case ST_GEMV_LINEAR:
+        linear_c(m, n, a, x, y);
+        return;
+    default:
+        st_gemv_n(m, n, a, x, y);
+        return;
     }
 }
 
 /* What st_gemv_pick measured: one entry per (tile shape, size class). */
-typedef struct { long rows, cols; int cls, kernel; } st_gemv_choice;
+typedef struct {
+    long rows, cols;
+    int cls, kernel;
+} st_gemv_choice;
 #define ST_GEMV_CHOICES 32
 static st_gemv_choice choices[ST_GEMV_CHOICES];
 static int nchoices;
 static double last_timings[ST_GEMV_KERNELS];
 static pthread_mutex_t choices_mu = PTHREAD_MUTEX_INITIALIZER;
 
-#define ST_CAL_MIN_CLASS 16              /* 64 KiB: smaller layers are timed as this */
+#define ST_CAL_MIN_CLASS 16                /* 64 KiB: smaller layers are timed as this */
 #define ST_CAL_STREAM ((double)(48 << 20)) /* bytes each candidate streams, at least */
 #define ST_CAL_MIN_PASSES 4
 #define ST_CAL_MAX_PASSES 200
@@ -231,24 +277,34 @@ static long long llc_bytes(void) {
         long long lv = 0, size = 0;
         snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", i);
         FILE *f = fopen(path, "r");
-        if (f == NULL) break;
-        if (fgets(buf, sizeof buf, f)) lv = atoll(buf);
+        if (f == NULL)
+            break;
+        if (fgets(buf, sizeof buf, f))
+            lv = atoll(buf);
         fclose(f);
         snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
         f = fopen(path, "r");
-        if (f == NULL) continue;
+        if (f == NULL)
+            continue;
         if (fgets(buf, sizeof buf, f)) {
             char *end;
             size = strtoll(buf, &end, 10);
-            if (*end == 'K') size <<= 10;
-            else if (*end == 'M') size <<= 20;
+            if (*end == 'K')
+                size <<= 10;
+            else if (*end == 'M')
+                size <<= 20;
         }
         fclose(f);
-        if (lv >= level && size > 0) { level = (int)lv; best = size; }
+        if (lv >= level && size > 0) {
+            level = (int)lv;
+            best = size;
+        }
     }
 #ifdef _SC_LEVEL3_CACHE_SIZE
-    if (best <= 0) best = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    if (best <= 0) best = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (best <= 0)
+        best = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (best <= 0)
+        best = sysconf(_SC_LEVEL2_CACHE_SIZE);
 #endif
     return best > 0 ? best : 0;
 }
@@ -260,9 +316,11 @@ static int top_class(void) {
     static int top;
     if (top == 0) {
         long long want = 2 * llc_bytes();
-        if (want < (64LL << 20)) want = 64LL << 20;
+        if (want < (64LL << 20))
+            want = 64LL << 20;
         int c = 0;
-        while ((1LL << c) < want && c < 30) c++;
+        while ((1LL << c) < want && c < 30)
+            c++;
         top = c;
     }
     return top;
@@ -270,15 +328,18 @@ static int top_class(void) {
 
 static int size_class(long long bytes) {
     int c = ST_CAL_MIN_CLASS, top = top_class();
-    while (c < top && (1LL << c) < bytes) c++;
+    while (c < top && (1LL << c) < bytes)
+        c++;
     return c;
 }
 
 static int forced_kernel(void) {
     const char *s = getenv("ST_GEMV_KERNEL");
-    if (s == NULL || *s == 0) return -1;
+    if (s == NULL || *s == 0)
+        return -1;
     for (int k = 0; k < ST_GEMV_KERNELS; k++)
-        if (strcmp(s, kernel_names[k]) == 0 && st_gemv_available(k)) return k;
+        if (strcmp(s, kernel_names[k]) == 0 && st_gemv_available(k))
+            return k;
     return -1;
 }
 
@@ -288,49 +349,66 @@ static int calibrate(long rows, long cols, int cls) {
     size_t tile = (size_t)cols * sizeof(float);
     long tr = rows;
     size_t budget = (size_t)1 << cls;
-    if (tile > budget) return ST_GEMV_ROWS4;           /* a row larger than the class */
-    if ((size_t)tr * tile > budget) tr = (long)(budget / tile);
+    if (tile > budget)
+        return ST_GEMV_ROWS4; /* a row larger than the class */
+    if ((size_t)tr * tile > budget)
+        tr = (long)(budget / tile);
     size_t ntiles = budget / ((size_t)tr * tile);
-    if (ntiles == 0) ntiles = 1;
+    if (ntiles == 0)
+        ntiles = 1;
     size_t bytes = ntiles * tr * tile;
     size_t align = (size_t)2 << 20, len = bytes + align;
     char *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     float *x = malloc((cols + 16) * sizeof(float)), *y = malloc((tr + 16) * sizeof(float));
     int best = ST_GEMV_ROWS4;
-    for (int k = 0; k < ST_GEMV_KERNELS; k++) last_timings[k] = -1;
-    if (map == MAP_FAILED || x == NULL || y == NULL) goto done;
+    for (int k = 0; k < ST_GEMV_KERNELS; k++)
+        last_timings[k] = -1;
+    if (map == MAP_FAILED || x == NULL || y == NULL)
+        goto done;
     float *a = (float *)(((size_t)map + align - 1) & ~(align - 1));
-    if (bytes >= align) madvise(a, bytes, MADV_HUGEPAGE);   /* as the pool's arena does */
-    memset(a, 0x3e, bytes);                                 /* 0.186f: no denormals */
-    for (long j = 0; j < cols; j++) x[j] = 0.5f;
+    if (bytes >= align)
+        madvise(a, bytes, MADV_HUGEPAGE); /* as the pool's arena does */
+    memset(a, 0x3e, bytes);               /* 0.186f: no denormals */
+    for (long j = 0; j < cols; j++)
+        x[j] = 0.5f;
     long passes = (long)(ST_CAL_STREAM / bytes);
-    if (passes < ST_CAL_MIN_PASSES) passes = ST_CAL_MIN_PASSES;
-    if (passes > ST_CAL_MAX_PASSES) passes = ST_CAL_MAX_PASSES;
+    if (passes < ST_CAL_MIN_PASSES)
+        passes = ST_CAL_MIN_PASSES;
+    if (passes > ST_CAL_MAX_PASSES)
+        passes = ST_CAL_MAX_PASSES;
     double t[ST_GEMV_KERNELS];
-    for (int k = 0; k < ST_GEMV_KERNELS; k++) t[k] = 1e30;
+    for (int k = 0; k < ST_GEMV_KERNELS; k++)
+        t[k] = 1e30;
     for (long p = 0; p < passes; p++) {
         for (int k = 0; k < ST_GEMV_KERNELS; k++) {
-            if (!st_gemv_available(k)) continue;
+            if (!st_gemv_available(k))
+                continue;
             memset(y, 0, tr * sizeof(float));
             double t0 = now_s();
             for (size_t i = 0; i < ntiles; i++)
                 st_gemv_n_with(k, tr, cols, a + i * tr * cols, x, y);
             double dt = now_s() - t0;
-            if (dt < t[k]) t[k] = dt;
+            if (dt < t[k])
+                t[k] = dt;
         }
     }
     for (int k = 0; k < ST_GEMV_KERNELS; k++) {
-        if (t[k] < 1e30) last_timings[k] = t[k];
-        if (t[k] < t[best]) best = k;
+        if (t[k] < 1e30)
+            last_timings[k] = t[k];
+        if (t[k] < t[best])
+            best = k;
     }
     if (getenv("ST_GEMV_TRACE") && *getenv("ST_GEMV_TRACE") && *getenv("ST_GEMV_TRACE") != '0') {
-        fprintf(stderr, "st_gemv: tiles %ld x %ld, %zu bytes, %ld passes:", rows, cols, bytes, passes);
+        fprintf(stderr, "st_gemv: tiles %ld x %ld, %zu bytes, %ld passes:", rows, cols, bytes,
+                passes);
         for (int k = 0; k < ST_GEMV_KERNELS; k++)
-            if (t[k] < 1e30) fprintf(stderr, " %s %.1f GB/s", kernel_names[k], bytes / t[k] / 1e9);
+            if (t[k] < 1e30)
+                fprintf(stderr, " %s %.1f GB/s", kernel_names[k], bytes / t[k] / 1e9);
         fprintf(stderr, " -> %s\n", kernel_names[best]);
     }
 done:
-    if (map != MAP_FAILED) munmap(map, len);
+    if (map != MAP_FAILED)
+        munmap(map, len);
     free(x);
     free(y);
     return best;
@@ -342,14 +420,19 @@ static void choices_after_fork(void) {
     pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
     choices_mu = m;
 }
-static void choices_register(void) { pthread_atfork(NULL, NULL, choices_after_fork); }
+static void choices_register(void) {
+    pthread_atfork(NULL, NULL, choices_after_fork);
+}
 static pthread_once_t choices_once = PTHREAD_ONCE_INIT;
 
 int st_gemv_pick(long rows, long cols, long long bytes) {
-    if (rows <= 0 || cols <= 0) return ST_GEMV_ROWS4;
+    if (rows <= 0 || cols <= 0)
+        return ST_GEMV_ROWS4;
     int forced = forced_kernel();
-    if (forced >= 0) return forced;
-    if (bytes <= ST_GEMV_SMALL_BYTES) return ST_GEMV_ROWS4;
+    if (forced >= 0)
+        return forced;
+    if (bytes <= ST_GEMV_SMALL_BYTES)
+        return ST_GEMV_ROWS4;
     pthread_once(&choices_once, choices_register);
     int cls, kernel = -1;
     pthread_mutex_lock(&choices_mu);
@@ -361,7 +444,7 @@ int st_gemv_pick(long rows, long cols, long long bytes) {
         if (nchoices < ST_GEMV_CHOICES) {
             kernel = calibrate(rows, cols, cls);
             choices[nchoices++] = (st_gemv_choice){rows, cols, cls, kernel};
-        } else {   /* table full (many tile shapes): the choice for the nearest class */
+        } else { /* table full (many tile shapes): the choice for the nearest class */
             int d = 1 << 30;
             for (int i = 0; i < nchoices; i++)
                 if (abs(choices[i].cls - cls) < d) {

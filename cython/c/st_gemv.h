@@ -14,7 +14,7 @@
 #define ST_GEMV_H
 
 #ifndef ST_HIDDEN
-#define ST_HIDDEN __attribute__((visibility("hidden")))  /* not exported from the module */
+#define ST_HIDDEN __attribute__((visibility("hidden"))) /* not exported from the module */
 #endif
 
 /* y[0:m] += A x, A row-major m x n (four rows at a time; for small products) */
@@ -34,7 +34,7 @@ enum {
     ST_GEMV_LINEAR_512_PF,
     ST_GEMV_LINEAR_256,
     ST_GEMV_LINEAR_256_PF,
-    ST_GEMV_LINEAR,            /* portable C, any CPU */
+    ST_GEMV_LINEAR, /* portable C, any CPU */
     ST_GEMV_KERNELS
 };
 

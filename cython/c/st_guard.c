@@ -12,7 +12,8 @@ int st_interrupted(const sqlite3_api_routines *api, sqlite3 *db) {
     ** set (we run inside an active statement, so SQLite keeps the flag) fails with
     ** SQLITE_INTERRUPT (the parser checks it too). */
     rc = api->prepare_v2(db, "SELECT 1", -1, &probe, 0);
-    if (rc != SQLITE_OK) return rc == SQLITE_INTERRUPT;
+    if (rc != SQLITE_OK)
+        return rc == SQLITE_INTERRUPT;
     rc = api->step(probe);
     api->finalize(probe);
     return rc == SQLITE_INTERRUPT;

@@ -9,13 +9,16 @@
 #include <sqlite3ext.h>
 
 #ifndef ST_HIDDEN
-#define ST_HIDDEN __attribute__((visibility("hidden")))  /* not exported from the module */
+#define ST_HIDDEN __attribute__((visibility("hidden"))) /* not exported from the module */
 #endif
 
 /* sqlite3_is_interrupted came with SQLite 3.41, after the last member of the routines
 ** table our 3.40 header knows (value_encoding); a host at least that new has it right
 ** there. */
-typedef struct { sqlite3_api_routines known; int (*is_interrupted)(sqlite3 *); } st_api_341;
+typedef struct {
+    sqlite3_api_routines known;
+    int (*is_interrupted)(sqlite3 *);
+} st_api_341;
 
 /* Nesting depth of tensor_predict_batch queries on this thread: the nested query runs on
 ** the same thread's stack, so a thread-local count is exact. */

@@ -12,16 +12,30 @@
 static inline float st_half_to_float(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, f;
     if (exp == 0) {
-        if (man == 0) f = sign;
-        else { exp = 113; while (!(man & 0x400u)) { man <<= 1; exp--; }
-               f = sign | (exp << 23) | ((man & 0x3ffu) << 13); }
-    } else if (exp == 31) f = sign | 0x7f800000u | (man << 13);
-    else f = sign | ((exp + 112) << 23) | (man << 13);
-    float out; memcpy(&out, &f, 4); return out;
+        if (man == 0)
+            f = sign;
+        else {
+            exp = 113;
+            while (!(man & 0x400u)) {
+                man <<= 1;
+                exp--;
+            }
+            f = sign | (exp << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else if (exp == 31)
+        f = sign | 0x7f800000u | (man << 13);
+    else
+        f = sign | ((exp + 112) << 23) | (man << 13);
+    float out;
+    memcpy(&out, &f, 4);
+    return out;
 }
 
 /* bfloat16 -> float: the high half of a float32, exact. */
 static inline float st_bf16_to_float(uint16_t h) {
-    uint32_t f = (uint32_t)h << 16; float out; memcpy(&out, &f, 4); return out;
+    uint32_t f = (uint32_t)h << 16;
+    float out;
+    memcpy(&out, &f, 4);
+    return out;
 }
 #endif

@@ -5,9 +5,9 @@
 
 typedef struct {
     const void *db;
-    uint64_t epoch;            /* 0: empty (no view has epoch 0) */
+    uint64_t epoch; /* 0: empty (no view has epoch 0) */
     int value;
-    unsigned short len;        /* bytes of key used */
+    unsigned short len; /* bytes of key used */
     char key[ST_MEMO_KEY_BYTES];
 } st_memo_entry;
 
@@ -17,7 +17,8 @@ static __thread unsigned st_memo_next;
 /* key = schema NUL store NUL; 0 when it does not fit. */
 static size_t st_memo_key(char *out, const char *schema, const char *store) {
     size_t a = strlen(schema) + 1, b = strlen(store) + 1;
-    if (a + b > ST_MEMO_KEY_BYTES) return 0;
+    if (a + b > ST_MEMO_KEY_BYTES)
+        return 0;
     memcpy(out, schema, a);
     memcpy(out + a, store, b);
     return a + b;
@@ -36,7 +37,8 @@ int st_memo_get(const void *db, uint64_t epoch, const char *schema, const char *
     char key[ST_MEMO_KEY_BYTES];
     size_t len = st_memo_key(key, schema, store);
     st_memo_entry *e = len ? st_memo_find(db, key, len) : 0;
-    if (e == 0 || e->epoch != epoch) return 0;
+    if (e == 0 || e->epoch != epoch)
+        return 0;
     *value = e->value;
     return 1;
 }
@@ -45,7 +47,8 @@ void st_memo_put(const void *db, uint64_t epoch, const char *schema, const char 
     char key[ST_MEMO_KEY_BYTES];
     size_t len = st_memo_key(key, schema, store);
     st_memo_entry *e;
-    if (len == 0 || epoch == 0) return;
+    if (len == 0 || epoch == 0)
+        return;
     e = st_memo_find(db, key, len);
     if (e == 0) {
         e = &st_memo[st_memo_next];

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #ifndef ST_HIDDEN
-#define ST_HIDDEN __attribute__((visibility("hidden")))  /* not exported from the module */
+#define ST_HIDDEN __attribute__((visibility("hidden"))) /* not exported from the module */
 #endif
 
 #define ST_MEMO_SLOTS 16      /* entries per thread, replaced round-robin */

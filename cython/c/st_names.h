@@ -11,8 +11,8 @@
 /* layer kinds: OP_DENSE, OP_EMBEDDING, OP_EMBEDDING_BAG, OP_ACTIVATION */
 static const char *const st_op_names[] = {"dense", "embedding", "embedding_bag", "activation", 0};
 /* activations: ACT_IDENTITY .. ACT_SOFTMAX */
-static const char *const st_act_names[] = {"identity", "relu", "sigmoid", "tanh", "gelu",
-                                           "softmax", 0};
+static const char *const st_act_names[] = {"identity", "relu",    "sigmoid", "tanh",
+                                           "gelu",     "softmax", 0};
 /* the weight dtypes the kernels compute with (widened to float32): DT_F32 .. DT_F64 */
 static const char *const st_dtype_names[] = {"float32", "float16", "bfloat16", "float64", 0};
 /* an embedding_bag's modes: index 0 sums, 1 takes the mean (the default) */

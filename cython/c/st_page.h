@@ -15,21 +15,29 @@
 #include <string.h>
 
 #ifndef ST_HIDDEN
-#define ST_HIDDEN __attribute__((visibility("hidden")))  /* not exported from the module */
+#define ST_HIDDEN __attribute__((visibility("hidden"))) /* not exported from the module */
 #endif
 
-#define ST_PAGE_MAGIC 0x47505453u        /* 'STPG' read as a little-endian u32 */
-#define ST_PAGE_VERSION 2                /* what the writer writes; version 1 stays readable */
-#define ST_PAGE_V1_HEADER_BYTES 16       /* version 1: slots start here */
-#define ST_PAGE_HEADER_BYTES 24          /* version 2: slots start here */
-#define ST_PAGE_CHECKSUM_AT 16           /* version 2: u64 checksum */
-#define ST_PAGE_SLOT_BYTES 16            /* u64 offset, u64 nbytes */
-#define ST_PAGE_ALIGN 64                 /* every slot's data starts at a multiple of this */
+#define ST_PAGE_MAGIC 0x47505453u  /* 'STPG' read as a little-endian u32 */
+#define ST_PAGE_VERSION 2          /* what the writer writes; version 1 stays readable */
+#define ST_PAGE_V1_HEADER_BYTES 16 /* version 1: slots start here */
+#define ST_PAGE_HEADER_BYTES 24    /* version 2: slots start here */
+#define ST_PAGE_CHECKSUM_AT 16     /* version 2: u64 checksum */
+#define ST_PAGE_SLOT_BYTES 16      /* u64 offset, u64 nbytes */
+#define ST_PAGE_ALIGN 64           /* every slot's data starts at a multiple of this */
 
 /* Little-endian fixed-width reads of the page format (x86-64 and aarch64 are LE; memcpy
 ** keeps unaligned access defined). */
-static inline uint32_t st_page_get_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline uint64_t st_page_get_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint32_t st_page_get_u32(const unsigned char *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline uint64_t st_page_get_u64(const unsigned char *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
 
 /* The checksum of a version-2 page: n bytes at p, the 8 bytes at ST_PAGE_CHECKSUM_AT (the
 ** checksum field) counted as zero, seeded with the page id. */

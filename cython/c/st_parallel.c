@@ -27,35 +27,42 @@
 #include <sched.h>
 #include <time.h>
 
-typedef struct { st_range_fn fn; void *ctx; long begin, end; int worker; } st_range;
+typedef struct {
+    st_range_fn fn;
+    void *ctx;
+    long begin, end;
+    int worker;
+} st_range;
 static void *st_range_main(void *p) {
     st_range *r = (st_range *)p;
     r->fn(r->ctx, r->begin, r->end, r->worker);
     return 0;
 }
 static struct {
-    pthread_mutex_t busy;         /* held by the call whose ranges the workers run */
-    pthread_mutex_t lock;         /* guards the fields below */
-    pthread_cond_t wake;          /* workers: a new job (generation changed) */
-    pthread_cond_t done;          /* the caller: pending reached 0 */
-    int nworkers;                 /* workers started, numbered 1 .. nworkers */
-    int njob;                     /* threads of the current job: the caller and
+    pthread_mutex_t busy; /* held by the call whose ranges the workers run */
+    pthread_mutex_t lock; /* guards the fields below */
+    pthread_cond_t wake;  /* workers: a new job (generation changed) */
+    pthread_cond_t done;  /* the caller: pending reached 0 */
+    int nworkers;         /* workers started, numbered 1 .. nworkers */
+    int njob;             /* threads of the current job: the caller and
                                   ** workers 1 .. njob-1 */
-    int pending;                  /* workers of the job not finished yet */
-    st_range_fn fn;               /* the current job: fn(ctx, u, u + 1, worker) for */
-    void *ctx;                    /* every unit u < n, claimed through share[].next */
+    int pending;          /* workers of the job not finished yet */
+    st_range_fn fn;       /* the current job: fn(ctx, u, u + 1, worker) for */
+    void *ctx;            /* every unit u < n, claimed through share[].next */
     long n;
-    unsigned long generation;     /* jobs handed out so far */
-    unsigned long start_generation[ST_MAX_THREADS];  /* a worker's first `seen` */
+    unsigned long generation;                       /* jobs handed out so far */
+    unsigned long start_generation[ST_MAX_THREADS]; /* a worker's first `seen` */
     pthread_t tids[ST_MAX_THREADS];
-    int excluded_cpu;             /* the CPU the workers are kept off (-1: none) */
-    int atfork;                   /* the fork handler is registered */
-} st_workers = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
-                PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, .excluded_cpu = -1};
+    int excluded_cpu; /* the CPU the workers are kept off (-1: none) */
+    int atfork;       /* the fork handler is registered */
+} st_workers = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                PTHREAD_COND_INITIALIZER, .excluded_cpu = -1};
 /* Thread k's share of the current job: units [n k / njob, n (k + 1) / njob), the next one
 ** to claim (a cache line each: the threads claim at once). */
-static struct { long next, end; char pad[48]; } __attribute__((aligned(64)))
-    st_share[ST_MAX_THREADS];
+static struct {
+    long next, end;
+    char pad[48];
+} __attribute__((aligned(64))) st_share[ST_MAX_THREADS];
 
 static void st_shares_set(long n, int njob) {
     for (int k = 0; k < njob; k++) {
@@ -92,14 +99,17 @@ static long long st_mono_ns(void) {
 static void st_join_spin(long long budget_ns) {
     long long end;
     int i = 0;
-    if (budget_ns < 20000) budget_ns = 20000;
-    if (budget_ns > 1000000) budget_ns = 1000000;
+    if (budget_ns < 20000)
+        budget_ns = 20000;
+    if (budget_ns > 1000000)
+        budget_ns = 1000000;
     end = st_mono_ns() + budget_ns;
     while (__atomic_load_n(&st_workers.pending, __ATOMIC_ACQUIRE) > 0) {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
-        if (++i % 64 == 0 && st_mono_ns() > end) return;
+        if (++i % 64 == 0 && st_mono_ns() > end)
+            return;
     }
 }
 /* A worker, its job done, watches for the next one this long before it sleeps. Waking a
@@ -116,7 +126,8 @@ static void st_worker_linger(unsigned long seen) {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
-        if (++i % 64 == 0 && st_mono_ns() > end) return;
+        if (++i % 64 == 0 && st_mono_ns() > end)
+            return;
     }
 }
 
@@ -127,7 +138,7 @@ static void *st_worker_main(void *p) {
     pthread_setname_np(pthread_self(), "st-kernel");
 #endif
     pthread_mutex_lock(&st_workers.lock);
-    seen = st_workers.start_generation[k];  /* not generation: a job may have started */
+    seen = st_workers.start_generation[k]; /* not generation: a job may have started */
     for (;;) {
         while (st_workers.generation == seen)
             pthread_cond_wait(&st_workers.wake, &st_workers.lock);
@@ -149,9 +160,13 @@ static void st_workers_after_fork(void) {
     /* the child: the workers did not come along, and the locks may have been held */
     pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t c = PTHREAD_COND_INITIALIZER;
-    st_workers.busy = m; st_workers.lock = m;
-    st_workers.wake = c; st_workers.done = c;
-    st_workers.nworkers = 0; st_workers.njob = 0; st_workers.pending = 0;
+    st_workers.busy = m;
+    st_workers.lock = m;
+    st_workers.wake = c;
+    st_workers.done = c;
+    st_workers.nworkers = 0;
+    st_workers.njob = 0;
+    st_workers.pending = 0;
     st_workers.excluded_cpu = -1;
 }
 /* Start workers up to `want` (called holding busy: only one caller starts them). */
@@ -161,17 +176,19 @@ static void st_workers_start(int want) {
     if (!st_workers.atfork)
         st_workers.atfork = pthread_atfork(0, 0, st_workers_after_fork) == 0;
     if (!st_workers.atfork || pthread_attr_init(&attr) != 0)
-        return;  /* without the fork handler a forked child would wait for no one */
+        return; /* without the fork handler a forked child would wait for no one */
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     while (st_workers.nworkers < want) {
         pthread_mutex_lock(&st_workers.lock);
         st_workers.start_generation[st_workers.nworkers + 1] = st_workers.generation;
         int ok = pthread_create(&tid, &attr, st_worker_main,
                                 (void *)(size_t)(st_workers.nworkers + 1)) == 0;
-        if (ok) st_workers.tids[++st_workers.nworkers] = tid;
-        st_workers.excluded_cpu = -1;  /* the new one is not steered yet */
+        if (ok)
+            st_workers.tids[++st_workers.nworkers] = tid;
+        st_workers.excluded_cpu = -1; /* the new one is not steered yet */
         pthread_mutex_unlock(&st_workers.lock);
-        if (!ok) break;
+        if (!ok)
+            break;
     }
     pthread_attr_destroy(&attr);
 }
@@ -185,10 +202,13 @@ static void st_workers_steer(void) {
 #if defined(__linux__) && defined(CPU_SET)
     int cpu = sched_getcpu(), k;
     cpu_set_t set;
-    if (cpu < 0 || cpu == st_workers.excluded_cpu || cpu >= CPU_SETSIZE) return;
-    if (sched_getaffinity(0, sizeof set, &set) != 0) return;
+    if (cpu < 0 || cpu == st_workers.excluded_cpu || cpu >= CPU_SETSIZE)
+        return;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return;
     CPU_CLR(cpu, &set);
-    if (CPU_COUNT(&set) == 0) return;   /* the caller may only run here: leave them be */
+    if (CPU_COUNT(&set) == 0)
+        return; /* the caller may only run here: leave them be */
     for (k = 1; k <= st_workers.nworkers; k++)
         pthread_setaffinity_np(st_workers.tids[k], sizeof set, &set);
     st_workers.excluded_cpu = cpu;
@@ -202,20 +222,28 @@ static void st_parallel_for_spawn(int nthreads, st_range *ranges) {
     for (i = 1; i < nthreads; i++)
         started[i] = pthread_create(&tids[i], 0, st_range_main, &ranges[i]) == 0;
     for (i = 1; i < nthreads; i++)
-        if (!started[i]) st_range_main(&ranges[i]);
+        if (!started[i])
+            st_range_main(&ranges[i]);
     st_range_main(&ranges[0]);
     for (i = 1; i < nthreads; i++)
-        if (started[i]) pthread_join(tids[i], 0);
+        if (started[i])
+            pthread_join(tids[i], 0);
 }
 void st_parallel_for(int nthreads, long n, st_range_fn fn, void *ctx) {
     st_range ranges[ST_MAX_THREADS];
     int i, njob;
-    if (nthreads > n) nthreads = (int)n;
-    if (nthreads > ST_MAX_THREADS) nthreads = ST_MAX_THREADS;
-    if (nthreads < 1) nthreads = 1;
+    if (nthreads > n)
+        nthreads = (int)n;
+    if (nthreads > ST_MAX_THREADS)
+        nthreads = ST_MAX_THREADS;
+    if (nthreads < 1)
+        nthreads = 1;
     for (i = 0; i < nthreads; i++) {
-        ranges[i].fn = fn; ranges[i].ctx = ctx; ranges[i].worker = i;
-        ranges[i].begin = n * i / nthreads; ranges[i].end = n * (i + 1) / nthreads;
+        ranges[i].fn = fn;
+        ranges[i].ctx = ctx;
+        ranges[i].worker = i;
+        ranges[i].begin = n * i / nthreads;
+        ranges[i].end = n * (i + 1) / nthreads;
     }
     if (nthreads == 1) {
         st_range_main(&ranges[0]);
@@ -229,13 +257,15 @@ void st_parallel_for(int nthreads, long n, st_range_fn fn, void *ctx) {
     st_workers_steer();
     njob = st_workers.nworkers + 1 < nthreads ? st_workers.nworkers + 1 : nthreads;
     pthread_mutex_lock(&st_workers.lock);
-    st_workers.fn = fn; st_workers.ctx = ctx;
+    st_workers.fn = fn;
+    st_workers.ctx = ctx;
     st_workers.n = n;
     st_workers.njob = njob;
     st_shares_set(n, njob);
     st_workers.pending = njob - 1;
-    __atomic_add_fetch(&st_workers.generation, 1, __ATOMIC_RELEASE);  /* read by lingerers */
-    if (njob > 1) pthread_cond_broadcast(&st_workers.wake);
+    __atomic_add_fetch(&st_workers.generation, 1, __ATOMIC_RELEASE); /* read by lingerers */
+    if (njob > 1)
+        pthread_cond_broadcast(&st_workers.wake);
     pthread_mutex_unlock(&st_workers.lock);
     long long t0 = st_mono_ns();
     long mine = st_claim_units(0);

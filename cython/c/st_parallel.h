@@ -9,7 +9,7 @@
 #define ST_PARALLEL_H
 
 #ifndef ST_HIDDEN
-#define ST_HIDDEN __attribute__((visibility("hidden")))  /* not exported from the module */
+#define ST_HIDDEN __attribute__((visibility("hidden"))) /* not exported from the module */
 #endif
 
 #define ST_MAX_THREADS 256

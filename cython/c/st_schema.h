@@ -8,32 +8,33 @@
 /* Shadow tables of a store, "<store>_<part>". xShadowName is derived from this list,
 ** and docs/architecture.md describes each; keep the three in step. SQLite asks
 ** xShadowName about the text after a table name's last '_': no part may hold one. */
-static const char *const st_shadow_parts[] = {
-    "config", "models", "tensors", "blocks", "pages", "map", "residuals", "dedup",
-    "files", 0
-};
+static const char *const st_shadow_parts[] = {"config", "models",    "tensors", "blocks", "pages",
+                                              "map",    "residuals", "dedup",   "files",  0};
 
 /* Defaults chosen by measurement; see docs/benchmarks.md. */
 #define ST_DEFAULT_BLOCK_ROWS 256
 #define ST_DEFAULT_BLOCK_COLS 256
 #define ST_DEFAULT_PAGE_BLOCKS 4
 #define ST_MAX_BLOCK_DIM 65536
-#define ST_MAX_PAGE_BYTES (512LL * 1024 * 1024)   /* worst case: 8-byte items */
-#define ST_FORMAT_VERSION 2   /* 2: version-2 pages (checksums); 1 is read, upgraded by Python */
+#define ST_MAX_PAGE_BYTES (512LL * 1024 * 1024) /* worst case: 8-byte items */
+#define ST_FORMAT_VERSION 2 /* 2: version-2 pages (checksums); 1 is read, upgraded by Python */
 
 /* Every shadow table and index of a store: the one place the schema is written. Run
 ** by xCreate and by the upgrade (store_upgrade), which adds what an older store lacks;
 ** "IF NOT EXISTS {x}" also names each object for st_vtab_objects_exist. */
 static const char st_store_ddl[] =
     "CREATE TABLE IF NOT EXISTS {config}(key TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS {models}(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, layers TEXT,"
+    "CREATE TABLE IF NOT EXISTS {models}(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, layers "
+    "TEXT,"
     " created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')));"
-    "CREATE TABLE IF NOT EXISTS {tensors}(id INTEGER PRIMARY KEY, model_id INTEGER NOT NULL, name TEXT NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS {tensors}(id INTEGER PRIMARY KEY, model_id INTEGER NOT NULL, name "
+    "TEXT NOT NULL,"
     " shape TEXT NOT NULL, dtype TEXT NOT NULL, rows INTEGER NOT NULL, cols INTEGER NOT NULL,"
     " nbytes INTEGER NOT NULL, UNIQUE(model_id, name));"
     "CREATE TABLE IF NOT EXISTS {pages}(id INTEGER PRIMARY KEY, nblocks INTEGER NOT NULL,"
     " nbytes INTEGER NOT NULL, data BLOB NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS {blocks}(id INTEGER PRIMARY KEY, hash BLOB NOT NULL, nbytes INTEGER NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS {blocks}(id INTEGER PRIMARY KEY, hash BLOB NOT NULL, nbytes "
+    "INTEGER NOT NULL,"
     " page_id INTEGER NOT NULL, slot INTEGER NOT NULL, refcount INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS {blocks_by_hash} ON {.blocks}(hash);"
     "CREATE INDEX IF NOT EXISTS {blocks_by_page} ON {.blocks}(page_id, slot);"

@@ -15,7 +15,6 @@
 from libc.string cimport strchr
 
 
-
 cdef int st_pool_set_policy_by_name(const char *name, char **err) noexcept nogil:
     """Switch the process pool's policy (its defaults for parameters); its pages are dropped
     (the old policy's state goes with them), its counters kept."""
@@ -222,7 +221,7 @@ ctypedef struct PoolStatsCursor:
 
 
 cdef int st_pool_stats_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
-                          sqlite3_vtab **out, char **err) noexcept nogil:
+                               sqlite3_vtab **out, char **err) noexcept nogil:
     cdef int rc
     if <size_t>aux == ST_POOL_STATS_TABLE:
         rc = sqlite3_declare_vtab(db, "CREATE TABLE x(policy TEXT, budget_bytes INTEGER,"
@@ -269,7 +268,7 @@ cdef int st_pool_stats_close(sqlite3_vtab_cursor *cur) noexcept nogil:
 
 
 cdef int st_pool_stats_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
-                         int argc, sqlite3_value **argv) noexcept nogil:
+                              int argc, sqlite3_value **argv) noexcept nogil:
     cdef PoolStatsCursor *c = <PoolStatsCursor *>cur
     cdef size_t which = <size_t>(<ReportVtab *>cur.pVtab).spec
     cdef sqlite3_int64 i = 0, j

@@ -45,7 +45,7 @@ cdef PoolPage *st_pool_python_ask_victim(Pool *pool, PoolPage *fallback) noexcep
         p = p.prev
     try:
         chosen = st_pool_python_object.victim([st_pool_python_page_info(<PoolPage *><size_t>a, pool)
-                                       for a in candidates.values()])
+                                               for a in candidates.values()])
         if chosen not in candidates:
             raise LookupError(f"page {chosen!r} is not one of the {len(candidates)} candidates")
         return <PoolPage *><size_t>candidates[chosen]

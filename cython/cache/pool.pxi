@@ -209,9 +209,9 @@ cdef int st_pool_start(Pool *pool) noexcept nogil:
 
 
 cdef inline int st_pool_access(Pool *pool, uint64_t key, sqlite3_int64 page_id, uint64_t epoch,
-                            sqlite3_int64 next_use, st_pool_loader load,
-                            st_pool_confirmer confirm, void *ctx, PoolPage **out,
-                            char **err) noexcept nogil:
+                               sqlite3_int64 next_use, st_pool_loader load,
+                               st_pool_confirmer confirm, void *ctx, PoolPage **out,
+                               char **err) noexcept nogil:
     """Pin a page: from the pool on a hit (confirmed first when its mark is not epoch),
     loaded (outside the lock) on a miss, then kept if the policy admits it. Unpin it with
     st_pool_unpin when done. With load NULL a miss pins nothing: out is NULL."""

@@ -135,11 +135,10 @@ cdef struct Pool:
 
 
 ctypedef int (*st_pool_loader)(void *ctx, sqlite3_int64 page_id, unsigned char **data,
-                            sqlite3_int64 *nbytes, int *shared, char **err) noexcept nogil
+                               sqlite3_int64 *nbytes, int *shared, char **err) noexcept nogil
 # Sets *same to whether the pinned cached page is still the committed one (read outside
 # the lock); an SQLite result code.
 ctypedef int (*st_pool_confirmer)(void *ctx, PoolPage *page, int *same, char **err) noexcept nogil
-
 
 
 # -- page sources and views (process_pool.pxi) -------------------------------------------------

@@ -32,7 +32,6 @@
 from libc.string cimport memcmp
 
 
-
 # PageSource and PageView are stated in pool_interface.pxi.
 
 
@@ -184,7 +183,7 @@ cdef void snapshot_release(sqlite3_stmt **pin) noexcept nogil:
 
 
 cdef int st_pool_source_init(PageSource *src, sqlite3 *db, const char *schema, const char *store,
-                     char **err) noexcept nogil:
+                             char **err) noexcept nogil:
     """Identify the store for the pool (its key) and the connection's view, and hold one
     read snapshot until st_pool_source_close (snapshot_hold): everything read through src, and
     every statement run on db meanwhile, sees the same committed state."""
@@ -291,7 +290,7 @@ cdef int st_pool_source_open(PageSource *src, sqlite3_int64 page_id, char **err)
 
 
 cdef int st_pool_read_page(PageSource *src, sqlite3_int64 page_id, unsigned char **data,
-                   sqlite3_int64 *nbytes, char **err) noexcept nogil:
+                           sqlite3_int64 *nbytes, char **err) noexcept nogil:
     """Read a whole page BLOB into new page memory (st_page_alloc; freed with st_page_free
     and its size) and check it: header, slot table, checksum."""
     cdef int rc = st_pool_source_open(src, page_id, err)
@@ -340,7 +339,7 @@ cdef int st_pool_source_confirm(void *ctx, PoolPage *p, int *same, char **err) n
 
 
 cdef int st_pool_source_load(void *ctx, sqlite3_int64 page_id, unsigned char **data,
-                     sqlite3_int64 *nbytes, int *shared, char **err) noexcept nogil:
+                             sqlite3_int64 *nbytes, int *shared, char **err) noexcept nogil:
     """The process pool's loader: the page BLOB, and (for policies that ask) how many
     models share the page."""
     cdef PageSource *src = <PageSource *>ctx
@@ -356,13 +355,15 @@ cdef int st_pool_source_load(void *ctx, sqlite3_int64 page_id, unsigned char **d
             shared[0] = 1  # a hint only: the page is still usable
             return SQLITE_OK
     sqlite3_bind_int64(src.sharing, 1, page_id)
-    shared[0] = <int>sqlite3_column_int64(src.sharing, 0) if sqlite3_step(src.sharing) == SQLITE_ROW else 1
+    shared[0] = 1
+    if sqlite3_step(src.sharing) == SQLITE_ROW:
+        shared[0] = <int>sqlite3_column_int64(src.sharing, 0)
     sqlite3_reset(src.sharing)
     return SQLITE_OK
 
 
 cdef int st_pool_pin(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
-                  char **err) noexcept nogil:
+                     char **err) noexcept nogil:
     """Pin a page of src's store in the process pool (reading it on a miss, re-confirming
     it when src's view is not the one it was last confirmed in)."""
     if src.uncached:
@@ -372,7 +373,7 @@ cdef int st_pool_pin(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
 
 
 cdef int st_pool_pin_uncached(PageSource *src, sqlite3_int64 page_id, PoolPage **out,
-                      char **err) noexcept nogil:
+                              char **err) noexcept nogil:
     """A page outside the table: read now, freed at unpin."""
     cdef PoolPage *p = <PoolPage *>calloc(1, sizeof(PoolPage))
     if p == NULL:
@@ -397,21 +398,23 @@ cdef void st_pool_unpin(PoolPage *p) noexcept nogil:
 
 
 cdef int st_pool_page_slot(const PoolPage *p, int slot, sqlite3_int64 nbytes, const char *table,
-                   const unsigned char **out, char **err) noexcept nogil:
+                           const unsigned char **out, char **err) noexcept nogil:
     """Point out at slot's bytes within a pinned page; they must be exactly nbytes long."""
     return st_pool_slot_in(p.data, p.nbytes, p.page_id, slot, nbytes, table, out, err)
 
 
 cdef int st_pool_slot_in(const unsigned char *data, sqlite3_int64 page_bytes, sqlite3_int64 page_id,
-                 int slot, sqlite3_int64 nbytes, const char *table, const unsigned char **out,
-                 char **err) noexcept nogil:
+                         int slot, sqlite3_int64 nbytes, const char *table,
+                         const unsigned char **out,
+                         char **err) noexcept nogil:
     """page_slot over a checked page's bytes (pinned, or a reader's scratch copy)."""
     cdef sqlite3_int64 nslots = st_get_u32(data + 8)
     cdef uint64_t offset
     cdef const unsigned char *entry = NULL
     if 0 <= slot < nslots:   # read_page checked that the slot table fits in the page
         entry = data + st_page_slots_at(data) + slot * ST_PAGE_SLOT_BYTES
-    cdef int rc = st_page_check_slot(entry, slot, nslots, nbytes, page_bytes, page_id, table, &offset, err)
+    cdef int rc = st_page_check_slot(entry, slot, nslots, nbytes, page_bytes, page_id, table,
+                                     &offset, err)
     if rc == SQLITE_OK:
         out[0] = data + offset
     return rc
@@ -427,7 +430,7 @@ cdef int st_pool_view_page(PageSource *src, PageView *v, sqlite3_int64 page_id,
     st_pool_view_release(v)
     if not src.uncached:
         rc = st_pool_access(&st_pool_process, src.store_key, page_id, src.epoch, 0, NULL,
-                         st_pool_source_confirm, src, &v.pinned, err)
+                            st_pool_source_confirm, src, &v.pinned, err)
         if rc != SQLITE_OK:
             return rc
         if v.pinned != NULL:
@@ -450,7 +453,8 @@ cdef int st_pool_view_page(PageSource *src, PageView *v, sqlite3_int64 page_id,
         err[0] = sqlite3_mprintf("cannot read page %lld of %s: %s", page_id, src.table,
                                  sqlite3_errmsg(src.db))
         return rc
-    rc = st_page_check(v.scratch, n, page_id, src.table, src.min_version, not st_page_checks_off, err)
+    rc = st_page_check(v.scratch, n, page_id, src.table, src.min_version, not st_page_checks_off,
+                       err)
     if rc != SQLITE_OK:
         return rc
     st_pool_lock(&st_pool_process)
@@ -610,7 +614,8 @@ cdef void result_tensor_blob(sqlite3_context *ctx, sqlite3 *db, const char *sche
 
 
 cdef int add_tensor_residuals(PageSource *src, PageView *page, const char *store,
-                              const TensorInfo *info, unsigned char *out, char **err) noexcept nogil:
+                              const TensorInfo *info, unsigned char *out,
+                              char **err) noexcept nogil:
     """out (the tensor's bytes, assembled) += its residuals: block + residual for a float32
     tensor. A store without a residuals table has none."""
     cdef sqlite3_stmt *stmt = NULL
@@ -678,8 +683,8 @@ cdef int add_tensor_residuals(PageSource *src, PageView *page, const char *store
         if rc != SQLITE_OK:
             break
         st_page_residual_add(<int>kind, <int>param, payload, br, bc,
-                     <float *>(out + (bi * info.block_rows * info.cols + bj * info.block_cols) * 4),
-                     info.cols)
+                             <float *>(out + (bi * info.block_rows * info.cols + bj * info.block_cols) * 4),
+                             info.cols)
     st_pool_view_release(page)
     sqlite3_finalize(stmt)
     return rc

@@ -51,7 +51,6 @@ cdef void st_pool_registry_fill(PolicyRegistry *r) noexcept nogil:
                         st_pool_python_describe)
 
 
-
 cdef void st_pool_register(PolicyRegistry *r, const char *name, const char *summary,
                            st_pool_describe_fn describe) noexcept nogil:
     """Add a policy to r; on failure r.error says why (and later registrations are skipped,

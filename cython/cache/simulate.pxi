@@ -18,8 +18,8 @@ cdef int st_pool_sim_load(void *ctx, sqlite3_int64 page, unsigned char **data,
 
 cdef int st_pool_simulate(const Policy *policy, const double *params, sqlite3_int64 budget,
                           sqlite3_int64 aging_window,
-                        const sqlite3_int64 *trace, const sqlite3_int64 *next_use,
-                        sqlite3_int64 n, SimPages *pages, Pool *result) noexcept nogil:
+                          const sqlite3_int64 *trace, const sqlite3_int64 *next_use,
+                          sqlite3_int64 n, SimPages *pages, Pool *result) noexcept nogil:
     """Replay trace (dense page indexes) through policy with params (its values in its
     table's order; NULL: its defaults) and leave the pool's counters in result."""
     cdef Pool pool

@@ -69,7 +69,8 @@ cdef void st_infer_plan_destroy(void *p) noexcept nogil:
         st_infer_plan_free(out)
 
 
-cdef SqlPlan *st_infer_plan_take(sqlite3 *db, const char *store_arg, const char *model) noexcept nogil:
+cdef SqlPlan *st_infer_plan_take(sqlite3 *db, const char *store_arg,
+                                 const char *model) noexcept nogil:
     """The kept plan of (db, store_arg, model), out of the table, or NULL."""
     cdef SqlPlan *sp = NULL
     cdef int i
@@ -85,7 +86,8 @@ cdef SqlPlan *st_infer_plan_take(sqlite3 *db, const char *store_arg, const char 
     return sp
 
 
-cdef Plan *st_infer_statement_plan(sqlite3_context *ctx, const char *fname, sqlite3_value **argv) noexcept nogil:
+cdef Plan *st_infer_statement_plan(sqlite3_context *ctx, const char *fname,
+                                   sqlite3_value **argv) noexcept nogil:
     """The plan of (argv[0] store, argv[1] model), loaded once per statement (or kept from
     an earlier one); NULL after setting the function's error."""
     cdef const char *names[2]
@@ -98,7 +100,8 @@ cdef Plan *st_infer_statement_plan(sqlite3_context *ctx, const char *fname, sqli
     cdef sqlite3 *db = sqlite3_context_db_handle(ctx)
     cdef Plan *plan = <Plan *>sqlite3_get_auxdata(ctx, 1)
     cdef SqlPlan *sp
-    names[0] = "store"; names[1] = "model"
+    names[0] = "store"
+    names[1] = "model"
     if st_fn_text_args(ctx, fname, 2, argv, names, args):
         return NULL
     # SQLite keeps aux data while the model argument is unchanged; the store may still
@@ -171,7 +174,7 @@ cdef void st_infer_predict(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     rc = st_input_add(&b, plan, argv[2], 0, &err)
     if rc == SQLITE_OK:
         rc = st_sql_check_result_bytes(sqlite3_context_db_handle(ctx), "the output",
-                                b.inp.batch, plan.n_out * sizeof(float), &err)
+                                       b.inp.batch, plan.n_out * sizeof(float), &err)
     if rc != SQLITE_OK:
         st_input_free(&b)
         st_infer_fail(ctx, "tensor_predict", err, rc)
@@ -188,13 +191,14 @@ cdef void st_infer_predict(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 
 
 cdef int st_infer_float_blob(sqlite3_context *ctx, const char *fname, sqlite3_value *v,
-                    const float **data, int *n) noexcept nogil:
+                             const float **data, int *n) noexcept nogil:
     """Read a non-empty float32 BLOB argument; sets the error and returns 1 otherwise."""
     cdef char *msg
     cdef int bytes = sqlite3_value_bytes(v)
     if sqlite3_value_type(v) != SQLITE_BLOB or bytes == 0 or bytes % 4 != 0:
         msg = sqlite3_mprintf("%s: expects a non-empty float32 BLOB (as tensor_predict returns), "
-                              "got %s of %d bytes", fname, st_fn_value_type_name(sqlite3_value_type(v)), bytes)
+                              "got %s of %d bytes", fname,
+                              st_fn_value_type_name(sqlite3_value_type(v)), bytes)
         sqlite3_result_error(ctx, msg, -1)
         sqlite3_free(msg)
         return 1
@@ -239,16 +243,19 @@ cdef void st_infer_max(sqlite3_context *ctx, int argc, sqlite3_value **argv) noe
         sqlite3_result_double(ctx, st_infer_blob_float(data, st_infer_argmax_of(data, n)))
 
 
-cdef void st_infer_result_str(sqlite3_context *ctx, const char *fname, sqlite3_str *out) noexcept nogil:
+cdef void st_infer_result_str(sqlite3_context *ctx, const char *fname,
+                              sqlite3_str *out) noexcept nogil:
     """Finish a string built with sqlite3_str_* (which stops at SQLite's length limit) and
     make it the function's result."""
     cdef int code = sqlite3_str_errcode(out)
     cdef char *text = sqlite3_str_finish(out)
     if code == SQLITE_TOOBIG:
         sqlite3_free(text)
-        st_infer_fail(ctx, fname, sqlite3_mprintf("the result would be longer than SQLite's length limit "
-                                         "of %lld bytes", st_sql_length_limit(sqlite3_context_db_handle(ctx))),
-             SQLITE_TOOBIG)
+        st_infer_fail(ctx, fname,
+                      sqlite3_mprintf("the result would be longer than SQLite's length limit "
+                                      "of %lld bytes",
+                                      st_sql_length_limit(sqlite3_context_db_handle(ctx))),
+                      SQLITE_TOOBIG)
         return
     if text == NULL or code != SQLITE_OK:
         sqlite3_free(text)
@@ -270,7 +277,8 @@ cdef void st_infer_append_json_float(sqlite3_str *out, float v) noexcept nogil:
         sqlite3_str_appendf(out, "%!.9g", <double>v)
 
 
-cdef inline bint st_infer_ranks_above(float a, sqlite3_int64 i, float b, sqlite3_int64 j) noexcept nogil:
+cdef inline bint st_infer_ranks_above(float a, sqlite3_int64 i, float b,
+                                      sqlite3_int64 j) noexcept nogil:
     """Order of tensor_topk: larger first, NaN above everything (as tensor_argmax and
     numpy.argmax pick the first NaN), ties by lower index."""
     if a != a or b != b:
@@ -283,7 +291,7 @@ cdef inline bint st_infer_ranks_above(float a, sqlite3_int64 i, float b, sqlite3
 
 
 cdef void st_infer_heap_sift_down(sqlite3_int64 *heap, float *vals, sqlite3_int64 n,
-                         sqlite3_int64 at) noexcept nogil:
+                                  sqlite3_int64 at) noexcept nogil:
     """Restore the heap below `at`: the root is the entry ranking lowest."""
     cdef sqlite3_int64 child, low
     while True:
@@ -328,7 +336,8 @@ cdef void st_infer_topk(sqlite3_context *ctx, int argc, sqlite3_value **argv) no
         sqlite3_result_error_nomem(ctx)
         return
     for i in range(n):
-        if i % ST_INTERRUPT_EVERY == ST_INTERRUPT_EVERY - 1 and st_sql_interrupted(db, &err) != SQLITE_OK:
+        if i % ST_INTERRUPT_EVERY == ST_INTERRUPT_EVERY - 1 and st_sql_interrupted(db,
+                                                                                   &err) != SQLITE_OK:
             free(heap)
             free(vals)
             st_infer_fail(ctx, "tensor_topk", err, SQLITE_INTERRUPT)
@@ -339,7 +348,8 @@ cdef void st_infer_topk(sqlite3_context *ctx, int argc, sqlite3_value **argv) no
             m += 1
             heap[j] = i
             vals[j] = v
-            while j > 0 and st_infer_ranks_above(vals[(j - 1) // 2], heap[(j - 1) // 2], vals[j], heap[j]):
+            while j > 0 and st_infer_ranks_above(vals[(j - 1) // 2], heap[(j - 1) // 2], vals[j],
+                                                 heap[j]):
                 heap[j], heap[(j - 1) // 2] = heap[(j - 1) // 2], heap[j]
                 vals[j], vals[(j - 1) // 2] = vals[(j - 1) // 2], vals[j]
                 j = (j - 1) // 2

@@ -46,8 +46,8 @@ ctypedef struct TileCursor:
 
 
 cdef int st_kern_cursor_tile(TileCursor *c, Weight *w, sqlite3_int64 bi, sqlite3_int64 bj,
-                     sqlite3_int64 br, sqlite3_int64 bc, const unsigned char **out,
-                     char **err) noexcept nogil:
+                             sqlite3_int64 br, sqlite3_int64 bc, const unsigned char **out,
+                             char **err) noexcept nogil:
     """Point out at tile (bi, bj) of w in its page, pinning the page (and unpinning the
     previous one when the tile lives elsewhere)."""
     cdef sqlite3_int64 k = bi * w.grid_c + bj
@@ -63,7 +63,8 @@ cdef int st_kern_cursor_tile(TileCursor *c, Weight *w, sqlite3_int64 bi, sqlite3
 
 
 cdef int st_kern_cursor_residual(TileCursor *c, Weight *w, sqlite3_int64 k, sqlite3_int64 br,
-                         sqlite3_int64 bc, const unsigned char **out, char **err) noexcept nogil:
+                                 sqlite3_int64 bc, const unsigned char **out,
+                                 char **err) noexcept nogil:
     """Point out at the residual payload of tile k of w (which has one), pinning its page
     beside the block page."""
     cdef int rc
@@ -74,8 +75,10 @@ cdef int st_kern_cursor_residual(TileCursor *c, Weight *w, sqlite3_int64 k, sqli
         rc = st_pool_pin(&c.plan.src, w.res_page[k], &c.res_page, err)
         if rc != SQLITE_OK:
             return rc
-    return st_pool_page_slot(c.res_page, w.res_slot[k], st_page_residual_bytes(w.res_kind[k], w.res_param[k], br, bc),
-                     c.plan.src.table, out, err)
+    return st_pool_page_slot(c.res_page, w.res_slot[k], st_page_residual_bytes(w.res_kind[k],
+                                                                               w.res_param[k], br,
+                                                                               bc),
+                             c.plan.src.table, out, err)
 
 
 cdef inline bint st_kern_has_residual(const Weight *w, sqlite3_int64 k) noexcept nogil:
@@ -91,7 +94,8 @@ cdef void st_kern_cursor_release(TileCursor *c) noexcept nogil:
         c.res_page = NULL
 
 
-cdef void st_kern_widen(const unsigned char *src, int dtype, sqlite3_int64 n, float *dst) noexcept nogil:
+cdef void st_kern_widen(const unsigned char *src, int dtype, sqlite3_int64 n,
+                        float *dst) noexcept nogil:
     """dst[0:n] = src[0:n] as float32."""
     cdef sqlite3_int64 i
     cdef const unsigned short *h = <const unsigned short *>src
@@ -110,7 +114,7 @@ cdef void st_kern_widen(const unsigned char *src, int dtype, sqlite3_int64 n, fl
 
 
 cdef inline const float *st_kern_as_f32(TileCursor *c, const unsigned char *tile, int dtype,
-                                sqlite3_int64 n) noexcept nogil:
+                                        sqlite3_int64 n) noexcept nogil:
     """The tile as float32: itself when stored so, else widened into the scratch tile."""
     if dtype == DT_F32:
         return <const float *>tile
@@ -140,16 +144,17 @@ cdef int st_kern_gather(TileCursor *c, Weight *w, float *out, char **err) noexce
                 rc = st_kern_cursor_residual(c, w, bi * w.grid_c + bj, br, bc, &res, err)
                 if rc != SQLITE_OK:
                     return rc
-                st_page_residual_add(w.res_kind[bi * w.grid_c + bj], w.res_param[bi * w.grid_c + bj],
-                             res, br, bc, out + bi * R * w.cols + bj * C, w.cols)
+                st_page_residual_add(w.res_kind[bi * w.grid_c + bj],
+                                     w.res_param[bi * w.grid_c + bj],
+                                     res, br, bc, out + bi * R * w.cols + bj * C, w.cols)
     return SQLITE_OK
 
 
 cdef void st_kern_tile_product(const Layer *L, const unsigned char *tile, const unsigned char *res,
-                       int res_kind, int res_param, sqlite3_int64 bi, sqlite3_int64 bj,
-                       sqlite3_int64 br, sqlite3_int64 bc, sqlite3_int64 R, sqlite3_int64 C,
-                       const float *X, sqlite3_int64 B, float *Y, float *scratch,
-                       float *lowrank, int gemv) noexcept nogil:
+                               int res_kind, int res_param, sqlite3_int64 bi, sqlite3_int64 bj,
+                               sqlite3_int64 br, sqlite3_int64 bc, sqlite3_int64 R, sqlite3_int64 C,
+                               const float *X, sqlite3_int64 B, float *Y, float *scratch,
+                               float *lowrank, int gemv) noexcept nogil:
     """Y += the product of X with tile (bi, bj) of L's weight (br x bc, stored trimmed),
     plus its residual (res_kind 0: none).
 
@@ -186,10 +191,12 @@ cdef void st_kern_tile_product(const Layer *L, const unsigned char *tile, const 
                           1.0, X + bi * R, <int>L.n_in, T, <int>bc, 1.0, Y + bj * C, <int>L.n_out)
 
 
-cdef void st_kern_lowrank_product(const Layer *L, const unsigned char *res, int rank, sqlite3_int64 bi,
-                          sqlite3_int64 bj, sqlite3_int64 br, sqlite3_int64 bc, sqlite3_int64 R,
-                          sqlite3_int64 C, const float *X, sqlite3_int64 B, float *Y,
-                          float *tmp) noexcept nogil:
+cdef void st_kern_lowrank_product(const Layer *L, const unsigned char *res, int rank,
+                                  sqlite3_int64 bi,
+                                  sqlite3_int64 bj, sqlite3_int64 br, sqlite3_int64 bc,
+                                  sqlite3_int64 R,
+                                  sqlite3_int64 C, const float *X, sqlite3_int64 B, float *Y,
+                                  float *tmp) noexcept nogil:
     """Y += the low-rank residual's product, U V^T never formed:
     W (out x in):  Y[:, bi-range] += (X[:, bj-range] @ V) @ U^T
     W (in x out):  Y[:, bj-range] += (X[:, bi-range] @ U) @ V^T
@@ -225,7 +232,7 @@ cdef void st_kern_lowrank_product(const Layer *L, const unsigned char *res, int 
 
 
 cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *Y,
-               char **err) noexcept nogil:
+                       char **err) noexcept nogil:
     """Y (B x n_out) = X (B x n_in) W^T + b, tile by tile.
 
     Threads split the tiles so that no two write the same outputs: by block row of W
@@ -287,7 +294,7 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
                     pinned[npinned] = page
                     npinned += 1
                 rc = st_pool_page_slot(page, w.slots[k], br * bc * w.itemsize, c.plan.src.table,
-                               &tiles[k], err)
+                                       &tiles[k], err)
                 if rc != SQLITE_OK:
                     break
                 bytes += br * bc * w.itemsize
@@ -300,8 +307,9 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
                     pinned[npinned] = rpage
                     npinned += 1
                 rc = st_pool_page_slot(rpage, w.res_slot[k],
-                               st_page_residual_bytes(w.res_kind[k], w.res_param[k], br, bc),
-                               c.plan.src.table, &res[k], err)
+                                       st_page_residual_bytes(w.res_kind[k], w.res_param[k], br,
+                                                              bc),
+                                       c.plan.src.table, &res[k], err)
                 if rc != SQLITE_OK:
                     break
                 bytes += st_page_residual_bytes(w.res_kind[k], w.res_param[k], br, bc)
@@ -309,7 +317,7 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
         if rc == SQLITE_OK:
             units = <int>((r1 - r0) if not L.transpose else w.grid_c)
             st_kern_dense_chunk(L, tiles, res, r0, r1, R, C, X, B, Y, scratch, stride,
-                        min(nthreads, units))
+                                min(nthreads, units))
         for i in range(npinned):
             st_pool_unpin(pinned[i])
         r0 = r1
@@ -361,15 +369,18 @@ cdef void st_kern_dense_range(void *ctx, long begin, long end, int worker) noexc
                 kind = w.res_kind[k]
                 param = w.res_param[k]
                 res = job.res[k]
-            st_kern_tile_product(job.L, job.tiles[k], res, kind, param, bi, bj, st_kern_tile_rows(w, bi, job.R),
-                         st_kern_tile_cols(w, bj, job.C), job.R, job.C, job.X, job.B, job.Y, mine,
-                         mine + job.R * job.C, job.gemv)
+            st_kern_tile_product(job.L, job.tiles[k], res, kind, param, bi, bj,
+                                 st_kern_tile_rows(w, bi, job.R),
+                                 st_kern_tile_cols(w, bj, job.C), job.R, job.C, job.X, job.B,
+                                 job.Y, mine,
+                                 mine + job.R * job.C, job.gemv)
 
 
-cdef void st_kern_dense_chunk(const Layer *L, const unsigned char **tiles, const unsigned char **res,
-                      sqlite3_int64 r0, sqlite3_int64 r1, sqlite3_int64 R, sqlite3_int64 C,
-                      const float *X, sqlite3_int64 B, float *Y, float *scratch,
-                      sqlite3_int64 stride, int nthreads) noexcept nogil:
+cdef void st_kern_dense_chunk(const Layer *L, const unsigned char **tiles,
+                              const unsigned char **res,
+                              sqlite3_int64 r0, sqlite3_int64 r1, sqlite3_int64 R, sqlite3_int64 C,
+                              const float *X, sqlite3_int64 B, float *Y, float *scratch,
+                              sqlite3_int64 stride, int nthreads) noexcept nogil:
     """The products of block rows r0..r1 of L's weight, split over nthreads threads."""
     cdef DenseJob job
     job.L = L
@@ -394,16 +405,18 @@ cdef void st_kern_dense_chunk(const Layer *L, const unsigned char **tiles, const
         st_parallel_for(nthreads, units, st_kern_dense_range, &job)
 
 
-cdef inline sqlite3_int64 st_kern_tile_rows(const Weight *w, sqlite3_int64 bi, sqlite3_int64 R) noexcept nogil:
+cdef inline sqlite3_int64 st_kern_tile_rows(const Weight *w, sqlite3_int64 bi,
+                                            sqlite3_int64 R) noexcept nogil:
     return min(R, w.rows - bi * R)
 
 
-cdef inline sqlite3_int64 st_kern_tile_cols(const Weight *w, sqlite3_int64 bj, sqlite3_int64 C) noexcept nogil:
+cdef inline sqlite3_int64 st_kern_tile_cols(const Weight *w, sqlite3_int64 bj,
+                                            sqlite3_int64 C) noexcept nogil:
     return min(C, w.cols - bj * C)
 
 
 cdef int st_kern_embed_add(TileCursor *c, Layer *L, int64_t row, float scale, float *dst,
-                   float **effective, char **err) noexcept nogil:
+                           float **effective, char **err) noexcept nogil:
     """dst[0:dim] += scale * W[row] (one row, read from the tiles of its block row).
 
     effective: NULL, or one slot per tile for tiles with a residual built whole (tile +
@@ -440,7 +453,8 @@ cdef int st_kern_embed_add(TileCursor *c, Layer *L, int64_t row, float scale, fl
             else:
                 st_kern_widen(tile + r * bc * w.itemsize, w.dtype, bc, c.scratch)
                 if st_kern_has_residual(w, k):
-                    st_page_residual_row_add(w.res_kind[k], w.res_param[k], res, br, bc, r, c.scratch)
+                    st_page_residual_row_add(w.res_kind[k], w.res_param[k], res, br, bc, r,
+                                             c.scratch)
                 src = c.scratch
         for k in range(bc):
             dst[bj * C + k] += scale * src[k]
@@ -460,7 +474,7 @@ cdef extern from * nogil:
 
 
 cdef int st_kern_embedding_by_block_row(TileCursor *c, Layer *L, const Input *inp, float *Y,
-                                char **err) noexcept nogil:
+                                        char **err) noexcept nogil:
     """embedding / embedding_bag of a weight without residuals, the ids taken by block row
     (a counting sort): each tile is pinned once per call instead of once per id, and a
     float32 row is added from where it lies in the page, not copied first. A bag's rows are
@@ -553,7 +567,8 @@ cdef int st_kern_embedding_by_block_row(TileCursor *c, Layer *L, const Input *in
     return rc
 
 
-cdef int st_kern_embedding(TileCursor *c, Layer *L, const Input *inp, float *Y, char **err) noexcept nogil:
+cdef int st_kern_embedding(TileCursor *c, Layer *L, const Input *inp, float *Y,
+                           char **err) noexcept nogil:
     cdef Weight *w = &L.weight
     cdef sqlite3_int64 b, j, n, k
     cdef sqlite3_int64 ids = inp.batch if L.op == OP_EMBEDDING else inp.offsets[inp.batch] - inp.offsets[0]
@@ -588,7 +603,7 @@ cdef int st_kern_embedding(TileCursor *c, Layer *L, const Input *inp, float *Y, 
                 rc = st_kern_check_id(L, inp.ids[j], b, err)
                 if rc == SQLITE_OK:
                     rc = st_kern_embed_add(c, L, inp.ids[j], (1.0 / n) if L.bag_mean else 1.0,
-                                   Y + b * L.n_out, effective, err)
+                                           Y + b * L.n_out, effective, err)
                 j += 1
         b += 1
     if effective != NULL:
@@ -638,7 +653,8 @@ cdef int st_kern_forward(Plan *plan, const Input *inp, float *out, char **err) n
     so memory follows the answer, not batch x the widest layer; sqlite3_interrupt is
     checked between layers and passes (and inside long layers)."""
     cdef sqlite3_int64 B = inp.batch, r0 = 0, rows
-    cdef sqlite3_int64 per_pass = max(<sqlite3_int64>1, PASS_BYTES // (plan.max_width * <sqlite3_int64>sizeof(float) + 1))
+    cdef sqlite3_int64 per_pass = max(<sqlite3_int64>1,
+                                      PASS_BYTES // (plan.max_width * <sqlite3_int64>sizeof(float) + 1))
     cdef Input part
     cdef TileCursor c
     cdef float *bufs[2]
@@ -671,7 +687,7 @@ cdef int st_kern_forward(Plan *plan, const Input *inp, float *out, char **err) n
 
 
 cdef int st_kern_forward_pass(TileCursor *c, const Input *inp, float **bufs, float *out,
-                      char **err) noexcept nogil:
+                              char **err) noexcept nogil:
     """Every layer over inp's rows (bufs: two buffers of rows x max_width floats)."""
     cdef Plan *plan = c.plan
     cdef sqlite3_int64 B = inp.batch

@@ -19,7 +19,8 @@ cdef void st_input_free(InputBuilder *b) noexcept nogil:
     memset(b, 0, sizeof(InputBuilder))
 
 
-cdef int st_input_grow(void **arr, sqlite3_int64 *cap, sqlite3_int64 need, size_t item) noexcept nogil:
+cdef int st_input_grow(void **arr, sqlite3_int64 *cap, sqlite3_int64 need,
+                       size_t item) noexcept nogil:
     cdef sqlite3_int64 n = cap[0] if cap[0] > 0 else 64
     cdef void *p
     if need <= cap[0]:
@@ -65,7 +66,7 @@ cdef int st_input_json_number_end(const char *s) noexcept nogil:
 
 
 cdef int st_input_parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_int64 most,
-                            sqlite3_int64 *count, char **err) noexcept nogil:
+                                     sqlite3_int64 *count, char **err) noexcept nogil:
     """Append the numbers of a flat JSON array to b.x (as_ids=0) or b.ids (as_ids=1); more
     than `most` numbers (-1: no limit) is an error found before they are stored."""
     cdef char *end
@@ -133,7 +134,8 @@ cdef int st_input_parse_json_numbers(const char *s, InputBuilder *b, int as_ids,
     return SQLITE_OK
 
 
-cdef int st_input_append_ids(sqlite3_value *v, InputBuilder *b, sqlite3_int64 *count, char **err) noexcept nogil:
+cdef int st_input_append_ids(sqlite3_value *v, InputBuilder *b, sqlite3_int64 *count,
+                             char **err) noexcept nogil:
     """Append the ids a value holds (integer, JSON array or int64 BLOB)."""
     cdef int t = sqlite3_value_type(v)
     cdef int n
@@ -146,15 +148,16 @@ cdef int st_input_append_ids(sqlite3_value *v, InputBuilder *b, sqlite3_int64 *c
         return SQLITE_OK
     if t == SQLITE_TEXT:
         return st_input_with_expectation(st_input_parse_json_numbers(<const char *>sqlite3_value_text(v), b, 1,
-                                                   -1, count, err),
-                                "ids as a JSON array of integers", err)
+                                                                     -1, count, err),
+                                         "ids as a JSON array of integers", err)
     if t == SQLITE_BLOB:
         n = sqlite3_value_bytes(v)
         if n % 8 != 0:
             err[0] = sqlite3_mprintf("an ids BLOB holds little-endian int64 values; %d bytes is "
                                      "not a multiple of 8", n)
             return SQLITE_ERROR
-        if st_input_grow(<void **>&b.ids, &b.cap_ids, b.nids + n // 8, sizeof(int64_t)) != SQLITE_OK:
+        if st_input_grow(<void **>&b.ids, &b.cap_ids, b.nids + n // 8,
+                         sizeof(int64_t)) != SQLITE_OK:
             return SQLITE_NOMEM
         if n > 0:
             memcpy(b.ids + b.nids, sqlite3_value_blob(v), n)
@@ -177,7 +180,7 @@ cdef int st_input_with_expectation(int rc, const char *expected, char **err) noe
 
 
 cdef int st_input_add(InputBuilder *b, const Plan *plan, sqlite3_value *v, int one_row,
-                     char **err) noexcept nogil:
+                      char **err) noexcept nogil:
     """Add the input rows v holds; one_row: v must be exactly one input row."""
     cdef sqlite3_int64 count = 0
     cdef char *msg
@@ -195,8 +198,9 @@ cdef int st_input_add(InputBuilder *b, const Plan *plan, sqlite3_value *v, int o
             memcpy(b.x + b.nx, sqlite3_value_blob(v), n)
             b.nx += plan.n_in
         elif t == SQLITE_TEXT:
-            rc = st_input_parse_json_numbers(<const char *>sqlite3_value_text(v), b, 0, plan.n_in, &count,
-                                    err)
+            rc = st_input_parse_json_numbers(<const char *>sqlite3_value_text(v), b, 0, plan.n_in,
+                                             &count,
+                                             err)
             if rc != SQLITE_OK:
                 msg = sqlite3_mprintf("%lld features as a JSON array of numbers", plan.n_in)
                 rc = st_input_with_expectation(rc, msg, err)
@@ -216,11 +220,13 @@ cdef int st_input_add(InputBuilder *b, const Plan *plan, sqlite3_value *v, int o
         if rc != SQLITE_OK:
             return rc
         if count == 0 or (one_row and count != 1):
-            err[0] = sqlite3_mprintf("each input of this embedding model is one id, got %lld", count)
+            err[0] = sqlite3_mprintf("each input of this embedding model is one id, got %lld",
+                                     count)
             return SQLITE_ERROR
         b.inp.batch += count
     else:
-        if st_input_grow(<void **>&b.offsets, &b.cap_off, b.inp.batch + 2, sizeof(int64_t)) != SQLITE_OK:
+        if st_input_grow(<void **>&b.offsets, &b.cap_off, b.inp.batch + 2,
+                         sizeof(int64_t)) != SQLITE_OK:
             return SQLITE_NOMEM
         b.offsets[b.inp.batch] = b.nids
         rc = st_input_append_ids(v, b, &count, err)

@@ -65,7 +65,8 @@ cdef void st_plan_free(Plan *plan) noexcept nogil:
 
 
 cdef int st_plan_weight_from_row(sqlite3_stmt *stmt, int col, Weight *w, const char *store,
-                         const char *model, int layer, const char *role, char **err) noexcept nogil:
+                                 const char *model, int layer, const char *role,
+                                 char **err) noexcept nogil:
     """Fill id, shape and dtype of w from columns col..col+5 (the name the layer gives, id,
     rows, cols, dtype, nbytes of the tensor it names). A name without a tensor, or a shape
     that does not fit the tensor's bytes and dtype, is corruption."""
@@ -101,7 +102,7 @@ cdef int st_plan_weight_from_row(sqlite3_stmt *stmt, int col, Weight *w, const c
 
 
 cdef int st_plan_load_tiles(sqlite3 *db, const char *schema, const char *store, Plan *plan,
-                    Weight *w, char **err) noexcept nogil:
+                            Weight *w, char **err) noexcept nogil:
     """List w's tiles as (page, slot) in grid order. The map rows are counted before the
     lists are allocated, so a shape edited to be huge costs nothing."""
     cdef sqlite3_stmt *stmt = NULL
@@ -112,7 +113,7 @@ cdef int st_plan_load_tiles(sqlite3 *db, const char *schema, const char *store, 
     w.grid_c = (w.cols + plan.block_cols - 1) // plan.block_cols
     n = w.grid_r * w.grid_c
     rc = st_sql_prepare(db, "SELECT count(*) FROM {map} WHERE tensor_id = ?1", schema, store,
-                          &stmt)
+                        &stmt)
     if rc == SQLITE_OK:
         sqlite3_bind_int64(stmt, 1, w.tensor_id)
         rc = sqlite3_step(stmt)
@@ -168,7 +169,7 @@ cdef int st_plan_load_tiles(sqlite3 *db, const char *schema, const char *store, 
 
 
 cdef int st_plan_load_residuals(sqlite3 *db, const char *schema, const char *store, Plan *plan,
-                        Weight *w, char **err) noexcept nogil:
+                                Weight *w, char **err) noexcept nogil:
     """List w's residuals per tile (kind, param, page, slot), each checked against its
     tile's extent; the arrays stay NULL when w has none."""
     cdef sqlite3_stmt *stmt = NULL
@@ -208,7 +209,7 @@ cdef int st_plan_load_residuals(sqlite3 *db, const char *schema, const char *sto
             br = min(plan.block_rows, w.rows - bi * plan.block_rows)
             bc = min(plan.block_cols, w.cols - bj * plan.block_cols)
         rc = st_page_check_residual(store, tname, w.tensor_id, bi, bj, kind, param, br, bc,
-                            sqlite3_column_int64(stmt, 6), err)
+                                    sqlite3_column_int64(stmt, 6), err)
         if rc != SQLITE_OK:
             break
         if w.dtype != DT_F32:
@@ -248,7 +249,7 @@ cdef int st_plan_load_residuals(sqlite3 *db, const char *schema, const char *sto
 
 
 cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const char *model,
-                   Plan *plan, char **err) noexcept nogil:
+                      Plan *plan, char **err) noexcept nogil:
     """Read the model's layers and weights' tiles; st_plan_free() it afterwards, always."""
     cdef sqlite3_stmt *stmt = NULL
     cdef int rc, i, step, n = 0
@@ -288,7 +289,8 @@ cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const 
     rc = sqlite3_step(stmt)
     if rc == SQLITE_ROW:
         nlayers = sqlite3_column_int64(stmt, 1)
-        n = -1 if sqlite3_column_int64(stmt, 0) else <int>min(nlayers, <sqlite3_int64>ST_MAX_LAYERS + 1)
+        n = -1 if sqlite3_column_int64(stmt, 0) else <int>min(nlayers,
+                                                              <sqlite3_int64>ST_MAX_LAYERS + 1)
     elif rc != SQLITE_DONE and rc != SQLITE_ERROR:   # busy, I/O, interrupted...: not damage
         err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
         sqlite3_finalize(stmt)
@@ -384,11 +386,11 @@ cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const 
     # a row of activations must be something SQLite could hold (a tiny file can describe
     # a layer billions wide, every tile sharing one block)
     return st_sql_check_result_bytes(db, "a row of the model's activations", plan.max_width,
-                              sizeof(float), err)
+                                     sizeof(float), err)
 
 
 cdef int st_plan_layer_shapes(Plan *plan, Layer *L, int i, const char *model,
-                           sqlite3_int64 *width, char **err) noexcept nogil:
+                              sqlite3_int64 *width, char **err) noexcept nogil:
     """Check a layer against the width flowing into it (layers.py checked it when stored;
     a mismatch now means the store was edited since: SQLITE_CORRUPT)."""
     if L.op == OP_ACTIVATION:

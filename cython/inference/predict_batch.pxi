@@ -46,7 +46,7 @@ ctypedef struct BatchCursor:
 
 
 cdef int st_batch_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
-                       sqlite3_vtab **out, char **err) noexcept nogil:
+                          sqlite3_vtab **out, char **err) noexcept nogil:
     cdef int rc = sqlite3_declare_vtab(
         db, "CREATE TABLE x(id, output BLOB, store HIDDEN, model HIDDEN, query HIDDEN,"
             " batch_size HIDDEN)")
@@ -141,7 +141,7 @@ cdef int st_batch_close(sqlite3_vtab_cursor *cur) noexcept nogil:
 
 cdef int st_batch_error(sqlite3_vtab_cursor *cur, char *err, int rc) noexcept nogil:
     st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf("tensor_predict_batch: %s",
-                                              st_sql_text_or(err, "out of memory")))
+                                                    st_sql_text_or(err, "out of memory")))
     sqlite3_free(err)
     return rc
 
@@ -161,12 +161,13 @@ cdef int st_batch_fill(BatchCursor *c) noexcept nogil:
             c.query_done = 1
             break
         if rc != SQLITE_ROW:
-            err = sqlite3_mprintf("the query failed: %s", sqlite3_errmsg(sqlite3_db_handle(c.query)))
+            err = sqlite3_mprintf("the query failed: %s",
+                                  sqlite3_errmsg(sqlite3_db_handle(c.query)))
             return st_batch_error(&c.base, err, rc)
         rc = st_input_add(&c.input, &c.plan, sqlite3_column_value(c.query, 1), 1, &err)
         if rc != SQLITE_OK:
             return st_batch_error(&c.base, sqlite3_mprintf("row %lld of the query: %s",
-                                                        c.rowid + c.rows + 1, err), rc)
+                                                           c.rowid + c.rows + 1, err), rc)
         c.ids[c.rows] = sqlite3_value_dup(sqlite3_column_value(c.query, 0))
         c.rows += 1
     if c.rows > 0:
@@ -177,7 +178,7 @@ cdef int st_batch_fill(BatchCursor *c) noexcept nogil:
 
 
 cdef int st_batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
-                      int argc, sqlite3_value **argv) noexcept nogil:
+                         int argc, sqlite3_value **argv) noexcept nogil:
     cdef BatchCursor *c = <BatchCursor *>cur
     cdef char *err = NULL
     cdef sqlite3 *db
@@ -209,7 +210,8 @@ cdef int st_batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_
         if sqlite3_value_type(argv[3]) != SQLITE_INTEGER or sqlite3_value_int64(argv[3]) < 1 \
                 or sqlite3_value_int64(argv[3]) > BATCH_MAX_ROWS:
             st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf(
-                "tensor_predict_batch: batch_size must be an integer from 1 to %d", <int>BATCH_MAX_ROWS))
+                "tensor_predict_batch: batch_size must be an integer from 1 to %d",
+                <int>BATCH_MAX_ROWS))
             return SQLITE_ERROR
         c.batch_size = sqlite3_value_int64(argv[3])
     db = (<ReportVtab *>cur.pVtab).db
@@ -218,22 +220,25 @@ cdef int st_batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_
             "queries nest %d deep, over the limit of %d (does the query, or a view it reads, "
             "feed tensor_predict_batch from itself?)", st_batch_depth + 1,
             <int>ST_MAX_BATCH_DEPTH), SQLITE_ERROR)
-    rc = st_sql_split_store_name(db, <const char *>sqlite3_value_text(argv[0]), &schema, &store, &err)
+    rc = st_sql_split_store_name(db, <const char *>sqlite3_value_text(argv[0]), &schema, &store,
+                                 &err)
     if rc == SQLITE_OK:
-        rc = st_plan_load(db, schema, store, <const char *>sqlite3_value_text(argv[1]), &c.plan, &err)
+        rc = st_plan_load(db, schema, store, <const char *>sqlite3_value_text(argv[1]), &c.plan,
+                          &err)
     sqlite3_free(schema)
     sqlite3_free(store)
     c.have_plan = 1
     if rc != SQLITE_OK:
         return st_batch_error(cur, err, rc)
-    rc = st_sql_prepare_user_query(db, "tensor_predict_batch", <const char *>sqlite3_value_text(argv[2]),
-                            &c.query, &err)
+    rc = st_sql_prepare_user_query(db, "tensor_predict_batch",
+                                   <const char *>sqlite3_value_text(argv[2]),
+                                   &c.query, &err)
     if rc != SQLITE_OK:
         return st_batch_error(cur, err, rc)
     if sqlite3_column_count(c.query) < 2:
         return st_batch_error(cur, sqlite3_mprintf("the query must return two columns (id, input), "
-                                                "it returns %d", sqlite3_column_count(c.query)),
-                           SQLITE_ERROR)
+                                                   "it returns %d", sqlite3_column_count(c.query)),
+                              SQLITE_ERROR)
     rc = st_sql_check_result_bytes(db, "an output row", c.plan.n_out, sizeof(float), &err)
     if rc != SQLITE_OK:
         return st_batch_error(cur, err, rc)

@@ -26,7 +26,7 @@ cdef inline sqlite3_int64 st_page_slots_at(const unsigned char *data) noexcept n
 
 
 cdef int st_page_check_header(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
-                           const char *table, int min_version, char **err) noexcept nogil:
+                              const char *table, int min_version, char **err) noexcept nogil:
     """A page must start with a known header (version 1 or 2, at least min_version: a store
     upgraded to version-2 pages refuses a version-1 page, which has no checksum), and its
     slot table must fit. n is the page's size; data holds at least its header."""
@@ -50,7 +50,7 @@ cdef int st_page_check_header(const unsigned char *data, sqlite3_int64 n, sqlite
 
 
 cdef int st_page_check(const unsigned char *data, sqlite3_int64 n, sqlite3_int64 page_id,
-                    const char *table, int min_version, int verify, char **err) noexcept nogil:
+                       const char *table, int min_version, int verify, char **err) noexcept nogil:
     """A whole page read into memory: its header, then (version 2, unless verify is 0) its
     checksum, which covers every byte."""
     cdef int rc = st_page_check_header(data, n, page_id, table, min_version, err)
@@ -66,8 +66,8 @@ cdef int st_page_check(const unsigned char *data, sqlite3_int64 n, sqlite3_int64
 
 
 cdef int st_page_check_slot(const unsigned char *entry, sqlite3_int64 slot, sqlite3_int64 nslots,
-                    sqlite3_int64 nbytes, sqlite3_int64 page_bytes, sqlite3_int64 page_id,
-                    const char *table, uint64_t *offset, char **err) noexcept nogil:
+                            sqlite3_int64 nbytes, sqlite3_int64 page_bytes, sqlite3_int64 page_id,
+                            const char *table, uint64_t *offset, char **err) noexcept nogil:
     """Check slot's directory entry (entry: its 16 bytes, NULL when slot is out of range):
     the block must be nbytes long and lie within the page. Sets offset."""
     if entry == NULL or slot < 0 or slot >= nslots:
@@ -87,8 +87,8 @@ cdef int st_page_check_slot(const unsigned char *entry, sqlite3_int64 slot, sqli
 
 
 cdef int st_page_read_store_config(sqlite3 *db, const char *schema, const char *store,
-                           sqlite3_int64 *block_rows, sqlite3_int64 *block_cols,
-                           char **err) noexcept nogil:
+                                   sqlite3_int64 *block_rows, sqlite3_int64 *block_cols,
+                                   char **err) noexcept nogil:
     """Read the store's block shape; an error names the store if it is not one."""
     cdef sqlite3_stmt *stmt = NULL
     cdef int rc = st_sql_prepare(
@@ -102,7 +102,8 @@ cdef int st_page_read_store_config(sqlite3 *db, const char *schema, const char *
     block_cols[0] = 0
     rc = sqlite3_step(stmt)
     while rc == SQLITE_ROW:
-        if strcmp(st_sql_text_or(<const char *>sqlite3_column_text(stmt, 0), ""), "block_rows") == 0:
+        if strcmp(st_sql_text_or(<const char *>sqlite3_column_text(stmt, 0), ""),
+                  "block_rows") == 0:
             block_rows[0] = sqlite3_column_int64(stmt, 1)
         else:
             block_cols[0] = sqlite3_column_int64(stmt, 1)
@@ -121,11 +122,13 @@ cdef int st_page_read_store_config(sqlite3 *db, const char *schema, const char *
     return SQLITE_OK
 
 
-cdef int st_page_lookup_tensor(sqlite3 *db, const char *schema, const char *store, const char *model,
-                       const char *tensor, TensorInfo *info, char **err) noexcept nogil:
+cdef int st_page_lookup_tensor(sqlite3 *db, const char *schema, const char *store,
+                               const char *model,
+                               const char *tensor, TensorInfo *info, char **err) noexcept nogil:
     """Find a tensor by model and name; the error says which of the three names is unknown."""
     cdef sqlite3_stmt *stmt = NULL
-    cdef int rc = st_page_read_store_config(db, schema, store, &info.block_rows, &info.block_cols, err)
+    cdef int rc = st_page_read_store_config(db, schema, store, &info.block_rows, &info.block_cols,
+                                            err)
     if rc != SQLITE_OK:
         return rc
     rc = st_sql_prepare(
@@ -186,7 +189,7 @@ cdef int st_page_check_tensor_info(const char *store, TensorInfo *info, char **e
 # -- residuals -------------------------------------------------------------------------------
 
 cdef sqlite3_int64 st_page_residual_bytes(sqlite3_int64 kind, sqlite3_int64 param, sqlite3_int64 br,
-                                  sqlite3_int64 bc) noexcept nogil:
+                                          sqlite3_int64 bc) noexcept nogil:
     """Payload length of a residual of this kind for a br x bc tile (br, bc >= 1, within
     ST_MAX_BLOCK_DIM); -1 when kind or param is not valid for it."""
     if kind == RES_LOWRANK:
@@ -211,9 +214,9 @@ cdef int st_page_residual_bits_ok(sqlite3_int64 bits) noexcept nogil:
 
 
 cdef int st_page_check_residual(const char *store, const char *tensor, sqlite3_int64 tensor_id,
-                        sqlite3_int64 bi, sqlite3_int64 bj, sqlite3_int64 kind,
-                        sqlite3_int64 param, sqlite3_int64 br, sqlite3_int64 bc,
-                        sqlite3_int64 nbytes, char **err) noexcept nogil:
+                                sqlite3_int64 bi, sqlite3_int64 bj, sqlite3_int64 kind,
+                                sqlite3_int64 param, sqlite3_int64 br, sqlite3_int64 bc,
+                                sqlite3_int64 nbytes, char **err) noexcept nogil:
     """A residual row must name a tile of the grid (br, bc >= 1: the caller checked
     bi, bj), a known kind with a parameter valid for the tile, and the payload length
     they make. SQLITE_CORRUPT with a message naming store, tensor and tile otherwise."""
@@ -240,7 +243,8 @@ cdef int st_page_check_residual(const char *store, const char *tensor, sqlite3_i
     return SQLITE_CORRUPT
 
 
-cdef inline float st_page_residual_code(const unsigned char *row, sqlite3_int64 j, int bits) noexcept nogil:
+cdef inline float st_page_residual_code(const unsigned char *row, sqlite3_int64 j,
+                                        int bits) noexcept nogil:
     """Element j of a row of packed codes, minus the offset 2**(bits-1), as a float."""
     if bits == 8:
         return <float>(<int>row[j] - 128)
@@ -250,7 +254,7 @@ cdef inline float st_page_residual_code(const unsigned char *row, sqlite3_int64 
 
 
 cdef void st_page_residual_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
-                       sqlite3_int64 bc, float *dst, sqlite3_int64 ld) noexcept nogil:
+                               sqlite3_int64 bc, float *dst, sqlite3_int64 ld) noexcept nogil:
     """dst (br x bc, row stride ld) += the residual (checked by st_page_check_residual, payload
     float-aligned: slots start at 64-byte offsets of a malloc'd page)."""
     cdef const float *U
@@ -283,8 +287,9 @@ cdef void st_page_residual_add(int kind, int param, const unsigned char *payload
                 d[j] += <float>(<int>((row[j >> 2] >> ((j & 3) << 1)) & 3) - 2) * s
 
 
-cdef void st_page_residual_row_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
-                           sqlite3_int64 bc, sqlite3_int64 r, float *dst) noexcept nogil:
+cdef void st_page_residual_row_add(int kind, int param, const unsigned char *payload,
+                                   sqlite3_int64 br,
+                                   sqlite3_int64 bc, sqlite3_int64 r, float *dst) noexcept nogil:
     """dst[0:bc] += row r of the residual (for embedding rows)."""
     cdef const float *U
     cdef const float *V

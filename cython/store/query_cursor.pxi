@@ -28,7 +28,7 @@ cdef void st_qc_set_vtab_error(sqlite3_vtab *vtab, char *msg) noexcept nogil:
 
 
 cdef int st_qc_start(QueryCursor *c, sqlite3_stmt *stmt, int argc,
-                  sqlite3_value **argv) noexcept nogil:
+                     sqlite3_value **argv) noexcept nogil:
     """Run stmt (owned by the cursor from now on) with argv bound as ?1..?argc."""
     cdef int i, rc
     sqlite3_finalize(c.stmt)
@@ -51,7 +51,8 @@ cdef int st_qc_next(sqlite3_vtab_cursor *cur) noexcept nogil:
     c.eof = 1
     if rc == SQLITE_DONE:
         return SQLITE_OK
-    st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf("%s", sqlite3_errmsg(sqlite3_db_handle(c.stmt))))
+    st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf("%s",
+                                                    sqlite3_errmsg(sqlite3_db_handle(c.stmt))))
     return rc
 
 

@@ -28,7 +28,7 @@ ctypedef struct ReportCursor:
 
 
 cdef int st_report_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
-                        sqlite3_vtab **out, char **err) noexcept nogil:
+                           sqlite3_vtab **out, char **err) noexcept nogil:
     cdef const st_report *spec = <const st_report *>aux
     cdef int rc = sqlite3_declare_vtab(db, spec.columns)
     if rc != SQLITE_OK:
@@ -86,7 +86,7 @@ cdef int st_report_close(sqlite3_vtab_cursor *cur) noexcept nogil:
 
 
 cdef int st_report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
-                       int argc, sqlite3_value **argv) noexcept nogil:
+                          int argc, sqlite3_value **argv) noexcept nogil:
     cdef ReportVtab *v = <ReportVtab *>cur.pVtab
     cdef ReportCursor *c = <ReportCursor *>cur
     cdef sqlite3_stmt *stmt = NULL
@@ -99,8 +99,9 @@ cdef int st_report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx
     store = <const char *>sqlite3_value_text(argv[0])
     if <int>strlen(store) != sqlite3_value_bytes(argv[0]):
         # read as a C string, 'tensors' || char(0) || 'x' would silently name 'tensors'
-        st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: the store name contains a NUL character",
-                                                  v.spec.name))
+        st_qc_set_vtab_error(cur.pVtab,
+                             sqlite3_mprintf("%s: the store name contains a NUL character",
+                                             v.spec.name))
         return SQLITE_ERROR
     sqlite3_free(c.store)
     sqlite3_free(c.schema)
@@ -130,7 +131,7 @@ cdef int st_report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx
     sqlite3_free(sql)
     if rc != SQLITE_OK:
         st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: no tensor store named '%s' (%s)",
-                                                  v.spec.name, c.store, sqlite3_errmsg(v.db)))
+                                                        v.spec.name, c.store, sqlite3_errmsg(v.db)))
         return SQLITE_ERROR
     return st_qc_start(&c.q, stmt, 0, NULL)
 

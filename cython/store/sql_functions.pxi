@@ -11,7 +11,7 @@
 
 
 cdef int st_fn_text_args(sqlite3_context *ctx, const char *fname, int argc, sqlite3_value **argv,
-                   const char **names, const char **out) noexcept nogil:
+                         const char **names, const char **out) noexcept nogil:
     """Read argc TEXT arguments into out; on a NULL or non-text one set an error naming it."""
     cdef int i
     cdef char *msg
@@ -52,7 +52,9 @@ cdef void st_fn_tensor_blob(sqlite3_context *ctx, int argc, sqlite3_value **argv
     cdef TensorInfo info
     cdef char *err = NULL
     cdef char *msg
-    names[0] = "store"; names[1] = "model"; names[2] = "tensor"
+    names[0] = "store"
+    names[1] = "model"
+    names[2] = "tensor"
     if st_fn_text_args(ctx, "tensor_blob", 3, argv, names, args):
         return
     cdef sqlite3 *db = sqlite3_context_db_handle(ctx)
@@ -89,4 +91,3 @@ cdef void st_fn_tensor_blob(sqlite3_context *ctx, int argc, sqlite3_value **argv
 cdef void st_fn_tensor_version(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
     """tensor_version(): the engine's version string."""
     sqlite3_result_text(ctx, ST_VERSION, -1, SQLITE_STATIC)
-

@@ -14,7 +14,7 @@ cdef inline const char *st_sql_text_or(const char *text, const char *fallback) n
 
 
 cdef char *st_sql_expand(sqlite3 *db, const char *tmpl, const char *schema,
-                      const char *store) noexcept nogil:
+                         const char *store) noexcept nogil:
     """Return tmpl with every {part} / {.part} expanded, from sqlite3_malloc; NULL on OOM.
     (Not bounded by the connection's length limit, which is for values: our own SQL must
     run under any limit a caller sets.)"""
@@ -55,7 +55,7 @@ cdef int st_sql_is_shadow_part(const char *suffix) noexcept nogil:
 
 
 cdef int st_sql_prepare(sqlite3 *db, const char *tmpl, const char *schema,
-                           const char *store, sqlite3_stmt **stmt) noexcept nogil:
+                        const char *store, sqlite3_stmt **stmt) noexcept nogil:
     """Expand tmpl for the store and prepare it; an SQLite result code."""
     cdef char *sql = st_sql_expand(db, tmpl, schema, store)
     if sql == NULL:
@@ -66,7 +66,7 @@ cdef int st_sql_prepare(sqlite3 *db, const char *tmpl, const char *schema,
 
 
 cdef int st_sql_exec(sqlite3 *db, const char *tmpl, const char *schema,
-                        const char *store, char **err) noexcept nogil:
+                     const char *store, char **err) noexcept nogil:
     """Expand tmpl (one or more statements) for the store and run it."""
     cdef char *sql = st_sql_expand(db, tmpl, schema, store)
     if sql == NULL:
@@ -77,7 +77,7 @@ cdef int st_sql_exec(sqlite3 *db, const char *tmpl, const char *schema,
 
 
 cdef int st_sql_has_residuals(sqlite3 *db, const char *schema, const char *store,
-                             int *has, char **err) noexcept nogil:
+                              int *has, char **err) noexcept nogil:
     """Set has to whether the store has a <store>_residuals table. Stores created before
     residuals existed lack it (Python's Store adds it when it opens a writable store);
     for every reader a missing table means "no residuals", never an error.
@@ -129,7 +129,7 @@ cdef sqlite3_int64 st_sql_length_limit(sqlite3 *db) noexcept nogil:
 
 
 cdef int st_sql_check_result_bytes(sqlite3 *db, const char *what, sqlite3_int64 count,
-                            sqlite3_int64 item, char **err) noexcept nogil:
+                                   sqlite3_int64 item, char **err) noexcept nogil:
     """count items of item bytes must fit SQLite's length limit (overflow included):
     SQLITE_TOOBIG naming value and limit otherwise. Checked before allocating."""
     cdef sqlite3_int64 limit = st_sql_length_limit(db)
@@ -173,7 +173,7 @@ cdef const char *st_sql_skip_space(const char *p) noexcept nogil:
 
 
 cdef int st_sql_prepare_user_query(sqlite3 *db, const char *fname, const char *sql,
-                            sqlite3_stmt **stmt, char **err) noexcept nogil:
+                                   sqlite3_stmt **stmt, char **err) noexcept nogil:
     """Prepare SQL a caller gave us: exactly one statement (only whitespace, ';' and
     comments may follow) that sqlite3_stmt_readonly says writes nothing."""
     cdef const char *tail = NULL
@@ -202,7 +202,7 @@ cdef int st_sql_prepare_user_query(sqlite3 *db, const char *fname, const char *s
 
 
 cdef int st_sql_split_store_name(sqlite3 *db, const char *arg, char **schema, char **store,
-                          char **err) noexcept nogil:
+                                 char **err) noexcept nogil:
     """The database and the store a function's store argument names: 'name' is a store
     in main; 'db.name' the store 'name' in attached database db, unless main has a store
     whose own name is 'db.name' or no database db is attached (then the whole text names

@@ -47,12 +47,8 @@ ctypedef struct StoreVtab:
     sqlite3_int64 block_cols
 
 
-
-
-
-
 cdef int st_vtab_parse_option(const char *arg, const char **key, int *keylen,
-                      sqlite3_int64 *value) noexcept nogil:
+                              sqlite3_int64 *value) noexcept nogil:
     """Split 'key = 123' into key and value; 0 if it has that form, 1 otherwise."""
     cdef const char *p = arg
     cdef const char *end
@@ -76,7 +72,7 @@ cdef int st_vtab_parse_option(const char *arg, const char **key, int *keylen,
 
 
 cdef int st_vtab_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
-                      sqlite3_vtab **out, char **err) noexcept nogil:
+                        sqlite3_vtab **out, char **err) noexcept nogil:
     """CREATE VIRTUAL TABLE: check options, create the shadow tables, then connect."""
     cdef sqlite3_int64 opts[3]
     cdef const char *names[3]
@@ -86,16 +82,23 @@ cdef int st_vtab_create(sqlite3 *db, void *aux, int argc, const char *const *arg
     cdef int given = 0        # bit j: option j was given
     cdef sqlite3_int64 value
     cdef sqlite3_stmt *stmt = NULL
-    names[0] = "block_rows"; opts[0] = ST_DEFAULT_BLOCK_ROWS; limits[0] = ST_MAX_BLOCK_DIM
-    names[1] = "block_cols"; opts[1] = ST_DEFAULT_BLOCK_COLS; limits[1] = ST_MAX_BLOCK_DIM
-    names[2] = "page_blocks"; opts[2] = ST_DEFAULT_PAGE_BLOCKS; limits[2] = 65536
+    names[0] = "block_rows"
+    opts[0] = ST_DEFAULT_BLOCK_ROWS
+    limits[0] = ST_MAX_BLOCK_DIM
+    names[1] = "block_cols"
+    opts[1] = ST_DEFAULT_BLOCK_COLS
+    limits[1] = ST_MAX_BLOCK_DIM
+    names[2] = "page_blocks"
+    opts[2] = ST_DEFAULT_PAGE_BLOCKS
+    limits[2] = 65536
     for i in range(3, argc):
         if st_vtab_parse_option(argv[i], &key, &keylen, &value) != 0:
             err[0] = sqlite3_mprintf("tensor_store: option '%s' is not of the form name=integer",
                                      argv[i])
             return SQLITE_ERROR
         j = 0
-        while j < 3 and not (strlen(names[j]) == <size_t>keylen and strncmp(names[j], key, keylen) == 0):
+        while j < 3 and not (strlen(names[j]) == <size_t>keylen and strncmp(names[j], key,
+                                                                            keylen) == 0):
             j += 1
         if j == 3:
             err[0] = sqlite3_mprintf("tensor_store: unknown option '%.*s'; options are block_rows, "
@@ -129,9 +132,9 @@ cdef int st_vtab_create(sqlite3 *db, void *aux, int argc, const char *const *arg
         rc = st_sql_exec(db, st_store_ddl, argv[1], argv[2], err)
     if rc == SQLITE_OK:
         rc = st_sql_prepare(db, "INSERT INTO {config}(key, value) VALUES ('format_version', ?1),"
-                               " ('block_rows', ?2), ('block_cols', ?3), ('page_blocks', ?4),"
-                               " ('uid', random()), ('generation', random())",
-                               argv[1], argv[2], &stmt)
+                            " ('block_rows', ?2), ('block_cols', ?3), ('page_blocks', ?4),"
+                            " ('uid', random()), ('generation', random())",
+                            argv[1], argv[2], &stmt)
     if rc == SQLITE_OK:
         sqlite3_bind_int64(stmt, 1, ST_FORMAT_VERSION)
         for i in range(3):
@@ -147,7 +150,7 @@ cdef int st_vtab_create(sqlite3 *db, void *aux, int argc, const char *const *arg
 
 
 cdef int st_vtab_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
-                       sqlite3_vtab **out, char **err) noexcept nogil:
+                         sqlite3_vtab **out, char **err) noexcept nogil:
     """Attach to an existing store; its config must be readable and of a known version."""
     cdef StoreVtab *v
     cdef sqlite3_int64 block_rows, block_cols
@@ -157,7 +160,7 @@ cdef int st_vtab_connect(sqlite3 *db, void *aux, int argc, const char *const *ar
     if rc != SQLITE_OK:
         return rc
     rc = st_vtab_config_int(db, argv[1], argv[2], "SELECT coalesce((SELECT value FROM {config}"
-                          " WHERE key = 'format_version'), -1)", &version, err)
+                            " WHERE key = 'format_version'), -1)", &version, err)
     if rc != SQLITE_OK:   # BUSY, IOERR, ...: a failed read, not a bad version
         return rc
     if version < 1 or version > ST_FORMAT_VERSION:
@@ -165,8 +168,9 @@ cdef int st_vtab_connect(sqlite3 *db, void *aux, int argc, const char *const *ar
                                  "sqlite-tensor reads versions 1 to %d", argv[2], version,
                                  <int>ST_FORMAT_VERSION)
         return SQLITE_ERROR
-    rc = sqlite3_declare_vtab(db, "CREATE TABLE x(model TEXT, tensor TEXT, shape TEXT, dtype TEXT, nbytes INTEGER,"
-        " data BLOB HIDDEN)")
+    rc = sqlite3_declare_vtab(db,
+                              "CREATE TABLE x(model TEXT, tensor TEXT, shape TEXT, dtype TEXT, nbytes INTEGER,"
+                              " data BLOB HIDDEN)")
     if rc != SQLITE_OK:
         return rc
     v = <StoreVtab *>sqlite3_malloc64(sizeof(StoreVtab))
@@ -252,7 +256,7 @@ cdef int st_vtab_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept no
 
 
 cdef int st_vtab_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_str,
-                      int argc, sqlite3_value **argv) noexcept nogil:
+                        int argc, sqlite3_value **argv) noexcept nogil:
     cdef StoreVtab *v = <StoreVtab *>cur.pVtab
     cdef sqlite3_stmt *stmt = NULL
     cdef const char *where = ""       # the constraints of idx_num, bound in argv order
@@ -338,7 +342,7 @@ cdef int st_vtab_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid) noexcept 
 from libc.string cimport strstr
 
 cdef int st_vtab_objects_exist(sqlite3 *db, const char *schema, const char *store, int *count,
-                             char **err, char **first=NULL) noexcept nogil:
+                               char **err, char **first=NULL) noexcept nogil:
     """How many of the objects st_store_ddl creates (each "IF NOT EXISTS {part}") exist;
     first (when given) gets the name of one of them (sqlite3_mprintf)."""
     cdef const char *p = st_store_ddl
@@ -388,7 +392,7 @@ cdef int st_vtab_ddl_object_count() noexcept nogil:
 
 
 cdef int st_vtab_config_int(sqlite3 *db, const char *schema, const char *store, const char *tmpl,
-                          sqlite3_int64 *out, char **err) noexcept nogil:
+                            sqlite3_int64 *out, char **err) noexcept nogil:
     """One integer a query over the store returns (0 when no row)."""
     cdef sqlite3_stmt *stmt = NULL
     cdef int rc = st_sql_prepare(db, tmpl, schema, store, &stmt)
@@ -405,7 +409,7 @@ cdef int st_vtab_config_int(sqlite3 *db, const char *schema, const char *store, 
 
 
 cdef int st_vtab_needs_upgrade(sqlite3 *db, const char *schema, const char *store, int *needs,
-                             char **err) noexcept nogil:
+                               char **err) noexcept nogil:
     """Whether store_upgrade has anything to do: an object of st_store_ddl missing, no
     uid or generation, or pages of an older format."""
     cdef int count = 0
@@ -413,10 +417,10 @@ cdef int st_vtab_needs_upgrade(sqlite3 *db, const char *schema, const char *stor
     cdef int rc = st_vtab_objects_exist(db, schema, store, &count, err)
     if rc == SQLITE_OK:
         rc = st_vtab_config_int(db, schema, store, "SELECT value FROM {config} WHERE key = "
-                              "'format_version'", &version, err)
+                                "'format_version'", &version, err)
     if rc == SQLITE_OK:
         rc = st_vtab_config_int(db, schema, store, "SELECT count(*) FROM {config} WHERE key IN "
-                              "('uid', 'generation')", &ids, err)
+                                "('uid', 'generation')", &ids, err)
     needs[0] = count != st_vtab_ddl_object_count() or version < ST_FORMAT_VERSION or ids != 2
     return rc
 
@@ -426,7 +430,7 @@ cdef inline sqlite3_int64 st_vtab_align64(sqlite3_int64 n) noexcept nogil:
 
 
 cdef int st_vtab_page_v1_to_v2(const unsigned char *old, sqlite3_int64 n, sqlite3_int64 page_id,
-                       unsigned char **out, sqlite3_int64 *out_n) noexcept nogil:
+                               unsigned char **out, sqlite3_int64 *out_n) noexcept nogil:
     """Rewrite a sound version-1 page as version 2: the same blocks, laid out as the writer
     (sqlite_tensor/pages.py) lays them out, checksum sealed. out stays NULL for a page that
     is not a sound version-1 page (left as it is: verify() and every read report it)."""
@@ -447,8 +451,8 @@ cdef int st_vtab_page_v1_to_v2(const unsigned char *old, sqlite3_int64 n, sqlite
     total = start
     for i in range(k):
         if st_page_check_slot(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES, i, k,
-                      <sqlite3_int64>st_get_u64(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES + 8),
-                      n, page_id, "", &o, &err) != SQLITE_OK:
+                              <sqlite3_int64>st_get_u64(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES + 8),
+                              n, page_id, "", &o, &err) != SQLITE_OK:
             sqlite3_free(err)
             return SQLITE_OK
         size = <sqlite3_int64>st_get_u64(old + ST_PAGE_V1_HEADER_BYTES + i * ST_PAGE_SLOT_BYTES + 8)
@@ -479,8 +483,9 @@ cdef int st_vtab_page_v1_to_v2(const unsigned char *old, sqlite3_int64 n, sqlite
     return SQLITE_OK
 
 
-cdef int st_vtab_upgrade_pages(sqlite3 *db, const char *schema, const char *store, sqlite3_int64 *done,
-                       char **err) noexcept nogil:
+cdef int st_vtab_upgrade_pages(sqlite3 *db, const char *schema, const char *store,
+                               sqlite3_int64 *done,
+                               char **err) noexcept nogil:
     """Rewrite every sound version-1 page as version 2."""
     cdef sqlite3_stmt *ids = NULL
     cdef sqlite3_stmt *upd = NULL
@@ -496,7 +501,7 @@ cdef int st_vtab_upgrade_pages(sqlite3 *db, const char *schema, const char *stor
     done[0] = 0
     if rc == SQLITE_OK:
         rc = st_sql_prepare(db, "SELECT id FROM {pages} WHERE typeof(data) = 'blob' ORDER BY id",
-                               schema, store, &ids)
+                            schema, store, &ids)
     while rc == SQLITE_OK:   # the ids first: the table is rewritten below
         rc = sqlite3_step(ids)
         if rc != SQLITE_ROW:
@@ -515,7 +520,7 @@ cdef int st_vtab_upgrade_pages(sqlite3 *db, const char *schema, const char *stor
     sqlite3_finalize(ids)
     if rc == SQLITE_OK:
         rc = st_sql_prepare(db, "UPDATE {pages} SET data = ?1, nbytes = ?2 WHERE id = ?3",
-                               schema, store, &upd)
+                            schema, store, &upd)
     i = 0
     while rc == SQLITE_OK and i < count:
         rc = sqlite3_blob_open(db, schema, table, "data", idlist[i], 0, &blob)
@@ -551,7 +556,7 @@ cdef int st_vtab_upgrade_pages(sqlite3 *db, const char *schema, const char *stor
 
 
 cdef int st_vtab_upgrade(sqlite3 *db, const char *schema, const char *store, sqlite3_int64 *pages,
-                       char **err) noexcept nogil:
+                         char **err) noexcept nogil:
     """Bring a store to the current schema in one savepoint (all or nothing): the objects
     of st_store_ddl it lacks, a uid and generation, version-2 pages. The caller makes the
     shadow tables writable (defensive mode off) and holds the write transaction."""
@@ -563,18 +568,19 @@ cdef int st_vtab_upgrade(sqlite3 *db, const char *schema, const char *store, sql
     rc = st_sql_exec(db, st_store_ddl, schema, store, err)
     if rc == SQLITE_OK:
         rc = st_sql_exec(db, "INSERT OR IGNORE INTO {config}(key, value) VALUES"
-                                " ('uid', random()), ('generation', random())", schema, store, err)
+                         " ('uid', random()), ('generation', random())", schema, store, err)
     if rc == SQLITE_OK:
         rc = st_vtab_config_int(db, schema, store, "SELECT value FROM {config} WHERE key = "
-                              "'format_version'", &version, err)
+                                "'format_version'", &version, err)
     if rc == SQLITE_OK and version < ST_FORMAT_VERSION:
         rc = st_vtab_upgrade_pages(db, schema, store, pages, err)
         if rc == SQLITE_OK:
             rc = st_sql_exec(db, "UPDATE {config} SET value = 2 WHERE key = 'format_version'",
-                                schema, store, err)
+                             schema, store, err)
     if rc == SQLITE_OK:
         return sqlite3_exec(db, "RELEASE tensor_store_upgrade", NULL, NULL, err)
-    sqlite3_exec(db, "ROLLBACK TO tensor_store_upgrade; RELEASE tensor_store_upgrade", NULL, NULL, NULL)
+    sqlite3_exec(db, "ROLLBACK TO tensor_store_upgrade; RELEASE tensor_store_upgrade", NULL, NULL,
+                 NULL)
     return rc
 
 
@@ -613,7 +619,8 @@ cdef int st_vtab_rename(sqlite3_vtab *vtab, const char *new_name) noexcept nogil
         rc = SQLITE_NOMEM if copy == NULL else sqlite3_exec(v.db, copy, NULL, NULL, &err)
     sqlite3_free(copy)
     if rc != SQLITE_OK:
-        st_qc_set_vtab_error(vtab, sqlite3_mprintf("tensor_store: cannot rename store '%s' to '%s': %s",
+        st_qc_set_vtab_error(vtab,
+                             sqlite3_mprintf("tensor_store: cannot rename store '%s' to '%s': %s",
                                              v.name, new_name,
                                              st_sql_text_or(err, sqlite3_errmsg(v.db))))
         sqlite3_free(err)

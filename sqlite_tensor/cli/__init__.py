@@ -10,6 +10,7 @@ opens a store takes ``--store NAME``. Bad input is a one-line error on stderr an
 status 1 (2 for a usage error), and the database is left as it was: commands that only
 read open it read-only, and a failed ``add`` removes a file it created.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,17 +30,24 @@ GROUPS = (models, maintenance, info)
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description="sqlite-tensor: deduplicated deep-learning models in a SQLite "
-                               "file. Every command takes --json; those that open a store take "
-                               "--store NAME (default: tensors).")
+        prog=prog,
+        description="sqlite-tensor: deduplicated deep-learning models in a SQLite "
+        "file. Every command takes --json; those that open a store take "
+        "--store NAME (default: tensors).",
+    )
     from .. import __version__
+
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     json_opt = argparse.ArgumentParser(add_help=False)
     json_opt.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     store_opt = argparse.ArgumentParser(add_help=False, parents=[json_opt])
-    store_opt.add_argument("--store", default="tensors", metavar="NAME",
-                           help="the store (table) in the file (default: tensors)")
+    store_opt.add_argument(
+        "--store",
+        default="tensors",
+        metavar="NAME",
+        help="the store (table) in the file (default: tensors)",
+    )
     for group in GROUPS:
         group.register(sub, store=store_opt, plain=json_opt)
     return parser
@@ -55,14 +63,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     out = Output(args.json)
     try:
         return args.run(args, out) or 0
-    except BrokenPipeError:   # stdout closed early (| head): the work itself is done
+    except BrokenPipeError:  # stdout closed early (| head): the work itself is done
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except (TensorStoreError, LayerError, ValueError, OSError, apsw.Error) as e:
         message = " ".join(str(e).split()) or type(e).__name__
         if isinstance(e, apsw.Error):
-            message = message.split(": ", 1)[-1] if message.startswith(type(e).__name__) else message
+            message = (
+                message.split(": ", 1)[-1] if message.startswith(type(e).__name__) else message
+            )
         print(f"{prog} {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

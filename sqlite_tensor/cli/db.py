@@ -1,5 +1,6 @@
 """Opening the database for a command: read-only unless the command writes, never created
 by a command that does not add, and a file that a failed ``add`` created is removed."""
+
 from __future__ import annotations
 
 import os
@@ -26,17 +27,21 @@ def open_store(args, *, write: bool = False, create: bool = False):
     existed = os.path.exists(path)
     if not existed and not create:
         raise TensorStoreError(f"{path}: no such file")
-    flags = (apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE) if write else \
-        apsw.SQLITE_OPEN_READONLY
+    flags = (
+        (apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+        if write
+        else apsw.SQLITE_OPEN_READONLY
+    )
     conn = None
     try:
         conn = connect(path, flags=flags)
-        if write:   # one transaction, the store's creation included: all or nothing
+        if write:  # one transaction, the store's creation included: all or nothing
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except apsw.BusyError:
-                raise TensorStoreError(f"{path}: another connection is writing to it; nothing "
-                                       "was written, try again") from None
+                raise TensorStoreError(
+                    f"{path}: another connection is writing to it; nothing was written, try again"
+                ) from None
         store = Store(conn, args.store, create=create)
         yield store
         if write:

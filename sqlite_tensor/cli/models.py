@@ -1,4 +1,5 @@
 """Commands on models: add, export, ls, show, rm, predict."""
+
 from __future__ import annotations
 
 import json
@@ -15,56 +16,83 @@ from .output import count, mib, table
 
 
 def register(sub, *, store, plain) -> None:
-    p = sub.add_parser("add", parents=[store], help="add a model from a file or folder",
-                       description="Add a model: SOURCE is a .safetensors or .npz file, a "
-                       "Hugging Face folder (config.json + model.safetensors), a sharded "
-                       "checkpoint (its model.safetensors.index.json or its folder), or a "
-                       "PyTorch .bin/.pt state dict (needs torch). A folder's other files "
-                       "(config, tokenizer, ...) are kept with the model. DB is created if "
-                       "it does not exist.")
+    p = sub.add_parser(
+        "add",
+        parents=[store],
+        help="add a model from a file or folder",
+        description="Add a model: SOURCE is a .safetensors or .npz file, a "
+        "Hugging Face folder (config.json + model.safetensors), a sharded "
+        "checkpoint (its model.safetensors.index.json or its folder), or a "
+        "PyTorch .bin/.pt state dict (needs torch). A folder's other files "
+        "(config, tokenizer, ...) are kept with the model. DB is created if "
+        "it does not exist.",
+    )
     add_db_argument(p)
     p.add_argument("model", metavar="MODEL", help="name of the new model")
     p.add_argument("source", metavar="SOURCE", help="file or folder to read")
-    p.add_argument("--layers", metavar="FILE.json",
-                   help="how to run the model: a JSON list of layers (docs/python.md)")
+    p.add_argument(
+        "--layers",
+        metavar="FILE.json",
+        help="how to run the model: a JSON list of layers (docs/python.md)",
+    )
     p.set_defaults(run=add)
 
-    p = sub.add_parser("export", parents=[store], help="write a model out as it came in",
-                       description="Write a model out, bit-exact: OUT ending in .safetensors "
-                       "or .npz is one file; any other OUT is a new folder laid out as the "
-                       "model came in (its files, shards and index included).")
+    p = sub.add_parser(
+        "export",
+        parents=[store],
+        help="write a model out as it came in",
+        description="Write a model out, bit-exact: OUT ending in .safetensors "
+        "or .npz is one file; any other OUT is a new folder laid out as the "
+        "model came in (its files, shards and index included).",
+    )
     add_db_argument(p)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("out", metavar="OUT", help="a .safetensors or .npz file, or a new folder")
     p.set_defaults(run=export)
 
-    p = sub.add_parser("ls", parents=[store], help="list the models",
-                       description="One line per model: tensors, logical bytes (its own "
-                       "size), physical bytes (of the distinct blocks it uses), private "
-                       "bytes (blocks no other model uses), files kept with it; then the "
-                       "file's size and free space.")
+    p = sub.add_parser(
+        "ls",
+        parents=[store],
+        help="list the models",
+        description="One line per model: tensors, logical bytes (its own "
+        "size), physical bytes (of the distinct blocks it uses), private "
+        "bytes (blocks no other model uses), files kept with it; then the "
+        "file's size and free space.",
+    )
     add_db_argument(p)
     p.set_defaults(run=ls)
 
-    p = sub.add_parser("show", parents=[store], help="a model's tensors and files",
-                       description="A model's tensors (shape, dtype, bytes, blocks, and how "
-                       "many of those blocks another model shares) and the files kept with it.")
+    p = sub.add_parser(
+        "show",
+        parents=[store],
+        help="a model's tensors and files",
+        description="A model's tensors (shape, dtype, bytes, blocks, and how "
+        "many of those blocks another model shares) and the files kept with it.",
+    )
     add_db_argument(p)
     p.add_argument("model", metavar="MODEL")
     p.set_defaults(run=show)
 
-    p = sub.add_parser("rm", parents=[store], help="remove a model",
-                       description="Remove a model; blocks no other model uses are freed. "
-                       "The file keeps its size (see vacuum).")
+    p = sub.add_parser(
+        "rm",
+        parents=[store],
+        help="remove a model",
+        description="Remove a model; blocks no other model uses are freed. "
+        "The file keeps its size (see vacuum).",
+    )
     add_db_argument(p)
     p.add_argument("model", metavar="MODEL")
     p.set_defaults(run=rm)
 
-    p = sub.add_parser("predict", parents=[store], help="run a model on inputs",
-                       description="Run a model (it needs layers) on INPUT: a .npy file, an "
-                       ".npz file (its array x, or its only array), or a .json file (an "
-                       "array, or a list of id lists for bag models). The output goes to "
-                       "stdout as JSON, or with -o to a .npy file.")
+    p = sub.add_parser(
+        "predict",
+        parents=[store],
+        help="run a model on inputs",
+        description="Run a model (it needs layers) on INPUT: a .npy file, an "
+        ".npz file (its array x, or its only array), or a .json file (an "
+        "array, or a list of id lists for bag models). The output goes to "
+        "stdout as JSON, or with -o to a .npy file.",
+    )
     add_db_argument(p)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("input", metavar="INPUT")
@@ -78,25 +106,41 @@ def add(args, out) -> int:
         layers = _read_json(args.layers, "layers file")
     with out.progress("reading", unit="B", scale=True) as step:
         source = sources.read_source(args.source, progress=step)
-    with open_store(args, write=True, create=True) as store, \
-            out.progress("storing", unit=" tensors") as step:
+    with (
+        open_store(args, write=True, create=True) as store,
+        out.progress("storing", unit=" tensors") as step,
+    ):
         report = store.add_model(args.model, source, layers=layers, progress=step)
         free = store.free_space()
-    data = {"model": report.model, "source": source.path, "kind": source.kind,
-            "tensors": report.tensors, "blocks": report.blocks, "new_blocks": report.new_blocks,
-            "logical_bytes": report.logical_bytes, "new_bytes": report.new_bytes,
-            "files": sorted(source.files), "file_bytes": source.file_bytes,
-            "skipped": [{"path": p, "bytes": n} for p, n in source.skipped],
-            "db_bytes": free["file_bytes"]}
-    lines = [f"added {report.model!r} ({source.kind}): {count(report.tensors, 'tensor')}, "
-             f"{mib(report.logical_bytes)}; {report.shared_blocks} of {report.blocks} blocks "
-             f"shared, {mib(report.new_bytes)} new"]
+    data = {
+        "model": report.model,
+        "source": source.path,
+        "kind": source.kind,
+        "tensors": report.tensors,
+        "blocks": report.blocks,
+        "new_blocks": report.new_blocks,
+        "logical_bytes": report.logical_bytes,
+        "new_bytes": report.new_bytes,
+        "files": sorted(source.files),
+        "file_bytes": source.file_bytes,
+        "skipped": [{"path": p, "bytes": n} for p, n in source.skipped],
+        "db_bytes": free["file_bytes"],
+    }
+    lines = [
+        f"added {report.model!r} ({source.kind}): {count(report.tensors, 'tensor')}, "
+        f"{mib(report.logical_bytes)}; {report.shared_blocks} of {report.blocks} blocks "
+        f"shared, {mib(report.new_bytes)} new"
+    ]
     if source.files:
-        lines.append(f"kept {count(len(source.files), 'file')} ({mib(source.file_bytes)}): "
-                     + ", ".join(sorted(source.files)))
+        lines.append(
+            f"kept {count(len(source.files), 'file')} ({mib(source.file_bytes)}): "
+            + ", ".join(sorted(source.files))
+        )
     if source.skipped:
-        lines.append("not kept (other copies of the weights): " + ", ".join(
-            f"{p} ({mib(n)})" for p, n in source.skipped))
+        lines.append(
+            "not kept (other copies of the weights): "
+            + ", ".join(f"{p} ({mib(n)})" for p, n in source.skipped)
+        )
     out.emit(data, "\n".join(lines))
     return 0
 
@@ -107,9 +151,12 @@ def export(args, out) -> int:
         with out.progress("exporting", unit=" tensors") as step:
             done = model_files.export(store, args.model, args.out, progress=step)
     done["tensors"] = n
-    out.emit(done, f"wrote {args.out} ({done['kind']}): {count(n, 'tensor')}"
-             + (f", {done['files']} files" if done["files"] > 1 else "")
-             + f", {mib(done['bytes'])}")
+    out.emit(
+        done,
+        f"wrote {args.out} ({done['kind']}): {count(n, 'tensor')}"
+        + (f", {done['files']} files" if done["files"] > 1 else "")
+        + f", {mib(done['bytes'])}",
+    )
     return 0
 
 
@@ -117,10 +164,14 @@ def _files_per_model(store) -> dict[str, tuple[int, int]]:
     if not model_files.has_table(store):
         return {}
     t = Tables(store.name)
-    return {name: (n, size) for name, n, size in store.conn.execute(
-        f"SELECT m.name, count(*), coalesce(sum(length(f.data)), 0) FROM {t.files} f"
-        f" JOIN {t.models} m ON m.id = f.model_id WHERE f.path <> ? GROUP BY m.id",
-        (model_files.LAYOUT_PATH,))}
+    return {
+        name: (n, size)
+        for name, n, size in store.conn.execute(
+            f"SELECT m.name, count(*), coalesce(sum(length(f.data)), 0) FROM {t.files} f"
+            f" JOIN {t.models} m ON m.id = f.model_id WHERE f.path <> ? GROUP BY m.id",
+            (model_files.LAYOUT_PATH,),
+        )
+    }
 
 
 def ls(args, out) -> int:
@@ -131,12 +182,27 @@ def ls(args, out) -> int:
         free = store.free_space()
     for r in rows:
         r["files"], r["file_bytes"] = files.get(r["model"], (0, 0))
-    data = {"models": rows, "physical_bytes": stats["physical_bytes"],
-            "logical_bytes": stats["logical_bytes"], **free}
-    text = table([[r["model"], r["tensors"], mib(r["logical_bytes"]), mib(r["physical_bytes"]),
-                   mib(r["private_bytes"]), r["files"]] for r in rows],
-                 ["model", "tensors", "logical", "physical", "private", "files"],
-                 right={1, 2, 3, 4, 5})
+    data = {
+        "models": rows,
+        "physical_bytes": stats["physical_bytes"],
+        "logical_bytes": stats["logical_bytes"],
+        **free,
+    }
+    text = table(
+        [
+            [
+                r["model"],
+                r["tensors"],
+                mib(r["logical_bytes"]),
+                mib(r["physical_bytes"]),
+                mib(r["private_bytes"]),
+                r["files"],
+            ]
+            for r in rows
+        ],
+        ["model", "tensors", "logical", "physical", "private", "files"],
+        right={1, 2, 3, 4, 5},
+    )
     out.emit(data, text + "\n" + _file_line(args.db, free, len(rows)))
     return 0
 
@@ -152,27 +218,57 @@ def show(args, out) -> int:
     with open_store(args) as store, out.busy(store.conn, "reading"):
         infos = store.tensors(args.model)
         t = Tables(store.name)
-        counts = {name: (n, shared) for name, n, shared in store.conn.execute(
-            f"SELECT tt.name, count(*), sum(EXISTS (SELECT 1 FROM {t.map} m2 JOIN {t.tensors} t2"
-            f" ON t2.id = m2.tensor_id WHERE m2.block_id = m.block_id AND t2.model_id <> tt.model_id))"
-            f" FROM {t.tensors} tt JOIN {t.map} m ON m.tensor_id = tt.id"
-            f" JOIN {t.models} mo ON mo.id = tt.model_id WHERE mo.name = ? GROUP BY tt.id",
-            (args.model,))}
+        counts = {
+            name: (n, shared)
+            for name, n, shared in store.conn.execute(
+                f"SELECT tt.name, count(*), sum(EXISTS (SELECT 1 FROM {t.map} m2 JOIN {t.tensors} t2"
+                f" ON t2.id = m2.tensor_id WHERE m2.block_id = m.block_id AND t2.model_id <> tt.model_id))"
+                f" FROM {t.tensors} tt JOIN {t.map} m ON m.tensor_id = tt.id"
+                f" JOIN {t.models} mo ON mo.id = tt.model_id WHERE mo.name = ? GROUP BY tt.id",
+                (args.model,),
+            )
+        }
         kept = store.files(args.model)
         layers = store.layers(args.model)
-    rows = [{"tensor": i.name, "shape": list(i.shape), "dtype": i.dtype, "nbytes": i.nbytes,
-             "blocks": counts.get(i.name, (0, 0))[0], "shared_blocks": counts.get(i.name, (0, 0))[1]}
-            for i in infos]
-    data = {"model": args.model, "tensors": rows, "layers": layers,
-            "files": [{"path": p, "bytes": len(b)} for p, b in sorted(kept.items())]}
-    text = table([[r["tensor"], "x".join(map(str, r["shape"])) or "()", r["dtype"],
-                   mib(r["nbytes"]), r["blocks"], r["shared_blocks"]] for r in rows],
-                 ["tensor", "shape", "dtype", "bytes", "blocks", "shared"], right={3, 4, 5})
+    rows = [
+        {
+            "tensor": i.name,
+            "shape": list(i.shape),
+            "dtype": i.dtype,
+            "nbytes": i.nbytes,
+            "blocks": counts.get(i.name, (0, 0))[0],
+            "shared_blocks": counts.get(i.name, (0, 0))[1],
+        }
+        for i in infos
+    ]
+    data = {
+        "model": args.model,
+        "tensors": rows,
+        "layers": layers,
+        "files": [{"path": p, "bytes": len(b)} for p, b in sorted(kept.items())],
+    }
+    text = table(
+        [
+            [
+                r["tensor"],
+                "x".join(map(str, r["shape"])) or "()",
+                r["dtype"],
+                mib(r["nbytes"]),
+                r["blocks"],
+                r["shared_blocks"],
+            ]
+            for r in rows
+        ],
+        ["tensor", "shape", "dtype", "bytes", "blocks", "shared"],
+        right={3, 4, 5},
+    )
     total = sum(r["blocks"] for r in rows)
     shared = sum(r["shared_blocks"] for r in rows)
-    text += (f"\n{count(len(rows), 'tensor')}, {mib(sum(r['nbytes'] for r in rows))}; {shared} of "
-             f"{total} blocks shared with other models; "
-             + (count(len(layers), "layer") if layers else "no layers"))
+    text += (
+        f"\n{count(len(rows), 'tensor')}, {mib(sum(r['nbytes'] for r in rows))}; {shared} of "
+        f"{total} blocks shared with other models; "
+        + (count(len(layers), "layer") if layers else "no layers")
+    )
     if kept:
         text += "\nfiles: " + ", ".join(f"{p} ({mib(len(b))})" for p, b in sorted(kept.items()))
     out.emit(data, text)
@@ -184,10 +280,18 @@ def rm(args, out) -> int:
         freed = store.drop_model(args.model)
         free = store.free_space()
         left = len(store.models())
-    data = {"model": args.model, "freed_blocks": freed["blocks"], "freed_bytes": freed["bytes"],
-            "freed_pages": freed["pages"], **free}
-    out.emit(data, f"removed {args.model!r}: {freed['blocks']} blocks ({mib(freed['bytes'])}) "
-                   f"and {count(freed['pages'], 'page')} freed\n" + _file_line(args.db, free, left))
+    data = {
+        "model": args.model,
+        "freed_blocks": freed["blocks"],
+        "freed_bytes": freed["bytes"],
+        "freed_pages": freed["pages"],
+        **free,
+    }
+    out.emit(
+        data,
+        f"removed {args.model!r}: {freed['blocks']} blocks ({mib(freed['bytes'])}) "
+        f"and {count(freed['pages'], 'page')} freed\n" + _file_line(args.db, free, left),
+    )
     return 0
 
 
@@ -206,16 +310,22 @@ def read_input(path: str):
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".json":
         value = _read_json(path, "input")
-        if isinstance(value, list) and value and all(isinstance(v, list) for v in value) \
-                and len({len(v) for v in value}) > 1:
-            return [np.asarray(v) for v in value]   # bags of different sizes
+        if (
+            isinstance(value, list)
+            and value
+            and all(isinstance(v, list) for v in value)
+            and len({len(v) for v in value}) > 1
+        ):
+            return [np.asarray(v) for v in value]  # bags of different sizes
         arr = np.asarray(value)
         if arr.dtype.kind not in "fiub":
             raise FormatError(f"{path}: not an array of numbers")
         return arr
     if suffix not in (".npy", ".npz"):
-        raise FormatError(f"{path}: unsupported input type {suffix or '(no suffix)'!r}; "
-                          "INPUT is .npy, .npz or .json")
+        raise FormatError(
+            f"{path}: unsupported input type {suffix or '(no suffix)'!r}; "
+            "INPUT is .npy, .npz or .json"
+        )
     try:
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -230,8 +340,10 @@ def read_input(path: str):
             return loaded["x"]
         if len(keys) == 1:
             return loaded[keys[0]]
-    raise FormatError(f"{path}: an .npz input needs an array named x (or only one array); "
-                      f"it has {', '.join(keys) or 'none'}")
+    raise FormatError(
+        f"{path}: an .npz input needs an array named x (or only one array); "
+        f"it has {', '.join(keys) or 'none'}"
+    )
 
 
 def predict(args, out) -> int:
@@ -241,12 +353,14 @@ def predict(args, out) -> int:
     with open_store(args) as store:
         try:
             y = store.predict(args.model, x)
-        except TypeError as e:   # the wrong kind of input for this model
+        except TypeError as e:  # the wrong kind of input for this model
             raise ValueError(str(e)) from None
     if args.output is not None:
         _save_npy(args.output, y)
-        out.emit({"model": args.model, "output": args.output, "shape": list(y.shape)},
-                 f"wrote {args.output}: {y.dtype} {list(y.shape)}")
+        out.emit(
+            {"model": args.model, "output": args.output, "shape": list(y.shape)},
+            f"wrote {args.output}: {y.dtype} {list(y.shape)}",
+        )
     else:
         print(json.dumps(y.tolist()))
     return 0

@@ -3,6 +3,7 @@
 A progress bar (tqdm) appears only when stderr is a terminal, and only once the work has
 taken a second (SQLITE_TENSOR_PROGRESS_DELAY, in seconds, changes that).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,13 +31,24 @@ class Output:
             yield None
             return
         from tqdm import tqdm
-        bars = []   # made at the first call, when the total is known
+
+        bars = []  # made at the first call, when the total is known
 
         def update(done, total, what=None):
             if not bars:
-                bars.append(tqdm(desc=desc, total=total or None, unit=unit, unit_scale=scale,
-                                 unit_divisor=1024 if scale else 1000, delay=_delay(),
-                                 file=sys.stderr, leave=False, dynamic_ncols=True))
+                bars.append(
+                    tqdm(
+                        desc=desc,
+                        total=total or None,
+                        unit=unit,
+                        unit_scale=scale,
+                        unit_divisor=1024 if scale else 1000,
+                        delay=_delay(),
+                        file=sys.stderr,
+                        leave=False,
+                        dynamic_ncols=True,
+                    )
+                )
             bar = bars[0]
             if total and bar.total != total:
                 bar.total = total
@@ -56,12 +68,20 @@ class Output:
             yield
             return
         from tqdm import tqdm
-        bar = tqdm(desc=desc, unit=" steps", unit_scale=True, delay=_delay(), file=sys.stderr,
-                   leave=False, dynamic_ncols=True)
+
+        bar = tqdm(
+            desc=desc,
+            unit=" steps",
+            unit_scale=True,
+            delay=_delay(),
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+        )
 
         def tick() -> bool:
             bar.update(1)
-            return False   # go on
+            return False  # go on
 
         conn.set_progress_handler(tick, 100_000)
         try:
@@ -95,6 +115,9 @@ def table(rows: list[list], headers: list[str], right: set[int] = frozenset()) -
     """Plain aligned columns."""
     cells = [headers] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.rjust(w) if i in right else c.ljust(w)
-                               for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-                     for r in cells)
+    return "\n".join(
+        "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))
+        ).rstrip()
+        for r in cells
+    )

@@ -8,10 +8,17 @@ See :meth:`sqlite_tensor.Store.dedup` and docs/dedup.md. The parts: candidate se
 (lsh.py; baselines minhash.py and exhaustive.py), the order (importance.py), what to store
 per block (encoding.py), validators (validators.py), and the guarded run (run.py).
 """
+
 from .lsh import LSHOptions
 from .minhash import MinHashOptions
 from .report import DedupReport, ModelReport
 from .validators import ValidatorError, accuracy
 
-__all__ = ["accuracy", "DedupReport", "ModelReport", "ValidatorError", "LSHOptions",
-           "MinHashOptions"]
+__all__ = [
+    "accuracy",
+    "DedupReport",
+    "ModelReport",
+    "ValidatorError",
+    "LSHOptions",
+    "MinHashOptions",
+]

@@ -11,6 +11,7 @@ The error an outcome leaves is |t - (s + residual)|_F; it must be at most
 and a residual must cost at most ``max_residual_fraction`` of the block, else keeping the
 block is better (a residual also costs compute).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,10 +28,10 @@ QUANT_BITS = (2, 4, 8)
 
 @dataclass
 class Outcome:
-    kind: str                 # SUBSTITUTE, RESIDUAL or KEEP
-    error: float              # |t - t_hat|_F / |t|_F of what would be stored
-    residual_kind: int = 0    # residuals.LOWRANK or residuals.QUANTIZED
-    param: int = 0            # rank or bits
+    kind: str  # SUBSTITUTE, RESIDUAL or KEEP
+    error: float  # |t - t_hat|_F / |t|_F of what would be stored
+    residual_kind: int = 0  # residuals.LOWRANK or residuals.QUANTIZED
+    param: int = 0  # rank or bits
     payload: bytes = b""
 
 
@@ -44,8 +45,14 @@ def quantization_error(d: np.ndarray, bits: int) -> np.ndarray:
     return np.sqrt(np.square(d - q).sum(axis=(1, 2)))
 
 
-def choose(t: np.ndarray, s: np.ndarray, *, tolerance: float, residuals_allowed: bool,
-           max_residual_fraction: float = 0.5) -> list[Outcome]:
+def choose(
+    t: np.ndarray,
+    s: np.ndarray,
+    *,
+    tolerance: float,
+    residuals_allowed: bool,
+    max_residual_fraction: float = 0.5,
+) -> list[Outcome]:
     """Outcomes for tiles t against their shared tiles s (both n x rows x cols, float32)."""
     n, rows, cols = t.shape
     d = (t - s).astype(np.float32)
@@ -54,10 +61,12 @@ def choose(t: np.ndarray, s: np.ndarray, *, tolerance: float, residuals_allowed:
     err_sub = np.sqrt(np.square(d, dtype=np.float64).sum(axis=(1, 2)))
     out = [Outcome(KEEP, 0.0) for _ in range(n)]
     budget = max_residual_fraction * rows * cols * 4
-    options = []   # (bytes, kind, param, errors (n,))
+    options = []  # (bytes, kind, param, errors (n,))
     if residuals_allowed:
-        sv = np.linalg.svd(d.astype(np.float64), compute_uv=False)     # (n, min(rows, cols))
-        tail = np.sqrt(np.cumsum(np.square(sv)[:, ::-1], axis=1)[:, ::-1])   # tail[:, r] = error at rank r
+        sv = np.linalg.svd(d.astype(np.float64), compute_uv=False)  # (n, min(rows, cols))
+        tail = np.sqrt(
+            np.cumsum(np.square(sv)[:, ::-1], axis=1)[:, ::-1]
+        )  # tail[:, r] = error at rank r
         for r in range(1, sv.shape[1]):
             nbytes = residuals.payload_bytes(residuals.LOWRANK, r, rows, cols)
             if nbytes > budget:
@@ -72,10 +81,16 @@ def choose(t: np.ndarray, s: np.ndarray, *, tolerance: float, residuals_allowed:
         if err_sub[i] <= limit[i]:
             out[i] = Outcome(SUBSTITUTE, _rel(err_sub[i], norm_t[i]))
             continue
-        for nbytes, kind, param, errors in options:
+        for _nbytes, kind, param, errors in options:
             if errors[i] <= limit[i]:
-                encode = residuals.encode_lowrank if kind == residuals.LOWRANK else residuals.encode_quantized
-                out[i] = Outcome(RESIDUAL, _rel(errors[i], norm_t[i]), kind, param, encode(d[i], param))
+                encode = (
+                    residuals.encode_lowrank
+                    if kind == residuals.LOWRANK
+                    else residuals.encode_quantized
+                )
+                out[i] = Outcome(
+                    RESIDUAL, _rel(errors[i], norm_t[i]), kind, param, encode(d[i], param)
+                )
                 break
     return out
 

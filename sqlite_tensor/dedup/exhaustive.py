@@ -4,6 +4,7 @@ The exact nearest reference of each target by Euclidean distance, computed the f
 way we know (one matrix product per chunk of targets, |t|^2 + |r|^2 - 2 t.r), so that
 LSH is compared with a strong baseline, not a slow loop.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,7 @@ def nearest_pairs(targets: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np
     ref_sq = np.einsum("ij,ij->i", refs, refs)
     best = np.empty(len(targets), np.int64)
     for start in range(0, len(targets), _CHUNK):
-        chunk = targets[start:start + _CHUNK]
-        d = ref_sq[None, :] - 2 * (chunk @ refs.T)   # + |t|^2, the same for the whole row
-        best[start:start + len(chunk)] = d.argmin(axis=1)
+        chunk = targets[start : start + _CHUNK]
+        d = ref_sq[None, :] - 2 * (chunk @ refs.T)  # + |t|^2, the same for the whole row
+        best[start : start + len(chunk)] = d.argmin(axis=1)
     return np.arange(len(targets)), best

@@ -5,6 +5,7 @@ such value in its tensor (so layers of different scales compare), with the block
 larger tensors first. Replacing unimportant blocks first lets the accuracy guard accept
 many replacements before the budget is spent.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,9 @@ def magnitude(tiles: list[np.ndarray]) -> np.ndarray:
     return np.array([np.percentile(np.abs(t), 75) if t.size else 0.0 for t in tiles])
 
 
-def examination_order(tiles: list[np.ndarray], tensor_ids: np.ndarray,
-                      tensor_sizes: np.ndarray) -> np.ndarray:
+def examination_order(
+    tiles: list[np.ndarray], tensor_ids: np.ndarray, tensor_sizes: np.ndarray
+) -> np.ndarray:
     """Indices of tiles in examination order: larger tensors first, then within a tensor
     the least important (normalised magnitude) first."""
     m = magnitude(tiles)

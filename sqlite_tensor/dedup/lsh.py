@@ -10,6 +10,7 @@ of the tensor, and one bucket width serves every tensor.
 Candidates are (target index, reference index) pairs; search.py measures the true
 distance of each pair and keeps the nearest.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_KEY_MIX = np.uint64(0x9E3779B97F4A7C15)   # odd 64-bit constant: mixes a band's hashes into one key
-_RUN = 16   # float32 values in a 64-byte cache line
+_KEY_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: mixes a band's hashes into one key
+_RUN = 16  # float32 values in a 64-byte cache line
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,8 @@ class LSHOptions:
 
     bands: int = 4
     hashes_per_band: int = 8
-    bucket_width: float = 0.6    # r, for blocks scaled to unit norm
-    sample: int | None = 1024    # values of a block hashed (a fixed random choice); None: all
+    bucket_width: float = 0.6  # r, for blocks scaled to unit norm
+    sample: int | None = 1024  # values of a block hashed (a fixed random choice); None: all
     seed: int = 0
 
     def __post_init__(self):
@@ -39,9 +40,11 @@ class LSHOptions:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.bucket_width, (int, float)) and self.bucket_width > 0):
             raise ValueError(f"bucket_width must be a positive number, got {self.bucket_width!r}")
-        if self.sample is not None and (isinstance(self.sample, bool)
-                                        or not isinstance(self.sample, (int, np.integer))
-                                        or self.sample < 1):
+        if self.sample is not None and (
+            isinstance(self.sample, bool)
+            or not isinstance(self.sample, (int, np.integer))
+            or self.sample < 1
+        ):
             raise ValueError(f"sample must be a positive integer or None, got {self.sample!r}")
 
 
@@ -51,7 +54,7 @@ def _projections(dim: int, options: LSHOptions):
     ~ N(0, 1) and offsets b ~ U[0, r)."""
     k = options.bands * options.hashes_per_band
     rng = np.random.default_rng(options.seed)
-    sample = None   # runs of _RUN values (a cache line), so a sample reads a fraction of memory
+    sample = None  # runs of _RUN values (a cache line), so a sample reads a fraction of memory
     if options.sample is not None and options.sample < dim and dim % _RUN == 0:
         runs = max(1, options.sample // _RUN)
         sample = np.sort(rng.choice(dim // _RUN, runs, replace=False))
@@ -75,7 +78,7 @@ def band_keys(x: np.ndarray, options: LSHOptions) -> np.ndarray:
     h = np.floor((projected + b) / np.float32(options.bucket_width)).astype(np.int64)
     h = h.reshape(n, options.bands, options.hashes_per_band).view(np.uint64)
     keys = np.zeros((n, options.bands), np.uint64)
-    for j in range(options.hashes_per_band):   # a polynomial in the hashes, wrapping mod 2**64
+    for j in range(options.hashes_per_band):  # a polynomial in the hashes, wrapping mod 2**64
         keys = keys * _KEY_MIX + h[:, :, j]
     return keys
 

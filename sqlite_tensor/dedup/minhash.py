@@ -8,6 +8,7 @@ minimum hash over the set, and a band key agreeing means a candidate. Bins are
 of every scale (and a block's keys depend on it alone). Used by the benchmarks beside
 p-stable LSH.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ def band_keys(x: np.ndarray, options: MinHashOptions) -> np.ndarray:
     elements = (np.arange(dim, dtype=np.int64) << np.int64(32)) ^ (bins & np.int64(0xFFFFFFFF))
     elements = elements.view(np.uint64)
     seeds = np.random.default_rng(options.seed).integers(
-        0, 2**63, options.bands * options.rows_per_band, dtype=np.uint64)
+        0, 2**63, options.bands * options.rows_per_band, dtype=np.uint64
+    )
     mins = np.empty((n, len(seeds)), np.uint64)
     for i, s in enumerate(seeds):
         mins[:, i] = _mix(elements ^ s).min(axis=1)

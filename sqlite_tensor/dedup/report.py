@@ -1,4 +1,5 @@
 """What a dedup run reports: per model, and for the store."""
+
 from __future__ import annotations
 
 import math
@@ -10,16 +11,16 @@ class ModelReport:
     """What dedup did to one model."""
 
     model: str
-    examined: int = 0         # distinct blocks looked at
-    substituted: int = 0      # replaced by a shared block outright
-    residuals: int = 0        # replaced by a shared block plus a residual
-    undone: int = 0           # replacements rolled back by the accuracy guard
-    bytes_saved: int = 0      # block bytes freed, less residual bytes written
+    examined: int = 0  # distinct blocks looked at
+    substituted: int = 0  # replaced by a shared block outright
+    residuals: int = 0  # replaced by a shared block plus a residual
+    undone: int = 0  # replacements rolled back by the accuracy guard
+    bytes_saved: int = 0  # block bytes freed, less residual bytes written
     residual_bytes: int = 0
     score_before: float = math.nan
     score_after: float = math.nan
     validations: int = 0
-    stopped: bool = False     # the budget was hit with on_exceed="stop"
+    stopped: bool = False  # the budget was hit with on_exceed="stop"
     search_seconds: float = 0.0
     seconds: float = 0.0
 
@@ -51,16 +52,26 @@ class DedupReport:
     @property
     def ratio(self) -> float:
         """Logical bytes (models stored separately) over physical bytes after the run."""
-        return self.logical_bytes / self.physical_bytes_after if self.physical_bytes_after else math.nan
+        return (
+            self.logical_bytes / self.physical_bytes_after
+            if self.physical_bytes_after
+            else math.nan
+        )
 
     def __str__(self) -> str:
-        lines = [f"{'model':<16} {'examined':>8} {'subst':>6} {'resid':>6} {'undone':>6} "
-                 f"{'saved MiB':>9} {'before':>7} {'after':>7}"]
+        lines = [
+            f"{'model':<16} {'examined':>8} {'subst':>6} {'resid':>6} {'undone':>6} "
+            f"{'saved MiB':>9} {'before':>7} {'after':>7}"
+        ]
         for r in self.models:
-            lines.append(f"{r.model:<16} {r.examined:>8} {r.substituted:>6} {r.residuals:>6} "
-                         f"{r.undone:>6} {r.bytes_saved / 2**20:>9.2f} {r.score_before:>7.4f} "
-                         f"{r.score_after:>7.4f}")
-        lines.append(f"physical {self.physical_bytes_before / 2**20:.2f} -> "
-                     f"{self.physical_bytes_after / 2**20:.2f} MiB of {self.logical_bytes / 2**20:.2f}"
-                     f" logical ({self.ratio:.2f}x), {self.seconds:.1f} s")
+            lines.append(
+                f"{r.model:<16} {r.examined:>8} {r.substituted:>6} {r.residuals:>6} "
+                f"{r.undone:>6} {r.bytes_saved / 2**20:>9.2f} {r.score_before:>7.4f} "
+                f"{r.score_after:>7.4f}"
+            )
+        lines.append(
+            f"physical {self.physical_bytes_before / 2**20:.2f} -> "
+            f"{self.physical_bytes_after / 2**20:.2f} MiB of {self.logical_bytes / 2**20:.2f}"
+            f" logical ({self.ratio:.2f}x), {self.seconds:.1f} s"
+        )
         return "\n".join(lines)

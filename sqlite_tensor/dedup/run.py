@@ -22,6 +22,7 @@ the store exactly as it was. Each examined entry is logged in ``<store>_dedup`` 
 the hash its block had, so a later run (after :meth:`Store.update_model` say) examines only
 entries it has not seen.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,28 +41,50 @@ from .minhash import MinHashOptions
 from .report import DedupReport, ModelReport
 from .search import CandidateSearch
 from .validators import score
-from .writes import (KEPT, UNDONE, Target, apply, free_dead_blocks, log, repack_residuals,
-                     residual_bytes)
+from .writes import (
+    KEPT,
+    UNDONE,
+    Target,
+    apply,
+    free_dead_blocks,
+    log,
+    repack_residuals,
+    residual_bytes,
+)
 
 SEARCHES = ("lsh", "minhash", "exhaustive")
 DEFAULT_TOLERANCE = 0.02
 DEFAULT_CHECK_EVERY = 32
 
 
-def dedup(store, models=None, *, validator=None, max_drop=None, residuals=True,
-          tolerance=DEFAULT_TOLERANCE, search="lsh", check_every=DEFAULT_CHECK_EVERY,
-          on_exceed="skip", reexamine=False, progress=None, **search_options) -> DedupReport:
+def dedup(
+    store,
+    models=None,
+    *,
+    validator=None,
+    max_drop=None,
+    residuals=True,
+    tolerance=DEFAULT_TOLERANCE,
+    search="lsh",
+    check_every=DEFAULT_CHECK_EVERY,
+    on_exceed="skip",
+    reexamine=False,
+    progress=None,
+    **search_options,
+) -> DedupReport:
     """See Store.dedup."""
     started = time.perf_counter()
     _check_arguments(validator, max_drop, tolerance, search, check_every, on_exceed)
     lossy = tolerance > 0
     if lossy and validator is None:
-        raise TypeError("dedup with tolerance > 0 changes weights: pass validator= (for "
-                        "example sqlite_tensor.dedup.accuracy(x_val, y_val)) and max_drop=")
+        raise TypeError(
+            "dedup with tolerance > 0 changes weights: pass validator= (for "
+            "example sqlite_tensor.dedup.accuracy(x_val, y_val)) and max_drop="
+        )
     options = _search_options(search, search_options)
     searcher = CandidateSearch(search, options)
     show = _progress(progress)
-    if not lossy:   # nothing would change: no write transaction (it would renew the generation)
+    if not lossy:  # nothing would change: no write transaction (it would renew the generation)
         report, reports = _start(store, models, validator)
         report.models = list(reports.values())
         report.physical_bytes_after = report.physical_bytes_before
@@ -72,8 +95,19 @@ def dedup(store, models=None, *, validator=None, max_drop=None, residuals=True,
     with store.writer() as w:
         report, reports = _start(store, models, validator, w)
         for m in reports:
-            _dedup_model(w, reports[m], validator, max_drop, residuals, tolerance, searcher,
-                         check_every, on_exceed, reexamine, show)
+            _dedup_model(
+                w,
+                reports[m],
+                validator,
+                max_drop,
+                residuals,
+                tolerance,
+                searcher,
+                check_every,
+                on_exceed,
+                reexamine,
+                show,
+            )
             report.models.append(reports[m])
         report.physical_bytes_after = store.stats()["physical_bytes"]
     report.seconds = time.perf_counter() - started
@@ -97,26 +131,35 @@ def _start(store, models, validator, w=None) -> tuple[DedupReport, dict[str, Mod
 
 
 def _score(validator, store, model, w=None) -> float:
-    if w is None:   # no write transaction: nothing to give back to the caller
+    if w is None:  # no write transaction: nothing to give back to the caller
         return score(validator, store, model)
-    with w.callers_code():   # the validator is not the store's code
+    with w.callers_code():  # the validator is not the store's code
         return score(validator, store, model)
 
 
 def _check_arguments(validator, max_drop, tolerance, search, check_every, on_exceed) -> None:
     if validator is not None and not callable(validator):
-        raise TypeError(f"validator must be callable as validator(store, model), got "
-                        f"{type(validator).__name__}")
+        raise TypeError(
+            f"validator must be callable as validator(store, model), got {type(validator).__name__}"
+        )
     if validator is not None and max_drop is None:
         raise TypeError("a validator needs max_drop=, the largest drop in its score allowed")
     if max_drop is not None:
-        if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(max_drop):
+        if (
+            isinstance(max_drop, bool)
+            or not isinstance(max_drop, (int, float, np.integer, np.floating))
+            or not math.isfinite(max_drop)
+        ):
             raise TypeError(f"max_drop must be a finite number, got {max_drop!r}")
         if max_drop < 0:
-            raise ValueError(f"max_drop must be >= 0 (a drop in the validator's score), got {max_drop}")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) \
-            or not 0 <= tolerance < math.inf:
+            raise ValueError(
+                f"max_drop must be >= 0 (a drop in the validator's score), got {max_drop}"
+            )
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, (int, float))
+        or not 0 <= tolerance < math.inf
+    ):
         raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {', '.join(SEARCHES)}; got {search!r}")
@@ -150,17 +193,23 @@ def _search_options(search: str, given: dict):
         return cls(**given)
     except TypeError:
         fields = ", ".join(cls.__dataclass_fields__)
-        raise TypeError(f"unknown option for search={search!r} in {', '.join(given)}; "
-                        f"its options are {fields}") from None
+        raise TypeError(
+            f"unknown option for search={search!r} in {', '.join(given)}; its options are {fields}"
+        ) from None
 
 
 def _progress(progress):
     if progress is None or progress is False:
         return lambda report, done, total: None
     if progress is True:
+
         def show(report, done, total):
-            print(f"dedup {report.model}: {done}/{total} blocks, {report.replaced} replaced, "
-                  f"{report.undone} undone, score {report.score_after:.4f}", file=sys.stderr)
+            print(
+                f"dedup {report.model}: {done}/{total} blocks, {report.replaced} replaced, "
+                f"{report.undone} undone, score {report.score_after:.4f}",
+                file=sys.stderr,
+            )
+
         return show
     if not callable(progress):
         raise TypeError("progress must be True, None or a callable(report, done, total)")
@@ -169,8 +218,20 @@ def _progress(progress):
 
 # -- one model ------------------------------------------------------------------------------
 
-def _dedup_model(w, report: ModelReport, validator, max_drop, residuals_allowed,
-                 tolerance, searcher, check_every, on_exceed, reexamine, progress):
+
+def _dedup_model(
+    w,
+    report: ModelReport,
+    validator,
+    max_drop,
+    residuals_allowed,
+    tolerance,
+    searcher,
+    check_every,
+    on_exceed,
+    reexamine,
+    progress,
+):
     started = time.perf_counter()
     conn, t = w.conn, w.tables
     model_id = w.model_id(report.model)
@@ -181,7 +242,7 @@ def _dedup_model(w, report: ModelReport, validator, max_drop, residuals_allowed,
         return
     report.examined = len(items)
     residuals_before = residual_bytes(w, model_id)
-    read: dict[int, np.ndarray] = {}   # tiles read so far: each block is read once
+    read: dict[int, np.ndarray] = {}  # tiles read so far: each block is read once
     if refs:
         before = searcher.seconds
         _match(w, items, extents, refs, searcher, read)
@@ -192,11 +253,14 @@ def _dedup_model(w, report: ModelReport, validator, max_drop, residuals_allowed,
     log(w, kept, KEPT)
     if todo:
         tiles = _read_tiles(w, {it.block_id: extents[it.block_id] for it in todo}, read)
-        sizes = dict(conn.execute(f"SELECT id, rows * cols FROM {t.tensors} WHERE model_id = ?",
-                                  (model_id,)))
-        order = examination_order([tiles[it.block_id] for it in todo],
-                                  np.array([it.entries[0][0] for it in todo]),
-                                  np.array([sizes[it.entries[0][0]] for it in todo]))
+        sizes = dict(
+            conn.execute(f"SELECT id, rows * cols FROM {t.tensors} WHERE model_id = ?", (model_id,))
+        )
+        order = examination_order(
+            [tiles[it.block_id] for it in todo],
+            np.array([it.entries[0][0] for it in todo]),
+            np.array([sizes[it.entries[0][0]] for it in todo]),
+        )
         todo = [todo[i] for i in order]
         _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed, progress)
     freed = free_dead_blocks(w)
@@ -209,9 +273,14 @@ def _dedup_model(w, report: ModelReport, validator, max_drop, residuals_allowed,
 def _targets(w, model_id: int, reexamine: bool):
     """The model's blocks to examine, and every block's tile extent (rows, cols)."""
     t = w.tables
-    seen = "" if reexamine else (
-        f" AND NOT EXISTS (SELECT 1 FROM {t.dedup} d WHERE d.tensor_id = m.tensor_id"
-        " AND d.block_row = m.block_row AND d.block_col = m.block_col)")
+    seen = (
+        ""
+        if reexamine
+        else (
+            f" AND NOT EXISTS (SELECT 1 FROM {t.dedup} d WHERE d.tensor_id = m.tensor_id"
+            " AND d.block_row = m.block_row AND d.block_col = m.block_col)"
+        )
+    )
     rows = w.conn.execute(
         f"SELECT m.block_id, m.tensor_id, m.block_row, m.block_col, tt.rows, tt.cols, b.hash,"
         f" b.nbytes, b.refcount FROM {t.map} m JOIN {t.tensors} tt ON tt.id = m.tensor_id"
@@ -220,7 +289,9 @@ def _targets(w, model_id: int, reexamine: bool):
         f" AND r.block_row = m.block_row AND r.block_col = m.block_col){seen}"
         f" AND NOT EXISTS (SELECT 1 FROM {t.map} e JOIN {t.tensors} et ON et.id = e.tensor_id"
         f" WHERE e.block_id = m.block_id AND et.model_id <> tt.model_id)"
-        " ORDER BY m.tensor_id, m.block_row, m.block_col", (model_id,)).fetchall()
+        " ORDER BY m.tensor_id, m.block_row, m.block_col",
+        (model_id,),
+    ).fetchall()
     by_block: dict[int, Target] = {}
     extents: dict[int, tuple[int, int]] = {}
     bad = set()
@@ -228,15 +299,16 @@ def _targets(w, model_id: int, reexamine: bool):
     for bid, tid, bi, bj, trows, tcols, digest, nbytes, refcount in rows:
         extent = blocks.tile_shape(trows, tcols, bi, bj, w.block_rows, w.block_cols)
         if bid in extents and extents[bid] != extent:
-            bad.add(bid)   # the same bytes used as tiles of two shapes: leave it be
+            bad.add(bid)  # the same bytes used as tiles of two shapes: leave it be
         extents[bid] = extent
         refcounts[bid] = refcount
         item = by_block.setdefault(bid, Target(bid, [], digest, nbytes))
         item.entries.append((tid, bi, bj))
     # every use of the block is this model's (none by another model: the query's last test),
     # and not half examined (some entries logged before): all its entries are here
-    items = [it for bid, it in by_block.items()
-             if bid not in bad and refcounts[bid] == len(it.entries)]
+    items = [
+        it for bid, it in by_block.items() if bid not in bad and refcounts[bid] == len(it.entries)
+    ]
     return items, extents
 
 
@@ -245,36 +317,40 @@ def _references(w, model_id: int) -> dict[int, tuple[int, int]]:
     t = w.tables
     refs = {}
     for bid, trows, tcols, bi, bj in w.conn.execute(
-            f"SELECT m.block_id, tt.rows, tt.cols, m.block_row, m.block_col FROM {t.map} m"
-            f" JOIN {t.tensors} tt ON tt.id = m.tensor_id WHERE tt.model_id < ?"
-            " AND tt.dtype = 'float32'", (model_id,)):
-        refs.setdefault(bid, blocks.tile_shape(trows, tcols, bi, bj, w.block_rows,
-                                               w.block_cols))
+        f"SELECT m.block_id, tt.rows, tt.cols, m.block_row, m.block_col FROM {t.map} m"
+        f" JOIN {t.tensors} tt ON tt.id = m.tensor_id WHERE tt.model_id < ?"
+        " AND tt.dtype = 'float32'",
+        (model_id,),
+    ):
+        refs.setdefault(bid, blocks.tile_shape(trows, tcols, bi, bj, w.block_rows, w.block_cols))
     return refs
 
 
-def _read_tiles(w, extents: dict[int, tuple[int, int]],
-                read: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+def _read_tiles(
+    w, extents: dict[int, tuple[int, int]], read: dict[int, np.ndarray]
+) -> dict[int, np.ndarray]:
     """The stored bytes of blocks as float32 tiles, reading each page once; ``read`` holds
     the tiles this model's run read already (they are not read again) and gains the new."""
     t = w.tables
     where = defaultdict(list)
     ids = [b for b in extents if b not in read]
     for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+        chunk = ids[start : start + 500]
         for bid, page, slot in w.conn.execute(
-                f"SELECT id, page_id, slot FROM {t.blocks} WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk):
+            f"SELECT id, page_id, slot FROM {t.blocks} WHERE id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
             where[page].append((bid, slot))
     for page in sorted(where):
-        slots = pages.read_slots(w.conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?", (page,)).get, page)
+        slots = pages.read_slots(
+            w.conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?", (page,)).get, page
+        )
         for bid, slot in where[page]:
             read[bid] = np.frombuffer(slots[slot], np.float32).reshape(extents[bid])
     return {b: read[b] for b in extents}
 
 
-def _match(w, items: list[Target], extents, refs, searcher: CandidateSearch,
-           read: dict) -> None:
+def _match(w, items: list[Target], extents, refs, searcher: CandidateSearch, read: dict) -> None:
     """Set each item's ref to its nearest candidate reference of the same tile extent."""
     groups = defaultdict(list)
     for it in items:
@@ -302,16 +378,21 @@ def _decide(w, items, extents, tolerance, residuals_allowed, read: dict) -> None
         if it.ref:
             groups[extents[it.block_id]].append(it)
     for ext, group in groups.items():
-        tiles = _read_tiles(w, {**{it.block_id: ext for it in group},
-                                    **{it.ref: ext for it in group}}, read)
-        outcomes = encoding.choose(np.stack([tiles[it.block_id] for it in group]),
-                                   np.stack([tiles[it.ref] for it in group]),
-                                   tolerance=tolerance, residuals_allowed=residuals_allowed)
+        tiles = _read_tiles(
+            w, {**{it.block_id: ext for it in group}, **{it.ref: ext for it in group}}, read
+        )
+        outcomes = encoding.choose(
+            np.stack([tiles[it.block_id] for it in group]),
+            np.stack([tiles[it.ref] for it in group]),
+            tolerance=tolerance,
+            residuals_allowed=residuals_allowed,
+        )
         for it, outcome in zip(group, outcomes):
             it.outcome = outcome
 
 
 # -- applying, guarded ----------------------------------------------------------------------
+
 
 class _Undo(Exception):
     """Raised inside a step's savepoint to roll it back."""
@@ -322,7 +403,7 @@ def _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed,
     step = check_every
     i = 0
     while i < len(todo):
-        batch = todo[i:i + step]
+        batch = todo[i : i + step]
         try:
             with w.savepoint():
                 apply(w, batch)
@@ -338,7 +419,7 @@ def _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed,
                 log(w, undone, UNDONE)
                 report.undone += len(undone)
                 i += len(undone)
-                if on_exceed == "stop":   # the rest is not tried: logged, not counted
+                if on_exceed == "stop":  # the rest is not tried: logged, not counted
                     report.stopped = True
                     log(w, todo[i:], UNDONE)
                     break
@@ -354,5 +435,3 @@ def _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed,
         i += len(batch)
         step = min(check_every, step * 2)
         progress(report, i, len(todo))
-
-

@@ -7,6 +7,7 @@ computed once per run and reused as the block turns from target into reference f
 models that follow; only candidates are read for the check. ``seconds`` counts the
 search's own work, not the reads of blocks from the store, which every method needs.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,14 +17,14 @@ import numpy as np
 from . import lsh, minhash
 from .exhaustive import nearest_pairs
 
-_PAIR_CHUNK = 512   # pairs whose rows are gathered at once: a few MiB, cache-friendly
+_PAIR_CHUNK = 512  # pairs whose rows are gathered at once: a few MiB, cache-friendly
 
 
 class CandidateSearch:
     def __init__(self, method: str, options):
         self.method = method
         self.options = options
-        self.rows: dict[int, int] = {}          # block id -> its row of self.keys
+        self.rows: dict[int, int] = {}  # block id -> its row of self.keys
         self.keys = np.empty((0, 0), np.uint64)  # band keys of every block hashed so far
         self.seconds = 0.0
 
@@ -31,8 +32,9 @@ class CandidateSearch:
         module = lsh if self.method == "lsh" else minhash
         return module.band_keys(x, self.options)
 
-    def nearest(self, target_ids: list[int], targets: np.ndarray, ref_ids: list[int],
-                load) -> list[int | None]:
+    def nearest(
+        self, target_ids: list[int], targets: np.ndarray, ref_ids: list[int], load
+    ) -> list[int | None]:
         """The nearest reference (an id of ref_ids) of each target, None where no candidate.
         ``load(ids)`` returns those blocks' rows, flattened, as one float32 matrix."""
         started = time.perf_counter()
@@ -57,7 +59,9 @@ class CandidateSearch:
             ti, ri = lsh.colliding_pairs(kt, kr)
             if len(ti):
                 used, local = np.unique(ri, return_inverse=True)
-                ti, ri = _nearest_of_pairs(targets, timed_load([ref_ids[j] for j in used]), ti, local)
+                ti, ri = _nearest_of_pairs(
+                    targets, timed_load([ref_ids[j] for j in used]), ti, local
+                )
                 ri = used[ri]
         out: list[int | None] = [None] * len(target_ids)
         for i, j in zip(ti, ri):
@@ -87,8 +91,8 @@ def _nearest_of_pairs(x, r, ti, ri):
         a, b = ti[several], ri[several]
         d = np.empty(len(a), np.float64)
         for s in range(0, len(a), _PAIR_CHUNK):
-            diff = x[a[s:s + _PAIR_CHUNK]] - r[b[s:s + _PAIR_CHUNK]]
-            d[s:s + _PAIR_CHUNK] = np.einsum("ij,ij->i", diff, diff)
+            diff = x[a[s : s + _PAIR_CHUNK]] - r[b[s : s + _PAIR_CHUNK]]
+            d[s : s + _PAIR_CHUNK] = np.einsum("ij,ij->i", diff, diff)
         best = np.lexsort((d, a))
         a, b = a[best], b[best]
         keep = np.ones(len(a), bool)

@@ -3,6 +3,7 @@
 Every function takes the run's StoreWriter (Store.writer: the one transaction), and most
 run inside a guarded step's savepoint, so a rolled-back step takes its writes with it.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -22,7 +23,7 @@ class Target:
     """One target block and what to do with it."""
 
     block_id: int
-    entries: list[tuple[int, int, int]]   # (tensor_id, block_row, block_col) using the block
+    entries: list[tuple[int, int, int]]  # (tensor_id, block_row, block_col) using the block
     digest: bytes
     nbytes: int
     ref: int = 0
@@ -37,21 +38,38 @@ def apply(w, batch: list[Target]) -> None:
         for tid, bi, bj in it.entries:
             moves.append((it.ref, tid, bi, bj))
             if it.outcome.kind == encoding.RESIDUAL:
-                residual_rows.append((tid, bi, bj, it.outcome.residual_kind, it.outcome.param,
-                                      len(payloads), len(it.outcome.payload)))
+                residual_rows.append(
+                    (
+                        tid,
+                        bi,
+                        bj,
+                        it.outcome.residual_kind,
+                        it.outcome.param,
+                        len(payloads),
+                        len(it.outcome.payload),
+                    )
+                )
                 payloads.append(it.outcome.payload)
         refs[it.ref] += len(it.entries)
         refs[it.block_id] -= len(it.entries)
-    conn.executemany(f"UPDATE {t.map} SET block_id = ? WHERE tensor_id = ? AND block_row = ?"
-                     " AND block_col = ?", moves)
-    conn.executemany(f"UPDATE {t.blocks} SET refcount = refcount + ? WHERE id = ?",
-                     [(n, bid) for bid, n in refs.items()])
+    conn.executemany(
+        f"UPDATE {t.map} SET block_id = ? WHERE tensor_id = ? AND block_row = ? AND block_col = ?",
+        moves,
+    )
+    conn.executemany(
+        f"UPDATE {t.blocks} SET refcount = refcount + ? WHERE id = ?",
+        [(n, bid) for bid, n in refs.items()],
+    )
     if payloads:
         slots = _write_residual_pages(w, payloads)
         conn.executemany(
             f"INSERT INTO {t.residuals}(tensor_id, block_row, block_col, kind, param, page_id,"
             " slot, nbytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(tid, bi, bj, kind, param, *slots[k], n) for tid, bi, bj, kind, param, k, n in residual_rows])
+            [
+                (tid, bi, bj, kind, param, *slots[k], n)
+                for tid, bi, bj, kind, param, k, n in residual_rows
+            ],
+        )
     log(w, [it for it in batch if it.outcome.kind == encoding.SUBSTITUTE], SUBSTITUTED)
     log(w, [it for it in batch if it.outcome.kind == encoding.RESIDUAL], RESIDUAL)
 
@@ -88,7 +106,9 @@ def repack_residuals(w, model_id: int) -> None:
     rows = conn.execute(
         f"SELECT r.tensor_id, r.block_row, r.block_col, r.page_id, r.slot FROM {t.residuals} r"
         f" JOIN {t.tensors} tt ON tt.id = r.tensor_id WHERE tt.model_id = ?"
-        " ORDER BY r.tensor_id, r.block_row, r.block_col", (model_id,)).fetchall()
+        " ORDER BY r.tensor_id, r.block_row, r.block_col",
+        (model_id,),
+    ).fetchall()
     if not rows:
         return
     old_pages = sorted({page for *_, page, _ in rows})
@@ -96,26 +116,33 @@ def repack_residuals(w, model_id: int) -> None:
     payloads = []
     for *_, page, slot in rows:
         if page not in cache:
-            cache[page] = pages.read_slots(conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?",
-                                                        (page,)).get, page)
+            cache[page] = pages.read_slots(
+                conn.execute(f"SELECT data FROM {t.pages} WHERE id = ?", (page,)).get, page
+            )
         payloads.append(bytes(cache[page][slot]))
-    slots_held = conn.execute(f"SELECT sum(nblocks) FROM {t.pages} WHERE id IN"
-                              f" ({','.join(map(str, old_pages))})").get
-    if slots_held == len(rows) and \
-            len(old_pages) == -(-sum(map(len, payloads)) // _residual_page_bytes(w)):
+    slots_held = conn.execute(
+        f"SELECT sum(nblocks) FROM {t.pages} WHERE id IN ({','.join(map(str, old_pages))})"
+    ).get
+    if slots_held == len(rows) and len(old_pages) == -(
+        -sum(map(len, payloads)) // _residual_page_bytes(w)
+    ):
         return  # already as few pages as can be, none half dead
     conn.executemany(f"DELETE FROM {t.pages} WHERE id = ?", [(p,) for p in old_pages])
     slots = _write_residual_pages(w, payloads)
-    conn.executemany(f"UPDATE {t.residuals} SET page_id = ?, slot = ? WHERE tensor_id = ?"
-                     " AND block_row = ? AND block_col = ?",
-                     [(*slots[k], tid, bi, bj) for k, (tid, bi, bj, _, _) in enumerate(rows)])
-    w.new_generation()   # pages deleted (their ids may be reused)
+    conn.executemany(
+        f"UPDATE {t.residuals} SET page_id = ?, slot = ? WHERE tensor_id = ?"
+        " AND block_row = ? AND block_col = ?",
+        [(*slots[k], tid, bi, bj) for k, (tid, bi, bj, _, _) in enumerate(rows)],
+    )
+    w.new_generation()  # pages deleted (their ids may be reused)
 
 
 def free_dead_blocks(w) -> int:
     """Delete blocks nothing uses any more and compact their pages; the bytes freed."""
     conn, t = w.conn, w.tables
-    dead = conn.execute(f"SELECT id, page_id, nbytes FROM {t.blocks} WHERE refcount <= 0").fetchall()
+    dead = conn.execute(
+        f"SELECT id, page_id, nbytes FROM {t.blocks} WHERE refcount <= 0"
+    ).fetchall()
     if not dead:
         return 0
     conn.executemany(f"DELETE FROM {t.blocks} WHERE id = ?", [(b,) for b, _, _ in dead])
@@ -127,11 +154,14 @@ def log(w, items: list[Target], outcome: int) -> None:
     w.conn.executemany(
         f"INSERT OR REPLACE INTO {w.tables.dedup}(tensor_id, block_row, block_col,"
         " source_hash, outcome) VALUES (?, ?, ?, ?, ?)",
-        [(tid, bi, bj, it.digest, outcome) for it in items for tid, bi, bj in it.entries])
+        [(tid, bi, bj, it.digest, outcome) for it in items for tid, bi, bj in it.entries],
+    )
 
 
 def residual_bytes(w, model_id: int) -> int:
     t = w.tables
     return w.conn.execute(
         f"SELECT coalesce(sum(r.nbytes), 0) FROM {t.residuals} r JOIN {t.tensors} tt"
-        " ON tt.id = r.tensor_id WHERE tt.model_id = ?", (model_id,)).get
+        " ON tt.id = r.tensor_id WHERE tt.model_id = ?",
+        (model_id,),
+    ).get

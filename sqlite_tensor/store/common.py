@@ -1,5 +1,6 @@
 """What every part of the store package shares: the store options, the error contract of
 reads, one snapshot for several reads, and the check of a name."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ def _reading():
         raise
     except apsw.CorruptError as e:
         raise CorruptStoreError(str(e).removeprefix("CorruptError: ")) from None
-    except UnicodeDecodeError as e:   # a text column of a shadow table that is not UTF-8
+    except UnicodeDecodeError as e:  # a text column of a shadow table that is not UTF-8
         raise CorruptStoreError(f"a shadow table holds text that is not UTF-8 ({e})") from None
 
 
@@ -47,4 +48,3 @@ def _check_name(what: str, value) -> None:
         raise ValueError(f"{what} must not be empty")
     if "\x00" in value:  # SQL functions see C strings: "a\x00b" would be read as "a"
         raise ValueError(f"{what} {value!r} contains a NUL character")
-

@@ -11,6 +11,7 @@ Reads go through the compiled engine (``tensor_blob``, the report tables) so SQL
 Python see one implementation. Writes are Python orchestration over the shadow tables,
 each one transaction: a failure leaves the database exactly as it was.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import apsw
 import numpy as np
 
-from .. import _engine, blocks, dtypes, formats, model_files
+from .. import _engine, blocks, dtypes, model_files
 from ..connection import connect, is_loaded, load
 from ..errors import CorruptStoreError, NotFoundError, TensorStoreError
 from ..layers import check_layers, to_json
@@ -59,8 +60,7 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
     verify.py (verify); opening, reading and running models are here.
     """
 
-    def __init__(self, conn_or_path, name: str = "tensors", *, create: bool = True,
-                 **options: int):
+    def __init__(self, conn_or_path, name: str = "tensors", *, create: bool = True, **options: int):
         if not isinstance(name, str) or not name:
             raise TypeError(f"store name must be a non-empty string, got {name!r}")
         for key, value in options.items():
@@ -75,8 +75,10 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
         elif isinstance(conn_or_path, (str, os.PathLike)):
             self.conn, self._owns_conn = connect(conn_or_path), True
         else:
-            raise TypeError("Store() takes an apsw.Connection or a database path, "
-                            f"got {type(conn_or_path).__name__}")
+            raise TypeError(
+                "Store() takes an apsw.Connection or a database path, "
+                f"got {type(conn_or_path).__name__}"
+            )
         self.name = name
         self._t = Tables(name)
         try:
@@ -86,19 +88,23 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
             raise
 
     def _open_or_create(self, options: dict[str, int], create: bool) -> None:
-        with _reading():   # a malformed file is a damaged store too
+        with _reading():  # a malformed file is a damaged store too
             self._open_store(options, create)
 
     def _open_store(self, options: dict[str, int], create: bool) -> None:
         # SQLite table names are case-insensitive: "Tensors" opens the store "tensors"
-        row = self.conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table'"
-                                " AND name = ? COLLATE NOCASE", (self.name,)).fetchone()
+        row = self.conn.execute(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
+            (self.name,),
+        ).fetchone()
         if row is None and not create:
             raise NotFoundError(f"no tensor store named {self.name!r}")
         if row is None:
             args = ", ".join(f"{k}={v}" for k, v in options.items())
             try:
-                self.conn.execute(f"CREATE VIRTUAL TABLE {quote(self.name)} USING tensor_store({args})")
+                self.conn.execute(
+                    f"CREATE VIRTUAL TABLE {quote(self.name)} USING tensor_store({args})"
+                )
             except apsw.SQLError as e:
                 raise ValueError(str(e).removeprefix("SQLError: ")) from None
         elif not re.search(r'\bUSING\s+["`\[]?tensor_store\b', row[0] or "", re.IGNORECASE):
@@ -107,12 +113,16 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
         config = dict(self.conn.execute(f"SELECT key, value FROM {self._t.config}"))
         missing = [key for key in OPTIONS if not isinstance(config.get(key), int)]
         if missing:  # say so here, not as a KeyError below
-            raise CorruptStoreError(f"store {self.name!r} is corrupt: {self.name}_config has no"
-                                    f" valid {', '.join(missing)}")
+            raise CorruptStoreError(
+                f"store {self.name!r} is corrupt: {self.name}_config has no"
+                f" valid {', '.join(missing)}"
+            )
         for key, value in options.items():
             if config[key] != value:
-                raise ValueError(f"store {self.name!r} exists with {key}={config[key]}; "
-                                 f"it cannot be reopened with {key}={value}")
+                raise ValueError(
+                    f"store {self.name!r} exists with {key}={config[key]}; "
+                    f"it cannot be reopened with {key}={value}"
+                )
         self.block_rows = config["block_rows"]
         self.block_cols = config["block_cols"]
         self.page_blocks = config["page_blocks"]
@@ -132,15 +142,17 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
             self.conn.close()
             self.conn = None
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"Store({self.name!r}, block_rows={self.block_rows}, block_cols={self.block_cols},"
-                f" page_blocks={self.page_blocks})")
+        return (
+            f"Store({self.name!r}, block_rows={self.block_rows}, block_cols={self.block_cols},"
+            f" page_blocks={self.page_blocks})"
+        )
 
     # -- writing --------------------------------------------------------------------------------
     # -- reading --------------------------------------------------------------------------------
@@ -148,7 +160,9 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
     def models(self) -> list[str]:
         """Model names, in the order they were added."""
         with _reading():
-            return [n for (n,) in self.conn.execute(f"SELECT name FROM {self._t.models} ORDER BY id")]
+            return [
+                n for (n,) in self.conn.execute(f"SELECT name FROM {self._t.models} ORDER BY id")
+            ]
 
     def __contains__(self, model: str) -> bool:
         return isinstance(model, str) and self._model_id(model) is not None
@@ -157,9 +171,14 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
         """The tensors of a model, in the order they were added."""
         with _reading():
             model_id = self._require_model(model)
-            return [TensorInfo(n, tuple(json.loads(s)), d, b) for n, s, d, b in self.conn.execute(
-                f"SELECT name, shape, dtype, nbytes FROM {self._t.tensors} WHERE model_id = ?"
-                " ORDER BY id", (model_id,))]
+            return [
+                TensorInfo(n, tuple(json.loads(s)), d, b)
+                for n, s, d, b in self.conn.execute(
+                    f"SELECT name, shape, dtype, nbytes FROM {self._t.tensors} WHERE model_id = ?"
+                    " ORDER BY id",
+                    (model_id,),
+                )
+            ]
 
     def get_tensor(self, model: str, tensor: str) -> np.ndarray:
         """A stored tensor, bit for bit as it was added (a new array of its dtype and shape)."""
@@ -169,16 +188,26 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
             row = self.conn.execute(
                 f"SELECT t.shape, t.dtype, t.nbytes, t.rows, t.cols, t.id FROM {self._t.tensors} t"
                 f" JOIN {self._t.models} m"
-                " ON m.id = t.model_id WHERE m.name = ? AND t.name = ?", (model, tensor)).fetchone()
+                " ON m.id = t.model_id WHERE m.name = ? AND t.name = ?",
+                (model, tensor),
+            ).fetchone()
             if row is None:
                 names = [i.name for i in self.tensors(model)]  # raises for an unknown model
-                raise NotFoundError(f"no tensor {tensor!r} in model {model!r}; it has "
-                                    f"{', '.join(map(repr, names[:10]))}{' ...' if len(names) > 10 else ''}")
+                raise NotFoundError(
+                    f"no tensor {tensor!r} in model {model!r}; it has "
+                    f"{', '.join(map(repr, names[:10]))}{' ...' if len(names) > 10 else ''}"
+                )
             out = np.empty(self._stored_shape(tensor, *row[:5]), dtypes.numpy_dtype(row[1]))
             # The engine's read_tensor (what SQL's tensor_blob runs) writes straight into out;
             # it checks the row found here (same transaction) rather than looking it up again.
-            _engine.read_tensor_into(self.conn.sqlite3pointer(), self.name, model, tensor,
-                                     blocks.byte_view(out), found=(row[5], row[3], row[4], row[2]))
+            _engine.read_tensor_into(
+                self.conn.sqlite3pointer(),
+                self.name,
+                model,
+                tensor,
+                blocks.byte_view(out),
+                found=(row[5], row[3], row[4], row[2]),
+            )
         return out
 
     def _stored_shape(self, tensor: str, shape, dtype, nbytes, rows, cols) -> tuple[int, ...]:
@@ -187,16 +216,22 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
         try:
             dims = tuple(json.loads(shape))
             itemsize = dtypes.numpy_dtype(dtype).itemsize
-            ok = all(type(d) is int and d >= 0 for d in dims) and \
-                math.prod(dims) * itemsize == nbytes and \
-                blocks.matrix_shape(dims) == (rows, cols)
+            ok = (
+                all(type(d) is int and d >= 0 for d in dims)
+                and math.prod(dims) * itemsize == nbytes
+                and blocks.matrix_shape(dims) == (rows, cols)
+            )
         except (TypeError, ValueError) as e:
-            raise CorruptStoreError(f"tensor store {self.name!r} is corrupt: tensor {tensor!r} has"
-                                    f" shape {shape!r} and dtype {dtype!r} ({e})") from None
+            raise CorruptStoreError(
+                f"tensor store {self.name!r} is corrupt: tensor {tensor!r} has"
+                f" shape {shape!r} and dtype {dtype!r} ({e})"
+            ) from None
         if not ok:
-            raise CorruptStoreError(f"tensor store {self.name!r} is corrupt: tensor {tensor!r} has"
-                                    f" shape {shape!r} of {dtype}, which does not make the"
-                                    f" {rows} x {cols} elements in {nbytes} bytes its row records")
+            raise CorruptStoreError(
+                f"tensor store {self.name!r} is corrupt: tensor {tensor!r} has"
+                f" shape {shape!r} of {dtype}, which does not make the"
+                f" {rows} x {cols} elements in {nbytes} bytes its row records"
+            )
         return dims
 
     def get_model(self, model: str) -> dict[str, np.ndarray]:
@@ -229,19 +264,25 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
         canon = None
         if layers is not None:
             canon = check_layers(layers, {i.name: (i.shape, i.dtype) for i in self.tensors(model)})
-        self.conn.execute(f"UPDATE {self._t.models} SET layers = ? WHERE id = ?",
-                          (None if canon is None else to_json(canon), model_id))
+        self.conn.execute(
+            f"UPDATE {self._t.models} SET layers = ? WHERE id = ?",
+            (None if canon is None else to_json(canon), model_id),
+        )
         return canon
 
     def layers(self, model: str) -> list[dict] | None:
         """The model's layers as stored, or None."""
         model_id = self._require_model(model)
-        text = self.conn.execute(f"SELECT layers FROM {self._t.models} WHERE id = ?", (model_id,)).get
+        text = self.conn.execute(
+            f"SELECT layers FROM {self._t.models} WHERE id = ?", (model_id,)
+        ).get
         try:
             return None if text is None else json.loads(text)
         except (TypeError, ValueError) as e:
-            raise TensorStoreError(f"the layers of model {model!r} cannot be read ({e}); set "
-                                   "them again with Store.set_layers") from None
+            raise TensorStoreError(
+                f"the layers of model {model!r} cannot be read ({e}); set "
+                "them again with Store.set_layers"
+            ) from None
 
     def predict(self, model: str, x) -> np.ndarray:
         """Run a model in compiled code over its blocks in the buffer pool.
@@ -261,17 +302,21 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
             raise TensorStoreError(str(e)) from None
         except ValueError as e:
             if str(e).startswith(f"no model '{model}'"):
-                self._require_model(model)       # the message that lists the models
-                raise NotFoundError(str(e)) from None   # (it was there again by then)
+                self._require_model(model)  # the message that lists the models
+                raise NotFoundError(str(e)) from None  # (it was there again by then)
             if " has no layers" in str(e):
-                raise TensorStoreError(f"model {model!r} has no layers; give it some with "
-                                       f"Store.set_layers({model!r}, [...])") from None
+                raise TensorStoreError(
+                    f"model {model!r} has no layers; give it some with "
+                    f"Store.set_layers({model!r}, [...])"
+                ) from None
             raise
 
     # -- helpers --------------------------------------------------------------------------------
 
     def _model_id(self, name: str) -> int | None:
-        row = self.conn.execute(f"SELECT id FROM {self._t.models} WHERE name = ?", (name,)).fetchone()
+        row = self.conn.execute(
+            f"SELECT id FROM {self._t.models} WHERE name = ?", (name,)
+        ).fetchone()
         return row[0] if row else None
 
     def _require_model(self, name: str) -> int:
@@ -279,8 +324,9 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
         model_id = self._model_id(name)
         if model_id is None:
             known = self.models()
-            raise NotFoundError(f"no model {name!r} in store {self.name!r}; it has "
-                                f"{', '.join(map(repr, known[:10])) or 'no models'}"
-                                f"{' ...' if len(known) > 10 else ''}")
+            raise NotFoundError(
+                f"no model {name!r} in store {self.name!r}; it has "
+                f"{', '.join(map(repr, known[:10])) or 'no models'}"
+                f"{' ...' if len(known) > 10 else ''}"
+            )
         return model_id
-

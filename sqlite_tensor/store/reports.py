@@ -1,4 +1,5 @@
 """Store's figures: the engine's report tables as lists of dicts."""
+
 from __future__ import annotations
 
 from .. import model_files
@@ -32,4 +33,3 @@ class Reports:
         cursor.row_trace = lambda cur, row: dict(zip([d[0] for d in cur.get_description()], row))
         with _reading():
             return list(cursor.execute(f"SELECT * FROM {table}(?)", (self.name,)))
-

@@ -1,6 +1,7 @@
 """The store's write transactions: BEGIN IMMEDIATE, defensive mode lifted for their span,
 triggers on shadow tables refused, the generation renewed. One transaction per store
 change; everything a write reads, it reads inside that transaction."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ class Transactions:
                         self._new_generation()
                     yield
             if not nested:
-                conn.execute("COMMIT")   # may be BUSY in rollback-journal mode: rolled back below
+                conn.execute("COMMIT")  # may be BUSY in rollback-journal mode: rolled back below
         except BaseException:
             if not nested and conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -57,6 +58,7 @@ class Transactions:
         generation, compaction and page layout to code outside Store (dedup, benchmarks).
         ``renew=False``: the body renews the generation itself if it writes at all."""
         from .writer import StoreWriter
+
         with self._writing(renew=renew):
             w = StoreWriter(self)
             try:
@@ -71,7 +73,8 @@ class Transactions:
             raise apsw.BusyError(
                 f"store {self.name!r}: another connection holds the database's write lock and "
                 f"did not release it within the busy timeout; nothing was written, try again "
-                f"({e})") from None
+                f"({e})"
+            ) from None
 
     @contextmanager
     def _shadow_writable(self):
@@ -109,7 +112,8 @@ class Transactions:
         return self.conn.execute(
             "SELECT name, tbl_name FROM main.sqlite_schema WHERE type = 'trigger'"
             f" AND lower(tbl_name) IN ({', '.join('?' * len(names))}) ORDER BY name",
-            names).fetchall()
+            names,
+        ).fetchall()
 
     def _refuse_triggers(self) -> None:
         """A trigger on a shadow table would run with the store's writes, with defensive
@@ -122,7 +126,8 @@ class Transactions:
                 f"store {self.name!r} is not written: its shadow tables carry triggers "
                 f"({listed}), which would run with the store's writes. Look at them "
                 "(SELECT sql FROM sqlite_schema WHERE type = 'trigger') and drop them "
-                "(DROP TRIGGER ...) to write to this store")
+                "(DROP TRIGGER ...) to write to this store"
+            )
 
     def _new_generation(self) -> None:
         """Mark the store changed. The buffer pool serves a cached page only while the store's
@@ -130,4 +135,3 @@ class Transactions:
         begins and again after pages are rewritten or deleted; a random value (not a
         counter) stays unique even across rolled-back transactions."""
         self.conn.execute(f"UPDATE {self._t.config} SET value = random() WHERE key = 'generation'")
-

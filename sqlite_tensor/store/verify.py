@@ -1,5 +1,6 @@
 """Store.verify: every invariant of a store, checked with plain SQL over its shadow tables
 (not through the engine's readers, so that it judges them), reported as a list of problems."""
+
 from __future__ import annotations
 
 import json
@@ -26,51 +27,70 @@ class Verify:
         """
         t = self._t
         problems = []
-        has_residuals = self.conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND"
-                                          " name = ? COLLATE NOCASE",
-                                          (f"{self.name}_residuals",)).fetchone() is not None
+        has_residuals = (
+            self.conn.execute(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
+                (f"{self.name}_residuals",),
+            ).fetchone()
+            is not None
+        )
         config = dict(self.conn.execute(f"SELECT key, value FROM {t.config}"))
         for key in OPTIONS:
             if config.get(key) != getattr(self, key):
-                problems.append(f"config: {key} is {config.get(key)!r}, the store was opened "
-                                f"with {getattr(self, key)}")
+                problems.append(
+                    f"config: {key} is {config.get(key)!r}, the store was opened "
+                    f"with {getattr(self, key)}"
+                )
         page_format = config.get("format_version")
         if page_format not in (1, 2):
             problems.append(f"config: format_version is {page_format!r}; versions are 1 and 2")
             page_format = 2
         if "uid" not in config:
-            problems.append("config: no uid (an older store): its pages are never cached;"
-                            " open the store writable to upgrade it")
+            problems.append(
+                "config: no uid (an older store): its pages are never cached;"
+                " open the store writable to upgrade it"
+            )
         if _engine.store_needs_upgrade(self.conn.sqlite3pointer(), self.name):
-            problems.append("schema: older than this sqlite-tensor's (missing tables, index,"
-                            " uid or version-2 pages); open the store writable to upgrade it")
+            problems.append(
+                "schema: older than this sqlite-tensor's (missing tables, index,"
+                " uid or version-2 pages); open the store writable to upgrade it"
+            )
         for bid, ref, used in self.conn.execute(
-                f"SELECT b.id, b.refcount, (SELECT count(*) FROM {t.map} m WHERE m.block_id = b.id)"
-                f" FROM {t.blocks} b"):
+            f"SELECT b.id, b.refcount, (SELECT count(*) FROM {t.map} m WHERE m.block_id = b.id)"
+            f" FROM {t.blocks} b"
+        ):
             if ref != used or used == 0:
                 problems.append(f"block {bid}: refcount {ref}, used {used} times")
         for tid, rows, cols, n in self.conn.execute(
-                f"SELECT t.id, t.rows, t.cols, (SELECT count(*) FROM {t.map} m WHERE m.tensor_id = t.id)"
-                f" FROM {t.tensors} t"):
+            f"SELECT t.id, t.rows, t.cols, (SELECT count(*) FROM {t.map} m WHERE m.tensor_id = t.id)"
+            f" FROM {t.tensors} t"
+        ):
             gr, gc = blocks.grid_shape(rows, cols, self.block_rows, self.block_cols)
             if n != gr * gc:
                 problems.append(f"tensor {tid}: {n} blocks mapped, grid has {gr * gc}")
         for tid, shape, dtype, rows, cols, nbytes in self.conn.execute(
-                f"SELECT id, shape, dtype, rows, cols, nbytes FROM {t.tensors}"):
+            f"SELECT id, shape, dtype, rows, cols, nbytes FROM {t.tensors}"
+        ):
             try:
                 dims = tuple(json.loads(shape))
-                want = blocks.matrix_shape(dims), int(np.prod(dims)) * dtypes.numpy_dtype(dtype).itemsize
+                want = (
+                    blocks.matrix_shape(dims),
+                    int(np.prod(dims)) * dtypes.numpy_dtype(dtype).itemsize,
+                )
             except (ValueError, TypeError) as e:
                 problems.append(f"tensor {tid}: bad shape {shape!r} or dtype {dtype!r} ({e})")
                 continue
             if want != ((rows, cols), nbytes):
-                problems.append(f"tensor {tid}: {rows} x {cols} in {nbytes} bytes does not match"
-                                f" shape {list(dims)} of {dtype}")
+                problems.append(
+                    f"tensor {tid}: {rows} x {cols} in {nbytes} bytes does not match"
+                    f" shape {list(dims)} of {dtype}"
+                )
         # Every map entry must name a tile inside its tensor's grid, of that tile's size.
         for tid, bi, bj, rows, cols, nbytes, block_bytes in self.conn.execute(
-                f"SELECT m.tensor_id, m.block_row, m.block_col, t.rows, t.cols, t.nbytes, b.nbytes"
-                f" FROM {t.map} m JOIN {t.tensors} t ON t.id = m.tensor_id"
-                f" JOIN {t.blocks} b ON b.id = m.block_id"):
+            f"SELECT m.tensor_id, m.block_row, m.block_col, t.rows, t.cols, t.nbytes, b.nbytes"
+            f" FROM {t.map} m JOIN {t.tensors} t ON t.id = m.tensor_id"
+            f" JOIN {t.blocks} b ON b.id = m.block_id"
+        ):
             gr, gc = blocks.grid_shape(rows, cols, self.block_rows, self.block_cols)
             if not (0 <= bi < gr and 0 <= bj < gc):
                 problems.append(f"tensor {tid}: block ({bi}, {bj}) is outside its {gr} x {gc} grid")
@@ -78,58 +98,97 @@ class Verify:
             br, bc = blocks.tile_shape(rows, cols, bi, bj, self.block_rows, self.block_cols)
             tile = br * bc
             if block_bytes * rows * cols != tile * nbytes:  # block_bytes == tile * itemsize
-                problems.append(f"tensor {tid}: block ({bi}, {bj}) has {block_bytes} bytes,"
-                                f" wrong for a tile of {tile} elements")
+                problems.append(
+                    f"tensor {tid}: block ({bi}, {bj}) has {block_bytes} bytes,"
+                    f" wrong for a tile of {tile} elements"
+                )
         for what, sql in (
-                ("map entries name missing blocks", f"SELECT count(*) FROM {t.map} m WHERE NOT EXISTS"
-                 f" (SELECT 1 FROM {t.blocks} b WHERE b.id = m.block_id)"),
-                ("map entries name missing tensors", f"SELECT count(*) FROM {t.map} m WHERE NOT EXISTS"
-                 f" (SELECT 1 FROM {t.tensors} tt WHERE tt.id = m.tensor_id)"),
-                ("tensors name missing models", f"SELECT count(*) FROM {t.tensors} tt WHERE NOT EXISTS"
-                 f" (SELECT 1 FROM {t.models} mo WHERE mo.id = tt.model_id)"),
-                ("blocks name missing pages", f"SELECT count(*) FROM {t.blocks} b WHERE NOT EXISTS"
-                 f" (SELECT 1 FROM {t.pages} p WHERE p.id = b.page_id)"),
-                ("residuals name missing pages", f"SELECT count(*) FROM {t.residuals} r WHERE NOT EXISTS"
-                 f" (SELECT 1 FROM {t.pages} p WHERE p.id = r.page_id)"),
-                ("residuals have no map entry", f"SELECT count(*) FROM {t.residuals} r WHERE NOT EXISTS"
-                 f" (SELECT 1 FROM {t.map} m WHERE m.tensor_id = r.tensor_id"
-                 " AND m.block_row = r.block_row AND m.block_col = r.block_col)"),
-                ("residuals on tensors that are not float32", f"SELECT count(*) FROM {t.residuals} r"
-                 f" JOIN {t.tensors} tt ON tt.id = r.tensor_id WHERE tt.dtype <> 'float32'")):
+            (
+                "map entries name missing blocks",
+                f"SELECT count(*) FROM {t.map} m WHERE NOT EXISTS"
+                f" (SELECT 1 FROM {t.blocks} b WHERE b.id = m.block_id)",
+            ),
+            (
+                "map entries name missing tensors",
+                f"SELECT count(*) FROM {t.map} m WHERE NOT EXISTS"
+                f" (SELECT 1 FROM {t.tensors} tt WHERE tt.id = m.tensor_id)",
+            ),
+            (
+                "tensors name missing models",
+                f"SELECT count(*) FROM {t.tensors} tt WHERE NOT EXISTS"
+                f" (SELECT 1 FROM {t.models} mo WHERE mo.id = tt.model_id)",
+            ),
+            (
+                "blocks name missing pages",
+                f"SELECT count(*) FROM {t.blocks} b WHERE NOT EXISTS"
+                f" (SELECT 1 FROM {t.pages} p WHERE p.id = b.page_id)",
+            ),
+            (
+                "residuals name missing pages",
+                f"SELECT count(*) FROM {t.residuals} r WHERE NOT EXISTS"
+                f" (SELECT 1 FROM {t.pages} p WHERE p.id = r.page_id)",
+            ),
+            (
+                "residuals have no map entry",
+                f"SELECT count(*) FROM {t.residuals} r WHERE NOT EXISTS"
+                f" (SELECT 1 FROM {t.map} m WHERE m.tensor_id = r.tensor_id"
+                " AND m.block_row = r.block_row AND m.block_col = r.block_col)",
+            ),
+            (
+                "residuals on tensors that are not float32",
+                f"SELECT count(*) FROM {t.residuals} r"
+                f" JOIN {t.tensors} tt ON tt.id = r.tensor_id WHERE tt.dtype <> 'float32'",
+            ),
+        ):
             if "residuals" in what and not has_residuals:
-                continue   # an older store, read-only: no residuals at all
+                continue  # an older store, read-only: no residuals at all
             n = self.conn.execute(sql).get
             if n:
                 problems.append(f"{n} {what}")
         # typeof and CAST: damaged data may be TEXT that is not even valid UTF-8
         for page_id, nblocks, kind, data in self.conn.execute(
-                f"SELECT id, nblocks, typeof(data), CAST(data AS BLOB) FROM {t.pages}"):
+            f"SELECT id, nblocks, typeof(data), CAST(data AS BLOB) FROM {t.pages}"
+        ):
             if kind != "blob":
                 problems.append(f"page {page_id}: data is {kind}, not a BLOB")
                 continue
             try:
                 version = pages.header(data).version
-                slots = pages.read_slots(data, page_id)   # the checksum too
+                slots = pages.read_slots(data, page_id)  # the checksum too
             except ValueError as e:
                 problems.append(f"page {page_id}: {e}")
                 continue
             if version == 1:
-                problems.append(f"page {page_id}: a version-1 page (no checksum)" +
-                                ("; the store is of version-2 pages, which refuses it"
-                                 if page_format >= 2 else "; open the store writable to upgrade it"))
-            stored = self.conn.execute(f"SELECT id, slot, nbytes, hash FROM {t.blocks}"
-                                       " WHERE page_id = ?", (page_id,)).fetchall()
-            held = self.conn.execute(
-                f"SELECT r.tensor_id, r.block_row, r.block_col, r.kind, r.param, r.slot, r.nbytes,"
-                f" tt.rows, tt.cols FROM {t.residuals} r JOIN {t.tensors} tt ON tt.id = r.tensor_id"
-                " WHERE r.page_id = ?", (page_id,)).fetchall() if has_residuals else []
+                problems.append(
+                    f"page {page_id}: a version-1 page (no checksum)"
+                    + (
+                        "; the store is of version-2 pages, which refuses it"
+                        if page_format >= 2
+                        else "; open the store writable to upgrade it"
+                    )
+                )
+            stored = self.conn.execute(
+                f"SELECT id, slot, nbytes, hash FROM {t.blocks} WHERE page_id = ?", (page_id,)
+            ).fetchall()
+            held = (
+                self.conn.execute(
+                    f"SELECT r.tensor_id, r.block_row, r.block_col, r.kind, r.param, r.slot, r.nbytes,"
+                    f" tt.rows, tt.cols FROM {t.residuals} r JOIN {t.tensors} tt ON tt.id = r.tensor_id"
+                    " WHERE r.page_id = ?",
+                    (page_id,),
+                ).fetchall()
+                if has_residuals
+                else []
+            )
             if not stored and not held:
                 problems.append(f"page {page_id}: no blocks")
             if stored and held:
                 problems.append(f"page {page_id}: holds blocks and residuals")
             if nblocks != len(slots) or len(stored) + len(held) != len(slots):
-                problems.append(f"page {page_id}: nblocks {nblocks}, header has {len(slots)} slots,"
-                                f" {len(stored) + len(held)} in use")
+                problems.append(
+                    f"page {page_id}: nblocks {nblocks}, header has {len(slots)} slots,"
+                    f" {len(stored) + len(held)} in use"
+                )
             for tid, bi, bj, kind, param, slot, nbytes, rows, cols in held:
                 br, bc = blocks.tile_shape(rows, cols, bi, bj, self.block_rows, self.block_cols)
                 try:
@@ -138,11 +197,15 @@ class Verify:
                     problems.append(f"residual of tensor {tid} ({bi}, {bj}): {e}")
                     continue
                 if not 0 <= slot < len(slots) or len(slots[slot]) != nbytes or nbytes != want:
-                    problems.append(f"residual of tensor {tid} ({bi}, {bj}): slot {slot} of page"
-                                    f" {page_id} missing or not {want} bytes")
+                    problems.append(
+                        f"residual of tensor {tid} ({bi}, {bj}): slot {slot} of page"
+                        f" {page_id} missing or not {want} bytes"
+                    )
             for bid, slot, nbytes, digest in stored:
                 if not 0 <= slot < len(slots) or len(slots[slot]) != nbytes:
-                    problems.append(f"block {bid}: slot {slot} of page {page_id} missing or wrong size")
+                    problems.append(
+                        f"block {bid}: slot {slot} of page {page_id} missing or wrong size"
+                    )
                 # the store's own hash function (a test may replace it)
                 elif self._hash_block(np.frombuffer(slots[slot], np.uint8)) != digest:
                     problems.append(f"block {bid}: bytes do not match its hash")
@@ -157,21 +220,24 @@ class Verify:
         t = self._t
         problems = []
         for model_id, model, text in self.conn.execute(
-                f"SELECT id, name, layers FROM {t.models} WHERE layers IS NOT NULL ORDER BY id"):
+            f"SELECT id, name, layers FROM {t.models} WHERE layers IS NOT NULL ORDER BY id"
+        ):
             tensors = {}
             for name, shape, dtype in self.conn.execute(
-                    f"SELECT name, shape, dtype FROM {t.tensors} WHERE model_id = ? ORDER BY id",
-                    (model_id,)):
+                f"SELECT name, shape, dtype FROM {t.tensors} WHERE model_id = ? ORDER BY id",
+                (model_id,),
+            ):
                 try:
                     tensors[name] = (tuple(json.loads(shape)), dtype)
                 except (TypeError, ValueError):
-                    pass   # a bad shape is reported above; a layer using it fails below
+                    pass  # a bad shape is reported above; a layer using it fails below
             try:
                 check_layers(json.loads(text), tensors)
             except (LayerError, TypeError, ValueError) as e:
                 problems.append(f"model {model!r}: its stored layers do not fit its tensors: {e}")
         for name, table in self._shadow_triggers():
-            problems.append(f"trigger {name!r} on shadow table {table}: it would run with the "
-                            "store's writes, which are refused while it is there")
+            problems.append(
+                f"trigger {name!r} on shadow table {table}: it would run with the "
+                "store's writes, which are refused while it is there"
+            )
         return problems
-

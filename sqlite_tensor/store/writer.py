@@ -11,6 +11,7 @@ back around code that is not the store's. Nothing outside the store package uses
 underscore name of Store (tests/test_store_internals.py checks it). A StoreWriter is only
 good inside its ``with`` block: everything it reads and writes is in that one transaction.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -45,8 +46,10 @@ class StoreWriter:
 
     def _check_open(self) -> None:
         if not self._open:
-            raise TensorStoreError(f"store {self.name!r}: this StoreWriter's transaction has "
-                                   "ended; use it inside its `with store.writer()` block only")
+            raise TensorStoreError(
+                f"store {self.name!r}: this StoreWriter's transaction has "
+                "ended; use it inside its `with store.writer()` block only"
+            )
 
     def model_id(self, name: str) -> int | None:
         """The id of model ``name``, or None."""

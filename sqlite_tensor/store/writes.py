@@ -1,5 +1,6 @@
 """Store's model writes: add, drop (freeing blocks and compacting their pages), update,
 and the entry to approximate dedup. Each is one transaction (Transactions._writing)."""
+
 from __future__ import annotations
 
 import os
@@ -25,20 +26,30 @@ class Writes:
         total, tensor)`` is called after each tensor. One transaction: on any error nothing
         is written."""
         _check_name("model name", name)
-        source = sources.read_source(tensors) if isinstance(tensors, (str, os.PathLike)) \
-            else tensors
+        source = (
+            sources.read_source(tensors) if isinstance(tensors, (str, os.PathLike)) else tensors
+        )
         if isinstance(source, sources.Source):
             tensors = source.tensors
         arrays = _prepare_tensors(name, tensors)
         with self._writing():
             if self._model_id(name) is not None:
-                raise ValueError(f"model {name!r} already exists in store {self.name!r}; "
-                                 "drop it first or choose another name")
+                raise ValueError(
+                    f"model {name!r} already exists in store {self.name!r}; "
+                    "drop it first or choose another name"
+                )
             report = ingest_model(
-                self.conn, self._t, name, arrays, block_rows=self.block_rows,
-                block_cols=self.block_cols, page_blocks=self.page_blocks,
+                self.conn,
+                self._t,
+                name,
+                arrays,
+                block_rows=self.block_rows,
+                block_cols=self.block_cols,
+                page_blocks=self.page_blocks,
                 dtype_names={k: dtypes.name_of(a.dtype) for k, a in arrays.items()},
-                hash_block=self._hash_block, progress=progress)
+                hash_block=self._hash_block,
+                progress=progress,
+            )
             if isinstance(source, sources.Source):
                 model_files.save(self, self._model_id(name), source)
             if layers is not None:
@@ -59,45 +70,69 @@ class Writes:
         Returns counts of what was freed."""
         with self._writing():
             model_id = self._require_model(name)
-            model_files.forget(self, model_id)   # update_model's _drop keeps them
+            model_files.forget(self, model_id)  # update_model's _drop keeps them
             return self._drop(model_id)
 
     def _drop(self, model_id: int) -> dict:
         t = self._t
-        residual_pages = {p for (p,) in self.conn.execute(
-            f"SELECT DISTINCT r.page_id FROM {t.residuals} r JOIN {t.tensors} tt"
-            " ON tt.id = r.tensor_id WHERE tt.model_id = ?", (model_id,))}
+        residual_pages = {
+            p
+            for (p,) in self.conn.execute(
+                f"SELECT DISTINCT r.page_id FROM {t.residuals} r JOIN {t.tensors} tt"
+                " ON tt.id = r.tensor_id WHERE tt.model_id = ?",
+                (model_id,),
+            )
+        }
         for table in (t.residuals, t.dedup):
-            self.conn.execute(f"DELETE FROM {table} WHERE tensor_id IN"
-                              f" (SELECT id FROM {t.tensors} WHERE model_id = ?)", (model_id,))
+            self.conn.execute(
+                f"DELETE FROM {table} WHERE tensor_id IN"
+                f" (SELECT id FROM {t.tensors} WHERE model_id = ?)",
+                (model_id,),
+            )
         uses = self.conn.execute(
             f"SELECT m.block_id, count(*) FROM {t.map} m JOIN {t.tensors} tt"
             " ON tt.id = m.tensor_id WHERE tt.model_id = ? GROUP BY m.block_id",
-            (model_id,)).fetchall()
-        self.conn.executemany(f"UPDATE {t.blocks} SET refcount = refcount - ? WHERE id = ?",
-                              [(n, bid) for bid, n in uses])
-        self.conn.execute(f"DELETE FROM {t.map} WHERE tensor_id IN"
-                          f" (SELECT id FROM {t.tensors} WHERE model_id = ?)", (model_id,))
+            (model_id,),
+        ).fetchall()
+        self.conn.executemany(
+            f"UPDATE {t.blocks} SET refcount = refcount - ? WHERE id = ?",
+            [(n, bid) for bid, n in uses],
+        )
+        self.conn.execute(
+            f"DELETE FROM {t.map} WHERE tensor_id IN"
+            f" (SELECT id FROM {t.tensors} WHERE model_id = ?)",
+            (model_id,),
+        )
         self.conn.execute(f"DELETE FROM {t.tensors} WHERE model_id = ?", (model_id,))
         self.conn.execute(f"DELETE FROM {t.models} WHERE id = ?", (model_id,))
         dead = self.conn.execute(
-            f"SELECT id, page_id, nbytes FROM {t.blocks} WHERE refcount <= 0").fetchall()
+            f"SELECT id, page_id, nbytes FROM {t.blocks} WHERE refcount <= 0"
+        ).fetchall()
         self.conn.executemany(f"DELETE FROM {t.blocks} WHERE id = ?", [(b,) for b, _, _ in dead])
         # residual pages hold one model's residuals: drop those no residual names now
-        unused = [(p,) for p in sorted(residual_pages) if not self.conn.execute(
-            f"SELECT 1 FROM {t.residuals} WHERE page_id = ? LIMIT 1", (p,)).fetchone()]
+        unused = [
+            (p,)
+            for p in sorted(residual_pages)
+            if not self.conn.execute(
+                f"SELECT 1 FROM {t.residuals} WHERE page_id = ? LIMIT 1", (p,)
+            ).fetchone()
+        ]
         self.conn.executemany(f"DELETE FROM {t.pages} WHERE id = ?", unused)
         freed_pages = self._compact_pages({page for _, page, _ in dead})  # new generation too
-        return {"blocks": len(dead), "bytes": sum(n for _, _, n in dead),
-                "pages": freed_pages + len(unused)}
+        return {
+            "blocks": len(dead),
+            "bytes": sum(n for _, _, n in dead),
+            "pages": freed_pages + len(unused),
+        }
 
     def _compact_pages(self, page_ids) -> int:
         """Rewrite pages that lost blocks; delete the ones left empty. Returns pages deleted."""
         t = self._t
         deleted = 0
         for page_id in sorted(page_ids):
-            live = self.conn.execute(f"SELECT id, slot FROM {t.blocks} WHERE page_id = ? ORDER BY slot",
-                                     (page_id,)).fetchall()
+            live = self.conn.execute(
+                f"SELECT id, slot FROM {t.blocks} WHERE page_id = ? ORDER BY slot", (page_id,)
+            ).fetchall()
             if not live:
                 self.conn.execute(f"DELETE FROM {t.pages} WHERE id = ?", (page_id,))
                 deleted += 1
@@ -106,8 +141,10 @@ class Writes:
             slots = pages.read_slots(old, page_id)
             data = pages.build_page([np.frombuffer(slots[s], np.uint8) for _, s in live])
             pages.update_page(self.conn, t, page_id, data, len(live))
-            self.conn.executemany(f"UPDATE {t.blocks} SET slot = ? WHERE id = ?",
-                                  [(new, bid) for new, (bid, _) in enumerate(live)])
+            self.conn.executemany(
+                f"UPDATE {t.blocks} SET slot = ? WHERE id = ?",
+                [(new, bid) for new, (bid, _) in enumerate(live)],
+            )
         # Pages were rewritten or deleted (and their ids may be reused): pages cached since
         # this transaction began are stale too.
         self._new_generation()
@@ -128,28 +165,41 @@ class Writes:
             old_id = self._require_model(name)
             old_layers = self.layers(name) if layers is None else layers
             # what dedup decided for each old tile: (tensor name, row, col) -> entry
-            decided = {(tname, bi, bj): (tid, block, digest, outcome)
-                       for tname, tid, bi, bj, block, digest, outcome in self.conn.execute(
-                           f"SELECT tt.name, d.tensor_id, d.block_row, d.block_col, m.block_id,"
-                           f" d.source_hash, d.outcome FROM {t.dedup} d"
-                           f" JOIN {t.tensors} tt ON tt.id = d.tensor_id JOIN {t.map} m"
-                           " ON m.tensor_id = d.tensor_id AND m.block_row = d.block_row"
-                           " AND m.block_col = d.block_col WHERE tt.model_id = ?", (old_id,))}
+            decided = {
+                (tname, bi, bj): (tid, block, digest, outcome)
+                for tname, tid, bi, bj, block, digest, outcome in self.conn.execute(
+                    f"SELECT tt.name, d.tensor_id, d.block_row, d.block_col, m.block_id,"
+                    f" d.source_hash, d.outcome FROM {t.dedup} d"
+                    f" JOIN {t.tensors} tt ON tt.id = d.tensor_id JOIN {t.map} m"
+                    " ON m.tensor_id = d.tensor_id AND m.block_row = d.block_row"
+                    " AND m.block_col = d.block_col WHERE tt.model_id = ?",
+                    (old_id,),
+                )
+            }
             staging = f"{name}\x00update"
             report = ingest_model(
-                self.conn, t, staging, arrays, block_rows=self.block_rows,
-                block_cols=self.block_cols, page_blocks=self.page_blocks,
+                self.conn,
+                t,
+                staging,
+                arrays,
+                block_rows=self.block_rows,
+                block_cols=self.block_cols,
+                page_blocks=self.page_blocks,
                 dtype_names={k: dtypes.name_of(a.dtype) for k, a in arrays.items()},
-                hash_block=self._hash_block)
+                hash_block=self._hash_block,
+            )
             new_id = self._model_id(staging)
             self._carry_decisions(decided, new_id)
             self._drop(old_id)
-            self.conn.execute(f"UPDATE {t.models} SET id = ?, name = ? WHERE id = ?",
-                              (old_id, name, new_id))
-            self.conn.execute(f"UPDATE {t.tensors} SET model_id = ? WHERE model_id = ?",
-                              (old_id, new_id))
+            self.conn.execute(
+                f"UPDATE {t.models} SET id = ?, name = ? WHERE id = ?", (old_id, name, new_id)
+            )
+            self.conn.execute(
+                f"UPDATE {t.tensors} SET model_id = ? WHERE model_id = ?", (old_id, new_id)
+            )
             from ..dedup.writes import repack_residuals
-            repack_residuals(w, old_id)   # _drop freed the blocks the new tiles left
+
+            repack_residuals(w, old_id)  # _drop freed the blocks the new tiles left
             if old_layers is not None:
                 self._store_layers(name, old_layers)
             return report
@@ -159,12 +209,14 @@ class Writes:
         t = self._t
         moves, refs, moved_residuals, logs = [], {}, [], []
         for tname, tid, bi, bj, block, digest in self.conn.execute(
-                f"SELECT tt.name, m.tensor_id, m.block_row, m.block_col, m.block_id, b.hash"
-                f" FROM {t.map} m JOIN {t.tensors} tt ON tt.id = m.tensor_id JOIN {t.blocks} b"
-                " ON b.id = m.block_id WHERE tt.model_id = ?", (new_id,)):
+            f"SELECT tt.name, m.tensor_id, m.block_row, m.block_col, m.block_id, b.hash"
+            f" FROM {t.map} m JOIN {t.tensors} tt ON tt.id = m.tensor_id JOIN {t.blocks} b"
+            " ON b.id = m.block_id WHERE tt.model_id = ?",
+            (new_id,),
+        ):
             old = decided.get((tname, bi, bj))
             if old is None or old[2] != digest:
-                continue   # a changed tile: the next dedup examines it
+                continue  # a changed tile: the next dedup examines it
             old_tid, old_block, _, outcome = old
             logs.append((tid, bi, bj, digest, outcome))
             if old_block != block:
@@ -172,17 +224,29 @@ class Writes:
                 refs[old_block] = refs.get(old_block, 0) + 1
                 refs[block] = refs.get(block, 0) - 1
                 moved_residuals.append((tid, old_tid, bi, bj))
-        self.conn.executemany(f"UPDATE {t.map} SET block_id = ? WHERE tensor_id = ?"
-                              " AND block_row = ? AND block_col = ?", moves)
-        self.conn.executemany(f"UPDATE {t.blocks} SET refcount = refcount + ? WHERE id = ?",
-                              [(n, b) for b, n in refs.items()])
-        self.conn.executemany(f"UPDATE {t.residuals} SET tensor_id = ? WHERE tensor_id = ?"
-                              " AND block_row = ? AND block_col = ?", moved_residuals)
-        self.conn.executemany(f"INSERT INTO {t.dedup}(tensor_id, block_row, block_col,"
-                              " source_hash, outcome) VALUES (?, ?, ?, ?, ?)", logs)
+        self.conn.executemany(
+            f"UPDATE {t.map} SET block_id = ? WHERE tensor_id = ?"
+            " AND block_row = ? AND block_col = ?",
+            moves,
+        )
+        self.conn.executemany(
+            f"UPDATE {t.blocks} SET refcount = refcount + ? WHERE id = ?",
+            [(n, b) for b, n in refs.items()],
+        )
+        self.conn.executemany(
+            f"UPDATE {t.residuals} SET tensor_id = ? WHERE tensor_id = ?"
+            " AND block_row = ? AND block_col = ?",
+            moved_residuals,
+        )
+        self.conn.executemany(
+            f"INSERT INTO {t.dedup}(tensor_id, block_row, block_col,"
+            " source_hash, outcome) VALUES (?, ?, ?, ?, ?)",
+            logs,
+        )
 
-    def dedup(self, models=None, *, validator=None, max_drop=None, residuals: bool = True,
-              **options):
+    def dedup(
+        self, models=None, *, validator=None, max_drop=None, residuals: bool = True, **options
+    ):
         """Merge nearly identical blocks too, keeping every model within an accuracy budget.
 
         Each model's float32 blocks are matched (p-stable LSH) against the blocks of the
@@ -205,8 +269,10 @@ class Writes:
         :class:`sqlite_tensor.dedup.DedupReport`.
         """
         from ..dedup.run import dedup
-        return dedup(self, models, validator=validator, max_drop=max_drop, residuals=residuals,
-                     **options)
+
+        return dedup(
+            self, models, validator=validator, max_drop=max_drop, residuals=residuals, **options
+        )
 
 
 def _prepare_tensors(model: str, tensors) -> dict[str, np.ndarray]:
@@ -214,8 +280,10 @@ def _prepare_tensors(model: str, tensors) -> dict[str, np.ndarray]:
     if isinstance(tensors, (str, os.PathLike)):
         tensors = formats.read_tensors(tensors)
     elif not isinstance(tensors, Mapping):
-        raise TypeError("tensors must be a mapping of name -> numpy array, or a path to a "
-                        f".safetensors or .npz file; got {type(tensors).__name__}")
+        raise TypeError(
+            "tensors must be a mapping of name -> numpy array, or a path to a "
+            f".safetensors or .npz file; got {type(tensors).__name__}"
+        )
     if not tensors:
         raise ValueError(f"model {model!r} has no tensors")
     out = {}
@@ -230,7 +298,9 @@ def _prepare_tensors(model: str, tensors) -> dict[str, np.ndarray]:
         except ValueError as e:
             raise ValueError(f"tensor {key!r}: {e}") from None
         if arr.size == 0:
-            raise ValueError(f"tensor {key!r} has shape {arr.shape}: zero-size tensors cannot be stored")
+            raise ValueError(
+                f"tensor {key!r} has shape {arr.shape}: zero-size tensors cannot be stored"
+            )
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
         # copy(order="C"), not ascontiguousarray: that one turns 0-d arrays into 1-d

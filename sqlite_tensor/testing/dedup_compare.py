@@ -7,6 +7,7 @@ added); accuracy is checked afterwards by running every model from the store on 
 set, which the guard never saw. The figures in docs/dedup.md come from here, and
 asv_bench/benchmarks/bench_dedup.py tracks them.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,8 @@ class MethodResult:
     physical_bytes: int
     search_seconds: float
     dedup_seconds: float
-    accuracy: dict            # model -> test accuracy from the store after dedup
-    accuracy_before: dict     # model -> test accuracy as trained
+    accuracy: dict  # model -> test accuracy from the store after dedup
+    accuracy_before: dict  # model -> test accuracy as trained
     replaced: int = 0
     residuals: int = 0
     undone: int = 0
@@ -59,6 +60,7 @@ class MethodResult:
 def load_family(path, family, store_options=STORE_OPTIONS):
     """A fresh store at path holding every model of the family."""
     from ..store import Store
+
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(f"{path}{suffix}"):
             os.remove(f"{path}{suffix}")
@@ -68,14 +70,22 @@ def load_family(path, family, store_options=STORE_OPTIONS):
     return store
 
 
-def run_method(path, family, method: str, *, max_drop=MAX_DROP, store_options=STORE_OPTIONS,
-               **options) -> tuple[MethodResult, object]:
+def run_method(
+    path, family, method: str, *, max_drop=MAX_DROP, store_options=STORE_OPTIONS, **options
+) -> tuple[MethodResult, object]:
     """One method on a fresh store; the result and the store (still open)."""
     store = load_family(path, family, store_options)
     test = {m: accuracy({m: family.test[m][0]}, {m: family.test[m][1]}) for m in family.models}
     before = {m: test[m](store, m) for m in family.models}
-    result = MethodResult(method, store.stats()["logical_bytes"], store.stats()["physical_bytes"],
-                          0.0, 0.0, before, before)
+    result = MethodResult(
+        method,
+        store.stats()["logical_bytes"],
+        store.stats()["physical_bytes"],
+        0.0,
+        0.0,
+        before,
+        before,
+    )
     args = METHODS[method]
     if args is not None:
         x = {m: v[0] for m, v in family.validation.items()}
@@ -95,6 +105,7 @@ def inference_ratio(deduped, exact, family, repeats: int = 15) -> float:
     """Median time of serving every model's test set from the deduplicated store over the
     same from the exact store, pages cached, runs alternating."""
     from .. import cache
+
     cache.configure(budget_bytes=1 << 30)
     bags = {m: family.test[m][0] for m in family.models}
 
@@ -104,7 +115,7 @@ def inference_ratio(deduped, exact, family, repeats: int = 15) -> float:
             store.predict(m, bags[m])
         return time.perf_counter() - start
 
-    serve(deduped), serve(exact)   # warm the pool
+    serve(deduped), serve(exact)  # warm the pool
     ratios = [serve(deduped) / serve(exact) for _ in range(repeats)]
     return statistics.median(ratios)
 
@@ -118,27 +129,39 @@ def compare(family, methods=tuple(METHODS), *, max_drop=MAX_DROP, directory=None
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         stores = {}
         for method in methods:
-            result, store = run_method(os.path.join(tmp, f"{len(stores)}.sqlite"), family, method,
-                                       max_drop=max_drop, **options)
+            result, store = run_method(
+                os.path.join(tmp, f"{len(stores)}.sqlite"),
+                family,
+                method,
+                max_drop=max_drop,
+                **options,
+            )
             out[method] = result
             stores[method] = store
         if "exact" in stores and "residual, lsh" in stores:
-            out["inference_ratio"] = inference_ratio(stores["residual, lsh"], stores["exact"], family)
+            out["inference_ratio"] = inference_ratio(
+                stores["residual, lsh"], stores["exact"], family
+            )
         for store in stores.values():
             store.close()
     return out
 
 
 def table(results) -> str:
-    lines = [f"{'method':<24} {'MiB':>7} {'x fewer':>7} {'search s':>8} {'dedup s':>7} "
-             f"{'worst drop':>10} {'replaced':>8} {'residual':>8} {'undone':>6}"]
+    lines = [
+        f"{'method':<24} {'MiB':>7} {'x fewer':>7} {'search s':>8} {'dedup s':>7} "
+        f"{'worst drop':>10} {'replaced':>8} {'residual':>8} {'undone':>6}"
+    ]
     for method, r in results.items():
         if not isinstance(r, MethodResult):
             continue
-        lines.append(f"{method:<24} {r.physical_bytes / 2**20:>7.2f} {r.ratio:>7.2f} "
-                     f"{r.search_seconds:>8.2f} {r.dedup_seconds:>7.2f} "
-                     f"{100 * r.worst_drop:>9.2f}p {r.replaced:>8} {r.residuals:>8} {r.undone:>6}")
+        lines.append(
+            f"{method:<24} {r.physical_bytes / 2**20:>7.2f} {r.ratio:>7.2f} "
+            f"{r.search_seconds:>8.2f} {r.dedup_seconds:>7.2f} "
+            f"{100 * r.worst_drop:>9.2f}p {r.replaced:>8} {r.residuals:>8} {r.undone:>6}"
+        )
     if "inference_ratio" in results:
-        lines.append(f"inference, residual lsh over exact (pages cached): "
-                     f"{results['inference_ratio']:.2f}")
+        lines.append(
+            f"inference, residual lsh over exact (pages cached): {results['inference_ratio']:.2f}"
+        )
     return "\n".join(lines)

@@ -15,10 +15,10 @@ Every model runs as ``TEXT_CLASSIFIER_LAYERS``: the mean of a review's word embe
 then the two dense layers. Everything is drawn from numpy's seeded generator: the same
 arguments give the same bytes on every machine.
 """
+
 from __future__ import annotations
 
 import numpy as np
-
 
 TEXT_CLASSIFIER_LAYERS = [
     {"op": "embedding_bag", "weight": "embedding.weight", "mode": "mean"},
@@ -27,8 +27,9 @@ TEXT_CLASSIFIER_LAYERS = [
 ]
 
 
-def text_classifier(rng: np.random.Generator, vocab: int, dim: int, hidden: int,
-                    embedding: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def text_classifier(
+    rng: np.random.Generator, vocab: int, dim: int, hidden: int, embedding: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """One classifier's tensors; a given embedding is used as it is (shared, not copied)."""
     if embedding is None:
         embedding = rng.normal(0.0, 0.1, (vocab, dim)).astype(np.float32)
@@ -41,9 +42,15 @@ def text_classifier(rng: np.random.Generator, vocab: int, dim: int, hidden: int,
     }
 
 
-def text_classifier_family(n_models: int = 5, *, vocab: int = 4096, dim: int = 64,
-                           hidden: int = 16, tuned_fraction: float = 0.125,
-                           seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+def text_classifier_family(
+    n_models: int = 5,
+    *,
+    vocab: int = 4096,
+    dim: int = 64,
+    hidden: int = 16,
+    tuned_fraction: float = 0.125,
+    seed: int = 0,
+) -> dict[str, dict[str, np.ndarray]]:
     """``n_models`` classifiers over one embedding: base, then frozen and tuned variants
     alternating. Returns {model name: {tensor name: array}}, in that order."""
     if n_models < 1:
@@ -56,7 +63,9 @@ def text_classifier_family(n_models: int = 5, *, vocab: int = 4096, dim: int = 6
     for i in range(1, n_models):
         rng = np.random.default_rng([seed, i])
         if i % 2:
-            family[f"frozen-{i}"] = text_classifier(rng, vocab, dim, hidden, base["embedding.weight"])
+            family[f"frozen-{i}"] = text_classifier(
+                rng, vocab, dim, hidden, base["embedding.weight"]
+            )
         else:
             embedding = base["embedding.weight"].copy()
             embedding[:tuned_rows] += rng.normal(0.0, 0.01, (tuned_rows, dim)).astype(np.float32)

@@ -63,6 +63,7 @@ The small configuration the tests use, ``fine_tuned_family(2, vocab=2048, dim=32
 hidden=32, base_epochs=3, tune_docs=4000, eval_docs=1000)``, trains in 0.7 s: base 0.849,
 variants 0.792 and 0.784, the base on their tasks 0.656 and 0.632.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -94,6 +95,7 @@ class TrainedFamily:
     base_accuracy: the base model's accuracy on each model's validation set (on "base",
         the same as accuracy["base"]): what a variant would score if replaced by the base.
     """
+
     models: dict[str, dict[str, np.ndarray]]
     layers: list[dict]
     validation: dict[str, tuple[list[np.ndarray], np.ndarray]]
@@ -104,6 +106,7 @@ class TrainedFamily:
 
 # -- the synthetic language -----------------------------------------------------------------
 
+
 class _World:
     """Word frequencies and meanings, shared by every task, and the tasks' label maps."""
 
@@ -112,8 +115,9 @@ class _World:
         p = 1.0 / (ranks + 2.7) ** zipf
         p /= p.sum()
         self.cdf = np.cumsum(p)
-        self.id_of_rank = (np.arange(vocab) if frequency_ordered
-                           else rng.permutation(vocab)).astype(np.int64)
+        self.id_of_rank = (
+            np.arange(vocab) if frequency_ordered else rng.permutation(vocab)
+        ).astype(np.int64)
         z = rng.standard_normal((vocab, latent)) / (1.0 + ranks / salient)[:, None]
         z -= p @ z  # centred: the typical document leans to no class
         self.latent = np.empty((vocab, latent), _F32)
@@ -126,8 +130,11 @@ class _World:
         q, _ = np.linalg.qr(rng.standard_normal((self.p0.shape[1], 2)))
         u, v = q[:, 0], q[:, 1]
         th = np.radians(degrees)
-        turn = (np.eye(len(u)) + (np.cos(th) - 1.0) * (np.outer(u, u) + np.outer(v, v))
-                + np.sin(th) * (np.outer(v, u) - np.outer(u, v)))
+        turn = (
+            np.eye(len(u))
+            + (np.cos(th) - 1.0) * (np.outer(u, u) + np.outer(v, v))
+            + np.sin(th) * (np.outer(v, u) - np.outer(u, v))
+        )
         return self.p0 @ turn
 
     def documents(self, rng, n, min_len, max_len, proj, noise):
@@ -150,6 +157,7 @@ def _bags(padded):
 
 
 # -- the model ------------------------------------------------------------------------------
+
 
 def _init(rng, vocab, dim, hidden, classes):
     return {
@@ -208,8 +216,9 @@ def delta_stats(base, variant, threshold: float = 1e-3) -> dict:
     return {
         "rows_changed": float(np.mean(delta > threshold)),
         "rows_identical": float(np.mean(same)),
-        "relative": {k: float(np.linalg.norm(variant[k] - base[k]) / np.linalg.norm(base[k]))
-                     for k in base},
+        "relative": {
+            k: float(np.linalg.norm(variant[k] - base[k]) / np.linalg.norm(base[k])) for k in base
+        },
     }
 
 
@@ -233,8 +242,7 @@ def _grads(t, batch, y):
     p[np.arange(b), y] -= 1.0
     d = p / _F32(b)
     dh = (d @ t["fc2.weight"]) * (pre > 0)
-    g = {"fc2.weight": d.T @ h, "fc2.bias": d.sum(0),
-         "fc1.weight": dh.T @ x, "fc1.bias": dh.sum(0)}
+    g = {"fc2.weight": d.T @ h, "fc2.bias": d.sum(0), "fc1.weight": dh.T @ x, "fc1.bias": dh.sum(0)}
     return g, rows, share.T @ (dh @ t["fc1.weight"])
 
 
@@ -249,12 +257,12 @@ def _train(t, padded, labels, rng, *, epochs, batch, lr, optimizer, momentum=0.9
     for _ in range(epochs):
         order = rng.permutation(len(padded))
         for i in range(0, len(order), batch):
-            idx = order[i:i + batch]
+            idx = order[i : i + batch]
             g, rows, g_rows = _grads(t, padded[idx], labels[idx])
             rate = _F32(lr * (1.0 - step / steps))
             step += 1
             if optimizer == "adam":
-                c1, c2 = _F32(1 - b1 ** step), _F32(1 - b2 ** step)
+                c1, c2 = _F32(1 - b1**step), _F32(1 - b2**step)
                 for k, gk in [*g.items(), (_EMB, g_rows)]:
                     m, v = state[k]
                     if k == _EMB:
@@ -283,12 +291,15 @@ def _train(t, padded, labels, rng, *, epochs, batch, lr, optimizer, momentum=0.9
 
 
 def _scored(t, padded, labels, chunk=4096):
-    right = sum(int((np.argmax(forward(t, _bags(padded[i:i + chunk])), 1)
-                     == labels[i:i + chunk]).sum()) for i in range(0, len(padded), chunk))
+    right = sum(
+        int((np.argmax(forward(t, _bags(padded[i : i + chunk])), 1) == labels[i : i + chunk]).sum())
+        for i in range(0, len(padded), chunk)
+    )
     return right / len(padded)
 
 
 # -- the family -----------------------------------------------------------------------------
+
 
 def _check_int(name, value, low):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
@@ -305,15 +316,32 @@ def _check_real(name, value, low, high=None, open_low=False):
         raise ValueError(f"{name} must be a number {bounds}, got {value!r}")
 
 
-def fine_tuned_family(n_variants: int = 4, *, vocab: int = 20000, dim: int = 64,
-                      hidden: int = 128, classes: int = 4, seed: int = 0,
-                      latent: int = 3, zipf: float = 1.0, salient: float = 300.0,
-                      frequency_ordered: bool = True, task_angle: float = 40.0,
-                      label_noise: float = 0.05, min_len: int = 10, max_len: int = 60,
-                      base_docs: int | None = None, tune_docs: int | None = None,
-                      eval_docs: int = 2000, base_epochs: int = 2, tune_epochs: int = 2,
-                      base_batch: int = 128, tune_batch: int = 128,
-                      base_lr: float = 3e-3, tune_lr: float = 0.2) -> TrainedFamily:
+def fine_tuned_family(
+    n_variants: int = 4,
+    *,
+    vocab: int = 20000,
+    dim: int = 64,
+    hidden: int = 128,
+    classes: int = 4,
+    seed: int = 0,
+    latent: int = 3,
+    zipf: float = 1.0,
+    salient: float = 300.0,
+    frequency_ordered: bool = True,
+    task_angle: float = 40.0,
+    label_noise: float = 0.05,
+    min_len: int = 10,
+    max_len: int = 60,
+    base_docs: int | None = None,
+    tune_docs: int | None = None,
+    eval_docs: int = 2000,
+    base_epochs: int = 2,
+    tune_epochs: int = 2,
+    base_batch: int = 128,
+    tune_batch: int = 128,
+    base_lr: float = 3e-3,
+    tune_lr: float = 0.2,
+) -> TrainedFamily:
     """A trained base text classifier ("base", on task 0) and ``n_variants`` variants
     ("task-1", ...) fine-tuned from it on related tasks; see the module docstring.
 
@@ -326,12 +354,20 @@ def fine_tuned_family(n_variants: int = 4, *, vocab: int = 20000, dim: int = 64,
     ``eval_docs``: the size of each validation and each test set.
     Bad arguments raise ValueError."""
     _check_int("n_variants", n_variants, 0)
-    for name, value, low in [("vocab", vocab, 2), ("dim", dim, 1), ("hidden", hidden, 1),
-                             ("classes", classes, 2), ("latent", latent, 1),
-                             ("min_len", min_len, 1), ("max_len", max_len, 1),
-                             ("eval_docs", eval_docs, 1), ("base_epochs", base_epochs, 1),
-                             ("tune_epochs", tune_epochs, 1), ("base_batch", base_batch, 1),
-                             ("tune_batch", tune_batch, 1)]:
+    for name, value, low in [
+        ("vocab", vocab, 2),
+        ("dim", dim, 1),
+        ("hidden", hidden, 1),
+        ("classes", classes, 2),
+        ("latent", latent, 1),
+        ("min_len", min_len, 1),
+        ("max_len", max_len, 1),
+        ("eval_docs", eval_docs, 1),
+        ("base_epochs", base_epochs, 1),
+        ("tune_epochs", tune_epochs, 1),
+        ("base_batch", base_batch, 1),
+        ("tune_batch", tune_batch, 1),
+    ]:
         _check_int(name, value, low)
     _check_int("seed", seed, 0)
     if max_len < min_len:
@@ -355,24 +391,37 @@ def fine_tuned_family(n_variants: int = 4, *, vocab: int = 20000, dim: int = 64,
         name = "base" if i == 0 else f"task-{i}"
         rng = rng0 if i == 0 else np.random.default_rng([seed, i])
         proj = world.p0 if i == 0 else world.task(rng, task_angle)
-        docs = world.documents(rng, base_docs if i == 0 else tune_docs, min_len, max_len,
-                               proj, label_noise)
+        docs = world.documents(
+            rng, base_docs if i == 0 else tune_docs, min_len, max_len, proj, label_noise
+        )
         val = world.documents(rng, eval_docs, min_len, max_len, proj, label_noise)
         tst = world.documents(rng, eval_docs, min_len, max_len, proj, label_noise)
         if i == 0:
-            t = base = _train(_init(rng, vocab, dim, hidden, classes), *docs, rng,
-                              epochs=base_epochs, batch=base_batch, lr=base_lr,
-                              optimizer="adam")
+            t = base = _train(
+                _init(rng, vocab, dim, hidden, classes),
+                *docs,
+                rng,
+                epochs=base_epochs,
+                batch=base_batch,
+                lr=base_lr,
+                optimizer="adam",
+            )
         else:
-            t = _train({k: v.copy() for k, v in base.items()}, *docs, rng,
-                       epochs=tune_epochs, batch=tune_batch, lr=tune_lr, optimizer="sgd")
+            t = _train(
+                {k: v.copy() for k, v in base.items()},
+                *docs,
+                rng,
+                epochs=tune_epochs,
+                batch=tune_batch,
+                lr=tune_lr,
+                optimizer="sgd",
+            )
         models[name] = t
         validation[name] = (_bags(val[0]), val[1])
         test[name] = (_bags(tst[0]), tst[1])
         own[name] = _scored(t, *val)
         by_base[name] = _scored(base, *val)
-    return TrainedFamily(models, [dict(layer) for layer in LAYERS], validation, test, own,
-                         by_base)
+    return TrainedFamily(models, [dict(layer) for layer in LAYERS], validation, test, own, by_base)
 
 
 def report(**kwargs) -> str:
@@ -382,11 +431,13 @@ def report(**kwargs) -> str:
     seconds = time.perf_counter() - start
     base = family.models["base"]
     names = list(base)
-    lines = [f"trained in {seconds:.1f} s",
-             "accuracy on the model's own validation set: own (the model), base (the base "
-             "model), emb=base (the model with the base's embedding)",
-             f"{'model':8} {'own':>6} {'base':>6} {'emb=base':>8} {'rows>1e-3':>9} "
-             f"{'rows>1e-2':>9} {'same':>5}  relative ||delta||_F: " + " ".join(names)]
+    lines = [
+        f"trained in {seconds:.1f} s",
+        "accuracy on the model's own validation set: own (the model), base (the base "
+        "model), emb=base (the model with the base's embedding)",
+        f"{'model':8} {'own':>6} {'base':>6} {'emb=base':>8} {'rows>1e-3':>9} "
+        f"{'rows>1e-2':>9} {'same':>5}  relative ||delta||_F: " + " ".join(names),
+    ]
     for name, t in family.models.items():
         stats = delta_stats(base, t)
         reverted = dict(t, **{_EMB: base[_EMB]})
@@ -395,13 +446,16 @@ def report(**kwargs) -> str:
             f"{accuracy(reverted, *family.validation[name]):8.3f} "
             f"{stats['rows_changed']:9.3f} {delta_stats(base, t, 1e-2)['rows_changed']:9.3f} "
             f"{stats['rows_identical']:5.3f}  "
-            + " ".join(f"{stats['relative'][k]:.3f}" for k in names))
+            + " ".join(f"{stats['relative'][k]:.3f}" for k in names)
+        )
     if kwargs.get("frequency_ordered", True):
         vocab = len(base[_EMB])
         edges = [e for e in (0, 100, 1000, 5000) if e < vocab] + [vocab]
         bands = list(zip(edges[:-1], edges[1:]))
-        lines.append("median over rows of max |delta| by frequency rank: "
-                     + " ".join(f"[{a},{b})" for a, b in bands))
+        lines.append(
+            "median over rows of max |delta| by frequency rank: "
+            + " ".join(f"[{a},{b})" for a, b in bands)
+        )
         for name, t in list(family.models.items())[1:]:
             d = np.abs(t[_EMB] - base[_EMB]).max(axis=1)
             lines.append(f"{name:8} " + " ".join(f"{np.median(d[a:b]):.1e}" for a, b in bands))

@@ -2,6 +2,7 @@
 family's serving trace for the buffer pool (family_trace) and a packing instance shaped like
 a family of fine-tuned models (family_instance). Same arguments, same result, on every
 machine."""
+
 from __future__ import annotations
 
 import math
@@ -11,9 +12,17 @@ import numpy as np
 from .. import cache
 
 
-def family_trace(*, models: int = 12, pages_per_model: int = 64, shared_fraction: float = 0.75,
-                 groups: int = 3, requests: int = 2000, zipf: float = 1.0, page_bytes: int = 2**20,
-                 seed: int = 0) -> tuple[np.ndarray, dict]:
+def family_trace(
+    *,
+    models: int = 12,
+    pages_per_model: int = 64,
+    shared_fraction: float = 0.75,
+    groups: int = 3,
+    requests: int = 2000,
+    zipf: float = 1.0,
+    page_bytes: int = 2**20,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict]:
     """A serving trace of a model family: (page ids, pages as simulate() takes them).
 
     Every model reads all its pages in order on each request. shared_fraction of a model's
@@ -52,8 +61,14 @@ def family_trace(*, models: int = 12, pages_per_model: int = 64, shared_fraction
     return trace.astype(np.int64), pages
 
 
-def family_instance(models: int = 12, blocks_per_model: int = 2000, shared: float = 0.75,
-                    seed: int = 0, by: str = "model", tensors: int = 4) -> dict[str, set[int]]:
+def family_instance(
+    models: int = 12,
+    blocks_per_model: int = 2000,
+    shared: float = 0.75,
+    seed: int = 0,
+    by: str = "model",
+    tensors: int = 4,
+) -> dict[str, set[int]]:
     """A deterministic packing instance shaped like a family of fine-tuned models.
 
     Models fall into about sqrt(models) sub-families of consecutive models (fine-tunes of one
@@ -71,7 +86,11 @@ def family_instance(models: int = 12, blocks_per_model: int = 2000, shared: floa
     """
     if isinstance(models, bool) or not isinstance(models, int) or models < 1:
         raise ValueError(f"models must be a positive int, got {models!r}")
-    if isinstance(blocks_per_model, bool) or not isinstance(blocks_per_model, int) or blocks_per_model < 1:
+    if (
+        isinstance(blocks_per_model, bool)
+        or not isinstance(blocks_per_model, int)
+        or blocks_per_model < 1
+    ):
         raise ValueError(f"blocks_per_model must be a positive int, got {blocks_per_model!r}")
     if not 0.0 <= shared <= 1.0:
         raise ValueError(f"shared must be within [0, 1], got {shared!r}")
@@ -81,11 +100,18 @@ def family_instance(models: int = 12, blocks_per_model: int = 2000, shared: floa
     if by == "tensor":
         if isinstance(tensors, bool) or not isinstance(tensors, int) or tensors < 1:
             raise ValueError(f"tensors must be a positive int, got {tensors!r}")
-        share = np.array([0.55, 0.25, 0.15, 0.05]) if tensors == 4 else np.full(tensors, 1 / tensors)
+        share = (
+            np.array([0.55, 0.25, 0.15, 0.05]) if tensors == 4 else np.full(tensors, 1 / tensors)
+        )
         per_tensor, offset = [], 0
         for t in range(tensors):
-            fam = family_instance(models, max(1, round(blocks_per_model * share[t])), shared,
-                                  int(rng.integers(2 ** 31)), "model")
+            fam = family_instance(
+                models,
+                max(1, round(blocks_per_model * share[t])),
+                shared,
+                int(rng.integers(2**31)),
+                "model",
+            )
             per_tensor.append({name: {b + offset for b in ids} for name, ids in fam.items()})
             offset += max(max(ids) for ids in fam.values()) + 1
         return {f"m{i}/t{t}": per_tensor[t][f"m{i}"] for i in range(models) for t in range(tensors)}
@@ -96,12 +122,12 @@ def family_instance(models: int = 12, blocks_per_model: int = 2000, shared: floa
     n_sub = max(1, round(math.sqrt(models)))
     sub = [[i for i in range(models) if i * n_sub // models == s] for s in range(n_sub)]
     B = blocks_per_model
-    parts = [(list(range(models)), jitter(B * shared * 0.5))]               # the base
+    parts = [(list(range(models)), jitter(B * shared * 0.5))]  # the base
     for mem in sub:
         if len(mem) > 1:
-            parts.append((mem, jitter(B * shared * 0.3)))                    # the sub-family
+            parts.append((mem, jitter(B * shared * 0.3)))  # the sub-family
             parts += [([a, b], jitter(B * shared * 0.1)) for a, b in zip(mem, mem[1:])]
-    parts += [([i], jitter(B * (1 - shared))) for i in range(models)]         # private
+    parts += [([i], jitter(B * (1 - shared))) for i in range(models)]  # private
     out, next_id, first = {}, 0, {}
     for i in range(models):
         ids = set()
@@ -132,11 +158,21 @@ def policy_table() -> dict:
         budget = int(distinct * frac)
         for r in cache.compare(trace, pages, budget, cache.policies()):
             rows.append({"budget_fraction": frac, "budget_bytes": budget, **r})
-        opt = max(next(r["misses"] for r in rows if r["policy"] == "opt"
-                       and r["budget_fraction"] == frac), 1)
-        rows.append({"budget_fraction": frac, "budget_bytes": budget, "policy": "static-oracle",
-                     "misses": cache.static_oracle_misses(trace, pages, budget),
-                     "vs_opt": cache.static_oracle_misses(trace, pages, budget) / opt})
+        opt = max(
+            next(
+                r["misses"] for r in rows if r["policy"] == "opt" and r["budget_fraction"] == frac
+            ),
+            1,
+        )
+        rows.append(
+            {
+                "budget_fraction": frac,
+                "budget_bytes": budget,
+                "policy": "static-oracle",
+                "misses": cache.static_oracle_misses(trace, pages, budget),
+                "vs_opt": cache.static_oracle_misses(trace, pages, budget) / opt,
+            }
+        )
     return {"accesses": len(trace), "pages": len(pages), "rows": rows}
 
 
@@ -144,8 +180,10 @@ def print_policy_table() -> None:
     """Print policy_table() as a table: a row per budget, a column per policy."""
     table = policy_table()
     names = list(dict.fromkeys(r["policy"] for r in table["rows"]))
-    print(f"family_trace(): {table['accesses']} accesses, {table['pages']} distinct pages; "
-          "misses / opt")
+    print(
+        f"family_trace(): {table['accesses']} accesses, {table['pages']} distinct pages; "
+        "misses / opt"
+    )
     print(f"{'budget':>7} " + " ".join(f"{n:>9}" for n in names))
     for frac in BUDGET_FRACTIONS:
         by_name = {r["policy"]: r for r in table["rows"] if r["budget_fraction"] == frac}

@@ -8,15 +8,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define CHECK(cond) do { if (!(cond)) { \
-    fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); abort(); } } while (0)
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
 
 /* Wait for child pid, killing it after `seconds`; 1 if it exited with status 0. */
 static inline int st_test_child_ok(pid_t pid, int seconds) {
     int status = 0;
     for (int i = 0; i < seconds * 100; i++) {
         pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (r == pid)
+            return WIFEXITED(status) && WEXITSTATUS(status) == 0;
         usleep(10000);
     }
     kill(pid, SIGKILL);

@@ -15,17 +15,23 @@ static st_arena_figures figures(void) {
     return f;
 }
 
-static void fill(void *p, size_t n, unsigned char v) { memset(p, v, n); }
+static void fill(void *p, size_t n, unsigned char v) {
+    memset(p, v, n);
+}
 static int holds(const void *p, size_t n, unsigned char v) {
     const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++) if (c[i] != v) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (c[i] != v)
+            return 0;
     return 1;
 }
 
 /* holds() on every 509th byte and the last: enough to see a page overwritten by another */
 static int holds_sampled(const void *p, size_t n, unsigned char v) {
     const unsigned char *c = p;
-    for (size_t i = 0; i < n; i += 509) if (c[i] != v) return 0;
+    for (size_t i = 0; i < n; i += 509)
+        if (c[i] != v)
+            return 0;
     return c[n - 1] == v;
 }
 
@@ -44,7 +50,8 @@ static void *churn(void *arg) {
         CHECK(held[k] && (uintptr_t)held[k] % ST_ARENA_ALIGN == 0);
         fill(held[k], size[k], (unsigned char)k);
     }
-    for (int k = 0; k < 8; k++) st_page_free(held[k], size[k]);
+    for (int k = 0; k < 8; k++)
+        st_page_free(held[k], size[k]);
     return 0;
 }
 
@@ -56,7 +63,7 @@ int main(void) {
     void *small = st_page_alloc(1000);
     CHECK(small && figures().regions == 0 && figures().in_use == 0);
     st_page_free(small, 1000);
-    void *none = st_page_alloc(0);   /* malloc(1): a pointer, never NULL for 0 bytes */
+    void *none = st_page_alloc(0); /* malloc(1): a pointer, never NULL for 0 bytes */
     CHECK(none != 0);
     st_page_free(none, 0);
 
@@ -64,12 +71,14 @@ int main(void) {
     size_t na = ST_ARENA_MIN + 1, nb = 3 * ST_ARENA_MIN, nc = ST_ARENA_MIN;
     char *a = st_page_alloc(na), *b = st_page_alloc(nb), *c = st_page_alloc(nc);
     size_t ra = (na + 63) / 64 * 64;
-    CHECK((uintptr_t)a % ST_ARENA_HUGE == 0);   /* first page of a fresh region */
+    CHECK((uintptr_t)a % ST_ARENA_HUGE == 0); /* first page of a fresh region */
     CHECK(b == a + ra && c == b + nb);
     st_arena_figures f = figures();
     CHECK(f.regions == 1 && f.mapped == (long long)ST_ARENA_REGION);
     CHECK(f.in_use == (long long)(ra + nb + nc));
-    fill(a, na, 1); fill(b, nb, 2); fill(c, nc, 3);
+    fill(a, na, 1);
+    fill(b, nb, 2);
+    fill(c, nc, 3);
     CHECK(holds(a, na, 1) && holds(b, nb, 2) && holds(c, nc, 3));
 
     /* a and b freed: one free extent, so a page of both their sizes fits at a */
@@ -104,14 +113,16 @@ int main(void) {
     fill(m, 2 * ST_ARENA_MIN, 4);
     st_arena_configure(1, 0);
     CHECK(figures().enabled == 1 && figures().huge == 0);
-    st_page_free(m, 2 * ST_ARENA_MIN);   /* outside every region: free() */
+    st_page_free(m, 2 * ST_ARENA_MIN); /* outside every region: free() */
     CHECK(figures().in_use == 0);
     st_arena_configure(-1, 1);
 
     /* several threads at once (also a TSan target) */
     pthread_t t[4];
-    for (int i = 0; i < 4; i++) CHECK(pthread_create(&t[i], 0, churn, (void *)(uintptr_t)(i + 1)) == 0);
-    for (int i = 0; i < 4; i++) pthread_join(t[i], 0);
+    for (int i = 0; i < 4; i++)
+        CHECK(pthread_create(&t[i], 0, churn, (void *)(uintptr_t)(i + 1)) == 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], 0);
     f = figures();
     CHECK(f.in_use == 0 && f.regions >= 1 && f.fallbacks == 0);
 

@@ -14,7 +14,7 @@
 
 typedef struct {
     pthread_mutex_t *lock;
-    int hold_ms;               /* <0: until released by main (`go`) */
+    int hold_ms; /* <0: until released by main (`go`) */
     volatile int holding, go;
 } holder;
 
@@ -22,8 +22,11 @@ static void *hold(void *arg) {
     holder *h = arg;
     pthread_mutex_lock(h->lock);
     __atomic_store_n(&h->holding, 1, __ATOMIC_RELEASE);
-    if (h->hold_ms >= 0) usleep(h->hold_ms * 1000);
-    else while (!__atomic_load_n(&h->go, __ATOMIC_ACQUIRE)) usleep(1000);
+    if (h->hold_ms >= 0)
+        usleep(h->hold_ms * 1000);
+    else
+        while (!__atomic_load_n(&h->go, __ATOMIC_ACQUIRE))
+            usleep(1000);
     pthread_mutex_unlock(h->lock);
     return 0;
 }
@@ -47,12 +50,14 @@ static double now(void) {
 
 /* The child takes every engine lock and pages of memory, then exits 0. */
 static void child_uses_everything(int want_skipped) {
-    if (st_fork_pool_skipped() != want_skipped) _exit(2);
+    if (st_fork_pool_skipped() != want_skipped)
+        _exit(2);
     pthread_mutex_lock(&st_pool_mutex);
     pthread_mutex_lock(&st_views_mutex);
     pthread_mutex_lock(&st_api_mutex);
     void *p = st_page_alloc(ST_ARENA_MIN * 2);
-    if (!p) _exit(3);
+    if (!p)
+        _exit(3);
     st_page_free(p, ST_ARENA_MIN * 2);
     st_arena_figures f;
     st_arena_stats(&f);
@@ -67,11 +72,13 @@ static double fork_while_held(pthread_mutex_t *lock, int hold_ms, int want_skipp
     holder h = {lock, hold_ms, 0, 0};
     pthread_t t;
     CHECK(pthread_create(&t, 0, hold, &h) == 0);
-    while (!__atomic_load_n(&h.holding, __ATOMIC_ACQUIRE)) usleep(100);
+    while (!__atomic_load_n(&h.holding, __ATOMIC_ACQUIRE))
+        usleep(100);
     double t0 = now();
     pid_t pid = fork();
     CHECK(pid >= 0);
-    if (pid == 0) child_uses_everything(want_skipped);
+    if (pid == 0)
+        child_uses_everything(want_skipped);
     double waited = now() - t0;
     CHECK(st_fork_pool_skipped() == want_skipped);
     __atomic_store_n(&h.go, 1, __ATOMIC_RELEASE);
@@ -85,7 +92,7 @@ static double fork_while_held(pthread_mutex_t *lock, int hold_ms, int want_skipp
 
 int main(void) {
     CHECK(st_fork_init() == 0);
-    CHECK(st_fork_init() == 0);   /* once per process */
+    CHECK(st_fork_init() == 0); /* once per process */
 
     /* briefly held locks: fork waits for them, then the child has them free */
     CHECK(fork_while_held(&st_views_mutex, 50, 0) >= 0.03);
@@ -97,15 +104,18 @@ int main(void) {
 
     /* forks while threads use the arena */
     pthread_t t[2];
-    for (int i = 0; i < 2; i++) CHECK(pthread_create(&t[i], 0, churn, 0) == 0);
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_create(&t[i], 0, churn, 0) == 0);
     for (int k = 0; k < 40; k++) {
         pid_t pid = fork();
         CHECK(pid >= 0);
-        if (pid == 0) child_uses_everything(0);
+        if (pid == 0)
+            child_uses_everything(0);
         CHECK(st_test_child_ok(pid, 10));
     }
     __atomic_store_n(&churning, 0, __ATOMIC_RELEASE);
-    for (int i = 0; i < 2; i++) pthread_join(t[i], 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], 0);
     printf("test_st_fork: ok\n");
     return 0;
 }

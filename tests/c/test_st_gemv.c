@@ -14,7 +14,9 @@
 
 static unsigned long long rng = 88172645463325252ULL;
 static float rnd(void) {
-    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
     return (float)((rng >> 11) % 2001) / 1000.0f - 1.0f;
 }
 
@@ -32,25 +34,31 @@ static float *guarded(long count, void **map, size_t *len) {
 }
 
 static void check_shape(long m, long n) {
-    void *map; size_t len;
+    void *map;
+    size_t len;
     float *a = guarded(m * n, &map, &len);
     float *x = malloc((m > n ? m : n) * sizeof(float) + 4);
     float *y = malloc((m > n ? m : n) * sizeof(float) + 4);
     double *want = malloc((m > n ? m : n) * sizeof(double) + 8);
-    for (long i = 0; i < m * n; i++) a[i] = rnd();
+    for (long i = 0; i < m * n; i++)
+        a[i] = rnd();
     /* y += A x */
-    for (long j = 0; j < n; j++) x[j] = rnd();
+    for (long j = 0; j < n; j++)
+        x[j] = rnd();
     for (long i = 0; i < m; i++) {
         y[i] = rnd();
         want[i] = y[i];
-        for (long j = 0; j < n; j++) want[i] += (double)a[i * n + j] * x[j];
+        for (long j = 0; j < n; j++)
+            want[i] += (double)a[i * n + j] * x[j];
     }
     float *y0 = malloc((m > n ? m : n) * sizeof(float) + 4);
     memcpy(y0, y, m * sizeof(float));
     st_gemv_n(m, n, a, x, y);
-    for (long i = 0; i < m; i++) CHECK(fabs(y[i] - want[i]) <= 1e-5 * (n + 1));
+    for (long i = 0; i < m; i++)
+        CHECK(fabs(y[i] - want[i]) <= 1e-5 * (n + 1));
     for (int k = 0; k < ST_GEMV_KERNELS; k++) {
-        if (!st_gemv_available(k)) continue;
+        if (!st_gemv_available(k))
+            continue;
         memcpy(y, y0, m * sizeof(float));
         st_gemv_n_with(k, m, n, a, x, y);
         for (long i = 0; i < m; i++) {
@@ -61,16 +69,21 @@ static void check_shape(long m, long n) {
     }
     free(y0);
     /* y += A^T x */
-    for (long i = 0; i < m; i++) x[i] = rnd();
+    for (long i = 0; i < m; i++)
+        x[i] = rnd();
     for (long j = 0; j < n; j++) {
         y[j] = rnd();
         want[j] = y[j];
-        for (long i = 0; i < m; i++) want[j] += (double)a[i * n + j] * x[i];
+        for (long i = 0; i < m; i++)
+            want[j] += (double)a[i * n + j] * x[i];
     }
     st_gemv_t(m, n, a, x, y);
-    for (long j = 0; j < n; j++) CHECK(fabs(y[j] - want[j]) <= 1e-5 * (m + 1));
+    for (long j = 0; j < n; j++)
+        CHECK(fabs(y[j] - want[j]) <= 1e-5 * (m + 1));
     munmap(map, len);
-    free(x); free(y); free(want);
+    free(x);
+    free(y);
+    free(want);
 }
 
 static void *pick_thread(void *arg) {
@@ -91,7 +104,7 @@ static void *big_pick_thread(void *arg) {
 static void check_pick(void) {
     unsetenv("ST_GEMV_KERNEL");
     st_gemv_forget();
-    CHECK(st_gemv_pick(256, 256, ST_GEMV_SMALL_BYTES) == ST_GEMV_ROWS4);   /* small: not timed */
+    CHECK(st_gemv_pick(256, 256, ST_GEMV_SMALL_BYTES) == ST_GEMV_ROWS4); /* small: not timed */
     int k = st_gemv_pick(256, 256, 2 << 20);
     CHECK(k >= 0 && k < ST_GEMV_KERNELS && st_gemv_available(k));
     /* the calibration timed every available kernel, and only those */
@@ -99,7 +112,8 @@ static void check_pick(void) {
     st_gemv_last_timings(t);
     for (int j = 0; j < ST_GEMV_KERNELS; j++)
         CHECK(st_gemv_available(j) ? t[j] > 0 : t[j] == -1);
-    for (int j = 0; j < ST_GEMV_KERNELS; j++) CHECK(t[k] <= t[j] || t[j] == -1);
+    for (int j = 0; j < ST_GEMV_KERNELS; j++)
+        CHECK(t[k] <= t[j] || t[j] == -1);
     /* remembered: the same shape and class is not measured again (the timings stay) */
     st_gemv_last_timings(t);
     CHECK(st_gemv_pick(256, 256, (2 << 20) - 5) == k);
@@ -123,11 +137,14 @@ static void check_pick(void) {
     /* several threads calibrating and looking up at once */
     st_gemv_forget();
     pthread_t th[4];
-    for (long i = 0; i < 4; i++) CHECK(pthread_create(&th[i], NULL, pick_thread, (void *)(64 + 16 * (i % 2))) == 0);
-    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (long i = 0; i < 4; i++)
+        CHECK(pthread_create(&th[i], NULL, pick_thread, (void *)(64 + 16 * (i % 2))) == 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
     /* a full table answers from what it holds, without measuring again */
     st_gemv_forget();
-    for (long c = 1; c <= 40; c++) CHECK(st_gemv_available(st_gemv_pick(4, c, 2 << 20)));
+    for (long c = 1; c <= 40; c++)
+        CHECK(st_gemv_available(st_gemv_pick(4, c, 2 << 20)));
     st_gemv_last_timings(t);
     CHECK(st_gemv_available(st_gemv_pick(4, 99, 2 << 20)));
     st_gemv_last_timings(t2);
@@ -139,26 +156,31 @@ static void check_pick(void) {
     usleep(2000);
     pid_t pid = fork();
     CHECK(pid >= 0);
-    if (pid == 0) _exit(st_gemv_available(st_gemv_pick(32, 32, 2 << 20)) ? 0 : 1);
+    if (pid == 0)
+        _exit(st_gemv_available(st_gemv_pick(32, 32, 2 << 20)) ? 0 : 1);
     CHECK(st_test_child_ok(pid, 60));
     pthread_join(cal, NULL);
     st_gemv_forget();
 }
 
 int main(void) {
-    long shapes[][2] = {{1, 1}, {3, 5}, {4, 16}, {5, 17}, {7, 31}, {8, 33}, {64, 48},
-                        {255, 256}, {256, 255}, {257, 1}, {1, 1027}, {0, 8}, {8, 0},
-                        {3, 64}, {2, 65}, {5, 95}, {6, 127}, {4, 128}, {3, 200}};
+    long shapes[][2] = {{1, 1},     {3, 5},     {4, 16},  {5, 17},   {7, 31}, {8, 33}, {64, 48},
+                        {255, 256}, {256, 255}, {257, 1}, {1, 1027}, {0, 8},  {8, 0},  {3, 64},
+                        {2, 65},    {5, 95},    {6, 127}, {4, 128},  {3, 200}};
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
         check_shape(shapes[k][0], shapes[k][1]);
     /* the product is the same whichever of A's rows are taken four at a time */
     {
         float a[6 * 20], x[20], y6[6] = {0}, y1[6] = {0};
-        for (int i = 0; i < 120; i++) a[i] = rnd();
-        for (int j = 0; j < 20; j++) x[j] = rnd();
+        for (int i = 0; i < 120; i++)
+            a[i] = rnd();
+        for (int j = 0; j < 20; j++)
+            x[j] = rnd();
         st_gemv_n(6, 20, a, x, y6);
-        for (int i = 0; i < 6; i++) st_gemv_n(1, 20, a + i * 20, x, y1 + i);
-        for (int i = 0; i < 6; i++) CHECK(fabsf(y6[i] - y1[i]) <= 1e-5f);
+        for (int i = 0; i < 6; i++)
+            st_gemv_n(1, 20, a + i * 20, x, y1 + i);
+        for (int i = 0; i < 6; i++)
+            CHECK(fabsf(y6[i] - y1[i]) <= 1e-5f);
     }
     check_pick();
     printf("test_st_gemv: ok\n");

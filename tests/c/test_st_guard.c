@@ -7,17 +7,32 @@
 #include "st_test.h"
 
 static int version, flag, prepare_rc, finalized, prepared;
-static int fake_version(void) { return version; }
-static int fake_is_interrupted(sqlite3 *db) { (void)db; return flag; }
-static int fake_prepare(sqlite3 *db, const char *sql, int n, sqlite3_stmt **out, const char **tail) {
-    (void)db; (void)n; (void)tail;
+static int fake_version(void) {
+    return version;
+}
+static int fake_is_interrupted(sqlite3 *db) {
+    (void)db;
+    return flag;
+}
+static int fake_prepare(sqlite3 *db, const char *sql, int n, sqlite3_stmt **out,
+                        const char **tail) {
+    (void)db;
+    (void)n;
+    (void)tail;
     CHECK(strcmp(sql, "SELECT 1") == 0);
     prepared++;
     *out = prepare_rc == SQLITE_OK ? (sqlite3_stmt *)&flag : 0;
     return prepare_rc;
 }
-static int fake_step(sqlite3_stmt *s) { CHECK(s == (sqlite3_stmt *)&flag); return flag ? SQLITE_INTERRUPT : SQLITE_ROW; }
-static int fake_finalize(sqlite3_stmt *s) { (void)s; finalized++; return SQLITE_OK; }
+static int fake_step(sqlite3_stmt *s) {
+    CHECK(s == (sqlite3_stmt *)&flag);
+    return flag ? SQLITE_INTERRUPT : SQLITE_ROW;
+}
+static int fake_finalize(sqlite3_stmt *s) {
+    (void)s;
+    finalized++;
+    return SQLITE_OK;
+}
 
 int main(void) {
     st_api_341 api;
@@ -30,21 +45,27 @@ int main(void) {
     sqlite3 *db = (sqlite3 *)&api;
     const sqlite3_api_routines *r = &api.known;
 
-    version = 3041000;                       /* new enough: asks, never probes */
-    flag = 0; CHECK(st_interrupted(r, db) == 0);
-    flag = 1; CHECK(st_interrupted(r, db) == 1);
+    version = 3041000; /* new enough: asks, never probes */
+    flag = 0;
+    CHECK(st_interrupted(r, db) == 0);
+    flag = 1;
+    CHECK(st_interrupted(r, db) == 1);
     CHECK(prepared == 0);
 
-    version = 3040001;                       /* older: the probe statement says */
+    version = 3040001; /* older: the probe statement says */
     prepare_rc = SQLITE_OK;
-    flag = 0; CHECK(st_interrupted(r, db) == 0);
-    flag = 1; CHECK(st_interrupted(r, db) == 1);
-    CHECK(prepared == 2 && finalized == 2);  /* the probe is always finalized */
-    prepare_rc = SQLITE_INTERRUPT; CHECK(st_interrupted(r, db) == 1);
-    prepare_rc = SQLITE_NOMEM; CHECK(st_interrupted(r, db) == 0);   /* not an interrupt */
-    CHECK(finalized == 2);                   /* nothing was prepared to finalize */
+    flag = 0;
+    CHECK(st_interrupted(r, db) == 0);
+    flag = 1;
+    CHECK(st_interrupted(r, db) == 1);
+    CHECK(prepared == 2 && finalized == 2); /* the probe is always finalized */
+    prepare_rc = SQLITE_INTERRUPT;
+    CHECK(st_interrupted(r, db) == 1);
+    prepare_rc = SQLITE_NOMEM;
+    CHECK(st_interrupted(r, db) == 0); /* not an interrupt */
+    CHECK(finalized == 2);             /* nothing was prepared to finalize */
 
-    CHECK(st_batch_depth == 0);              /* thread-local, starts at zero */
+    CHECK(st_batch_depth == 0); /* thread-local, starts at zero */
     st_batch_depth++;
     CHECK(st_batch_depth == 1);
     printf("test_st_guard: ok\n");

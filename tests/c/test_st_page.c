@@ -11,14 +11,19 @@
 /* The fixed input: byte i is (i * 7 + 3) & 0xff, n bytes, page id 42. */
 static unsigned char *fixed(size_t n) {
     unsigned char *p = malloc(n ? n : 1);
-    for (size_t i = 0; i < n; i++) p[i] = (unsigned char)((i * 7 + 3) & 0xff);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)((i * 7 + 3) & 0xff);
     return p;
 }
 
 int main(void) {
     /* Known answers, computed once (by the checksum as it was in page_reader.pxi);
     ** tests/test_single_source.py asserts the same numbers through _engine.page_checksum. */
-    static const struct { size_t n; uint64_t page_id; uint64_t want; } known[] = {
+    static const struct {
+        size_t n;
+        uint64_t page_id;
+        uint64_t want;
+    } known[] = {
         {0, 0, 0x033a41d49818249bULL},
         {5, 1, 0x3eafa7e3cae7e271ULL},
         {24, 42, 0x7e1250ba56eb94d5ULL},
@@ -40,13 +45,14 @@ int main(void) {
     for (size_t n = 0; n <= 200; n++) {
         unsigned char *p = fixed(n);
         uint64_t h = st_page_checksum(p, n, 7);
-        CHECK(st_page_checksum(p, n, 8) != h);            /* the page id is in it */
-        if (n >= ST_PAGE_CHECKSUM_AT + 8) {               /* the checksum field is not */
+        CHECK(st_page_checksum(p, n, 8) != h); /* the page id is in it */
+        if (n >= ST_PAGE_CHECKSUM_AT + 8) {    /* the checksum field is not */
             memset(p + ST_PAGE_CHECKSUM_AT, 0xAB, 8);
             CHECK(st_page_checksum(p, n, 7) == h);
         }
-        for (size_t i = 0; i < n; i++) {                  /* every other byte is */
-            if (i >= ST_PAGE_CHECKSUM_AT && i < ST_PAGE_CHECKSUM_AT + 8 && n >= ST_PAGE_CHECKSUM_AT + 8)
+        for (size_t i = 0; i < n; i++) { /* every other byte is */
+            if (i >= ST_PAGE_CHECKSUM_AT && i < ST_PAGE_CHECKSUM_AT + 8 &&
+                n >= ST_PAGE_CHECKSUM_AT + 8)
                 continue;
             unsigned char keep = p[i];
             p[i] ^= 1;

@@ -14,8 +14,8 @@
 
 typedef struct {
     int nthreads;
-    int done[MAXN];            /* times each unit ran */
-    int inside[ST_MAX_THREADS];  /* 1 while a thread runs as that worker */
+    int done[MAXN];             /* times each unit ran */
+    int inside[ST_MAX_THREADS]; /* 1 while a thread runs as that worker */
     long sum;
 } job;
 
@@ -34,13 +34,15 @@ static void run(int nthreads, long n) {
     job *j = calloc(1, sizeof(job));
     j->nthreads = nthreads < 1 ? 1 : nthreads;
     st_parallel_for(nthreads, n, unit, j);
-    for (long u = 0; u < n; u++) CHECK(j->done[u] == 1);
+    for (long u = 0; u < n; u++)
+        CHECK(j->done[u] == 1);
     CHECK(j->sum == n * (n - 1) / 2);
     free(j);
 }
 
 static void *caller(void *arg) {
-    for (int i = 0; i < 30; i++) run(2 + (int)(uintptr_t)arg % 3, 200 + i);
+    for (int i = 0; i < 30; i++)
+        run(2 + (int)(uintptr_t)arg % 3, 200 + i);
     return 0;
 }
 
@@ -52,12 +54,15 @@ int main(void) {
             run(threads[a], sizes[b]);
     int started = st_parallel_workers();
     CHECK(started >= 1 && started <= ST_MAX_THREADS - 1);
-    for (int i = 0; i < 50; i++) run(4, 100);
-    CHECK(st_parallel_workers() == started);   /* kept, not started per call */
+    for (int i = 0; i < 50; i++)
+        run(4, 100);
+    CHECK(st_parallel_workers() == started); /* kept, not started per call */
 
     pthread_t t[4];
-    for (int i = 0; i < 4; i++) CHECK(pthread_create(&t[i], 0, caller, (void *)(uintptr_t)i) == 0);
-    for (int i = 0; i < 4; i++) pthread_join(t[i], 0);
+    for (int i = 0; i < 4; i++)
+        CHECK(pthread_create(&t[i], 0, caller, (void *)(uintptr_t)i) == 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], 0);
 
 #ifndef __SANITIZE_THREAD__
     /* a fork while another thread keeps the workers busy: the child has none, and its
@@ -68,9 +73,11 @@ int main(void) {
         pid_t pid = fork();
         CHECK(pid >= 0);
         if (pid == 0) {
-            if (st_parallel_workers() != 0) _exit(3);
+            if (st_parallel_workers() != 0)
+                _exit(3);
             run(3, 1000);
-            if (st_parallel_workers() < 1) _exit(4);
+            if (st_parallel_workers() < 1)
+                _exit(4);
             run(3, 1000);
             _exit(0);
         }
