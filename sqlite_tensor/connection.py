@@ -112,7 +112,7 @@ def _reread_schema(conn) -> None:
 def is_loaded(conn: apsw.Connection) -> bool:
     """True when the extension's SQL functions are registered on this connection."""
     try:
-        conn.execute("SELECT tensor_version()").get()
+        _ = conn.execute("SELECT tensor_version()").get  # a property: runs the statement
         return True
     except apsw.SQLError:
         return False

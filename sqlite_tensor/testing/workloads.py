@@ -179,12 +179,16 @@ def policy_table() -> dict:
 def print_policy_table() -> None:
     """Print policy_table() as a table: a row per budget, a column per policy."""
     table = policy_table()
-    names = list(dict.fromkeys(r["policy"] for r in table["rows"]))
+    names = cache.policies()  # the serving policies; opt is the denominator
     print(
         f"family_trace(): {table['accesses']} accesses, {table['pages']} distinct pages; "
         "misses / opt"
     )
-    print(f"{'budget':>7} " + " ".join(f"{n:>9}" for n in names))
+    print(f"{'budget':>7} " + " ".join(f"{n:>9}" for n in names) + "  static-oracle")
     for frac in BUDGET_FRACTIONS:
         by_name = {r["policy"]: r for r in table["rows"] if r["budget_fraction"] == frac}
-        print(f"{frac:>7.0%} " + " ".join(f"{by_name[n]['vs_opt']:>9.2f}" for n in names))
+        print(
+            f"{frac:>7.0%} "
+            + " ".join(f"{by_name[n]['vs_opt']:>9.2f}" for n in names)
+            + f"  {by_name['static-oracle']['vs_opt']:>13.2f}"
+        )
