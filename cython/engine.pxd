@@ -12,8 +12,8 @@
 #   - each chapter's names carry its prefix (the section heads say which); inline helpers
 #     stay in their chapter (Cython resolves calls after reading every chapter);
 #   - tests/test_engine_layout.py compiles the chapters in other orders (cython only).
-# cache/ keeps its own names for now (another branch renames them to st_pool_...); its
-# section declares, under the current names, what the other chapters use of it.
+# cache/'s section includes the pool's own interface file (cache/pool_interface.pxi) and
+# declares the functions the other chapters call.
 
 from libc.stdint cimport uint64_t, int64_t
 from libc.string cimport memcpy, memset, strcmp, strlen, strncmp

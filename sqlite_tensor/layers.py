@@ -127,28 +127,6 @@ def check_layers(
     return out
 
 
-def io_shape(
-    layers: Sequence[Mapping[str, Any]], tensors: Mapping[str, tuple[tuple[int, ...], str]]
-) -> tuple[str, int, int]:
-    """(input kind, input width, output width) of a canonical layer list.
-
-    Input kind is "features" (float vectors of input-width values), "ids" (one id per
-    input; input width is the vocabulary) or "bags" (a list of ids per input).
-    """
-    first = layers[0]
-    kind = {"embedding": "ids", "embedding_bag": "bags"}.get(first["op"], "features")
-    shape = tensors[first["weight"]][0]
-    n_in = shape[0] if kind != "features" or first["transpose"] else shape[1]
-    width = None
-    for layer in layers:
-        if layer["op"] in ("embedding", "embedding_bag"):
-            width = tensors[layer["weight"]][0][1]
-        elif layer["op"] == "dense":
-            s = tensors[layer["weight"]][0]
-            width = s[1] if layer["transpose"] else s[0]
-    return kind, n_in, width
-
-
 def to_json(layers: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps(list(layers), separators=(",", ":"))
 

@@ -1,7 +1,7 @@
 """The files a model came with, and the model written back out as it came in.
 
 ``<store>_files(model_id, path, data)`` (created by the engine: st_store_ddl in
-cython/store/store_vtab.pxi) holds, per model:
+cython/c/st_schema.h) holds, per model:
 - its side files (``config.json``, tokenizer files, ``1_Pooling/config.json``, a sharded
   checkpoint's index, ...) by relative path, byte for byte;
 - at path ``''`` its layout (JSON, written by :mod:`sqlite_tensor.sources`): which tensor

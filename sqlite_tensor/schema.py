@@ -1,8 +1,8 @@
 """Names of a store's shadow tables, quoted once here for every SQL statement in Python.
 
-The compiled engine owns the schema: it creates and upgrades these tables (st_store_ddl in
-cython/store/store_vtab.pxi) and declares them with xShadowName (st_shadow_parts in
-cython/store/sql_text.pxi); PARTS is the engine's list.
+The compiled engine owns the schema: it creates and upgrades these tables from st_store_ddl
+and declares them with xShadowName from st_shadow_parts (both in cython/c/st_schema.h);
+PARTS is the engine's list.
 """
 
 from __future__ import annotations

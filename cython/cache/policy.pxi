@@ -16,7 +16,7 @@
 # which were evicted recently (the "ghosts" of 2Q and S3-FIFO).
 #
 # A new policy is one file, cython/cache/policy_<name>.pxi, defining its callbacks, its
-# state, its parameter table (st_pool_param, pool.pxi) and a describe function that fills
+# state, its parameter table (st_pool_param, pool_interface.pxi) and a describe function that fills
 # its Policy; plus one line in the registry table (registry.pxi) and its include in
 # engine.pyx. docs/cache.md describes them (a test checks it lists the same policies and
 # parameters as the registry).

@@ -73,8 +73,7 @@ def _page_memory_configure(arena=None, huge=None):
 
 
 # The pool's types (PoolPage, PageList, HistoryEntry, Policy, Pool, ...) are stated in
-# pool_interface.pxi, with what the pool offers other chapters.
-# the shared types: cache/pool_interface.pxi, included by engine.pxd
+# pool_interface.pxi (included by engine.pxd), with what the pool offers other chapters.
 
 
 cdef Pool st_pool_process            # zero-initialised C static; set up by pool_setup()

@@ -1,8 +1,7 @@
 # Interface to the buffer pool (cython/cache/): the types the pool's chapters and their
 # callers share, stated once, in the manner of fts5Int.h's "Interface to code in ..."
-# sections. Included by pool.pxi (first of the cache chapters); an interface file of the
-# engine (engine.pxd) may include it instead, with the cimports it needs (libc.stdint's
-# uint64_t, sqlite3api).
+# sections. Included by the engine's interface file (engine.pxd), which cimports what it
+# needs (libc.stdint's uint64_t, sqlite3api).
 #
 # Interface to code in cache/, called from other chapters:
 #   process_pool.pxi  st_pool_source_init, st_pool_source_close, st_pool_source_same_version
@@ -12,7 +11,7 @@
 #   registry.pxi      st_pool_init_policies (entry point)
 #   cache_sql.pxi     fn_tensor_cache, st_pool_stats_module, st_pool_init_stats_module,
 #                     ST_POOL_STATS_TABLE, ST_POOL_PAGES_TABLE (entry point)
-#   engine.pyx's cache_* functions (sqlite_tensor.cache) use the pool's own names.
+#   python_api.pxi's cache_* functions (sqlite_tensor.cache) use the pool's own names.
 
 # -- the pool (pool.pxi) ------------------------------------------------------------------------
 
