@@ -175,7 +175,7 @@ def write_safetensors(
         for name in names:
             f.write(_bytes_view(arrays[name]))
 
-    _atomic_write(p, emit)
+    atomic_write(p, emit)
 
 
 class _DuplicateKey(Exception):
@@ -385,7 +385,7 @@ def write_npz(path: PathLike, tensors: Mapping[str, np.ndarray]) -> None:
                 with zf.open(name + ".npy", "w", force_zip64=True) as m:
                     np.lib.format.write_array(m, a, allow_pickle=False)
 
-    _atomic_write(p, emit)
+    atomic_write(p, emit)
 
 
 def _read_npy_member(p: str, member: str, m: BinaryIO, member_size: int) -> np.ndarray:
@@ -528,7 +528,7 @@ def _read_into(f: BinaryIO, arr: np.ndarray) -> int:
     return done
 
 
-def _atomic_write(p: str, emit: Callable[[BinaryIO], None]) -> None:
+def atomic_write(p: str, emit: Callable[[BinaryIO], None]) -> None:
     """Write via a temp file in the target's directory, then rename over the target."""
     directory = os.path.dirname(os.path.abspath(p))
     tmp = os.path.join(directory, f".{os.path.basename(p)}.{secrets.token_hex(6)}.tmp")

@@ -320,7 +320,7 @@ def export(store, model: str, out, *, progress=None) -> dict:
     if suffix == formats.SAFETENSORS_SUFFIX:
         entries = lay["tensor_files"] if lay else []
         if len(entries) == 1 and entries[0]["format"] == "safetensors":
-            formats._atomic_write(
+            formats.atomic_write(
                 p,
                 lambda f: [f.write(c) for c in _safetensors_chunks(store, model, entries[0], tick)],
             )

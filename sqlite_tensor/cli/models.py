@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 
 import numpy as np
 
-from .. import model_files, sources
-from ..errors import FormatError, TensorStoreError
+from .. import formats, model_files, sources
+from ..errors import FormatError
 from ..schema import Tables
 from .db import add_db_argument, open_store
 from .output import count, mib, table
@@ -368,17 +367,4 @@ def predict(args, out) -> int:
 
 def _save_npy(path: str, y: np.ndarray) -> None:
     """np.save via a temporary file renamed into place (no half-written output)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            np.save(f, y, allow_pickle=False)
-        os.replace(tmp, path)
-    except FileNotFoundError:
-        raise TensorStoreError(f"{path}: no such directory {directory!r}") from None
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    formats.atomic_write(path, lambda f: np.save(f, y, allow_pickle=False))

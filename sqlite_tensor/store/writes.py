@@ -38,23 +38,27 @@ class Writes:
                     f"model {name!r} already exists in store {self.name!r}; "
                     "drop it first or choose another name"
                 )
-            report = ingest_model(
-                self.conn,
-                self._t,
-                name,
-                arrays,
-                block_rows=self.block_rows,
-                block_cols=self.block_cols,
-                page_blocks=self.page_blocks,
-                dtype_names={k: dtypes.name_of(a.dtype) for k, a in arrays.items()},
-                hash_block=self._hash_block,
-                progress=progress,
-            )
+            report = self._ingest(name, arrays, progress)
             if isinstance(source, sources.Source):
                 model_files.save(self, self._model_id(name), source)
             if layers is not None:
                 self._store_layers(name, layers)
             return report
+
+    def _ingest(self, name: str, arrays, progress=None) -> IngestReport:
+        """Write model ``name``'s blocks, pages and map rows (inside the caller's transaction)."""
+        return ingest_model(
+            self.conn,
+            self._t,
+            name,
+            arrays,
+            block_rows=self.block_rows,
+            block_cols=self.block_cols,
+            page_blocks=self.page_blocks,
+            dtype_names={k: dtypes.name_of(a.dtype) for k, a in arrays.items()},
+            hash_block=self._hash_block,
+            progress=progress,
+        )
 
     # Seam for tests: a colliding hash must never merge different blocks.
     _hash_block = staticmethod(blocks.block_hash)
@@ -177,17 +181,7 @@ class Writes:
                 )
             }
             staging = f"{name}\x00update"
-            report = ingest_model(
-                self.conn,
-                t,
-                staging,
-                arrays,
-                block_rows=self.block_rows,
-                block_cols=self.block_cols,
-                page_blocks=self.page_blocks,
-                dtype_names={k: dtypes.name_of(a.dtype) for k, a in arrays.items()},
-                hash_block=self._hash_block,
-            )
+            report = self._ingest(staging, arrays)
             new_id = self._model_id(staging)
             self._carry_decisions(decided, new_id)
             self._drop(old_id)
