@@ -25,15 +25,31 @@ class Verify:
         checksum (version 2; a version-1 page is reported), and the store's schema is the
         current one.
         """
-        t = self._t
-        problems = []
-        has_residuals = (
+        has_residuals = self._has_residuals()
+        config_problems, page_format = self._config_problems()
+        return [
+            *config_problems,
+            *self._block_problems(),
+            *self._orphan_problems(has_residuals),
+            *self._page_problems(has_residuals, page_format),
+            *self._schema_problems(),
+            *model_files.problems(self),
+        ]
+
+    def _has_residuals(self) -> bool:
+        """Whether the residuals table exists (an older store, read-only, has none)."""
+        return (
             self.conn.execute(
                 "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
                 (f"{self.name}_residuals",),
             ).fetchone()
             is not None
         )
+
+    def _config_problems(self) -> tuple[list[str], int]:
+        """The config rows and the schema's version; and the page format to check pages by."""
+        t = self._t
+        problems = []
         config = dict(self.conn.execute(f"SELECT key, value FROM {t.config}"))
         for key in OPTIONS:
             if config.get(key) != getattr(self, key):
@@ -55,6 +71,12 @@ class Verify:
                 "schema: older than this sqlite-tensor's (missing tables, index,"
                 " uid or version-2 pages); open the store writable to upgrade it"
             )
+        return problems, page_format
+
+    def _block_problems(self) -> list[str]:
+        """Reference counts, every tensor's grid, shape and dtype, every map entry's tile."""
+        t = self._t
+        problems = []
         for bid, ref, used in self.conn.execute(
             f"SELECT b.id, b.refcount, (SELECT count(*) FROM {t.map} m WHERE m.block_id = b.id)"
             f" FROM {t.blocks} b"
@@ -102,6 +124,12 @@ class Verify:
                     f"tensor {tid}: block ({bi}, {bj}) has {block_bytes} bytes,"
                     f" wrong for a tile of {tile} elements"
                 )
+        return problems
+
+    def _orphan_problems(self, has_residuals: bool) -> list[str]:
+        """Rows that name a missing row of another table."""
+        t = self._t
+        problems = []
         for what, sql in (
             (
                 "map entries name missing blocks",
@@ -145,6 +173,13 @@ class Verify:
             n = self.conn.execute(sql).get
             if n:
                 problems.append(f"{n} {what}")
+        return problems
+
+    def _page_problems(self, has_residuals: bool, page_format: int) -> list[str]:
+        """Every page: its format and checksum, its slots against the blocks and
+        residuals that name it, and every block's bytes against its hash."""
+        t = self._t
+        problems = []
         # typeof and CAST: damaged data may be TEXT that is not even valid UTF-8
         for page_id, nblocks, kind, data in self.conn.execute(
             f"SELECT id, nblocks, typeof(data), CAST(data AS BLOB) FROM {t.pages}"
@@ -209,8 +244,6 @@ class Verify:
                 # the store's own hash function (a test may replace it)
                 elif self._hash_block(np.frombuffer(slots[slot], np.uint8)) != digest:
                     problems.append(f"block {bid}: bytes do not match its hash")
-        problems.extend(self._schema_problems())
-        problems.extend(model_files.problems(self))
         return problems
 
     def _schema_problems(self) -> list[str]:
