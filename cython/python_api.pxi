@@ -552,7 +552,7 @@ def store_needs_upgrade(size_t db, str store):
 
 def upgrade_store(size_t db, str store):
     """Bring an older store to the current schema and page format, all or nothing: the
-    shadow tables and indexes it lacks, a uid and generation, version-1 pages rewritten as
+    shadow tables and indexes it lacks, a uid, version-1 pages rewritten as
     version 2. Run it in a write transaction with the shadow tables writable (Store does).
     Returns {"pages_rewritten": n}."""
     st_py_require_loaded()

@@ -763,7 +763,7 @@ def test_predict_reads_plan_and_pages_from_one_snapshot(swapped, rng):
 
 def test_a_reader_in_an_old_snapshot_gets_its_own_pages(swapped, db_path, rng):
     """Pages cached by one connection are never served to a reader whose snapshot holds
-    different bytes under the same generation."""
+    different bytes under the same store key."""
     store, layers, w, swap = swapped
     x = features(rng, None, 9)
     old_reader = sqlite_tensor.connect(db_path)
@@ -781,8 +781,8 @@ def test_a_reader_in_an_old_snapshot_gets_its_own_pages(swapped, db_path, rng):
 @pytest.fixture
 def legacy_stores(pool, db):
     """Two format-1 stores as the release before the buffer pool wrote them: their config
-    has format_version and the block shape but no 'uid' and no 'generation' (the engine
-    opens such stores without complaint)."""
+    has format_version and the block shape but no 'uid' (the engine opens such stores
+    without complaint)."""
     import apsw
 
     stores = [
@@ -791,12 +791,12 @@ def legacy_stores(pool, db):
     ]
     db.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)
     for s in stores:
-        db.execute(f"DELETE FROM {s.name}_config WHERE key IN ('uid', 'generation')")
+        db.execute(f"DELETE FROM {s.name}_config WHERE key = 'uid'")
     db.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
     return stores
 
 
-def test_store_without_uid_or_generation_never_serves_stale_pages(legacy_stores, rng):
+def test_store_without_uid_never_serves_stale_pages(legacy_stores, rng):
     a, _ = legacy_stores
     layers = [{"op": "dense", "weight": "w"}]
     w1, w2 = weight(rng, 7, 8, np.float32), weight(rng, 7, 8, np.float32)

@@ -1,8 +1,9 @@
 """The buffer pool never serves a page that differs from what is committed, whoever wrote
-it: plain SQL from another connection of this process or from another process (no
-`generation` bump), a restore through the backup API. After the change, the same process
-answers with the new weights from every read path: Store.predict (whose plan cache is
-dropped too), get_tensor, tensor_blob and tensor_predict."""
+it: plain SQL from another connection of this process or from another process (the page
+rows' bytes only, nothing else marks the change), a restore through the backup API. After
+the change, the same process answers with the new weights from every read path:
+Store.predict (whose plan cache is dropped too), get_tensor, tensor_blob and
+tensor_predict."""
 
 from __future__ import annotations
 
@@ -78,8 +79,8 @@ def two_stores(tmp_path):
 
 
 def copy_pages_sql(other):
-    """Plain SQL (no extension, no generation bump) that replaces every page row's bytes with
-    the other store's (the same ids, so their checksums hold)."""
+    """Plain SQL (no extension, nothing but the page rows) that replaces every page row's
+    bytes with the other store's (the same ids, so their checksums hold)."""
     return (
         f"ATTACH '{other}' AS other;"
         "UPDATE main.tensors_pages SET data = (SELECT data FROM other.tensors_pages o"

@@ -1,5 +1,5 @@
-"""The engine owns the schema: an older store (as the first sessions wrote them: no uid or
-generation, no residual or files tables, no <store>_residuals_by_page index, version-1 pages without
+"""The engine owns the schema: an older store (as the first sessions wrote them: no uid, no
+residual or files tables, no <store>_residuals_by_page index, version-1 pages without
 checksums) is upgraded when opened writable, in one transaction, to exactly what a fresh
 store is; read-only it stays as it was and reads right."""
 
@@ -41,7 +41,7 @@ def make_old_store(path):
     with conn:
         conn.execute(
             "DROP TABLE tensors_residuals; DROP TABLE tensors_dedup; DROP TABLE tensors_files;"
-            "DELETE FROM tensors_config WHERE key IN ('uid', 'generation');"
+            "DELETE FROM tensors_config WHERE key = 'uid';"
             "UPDATE tensors_config SET value = 1 WHERE key = 'format_version'"
         )
         for page_id, data in conn.execute("SELECT id, data FROM tensors_pages").fetchall():
@@ -55,9 +55,9 @@ def make_old_store(path):
 
 def comparable(conn):
     """Schema (sql text of every object) and every shadow row, without what is random or
-    a time: uid, generation, models.created."""
+    a time: uid, models.created."""
     out = dump(conn)
-    out["config"] = [r for r in out["config"] if r[0] not in ("uid", "generation")]
+    out["config"] = [r for r in out["config"] if r[0] != "uid"]
     out["models"] = [(r[0], r[1], r[2]) for r in out["models"]]
     return out
 
@@ -77,7 +77,7 @@ def test_upgrade_gives_a_fresh_store(tmp_path):
             == 1
         )
         config = dict(old.conn.execute("SELECT key, value FROM tensors_config"))
-        assert {"uid", "generation"} <= config.keys() and config["format_version"] == 2
+        assert "uid" in config and "generation" not in config and config["format_version"] == 2
         assert old.verify() == []
         for name, arrays in models().items():
             for tensor, array in arrays.items():
@@ -85,6 +85,40 @@ def test_upgrade_gives_a_fresh_store(tmp_path):
         x = np.ones(20, np.float32)
         np.testing.assert_array_equal(old.predict("base", x), fresh.predict("base", x))
         assert not _engine.store_needs_upgrade(old.conn.sqlite3pointer(), "tensors")
+
+
+def test_store_with_a_generation_row_still_works(tmp_path):
+    """Stores made before the generation was dropped carry ('generation', random) in
+    <store>_config. Nothing reads it any more: such a store needs no upgrade, opens, reads,
+    takes writes that rewrite and delete pages (the pool noticing each), verifies clean, and
+    keeps the row as it was."""
+    path = tmp_path / "gen.sqlite"
+    fresh_store(path)
+    conn = apsw.Connection(str(path))  # plain SQL, as an older engine wrote it
+    with conn:
+        conn.execute("INSERT INTO tensors_config VALUES ('generation', 4242424242)")
+    conn.close()
+    x = np.ones(20, np.float32)
+    w, b = models()["base"]["w"], models()["base"]["b"]
+    with sqlite_tensor.Store(str(path)) as store:
+        assert not _engine.store_needs_upgrade(store.conn.sqlite3pointer(), "tensors")
+        np.testing.assert_allclose(
+            store.predict("base", x), np.maximum(w @ x + b, 0), rtol=1e-5, atol=1e-5
+        )  # its pages now in the pool
+        store.update_model("base", {"w": 2 * w, "b": b, "e": models()["base"]["e"]})
+        store.add_model("other", {"w": -w, "b": b}, layers=LAYERS)
+        store.vacuum()  # the old version's blocks freed, their pages compacted or deleted
+        store.pack()  # every page rewritten
+        np.testing.assert_allclose(
+            store.predict("base", x), np.maximum(2 * w @ x + b, 0), rtol=1e-5, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            store.predict("other", x), np.maximum(-w @ x + b, 0), rtol=1e-5, atol=1e-5
+        )
+        assert same(store.get_tensor("base", "w"), 2 * w)
+        assert store.verify() == []
+        generation = "SELECT value FROM tensors_config WHERE key = 'generation'"
+        assert store.conn.execute(generation).get == 4242424242
 
 
 def test_old_store_read_only_stays_as_it_was_and_reads_right(tmp_path):

@@ -67,7 +67,6 @@ def test_the_scan_finds_private_uses(tmp_path, monkeypatch):
         "_t",
         "_writing",
         "_compact_pages",
-        "_new_generation",
         "_model_id",
         "_require_model",
         "_write_layout",
@@ -126,7 +125,7 @@ def test_writer_is_one_transaction_and_ends_with_it(tmp_path):
         assert not store.conn.in_transaction
         assert store.verify() == []
         with pytest.raises(TensorStoreError, match="transaction has ended"):
-            w.new_generation()
+            w.model_id("m")
         before = store.page_layout()
         with pytest.raises(ZeroDivisionError):
             with store.writer() as w:

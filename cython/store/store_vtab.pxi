@@ -133,7 +133,7 @@ cdef int st_vtab_create(sqlite3 *db, void *aux, int argc, const char *const *arg
     if rc == SQLITE_OK:
         rc = st_sql_prepare(db, "INSERT INTO {config}(key, value) VALUES ('format_version', ?1),"
                             " ('block_rows', ?2), ('block_cols', ?3), ('page_blocks', ?4),"
-                            " ('uid', random()), ('generation', random())",
+                            " ('uid', random())",
                             argv[1], argv[2], &stmt)
     if rc == SQLITE_OK:
         sqlite3_bind_int64(stmt, 1, ST_FORMAT_VERSION)
@@ -411,7 +411,8 @@ cdef int st_vtab_config_int(sqlite3 *db, const char *schema, const char *store, 
 cdef int st_vtab_needs_upgrade(sqlite3 *db, const char *schema, const char *store, int *needs,
                                char **err) noexcept nogil:
     """Whether store_upgrade has anything to do: an object of st_store_ddl missing, no
-    uid or generation, or pages of an older format."""
+    uid, or pages of an older format. (A `generation` row an older store may carry is
+    left alone: nothing reads it.)"""
     cdef int count = 0
     cdef sqlite3_int64 version = 0, ids = 0
     cdef int rc = st_vtab_objects_exist(db, schema, store, &count, err)
@@ -419,9 +420,9 @@ cdef int st_vtab_needs_upgrade(sqlite3 *db, const char *schema, const char *stor
         rc = st_vtab_config_int(db, schema, store, "SELECT value FROM {config} WHERE key = "
                                 "'format_version'", &version, err)
     if rc == SQLITE_OK:
-        rc = st_vtab_config_int(db, schema, store, "SELECT count(*) FROM {config} WHERE key IN "
-                                "('uid', 'generation')", &ids, err)
-    needs[0] = count != st_vtab_ddl_object_count() or version < ST_FORMAT_VERSION or ids != 2
+        rc = st_vtab_config_int(db, schema, store, "SELECT count(*) FROM {config} WHERE key = "
+                                "'uid'", &ids, err)
+    needs[0] = count != st_vtab_ddl_object_count() or version < ST_FORMAT_VERSION or ids != 1
     return rc
 
 
@@ -558,7 +559,7 @@ cdef int st_vtab_upgrade_pages(sqlite3 *db, const char *schema, const char *stor
 cdef int st_vtab_upgrade(sqlite3 *db, const char *schema, const char *store, sqlite3_int64 *pages,
                          char **err) noexcept nogil:
     """Bring a store to the current schema in one savepoint (all or nothing): the objects
-    of st_store_ddl it lacks, a uid and generation, version-2 pages. The caller makes the
+    of st_store_ddl it lacks, a uid, version-2 pages. The caller makes the
     shadow tables writable (defensive mode off) and holds the write transaction."""
     cdef sqlite3_int64 version = 0
     cdef int rc = sqlite3_exec(db, "SAVEPOINT tensor_store_upgrade", NULL, NULL, err)
@@ -567,8 +568,8 @@ cdef int st_vtab_upgrade(sqlite3 *db, const char *schema, const char *store, sql
         return rc
     rc = st_sql_exec(db, st_store_ddl, schema, store, err)
     if rc == SQLITE_OK:
-        rc = st_sql_exec(db, "INSERT OR IGNORE INTO {config}(key, value) VALUES"
-                         " ('uid', random()), ('generation', random())", schema, store, err)
+        rc = st_sql_exec(db, "INSERT OR IGNORE INTO {config}(key, value) VALUES ('uid', random())",
+                         schema, store, err)
     if rc == SQLITE_OK:
         rc = st_vtab_config_int(db, schema, store, "SELECT value FROM {config} WHERE key = "
                                 "'format_version'", &version, err)

@@ -84,7 +84,7 @@ def dedup(
     options = _search_options(search, search_options)
     searcher = CandidateSearch(search, options)
     show = _progress(progress)
-    if not lossy:  # nothing would change: no write transaction (it would renew the generation)
+    if not lossy:  # nothing would change: no write transaction
         report, reports = _start(store, models, validator)
         report.models = list(reports.values())
         report.physical_bytes_after = report.physical_bytes_before

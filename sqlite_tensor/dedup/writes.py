@@ -134,7 +134,6 @@ def repack_residuals(w, model_id: int) -> None:
         " AND block_row = ? AND block_col = ?",
         [(*slots[k], tid, bi, bj) for k, (tid, bi, bj, _, _) in enumerate(rows)],
     )
-    w.new_generation()  # pages deleted (their ids may be reused)
 
 
 def free_dead_blocks(w) -> int:

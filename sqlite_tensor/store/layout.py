@@ -60,7 +60,7 @@ class Layout:
         # only if another writer changed the groups meanwhile.
         groups = self.block_groups(by)
         new = packing.pack(groups, self.page_blocks, strategy) if groups else None
-        with self._writing(renew=False):
+        with self._writing():
             current = self.block_groups(by)
             if current != groups:
                 groups = current
@@ -73,7 +73,6 @@ class Layout:
             result["after"] = packing.evaluate(new, groups, self.page_blocks)
             if {frozenset(p) for p in new} == {frozenset(p) for p in old}:
                 return result  # the same pages: nothing to write
-            self._new_generation()
             result["pages_written"] = self._write_layout(new)
         return result
 
@@ -116,5 +115,4 @@ class Layout:
                 [(new_page, s, bid) for s, bid in enumerate(blocks_of_page)],
             )
         self.conn.executemany(f"DELETE FROM {t.pages} WHERE id = ?", [(p,) for p in old_pages])
-        self._new_generation()  # pages were deleted (and their ids may be reused)
         return len(layout)

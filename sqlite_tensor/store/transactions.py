@@ -1,6 +1,6 @@
 """The store's write transactions: BEGIN IMMEDIATE, defensive mode lifted for their span,
-triggers on shadow tables refused, the generation renewed. One transaction per store
-change; everything a write reads, it reads inside that transaction."""
+triggers on shadow tables refused. One transaction per store change; everything a write
+reads, it reads inside that transaction."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ class Transactions:
     """Store's transaction methods (a part of :class:`sqlite_tensor.Store`)."""
 
     @contextmanager
-    def _writing(self, *, renew: bool = True):
+    def _writing(self):
         """One write transaction, or a savepoint inside the caller's transaction; shadow
         tables writable for its span only.
 
         BEGIN IMMEDIATE takes the write lock first, so every read-modify-write inside reads
         the state it rewrites with no other writer able to commit in between; a writer that
         holds the lock longer than the busy timeout is a BusyError saying so. A store whose
-        shadow tables carry triggers is not written (see _refuse_triggers). ``renew=False``:
-        the body calls _new_generation itself if it writes at all (pack, when the layout
-        changed), so a transaction that finds nothing to do writes nothing.
+        shadow tables carry triggers is not written (see _refuse_triggers). The buffer pool
+        notices every change by itself (the connection's data version and change count):
+        a transaction that finds nothing to do writes nothing.
         """
         conn = self.conn
         nested = conn.in_transaction
@@ -36,12 +36,8 @@ class Transactions:
             with self._shadow_writable():
                 if nested:
                     with conn:  # a savepoint
-                        if renew:
-                            self._new_generation()
                         yield
                 else:
-                    if renew:
-                        self._new_generation()
                     yield
             if not nested:
                 conn.execute("COMMIT")  # may be BUSY in rollback-journal mode: rolled back below
@@ -51,15 +47,14 @@ class Transactions:
             raise
 
     @contextmanager
-    def writer(self, *, renew: bool = True):
+    def writer(self):
         """The package's internal write seam: ``with store.writer() as w`` is one write
         transaction (a savepoint inside the caller's), and ``w`` a
         :class:`sqlite_tensor.store.StoreWriter` giving the shadow tables, model ids,
-        generation, compaction and page layout to code outside Store (dedup, benchmarks).
-        ``renew=False``: the body renews the generation itself if it writes at all."""
+        compaction and page layout to code outside Store (dedup, benchmarks)."""
         from .writer import StoreWriter
 
-        with self._writing(renew=renew):
+        with self._writing():
             w = StoreWriter(self)
             try:
                 yield w
@@ -128,10 +123,3 @@ class Transactions:
                 "(SELECT sql FROM sqlite_schema WHERE type = 'trigger') and drop them "
                 "(DROP TRIGGER ...) to write to this store"
             )
-
-    def _new_generation(self) -> None:
-        """Mark the store changed. The buffer pool serves a cached page only while the store's
-        generation is the one the page was read at. It changes when a write transaction
-        begins and again after pages are rewritten or deleted; a random value (not a
-        counter) stays unique even across rolled-back transactions."""
-        self.conn.execute(f"UPDATE {self._t.config} SET value = random() WHERE key = 'generation'")

@@ -3,11 +3,10 @@
     with store.writer() as w:              # one write transaction (BEGIN IMMEDIATE)
         rows = w.conn.execute(f"SELECT id FROM {w.tables.blocks}").fetchall()
         ...
-        w.new_generation()
 
 What a write outside Store needs, under public names: the shadow tables, the model ids,
-the store's generation, page compaction and page layout, savepoints, and defensive mode
-back around code that is not the store's. Nothing outside the store package uses an
+page compaction and page layout, savepoints, and defensive mode back around code that is
+not the store's. Nothing outside the store package uses an
 underscore name of Store (tests/test_store_internals.py checks it). A StoreWriter is only
 good inside its ``with`` block: everything it reads and writes is in that one transaction.
 """
@@ -61,30 +60,23 @@ class StoreWriter:
         self._check_open()
         return self.store._require_model(name)
 
-    def new_generation(self) -> None:
-        """Mark the store changed, so the buffer pool stops serving pages read before: after
-        pages are rewritten or deleted (their ids may be reused)."""
-        self._check_open()
-        self.store._new_generation()
-
     def compact_pages(self, page_ids) -> int:
         """Rewrite the pages ``page_ids`` without their freed blocks (rows already deleted
-        from the blocks table); delete those left empty. Returns the pages deleted. Renews
-        the generation."""
+        from the blocks table); delete those left empty. Returns the pages deleted."""
         self._check_open()
         return self.store._compact_pages(page_ids)
 
     def write_layout(self, layout: list[list[int]]) -> int:
         """Rewrite every page: ``layout`` lists the block ids of each new page, each block
-        once. The blocks point at the new pages, the old ones are deleted, the generation is
-        renewed. Returns the pages written."""
+        once. The blocks point at the new pages, the old ones are deleted. Returns the pages
+        written."""
         self._check_open()
         return self.store._write_layout(layout)
 
     @contextmanager
     def savepoint(self):
         """A savepoint inside this transaction: an exception leaving the block rolls back
-        the block's writes only (and passes on). Renews the generation."""
+        the block's writes only (and passes on)."""
         self._check_open()
         with self.store._writing():
             yield

@@ -122,7 +122,7 @@ class Writes:
             ).fetchone()
         ]
         self.conn.executemany(f"DELETE FROM {t.pages} WHERE id = ?", unused)
-        freed_pages = self._compact_pages({page for _, page, _ in dead})  # new generation too
+        freed_pages = self._compact_pages({page for _, page, _ in dead})
         return {
             "blocks": len(dead),
             "bytes": sum(n for _, _, n in dead),
@@ -149,9 +149,6 @@ class Writes:
                 f"UPDATE {t.blocks} SET slot = ? WHERE id = ?",
                 [(new, bid) for new, (bid, _) in enumerate(live)],
             )
-        # Pages were rewritten or deleted (and their ids may be reused): pages cached since
-        # this transaction began are stale too.
-        self._new_generation()
         return deleted
 
     def update_model(self, name: str, tensors, *, layers=None) -> IngestReport:
