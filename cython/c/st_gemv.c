@@ -382,8 +382,9 @@ static st_thread_choice thread_choices[ST_GEMV_CHOICES];
 static int nthread_choices;
 static double last_thread_timings[3] = {-1, -1, -1};
 
-int st_gemv_threads_decide(double t1, double tn, int n) {
-    return n > 1 && tn <= t1 * (1.0 - ST_GEMV_PARALLEL_GAIN) ? n : 1;
+int st_gemv_threads_decide(double t1, double tn, double handoff, int n) {
+    double saved = t1 - tn;
+    return n > 1 && saved >= ST_GEMV_PARALLEL_GAIN * t1 && saved >= handoff ? n : 1;
 }
 
 /* The calibration's job: `units` groups of consecutive tiles, unit u writing its own part
@@ -408,6 +409,7 @@ static void cal_noop(void *ctx, long begin, long end, int worker) {
 
 /* Time `kernel` over 1 << cls bytes of rows x cols tiles on one thread and on n threads
 ** (in turns, fastest pass of each); the answer of st_gemv_threads_decide. */
+#define ST_CAL_HANDOFFS 5
 static int calibrate_threads(int kernel, long rows, long cols, int cls, long units, int n) {
     size_t tile = (size_t)cols * sizeof(float);
     long tr = rows;
@@ -444,12 +446,16 @@ static int calibrate_threads(int kernel, long rows, long cols, int cls, long uni
         st_parallel_for(n, job.units, cal_range, &job);
         dt = now_s() - t0;
         if (dt < tn) tn = dt;
-        t0 = now_s();
+    }
+    /* the hand-off to sleeping workers: they sleep after ST_WORKER_SPIN_NS (0.1 ms) idle */
+    for (int i = 0; i < ST_CAL_HANDOFFS; i++) {
+        usleep(400);
+        double t0 = now_s();
         st_parallel_for(n, n, cal_noop, NULL);
-        dt = now_s() - t0;
+        double dt = now_s() - t0;
         if (dt < th) th = dt;
     }
-    answer = st_gemv_threads_decide(t1, tn, n);
+    answer = st_gemv_threads_decide(t1, tn, th, n);
     last_thread_timings[0] = t1; last_thread_timings[1] = tn; last_thread_timings[2] = th;
     if (getenv("ST_GEMV_TRACE") && *getenv("ST_GEMV_TRACE") && *getenv("ST_GEMV_TRACE") != '0')
         fprintf(stderr, "st_gemv: threads for tiles %ld x %ld, %zu bytes in %ld units, %s: "
