@@ -432,7 +432,7 @@ static int calibrate_threads(int kernel, long rows, long cols, int cls, long uni
     cal_job job = {kernel, tr, cols, (long)ntiles, units < 1 ? 1 : units, a, x, y};
     if (job.units > job.ntiles) job.units = job.ntiles;
     long passes = (long)(ST_CAL_STREAM / bytes);
-    if (passes < ST_CAL_MIN_PASSES) passes = ST_CAL_MIN_PASSES;
+    if (passes < 2 * ST_CAL_MIN_PASSES) passes = 2 * ST_CAL_MIN_PASSES;  /* shared machines */
     if (passes > ST_CAL_MAX_PASSES) passes = ST_CAL_MAX_PASSES;
     double t1 = 1e30, tn = 1e30, th = 1e30;
     cal_range(&job, 0, job.units, 0);               /* first touch, and the workers started */
