@@ -8,7 +8,9 @@ ratio numpy / ours per round, median over rounds).
 Prints the CPU (lscpu model name, AVX2 / AVX-512 flags) and one row per size and thread
 count: ms per call each side, GB/s of weights, ratio (median and range over rounds), and
 the median ratio over the quiet rounds only: those in which other processes used under
---quiet of a core (from /proc/stat and /proc/self/stat; the machine may be shared).
+--quiet of a core (from /proc/stat and /proc/self/stat; the machine may be shared), and
+the ratio of each side's fastest round ("best": on a shared machine, where either side's
+threads may wait for a core for milliseconds, the figure least moved by others).
 """
 import argparse
 import os
@@ -65,7 +67,7 @@ def main():
     tmp = tempfile.mkdtemp()
     rng = np.random.default_rng(0)
     print(f"{'size':>6} {'thr':>3} {'ours ms':>8} {'GB/s':>6} {'numpy ms':>8} {'GB/s':>6} "
-          f"{'ratio':>6}  range      quiet rounds: n, ratio")
+          f"{'ratio':>6}  range      quiet rounds: n, ratio   best")
     for n in map(int, args.sizes.split(",")):
         path = os.path.join(tmp, f"d{n}.sqlite")
         W = (rng.standard_normal((n, n), dtype=np.float32) / np.sqrt(n)).astype(np.float32)
@@ -102,7 +104,8 @@ def main():
                 print(f"{n:>6} {t:>3} {mo*1e3:8.3f} {gb/mo:6.1f} {mn*1e3:8.3f} {gb/mn:6.1f} "
                       f"{statistics.median(ratios):6.2f}  {min(ratios):.2f}-{max(ratios):.2f}"
                       f"  {len(quiet):3d}, "
-                      + (f"{statistics.median(quiet):.2f}" if quiet else "-"),
+                      + (f"{statistics.median(quiet):.2f}" if quiet else "   -")
+                      + f"   {min(rn) / min(ro):.2f}",
                       flush=True)
         store.close()
         os.remove(path)
