@@ -57,8 +57,8 @@ static struct {
 ** and what the others left) and then waits only for the workers inside: a worker whose
 ** vCPU is busy elsewhere (another process on a shared 2-core machine) and that wakes
 ** late finds the job closed and leaves it, instead of holding the caller for a scheduler
-** time slice (seen: a 4 MiB layer on two threads at 0.17 - 1.6 ms a call against
-** 0.06 on one, while other processes ran). state: the job's generation (low 32 bits)
+** time slice (seen with other processes running: a 4 MiB layer on two threads at 0.154
+** ms a call, median, against 0.104 on one). state: the job's generation (low 32 bits)
 ** << 32 | ST_JOB_CLOSED | workers inside. */
 #define ST_JOB_CLOSED (1ULL << 31)
 #define ST_JOB_INSIDE 0x7fffffffULL
@@ -112,9 +112,9 @@ static long long st_mono_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
-/* The caller, its units done, waits for the workers' last ones (those inside the job). Blocking at once let
-** its vCPU halt, and the worker's wake-up then reached it late: on this 2-vCPU guest
-** the two-thread layer took 1.6 - 2.5 ms a call against 1.45 with the caller spinning
+/* The caller, its units done, waits for the workers' last ones (those inside the job).
+** Blocking at once let its vCPU halt, and the worker's wake-up then reached it late: on
+** this 2-vCPU guest the two-thread layer took 1.6 - 2.5 ms a call against 1.45 with the caller spinning
 ** (numpy / ours 0.59 -> 0.81). So the caller first spins, up to about two of its own
 ** units' time (by then a worker has at most one unit left), at least 20 us and at
 ** most 1 ms; then it blocks. It spins only while its own call is still being
