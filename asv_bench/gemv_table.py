@@ -3,7 +3,7 @@ for several sizes and thread counts, side by side in one process (the protocol o
 benchmarks/bench_inference.py: rounds of 5 numpy calls then 5 of ours, median of each,
 ratio numpy / ours per round, median over rounds).
 
-    cd <tree> && PYTHONPATH=$PWD python asv_bench/gemv_table.py [--sizes 1024,2048] [--rounds 15]
+    cd <tree> && PYTHONPATH=$PWD python asv_bench/gemv_table.py [--sizes 1024,2048] [--rounds 15] [--batch 256]
 
 Prints the CPU (lscpu model name, AVX2 / AVX-512 flags) and one row per size and thread
 count: ms per call each side, GB/s of weights, ratio (median and range over rounds), and
@@ -60,9 +60,10 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--calls", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=1, help="inputs per call (numpy: x @ W.T + b)")
     ap.add_argument("--quiet", type=float, default=0.1)
     args = ap.parse_args()
-    print("CPU:", cpu_name())
+    print("CPU:", cpu_name(), "| batch", args.batch)
     _engine.cache_configure(1024 * 2 ** 20)
     tmp = tempfile.mkdtemp()
     rng = np.random.default_rng(0)
@@ -76,12 +77,13 @@ def main():
             s.add_model("m", {"w": W, "b": b}, layers=[{"op": "dense", "weight": "w", "bias": "b"}])
         store = Store(path)
         W = store.get_tensor("m", "w")
-        x = rng.standard_normal(n, dtype=np.float32)
+        x = rng.standard_normal(n, dtype=np.float32) if args.batch == 1 else \
+            rng.standard_normal((args.batch, n), dtype=np.float32)
         for t in map(int, args.threads.split(",")):
             with threadpool_limits(t):
                 _engine.set_threads(t)
                 ours = lambda: store.predict("m", x)
-                ref = lambda: W @ x + b
+                ref = (lambda: W @ x + b) if args.batch == 1 else (lambda: x @ W.T + b)
                 np.testing.assert_allclose(ours(), ref(), rtol=1e-3, atol=1e-3)
                 ro, rn, ratios, quiet = [], [], [], []
                 tick = os.sysconf("SC_CLK_TCK")
