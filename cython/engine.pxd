@@ -426,6 +426,7 @@ cdef extern from "st_gemv.h" nogil:
     void st_gemv_t(long m, long n, const float *a, const float *x, float *y)
     int st_gemv_pick(long rows, long cols, long long bytes)
     void st_gemv_n_with(int kernel, long m, long n, const float *a, const float *x, float *y)
+    int st_gemv_threads(long rows, long cols, long long bytes, long units, int max_threads)
 
 cdef enum:
     CHUNK_BYTES = 64 * 1024 * 1024     # tiles pinned at once by a threaded dense layer

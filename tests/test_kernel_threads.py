@@ -28,7 +28,10 @@ LAYERS = [
 
 
 @pytest.fixture
-def threads():
+def threads(monkeypatch):
+    # these tests are about the pool: batch-1 layers go parallel without the measurement
+    # of whether that pays (st_gemv_threads; tests/test_gemv_threads.py)
+    monkeypatch.setenv("ST_GEMV_PARALLEL", "always")
     before = _engine.get_threads()
     yield _engine
     _engine.set_threads(before)

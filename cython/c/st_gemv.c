@@ -1,5 +1,6 @@
 /* sqlite-tensor: the GEMV kernels; see st_gemv.h. */
 #include "st_gemv.h"
+#include "st_parallel.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -457,9 +458,166 @@ int st_gemv_pick(long rows, long cols, long long bytes) {
     return kernel;
 }
 
+/* -- Threads for a batch-1 layer ------------------------------------------------------- */
+
+typedef struct {
+    long rows, cols, units;
+    int cls, max_threads, threads;
+} st_thread_choice;
+static st_thread_choice thread_choices[ST_GEMV_CHOICES];
+static int nthread_choices;
+static double last_thread_timings[3] = {-1, -1, -1};
+
+int st_gemv_threads_decide(double t1, double tn, double handoff, int n) {
+    double saved = t1 - tn;
+    return n > 1 && saved >= ST_GEMV_PARALLEL_GAIN * t1 && saved >= handoff ? n : 1;
+}
+
+/* The calibration's job: `units` groups of consecutive tiles, unit u writing its own part
+** of y (so the threads never share an output), as st_kern_dense splits a layer. */
+typedef struct {
+    int kernel;
+    long tr, cols, ntiles, units;
+    const float *a, *x;
+    float *y;
+} cal_job;
+static void cal_range(void *ctx, long begin, long end, int worker) {
+    const cal_job *j = ctx;
+    (void)worker;
+    for (long u = begin; u < end; u++)
+        for (long i = j->ntiles * u / j->units; i < j->ntiles * (u + 1) / j->units; i++)
+            st_gemv_n_with(j->kernel, j->tr, j->cols, j->a + i * j->tr * j->cols, j->x,
+                           j->y + i * j->tr);
+}
+static void cal_noop(void *ctx, long begin, long end, int worker) {
+    (void)ctx;
+    (void)begin;
+    (void)end;
+    (void)worker;
+}
+
+/* Time `kernel` over 1 << cls bytes of rows x cols tiles on one thread and on n threads
+** (in turns, fastest pass of each); the answer of st_gemv_threads_decide. */
+#define ST_CAL_HANDOFFS 5
+static int calibrate_threads(int kernel, long rows, long cols, int cls, long units, int n) {
+    size_t tile = (size_t)cols * sizeof(float);
+    long tr = rows;
+    size_t budget = (size_t)1 << cls;
+    if (tile > budget)
+        return n;
+    if ((size_t)tr * tile > budget)
+        tr = (long)(budget / tile);
+    size_t ntiles = budget / ((size_t)tr * tile);
+    if (ntiles == 0)
+        ntiles = 1;
+    size_t bytes = ntiles * tr * tile;
+    size_t align = (size_t)2 << 20, len = bytes + align;
+    char *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    float *x = malloc((cols + 16) * sizeof(float));
+    float *y = calloc(ntiles * tr + 16, sizeof(float));
+    int answer = n;
+    if (map == MAP_FAILED || x == NULL || y == NULL)
+        goto done;
+    float *a = (float *)(((size_t)map + align - 1) & ~(align - 1));
+    if (bytes >= align)
+        madvise(a, bytes, MADV_HUGEPAGE);
+    memset(a, 0x3e, bytes);
+    for (long j = 0; j < cols; j++)
+        x[j] = 0.5f;
+    cal_job job = {kernel, tr, cols, (long)ntiles, units < 1 ? 1 : units, a, x, y};
+    if (job.units > job.ntiles)
+        job.units = job.ntiles;
+    long passes = (long)(ST_CAL_STREAM / bytes);
+    if (passes < 2 * ST_CAL_MIN_PASSES)
+        passes = 2 * ST_CAL_MIN_PASSES; /* shared machines */
+    if (passes > ST_CAL_MAX_PASSES)
+        passes = ST_CAL_MAX_PASSES;
+    double t1 = 1e30, tn = 1e30, th = 1e30;
+    cal_range(&job, 0, job.units, 0); /* first touch, and the workers started */
+    st_parallel_for(n, job.units, cal_range, &job);
+    for (long p = 0; p < passes; p++) {
+        double t0 = now_s();
+        cal_range(&job, 0, job.units, 0);
+        double dt = now_s() - t0;
+        if (dt < t1)
+            t1 = dt;
+        t0 = now_s();
+        st_parallel_for(n, job.units, cal_range, &job);
+        dt = now_s() - t0;
+        if (dt < tn)
+            tn = dt;
+    }
+    /* the hand-off to sleeping workers: they sleep after ST_WORKER_SPIN_NS (0.1 ms) idle */
+    for (int i = 0; i < ST_CAL_HANDOFFS; i++) {
+        usleep(400);
+        double t0 = now_s();
+        st_parallel_for(n, n, cal_noop, NULL);
+        double dt = now_s() - t0;
+        if (dt < th)
+            th = dt;
+    }
+    answer = st_gemv_threads_decide(t1, tn, th, n);
+    last_thread_timings[0] = t1;
+    last_thread_timings[1] = tn;
+    last_thread_timings[2] = th;
+    if (getenv("ST_GEMV_TRACE") && *getenv("ST_GEMV_TRACE") && *getenv("ST_GEMV_TRACE") != '0')
+        fprintf(stderr,
+                "st_gemv: threads for tiles %ld x %ld, %zu bytes in %ld units, %s: "
+                "1 thread %.1f us, %d threads %.1f us, hand-off %.1f us -> %d\n",
+                rows, cols, bytes, job.units, kernel_names[kernel], t1 * 1e6, n, tn * 1e6, th * 1e6,
+                answer);
+done:
+    if (map != MAP_FAILED)
+        munmap(map, len);
+    free(x);
+    free(y);
+    return answer;
+}
+
+int st_gemv_threads(long rows, long cols, long long bytes, long units, int max_threads) {
+    if (max_threads <= 1)
+        return 1;
+    if (rows <= 0 || cols <= 0 || units <= 1)
+        return units <= 1 ? 1 : max_threads;
+    const char *env = getenv("ST_GEMV_PARALLEL");
+    if (env != NULL && strcmp(env, "always") == 0)
+        return max_threads;
+    if (env != NULL && strcmp(env, "never") == 0)
+        return 1;
+    int kernel = st_gemv_pick(rows, cols, bytes); /* before the lock: it takes it too */
+    int threads = -1;
+    pthread_once(&choices_once, choices_register);
+    pthread_mutex_lock(&choices_mu);
+    int cls = size_class(bytes);
+    for (int i = 0; i < nthread_choices; i++) {
+        st_thread_choice *c = &thread_choices[i];
+        if (c->rows == rows && c->cols == cols && c->cls == cls && c->units == units &&
+            c->max_threads == max_threads)
+            threads = c->threads;
+    }
+    if (threads < 0) {
+        if (nthread_choices < ST_GEMV_CHOICES) {
+            threads = calibrate_threads(kernel, rows, cols, cls, units, max_threads);
+            thread_choices[nthread_choices++] =
+                (st_thread_choice){rows, cols, units, cls, max_threads, threads};
+        } else {
+            threads = max_threads; /* table full (many shapes): the old rule */
+        }
+    }
+    pthread_mutex_unlock(&choices_mu);
+    return threads;
+}
+
+void st_gemv_last_thread_timings(double out[3]) {
+    pthread_mutex_lock(&choices_mu);
+    memcpy(out, last_thread_timings, sizeof last_thread_timings);
+    pthread_mutex_unlock(&choices_mu);
+}
+
 void st_gemv_forget(void) {
     pthread_mutex_lock(&choices_mu);
     nchoices = 0;
+    nthread_choices = 0;
     pthread_mutex_unlock(&choices_mu);
 }
 

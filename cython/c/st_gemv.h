@@ -55,8 +55,27 @@ ST_HIDDEN int st_gemv_pick(long rows, long cols, long long bytes);
 ** where it is as fast as any, their time is the call's fixed work, and their answers stay
 ** those of earlier versions, bit for bit). */
 #define ST_GEMV_SMALL_BYTES (1LL << 20)
-/* Drop what st_gemv_pick remembered (tests). */
+/* Drop what st_gemv_pick and st_gemv_threads remembered (tests). */
 ST_HIDDEN void st_gemv_forget(void);
+/* Threads worth using for a batch-1 layer of `bytes` bytes of float32 weights in tiles of
+** rows x cols, split into `units` parts (block rows), when up to max_threads may run: 1 or
+** max_threads. Measured once per process and (tile shape, size class, units, max_threads):
+** the kernel st_gemv_pick chose is timed over the size class's calibration buffer on one
+** thread (t1) and through st_parallel_for on max_threads (tn), passes in turns, the
+** fastest of each kept, and so is a hand-off to workers that have gone to sleep (a
+** st_parallel_for round trip of an empty job); st_gemv_threads_decide applies the rule.
+** ST_GEMV_PARALLEL=always / never skips the measurement (tests, diagnosis);
+** ST_GEMV_TRACE=1 prints it. Thread- and fork-safe; never fails (without memory for the
+** calibration, or with its table full, it answers max_threads). */
+ST_HIDDEN int st_gemv_threads(long rows, long cols, long long bytes, long units, int max_threads);
+/* The rule: n threads when they save at least ST_GEMV_PARALLEL_GAIN of the one-thread time
+** and at least one hand-off to sleeping workers (so that a layer called now and then, its
+** workers asleep, does not lose either); else 1. */
+#define ST_GEMV_PARALLEL_GAIN 0.1
+ST_HIDDEN int st_gemv_threads_decide(double t1, double tn, double handoff, int n);
+/* Seconds the last thread calibration measured: one thread, max_threads, and the hand-off
+** (fastest of each), -1 before any; tests, diagnosis. */
+ST_HIDDEN void st_gemv_last_thread_timings(double out[3]);
 /* Seconds each available kernel took in the last calibration (min over its passes), -1 for
 ** those not timed; for tests and diagnostics. */
 ST_HIDDEN void st_gemv_last_timings(double out[ST_GEMV_KERNELS]);

@@ -38,6 +38,17 @@ cdef int st_kern_thread_count(sqlite3_int64 macs) noexcept nogil:
         return 1
     return <int>min(n, 256)
 
+
+cdef int st_kern_dense_threads(sqlite3_int64 B, const Weight *w, sqlite3_int64 R,
+                               sqlite3_int64 C, bint transpose) noexcept nogil:
+    """Threads for a dense layer: st_kern_thread_count's, except that a batch-1 float32
+    layer goes parallel only where that was measured to pay on this CPU (st_gemv_threads:
+    a hand-off can cost more than half of a cache-resident layer saves)."""
+    cdef int n = st_kern_thread_count(B * w.rows * w.cols)
+    if n <= 1 or B != 1 or w.dtype != DT_F32:
+        return n
+    return st_gemv_threads(R, C, w.rows * w.cols * 4, w.grid_c if transpose else w.grid_r, n)
+
 ctypedef struct TileCursor:
     Plan *plan
     PoolPage *page                # the page pinned now, or NULL
@@ -245,7 +256,7 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
     cdef sqlite3_int64 R = c.plan.block_rows, C = c.plan.block_cols
     cdef sqlite3_int64 bi, bj, r0, r1, i, k, bytes, npinned, n, br, bc
     cdef int rc = SQLITE_OK
-    cdef int nthreads = st_kern_thread_count(B * w.rows * w.cols)
+    cdef int nthreads = st_kern_dense_threads(B, w, R, C, L.transpose)
     cdef int units
     cdef const unsigned char **tiles = NULL
     cdef const unsigned char **res = NULL

@@ -3,7 +3,9 @@
 ** mod 8, 16, 32 and 64) and empty ones; the matrix ends at a PROT_NONE page, so a read past
 ** it (not a prefetch: those never fault) crashes. Then the calibration (st_gemv_pick):
 ** it picks a kernel this CPU runs, remembers it, honours ST_GEMV_KERNEL, and is safe from
-** several threads at once (also built under ThreadSanitizer). */
+** several threads at once (also built under ThreadSanitizer). Then the thread choice for
+** batch-1 layers (st_gemv_threads): its rule, its answers (1 or the maximum, remembered),
+** ST_GEMV_PARALLEL, several threads asking at once, and a fork while it measures. */
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
@@ -163,6 +165,84 @@ static void check_pick(void) {
     st_gemv_forget();
 }
 
+static void *threads_thread(void *arg) {
+    long units = (long)arg;
+    for (int i = 0; i < 3; i++) {
+        int t = st_gemv_threads(64, 64, 2 << 20, units, 2);
+        CHECK(t == 1 || t == 2);
+    }
+    return NULL;
+}
+#ifndef __SANITIZE_THREAD__
+static void *big_threads_thread(void *arg) {
+    (void)arg;
+    int t = st_gemv_threads(256, 256, 64 << 20, 16, 2);
+    CHECK(t == 1 || t == 2);
+    return NULL;
+}
+#endif
+
+static void check_threads(void) {
+    /* the rule: a saving of at least a tenth of the one-thread time and of one hand-off */
+    CHECK(st_gemv_threads_decide(100e-6, 50e-6, 5e-6, 2) == 2);
+    CHECK(st_gemv_threads_decide(100e-6, 95e-6, 1e-6, 2) == 1);  /* 5 %: not worth it */
+    CHECK(st_gemv_threads_decide(100e-6, 80e-6, 30e-6, 2) == 1); /* less than a hand-off */
+    CHECK(st_gemv_threads_decide(100e-6, 120e-6, 0, 4) == 1);    /* slower */
+    CHECK(st_gemv_threads_decide(10e-3, 6e-3, 50e-6, 4) == 4);
+    CHECK(st_gemv_threads_decide(100e-6, 10e-6, 0, 1) == 1);
+    /* one thread allowed, or one unit to split: one thread, nothing measured */
+    st_gemv_forget();
+    double t[3], t2[3];
+    st_gemv_last_thread_timings(t);
+    CHECK(st_gemv_threads(256, 256, 4 << 20, 4, 1) == 1);
+    CHECK(st_gemv_threads(256, 256, 4 << 20, 1, 2) == 1);
+    CHECK(st_gemv_threads(0, 256, 4 << 20, 4, 2) == 2);
+    st_gemv_last_thread_timings(t2);
+    CHECK(memcmp(t, t2, sizeof t) == 0);
+    /* measured: 1 or the maximum, as the rule says of the timings; then remembered */
+    int a = st_gemv_threads(256, 256, 4 << 20, 4, 2);
+    st_gemv_last_thread_timings(t);
+    CHECK(t[0] > 0 && t[1] > 0 && t[2] > 0);
+    CHECK(a == st_gemv_threads_decide(t[0], t[1], t[2], 2));
+    CHECK(st_gemv_threads(256, 256, (4 << 20) - 100, 4, 2) == a);
+    st_gemv_last_thread_timings(t2);
+    CHECK(memcmp(t, t2, sizeof t) == 0);
+    int b = st_gemv_threads(256, 256, 4 << 20, 4, 3); /* another maximum: measured anew */
+    CHECK(b == 1 || b == 3);
+    st_gemv_last_thread_timings(t2);
+    CHECK(memcmp(t, t2, sizeof t) != 0);
+    /* forced */
+    setenv("ST_GEMV_PARALLEL", "always", 1);
+    CHECK(st_gemv_threads(256, 256, 4 << 20, 4, 2) == 2);
+    CHECK(st_gemv_threads(256, 256, 4 << 20, 4, 1) == 1); /* the setting still rules */
+    setenv("ST_GEMV_PARALLEL", "never", 1);
+    CHECK(st_gemv_threads(256, 256, 64 << 20, 16, 2) == 1);
+    unsetenv("ST_GEMV_PARALLEL");
+    /* several threads measuring and looking up at once (the pool is used meanwhile) */
+    st_gemv_forget();
+    pthread_t th[4];
+    for (long i = 0; i < 4; i++)
+        CHECK(pthread_create(&th[i], NULL, threads_thread, (void *)(4 + 4 * (i % 2))) == 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+#ifndef __SANITIZE_THREAD__
+    /* fork while another thread measures (holding the lock, its workers busy) */
+    st_gemv_forget();
+    pthread_t cal;
+    CHECK(pthread_create(&cal, NULL, big_threads_thread, NULL) == 0);
+    usleep(3000);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int k = st_gemv_threads(128, 128, 4 << 20, 8, 2);
+        _exit(k == 1 || k == 2 ? 0 : 1);
+    }
+    CHECK(st_test_child_ok(pid, 60));
+    pthread_join(cal, NULL);
+#endif
+    st_gemv_forget();
+}
+
 int main(void) {
     long shapes[][2] = {{1, 1},     {3, 5},     {4, 16},  {5, 17},   {7, 31}, {8, 33}, {64, 48},
                         {255, 256}, {256, 255}, {257, 1}, {1, 1027}, {0, 8},  {8, 0},  {3, 64},
@@ -183,6 +263,7 @@ int main(void) {
             CHECK(fabsf(y6[i] - y1[i]) <= 1e-5f);
     }
     check_pick();
+    check_threads();
     printf("test_st_gemv: ok\n");
     return 0;
 }

@@ -58,6 +58,11 @@ int main(void) {
         run(4, 100);
     CHECK(st_parallel_workers() == started); /* kept, not started per call */
 
+    /* many tiny jobs back to back, of changing widths: workers wake late and find the job
+    ** closed, or find the next one (of another width, with their number beyond it) */
+    for (int i = 0; i < 3000; i++)
+        run(2 + i % 3, 1 + i % 5);
+
     pthread_t t[4];
     for (int i = 0; i < 4; i++)
         CHECK(pthread_create(&t[i], 0, caller, (void *)(uintptr_t)i) == 0);
