@@ -35,6 +35,7 @@ def _figures(vocab):
             "worst_drop": 100 * r.worst_drop,
             "search_seconds": r.search_seconds,
             "physical": r.physical_bytes,
+            "dedup_seconds": r.dedup_seconds,
         }
         for method, r in results.items()
         if isinstance(r, MethodResult)
@@ -91,6 +92,13 @@ class _Family:
         return figures[method]["physical"] / 2**20
 
     track_physical_mib.unit = "MiB"
+
+    def track_dedup_seconds(self, figures, method):
+        """The whole Store.dedup call (search, decisions, guarded steps with validation,
+        clean-up), a timing; nan for exact (no call)."""
+        return figures[method]["dedup_seconds"] if method != "exact" else float("nan")
+
+    track_dedup_seconds.unit = "seconds"
 
 
 # asv keys a setup_cache by where it is written: each family needs its own.
