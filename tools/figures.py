@@ -640,6 +640,52 @@ def dedup_summary(results: Results) -> str:
     )
 
 
+SWEEP = "bench_dedup.Sweep"
+DEDUP_TOLERANCE = 0.02  # dedup.run.DEFAULT_TOLERANCE (tests/test_figures.py checks)
+
+
+def dedup_sweep(results: Results) -> str:
+    """docs/dedup.md, Figures: bytes and worst drop over tolerances."""
+    ratio = results.table(f"{SWEEP}.track_times_fewer_bytes")
+    drop = results.table(f"{SWEEP}.track_worst_accuracy_drop")
+    methods, tolerances = results.params(f"{SWEEP}.track_times_fewer_bytes")
+    names = {"substitute, lsh": "substitution", APPROX_METHOD: "residuals"}
+    lines = [
+        "- **Loosened, substitution** gains bytes only by spending accuracy "
+        f"(`{SWEEP}`, what `python -m sqlite_tensor.dedup --sweep` prints: default family, "
+        "LSH, x fewer bytes and worst test drop):",
+        "",
+        "  | tolerance | " + " | ".join(f"{t:g}" for t in tolerances) + " |",
+        "  |---|" + "---:|" * len(tolerances),
+    ]
+    for m in methods:
+        cells = [f"{ratio[m, t]:.2f}x, {drop[m, t]:.2f} p" for t in tolerances]
+        lines.append(f"  | {names.get(m, m)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def dedup_time(results: Results) -> str:
+    """docs/dedup.md, Figures: what a whole dedup call took."""
+    seconds = [
+        results.table(f"bench_dedup.{c}.track_dedup_seconds")[APPROX_METHOD,] for c in FAMILIES
+    ]
+    at_default = results.table(f"{SWEEP}.track_dedup_seconds")[APPROX_METHOD, DEDUP_TOLERANCE]
+    info = results.machine([f"bench_dedup.{c}.track_dedup_seconds" for c in FAMILIES])
+    time = (
+        "- **Time.** A whole run with the defaults (search, decisions, guarded steps with "
+        f"validation, clean-up; `track_dedup_seconds`) took {seconds[0]:.1f} s for the "
+        f"default family and {seconds[1]:.1f} s for the large one ({at_default:.1f} s in the "
+        f"sweep's run at tolerance {DEDUP_TOLERANCE:g}): single timings on a shared machine, "
+        f"{info['cpu'].split(';')[0]}, commit {', '.join(info['commits'])}."
+    )
+    return (
+        textwrap.fill(
+            time, 91, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
+        )
+        + "\n"
+    )
+
+
 def packing_figure(results: Results) -> str:
     """docs/packing.md: the picture of the asv figures (capacities of the benchmark)."""
     capacities = results.params(AMPLIFICATION)[1]
@@ -649,6 +695,39 @@ def packing_figure(results: Results) -> str:
         f"(asv `bench_packing.Strategies`, capacities {', '.join(map(str, capacities))}, "
         "drawn by `make figures`.)\n"
     )
+
+
+PACKING_DEFAULT = "affinity"  # packing.DEFAULT_STRATEGY (tests/test_figures.py checks)
+
+
+def packing_table(results: Results) -> str:
+    """docs/packing.md, Figures: pages over the bound / amplification by strategy."""
+    amp, pages = results.table(AMPLIFICATION), results.table(PAGES_VS_BOUND)
+    strategies, capacities, bys = results.params(AMPLIFICATION)
+    lines = [
+        _para(
+            "Total pages over their lower bound / mean read amplification on "
+            "`family_instance(seed=0)` (12 models of 2,000 blocks, 75 % of each shared: a "
+            "base, sub-families, neighbours), by model and by tensor (4 tensors a model); "
+            "asv's `bench_packing.Strategies` (`track_pages_vs_bound`, "
+            "`track_mean_amplification`), counts, not timings. The last column is "
+            f"{PACKING_DEFAULT}'s amplification overhead (mean amplification - 1) over "
+            "two-stage's."
+        ),
+        "",
+        "| groups | capacity | " + " | ".join(strategies) + " | overhead vs two-stage |",
+        "|---" * (len(strategies) + 3) + "|",
+    ]
+    for by in bys:
+        for c in capacities:
+            cells = []
+            for st in strategies:
+                cell = f"{pages[st, c, by]:.3f} / {amp[st, c, by]:.4f}"
+                cells.append(f"**{cell}**" if st == PACKING_DEFAULT else cell)
+            base = amp["two-stage", c, by] - 1
+            over = f"{(amp[PACKING_DEFAULT, c, by] - 1) / base:.2f}" if base > 0 else ""
+            lines.append(f"| {by} | {c} | " + " | ".join(cells) + f" | {over} |")
+    return "\n".join(lines) + "\n"
 
 
 def plots_section(results: Results) -> str:
@@ -690,10 +769,13 @@ REGIONS = {
     ("dedup.md", "dedup-bytes"): dedup_table,
     ("dedup.md", "dedup-methods"): dedup_methods,
     ("dedup.md", "dedup-reading"): dedup_reading,
+    ("dedup.md", "dedup-sweep"): dedup_sweep,
+    ("dedup.md", "dedup-time"): dedup_time,
     ("benchmarks.md", "dedup-summary"): dedup_summary,
     ("cache.md", "cache-reading"): cache_reading,
     ("benchmarks.md", "cache-seeds-reading"): cache_seeds_reading,
     ("packing.md", "packing-figure"): packing_figure,
+    ("packing.md", "packing-table"): packing_table,
 }
 
 SOURCE_BENCHMARKS = [
@@ -719,6 +801,8 @@ SOURCE_BENCHMARKS = [
     ),
     BUDGET_PAGES,
     BASE_PAGES,
+    *(f"{SWEEP}.track_{n}" for n in ("times_fewer_bytes", "worst_accuracy_drop", "dedup_seconds")),
+    *(f"bench_dedup.{c}.track_dedup_seconds" for c in FAMILIES),
 ]
 
 
