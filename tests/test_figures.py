@@ -135,7 +135,7 @@ def test_a_drifted_number_in_prose_is_reported(results, tmp_path, monkeypatch):
     regions = figures.generate(results)
     oracle = results.table(figures.ORACLE)[max(figures._fractions(results)), 0]
     for doc, region, number in [
-        ("cache.md", "cache-reading", f"{oracle:.2f} times"),
+        ("cache.md", "cache-reading", f"{oracle:.2f}"),
         ("dedup.md", "dedup-reading", "fewer"),
     ]:
         path = docs / doc
@@ -150,7 +150,9 @@ def test_prose_quotes_what_the_tables_show(results):
     """The sentences and the tables beside them come from the same results."""
     cache_md = figures.doc_regions((figures.DOCS / "cache.md").read_text())
     top = max(figures._fractions(results))
-    row = next(r for r in cache_md["cache-table"].splitlines() if r.startswith(f"| {top * 100:g} %"))
+    row = next(
+        r for r in cache_md["cache-table"].splitlines() if r.startswith(f"| {top * 100:g} %")
+    )
     default = row.split("|")[2].strip().strip("*")
     assert f"it is {default} times Belady's" in cache_md["cache-reading"]
     dedup_md = figures.doc_regions((figures.DOCS / "dedup.md").read_text())

@@ -1,4 +1,4 @@
-"""The docs' plots and the tables their prose quotes, drawn from asv results: `make figures`.
+"""The docs' plots, tables and quoted figures, drawn from asv results: `make figures`.
 
     python -m tools.figures            # PNGs into docs/figures/, tables into the docs
     python -m tools.figures --check    # exit 1 if a docs table differs from the results
@@ -651,9 +651,15 @@ def dedup_sweep(results: Results) -> str:
     methods, tolerances = results.params(f"{SWEEP}.track_times_fewer_bytes")
     names = {"substitute, lsh": "substitution", APPROX_METHOD: "residuals"}
     lines = [
-        "- **Loosened, substitution** gains bytes only by spending accuracy "
-        f"(`{SWEEP}`, what `python -m sqlite_tensor.dedup --sweep` prints: default family, "
-        "LSH, x fewer bytes and worst test drop):",
+        textwrap.fill(
+            "- **Loosened, substitution** gains bytes only by spending accuracy "
+            f"(`{SWEEP}`, what `python -m sqlite_tensor.dedup --sweep` prints: default "
+            "family, LSH, x fewer bytes and worst test drop):",
+            91,
+            subsequent_indent="  ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        ),
         "",
         "  | tolerance | " + " | ".join(f"{t:g}" for t in tolerances) + " |",
         "  |---|" + "---:|" * len(tolerances),
@@ -742,10 +748,10 @@ def plots_section(results: Results) -> str:
     )
     return f"""`make figures` (`python -m tools.figures`) draws these from the asv results committed in
 `asv_bench/results/` (the files it used are listed in `docs/figures/sources.json`) and
-rewrites every table of the docs that sits between `<!-- figures:... -->` markers; run it
-after `make bench`. `tests/test_figures.py` fails when a table in the docs differs from
-what the committed results give. Misses, bytes and read amplification do not depend on
-timing; the latency plot does.
+rewrites every table, and every sentence quoting a benchmark's figure, of the docs that
+sits between `<!-- figures:... -->` markers; run it after `make bench`.
+`tests/test_figures.py` fails when such a region differs from what the committed results
+give. Misses, bytes and read amplification do not depend on timing; the latency plot does.
 
 | plot | from |
 |---|---|
