@@ -124,3 +124,53 @@ def test_plots_are_deterministic_and_match_the_committed_images(results):
         )
     for name, data in first.items():
         assert (figures.FIGURES / name).read_bytes() == data, f"{name}: run `make figures`"
+
+
+def test_a_drifted_number_in_prose_is_reported(results, tmp_path, monkeypatch):
+    """The numbers quoted in sentences are generated regions too: editing one by hand is
+    caught like a table cell."""
+    docs = tmp_path / "docs"
+    shutil.copytree(figures.DOCS, docs)
+    monkeypatch.setattr(figures, "DOCS", docs)
+    regions = figures.generate(results)
+    oracle = results.table(figures.ORACLE)[max(figures._fractions(results)), 0]
+    for doc, region, number in [
+        ("cache.md", "cache-reading", f"{oracle:.2f}"),
+        ("dedup.md", "dedup-reading", "fewer"),
+    ]:
+        path = docs / doc
+        text = path.read_text()
+        prose = figures.doc_regions(text)[region]
+        assert number in prose
+        path.write_text(text.replace(prose, prose.replace(number, "9.99 " + number, 1)))
+        assert any(region in p for p in figures.check_docs(regions)), region
+
+
+def test_prose_quotes_what_the_tables_show(results):
+    """The sentences and the tables beside them come from the same results."""
+    cache_md = figures.doc_regions((figures.DOCS / "cache.md").read_text())
+    top = max(figures._fractions(results))
+    row = next(
+        r for r in cache_md["cache-table"].splitlines() if r.startswith(f"| {top * 100:g} %")
+    )
+    default = row.split("|")[2].strip().strip("*")
+    assert f"it is {default} times Belady's" in cache_md["cache-reading"]
+    dedup_md = figures.doc_regions((figures.DOCS / "dedup.md").read_text())
+    for label, logical, _exact, approx in figures.dedup_rows(results):
+        if approx is not None:
+            assert f"{logical / approx:.2f}x" in dedup_md["dedup-reading"], label
+            assert f"**{logical / approx:.2f}**" in dedup_md["dedup-methods"], label
+
+
+def test_figures_names_what_the_benchmarks_run():
+    """tools/figures.py does not import the package; what it copies is checked here."""
+    from sqlite_tensor.dedup.run import DEFAULT_TOLERANCE
+    from sqlite_tensor.testing import dedup_compare
+
+    assert figures.DEDUP_TOLERANCE == DEFAULT_TOLERANCE
+    assert list(figures.DEDUP_METHODS) == list(dedup_compare.METHODS)
+    assert figures.APPROX_METHOD in dedup_compare.SWEEP_METHODS
+    assert dedup_compare.STORE_OPTIONS["block_rows"] == figures.DEDUP_BLOCK_ROWS
+    from sqlite_tensor import packing
+
+    assert figures.PACKING_DEFAULT == packing.DEFAULT_STRATEGY

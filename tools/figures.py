@@ -1,4 +1,4 @@
-"""The docs' plots and the tables their prose quotes, drawn from asv results: `make figures`.
+"""The docs' plots, tables and quoted figures, drawn from asv results: `make figures`.
 
     python -m tools.figures            # PNGs into docs/figures/, tables into the docs
     python -m tools.figures --check    # exit 1 if a docs table differs from the results
@@ -281,6 +281,135 @@ def cache_seeds_table(results: Results) -> str:
     )
 
 
+def _beats_everywhere(misses, policies, fractions, seed) -> list[float]:
+    """The budgets at which the default policy misses less than every other (seed given)."""
+    return [
+        f
+        for f in fractions
+        if all(
+            misses[DEFAULT_POLICY, f, seed] < misses[p, f, seed]
+            for p in policies
+            if p != DEFAULT_POLICY
+        )
+    ]
+
+
+def _pcts(fractions) -> str:
+    return " and ".join(_pct(f) for f in fractions) if fractions else "no budget"
+
+
+CACHE_TARGET = 1.25  # the default's misses over Belady's aimed at (issue #4)
+
+
+def cache_reading(results: Results) -> str:
+    """docs/cache.md: the paragraph reading the table above it (seed 0)."""
+    policies, fractions = _policies(results), _fractions(results)
+    misses, oracle = results.table(POLICY_MISSES), results.table(ORACLE)
+    beaten = _beats_everywhere(misses, policies, fractions, 0)
+    first = (
+        "The default beats every other policy at every budget."
+        if beaten == fractions
+        else f"The default beats every other policy at {_pcts(beaten)}."
+    )
+    top = max(fractions)
+    ratio, floor = misses[DEFAULT_POLICY, top, 0], oracle[top, 0]
+    target = "not under" if ratio >= CACHE_TARGET else "under"
+    return (
+        _para(
+            f"{first} At {_pct(top)} it is {ratio:.2f} times Belady's, {target} "
+            f"{CACHE_TARGET}. The last column is why. It is the *static oracle*, which caches "
+            "the pages with the highest true access counts over the whole trace. When "
+            "requests are independent draws, no online policy does better in expectation, "
+            f"and at {_pct(top)} even the oracle misses {floor:.2f} times as often as "
+            "Belady's. The rest of the gap comes from Belady's knowing which model is "
+            "requested next, which no online policy can know."
+        )
+        + "\n"
+    )
+
+
+BUDGET_PAGES = "bench_cache.StaticOracle.track_budget_pages"
+BASE_PAGES = "bench_cache.StaticOracle.track_base_pages"
+WHY = {"lfu": "the same counts without admission"}  # what a runner-up's figures mean
+
+
+def cache_seeds_reading(results: Results) -> str:
+    """docs/benchmarks.md, Buffer pool: the bullets reading the seeds table."""
+    policies, fractions = _policies(results), _fractions(results)
+    seeds = results.params(POLICY_MISSES)[2]
+    misses, oracle = results.table(POLICY_MISSES), results.table(ORACLE)
+    low, rest = min(fractions), sorted(f for f in fractions if f != min(fractions))
+    budget_pages = int(results.table(BUDGET_PAGES)[low, seeds[0]])
+    base = int(results.table(BASE_PAGES)[low, seeds[0]])
+    opt_ratio = _seed_stats(results, OPT_RATIO, low)[0]
+    # policies that miss every access at the low budget: misses / opt = accesses / opt's
+    every = [p for p in policies if abs(misses[p, low, seeds[0]] * opt_ratio - 1) < 1e-3]
+    partial = [p for p in policies if p not in every and p != DEFAULT_POLICY]
+    default_low = _seed_stats(results, POLICY_MISSES, DEFAULT_POLICY, low)
+    equals = (
+        "equals `opt`"
+        if default_low[2] < 1.005
+        else f"misses {default_low[0]:.2f} times as often as `opt`"
+    )
+    if budget_pages < base:
+        first = (
+            f"- **{_pct(low)}**: the budget ({budget_pages} pages) is smaller than the "
+            f"family's shared base ({base} pages), which every request reads in order: a loop "
+            "larger than the cache. Every policy that keeps each page it reads then evicts "
+            "the base page needed next and misses every access "
+            f"({len(every)} of {len(policies)}: {1 / opt_ratio:.2f} = 1 / {opt_ratio:.3f}). "
+            f"`{DEFAULT_POLICY}` keeps a page only if its count beats its victim's, so its "
+            f"{budget_pages} pages stay base pages and it {equals}; "
+            + " and ".join(f"`{p}`" for p in partial)
+            + " keep part of the base."
+        )
+    else:
+        first = (
+            f"- **{_pct(low)}**: the budget ({budget_pages} pages) holds the family's shared "
+            f"base ({base} pages); `{DEFAULT_POLICY}` {equals}."
+        )
+
+    def within(f):
+        gaps = [misses[DEFAULT_POLICY, f, s] / oracle[f, s] - 1 for s in seeds]
+        return f"{min(gaps) * 100:.1f} – {max(gaps) * 100:.1f} % ({_pct(f)})"
+
+    oracle_med = [_seed_stats(results, ORACLE, f)[0] for f in rest]
+    opt_top = _seed_stats(results, OPT_RATIO, rest[-1])[0]
+    others = [p for p in policies if p != DEFAULT_POLICY]
+    runners = sorted(
+        others, key=lambda p: sum(_seed_stats(results, POLICY_MISSES, p, f)[0] for f in rest)
+    )[:2]
+
+    def runner(p):
+        values = ", ".join(f"{_seed_stats(results, POLICY_MISSES, p, f)[0]:.2f}" for f in rest)
+        return f"`{p}` ({values}{'; ' + WHY[p] if p in WHY else ''})"
+
+    weighs = (
+        f"; it weighs more at {_pct(rest[-1])} because `opt`'s own misses fall to "
+        f"{opt_top * 100:.1f} % of accesses"
+        if oracle_med[-1] > oracle_med[0]
+        else ""
+    )
+    second = (
+        f"- **{_pcts(rest)}**: `{DEFAULT_POLICY}` is within "
+        + " and ".join(within(f) for f in rest)
+        + " of the static oracle on every seed: it has closed nearly all of its gap to `opt` "
+        "that an online policy can close. The rest ("
+        + " and ".join(f"{(m - 1) * 100:.0f} %" for m in oracle_med)
+        + f" more misses than `opt`) is what only knowing the order of future requests "
+        f"buys{weighs}. The next best are " + " and ".join(runner(p) for p in runners) + "."
+    )
+    return (
+        "\n".join(
+            textwrap.fill(
+                b, 91, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
+            )
+            for b in (first, second)
+        )
+        + "\n"
+    )
+
+
 STORE_FAMILIES = {"small": "vocab 4,096", "large": "vocab 32,768"}
 
 
@@ -343,6 +472,226 @@ def dedup_table(results: Results) -> str:
     return "\n".join(lines)
 
 
+DEDUP_METHODS = {  # bench_dedup's methods (dedup_compare.METHODS) as the docs name them
+    "exact": "exact only",
+    "substitute, lsh": "substitution (the paper's), LSH",
+    "substitute, exhaustive": "substitution, exhaustive",
+    APPROX_METHOD: "residuals, LSH (default)",
+    "residual, minhash": "residuals, MinHash (MISTIQUE-style)",
+    "residual, exhaustive": "residuals, exhaustive",
+}
+SERVING_TARGET = 1.2  # bench_dedup's target for track_inference_time_vs_exact
+DEDUP_FAMILY_NAMES = {"DefaultFamily": "Default family", "LargeFamily": "Large family"}
+DEDUP_BLOCK_ROWS = 64  # dedup_compare.STORE_OPTIONS: an embedding block is 64 rows
+
+
+def _dedup(results: Results, cls: str, track: str) -> dict[str, float]:
+    return {k[0]: v for k, v in results.table(f"bench_dedup.{cls}.track_{track}").items()}
+
+
+def _speed(x: float) -> str:
+    """A search time ratio (exhaustive's / this) as the docs say it."""
+    if x != x:
+        return ""
+    if abs(x - 1) < 1e-9:
+        return "1"
+    return f"{x:.1f}x faster" if x >= 1 else f"{1 / x:.0f}x slower"
+
+
+def dedup_methods(results: Results) -> str:
+    """docs/dedup.md, Figures: a table of every method per trained family."""
+    out = []
+    for cls, label in FAMILIES.items():
+        vocab = int(label.split()[-1].replace(",", ""))
+        ratio, drop = (
+            _dedup(results, cls, "times_fewer_bytes"),
+            _dedup(results, cls, "worst_accuracy_drop"),
+        )
+        speed = _dedup(results, cls, "search_speedup_over_exhaustive")
+        savings = _dedup(results, cls, "savings_vs_exhaustive")
+        logical = _dedup(results, cls, "logical_mib")["exact"]
+        blocks = -(-vocab // DEDUP_BLOCK_ROWS)
+        out += [
+            _para(
+                f"{DEDUP_FAMILY_NAMES[cls]} (`{cls}`), {label} x 64 ({logical:.1f} MiB as "
+                f"five separate models; {blocks:,} embedding blocks a model):"
+            ),
+            "",
+            "| method | x fewer bytes | worst test drop | search vs exhaustive | savings vs exhaustive |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for method, name in DEDUP_METHODS.items():
+            em = "**" if method == APPROX_METHOD else ""
+            cells = [
+                name,
+                f"{ratio[method]:.2f}",
+                "0" if method == "exact" else f"{drop[method]:.2f} p",
+                _speed(speed[method]),
+                "" if savings[method] != savings[method] else f"{savings[method]:.4g}",
+            ]
+            out.append("| " + " | ".join(f"{em}{c}{em}" if c else c for c in cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _both(results, track, method, fmt) -> list[str]:
+    return [f"{_dedup(results, cls, track)[method]:{fmt}}" for cls in FAMILIES]
+
+
+def dedup_reading(results: Results) -> str:
+    """docs/dedup.md, Figures: the bullets reading the tables (both families)."""
+    ratio = _both(results, "times_fewer_bytes", APPROX_METHOD, ".2f")
+    worst = max(_dedup(results, c, "worst_accuracy_drop")[APPROX_METHOD] for c in FAMILIES)
+    subst = _both(results, "times_fewer_bytes", "substitute, lsh", ".2f")
+    speed = {
+        c: [
+            _dedup(results, c, "search_speedup_over_exhaustive")[m]
+            for m in ("substitute, lsh", APPROX_METHOD)
+        ]
+        for c in FAMILIES
+    }
+    savings = min(
+        _dedup(results, c, "savings_vs_exhaustive")[m]
+        for c in FAMILIES
+        for m in ("substitute, lsh", APPROX_METHOD)
+    )
+    minhash = [
+        1 / _dedup(results, c, "search_speedup_over_exhaustive")["residual, minhash"]
+        for c in FAMILIES
+    ]
+    serving = _both(results, "inference_time_vs_exact", APPROX_METHOD, ".2f")
+    blocks = [
+        f"{-(-int(lab.split()[-1].replace(',', '')) // DEDUP_BLOCK_ROWS):,}"
+        for lab in FAMILIES.values()
+    ]
+    sd, sl = speed.values()
+
+    def span(xs, fmt=".1f"):
+        lo, hi = min(xs), max(xs)
+        return f"{lo:{fmt}}-{hi:{fmt}}x" if f"{lo:{fmt}}" != f"{hi:{fmt}}" else f"{lo:{fmt}}x"
+
+    def faster(xs):
+        return (
+            f"{span(xs)} faster" if min(xs) >= 1 else f"{span(xs, '.2f')} the speed of exhaustive"
+        )
+
+    bullets = [
+        f"**Bytes.** With residuals the family takes {ratio[0]}x (default) and {ratio[1]}x "
+        "(large) fewer physical bytes than the models stored separately, every model within "
+        f"{worst:.2f} points of its test accuracy (`track_times_fewer_bytes`, "
+        "`track_worst_accuracy_drop`).",
+        "**Substitution alone** throws each block's whole difference away, so at the same "
+        f"tolerance it keeps far more blocks: {subst[0]}x and {subst[1]}x.",
+        "**Search** (`track_search_speedup_over_exhaustive`, `track_savings_vs_exhaustive`; "
+        "timings, single runs on a noisy machine). The exhaustive baseline is a strong one "
+        "(one matrix product per model, |t|^2 + |r|^2 - 2 t.r), so LSH only pays off with "
+        f"many blocks: {faster(sd)} on the default family ({blocks[0]} blocks a model), "
+        f"{faster(sl)} on the large one ({blocks[1]}), with {savings * 100:.1f} % of "
+        "exhaustive's savings or more; the gap grows with the number of blocks (exhaustive "
+        "is quadratic). MinHash over binned values finds as much but hashes every value 32 "
+        f"times: {span(minhash, '.0f')} slower than exhaustive.",
+        "**Serving** (`track_inference_time_vs_exact`, a timing). Every model's test set "
+        f"from the deduplicated store (residual LSH) takes {serving[0]} (default) and "
+        f"{serving[1]} (large) of the time from the exact store, pages cached "
+        + (
+            f"(target <= {SERVING_TARGET}: met)."
+            if max(map(float, serving)) <= SERVING_TARGET
+            else f"(target <= {SERVING_TARGET}: not met in this run, a single timing on a "
+            "shared machine)."
+        )
+        + (
+            " Fewer pages to touch, and an embedding builds each residual tile whole once per call."
+            if max(map(float, serving)) < 1
+            else ""
+        ),
+    ]
+    return (
+        "\n".join(
+            textwrap.fill(
+                "- " + b, 91, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
+            )
+            for b in bullets
+        )
+        + "\n"
+    )
+
+
+def dedup_summary(results: Results) -> str:
+    """docs/benchmarks.md, Approximate dedup: the figures in one paragraph."""
+    info = results.machine([f"bench_dedup.{c}.track_times_fewer_bytes" for c in FAMILIES])
+    ratio = _both(results, "times_fewer_bytes", APPROX_METHOD, ".2f")
+    drop = _both(results, "worst_accuracy_drop", APPROX_METHOD, ".2f")
+    speed = _both(results, "search_speedup_over_exhaustive", APPROX_METHOD, ".1f")
+    savings = [
+        f"{_dedup(results, c, 'savings_vs_exhaustive')[APPROX_METHOD] * 100:.1f}" for c in FAMILIES
+    ]
+    serving = _both(results, "inference_time_vs_exact", APPROX_METHOD, ".2f")
+    return (
+        _para(
+            f'Machine "{info["machine"]}" ({info["cpu"]}), commit {", ".join(info["commits"])} '
+            f"(generated by `make figures`): residuals with LSH {ratio[0]}x fewer bytes "
+            f"(default family) and {ratio[1]}x (large), worst test drop {drop[0]} and {drop[1]} "
+            f"points; LSH search {speed[0]}x and {speed[1]}x the speed of exhaustive with "
+            f"{savings[0]} % and {savings[1]} % of its savings; serving {serving[0]} and "
+            f"{serving[1]} of the exact store's time (timings, single runs). The full tables "
+            "and what they mean are in [dedup.md](dedup.md#figures)."
+        )
+        + "\n"
+    )
+
+
+SWEEP = "bench_dedup.Sweep"
+DEDUP_TOLERANCE = 0.02  # dedup.run.DEFAULT_TOLERANCE (tests/test_figures.py checks)
+
+
+def dedup_sweep(results: Results) -> str:
+    """docs/dedup.md, Figures: bytes and worst drop over tolerances."""
+    ratio = results.table(f"{SWEEP}.track_times_fewer_bytes")
+    drop = results.table(f"{SWEEP}.track_worst_accuracy_drop")
+    methods, tolerances = results.params(f"{SWEEP}.track_times_fewer_bytes")
+    names = {"substitute, lsh": "substitution", APPROX_METHOD: "residuals"}
+    lines = [
+        textwrap.fill(
+            "- **Loosened, substitution** gains bytes only by spending accuracy "
+            f"(`{SWEEP}`, what `python -m sqlite_tensor.dedup --sweep` prints: default "
+            "family, LSH, x fewer bytes and worst test drop):",
+            91,
+            subsequent_indent="  ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        ),
+        "",
+        "  | tolerance | " + " | ".join(f"{t:g}" for t in tolerances) + " |",
+        "  |---|" + "---:|" * len(tolerances),
+    ]
+    for m in methods:
+        cells = [f"{ratio[m, t]:.2f}x, {drop[m, t]:.2f} p" for t in tolerances]
+        lines.append(f"  | {names.get(m, m)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def dedup_time(results: Results) -> str:
+    """docs/dedup.md, Figures: what a whole dedup call took."""
+    seconds = [
+        results.table(f"bench_dedup.{c}.track_dedup_seconds")[APPROX_METHOD,] for c in FAMILIES
+    ]
+    at_default = results.table(f"{SWEEP}.track_dedup_seconds")[APPROX_METHOD, DEDUP_TOLERANCE]
+    info = results.machine([f"bench_dedup.{c}.track_dedup_seconds" for c in FAMILIES])
+    time = (
+        "- **Time.** A whole run with the defaults (search, decisions, guarded steps with "
+        f"validation, clean-up; `track_dedup_seconds`) took {seconds[0]:.1f} s for the "
+        f"default family and {seconds[1]:.1f} s for the large one ({at_default:.1f} s in the "
+        f"sweep's run at tolerance {DEDUP_TOLERANCE:g}): single timings on a shared machine, "
+        f"{info['cpu'].split(';')[0]}, commit {', '.join(info['commits'])}."
+    )
+    return (
+        textwrap.fill(
+            time, 91, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
+        )
+        + "\n"
+    )
+
+
 def packing_figure(results: Results) -> str:
     """docs/packing.md: the picture of the asv figures (capacities of the benchmark)."""
     capacities = results.params(AMPLIFICATION)[1]
@@ -351,6 +700,72 @@ def packing_figure(results: Results) -> str:
         "(figures/packing_amplification.png)\n\n"
         f"(asv `bench_packing.Strategies`, capacities {', '.join(map(str, capacities))}, "
         "drawn by `make figures`.)\n"
+    )
+
+
+PACKING_DEFAULT = "affinity"  # packing.DEFAULT_STRATEGY (tests/test_figures.py checks)
+
+
+def packing_table(results: Results) -> str:
+    """docs/packing.md, Figures: pages over the bound / amplification by strategy."""
+    amp, pages = results.table(AMPLIFICATION), results.table(PAGES_VS_BOUND)
+    strategies, capacities, bys = results.params(AMPLIFICATION)
+    lines = [
+        _para(
+            "Total pages over their lower bound / mean read amplification on "
+            "`family_instance(seed=0)` (12 models of 2,000 blocks, 75 % of each shared: a "
+            "base, sub-families, neighbours), by model and by tensor (4 tensors a model); "
+            "asv's `bench_packing.Strategies` (`track_pages_vs_bound`, "
+            "`track_mean_amplification`), counts, not timings. The last column is "
+            f"{PACKING_DEFAULT}'s amplification overhead (mean amplification - 1) over "
+            "two-stage's."
+        ),
+        "",
+        "| groups | capacity | " + " | ".join(strategies) + " | overhead vs two-stage |",
+        "|---" * (len(strategies) + 3) + "|",
+    ]
+    for by in bys:
+        for c in capacities:
+            cells = []
+            for st in strategies:
+                cell = f"{pages[st, c, by]:.3f} / {amp[st, c, by]:.4f}"
+                cells.append(f"**{cell}**" if st == PACKING_DEFAULT else cell)
+            base = amp["two-stage", c, by] - 1
+            over = f"{(amp[PACKING_DEFAULT, c, by] - 1) / base:.2f}" if base > 0 else ""
+            lines.append(f"| {by} | {c} | " + " | ".join(cells) + f" | {over} |")
+    return "\n".join(lines) + "\n"
+
+
+CHECKS = "bench_checksums"
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes // 2**20} MiB" if nbytes >= 2**20 else f"{nbytes // 2**10} KiB"
+
+
+def checksums_table(results: Results) -> str:
+    """docs/benchmarks.md, Page checksums: the asv figures of bench_checksums."""
+    cached = results.table(f"{CHECKS}.CachedServing.track_cached_overhead")
+    cold = results.table(f"{CHECKS}.ColdRead.track_cold_overhead")
+    cold_s = results.table(f"{CHECKS}.ColdRead.time_cold_get_tensor")
+    speed = results.table(f"{CHECKS}.Checksum.track_gb_s")
+    info = results.machine([f"{CHECKS}.CachedServing.track_cached_overhead"])
+    cached_cell = "; ".join(f"n = {n}: {v:.3f}" for (n,), v in cached.items())
+    cold_cell = "; ".join(
+        f"n = {n} ({_size(4 * n * n)}, {cold_s[n,] * 1e3:.1f} ms checked): {v:.2f}"
+        for (n,), v in cold.items()
+    )
+    speed_cell = "; ".join(f"{_size(b)}: {v:.1f} GB/s" for (b,), v in speed.items())
+    return (
+        f"| benchmark | figure ({machine_line(info)}; generated by `make figures`) |\n"
+        "|---|---|\n"
+        "| `CachedServing.track_cached_overhead(n)`: Store.predict, dense n x n + bias, "
+        f"batch 1, every page cached, checked s / unchecked s | {cached_cell}. "
+        "**Target <= 1.03** |\n"
+        "| `ColdRead.track_cold_overhead(n)`: Store.get_tensor of an n x n float32 tensor "
+        "with the pool cleared, every page read from SQLite (OS cache warm) and checksummed "
+        f"| {cold_cell} |\n"
+        f"| `Checksum.track_gb_s(bytes)`: `_engine.page_checksum` on one core | {speed_cell} |\n"
     )
 
 
@@ -366,10 +781,10 @@ def plots_section(results: Results) -> str:
     )
     return f"""`make figures` (`python -m tools.figures`) draws these from the asv results committed in
 `asv_bench/results/` (the files it used are listed in `docs/figures/sources.json`) and
-rewrites every table of the docs that sits between `<!-- figures:... -->` markers; run it
-after `make bench`. `tests/test_figures.py` fails when a table in the docs differs from
-what the committed results give. Misses, bytes and read amplification do not depend on
-timing; the latency plot does.
+rewrites every table, and every sentence quoting a benchmark's figure, of the docs that
+sits between `<!-- figures:... -->` markers; run it after `make bench`.
+`tests/test_figures.py` fails when such a region differs from what the committed results
+give. Misses, bytes and read amplification do not depend on timing; the latency plot does.
 
 | plot | from |
 |---|---|
@@ -391,7 +806,16 @@ REGIONS = {
     ("benchmarks.md", "cache-seeds-table"): cache_seeds_table,
     ("benchmarks.md", "plots"): plots_section,
     ("dedup.md", "dedup-bytes"): dedup_table,
+    ("dedup.md", "dedup-methods"): dedup_methods,
+    ("dedup.md", "dedup-reading"): dedup_reading,
+    ("dedup.md", "dedup-sweep"): dedup_sweep,
+    ("dedup.md", "dedup-time"): dedup_time,
+    ("benchmarks.md", "dedup-summary"): dedup_summary,
+    ("cache.md", "cache-reading"): cache_reading,
+    ("benchmarks.md", "cache-seeds-reading"): cache_seeds_reading,
     ("packing.md", "packing-figure"): packing_figure,
+    ("packing.md", "packing-table"): packing_table,
+    ("benchmarks.md", "checksums-table"): checksums_table,
 }
 
 SOURCE_BENCHMARKS = [
@@ -404,6 +828,30 @@ SOURCE_BENCHMARKS = [
     *(f"bench_dedup.{c}.track_{n}" for c in FAMILIES for n in ("logical_mib", "physical_mib")),
     "bench_store.Dedup.track_logical_mib",
     "bench_store.Dedup.track_physical_mib",
+    *(
+        f"bench_dedup.{c}.track_{n}"
+        for c in FAMILIES
+        for n in (
+            "times_fewer_bytes",
+            "worst_accuracy_drop",
+            "search_speedup_over_exhaustive",
+            "savings_vs_exhaustive",
+            "inference_time_vs_exact",
+        )
+    ),
+    BUDGET_PAGES,
+    BASE_PAGES,
+    *(f"{SWEEP}.track_{n}" for n in ("times_fewer_bytes", "worst_accuracy_drop", "dedup_seconds")),
+    *(f"bench_dedup.{c}.track_dedup_seconds" for c in FAMILIES),
+    *(
+        f"{CHECKS}.{n}"
+        for n in (
+            "CachedServing.track_cached_overhead",
+            "ColdRead.track_cold_overhead",
+            "ColdRead.time_cold_get_tensor",
+            "Checksum.track_gb_s",
+        )
+    ),
 ]
 
 

@@ -88,7 +88,8 @@ class StaticOracle:
     track_static_oracle_vs_opt: misses of the static oracle that keeps the pages with the
     highest true access counts (static_oracle_misses) over opt's: how much of a policy's gap
     to opt is reachable online (a policy at this figure has closed all of it).
-    track_opt_miss_ratio: opt's misses / accesses, the floor the ratios are taken against."""
+    track_opt_miss_ratio: opt's misses / accesses, the floor the ratios are taken against.
+    track_budget_pages, track_base_pages: pages the budget holds, pages every model reads."""
 
     params = (FRACTIONS, SEEDS)
     param_names = ["budget_fraction", "seed"]
@@ -108,6 +109,19 @@ class StaticOracle:
         return self.opt / len(self.trace)
 
     track_opt_miss_ratio.unit = "misses / accesses"
+
+    # The trace's shape, for the docs' reading of the figures (tools/figures.py): how many
+    # pages the budget holds, and how many the whole family shares (its base).
+    def track_budget_pages(self, fraction, seed):
+        return self.budget // max(nbytes for nbytes, _ in self.pages.values())
+
+    track_budget_pages.unit = "pages"
+
+    def track_base_pages(self, fraction, seed):
+        models = max(sharing for _, sharing in self.pages.values())
+        return sum(1 for _, sharing in self.pages.values() if sharing == models)
+
+    track_base_pages.unit = "pages"
 
 
 class SimulateSpeed:

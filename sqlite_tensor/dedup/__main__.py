@@ -10,7 +10,7 @@ import os
 import tempfile
 import time
 
-from ..testing.dedup_compare import compare, run_method, table
+from ..testing.dedup_compare import SWEEP_METHODS, SWEEP_TOLERANCES, compare, run_method, table
 from ..testing.trained import fine_tuned_family
 
 parser = argparse.ArgumentParser(prog="python -m sqlite_tensor.dedup")
@@ -33,8 +33,8 @@ print(
 if args.sweep:
     print(f"{'method':<18} {'tolerance':>9} {'x fewer':>7} {'worst test drop':>15}")
     with tempfile.TemporaryDirectory() as tmp:
-        for method in ("substitute, lsh", "residual, lsh"):
-            for tolerance in (0.01, 0.02, 0.03, 0.05, 0.1, 0.2):
+        for method in SWEEP_METHODS:
+            for tolerance in SWEEP_TOLERANCES:
                 result, store = run_method(
                     os.path.join(tmp, "s.sqlite"), family, method, tolerance=tolerance
                 )

@@ -29,6 +29,10 @@ METHODS = {
     "residual, minhash": {"residuals": True, "search": "minhash"},
     "residual, exhaustive": {"residuals": True, "search": "exhaustive"},
 }
+# The sweep of bytes against accuracy (`python -m sqlite_tensor.dedup --sweep`, asv's
+# bench_dedup.Sweep): these methods at these tolerances.
+SWEEP_METHODS = ("substitute, lsh", "residual, lsh")
+SWEEP_TOLERANCES = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
 STORE_OPTIONS = {"block_rows": 64, "block_cols": 64, "page_blocks": 4}
 # The guard's budget on the validation sets: a quarter point below the 1.0 point allowed on
 # held-out data, a margin for the sampling noise of 2,000-document sets.
