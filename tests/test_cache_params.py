@@ -13,6 +13,7 @@ import pytest
 
 import sqlite_tensor
 from sqlite_tensor import _engine, cache
+from sqlite_tensor.testing.workloads import family_trace
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cache.md"
 
@@ -62,7 +63,7 @@ def test_every_policy_lists_its_parameters_with_defaults():
 
 
 def test_defaults_given_explicitly_change_nothing():
-    trace, pages = cache.family_trace(requests=150, seed=3)
+    trace, pages = family_trace(requests=150, seed=3)
     budget = sum(b for b, _ in pages.values()) // 3
     for policy in cache.policies(simulation=True):
         plain = cache.simulate(trace, pages, policy, budget)
@@ -97,7 +98,7 @@ def test_s3fifo_small_fraction_and_move_threshold_decide_who_survives_a_scan():
 
 
 def test_s3fifo_ghost_fraction_and_2q_fractions_change_behaviour():
-    trace, pages = cache.family_trace(requests=300, seed=1)
+    trace, pages = family_trace(requests=300, seed=1)
     budget = sum(b for b, _ in pages.values()) // 3
     hits = {
         f: cache.simulate(trace, pages, "s3fifo", budget, params={"small_fraction": f})["hits"]
