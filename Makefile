@@ -16,13 +16,13 @@ setup:
 # `make lint` changes nothing and fails on any finding; `make format` rewrites what it can.
 LINT_C := $(wildcard cython/c/*.[ch] tests/c/*.[ch] asv_bench/*.c) cython/loader.c cython/st_sqlite.h
 PYBIN = $(shell $(PYTHON) -c 'import sys, os; print(os.path.dirname(sys.executable))')
-lint:
+lint: setup
 	$(PYBIN)/ruff check .
 	$(PYBIN)/ruff format --check .
 	$(PYBIN)/cython-lint cython/
 	$(PYBIN)/clang-format --dry-run -Werror $(LINT_C)
 
-format:
+format: setup
 	$(PYBIN)/ruff check --fix .
 	$(PYBIN)/ruff format .
 	$(PYBIN)/clang-format -i $(LINT_C)
