@@ -30,7 +30,7 @@ import numpy as np
 
 from . import blocks, formats, sources
 from .errors import CorruptStoreError, FormatError, TensorStoreError
-from .schema import quote
+from .schema import has_shadow_table, quote
 
 
 def _model_id(store, model: str) -> int:
@@ -50,13 +50,7 @@ def _table(store) -> str:
 
 def has_table(store) -> bool:
     """False for an older store opened read-only (the upgrade adds the table)."""
-    return (
-        store.conn.execute(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
-            (f"{store.name}_files",),
-        ).fetchone()
-        is not None
-    )
+    return has_shadow_table(store.conn, store.name, "files")
 
 
 def save(store, model_id: int, source: sources.Source) -> None:

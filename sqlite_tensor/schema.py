@@ -17,6 +17,18 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def has_shadow_table(conn, store: str, part: str) -> bool:
+    """Whether ``<store>_<part>`` exists: an older store opened read-only may lack the
+    tables added since (the writable open upgrades it)."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
+            (f"{store}_{part}",),
+        ).fetchone()
+        is not None
+    )
+
+
 class Tables:
     """Quoted names of one store's shadow tables: ``Tables('t').pages == '"t_pages"'``."""
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import _engine, blocks, dtypes, model_files, pages, residuals
 from ..layers import LayerError, check_layers
+from ..schema import has_shadow_table
 from .common import OPTIONS
 
 
@@ -25,7 +26,7 @@ class Verify:
         checksum (version 2; a version-1 page is reported), and the store's schema is the
         current one.
         """
-        has_residuals = self._has_residuals()
+        has_residuals = has_shadow_table(self.conn, self.name, "residuals")
         config_problems, page_format = self._config_problems()
         return [
             *config_problems,
@@ -35,16 +36,6 @@ class Verify:
             *self._schema_problems(),
             *model_files.problems(self),
         ]
-
-    def _has_residuals(self) -> bool:
-        """Whether the residuals table exists (an older store, read-only, has none)."""
-        return (
-            self.conn.execute(
-                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
-                (f"{self.name}_residuals",),
-            ).fetchone()
-            is not None
-        )
 
     def _config_problems(self) -> tuple[list[str], int]:
         """The config rows and the schema's version; and the page format to check pages by."""
