@@ -314,6 +314,16 @@ def cache_policies():
 # These never hold the GIL while waiting for the pool's lock: a Python policy is called
 # under that lock and takes the GIL.
 
+cdef sqlite3_int64 st_py_one_aging_window(sqlite3_int64 given, sqlite3_int64 in_params,
+                                          params) except -1:
+    """The aging window from aging_window= and from params (0: not given): one, or both
+    equal; two different values are refused."""
+    if in_params > 0 and given > 0 and in_params != given:
+        raise ValueError(f"aging_window given twice: {given} and "
+                         f"params['aging_window'] = {params['aging_window']!r}")
+    return max(given, in_params)
+
+
 def cache_configure(budget_bytes=None, policy=None, aging_window=None, params=None):
     global st_pool_python_object, st_pool_python_errors, st_pool_python_last_error
     cdef char *err = NULL
@@ -356,10 +366,7 @@ def cache_configure(budget_bytes=None, policy=None, aging_window=None, params=No
                 st_pool_default_params(target, values)
             st_pool_unlock(&st_pool_process)
         st_pool_params_from(target, params, values, &param_window)
-        if param_window > 0 and window > 0 and param_window != window:
-            raise ValueError(f"aging_window given twice: {aging_window!r} and "
-                             f"params['aging_window'] = {params['aging_window']!r}")
-        window = max(window, param_window)
+        window = st_py_one_aging_window(window, param_window, params)
     if policy is not None and not isinstance(policy, str):
         st_pool_python_object = policy   # the GIL is ours: no policy call is under way
         st_pool_python_errors = 0
@@ -458,10 +465,7 @@ def cache_simulate(str policy, long long budget_bytes, const sqlite3_int64[::1] 
                          f"{', '.join(n for n, _, _, _ in cache_policies())}")
     st_pool_default_params(p, values)
     st_pool_params_from(p, params, values, &param_window)
-    if param_window > 0 and aging_window > 0 and param_window != aging_window:
-        raise ValueError(f"aging_window given twice: {aging_window} and "
-                         f"params['aging_window'] = {params['aging_window']!r}")
-    aging_window = max(aging_window, param_window)
+    aging_window = st_py_one_aging_window(aging_window, param_window, params)
     pages.nbytes = &nbytes[0] if nbytes.shape[0] else NULL
     pages.shared = &shared[0] if shared.shape[0] else NULL
     with nogil:

@@ -156,21 +156,17 @@ def policy_table() -> dict:
     rows = []
     for frac in BUDGET_FRACTIONS:
         budget = int(distinct * frac)
-        for r in cache.compare(trace, pages, budget, cache.policies()):
-            rows.append({"budget_fraction": frac, "budget_bytes": budget, **r})
-        opt = max(
-            next(
-                r["misses"] for r in rows if r["policy"] == "opt" and r["budget_fraction"] == frac
-            ),
-            1,
-        )
+        compared = cache.compare(trace, pages, budget, cache.policies())
+        opt = max(next(r["misses"] for r in compared if r["policy"] == "opt"), 1)
+        oracle = cache.static_oracle_misses(trace, pages, budget)
+        rows += [{"budget_fraction": frac, "budget_bytes": budget, **r} for r in compared]
         rows.append(
             {
                 "budget_fraction": frac,
                 "budget_bytes": budget,
                 "policy": "static-oracle",
-                "misses": cache.static_oracle_misses(trace, pages, budget),
-                "vs_opt": cache.static_oracle_misses(trace, pages, budget) / opt,
+                "misses": oracle,
+                "vs_opt": oracle / opt,
             }
         )
     return {"accesses": len(trace), "pages": len(pages), "rows": rows}
