@@ -487,3 +487,54 @@ cdef void st_infer_threads(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 
 # used by engine.pyx
 cdef void st_batch_init_module() noexcept nogil
+
+# ****************************************************************************************
+# Interface to code in tokenize/tokenizer_sql.pxi (prefix st_tok_)
+# ****************************************************************************************
+
+# The WordPiece tokenizer (plain C, tested alone by tests/c/test_st_wordpiece.c).
+cdef extern from "st_wordpiece.h" nogil:
+    enum:
+        ST_WP_ERR_SIZE
+        ST_WP_OK
+        ST_WP_EINVAL
+        ST_WP_ENOMEM
+        ST_WP_MAX_TEMPLATE
+    ctypedef struct st_wp
+    ctypedef struct st_wp_options:
+        int clean_text, handle_chinese_chars, strip_accents, lowercase
+        int max_input_chars_per_word, max_length, truncate_left
+    ctypedef struct st_wp_ids:
+        int64_t *ids
+        size_t n, cap
+    st_wp *st_wp_new(const st_wp_options *opt, const char *continuing_prefix, char *err)
+    void st_wp_free(st_wp *wp)
+    int st_wp_add_vocab(st_wp *wp, const char *token, size_t len, int64_t id, char *err)
+    int st_wp_add_token(st_wp *wp, const char *content, size_t len, int64_t id, char *err)
+    int st_wp_set_unk(st_wp *wp, const char *token, size_t len, char *err)
+    int st_wp_set_template(st_wp *wp, const int64_t *before, int nbefore, const int64_t *after,
+                           int nafter, char *err)
+    int64_t st_wp_token_id(const st_wp *wp, const char *token, size_t len)
+    size_t st_wp_vocab_size(const st_wp *wp)
+    int st_wp_encode(const st_wp *wp, const char *text, size_t len, st_wp_ids *out, char *err)
+
+cdef extern from "st_sqlite.h" nogil:
+    int sqlite3_column_bytes(sqlite3_stmt *, int)
+
+# A model's tokenizer, loaded from its stored tokenizer.json (st_tok_load); read-only once
+# loaded, so threads may encode with it at once.
+ctypedef struct Tokenizer:
+    st_wp *wp
+    int64_t pad_id              # padding id (tokenizer.json padding.pad_id, else [PAD], else 0)
+    int max_length              # truncation length, special tokens included; 0: none
+
+# used by python_api.pxi
+cdef int st_tok_load(sqlite3 *db, const char *schema, const char *store, const char *model,
+                     Tokenizer *tok, char **err) noexcept nogil
+# used by python_api.pxi
+cdef void st_tok_free(Tokenizer *tok) noexcept nogil
+# used by python_api.pxi
+cdef int st_tok_encode(const Tokenizer *tok, const char *text, size_t nbytes, st_wp_ids *out,
+                       char **err) noexcept nogil
+# used by engine.pyx
+cdef void st_tok_tokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil

@@ -629,3 +629,99 @@ def _name_code(str kind, str name):
     if kind == "residual_bits":
         return st_page_residual_bits_ok(int(name))
     raise ValueError(f"unknown kind {kind!r}")
+
+
+# -- tokenization (tokenize/tokenizer_sql.pxi) --------------------------------------------
+
+cdef class _CachedTokenizer:
+    """A model's tokenizer kept between Store.tokenize calls while the connection's view
+    of the database is unchanged (st_pool_connection_view's epoch)."""
+    cdef Tokenizer tok
+    cdef uint64_t epoch
+
+    def __dealloc__(self):
+        st_tok_free(&self.tok)
+
+
+_tokenizers = {}     # (db, store, model) -> _CachedTokenizer, least recently used first
+TOKENIZER_CACHE_SIZE = 8
+
+
+cdef _CachedTokenizer st_py_tokenizer(size_t db, bytes store_b, bytes model_b):
+    cdef _CachedTokenizer holder = _tokenizers.pop((db, store_b, model_b), None)
+    cdef sqlite3_stmt *snapshot = NULL
+    cdef char *err = NULL
+    cdef uint64_t epoch = 0
+    cdef int rc
+    cdef const char *store_c = store_b
+    cdef const char *model_c = model_b
+    with nogil:
+        rc = snapshot_hold(<sqlite3 *>db, "main", &snapshot, &err)
+        if rc == SQLITE_OK:
+            epoch = st_pool_connection_view(<sqlite3 *>db, "main")
+        snapshot_release(&snapshot)
+    if rc != SQLITE_OK:
+        st_py_raise(rc, err)
+    if holder is None or holder.epoch != epoch:
+        holder = _CachedTokenizer()
+        with nogil:
+            rc = st_tok_load(<sqlite3 *>db, "main", store_c, model_c, &holder.tok, &err)
+        if rc != SQLITE_OK:
+            st_py_raise(rc, err)
+        holder.epoch = epoch
+    _tokenizers[(db, store_b, model_b)] = holder
+    while len(_tokenizers) > TOKENIZER_CACHE_SIZE:
+        del _tokenizers[next(iter(_tokenizers))]
+    return holder
+
+
+def tokenize(size_t db, str store, str model, texts, bint pad=False):
+    """Token ids of texts with the model's stored tokenizer; see Store.tokenize."""
+    st_py_require_loaded()
+    single = isinstance(texts, (str, bytes))
+    if single:
+        texts = [texts]
+    encoded = []
+    for i, t in enumerate(texts):
+        if isinstance(t, str):
+            encoded.append(t.encode("utf-8", "surrogatepass"))   # the engine names a bad byte
+        elif isinstance(t, (bytes, bytearray, memoryview)):
+            encoded.append(bytes(t))
+        else:
+            raise TypeError(f"text {i} must be str (or UTF-8 bytes), got {type(t).__name__}")
+    cdef _CachedTokenizer holder = st_py_tokenizer(db, store.encode(), model.encode())
+    cdef st_wp_ids ids
+    cdef char *err = NULL
+    cdef const char *p
+    cdef size_t n
+    cdef int rc = SQLITE_OK
+    cdef bytes b
+    memset(&ids, 0, sizeof(st_wp_ids))
+    out = []
+    try:
+        for i, b in enumerate(encoded):
+            p = b
+            n = len(b)
+            with nogil:
+                rc = st_tok_encode(&holder.tok, p, n, &ids, &err)
+            if rc != SQLITE_OK:
+                if rc == SQLITE_ERROR:
+                    msg = (<bytes>err).decode("utf-8", "replace")
+                    sqlite3_free(err)
+                    raise ValueError(f"text {i}: {msg}" if not single else msg)
+                st_py_raise(rc, err)
+            arr = np.empty(ids.n, np.int64)
+            if ids.n:
+                memcpy(<void *><size_t>arr.ctypes.data, ids.ids, ids.n * sizeof(int64_t))
+            out.append(arr)
+    finally:
+        free(ids.ids)
+    if not pad:
+        return out[0] if single else out
+    width = max((a.size for a in out), default=0)
+    padded = np.full((len(out), width), holder.tok.pad_id, np.int64)
+    mask = np.zeros((len(out), width), np.int64)
+    for i, a in enumerate(out):
+        padded[i, :a.size] = a
+        mask[i, :a.size] = 1
+    return padded, mask

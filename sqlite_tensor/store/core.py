@@ -311,6 +311,29 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
                 ) from None
             raise
 
+    def tokenize(self, model: str, texts, *, pad: bool = False):
+        """Token ids of texts with the model's stored ``tokenizer.json``, exactly as the
+        Hugging Face ``tokenizers`` library gives them (BERT's WordPiece: ``[CLS] ...
+        [SEP]``, truncated to the model's maximum length), computed in the engine (the same
+        C code as SQL's ``tensor_tokenize``).
+
+        A str gives one int64 array; a list of str a list of arrays; with ``pad=True`` a
+        pair ``(ids, attention_mask)`` of ``(n, longest)`` int64 arrays, padded with the
+        tokenizer's padding id. Text that is not UTF-8 (bytes, or a str with a lone
+        surrogate) is a ValueError naming the byte; an unsupported or damaged
+        ``tokenizer.json`` a ValueError naming the field.
+        """
+        _check_name("model name", model)
+        try:
+            return _engine.tokenize(self.conn.sqlite3pointer(), self.name, model, texts, pad)
+        except _engine.EngineError as e:
+            raise TensorStoreError(str(e)) from None
+        except ValueError as e:
+            if str(e).startswith(f"no model '{model}'"):
+                self._require_model(model)  # the message that lists the models
+                raise NotFoundError(str(e)) from None
+            raise
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _model_id(self, name: str) -> int | None:
