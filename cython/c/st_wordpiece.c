@@ -384,7 +384,7 @@ static inline uint32_t next_cp(const unsigned char *s, size_t *i) {
 }
 
 /* 0 if s is well-formed UTF-8 (no overlong forms, surrogates or code points past
-** U+10FFFF); else 1 and *bad the offset of the first bad byte. */
+** U+10FFFF); else 1 and *bad the offset where the first bad sequence starts. */
 static int check_utf8(const char *str, size_t len, size_t *bad) {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
@@ -419,12 +419,12 @@ static int check_utf8(const char *str, size_t len, size_t *bad) {
             return 1;
         }
         if (s[i + 1] < lo || s[i + 1] > hi) {
-            *bad = i + 1;
+            *bad = i;
             return 1;
         }
         for (size_t k = 2; k <= n; k++)
             if ((s[i + k] & 0xC0) != 0x80) {
-                *bad = i + k;
+                *bad = i;
                 return 1;
             }
         i += n + 1;
@@ -633,8 +633,8 @@ int st_wp_encode(const st_wp *wp, const char *text, size_t len, st_wp_ids *out, 
         return ST_WP_EINVAL;
     }
     if (check_utf8(text, len, &bad)) {
-        fail(err, "text is not valid UTF-8: byte 0x%02X at offset %zu",
-             (unsigned)(uint8_t)text[bad], bad);
+        fail(err, "text is not valid UTF-8: the sequence at byte offset %zu (0x%02X) is malformed",
+             bad, (unsigned)(uint8_t)text[bad]);
         return ST_WP_EINVAL;
     }
     scratch sc = {{0}, {0}, 0, 0, 0};

@@ -20,7 +20,13 @@ cdef enum:
     ST_TOK_MAX_LENGTH = 1 << 20          # a max_length above this is "no limit"
     ST_TOK_MAX_WORD_CHARS = 1 << 20
 
-cdef const char *ST_TOK_FILE = "tokenizer.json"
+# (a #define: a module-level `cdef const char *` would be set by Python's module
+# initialisation, which the sqlite3 shell never runs)
+cdef extern from *:
+    """
+    #define ST_TOK_FILE "tokenizer.json"
+    """
+    const char *ST_TOK_FILE
 
 
 ctypedef struct TokReader:
@@ -167,8 +173,12 @@ cdef int st_tok_bad(TokReader *r, const char *path, const char *want, char **err
                                  path + 2, want)
     else:
         v = <const char *>sqlite3_column_text(r.field, 1)
-        err[0] = sqlite3_mprintf("tokenizer.json of model '%s': %s is %s %.60Q; %s", r.model,
-                                 path + 2, t, v, want)
+        if strcmp(t, "text") == 0:
+            err[0] = sqlite3_mprintf("tokenizer.json of model '%s': %s is text %.60Q; %s",
+                                     r.model, path + 2, v, want)
+        else:   # a number, true, false, null or JSON text of an array or object
+            err[0] = sqlite3_mprintf("tokenizer.json of model '%s': %s is %s %.60s; %s",
+                                     r.model, path + 2, t, st_sql_text_or(v, ""), want)
     return SQLITE_ERROR
 
 
