@@ -80,7 +80,8 @@ C_TEST_SAN := ASAN_OPTIONS=abort_on_error=0:exitcode=66 UBSAN_OPTIONS=halt_on_er
 c-test:
 	@mkdir -p $(C_TEST_DIR)
 	@set -e; for t in half:"" gemv:"st_gemv.c st_parallel.c" arena:st_arena.c parallel:st_parallel.c \
-	    fork:"st_fork.c st_arena.c" page:st_page.c guard:st_guard.c memo:st_memo.c; do \
+	    fork:"st_fork.c st_arena.c" page:st_page.c guard:st_guard.c memo:st_memo.c \
+	    wordpiece:st_wordpiece.c; do \
 	  name=$${t%%:*}; srcs=""; for s in $${t#*:}; do srcs="$$srcs cython/c/$$s"; done; \
 	  $(C_TEST_CC) $(C_TEST_FLAGS) -O3 -fwrapv tests/c/test_st_$$name.c $$srcs -lm \
 	    -o $(C_TEST_DIR)/$$name; \

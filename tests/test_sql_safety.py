@@ -210,6 +210,8 @@ FLAGS = {
     ("tensor_json", 1): PURE,
     ("tensor_blob", 3): INNOCUOUS,
     ("tensor_predict", 3): INNOCUOUS,
+    ("tensor_tokenize", 3): INNOCUOUS,
+    ("tensor_tokenize", 4): INNOCUOUS,
     ("tensor_threads", 0): INNOCUOUS,
     ("tensor_threads", 1): DIRECTONLY,
     ("tensor_cache", 1): DIRECTONLY,

@@ -14,7 +14,8 @@
 enum { F_REMOVE = 1, F_CLEAN_WS = 2, F_PRE_WS = 4, F_PUNCT = 8, F_MN = 16, F_CHINESE = 32 };
 
 typedef struct {
-    size_t off;  /* into pool */
+    uint64_t hash; /* of the token's bytes (hash_bytes) */
+    size_t off;    /* into pool */
     uint32_t len;
     uint32_t used;
     int64_t id;
@@ -178,28 +179,32 @@ void st_wp_free(st_wp *wp) {
     free(wp);
 }
 
-static uint64_t hash_bytes(const char *a, size_t na, const char *b, size_t nb) {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a over a then b */
-    for (size_t i = 0; i < na; i++)
-        h = (h ^ (uint8_t)a[i]) * 1099511628211ULL;
-    for (size_t i = 0; i < nb; i++)
-        h = (h ^ (uint8_t)b[i]) * 1099511628211ULL;
+/* FNV-1a, continued from h over n bytes: a word's pieces are hashed incrementally */
+#define HASH_SEED 1469598103934665603ULL
+static inline uint64_t hash_more(uint64_t h, const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)p[i]) * 1099511628211ULL;
     return h;
 }
 
-/* the slot of token a||b, or NULL */
-static const slot *lookup(const st_wp *wp, const char *a, size_t na, const char *b, size_t nb) {
+/* the slot of token a||b whose hash is h, or NULL */
+static const slot *lookup_hashed(const st_wp *wp, uint64_t h, const char *a, size_t na,
+                                 const char *b, size_t nb) {
     if (!wp->nslots)
         return NULL;
     size_t mask = wp->nslots - 1;
-    for (size_t i = hash_bytes(a, na, b, nb) & mask;; i = (i + 1) & mask) {
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
         const slot *s = &wp->slots[i];
         if (!s->used)
             return NULL;
-        if (s->len == na + nb && memcmp(wp->pool + s->off, a, na) == 0 &&
+        if (s->hash == h && s->len == na + nb && memcmp(wp->pool + s->off, a, na) == 0 &&
             memcmp(wp->pool + s->off + na, b, nb) == 0)
             return s;
     }
+}
+
+static const slot *lookup(const st_wp *wp, const char *token, size_t len) {
+    return lookup_hashed(wp, hash_more(HASH_SEED, token, len), token, len, "", 0);
 }
 
 static int grow_slots(st_wp *wp) {
@@ -210,7 +215,7 @@ static int grow_slots(st_wp *wp) {
     for (size_t i = 0; i < wp->nslots; i++) {
         if (!wp->slots[i].used)
             continue;
-        size_t j = hash_bytes(wp->pool + wp->slots[i].off, wp->slots[i].len, "", 0) & (n - 1);
+        size_t j = wp->slots[i].hash & (n - 1);
         while (s[j].used)
             j = (j + 1) & (n - 1);
         s[j] = wp->slots[i];
@@ -269,7 +274,7 @@ int st_wp_add_vocab(st_wp *wp, const char *token, size_t len, int64_t id, char *
     int rc = check_token(wp, "vocab", token, len, id, err);
     if (rc)
         return rc;
-    if (lookup(wp, token, len, "", 0)) {
+    if (lookup(wp, token, len)) {
         fail(err, "vocab token '%.*s' appears twice", (int)len, token);
         return ST_WP_EINVAL;
     }
@@ -278,10 +283,11 @@ int st_wp_add_vocab(st_wp *wp, const char *token, size_t len, int64_t id, char *
     size_t off;
     if (store_bytes(wp, token, len, &off))
         return nomem(err);
-    size_t mask = wp->nslots - 1, i = hash_bytes(token, len, "", 0) & mask;
+    uint64_t h = hash_more(HASH_SEED, token, len);
+    size_t mask = wp->nslots - 1, i = h & mask;
     while (wp->slots[i].used)
         i = (i + 1) & mask;
-    wp->slots[i] = (slot){off, (uint32_t)len, 1, id};
+    wp->slots[i] = (slot){h, off, (uint32_t)len, 1, id};
     wp->nvocab++;
     if (len > wp->max_token_bytes)
         wp->max_token_bytes = len;
@@ -314,7 +320,7 @@ int st_wp_add_token(st_wp *wp, const char *content, size_t len, int64_t id, char
 }
 
 int st_wp_set_unk(st_wp *wp, const char *token, size_t len, char *err) {
-    const slot *s = lookup(wp, token, len, "", 0);
+    const slot *s = lookup(wp, token, len);
     if (!s) {
         fail(err, "unk_token '%.*s' is not in the vocab", (int)(len > 60 ? 60 : len), token);
         return ST_WP_EINVAL;
@@ -352,7 +358,7 @@ int st_wp_set_template(st_wp *wp, const int64_t *before, int nbefore, const int6
 }
 
 int64_t st_wp_token_id(const st_wp *wp, const char *token, size_t len) {
-    const slot *s = lookup(wp, token, len, "", 0);
+    const slot *s = lookup(wp, token, len);
     return s ? s->id : -1;
 }
 
@@ -459,8 +465,9 @@ static size_t put_utf8(char *o, uint32_t c) {
 
 typedef struct {
     cpbuf a, b;     /* normalisation passes */
-    char *word;     /* one word in UTF-8 */
-    size_t *offs;   /* its characters' byte offsets */
+    char *word;       /* one word in UTF-8 */
+    size_t *offs;     /* its characters' byte offsets */
+    uint64_t *hashes; /* hashes[end]: of the piece from the current start to end */
     size_t word_cap;
 } scratch;
 
@@ -558,6 +565,10 @@ static int wordpiece(const st_wp *wp, const uint32_t *w, size_t n, scratch *sc, 
         if (!offs)
             return -1;
         sc->offs = offs;
+        uint64_t *hashes = realloc(sc->hashes, cap * sizeof(uint64_t));
+        if (!hashes)
+            return -1;
+        sc->hashes = hashes;
         sc->word_cap = cap;
     }
     size_t nb = 0;
@@ -570,14 +581,19 @@ static int wordpiece(const st_wp *wp, const uint32_t *w, size_t n, scratch *sc, 
     while (start < n) {
         const char *pre = start ? wp->prefix : "";
         size_t plen = start ? wp->prefix_len : 0;
-        size_t end = n;
+        /* no token is longer than the longest in the vocab: the candidate ends stop there;
+        ** their hashes are computed in one pass, then tried longest first (greedy) */
+        size_t last = start;
+        uint64_t h = hash_more(HASH_SEED, pre, plen);
+        while (last < n && plen + sc->offs[last + 1] - sc->offs[start] <= wp->max_token_bytes) {
+            h = hash_more(h, sc->word + sc->offs[last], sc->offs[last + 1] - sc->offs[last]);
+            sc->hashes[++last] = h;
+        }
         const slot *hit = NULL;
-        /* no token is longer than the longest in the vocab: skip those lengths */
-        while (end > start && plen + sc->offs[end] - sc->offs[start] > wp->max_token_bytes)
-            end--;
+        size_t end = last;
         for (; end > start; end--) {
-            hit = lookup(wp, pre, plen, sc->word + sc->offs[start],
-                         sc->offs[end] - sc->offs[start]);
+            hit = lookup_hashed(wp, sc->hashes[end], pre, plen, sc->word + sc->offs[start],
+                                sc->offs[end] - sc->offs[start]);
             if (hit)
                 break;
         }
@@ -637,7 +653,7 @@ int st_wp_encode(const st_wp *wp, const char *text, size_t len, st_wp_ids *out, 
              bad, (unsigned)(uint8_t)text[bad]);
         return ST_WP_EINVAL;
     }
-    scratch sc = {{0}, {0}, 0, 0, 0};
+    scratch sc = {{0}, {0}, 0, 0, 0, 0};
     int rc = ST_WP_OK;
     for (int k = 0; k < wp->nbefore && !rc; k++)
         rc = ids_push(out, wp->before[k]);
@@ -672,6 +688,7 @@ int st_wp_encode(const st_wp *wp, const char *text, size_t len, st_wp_ids *out, 
     free(sc.b.v);
     free(sc.word);
     free(sc.offs);
+    free(sc.hashes);
     if (rc) {
         out->n = 0;
         return nomem(err);

@@ -16,7 +16,7 @@
 
 #define ST_WP_ERR_SIZE 256        /* every err buffer below holds this many bytes */
 #define ST_WP_MAX_VOCAB (1 << 22) /* entries of vocab plus added tokens */
-#define ST_WP_MAX_TOKEN_BYTES 1024
+#define ST_WP_MAX_TOKEN_BYTES 256 /* BERT's longest are ~20: this bounds the work per character */
 #define ST_WP_MAX_ADDED 4096
 #define ST_WP_MAX_TEMPLATE 64 /* special ids around the sequence, each side */
 
