@@ -36,8 +36,8 @@ VARIANTS = {
     "no-post-processor": dict(post=None),
     "short-words": dict(max_input_chars_per_word=7),
 }
-CONFIG_MAX = 20
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))  # hypothesis examples, fuzzed files  # "from-config": tokenizer.json without truncation, tokenizer_config.json's
+CONFIG_MAX = 20  # "from-config": tokenizer.json without truncation, tokenizer_config.json's
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))  # hypothesis examples; fuzzed files
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +61,7 @@ def store(vocab, refs, tmp_path_factory):
     for name, ref in refs.items():
         folder = hf_folder(tmp / name, tensors=weights)
         if name == "from-config":
-            write_tokenizer_files(
-                folder, bert_tokenizer(vocab), {"model_max_length": CONFIG_MAX}
-            )
+            write_tokenizer_files(folder, bert_tokenizer(vocab), {"model_max_length": CONFIG_MAX})
         else:
             write_tokenizer_files(folder, ref)
         s.add_model(name, folder)
@@ -136,7 +134,11 @@ PIECE = st.one_of(
 TEXT = st.lists(PIECE, max_size=40).map("".join)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(st.lists(TEXT, min_size=1, max_size=20), st.sampled_from(sorted(VARIANTS)))
 def test_random_unicode_ids_equal_the_tokenizers_library(store, refs, texts, name):
     got = store.tokenize(name, texts)
@@ -169,14 +171,21 @@ def test_every_code_point_alone_matches(store, refs):
 
 
 def test_text_that_is_not_utf8(store):
-    with pytest.raises(ValueError, match=r"not valid UTF-8: the sequence at byte offset 2 \(0xFF\) is malformed"):
+    with pytest.raises(
+        ValueError, match=r"not valid UTF-8: the sequence at byte offset 2 \(0xFF\) is malformed"
+    ):
         store.tokenize("uncased", b"ab\xff")
-    with pytest.raises(ValueError, match=r"text 1: text is not valid UTF-8: the sequence at byte offset 1 \(0xED\)"):
+    with pytest.raises(
+        ValueError, match=r"text 1: text is not valid UTF-8: the sequence at byte offset 1 \(0xED\)"
+    ):
         store.tokenize("uncased", ["ok", "a\ud800"])  # a lone surrogate
     for bad in (b"\xc0\x80", b"\xe0\x80\x80", b"\xf4\x90\x80\x80", b"\xe2\x82", b"\x80"):
         with pytest.raises(ValueError, match="not valid UTF-8"):
             store.tokenize("uncased", bad)
-    with pytest.raises(apsw.SQLError, match=r"tensor_tokenize: text is not valid UTF-8: the sequence at byte offset 1 \(0xFE\)"):
+    with pytest.raises(
+        apsw.SQLError,
+        match=r"tensor_tokenize: text is not valid UTF-8: the sequence at byte offset 1 \(0xFE\)",
+    ):
         store.conn.execute("SELECT tensor_tokenize('tensors', 'uncased', CAST(x'41fe' AS TEXT))")
     with pytest.raises(apsw.SQLError, match=r"argument 3 \(text\) must be text, got a blob"):
         store.conn.execute("SELECT tensor_tokenize('tensors', 'uncased', x'41')")
@@ -218,10 +227,18 @@ _DELETE = object()
 UNSUPPORTED = [
     ("model.type", "BPE", r"model.type is text 'BPE'; only WordPiece"),
     ("normalizer.type", "Sequence", r"normalizer.type is text 'Sequence'; only BertNormalizer"),
-    ("normalizer.lowercase", "yes", r"normalizer.lowercase is text 'yes'; it must be true or false"),
+    (
+        "normalizer.lowercase",
+        "yes",
+        r"normalizer.lowercase is text 'yes'; it must be true or false",
+    ),
     ("pre_tokenizer.type", "Whitespace", r"pre_tokenizer.type is text 'Whitespace'"),
     ("pre_tokenizer", None, r"pre_tokenizer.type is missing"),
-    ("post_processor.type", "RobertaProcessing", r"post_processor.type is text 'RobertaProcessing'"),
+    (
+        "post_processor.type",
+        "RobertaProcessing",
+        r"post_processor.type is text 'RobertaProcessing'",
+    ),
     ("post_processor.single.1", {"Sequence": {"id": "B", "type_id": 0}}, r"post_processor.single"),
     ("added_tokens.4.normalized", True, r"added_tokens\[4\] \('\[MASK\]'\) is normalized"),
     ("added_tokens.0.lstrip", True, r"added_tokens\[0\] \('\[PAD\]'\) is normalized, or strips"),
@@ -233,8 +250,11 @@ UNSUPPORTED = [
     ("model.vocab", {}, r"model.vocab is empty"),
     ("model.max_input_chars_per_word", 1e9, r"max_input_chars_per_word is real"),
     ("model.continuing_subword_prefix", "#" * 40, r"continuing_subword_prefix is 40 bytes"),
-    ("truncation", {"max_length": 2, "strategy": "LongestFirst", "direction": "Right",
-                    "stride": 0}, r"max_length 2 leaves no room for text beside 2 special"),
+    (
+        "truncation",
+        {"max_length": 2, "strategy": "LongestFirst", "direction": "Right", "stride": 0},
+        r"max_length 2 leaves no room for text beside 2 special",
+    ),
     ("truncation", {"max_length": 10, "direction": "Up"}, r"truncation.direction is text 'Up'"),
     ("truncation", {"max_length": -4}, r"truncation.max_length is -4; it must be from 1"),
 ]
@@ -294,12 +314,27 @@ def _mutations(text: bytes, rng: random.Random, n: int):
     doc = json.loads(text)
     others = [None, True, 0, -1, 2**63, 1.5, "", "x" * 300, [], {}, [[[[1]]]], {"a": 1}]
     paths = [
-        "model", "model.type", "model.vocab", "model.unk_token", "model.continuing_subword_prefix",
-        "model.max_input_chars_per_word", "normalizer", "normalizer.strip_accents",
-        "normalizer.clean_text", "pre_tokenizer", "post_processor", "post_processor.single",
-        "post_processor.special_tokens", "post_processor.special_tokens.[CLS].ids",
-        "post_processor.single.0", "added_tokens", "added_tokens.0", "added_tokens.2.content",
-        "truncation", "padding", "model.vocab.[UNK]",
+        "model",
+        "model.type",
+        "model.vocab",
+        "model.unk_token",
+        "model.continuing_subword_prefix",
+        "model.max_input_chars_per_word",
+        "normalizer",
+        "normalizer.strip_accents",
+        "normalizer.clean_text",
+        "pre_tokenizer",
+        "post_processor",
+        "post_processor.single",
+        "post_processor.special_tokens",
+        "post_processor.special_tokens.[CLS].ids",
+        "post_processor.single.0",
+        "added_tokens",
+        "added_tokens.0",
+        "added_tokens.2.content",
+        "truncation",
+        "padding",
+        "model.vocab.[UNK]",
     ]
     for _ in range(n):
         kind = rng.randrange(4)

@@ -245,12 +245,12 @@ static int store_bytes(st_wp *wp, const char *token, size_t len, size_t *off) {
     return 0;
 }
 
-static int check_token(const st_wp *wp, const char *what, const char *token, size_t len,
-                       int64_t id, char *err) {
+static int check_token(const st_wp *wp, const char *what, const char *token, size_t len, int64_t id,
+                       char *err) {
     size_t bad;
     if (wp->nvocab + wp->nadded >= ST_WP_MAX_VOCAB) {
-        fail(err, "more than %d tokens (vocab and added tokens); the limit is %d",
-             ST_WP_MAX_VOCAB, ST_WP_MAX_VOCAB);
+        fail(err, "more than %d tokens (vocab and added tokens); the limit is %d", ST_WP_MAX_VOCAB,
+             ST_WP_MAX_VOCAB);
         return ST_WP_EINVAL;
     }
     if (len == 0 || len > ST_WP_MAX_TOKEN_BYTES) {
@@ -464,7 +464,7 @@ static size_t put_utf8(char *o, uint32_t c) {
 /* -- encoding ------------------------------------------------------------------------------ */
 
 typedef struct {
-    cpbuf a, b;     /* normalisation passes */
+    cpbuf a, b;       /* normalisation passes */
     char *word;       /* one word in UTF-8 */
     size_t *offs;     /* its characters' byte offsets */
     uint64_t *hashes; /* hashes[end]: of the piece from the current start to end */

@@ -532,8 +532,10 @@ cdef int st_tok_load(sqlite3 *db, const char *schema, const char *store, const c
             sqlite3_bind_text(r.small_stmt, 1, r.text[0], r.nbytes[0], SQLITE_STATIC)
             rc = sqlite3_step(r.small_stmt)
             r.small = <const char *>sqlite3_column_text(r.small_stmt, 0)
-            rc = SQLITE_OK if rc == SQLITE_ROW and r.small != NULL else st_tok_sql_error(&r, rc,
-                                                                                        err)
+            if rc == SQLITE_ROW and r.small != NULL:
+                rc = SQLITE_OK
+            else:
+                rc = st_tok_sql_error(&r, rc, err)
         else:
             rc = st_tok_sql_error(&r, rc, err)
     if rc == SQLITE_OK:
@@ -653,8 +655,8 @@ cdef void st_tok_tokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
         return
     if argc == 4:
         fmt = <const char *>sqlite3_value_text(argv[3])
-        if sqlite3_value_type(argv[3]) != SQLITE_TEXT or (strcmp(fmt, "json") != 0
-                                                         and strcmp(fmt, "blob") != 0):
+        if sqlite3_value_type(argv[3]) != SQLITE_TEXT or (
+                strcmp(fmt, "json") != 0 and strcmp(fmt, "blob") != 0):
             sqlite3_result_error(ctx, "tensor_tokenize: argument 4 (format) must be 'json' or "
                                       "'blob'", -1)
             return

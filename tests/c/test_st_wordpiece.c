@@ -12,9 +12,9 @@
 #include "st_test.h"
 #include "st_wordpiece.h"
 
-static const char *VOCAB[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un",   "##aff",
+static const char *VOCAB[] = {"[PAD]",  "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un",    "##aff",
                               "##able", "play",  "##ing", "##s",   "hello",  "world", ",",
-                              "!",      "cafe",  "東",    "京",    "i̇",     "ss",   "straße",
+                              "!",      "cafe",  "東",    "京",    "i̇",      "ss",    "straße",
                               "e",      "##e",   "a",     "##a",   0};
 enum { PAD, UNK, CLS, SEP, MASK, UN, AFF, ABLE, PLAY, ING, S_, HELLO, WORLD, COMMA, BANG, CAFE };
 
@@ -64,8 +64,8 @@ int main(void) {
     expect(wp, "hel\x01lo\xe2\x80\x8b w\x7forld", IDS(CLS, HELLO, WORLD, SEP)); /* controls go */
     expect(wp, "CAFÉ Cafe\xcc\x81", IDS(CLS, CAFE, CAFE, SEP)); /* strip + lowercase */
     expect(wp, "東京", IDS(CLS, 16, 17, SEP));                  /* each CJK char a word */
-    expect(wp, "unknownword", IDS(CLS, UNK, SEP));               /* no first piece */
-    expect(wp, "unx", IDS(CLS, UNK, SEP));                       /* a later piece unknown */
+    expect(wp, "unknownword", IDS(CLS, UNK, SEP));              /* no first piece */
+    expect(wp, "unx", IDS(CLS, UNK, SEP));                      /* a later piece unknown */
     expect(wp, "[MASK]hello[CLS]", IDS(CLS, MASK, HELLO, CLS, SEP));
     expect(wp, "[mask]", IDS(CLS, UNK, UNK, UNK, SEP)); /* added tokens: only as written */
     {
@@ -104,8 +104,8 @@ int main(void) {
 
     /* bad text: the offset where the bad sequence starts */
     wp = make(1, 1, 0, 0);
-    const char *bad[] = {"ab\xff", "a\xc0\x80", "\xe0\x80\x80", "ab\xed\xa0\x80", "\xf4\x90\x80\x80",
-                         "\xe2\x82", "\x80", 0};
+    const char *bad[] = {"ab\xff",           "a\xc0\x80", "\xe0\x80\x80", "ab\xed\xa0\x80",
+                         "\xf4\x90\x80\x80", "\xe2\x82",  "\x80",         0};
     const char *where[] = {"offset 2", "offset 1", "offset 0", "offset 2",
                            "offset 0", "offset 0", "offset 0"};
     for (int i = 0; bad[i]; i++) {
@@ -113,7 +113,8 @@ int main(void) {
         CHECK(strstr(err, "not valid UTF-8") && strstr(err, where[i]));
     }
     /* an embedded NUL is a control character: removed, as by the library */
-    CHECK(st_wp_encode(wp, "hel\0lo", 6, &ids, err) == ST_WP_OK && ids.n == 3 && ids.ids[1] == HELLO);
+    CHECK(st_wp_encode(wp, "hel\0lo", 6, &ids, err) == ST_WP_OK && ids.n == 3 &&
+          ids.ids[1] == HELLO);
 
     /* vocabularies refused, naming the token */
     CHECK(st_wp_add_vocab(wp, "hello", 5, 99, err) == ST_WP_EINVAL && strstr(err, "twice"));
