@@ -187,13 +187,24 @@ static inline uint64_t hash_more(uint64_t h, const char *p, size_t n) {
     return h;
 }
 
+/* a slot index from a hash: FNV-1a's low bits depend only on the bytes' low bits (tokens
+** differing in a digit would share slots), so they are mixed first (murmur3's finalizer) */
+static inline size_t slot_of(uint64_t h, size_t mask) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return (size_t)h & mask;
+}
+
 /* the slot of token a||b whose hash is h, or NULL */
 static const slot *lookup_hashed(const st_wp *wp, uint64_t h, const char *a, size_t na,
                                  const char *b, size_t nb) {
     if (!wp->nslots)
         return NULL;
     size_t mask = wp->nslots - 1;
-    for (size_t i = h & mask;; i = (i + 1) & mask) {
+    for (size_t i = slot_of(h, mask);; i = (i + 1) & mask) {
         const slot *s = &wp->slots[i];
         if (!s->used)
             return NULL;
@@ -215,7 +226,7 @@ static int grow_slots(st_wp *wp) {
     for (size_t i = 0; i < wp->nslots; i++) {
         if (!wp->slots[i].used)
             continue;
-        size_t j = wp->slots[i].hash & (n - 1);
+        size_t j = slot_of(wp->slots[i].hash, n - 1);
         while (s[j].used)
             j = (j + 1) & (n - 1);
         s[j] = wp->slots[i];
@@ -284,7 +295,7 @@ int st_wp_add_vocab(st_wp *wp, const char *token, size_t len, int64_t id, char *
     if (store_bytes(wp, token, len, &off))
         return nomem(err);
     uint64_t h = hash_more(HASH_SEED, token, len);
-    size_t mask = wp->nslots - 1, i = h & mask;
+    size_t mask = wp->nslots - 1, i = slot_of(h, mask);
     while (wp->slots[i].used)
         i = (i + 1) & mask;
     wp->slots[i] = (slot){h, off, (uint32_t)len, 1, id};
