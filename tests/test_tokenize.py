@@ -35,6 +35,7 @@ VARIANTS = {
     "bert-processing": dict(post="bert", truncation=24),
     "no-post-processor": dict(post=None),
     "short-words": dict(max_input_chars_per_word=7),
+    "no-clean-no-chinese": dict(clean_text=False, handle_chinese_chars=False),
 }
 CONFIG_MAX = 20  # "from-config": tokenizer.json without truncation, tokenizer_config.json's
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))  # hypothesis examples; fuzzed files
@@ -162,7 +163,7 @@ def test_every_code_point_alone_matches(store, refs):
     rng = random.Random(0)
     sample = cps[:0x3400] + rng.sample(cps[0x3400:], 20000)
     texts = ["".join(f"a{chr(c)}é" for c in sample[i : i + 64]) for i in range(0, len(sample), 64)]
-    for name in ("uncased", "cased"):
+    for name in ("uncased", "cased", "no-clean-no-chinese"):
         got = store.tokenize(name, texts)
         assert [g.tolist() for g in got] == expected(refs[name], texts)
 

@@ -87,6 +87,8 @@ def bert_tokenizer(
     direction="right",
     post="template",
     max_input_chars_per_word=100,
+    clean_text=True,
+    handle_chinese_chars=True,
 ) -> Tokenizer:
     """A BERT tokenizer as the library builds one (what transformers converts
     BertTokenizerFast into)."""
@@ -94,7 +96,10 @@ def bert_tokenizer(
         WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=max_input_chars_per_word)
     )
     tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
+        clean_text=clean_text,
+        handle_chinese_chars=handle_chinese_chars,
+        strip_accents=strip_accents,
+        lowercase=lowercase,
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     cls, sep = vocab["[CLS]"], vocab["[SEP]"]
