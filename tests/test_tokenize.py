@@ -249,6 +249,10 @@ UNSUPPORTED = [
     ("model.vocab.hello", "5", r"model.vocab\['hello'\] is text; ids must be integers"),
     ("model.vocab.hello", -1, r"vocab token 'hello' has id -1; ids are 0 to 4294967295"),
     ("model.vocab", {}, r"model.vocab is empty"),
+    ("model.vocab", [5, 6], r"model.vocab must be an object"),
+    ("added_tokens.1", "[UNK]", r"added_tokens\[1\] needs a text content and an integer id"),
+    ("post_processor.single.0", "[CLS]", r"post_processor.single is array"),
+    ("post_processor.special_tokens.[CLS]", "x", r"special_tokens has no ids for '\[CLS\]'"),
     ("model.max_input_chars_per_word", 1e9, r"max_input_chars_per_word is real"),
     ("model.continuing_subword_prefix", "#" * 40, r"continuing_subword_prefix is 40 bytes"),
     (

@@ -52,7 +52,7 @@ cdef void st_tok_reader_close(TokReader *r) noexcept nogil:
 
 
 cdef int st_tok_sql_error(TokReader *r, int rc, char **err) noexcept nogil:
-    err[0] = sqlite3_mprintf("reading the tokenizer of model '%s': %s", r.model,
+    err[0] = sqlite3_mprintf("reading tokenizer.json of model '%s': %s", r.model,
                              sqlite3_errmsg(r.db))
     return rc if rc != SQLITE_OK and rc != SQLITE_DONE and rc != SQLITE_ROW else SQLITE_ERROR
 
@@ -357,12 +357,14 @@ cdef int st_tok_added(TokReader *r, st_wp *wp, char **err) noexcept nogil:
     if strcmp(t, "array") != 0:
         return st_tok_bad(r, "$.added_tokens", "it must be an array", err)
     rc = sqlite3_prepare_v2(
-        r.db, "SELECT key, json_type(value, '$.content'), json_extract(value, '$.content'),"
-        " json_type(value, '$.id'), json_extract(value, '$.id'),"
-        " coalesce(json_extract(value, '$.normalized'), 0),"
-        " coalesce(json_extract(value, '$.lstrip'), 0) + coalesce(json_extract(value, '$.rstrip'),"
-        " 0) + coalesce(json_extract(value, '$.single_word'), 0)"
-        " FROM json_each(?1, '$.added_tokens')", -1, &stmt, NULL)
+        r.db, "SELECT key, json_type(o, '$.content'), json_extract(o, '$.content'),"
+        " json_type(o, '$.id'), json_extract(o, '$.id'),"
+        " coalesce(json_extract(o, '$.normalized'), 0),"
+        " coalesce(json_extract(o, '$.lstrip'), 0) + coalesce(json_extract(o, '$.rstrip'), 0)"
+        " + coalesce(json_extract(o, '$.single_word'), 0)"
+        # an element that is not an object reads as NULL (its value is not JSON text)
+        " FROM (SELECT key, CASE WHEN type = 'object' THEN value END AS o"
+        " FROM json_each(?1, '$.added_tokens'))", -1, &stmt, NULL)
     if rc != SQLITE_OK:
         return st_tok_sql_error(r, rc, err)
     sqlite3_bind_text(stmt, 1, r.small, -1, SQLITE_STATIC)
@@ -411,8 +413,8 @@ cdef int st_tok_special_ids(TokReader *r, const char *name, int64_t *ids, int *n
     cdef int found = 0
     cdef int rc = sqlite3_prepare_v2(
         r.db, "SELECT j.type, j.atom FROM json_each(?1, '$.post_processor.special_tokens') s,"
-        " json_each(s.value, '$.ids') j WHERE s.key = ?2 AND json_type(s.value, '$.ids') ="
-        " 'array'", -1, &stmt, NULL)
+        " json_each(CASE WHEN s.type <> 'object' THEN '[]' WHEN json_type(s.value, '$.ids') ="
+        " 'array' THEN s.value ELSE '[]' END, '$.ids') j WHERE s.key = ?2", -1, &stmt, NULL)
     if rc != SQLITE_OK:
         return st_tok_sql_error(r, rc, err)
     sqlite3_bind_text(stmt, 1, r.small, -1, SQLITE_STATIC)
@@ -471,8 +473,9 @@ cdef int st_tok_template(TokReader *r, st_wp *wp, char **err) noexcept nogil:
         if strcmp(st_tok_field(r, "$.post_processor.single"), "array") != 0:
             return st_tok_bad(r, "$.post_processor.single", "it must be an array", err)
         rc = sqlite3_prepare_v2(
-            r.db, "SELECT json_extract(value, '$.SpecialToken.id'),"
-            " json_extract(value, '$.Sequence.id') FROM json_each(?1, '$.post_processor.single')",
+            r.db, "SELECT json_extract(o, '$.SpecialToken.id'), json_extract(o, '$.Sequence.id')"
+            " FROM (SELECT CASE WHEN type = 'object' THEN value ELSE '{}' END AS o"
+            " FROM json_each(?1, '$.post_processor.single'))",
             -1, &stmt, NULL)
         if rc != SQLITE_OK:
             return st_tok_sql_error(r, rc, err)
@@ -526,8 +529,8 @@ cdef int st_tok_load(sqlite3 *db, const char *schema, const char *store, const c
     if rc == SQLITE_OK and not st_tok_valid_json(&r, 0, ST_TOK_FILE, err):
         rc = SQLITE_ERROR
     if rc == SQLITE_OK:
-        rc = sqlite3_prepare_v2(db, "SELECT json_remove(?1, '$.model.vocab')", -1, &r.small_stmt,
-                                NULL)
+        rc = sqlite3_prepare_v2(db, "SELECT json_remove(?1, '$.model.vocab'),"
+                                " json_type(?1, '$.model.vocab')", -1, &r.small_stmt, NULL)
         if rc == SQLITE_OK:
             sqlite3_bind_text(r.small_stmt, 1, r.text[0], r.nbytes[0], SQLITE_STATIC)
             rc = sqlite3_step(r.small_stmt)
@@ -540,6 +543,11 @@ cdef int st_tok_load(sqlite3 *db, const char *schema, const char *store, const c
             rc = st_tok_sql_error(&r, rc, err)
     if rc == SQLITE_OK:
         rc = st_tok_prepare_fields(&r, r.small, -1, err)
+    if rc == SQLITE_OK and strcmp(st_sql_text_or(<const char *>sqlite3_column_text(
+            r.small_stmt, 1), ""), "object") != 0:
+        err[0] = sqlite3_mprintf("tokenizer.json of model '%s': model.vocab must be an object "
+                                 "of token: id", model)
+        rc = SQLITE_ERROR
     if rc == SQLITE_OK:
         rc = st_tok_options(&r, &opt, err)
     if rc == SQLITE_OK:
