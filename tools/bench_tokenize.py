@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -91,7 +94,24 @@ def main(argv=None):
                 lambda: store.conn.execute(sql).get, len(texts), args.runs
             ),
         }
+        store.conn.execute("CREATE TABLE main.texts AS SELECT body FROM temp.texts")
         store.close()
+        shell = shutil.which("sqlite3")
+        if shell:  # the stock shell, no Python: .timer's real time of the same query
+            script = f".load {sqlite_tensor.loadable_path()}\n.timer on\n" + (
+                f"{sql.replace('FROM texts', 'FROM main.texts')};\n" * args.runs
+            )
+            out = subprocess.run(
+                [shell, str(Path(tmp) / "b.sqlite")],
+                input=script,
+                capture_output=True,
+                text=True,
+                env={"PATH": os.environ["PATH"]},
+                check=True,
+            ).stdout
+            real = [float(x) for x in re.findall(r"Run Time: real ([0-9.]+)", out)]
+            # the first run also loads the tokenizer, as every statement does
+            rates["sqlite3 shell, same query"] = len(texts) / statistics.median(real)
     base = rates["tokenizers encode_batch (1 thread)"]
     print(f"{len(texts)} texts, {nbytes / len(texts):.0f} bytes each on average; vocab 30522")
     print(
