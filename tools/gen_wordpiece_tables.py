@@ -25,8 +25,16 @@ from pathlib import Path
 
 HEADER = Path(__file__).resolve().parent.parent / "cython" / "c" / "st_wordpiece_tables.h"
 
-# flag bits (also in st_wordpiece.c)
-REMOVE, CLEAN_WS, PRE_WS, PUNCT, MN, CHINESE = 1, 2, 4, 8, 16, 32
+# flag bits of st_wp_flag_ranges, written into the header as an enum (the C code's names)
+FLAGS = {
+    "REMOVE": "clean_text removes it",
+    "CLEAN_WS": "clean_text makes it a space",
+    "PRE_WS": "the pre-tokenizer splits on it, dropping it",
+    "PUNCT": "the pre-tokenizer isolates it",
+    "MN": "accent stripping drops it (after NFD)",
+    "CHINESE": "handle_chinese_chars puts spaces around it",
+}
+REMOVE, CLEAN_WS, PRE_WS, PUNCT, MN, CHINESE = (1 << i for i in range(len(FLAGS)))
 HANGUL = range(0xAC00, 0xAC00 + 11172)  # NFD of Hangul syllables is computed, not tabled
 
 
@@ -119,6 +127,9 @@ def render(flags, lower_map, nfd_map) -> str:
         "#include <stdint.h>",
         "/* clang-format off */",
         "",
+        "enum {",
+        *(f"    ST_WP_{n} = {1 << i}, /* {why} */" for i, (n, why) in enumerate(FLAGS.items())),
+        "};",
         "typedef struct { uint32_t first, last; uint8_t value; } st_wp_range;",
         "typedef struct { uint32_t cp; uint16_t off; uint8_t n; } st_wp_map;",
         "",

@@ -10,9 +10,6 @@
 
 #include "st_wordpiece_tables.h"
 
-/* flag bits of st_wp_flag_ranges (tools/gen_wordpiece_tables.py) */
-enum { F_REMOVE = 1, F_CLEAN_WS = 2, F_PRE_WS = 4, F_PUNCT = 8, F_MN = 16, F_CHINESE = 32 };
-
 typedef struct {
     uint64_t hash; /* of the token's bytes (hash_bytes) */
     size_t off;    /* into pool */
@@ -509,11 +506,11 @@ static int normalize(const st_wp *wp, const unsigned char *text, size_t len, scr
     while (i < len) { /* clean_text, then handle_chinese_chars */
         uint32_t c = next_cp(text, &i);
         uint8_t f = flags_of(wp, c);
-        if (wp->opt.clean_text && (f & F_REMOVE))
+        if (wp->opt.clean_text && (f & ST_WP_REMOVE))
             continue;
-        if (wp->opt.clean_text && (f & F_CLEAN_WS))
+        if (wp->opt.clean_text && (f & ST_WP_CLEAN_WS))
             c = ' ';
-        if (wp->opt.handle_chinese_chars && (f & F_CHINESE)) {
+        if (wp->opt.handle_chinese_chars && (f & ST_WP_CHINESE)) {
             if (cp_push(a, ' ') || cp_push(a, c) || cp_push(a, ' '))
                 return -1;
         } else if (cp_push(a, c))
@@ -538,7 +535,7 @@ static int normalize(const st_wp *wp, const unsigned char *text, size_t len, scr
         }
         a->n = 0;
         for (size_t k = 0; k < b->n; k++)
-            if (!(flags_of(wp, b->v[k]) & F_MN) && cp_push(a, b->v[k]))
+            if (!(flags_of(wp, b->v[k]) & ST_WP_MN) && cp_push(a, b->v[k]))
                 return -1;
     }
     if (wp->opt.lowercase) {
@@ -627,12 +624,12 @@ static int encode_segment(const st_wp *wp, const unsigned char *text, size_t len
     const uint32_t *v = sc->a.v;
     size_t n = sc->a.n, start = 0;
     for (size_t k = 0; k <= n; k++) {
-        uint8_t f = k < n ? flags_of(wp, v[k]) : F_PRE_WS;
-        if (!(f & (F_PRE_WS | F_PUNCT)))
+        uint8_t f = k < n ? flags_of(wp, v[k]) : ST_WP_PRE_WS;
+        if (!(f & (ST_WP_PRE_WS | ST_WP_PUNCT)))
             continue;
         if (k > start && wordpiece(wp, v + start, k - start, sc, out))
             return -1;
-        if ((f & F_PUNCT) && !(f & F_PRE_WS) && wordpiece(wp, v + k, 1, sc, out))
+        if ((f & ST_WP_PUNCT) && !(f & ST_WP_PRE_WS) && wordpiece(wp, v + k, 1, sc, out))
             return -1;
         start = k + 1;
     }

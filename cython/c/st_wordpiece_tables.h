@@ -6,6 +6,14 @@
 #include <stdint.h>
 /* clang-format off */
 
+enum {
+    ST_WP_REMOVE = 1, /* clean_text removes it */
+    ST_WP_CLEAN_WS = 2, /* clean_text makes it a space */
+    ST_WP_PRE_WS = 4, /* the pre-tokenizer splits on it, dropping it */
+    ST_WP_PUNCT = 8, /* the pre-tokenizer isolates it */
+    ST_WP_MN = 16, /* accent stripping drops it (after NFD) */
+    ST_WP_CHINESE = 32, /* handle_chinese_chars puts spaces around it */
+};
 typedef struct { uint32_t first, last; uint8_t value; } st_wp_range;
 typedef struct { uint32_t cp; uint16_t off; uint8_t n; } st_wp_map;
 
