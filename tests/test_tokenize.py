@@ -38,6 +38,7 @@ VARIANTS = {
     "no-clean-no-chinese": dict(clean_text=False, handle_chinese_chars=False),
 }
 CONFIG_MAX = 20  # "from-config": tokenizer.json without truncation, tokenizer_config.json's
+POSITIONS = 24  # "from-model-config": config.json's max_position_embeddings
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))  # hypothesis examples; fuzzed files
 
 
@@ -51,6 +52,7 @@ def refs(vocab):
     """name -> the reference tokenizer (with the truncation the files say)."""
     out = {name: bert_tokenizer(vocab, **kw) for name, kw in VARIANTS.items()}
     out["from-config"] = bert_tokenizer(vocab, truncation=CONFIG_MAX)
+    out["from-model-config"] = bert_tokenizer(vocab, truncation=POSITIONS)
     return out
 
 
@@ -63,6 +65,10 @@ def store(vocab, refs, tmp_path_factory):
         folder = hf_folder(tmp / name, tensors=weights)
         if name == "from-config":
             write_tokenizer_files(folder, bert_tokenizer(vocab), {"model_max_length": CONFIG_MAX})
+        elif name == "from-model-config":  # transformers' "unlimited": the model's positions
+            write_tokenizer_files(folder, bert_tokenizer(vocab), {"model_max_length": int(1e30)})
+            config = {"model_type": "bert", "max_position_embeddings": POSITIONS}
+            (folder / "config.json").write_text(json.dumps(config))
         else:
             write_tokenizer_files(folder, ref)
         s.add_model(name, folder)
@@ -74,7 +80,7 @@ def expected(ref, texts):
     return [e.ids for e in ref.encode_batch(texts)]
 
 
-@pytest.mark.parametrize("name", [*VARIANTS, "from-config"])
+@pytest.mark.parametrize("name", [*VARIANTS, "from-config", "from-model-config"])
 def test_corpus_ids_equal_the_tokenizers_library(store, refs, name):
     got = store.tokenize(name, CORPUS)
     want = expected(refs[name], CORPUS)
@@ -106,6 +112,7 @@ def test_truncation_keeps_the_specials(store, refs):
     assert ids[-1] == refs["truncated"].token_to_id("[SEP]")
     assert len(store.tokenize("truncated-left", long)) == 12
     assert len(store.tokenize("from-config", long)) == CONFIG_MAX
+    assert len(store.tokenize("from-model-config", long)) == POSITIONS
     assert len(store.tokenize("uncased", long)) > 100  # no truncation: none asked for
 
 
