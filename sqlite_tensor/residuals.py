@@ -165,3 +165,32 @@ def decode(kind, param, rows, cols, payload) -> np.ndarray:
     codes = (packed[:, (j * bits) // 8] >> ((j * bits) % 8).astype(np.uint8)) & ((1 << bits) - 1)
     q = 1 << (bits - 1)
     return (codes.astype(np.float32) - np.float32(q)) * scale[:, None]
+
+
+# -- for the decision step: what each encoding costs and leaves, without encoding ------------
+# (placeholder for existing kinds; the new kinds' branch replaces it)
+
+
+def ladder(rows: int, cols: int) -> list[tuple[int, int, int]]:
+    """(kind, param, nbytes) of every encoding a rows x cols tile can take, cheapest first."""
+    out = [(QUANTIZED, b, payload_bytes(QUANTIZED, b, rows, cols)) for b in BITS]
+    out += [(LOWRANK, r, payload_bytes(LOWRANK, r, rows, cols)) for r in range(1, min(rows, cols))]
+    return sorted(out, key=lambda e: e[2])
+
+
+def errors(kind, param, d: np.ndarray) -> np.ndarray:
+    """|d - decode(encode(d))|_F of each tile of d (n, rows, cols)."""
+    d = np.asarray(d, np.float64)
+    if kind == LOWRANK:
+        sv = np.linalg.svd(d, compute_uv=False)
+        return np.sqrt(np.square(sv[:, param:]).sum(axis=1))
+    top = (1 << (param - 1)) - 1
+    scale = np.abs(d).max(axis=2, keepdims=True).astype(np.float32).astype(np.float64) / top
+    safe = np.where(scale > 0, scale, 1)
+    q = np.clip(np.rint(d / safe), -top, top) * scale
+    return np.sqrt(np.square(d - q).sum(axis=(1, 2)))
+
+
+def encode(kind, param, delta) -> bytes:
+    """The payload of a residual of this kind and param for delta."""
+    return (encode_lowrank if kind == LOWRANK else encode_quantized)(delta, param)

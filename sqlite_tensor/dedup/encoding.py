@@ -97,3 +97,52 @@ def choose(
 
 def _rel(error: float, norm: float) -> float:
     return float(error / norm) if norm > 0 else 0.0
+
+
+# -- ladders: every way to store each block, for the budget search (budget.py) -------------
+
+
+class Ladder:
+    """The rungs of blocks of one tile extent against their references: column 0
+    substitutes, the middle ones are residuals.ladder's encodings (cheapest first, those
+    costing at most max_residual_fraction of the block), the last keeps the block.
+    ``nbytes[j]``: what rung j stores; ``error[i, j]``: the relative error it leaves in
+    block i."""
+
+    def __init__(self, items, t, s, *, residuals_allowed, max_residual_fraction=0.5):
+        n, rows, cols = t.shape
+        self.items = items
+        self.d = (t - s).astype(np.float32)
+        norm = np.sqrt(np.square(t, dtype=np.float64).sum(axis=(1, 2)))
+        safe = np.where(norm > 0, norm, 1.0)
+        rungs = [(SUBSTITUTE, 0, 0, 0, np.sqrt(np.square(self.d, dtype=np.float64).sum((1, 2))))]
+        if residuals_allowed:
+            budget = max_residual_fraction * rows * cols * 4
+            for kind, param, nbytes in residuals.ladder(rows, cols):
+                if nbytes <= budget:
+                    rungs.append(
+                        (RESIDUAL, kind, param, nbytes, residuals.errors(kind, param, self.d))
+                    )
+        rungs.append((KEEP, 0, 0, rows * cols * 4, np.zeros(n)))
+        self.rungs = [r[:4] for r in rungs]
+        self.nbytes = np.array([r[3] for r in rungs], np.int64)
+        self.error = np.stack([r[4] for r in rungs], axis=1) / safe[:, None]
+        # a block equal to its reference loses nothing by substitution: error 0 exactly
+        self.error[norm == 0, 0] = 0.0
+
+    def cheapest_within(self, tau: float) -> np.ndarray:
+        """Each block's cheapest rung with error <= tau (rungs are in order of bytes)."""
+        return np.argmax(self.error <= tau, axis=1)
+
+    def nbytes_of(self, rungs: np.ndarray) -> np.ndarray:
+        return self.nbytes[rungs]
+
+    def outcome(self, i: int, j: int, cache: dict) -> Outcome:
+        kind, rkind, param, _ = self.rungs[j]
+        error = float(self.error[i, j])
+        if kind != RESIDUAL:
+            return Outcome(kind, error)
+        key = (id(self.items[i]), j)
+        if key not in cache:
+            cache[key] = residuals.encode(rkind, param, self.d[i])
+        return Outcome(RESIDUAL, error, rkind, param, cache[key])
