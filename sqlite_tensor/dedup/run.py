@@ -444,7 +444,7 @@ def _match(w, items: list[Target], extents, refs, searcher: CandidateSearch, rea
         if not pairs:
             continue
         tiles = _read_tiles(w, {**{b: ext for _, b in pairs}, **{b: ext for b in ids}}, read)
-        dist = [float(np.square(tiles[group[k].block_id] - tiles[c]).sum()) for k, c in pairs]
+        dist = [_distance(tiles[group[k].block_id], tiles[c]) for k, c in pairs]
         best: dict[int, tuple[float, int]] = {}
         for (k, c), d in zip(pairs, dist):
             if k not in best or (d, c) < best[k]:
@@ -564,3 +564,9 @@ def _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed,
         i += len(batch)
         step = min(check_every, step * 2)
         progress(report, i, len(todo))
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Squared Euclidean distance, in float64 (float32 squares overflow); inf if not finite."""
+    d = float(np.square(a.astype(np.float64) - b).sum())
+    return d if math.isfinite(d) else math.inf
