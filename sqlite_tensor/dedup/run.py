@@ -6,15 +6,19 @@ blocks of the models added before it (so variants come to point at their base):
 1. **Targets**: the model's float32 blocks not yet examined and not already shared with
    an earlier model; a block another, later model also uses is left alone (replacing it
    here would free nothing).
-2. **Candidates** (lsh.py by default; minhash.py and exhaustive.py are the baselines):
-   the nearest reference block by true distance among the candidates.
-3. **Outcome** per block (encoding.py): substitute, residual, or keep.
-4. **Guard**: replacements are applied least important first (importance.py) in steps,
-   each a savepoint; after each step the validator scores the model as stored. A step that
-   drops the score by more than ``max_drop`` is rolled back (the weights really are as
-   before) and, with ``on_exceed="skip"``, retried in halves down to single blocks, the
-   blocks that break the budget alone being skipped; with ``"stop"`` the model ends there.
-5. Blocks no entry uses any more are freed and their pages compacted; the model's residual
+2. **Candidates** (lsh.py by default; minhash.py and exhaustive.py are the baselines),
+   and the block at the same place of the same tensor in each earlier model: the nearest
+   by true distance is the block's reference.
+3. **Outcome** per block: substitute, residual, or keep. ``strategy="budget"`` (the
+   default, budget.py) searches, by the validator, for the fewest bytes within
+   ``max_drop`` over every block's ladder of encodings (encoding.Ladder).
+   ``strategy="greedy"`` (the paper's guard) takes each block's cheapest outcome within
+   ``tolerance`` and applies them least important first (importance.py) in steps, each a
+   savepoint; after each step the validator scores the model as stored. A step that drops
+   the score by more than ``max_drop`` is rolled back (the weights really are as before)
+   and, with ``on_exceed="skip"``, retried in halves down to single blocks, the blocks
+   that break the budget alone being skipped; with ``"stop"`` the model ends there.
+4. Blocks no entry uses any more are freed and their pages compacted; the model's residual
    payloads are laid out in full residual pages.
 
 The whole run is one transaction: an error anywhere (a validator that raises, say) leaves
