@@ -48,7 +48,7 @@ class BudgetSearch:
 
     def __init__(self, w, report, items, ladders, validator, max_drop, tolerance, progress):
         self.w, self.report, self.validator = w, report, validator
-        self.floor = report.score_before - max_drop
+        self.max_drop = max_drop
         self.progress = progress
         self.ladders = ladders
         self.tolerance = tolerance
@@ -77,7 +77,8 @@ class BudgetSearch:
     def passes(self, config) -> bool:
         """Whether the model scores within budget stored as config (tried, rolled back)."""
         value = self._try(config, keep=False)
-        return value >= self.floor
+        # the drop as the caller computes it (before - after), not after >= before - max
+        return self.report.score_before - value <= self.max_drop
 
     def _try(self, config, keep: bool) -> float:
         w, report = self.w, self.report

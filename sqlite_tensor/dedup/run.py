@@ -532,7 +532,6 @@ class _Undo(Exception):
 
 
 def _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed, progress):
-    floor = report.score_before - max_drop if validator is not None else -math.inf
     step = check_every
     i = 0
     while i < len(todo):
@@ -543,7 +542,7 @@ def _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed,
                 if validator is not None:
                     value = _score(validator, w.store, report.model, w)
                     report.validations += 1
-                    if value < floor:
+                    if report.score_before - value > max_drop:
                         raise _Undo
                     report.score_after = value
         except _Undo:
