@@ -118,11 +118,18 @@ class Ladder:
         rungs = [(SUBSTITUTE, 0, 0, 0, np.sqrt(np.square(self.d, dtype=np.float64).sum((1, 2))))]
         if residuals_allowed:
             budget = max_residual_fraction * rows * cols * 4
+            tails = None  # low-rank errors of every rank from one SVD (the costly part)
             for kind, param, nbytes in residuals.ladder(rows, cols):
-                if nbytes <= budget:
-                    rungs.append(
-                        (RESIDUAL, kind, param, nbytes, residuals.errors(kind, param, self.d))
-                    )
+                if nbytes > budget:
+                    continue
+                if kind == residuals.LOWRANK:
+                    if tails is None:
+                        sv = np.linalg.svd(self.d, compute_uv=False).astype(np.float64)
+                        tails = np.sqrt(np.cumsum(np.square(sv)[:, ::-1], axis=1)[:, ::-1])
+                    errors = tails[:, param] if param < tails.shape[1] else np.zeros(n)
+                else:
+                    errors = residuals.errors(kind, param, self.d)
+                rungs.append((RESIDUAL, kind, param, nbytes, errors))
         rungs.append((KEEP, 0, 0, rows * cols * 4, np.zeros(n)))
         self.rungs = [r[:4] for r in rungs]
         self.nbytes = np.array([r[3] for r in rungs], np.int64)
