@@ -16,6 +16,12 @@ DENSE = ["mlp-shift", "frozen", "lr-epochs", "retrained"]
 _cache = {}
 
 
+@pytest.fixture(autouse=True)
+def _blas_one_thread():
+    with nets.one_thread():  # small matrices: extra BLAS threads only spin on a busy machine
+        yield
+
+
 def small(name):
     if name not in _cache:
         _cache[name] = FAMILIES[name]("small", 0)

@@ -10,11 +10,23 @@ and ``fc<i>.bias``, i = 1..depth.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 _F32 = np.float32
 # activations the training code can differentiate (all of them are store activations)
 ACTIVATIONS = ("relu", "tanh")
+
+
+def one_thread():
+    """BLAS on one thread (a context): these batches are small, and on a busy machine extra
+    threads only spin (20x slower measured). threadpoolctl is optional (the bench extra)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
 
 
 def names(depth: int) -> list[tuple[str, str]]:

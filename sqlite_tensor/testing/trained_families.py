@@ -22,7 +22,6 @@ the base, or a chain's previous version), and ||delta||_F / ||reference||_F per 
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import numpy as np
@@ -77,18 +76,8 @@ def _check(size, seed):
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
 
 
-def _one_thread():
-    """BLAS on one thread while training: its batches are small, and extra threads only spin
-    (20x slower on a busy machine). threadpoolctl is optional (the bench extra)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(1)
-
-
 def _family(world, steps, *, activation, eval_n, chain=False):
-    with _one_thread():
+    with nets.one_thread():
         return _train_family(world, steps, activation=activation, eval_n=eval_n, chain=chain)
 
 
@@ -244,7 +233,7 @@ def retrained(size: str = "default", seed: int = 0) -> TrainedFamily:
 def text(size: str = "default", seed: int = 0) -> TrainedFamily:
     """The embedding_bag text family of :mod:`.trained` (its docstring has the figures)."""
     _check(size, seed)
-    with _one_thread():
+    with nets.one_thread():
         if size == "small":
             return trained.fine_tuned_family(
                 4, vocab=2048, dim=32, hidden=32, base_epochs=3, tune_docs=4000,
@@ -268,7 +257,7 @@ def text_shuffled(size: str = "default", seed: int = 0) -> TrainedFamily:
         frequency_ordered=False, classes=8, task_angle=30.0, tune_epochs=3, tune_lr=0.3,
         latent=4, seed=seed,
     )
-    with _one_thread():
+    with nets.one_thread():
         if size == "small":
             return trained.fine_tuned_family(
                 4, vocab=2048, dim=24, hidden=32, base_epochs=3, tune_docs=4000,
