@@ -44,8 +44,10 @@ def test_numpy_forward_is_store_predict(tmp_path, name):
     x = family.test[model][0]
     x = x[:300]
     np.testing.assert_allclose(
-        store.predict(model, x), forward(family.models[model], family.layers, x),
-        rtol=1e-4, atol=1e-5,
+        store.predict(model, x),
+        forward(family.models[model], family.layers, x),
+        rtol=1e-4,
+        atol=1e-5,
     )
     store.close()
 
@@ -68,7 +70,9 @@ def test_numpy_forward_other_layers(tmp_path):
     bags = [rng.integers(0, 50, rng.integers(1, 9)) for _ in range(40)]
     store = sqlite_tensor.Store(str(tmp_path / "o.sqlite"), block_rows=4, block_cols=4)
     store.add_model("m", t, layers=layers)
-    np.testing.assert_allclose(store.predict("m", bags), forward(t, layers, bags), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        store.predict("m", bags), forward(t, layers, bags), rtol=1e-4, atol=1e-6
+    )
     store.close()
 
 
@@ -146,8 +150,10 @@ def test_bitdelta_bytes_and_honest_budget(name):
 def test_separate_and_bad_arguments():
     family = small("retrained")
     res = baselines.separate(family)
-    assert res.bytes == res.logical_bytes == sum(
-        a.nbytes for t in family.models.values() for a in t.values()
+    assert (
+        res.bytes
+        == res.logical_bytes
+        == sum(a.nbytes for t in family.models.values() for a in t.values())
     )
     assert res.ratio == 1.0 and res.worst_drop == 0.0
     with pytest.raises(ValueError, match="max_drop must be a fraction"):

@@ -70,7 +70,9 @@ def test_well_formed_and_variants_learnt_their_task(name):
         vx, _ = family.validation[m]
         assert len(x) == len(y) == len(vx) >= 1000
         # the recorded accuracy is the layer list's, run in numpy
-        assert family.accuracy[m] == pytest.approx(accuracy(tensors, family.layers, *family.validation[m]))
+        assert family.accuracy[m] == pytest.approx(
+            accuracy(tensors, family.layers, *family.validation[m])
+        )
         own = accuracy(tensors, family.layers, x, y)
         assert own >= 0.6, (m, own)
         if i:

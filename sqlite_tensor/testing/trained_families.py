@@ -108,9 +108,7 @@ def _train_family(world, steps, *, activation, eval_n, chain=False):
         by_ref[name] = nets.accuracy(ref_model, *val[name], activation)
         prev = name
     depth = nets.depth_of(models[next(iter(models))])
-    return TrainedFamily(
-        models, nets.layers(depth, activation), val, test, own, by_ref, reference
-    )
+    return TrainedFamily(models, nets.layers(depth, activation), val, test, own, by_ref, reference)
 
 
 def mlp_shift(size: str = "default", seed: int = 0) -> TrainedFamily:
@@ -236,8 +234,14 @@ def text(size: str = "default", seed: int = 0) -> TrainedFamily:
     with nets.one_thread():
         if size == "small":
             return trained.fine_tuned_family(
-                4, vocab=2048, dim=32, hidden=32, base_epochs=3, tune_docs=4000,
-                eval_docs=1000, seed=seed,
+                4,
+                vocab=2048,
+                dim=32,
+                hidden=32,
+                base_epochs=3,
+                tune_docs=4000,
+                eval_docs=1000,
+                seed=seed,
             )
         return trained.fine_tuned_family(4, seed=seed)
 
@@ -254,14 +258,25 @@ def text_shuffled(size: str = "default", seed: int = 0) -> TrainedFamily:
     """
     _check(size, seed)
     common = dict(
-        frequency_ordered=False, classes=8, task_angle=30.0, tune_epochs=3, tune_lr=0.3,
-        latent=4, seed=seed,
+        frequency_ordered=False,
+        classes=8,
+        task_angle=30.0,
+        tune_epochs=3,
+        tune_lr=0.3,
+        latent=4,
+        seed=seed,
     )
     with nets.one_thread():
         if size == "small":
             return trained.fine_tuned_family(
-                4, vocab=2048, dim=24, hidden=32, base_epochs=3, tune_docs=4000,
-                eval_docs=1000, **common,
+                4,
+                vocab=2048,
+                dim=24,
+                hidden=32,
+                base_epochs=3,
+                tune_docs=4000,
+                eval_docs=1000,
+                **common,
             )
         return trained.fine_tuned_family(4, vocab=12000, dim=48, hidden=96, **common)
 
