@@ -171,3 +171,15 @@ def test_lowrank_more_budget_never_more_bytes():
     assert sizes[2] < sizes[0]
     none = baselines.lowrank_delta(family, 0.0)
     assert all(v <= 0.0 for v in none.validation_drop.values())
+
+
+def test_command_prints_both_tables(capsys):
+    baselines.main(["--size", "small", "--store", "retrained"])
+    out = capsys.readouterr().out
+    assert "lowrank x" in out and "bitdelta x" in out
+    row = next(line for line in out.splitlines() if line.startswith("retrained      held out"))
+    assert row.count("p") >= 4  # validation and test drops of both methods
+    assert "retrained      residual, lsh" in out and "retrained      exact" in out
+    with pytest.raises(SystemExit):
+        baselines.main(["nosuchfamily"])
+    assert "unknown families ['nosuchfamily']" in capsys.readouterr().err
