@@ -593,6 +593,8 @@ RESIDUAL_QUANTIZED = RES_QUANTIZED
 RESIDUAL_SIGN = RES_SIGN
 RESIDUAL_SPARSE = RES_SPARSE
 RESIDUAL_SIGN_SPARSE = RES_SIGN_SPARSE
+RESIDUAL_SIGN_TILE = RES_SIGN_TILE
+RESIDUAL_SIGN_ROW = RES_SIGN_ROW
 RESIDUAL_KINDS = {code: name for code, name in enumerate(_c_names(st_residual_kind_names)) if code}
 # a sign residual's param: its scales, one per tile (1) or per row (2)
 RESIDUAL_SIGN_SCALES = {code: name for code, name in enumerate(_c_names(st_residual_sign_scales))
