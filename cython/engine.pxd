@@ -432,6 +432,9 @@ cdef extern from "st_parallel.h":
     void st_parallel_for(int nthreads, long n, st_range_fn fn, void *ctx) nogil
     int st_parallel_workers() nogil
 
+cdef extern from "st_sign.h" nogil:
+    void st_sign_row_add(const unsigned char *bits, int64_t n, float s, float *d)
+
 cdef extern from "st_half.h" nogil:
     float st_half_to_float(unsigned short h)
     float st_bf16_to_float(unsigned short h)

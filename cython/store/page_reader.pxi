@@ -335,14 +335,6 @@ cdef inline float st_page_residual_code(const unsigned char *row, sqlite3_int64 
     return <float>(<int>((row[j >> 2] >> ((j & 3) << 1)) & 3) - 2)
 
 
-cdef inline void st_page_sign_row_add(const unsigned char *bits, sqlite3_int64 bc, float s,
-                                      float *d) noexcept nogil:
-    """d[0:bc] += (bit j ? s : -s), bit j at bit j % 8 of byte j // 8."""
-    cdef sqlite3_int64 j
-    for j in range(bc):  # multiplied, not branched on: the signs are random
-        d[j] += s * <float>(<int>((bits[j >> 3] >> (j & 7)) & 1) * 2 - 1)
-
-
 cdef void st_page_residual_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
                                sqlite3_int64 bc, float *dst, sqlite3_int64 ld) noexcept nogil:
     """dst (br x bc, row stride ld) += the residual (its row checked by st_page_check_residual
@@ -368,7 +360,7 @@ cdef void st_page_residual_add(int kind, int param, const unsigned char *payload
         scale = <const float *>payload
         row_bytes = (bc + 7) // 8
         for i in range(br):
-            st_page_sign_row_add(payload + nscales * 4 + i * row_bytes, bc,
+            st_sign_row_add(payload + nscales * 4 + i * row_bytes, bc,
                                  scale[i if nscales > 1 else 0], dst + i * ld)
         if kind == RES_SIGN:
             return
@@ -420,10 +412,10 @@ cdef void st_page_residual_row_add(int kind, int param, const unsigned char *pay
         return
     if kind == RES_SIGN or kind == RES_SIGN_SPARSE:
         if kind == RES_SIGN and param == RES_SIGN_TILE:
-            st_page_sign_row_add(payload + 4 + r * ((bc + 7) // 8), bc,
+            st_sign_row_add(payload + 4 + r * ((bc + 7) // 8), bc,
                                  (<const float *>payload)[0], dst)
             return
-        st_page_sign_row_add(payload + br * 4 + r * ((bc + 7) // 8), bc,
+        st_sign_row_add(payload + br * 4 + r * ((bc + 7) // 8), bc,
                              (<const float *>payload)[r], dst)
         if kind == RES_SIGN:
             return
