@@ -108,7 +108,7 @@ cdef enum:
     RES_SPARSE = 4
     RES_SIGN_SPARSE = 5          # a sign residual (per-row scales) plus sparse corrections
     RES_SIGN_TILE = 1            # a sign residual's param: one scale per tile
-    RES_SIGN_ROW = 2             #   or one per tile row
+    RES_SIGN_ROW = 2             # or one per tile row
 
 cdef extern from "st_page.h" nogil:
     enum:

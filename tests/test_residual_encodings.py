@@ -129,7 +129,10 @@ def test_every_encoding_round_trips_to_what_errors_says(rows, cols, seed, zero_r
     # every kind and param, whether or not the ladder offers it for this extent
     specs += [(SIGN, SIGN_TILE), (SIGN, SIGN_ROW), (QUANTIZED, 2), (LOWRANK, 1)]
     cap = residuals.sparse_cap(rows, cols)
-    specs += [(SPARSE, data.draw(st.integers(1, cap))), (SIGN_SPARSE, data.draw(st.integers(1, cap)))]
+    specs += [
+        (SPARSE, data.draw(st.integers(1, cap))),
+        (SIGN_SPARSE, data.draw(st.integers(1, cap))),
+    ]
     for kind, param in specs:
         want = residuals.errors(kind, param, d)
         for i in range(3):
@@ -157,7 +160,9 @@ def test_sign_scale_minimises_the_error(rng):
                 worse = residuals.decode(SIGN, scales, 8, 9, bytes(payload))
                 assert np.linalg.norm(d[i] - worse) > best[i]
     # a row scale is never worse than one for the tile
-    assert (residuals.errors(SIGN, SIGN_ROW, d) <= residuals.errors(SIGN, SIGN_TILE, d) + 1e-12).all()
+    assert (
+        residuals.errors(SIGN, SIGN_ROW, d) <= residuals.errors(SIGN, SIGN_TILE, d) + 1e-12
+    ).all()
 
 
 def test_sparse_keeps_the_largest_and_sign_sparse_gets_them_right(rng):
@@ -213,7 +218,10 @@ def test_errors_is_inf_where_float16_cannot_hold_a_value():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: residuals.payload_bytes(SIGN, 3, 2, 2), r"sign scales must be 1 \(tile\) or 2 \(row\), got 3"),
+        (
+            lambda: residuals.payload_bytes(SIGN, 3, 2, 2),
+            r"sign scales must be 1 \(tile\) or 2 \(row\), got 3",
+        ),
         (lambda: residuals.payload_bytes(SIGN, True, 2, 2), "sign scales must be"),
         (lambda: residuals.payload_bytes(SPARSE, 0, 2, 2), "k must be at least 1"),
         (lambda: residuals.payload_bytes(SPARSE, 5, 4, 4), "k 5 is more than 4, the most entries"),
@@ -262,7 +270,11 @@ def reads(store):
     return [
         lambda: store.predict("m", np.ones(11, np.float32)),
         lambda: store.predict("m", np.ones((3, 11), np.float32)),
-        lambda: conn.execute("SELECT tensor_predict('tensors', 'm', ?)", (np.ones(11, np.float32).tobytes(),)).get,
+        lambda: (
+            conn.execute(
+                "SELECT tensor_predict('tensors', 'm', ?)", (np.ones(11, np.float32).tobytes(),)
+            ).get
+        ),
         lambda: store.predict("e", 1),
         lambda: store.predict("e", np.arange(7)),
         lambda: store.get_tensor("m", "w"),
@@ -271,7 +283,11 @@ def reads(store):
 
 
 BAD_SPARSE = [
-    ("out of the tile", [2, 15], "has index 15 at entry 1; a 3 x 5 tile's indices rise from 0 to 14"),
+    (
+        "out of the tile",
+        [2, 15],
+        "has index 15 at entry 1; a 3 x 5 tile's indices rise from 0 to 14",
+    ),
     ("repeated", [4, 4], "has index 4 at entry 1; a 3 x 5 tile's indices rise"),
     ("falling", [9, 3], "has index 3 at entry 1"),
     ("far out", [65535, 1], "has index 65535 at entry 0"),
@@ -293,7 +309,9 @@ def test_damaged_sparse_indices_are_corruption_on_every_read(store, kind, what, 
         with pytest.raises(apsw.CorruptError) as info:
             read()
         text = str(info.value)
-        assert "tensor store 'tensors' is corrupt: the residual of tile (0, 0) of tensor 'w'" in text
+        assert (
+            "tensor store 'tensors' is corrupt: the residual of tile (0, 0) of tensor 'w'" in text
+        )
         assert message in text
     # verify() names it too
     assert any("residual" in p and "(0, 0)" in p for p in store.verify())
@@ -303,32 +321,51 @@ def test_python_reads_raise_corrupt_store_error(store):
     store, w = store
     payload = struct.pack("<2H", 2, 99) + f16([1.0, 2.0])
     put_residuals(store, "m", "w", {(0, 0): (SPARSE, 2, payload)})
-    for read in (lambda: store.get_tensor("m", "w"), lambda: store.predict("m", np.ones(11, np.float32))):
+    for read in (
+        lambda: store.get_tensor("m", "w"),
+        lambda: store.predict("m", np.ones(11, np.float32)),
+    ):
         with pytest.raises(sqlite_tensor.CorruptStoreError, match=r"tile \(0, 0\) of tensor 'w'"):
             read()
 
 
-@pytest.mark.parametrize("row, message", [
-    ((0, 0, SIGN, 3, None, 0, 19), r"has scales 3; sign residuals take 1 \(one per tile\) or 2 \(one per row\)"),
-    ((0, 0, SIGN, 0, None, 0, 19), "has scales 0"),
-    ((0, 0, SPARSE, 4, None, 0, 16), "keeps 4 entries; a 3 x 5 tile keeps 1 to 3"),
-    ((2, 2, SIGN_SPARSE, 2, None, 0, 16), "keeps 2 entries; a 1 x 1 tile keeps 1 to 1"),
-    ((0, 0, SPARSE, 0, None, 0, 0), "keeps 0 entries"),
-    ((0, 0, SIGN, SIGN_ROW, None, 0, 19), "records 19 bytes; its kind and parameter make 15 for a 3 x 5 tile"),
-    ((0, 0, SIGN_SPARSE, 1, None, 0, 19), "records 19 bytes; its kind and parameter make 20"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        (
+            (0, 0, SIGN, 3, None, 0, 19),
+            r"has scales 3; sign residuals take 1 \(one per tile\) or 2 \(one per row\)",
+        ),
+        ((0, 0, SIGN, 0, None, 0, 19), "has scales 0"),
+        ((0, 0, SPARSE, 4, None, 0, 16), "keeps 4 entries; a 3 x 5 tile keeps 1 to 3"),
+        ((2, 2, SIGN_SPARSE, 2, None, 0, 16), "keeps 2 entries; a 1 x 1 tile keeps 1 to 1"),
+        ((0, 0, SPARSE, 0, None, 0, 0), "keeps 0 entries"),
+        (
+            (0, 0, SIGN, SIGN_ROW, None, 0, 19),
+            "records 19 bytes; its kind and parameter make 15 for a 3 x 5 tile",
+        ),
+        ((0, 0, SIGN_SPARSE, 1, None, 0, 19), "records 19 bytes; its kind and parameter make 20"),
+    ],
+)
 def test_damaged_rows_of_the_new_kinds(store, row, message):
     store, w = store
     put_residuals(store, "m", "w", {(0, 0): (SPARSE, 1, b"\0" * 4)}, rows=[row])
     for read in reads(store)[:3] + reads(store)[5:]:
-        with pytest.raises(apsw.CorruptError, match=r"the residual of tile \(\d, \d\) of tensor 'w' \(id \d+\) " + message):
+        with pytest.raises(
+            apsw.CorruptError,
+            match=r"the residual of tile \(\d, \d\) of tensor 'w' \(id \d+\) " + message,
+        ):
             read()
 
 
 seen: set[bool] = set()  # the fuzz met both outcomes (checked by the test after it)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     kind=st.sampled_from([SPARSE, SIGN_SPARSE, SIGN]),
     noise=st.binary(min_size=40, max_size=40),

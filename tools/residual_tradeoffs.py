@@ -61,7 +61,12 @@ def mlp_models(seed: int = 0) -> dict:
                 p /= len(yb)
                 gh = p @ W["w2"]
                 gh[h <= 0] = 0
-                for k, g in (("w1", gh.T @ xb), ("b1", gh.sum(0)), ("w2", p.T @ h), ("b2", p.sum(0))):
+                for k, g in (
+                    ("w1", gh.T @ xb),
+                    ("b1", gh.sum(0)),
+                    ("w2", p.T @ h),
+                    ("b2", p.sum(0)),
+                ):
                     W[k] -= lr * g
         return W
 
@@ -129,7 +134,9 @@ def name(kind: int, param) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--family", choices=["trained", "mlp"], default="trained")
     ap.add_argument("--tile", type=int, default=64)
     args = ap.parse_args(argv)
@@ -150,7 +157,9 @@ def main(argv=None) -> None:
             f" sign tile scale within 5 % of row scale on {near[t][0]} of {near[t][1]} tiles"
         )
         print(f"  {'encoding':32s} {'bytes/float32':>13s} {'rel. error':>10s}")
-        for (kind, param), (nbytes, err2, n) in sorted(by_tensor[t].items(), key=lambda kv: kv[1][0]):
+        for (kind, param), (nbytes, err2, n) in sorted(
+            by_tensor[t].items(), key=lambda kv: kv[1][0]
+        ):
             if n < near[t][1]:  # not on every tile's ladder (a residual as big as the tile)
                 continue
             print(

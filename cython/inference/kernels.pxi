@@ -106,7 +106,6 @@ cdef int st_kern_cursor_residual(TileCursor *c, Weight *w, sqlite3_int64 k, sqli
     return st_kern_check_payload(c.plan, w, k, out[0], br, bc, err)
 
 
-
 cdef inline bint st_kern_has_residual(const Weight *w, sqlite3_int64 k) noexcept nogil:
     return w.res_kind != NULL and w.res_kind[k] != 0
 

@@ -361,7 +361,7 @@ cdef void st_page_residual_add(int kind, int param, const unsigned char *payload
         row_bytes = (bc + 7) // 8
         for i in range(br):
             st_sign_row_add(payload + nscales * 4 + i * row_bytes, bc,
-                                 scale[i if nscales > 1 else 0], dst + i * ld)
+                            scale[i if nscales > 1 else 0], dst + i * ld)
         if kind == RES_SIGN:
             return
     if kind == RES_SPARSE or kind == RES_SIGN_SPARSE:
@@ -413,10 +413,10 @@ cdef void st_page_residual_row_add(int kind, int param, const unsigned char *pay
     if kind == RES_SIGN or kind == RES_SIGN_SPARSE:
         if kind == RES_SIGN and param == RES_SIGN_TILE:
             st_sign_row_add(payload + 4 + r * ((bc + 7) // 8), bc,
-                                 (<const float *>payload)[0], dst)
+                            (<const float *>payload)[0], dst)
             return
         st_sign_row_add(payload + br * 4 + r * ((bc + 7) // 8), bc,
-                             (<const float *>payload)[r], dst)
+                        (<const float *>payload)[r], dst)
         if kind == RES_SIGN:
             return
     if kind == RES_SPARSE or kind == RES_SIGN_SPARSE:
