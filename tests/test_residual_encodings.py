@@ -32,6 +32,7 @@ from sqlite_tensor.residuals import (
     SIGN_TILE,
     SPARSE,
 )
+from sqlite_tensor.schema import Tables
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -433,7 +434,7 @@ def test_dedup_writes_store_the_new_kinds(memdb, rng, spec):
     layers = [{"op": "dense", "weight": "w", "activation": "tanh"}]
     store.add_model("a", {"w": a}, layers=layers)
     store.add_model("b", {"w": b}, layers=layers)
-    t = store._t
+    t = Tables(store.name)
     rows = memdb.execute(
         f"SELECT tt.model_id, mp.tensor_id, mp.block_row, mp.block_col, mp.block_id, bl.hash"
         f" FROM {t.map} mp JOIN {t.tensors} tt ON tt.id = mp.tensor_id"
