@@ -186,8 +186,8 @@ cdef void st_kern_tile_product(const Layer *L, const unsigned char *tile, const 
     W (out x in):  Y[:, bi*R : bi*R+br] += X[:, bj*C : bj*C+bc] @ T^T
     W (in x out):  Y[:, bj*C : bj*C+bc] += X[:, bi*R : bi*R+br] @ T
     One input is a matrix-vector product (st_gemv_*), a batch a matrix-matrix one
-    (single-threaded BLAS sgemm: the threads split tiles, see dense()). A quantized
-    residual is added to a copy of T in scratch; a low-rank one is its own thin product
+    (single-threaded BLAS sgemm: the threads split tiles, see dense()). A quantized, sign
+    or sparse residual is added to a copy of T in scratch; a low-rank one is its own thin product
     (st_kern_lowrank_product, with min(B, LOWRANK_ROWS) x rank floats at lowrank). gemv: the
     kernel st_gemv_pick chose for tiles read where they sit in the pool.
     """

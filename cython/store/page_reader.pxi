@@ -12,8 +12,8 @@
 # read nor silently wrong bytes.
 #
 # Residuals (<store>_residuals; payload format at the top of sqlite_tensor/residuals.py):
-# a float32 tile may carry a correction (low-rank, quantized, sign, sparse) stored in a slot of a
-# residual page; readers return block + residual. The helpers that check and apply a
+# a float32 tile may carry a correction (low-rank, quantized, sign, sparse) stored in a
+# slot of a residual page; readers return block + residual. The helpers that check and apply a
 # payload live here and serve read_tensor and the kernels alike.
 
 # The page format's constants and its checksum are C (c/st_page.h, c/st_page.c), the one
