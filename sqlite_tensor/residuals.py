@@ -60,7 +60,8 @@ kind 4, SPARSE (the k largest |d|, kept), param = k, 1 <= k <= max(1, br * bc //
 kind 5, SIGN_SPARSE (sign with per-row scales, plus sparse corrections), param = k as for
 SPARSE: a SIGN payload with param SIGN_ROW, zero bytes up to a multiple of 4, then a SPARSE
 payload of k entries; the residual is the sum of the two. The encoder takes the k largest
-|d| as the sparse entries (ties: the first in tile order), the row scales over the others
+|d| as the sparse entries (as SPARSE's encoder does: |d| compared as float32, ties to the
+first in tile order), the row scales over the others
 (mean |d|), and stores at each sparse entry d - its sign part, so those come back to float16
 precision. nbytes = align4(br * 4 + br * ceil(bc / 8)) + k * (w + 2).
 
@@ -254,12 +255,21 @@ def _sign_scales(a: np.ndarray, keep: np.ndarray | None, per_row: bool) -> np.nd
     return total / np.maximum(count, 1)
 
 
-def _top_k(d: np.ndarray, k: int) -> np.ndarray:
-    """Flat indices (n, k), rising, of the k largest |d| of each tile of d (n, rows, cols);
-    ties go to the first in tile order (a stable sort), the same in encoding and errors."""
+def _rank_keys(d: np.ndarray) -> np.ndarray:
+    """A key per element of each tile of d (n, rows, cols), unique within its tile, larger
+    for a larger |d| (compared as float32), then for an earlier element: so "the k
+    largest" is one set, whatever selection algorithm finds it (encoding and errors()
+    agree on ties)."""
     n = d.shape[0]
-    order = np.argsort(-np.abs(d).reshape(n, -1), axis=1, kind="stable")[:, :k]
-    return np.sort(order, axis=1)
+    mag = np.abs(d).reshape(n, -1).astype(np.float32).view(np.uint32).astype(np.uint64)
+    late = np.arange(mag.shape[1], dtype=np.uint64)
+    return (mag << np.uint64(32)) | (np.uint64(0xFFFFFFFF) - late)
+
+
+def _top_k(keys: np.ndarray, k: int) -> np.ndarray:
+    """Flat indices (n, k), rising, of the k largest keys of each row of keys."""
+    m = keys.shape[1]
+    return np.sort(np.argpartition(keys, m - k, axis=1)[:, m - k :], axis=1)
 
 
 def _f16(values: np.ndarray) -> np.ndarray:
@@ -284,7 +294,7 @@ def encode_sparse(delta, k) -> bytes:
     """The k largest |d| (ties: first in tile order): rising indices, then float16 values."""
     d = _delta(delta)
     _, k, rows, cols = _check(SPARSE, k, *d.shape)
-    at = _top_k(d[None], k)[0]
+    at = _top_k(_rank_keys(d[None]), k)[0]
     return at.astype(_index_dtype(rows, cols)).tobytes() + _f16(d.reshape(-1)[at]).tobytes()
 
 
@@ -293,7 +303,7 @@ def encode_sign_sparse(delta, k) -> bytes:
     between d and the sign part, as a SPARSE payload (see the module docstring)."""
     d = _delta(delta)
     _, k, rows, cols = _check(SIGN_SPARSE, k, *d.shape)
-    at = _top_k(d[None], k)[0]
+    at = _top_k(_rank_keys(d[None]), k)[0]
     keep = np.ones(rows * cols, bool)
     keep[at] = False
     scale = _sign_scales(np.abs(d)[None], keep.reshape(1, rows, cols), True)[0].reshape(-1)
@@ -422,13 +432,13 @@ def _f16_round_error(v: np.ndarray) -> np.ndarray:
 
 
 class _Shared:
-    """Work errors() shares between encodings of one stack: singular values, |d|, the
-    order of |d| (computed on first use)."""
+    """Work errors() shares between encodings of one stack: |d|, singular values, the
+    elements' rank keys (computed on first use)."""
 
     def __init__(self, d: np.ndarray):
         self.d = d
         self.a = np.abs(d)
-        self._sv = self._order = None
+        self._sv = self._keys = None
 
     def sv(self) -> np.ndarray:
         if self._sv is None:
@@ -436,10 +446,9 @@ class _Shared:
         return self._sv
 
     def top(self, k: int) -> np.ndarray:
-        if self._order is None:
-            n = self.d.shape[0]
-            self._order = np.argsort(-self.a.reshape(n, -1), axis=1, kind="stable")
-        return self._order[:, :k]
+        if self._keys is None:
+            self._keys = _rank_keys(self.d)
+        return _top_k(self._keys, k)
 
 
 def _errors(kind: int, param: int, sh: _Shared) -> np.ndarray:
@@ -485,7 +494,7 @@ def errors(kind, param, d) -> np.ndarray:
 
 def ladder_errors(d) -> tuple[list[tuple[int, int, int]], np.ndarray]:
     """ladder(rows, cols) for the tiles of d (n, rows, cols) and errors() of each of its
-    encodings, (len(ladder), n), the work they share done once (one SVD, one sort)."""
+    encodings, (len(ladder), n), the work they share done once (one SVD, the rank keys)."""
     d = _stack(d)
     steps = ladder(d.shape[1], d.shape[2])
     out = np.zeros((len(steps), d.shape[0]))
