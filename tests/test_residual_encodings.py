@@ -5,11 +5,14 @@ Codec: layouts by hand, round trips (hypothesis) against errors(), the optimal s
 arguments. Engine: a sparse part's indices are untrusted (they say where to write), so a
 damaged one is SQLITE_CORRUPT / CorruptStoreError naming store, tensor and tile on every
 read path, never a wild write; a random fuzz of payload bytes gives an error or the numbers
-decode() gives, nothing else. Dedup's writer stores the new kinds as it stores the others.
+decode() gives, nothing else (its long run is one command:
+    ST_RESIDUAL_FUZZ_EXAMPLES=5000 python -m pytest -q tests/test_residual_encodings.py -k fuzz
+). Dedup's writer stores the new kinds as it stores the others.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 
 import apsw
@@ -363,7 +366,7 @@ seen: set[bool] = set()  # the fuzz met both outcomes (checked by the test after
 
 
 @settings(
-    max_examples=150,
+    max_examples=int(os.environ.get("ST_RESIDUAL_FUZZ_EXAMPLES", "150")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -371,7 +374,7 @@ seen: set[bool] = set()  # the fuzz met both outcomes (checked by the test after
     kind=st.sampled_from([SPARSE, SIGN_SPARSE, SIGN]),
     noise=st.binary(min_size=40, max_size=40),
 )
-def test_random_payload_bytes_give_an_error_or_the_decoded_numbers(store, kind, noise):
+def test_fuzz_random_payload_bytes_give_an_error_or_the_decoded_numbers(store, kind, noise):
     """Any bytes in a payload of the right length: every read either refuses them as
     corruption or computes exactly what decode() makes of them."""
     store, w = store
@@ -412,7 +415,7 @@ def test_random_payload_bytes_give_an_error_or_the_decoded_numbers(store, kind, 
 
 def test_the_fuzz_met_both_outcomes():
     if not seen:  # the fuzz did not run in this process (deselected)
-        pytest.skip("run with test_random_payload_bytes_give_an_error_or_the_decoded_numbers")
+        pytest.skip("run with test_fuzz_random_payload_bytes_give_an_error_or_the_decoded_numbers")
     assert seen == {True, False}
 
 
