@@ -408,39 +408,27 @@ def test_choose_picks_the_cheapest_outcome_within_tolerance():
     d = np.zeros_like(s)
     d[0] = 1e-4 * rng.standard_normal((32, 32))  # tiny: substitute
     d[1] = 0.3 * np.outer(rng.standard_normal(32), rng.standard_normal(32))  # rank 1
-    d[2] = 0.3 * rng.standard_normal((32, 32))  # dense noise: quantized
+    d[2] = 0.3 * rng.standard_normal((32, 32))  # dense noise
     d[3] = 5 * rng.standard_normal((32, 32))  # far: 8 bits at best
     out = encoding.choose(s + d, s, tolerance=0.05, residuals_allowed=True)
     assert [o.kind for o in out] == ["substitute", "residual", "residual", "residual"]
+    assert (out[1].residual_kind, out[1].param) == (residuals.LOWRANK, 1)
     assert (out[3].residual_kind, out[3].param) == (residuals.QUANTIZED, 8)
     strict = encoding.choose(s[3:] + d[3:], s[3:], tolerance=0.001, residuals_allowed=True)
     assert strict[0].kind == "keep"
-    assert (out[1].residual_kind, out[1].param) == (residuals.LOWRANK, 1)
-    assert out[2].residual_kind == residuals.QUANTIZED
-    for o, t_, s_ in zip(out[1:3], s[1:3] + d[1:3], s[1:3]):
+    steps = residuals.ladder(32, 32)
+    for o, t_, s_ in zip(out[1:], s[1:] + d[1:], s[1:]):
         rebuilt = s_ + residuals.decode(o.residual_kind, o.param, 32, 32, o.payload)
-        assert np.linalg.norm(rebuilt - t_) <= 0.05 * np.linalg.norm(t_)
-        assert np.linalg.norm(rebuilt - t_) / np.linalg.norm(t_) == pytest.approx(
-            o.error, rel=1e-3, abs=1e-6
-        )
+        err = np.linalg.norm(rebuilt - t_) / np.linalg.norm(t_)
+        assert err <= 0.05 and err == pytest.approx(o.error, rel=1e-3, abs=1e-6)
+        # no cheaper encoding would have been within tolerance
+        mine = residuals.payload_bytes(o.residual_kind, o.param, 32, 32)
+        for kind, param, nbytes in steps:
+            if nbytes < mine:
+                e = residuals.errors(kind, param, (t_ - s_)[None])[0] / np.linalg.norm(t_)
+                assert e > 0.05, (kind, param)
     without = encoding.choose(s + d, s, tolerance=0.05, residuals_allowed=False)
     assert [o.kind for o in without] == ["substitute", "keep", "keep", "keep"]
-
-
-def test_quantization_error_matches_the_codec():
-    rng = np.random.default_rng(3)
-    d = rng.standard_normal((5, 8, 24)).astype(np.float32)
-    d[2, 3] = 0
-    for bits in (2, 4, 8):
-        est = encoding.quantization_error(d, bits)
-        for i in range(5):
-            got = residuals.decode(
-                residuals.QUANTIZED, bits, 8, 24, residuals.encode_quantized(d[i], bits)
-            )
-            assert np.linalg.norm(d[i] - got) == pytest.approx(est[i], rel=1e-4, abs=1e-6)
-
-
-# -- from SQL -------------------------------------------------------------------------------
 
 
 def test_tensor_dedup_from_sql(tmp_path):

@@ -201,14 +201,6 @@ def test_ladder_is_cheapest_first_and_complete():
     assert residuals.ladder(1, 1) == []  # nothing is smaller than one float
 
 
-def test_errors_matches_the_existing_quantization_estimate(rng):
-    d = rng.standard_normal((6, 7, 13))
-    for bits in residuals.BITS:
-        np.testing.assert_allclose(
-            residuals.errors(QUANTIZED, bits, d), encoding.quantization_error(d, bits), rtol=1e-12
-        )
-
-
 def test_errors_is_inf_where_float16_cannot_hold_a_value():
     d = np.zeros((2, 2, 2))
     d[0, 0, 0] = 1e6

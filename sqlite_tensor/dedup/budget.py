@@ -52,7 +52,6 @@ class BudgetSearch:
         self.progress = progress
         self.ladders = ladders
         self.tolerance = tolerance
-        self.payloads: dict[tuple[int, int], bytes] = {}
         self.expected = 0  # validations the search will take, at most (for progress)
 
     # -- configurations: one rung index per block, the blocks of the ladders in order ------
@@ -69,7 +68,7 @@ class BudgetSearch:
         for lad, rungs in zip(self.ladders, config):
             for i, j in enumerate(rungs):
                 it = lad.items[i]
-                it.outcome = lad.outcome(i, int(j), self.payloads)
+                it.outcome = lad.outcome(i, int(j))
                 if it.outcome.kind != encoding.KEEP:
                     out.append(it)
         return out
