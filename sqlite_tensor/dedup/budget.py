@@ -155,7 +155,8 @@ class BudgetSearch:
             return out
 
         lo, hi = 0, len(moves)  # config(lo) passes, config(hi) fails
-        while hi - lo > 1:
+        # to within 1/64 of the moves: the last few validations would buy little
+        while hi - lo > max(1, len(moves) // 64):
             mid = (lo + hi) // 2
             if self.passes(config(mid)):
                 lo = mid

@@ -23,6 +23,7 @@ from ..dedup.validators import accuracy
 # (label, Store.dedup arguments); None: exact dedup only (what add_model does)
 METHODS = {
     "exact": None,
+    "substitute, greedy": {"residuals": False, "strategy": "greedy"},  # the paper's method
     "substitute, lsh": {"residuals": False, "search": "lsh"},
     "substitute, exhaustive": {"residuals": False, "search": "exhaustive"},
     "residual, lsh": {"residuals": True, "search": "lsh"},
