@@ -4,6 +4,8 @@ its encoding costs, recomputed here from scratch."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -173,13 +175,23 @@ def test_lowrank_more_budget_never_more_bytes():
     assert all(v <= 0.0 for v in none.validation_drop.values())
 
 
-def test_command_prints_both_tables(capsys):
-    baselines.main(["--size", "small", "--store", "retrained"])
+def test_command_prints_the_table(capsys):
+    baselines.main(["--size", "small", "retrained"])
     out = capsys.readouterr().out
     assert "lowrank x" in out and "bitdelta x" in out
     row = next(line for line in out.splitlines() if line.startswith("retrained      held out"))
     assert row.count("p") >= 4  # validation and test drops of both methods
-    assert "retrained      residual, lsh" in out and "retrained      exact" in out
     with pytest.raises(SystemExit):
         baselines.main(["nosuchfamily"])
     assert "unknown families ['nosuchfamily']" in capsys.readouterr().err
+
+
+def test_the_families_table_puts_the_store_beside_the_baselines(capsys):
+    from sqlite_tensor.testing import dedup_families
+
+    dedup_families.main(["--size", "small", "--sweep", "text"])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("text           fit"))
+    assert len(re.findall(r"\d\.\d\dx", row)) == len(dedup_families.METHODS)
+    sweep = [line for line in out.splitlines() if line.startswith("text           ours")]
+    assert len(sweep) == len(dedup_families.SWEEP_DROPS)

@@ -32,7 +32,5 @@ for method, r in results.items():
     if hasattr(r, "accuracy"):
         print(
             f"{method}: test accuracy "
-            + ", ".join(
-                f"{m} {r.accuracy_before[m]:.4f}->{r.accuracy[m]:.4f}" for m in r.accuracy
-            )
+            + ", ".join(f"{m} {r.accuracy_before[m]:.4f}->{r.accuracy[m]:.4f}" for m in r.accuracy)
         )

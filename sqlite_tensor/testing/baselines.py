@@ -341,23 +341,6 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
-# the store's own methods run beside the baselines by ``--store`` (dedup_compare's labels)
-STORE_METHODS = ("exact", "substitute, lsh", "residual, lsh")
-
-
-def store_table(rows) -> str:
-    """rows: [(family name, {method: dedup_compare.MethodResult})]: the store's methods."""
-    lines = [f"{'family':<14} {'method':<24} {'x fewer':>7} {'test':>6} {'dedup s':>7}"]
-    for name, results in rows:
-        for method, r in results.items():
-            if method in STORE_METHODS:
-                lines.append(
-                    f"{name:<14} {method:<24} {r.ratio:>7.2f} {100 * r.worst_drop:>5.2f}p "
-                    f"{r.dedup_seconds:>7.1f}"
-                )
-    return "\n".join(lines)
-
-
 def main(argv=None) -> None:
     import argparse
 
@@ -368,26 +351,17 @@ def main(argv=None) -> None:
     parser.add_argument("--size", default="default", choices=SIZES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-drop", type=float, default=0.01)
-    parser.add_argument(
-        "--store", action="store_true", help="also run the store's dedup methods on each family"
-    )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in FAMILIES]
     if unknown:
         parser.error(f"unknown families {unknown}; families are {', '.join(FAMILIES)}")
-    rows, store_rows = [], []
+    rows = []
     for name in args.names or FAMILIES:
         start = time.perf_counter()
         family = FAMILIES[name](args.size, args.seed)
         seconds = time.perf_counter() - start
         split = "fit" if name in FIT_FAMILIES else "held out"
         rows.append((name, split, seconds, run(family, args.max_drop)))
-        if args.store:
-            from .dedup_compare import METHODS, compare
-
-            methods = [m for m in STORE_METHODS if m in METHODS]
-            with nets.one_thread():
-                store_rows.append((name, compare(family, methods, max_drop=args.max_drop)))
     print(
         f"max_drop {args.max_drop}; x: separate bytes / the method's bytes; val, test: the "
         "worst model's accuracy drop (points) on the validation set (where the setting was "
@@ -395,11 +369,7 @@ def main(argv=None) -> None:
         "over budget (validation)"
     )
     print(table(rows))
-    if store_rows:
-        print(
-            f"\nthe store's dedup (sqlite_tensor.testing.dedup_compare), max_drop {args.max_drop}"
-        )
-        print(store_table(store_rows))
+    print("\nbeside the store's dedup: python -m sqlite_tensor.testing.dedup_families")
 
 
 if __name__ == "__main__":

@@ -118,19 +118,20 @@ def main(argv=None) -> None:
     unknown = [n for n in args.names if n not in FAMILIES]
     if unknown:
         parser.error(f"unknown families {unknown}; families are {', '.join(FAMILIES)}")
-    drops = (
-        (args.max_drop, *[d for d in SWEEP_DROPS if d != args.max_drop])
-        if args.sweep
-        else (args.max_drop,)
+    rows, trained = run(
+        args.names or tuple(FAMILIES),
+        max_drop=args.max_drop,
+        sweep=SWEEP_DROPS if args.sweep else (),
+        size=args.size,
     )
-    rows, trained = run(args.names or tuple(FAMILIES), drops=drops, size=args.size)
     print(table(rows, args.max_drop))
     if args.sweep:
         print("\nsweep: method, max_drop, x fewer, worst test drop")
         for r in rows:
             if r.method in SWEEP_METHODS:
                 print(
-                    f"{r.family:<14} {r.method:<16} {r.max_drop:<7} {r.ratio:>6.2f}x {r.worst_drop:>5.2f}p"
+                    f"{r.family:<14} {r.method:<16} {r.max_drop:<7} {r.ratio:>6.2f}x "
+                    f"{r.worst_drop:>5.2f}p"
                 )
     print("training seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in trained.items()))
 
