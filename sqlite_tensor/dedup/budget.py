@@ -59,9 +59,6 @@ class BudgetSearch:
     def at(self, tau: float) -> list[np.ndarray]:
         return [lad.cheapest_within(tau) for lad in self.ladders]
 
-    def nbytes(self, config) -> int:
-        return sum(int(lad.nbytes_of(c).sum()) for lad, c in zip(self.ladders, config))
-
     def outcomes(self, config) -> list:
         """The targets that change under config, each with its outcome set."""
         out = []
@@ -146,7 +143,6 @@ class BudgetSearch:
                 added = lad.error[i, c[i]] ** 2 - lad.error[i, f[i]] ** 2
                 moves.append((added / max(saved, 1), g, int(i)))
         moves.sort()
-        self.report.undone = len(moves)
 
         def config(j):
             out = [x.copy() for x in fine]
@@ -162,5 +158,5 @@ class BudgetSearch:
                 lo = mid
             else:
                 hi = mid
-        self.report.undone = len(moves) - lo
+        self.report.undone = len(moves) - lo  # blocks tried coarser and left finer
         return config(lo)

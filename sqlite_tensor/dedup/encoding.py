@@ -77,9 +77,6 @@ class Ladder:
         """Each block's cheapest rung with error <= tau (rungs are in order of bytes)."""
         return np.argmax(self.error <= tau, axis=1)
 
-    def nbytes_of(self, rungs: np.ndarray) -> np.ndarray:
-        return self.nbytes[rungs]
-
     def outcome(self, i: int, j: int) -> Outcome:
         """What storing block i at rung j writes (a residual's payload encoded once)."""
         kind, rkind, param, _ = self.rungs[j]
