@@ -79,7 +79,7 @@ C_TEST_SAN := ASAN_OPTIONS=abort_on_error=0:exitcode=66 UBSAN_OPTIONS=halt_on_er
   TSAN_OPTIONS=halt_on_error=1:exitcode=66
 c-test:
 	@mkdir -p $(C_TEST_DIR)
-	@set -e; for t in half:"" gemv:"st_gemv.c st_parallel.c" arena:st_arena.c parallel:st_parallel.c \
+	@set -e; for t in half:"" sign:"" gemv:"st_gemv.c st_parallel.c" arena:st_arena.c parallel:st_parallel.c \
 	    fork:"st_fork.c st_arena.c" page:st_page.c guard:st_guard.c memo:st_memo.c \
 	    wordpiece:st_wordpiece.c; do \
 	  name=$${t%%:*}; srcs=""; for s in $${t#*:}; do srcs="$$srcs cython/c/$$s"; done; \

@@ -104,6 +104,11 @@ cdef int st_qc_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) noe
 cdef enum:
     RES_LOWRANK = 1              # residual kinds (sqlite_tensor/residuals.py documents them)
     RES_QUANTIZED = 2
+    RES_SIGN = 3
+    RES_SPARSE = 4
+    RES_SIGN_SPARSE = 5          # a sign residual (per-row scales) plus sparse corrections
+    RES_SIGN_TILE = 1            # a sign residual's param: one scale per tile
+    RES_SIGN_ROW = 2             # or one per tile row
 
 cdef extern from "st_page.h" nogil:
     enum:
@@ -163,6 +168,14 @@ cdef void st_page_residual_row_add(int kind, int param, const unsigned char *pay
                                    float *dst) noexcept nogil
 # used by python_api.pxi
 cdef int st_page_residual_bits_ok(sqlite3_int64 bits) noexcept nogil
+# used by kernels.pxi, process_pool.pxi
+cdef int st_page_check_residual_payload(const char *store, const char *tensor,
+                                        sqlite3_int64 tensor_id, sqlite3_int64 bi,
+                                        sqlite3_int64 bj, int kind, int param,
+                                        const unsigned char *payload, sqlite3_int64 br,
+                                        sqlite3_int64 bc, char **err) noexcept nogil
+# used by python_api.pxi
+cdef sqlite3_int64 st_page_sparse_cap(sqlite3_int64 br, sqlite3_int64 bc) noexcept nogil
 # inline, defined in the chapter: st_page_slots_at
 
 # ****************************************************************************************
@@ -331,6 +344,7 @@ cdef extern from "st_names.h":
     const char *const st_dtype_names[]
     const char *const st_bag_modes[]
     const char *const st_residual_kind_names[]
+    const char *const st_residual_sign_scales[]
     const int st_residual_bits[]
 
 cdef enum:
@@ -368,8 +382,9 @@ ctypedef struct Weight:
     int *slots
     # residuals (float32 only), per tile like page_ids; every array NULL when the tensor
     # has none. res_kind 0: that tile has none.
-    unsigned char *res_kind       # RES_LOWRANK / RES_QUANTIZED
-    int *res_param                # rank / bits
+    unsigned char *res_kind       # RES_LOWRANK .. RES_SIGN_SPARSE
+    int *res_param                # rank / bits / scales / k
+    char *name                    # the tensor's name when it has residuals (for errors)
     sqlite3_int64 *res_page
     int *res_slot
     int max_rank                  # largest low-rank rank (sizes the kernels' scratch)
@@ -416,6 +431,9 @@ cdef extern from "st_parallel.h":
     ctypedef void (*st_range_fn)(void *ctx, long begin, long end, int worker) noexcept nogil
     void st_parallel_for(int nthreads, long n, st_range_fn fn, void *ctx) nogil
     int st_parallel_workers() nogil
+
+cdef extern from "st_sign.h" nogil:
+    void st_sign_row_add(const unsigned char *bits, int64_t n, float s, float *d)
 
 cdef extern from "st_half.h" nogil:
     float st_half_to_float(unsigned short h)

@@ -590,7 +590,22 @@ COMPUTE_DTYPES = _c_names(st_dtype_names)      # weight dtypes the kernels compu
 BAG_MODES = _c_names(st_bag_modes)             # embedding_bag: sum, mean
 RESIDUAL_LOWRANK = RES_LOWRANK
 RESIDUAL_QUANTIZED = RES_QUANTIZED
+RESIDUAL_SIGN = RES_SIGN
+RESIDUAL_SPARSE = RES_SPARSE
+RESIDUAL_SIGN_SPARSE = RES_SIGN_SPARSE
+RESIDUAL_SIGN_TILE = RES_SIGN_TILE
+RESIDUAL_SIGN_ROW = RES_SIGN_ROW
 RESIDUAL_KINDS = {code: name for code, name in enumerate(_c_names(st_residual_kind_names)) if code}
+# a sign residual's param: its scales, one per tile (1) or per row (2)
+RESIDUAL_SIGN_SCALES = {code: name for code, name in enumerate(_c_names(st_residual_sign_scales))
+                        if code}
+
+
+def residual_sparse_cap(long long rows, long long cols):
+    """The most entries a sparse (or sign+sparse) residual of a rows x cols tile keeps."""
+    if rows < 1 or cols < 1:
+        raise ValueError(f"a tile has at least one row and column, got {rows} x {cols}")
+    return st_page_sparse_cap(rows, cols)
 
 
 cdef tuple _c_ints(const int *values):

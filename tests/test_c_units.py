@@ -33,5 +33,16 @@ def test_c_units():
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert "c-test: all passed" in run.stdout
-    for name in ("half", "gemv", "arena", "parallel", "fork", "page", "guard", "memo", "wordpiece"):
+    for name in (
+        "half",
+        "sign",
+        "gemv",
+        "arena",
+        "parallel",
+        "fork",
+        "page",
+        "guard",
+        "memo",
+        "wordpiece",
+    ):
         assert run.stdout.count(f"test_st_{name}: ok") >= 2, run.stdout  # plain and ASan

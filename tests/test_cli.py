@@ -411,6 +411,17 @@ def test_dedup_within_the_budget(tmp_path):
     before = db.read_bytes()
     done = cli("dedup", db, "--validation", bad, "--max-drop", "0.01", check=False)
     assert done.returncode == 1 and "x_<model>" in done.stderr and db.read_bytes() == before
+    # the paper's guard within a tolerance; a strategy that does not exist
+    greedy = cli_json(
+        "dedup", db, "--validation", tmp_path / "val.npz", "--max-drop", "0.05",
+        "--strategy", "greedy", "--tolerance", "0.05",
+    )  # fmt: skip
+    assert all(m["score_before"] - m["score_after"] <= 0.05 for m in greedy["models"])
+    before = db.read_bytes()
+    done = cli("dedup", db, "--validation", tmp_path / "val.npz", "--max-drop", "0.01",
+               "--strategy", "fast", check=False)  # fmt: skip
+    assert done.returncode == 2 and "invalid choice: 'fast'" in done.stderr
+    assert db.read_bytes() == before
 
 
 # -- bad input: one line, non-zero, the file as it was ----------------------------------------------

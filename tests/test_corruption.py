@@ -20,9 +20,11 @@ import pytest
 from conftest import SMALL, random_array, same, tamperable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_residual_kernels import put_residuals
 
 import sqlite_tensor
 from sqlite_tensor import pages as page_format
+from sqlite_tensor import residuals
 
 W_SHAPE = (10, 20)  # 4 x 4 grid of 3 x 5 tiles: 16 blocks on 8 pages (2 a page)
 
@@ -430,6 +432,11 @@ def read_ok(store, model):
 #                 hashes: test_silent_damage_is_caught_by_verify)
 #   file          raw byte flips anywhere in the database file, outside SQLite's 100-byte
 #                 file header (rows of the shadow tables included)
+# The weight carries residuals of the kinds whose payload says where to write (sparse,
+# sign+sparse) and a sign one, in a residual page that page damage hits like any other;
+# shadow-edit changes their kind, param or nbytes (chosen so that no single edit makes
+# another valid residual). Not their tile, page or slot: moving a residual to another
+# tile or payload of the same size is the re-pointing limit above.
 
 HARNESS_RUNS = int(os.environ.get("ST_CORRUPTION_RUNS", "160"))
 HARNESS_LAYERS = [{"op": "dense", "weight": "w", "bias": "b", "activation": "relu"}]
@@ -443,7 +450,16 @@ EDITS = [
     ("map", "block_row"),
     ("map", "block_col"),
     ("config", "value"),
+    ("residuals", "kind"),
+    ("residuals", "param"),
+    ("residuals", "nbytes"),
 ]
+# tile -> (kind, param) of the harness's residuals (3 x 5 tiles): 24, 12 and 15 bytes
+HARNESS_RESIDUALS = {
+    (0, 0): (residuals.SIGN_SPARSE, 2),
+    (1, 1): (residuals.SPARSE, 3),
+    (2, 3): (residuals.SIGN, residuals.SIGN_ROW),
+}
 VALUES = [0, -1, 1, 2, 3, 7, 99, 2**31, 2**32 + 1, 2**62, -(2**63), "'x'", "NULL", "x'00'"]
 
 
@@ -460,6 +476,15 @@ def harness_template(tmp_path_factory):
     conn = sqlite_tensor.connect(path, page_size=4096, wal=False)
     store = sqlite_tensor.Store(conn, **SMALL)
     store.add_model("m", arrays, layers=HARNESS_LAYERS)
+    put_residuals(
+        store,
+        "m",
+        "w",
+        {
+            tile: (kind, param, residuals.encode(kind, param, rng.standard_normal((3, 5))))
+            for tile, (kind, param) in HARNESS_RESIDUALS.items()
+        },
+    )
     x = rng.standard_normal(20).astype(np.float32)
     answers = harness_reads(store, x)
     assert all(isinstance(a, np.ndarray) for a in answers.values())
@@ -504,7 +529,11 @@ def damage_file(path, kind, rnd):
         if kind == "shadow-edit":
             table, column = rnd.choice(EDITS)
             value = rnd.choice(VALUES)
-            where = {"config": "WHERE key IN ('block_rows', 'block_cols')"}.get(table, "")
+            tile = rnd.choice(list(HARNESS_RESIDUALS))
+            where = {
+                "config": "WHERE key IN ('block_rows', 'block_cols')",
+                "residuals": f"WHERE block_row = {tile[0]} AND block_col = {tile[1]}",
+            }.get(table, "")
             where = where or (
                 "WHERE tensor_id = 1 AND block_row = 0 AND block_col = 1"
                 if table == "map"

@@ -164,12 +164,14 @@ def test_prose_quotes_what_the_tables_show(results):
 
 def test_figures_names_what_the_benchmarks_run():
     """tools/figures.py does not import the package; what it copies is checked here."""
-    from sqlite_tensor.dedup.run import DEFAULT_TOLERANCE
-    from sqlite_tensor.testing import dedup_compare
+    from sqlite_tensor.testing import dedup_compare, dedup_families, trained_families
 
-    assert figures.DEDUP_TOLERANCE == DEFAULT_TOLERANCE
     assert list(figures.DEDUP_METHODS) == list(dedup_compare.METHODS)
-    assert figures.APPROX_METHOD in dedup_compare.SWEEP_METHODS
+    assert figures.APPROX_METHOD in dedup_compare.METHODS
+    assert figures.FAMILY_METHODS == list(dedup_families.METHODS)
+    assert figures.FAMILY_OURS in dedup_families.SWEEP_METHODS
+    assert figures.FAMILY_FIT == trained_families.FIT_FAMILIES
+    assert figures.FAMILY_MAX_DROP == dedup_compare.MAX_DROP
     assert dedup_compare.STORE_OPTIONS["block_rows"] == figures.DEDUP_BLOCK_ROWS
     from sqlite_tensor import packing
 

@@ -1,12 +1,12 @@
 """Residual blocks in the compiled engine: a float32 tile's effective value is its block
-plus a low-rank or quantized residual (sqlite_tensor.residuals), and every read uses it.
+plus a residual of any kind (sqlite_tensor.residuals), and every read uses it.
 
 Residuals are written straight into a real store with SQL (the dedup writer is not needed):
 one page of payloads built with sqlite_tensor.pages.build_page, rows in <store>_residuals
 (the buffer pool notices the plain-SQL change by itself). Checked against numpy:
 get_tensor / tensor_blob / the data column, Store.predict for dense (both layouts, batch 1
 and more, one and two kernel threads), embedding and embedding_bag models, edge tiles,
-both kinds and every bit width, the report tables, damaged rows and pages, and a store
+every kind and param (bit widths, sign scales), the report tables, damaged rows and pages, and a store
 created before the residuals table existed.
 """
 
@@ -23,12 +23,32 @@ from reference_model import assert_matches
 
 import sqlite_tensor
 from sqlite_tensor import _engine, pages, residuals
-from sqlite_tensor.residuals import LOWRANK, QUANTIZED
+from sqlite_tensor.residuals import (
+    LOWRANK,
+    QUANTIZED,
+    SIGN,
+    SIGN_ROW,
+    SIGN_SPARSE,
+    SIGN_TILE,
+    SPARSE,
+)
 from sqlite_tensor.schema import Tables
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SPECS = [(LOWRANK, 1), (LOWRANK, 2), (QUANTIZED, 2), (QUANTIZED, 4), (QUANTIZED, 8)]
-SPEC_IDS = ["lowrank1", "lowrank2", "q2", "q4", "q8"]
+SPECS = [
+    (LOWRANK, 1),
+    (LOWRANK, 2),
+    (QUANTIZED, 2),
+    (QUANTIZED, 4),
+    (QUANTIZED, 8),
+    (SIGN, SIGN_TILE),
+    (SIGN, SIGN_ROW),
+    (SPARSE, 3),
+    (SIGN_SPARSE, 2),
+]
+SPEC_IDS = ["lowrank1", "lowrank2", "q2", "q4", "q8", "sign-tile", "sign-row", "sparse3", "signsp2"]
+# kinds the engine adds element by element in float32 exactly as decode() computes them
+EXACT_KINDS = (QUANTIZED, SIGN, SPARSE)
 
 
 # -- writing residuals with SQL -------------------------------------------------------------
@@ -103,12 +123,10 @@ def random_residuals(rng, store, shape, tiles, specs, scale=0.1):
         kind, param = specs[n % len(specs)]
         if kind == LOWRANK:
             param = min(param, br, bc)
+        if kind in (SPARSE, SIGN_SPARSE):
+            param = min(param, residuals.sparse_cap(br, bc))
         delta = rng.standard_normal((br, bc)) * scale
-        payload = (
-            residuals.encode_lowrank(delta, param)
-            if kind == LOWRANK
-            else residuals.encode_quantized(delta, param)
-        )
+        payload = residuals.encode(kind, param, delta)
         entries[(bi, bj)] = (kind, param, payload)
         r0, c0 = bi * store.block_rows, bj * store.block_cols
         added[r0 : r0 + br, c0 : c0 + bc] = residuals.decode(kind, param, br, bc, payload)
@@ -229,7 +247,7 @@ def test_quantized_layout_by_hand():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: residuals.payload_bytes(3, 1, 2, 2), "unknown residual kind"),
+        (lambda: residuals.payload_bytes(6, 1, 2, 2), "unknown residual kind"),
         (lambda: residuals.payload_bytes(True, 1, 2, 2), "unknown residual kind"),
         (lambda: residuals.payload_bytes(LOWRANK, 0, 2, 2), "rank must be at least 1"),
         (
@@ -265,7 +283,7 @@ def test_get_tensor_is_block_plus_residual(memdb, rng, spec):
     put_residuals(store, "m", "w", entries)
     want = w + added
     got = store.get_tensor("m", "w")
-    if spec[0] == QUANTIZED:  # float32 tile + float32 (code - q) * scale: bit for bit
+    if spec[0] in EXACT_KINDS:  # float32 tile + one float32 term each: bit for bit
         np.testing.assert_array_equal(got, want)
     else:
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
@@ -346,7 +364,13 @@ def large_model():
     conn = sqlite_tensor.connect(":memory:")
     store = sqlite_tensor.Store(conn, block_rows=37, block_cols=29, page_blocks=3)
     layers, effective, _ = dense_model(
-        rng, store, 1030, 1100, 70, SPECS + [(LOWRANK, 16)], tiles_every=3
+        rng,
+        store,
+        1030,
+        1100,
+        70,
+        SPECS + [(LOWRANK, 16), (SPARSE, 200), (SIGN_SPARSE, 100)],
+        tiles_every=3,
     )
     yield store, layers, effective
     conn.close()
@@ -514,7 +538,7 @@ BAD_ROWS = [
     (
         (0, 0, 7, 4, None, 0, 13),
         r"\(0, 0\) of tensor 'w' \(id \d+\) has kind 7; kinds are 1 "
-        r"\(low-rank\) and 2 \(quantized\)",
+        r"\(low-rank\), 2 \(quantized\), 3 \(sign\), 4 \(sparse\) and 5 \(sign\+sparse\)",
     ),
     (
         (0, 0, QUANTIZED, 4, None, 0, 99),

@@ -25,11 +25,24 @@ def test_python_modules_use_the_engine_lists():
     assert layers.COMPUTE_DTYPES is _engine.COMPUTE_DTYPES
     assert residuals.BITS is _engine.RESIDUAL_BITS
     assert residuals.KINDS == _engine.RESIDUAL_KINDS
-    assert (residuals.LOWRANK, residuals.QUANTIZED) == (
+    kinds = (
+        residuals.LOWRANK,
+        residuals.QUANTIZED,
+        residuals.SIGN,
+        residuals.SPARSE,
+        residuals.SIGN_SPARSE,
+    )
+    assert kinds == (
         _engine.RESIDUAL_LOWRANK,
         _engine.RESIDUAL_QUANTIZED,
+        _engine.RESIDUAL_SIGN,
+        _engine.RESIDUAL_SPARSE,
+        _engine.RESIDUAL_SIGN_SPARSE,
     )
-    assert set(residuals.KINDS) == {residuals.LOWRANK, residuals.QUANTIZED}
+    assert set(residuals.KINDS) == set(kinds)
+    assert residuals.SIGN_SCALES == _engine.RESIDUAL_SIGN_SCALES
+    assert set(residuals.SIGN_SCALES) == {residuals.SIGN_TILE, residuals.SIGN_ROW}
+    assert residuals.sparse_cap is _engine.residual_sparse_cap
     fmt = _engine.PAGE_FORMAT
     assert (
         pages.MAGIC,
@@ -54,7 +67,7 @@ def test_python_modules_use_the_engine_lists():
     "module,literals",
     [
         ("layers.py", ['"relu"', '"sigmoid"', '"softmax"', '"bfloat16"', '("sum", "mean")']),
-        ("residuals.py", ['"low-rank"', "(2, 4, 8)"]),
+        ("residuals.py", ['"low-rank"', "(2, 4, 8)", '"sign+sparse"', '"tile"', '"row"']),
         ("pages.py", ['b"STPG"', "HEADER_BYTES = 24", "SLOT_BYTES = 16"]),
     ],
 )

@@ -10,25 +10,17 @@ deduplicated family at most 1.2x the time of the exact one, pages cached. Single
 BLAS for both searches, so the ratio compares algorithms, not thread counts.
 """
 
-import os
-import tempfile
 
 from threadpoolctl import threadpool_limits
 
-from sqlite_tensor.testing.dedup_compare import (
-    METHODS,
-    SWEEP_METHODS,
-    SWEEP_TOLERANCES,
-    MethodResult,
-    compare,
-    run_method,
-)
+from sqlite_tensor.testing.dedup_compare import METHODS, MethodResult, compare
 from sqlite_tensor.testing.trained import fine_tuned_family
+from sqlite_tensor.testing.trained_families import EVAL_N
 
 
 def _figures(vocab):
     with threadpool_limits(1):
-        results = compare(fine_tuned_family(4, vocab=vocab))
+        results = compare(fine_tuned_family(4, vocab=vocab, eval_docs=EVAL_N["default"]))
     figures = {
         method: {
             "ratio": r.ratio,
@@ -115,42 +107,3 @@ class LargeFamily(_Family):
 
     def setup_cache(self):
         return _figures(100000)
-
-
-class Sweep:
-    """Bytes against accuracy over the guard's tolerance on the default family (vocab
-    20,000), substitution and residuals with LSH: what `python -m sqlite_tensor.dedup
-    --sweep` prints. track_dedup_seconds: the whole Store.dedup call (search, decisions,
-    guarded steps with validation, clean-up), a timing."""
-
-    params = [list(SWEEP_METHODS), list(SWEEP_TOLERANCES)]
-    param_names = ["method", "tolerance"]
-    timeout = 1800
-
-    def setup_cache(self):
-        family = fine_tuned_family(4, vocab=20000)
-        out = {}
-        with threadpool_limits(1), tempfile.TemporaryDirectory() as tmp:
-            for method in SWEEP_METHODS:
-                for tolerance in SWEEP_TOLERANCES:
-                    r, store = run_method(
-                        os.path.join(tmp, "s.sqlite"), family, method, tolerance=tolerance
-                    )
-                    store.close()
-                    out[method, tolerance] = (r.ratio, 100 * r.worst_drop, r.dedup_seconds)
-        return out
-
-    def track_times_fewer_bytes(self, figures, method, tolerance):
-        return figures[method, tolerance][0]
-
-    track_times_fewer_bytes.unit = "logical / physical"
-
-    def track_worst_accuracy_drop(self, figures, method, tolerance):
-        return figures[method, tolerance][1]
-
-    track_worst_accuracy_drop.unit = "points (test set)"
-
-    def track_dedup_seconds(self, figures, method, tolerance):
-        return figures[method, tolerance][2]
-
-    track_dedup_seconds.unit = "seconds"

@@ -17,8 +17,13 @@ static const char *const st_act_names[] = {"identity", "relu",    "sigmoid", "ta
 static const char *const st_dtype_names[] = {"float32", "float16", "bfloat16", "float64", 0};
 /* an embedding_bag's modes: index 0 sums, 1 takes the mean (the default) */
 static const char *const st_bag_modes[] = {"sum", "mean", 0};
-/* residual kinds, by code (RES_LOWRANK = 1, RES_QUANTIZED = 2; 0 is none) */
-static const char *const st_residual_kind_names[] = {"none", "low-rank", "quantized", 0};
+/* residual kinds, by code (RES_LOWRANK = 1, RES_QUANTIZED = 2, RES_SIGN = 3, RES_SPARSE = 4,
+** RES_SIGN_SPARSE = 5; 0 is none) */
+static const char *const st_residual_kind_names[] = {
+    "none", "low-rank", "quantized", "sign", "sparse", "sign+sparse", 0};
+/* a sign residual's scales, by param (RES_SIGN_TILE = 1: one per tile, RES_SIGN_ROW = 2:
+** one per tile row); 0 is no such param */
+static const char *const st_residual_sign_scales[] = {"none", "tile", "row", 0};
 /* the bit widths a quantized residual may take; 0 ends the list */
 static const int st_residual_bits[] = {2, 4, 8, 0};
 #endif

@@ -682,6 +682,10 @@ cdef int add_tensor_residuals(PageSource *src, PageView *page, const char *store
                              &payload, err)
         if rc != SQLITE_OK:
             break
+        rc = st_page_check_residual_payload(store, tname, info.id, bi, bj, <int>kind, <int>param,
+                                            payload, br, bc, err)
+        if rc != SQLITE_OK:
+            break
         st_page_residual_add(<int>kind, <int>param, payload, br, bc,
                              <float *>(out + (bi * info.block_rows * info.cols + bj * info.block_cols) * 4),
                              info.cols)

@@ -12,8 +12,9 @@
 # T + residual, never rebuilt as such for low-rank ones:
 #   low-rank (U br x r, V bc x r):  W (out x in)  Y[:, bi-range] += (X[:, bj-range] @ V) @ U^T
 #                                   W (in x out)  Y[:, bj-range] += (X[:, bi-range] @ U) @ V^T
-#   quantized: dequantized into the worker's scratch tile as T + residual, then the usual
-#   product on the scratch tile.
+#   quantized, sign, sparse: expanded into the worker's scratch tile as T + residual, then
+#   the usual product on the scratch tile (a sparse part's indices are checked first, on the
+#   calling thread, like every payload byte that could point somewhere).
 # The calling thread pins residual pages with the block pages; workers get pointers.
 
 from libc.math cimport expf, tanhf, erff
@@ -73,6 +74,16 @@ cdef int st_kern_cursor_tile(TileCursor *c, Weight *w, sqlite3_int64 bi, sqlite3
     return st_pool_page_slot(c.page, w.slots[k], br * bc * w.itemsize, c.plan.src.table, out, err)
 
 
+cdef inline int st_kern_check_payload(const Plan *plan, const Weight *w, sqlite3_int64 k,
+                                      const unsigned char *payload, sqlite3_int64 br,
+                                      sqlite3_int64 bc, char **err) noexcept nogil:
+    """The content check of tile k's residual payload (a sparse part's indices), on the
+    calling thread before any worker applies it."""
+    return st_page_check_residual_payload(plan.store, w.name, w.tensor_id, k // w.grid_c,
+                                          k % w.grid_c, w.res_kind[k], w.res_param[k], payload,
+                                          br, bc, err)
+
+
 cdef int st_kern_cursor_residual(TileCursor *c, Weight *w, sqlite3_int64 k, sqlite3_int64 br,
                                  sqlite3_int64 bc, const unsigned char **out,
                                  char **err) noexcept nogil:
@@ -86,10 +97,13 @@ cdef int st_kern_cursor_residual(TileCursor *c, Weight *w, sqlite3_int64 k, sqli
         rc = st_pool_pin(&c.plan.src, w.res_page[k], &c.res_page, err)
         if rc != SQLITE_OK:
             return rc
-    return st_pool_page_slot(c.res_page, w.res_slot[k], st_page_residual_bytes(w.res_kind[k],
-                                                                               w.res_param[k], br,
-                                                                               bc),
-                             c.plan.src.table, out, err)
+    rc = st_pool_page_slot(c.res_page, w.res_slot[k], st_page_residual_bytes(w.res_kind[k],
+                                                                             w.res_param[k], br,
+                                                                             bc),
+                           c.plan.src.table, out, err)
+    if rc != SQLITE_OK:
+        return rc
+    return st_kern_check_payload(c.plan, w, k, out[0], br, bc, err)
 
 
 cdef inline bint st_kern_has_residual(const Weight *w, sqlite3_int64 k) noexcept nogil:
@@ -172,8 +186,8 @@ cdef void st_kern_tile_product(const Layer *L, const unsigned char *tile, const 
     W (out x in):  Y[:, bi*R : bi*R+br] += X[:, bj*C : bj*C+bc] @ T^T
     W (in x out):  Y[:, bj*C : bj*C+bc] += X[:, bi*R : bi*R+br] @ T
     One input is a matrix-vector product (st_gemv_*), a batch a matrix-matrix one
-    (single-threaded BLAS sgemm: the threads split tiles, see dense()). A quantized
-    residual is added to a copy of T in scratch; a low-rank one is its own thin product
+    (single-threaded BLAS sgemm: the threads split tiles, see dense()). A quantized, sign
+    or sparse residual is added to a copy of T in scratch; a low-rank one is its own thin product
     (st_kern_lowrank_product, with min(B, LOWRANK_ROWS) x rank floats at lowrank). gemv: the
     kernel st_gemv_pick chose for tiles read where they sit in the pool.
     """
@@ -181,13 +195,13 @@ cdef void st_kern_tile_product(const Layer *L, const unsigned char *tile, const 
     if L.weight.dtype != DT_F32:
         st_kern_widen(tile, L.weight.dtype, br * bc, scratch)
         T = scratch
-    if res_kind == RES_QUANTIZED:
+    if res_kind == RES_LOWRANK:
+        st_kern_lowrank_product(L, res, res_param, bi, bj, br, bc, R, C, X, B, Y, lowrank)
+    elif res_kind != 0:  # quantized, sign, sparse: T + residual in the scratch tile
         if T != scratch:
             memcpy(scratch, T, br * bc * sizeof(float))
         st_page_residual_add(res_kind, res_param, res, br, bc, scratch, bc)
         T = scratch
-    elif res_kind == RES_LOWRANK:
-        st_kern_lowrank_product(L, res, res_param, bi, bj, br, bc, R, C, X, B, Y, lowrank)
     if not L.transpose:
         if B == 1:
             st_gemv_n_with(gemv if T != scratch else 0, br, bc, T, X + bj * C, Y + bi * R)
@@ -321,6 +335,9 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
                                        st_page_residual_bytes(w.res_kind[k], w.res_param[k], br,
                                                               bc),
                                        c.plan.src.table, &res[k], err)
+                if rc != SQLITE_OK:
+                    break
+                rc = st_kern_check_payload(c.plan, w, k, res[k], br, bc, err)
                 if rc != SQLITE_OK:
                     break
                 bytes += st_page_residual_bytes(w.res_kind[k], w.res_param[k], br, bc)

@@ -42,6 +42,8 @@ cdef void st_plan_weight_free(Weight *w) noexcept nogil:
     free(w.res_param)
     free(w.res_page)
     free(w.res_slot)
+    sqlite3_free(w.name)
+    w.name = NULL
     w.page_ids = NULL
     w.slots = NULL
     w.res_kind = NULL
@@ -229,6 +231,11 @@ cdef int st_plan_load_residuals(sqlite3 *db, const char *schema, const char *sto
                                      sqlite3_column_int64(stmt, 4), why)
             rc = SQLITE_CORRUPT
             break
+        if w.name == NULL:
+            w.name = sqlite3_mprintf("%s", tname)
+            if w.name == NULL:
+                rc = SQLITE_NOMEM
+                break
         if w.res_kind == NULL:
             w.res_kind = <unsigned char *>calloc(n, 1)
             w.res_param = <int *>calloc(n, sizeof(int))

@@ -12,8 +12,8 @@
 # read nor silently wrong bytes.
 #
 # Residuals (<store>_residuals; payload format at the top of sqlite_tensor/residuals.py):
-# a float32 tile may carry a low-rank or quantized correction stored in a slot of a
-# residual page; readers return block + residual. The helpers that check and apply a
+# a float32 tile may carry a correction (low-rank, quantized, sign, sparse) stored in a
+# slot of a residual page; readers return block + residual. The helpers that check and apply a
 # payload live here and serve read_tensor and the kernels alike.
 
 # The page format's constants and its checksum are C (c/st_page.h, c/st_page.c), the one
@@ -188,6 +188,30 @@ cdef int st_page_check_tensor_info(const char *store, TensorInfo *info, char **e
 
 # -- residuals -------------------------------------------------------------------------------
 
+cdef inline sqlite3_int64 st_page_sign_bytes(sqlite3_int64 nscales, sqlite3_int64 br,
+                                             sqlite3_int64 bc) noexcept nogil:
+    """A sign residual's length: nscales float32 scales, then one bit per element."""
+    return nscales * 4 + br * ((bc + 7) // 8)
+
+
+cdef inline sqlite3_int64 st_page_sparse_index_bytes(sqlite3_int64 br,
+                                                     sqlite3_int64 bc) noexcept nogil:
+    """A sparse residual's index width: uint16 when the tile's elements fit, else uint32."""
+    return 2 if br * bc <= 65536 else 4
+
+
+cdef sqlite3_int64 st_page_sparse_cap(sqlite3_int64 br, sqlite3_int64 bc) noexcept nogil:
+    """The most entries a sparse residual of a br x bc tile may keep (a quarter of the
+    tile, at least 1): beyond that a quantized one is smaller and exact to more bits."""
+    return max(<sqlite3_int64>1, br * bc // 4)
+
+
+cdef inline sqlite3_int64 st_page_sign_sparse_at(sqlite3_int64 br, sqlite3_int64 bc) noexcept nogil:
+    """Where the sparse part of a sign+sparse residual starts: after the per-row sign part,
+    rounded up to 4 bytes so that its indices are aligned."""
+    return (st_page_sign_bytes(br, br, bc) + 3) & ~(<sqlite3_int64>3)
+
+
 cdef sqlite3_int64 st_page_residual_bytes(sqlite3_int64 kind, sqlite3_int64 param, sqlite3_int64 br,
                                           sqlite3_int64 bc) noexcept nogil:
     """Payload length of a residual of this kind for a br x bc tile (br, bc >= 1, within
@@ -200,6 +224,15 @@ cdef sqlite3_int64 st_page_residual_bytes(sqlite3_int64 kind, sqlite3_int64 para
         if not st_page_residual_bits_ok(param):
             return -1
         return br * 4 + br * ((bc * param + 7) // 8)
+    if kind == RES_SIGN:
+        if param != RES_SIGN_TILE and param != RES_SIGN_ROW:
+            return -1
+        return st_page_sign_bytes(1 if param == RES_SIGN_TILE else br, br, bc)
+    if kind == RES_SPARSE or kind == RES_SIGN_SPARSE:
+        if param < 1 or param > st_page_sparse_cap(br, bc):
+            return -1
+        return param * (st_page_sparse_index_bytes(br, bc) + 2) + (
+            st_page_sign_sparse_at(br, bc) if kind == RES_SIGN_SPARSE else 0)
     return -1
 
 
@@ -224,13 +257,20 @@ cdef int st_page_check_residual(const char *store, const char *tensor, sqlite3_i
     cdef char *what = NULL
     if br <= 0 or bc <= 0:
         what = sqlite3_mprintf("names a tile outside the tensor's grid")
-    elif kind != RES_LOWRANK and kind != RES_QUANTIZED:
-        what = sqlite3_mprintf("has kind %lld; kinds are 1 (low-rank) and 2 (quantized)", kind)
+    elif kind < RES_LOWRANK or kind > RES_SIGN_SPARSE:
+        what = sqlite3_mprintf("has kind %lld; kinds are 1 (low-rank), 2 (quantized), 3 (sign), "
+                               "4 (sparse) and 5 (sign+sparse)", kind)
     elif want < 0 and kind == RES_LOWRANK:
         what = sqlite3_mprintf("has rank %lld; a %lld x %lld tile takes ranks 1 to %lld",
                                param, br, bc, min(br, bc))
-    elif want < 0:
+    elif want < 0 and kind == RES_QUANTIZED:
         what = sqlite3_mprintf("has %lld bits; quantized residuals take 2, 4 or 8", param)
+    elif want < 0 and kind == RES_SIGN:
+        what = sqlite3_mprintf("has scales %lld; sign residuals take 1 (one per tile) or 2 "
+                               "(one per row)", param)
+    elif want < 0:
+        what = sqlite3_mprintf("keeps %lld entries; a %lld x %lld tile keeps 1 to %lld",
+                               param, br, bc, st_page_sparse_cap(br, bc))
     elif nbytes != want:
         what = sqlite3_mprintf("records %lld bytes; its kind and parameter make %lld for a "
                                "%lld x %lld tile", nbytes, want, br, bc)
@@ -241,6 +281,48 @@ cdef int st_page_check_residual(const char *store, const char *tensor, sqlite3_i
                              st_sql_text_or(what, "is invalid"))
     sqlite3_free(what)
     return SQLITE_CORRUPT
+
+
+cdef inline sqlite3_int64 st_page_sparse_index(const unsigned char *idx, sqlite3_int64 t,
+                                               sqlite3_int64 width) noexcept nogil:
+    """Entry t of a sparse residual's index array (uint16 or uint32, aligned)."""
+    if width == 2:
+        return (<const unsigned short *>idx)[t]
+    return (<const unsigned int *>idx)[t]
+
+
+cdef inline const unsigned char *st_page_sparse_part(int kind, const unsigned char *payload,
+                                                     sqlite3_int64 br, sqlite3_int64 bc) noexcept nogil:
+    """Where a sparse or sign+sparse residual's sparse part (indices, then values) starts."""
+    return payload + (st_page_sign_sparse_at(br, bc) if kind == RES_SIGN_SPARSE else 0)
+
+
+cdef int st_page_check_residual_payload(const char *store, const char *tensor,
+                                        sqlite3_int64 tensor_id, sqlite3_int64 bi,
+                                        sqlite3_int64 bj, int kind, int param,
+                                        const unsigned char *payload, sqlite3_int64 br,
+                                        sqlite3_int64 bc, char **err) noexcept nogil:
+    """The payload's own content, for the kinds whose bytes can point somewhere (the row
+    was checked by st_page_check_residual, payload has its length): a sparse part's indices
+    must rise strictly and stay inside the tile, else SQLITE_CORRUPT naming store, tensor
+    and tile. O(k): run on every read, before st_page_residual_add / _row_add."""
+    cdef sqlite3_int64 t, at, prev = -1, n = br * bc
+    cdef sqlite3_int64 width = st_page_sparse_index_bytes(br, bc)
+    cdef const unsigned char *idx
+    if kind != RES_SPARSE and kind != RES_SIGN_SPARSE:
+        return SQLITE_OK
+    idx = st_page_sparse_part(kind, payload, br, bc)
+    for t in range(param):
+        at = st_page_sparse_index(idx, t, width)
+        if at <= prev or at >= n:
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: the residual of tile (%lld, "
+                                     "%lld) of tensor '%s' (id %lld) has index %lld at entry "
+                                     "%lld; a %lld x %lld tile's indices rise from 0 to %lld",
+                                     store, bi, bj, st_sql_text_or(tensor, "?"), tensor_id, at,
+                                     t, br, bc, n - 1)
+            return SQLITE_CORRUPT
+        prev = at
+    return SQLITE_OK
 
 
 cdef inline float st_page_residual_code(const unsigned char *row, sqlite3_int64 j,
@@ -255,13 +337,16 @@ cdef inline float st_page_residual_code(const unsigned char *row, sqlite3_int64 
 
 cdef void st_page_residual_add(int kind, int param, const unsigned char *payload, sqlite3_int64 br,
                                sqlite3_int64 bc, float *dst, sqlite3_int64 ld) noexcept nogil:
-    """dst (br x bc, row stride ld) += the residual (checked by st_page_check_residual, payload
-    float-aligned: slots start at 64-byte offsets of a malloc'd page)."""
+    """dst (br x bc, row stride ld) += the residual (its row checked by st_page_check_residual
+    and its content by st_page_check_residual_payload; payload float-aligned: slots start at
+    64-byte offsets of a malloc'd page)."""
     cdef const float *U
     cdef const float *V
     cdef const float *scale
     cdef const unsigned char *row
-    cdef sqlite3_int64 i, j, row_bytes
+    cdef const unsigned char *idx
+    cdef const unsigned short *val
+    cdef sqlite3_int64 i, j, t, at, row_bytes, width, nscales
     cdef float s
     cdef float *d
     if kind == RES_LOWRANK:
@@ -269,6 +354,23 @@ cdef void st_page_residual_add(int kind, int param, const unsigned char *payload
         V = U + br * param
         scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, <int>br, <int>bc, param,
                           1.0, U, param, V, param, 1.0, dst, <int>ld)
+        return
+    if kind == RES_SIGN or kind == RES_SIGN_SPARSE:
+        nscales = 1 if kind == RES_SIGN and param == RES_SIGN_TILE else br
+        scale = <const float *>payload
+        row_bytes = (bc + 7) // 8
+        for i in range(br):
+            st_sign_row_add(payload + nscales * 4 + i * row_bytes, bc,
+                            scale[i if nscales > 1 else 0], dst + i * ld)
+        if kind == RES_SIGN:
+            return
+    if kind == RES_SPARSE or kind == RES_SIGN_SPARSE:
+        idx = st_page_sparse_part(kind, payload, br, bc)
+        width = st_page_sparse_index_bytes(br, bc)
+        val = <const unsigned short *>(idx + param * width)
+        for t in range(param):
+            at = st_page_sparse_index(idx, t, width)
+            dst[(at // bc) * ld + at % bc] += st_half_to_float(val[t])
         return
     scale = <const float *>payload
     row_bytes = (bc * param + 7) // 8
@@ -290,11 +392,14 @@ cdef void st_page_residual_add(int kind, int param, const unsigned char *payload
 cdef void st_page_residual_row_add(int kind, int param, const unsigned char *payload,
                                    sqlite3_int64 br,
                                    sqlite3_int64 bc, sqlite3_int64 r, float *dst) noexcept nogil:
-    """dst[0:bc] += row r of the residual (for embedding rows)."""
+    """dst[0:bc] += row r of the residual (for embedding rows; checked as for
+    st_page_residual_add)."""
     cdef const float *U
     cdef const float *V
     cdef const unsigned char *row
-    cdef sqlite3_int64 j, t
+    cdef const unsigned char *idx
+    cdef const unsigned short *val
+    cdef sqlite3_int64 j, t, lo, hi, mid, at, width
     cdef float s, acc
     if kind == RES_LOWRANK:
         U = <const float *>payload + r * param
@@ -304,6 +409,36 @@ cdef void st_page_residual_row_add(int kind, int param, const unsigned char *pay
             for t in range(param):
                 acc = acc + U[t] * V[j * param + t]
             dst[j] += acc
+        return
+    if kind == RES_SIGN or kind == RES_SIGN_SPARSE:
+        if kind == RES_SIGN and param == RES_SIGN_TILE:
+            st_sign_row_add(payload + 4 + r * ((bc + 7) // 8), bc,
+                            (<const float *>payload)[0], dst)
+            return
+        st_sign_row_add(payload + br * 4 + r * ((bc + 7) // 8), bc,
+                        (<const float *>payload)[r], dst)
+        if kind == RES_SIGN:
+            return
+    if kind == RES_SPARSE or kind == RES_SIGN_SPARSE:
+        # the indices rise (checked): the row's entries are one run, found by bisection
+        idx = st_page_sparse_part(kind, payload, br, bc)
+        width = st_page_sparse_index_bytes(br, bc)
+        val = <const unsigned short *>(idx + param * width)
+        lo = 0
+        hi = param
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if st_page_sparse_index(idx, mid, width) < r * bc:
+                lo = mid + 1
+            else:
+                hi = mid
+        t = lo
+        while t < param:
+            at = st_page_sparse_index(idx, t, width) - r * bc
+            if at >= bc:
+                break
+            dst[at] += st_half_to_float(val[t])
+            t += 1
         return
     s = (<const float *>payload)[r]
     row = payload + br * 4 + r * ((bc * param + 7) // 8)

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import model_files, packing
 from ..connection import connect
+from ..dedup.run import STRATEGIES
 from ..errors import CorruptStoreError, FormatError, TensorStoreError
 from ..schema import Tables
 from .db import add_db_argument, open_store
@@ -100,6 +101,20 @@ def register(sub, *, store, plain) -> None:
         nargs="+",
         metavar="MODEL",
         help="the models to deduplicate (default: every model, or those the validation file names)",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="budget",
+        help="budget: the fewest bytes within --max-drop (default); greedy: the paper's "
+        "guard, each block within --tolerance",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        metavar="T",
+        help="the largest error a block may take, relative to its norm (budget: no cap "
+        "by default; greedy: 0.02)",
     )
     p.set_defaults(run=dedup)
 
@@ -201,11 +216,13 @@ def dedup(args, out) -> int:
         validator = accuracy(x, y)
     except TypeError as e:
         raise FormatError(f"{args.validation}: {e}") from None
-    with open_store(args, write=True) as store, out.progress("dedup", unit=" steps") as step:
+    with open_store(args, write=True) as store, out.progress("dedup", unit=" validations") as step:
         report = store.dedup(
             models,
             validator=validator,
             max_drop=args.max_drop,
+            strategy=args.strategy,
+            tolerance=args.tolerance,
             progress=(lambda rep, done, total: step(done, total)) if step else None,
         )
         free = store.free_space()

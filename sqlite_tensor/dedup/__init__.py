@@ -5,8 +5,10 @@
     print(report)
 
 See :meth:`sqlite_tensor.Store.dedup` and docs/dedup.md. The parts: candidate search
-(lsh.py; baselines minhash.py and exhaustive.py), the order (importance.py), what to store
-per block (encoding.py), validators (validators.py), and the guarded run (run.py).
+(lsh.py; baselines minhash.py and exhaustive.py), the ways to store each block and what
+they cost (encoding.py), validators (validators.py), the run (run.py) with its two
+strategies: the budget search (budget.py, the default) and the paper's greedy guard in
+steps, least important blocks first (importance.py).
 """
 
 from .lsh import LSHOptions

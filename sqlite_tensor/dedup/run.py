@@ -6,15 +6,19 @@ blocks of the models added before it (so variants come to point at their base):
 1. **Targets**: the model's float32 blocks not yet examined and not already shared with
    an earlier model; a block another, later model also uses is left alone (replacing it
    here would free nothing).
-2. **Candidates** (lsh.py by default; minhash.py and exhaustive.py are the baselines):
-   the nearest reference block by true distance among the candidates.
-3. **Outcome** per block (encoding.py): substitute, residual, or keep.
-4. **Guard**: replacements are applied least important first (importance.py) in steps,
-   each a savepoint; after each step the validator scores the model as stored. A step that
-   drops the score by more than ``max_drop`` is rolled back (the weights really are as
-   before) and, with ``on_exceed="skip"``, retried in halves down to single blocks, the
-   blocks that break the budget alone being skipped; with ``"stop"`` the model ends there.
-5. Blocks no entry uses any more are freed and their pages compacted; the model's residual
+2. **Candidates** (lsh.py by default; minhash.py and exhaustive.py are the baselines),
+   and the block at the same place of the same tensor in each earlier model: the nearest
+   by true distance is the block's reference.
+3. **Outcome** per block: substitute, residual, or keep. ``strategy="budget"`` (the
+   default, budget.py) searches, by the validator, for the fewest bytes within
+   ``max_drop`` over every block's ladder of encodings (encoding.Ladder).
+   ``strategy="greedy"`` (the paper's guard) takes each block's cheapest outcome within
+   ``tolerance`` and applies them least important first (importance.py) in steps, each a
+   savepoint; after each step the validator scores the model as stored. A step that drops
+   the score by more than ``max_drop`` is rolled back (the weights really are as before)
+   and, with ``on_exceed="skip"``, retried in halves down to single blocks, the blocks
+   that break the budget alone being skipped; with ``"stop"`` the model ends there.
+4. Blocks no entry uses any more are freed and their pages compacted; the model's residual
    payloads are laid out in full residual pages.
 
 The whole run is one transaction: an error anywhere (a validator that raises, say) leaves
@@ -35,6 +39,7 @@ import numpy as np
 from .. import blocks, pages
 from ..store.writer import require_model
 from . import encoding
+from .budget import BudgetSearch
 from .importance import examination_order
 from .lsh import LSHOptions
 from .minhash import MinHashOptions
@@ -53,7 +58,8 @@ from .writes import (
 )
 
 SEARCHES = ("lsh", "minhash", "exhaustive")
-DEFAULT_TOLERANCE = 0.02
+STRATEGIES = ("budget", "greedy")
+DEFAULT_TOLERANCE = 0.02  # strategy="greedy" only: budget needs none
 DEFAULT_CHECK_EVERY = 32
 
 
@@ -64,22 +70,36 @@ def dedup(
     validator=None,
     max_drop=None,
     residuals=True,
-    tolerance=DEFAULT_TOLERANCE,
+    strategy="budget",
+    tolerance=None,
     search="lsh",
-    check_every=DEFAULT_CHECK_EVERY,
-    on_exceed="skip",
+    check_every=None,
+    on_exceed=None,
     reexamine=False,
     progress=None,
     **search_options,
 ) -> DedupReport:
     """See Store.dedup."""
     started = time.perf_counter()
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    if strategy == "budget":
+        for name, value in (("check_every", check_every), ("on_exceed", on_exceed)):
+            if value is not None:
+                raise TypeError(
+                    f"{name}= belongs to strategy='greedy'; the budget search takes none"
+                )
+    else:
+        tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
+        check_every = DEFAULT_CHECK_EVERY if check_every is None else check_every
+        on_exceed = "skip" if on_exceed is None else on_exceed
     _check_arguments(validator, max_drop, tolerance, search, check_every, on_exceed)
-    lossy = tolerance > 0
+    lossy = tolerance is None or tolerance > 0
     if lossy and validator is None:
         raise TypeError(
-            "dedup with tolerance > 0 changes weights: pass validator= (for "
-            "example sqlite_tensor.dedup.accuracy(x_val, y_val)) and max_drop="
+            "approximate dedup changes weights: pass validator= (for example "
+            "sqlite_tensor.dedup.accuracy(x_val, y_val)) and max_drop=, or tolerance=0 for "
+            "exact dedup alone"
         )
     options = _search_options(search, search_options)
     searcher = CandidateSearch(search, options)
@@ -101,6 +121,7 @@ def dedup(
                 validator,
                 max_drop,
                 residuals,
+                strategy,
                 tolerance,
                 searcher,
                 check_every,
@@ -155,7 +176,7 @@ def _check_arguments(validator, max_drop, tolerance, search, check_every, on_exc
             raise ValueError(
                 f"max_drop must be >= 0 (a drop in the validator's score), got {max_drop}"
             )
-    if (
+    if tolerance is not None and (
         isinstance(tolerance, bool)
         or not isinstance(tolerance, (int, float))
         or not 0 <= tolerance < math.inf
@@ -163,9 +184,11 @@ def _check_arguments(validator, max_drop, tolerance, search, check_every, on_exc
         raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {', '.join(SEARCHES)}; got {search!r}")
-    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+    if check_every is not None and (
+        isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1
+    ):
         raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
-    if on_exceed not in ("skip", "stop"):
+    if on_exceed not in (None, "skip", "stop"):
         raise ValueError(f"on_exceed must be 'skip' or 'stop', got {on_exceed!r}")
 
 
@@ -225,6 +248,7 @@ def _dedup_model(
     validator,
     max_drop,
     residuals_allowed,
+    strategy,
     tolerance,
     searcher,
     check_every,
@@ -233,7 +257,6 @@ def _dedup_model(
     progress,
 ):
     started = time.perf_counter()
-    conn, t = w.conn, w.tables
     model_id = w.model_id(report.model)
     items, extents = _targets(w, model_id, reexamine)
     refs = _references(w, model_id)
@@ -247,27 +270,71 @@ def _dedup_model(
         before = searcher.seconds
         _match(w, items, extents, refs, searcher, read)
         report.search_seconds = searcher.seconds - before
-        _decide(w, items, extents, tolerance, residuals_allowed, read)
-    todo = [it for it in items if it.outcome is not None and it.outcome.kind != encoding.KEEP]
-    kept = [it for it in items if it.outcome is None or it.outcome.kind == encoding.KEEP]
-    log(w, kept, KEPT)
-    if todo:
-        tiles = _read_tiles(w, {it.block_id: extents[it.block_id] for it in todo}, read)
-        sizes = dict(
-            conn.execute(f"SELECT id, rows * cols FROM {t.tensors} WHERE model_id = ?", (model_id,))
+    if strategy == "budget":
+        matched = [it for it in items if it.ref]
+        log(w, [it for it in items if not it.ref], KEPT)
+        if matched:
+            ladders = _ladders(w, matched, extents, residuals_allowed, read)
+            BudgetSearch(
+                w, report, matched, ladders, validator, max_drop, tolerance, progress
+            ).run()
+    else:
+        _greedy(
+            w,
+            report,
+            items,
+            extents,
+            tolerance,
+            residuals_allowed,
+            read,
+            validator,
+            max_drop,
+            check_every,
+            on_exceed,
+            progress,
         )
-        order = examination_order(
-            [tiles[it.block_id] for it in todo],
-            np.array([it.entries[0][0] for it in todo]),
-            np.array([sizes[it.entries[0][0]] for it in todo]),
-        )
-        todo = [todo[i] for i in order]
-        _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed, progress)
     freed = free_dead_blocks(w)
     repack_residuals(w, model_id)
     report.residual_bytes = residual_bytes(w, model_id) - residuals_before
     report.bytes_saved = freed - report.residual_bytes
     report.seconds = time.perf_counter() - started
+
+
+def _greedy(
+    w,
+    report,
+    items,
+    extents,
+    tolerance,
+    residuals_allowed,
+    read,
+    validator,
+    max_drop,
+    check_every,
+    on_exceed,
+    progress,
+):
+    """strategy="greedy": each block's cheapest outcome within tolerance, applied least
+    important first in guarded steps (the paper's method, with residuals optional)."""
+    conn, t = w.conn, w.tables
+    _decide(w, items, extents, tolerance, residuals_allowed, read)
+    todo = [it for it in items if it.outcome is not None and it.outcome.kind != encoding.KEEP]
+    kept = [it for it in items if it.outcome is None or it.outcome.kind == encoding.KEEP]
+    log(w, kept, KEPT)
+    if not todo:
+        return
+    tiles = _read_tiles(w, {it.block_id: extents[it.block_id] for it in todo}, read)
+    model_id = w.model_id(report.model)
+    sizes = dict(
+        conn.execute(f"SELECT id, rows * cols FROM {t.tensors} WHERE model_id = ?", (model_id,))
+    )
+    order = examination_order(
+        [tiles[it.block_id] for it in todo],
+        np.array([it.entries[0][0] for it in todo]),
+        np.array([sizes[it.entries[0][0]] for it in todo]),
+    )
+    todo = [todo[i] for i in order]
+    _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed, progress)
 
 
 def _targets(w, model_id: int, reexamine: bool):
@@ -351,13 +418,16 @@ def _read_tiles(
 
 
 def _match(w, items: list[Target], extents, refs, searcher: CandidateSearch, read: dict) -> None:
-    """Set each item's ref to its nearest candidate reference of the same tile extent."""
+    """Set each item's ref to its nearest reference of the same tile extent among the
+    search's candidates and the blocks at the same place of the same tensor in earlier
+    models (a fine-tune's delta can be too large for the search's keys, never for these)."""
     groups = defaultdict(list)
     for it in items:
         groups[extents[it.block_id]].append(it)
     ref_groups = defaultdict(list)
     for bid, ext in refs.items():
         ref_groups[ext].append(bid)
+    places = _same_places(w, items)
     for ext, group in groups.items():
         ref_ids = ref_groups.get(ext)
         if not ref_ids:
@@ -368,8 +438,50 @@ def _match(w, items: list[Target], extents, refs, searcher: CandidateSearch, rea
             return np.stack([tiles[b].ravel() for b in ids])
 
         ids = [it.block_id for it in group]
-        for it, ref in zip(group, searcher.nearest(ids, load(ids), ref_ids, load)):
-            it.ref = ref or 0
+        found = searcher.nearest(ids, load(ids), ref_ids, load)
+        pairs = [
+            (k, c)
+            for k, (it, ref) in enumerate(zip(group, found))
+            for c in {ref, *places.get(it.block_id, ())}
+            if c and refs.get(c) == ext
+        ]
+        if not pairs:
+            continue
+        tiles = _read_tiles(w, {**{b: ext for _, b in pairs}, **{b: ext for b in ids}}, read)
+        dist = [_distance(tiles[group[k].block_id], tiles[c]) for k, c in pairs]
+        best: dict[int, tuple[float, int]] = {}
+        for (k, c), d in zip(pairs, dist):
+            if k not in best or (d, c) < best[k]:
+                best[k] = (d, c)
+        for k, (_, c) in best.items():
+            group[k].ref = c
+
+
+def _same_places(w, items: list[Target]) -> dict[int, set[int]]:
+    """Target block -> the blocks at the same (row, col) of the tensor of the same name and
+    shape in each earlier model."""
+    t = w.tables
+    where = {(tid, bi, bj): it.block_id for it in items for tid, bi, bj in it.entries}
+    out: dict[int, set[int]] = defaultdict(set)
+    if not items:
+        return out
+    model_id = w.conn.execute(
+        f"SELECT model_id FROM {t.tensors} WHERE id = ?", (items[0].entries[0][0],)
+    ).get
+    for tid, bi, bj, other in w.conn.execute(
+        f"SELECT m.tensor_id, m.block_row, m.block_col, e.block_id FROM {t.map} m"
+        f" JOIN {t.tensors} tt ON tt.id = m.tensor_id"
+        f" JOIN {t.tensors} et ON et.name = tt.name AND et.rows = tt.rows AND et.cols = tt.cols"
+        "  AND et.model_id < tt.model_id AND et.dtype = 'float32'"
+        f" JOIN {t.map} e ON e.tensor_id = et.id AND e.block_row = m.block_row"
+        "  AND e.block_col = m.block_col"
+        " WHERE tt.model_id = ? AND tt.dtype = 'float32'",
+        (model_id,),
+    ):
+        bid = where.get((tid, bi, bj))
+        if bid is not None and other != bid:
+            out[bid].add(other)
+    return out
 
 
 def _decide(w, items, extents, tolerance, residuals_allowed, read: dict) -> None:
@@ -391,6 +503,27 @@ def _decide(w, items, extents, tolerance, residuals_allowed, read: dict) -> None
             it.outcome = outcome
 
 
+def _ladders(w, items, extents, residuals_allowed, read) -> list[encoding.Ladder]:
+    """The budget search's rungs for the matched items, one Ladder per tile extent."""
+    groups = defaultdict(list)
+    for it in items:
+        groups[extents[it.block_id]].append(it)
+    out = []
+    for ext, group in groups.items():
+        tiles = _read_tiles(
+            w, {**{it.block_id: ext for it in group}, **{it.ref: ext for it in group}}, read
+        )
+        out.append(
+            encoding.Ladder(
+                group,
+                np.stack([tiles[it.block_id] for it in group]),
+                np.stack([tiles[it.ref] for it in group]),
+                residuals_allowed=residuals_allowed,
+            )
+        )
+    return out
+
+
 # -- applying, guarded ----------------------------------------------------------------------
 
 
@@ -399,7 +532,6 @@ class _Undo(Exception):
 
 
 def _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed, progress):
-    floor = report.score_before - max_drop if validator is not None else -math.inf
     step = check_every
     i = 0
     while i < len(todo):
@@ -410,7 +542,7 @@ def _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed,
                 if validator is not None:
                     value = _score(validator, w.store, report.model, w)
                     report.validations += 1
-                    if value < floor:
+                    if report.score_before - value > max_drop:
                         raise _Undo
                     report.score_after = value
         except _Undo:
@@ -435,3 +567,9 @@ def _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed,
         i += len(batch)
         step = min(check_every, step * 2)
         progress(report, i, len(todo))
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Squared Euclidean distance, in float64 (float32 squares overflow); inf if not finite."""
+    d = float(np.square(a.astype(np.float64) - b).sum())
+    return d if math.isfinite(d) else math.inf

@@ -227,6 +227,11 @@ class Verify:
                         f"residual of tensor {tid} ({bi}, {bj}): slot {slot} of page"
                         f" {page_id} missing or not {want} bytes"
                     )
+                    continue
+                try:  # the payload's content (a sparse residual's indices)
+                    residuals.decode(kind, param, br, bc, slots[slot])
+                except ValueError as e:
+                    problems.append(f"residual of tensor {tid} ({bi}, {bj}): {e}")
             for bid, slot, nbytes, digest in stored:
                 if not 0 <= slot < len(slots) or len(slots[slot]) != nbytes:
                     problems.append(

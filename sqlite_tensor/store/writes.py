@@ -240,24 +240,30 @@ class Writes:
     ):
         """Merge nearly identical blocks too, keeping every model within an accuracy budget.
 
-        Each model's float32 blocks are matched (p-stable LSH) against the blocks of the
-        models added before it. A close block is *substituted* by the shared one, or, with
-        ``residuals=True``, kept as the shared block plus a compact residual (low-rank or
-        few-bit quantized, whichever is smaller) that inference applies directly;
-        ``residuals=False`` is the paper's substitution alone. Least important blocks go
-        first; every few replacements ``validator(store, model)`` scores the model as
-        stored (see :func:`sqlite_tensor.dedup.accuracy`), and replacements that drop the
-        score by more than ``max_drop`` are rolled back.
+        Each model's float32 blocks are matched against the blocks of the models added
+        before it (p-stable LSH candidates and the block at the same place of the same
+        tensor). Each block can then be *substituted* by its match, stored as the match
+        plus a compact residual that inference applies directly (with ``residuals=True``),
+        or kept. ``validator(store, model)`` scores the model as stored (see
+        :func:`sqlite_tensor.dedup.accuracy`), and its score may fall by ``max_drop`` at
+        most.
 
-        Options: ``tolerance`` (0.02: the largest error a replacement may leave, relative
-        to the block's norm), ``search`` ("lsh", or the baselines "minhash" and
-        "exhaustive"), ``check_every`` (32 replacements per validation at most),
-        ``on_exceed`` ("skip": retry in halves and skip blocks that break the budget;
-        "stop": end that model), ``reexamine`` (look again at entries examined before),
-        ``progress`` (True: a line per step on stderr; or a callable(report, done, total)),
-        and the search's own options (LSH: ``bands``, ``hashes_per_band``,
-        ``bucket_width``, ``seed``). One transaction; returns a
-        :class:`sqlite_tensor.dedup.DedupReport`.
+        ``strategy="budget"`` (the default) spends that budget: it searches, by the
+        validator, for the fewest bytes along a path from every block kept to every block
+        substituted, each block taking the cheapest encoding within an error threshold;
+        a larger ``max_drop`` never stores more bytes. ``tolerance`` (None) optionally caps
+        the error any block may take, relative to its norm. ``strategy="greedy"`` is the
+        paper's guard: each block's cheapest outcome within ``tolerance`` (0.02), least
+        important blocks first, ``check_every`` (32) replacements per validation,
+        replacements past the budget rolled back (``on_exceed``: "skip" retries in halves
+        and skips blocks that break the budget; "stop" ends that model).
+
+        Also: ``search`` ("lsh", or the baselines "minhash" and "exhaustive"),
+        ``reexamine`` (look again at entries examined before), ``progress`` (True: a line
+        per validation on stderr; or a callable(report, done, total)), and the search's
+        own options (LSH: ``bands``, ``hashes_per_band``, ``bucket_width``, ``seed``).
+        ``tolerance=0`` is exact dedup alone (no validator needed, nothing written). One
+        transaction; returns a :class:`sqlite_tensor.dedup.DedupReport`.
         """
         from ..dedup.run import dedup
 

@@ -23,20 +23,19 @@ from ..dedup.validators import accuracy
 # (label, Store.dedup arguments); None: exact dedup only (what add_model does)
 METHODS = {
     "exact": None,
+    "substitute, greedy": {"residuals": False, "strategy": "greedy"},  # the paper's method
     "substitute, lsh": {"residuals": False, "search": "lsh"},
     "substitute, exhaustive": {"residuals": False, "search": "exhaustive"},
     "residual, lsh": {"residuals": True, "search": "lsh"},
     "residual, minhash": {"residuals": True, "search": "minhash"},
     "residual, exhaustive": {"residuals": True, "search": "exhaustive"},
 }
-# The sweep of bytes against accuracy (`python -m sqlite_tensor.dedup --sweep`, asv's
-# bench_dedup.Sweep): these methods at these tolerances.
-SWEEP_METHODS = ("substitute, lsh", "residual, lsh")
-SWEEP_TOLERANCES = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
 STORE_OPTIONS = {"block_rows": 64, "block_cols": 64, "page_blocks": 4}
-# The guard's budget on the validation sets: a quarter point below the 1.0 point allowed on
-# held-out data, a margin for the sampling noise of 2,000-document sets.
-MAX_DROP = 0.0075
+# The budget on the validation sets: half a point below the 1.0 point allowed on held-out
+# data. A search that stops where the validation score meets the budget picks the
+# configurations whose validation noise is kind: with 10,000-example sets, 0.75 points
+# on validation came out as up to 1.45 on test (text-shuffled; 0.93 with the sets swapped).
+MAX_DROP = 0.005
 
 
 @dataclass

@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import numbers
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -92,8 +92,12 @@ class TrainedFamily:
         ids, int64 labels); ``accuracy`` is measured on ``validation``, ``test`` is for
         checking afterwards.
     accuracy: each model's accuracy on its own validation set.
-    base_accuracy: the base model's accuracy on each model's validation set (on "base",
-        the same as accuracy["base"]): what a variant would score if replaced by the base.
+    base_accuracy: the reference model's accuracy on each model's validation set (on the
+        first model, the same as its accuracy): what a variant would score if replaced by
+        the model it was trained from.
+    reference: {model: the model it was trained from, None for the first}: "base" for
+        every variant here; a retrained chain's previous version in ``trained_families``.
+        Left empty, every model after the first refers to the first.
     """
 
     models: dict[str, dict[str, np.ndarray]]
@@ -102,6 +106,12 @@ class TrainedFamily:
     test: dict[str, tuple[list[np.ndarray], np.ndarray]]
     accuracy: dict[str, float]
     base_accuracy: dict[str, float]
+    reference: dict[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.reference:
+            first = next(iter(self.models), None)
+            self.reference = {m: (None if m == first else first) for m in self.models}
 
 
 # -- the synthetic language -----------------------------------------------------------------
