@@ -156,9 +156,12 @@ def model_version(store: Store, model: str) -> str:
 
 def _has_table(conn, quoted: str) -> bool:
     name = quoted.strip('"').replace('""', '"')
-    return conn.execute(
-        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (name,)
-    ).fetchone() is not None
+    return (
+        conn.execute(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        is not None
+    )
 
 
 def _page_header(conn, store: str, page_id: int) -> bytes:
@@ -329,7 +332,8 @@ def close_all() -> None:
 
 @dataclass(frozen=True)
 class _Signature:
-    kind: str  # "dense" (float features), "ids" (embedding), "bags" (embedding_bag)
+    kind: str  # "dense" (float features), "ids" (embedding), "bags" (embedding_bag);
+    # predict() makes "dense" with one column for several features "arrays"
     n_in: int | None
     n_out: int
 
@@ -378,7 +382,7 @@ def _inputs(part: pd.DataFrame, features: list[str], kind: str):
         return [np.asarray(b, dtype=np.int64) for b in part[features[0]]]
     if kind == "ids":
         return part[features[0]].to_numpy(np.int64)
-    if len(features) == 1 and part[features[0]].dtype == object:  # one column of arrays
+    if kind == "arrays":  # one column whose cells are feature vectors
         return np.stack([np.asarray(v, np.float32) for v in part[features[0]]])
     return np.ascontiguousarray(part[features].to_numpy(np.float32))
 
@@ -386,7 +390,9 @@ def _inputs(part: pd.DataFrame, features: list[str], kind: str):
 def _score(part: pd.DataFrame, ref: StoreRef, features, kind, columns, batch_size) -> pd.DataFrame:
     """One partition's outputs, on a worker."""
     if len(part) == 0:
-        return pd.DataFrame(np.empty((0, len(columns)), np.float32), index=part.index, columns=columns)
+        return pd.DataFrame(
+            np.empty((0, len(columns)), np.float32), index=part.index, columns=columns
+        )
     store, seen = _open(ref)
     conn = store.conn
     x = _inputs(part, features, kind)
@@ -400,7 +406,9 @@ def _score(part: pd.DataFrame, ref: StoreRef, features, kind, columns, batch_siz
                 _check_version(store, ref)
                 seen[0] = version
         for start in range(0, len(part), batch_size):
-            out[start : start + batch_size] = store.predict(ref.model, x[start : start + batch_size])
+            out[start : start + batch_size] = store.predict(
+                ref.model, x[start : start + batch_size]
+            )
     finally:
         conn.execute("COMMIT")
     return pd.DataFrame(out, index=part.index, columns=columns)
@@ -514,9 +522,11 @@ def predict(
         size = os.path.getsize(path)
     finally:
         conn.close()
-    if signature.kind == "dense":
-        single_array = len(features) == 1 and frame[features[0]].dtype == object
-        if not single_array and len(features) != signature.n_in:
+    kind = signature.kind
+    if kind == "dense" and len(features) == 1 and signature.n_in != 1:
+        kind = "arrays"
+    elif kind == "dense":
+        if len(features) != signature.n_in:
             raise ValueError(
                 f"model {model!r} takes {signature.n_in} features; {len(features)} columns "
                 f"were given ({', '.join(map(repr, features[:10]))})"
@@ -550,7 +560,7 @@ def predict(
         _score,
         ref,
         features,
-        signature.kind,
+        kind,
         columns,
         batch_size,
         meta=meta,
