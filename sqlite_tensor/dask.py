@@ -246,8 +246,13 @@ def _require_file(path: str, distribute: str) -> None:
 
 
 def _apply_settings(ref: StoreRef) -> None:
-    """The process's pool budget and kernel threads, set once per value (both are
-    process-wide, like the pool)."""
+    """The process's pool budget and kernel threads, as this job asks (both are
+    process-wide, like the pool); set only when they differ from what was set last."""
+    with _LOCK:
+        _apply_settings_locked(ref)
+
+
+def _apply_settings_locked(ref: StoreRef) -> None:
     budget = ref.budget_bytes
     if budget is None:
         budget = dask.config.get(BUDGET_SETTING, None)
@@ -276,7 +281,6 @@ def _open(ref: StoreRef) -> tuple[Store, list]:
         found = _OPEN.get(key)
         if found is not None:
             return found
-        _apply_settings(ref)
         if ref.distribute == "copy":
             local = _local_copy(ref)
             conn = connect(
@@ -290,11 +294,13 @@ def _open(ref: StoreRef) -> tuple[Store, list]:
             )
         try:
             store = Store(conn, ref.store, create=False)
-            _check_version(store, ref)
+            if ref.distribute == "copy":  # immutable: checked once for good
+                _check_version(store, ref)
         except BaseException:
             conn.close()
             raise
-        found = _OPEN[key] = (store, [_data_version(conn)])
+        # a shared store is checked by the first task, in the snapshot it scores in
+        found = _OPEN[key] = (store, [None])
         return found
 
 
@@ -392,6 +398,7 @@ def _score(part: pd.DataFrame, ref: StoreRef, features, kind, columns, batch_siz
         return pd.DataFrame(
             np.empty((0, len(columns)), np.float32), index=part.index, columns=columns
         )
+    _apply_settings(ref)
     store, seen = _open(ref)
     conn = store.conn
     x = _inputs(part, features, kind)

@@ -13,6 +13,9 @@ the store and read its pages into their pools) is timed apart as ``first``.
   the per-round ratio). **Target >= 1.7** on this 2-core machine.
 - ``track_rows_per_s``: rows/s of one worker, two workers, and ``Store.predict`` in one
   process (its default threads: one per core) over the same rows.
+- ``track_cpu_us_per_row``: the workers' CPU microseconds a row (all workers' processes
+  added up): with two workers as with one when nothing is lost to distribution, and
+  independent of what else the machine runs, unlike the wall-clock figures.
 
 Also a script: ``python -m asv_bench.benchmarks.bench_dask [rounds]`` prints the figures
 (docs/scale-out.md quotes them, with the machine's load).
@@ -102,11 +105,19 @@ def measure(rounds: int = ROUNDS, folder: str | None = None) -> dict:
             frame = dd.read_parquet(table)
             return std.predict(frame, path, "scorer", features=FEATURES, client=clients[n])
 
+        def cpu(n) -> float:
+            """CPU seconds the workers' processes have used so far, all added up."""
+            return sum(clients[n].run(lambda: sum(os.times()[:2])).values())
+
+        cpu_seconds = {1: [], 2: []}
+
         def run(n) -> float:
             out = job(n)
+            before = cpu(n)
             start = time.perf_counter()
             result = clients[n].compute(out).result()
             seconds = time.perf_counter() - start
+            cpu_seconds[n].append(cpu(n) - before)
             assert result.shape == (ROWS, N_OUT)
             return seconds
 
@@ -115,6 +126,7 @@ def measure(rounds: int = ROUNDS, folder: str | None = None) -> dict:
             figures[f"read_once_bytes_{n}"] = sorted(
                 clients[n].run(lambda: sqlite_tensor.cache.stats()["bytes_read"]).values()
             )
+        cpu_seconds[1].clear(), cpu_seconds[2].clear()
         times = {1: [], 2: []}
         for _ in range(rounds):
             for n in (1, 2):
@@ -140,6 +152,11 @@ def measure(rounds: int = ROUNDS, folder: str | None = None) -> dict:
                 figures[f"rows_per_s_{key}"] = ROWS / statistics.median(t)
             sqlite_tensor.set_threads(0)
         figures["seconds"] = times
+        figures["cpu_seconds"] = cpu_seconds
+        # the workers' CPU per row: what the job costs whatever else the machine runs
+        figures["cpu_us_per_row"] = {
+            n: 1e6 * statistics.median(cpu_seconds[n]) / ROWS for n in (1, 2)
+        }
         figures["rows_per_s_1"] = ROWS / statistics.median(times[1])
         figures["rows_per_s_2"] = ROWS / statistics.median(times[2])
         figures["scaling"] = statistics.median(a / b for a, b in zip(times[1], times[2]))
@@ -179,6 +196,13 @@ class Scaling:
     track_rows_per_s.param_names = ["workers"]
     track_rows_per_s.unit = "rows/s"
 
+    def track_cpu_us_per_row(self, figures, workers):
+        return figures["cpu_us_per_row"][int(workers)]
+
+    track_cpu_us_per_row.params = ["1", "2"]
+    track_cpu_us_per_row.param_names = ["workers"]
+    track_cpu_us_per_row.unit = "us"
+
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS
@@ -201,6 +225,12 @@ def main() -> None:
     print(f"scaling 2 workers / 1 worker (median of {rounds} rounds): {f['scaling']:.2f}")
     print(f"  per round, seconds 1 worker:  {' '.join(f'{s:.2f}' for s in f['seconds'][1])}")
     print(f"  per round, seconds 2 workers: {' '.join(f'{s:.2f}' for s in f['seconds'][2])}")
+    print(
+        "workers' CPU per row (all workers added): "
+        + ", ".join(
+            f"{n} worker{'s' if n > 1 else ''} {f['cpu_us_per_row'][n]:.0f} us" for n in (1, 2)
+        )
+    )
     print(
         f"first job (open, read pages): {f['first_s_1']:.2f} s with 1 worker, {f['first_s_2']:.2f} s with 2"
     )
