@@ -109,15 +109,22 @@ def measure(rounds: int = ROUNDS, folder: str | None = None) -> dict:
             """CPU seconds the workers' processes have used so far, all added up."""
             return sum(clients[n].run(lambda: sum(os.times()[:2])).values())
 
+        def cpu_scheduler(n) -> float:
+            return clients[n].run_on_scheduler(lambda: sum(os.times()[:2]))
+
         cpu_seconds = {1: [], 2: []}
+        cpu_scheduler_seconds = {1: [], 2: []}
+        cpu_client_seconds = {1: [], 2: []}
 
         def run(n) -> float:
             out = job(n)
-            before = cpu(n)
+            before, before_s, before_c = cpu(n), cpu_scheduler(n), time.process_time()
             start = time.perf_counter()
             result = clients[n].compute(out).result()
             seconds = time.perf_counter() - start
+            cpu_client_seconds[n].append(time.process_time() - before_c)
             cpu_seconds[n].append(cpu(n) - before)
+            cpu_scheduler_seconds[n].append(cpu_scheduler(n) - before_s)
             assert result.shape == (ROWS, N_OUT)
             return seconds
 
@@ -126,7 +133,8 @@ def measure(rounds: int = ROUNDS, folder: str | None = None) -> dict:
             figures[f"read_once_bytes_{n}"] = sorted(
                 clients[n].run(lambda: sqlite_tensor.cache.stats()["bytes_read"]).values()
             )
-        cpu_seconds[1].clear(), cpu_seconds[2].clear()
+        for d in (cpu_seconds, cpu_scheduler_seconds, cpu_client_seconds):
+            d[1].clear(), d[2].clear()
         times = {1: [], 2: []}
         for _ in range(rounds):
             for n in (1, 2):
@@ -143,16 +151,22 @@ def measure(rounds: int = ROUNDS, folder: str | None = None) -> dict:
             store.predict("scorer", x[:64])  # pages into this process's pool
             for threads, key in ((0, "store_predict"), (1, "store_predict_1thread")):
                 sqlite_tensor.set_threads(threads)
-                t = []
+                t, c = [], []
                 for _ in range(rounds):
-                    start = time.perf_counter()
+                    start, start_cpu = time.perf_counter(), time.process_time()
                     for i in range(0, ROWS, 4096):
                         store.predict("scorer", x[i : i + 4096])
                     t.append(time.perf_counter() - start)
+                    c.append(time.process_time() - start_cpu)
                 figures[f"rows_per_s_{key}"] = ROWS / statistics.median(t)
+                figures[f"cpu_us_per_row_{key}"] = 1e6 * statistics.median(c) / ROWS
             sqlite_tensor.set_threads(0)
         figures["seconds"] = times
         figures["cpu_seconds"] = cpu_seconds
+        figures["cpu_scheduler_s"] = {
+            n: statistics.median(v) for n, v in cpu_scheduler_seconds.items()
+        }
+        figures["cpu_client_s"] = {n: statistics.median(v) for n, v in cpu_client_seconds.items()}
         # the workers' CPU per row: what the job costs whatever else the machine runs
         figures["cpu_us_per_row"] = {
             n: 1e6 * statistics.median(cpu_seconds[n]) / ROWS for n in (1, 2)
@@ -230,6 +244,16 @@ def main() -> None:
         + ", ".join(
             f"{n} worker{'s' if n > 1 else ''} {f['cpu_us_per_row'][n]:.0f} us" for n in (1, 2)
         )
+    )
+    print(
+        f"Store.predict CPU per row: {f['cpu_us_per_row_store_predict_1thread']:.0f} us (one thread),"
+        f" {f['cpu_us_per_row_store_predict']:.0f} us (one per core)"
+    )
+    print(
+        "CPU a job, scheduler: "
+        + ", ".join(f"{n} worker(s) {f['cpu_scheduler_s'][n]:.2f} s" for n in (1, 2))
+        + "; client: "
+        + ", ".join(f"{n} worker(s) {f['cpu_client_s'][n]:.2f} s" for n in (1, 2))
     )
     print(
         f"first job (open, read pages): {f['first_s_1']:.2f} s with 1 worker, {f['first_s_2']:.2f} s with 2"
