@@ -54,7 +54,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from . import _engine, cache
 from .connection import connect
-from .errors import NotFoundError, TensorStoreError
+from .errors import CorruptStoreError, NotFoundError, TensorStoreError
 from .schema import Tables
 from .store import Store
 
@@ -109,6 +109,15 @@ def model_version(store: Store, model: str) -> str:
     residual (with its page's checksum). Two stores that give it the same digest give the
     same outputs. Moving blocks between pages (``pack``) or adding other models keeps it.
     NotFoundError if there is no such model."""
+    try:
+        return _model_version(store, model)
+    except apsw.CorruptError as e:  # a malformed file: the one class for a damaged store
+        if isinstance(e, CorruptStoreError):
+            raise
+        raise CorruptStoreError(str(e).removeprefix("CorruptError: ")) from None
+
+
+def _model_version(store: Store, model: str) -> str:
     t = Tables(store.name)
     conn = store.conn
     digest = hashlib.sha256()

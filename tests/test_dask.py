@@ -17,6 +17,7 @@ import os
 import pickle
 import shutil
 
+import apsw
 import numpy as np
 import pandas as pd
 import pytest
@@ -317,3 +318,15 @@ def test_copy_of_a_file_changed_during_a_job_is_refused(client, table, tmp_path)
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     with pytest.raises(std.StoreChangedError, match=r"SHA-256 is now .* the file changed"):
         job.compute()
+
+
+def test_not_a_store(client, table, tmp_path):
+    folder, path, frame, _ = table
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 500)
+    before = junk.read_bytes()
+    ddf = dd.from_pandas(frame, npartitions=2)
+    with pytest.raises(Exception, match="not a database") as e:
+        std.predict(ddf, junk, "m", features=FEATURES)
+    assert isinstance(e.value, (apsw.NotADBError, TensorStoreError))
+    assert junk.read_bytes() == before  # left as it was

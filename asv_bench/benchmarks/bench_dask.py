@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 N_IN, HIDDEN, N_OUT = 256, 2048, 16
-ROWS, PARTITIONS = 12_288, 16
+ROWS, PARTITIONS = 24_576, 16
 ROUNDS = 5
 FEATURES = [f"f{i}" for i in range(N_IN)]
 LAYERS = [
