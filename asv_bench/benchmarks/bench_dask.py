@@ -109,22 +109,17 @@ def measure(rounds: int = ROUNDS, folder: str | None = None) -> dict:
             """CPU seconds the workers' processes have used so far, all added up."""
             return sum(clients[n].run(lambda: sum(os.times()[:2])).values())
 
-        def cpu_scheduler(n) -> float:
-            return clients[n].run_on_scheduler(lambda: sum(os.times()[:2]))
-
         cpu_seconds = {1: [], 2: []}
-        cpu_scheduler_seconds = {1: [], 2: []}
         cpu_client_seconds = {1: [], 2: []}
 
         def run(n) -> float:
             out = job(n)
-            before, before_s, before_c = cpu(n), cpu_scheduler(n), time.process_time()
+            before, before_c = cpu(n), time.process_time()
             start = time.perf_counter()
             result = clients[n].compute(out).result()
             seconds = time.perf_counter() - start
             cpu_client_seconds[n].append(time.process_time() - before_c)
             cpu_seconds[n].append(cpu(n) - before)
-            cpu_scheduler_seconds[n].append(cpu_scheduler(n) - before_s)
             assert result.shape == (ROWS, N_OUT)
             return seconds
 
@@ -133,7 +128,7 @@ def measure(rounds: int = ROUNDS, folder: str | None = None) -> dict:
             figures[f"read_once_bytes_{n}"] = sorted(
                 clients[n].run(lambda: sqlite_tensor.cache.stats()["bytes_read"]).values()
             )
-        for d in (cpu_seconds, cpu_scheduler_seconds, cpu_client_seconds):
+        for d in (cpu_seconds, cpu_client_seconds):
             d[1].clear(), d[2].clear()
         times = {1: [], 2: []}
         for _ in range(rounds):
@@ -163,9 +158,6 @@ def measure(rounds: int = ROUNDS, folder: str | None = None) -> dict:
             sqlite_tensor.set_threads(0)
         figures["seconds"] = times
         figures["cpu_seconds"] = cpu_seconds
-        figures["cpu_scheduler_s"] = {
-            n: statistics.median(v) for n, v in cpu_scheduler_seconds.items()
-        }
         figures["cpu_client_s"] = {n: statistics.median(v) for n, v in cpu_client_seconds.items()}
         # the workers' CPU per row: what the job costs whatever else the machine runs
         figures["cpu_us_per_row"] = {
@@ -250,10 +242,8 @@ def main() -> None:
         f" {f['cpu_us_per_row_store_predict']:.0f} us (one per core)"
     )
     print(
-        "CPU a job, scheduler: "
-        + ", ".join(f"{n} worker(s) {f['cpu_scheduler_s'][n]:.2f} s" for n in (1, 2))
-        + "; client: "
-        + ", ".join(f"{n} worker(s) {f['cpu_client_s'][n]:.2f} s" for n in (1, 2))
+        "CPU a job in this process (client and scheduler: a LocalCluster runs its scheduler"
+        " here): " + ", ".join(f"{n} worker(s) {f['cpu_client_s'][n]:.2f} s" for n in (1, 2))
     )
     print(
         f"first job (open, read pages): {f['first_s_1']:.2f} s with 1 worker, {f['first_s_2']:.2f} s with 2"
