@@ -158,6 +158,11 @@ def measure(rounds: int = ROUNDS, folder: str | None = None) -> dict:
             sqlite_tensor.set_threads(0)
         figures["seconds"] = times
         figures["cpu_seconds"] = cpu_seconds
+        # cores the workers got: their CPU seconds over the wall seconds (on a shared
+        # machine, less than the workers: see docs/scale-out.md on autogroups)
+        figures["cores_used"] = {
+            n: statistics.median(c / t for c, t in zip(cpu_seconds[n], times[n])) for n in (1, 2)
+        }
         figures["cpu_client_s"] = {n: statistics.median(v) for n, v in cpu_client_seconds.items()}
         # the workers' CPU per row: what the job costs whatever else the machine runs
         figures["cpu_us_per_row"] = {
@@ -236,6 +241,10 @@ def main() -> None:
         + ", ".join(
             f"{n} worker{'s' if n > 1 else ''} {f['cpu_us_per_row'][n]:.0f} us" for n in (1, 2)
         )
+    )
+    print(
+        "cores the workers got (their CPU s / wall s): "
+        + ", ".join(f"{n} worker(s) {f['cores_used'][n]:.2f}" for n in (1, 2))
     )
     print(
         f"Store.predict CPU per row: {f['cpu_us_per_row_store_predict_1thread']:.0f} us (one thread),"
