@@ -290,6 +290,9 @@ def _open(ref: StoreRef) -> tuple[Store, list]:
         found = _OPEN.get(key)
         if found is not None:
             return found
+        # this thread's connection to another version of the same store: a finished job's
+        for old in [k for k in _OPEN if k[:3] == key[:3] and k[5] == key[5]]:
+            _OPEN.pop(old)[0].conn.close()
         if ref.distribute == "copy":
             local = _local_copy(ref)
             conn = connect(
