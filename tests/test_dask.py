@@ -69,7 +69,7 @@ def client():
         host="127.0.0.1",
         n_workers=2,
         threads_per_worker=1,
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",  # loopback only, any free port
         silence_logs=logging.ERROR,
     )
     with cluster, distributed.Client(cluster) as c:

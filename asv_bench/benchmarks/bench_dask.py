@@ -93,7 +93,7 @@ def measure(rounds: int = ROUNDS, folder: str | None = None) -> dict:
             host="127.0.0.1",
             n_workers=n,
             threads_per_worker=1,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # loopback only, any free port
             silence_logs=logging.ERROR,
         )
 
