@@ -110,8 +110,11 @@ def test_equals_store_predict(client, table, distribute):
     assert (got.index == frame.index).all()
     same(got.to_numpy(), want)
     # each worker process holds one open store for the job, kept across its tasks
-    opened = worker_state(client, lambda: sorted({k[2] for k in std._OPEN}))
-    assert all(distribute in o for o in opened), opened
+    where = str(path)
+    opened = worker_state(
+        client, lambda: sum(k[0] == where and k[2] == distribute for k in std._OPEN)
+    )
+    assert opened == [1, 1], opened  # one connection each (one thread each), not one a task
     if distribute == "copy":  # one checked copy per worker, on its own disk
         copies = worker_state(
             client,
