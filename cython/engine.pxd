@@ -246,6 +246,10 @@ cdef int snapshot_hold(sqlite3 *db, const char *schema, sqlite3_stmt **pin,
                        char **err) noexcept nogil
 # used by python_api.pxi, sql_functions.pxi
 cdef void snapshot_release(sqlite3_stmt **pin) noexcept nogil
+# used by engine.pyx (the eponymous table whose instance owns a connection's kept statements)
+cdef void st_pool_init_kept_module() noexcept nogil
+# used by python_api.pxi (tests: the statements db keeps, and how many of them are in use)
+cdef int st_kept_count(sqlite3 *db, int *in_use) noexcept nogil
 # used by model_plan.pxi, python_api.pxi
 cdef int st_pool_source_init(PageSource *src, sqlite3 *db, const char *schema, const char *store,
                              char **err) noexcept nogil

@@ -289,6 +289,13 @@ def _kernel_workers():
     return st_parallel_workers()
 
 
+def _kept_statements(size_t db):
+    """(statements the connection keeps between calls, how many are in use now); tests."""
+    cdef int in_use = 0
+    cdef int n = st_kept_count(<sqlite3 *>db, &in_use)
+    return n, in_use
+
+
 # -- the buffer pool from Python (sqlite_tensor.cache wraps these) -------------------------
 
 st_fork_init()    # the engine's locks are fork-safe before any connection uses them

@@ -149,8 +149,11 @@ cdef int st_kern_gather(TileCursor *c, Weight *w, float *out, char **err) noexce
             if rc != SQLITE_OK:
                 return rc
             t = st_kern_as_f32(c, tile, w.dtype, br * bc)
-            for r in range(br):
-                memcpy(out + (bi * R + r) * w.cols + bj * C, t + r * bc, bc * sizeof(float))
+            if bc == w.cols:   # a full-width tile is one run (a bias is a column: 1 float a row)
+                memcpy(out + bi * R * w.cols, t, br * bc * sizeof(float))
+            else:
+                for r in range(br):
+                    memcpy(out + (bi * R + r) * w.cols + bj * C, t + r * bc, bc * sizeof(float))
             if st_kern_has_residual(w, bi * w.grid_c + bj):
                 rc = st_kern_cursor_residual(c, w, bi * w.grid_c + bj, br, bc, &res, err)
                 if rc != SQLITE_OK:
