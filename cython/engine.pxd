@@ -431,12 +431,17 @@ cdef extern from "st_gemv.h" nogil:
     int st_gemv_pick(long rows, long cols, long long bytes)
     void st_gemv_n_with(int kernel, long m, long n, const float *a, const float *x, float *y)
     int st_gemv_threads(long rows, long cols, long long bytes, long units, int max_threads)
+    int st_gemv_threads_now(long rows, long cols, long long bytes, long units, int max_threads,
+                            int *slot)
+    void st_gemv_threads_observe(int slot, int threads, double seconds)
+    double st_gemv_clock()
 
 cdef enum:
     CHUNK_BYTES = 64 * 1024 * 1024     # tiles pinned at once by a threaded dense layer
     PASS_BYTES = 64 * 1024 * 1024      # activations of one pass over the layers (forward)
     MIN_PARALLEL_MACS = 1 << 20        # below this a layer runs on one thread
     LOWRANK_ROWS = 256                 # batch rows per low-rank product (sizes its scratch)
+    DENSE_TILES_HERE = 64              # tiles of a dense layer listed on the stack (more: calloc)
 
 ctypedef struct Input:
     sqlite3_int64 batch           # rows of input
