@@ -467,6 +467,7 @@ typedef struct {
     ** on max_threads [1] (0: none yet), and the calls it answered */
     double recent[2];
     unsigned long calls;
+    int now; /* its answer at the last call, explorations aside (0: none yet) */
 } st_thread_choice;
 static st_thread_choice thread_choices[ST_GEMV_CHOICES];
 static int nthread_choices;
@@ -581,6 +582,11 @@ done:
     return answer;
 }
 
+static int trace_on(void) {
+    const char *t = getenv("ST_GEMV_TRACE");
+    return t != NULL && *t && *t != '0';
+}
+
 /* The entry of (rows, cols, size class, units, max_threads), measured now if new; its index
 ** in thread_choices, or -1 when the table is full. Called holding choices_mu. */
 static int thread_choice_index(int kernel, long rows, long cols, long long bytes, long units,
@@ -597,7 +603,7 @@ static int thread_choice_index(int kernel, long rows, long cols, long long bytes
     double t1 = 0, tn = 0; /* stay 0 when nothing was measured */
     int threads = calibrate_threads(kernel, rows, cols, cls, units, max_threads, &t1, &tn);
     thread_choices[nthread_choices] =
-        (st_thread_choice){rows, cols, units, cls, max_threads, threads, {t1, tn}, 0};
+        (st_thread_choice){rows, cols, units, cls, max_threads, threads, {t1, tn}, 0, 0};
     return nthread_choices++;
 }
 
@@ -646,6 +652,13 @@ int st_gemv_threads_now(long rows, long cols, long long bytes, long units, int m
         threads = c->recent[0] > 0 && c->recent[1] > 0
                       ? st_gemv_threads_decide(c->recent[0], c->recent[1], 0, max_threads)
                       : c->threads;
+        if (threads != c->now && c->now != 0 && trace_on())
+            fprintf(stderr,
+                    "st_gemv: threads for tiles %ld x %ld, %ld units, after %lu calls: "
+                    "1 thread %.1f us, %d threads %.1f us (recent) -> %d\n",
+                    rows, cols, units, k, c->recent[0] * 1e6, max_threads, c->recent[1] * 1e6,
+                    threads);
+        c->now = threads;
         if (threads == 1 && k % ST_GEMV_EXPLORE_N_EVERY < ST_GEMV_EXPLORE_N_CALLS)
             threads = max_threads;
         else if (threads > 1 && k % ST_GEMV_EXPLORE_1_EVERY == ST_GEMV_EXPLORE_1_EVERY - 1)
@@ -659,7 +672,8 @@ int st_gemv_threads_now(long rows, long cols, long long bytes, long units, int m
 double st_gemv_threads_update(double recent, double seconds) {
     if (recent <= 0 || seconds < recent)
         return seconds;
-    return recent + (seconds - recent) / ST_GEMV_RECENT_RISE;
+    double up = seconds - recent;
+    return recent + (up < recent ? up : recent) / ST_GEMV_RECENT_RISE;
 }
 
 void st_gemv_threads_observe(int slot, int threads, double seconds) {

@@ -91,9 +91,11 @@ ST_HIDDEN void st_gemv_threads_observe(int slot, int threads, double seconds);
 #define ST_GEMV_EXPLORE_N_CALLS 3
 #define ST_GEMV_EXPLORE_1_EVERY 64
 /* The running estimate after a call of `seconds`: a faster call is taken as it is (a time
-** can only be too long), a slower one moves it 1 / ST_GEMV_RECENT_RISE of the way, so that
-** a choice that became slower (another process took the other CPU) is seen to be, after a
-** few calls, without one late call counting. recent <= 0: none yet. */
+** can only be too long), a slower one moves it 1 / ST_GEMV_RECENT_RISE of the way, and at
+** most by that part of itself: a choice that became slower (another process took the
+** other CPU) is seen to be after a few calls, while one call held up for a time slice
+** (milliseconds, against tens of microseconds) moves it no more than any slow call.
+** recent <= 0: none yet. */
 #define ST_GEMV_RECENT_RISE 8
 ST_HIDDEN double st_gemv_threads_update(double recent, double seconds);
 /* Seconds on a monotonic clock. */

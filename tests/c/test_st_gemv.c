@@ -249,6 +249,8 @@ static void check_threads_now(void) {
     CHECK(st_gemv_threads_update(10e-6, 5e-6) == 5e-6);   /* faster: taken as it is */
     CHECK(fabs(st_gemv_threads_update(10e-6, 18e-6) - (10e-6 + 8e-6 / ST_GEMV_RECENT_RISE)) <
           1e-12);                                         /* slower: part of the way */
+    CHECK(fabs(st_gemv_threads_update(10e-6, 5e-3) - (10e-6 + 10e-6 / ST_GEMV_RECENT_RISE)) <
+          1e-12); /* held up for a time slice: no more than its own part */
     st_gemv_forget();
     int slot, n = 0, i;
     CHECK(st_gemv_threads_now(256, 256, 4 << 20, 4, 1, &slot) == 1 && slot == -1);
