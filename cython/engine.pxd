@@ -433,7 +433,7 @@ cdef extern from "st_gemv.h" nogil:
     int st_gemv_threads(long rows, long cols, long long bytes, long units, int max_threads)
     int st_gemv_threads_now(long rows, long cols, long long bytes, long units, int max_threads,
                             int *slot)
-    void st_gemv_threads_observe(int slot, int threads, double seconds)
+    void st_gemv_threads_observe(int slot, int threads, double seconds, long long bytes)
     double st_gemv_clock()
 
 cdef enum:

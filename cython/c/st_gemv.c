@@ -467,6 +467,7 @@ typedef struct {
     ** on max_threads [1] (0: none yet), and the calls it answered */
     double recent[2];
     unsigned long calls;
+    /* (recent: seconds per byte of weights, so that every layer of the class counts alike) */
     int now; /* its answer at the last call, explorations aside (0: none yet) */
 } st_thread_choice;
 static st_thread_choice thread_choices[ST_GEMV_CHOICES];
@@ -566,8 +567,10 @@ static int calibrate_threads(int kernel, long rows, long cols, int cls, long uni
     last_thread_timings[0] = t1;
     last_thread_timings[1] = tn;
     last_thread_timings[2] = th;
-    *t1_out = t1;
-    *tn_out = tn + th; /* n threads have to show they pay for waking the workers too */
+    /* per byte: the layers of a size class differ in size, up to 4x the buffer's in the
+    ** top class; n threads have to show they pay for waking the workers too */
+    *t1_out = t1 / (double)bytes;
+    *tn_out = (tn + th) / (double)bytes;
     if (getenv("ST_GEMV_TRACE") && *getenv("ST_GEMV_TRACE") && *getenv("ST_GEMV_TRACE") != '0')
         fprintf(stderr,
                 "st_gemv: threads for tiles %ld x %ld, %zu bytes in %ld units, %s: "
@@ -649,14 +652,20 @@ int st_gemv_threads_now(long rows, long cols, long long bytes, long units, int m
     if (i >= 0) {
         st_thread_choice *c = &thread_choices[i];
         unsigned long k = c->calls++;
-        threads = c->recent[0] > 0 && c->recent[1] > 0
-                      ? st_gemv_threads_decide(c->recent[0], c->recent[1], 0, max_threads)
-                      : c->threads;
+        threads = c->now ? c->now : c->threads;
+        if (c->recent[0] > 0 && c->recent[1] > 0) {
+            /* to more threads by the rule (a tenth faster), back to one only once that is
+            ** faster: between the two the choice stays, not flipping at every call */
+            if (threads == 1)
+                threads = st_gemv_threads_decide(c->recent[0], c->recent[1], 0, max_threads);
+            else if (c->recent[0] < c->recent[1])
+                threads = 1;
+        }
         if (threads != c->now && c->now != 0 && trace_on())
             fprintf(stderr,
                     "st_gemv: threads for tiles %ld x %ld, %ld units, after %lu calls: "
-                    "1 thread %.1f us, %d threads %.1f us (recent) -> %d\n",
-                    rows, cols, units, k, c->recent[0] * 1e6, max_threads, c->recent[1] * 1e6,
+                    "1 thread %.1f GB/s, %d threads %.1f GB/s (recent) -> %d\n",
+                    rows, cols, units, k, 1e-9 / c->recent[0], max_threads, 1e-9 / c->recent[1],
                     threads);
         c->now = threads;
         if (threads == 1 && k % ST_GEMV_EXPLORE_N_EVERY < ST_GEMV_EXPLORE_N_CALLS)
@@ -676,9 +685,10 @@ double st_gemv_threads_update(double recent, double seconds) {
     return recent + (up < recent ? up : recent) / ST_GEMV_RECENT_RISE;
 }
 
-void st_gemv_threads_observe(int slot, int threads, double seconds) {
-    if (slot < 0 || seconds <= 0)
+void st_gemv_threads_observe(int slot, int threads, double seconds, long long bytes) {
+    if (slot < 0 || seconds <= 0 || bytes <= 0)
         return;
+    seconds /= (double)bytes;
     pthread_mutex_lock(&choices_mu);
     if (slot < nthread_choices) { /* (st_gemv_forget may have emptied the table since) */
         st_thread_choice *c = &thread_choices[slot];

@@ -75,10 +75,12 @@ ST_HIDDEN int st_gemv_threads(long rows, long cols, long long bytes, long units,
 ST_HIDDEN int st_gemv_threads_decide(double t1, double tn, double handoff, int n);
 /* The choice for this call, made and kept up to date by what calls take: st_gemv_threads'
 ** measurement starts it, then every call of the layer reports its time
-** (st_gemv_threads_observe), and each choice keeps a running low estimate of its time
-** (st_gemv_threads_update); max_threads runs when st_gemv_threads_decide says so of those
-** estimates. A measurement made while another process had the other CPUs says "1", and
-** would say it for the life of the process; so the choice not taken is tried now and then:
+** (st_gemv_threads_observe: seconds for `bytes` of weights), and each choice keeps a running
+** low estimate of its time per byte (st_gemv_threads_update); it goes from one thread to
+** max_threads when st_gemv_threads_decide says so of those estimates, and back only once
+** one thread's is the lower (between the two it stays). A measurement made while another
+** process had the other CPUs says "1", and would say it for the life of the process; so
+** the choice not taken is tried now and then:
 ** max_threads for ST_GEMV_EXPLORE_N_CALLS calls in a row every ST_GEMV_EXPLORE_N_EVERY (in
 ** a row: the first wakes the sleeping workers, the next find them awake, as a loop of
 ** calls does), one thread once every ST_GEMV_EXPLORE_1_EVERY. *slot: what to pass to
@@ -86,7 +88,7 @@ ST_HIDDEN int st_gemv_threads_decide(double t1, double tn, double handoff, int n
 ** shape decided). Thread-safe. */
 ST_HIDDEN int st_gemv_threads_now(long rows, long cols, long long bytes, long units,
                                   int max_threads, int *slot);
-ST_HIDDEN void st_gemv_threads_observe(int slot, int threads, double seconds);
+ST_HIDDEN void st_gemv_threads_observe(int slot, int threads, double seconds, long long bytes);
 #define ST_GEMV_EXPLORE_N_EVERY 32
 #define ST_GEMV_EXPLORE_N_CALLS 3
 #define ST_GEMV_EXPLORE_1_EVERY 64

@@ -360,7 +360,7 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
     free(res)
     free(scratch)
     if slot >= 0 and rc == SQLITE_OK:
-        st_gemv_threads_observe(slot, nthreads, st_gemv_clock() - t0)
+        st_gemv_threads_observe(slot, nthreads, st_gemv_clock() - t0, w.rows * w.cols * 4)
     return rc
 
 

@@ -245,10 +245,10 @@ static void check_threads(void) {
 
 /* st_gemv_threads_now: calls keep the choice up to date, and the one not taken is tried */
 static void check_threads_now(void) {
-    CHECK(st_gemv_threads_update(0, 5e-6) == 5e-6);       /* the first time */
-    CHECK(st_gemv_threads_update(10e-6, 5e-6) == 5e-6);   /* faster: taken as it is */
+    CHECK(st_gemv_threads_update(0, 5e-6) == 5e-6);     /* the first time */
+    CHECK(st_gemv_threads_update(10e-6, 5e-6) == 5e-6); /* faster: taken as it is */
     CHECK(fabs(st_gemv_threads_update(10e-6, 18e-6) - (10e-6 + 8e-6 / ST_GEMV_RECENT_RISE)) <
-          1e-12);                                         /* slower: part of the way */
+          1e-12); /* slower: part of the way */
     CHECK(fabs(st_gemv_threads_update(10e-6, 5e-3) - (10e-6 + 10e-6 / ST_GEMV_RECENT_RISE)) <
           1e-12); /* held up for a time slice: no more than its own part */
     st_gemv_forget();
@@ -263,8 +263,8 @@ static void check_threads_now(void) {
     /* one thread seen to be far faster: one thread, but two for a few calls in a row now
     ** and then (a measurement made while another process had the other CPU says 1) */
     for (i = 0; i < 400; i++) {
-        st_gemv_threads_observe(slot, 1, 1e-6);
-        st_gemv_threads_observe(slot, 2, 1.0);
+        st_gemv_threads_observe(slot, 1, 1e-6, 1 << 20);
+        st_gemv_threads_observe(slot, 2, 1.0, 1 << 20);
     }
     int run = 0, longest = 0, s2;
     for (i = 0; i < 2 * ST_GEMV_EXPLORE_N_EVERY; i++) {
@@ -277,8 +277,8 @@ static void check_threads_now(void) {
     CHECK(n == 2 * ST_GEMV_EXPLORE_N_CALLS && longest == ST_GEMV_EXPLORE_N_CALLS);
     /* then two seen to be faster (the other CPU free again): two, one thread now and then */
     for (i = 0; i < 400; i++) {
-        st_gemv_threads_observe(slot, 1, 1.0);
-        st_gemv_threads_observe(slot, 2, 1e-6);
+        st_gemv_threads_observe(slot, 1, 1.0, 1 << 20);
+        st_gemv_threads_observe(slot, 2, 1e-6, 1 << 20);
     }
     n = 0;
     for (i = 0; i < 2 * ST_GEMV_EXPLORE_1_EVERY; i++)
@@ -288,8 +288,8 @@ static void check_threads_now(void) {
     CHECK(st_gemv_threads(256, 256, 4 << 20, 4, 2) == calibrated);
     /* a report for an entry forgotten since is dropped */
     st_gemv_forget();
-    st_gemv_threads_observe(slot, 2, 1e-6);
-    st_gemv_threads_observe(-1, 2, 1e-6);
+    st_gemv_threads_observe(slot, 2, 1e-6, 1 << 20);
+    st_gemv_threads_observe(-1, 2, 1e-6, 1 << 20);
     st_gemv_forget();
 }
 
