@@ -317,8 +317,8 @@ cdef sqlite3_stmt *st_kept_take(sqlite3 *db, const char *schema) noexcept nogil:
     cdef int i
     pthread_mutex_lock(&st_views_mutex)
     for i in range(st_nkept):
-        if st_kept[i].db == db and not st_kept[i].in_use and strcmp(st_kept[i].schema,
-                                                                      schema) == 0:
+        if st_kept[i].db == db and not st_kept[i].in_use \
+                and strcmp(st_kept[i].schema, schema) == 0:
             st_kept[i].in_use = 1
             stmt = st_kept[i].stmt
             break
