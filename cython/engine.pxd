@@ -259,6 +259,10 @@ cdef int snapshot_hold(sqlite3 *db, const char *schema, sqlite3_stmt **pin,
                        char **err) noexcept nogil
 # used by python_api.pxi, sql_functions.pxi
 cdef void snapshot_release(sqlite3_stmt **pin) noexcept nogil
+# used by engine.pyx (the eponymous table whose instance owns a connection's kept statements)
+cdef void st_pool_init_kept_module() noexcept nogil
+# used by python_api.pxi (tests: the statements db keeps, and how many of them are in use)
+cdef int st_kept_count(sqlite3 *db, int *in_use) noexcept nogil
 # used by model_plan.pxi, python_api.pxi
 cdef int st_pool_source_init(PageSource *src, sqlite3 *db, const char *schema, const char *store,
                              char **err) noexcept nogil
@@ -445,12 +449,17 @@ cdef extern from "st_gemv.h" nogil:
     int st_gemv_pick(long rows, long cols, long long bytes)
     void st_gemv_n_with(int kernel, long m, long n, const float *a, const float *x, float *y)
     int st_gemv_threads(long rows, long cols, long long bytes, long units, int max_threads)
+    int st_gemv_threads_now(long rows, long cols, long long bytes, long units, int max_threads,
+                            int *slot)
+    void st_gemv_threads_observe(int slot, int threads, double seconds, long long bytes)
+    double st_gemv_clock()
 
 cdef enum:
     CHUNK_BYTES = 64 * 1024 * 1024     # tiles pinned at once by a threaded dense layer
     PASS_BYTES = 64 * 1024 * 1024      # activations of one pass over the layers (forward)
     MIN_PARALLEL_MACS = 1 << 20        # below this a layer runs on one thread
     LOWRANK_ROWS = 256                 # batch rows per low-rank product (sizes its scratch)
+    DENSE_TILES_HERE = 64              # tiles of a dense layer listed on the stack (more: calloc)
 
 ctypedef struct Input:
     sqlite3_int64 batch           # rows of input

@@ -13,6 +13,9 @@ def version():
 import apsw
 import numpy as np
 
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_RECORDS_RO, PyBUF_WRITABLE, \
+    PyBuffer_Release, PyObject_GetBuffer
+
 
 class EngineError(RuntimeError):
     """The engine failed on something other than the caller's input (a damaged store, I/O)."""
@@ -50,14 +53,15 @@ _plans = {}          # (db, store, model) -> _CachedPlan, least recently used fi
 PLAN_CACHE_SIZE = 32
 
 
-cdef _CachedPlan st_py_take_plan(size_t db, bytes store_b, bytes model_b):
+cdef _CachedPlan st_py_take_plan(size_t db, tuple key, str store, str model):
     """The model's plan: the cached one if the store is unchanged, else loaded now. It is
-    taken out of the cache while in use, so no two calls share one."""
-    cdef _CachedPlan holder = _plans.pop((db, store_b, model_b), None)
+    taken out of the cache while in use, so no two calls share one. key: (db, store, model)."""
+    cdef _CachedPlan holder = _plans.pop(key, None)
     cdef PageSource src
     cdef char *err = NULL
-    cdef const char *store_c = store_b
-    cdef const char *model_c = model_b
+    cdef bytes store_b, model_b
+    cdef const char *store_c
+    cdef const char *model_c
     cdef int rc, same = 0
     if holder is not None:
         with nogil:
@@ -78,6 +82,8 @@ cdef _CachedPlan st_py_take_plan(size_t db, bytes store_b, bytes model_b):
         sqlite3_free(err)
         err = NULL
     holder = _CachedPlan()
+    store_b, model_b = store.encode(), model.encode()
+    store_c, model_c = store_b, model_b
     with nogil:
         rc = st_plan_load(<sqlite3 *>db, "main", store_c, model_c, &holder.plan, &err)
     if rc != SQLITE_OK:
@@ -112,13 +118,54 @@ cdef int st_py_source_resume(PageSource *src, sqlite3 *db, const Plan *plan, uin
     return SQLITE_OK
 
 
-cdef st_py_give_back_plan(size_t db, bytes store_b, bytes model_b, _CachedPlan holder):
+cdef st_py_give_back_plan(tuple key, _CachedPlan holder):
     cdef bint cacheable = not holder.plan.src.uncached
     st_pool_source_close(&holder.plan.src)
     if cacheable:
-        _plans[(db, store_b, model_b)] = holder
-        while len(_plans) > PLAN_CACHE_SIZE:
+        _plans[key] = holder
+        if len(_plans) > PLAN_CACHE_SIZE:
             del _plans[next(iter(_plans))]
+
+
+cdef bint st_py_one_vector(const Plan *plan, x, Py_buffer *view) except -1:
+    """Whether x is one input exactly as the kernels read it: a C-contiguous float32
+    ndarray of n_in, the common case, taken without conversions (view then holds it; the
+    caller releases it). Anything else goes the general way (st_py_input_arrays), which
+    converts what it can and names what is wrong."""
+    if plan.input_kind != INPUT_FEATURES or type(x) is not _ndarray:
+        return False
+    try:
+        PyObject_GetBuffer(x, view, PyBUF_RECORDS_RO)
+    except (BufferError, TypeError, ValueError):   # a dtype with no buffer format, ...
+        return False
+    if view.ndim == 1 and view.itemsize == 4 and view.strides[0] == 4 and view.format != NULL \
+            and strcmp(view.format, "f") == 0 and view.shape[0] == plan.n_in:
+        return True
+    PyBuffer_Release(view)
+    return False
+
+
+cdef st_py_predict_one(Plan *plan, Py_buffer *xv):
+    """The model on one float32 vector (st_py_one_vector's): a new (n_out,) array."""
+    cdef Input inp
+    cdef Py_buffer ov
+    cdef char *err = NULL
+    cdef int rc
+    out = np.empty(plan.n_out, _float32)
+    PyObject_GetBuffer(out, &ov, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+    memset(&inp, 0, sizeof(Input))
+    inp.batch = 1
+    inp.x = <const float *>xv.buf
+    with nogil:
+        rc = st_kern_forward(plan, &inp, <float *>ov.buf, &err)
+    PyBuffer_Release(&ov)
+    if rc != SQLITE_OK:
+        st_py_raise(rc, err)
+    return out
+
+
+_ndarray = np.ndarray
+_float32 = np.dtype(np.float32)
 
 
 def predict(size_t db, str store, str model, x):
@@ -128,11 +175,17 @@ def predict(size_t db, str store, str model, x):
     cdef Input inp
     cdef char *err = NULL
     cdef int rc
-    cdef bytes store_b = store.encode(), model_b = model.encode()
+    cdef Py_buffer xv
+    cdef tuple key = (db, store, model)
     # The plan and the pages come from one snapshot: the plan's page source holds one
     # (snapshot_hold) from the moment it is checked or loaded until it is given back.
-    holder = st_py_take_plan(db, store_b, model_b)
+    holder = st_py_take_plan(db, key, store, model)
     try:
+        if st_py_one_vector(&holder.plan, x, &xv):
+            try:
+                return st_py_predict_one(&holder.plan, &xv)
+            finally:
+                PyBuffer_Release(&xv)
         single, arrays, batch = st_py_input_arrays(&holder.plan, model, x)
         out = np.empty((batch, holder.plan.n_out), np.float32)
         if batch == 0:
@@ -145,7 +198,7 @@ def predict(size_t db, str store, str model, x):
             st_py_raise(rc, err)
         return out[0] if single else out
     finally:
-        st_py_give_back_plan(db, store_b, model_b, holder)
+        st_py_give_back_plan(key, holder)
 
 
 cdef void st_py_set_input(Input *inp, arrays) except *:
@@ -287,6 +340,13 @@ def _fork_pool_skipped():
 def _kernel_workers():
     """The kernels' worker threads started in this process (0 in a fresh fork); tests."""
     return st_parallel_workers()
+
+
+def _kept_statements(size_t db):
+    """(statements the connection keeps between calls, how many are in use now); tests."""
+    cdef int in_use = 0
+    cdef int n = st_kept_count(<sqlite3 *>db, &in_use)
+    return n, in_use
 
 
 # -- the buffer pool from Python (sqlite_tensor.cache wraps these) -------------------------

@@ -251,6 +251,11 @@ def test_flags_hold_in_views_with_trusted_schema_off(conn):
             "SELECT * FROM tensor_cache_pages",
             'unsafe use of virtual table "tensor_cache_pages"',
         ),
+        # empty, there for its lifetime (it finalizes the connection's kept statements)
+        "j": (
+            "SELECT * FROM _tensor_kept_statements",
+            'unsafe use of virtual table "_tensor_kept_statements"',
+        ),
     }
     for name, sql in ok.items():
         conn.execute(f"CREATE VIEW v_{name} AS {sql}")

@@ -463,6 +463,12 @@ int st_gemv_pick(long rows, long cols, long long bytes) {
 typedef struct {
     long rows, cols, units;
     int cls, max_threads, threads;
+    /* st_gemv_threads_now: a running low estimate of a call's seconds on one thread [0] and
+    ** on max_threads [1] (0: none yet), and the calls it answered */
+    double recent[2];
+    unsigned long calls;
+    /* (recent: seconds per byte of weights, so that every layer of the class counts alike) */
+    int now; /* its answer at the last call, explorations aside (0: none yet) */
 } st_thread_choice;
 static st_thread_choice thread_choices[ST_GEMV_CHOICES];
 static int nthread_choices;
@@ -499,7 +505,8 @@ static void cal_noop(void *ctx, long begin, long end, int worker) {
 /* Time `kernel` over 1 << cls bytes of rows x cols tiles on one thread and on n threads
 ** (in turns, fastest pass of each); the answer of st_gemv_threads_decide. */
 #define ST_CAL_HANDOFFS 5
-static int calibrate_threads(int kernel, long rows, long cols, int cls, long units, int n) {
+static int calibrate_threads(int kernel, long rows, long cols, int cls, long units, int n,
+                             double *t1_out, double *tn_out) {
     size_t tile = (size_t)cols * sizeof(float);
     long tr = rows;
     size_t budget = (size_t)1 << cls;
@@ -560,6 +567,10 @@ static int calibrate_threads(int kernel, long rows, long cols, int cls, long uni
     last_thread_timings[0] = t1;
     last_thread_timings[1] = tn;
     last_thread_timings[2] = th;
+    /* per byte: the layers of a size class differ in size, up to 4x the buffer's in the
+    ** top class; n threads have to show they pay for waking the workers too */
+    *t1_out = t1 / (double)bytes;
+    *tn_out = (tn + th) / (double)bytes;
     if (getenv("ST_GEMV_TRACE") && *getenv("ST_GEMV_TRACE") && *getenv("ST_GEMV_TRACE") != '0')
         fprintf(stderr,
                 "st_gemv: threads for tiles %ld x %ld, %zu bytes in %ld units, %s: "
@@ -574,7 +585,33 @@ done:
     return answer;
 }
 
-int st_gemv_threads(long rows, long cols, long long bytes, long units, int max_threads) {
+static int trace_on(void) {
+    const char *t = getenv("ST_GEMV_TRACE");
+    return t != NULL && *t && *t != '0';
+}
+
+/* The entry of (rows, cols, size class, units, max_threads), measured now if new; its index
+** in thread_choices, or -1 when the table is full. Called holding choices_mu. */
+static int thread_choice_index(int kernel, long rows, long cols, long long bytes, long units,
+                               int max_threads) {
+    int cls = size_class(bytes);
+    for (int i = 0; i < nthread_choices; i++) {
+        st_thread_choice *c = &thread_choices[i];
+        if (c->rows == rows && c->cols == cols && c->cls == cls && c->units == units &&
+            c->max_threads == max_threads)
+            return i;
+    }
+    if (nthread_choices >= ST_GEMV_CHOICES)
+        return -1;
+    double t1 = 0, tn = 0; /* stay 0 when nothing was measured */
+    int threads = calibrate_threads(kernel, rows, cols, cls, units, max_threads, &t1, &tn);
+    thread_choices[nthread_choices] =
+        (st_thread_choice){rows, cols, units, cls, max_threads, threads, {t1, tn}, 0, 0};
+    return nthread_choices++;
+}
+
+/* The environment's answer (ST_GEMV_PARALLEL), or 0 when it leaves the choice to us. */
+static int threads_forced(long rows, long cols, long units, int max_threads) {
     if (max_threads <= 1)
         return 1;
     if (rows <= 0 || cols <= 0 || units <= 1)
@@ -584,28 +621,86 @@ int st_gemv_threads(long rows, long cols, long long bytes, long units, int max_t
         return max_threads;
     if (env != NULL && strcmp(env, "never") == 0)
         return 1;
+    return 0;
+}
+
+int st_gemv_threads(long rows, long cols, long long bytes, long units, int max_threads) {
+    int forced = threads_forced(rows, cols, units, max_threads);
+    if (forced)
+        return forced;
     int kernel = st_gemv_pick(rows, cols, bytes); /* before the lock: it takes it too */
-    int threads = -1;
     pthread_once(&choices_once, choices_register);
     pthread_mutex_lock(&choices_mu);
-    int cls = size_class(bytes);
-    for (int i = 0; i < nthread_choices; i++) {
+    int i = thread_choice_index(kernel, rows, cols, bytes, units, max_threads);
+    int threads = i < 0 ? max_threads /* table full (many shapes): the old rule */
+                        : thread_choices[i].threads;
+    pthread_mutex_unlock(&choices_mu);
+    return threads;
+}
+
+int st_gemv_threads_now(long rows, long cols, long long bytes, long units, int max_threads,
+                        int *slot) {
+    *slot = -1;
+    int forced = threads_forced(rows, cols, units, max_threads);
+    if (forced)
+        return forced;
+    int kernel = st_gemv_pick(rows, cols, bytes);
+    pthread_once(&choices_once, choices_register);
+    pthread_mutex_lock(&choices_mu);
+    int i = thread_choice_index(kernel, rows, cols, bytes, units, max_threads);
+    int threads = max_threads;
+    if (i >= 0) {
         st_thread_choice *c = &thread_choices[i];
-        if (c->rows == rows && c->cols == cols && c->cls == cls && c->units == units &&
-            c->max_threads == max_threads)
-            threads = c->threads;
-    }
-    if (threads < 0) {
-        if (nthread_choices < ST_GEMV_CHOICES) {
-            threads = calibrate_threads(kernel, rows, cols, cls, units, max_threads);
-            thread_choices[nthread_choices++] =
-                (st_thread_choice){rows, cols, units, cls, max_threads, threads};
-        } else {
-            threads = max_threads; /* table full (many shapes): the old rule */
+        unsigned long k = c->calls++;
+        threads = c->now ? c->now : c->threads;
+        if (c->recent[0] > 0 && c->recent[1] > 0) {
+            /* to more threads by the rule (a tenth faster), back to one only once that is
+            ** faster: between the two the choice stays, not flipping at every call */
+            if (threads == 1)
+                threads = st_gemv_threads_decide(c->recent[0], c->recent[1], 0, max_threads);
+            else if (c->recent[0] < c->recent[1])
+                threads = 1;
         }
+        if (threads != c->now && c->now != 0 && trace_on())
+            fprintf(stderr,
+                    "st_gemv: threads for tiles %ld x %ld, %ld units, after %lu calls: "
+                    "1 thread %.1f GB/s, %d threads %.1f GB/s (recent) -> %d\n",
+                    rows, cols, units, k, 1e-9 / c->recent[0], max_threads, 1e-9 / c->recent[1],
+                    threads);
+        c->now = threads;
+        if (threads == 1 && k % ST_GEMV_EXPLORE_N_EVERY < ST_GEMV_EXPLORE_N_CALLS)
+            threads = max_threads;
+        else if (threads > 1 && k % ST_GEMV_EXPLORE_1_EVERY == ST_GEMV_EXPLORE_1_EVERY - 1)
+            threads = 1;
+        *slot = i;
     }
     pthread_mutex_unlock(&choices_mu);
     return threads;
+}
+
+double st_gemv_threads_update(double recent, double seconds) {
+    if (recent <= 0 || seconds < recent)
+        return seconds;
+    double up = seconds - recent;
+    return recent + (up < recent ? up : recent) / ST_GEMV_RECENT_RISE;
+}
+
+void st_gemv_threads_observe(int slot, int threads, double seconds, long long bytes) {
+    if (slot < 0 || seconds <= 0 || bytes <= 0)
+        return;
+    seconds /= (double)bytes;
+    pthread_mutex_lock(&choices_mu);
+    if (slot < nthread_choices) { /* (st_gemv_forget may have emptied the table since) */
+        st_thread_choice *c = &thread_choices[slot];
+        int j = threads == 1 ? 0 : threads == c->max_threads ? 1 : -1;
+        if (j >= 0)
+            c->recent[j] = st_gemv_threads_update(c->recent[j], seconds);
+    }
+    pthread_mutex_unlock(&choices_mu);
+}
+
+double st_gemv_clock(void) {
+    return now_s();
 }
 
 void st_gemv_last_thread_timings(double out[3]) {

@@ -73,6 +73,35 @@ ST_HIDDEN int st_gemv_threads(long rows, long cols, long long bytes, long units,
 ** workers asleep, does not lose either); else 1. */
 #define ST_GEMV_PARALLEL_GAIN 0.1
 ST_HIDDEN int st_gemv_threads_decide(double t1, double tn, double handoff, int n);
+/* The choice for this call, made and kept up to date by what calls take: st_gemv_threads'
+** measurement starts it, then every call of the layer reports its time
+** (st_gemv_threads_observe: seconds for `bytes` of weights), and each choice keeps a running
+** low estimate of its time per byte (st_gemv_threads_update); it goes from one thread to
+** max_threads when st_gemv_threads_decide says so of those estimates, and back only once
+** one thread's is the lower (between the two it stays). A measurement made while another
+** process had the other CPUs says "1", and would say it for the life of the process; so
+** the choice not taken is tried now and then:
+** max_threads for ST_GEMV_EXPLORE_N_CALLS calls in a row every ST_GEMV_EXPLORE_N_EVERY (in
+** a row: the first wakes the sleeping workers, the next find them awake, as a loop of
+** calls does), one thread once every ST_GEMV_EXPLORE_1_EVERY. *slot: what to pass to
+** st_gemv_threads_observe, -1 when nothing is to be reported (the environment or the
+** shape decided). Thread-safe. */
+ST_HIDDEN int st_gemv_threads_now(long rows, long cols, long long bytes, long units,
+                                  int max_threads, int *slot);
+ST_HIDDEN void st_gemv_threads_observe(int slot, int threads, double seconds, long long bytes);
+#define ST_GEMV_EXPLORE_N_EVERY 32
+#define ST_GEMV_EXPLORE_N_CALLS 3
+#define ST_GEMV_EXPLORE_1_EVERY 64
+/* The running estimate after a call of `seconds`: a faster call is taken as it is (a time
+** can only be too long), a slower one moves it 1 / ST_GEMV_RECENT_RISE of the way, and at
+** most by that part of itself: a choice that became slower (another process took the
+** other CPU) is seen to be after a few calls, while one call held up for a time slice
+** (milliseconds, against tens of microseconds) moves it no more than any slow call.
+** recent <= 0: none yet. */
+#define ST_GEMV_RECENT_RISE 8
+ST_HIDDEN double st_gemv_threads_update(double recent, double seconds);
+/* Seconds on a monotonic clock. */
+ST_HIDDEN double st_gemv_clock(void);
 /* Seconds the last thread calibration measured: one thread, max_threads, and the hand-off
 ** (fastest of each), -1 before any; tests, diagnosis. */
 ST_HIDDEN void st_gemv_last_thread_timings(double out[3]);

@@ -146,6 +146,264 @@ cdef uint64_t st_pool_connection_view(sqlite3 *db, const char *schema) noexcept 
     return epoch
 
 
+# -- the snapshot statement, kept per connection ---------------------------------------------
+# snapshot_hold runs on every Store.predict and get_tensor; preparing its statement each
+# time was a third of a small model's call. So each (connection, schema) keeps one,
+# prepared once and reset (not finalized) between uses: a reset statement holds no
+# snapshot and no lock, and SQLite re-prepares it itself after a schema change.
+# But while any statement is unfinalized sqlite3_close() refuses to close (SQLITE_BUSY:
+# apsw's Connection.close raises), and function destructors run only after that check.
+# sqlite3_close (and _v2) disconnects eponymous virtual tables *before* it, so that tables
+# keeping statements (as FTS5's do) can finalize them: a connection keeps statements only
+# once it has an instance of the eponymous table _tensor_kept_statements, whose
+# xDisconnect finalizes them. Where that table cannot be made (an authorizer refuses it, a
+# table of that name hides it), the statement is prepared per use, as before.
+
+ctypedef struct KeptStatement:
+    sqlite3 *db
+    char schema[32]
+    sqlite3_stmt *stmt
+    int in_use                    # taken by a snapshot: one user at a time
+
+ctypedef struct KeptVtab:
+    sqlite3_vtab base             # must be first
+    sqlite3 *db
+
+cdef KeptStatement *st_kept              # guarded by st_views_mutex, as are the two below
+cdef int st_nkept, st_kept_cap
+cdef sqlite3 **st_kept_conns             # connections with a _tensor_kept_statements instance
+cdef int st_nkept_conns, st_kept_conns_cap
+cdef sqlite3_module st_kept_module
+
+
+cdef int st_kept_grow(void **array, int *cap, size_t item) noexcept nogil:
+    """Room for more items in a realloc'd array (0: out of memory, the array as it was)."""
+    cdef void *grown = realloc(array[0], (cap[0] * 2 + 8) * item)
+    if grown == NULL:
+        return 0
+    array[0] = grown
+    cap[0] = cap[0] * 2 + 8
+    return 1
+
+
+cdef int st_kept_conn_index(sqlite3 *db) noexcept nogil:
+    """db's place in st_kept_conns, or -1 (st_views_mutex held)."""
+    cdef int i
+    for i in range(st_nkept_conns):
+        if st_kept_conns[i] == db:
+            return i
+    return -1
+
+
+cdef int st_kept_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
+                         sqlite3_vtab **out, char **err) noexcept nogil:
+    """The connection's instance: from now on it may keep statements (until xDisconnect)."""
+    global st_nkept_conns
+    cdef int rc = sqlite3_declare_vtab(db, "CREATE TABLE x(schema TEXT)")
+    if rc != SQLITE_OK:
+        return rc
+    cdef KeptVtab *v = <KeptVtab *>sqlite3_malloc64(sizeof(KeptVtab))
+    if v == NULL:
+        return SQLITE_NOMEM
+    memset(v, 0, sizeof(KeptVtab))
+    v.db = db
+    sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY)
+    pthread_mutex_lock(&st_views_mutex)
+    if st_kept_conn_index(db) < 0 and (st_nkept_conns < st_kept_conns_cap or st_kept_grow(
+            <void **>&st_kept_conns, &st_kept_conns_cap, sizeof(sqlite3 *))):
+        st_kept_conns[st_nkept_conns] = db
+        st_nkept_conns += 1
+    pthread_mutex_unlock(&st_views_mutex)
+    out[0] = &v.base
+    return SQLITE_OK
+
+
+cdef int st_kept_disconnect(sqlite3_vtab *vtab) noexcept nogil:
+    """The connection is closing (or our module is replaced): finalize its kept statements.
+    One in use is only forgotten; its user finalizes it (snapshot_release)."""
+    global st_nkept_conns, st_nkept
+    cdef sqlite3 *db = (<KeptVtab *>vtab).db
+    cdef sqlite3_stmt **done = NULL
+    cdef int i, ndone = 0
+    pthread_mutex_lock(&st_views_mutex)
+    i = st_kept_conn_index(db)
+    if i >= 0:
+        st_nkept_conns -= 1
+        st_kept_conns[i] = st_kept_conns[st_nkept_conns]
+    done = <sqlite3_stmt **>malloc(max(st_nkept, 1) * sizeof(sqlite3_stmt *))
+    i = 0
+    while i < st_nkept:
+        if st_kept[i].db == db:
+            if not st_kept[i].in_use and done != NULL:
+                done[ndone] = st_kept[i].stmt
+                ndone += 1
+            elif not st_kept[i].in_use:
+                sqlite3_finalize(st_kept[i].stmt)   # no memory for the list: under the lock
+            st_nkept -= 1
+            st_kept[i] = st_kept[st_nkept]
+        else:
+            i += 1
+    pthread_mutex_unlock(&st_views_mutex)
+    for i in range(ndone):   # outside the lock: finalize takes the connection's mutex
+        sqlite3_finalize(done[i])
+    free(done)
+    sqlite3_free(vtab)
+    return SQLITE_OK
+
+
+cdef int st_kept_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
+    info.estimatedCost = 1.0
+    return SQLITE_OK
+
+
+cdef int st_kept_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept nogil:
+    """An empty table: it exists for its lifetime, not its rows."""
+    cdef sqlite3_vtab_cursor *c = <sqlite3_vtab_cursor *>sqlite3_malloc64(
+        sizeof(sqlite3_vtab_cursor))
+    if c == NULL:
+        return SQLITE_NOMEM
+    memset(c, 0, sizeof(sqlite3_vtab_cursor))
+    out[0] = c
+    return SQLITE_OK
+
+
+cdef int st_kept_close(sqlite3_vtab_cursor *c) noexcept nogil:
+    sqlite3_free(c)
+    return SQLITE_OK
+
+
+cdef int st_kept_filter(sqlite3_vtab_cursor *c, int idx, const char *idx_str, int argc,
+                        sqlite3_value **argv) noexcept nogil:
+    return SQLITE_OK
+
+
+cdef int st_kept_next(sqlite3_vtab_cursor *c) noexcept nogil:
+    return SQLITE_OK
+
+
+cdef int st_kept_eof(sqlite3_vtab_cursor *c) noexcept nogil:
+    return 1
+
+
+cdef int st_kept_column(sqlite3_vtab_cursor *c, sqlite3_context *ctx, int i) noexcept nogil:
+    sqlite3_result_null(ctx)
+    return SQLITE_OK
+
+
+cdef int st_kept_rowid(sqlite3_vtab_cursor *c, sqlite3_int64 *rowid) noexcept nogil:
+    rowid[0] = 0
+    return SQLITE_OK
+
+
+cdef void st_pool_init_kept_module() noexcept nogil:
+    st_kept_module.iVersion = 1
+    st_kept_module.xCreate = NULL   # eponymous only
+    st_kept_module.xConnect = st_kept_connect
+    st_kept_module.xBestIndex = st_kept_best_index
+    st_kept_module.xDisconnect = st_kept_disconnect
+    st_kept_module.xDestroy = st_kept_disconnect
+    st_kept_module.xOpen = st_kept_open
+    st_kept_module.xClose = st_kept_close
+    st_kept_module.xFilter = st_kept_filter
+    st_kept_module.xNext = st_kept_next
+    st_kept_module.xEof = st_kept_eof
+    st_kept_module.xColumn = st_kept_column
+    st_kept_module.xRowid = st_kept_rowid
+
+
+cdef sqlite3_stmt *st_kept_take(sqlite3 *db, const char *schema) noexcept nogil:
+    """db's kept statement for schema, now in use; NULL when it has none free."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef int i
+    pthread_mutex_lock(&st_views_mutex)
+    for i in range(st_nkept):
+        if st_kept[i].db == db and not st_kept[i].in_use \
+                and strcmp(st_kept[i].schema, schema) == 0:
+            st_kept[i].in_use = 1
+            stmt = st_kept[i].stmt
+            break
+    pthread_mutex_unlock(&st_views_mutex)
+    return stmt
+
+
+cdef int st_kept_instance(sqlite3 *db) noexcept nogil:
+    """Whether db has (or now has) its _tensor_kept_statements instance."""
+    cdef sqlite3_stmt *stmt = NULL
+    pthread_mutex_lock(&st_views_mutex)
+    cdef int known = st_kept_conn_index(db) >= 0
+    pthread_mutex_unlock(&st_views_mutex)
+    if known:
+        return 1
+    # preparing a statement that names it makes the instance (xConnect), which stays
+    # after the statement is finalized, until the connection closes
+    if sqlite3_prepare_v2(db, "SELECT 1 FROM main._tensor_kept_statements", -1, &stmt,
+                          NULL) != SQLITE_OK:
+        sqlite3_finalize(stmt)
+        return 0
+    sqlite3_finalize(stmt)
+    pthread_mutex_lock(&st_views_mutex)
+    known = st_kept_conn_index(db) >= 0
+    pthread_mutex_unlock(&st_views_mutex)
+    return known
+
+
+cdef int st_kept_adopt(sqlite3 *db, const char *schema, sqlite3_stmt *stmt) noexcept nogil:
+    """Keep stmt (in use now) for db and schema; 0 when it cannot be kept (the caller
+    finalizes it as before)."""
+    global st_nkept
+    cdef int kept = 0
+    if strlen(schema) >= 32 or not st_kept_instance(db):
+        return 0
+    pthread_mutex_lock(&st_views_mutex)
+    # still an instance (a close between the two is the caller's misuse, but cheap to see)
+    if st_kept_conn_index(db) >= 0 and (st_nkept < st_kept_cap or st_kept_grow(
+            <void **>&st_kept, &st_kept_cap, sizeof(KeptStatement))):
+        memset(&st_kept[st_nkept], 0, sizeof(KeptStatement))
+        st_kept[st_nkept].db = db
+        memcpy(st_kept[st_nkept].schema, schema, strlen(schema) + 1)
+        st_kept[st_nkept].stmt = stmt
+        st_kept[st_nkept].in_use = 1
+        st_nkept += 1
+        kept = 1
+    pthread_mutex_unlock(&st_views_mutex)
+    return kept
+
+
+cdef int st_kept_give_back(sqlite3_stmt *stmt, int keep) noexcept nogil:
+    """Return a statement st_kept_take or st_kept_adopt handed out: reset and free for the
+    next use, or (keep = 0: it failed) forgotten. 0 when it is not kept (any more): the
+    caller finalizes it."""
+    global st_nkept
+    cdef int i, found = 0
+    if keep:
+        sqlite3_reset(stmt)   # ends the snapshot; before the lock (it takes db's mutex)
+    pthread_mutex_lock(&st_views_mutex)
+    for i in range(st_nkept):
+        if st_kept[i].stmt == stmt and st_kept[i].in_use:
+            found = 1
+            if keep:
+                st_kept[i].in_use = 0
+            else:
+                st_nkept -= 1
+                st_kept[i] = st_kept[st_nkept]
+            break
+    pthread_mutex_unlock(&st_views_mutex)
+    return found and keep
+
+
+cdef int st_kept_count(sqlite3 *db, int *in_use) noexcept nogil:
+    """How many statements db keeps (in_use: how many of them are taken now)."""
+    cdef int i, n = 0
+    in_use[0] = 0
+    pthread_mutex_lock(&st_views_mutex)
+    for i in range(st_nkept):
+        if st_kept[i].db == db:
+            n += 1
+            in_use[0] += st_kept[i].in_use
+    pthread_mutex_unlock(&st_views_mutex)
+    return n
+
+
 cdef int snapshot_hold(sqlite3 *db, const char *schema, sqlite3_stmt **pin,
                        char **err) noexcept nogil:
     """Hold one read snapshot of schema's database until snapshot_release(pin).
@@ -155,12 +413,24 @@ cdef int snapshot_hold(sqlite3 *db, const char *schema, sqlite3_stmt **pin,
     wrong numbers or a false corruption error. A statement stepped once and not reset keeps
     the connection's read transaction open, so everything read meanwhile is one snapshot.
     Nothing is held when a transaction is already open there (the caller's BEGIN, or the
-    statement that called us reading the same database)."""
+    statement that called us reading the same database). The statement is the
+    connection's kept one when it has one (see above)."""
     cdef char *sql
     cdef int rc
     pin[0] = NULL
     if sqlite3_libversion_number() >= 3034000 and sqlite3_txn_state(db, schema) != 0:
         return SQLITE_OK   # 0 is SQLITE_TXN_NONE
+    pin[0] = st_kept_take(db, schema)
+    if pin[0] != NULL:
+        rc = sqlite3_step(pin[0])
+        if rc == SQLITE_ROW:
+            return SQLITE_OK
+        err[0] = sqlite3_mprintf("cannot start reading database '%s': %s", schema,
+                                 sqlite3_errmsg(db))
+        st_kept_give_back(pin[0], 0)   # a failed statement is not kept: prepared anew next time
+        sqlite3_finalize(pin[0])
+        pin[0] = NULL
+        return SQLITE_ERROR if rc == SQLITE_DONE else rc
     sql = sqlite3_mprintf("SELECT count(*) FROM \"%w\".sqlite_master", schema)
     if sql == NULL:
         return SQLITE_NOMEM
@@ -169,6 +439,7 @@ cdef int snapshot_hold(sqlite3 *db, const char *schema, sqlite3_stmt **pin,
     if rc == SQLITE_OK:
         rc = sqlite3_step(pin[0])
         if rc == SQLITE_ROW:
+            st_kept_adopt(db, schema, pin[0])
             return SQLITE_OK
     err[0] = sqlite3_mprintf("cannot start reading database '%s': %s", schema,
                              sqlite3_errmsg(db))
@@ -178,7 +449,8 @@ cdef int snapshot_hold(sqlite3 *db, const char *schema, sqlite3_stmt **pin,
 
 
 cdef void snapshot_release(sqlite3_stmt **pin) noexcept nogil:
-    sqlite3_finalize(pin[0])
+    if pin[0] != NULL and not st_kept_give_back(pin[0], 1):
+        sqlite3_finalize(pin[0])
     pin[0] = NULL
 
 

@@ -41,14 +41,18 @@ cdef int st_kern_thread_count(sqlite3_int64 macs) noexcept nogil:
 
 
 cdef int st_kern_dense_threads(sqlite3_int64 B, const Weight *w, sqlite3_int64 R,
-                               sqlite3_int64 C, bint transpose) noexcept nogil:
+                               sqlite3_int64 C, bint transpose, int *slot) noexcept nogil:
     """Threads for a dense layer: st_kern_thread_count's, except that a batch-1 float32
-    layer goes parallel only where that was measured to pay on this CPU (st_gemv_threads:
-    a hand-off can cost more than half of a cache-resident layer saves)."""
+    layer goes parallel only where that is measured to pay on this CPU, now
+    (st_gemv_threads_now: a hand-off can cost more than half of a cache-resident layer
+    saves, and another process may have the other CPUs); slot >= 0: report the call's
+    time to st_gemv_threads_observe."""
+    slot[0] = -1
     cdef int n = st_kern_thread_count(B * w.rows * w.cols)
     if n <= 1 or B != 1 or w.dtype != DT_F32:
         return n
-    return st_gemv_threads(R, C, w.rows * w.cols * 4, w.grid_c if transpose else w.grid_r, n)
+    return st_gemv_threads_now(R, C, w.rows * w.cols * 4, w.grid_c if transpose else w.grid_r,
+                               n, slot)
 
 ctypedef struct TileCursor:
     Plan *plan
@@ -163,8 +167,11 @@ cdef int st_kern_gather(TileCursor *c, Weight *w, float *out, char **err) noexce
             if rc != SQLITE_OK:
                 return rc
             t = st_kern_as_f32(c, tile, w.dtype, br * bc)
-            for r in range(br):
-                memcpy(out + (bi * R + r) * w.cols + bj * C, t + r * bc, bc * sizeof(float))
+            if bc == w.cols:   # a full-width tile is one run (a bias is a column: 1 float a row)
+                memcpy(out + bi * R * w.cols, t, br * bc * sizeof(float))
+            else:
+                for r in range(br):
+                    memcpy(out + (bi * R + r) * w.cols + bj * C, t + r * bc, bc * sizeof(float))
             if st_kern_has_residual(w, bi * w.grid_c + bj):
                 rc = st_kern_cursor_residual(c, w, bi * w.grid_c + bj, br, bc, &res, err)
                 if rc != SQLITE_OK:
@@ -270,7 +277,9 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
     cdef sqlite3_int64 R = c.plan.block_rows, C = c.plan.block_cols
     cdef sqlite3_int64 bi, bj, r0, r1, i, k, bytes, npinned, n, br, bc
     cdef int rc = SQLITE_OK
-    cdef int nthreads = st_kern_dense_threads(B, w, R, C, L.transpose)
+    cdef int slot
+    cdef int nthreads = st_kern_dense_threads(B, w, R, C, L.transpose, &slot)
+    cdef double t0 = st_gemv_clock() if slot >= 0 else 0
     cdef int units
     cdef const unsigned char **tiles = NULL
     cdef const unsigned char **res = NULL
@@ -278,8 +287,14 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
     cdef float *scratch = NULL
     cdef PoolPage *page
     cdef PoolPage *rpage
-    # per worker: a tile, then the low-rank intermediate (min(B, LOWRANK_ROWS) x max rank)
-    cdef sqlite3_int64 stride = R * C + min(B, <sqlite3_int64>LOWRANK_ROWS) * w.max_rank
+    # a small layer's tile and page lists live here (no allocation per call)
+    cdef const unsigned char *tiles_here[DENSE_TILES_HERE]
+    cdef PoolPage *pinned_here[2 * DENSE_TILES_HERE]
+    # per worker: a tile, then the low-rank intermediate (min(B, LOWRANK_ROWS) x max rank);
+    # float32 tiles without residuals are used where they lie and need none
+    cdef bint needs_scratch = w.dtype != DT_F32 or w.res_kind != NULL
+    cdef sqlite3_int64 stride = (R * C + min(B, <sqlite3_int64>LOWRANK_ROWS) * w.max_rank
+                                 if needs_scratch else 0)
     if L.bias.tensor_id != 0:
         rc = st_kern_gather(c, &L.bias, Y, err)
         if rc != SQLITE_OK:
@@ -289,10 +304,15 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
     else:
         memset(Y, 0, B * L.n_out * sizeof(float))
     n = w.grid_r * w.grid_c
-    tiles = <const unsigned char **>calloc(n, sizeof(unsigned char *))
-    pinned = <PoolPage **>calloc(2 * n, sizeof(PoolPage *))   # block and residual pages
-    scratch = <float *>malloc(nthreads * stride * sizeof(float))
-    if tiles == NULL or pinned == NULL or scratch == NULL:
+    if n <= DENSE_TILES_HERE:
+        tiles = tiles_here
+        pinned = pinned_here
+    else:
+        tiles = <const unsigned char **>calloc(n, sizeof(unsigned char *))
+        pinned = <PoolPage **>calloc(2 * n, sizeof(PoolPage *))   # block and residual pages
+    if needs_scratch:
+        scratch = <float *>malloc(nthreads * stride * sizeof(float))
+    if tiles == NULL or pinned == NULL or (needs_scratch and scratch == NULL):
         rc = SQLITE_NOMEM
     if w.res_kind != NULL and rc == SQLITE_OK:
         res = <const unsigned char **>calloc(n, sizeof(unsigned char *))
@@ -351,10 +371,13 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
         r0 = r1
         if rc == SQLITE_OK and r0 < w.grid_r:
             rc = st_sql_interrupted(c.plan.src.db, err)
-    free(tiles)
+    if tiles != tiles_here:
+        free(tiles)
+        free(pinned)
     free(res)
-    free(pinned)
     free(scratch)
+    if slot >= 0 and rc == SQLITE_OK:
+        st_gemv_threads_observe(slot, nthreads, st_gemv_clock() - t0, w.rows * w.cols * 4)
     return rc
 
 
@@ -376,7 +399,7 @@ cdef void st_kern_dense_range(void *ctx, long begin, long end, int worker) noexc
     """Units begin..end of a DenseJob: block rows (W out x in) or block columns (in x out)."""
     cdef DenseJob *job = <DenseJob *>ctx
     cdef const Weight *w = &job.L.weight
-    cdef float *mine = job.scratch + worker * job.stride
+    cdef float *mine = job.scratch + worker * job.stride if job.scratch != NULL else NULL
     cdef sqlite3_int64 u, v, bi, bj, k
     cdef int kind, param
     cdef const unsigned char *res
@@ -401,7 +424,7 @@ cdef void st_kern_dense_range(void *ctx, long begin, long end, int worker) noexc
                                  st_kern_tile_rows(w, bi, job.R),
                                  st_kern_tile_cols(w, bj, job.C), job.R, job.C, job.X, job.B,
                                  job.Y, mine,
-                                 mine + job.R * job.C, job.gemv)
+                                 mine + job.R * job.C if mine != NULL else NULL, job.gemv)
 
 
 cdef void st_kern_dense_chunk(const Layer *L, const unsigned char **tiles,
@@ -674,6 +697,21 @@ cdef void st_kern_activate(int act, float *Y, sqlite3_int64 B, sqlite3_int64 n) 
             Y[i] = 0.5 * v * (1.0 + erff(v * <float>0.7071067811865476))
 
 
+cdef bint st_kern_needs_scratch(const Plan *plan) noexcept nogil:
+    """Whether a forward pass may widen into the cursor's scratch tile: an embedding, or a
+    dense weight or bias not stored as float32 (float32 tiles are used where they lie)."""
+    cdef int i
+    cdef const Layer *L
+    for i in range(plan.nlayers):
+        L = &plan.layers[i]
+        if L.op == OP_EMBEDDING or L.op == OP_EMBEDDING_BAG:
+            return True
+        if L.op == OP_DENSE and (L.weight.dtype != DT_F32 or
+                                 (L.bias.tensor_id != 0 and L.bias.dtype != DT_F32)):
+            return True
+    return False
+
+
 cdef int st_kern_forward(Plan *plan, const Input *inp, float *out, char **err) noexcept nogil:
     """Run every layer; out receives batch x plan.n_out floats.
 
@@ -694,10 +732,12 @@ cdef int st_kern_forward(Plan *plan, const Input *inp, float *out, char **err) n
     per_pass = min(per_pass, max(B, <sqlite3_int64>1))
     memset(&c, 0, sizeof(TileCursor))
     c.plan = plan
-    c.scratch = <float *>malloc(plan.block_rows * plan.block_cols * sizeof(float))
+    cdef bint needs_scratch = st_kern_needs_scratch(plan)
+    if needs_scratch:
+        c.scratch = <float *>malloc(plan.block_rows * plan.block_cols * sizeof(float))
     bufs[0] = <float *>malloc(per_pass * plan.max_width * sizeof(float) + 1)
     bufs[1] = <float *>malloc(per_pass * plan.max_width * sizeof(float) + 1)
-    if c.scratch == NULL or bufs[0] == NULL or bufs[1] == NULL:
+    if (needs_scratch and c.scratch == NULL) or bufs[0] == NULL or bufs[1] == NULL:
         rc = SQLITE_NOMEM
     while rc == SQLITE_OK and r0 < B:
         rows = min(per_pass, B - r0)

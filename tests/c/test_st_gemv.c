@@ -243,6 +243,56 @@ static void check_threads(void) {
     st_gemv_forget();
 }
 
+/* st_gemv_threads_now: calls keep the choice up to date, and the one not taken is tried */
+static void check_threads_now(void) {
+    CHECK(st_gemv_threads_update(0, 5e-6) == 5e-6);     /* the first time */
+    CHECK(st_gemv_threads_update(10e-6, 5e-6) == 5e-6); /* faster: taken as it is */
+    CHECK(fabs(st_gemv_threads_update(10e-6, 18e-6) - (10e-6 + 8e-6 / ST_GEMV_RECENT_RISE)) <
+          1e-12); /* slower: part of the way */
+    CHECK(fabs(st_gemv_threads_update(10e-6, 5e-3) - (10e-6 + 10e-6 / ST_GEMV_RECENT_RISE)) <
+          1e-12); /* held up for a time slice: no more than its own part */
+    st_gemv_forget();
+    int slot, n = 0, i;
+    CHECK(st_gemv_threads_now(256, 256, 4 << 20, 4, 1, &slot) == 1 && slot == -1);
+    setenv("ST_GEMV_PARALLEL", "always", 1);
+    CHECK(st_gemv_threads_now(256, 256, 4 << 20, 4, 2, &slot) == 2 && slot == -1);
+    unsetenv("ST_GEMV_PARALLEL");
+    int first = st_gemv_threads_now(256, 256, 4 << 20, 4, 2, &slot); /* measures */
+    CHECK(slot >= 0 && (first == 1 || first == 2));
+    int calibrated = st_gemv_threads(256, 256, 4 << 20, 4, 2);
+    /* one thread seen to be far faster: one thread, but two for a few calls in a row now
+    ** and then (a measurement made while another process had the other CPU says 1) */
+    for (i = 0; i < 400; i++) {
+        st_gemv_threads_observe(slot, 1, 1e-6, 1 << 20);
+        st_gemv_threads_observe(slot, 2, 1.0, 1 << 20);
+    }
+    int run = 0, longest = 0, s2;
+    for (i = 0; i < 2 * ST_GEMV_EXPLORE_N_EVERY; i++) {
+        int t = st_gemv_threads_now(256, 256, 4 << 20, 4, 2, &s2);
+        CHECK(s2 == slot && (t == 1 || t == 2));
+        n += t == 2;
+        run = t == 2 ? run + 1 : 0;
+        longest = run > longest ? run : longest;
+    }
+    CHECK(n == 2 * ST_GEMV_EXPLORE_N_CALLS && longest == ST_GEMV_EXPLORE_N_CALLS);
+    /* then two seen to be faster (the other CPU free again): two, one thread now and then */
+    for (i = 0; i < 400; i++) {
+        st_gemv_threads_observe(slot, 1, 1.0, 1 << 20);
+        st_gemv_threads_observe(slot, 2, 1e-6, 1 << 20);
+    }
+    n = 0;
+    for (i = 0; i < 2 * ST_GEMV_EXPLORE_1_EVERY; i++)
+        n += st_gemv_threads_now(256, 256, 4 << 20, 4, 2, &s2) == 1;
+    CHECK(n == 2);
+    /* the calibrated answer (st_gemv_threads) is not moved by what calls took */
+    CHECK(st_gemv_threads(256, 256, 4 << 20, 4, 2) == calibrated);
+    /* a report for an entry forgotten since is dropped */
+    st_gemv_forget();
+    st_gemv_threads_observe(slot, 2, 1e-6, 1 << 20);
+    st_gemv_threads_observe(-1, 2, 1e-6, 1 << 20);
+    st_gemv_forget();
+}
+
 int main(void) {
     long shapes[][2] = {{1, 1},     {3, 5},     {4, 16},  {5, 17},   {7, 31}, {8, 33}, {64, 48},
                         {255, 256}, {256, 255}, {257, 1}, {1, 1027}, {0, 8},  {8, 0},  {3, 64},
@@ -264,6 +314,7 @@ int main(void) {
     }
     check_pick();
     check_threads();
+    check_threads_now();
     printf("test_st_gemv: ok\n");
     return 0;
 }
