@@ -8,26 +8,14 @@ import re
 
 import numpy as np
 import pytest
+from family_support import blas_one_thread, small  # noqa: F401 (an autouse fixture)
 
 import sqlite_tensor
-from sqlite_tensor.testing import baselines, nets
+from sqlite_tensor.testing import baselines
 from sqlite_tensor.testing.baselines import accuracy, forward
-from sqlite_tensor.testing.trained_families import FAMILIES
 
 NAMES = ["text", "mlp-shift", "frozen", "retrained"]
 _cache = {}
-
-
-@pytest.fixture(autouse=True)
-def _blas_one_thread():
-    with nets.one_thread():  # small matrices: extra BLAS threads only spin on a busy machine
-        yield
-
-
-def small(name):
-    if name not in _cache:
-        _cache[name] = FAMILIES[name]("small", 0)
-    return _cache[name]
 
 
 def _results(name, max_drop=0.01):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from family_support import blas_one_thread, small  # noqa: F401 (an autouse fixture)
 
 from sqlite_tensor.layers import check_layers
 from sqlite_tensor.testing import nets
@@ -13,19 +14,6 @@ from sqlite_tensor.testing.baselines import accuracy
 from sqlite_tensor.testing.trained_families import FAMILIES, FIT_FAMILIES, HELD_OUT
 
 DENSE = ["mlp-shift", "frozen", "lr-epochs", "retrained"]
-_cache = {}
-
-
-@pytest.fixture(autouse=True)
-def _blas_one_thread():
-    with nets.one_thread():  # small matrices: extra BLAS threads only spin on a busy machine
-        yield
-
-
-def small(name):
-    if name not in _cache:
-        _cache[name] = FAMILIES[name]("small", 0)
-    return _cache[name]
 
 
 def test_registry_and_split():

@@ -33,6 +33,7 @@ import math
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -112,27 +113,34 @@ def dedup(
         return report
     # Everything it rewrites is read under the write lock: the models, their blocks, the
     # scores before (another writer's update in between would make them another model's).
+    run = _Run(
+        validator, max_drop, residuals, strategy, tolerance, searcher, check_every, on_exceed,
+        reexamine, show,
+    )  # fmt: skip
     with store.writer() as w:
         report, reports = _start(store, models, validator, w)
         for m in reports:
-            _dedup_model(
-                w,
-                reports[m],
-                validator,
-                max_drop,
-                residuals,
-                strategy,
-                tolerance,
-                searcher,
-                check_every,
-                on_exceed,
-                reexamine,
-                show,
-            )
+            _dedup_model(w, reports[m], run)
             report.models.append(reports[m])
         report.physical_bytes_after = store.stats()["physical_bytes"]
     report.seconds = time.perf_counter() - started
     return report
+
+
+@dataclass
+class _Run:
+    """One dedup call's choices, as every model's run needs them."""
+
+    validator: object
+    max_drop: float | None
+    residuals: bool
+    strategy: str
+    tolerance: float | None
+    searcher: CandidateSearch
+    check_every: int | None
+    on_exceed: str | None
+    reexamine: bool
+    progress: object
 
 
 def _start(store, models, validator, w=None) -> tuple[DedupReport, dict[str, ModelReport]]:
@@ -242,23 +250,10 @@ def _progress(progress):
 # -- one model ------------------------------------------------------------------------------
 
 
-def _dedup_model(
-    w,
-    report: ModelReport,
-    validator,
-    max_drop,
-    residuals_allowed,
-    strategy,
-    tolerance,
-    searcher,
-    check_every,
-    on_exceed,
-    reexamine,
-    progress,
-):
+def _dedup_model(w, report: ModelReport, run: _Run):
     started = time.perf_counter()
     model_id = w.model_id(report.model)
-    items, extents = _targets(w, model_id, reexamine)
+    items, extents = _targets(w, model_id, run.reexamine)
     refs = _references(w, model_id)
     if not items:
         report.seconds = time.perf_counter() - started
@@ -267,32 +262,20 @@ def _dedup_model(
     residuals_before = residual_bytes(w, model_id)
     read: dict[int, np.ndarray] = {}  # tiles read so far: each block is read once
     if refs:
-        before = searcher.seconds
-        _match(w, items, extents, refs, searcher, read)
-        report.search_seconds = searcher.seconds - before
-    if strategy == "budget":
+        before = run.searcher.seconds
+        _match(w, items, extents, refs, run.searcher, read)
+        report.search_seconds = run.searcher.seconds - before
+    if run.strategy == "budget":
         matched = [it for it in items if it.ref]
         log(w, [it for it in items if not it.ref], KEPT)
         if matched:
-            ladders = _ladders(w, matched, extents, residuals_allowed, read)
+            ladders = _ladders(w, matched, extents, run.residuals, read)
             BudgetSearch(
-                w, report, matched, ladders, validator, max_drop, tolerance, progress
-            ).run()
+                w, report, matched, ladders, run.validator, run.max_drop, run.tolerance,
+                run.progress,
+            ).run()  # fmt: skip
     else:
-        _greedy(
-            w,
-            report,
-            items,
-            extents,
-            tolerance,
-            residuals_allowed,
-            read,
-            validator,
-            max_drop,
-            check_every,
-            on_exceed,
-            progress,
-        )
+        _greedy(w, report, items, extents, read, run)
     freed = free_dead_blocks(w)
     repack_residuals(w, model_id)
     report.residual_bytes = residual_bytes(w, model_id) - residuals_before
@@ -300,24 +283,11 @@ def _dedup_model(
     report.seconds = time.perf_counter() - started
 
 
-def _greedy(
-    w,
-    report,
-    items,
-    extents,
-    tolerance,
-    residuals_allowed,
-    read,
-    validator,
-    max_drop,
-    check_every,
-    on_exceed,
-    progress,
-):
+def _greedy(w, report, items, extents, read, run: _Run):
     """strategy="greedy": each block's cheapest outcome within tolerance, applied least
     important first in guarded steps (the paper's method, with residuals optional)."""
     conn, t = w.conn, w.tables
-    _decide(w, items, extents, tolerance, residuals_allowed, read)
+    _decide(w, items, extents, run.tolerance, run.residuals, read)
     todo = [it for it in items if it.outcome is not None and it.outcome.kind != encoding.KEEP]
     kept = [it for it in items if it.outcome is None or it.outcome.kind == encoding.KEEP]
     log(w, kept, KEPT)
@@ -334,7 +304,9 @@ def _greedy(
         np.array([sizes[it.entries[0][0]] for it in todo]),
     )
     todo = [todo[i] for i in order]
-    _guarded_apply(w, report, todo, validator, max_drop, check_every, on_exceed, progress)
+    _guarded_apply(
+        w, report, todo, run.validator, run.max_drop, run.check_every, run.on_exceed, run.progress
+    )
 
 
 def _targets(w, model_id: int, reexamine: bool):
