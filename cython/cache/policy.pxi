@@ -134,6 +134,8 @@ cdef inline sqlite3_int64 st_pool_aged_count(Pool *pool, HistoryEntry *e) noexce
 cdef inline sqlite3_int64 st_pool_page_count(Pool *pool, PoolPage *p) noexcept nogil:
     """p's access count aged to now (a resident page's count ages while it sits unused)."""
     cdef sqlite3_int64 shift = pool.tick // pool.aging_window - p.epoch
+    if shift <= 0:  # a wider window set since p was counted: its epoch is ahead of now
+        return p.freq
     return p.freq >> shift if shift < 63 else 0
 
 
