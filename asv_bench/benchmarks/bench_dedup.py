@@ -10,7 +10,6 @@ deduplicated family at most 1.2x the time of the exact one, pages cached. Single
 BLAS for both searches, so the ratio compares algorithms, not thread counts.
 """
 
-
 from threadpoolctl import threadpool_limits
 
 from sqlite_tensor.testing.dedup_compare import METHODS, MethodResult, compare
