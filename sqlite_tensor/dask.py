@@ -54,9 +54,10 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from . import _engine, cache
 from .connection import connect
-from .errors import CorruptStoreError, NotFoundError, TensorStoreError
-from .schema import Tables
+from .errors import CorruptStoreError, TensorStoreError
+from .schema import Tables, has_shadow_table
 from .store import Store
+from .store.writer import require_model
 
 __all__ = [
     "predict",
@@ -125,15 +126,8 @@ def _model_version(store: Store, model: str) -> str:
     if began:
         conn.execute("BEGIN")
     try:
-        row = conn.execute(f"SELECT id, layers FROM {t.models} WHERE name = ?", (model,)).fetchone()
-        if row is None:
-            known = store.models()
-            raise NotFoundError(
-                f"no model {model!r} in store {store.name!r}; it has "
-                f"{', '.join(map(repr, known[:10])) or 'no models'}"
-                f"{' ...' if len(known) > 10 else ''}"
-            )
-        model_id, layers = row
+        model_id = require_model(store, model)
+        layers = conn.execute(f"SELECT layers FROM {t.models} WHERE id = ?", (model_id,)).get
         digest.update(json.dumps([model, layers]).encode())
         for r in conn.execute(
             f"SELECT id, name, shape, dtype, rows, cols, nbytes FROM {t.tensors}"
@@ -148,7 +142,7 @@ def _model_version(store: Store, model: str) -> str:
             ):
                 digest.update(f"{block_row},{block_col}:".encode())
                 digest.update(h if isinstance(h, bytes) else repr(h).encode())
-            if _has_table(conn, t.residuals):
+            if has_shadow_table(conn, store.name, "residuals"):
                 for res in conn.execute(
                     f"SELECT block_row, block_col, kind, param, page_id, slot, nbytes"
                     f" FROM {t.residuals} WHERE tensor_id = ? ORDER BY block_row, block_col",
@@ -160,16 +154,6 @@ def _model_version(store: Store, model: str) -> str:
         if began:
             conn.execute("COMMIT")
     return digest.hexdigest()
-
-
-def _has_table(conn, quoted: str) -> bool:
-    name = quoted.strip('"').replace('""', '"')
-    return (
-        conn.execute(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (name,)
-        ).fetchone()
-        is not None
-    )
 
 
 def _page_header(conn, store: str, page_id: int) -> bytes:
