@@ -663,14 +663,14 @@ def _family_figures(results: Results):
     drop = results.table(f"{FAMILY_RUNS}.track_worst_test_drop")
     seconds = results.table(f"{FAMILY_RUNS}.track_seconds")
     families, methods, drops = results.params(f"{FAMILY_RUNS}.track_times_fewer_bytes")
-    return ratio, drop, seconds, families, methods, [float(d) for d in drops]
+    drops = sorted(drops, key=float)  # the budgets as the tables key them, smallest first
+    main = next(d for d in drops if float(d) == FAMILY_MAX_DROP)
+    return ratio, drop, seconds, families, methods, drops, main
 
 
 def dedup_families(results: Results) -> str:
     """docs/dedup.md, Figures: every trained family x the baselines at one budget."""
-    ratio, drop, seconds, families, methods, drops = _family_figures(results)
-    at = next(d for d in drops if abs(d - FAMILY_MAX_DROP) < 1e-12)
-    key = {float(k[2]): k[2] for k in ratio}[at]
+    ratio, drop, seconds, families, methods, _drops, key = _family_figures(results)
     info = results.machine([f"{FAMILY_RUNS}.track_times_fewer_bytes"])
     lines = [
         _para(
@@ -1070,9 +1070,7 @@ def plot_dedup_bytes(results: Results, plt):
 
 
 def plot_dedup_budget(results: Results, plt):
-    ratio, drop, _seconds, families, methods, drops = _family_figures(results)
-    keys = sorted({k[2] for k in ratio}, key=float)
-    main = {float(k): k for k in keys}[FAMILY_MAX_DROP]
+    ratio, drop, _seconds, families, methods, keys, main = _family_figures(results)
     cols = 3
     rows = -(-len(families) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(11, 3.4 * rows), squeeze=False)
