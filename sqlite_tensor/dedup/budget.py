@@ -53,11 +53,16 @@ class BudgetSearch:
         self.ladders = ladders
         self.tolerance = tolerance
         self.expected = 0  # validations the search will take, at most (for progress)
+        self.scores: dict[bytes, float] = {}  # configurations validated so far: their scores
 
     # -- configurations: one rung index per block, the blocks of the ladders in order ------
 
     def at(self, tau: float) -> list[np.ndarray]:
         return [lad.cheapest_within(tau) for lad in self.ladders]
+
+    @staticmethod
+    def key(config) -> bytes:
+        return b"".join(x.tobytes() for x in config)
 
     def outcomes(self, config) -> list:
         """The targets that change under config, each with its outcome set."""
@@ -73,19 +78,26 @@ class BudgetSearch:
     def passes(self, config) -> bool:
         """Whether the model scores within budget stored as config (tried, rolled back)."""
         value = self._try(config, keep=False)
+        self.scores[self.key(config)] = value
         # the drop as the caller computes it (before - after), not after >= before - max
         return self.report.score_before - value <= self.max_drop
 
-    def _try(self, config, keep: bool) -> float:
+    def _try(self, config, keep: bool, score: float | None = None) -> float:
+        """Apply config, score it (unless its score is given: validated already), and roll
+        it back unless keep."""
         w, report = self.w, self.report
         changed = self.outcomes(config)
+        value = score
         try:
             with w.savepoint():
                 apply(w, changed)
-                with w.callers_code():  # the validator is not the store's code
-                    value = run_validator(self.validator, w.store, report.model)
-                report.validations += 1
-                self.progress(report, report.validations, max(report.validations, self.expected))
+                if value is None:
+                    with w.callers_code():  # the validator is not the store's code
+                        value = run_validator(self.validator, w.store, report.model)
+                    report.validations += 1
+                    self.progress(
+                        report, report.validations, max(report.validations, self.expected)
+                    )
                 if not keep:
                     raise _Undo
         except _Undo:
@@ -104,7 +116,7 @@ class BudgetSearch:
         configs, last = [], None
         for tau in grid:
             c = self.at(tau)
-            key = b"".join(x.tobytes() for x in c)
+            key = self.key(c)
             if key != last:
                 configs.append(c)
                 last = key
@@ -123,7 +135,9 @@ class BudgetSearch:
         chosen = configs[hi]
         if lo >= 0:
             chosen = self._between(configs[hi], configs[lo])
-        value = self._try(chosen, keep=True)
+        # applied for good; the search's score of it stands (a second validation would
+        # score the same weights again)
+        value = self._try(chosen, keep=True, score=self.scores.get(self.key(chosen)))
         report = self.report
         self.progress(report, report.validations, report.validations)
         report.score_after = value

@@ -275,7 +275,7 @@ def _dedup_model(w, report: ModelReport, run: _Run):
                 run.progress,
             ).run()  # fmt: skip
     else:
-        _greedy(w, report, items, extents, read, run)
+        _greedy(w, report, model_id, items, extents, read, run)
     freed = free_dead_blocks(w)
     repack_residuals(w, model_id)
     report.residual_bytes = residual_bytes(w, model_id) - residuals_before
@@ -283,7 +283,7 @@ def _dedup_model(w, report: ModelReport, run: _Run):
     report.seconds = time.perf_counter() - started
 
 
-def _greedy(w, report, items, extents, read, run: _Run):
+def _greedy(w, report, model_id: int, items, extents, read, run: _Run):
     """strategy="greedy": each block's cheapest outcome within tolerance, applied least
     important first in guarded steps (the paper's method, with residuals optional)."""
     conn, t = w.conn, w.tables
@@ -294,7 +294,6 @@ def _greedy(w, report, items, extents, read, run: _Run):
     if not todo:
         return
     tiles = _read_tiles(w, {it.block_id: extents[it.block_id] for it in todo}, read)
-    model_id = w.model_id(report.model)
     sizes = dict(
         conn.execute(f"SELECT id, rows * cols FROM {t.tensors} WHERE model_id = ?", (model_id,))
     )
