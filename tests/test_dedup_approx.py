@@ -410,11 +410,16 @@ def test_choose_picks_the_cheapest_outcome_within_tolerance():
     d[1] = 0.3 * np.outer(rng.standard_normal(32), rng.standard_normal(32))  # rank 1
     d[2] = 0.3 * rng.standard_normal((32, 32))  # dense noise
     d[3] = 5 * rng.standard_normal((32, 32))  # far: 8 bits at best
-    out = encoding.choose(s + d, s, tolerance=0.05, residuals_allowed=True)
+
+    def choose(t, s, *, tolerance, residuals_allowed):
+        ladder = encoding.Ladder(list(range(len(t))), t, s, residuals_allowed=residuals_allowed)
+        return ladder.within(tolerance)
+
+    out = choose(s + d, s, tolerance=0.05, residuals_allowed=True)
     assert [o.kind for o in out] == ["substitute", "residual", "residual", "residual"]
     assert (out[1].residual_kind, out[1].param) == (residuals.LOWRANK, 1)
     assert (out[3].residual_kind, out[3].param) == (residuals.QUANTIZED, 8)
-    strict = encoding.choose(s[3:] + d[3:], s[3:], tolerance=0.001, residuals_allowed=True)
+    strict = choose(s[3:] + d[3:], s[3:], tolerance=0.001, residuals_allowed=True)
     assert strict[0].kind == "keep"
     steps = residuals.ladder(32, 32)
     for o, t_, s_ in zip(out[1:], s[1:] + d[1:], s[1:]):
@@ -427,7 +432,7 @@ def test_choose_picks_the_cheapest_outcome_within_tolerance():
             if nbytes < mine:
                 e = residuals.errors(kind, param, (t_ - s_)[None])[0] / np.linalg.norm(t_)
                 assert e > 0.05, (kind, param)
-    without = encoding.choose(s + d, s, tolerance=0.05, residuals_allowed=False)
+    without = choose(s + d, s, tolerance=0.05, residuals_allowed=False)
     assert [o.kind for o in without] == ["substitute", "keep", "keep", "keep"]
 
 

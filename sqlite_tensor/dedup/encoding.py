@@ -10,7 +10,7 @@ A :class:`Ladder` holds these *rungs* for blocks of one tile extent, cheapest fi
 with the error it leaves relative to the block, |t - t_hat|_F / |t|_F; a residual must cost
 at most ``max_residual_fraction`` of the block (it also costs compute). The budget search
 (budget.py) walks the ladders; the greedy guard takes each block's cheapest rung within
-``tolerance`` (:func:`choose`).
+``tolerance`` (:meth:`Ladder.within`).
 """
 
 from __future__ import annotations
@@ -33,15 +33,6 @@ class Outcome:
     residual_kind: int = 0  # one of residuals.KINDS
     param: int = 0  # the kind's parameter (rank, bits, scales, k)
     payload: bytes = b""
-
-
-def choose(
-    t: np.ndarray, s: np.ndarray, *, tolerance: float, residuals_allowed: bool
-) -> list[Outcome]:
-    """Each tile's cheapest outcome within tolerance against its shared tile (t, s: n x
-    rows x cols, float32): the greedy guard's decision."""
-    ladder = Ladder(list(range(len(t))), t, s, residuals_allowed=residuals_allowed)
-    return [ladder.outcome(i, int(j)) for i, j in enumerate(ladder.cheapest_within(tolerance))]
 
 
 class Ladder:
@@ -76,6 +67,10 @@ class Ladder:
     def cheapest_within(self, tau: float) -> np.ndarray:
         """Each block's cheapest rung with error <= tau (rungs are in order of bytes)."""
         return np.argmax(self.error <= tau, axis=1)
+
+    def within(self, tau: float) -> list[Outcome]:
+        """Each block's outcome at its cheapest rung within tau."""
+        return [self.outcome(i, int(j)) for i, j in enumerate(self.cheapest_within(tau))]
 
     def outcome(self, i: int, j: int) -> Outcome:
         """What storing block i at rung j writes (a residual's payload encoded once)."""

@@ -456,21 +456,10 @@ def _same_places(w, items: list[Target]) -> dict[int, set[int]]:
 
 
 def _decide(w, items, extents, tolerance, residuals_allowed, read: dict) -> None:
-    groups = defaultdict(list)
-    for it in items:
-        if it.ref:
-            groups[extents[it.block_id]].append(it)
-    for ext, group in groups.items():
-        tiles = _read_tiles(
-            w, {**{it.block_id: ext for it in group}, **{it.ref: ext for it in group}}, read
-        )
-        outcomes = encoding.choose(
-            np.stack([tiles[it.block_id] for it in group]),
-            np.stack([tiles[it.ref] for it in group]),
-            tolerance=tolerance,
-            residuals_allowed=residuals_allowed,
-        )
-        for it, outcome in zip(group, outcomes):
+    """Each matched item's cheapest outcome within tolerance: the greedy guard's decision."""
+    matched = [it for it in items if it.ref]
+    for ladder in _ladders(w, matched, extents, residuals_allowed, read):
+        for it, outcome in zip(ladder.items, ladder.within(tolerance)):
             it.outcome = outcome
 
 
