@@ -1,0 +1,199 @@
+"""What tensor-level low-rank factors would buy dedup, measured in numpy before building them.
+
+    python -m sqlite_tensor.testing.dedup_ideas frozen retrained mlp-shift [--chain]
+
+Per-tile low-rank residuals pay (br + bc) * r floats per 64 x 64 tile, where whole-tensor
+low-rank deltas (reminis-style, :mod:`.baselines`) pay (m + n) * r once per tensor: 21x
+less for the same rank on a 2048 x 1024 tensor. Each idea below stores a family's models
+(the first whole, the others against their reference's reconstruction) and picks, per
+model, the cheapest configuration whose validation drop is within ``max_drop``; it is
+judged on the test sets, as :mod:`.dedup_families` judges the methods:
+
+- ``tiles``: every tile at the cheapest rung of its :class:`~sqlite_tensor.dedup.encoding.
+  Ladder` (substitute, the residual kinds, keep) within an error threshold: the budget
+  search's first phase (it has no second phase here, which moved it 4.44x -> 4.56x on
+  frozen in the store).
+- ``factors+tiles``: each 2-D delta's rank-r truncated SVD, stored once per tensor (rank by
+  an energy threshold, as the low-rank baseline picks it), then every tile's ladder over what
+  is left (two residuals on a tile: a slice of the tensor's factors, then its own rung).
+- ``factors|tiles``: each tile takes either the slice of its tensor's factors (U rows of the
+  tile times V rows of the tile, no bytes of its own) or its own rung against the reference:
+  one residual per tile, the shape the store's <store>_residuals rows have.
+
+Bytes are payload bytes (float32 factors; the residual kinds' exact payload lengths), no page
+overhead, so ratios are a little above the store's. Thresholds: ``budget.GRID`` and
+``ENERGIES`` (every pair tried; binary search over GRID for each energy).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import residuals
+from ..dedup import encoding
+from ..dedup.budget import GRID
+from . import baselines, nets
+from .dedup_compare import MAX_DROP
+
+IDEAS = ("tiles", "factors+tiles", "factors|tiles")
+ENERGIES = (0.9, 0.8, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)  # the delta's energy left out
+BLOCK = 64
+
+
+class _Tiles:
+    """One tensor's tiles: their ladders against s, and optionally a tile-level alternative
+    ``alt`` (s + a slice of the tensor's factors) with its errors."""
+
+    def __init__(self, t, s, alt=None):
+        self.t, self.s, self.alt = t, s, alt
+        m, n = t.shape
+        self.groups = []
+        by_extent: dict = {}
+        for i in range(0, m, BLOCK):
+            for j in range(0, n, BLOCK):
+                by_extent.setdefault(t[i : i + BLOCK, j : j + BLOCK].shape, []).append((i, j))
+        for (br, bc), pos in by_extent.items():
+            T = np.stack([t[i : i + br, j : j + bc] for i, j in pos])
+            S = np.stack([s[i : i + br, j : j + bc] for i, j in pos])
+            lad = encoding.Ladder(pos, T, S, residuals_allowed=True)
+            alt_err = None
+            if alt is not None:
+                A = np.stack([alt[i : i + br, j : j + bc] for i, j in pos])
+                diff = np.sqrt(np.square(T - A, dtype=np.float64).sum(axis=(1, 2)))
+                norm = np.sqrt(np.square(T, dtype=np.float64).sum(axis=(1, 2)))
+                alt_err = diff / np.where(norm > 0, norm, 1.0)
+            self.groups.append(((br, bc), pos, lad, alt_err))
+
+    def at(self, tau):
+        """(the tensor as stored at threshold tau, its tiles' bytes, whether a tile took the
+        factors' slice)."""
+        out, nbytes, used = self.s.copy(), 0, False
+        for (br, bc), pos, lad, alt_err in self.groups:
+            rungs = lad.cheapest_within(tau)
+            for k, ((i, j), r) in enumerate(zip(pos, rungs)):
+                at = np.s_[i : i + br, j : j + bc]
+                kind, rkind, param, cost = lad.rungs[r]
+                if alt_err is not None and cost > 0 and alt_err[k] <= tau:
+                    out[at], used = self.alt[at], True  # the slice: no bytes of its own
+                    continue
+                nbytes += int(cost)
+                if kind == encoding.KEEP:
+                    out[at] = self.t[at]
+                elif kind == encoding.RESIDUAL:
+                    payload = lad.outcome(k, int(r)).payload
+                    out[at] = self.s[at] + residuals.decode(rkind, param, br, bc, payload)
+        return out, nbytes, used
+
+
+def _store_model(family, m, ref, idea, max_drop):
+    """(tensors as stored, bytes, validation drop, setting) of the cheapest configuration of
+    ``idea`` for model m against ref within max_drop on validation."""
+    model = family.models[m]
+    x, y = family.validation[m]
+    own = baselines.accuracy(model, family.layers, x, y)
+    fixed, fixed_bytes, two = {}, 0, {}
+    for k, a in model.items():
+        if a.ndim == 2 and not np.array_equal(a, ref[k]):
+            two[k] = a
+        else:
+            same = np.array_equal(a, ref[k])
+            fixed[k] = ref[k] if same else a
+            fixed_bytes += 0 if same else int(a.nbytes)
+    best = None
+    for energy in (None,) if idea == "tiles" else ENERGIES:
+        tiles, factor_bytes = {}, {}
+        for k, a in two.items():
+            s = ref[k]
+            if energy is None:
+                tiles[k] = _Tiles(a, s)
+                continue
+            d = baselines._Delta(a - s)
+            r = d.rank_for(energy)
+            low = (s + d.truncated(r)).astype(np.float32)
+            factor_bytes[k] = sum(a.shape) * r * 4
+            tiles[k] = _Tiles(a, low) if idea == "factors+tiles" else _Tiles(a, s, alt=low)
+
+        def config(tau):
+            t, nbytes = dict(fixed), fixed_bytes
+            for k, tl in tiles.items():
+                t[k], b, used = tl.at(tau)
+                nbytes += b + (factor_bytes.get(k, 0) if idea == "factors+tiles" or used else 0)
+            return t, nbytes
+
+        tried = {}
+
+        def drop(i):
+            if i not in tried:
+                t, nbytes = config(GRID[i])
+                tried[i] = (t, nbytes, own - baselines.accuracy(t, family.layers, x, y))
+            return tried[i][2]
+
+        lo, hi = -1, len(GRID) - 1  # the last (threshold 0) keeps every tile: passes
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if drop(mid) <= max_drop:
+                hi = mid
+            else:
+                lo = mid
+        drop(hi)
+        t, nbytes, vd = tried[hi]
+        if best is None or nbytes < best[1]:
+            best = (t, nbytes, vd, {"energy_left_out": energy, "threshold": GRID[hi]})
+    return best
+
+
+def run(family, ideas=IDEAS, max_drop=MAX_DROP, chain=False) -> dict:
+    """{idea: (x fewer bytes, worst test drop as a fraction, seconds, per-model lines)}.
+    chain: refer each model to ``family.reference`` (a retrained chain's previous
+    version), else to the first model."""
+    first = next(iter(family.models))
+    logical = baselines.logical_bytes(family)
+    out = {}
+    with nets.one_thread():
+        for idea in ideas:
+            started = time.perf_counter()
+            recon = {first: family.models[first]}
+            stored = sum(int(a.nbytes) for a in family.models[first].values())
+            worst, lines = 0.0, []
+            for m in family.models:
+                if m == first:
+                    continue
+                ref = recon[family.reference[m] if chain else first]
+                t, nbytes, vd, setting = _store_model(family, m, ref, idea, max_drop)
+                recon[m] = t
+                stored += nbytes
+                x, y = family.test[m]
+                td = baselines.accuracy(family.models[m], family.layers, x, y)
+                td -= baselines.accuracy(t, family.layers, x, y)
+                worst = max(worst, td)
+                lines.append(f"{m}: {nbytes} B, val {100 * vd:.2f}p, test {100 * td:.2f}p, {setting}")
+            out[idea] = (logical / stored, worst, time.perf_counter() - started, lines)
+    return out
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    from .trained_families import FAMILIES, FIT_FAMILIES
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="family", help=", ".join(FAMILIES))
+    parser.add_argument("--chain", action="store_true", help="refer to family.reference")
+    parser.add_argument("--max-drop", type=float, default=MAX_DROP)
+    parser.add_argument("--size", default="default", choices=("default", "small"))
+    args = parser.parse_args(argv)
+    for name in args.names or FAMILIES:
+        family = FAMILIES[name](args.size)
+        split = "fit" if name in FIT_FAMILIES else "held out"
+        for idea, (ratio, worst, seconds, lines) in run(
+            family, max_drop=args.max_drop, chain=args.chain
+        ).items():
+            print(f"{name} ({split}) {idea}: {ratio:.2f}x, worst test {100 * worst:.2f}p, {seconds:.0f} s")
+            for line in lines:
+                print("    " + line)
+
+
+if __name__ == "__main__":
+    main()
