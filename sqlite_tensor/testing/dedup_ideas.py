@@ -145,7 +145,8 @@ def _store_model(family, m, ref, idea, max_drop):
 
 
 def run(family, ideas=IDEAS, max_drop=MAX_DROP, chain=False) -> dict:
-    """{idea: (x fewer bytes, worst test drop as a fraction, seconds, per-model lines)}.
+    """{idea: (x fewer bytes, worst test drop as a fraction, seconds, {model: (bytes,
+    validation drop, test drop, setting)})}.
     chain: refer each model to ``family.reference`` (a retrained chain's previous
     version), else to the first model."""
     first = next(iter(family.models))
@@ -156,7 +157,7 @@ def run(family, ideas=IDEAS, max_drop=MAX_DROP, chain=False) -> dict:
             started = time.perf_counter()
             recon = {first: family.models[first]}
             stored = sum(int(a.nbytes) for a in family.models[first].values())
-            worst, lines = 0.0, []
+            models = {}
             for m in family.models:
                 if m == first:
                     continue
@@ -167,9 +168,9 @@ def run(family, ideas=IDEAS, max_drop=MAX_DROP, chain=False) -> dict:
                 x, y = family.test[m]
                 td = baselines.accuracy(family.models[m], family.layers, x, y)
                 td -= baselines.accuracy(t, family.layers, x, y)
-                worst = max(worst, td)
-                lines.append(f"{m}: {nbytes} B, val {100 * vd:.2f}p, test {100 * td:.2f}p, {setting}")
-            out[idea] = (logical / stored, worst, time.perf_counter() - started, lines)
+                models[m] = (nbytes, vd, td, setting)
+            worst = max(v[2] for v in models.values())
+            out[idea] = (logical / stored, worst, time.perf_counter() - started, models)
     return out
 
 
@@ -187,12 +188,13 @@ def main(argv=None) -> None:
     for name in args.names or FAMILIES:
         family = FAMILIES[name](args.size)
         split = "fit" if name in FIT_FAMILIES else "held out"
-        for idea, (ratio, worst, seconds, lines) in run(
-            family, max_drop=args.max_drop, chain=args.chain
-        ).items():
-            print(f"{name} ({split}) {idea}: {ratio:.2f}x, worst test {100 * worst:.2f}p, {seconds:.0f} s")
-            for line in lines:
-                print("    " + line)
+        results = run(family, max_drop=args.max_drop, chain=args.chain)
+        for idea, (ratio, worst, seconds, models) in results.items():
+            print(
+                f"{name} ({split}) {idea}: {ratio:.2f}x, worst test {100 * worst:.2f}p, {seconds:.0f} s"
+            )
+            for m, (nbytes, vd, td, setting) in models.items():
+                print(f"    {m}: {nbytes} B, val {100 * vd:.2f}p, test {100 * td:.2f}p, {setting}")
 
 
 if __name__ == "__main__":
