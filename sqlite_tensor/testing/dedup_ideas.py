@@ -87,6 +87,37 @@ class _Tiles:
         return out, nbytes, used
 
 
+def _cheapest_threshold(drop_of, fixed, fixed_bytes, tiles, factor_bytes, stacked, max_drop):
+    """(tensors, bytes, validation drop, threshold) of the coarsest threshold of GRID that
+    passes, by binary search (as the budget search's first phase). The factors are paid
+    when stacked under the tiles, else only when some tile takes their slice."""
+
+    def config(tau):
+        t, nbytes = dict(fixed), fixed_bytes
+        for k, tl in tiles.items():
+            t[k], b, used = tl.at(tau)
+            nbytes += b + (factor_bytes.get(k, 0) if stacked or used else 0)
+        return t, nbytes
+
+    tried = {}
+
+    def drop(i):
+        if i not in tried:
+            t, nbytes = config(GRID[i])
+            tried[i] = (t, nbytes, drop_of(t))
+        return tried[i][2]
+
+    lo, hi = -1, len(GRID) - 1  # the last (threshold 0) keeps every tile: passes
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if drop(mid) <= max_drop:
+            hi = mid
+        else:
+            lo = mid
+    drop(hi)
+    return (*tried[hi], GRID[hi])
+
+
 def _store_model(family, m, ref, idea, max_drop):
     """(tensors as stored, bytes, validation drop, setting) of the cheapest configuration of
     ``idea`` for model m against ref within max_drop on validation."""
@@ -115,32 +146,12 @@ def _store_model(family, m, ref, idea, max_drop):
             factor_bytes[k] = sum(a.shape) * r * 4
             tiles[k] = _Tiles(a, low) if idea == "factors+tiles" else _Tiles(a, s, alt=low)
 
-        def config(tau):
-            t, nbytes = dict(fixed), fixed_bytes
-            for k, tl in tiles.items():
-                t[k], b, used = tl.at(tau)
-                nbytes += b + (factor_bytes.get(k, 0) if idea == "factors+tiles" or used else 0)
-            return t, nbytes
-
-        tried = {}
-
-        def drop(i):
-            if i not in tried:
-                t, nbytes = config(GRID[i])
-                tried[i] = (t, nbytes, own - baselines.accuracy(t, family.layers, x, y))
-            return tried[i][2]
-
-        lo, hi = -1, len(GRID) - 1  # the last (threshold 0) keeps every tile: passes
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if drop(mid) <= max_drop:
-                hi = mid
-            else:
-                lo = mid
-        drop(hi)
-        t, nbytes, vd = tried[hi]
+        t, nbytes, vd, tau = _cheapest_threshold(
+            lambda i: own - baselines.accuracy(i, family.layers, x, y),
+            fixed, fixed_bytes, tiles, factor_bytes, idea == "factors+tiles", max_drop,
+        )  # fmt: skip
         if best is None or nbytes < best[1]:
-            best = (t, nbytes, vd, {"energy_left_out": energy, "threshold": GRID[hi]})
+            best = (t, nbytes, vd, {"energy_left_out": energy, "threshold": tau})
     return best
 
 
