@@ -19,6 +19,10 @@ judged on the test sets, as :mod:`.dedup_families` judges the methods:
 - ``factors|tiles``: each tile takes either the slice of its tensor's factors (U rows of the
   tile times V rows of the tile, no bytes of its own) or its own rung against the reference:
   one residual per tile, the shape the store's <store>_residuals rows have.
+- ``factors+tiles, one path``: as ``factors+tiles``, but with one threshold tau for both:
+  each tensor takes the smallest rank whose factors leave |delta - U V^T|_F <= tau |t|_F,
+  then its tiles their rungs within tau. One binary search, as many validations as
+  ``tiles`` (the others search every energy of ENERGIES: 8 times as many).
 
 Bytes are payload bytes (float32 factors; the residual kinds' exact payload lengths), no page
 overhead, so ratios are a little above the store's. Thresholds: ``budget.GRID`` and
@@ -37,7 +41,7 @@ from ..dedup.budget import GRID
 from . import baselines, nets
 from .dedup_compare import MAX_DROP
 
-IDEAS = ("tiles", "factors+tiles", "factors|tiles")
+IDEAS = ("tiles", "factors+tiles", "factors|tiles", "factors+tiles, one path")
 ENERGIES = (0.9, 0.8, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)  # the delta's energy left out
 BLOCK = 64
 
@@ -132,6 +136,14 @@ def _store_model(family, m, ref, idea, max_drop):
             same = np.array_equal(a, ref[k])
             fixed[k] = ref[k] if same else a
             fixed_bytes += 0 if same else int(a.nbytes)
+    calls = [0]
+
+    def drop_of(t):
+        calls[0] += 1
+        return own - baselines.accuracy(t, family.layers, x, y)
+
+    if idea == "factors+tiles, one path":
+        return _one_path(drop_of, fixed, fixed_bytes, two, ref, max_drop, calls)
     best = None
     for energy in (None,) if idea == "tiles" else ENERGIES:
         tiles, factor_bytes = {}, {}
@@ -147,12 +159,60 @@ def _store_model(family, m, ref, idea, max_drop):
             tiles[k] = _Tiles(a, low) if idea == "factors+tiles" else _Tiles(a, s, alt=low)
 
         t, nbytes, vd, tau = _cheapest_threshold(
-            lambda i: own - baselines.accuracy(i, family.layers, x, y),
+            drop_of,
             fixed, fixed_bytes, tiles, factor_bytes, idea == "factors+tiles", max_drop,
         )  # fmt: skip
         if best is None or nbytes < best[1]:
             best = (t, nbytes, vd, {"energy_left_out": energy, "threshold": tau})
+    best[3]["validations"] = calls[0]
     return best
+
+
+def _one_path(drop_of, fixed, fixed_bytes, two, ref, max_drop, calls):
+    """_store_model for "factors+tiles, one path"."""
+    deltas = {k: baselines._Delta(a - ref[k]) for k, a in two.items()}
+    norms = {k: float(np.linalg.norm(a.astype(np.float64))) for k, a in two.items()}
+    built: dict = {}  # (tensor, rank) -> _Tiles over what its factors leave
+
+    def rank(k, tau):
+        d = deltas[k]
+        left = np.sqrt(np.maximum(np.cumsum(d.energy[::-1])[::-1], 0.0))  # left[r]: rank r
+        ok = np.flatnonzero(left <= tau * norms[k])
+        return int(ok[0]) if len(ok) else len(d.energy)
+
+    def tiles_at(tau):
+        out, factor_bytes = {}, {}
+        for k, a in two.items():
+            r = rank(k, tau)
+            if (k, r) not in built:
+                low = ref[k] + deltas[k].truncated(r) if r else ref[k]
+                built[k, r] = _Tiles(a, low.astype(np.float32))
+            out[k], factor_bytes[k] = built[k, r], sum(a.shape) * r * 4
+        return out, factor_bytes
+
+    tried = {}
+
+    def drop(i):
+        if i not in tried:
+            tiles, factor_bytes = tiles_at(GRID[i])
+            t, nbytes = dict(fixed), fixed_bytes
+            for k, tl in tiles.items():
+                t[k], b, _ = tl.at(GRID[i])
+                nbytes += b + factor_bytes[k]
+            tried[i] = (t, nbytes, drop_of(t))
+        return tried[i][2]
+
+    lo, hi = -1, len(GRID) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if drop(mid) <= max_drop:
+            hi = mid
+        else:
+            lo = mid
+    drop(hi)
+    t, nbytes, vd = tried[hi]
+    ranks = {k: rank(k, GRID[hi]) for k in two}
+    return t, nbytes, vd, {"threshold": GRID[hi], "ranks": ranks, "validations": calls[0]}
 
 
 def run(family, ideas=IDEAS, max_drop=MAX_DROP, chain=False) -> dict:
@@ -192,6 +252,7 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="family", help=", ".join(FAMILIES))
+    parser.add_argument("--ideas", nargs="+", choices=IDEAS, default=list(IDEAS))
     parser.add_argument("--chain", action="store_true", help="refer to family.reference")
     parser.add_argument("--max-drop", type=float, default=MAX_DROP)
     parser.add_argument("--size", default="default", choices=("default", "small"))
@@ -199,7 +260,7 @@ def main(argv=None) -> None:
     for name in args.names or FAMILIES:
         family = FAMILIES[name](args.size)
         split = "fit" if name in FIT_FAMILIES else "held out"
-        results = run(family, max_drop=args.max_drop, chain=args.chain)
+        results = run(family, tuple(args.ideas), max_drop=args.max_drop, chain=args.chain)
         for idea, (ratio, worst, seconds, models) in results.items():
             print(
                 f"{name} ({split}) {idea}: {ratio:.2f}x, worst test {100 * worst:.2f}p, {seconds:.0f} s"
