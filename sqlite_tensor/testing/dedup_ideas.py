@@ -22,7 +22,10 @@ judged on the test sets, as :mod:`.dedup_families` judges the methods:
 - ``factors+tiles, one path``: as ``factors+tiles``, but with one threshold tau for both:
   each tensor takes the smallest rank whose factors leave |delta - U V^T|_F <= tau |t|_F,
   then its tiles their rungs within tau. One binary search, as many validations as
-  ``tiles`` (the others search every energy of ENERGIES: 8 times as many).
+  ``tiles`` (the others search every energy of ENERGIES: 8 times as many); then the budget
+  search's second phase: tiles move one by one from the passing threshold's rungs to the
+  failing one's (least error per byte saved first; the ranks stay the passing one's), a
+  binary search over how many, to 1/64 of them.
 
 Bytes are payload bytes (float32 factors; the residual kinds' exact payload lengths), no page
 overhead, so ratios are a little above the store's. Thresholds: ``budget.GRID`` and
@@ -73,10 +76,13 @@ class _Tiles:
     def at(self, tau):
         """(the tensor as stored at threshold tau, its tiles' bytes, whether a tile took the
         factors' slice)."""
+        return self.with_rungs([lad.cheapest_within(tau) for _, _, lad, _ in self.groups], tau)
+
+    def with_rungs(self, rungs, tau=-1.0):
+        """As at(), each group's tiles at the rungs given (the slice where within tau)."""
         out, nbytes, used = self.s.copy(), 0, False
-        for (br, bc), pos, lad, alt_err in self.groups:
-            rungs = lad.cheapest_within(tau)
-            for k, ((i, j), r) in enumerate(zip(pos, rungs)):
+        for ((br, bc), pos, lad, alt_err), group_rungs in zip(self.groups, rungs):
+            for k, ((i, j), r) in enumerate(zip(pos, group_rungs)):
                 at = np.s_[i : i + br, j : j + bc]
                 kind, rkind, param, cost = lad.rungs[r]
                 if alt_err is not None and cost > 0 and alt_err[k] <= tau:
@@ -212,7 +218,51 @@ def _one_path(drop_of, fixed, fixed_bytes, two, ref, max_drop, calls):
     drop(hi)
     t, nbytes, vd = tried[hi]
     ranks = {k: rank(k, GRID[hi]) for k in two}
-    return t, nbytes, vd, {"threshold": GRID[hi], "ranks": ranks, "validations": calls[0]}
+    setting = {"threshold": GRID[hi], "ranks": ranks}
+    if lo >= 0:  # the second phase: tiles move from hi's rungs to lo's, ranks stay hi's
+        tiles, factor_bytes = tiles_at(GRID[hi])
+        fine = {
+            k: [lad.cheapest_within(GRID[hi]) for _, _, lad, _ in tl.groups]
+            for k, tl in tiles.items()
+        }
+        coarse = {
+            k: [lad.cheapest_within(GRID[lo]) for _, _, lad, _ in tl.groups]
+            for k, tl in tiles.items()
+        }
+        moves = []
+        for k, tl in tiles.items():
+            for g, (_, _, lad, _) in enumerate(tl.groups):
+                f, c = fine[k][g], coarse[k][g]
+                for i in np.flatnonzero(f != c):
+                    saved = lad.nbytes[f[i]] - lad.nbytes[c[i]]
+                    added = lad.error[i, c[i]] ** 2 - lad.error[i, f[i]] ** 2
+                    moves.append((added / max(saved, 1), k, g, int(i)))
+        moves.sort()
+
+        def moved(j):
+            rungs = {k: [x.copy() for x in v] for k, v in fine.items()}
+            for _, k, g, i in moves[:j]:
+                rungs[k][g][i] = coarse[k][g][i]
+            out, nbytes = dict(fixed), fixed_bytes
+            for k, tl in tiles.items():
+                out[k], b, _ = tl.with_rungs(rungs[k])
+                nbytes += b + factor_bytes[k]
+            return out, nbytes
+
+        a, b = 0, len(moves)  # moved(a) passes (hi's configuration), moved(b) fails (lo's)
+        best = (t, nbytes, vd)
+        while b - a > max(1, len(moves) // 64):
+            mid = (a + b) // 2
+            out, n = moved(mid)
+            d = drop_of(out)
+            if d <= max_drop:
+                a, best = mid, (out, n, d)
+            else:
+                b = mid
+        t, nbytes, vd = best
+        setting["moved"] = f"{a} of {len(moves)}"
+    setting["validations"] = calls[0]
+    return t, nbytes, vd, setting
 
 
 def run(family, ideas=IDEAS, max_drop=MAX_DROP, chain=False) -> dict:
