@@ -25,7 +25,8 @@ judged on the test sets, as :mod:`.dedup_families` judges the methods:
   ``tiles`` (the others search every energy of ENERGIES: 8 times as many); then the budget
   search's second phase: tiles move one by one from the passing threshold's rungs to the
   failing one's (least error per byte saved first; the ranks stay the passing one's), a
-  binary search over how many, to 1/64 of them.
+  binary search over how many, to 1/64 of them. The thresholds: the budget search's GRID,
+  or with ``--one-path-grid quarter`` quarter-octave steps.
 
 Bytes are payload bytes (float32 factors; the residual kinds' exact payload lengths), no page
 overhead, so ratios are a little above the store's. Thresholds: ``budget.GRID`` and
@@ -34,6 +35,7 @@ overhead, so ratios are a little above the store's. Thresholds: ``budget.GRID`` 
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -47,6 +49,12 @@ from .dedup_compare import MAX_DROP
 IDEAS = ("tiles", "factors+tiles", "factors|tiles", "factors+tiles, one path")
 ENERGIES = (0.9, 0.8, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)  # the delta's energy left out
 BLOCK = 64
+# the one path's thresholds: the budget search's (sqrt(2) steps), or quarter-octave steps
+# (the factors' bytes, which dominate, jump with the rank)
+ONE_PATH_GRIDS = {
+    "half": GRID,
+    "quarter": (math.inf, *(2.0 * 2 ** (-k / 4) for k in range(37)), 0.0),
+}
 
 
 class _Tiles:
@@ -128,7 +136,7 @@ def _cheapest_threshold(drop_of, fixed, fixed_bytes, tiles, factor_bytes, stacke
     return (*tried[hi], GRID[hi])
 
 
-def _store_model(family, m, ref, idea, max_drop):
+def _store_model(family, m, ref, idea, max_drop, grid=GRID):
     """(tensors as stored, bytes, validation drop, setting) of the cheapest configuration of
     ``idea`` for model m against ref within max_drop on validation."""
     model = family.models[m]
@@ -149,7 +157,7 @@ def _store_model(family, m, ref, idea, max_drop):
         return own - baselines.accuracy(t, family.layers, x, y)
 
     if idea == "factors+tiles, one path":
-        return _one_path(drop_of, fixed, fixed_bytes, two, ref, max_drop, calls)
+        return _one_path(drop_of, fixed, fixed_bytes, two, ref, max_drop, calls, grid)
     best = None
     for energy in (None,) if idea == "tiles" else ENERGIES:
         tiles, factor_bytes = {}, {}
@@ -174,7 +182,7 @@ def _store_model(family, m, ref, idea, max_drop):
     return best
 
 
-def _one_path(drop_of, fixed, fixed_bytes, two, ref, max_drop, calls):
+def _one_path(drop_of, fixed, fixed_bytes, two, ref, max_drop, calls, grid):
     """_store_model for "factors+tiles, one path"."""
     deltas = {k: baselines._Delta(a - ref[k]) for k, a in two.items()}
     norms = {k: float(np.linalg.norm(a.astype(np.float64))) for k, a in two.items()}
@@ -200,15 +208,15 @@ def _one_path(drop_of, fixed, fixed_bytes, two, ref, max_drop, calls):
 
     def drop(i):
         if i not in tried:
-            tiles, factor_bytes = tiles_at(GRID[i])
+            tiles, factor_bytes = tiles_at(grid[i])
             t, nbytes = dict(fixed), fixed_bytes
             for k, tl in tiles.items():
-                t[k], b, _ = tl.at(GRID[i])
+                t[k], b, _ = tl.at(grid[i])
                 nbytes += b + factor_bytes[k]
             tried[i] = (t, nbytes, drop_of(t))
         return tried[i][2]
 
-    lo, hi = -1, len(GRID) - 1
+    lo, hi = -1, len(grid) - 1
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if drop(mid) <= max_drop:
@@ -217,16 +225,16 @@ def _one_path(drop_of, fixed, fixed_bytes, two, ref, max_drop, calls):
             lo = mid
     drop(hi)
     t, nbytes, vd = tried[hi]
-    ranks = {k: rank(k, GRID[hi]) for k in two}
-    setting = {"threshold": GRID[hi], "ranks": ranks}
+    ranks = {k: rank(k, grid[hi]) for k in two}
+    setting = {"threshold": grid[hi], "ranks": ranks}
     if lo >= 0:  # the second phase: tiles move from hi's rungs to lo's, ranks stay hi's
-        tiles, factor_bytes = tiles_at(GRID[hi])
+        tiles, factor_bytes = tiles_at(grid[hi])
         fine = {
-            k: [lad.cheapest_within(GRID[hi]) for _, _, lad, _ in tl.groups]
+            k: [lad.cheapest_within(grid[hi]) for _, _, lad, _ in tl.groups]
             for k, tl in tiles.items()
         }
         coarse = {
-            k: [lad.cheapest_within(GRID[lo]) for _, _, lad, _ in tl.groups]
+            k: [lad.cheapest_within(grid[lo]) for _, _, lad, _ in tl.groups]
             for k, tl in tiles.items()
         }
         moves = []
@@ -265,7 +273,7 @@ def _one_path(drop_of, fixed, fixed_bytes, two, ref, max_drop, calls):
     return t, nbytes, vd, setting
 
 
-def run(family, ideas=IDEAS, max_drop=MAX_DROP, chain=False) -> dict:
+def run(family, ideas=IDEAS, max_drop=MAX_DROP, chain=False, one_path_grid="half") -> dict:
     """{idea: (x fewer bytes, worst test drop as a fraction, seconds, {model: (bytes,
     validation drop, test drop, setting)})}.
     chain: refer each model to ``family.reference`` (a retrained chain's previous
@@ -283,7 +291,9 @@ def run(family, ideas=IDEAS, max_drop=MAX_DROP, chain=False) -> dict:
                 if m == first:
                     continue
                 ref = recon[family.reference[m] if chain else first]
-                t, nbytes, vd, setting = _store_model(family, m, ref, idea, max_drop)
+                t, nbytes, vd, setting = _store_model(
+                    family, m, ref, idea, max_drop, ONE_PATH_GRIDS[one_path_grid]
+                )
                 recon[m] = t
                 stored += nbytes
                 x, y = family.test[m]
@@ -303,6 +313,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="family", help=", ".join(FAMILIES))
     parser.add_argument("--ideas", nargs="+", choices=IDEAS, default=list(IDEAS))
+    parser.add_argument("--one-path-grid", choices=tuple(ONE_PATH_GRIDS), default="half")
     parser.add_argument("--chain", action="store_true", help="refer to family.reference")
     parser.add_argument("--max-drop", type=float, default=MAX_DROP)
     parser.add_argument("--size", default="default", choices=("default", "small"))
@@ -310,7 +321,7 @@ def main(argv=None) -> None:
     for name in args.names or FAMILIES:
         family = FAMILIES[name](args.size)
         split = "fit" if name in FIT_FAMILIES else "held out"
-        results = run(family, tuple(args.ideas), max_drop=args.max_drop, chain=args.chain)
+        results = run(family, tuple(args.ideas), args.max_drop, args.chain, args.one_path_grid)
         for idea, (ratio, worst, seconds, models) in results.items():
             print(
                 f"{name} ({split}) {idea}: {ratio:.2f}x, worst test {100 * worst:.2f}p, {seconds:.0f} s"
