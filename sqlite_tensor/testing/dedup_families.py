@@ -1,7 +1,8 @@
 """Dedup on every trained family, against the baselines, in one run (issue 14's table).
 
-    python -m sqlite_tensor.testing.dedup_families            # the table, max_drop 0.0075
+    python -m sqlite_tensor.testing.dedup_families            # the table, max_drop MAX_DROP (0.005)
     python -m sqlite_tensor.testing.dedup_families --sweep    # also bytes against drop
+    python -m sqlite_tensor.testing.dedup_families --methods ours --eval-n 20000
 
 For each family of :mod:`.trained_families` (default size), each method stores the whole
 family and is judged on the test sets, which no method saw:
@@ -26,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from . import baselines, nets
+from . import baselines, nets, trained_families
 from .dedup_compare import MAX_DROP, run_method
 from .trained_families import FAMILIES, FIT_FAMILIES
 
@@ -114,12 +115,21 @@ def main(argv=None) -> None:
     parser.add_argument("--max-drop", type=float, default=MAX_DROP)
     parser.add_argument("--sweep", action="store_true", help="also the budgets of SWEEP_DROPS")
     parser.add_argument("--size", default="default", choices=("default", "small"))
+    parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS))
+    parser.add_argument(
+        "--eval-n", type=int, help="validation and test examples a model (default: EVAL_N)"
+    )
     args = parser.parse_args(argv)
+    if args.eval_n is not None:
+        if args.eval_n < 1:
+            parser.error(f"--eval-n must be at least 1, got {args.eval_n}")
+        trained_families.EVAL_N[args.size] = args.eval_n  # this process only
     unknown = [n for n in args.names if n not in FAMILIES]
     if unknown:
         parser.error(f"unknown families {unknown}; families are {', '.join(FAMILIES)}")
     rows, trained = run(
         args.names or tuple(FAMILIES),
+        tuple(args.methods),
         max_drop=args.max_drop,
         sweep=SWEEP_DROPS if args.sweep else (),
         size=args.size,
