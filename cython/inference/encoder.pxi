@@ -54,7 +54,12 @@ cdef int st_enc_tensor(sqlite3_stmt *stmt, Plan *plan, const char *model, const 
                                          "needs '%s' to be a vector of %lld, it is %lld x %lld",
                                          plan.store, model, full, rows, w.rows, w.cols)
                 rc = SQLITE_CORRUPT
-        elif (rows >= 0 and w.rows != rows) or w.cols != cols:
+        elif rows < 0 and w.cols != cols:
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: the encoder of model '%s' "
+                                     "needs '%s' to have %lld columns, it is %lld x %lld",
+                                     plan.store, model, full, cols, w.rows, w.cols)
+            rc = SQLITE_CORRUPT
+        elif rows >= 0 and (w.rows != rows or w.cols != cols):
             err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: the encoder of model '%s' "
                                      "needs '%s' to be %lld x %lld, it is %lld x %lld",
                                      plan.store, model, full, rows, cols, w.rows, w.cols)
