@@ -656,6 +656,8 @@ ctypedef struct Encoder:
 cdef int st_enc_plan_load(sqlite3 *db, Plan *plan, const char *model, char **err) noexcept nogil
 # used by model_plan.pxi
 cdef void st_enc_free(Encoder *enc) noexcept nogil
+cdef char *st_enc_no_layers_hint(sqlite3 *db, const char *schema, const char *store,
+                                 const char *model) noexcept nogil
 # used by kernels.pxi
 cdef int st_enc_forward(TileCursor *c, Encoder *enc, const Input *inp, float *out,
                         char **err) noexcept nogil

@@ -380,6 +380,8 @@ def test_unsupported_architecture_is_stored_but_says_why_it_cannot_run(tmp_path,
             store.embed("gpt", ["x"])
         with pytest.raises(TensorStoreError, match="model_type 'gpt2'"):
             store.predict("gpt", ["x"])
+        with pytest.raises(Exception, match="model_type 'gpt2', which the engine cannot run"):
+            store.conn.execute("SELECT tensor_embed('tensors', 'gpt', 'x')").get
     with pytest.raises(encoders.UnsupportedModel, match="hidden_act 'swish'"):
         encoders.layers_from_folder(
             {"config.json": json.dumps({**config, "hidden_act": "swish"}).encode()}, tensors)
