@@ -477,6 +477,7 @@ cdef enum:
     MIN_PARALLEL_MACS = 1 << 20        # below this a layer runs on one thread
     LOWRANK_ROWS = 256                 # batch rows per low-rank product (sizes its scratch)
     DENSE_TILES_HERE = 64              # tiles of a dense layer listed on the stack (more: calloc)
+    DENSE_ROW_SPLIT = 64               # batch rows per thread from which threads split rows
 
 ctypedef struct Input:
     sqlite3_int64 batch           # rows of input
