@@ -16,8 +16,8 @@ and read by the compiled engine. Each layer is a dict:
      "intermediate": 1536, "eps": 1e-12, "activation": "gelu", "max_tokens": 256,
      "pooling": "mean", "normalize": true}
         a transformer encoder (first only): text or token ids -> one pooled (hidden,)
-        vector per text; its tensors are named as Hugging Face's BertModel names them,
-        after prefix (sqlite_tensor.encoders derives this layer from a folder and lists
+        vector per text; arch "bert" or "distilbert", its tensors named as Hugging Face's
+        BertModel / DistilBertModel name them, after prefix (sqlite_tensor.encoders derives this layer from a folder and lists
         its tensors). pooling: mean, cls or max; normalize: L2 after pooling. Defaults:
         prefix "", eps 1e-12, activation gelu, pooling mean, normalize false, max_tokens
         the number of position embeddings.

@@ -456,3 +456,71 @@ def test_hostile_stored_encoder_is_corrupt_not_a_crash(tmp_path, clf_folder, cha
             (json.dumps([layers[1], layers[0]]),))
         with pytest.raises(CorruptStoreError):
             store.predict("clf", [[1, 2]])
+
+
+# -- DistilBERT: BERT without token types, under other names -------------------------------------
+
+DISTIL_NAMES = {
+    "attention.self.query": "attention.q_lin",
+    "attention.self.key": "attention.k_lin",
+    "attention.self.value": "attention.v_lin",
+    "attention.output.dense": "attention.out_lin",
+    "attention.output.LayerNorm": "sa_layer_norm",
+    "intermediate.dense": "ffn.lin1",
+    "output.dense": "ffn.lin2",
+    "output.LayerNorm": "output_layer_norm",
+}
+
+
+def distil_name(bert_name: str) -> str | None:
+    name = bert_name.removeprefix("bert.")
+    if name.startswith("embeddings.token_type") or name.startswith("embeddings.position_ids"):
+        return None
+    if name.startswith("pooler.dense."):
+        return "pre_classifier." + name.rsplit(".", 1)[1]
+    if name.startswith("encoder.layer."):
+        _, _, i, rest = name.split(".", 3)
+        part, kind = rest.rsplit(".", 1)
+        return f"distilbert.transformer.layer.{i}.{DISTIL_NAMES[part]}.{kind}"
+    return name if name.startswith("classifier.") else "distilbert." + name
+
+
+def test_distilbert_classifier_matches_the_reference(tmp_path, clf_folder, fast_reference):
+    folder, tensors, config = clf_folder
+    distil = {distil_name(k): v for k, v in tensors.items() if distil_name(k) is not None}
+    out = tmp_path / "distil"
+    out.mkdir()
+    save_file(distil, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps({
+        "architectures": ["DistilBertForSequenceClassification"], "model_type": "distilbert",
+        "dim": CLF["hidden"], "n_layers": CLF["layers"], "n_heads": HEADS,
+        "hidden_dim": CLF["intermediate"], "max_position_embeddings": CLF["positions"],
+        "activation": "gelu", "vocab_size": config["vocab_size"],
+    }))
+    (out / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
+    # the reference: the BERT of the same weights with token types of zeros, then
+    # pre_classifier with ReLU and the classifier on [CLS]
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    tok.enable_truncation(CLF["positions"])
+    as_bert = {**tensors, "bert.embeddings.token_type_embeddings.weight":
+               np.zeros_like(tensors["bert.embeddings.token_type_embeddings.weight"])}
+    texts = CORPUS[:3] + ["word " * 60]
+    want = []
+    for t in texts:
+        ids = np.array([tok.encode(t).ids])
+        states = fast_reference.encode(as_bert, fast_reference.BertConfig.from_json(config), ids,
+                                       np.ones_like(ids), prefix="bert.")
+        pre = np.maximum(states[:, 0] @ distil["pre_classifier.weight"].T
+                         + distil["pre_classifier.bias"], 0)
+        want.append(pre @ distil["classifier.weight"].T + distil["classifier.bias"])
+    with sqlite_tensor.Store(tmp_path / "d.sqlite", block_rows=7, block_cols=10) as store:
+        store.add_model("distil", out)
+        layers = store.layers("distil")
+        assert layers[0]["arch"] == "distilbert" and layers[0]["prefix"] == "distilbert."
+        assert [layer.get("activation") for layer in layers[1:]] == ["relu", "identity"]
+        np.testing.assert_allclose(store.predict("distil", texts), np.concatenate(want),
+                                   rtol=1e-4, atol=1e-4)
+        emb = store.conn.execute("SELECT tensor_embed('tensors', 'distil', 'hello')").get
+        assert len(emb) == 4 * CLF["hidden"]
