@@ -524,3 +524,19 @@ def test_distilbert_classifier_matches_the_reference(tmp_path, clf_folder, fast_
                                    rtol=1e-4, atol=1e-4)
         emb = store.conn.execute("SELECT tensor_embed('tensors', 'distil', 'hello')").get
         assert len(emb) == 4 * CLF["hidden"]
+
+
+def test_an_encoder_too_large_to_run_is_refused_before_allocating(tmp_path, clf_folder):
+    folder, tensors, config = clf_folder
+    with sqlite_tensor.Store(tmp_path / "big.sqlite") as store:
+        store.add_model("clf", folder)
+        layers = store.layers("clf")
+        tamperable(store.conn).execute(
+            "UPDATE tensors_models SET layers = ? WHERE name = 'clf'",
+            (json.dumps([{**layers[0], "max_tokens": 60000}, *layers[1:]]),))
+        with pytest.raises(TensorStoreError, match="would need .* bytes for one sentence, over "
+                                                   "the limit of 1073741824"):
+            store.embed("clf", [[2, 3]])
+        with pytest.raises(Exception, match="over the limit of 1073741824") as e:
+            store.conn.execute("SELECT tensor_embed('tensors', 'clf', '[2, 3]')").get
+        assert e.value.result == 18  # SQLITE_TOOBIG
