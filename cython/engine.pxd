@@ -498,8 +498,8 @@ ctypedef struct Input:
     sqlite3_int64 batch           # rows of input
     const float *x                # INPUT_FEATURES: batch x n_in, row-major
     const int64_t *ids            # INPUT_IDS: batch ids; INPUT_BAGS: every bag's ids, concatenated
-    const int64_t *offsets        # INPUT_BAGS: bag b is ids[offsets[b]:offsets[b+1]] (batch + 1)
-                                  # (INPUT_TOKENS: sentence b's token ids, likewise)
+    # INPUT_BAGS: bag b is ids[offsets[b]:offsets[b+1]] (batch + 1); INPUT_TOKENS likewise
+    const int64_t *offsets
     int nlayers                   # layers to run: 0 all, 1 the encoder alone (its embedding)
 
 # used by inference_sql.pxi, predict_batch.pxi, python_api.pxi
@@ -650,7 +650,7 @@ cdef enum:
     ENC_MAX_HEADS = 4096
     ENC_MAX_TOKENS = 65536         # max_tokens, at most
     ENC_MAX_HIDDEN = 1 << 20       # hidden, at most
-    ENC_MAX_INTERMEDIATE = 1 << 22 # intermediate, at most
+    ENC_MAX_INTERMEDIATE = 1 << 22  # intermediate, at most
     ENC_CHUNK_TOKENS = 4096        # tokens run through the layers together, at most
 cdef enum:
     ENC_CHUNK_BYTES = 128 * 1024 * 1024        # their activations, at most (one sentence: more)

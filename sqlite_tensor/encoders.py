@@ -131,8 +131,14 @@ def layers_from_folder(files: Mapping[str, bytes], tensors: Mapping[str, Any]) -
             "the encoder runs 'absolute'"
         )
     layer = _layer(
-        "bert", config, act, "num_hidden_layers", "num_attention_heads", "hidden_size",
-        "intermediate_size", float(config.get("layer_norm_eps", 1e-12)),
+        "bert",
+        config,
+        act,
+        "num_hidden_layers",
+        "num_attention_heads",
+        "hidden_size",
+        "intermediate_size",
+        float(config.get("layer_norm_eps", 1e-12)),
     )
     # the tensors' own prefix: BertModel's files have none, the task heads' "bert."
     layer["prefix"] = _prefix(tensors, ("", "bert."), "bert")
@@ -220,8 +226,12 @@ def _distilbert(files, config, archs, tensors) -> list[dict]:
                 "pre_classifier.weight or classifier.weight"
             )
         head = [
-            {"op": "dense", "weight": "pre_classifier.weight", "bias": "pre_classifier.bias",
-             "activation": "relu"},
+            {
+                "op": "dense",
+                "weight": "pre_classifier.weight",
+                "bias": "pre_classifier.bias",
+                "activation": "relu",
+            },
             {"op": "dense", "weight": "classifier.weight", "bias": "classifier.bias"},
         ]
     elif archs and not any(a.startswith("DistilBert") for a in archs):
@@ -265,7 +275,8 @@ def _sentence_transformers(files: Mapping[str, bytes], layer: dict) -> None:
         cfg = _json(files, f"{path}/config.json") if f"{path}/config.json" in files else {}
         modes = [m for m, key in POOLINGS.items() if cfg.get(key)]
         others = [
-            k for k, v in cfg.items()
+            k
+            for k, v in cfg.items()
             if k.startswith("pooling_mode") and v and k not in POOLINGS.values()
         ]
         if len(modes) != 1 or others:

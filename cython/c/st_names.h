@@ -24,9 +24,8 @@ typedef struct {
 static const st_encoder_names st_encoder_tensor_names[] = {
     {"embeddings.word_embeddings", "embeddings.position_embeddings",
      "embeddings.token_type_embeddings", "embeddings.LayerNorm", "encoder.layer",
-     "attention.self.query", "attention.self.key", "attention.self.value",
-     "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
-     "output.dense", "output.LayerNorm"},
+     "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+     "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"},
     {"embeddings.word_embeddings", "embeddings.position_embeddings", 0, "embeddings.LayerNorm",
      "transformer.layer", "attention.q_lin", "attention.k_lin", "attention.v_lin",
      "attention.out_lin", "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm"},
