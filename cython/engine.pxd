@@ -493,6 +493,7 @@ cdef enum:
     LOWRANK_ROWS = 256                 # batch rows per low-rank product (sizes its scratch)
     DENSE_TILES_HERE = 64              # tiles of a dense layer listed on the stack (more: calloc)
     DENSE_ROW_SPLIT = 64               # batch rows per thread from which threads split rows
+    DENSE_ROW_BLOCK = 256              # batch rows through all of a chunk's tiles at a time
 
 ctypedef struct Input:
     sqlite3_int64 batch           # rows of input

@@ -481,11 +481,18 @@ cdef void st_kern_dense_chunk(const Layer *L, const unsigned char **tiles,
     job.gemv = (st_gemv_pick(R, C, L.weight.rows * L.weight.cols * 4)
                 if B == 1 and not L.transpose and L.weight.dtype == DT_F32 else 0)
     cdef long units = <long>((r1 - r0) if not L.transpose else L.weight.grid_c)
-    if nthreads > 1 and B >= DENSE_ROW_SPLIT * nthreads:
-        # a large batch (an encoder's tokens): the threads split its rows evenly, each
-        # walking every tile of the chunk (block rows split unevenly: 384 = 256 + 128)
-        job.rows_per_unit = (B + nthreads - 1) // nthreads
-        st_parallel_for(nthreads, nthreads, st_kern_dense_rows_range, &job)
+    cdef long row_units
+    if B >= DENSE_ROW_SPLIT * nthreads and (nthreads > 1 or B > DENSE_ROW_BLOCK):
+        # a large batch (an encoder's tokens): its rows in blocks of at most DENSE_ROW_BLOCK,
+        # each through every tile of the chunk, so that its rows stay in cache from one
+        # tile to the next; threads split the blocks evenly (block rows of W can split
+        # unevenly: 384 = 256 + 128)
+        job.rows_per_unit = min(<sqlite3_int64>DENSE_ROW_BLOCK, (B + nthreads - 1) // nthreads)
+        row_units = <long>((B + job.rows_per_unit - 1) // job.rows_per_unit)
+        if nthreads <= 1:
+            st_kern_dense_rows_range(&job, 0, row_units, 0)
+        else:
+            st_parallel_for(nthreads, row_units, st_kern_dense_rows_range, &job)
         return
     if nthreads <= 1:
         st_kern_dense_range(&job, 0, units, 0)
