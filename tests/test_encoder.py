@@ -606,3 +606,43 @@ def test_an_encoder_too_large_to_run_is_refused_before_allocating(tmp_path, clf_
         with pytest.raises(Exception, match="over the limit of 1073741824") as e:
             store.conn.execute("SELECT tensor_embed('tensors', 'clf', '[2, 3]')").get
         assert e.value.result == 18  # SQLITE_TOOBIG
+
+
+def test_encoder_reads_residuals_of_every_kind_of_weight(tmp_path, clf_folder, fast_reference):
+    """Approximate dedup leaves residuals on tiles: the encoder's dense layers, embedding
+    tables and norm vectors read each tile as block + residual, as get_tensor does."""
+    from test_residual_kernels import SPECS, all_tiles, put_residuals, random_residuals
+
+    folder, tensors, config = clf_folder
+    rng = np.random.default_rng(5)
+    texts = ["Hello tokenizer world", "A man is eating food.", "word " * 50]
+    with sqlite_tensor.Store(tmp_path / "r.sqlite", block_rows=7, block_cols=10) as store:
+        store.add_model("clf", folder)
+        for name in (
+            "bert.embeddings.word_embeddings.weight",
+            "bert.embeddings.position_embeddings.weight",
+            "bert.embeddings.LayerNorm.weight",
+            "bert.encoder.layer.0.attention.self.query.weight",
+            "bert.encoder.layer.1.intermediate.dense.weight",
+            "bert.encoder.layer.1.output.dense.bias",
+            "bert.pooler.dense.weight",
+        ):
+            shape = tensors[name].shape if tensors[name].ndim == 2 else (tensors[name].size, 1)
+            tiles = all_tiles(store, shape)[::2]  # every other tile
+            entries, _ = random_residuals(rng, store, shape, tiles, SPECS, scale=0.05)
+            put_residuals(store, "clf", name, entries)
+        effective = {name: store.get_tensor("clf", name) for name in tensors}
+        assert not np.array_equal(
+            effective["bert.embeddings.word_embeddings.weight"],
+            tensors["bert.embeddings.word_embeddings.weight"],
+        )
+        want = reference_logits(fast_reference, effective, config, folder, texts)
+        without = reference_logits(fast_reference, tensors, config, folder, texts)
+        assert np.abs(want - without).max() > 1e-2  # the residuals change the answer
+        for n in (1, 2):
+            sqlite_tensor.set_threads(n)
+            try:
+                got = store.predict("clf", texts)
+            finally:
+                sqlite_tensor.set_threads(0)
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
