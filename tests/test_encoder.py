@@ -646,3 +646,25 @@ def test_encoder_reads_residuals_of_every_kind_of_weight(tmp_path, clf_folder, f
             finally:
                 sqlite_tensor.set_threads(0)
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_ids_over_max_tokens_and_texts_that_look_like_ids(minilm):
+    c = minilm.conn
+    sql = "SELECT tensor_embed('tensors', 'minilm', ?)"
+    for arg in (json.dumps([101] * 257), np.full(257, 101, np.int64).tobytes()):
+        with pytest.raises(
+            Exception, match="257 token ids are over the encoder's max_tokens of 256"
+        ):
+            c.execute(sql, (arg,)).get
+    # a text that is not exactly a JSON array of integers is text, tokenized
+    for text in ("[1, 2.5]", "[1, 2] and more", "[the end]", "[]x"):
+        got = np.frombuffer(c.execute(sql, (text,)).get, np.float32)
+        np.testing.assert_allclose(got, minilm.embed("minilm", text), atol=2e-6)
+    with pytest.raises(Exception, match="at least one token"):
+        c.execute(sql, (" [ ] ",)).get
+    # in Python a str is always text; in SQL such a text is ids
+    as_text = minilm.embed("minilm", "[101, 102]")
+    as_ids = minilm.embed("minilm", [[101, 102]])[0]
+    assert not np.allclose(as_text, as_ids, atol=1e-3)
+    sql_ids = np.frombuffer(c.execute(sql, ("[101, 102]",)).get, np.float32)
+    np.testing.assert_allclose(sql_ids, as_ids, atol=2e-6)

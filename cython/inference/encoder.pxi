@@ -425,6 +425,43 @@ cdef int st_enc_check_sentence(const Encoder *enc, const int64_t *ids, sqlite3_i
     return SQLITE_OK
 
 
+cdef sqlite3_int64 st_enc_id_array_length(const char *s) noexcept nogil:
+    """How many integers s holds when it is exactly a JSON array of integers (whitespace
+    around its parts), else -1: such a text is token ids, any other is text to tokenize."""
+    cdef sqlite3_int64 n = 0
+    cdef int digits
+    while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
+        s += 1
+    if s[0] != b'[':
+        return -1
+    s += 1
+    while True:
+        while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
+            s += 1
+        if s[0] == b']' and n == 0:
+            break
+        if s[0] == b'-':
+            s += 1
+        digits = 0
+        while b'0' <= s[0] <= b'9':
+            s += 1
+            digits += 1
+        if digits == 0 or digits > 19:
+            return -1
+        n += 1
+        while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
+            s += 1
+        if s[0] == b']':
+            break
+        if s[0] != b',':
+            return -1
+        s += 1
+    s += 1
+    while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
+        s += 1
+    return n if s[0] == 0 else -1
+
+
 cdef int st_enc_add_input(InputBuilder *b, const Plan *plan, sqlite3_value *v,
                           char **err) noexcept nogil:
     """One sentence: text (tokenized), an int64 BLOB of ids, or a text that is a JSON array
@@ -434,7 +471,6 @@ cdef int st_enc_add_input(InputBuilder *b, const Plan *plan, sqlite3_value *v,
     cdef sqlite3_int64 count = 0, first
     cdef const char *text
     cdef const char *s
-    cdef char *ignored = NULL
     cdef st_wp_ids ids
     cdef int rc
     if st_input_grow(<void **>&b.offsets, &b.cap_off, b.inp.batch + 2,
@@ -448,12 +484,15 @@ cdef int st_enc_add_input(InputBuilder *b, const Plan *plan, sqlite3_value *v,
         while s[0] == b' ' or s[0] == b'\n' or s[0] == b'\t' or s[0] == b'\r':
             s += 1
         rc = SQLITE_ERROR
-        if s[0] == b'[':   # token ids as JSON, when it parses as such; else it is text
-            rc = st_input_parse_json_numbers(text, b, 1, -1, &count, &ignored)
-            sqlite3_free(ignored)
-            if rc != SQLITE_OK:
-                b.nids = first
-                if rc != SQLITE_ERROR:
+        if s[0] == b'[':   # token ids as JSON, when it is exactly an array of integers
+            count = st_enc_id_array_length(s)
+            if count > enc.max_tokens:   # refused before anything is stored
+                err[0] = sqlite3_mprintf("%lld token ids are over the encoder's max_tokens "
+                                         "of %lld", count, enc.max_tokens)
+                return SQLITE_ERROR
+            if count >= 0:
+                rc = st_input_parse_json_numbers(text, b, 1, -1, &count, err)
+                if rc != SQLITE_OK:
                     return rc
         if rc != SQLITE_OK:
             if enc.tok.wp == NULL:
@@ -474,6 +513,10 @@ cdef int st_enc_add_input(InputBuilder *b, const Plan *plan, sqlite3_value *v,
             if rc != SQLITE_OK:
                 return rc
     elif t == SQLITE_BLOB:
+        if sqlite3_value_bytes(v) // 8 > enc.max_tokens:   # refused before it is copied
+            err[0] = sqlite3_mprintf("%lld token ids are over the encoder's max_tokens of %lld",
+                                     <sqlite3_int64>(sqlite3_value_bytes(v) // 8), enc.max_tokens)
+            return SQLITE_ERROR
         rc = st_input_append_ids(v, b, &count, err)
         if rc != SQLITE_OK:
             return rc
@@ -502,7 +545,7 @@ ctypedef struct EncBuffers:
     float *ctx
     float *a
     float *f                      # tokens x intermediate
-    float *vec                    # 4 x hidden: a block's norms' vectors
+    float *vec                    # 2 x hidden: a norm's weight and bias
     int64_t *pos_ids              # tokens
     int64_t *type_ids
     long *start                   # sentences
