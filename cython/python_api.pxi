@@ -318,6 +318,10 @@ cdef st_py_sentences(Plan *plan, str model, texts):
                 arr = np.empty(got.n, np.int64)
                 if got.n:
                     memcpy(<void *><size_t>arr.ctypes.data, got.ids, got.n * sizeof(int64_t))
+            elif np.ndim(t) != 1:   # a flat list of ids is ambiguous: one sentence or many?
+                raise TypeError(f"sentence {i} of model {model!r} must be a text or a sequence "
+                                f"of token ids, got {type(t).__name__}; for one sentence's ids "
+                                "pass [ids]")
             else:
                 arr = _ids(t, f"token ids of sentence {i} of model {model!r}")
             if arr.size:

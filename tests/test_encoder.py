@@ -368,6 +368,9 @@ def test_bad_texts_and_ids(minilm):
         minilm.embed("minilm", [[]])
     with pytest.raises(TypeError):
         minilm.embed("minilm", 5)
+    with pytest.raises(TypeError, match="for one sentence's ids pass"):
+        minilm.embed("minilm", [101, 7592, 102])
+    assert minilm.embed("minilm", []).shape == (0, 384)
     c = minilm.conn
     for arg, msg in [
         (b"\xff\xfe", "not valid UTF-8"),
