@@ -45,6 +45,7 @@ include "cache/process_pool.pxi"
 include "cache/simulate.pxi"
 include "inference/model_plan.pxi"
 include "inference/kernels.pxi"
+include "inference/encoder.pxi"
 include "inference/model_input.pxi"
 include "inference/inference_sql.pxi"
 include "inference/predict_batch.pxi"
@@ -71,7 +72,7 @@ cdef int st_engine_register_functions(sqlite3 *db, char **err) noexcept nogil:
     cdef int pure = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS
     cdef int reads = SQLITE_UTF8 | SQLITE_INNOCUOUS
     cdef int direct = SQLITE_UTF8 | SQLITE_DIRECTONLY
-    cdef FunctionSpec specs[13]
+    cdef FunctionSpec specs[15]
     specs[0] = FunctionSpec("tensor_blob", 3, reads, st_fn_tensor_blob)
     specs[1] = FunctionSpec("tensor_version", 0, pure, st_fn_tensor_version)
     specs[2] = FunctionSpec("tensor_predict", 3, reads, st_infer_predict)
@@ -85,6 +86,8 @@ cdef int st_engine_register_functions(sqlite3 *db, char **err) noexcept nogil:
     specs[10] = FunctionSpec("tensor_cache", 2, direct, fn_tensor_cache)      # sets it
     specs[11] = FunctionSpec("tensor_tokenize", 3, reads, st_tok_tokenize)
     specs[12] = FunctionSpec("tensor_tokenize", 4, reads, st_tok_tokenize)   # 'json' or 'blob'
+    specs[13] = FunctionSpec("tensor_embed", 3, reads, st_enc_embed)
+    specs[14] = FunctionSpec("tensor_cosine", 2, pure, st_enc_cosine)
     cdef int i, rc
     for i in range(<int>(sizeof(specs) // sizeof(specs[0]))):
         rc = sqlite3_create_function_v2(db, specs[i].name, specs[i].nargs, specs[i].flags, NULL,
@@ -114,7 +117,7 @@ cdef int st_engine_register_modules(sqlite3 *db, char **err) noexcept nogil:
     """Register every virtual-table module from one table of them; the report tables
     (st_reports, store/report_tables.pxi) follow, one module each. A failure names the
     module."""
-    cdef ModuleSpec specs[5]
+    cdef ModuleSpec specs[6]
     cdef ModuleSpec report
     specs[0] = ModuleSpec("tensor_store", &st_vtab_module, NULL)
     specs[1] = ModuleSpec("tensor_predict_batch", &st_batch_module, NULL)
@@ -122,6 +125,7 @@ cdef int st_engine_register_modules(sqlite3 *db, char **err) noexcept nogil:
     specs[3] = ModuleSpec("tensor_cache_pages", &st_pool_stats_module, <void *>ST_POOL_PAGES_TABLE)
     # owns the connection's kept statements: finalizes them as it closes (process_pool.pxi)
     specs[4] = ModuleSpec("_tensor_kept_statements", &st_kept_module, NULL)
+    specs[5] = ModuleSpec("tensor_embed_batch", &st_batch_module, <void *>1)   # aux: embed
     cdef int i, rc = SQLITE_OK
     for i in range(<int>(sizeof(specs) // sizeof(specs[0]))):
         if rc == SQLITE_OK:

@@ -54,12 +54,7 @@ cdef int st_kern_dense_threads(sqlite3_int64 B, const Weight *w, sqlite3_int64 R
     return st_gemv_threads_now(R, C, w.rows * w.cols * 4, w.grid_c if transpose else w.grid_r,
                                n, slot)
 
-ctypedef struct TileCursor:
-    Plan *plan
-    PoolPage *page                # the page pinned now, or NULL
-    PoolPage *res_page            # the residual page pinned now, or NULL
-    float *scratch                # block_rows * block_cols floats, for widening
-
+# TileCursor (engine.pxd): the page pinned now and a scratch tile, for a forward pass.
 
 cdef int st_kern_cursor_tile(TileCursor *c, Weight *w, sqlite3_int64 bi, sqlite3_int64 bj,
                              sqlite3_int64 br, sqlite3_int64 bc, const unsigned char **out,
@@ -365,7 +360,8 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
         if rc == SQLITE_OK:
             units = <int>((r1 - r0) if not L.transpose else w.grid_c)
             st_kern_dense_chunk(L, tiles, res, r0, r1, R, C, X, B, Y, scratch, stride,
-                                min(nthreads, units))
+                                nthreads if B >= DENSE_ROW_SPLIT * nthreads
+                                else min(nthreads, units))
         for i in range(npinned):
             st_pool_unpin(pinned[i])
         r0 = r1
@@ -393,6 +389,7 @@ ctypedef struct DenseJob:
     float *scratch                # per worker: a block_rows * block_cols tile, then the
     sqlite3_int64 stride          # low-rank intermediate; stride floats per worker
     int gemv                      # the y += A x kernel (batch 1), from st_gemv_pick
+    sqlite3_int64 rows_per_unit   # > 0: threads split the batch's rows, not the tiles
 
 
 cdef void st_kern_dense_range(void *ctx, long begin, long end, int worker) noexcept nogil:
@@ -427,6 +424,39 @@ cdef void st_kern_dense_range(void *ctx, long begin, long end, int worker) noexc
                                  mine + job.R * job.C if mine != NULL else NULL, job.gemv)
 
 
+cdef void st_kern_dense_rows_range(void *ctx, long begin, long end,
+                                   int worker) noexcept nogil:
+    """Units begin..end of a DenseJob split by batch rows: rows_per_unit rows each, every
+    tile of the chunk."""
+    cdef DenseJob *job = <DenseJob *>ctx
+    cdef const Weight *w = &job.L.weight
+    cdef float *mine = job.scratch + worker * job.stride if job.scratch != NULL else NULL
+    cdef sqlite3_int64 u, bi, bj, k, row0, nb
+    cdef int kind, param
+    cdef const unsigned char *res
+    for u in range(begin, end):
+        row0 = u * job.rows_per_unit
+        nb = min(job.rows_per_unit, job.B - row0)
+        if nb <= 0:
+            continue
+        for bi in range(job.r0, job.r1):
+            for bj in range(w.grid_c):
+                k = bi * w.grid_c + bj
+                kind = 0
+                param = 0
+                res = NULL
+                if job.res != NULL and w.res_kind[k] != 0:
+                    kind = w.res_kind[k]
+                    param = w.res_param[k]
+                    res = job.res[k]
+                st_kern_tile_product(job.L, job.tiles[k], res, kind, param, bi, bj,
+                                     st_kern_tile_rows(w, bi, job.R),
+                                     st_kern_tile_cols(w, bj, job.C), job.R, job.C,
+                                     job.X + row0 * job.L.n_in, nb,
+                                     job.Y + row0 * job.L.n_out, mine,
+                                     mine + job.R * job.C if mine != NULL else NULL, 0)
+
+
 cdef void st_kern_dense_chunk(const Layer *L, const unsigned char **tiles,
                               const unsigned char **res,
                               sqlite3_int64 r0, sqlite3_int64 r1, sqlite3_int64 R, sqlite3_int64 C,
@@ -446,10 +476,24 @@ cdef void st_kern_dense_chunk(const Layer *L, const unsigned char **tiles,
     job.B = B
     job.Y = Y
     job.scratch = scratch
+    job.rows_per_unit = 0
     # measured on this CPU for this tile shape and layer size (once per process)
     job.gemv = (st_gemv_pick(R, C, L.weight.rows * L.weight.cols * 4)
                 if B == 1 and not L.transpose and L.weight.dtype == DT_F32 else 0)
     cdef long units = <long>((r1 - r0) if not L.transpose else L.weight.grid_c)
+    cdef long row_units
+    if B >= DENSE_ROW_SPLIT * nthreads and (nthreads > 1 or B > DENSE_ROW_BLOCK):
+        # a large batch (an encoder's tokens): its rows in blocks of at most DENSE_ROW_BLOCK,
+        # each through every tile of the chunk, so that its rows stay in cache from one
+        # tile to the next; threads split the blocks evenly (block rows of W can split
+        # unevenly: 384 = 256 + 128)
+        job.rows_per_unit = min(<sqlite3_int64>DENSE_ROW_BLOCK, (B + nthreads - 1) // nthreads)
+        row_units = <long>((B + job.rows_per_unit - 1) // job.rows_per_unit)
+        if nthreads <= 1:
+            st_kern_dense_rows_range(&job, 0, row_units, 0)
+        else:
+            st_parallel_for(nthreads, row_units, st_kern_dense_rows_range, &job)
+        return
     if nthreads <= 1:
         st_kern_dense_range(&job, 0, units, 0)
     else:
@@ -704,7 +748,7 @@ cdef bint st_kern_needs_scratch(const Plan *plan) noexcept nogil:
     cdef const Layer *L
     for i in range(plan.nlayers):
         L = &plan.layers[i]
-        if L.op == OP_EMBEDDING or L.op == OP_EMBEDDING_BAG:
+        if L.op == OP_EMBEDDING or L.op == OP_EMBEDDING_BAG or L.op == OP_ENCODER:
             return True
         if L.op == OP_DENSE and (L.weight.dtype != DT_F32 or
                                  (L.bias.tensor_id != 0 and L.bias.dtype != DT_F32)):
@@ -719,6 +763,9 @@ cdef int st_kern_forward(Plan *plan, const Input *inp, float *out, char **err) n
     so memory follows the answer, not batch x the widest layer; sqlite3_interrupt is
     checked between layers and passes (and inside long layers)."""
     cdef sqlite3_int64 B = inp.batch, r0 = 0, rows
+    # the encoder alone (Input.nlayers 1) gives its own width
+    cdef sqlite3_int64 n_out = plan.encoder.hidden if inp.nlayers == 1 and plan.encoder != NULL \
+        else plan.n_out
     cdef sqlite3_int64 per_pass = max(<sqlite3_int64>1,
                                       PASS_BYTES // (plan.max_width * <sqlite3_int64>sizeof(float) + 1))
     cdef Input part
@@ -745,7 +792,8 @@ cdef int st_kern_forward(Plan *plan, const Input *inp, float *out, char **err) n
         part.x = inp.x + r0 * plan.n_in if inp.x != NULL else NULL
         part.ids = inp.ids + r0 if inp.ids != NULL and inp.offsets == NULL else inp.ids
         part.offsets = inp.offsets + r0 if inp.offsets != NULL else NULL
-        rc = st_kern_forward_pass(&c, &part, bufs, out + r0 * plan.n_out, err)
+        part.nlayers = inp.nlayers
+        rc = st_kern_forward_pass(&c, &part, bufs, out + r0 * n_out, err)
         r0 += rows
     st_kern_cursor_release(&c)
     free(c.scratch)
@@ -762,9 +810,10 @@ cdef int st_kern_forward_pass(TileCursor *c, const Input *inp, float **bufs, flo
     cdef const float *cur = inp.x
     cdef float *nxt
     cdef int i, which = 0, rc = SQLITE_OK
+    cdef int nlayers = inp.nlayers if 0 < inp.nlayers < plan.nlayers else plan.nlayers
     cdef Layer *L
     i = 0
-    while rc == SQLITE_OK and i < plan.nlayers:
+    while rc == SQLITE_OK and i < nlayers:
         rc = st_sql_interrupted(plan.src.db, err)
         if rc != SQLITE_OK:
             break
@@ -777,13 +826,15 @@ cdef int st_kern_forward_pass(TileCursor *c, const Input *inp, float **bufs, flo
         which ^= 1
         if L.op == OP_DENSE:
             rc = st_kern_dense(c, L, cur, B, nxt, err)
+        elif L.op == OP_ENCODER:
+            rc = st_enc_forward(c, plan.encoder, inp, nxt, err)
         else:
             rc = st_kern_embedding(c, L, inp, nxt, err)
-        if rc == SQLITE_OK:
+        if rc == SQLITE_OK and L.op != OP_ENCODER:   # (an encoder's is its blocks')
             st_kern_activate(L.act, nxt, B, L.n_out)
         cur = nxt
         i += 1
     st_kern_cursor_release(c)
     if rc == SQLITE_OK:
-        memcpy(out, cur, B * plan.n_out * sizeof(float))
+        memcpy(out, cur, B * plan.layers[nlayers - 1].n_out * sizeof(float))
     return rc
