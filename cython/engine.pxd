@@ -347,6 +347,8 @@ cdef extern from "st_names.h":
     const char *const st_act_names[]
     const char *const st_dtype_names[]
     const char *const st_bag_modes[]
+    const char *const st_encoder_archs[]
+    const char *const st_encoder_poolings[]
     const char *const st_residual_kind_names[]
     const char *const st_residual_sign_scales[]
     const int st_residual_bits[]
@@ -356,6 +358,7 @@ cdef enum:
     OP_EMBEDDING = 1
     OP_EMBEDDING_BAG = 2
     OP_ACTIVATION = 3
+    OP_ENCODER = 4                 # a transformer encoder: text or token ids -> pooled vector
 
 cdef enum:
     ACT_IDENTITY = 0
@@ -375,6 +378,7 @@ cdef enum:
     INPUT_FEATURES = 0   # float vectors
     INPUT_IDS = 1        # one id per row
     INPUT_BAGS = 2       # a list of ids per row
+    INPUT_TOKENS = 3     # an encoder's: a sentence's token ids per row (text tokenized first)
 
 ctypedef struct Weight:
     sqlite3_int64 tensor_id       # 0: absent (a dense layer without bias)
@@ -402,7 +406,10 @@ ctypedef struct Layer:
     Weight bias
     sqlite3_int64 n_in, n_out     # features in and out (embeddings: vocabulary, dim)
 
+ctypedef struct Encoder         # an OP_ENCODER layer's weights (inference/encoder.pxi)
+
 ctypedef struct Plan:
+    Encoder *encoder              # the first layer's, when it is an encoder; else NULL
     int nlayers
     Layer *layers
     int input_kind                # INPUT_*
@@ -421,6 +428,16 @@ cdef void st_plan_free(Plan *plan) noexcept nogil
 # used by inference_sql.pxi, predict_batch.pxi, python_api.pxi
 cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const char *model,
                       Plan *plan, char **err) noexcept nogil
+
+# used by encoder.pxi
+cdef int st_plan_weight_from_row(sqlite3_stmt *stmt, int col, Weight *w, const char *store,
+                                 const char *model, int layer, const char *role,
+                                 char **err) noexcept nogil
+cdef int st_plan_load_tiles(sqlite3 *db, const char *schema, const char *store, Plan *plan,
+                            Weight *w, char **err) noexcept nogil
+cdef int st_plan_load_residuals(sqlite3 *db, const char *schema, const char *store, Plan *plan,
+                                Weight *w, char **err) noexcept nogil
+cdef void st_plan_weight_free(Weight *w) noexcept nogil
 
 # used by python_api.pxi (the exported name lists)
 cdef int st_plan_name_code(const char *const *names, const char *name) noexcept nogil
@@ -466,11 +483,25 @@ ctypedef struct Input:
     const float *x                # INPUT_FEATURES: batch x n_in, row-major
     const int64_t *ids            # INPUT_IDS: batch ids; INPUT_BAGS: every bag's ids, concatenated
     const int64_t *offsets        # INPUT_BAGS: bag b is ids[offsets[b]:offsets[b+1]] (batch + 1)
+                                  # (INPUT_TOKENS: sentence b's token ids, likewise)
+    int nlayers                   # layers to run: 0 all, 1 the encoder alone (its embedding)
 
-# used by python_api.pxi
-cdef int st_kern_thread_count(sqlite3_int64 macs) noexcept nogil
 # used by inference_sql.pxi, predict_batch.pxi, python_api.pxi
 cdef int st_kern_forward(Plan *plan, const Input *inp, float *out, char **err) noexcept nogil
+ctypedef struct TileCursor:
+    Plan *plan
+    PoolPage *page                # the page pinned now, or NULL
+    PoolPage *res_page            # the residual page pinned now, or NULL
+    float *scratch                # block_rows * block_cols floats, for widening
+
+# used by encoder.pxi
+cdef int st_kern_thread_count(sqlite3_int64 macs) noexcept nogil
+cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B, float *Y,
+                       char **err) noexcept nogil
+cdef int st_kern_embedding(TileCursor *c, Layer *L, const Input *inp, float *Y,
+                           char **err) noexcept nogil
+cdef int st_kern_gather(TileCursor *c, Weight *w, float *out, char **err) noexcept nogil
+cdef void st_kern_activate(int act, float *Y, sqlite3_int64 B, sqlite3_int64 n) noexcept nogil
 
 # ****************************************************************************************
 # Interface to code in inference/model_input.pxi (prefix st_input_)
@@ -483,6 +514,13 @@ ctypedef struct InputBuilder:
     int64_t *offsets              # bags: batch + 1 entries
     sqlite3_int64 nx, cap_x, nids, cap_ids, cap_off
 
+# used by encoder.pxi
+cdef int st_input_grow(void **arr, sqlite3_int64 *cap, sqlite3_int64 need,
+                       size_t item) noexcept nogil
+cdef int st_input_parse_json_numbers(const char *s, InputBuilder *b, int as_ids, sqlite3_int64 most,
+                                     sqlite3_int64 *count, char **err) noexcept nogil
+cdef int st_input_append_ids(sqlite3_value *v, InputBuilder *b, sqlite3_int64 *count,
+                             char **err) noexcept nogil
 # used by predict_batch.pxi
 cdef void st_input_reset(InputBuilder *b) noexcept nogil
 # used by inference_sql.pxi, predict_batch.pxi
@@ -495,6 +533,12 @@ cdef int st_input_add(InputBuilder *b, const Plan *plan, sqlite3_value *v, int o
 # Interface to code in inference/inference_sql.pxi (prefix st_infer_)
 # ****************************************************************************************
 
+# used by encoder.pxi
+cdef Plan *st_infer_statement_plan(sqlite3_context *ctx, const char *fname,
+                                   sqlite3_value **argv) noexcept nogil
+cdef void st_infer_fail(sqlite3_context *ctx, const char *fname, char *err, int rc) noexcept nogil
+cdef int st_infer_float_blob(sqlite3_context *ctx, const char *fname, sqlite3_value *v,
+                             const float **data, int *n) noexcept nogil
 # used by engine.pyx
 cdef void st_infer_predict(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil
 # used by engine.pyx
@@ -541,12 +585,14 @@ cdef extern from "st_wordpiece.h" nogil:
     int st_wp_set_unk(st_wp *wp, const char *token, size_t len, char *err)
     int st_wp_set_template(st_wp *wp, const int64_t *before, int nbefore, const int64_t *after,
                            int nafter, char *err)
+    int st_wp_set_max_length(st_wp *wp, int max_length, char *err)
     int64_t st_wp_token_id(const st_wp *wp, const char *token, size_t len)
     size_t st_wp_vocab_size(const st_wp *wp)
     int st_wp_encode(const st_wp *wp, const char *text, size_t len, st_wp_ids *out, char *err)
 
 cdef extern from "st_sqlite.h" nogil:
     int sqlite3_column_bytes(sqlite3_stmt *, int)
+    double sqlite3_column_double(sqlite3_stmt *, int)
 
 # A model's tokenizer, loaded from its stored tokenizer.json (st_tok_load); read-only once
 # loaded, so threads may encode with it at once.
@@ -565,3 +611,60 @@ cdef int st_tok_encode(const Tokenizer *tok, const char *text, size_t nbytes, st
                        char **err) noexcept nogil
 # used by engine.pyx
 cdef void st_tok_tokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil
+
+# ****************************************************************************************
+# Interface to code in inference/encoder.pxi (prefix st_enc_)
+# ****************************************************************************************
+
+cdef extern from "st_encoder.h" nogil:
+    void st_enc_layernorm(float *x, const float *res, long rows, long n, const float *g,
+                          const float *b, float eps, int nthreads)
+    void st_enc_gelu(float *x, long n, int nthreads)
+    int st_enc_attention(const float *q, const float *k, const float *v, float *ctx, long ld,
+                         const long *start, const long *lens, long nsent, long maxlen,
+                         int heads, int d, int nthreads)
+    void st_enc_pool(const float *x, long n, const long *start, const long *lens, long nsent,
+                     int pooling, int normalize, float *out)
+
+cdef enum:
+    ENC_POOL_MEAN = 0              # st_encoder_poolings' order
+    ENC_POOL_CLS = 1
+    ENC_POOL_MAX = 2
+    ENC_MAX_BLOCKS = 1000          # transformer layers of one encoder, at most
+    ENC_MAX_HEADS = 4096
+    ENC_MAX_TOKENS = 65536         # max_tokens, at most
+    ENC_MAX_HIDDEN = 1 << 20       # hidden, at most
+    ENC_MAX_INTERMEDIATE = 1 << 22 # intermediate, at most
+    ENC_CHUNK_TOKENS = 4096        # tokens run through the layers together (bounds memory)
+
+ctypedef struct EncoderBlock:     # one transformer layer: its dense layers and norms
+    Layer q, k, v, attn_out, inter, out
+    Weight ln1_w, ln1_b, ln2_w, ln2_b
+
+ctypedef struct Encoder:
+    int arch                      # index in st_encoder_archs
+    int nblocks, heads, pooling, normalize, act
+    sqlite3_int64 hidden, intermediate, max_tokens
+    float eps
+    Layer word, pos, types        # embedding lookups (OP_EMBEDDING layers)
+    Weight ln_w, ln_b             # the embeddings' LayerNorm
+    EncoderBlock *blocks
+    Tokenizer tok                 # the model's tokenizer.json, truncating at max_tokens
+    char *tok_err                 # why there is none (text input reports it); NULL: loaded
+
+# used by model_plan.pxi
+cdef int st_enc_plan_load(sqlite3 *db, Plan *plan, const char *model, char **err) noexcept nogil
+# used by model_plan.pxi
+cdef void st_enc_free(Encoder *enc) noexcept nogil
+# used by kernels.pxi
+cdef int st_enc_forward(TileCursor *c, Encoder *enc, const Input *inp, float *out,
+                        char **err) noexcept nogil
+# used by python_api.pxi
+cdef int st_enc_check_sentence(const Encoder *enc, const int64_t *ids, sqlite3_int64 n,
+                               char **err) noexcept nogil
+# used by model_input.pxi
+cdef int st_enc_add_input(InputBuilder *b, const Plan *plan, sqlite3_value *v,
+                          char **err) noexcept nogil
+# used by engine.pyx
+cdef void st_enc_embed(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil
+cdef void st_enc_cosine(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil

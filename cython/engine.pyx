@@ -45,6 +45,7 @@ include "cache/process_pool.pxi"
 include "cache/simulate.pxi"
 include "inference/model_plan.pxi"
 include "inference/kernels.pxi"
+include "inference/encoder.pxi"
 include "inference/model_input.pxi"
 include "inference/inference_sql.pxi"
 include "inference/predict_batch.pxi"
@@ -71,7 +72,7 @@ cdef int st_engine_register_functions(sqlite3 *db, char **err) noexcept nogil:
     cdef int pure = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS
     cdef int reads = SQLITE_UTF8 | SQLITE_INNOCUOUS
     cdef int direct = SQLITE_UTF8 | SQLITE_DIRECTONLY
-    cdef FunctionSpec specs[13]
+    cdef FunctionSpec specs[15]
     specs[0] = FunctionSpec("tensor_blob", 3, reads, st_fn_tensor_blob)
     specs[1] = FunctionSpec("tensor_version", 0, pure, st_fn_tensor_version)
     specs[2] = FunctionSpec("tensor_predict", 3, reads, st_infer_predict)
@@ -85,6 +86,8 @@ cdef int st_engine_register_functions(sqlite3 *db, char **err) noexcept nogil:
     specs[10] = FunctionSpec("tensor_cache", 2, direct, fn_tensor_cache)      # sets it
     specs[11] = FunctionSpec("tensor_tokenize", 3, reads, st_tok_tokenize)
     specs[12] = FunctionSpec("tensor_tokenize", 4, reads, st_tok_tokenize)   # 'json' or 'blob'
+    specs[13] = FunctionSpec("tensor_embed", 3, reads, st_enc_embed)
+    specs[14] = FunctionSpec("tensor_cosine", 2, pure, st_enc_cosine)
     cdef int i, rc
     for i in range(<int>(sizeof(specs) // sizeof(specs[0]))):
         rc = sqlite3_create_function_v2(db, specs[i].name, specs[i].nargs, specs[i].flags, NULL,

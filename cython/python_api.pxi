@@ -228,6 +228,8 @@ cdef int st_py_forward_into(Plan *plan, Input *inp, out, char **err) except? -1:
 
 cdef st_py_input_arrays(Plan *plan, str model, x):
     """(single, (kind, array, offsets), batch) with arrays the kernels can read."""
+    if plan.input_kind == INPUT_TOKENS:
+        return st_py_sentences(plan, model, x)
     if plan.input_kind == INPUT_FEATURES:
         arr = np.asarray(x)
         if arr.dtype.kind not in "fiub":
@@ -269,6 +271,100 @@ cdef st_py_input_arrays(Plan *plan, str model, x):
     np.cumsum([b.size for b in bags], out=offsets[1:])
     ids = np.concatenate(bags) if bags else np.zeros(1, np.int64)
     return single, ("bags", ids, offsets), len(bags)
+
+
+cdef st_py_sentences(Plan *plan, str model, texts):
+    """An encoder's input: one text (str) or a list of texts, or of token-id sequences,
+    as (single, ("bags", ids, offsets), n); each sentence checked (st_enc_check_sentence)."""
+    cdef Encoder *enc = plan.encoder
+    cdef st_wp_ids got
+    cdef char *err = NULL
+    cdef const char *p
+    cdef const int64_t[::1] view
+    cdef size_t nbytes
+    cdef int rc = SQLITE_OK
+    cdef bytes b
+    single = isinstance(texts, (str, bytes))
+    if single:
+        texts = [texts]
+    elif isinstance(texts, np.ndarray) and texts.ndim == 2 and texts.dtype.kind in "iu":
+        texts = list(texts)   # equal-length rows of ids
+    elif isinstance(texts, np.ndarray) and texts.ndim == 1 and texts.dtype.kind in "iu":
+        raise TypeError(f"model {model!r} takes a list of texts or of token-id sequences; "
+                        f"for one sentence's ids pass [ids]")
+    elif not isinstance(texts, (list, tuple)):
+        raise TypeError(f"model {model!r} takes a list of texts (or of token-id sequences), "
+                        f"got {type(texts).__name__}")
+    parts = []
+    memset(&got, 0, sizeof(st_wp_ids))
+    try:
+        for i, t in enumerate(texts):
+            if isinstance(t, (str, bytes, bytearray, memoryview)):
+                if enc.tok.wp == NULL:
+                    raise ValueError(f"text {i}: the model's tokenizer cannot be used: "
+                                     f"{(<bytes>enc.tok_err).decode('utf-8', 'replace')} "
+                                     "(token ids need none)")
+                b = t.encode("utf-8", "surrogatepass") if isinstance(t, str) else bytes(t)
+                p = b
+                nbytes = len(b)
+                with nogil:
+                    rc = st_tok_encode(&enc.tok, p, nbytes, &got, &err)
+                if rc != SQLITE_OK:
+                    if rc == SQLITE_ERROR:
+                        msg = (<bytes>err).decode("utf-8", "replace")
+                        sqlite3_free(err)
+                        raise ValueError(f"text {i}: {msg}")
+                    st_py_raise(rc, err)
+                arr = np.empty(got.n, np.int64)
+                if got.n:
+                    memcpy(<void *><size_t>arr.ctypes.data, got.ids, got.n * sizeof(int64_t))
+            else:
+                arr = _ids(t, f"token ids of sentence {i} of model {model!r}")
+            if arr.size:
+                view = arr
+                rc = st_enc_check_sentence(enc, &view[0], arr.size, &err)
+            else:
+                rc = st_enc_check_sentence(enc, NULL, 0, &err)
+            if rc != SQLITE_OK:
+                msg = (<bytes>err).decode("utf-8", "replace")
+                sqlite3_free(err)
+                raise ValueError(f"sentence {i}: {msg}")
+            parts.append(arr)
+    finally:
+        free(got.ids)
+    offsets = np.zeros(len(parts) + 1, np.int64)
+    np.cumsum([a.size for a in parts], out=offsets[1:])
+    ids = np.concatenate(parts) if parts else np.zeros(1, np.int64)
+    return single, ("bags", ids, offsets), len(parts)
+
+
+def embed(size_t db, str store, str model, texts):
+    """The encoder's vectors for texts (or token ids); see Store.embed."""
+    st_py_require_loaded()
+    cdef _CachedPlan holder
+    cdef Input inp
+    cdef char *err = NULL
+    cdef int rc
+    cdef tuple key = (db, store, model)
+    holder = st_py_take_plan(db, key, store, model)
+    try:
+        if holder.plan.encoder == NULL:
+            raise ValueError(f"model {model!r} is not an encoder (its first layer is not "
+                             "{'op': 'encoder'}); Store.predict runs it")
+        single, arrays, batch = st_py_sentences(&holder.plan, model, texts)
+        out = np.empty((batch, holder.plan.encoder.hidden), np.float32)
+        if batch == 0:
+            return out
+        memset(&inp, 0, sizeof(Input))
+        inp.batch = batch
+        inp.nlayers = 1
+        st_py_set_input(&inp, arrays)
+        rc = st_py_forward_into(&holder.plan, &inp, out, &err)
+        if rc != SQLITE_OK:
+            st_py_raise(rc, err)
+        return out[0] if single else out
+    finally:
+        st_py_give_back_plan(key, holder)
 
 
 def _bags_at_once(x):
@@ -648,6 +744,11 @@ LAYER_OPS = _c_names(st_op_names)              # index = the engine's op code
 ACTIVATIONS = _c_names(st_act_names)           # index = the engine's activation code
 COMPUTE_DTYPES = _c_names(st_dtype_names)      # weight dtypes the kernels compute with
 BAG_MODES = _c_names(st_bag_modes)             # embedding_bag: sum, mean
+ENCODER_ARCHS = _c_names(st_encoder_archs)     # an encoder layer's "arch"
+ENCODER_POOLINGS = _c_names(st_encoder_poolings)   # and its "pooling"
+# an encoder layer's settings, at most (a stored list beyond them is refused as corrupt)
+ENCODER_LIMITS = {"layers": ENC_MAX_BLOCKS, "heads": ENC_MAX_HEADS, "hidden": ENC_MAX_HIDDEN,
+                  "intermediate": ENC_MAX_INTERMEDIATE, "max_tokens": ENC_MAX_TOKENS}
 RESIDUAL_LOWRANK = RES_LOWRANK
 RESIDUAL_QUANTIZED = RES_QUANTIZED
 RESIDUAL_SIGN = RES_SIGN

@@ -12,6 +12,15 @@ and read by the compiled engine. Each layer is a dict:
         a bag of ids per input -> the sum ("sum") or mean ("mean", default) of their rows.
     {"op": "activation", "activation": "softmax"}
         an activation alone.
+    {"op": "encoder", "arch": "bert", "prefix": "", "layers": 6, "heads": 12, "hidden": 384,
+     "intermediate": 1536, "eps": 1e-12, "activation": "gelu", "max_tokens": 256,
+     "pooling": "mean", "normalize": true}
+        a transformer encoder (first only): text or token ids -> one pooled (hidden,)
+        vector per text; its tensors are named as Hugging Face's BertModel names them,
+        after prefix (sqlite_tensor.encoders derives this layer from a folder and lists
+        its tensors). pooling: mean, cls or max; normalize: L2 after pooling. Defaults:
+        prefix "", eps 1e-12, activation gelu, pooling mean, normalize false, max_tokens
+        the number of position embeddings.
 
 Activations: identity, relu, sigmoid, tanh, gelu (the exact, erf-based one PyTorch uses
 by default), softmax (over each output row). An embedding layer may only come first.
@@ -26,12 +35,18 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from . import _engine
 
 # The engine owns these names (cython/c/st_names.h) and parses stored layer lists with them.
 OPS = _engine.LAYER_OPS
 ACTIVATIONS = _engine.ACTIVATIONS
 BAG_MODES = _engine.BAG_MODES
+ENCODER_ARCHS = _engine.ENCODER_ARCHS
+ENCODER_POOLINGS = _engine.ENCODER_POOLINGS
+ENCODER_LIMITS = _engine.ENCODER_LIMITS
+ENCODER_ACTIVATIONS = ("gelu", "relu")
 # Weight dtypes the kernels compute with (widened to float32 as they are read).
 COMPUTE_DTYPES = _engine.COMPUTE_DTYPES
 
@@ -40,6 +55,10 @@ _KEYS = {
     "embedding": {"op", "weight"},
     "embedding_bag": {"op", "weight", "mode"},
     "activation": {"op", "activation"},
+    "encoder": {
+        "op", "arch", "prefix", "layers", "heads", "hidden", "intermediate", "eps",
+        "activation", "max_tokens", "pooling", "normalize",
+    },
 }
 
 
@@ -81,6 +100,13 @@ def check_layers(
             if width is None:
                 raise LayerError(f"{where}: a model cannot start with an activation")
             out.append({"op": op, "activation": act})
+            continue
+        if op == "encoder":
+            if i != 0:
+                raise LayerError(f"{where}: an encoder can only be the first layer")
+            canon = _encoder(where, layer, tensors)
+            width = canon["hidden"]
+            out.append(canon)
             continue
         weight = layer.get("weight")
         shape = _weight(where, weight, tensors)
@@ -125,6 +151,68 @@ def check_layers(
         )
         width = n_out
     return out
+
+
+def _encoder(where: str, layer: Mapping[str, Any], tensors) -> dict:
+    from .encoders import encoder_tensors
+
+    canon: dict[str, Any] = {"op": "encoder"}
+    for key, choices, default in (
+        ("arch", ENCODER_ARCHS, None),
+        ("activation", ENCODER_ACTIVATIONS, "gelu"),
+        ("pooling", ENCODER_POOLINGS, "mean"),
+    ):
+        value = layer.get(key, default)
+        if value not in choices:
+            raise LayerError(f"{where}: {key} must be one of {', '.join(choices)}, got {value!r}")
+        canon[key] = value
+    prefix = layer.get("prefix", "")
+    if not isinstance(prefix, str):
+        raise LayerError(f"{where}: prefix must be a string, got {prefix!r}")
+    canon["prefix"] = prefix
+    for key, most in ENCODER_LIMITS.items():
+        value = layer.get(key)
+        if value is None and key == "max_tokens":
+            continue  # from the position embeddings, below
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise LayerError(f"{where}: {key} must be an integer from 1 to {most}, got {value!r}")
+        canon[key] = value
+    if canon["hidden"] % canon["heads"]:
+        raise LayerError(
+            f"{where}: heads {canon['heads']} must divide hidden {canon['hidden']}"
+        )
+    eps = layer.get("eps", 1e-12)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise LayerError(f"{where}: eps must be a number between 0 and 1, got {eps!r}")
+    canon["eps"] = float(eps)
+    normalize = layer.get("normalize", False)
+    if not isinstance(normalize, bool):
+        raise LayerError(f"{where}: normalize must be true or false, got {normalize!r}")
+    canon["normalize"] = normalize
+    positions = None
+    for name, (rows, cols) in encoder_tensors({**canon, "max_tokens": 1}).items():
+        shape, _ = _tensor(where, "tensor", name, tensors)
+        if cols == 1 and rows is not None:  # a vector
+            ok = len(shape) in (1, 2) and int(np.prod(shape)) == rows and (
+                len(shape) == 1 or 1 in shape)
+            want = f"({rows},)"
+        else:
+            ok = len(shape) == 2 and shape[1] == cols and (rows is None or shape[0] == rows)
+            want = f"({'n' if rows is None else rows}, {cols})"
+        if not ok:
+            raise LayerError(f"{where}: tensor {name!r} has shape {shape}; expected {want}")
+        if name.endswith("position_embeddings.weight"):
+            positions = shape[0]
+    max_tokens = canon.get("max_tokens", min(positions, ENCODER_LIMITS["max_tokens"]))
+    if max_tokens > positions:
+        raise LayerError(
+            f"{where}: max_tokens {max_tokens} is over the model's {positions} position "
+            "embeddings"
+        )
+    canon["max_tokens"] = max_tokens
+    order = ("op", "arch", "prefix", "layers", "heads", "hidden", "intermediate", "eps",
+             "activation", "max_tokens", "pooling", "normalize")
+    return {k: canon[k] for k in order}
 
 
 def to_json(layers: Sequence[Mapping[str, Any]]) -> str:

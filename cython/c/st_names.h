@@ -8,8 +8,12 @@
 #ifndef ST_NAMES_H
 #define ST_NAMES_H
 
-/* layer kinds: OP_DENSE, OP_EMBEDDING, OP_EMBEDDING_BAG, OP_ACTIVATION */
-static const char *const st_op_names[] = {"dense", "embedding", "embedding_bag", "activation", 0};
+/* layer kinds: OP_DENSE, OP_EMBEDDING, OP_EMBEDDING_BAG, OP_ACTIVATION, OP_ENCODER */
+static const char *const st_op_names[] = {"dense",      "embedding", "embedding_bag",
+                                          "activation", "encoder",   0};
+/* an encoder's architectures (ENC_ARCH_*) and poolings (ENC_POOL_*) */
+static const char *const st_encoder_archs[] = {"bert", 0};
+static const char *const st_encoder_poolings[] = {"mean", "cls", "max", 0};
 /* activations: ACT_IDENTITY .. ACT_SOFTMAX */
 static const char *const st_act_names[] = {"identity", "relu",    "sigmoid", "tanh",
                                            "gelu",     "softmax", 0};

@@ -337,6 +337,16 @@ int st_wp_set_unk(st_wp *wp, const char *token, size_t len, char *err) {
     return ST_WP_OK;
 }
 
+int st_wp_set_max_length(st_wp *wp, int max_length, char *err) {
+    if (max_length < 0 || (max_length && wp->nbefore + wp->nafter >= max_length)) {
+        fail(err, "max_length %d leaves no room for text beside %d special tokens", max_length,
+             wp->nbefore + wp->nafter);
+        return ST_WP_EINVAL;
+    }
+    wp->opt.max_length = max_length;
+    return ST_WP_OK;
+}
+
 int st_wp_set_template(st_wp *wp, const int64_t *before, int nbefore, const int64_t *after,
                        int nafter, char *err) {
     if (nbefore < 0 || nafter < 0 || nbefore > ST_WP_MAX_TEMPLATE || nafter > ST_WP_MAX_TEMPLATE) {

@@ -51,6 +51,9 @@ int st_wp_set_unk(st_wp *wp, const char *token, size_t len, char *err);
 /* ids put before and after every sequence (post_processor); checked against max_length */
 int st_wp_set_template(st_wp *wp, const int64_t *before, int nbefore, const int64_t *after,
                        int nafter, char *err);
+/* truncate encodings at max_length ids, special tokens included (0: none): a model's own
+** limit (an encoder's max_tokens) over tokenizer.json's */
+int st_wp_set_max_length(st_wp *wp, int max_length, char *err);
 /* the id of a vocabulary token, or -1 */
 int64_t st_wp_token_id(const st_wp *wp, const char *token, size_t len);
 size_t st_wp_vocab_size(const st_wp *wp);

@@ -54,12 +54,7 @@ cdef int st_kern_dense_threads(sqlite3_int64 B, const Weight *w, sqlite3_int64 R
     return st_gemv_threads_now(R, C, w.rows * w.cols * 4, w.grid_c if transpose else w.grid_r,
                                n, slot)
 
-ctypedef struct TileCursor:
-    Plan *plan
-    PoolPage *page                # the page pinned now, or NULL
-    PoolPage *res_page            # the residual page pinned now, or NULL
-    float *scratch                # block_rows * block_cols floats, for widening
-
+# TileCursor (engine.pxd): the page pinned now and a scratch tile, for a forward pass.
 
 cdef int st_kern_cursor_tile(TileCursor *c, Weight *w, sqlite3_int64 bi, sqlite3_int64 bj,
                              sqlite3_int64 br, sqlite3_int64 bc, const unsigned char **out,
@@ -704,7 +699,7 @@ cdef bint st_kern_needs_scratch(const Plan *plan) noexcept nogil:
     cdef const Layer *L
     for i in range(plan.nlayers):
         L = &plan.layers[i]
-        if L.op == OP_EMBEDDING or L.op == OP_EMBEDDING_BAG:
+        if L.op == OP_EMBEDDING or L.op == OP_EMBEDDING_BAG or L.op == OP_ENCODER:
             return True
         if L.op == OP_DENSE and (L.weight.dtype != DT_F32 or
                                  (L.bias.tensor_id != 0 and L.bias.dtype != DT_F32)):
@@ -719,6 +714,9 @@ cdef int st_kern_forward(Plan *plan, const Input *inp, float *out, char **err) n
     so memory follows the answer, not batch x the widest layer; sqlite3_interrupt is
     checked between layers and passes (and inside long layers)."""
     cdef sqlite3_int64 B = inp.batch, r0 = 0, rows
+    # the encoder alone (Input.nlayers 1) gives its own width
+    cdef sqlite3_int64 n_out = plan.encoder.hidden if inp.nlayers == 1 and plan.encoder != NULL \
+        else plan.n_out
     cdef sqlite3_int64 per_pass = max(<sqlite3_int64>1,
                                       PASS_BYTES // (plan.max_width * <sqlite3_int64>sizeof(float) + 1))
     cdef Input part
@@ -745,7 +743,8 @@ cdef int st_kern_forward(Plan *plan, const Input *inp, float *out, char **err) n
         part.x = inp.x + r0 * plan.n_in if inp.x != NULL else NULL
         part.ids = inp.ids + r0 if inp.ids != NULL and inp.offsets == NULL else inp.ids
         part.offsets = inp.offsets + r0 if inp.offsets != NULL else NULL
-        rc = st_kern_forward_pass(&c, &part, bufs, out + r0 * plan.n_out, err)
+        part.nlayers = inp.nlayers
+        rc = st_kern_forward_pass(&c, &part, bufs, out + r0 * n_out, err)
         r0 += rows
     st_kern_cursor_release(&c)
     free(c.scratch)
@@ -762,9 +761,10 @@ cdef int st_kern_forward_pass(TileCursor *c, const Input *inp, float **bufs, flo
     cdef const float *cur = inp.x
     cdef float *nxt
     cdef int i, which = 0, rc = SQLITE_OK
+    cdef int nlayers = inp.nlayers if 0 < inp.nlayers < plan.nlayers else plan.nlayers
     cdef Layer *L
     i = 0
-    while rc == SQLITE_OK and i < plan.nlayers:
+    while rc == SQLITE_OK and i < nlayers:
         rc = st_sql_interrupted(plan.src.db, err)
         if rc != SQLITE_OK:
             break
@@ -777,13 +777,15 @@ cdef int st_kern_forward_pass(TileCursor *c, const Input *inp, float **bufs, flo
         which ^= 1
         if L.op == OP_DENSE:
             rc = st_kern_dense(c, L, cur, B, nxt, err)
+        elif L.op == OP_ENCODER:
+            rc = st_enc_forward(c, plan.encoder, inp, nxt, err)
         else:
             rc = st_kern_embedding(c, L, inp, nxt, err)
-        if rc == SQLITE_OK:
+        if rc == SQLITE_OK and L.op != OP_ENCODER:   # (an encoder's is its blocks')
             st_kern_activate(L.act, nxt, B, L.n_out)
         cur = nxt
         i += 1
     st_kern_cursor_release(c)
     if rc == SQLITE_OK:
-        memcpy(out, cur, B * plan.n_out * sizeof(float))
+        memcpy(out, cur, B * plan.layers[nlayers - 1].n_out * sizeof(float))
     return rc

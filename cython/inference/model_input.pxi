@@ -186,6 +186,8 @@ cdef int st_input_add(InputBuilder *b, const Plan *plan, sqlite3_value *v, int o
     cdef char *msg
     cdef int t = sqlite3_value_type(v)
     cdef int n, rc
+    if plan.input_kind == INPUT_TOKENS:   # an encoder's sentence (inference/encoder.pxi)
+        return st_enc_add_input(b, plan, v, err)
     if plan.input_kind == INPUT_FEATURES:
         if t == SQLITE_BLOB:
             n = sqlite3_value_bytes(v)

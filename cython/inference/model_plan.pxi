@@ -59,6 +59,7 @@ cdef void st_plan_free(Plan *plan) noexcept nogil:
             st_plan_weight_free(&plan.layers[i].weight)
             st_plan_weight_free(&plan.layers[i].bias)
         free(plan.layers)
+    st_enc_free(plan.encoder)
     st_pool_source_close(&plan.src)
     sqlite3_free(plan.store)
     sqlite3_free(plan.schema)
@@ -367,6 +368,8 @@ cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const 
             err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: layer %d of model '%s' is "
                                      "not dense but names a bias", store, i, model)
             rc = SQLITE_CORRUPT
+        if rc == SQLITE_OK and L.op == OP_ENCODER and i == 0:
+            rc = st_enc_plan_load(db, plan, model, err)   # its weights (inference/encoder.pxi)
         if rc != SQLITE_OK:
             break
         rc = st_plan_layer_shapes(plan, L, i, model, &width, err)
@@ -407,6 +410,17 @@ cdef int st_plan_layer_shapes(Plan *plan, Layer *L, int i, const char *model,
             return SQLITE_CORRUPT
         L.n_in = width[0]
         L.n_out = width[0]
+        return SQLITE_OK
+    if L.op == OP_ENCODER:
+        if i != 0 or plan.encoder == NULL:
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: model '%s': layer %d is an "
+                                     "encoder but not the first", plan.store, model, i)
+            return SQLITE_CORRUPT
+        L.n_in = plan.encoder.word.n_in
+        L.n_out = plan.encoder.hidden
+        plan.n_in = L.n_in
+        width[0] = L.n_out
+        plan.max_width = max(plan.max_width, L.n_out)
         return SQLITE_OK
     if L.weight.tensor_id == 0:
         err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: layer %d of model '%s' names no "

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import apsw
 import numpy as np
 
-from .. import _engine, blocks, dtypes, model_files
+from .. import _engine, blocks, dtypes, encoders, model_files
 from ..connection import connect, is_loaded, load
 from ..errors import CorruptStoreError, NotFoundError, TensorStoreError
 from ..layers import check_layers, to_json
@@ -301,15 +301,48 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
         except _engine.EngineError as e:
             raise TensorStoreError(str(e)) from None
         except ValueError as e:
-            if str(e).startswith(f"no model '{model}'"):
-                self._require_model(model)  # the message that lists the models
-                raise NotFoundError(str(e)) from None  # (it was there again by then)
-            if " has no layers" in str(e):
-                raise TensorStoreError(
-                    f"model {model!r} has no layers; give it some with "
-                    f"Store.set_layers({model!r}, [...])"
-                ) from None
+            self._explain_run_error(model, e)
             raise
+
+    def embed(self, model: str, texts) -> np.ndarray:
+        """Sentence vectors of an encoder model (one whose first layer is
+        ``{"op": "encoder", ...}``; see sqlite_tensor.encoders), computed in the engine over
+        the model's blocks in the buffer pool: ``(n, hidden)`` float32 for a list of n
+        texts, ``(hidden,)`` for one str. Texts are tokenized with the model's stored
+        ``tokenizer.json`` (truncated to the encoder's ``max_tokens``); a list of token-id
+        sequences (lists or int arrays, special tokens included) is taken as it is. The
+        vector is the encoder's pooled output (normalized when the model says so), the
+        same as SQL's ``tensor_embed``; :meth:`predict` runs the layers after it too (a
+        classifier's logits). Bad text or ids are a ValueError naming the text."""
+        _check_name("model name", model)
+        try:
+            return _engine.embed(self.conn.sqlite3pointer(), self.name, model, texts)
+        except _engine.EngineError as e:
+            raise TensorStoreError(str(e)) from None
+        except ValueError as e:
+            self._explain_run_error(model, e)
+            raise
+
+    def _explain_run_error(self, model: str, e: ValueError) -> None:
+        """Raise the clearer error for a failed run of model: a missing model (listing the
+        store's), or a model without layers (naming its architecture when it came from a
+        folder the engine does not run)."""
+        if str(e).startswith(f"no model '{model}'"):
+            self._require_model(model)  # the message that lists the models
+            raise NotFoundError(str(e)) from None  # (it was there again by then)
+        if " has no layers" in str(e):
+            why = None
+            if model_files.has_table(self):
+                files = model_files.files(self, model)
+                if "config.json" in files:
+                    why = encoders.why_not(
+                        files, {i.name: (i.shape, i.dtype) for i in self.tensors(model)}
+                    )
+            raise TensorStoreError(
+                f"model {model!r} has no layers"
+                + (f": it cannot run as stored, {why}" if why else "")
+                + f"; give it some with Store.set_layers({model!r}, [...])"
+            ) from None
 
     def tokenize(self, model: str, texts, *, pad: bool = False):
         """Token ids of texts with the model's stored ``tokenizer.json``, exactly as the

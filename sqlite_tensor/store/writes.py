@@ -8,8 +8,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .. import blocks, dtypes, formats, model_files, pages, sources
+from .. import blocks, dtypes, encoders, formats, model_files, pages, sources
 from ..ingest import IngestReport, ingest_model
+from ..layers import LayerError
 from .common import _check_name
 
 
@@ -41,6 +42,13 @@ class Writes:
             report = self._ingest(name, arrays, progress)
             if isinstance(source, sources.Source):
                 model_files.save(self, self._model_id(name), source)
+                if layers is None:  # an encoder folder runs as stored (sqlite_tensor.encoders)
+                    derived = encoders.derived_layers(source.files, arrays)
+                    try:
+                        if derived is not None:
+                            self._store_layers(name, derived)
+                    except LayerError:
+                        pass  # tensors that do not fit their config: stored, not runnable
             if layers is not None:
                 self._store_layers(name, layers)
             return report
