@@ -117,7 +117,7 @@ cdef int st_engine_register_modules(sqlite3 *db, char **err) noexcept nogil:
     """Register every virtual-table module from one table of them; the report tables
     (st_reports, store/report_tables.pxi) follow, one module each. A failure names the
     module."""
-    cdef ModuleSpec specs[5]
+    cdef ModuleSpec specs[6]
     cdef ModuleSpec report
     specs[0] = ModuleSpec("tensor_store", &st_vtab_module, NULL)
     specs[1] = ModuleSpec("tensor_predict_batch", &st_batch_module, NULL)
@@ -125,6 +125,7 @@ cdef int st_engine_register_modules(sqlite3 *db, char **err) noexcept nogil:
     specs[3] = ModuleSpec("tensor_cache_pages", &st_pool_stats_module, <void *>ST_POOL_PAGES_TABLE)
     # owns the connection's kept statements: finalizes them as it closes (process_pool.pxi)
     specs[4] = ModuleSpec("_tensor_kept_statements", &st_kept_module, NULL)
+    specs[5] = ModuleSpec("tensor_embed_batch", &st_batch_module, <void *>1)   # aux: embed
     cdef int i, rc = SQLITE_OK
     for i in range(<int>(sizeof(specs) // sizeof(specs[0]))):
         if rc == SQLITE_OK:

@@ -746,6 +746,7 @@ COMPUTE_DTYPES = _c_names(st_dtype_names)      # weight dtypes the kernels compu
 BAG_MODES = _c_names(st_bag_modes)             # embedding_bag: sum, mean
 ENCODER_ARCHS = _c_names(st_encoder_archs)     # an encoder layer's "arch"
 ENCODER_POOLINGS = _c_names(st_encoder_poolings)   # and its "pooling"
+ENCODER_ACTIVATIONS = (ACTIVATIONS[ACT_GELU], ACTIVATIONS[ACT_RELU])   # and its "activation"
 # an encoder layer's settings, at most (a stored list beyond them is refused as corrupt)
 ENCODER_LIMITS = {"layers": ENC_MAX_BLOCKS, "heads": ENC_MAX_HEADS, "hidden": ENC_MAX_HIDDEN,
                   "intermediate": ENC_MAX_INTERMEDIATE, "max_tokens": ENC_MAX_TOKENS}

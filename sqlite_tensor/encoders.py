@@ -32,10 +32,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from . import _engine
+
 # model_type -> the architectures (config.json "architectures") whose own head is run
 SUPPORTED = {"bert": ("BertModel", "BertForSequenceClassification")}
 # the hidden activations the engine's encoder has (config.json "hidden_act")
-ACTIVATIONS = ("gelu", "relu")
+ACTIVATIONS = _engine.ENCODER_ACTIVATIONS
 POOLINGS = {
     "mean": "pooling_mode_mean_tokens",
     "cls": "pooling_mode_cls_token",

@@ -46,7 +46,7 @@ BAG_MODES = _engine.BAG_MODES
 ENCODER_ARCHS = _engine.ENCODER_ARCHS
 ENCODER_POOLINGS = _engine.ENCODER_POOLINGS
 ENCODER_LIMITS = _engine.ENCODER_LIMITS
-ENCODER_ACTIVATIONS = ("gelu", "relu")
+ENCODER_ACTIVATIONS = _engine.ENCODER_ACTIVATIONS
 # Weight dtypes the kernels compute with (widened to float32 as they are read).
 COMPUTE_DTYPES = _engine.COMPUTE_DTYPES
 

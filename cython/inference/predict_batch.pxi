@@ -10,6 +10,10 @@
 # tensor_predict). Rows are read batch_size at a time (default 256) and each batch runs
 # as one matrix-matrix product per weight tile; outputs come back in the query's order.
 #
+# tensor_embed_batch is the same table giving an encoder's vectors (Store.embed's, SQL
+# tensor_embed's) over (id, text) rows; its output column is named embedding:
+#   SELECT id, embedding FROM tensor_embed_batch('tensors', 'minilm', 'SELECT id, body FROM docs');
+#
 # xBestIndex: store, model and query must be given (=); idxNum bit 1 says batch_size is
 # given too. argv order: store, model, query[, batch_size].
 #
@@ -29,8 +33,14 @@ cdef enum:
     BATCH_MAX_ROWS = 65536
     BATCH_OUT_BYTES = 64 * 1024 * 1024
 
+ctypedef struct BatchVtab:
+    ReportVtab base               # first: a ReportVtab without a report, freed as one
+    int embed                     # tensor_embed_batch: the encoder's vectors
+
 ctypedef struct BatchCursor:
     sqlite3_vtab_cursor base      # must be first
+    int embed                     # as its table's
+    sqlite3_int64 width           # floats per output row
     Plan plan
     int have_plan
     sqlite3_stmt *query           # the user's query
@@ -48,7 +58,9 @@ ctypedef struct BatchCursor:
 cdef int st_batch_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
                           sqlite3_vtab **out, char **err) noexcept nogil:
     cdef int rc = sqlite3_declare_vtab(
-        db, "CREATE TABLE x(id, output BLOB, store HIDDEN, model HIDDEN, query HIDDEN,"
+        db, "CREATE TABLE x(id, embedding BLOB, store HIDDEN, model HIDDEN, query HIDDEN,"
+            " batch_size HIDDEN)" if aux != NULL else
+            "CREATE TABLE x(id, output BLOB, store HIDDEN, model HIDDEN, query HIDDEN,"
             " batch_size HIDDEN)")
     if rc != SQLITE_OK:
         return rc
@@ -56,12 +68,13 @@ cdef int st_batch_connect(sqlite3 *db, void *aux, int argc, const char *const *a
     # the reach of the restrictions SQLite puts on schema-defined SQL.
     sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY)
     # A ReportVtab without a report: all this table needs is its connection.
-    cdef ReportVtab *v = <ReportVtab *>sqlite3_malloc64(sizeof(ReportVtab))
+    cdef BatchVtab *v = <BatchVtab *>sqlite3_malloc64(sizeof(BatchVtab))
     if v == NULL:
         return SQLITE_NOMEM
-    memset(v, 0, sizeof(ReportVtab))
-    v.db = db
-    out[0] = &v.base
+    memset(v, 0, sizeof(BatchVtab))
+    v.base.db = db
+    v.embed = aux != NULL
+    out[0] = &v.base.base
     return SQLITE_OK
 
 
@@ -102,6 +115,7 @@ cdef int st_batch_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **out) noexcept n
     if c == NULL:
         return SQLITE_NOMEM
     memset(c, 0, sizeof(BatchCursor))
+    c.embed = (<BatchVtab *>vtab).embed
     out[0] = &c.base
     return SQLITE_OK
 
@@ -139,8 +153,12 @@ cdef int st_batch_close(sqlite3_vtab_cursor *cur) noexcept nogil:
     return SQLITE_OK
 
 
+cdef const char *st_batch_name(sqlite3_vtab_cursor *cur) noexcept nogil:
+    return "tensor_embed_batch" if (<BatchCursor *>cur).embed else "tensor_predict_batch"
+
+
 cdef int st_batch_error(sqlite3_vtab_cursor *cur, char *err, int rc) noexcept nogil:
-    st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf("tensor_predict_batch: %s",
+    st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf("%s: %s", st_batch_name(cur),
                                                     st_sql_text_or(err, "out of memory")))
     sqlite3_free(err)
     return rc
@@ -171,6 +189,7 @@ cdef int st_batch_fill(BatchCursor *c) noexcept nogil:
         c.ids[c.rows] = sqlite3_value_dup(sqlite3_column_value(c.query, 0))
         c.rows += 1
     if c.rows > 0:
+        c.input.inp.nlayers = 1 if c.embed else 0
         rc = st_kern_forward(&c.plan, &c.input.inp, c.out, &err)
         if rc != SQLITE_OK:
             return st_batch_error(&c.base, err, rc)
@@ -190,27 +209,28 @@ cdef int st_batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_
     c.query_done = 0
     if idx_num < 0:
         st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf(
-            "tensor_predict_batch: needs a store, a model and a query, as in "
-            "tensor_predict_batch('tensors', 'clf', 'SELECT id, features FROM inputs')"))
+            "%s: needs a store, a model and a query, as in "
+            "%s('tensors', 'clf', 'SELECT id, features FROM inputs')", st_batch_name(cur),
+            st_batch_name(cur)))
         return SQLITE_ERROR
     for i in range(argc):
         c.args[i] = sqlite3_value_dup(argv[i])
     for i in range(3):
         if sqlite3_value_type(argv[i]) != SQLITE_TEXT:
             st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf(
-                "tensor_predict_batch: argument %d must be text, got %s", i + 1,
+                "%s: argument %d must be text, got %s", st_batch_name(cur), i + 1,
                 st_fn_value_type_name(sqlite3_value_type(argv[i]))))
             return SQLITE_ERROR
         if <int>strlen(<const char *>sqlite3_value_text(argv[i])) != sqlite3_value_bytes(argv[i]):
             st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf(
-                "tensor_predict_batch: argument %d contains a NUL character", i + 1))
+                "%s: argument %d contains a NUL character", st_batch_name(cur), i + 1))
             return SQLITE_ERROR
     c.batch_size = BATCH_DEFAULT_ROWS
     if idx_num & 1:
         if sqlite3_value_type(argv[3]) != SQLITE_INTEGER or sqlite3_value_int64(argv[3]) < 1 \
                 or sqlite3_value_int64(argv[3]) > BATCH_MAX_ROWS:
             st_qc_set_vtab_error(cur.pVtab, sqlite3_mprintf(
-                "tensor_predict_batch: batch_size must be an integer from 1 to %d",
+                "%s: batch_size must be an integer from 1 to %d", st_batch_name(cur),
                 <int>BATCH_MAX_ROWS))
             return SQLITE_ERROR
         c.batch_size = sqlite3_value_int64(argv[3])
@@ -230,7 +250,13 @@ cdef int st_batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_
     c.have_plan = 1
     if rc != SQLITE_OK:
         return st_batch_error(cur, err, rc)
-    rc = st_sql_prepare_user_query(db, "tensor_predict_batch",
+    if c.embed and c.plan.encoder == NULL:
+        return st_batch_error(cur, sqlite3_mprintf("model '%s' is not an encoder (its first "
+                                                   "layer is not {\"op\": \"encoder\"}); "
+                                                   "tensor_predict_batch runs it",
+                                                   sqlite3_value_text(argv[1])), SQLITE_ERROR)
+    c.width = c.plan.encoder.hidden if c.embed else c.plan.n_out
+    rc = st_sql_prepare_user_query(db, st_batch_name(cur),
                                    <const char *>sqlite3_value_text(argv[2]),
                                    &c.query, &err)
     if rc != SQLITE_OK:
@@ -239,14 +265,14 @@ cdef int st_batch_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx_
         return st_batch_error(cur, sqlite3_mprintf("the query must return two columns (id, input), "
                                                    "it returns %d", sqlite3_column_count(c.query)),
                               SQLITE_ERROR)
-    rc = st_sql_check_result_bytes(db, "an output row", c.plan.n_out, sizeof(float), &err)
+    rc = st_sql_check_result_bytes(db, "an output row", c.width, sizeof(float), &err)
     if rc != SQLITE_OK:
         return st_batch_error(cur, err, rc)
     # a wide model takes fewer rows per batch: the buffer stays under BATCH_OUT_BYTES
-    if c.batch_size > BATCH_OUT_BYTES // (c.plan.n_out * <sqlite3_int64>sizeof(float)):
-        c.batch_size = max(1, BATCH_OUT_BYTES // (c.plan.n_out * <sqlite3_int64>sizeof(float)))
+    if c.batch_size > BATCH_OUT_BYTES // (c.width * <sqlite3_int64>sizeof(float)):
+        c.batch_size = max(1, BATCH_OUT_BYTES // (c.width * <sqlite3_int64>sizeof(float)))
     c.ids = <sqlite3_value **>calloc(c.batch_size, sizeof(sqlite3_value *))
-    c.out = <float *>malloc(c.batch_size * c.plan.n_out * sizeof(float))
+    c.out = <float *>malloc(c.batch_size * c.width * sizeof(float))
     if c.ids == NULL or c.out == NULL:
         return SQLITE_NOMEM
     return st_batch_fill(c)
@@ -271,7 +297,7 @@ cdef int st_batch_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) 
     if i == BATCH_COL_ID:
         sqlite3_result_value(ctx, c.ids[c.pos])
     elif i == BATCH_COL_OUTPUT:
-        sqlite3_result_blob64(ctx, c.out + c.pos * c.plan.n_out, c.plan.n_out * sizeof(float),
+        sqlite3_result_blob64(ctx, c.out + c.pos * c.width, c.width * sizeof(float),
                               SQLITE_TRANSIENT)
     elif c.args[i - BATCH_COL_STORE] != NULL:
         sqlite3_result_value(ctx, c.args[i - BATCH_COL_STORE])
