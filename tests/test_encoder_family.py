@@ -200,22 +200,18 @@ def test_family_folders(family, base_weights):
                 assert 0 < rel < 0.5, (name, k, rel)
 
 
-def test_family_scores_are_what_the_folders_give(family):
-    """The eval figures recorded at build time are recomputed from the written folders with
-    the independent numpy reference (bert_reference), and the fine-tunes learnt their tasks."""
-    sets = family.retrieval_sets("test")
+def test_folders_run_the_same_in_the_reference_and_the_store(family, stored):
+    """Each written folder, run by the independent numpy reference (bert_reference), gives
+    what the engine computes from the store; with test_store_scores_what_the_family_recorded
+    this ties the recorded figures to the folders."""
+    texts = family.test_texts[:6]
     for name in family.embedders():
-        q, ql, d, dl = sets[name]
-        enc = ref.SentenceEncoder(family.members[name].folder)
-        eq, ed = enc.embed(q), enc.embed(d)
-        best = np.argmax(eq @ ed.T, axis=1)
-        score = np.mean([ql[i] == dl[j] for i, j in enumerate(best)])
-        assert score == pytest.approx(family.members[name].own["test"], abs=1e-9), name
+        want = ref.SentenceEncoder(family.members[name].folder).embed(texts)
+        got = stored.embed(name, texts)
+        assert np.sum(want * got, axis=1).min() >= 0.9999, name
     for name in family.classifiers():
-        logits = ef.classify(family.members[name].folder, family.test_texts)
-        score = np.mean(logits.argmax(axis=1) == np.array(family.test_labels[name]))
-        assert score == pytest.approx(family.members[name].own["test"], abs=0.02), name
-        assert family.members[name].own["val"] >= family.members[name].base["val"], name
+        want = ef.classify(family.members[name].folder, texts)
+        np.testing.assert_allclose(stored.predict(name, texts), want, atol=2e-4, err_msg=name)
 
 
 def test_cache_is_reused(family, tmp_path):
@@ -229,3 +225,65 @@ def test_bad_arguments():
         ef.build(size="huge")
     with pytest.raises(ValueError, match="seed must be an integer"):
         ef.build(seed=-1)
+
+
+# -- with the engine: the family stored, scored and deduplicated -------------------------
+
+
+@pytest.fixture(scope="module")
+def stored(family, tmp_path_factory):
+    store = ef.store_family(family, tmp_path_factory.mktemp("encstore") / "family.sqlite")
+    yield store
+    store.close()
+
+
+def test_store_scores_what_the_family_recorded(family, stored):
+    """The validators over the engine (Store.embed / Store.predict on texts) give the
+    figures the numpy training recorded, model by model."""
+    from sqlite_tensor.dedup import accuracy
+
+    test = ef.validators(family, "test")
+    for name, m in family.members.items():
+        assert test(stored, name) == pytest.approx(m.own["test"], abs=0.02), name
+    name = family.classifiers()[0]
+    direct = accuracy(family.test_texts, family.test_labels[name])(stored, name)
+    assert direct == pytest.approx(family.members[name].own["test"], abs=0.02)
+    # the base scores itself at 1 (agreement with its own embeddings), a fine-tune lower
+    from sqlite_tensor.dedup import embedding_agreement
+
+    base = stored.embed(ef.BASE_NAME, family.test_texts)
+    agree = embedding_agreement(family.test_texts, {n: base for n in family.embedders()})
+    assert test(stored, ef.BASE_NAME) == pytest.approx(1.0, abs=1e-6)
+    assert all(agree(stored, n) < 0.999 for n in family.embedders())
+
+
+def test_exact_dedup_shares_all_but_the_trained_tensors(family, stored):
+    stats = stored.stats()
+    assert stats["models"] == len(family.members) + 1
+    per_model = {m["model"]: m for m in stored.model_stats()}
+    base = per_model[ef.BASE_NAME]["logical_bytes"]
+    # each fine-tune's private bytes are about its trained tensors (whole blocks), far
+    # less than a model: the rest is the base's blocks
+    for name in family.members:
+        assert per_model[name]["private_bytes"] < 0.15 * base, name
+    assert stats["physical_bytes"] < 0.3 * stats["logical_bytes"]
+
+
+def test_approximate_dedup_keeps_each_model_within_budget(family, tmp_path):
+    """A fine-tuned classifier over the base, deduplicated with the family's validators:
+    fewer bytes than exact dedup, every validation drop within the budget (the guard's
+    promise, checked by scoring again afterwards)."""
+    from sqlite_tensor import Store
+
+    path = tmp_path / "two.sqlite"
+    cls = family.classifiers()[0]
+    with Store(str(path)) as store:
+        store.add_model(ef.BASE_NAME, str(family.base))
+        store.add_model(cls, str(family.members[cls].folder))
+        exact = store.stats()["physical_bytes"]
+        val = ef.validators(family, "val")
+        before = {m: val(store, m) for m in (ef.BASE_NAME, cls)}
+        report = store.dedup(validator=ef.validators(family, "val"), max_drop=0.02)
+        assert report.physical_bytes_after < exact
+        for m, b in before.items():
+            assert b - val(store, m) <= 0.02 + 1e-9, m
