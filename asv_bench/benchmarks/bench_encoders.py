@@ -280,3 +280,90 @@ class EncoderServing:
         return out[os_cache]["resident_bytes"] / 2**20 if side == "ours" else math.nan
 
     track_resident_mb.unit = "MiB"
+
+
+FAMILY_MAX_DROP = 0.01
+
+
+class EncoderFamilyDedup:
+    """The family (the base and its 8 fine-tunes) stored with exact dedup (adding them),
+    then Store.dedup with the family's validators (sqlite_tensor.testing.encoder_family:
+    retrieval accuracy for embedders, accuracy for classifiers, agreement with its own
+    embeddings for the base) at max_drop FAMILY_MAX_DROP on the validation sets; drops
+    measured on the test sets. ``python -m sqlite_tensor.testing.encoder_family --report``
+    prints the same table."""
+
+    params = [["separate", "exact", "approximate"]]
+    param_names = ["stored"]
+    timeout = 1800
+
+    def setup_cache(self):
+        from sqlite_tensor.testing import encoder_family
+
+        fam = encoder_family.build()
+        tmp = tempfile.mkdtemp(prefix="st-bench-famdedup-")
+        try:
+            t = time.perf_counter()
+            out = encoder_family.dedup_family(
+                fam, os.path.join(tmp, "family.sqlite"), max_drop=FAMILY_MAX_DROP
+            )
+            seconds = time.perf_counter() - t
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        rows = {r.model: (r.before, r.after, r.agreement) for r in out["rows"]}
+        return {
+            "bytes": {
+                "separate": out["separate"],
+                "exact": out["exact"],
+                "approximate": out["approx"],
+            },
+            "rows": rows,
+            "seconds": seconds,
+        }
+
+    def track_mib(self, out, stored):
+        return out["bytes"][stored] / 2**20
+
+    track_mib.unit = "MiB"
+
+    def track_times_fewer_bytes(self, out, stored):
+        return out["bytes"]["separate"] / out["bytes"][stored]
+
+    track_times_fewer_bytes.unit = "separate bytes / bytes stored"
+
+    def track_worst_test_drop(self, out, stored):
+        """The largest drop of any model's test score (approximate only; exact is lossless)."""
+        if stored != "approximate":
+            return 0.0
+        return max(b - a for b, a, _ in out["rows"].values())
+
+    track_worst_test_drop.unit = "score (test set)"
+
+
+class EncoderFamilyModels:
+    """Per model of the family: its test score before and after approximate dedup, and
+    (embedders) the mean cosine of its embeddings after with its own before."""
+
+    params = [
+        [
+            "all-MiniLM-L6-v2",
+            "emb-topic",
+            "emb-topic-sentiment",
+            "emb-topic-intent",
+            "emb-subject",
+            "cls-topic",
+            "cls-sentiment",
+            "cls-intent",
+            "cls-opinion",
+        ],
+        ["before", "after", "cosine"],
+    ]
+    param_names = ["model", "figure"]
+    timeout = 1800
+    setup_cache = EncoderFamilyDedup.setup_cache
+
+    def track_score(self, out, model, figure):
+        before, after, cosine = out["rows"][model]
+        return {"before": before, "after": after, "cosine": cosine}[figure]
+
+    track_score.unit = "test score"
