@@ -287,3 +287,19 @@ def test_approximate_dedup_keeps_each_model_within_budget(family, tmp_path):
         assert report.physical_bytes_after < exact
         for m, b in before.items():
             assert b - val(store, m) <= 0.02 + 1e-9, m
+
+
+def test_figures_names_what_the_encoder_benchmarks_run():
+    """tools/figures.py copies a few names of bench_encoders (it imports neither)."""
+    import importlib.util
+    from pathlib import Path
+
+    from tools import figures
+
+    path = Path(__file__).resolve().parent.parent / "asv_bench" / "benchmarks" / "bench_encoders.py"
+    spec = importlib.util.spec_from_file_location("bench_encoders_copy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert list(figures.ENC_SIDES) == list(bench.SIDES)
+    assert figures.ENC_FAMILY_MAX_DROP == bench.FAMILY_MAX_DROP
+    assert bench.EncoderFamilyModels.params[0] == [ef.BASE_NAME, *ef.EMBEDDERS, *ef.CLASSIFIERS]
