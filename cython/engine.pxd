@@ -477,6 +477,7 @@ cdef enum:
     MIN_PARALLEL_MACS = 1 << 20        # below this a layer runs on one thread
     LOWRANK_ROWS = 256                 # batch rows per low-rank product (sizes its scratch)
     DENSE_TILES_HERE = 64              # tiles of a dense layer listed on the stack (more: calloc)
+    DENSE_ROW_SPLIT = 64               # batch rows per thread from which threads split rows
 
 ctypedef struct Input:
     sqlite3_int64 batch           # rows of input
@@ -656,6 +657,8 @@ ctypedef struct Encoder:
 cdef int st_enc_plan_load(sqlite3 *db, Plan *plan, const char *model, char **err) noexcept nogil
 # used by model_plan.pxi
 cdef void st_enc_free(Encoder *enc) noexcept nogil
+cdef char *st_enc_no_layers_hint(sqlite3 *db, const char *schema, const char *store,
+                                 const char *model) noexcept nogil
 # used by kernels.pxi
 cdef int st_enc_forward(TileCursor *c, Encoder *enc, const Input *inp, float *out,
                         char **err) noexcept nogil

@@ -212,6 +212,8 @@ FLAGS = {
     ("tensor_predict", 3): INNOCUOUS,
     ("tensor_tokenize", 3): INNOCUOUS,
     ("tensor_tokenize", 4): INNOCUOUS,
+    ("tensor_embed", 3): INNOCUOUS,
+    ("tensor_cosine", 2): PURE,
     ("tensor_threads", 0): INNOCUOUS,
     ("tensor_threads", 1): DIRECTONLY,
     ("tensor_cache", 1): DIRECTONLY,

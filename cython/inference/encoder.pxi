@@ -54,7 +54,12 @@ cdef int st_enc_tensor(sqlite3_stmt *stmt, Plan *plan, const char *model, const 
                                          "needs '%s' to be a vector of %lld, it is %lld x %lld",
                                          plan.store, model, full, rows, w.rows, w.cols)
                 rc = SQLITE_CORRUPT
-        elif (rows >= 0 and w.rows != rows) or w.cols != cols:
+        elif rows < 0 and w.cols != cols:
+            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: the encoder of model '%s' "
+                                     "needs '%s' to have %lld columns, it is %lld x %lld",
+                                     plan.store, model, full, cols, w.rows, w.cols)
+            rc = SQLITE_CORRUPT
+        elif rows >= 0 and (w.rows != rows or w.cols != cols):
             err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: the encoder of model '%s' "
                                      "needs '%s' to be %lld x %lld, it is %lld x %lld",
                                      plan.store, model, full, rows, cols, w.rows, w.cols)
@@ -307,6 +312,30 @@ cdef int st_enc_plan_load(sqlite3 *db, Plan *plan, const char *model, char **err
     plan.input_kind = INPUT_TOKENS
     plan.n_in = enc.word.n_in
     return SQLITE_OK
+
+
+cdef char *st_enc_no_layers_hint(sqlite3 *db, const char *schema, const char *store,
+                                 const char *model) noexcept nogil:
+    """Why a model added from a folder has no layers, when its config.json names an
+    architecture the engine does not run (sqlite3_mprintf'd), else NULL."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef char *hint = NULL
+    cdef const char *mt
+    if st_sql_prepare(db, "SELECT CASE WHEN json_valid(CAST(f.data AS TEXT)) THEN"
+                          " CAST(f.data AS TEXT) ->> '$.model_type' END FROM {models} m"
+                          " JOIN {files} f ON f.model_id = m.id AND f.path = 'config.json'"
+                          " WHERE m.name = ?1", schema, store, &stmt) != SQLITE_OK:
+        sqlite3_finalize(stmt)
+        return NULL   # a store without files: nothing to say
+    sqlite3_bind_text(stmt, 1, model, -1, SQLITE_STATIC)
+    if sqlite3_step(stmt) == SQLITE_ROW and sqlite3_column_type(stmt, 0) == SQLITE_TEXT:
+        mt = <const char *>sqlite3_column_text(stmt, 0)
+        if st_plan_name_code(st_encoder_archs, mt) < 0:
+            hint = sqlite3_mprintf(": its config.json has model_type '%.60s', which the engine "
+                                   "cannot run (encoders run as stored for model_type '%s')",
+                                   mt, st_encoder_archs[0])
+    sqlite3_finalize(stmt)
+    return hint
 
 
 cdef void st_enc_free(Encoder *enc) noexcept nogil:

