@@ -532,11 +532,6 @@ def _build(where: Path, size: str, seed: int) -> None:
     manifest["test_texts"] = [s.text for s in splits["test"]]
     manifest["val_labels"], manifest["test_labels"] = {}, {}
 
-    def keys_of(fn, split):
-        out = [fn(s) for s in splits[split]]
-        # one id per distinct key, so labels are JSON-friendly ints
-        return out
-
     base_e = {}
     for split in ("val", "test"):
         base_e[split], _ = embed_rows(weights, h[at[split]], ctx[at[split]], mask[at[split]], eps)
@@ -548,6 +543,7 @@ def _build(where: Path, size: str, seed: int) -> None:
         params = {n: weights[n].copy() for n in names}
         opt = Adam(params, {n: cfg["lr"] for n in names})
         all_keys = {s: [key_fn(x) for x in splits[s]] for s in splits}
+        # one int per distinct key, so that labels are JSON-friendly
         key_ids = {
             key: i for i, key in enumerate(sorted(set(map(str, sum(all_keys.values(), [])))))
         }
