@@ -82,7 +82,7 @@ c-test:
 	@mkdir -p $(C_TEST_DIR)
 	@set -e; for t in half:"" sign:"" gemv:"st_gemv.c st_parallel.c" arena:st_arena.c parallel:st_parallel.c \
 	    fork:"st_fork.c st_arena.c" page:st_page.c guard:st_guard.c memo:st_memo.c \
-	    wordpiece:st_wordpiece.c; do \
+	    wordpiece:st_wordpiece.c encoder:st_parallel.c; do \
 	  name=$${t%%:*}; srcs=""; for s in $${t#*:}; do srcs="$$srcs cython/c/$$s"; done; \
 	  $(C_TEST_CC) $(C_TEST_FLAGS) -O3 -fwrapv tests/c/test_st_$$name.c $$srcs -lm \
 	    -o $(C_TEST_DIR)/$$name; \
@@ -91,10 +91,11 @@ c-test:
 	  $(C_TEST_DIR)/$$name; \
 	  $(C_TEST_SAN) $(C_TEST_DIR)/$$name-asan; \
 	done
-	@set -e; for t in parallel:st_parallel.c arena:st_arena.c gemv:"st_gemv.c st_parallel.c"; do \
+	@set -e; for t in parallel:st_parallel.c arena:st_arena.c gemv:"st_gemv.c st_parallel.c" \
+	    encoder:st_parallel.c; do \
 	  name=$${t%%:*}; srcs=""; for s in $${t#*:}; do srcs="$$srcs cython/c/$$s"; done; \
 	  $(C_TEST_CC) $(C_TEST_FLAGS) -O1 -fsanitize=thread tests/c/test_st_$$name.c \
-	    $$srcs -o $(C_TEST_DIR)/$$name-tsan; \
+	    $$srcs -lm -o $(C_TEST_DIR)/$$name-tsan; \
 	  $(C_TEST_SAN) $(C_TEST_DIR)/$$name-tsan; \
 	done
 	@echo "c-test: all passed"

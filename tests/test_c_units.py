@@ -44,5 +44,6 @@ def test_c_units():
         "guard",
         "memo",
         "wordpiece",
+        "encoder",
     ):
         assert run.stdout.count(f"test_st_{name}: ok") >= 2, run.stdout  # plain and ASan

@@ -2,14 +2,19 @@
 #include "st_encoder.h"
 #include "st_parallel.h"
 
+/* BLAS's sgemm: scipy-openblas32's (tests/c/test_st_encoder.c puts a plain one in its place) */
+#ifndef ST_ENC_SGEMM
 #include <cblas.h>
+#define ST_ENC_SGEMM scipy_cblas_sgemm
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* One copy per instruction set, picked at load time (as st_gemv.c does): the elementwise
-** loops below are written to vectorise, so AVX-512 / AVX2 run 16 / 8 floats at a time. */
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(ST_NO_CLONES)
+** loops below are written to vectorise, so AVX-512 / AVX2 run 16 / 8 floats at a time.
+** ThreadSanitizer crashes in an ifunc resolver: its builds get the default copy only. */
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
 #define ST_ENC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define ST_ENC_CLONES
@@ -38,17 +43,30 @@ static inline float enc_exp(float x) {
     return p * scale.f;
 }
 
-/* erf(x) (Abramowitz and Stegun 7.1.26: absolute error under 1.5e-7) */
-static inline float enc_erf(float x) {
-    float ax = x < 0 ? -x : x;
-    float t = 1.0f / (1.0f + 0.3275911f * ax);
-    float y = 1.061405429f;
-    y = y * t - 1.453152027f;
-    y = y * t + 1.421413741f;
-    y = y * t - 0.284496736f;
-    y = y * t + 0.254829592f;
-    y = 1.0f - y * t * enc_exp(-ax * ax);
-    return x < 0 ? -y : y;
+/* erfc(z) for z >= 0 with a relative error under 1.2e-7 (Numerical Recipes' erfcc,
+** Chebyshev-fitted). GELU uses it on the side where 1 + erf would cancel. */
+static inline float enc_erfc(float z) {
+    float t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    return t * enc_exp(p - z * z);
+}
+
+/* GELU(x) = x Phi(x) = 0.5 x erfc(-x / sqrt 2): through erfc of |x| / sqrt 2, so that the
+** negative side keeps its relative precision (1 + erf(x) there is a difference of two
+** numbers near 1) */
+static inline float enc_gelu(float x) {
+    float z = (x < 0 ? -x : x) * 0.70710678118654752f;
+    float c = enc_erfc(z);
+    return 0.5f * x * (x < 0 ? c : 2.0f - c);
 }
 
 /* -- layer norm ----------------------------------------------------------------------- */
@@ -105,7 +123,7 @@ void st_enc_layernorm(float *x, const float *res, long rows, long n, const float
 /* -- GELU ----------------------------------------------------------------------------- */
 
 ST_ENC_CLONES static void gelu_span(float *x, long n) {
-    for (long i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + enc_erf(x[i] * 0.70710678118654752f));
+    for (long i = 0; i < n; i++) x[i] = enc_gelu(x[i]);
 }
 
 enum { SPAN = 4096 }; /* elements per unit of threaded elementwise work */
@@ -160,10 +178,10 @@ static void attn_range(void *ctx, long begin, long end, int worker) {
         long off = job->start[s] * job->ld + h * job->d;
         if (n <= 0) continue;
         /* S = scale * Q K^T (n x n), then each row softmaxed, then ctx = S V (n x d) */
-        scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, job->d, job->scale,
+        ST_ENC_SGEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, job->d, job->scale,
                     job->q + off, (int)job->ld, job->k + off, (int)job->ld, 0.0f, S, (int)n);
         for (long r = 0; r < n; r++) softmax_row(S + r * n, n);
-        scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, job->d, (int)n, 1.0f, S,
+        ST_ENC_SGEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, job->d, (int)n, 1.0f, S,
                     (int)n, job->v + off, (int)job->ld, 0.0f, job->ctx + off, (int)job->ld);
     }
 }
