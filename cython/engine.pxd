@@ -349,6 +349,21 @@ cdef extern from "st_names.h":
     const char *const st_bag_modes[]
     const char *const st_encoder_archs[]
     const char *const st_encoder_poolings[]
+    ctypedef struct st_encoder_names:
+        const char *word
+        const char *position
+        const char *token_type
+        const char *norm
+        const char *block
+        const char *query
+        const char *key
+        const char *value
+        const char *attn_out
+        const char *attn_norm
+        const char *inter
+        const char *out
+        const char *out_norm
+    const st_encoder_names st_encoder_tensor_names[]
     const char *const st_residual_kind_names[]
     const char *const st_residual_sign_scales[]
     const int st_residual_bits[]
@@ -483,8 +498,8 @@ ctypedef struct Input:
     sqlite3_int64 batch           # rows of input
     const float *x                # INPUT_FEATURES: batch x n_in, row-major
     const int64_t *ids            # INPUT_IDS: batch ids; INPUT_BAGS: every bag's ids, concatenated
-    const int64_t *offsets        # INPUT_BAGS: bag b is ids[offsets[b]:offsets[b+1]] (batch + 1)
-                                  # (INPUT_TOKENS: sentence b's token ids, likewise)
+    # INPUT_BAGS: bag b is ids[offsets[b]:offsets[b+1]] (batch + 1); INPUT_TOKENS likewise
+    const int64_t *offsets
     int nlayers                   # layers to run: 0 all, 1 the encoder alone (its embedding)
 
 # used by inference_sql.pxi, predict_batch.pxi, python_api.pxi
@@ -635,8 +650,11 @@ cdef enum:
     ENC_MAX_HEADS = 4096
     ENC_MAX_TOKENS = 65536         # max_tokens, at most
     ENC_MAX_HIDDEN = 1 << 20       # hidden, at most
-    ENC_MAX_INTERMEDIATE = 1 << 22 # intermediate, at most
-    ENC_CHUNK_TOKENS = 4096        # tokens run through the layers together (bounds memory)
+    ENC_MAX_INTERMEDIATE = 1 << 22  # intermediate, at most
+    ENC_CHUNK_TOKENS = 4096        # tokens run through the layers together, at most
+cdef enum:
+    ENC_CHUNK_BYTES = 128 * 1024 * 1024        # their activations, at most (one sentence: more)
+    ENC_SENTENCE_BYTES = 1024 * 1024 * 1024    # one max_tokens sentence's, at most
 
 ctypedef struct EncoderBlock:     # one transformer layer: its dense layers and norms
     Layer q, k, v, attn_out, inter, out
@@ -647,7 +665,7 @@ ctypedef struct Encoder:
     int nblocks, heads, pooling, normalize, act
     sqlite3_int64 hidden, intermediate, max_tokens
     float eps
-    Layer word, pos, types        # embedding lookups (OP_EMBEDDING layers)
+    Layer word, pos, types        # embedding lookups (OP_EMBEDDING layers; types may be absent)
     Weight ln_w, ln_b             # the embeddings' LayerNorm
     EncoderBlock *blocks
     Tokenizer tok                 # the model's tokenizer.json, truncating at max_tokens

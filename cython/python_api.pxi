@@ -747,6 +747,24 @@ BAG_MODES = _c_names(st_bag_modes)             # embedding_bag: sum, mean
 ENCODER_ARCHS = _c_names(st_encoder_archs)     # an encoder layer's "arch"
 ENCODER_POOLINGS = _c_names(st_encoder_poolings)   # and its "pooling"
 ENCODER_ACTIVATIONS = (ACTIVATIONS[ACT_GELU], ACTIVATIONS[ACT_RELU])   # and its "activation"
+
+
+cdef object _c_text(const char *s):
+    return None if s == NULL else (<bytes>s).decode()
+
+
+cdef dict _encoder_names(const st_encoder_names *n):
+    text = _c_text
+    return {"word": text(n.word), "position": text(n.position), "token_type": text(n.token_type),
+            "norm": text(n.norm), "block": text(n.block), "query": text(n.query),
+            "key": text(n.key), "value": text(n.value), "attn_out": text(n.attn_out),
+            "attn_norm": text(n.attn_norm), "inter": text(n.inter), "out": text(n.out),
+            "out_norm": text(n.out_norm)}
+
+
+# an encoder's tensor names by arch, as the engine resolves them (encoders.encoder_tensors)
+ENCODER_TENSOR_NAMES = {arch: _encoder_names(&st_encoder_tensor_names[i])
+                        for i, arch in enumerate(ENCODER_ARCHS)}
 # an encoder layer's settings, at most (a stored list beyond them is refused as corrupt)
 ENCODER_LIMITS = {"layers": ENC_MAX_BLOCKS, "heads": ENC_MAX_HEADS, "hidden": ENC_MAX_HIDDEN,
                   "intermediate": ENC_MAX_INTERMEDIATE, "max_tokens": ENC_MAX_TOKENS}

@@ -1,7 +1,7 @@
 """Transformer encoders: the layer list of a Hugging Face folder, derived from its files.
 
-A folder whose ``config.json`` has ``model_type`` ``bert`` runs as stored, with no layer
-list written by hand: adding it (``Store.add_model(path)``) stores the list
+A folder whose ``config.json`` has ``model_type`` ``bert`` or ``distilbert`` runs as
+stored, with no layer list written by hand: adding it (``Store.add_model(path)``) stores the list
 :func:`layers_from_folder` derives. Its first layer is the encoder::
 
     {"op": "encoder", "arch": "bert", "prefix": "", "layers": 6, "heads": 12,
@@ -19,7 +19,10 @@ tokens) or token ids, and gives one pooled vector per text (``Store.embed``, SQL
 - ``BertForSequenceClassification``: CLS pooling, then the pooler (dense + tanh) and the
   classifier (dense): ``predict`` gives logits;
 - ``BertModel`` and other BERT heads: CLS pooling, then the pooler when the folder has
-  one (``predict`` gives ``pooler_output``).
+  one (``predict`` gives ``pooler_output``);
+- DistilBERT (``arch`` ``"distilbert"``: no token types, its own tensor names):
+  ``DistilBertForSequenceClassification`` pools CLS, then ``pre_classifier`` (ReLU) and
+  ``classifier``; ``DistilBertModel`` the CLS row.
 
 Anything else raises :class:`UnsupportedModel` naming what it found and what is
 supported; adding such a folder still stores its tensors and files bit-exactly, without
@@ -35,7 +38,10 @@ from typing import Any
 from . import _engine
 
 # model_type -> the architectures (config.json "architectures") whose own head is run
-SUPPORTED = {"bert": ("BertModel", "BertForSequenceClassification")}
+SUPPORTED = {
+    "bert": ("BertModel", "BertForSequenceClassification"),
+    "distilbert": ("DistilBertModel", "DistilBertForSequenceClassification"),
+}
 # the hidden activations the engine's encoder has (config.json "hidden_act")
 ACTIVATIONS = _engine.ENCODER_ACTIVATIONS
 POOLINGS = {
@@ -55,31 +61,31 @@ def _supported() -> str:
 
 def encoder_tensors(layer: Mapping[str, Any]) -> dict[str, tuple[int | None, int]]:
     """The tensors an encoder layer reads: name -> (rows, cols), rows None for "any" (an
-    embedding table's rows); a vector is (n, 1). The engine resolves the same names
-    (cython/inference/encoder.pxi)."""
+    embedding table's rows); a vector is (n, 1). The names are the engine's, per arch
+    (cython/c/st_names.h)."""
+    n = _engine.ENCODER_TENSOR_NAMES[layer["arch"]]
     p, h, i = layer["prefix"], layer["hidden"], layer["intermediate"]
-    out: dict[str, tuple[int | None, int]] = {
-        f"{p}embeddings.word_embeddings.weight": (None, h),
-        f"{p}embeddings.position_embeddings.weight": (None, h),
-        f"{p}embeddings.token_type_embeddings.weight": (None, h),
-        f"{p}embeddings.LayerNorm.weight": (h, 1),
-        f"{p}embeddings.LayerNorm.bias": (h, 1),
-    }
+    out: dict[str, tuple[int | None, int]] = {}
+    for table in ("word", "position", "token_type"):
+        if n[table] is not None:
+            out[f"{p}{n[table]}.weight"] = (None, h)
+    out[f"{p}{n['norm']}.weight"] = (h, 1)
+    out[f"{p}{n['norm']}.bias"] = (h, 1)
     for k in range(layer["layers"]):
-        b = f"{p}encoder.layer.{k}."
-        for name, rows, cols in (
-            ("attention.self.query", h, h),
-            ("attention.self.key", h, h),
-            ("attention.self.value", h, h),
-            ("attention.output.dense", h, h),
-            ("intermediate.dense", i, h),
-            ("output.dense", h, i),
+        b = f"{p}{n['block']}.{k}."
+        for part, rows, cols in (
+            ("query", h, h),
+            ("key", h, h),
+            ("value", h, h),
+            ("attn_out", h, h),
+            ("inter", i, h),
+            ("out", h, i),
         ):
-            out[f"{b}{name}.weight"] = (rows, cols)
-            out[f"{b}{name}.bias"] = (rows, 1)
-        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
-            out[f"{b}{norm}.weight"] = (h, 1)
-            out[f"{b}{norm}.bias"] = (h, 1)
+            out[f"{b}{n[part]}.weight"] = (rows, cols)
+            out[f"{b}{n[part]}.bias"] = (rows, 1)
+        for norm in ("attn_norm", "out_norm"):
+            out[f"{b}{n[norm]}.weight"] = (h, 1)
+            out[f"{b}{n[norm]}.bias"] = (h, 1)
     return out
 
 
@@ -112,6 +118,8 @@ def layers_from_folder(files: Mapping[str, bytes], tensors: Mapping[str, Any]) -
             f"supported: {_supported()}"
         )
     archs = config.get("architectures") or []
+    if model_type == "distilbert":
+        return _distilbert(files, config, archs, tensors)
     act = config.get("hidden_act", "gelu")
     if act not in ACTIVATIONS:
         raise UnsupportedModel(
@@ -122,33 +130,18 @@ def layers_from_folder(files: Mapping[str, bytes], tensors: Mapping[str, Any]) -
             f"config.json has position_embedding_type {config['position_embedding_type']!r}; "
             "the encoder runs 'absolute'"
         )
-    try:
-        hidden = int(config["hidden_size"])
-        layer = {
-            "op": "encoder",
-            "arch": "bert",
-            "prefix": "",
-            "layers": int(config["num_hidden_layers"]),
-            "heads": int(config["num_attention_heads"]),
-            "hidden": hidden,
-            "intermediate": int(config["intermediate_size"]),
-            "eps": float(config.get("layer_norm_eps", 1e-12)),
-            "activation": act,
-            "max_tokens": int(config.get("max_position_embeddings", 512)),
-            "pooling": "cls",
-            "normalize": False,
-        }
-    except (KeyError, TypeError, ValueError) as e:
-        raise UnsupportedModel(f"config.json lacks or mangles a BERT setting ({e!r})") from None
+    layer = _layer(
+        "bert",
+        config,
+        act,
+        "num_hidden_layers",
+        "num_attention_heads",
+        "hidden_size",
+        "intermediate_size",
+        float(config.get("layer_norm_eps", 1e-12)),
+    )
     # the tensors' own prefix: BertModel's files have none, the task heads' "bert."
-    for prefix in ("", "bert."):
-        if f"{prefix}embeddings.word_embeddings.weight" in tensors:
-            layer["prefix"] = prefix
-            break
-    else:
-        raise UnsupportedModel(
-            "no embeddings.word_embeddings.weight (nor bert.embeddings...) among the tensors"
-        )
+    layer["prefix"] = _prefix(tensors, ("", "bert."), "bert")
     head: list[dict] = []
     if "modules.json" in files:
         _sentence_transformers(files, layer)
@@ -174,9 +167,76 @@ def layers_from_folder(files: Mapping[str, bytes], tensors: Mapping[str, Any]) -
             raise UnsupportedModel(
                 f"config.json has architectures {archs}; supported: {_supported()}"
             )
-    positions = _shape(tensors[f"{layer['prefix']}embeddings.position_embeddings.weight"])[0]
-    layer["max_tokens"] = min(layer["max_tokens"], positions)
-    return [layer, *head]
+    return [_fit_positions(layer, tensors), *head]
+
+
+def _layer(arch, config, act, n_layers, n_heads, hidden, inter, eps) -> dict:
+    try:
+        return {
+            "op": "encoder",
+            "arch": arch,
+            "prefix": "",
+            "layers": int(config[n_layers]),
+            "heads": int(config[n_heads]),
+            "hidden": int(config[hidden]),
+            "intermediate": int(config[inter]),
+            "eps": eps,
+            "activation": act,
+            "max_tokens": int(config.get("max_position_embeddings", 512)),
+            "pooling": "cls",
+            "normalize": False,
+        }
+    except (KeyError, TypeError, ValueError) as e:
+        raise UnsupportedModel(f"config.json lacks or mangles a setting ({e!r})") from None
+
+
+def _prefix(tensors, prefixes, arch) -> str:
+    word = _engine.ENCODER_TENSOR_NAMES[arch]["word"] + ".weight"
+    for prefix in prefixes:
+        if prefix + word in tensors:
+            return prefix
+    raise UnsupportedModel(f"no {word} (nor {prefixes[-1]}{word}) among the tensors")
+
+
+def _fit_positions(layer: dict, tensors) -> dict:
+    """max_tokens no more than the position embeddings the tensors have."""
+    name = f"{layer['prefix']}{_engine.ENCODER_TENSOR_NAMES[layer['arch']]['position']}.weight"
+    if name in tensors:
+        layer["max_tokens"] = min(layer["max_tokens"], _shape(tensors[name])[0])
+    return layer
+
+
+def _distilbert(files, config, archs, tensors) -> list[dict]:
+    """DistilBERT: BERT without token types, its layer norms' eps fixed at 1e-12; the
+    classifier pools [CLS], then pre_classifier (ReLU) and classifier."""
+    act = config.get("activation", "gelu")
+    if act not in ACTIVATIONS:
+        raise UnsupportedModel(
+            f"config.json has activation {act!r}; the encoder runs {', '.join(ACTIVATIONS)}"
+        )
+    layer = _layer("distilbert", config, act, "n_layers", "n_heads", "dim", "hidden_dim", 1e-12)
+    layer["prefix"] = _prefix(tensors, ("", "distilbert."), "distilbert")
+    head: list[dict] = []
+    if "modules.json" in files:
+        _sentence_transformers(files, layer)
+    elif "DistilBertForSequenceClassification" in archs:
+        if "pre_classifier.weight" not in tensors or "classifier.weight" not in tensors:
+            raise UnsupportedModel(
+                "config.json says DistilBertForSequenceClassification but the tensors lack "
+                "pre_classifier.weight or classifier.weight"
+            )
+        head = [
+            {
+                "op": "dense",
+                "weight": "pre_classifier.weight",
+                "bias": "pre_classifier.bias",
+                "activation": "relu",
+            },
+            {"op": "dense", "weight": "classifier.weight", "bias": "classifier.bias"},
+        ]
+    elif archs and not any(a.startswith("DistilBert") for a in archs):
+        raise UnsupportedModel(f"config.json has architectures {archs}; supported: {_supported()}")
+    return [_fit_positions(layer, tensors), *head]
 
 
 def derived_layers(files: Mapping[str, bytes], tensors: Mapping[str, Any]) -> list[dict] | None:
@@ -215,7 +275,8 @@ def _sentence_transformers(files: Mapping[str, bytes], layer: dict) -> None:
         cfg = _json(files, f"{path}/config.json") if f"{path}/config.json" in files else {}
         modes = [m for m, key in POOLINGS.items() if cfg.get(key)]
         others = [
-            k for k, v in cfg.items()
+            k
+            for k, v in cfg.items()
             if k.startswith("pooling_mode") and v and k not in POOLINGS.values()
         ]
         if len(modes) != 1 or others:

@@ -16,8 +16,8 @@ and read by the compiled engine. Each layer is a dict:
      "intermediate": 1536, "eps": 1e-12, "activation": "gelu", "max_tokens": 256,
      "pooling": "mean", "normalize": true}
         a transformer encoder (first only): text or token ids -> one pooled (hidden,)
-        vector per text; its tensors are named as Hugging Face's BertModel names them,
-        after prefix (sqlite_tensor.encoders derives this layer from a folder and lists
+        vector per text; arch "bert" or "distilbert", its tensors named as Hugging Face's
+        BertModel / DistilBertModel name them, after prefix (sqlite_tensor.encoders derives this layer from a folder and lists
         its tensors). pooling: mean, cls or max; normalize: L2 after pooling. Defaults:
         prefix "", eps 1e-12, activation gelu, pooling mean, normalize false, max_tokens
         the number of position embeddings.
@@ -56,8 +56,18 @@ _KEYS = {
     "embedding_bag": {"op", "weight", "mode"},
     "activation": {"op", "activation"},
     "encoder": {
-        "op", "arch", "prefix", "layers", "heads", "hidden", "intermediate", "eps",
-        "activation", "max_tokens", "pooling", "normalize",
+        "op",
+        "arch",
+        "prefix",
+        "layers",
+        "heads",
+        "hidden",
+        "intermediate",
+        "eps",
+        "activation",
+        "max_tokens",
+        "pooling",
+        "normalize",
     },
 }
 
@@ -178,9 +188,7 @@ def _encoder(where: str, layer: Mapping[str, Any], tensors) -> dict:
             raise LayerError(f"{where}: {key} must be an integer from 1 to {most}, got {value!r}")
         canon[key] = value
     if canon["hidden"] % canon["heads"]:
-        raise LayerError(
-            f"{where}: heads {canon['heads']} must divide hidden {canon['hidden']}"
-        )
+        raise LayerError(f"{where}: heads {canon['heads']} must divide hidden {canon['hidden']}")
     eps = layer.get("eps", 1e-12)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
         raise LayerError(f"{where}: eps must be a number between 0 and 1, got {eps!r}")
@@ -193,8 +201,11 @@ def _encoder(where: str, layer: Mapping[str, Any], tensors) -> dict:
     for name, (rows, cols) in encoder_tensors({**canon, "max_tokens": 1}).items():
         shape, _ = _tensor(where, "tensor", name, tensors)
         if cols == 1 and rows is not None:  # a vector
-            ok = len(shape) in (1, 2) and int(np.prod(shape)) == rows and (
-                len(shape) == 1 or 1 in shape)
+            ok = (
+                len(shape) in (1, 2)
+                and int(np.prod(shape)) == rows
+                and (len(shape) == 1 or 1 in shape)
+            )
             want = f"({rows},)"
         else:
             ok = len(shape) == 2 and shape[1] == cols and (rows is None or shape[0] == rows)
@@ -206,12 +217,23 @@ def _encoder(where: str, layer: Mapping[str, Any], tensors) -> dict:
     max_tokens = canon.get("max_tokens", min(positions, ENCODER_LIMITS["max_tokens"]))
     if max_tokens > positions:
         raise LayerError(
-            f"{where}: max_tokens {max_tokens} is over the model's {positions} position "
-            "embeddings"
+            f"{where}: max_tokens {max_tokens} is over the model's {positions} position embeddings"
         )
     canon["max_tokens"] = max_tokens
-    order = ("op", "arch", "prefix", "layers", "heads", "hidden", "intermediate", "eps",
-             "activation", "max_tokens", "pooling", "normalize")
+    order = (
+        "op",
+        "arch",
+        "prefix",
+        "layers",
+        "heads",
+        "hidden",
+        "intermediate",
+        "eps",
+        "activation",
+        "max_tokens",
+        "pooling",
+        "normalize",
+    )
     return {k: canon[k] for k in order}
 
 

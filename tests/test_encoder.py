@@ -153,22 +153,28 @@ def test_sql_surfaces_over_minilm(minilm):
         (PAIR[1],),
     ).get
     assert best == 11
-    assert conn.execute(
-        "SELECT tensor_argmax(tensor_embed('tensors', 'minilm', 'hi'))"
-    ).get == int(np.argmax(minilm.embed("minilm", "hi")))
-    top = json.loads(conn.execute("SELECT tensor_topk(tensor_embed('tensors', 'minilm', 'hi'), 3)").get)
+    assert conn.execute("SELECT tensor_argmax(tensor_embed('tensors', 'minilm', 'hi'))").get == int(
+        np.argmax(minilm.embed("minilm", "hi"))
+    )
+    top = json.loads(
+        conn.execute("SELECT tensor_topk(tensor_embed('tensors', 'minilm', 'hi'), 3)").get
+    )
     assert [i for i, _ in top] == list(np.argsort(-minilm.embed("minilm", "hi"))[:3])
     # token ids as a JSON array and as an int64 BLOB give the text's vector
     ids = minilm.tokenize("minilm", texts[0])
     for arg in (json.dumps(ids.tolist()), ids.tobytes()):
-        v = np.frombuffer(conn.execute("SELECT tensor_embed('tensors', 'minilm', ?)", (arg,)).get,
-                          np.float32)
+        v = np.frombuffer(
+            conn.execute("SELECT tensor_embed('tensors', 'minilm', ?)", (arg,)).get, np.float32
+        )
         np.testing.assert_allclose(v, want[0], atol=2e-6)
     assert conn.execute("SELECT tensor_embed('tensors', 'minilm', NULL)").get is None
     # tensor_predict is the whole list: for a sentence encoder, the same vector
-    assert conn.execute(
-        "SELECT tensor_predict('tensors', 'minilm', 'x') = tensor_embed('tensors', 'minilm', 'x')"
-    ).get == 1
+    assert (
+        conn.execute(
+            "SELECT tensor_predict('tensors', 'minilm', 'x') = tensor_embed('tensors', 'minilm', 'x')"
+        ).get
+        == 1
+    )
 
 
 def test_cosine(minilm):
@@ -176,8 +182,15 @@ def test_cosine(minilm):
     a = np.array([1, 2, 3], np.float32)
     b = np.array([-2, 0.5, 4], np.float32)
     want = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-    assert c.execute("SELECT tensor_cosine(?, ?)", (a.tobytes(), b.tobytes())).get == pytest.approx(want)
-    assert c.execute("SELECT tensor_cosine(?, ?)", (a.tobytes(), np.zeros(3, np.float32).tobytes())).get is None
+    assert c.execute("SELECT tensor_cosine(?, ?)", (a.tobytes(), b.tobytes())).get == pytest.approx(
+        want
+    )
+    assert (
+        c.execute(
+            "SELECT tensor_cosine(?, ?)", (a.tobytes(), np.zeros(3, np.float32).tobytes())
+        ).get
+        is None
+    )
     assert c.execute("SELECT tensor_cosine(NULL, ?)", (a.tobytes(),)).get is None
     for x, y, msg in [
         (a.tobytes(), a[:2].tobytes(), "differ in length: 3 and 2"),
@@ -190,14 +203,22 @@ def test_cosine(minilm):
 
 def test_shell_embeds_without_python(sqlite3_shell, clean_env, minilm_db, minilm):
     result = subprocess.run(
-        [sqlite3_shell, "-batch", str(minilm_db), f".load {sqlite_tensor.loadable_path()}",
-         "SELECT round(tensor_cosine(tensor_embed('tensors', 'minilm', 'A man is eating food.'),"
-         " tensor_embed('tensors', 'minilm', 'A man is eating a piece of bread.')), 4);",
-         "SELECT hex(tensor_embed('tensors', 'minilm', 'Café ☕'));",
-         "SELECT id, length(embedding) FROM tensor_embed_batch('tensors', 'minilm',"
-         " 'SELECT 7, ''hello'' UNION ALL SELECT 8, ''world''');",
-         "SELECT tensor_embed('tensors', 'minilm', '[1, 99999]');"],
-        capture_output=True, text=True, timeout=60, env=clean_env,
+        [
+            sqlite3_shell,
+            "-batch",
+            str(minilm_db),
+            f".load {sqlite_tensor.loadable_path()}",
+            "SELECT round(tensor_cosine(tensor_embed('tensors', 'minilm', 'A man is eating food.'),"
+            " tensor_embed('tensors', 'minilm', 'A man is eating a piece of bread.')), 4);",
+            "SELECT hex(tensor_embed('tensors', 'minilm', 'Café ☕'));",
+            "SELECT id, length(embedding) FROM tensor_embed_batch('tensors', 'minilm',"
+            " 'SELECT 7, ''hello'' UNION ALL SELECT 8, ''world''');",
+            "SELECT tensor_embed('tensors', 'minilm', '[1, 99999]');",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env,
     )
     lines = result.stdout.splitlines()
     assert lines[0] == "0.7553"
@@ -259,16 +280,19 @@ def reference_logits(reference, tensors, config, folder, texts):
     out = []
     for t in texts:  # one at a time, unpadded
         ids = np.array([tok.encode(t).ids])
-        states = reference.encode(tensors, reference.BertConfig.from_json(config), ids,
-                                  np.ones_like(ids), prefix="bert.")
-        pooled = np.tanh(states[:, 0] @ tensors["bert.pooler.dense.weight"].T
-                         + tensors["bert.pooler.dense.bias"])
+        states = reference.encode(
+            tensors, reference.BertConfig.from_json(config), ids, np.ones_like(ids), prefix="bert."
+        )
+        pooled = np.tanh(
+            states[:, 0] @ tensors["bert.pooler.dense.weight"].T + tensors["bert.pooler.dense.bias"]
+        )
         out.append(pooled @ tensors["classifier.weight"].T + tensors["classifier.bias"])
     return np.concatenate(out)
 
 
-@pytest.mark.parametrize("blocks", [dict(), dict(block_rows=7, block_cols=10)],
-                         ids=["default-blocks", "ragged-tiles"])
+@pytest.mark.parametrize(
+    "blocks", [dict(), dict(block_rows=7, block_cols=10)], ids=["default-blocks", "ragged-tiles"]
+)
 def test_classifier_logits_match_the_reference(tmp_path, clf_folder, fast_reference, blocks):
     folder, tensors, config = clf_folder
     texts = CORPUS[:4] + ["word " * 100, "", "Hello tokenizer world"]
@@ -286,7 +310,9 @@ def test_classifier_logits_match_the_reference(tmp_path, clf_folder, fast_refere
         # SQL: logits, and argmax over them
         for i, t in enumerate(texts):
             blob = store.conn.execute("SELECT tensor_predict('tensors', 'clf', ?)", (t,)).get
-            np.testing.assert_allclose(np.frombuffer(blob, np.float32), want[i], rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(
+                np.frombuffer(blob, np.float32), want[i], rtol=1e-4, atol=1e-4
+            )
         store.conn.execute("CREATE TABLE texts(id INTEGER PRIMARY KEY, t TEXT)")
         store.conn.executemany("INSERT INTO texts(t) VALUES (?)", [(t,) for t in texts])
         labels = store.conn.execute(
@@ -308,15 +334,18 @@ def test_half_precision_weights_and_ids_without_a_tokenizer(tmp_path, clf_folder
     want = []
     for row in ids:
         a = np.array([row])
-        states = fast_reference.encode(widened, fast_reference.BertConfig.from_json(config), a,
-                                       np.ones_like(a), prefix="bert.")
-        pooled = np.tanh(states[:, 0] @ widened["bert.pooler.dense.weight"].T
-                         + widened["bert.pooler.dense.bias"])
+        states = fast_reference.encode(
+            widened, fast_reference.BertConfig.from_json(config), a, np.ones_like(a), prefix="bert."
+        )
+        pooled = np.tanh(
+            states[:, 0] @ widened["bert.pooler.dense.weight"].T + widened["bert.pooler.dense.bias"]
+        )
         want.append(pooled @ widened["classifier.weight"].T + widened["classifier.bias"])
     with sqlite_tensor.Store(tmp_path / "half.sqlite") as store:
         store.add_model("half", half, layers=layers)  # tensors alone: no tokenizer.json
-        np.testing.assert_allclose(store.predict("half", ids), np.concatenate(want), rtol=1e-4,
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            store.predict("half", ids), np.concatenate(want), rtol=1e-4, atol=1e-4
+        )
         with pytest.raises(ValueError, match="tokenizer"):
             store.embed("half", ["some text"])
         with pytest.raises(Exception, match="tokenizer"):
@@ -346,18 +375,24 @@ def test_bad_texts_and_ids(minilm):
         (b"\x01\x02\x03", "not a multiple of 8"),
         (3.5, "an encoder takes text"),
     ]:
-        q = "SELECT tensor_embed('tensors', 'minilm', CAST(? AS TEXT))" if arg == b"\xff\xfe" \
+        q = (
+            "SELECT tensor_embed('tensors', 'minilm', CAST(? AS TEXT))"
+            if arg == b"\xff\xfe"
             else "SELECT tensor_embed('tensors', 'minilm', ?)"
+        )
         with pytest.raises(Exception, match=msg):
             c.execute(q, (arg,)).get
     with pytest.raises(Exception, match="row 2 of the query: .*token id 99999"):
-        c.execute("SELECT * FROM tensor_embed_batch('tensors', 'minilm',"
-                  " 'SELECT 1, ''ok'' UNION ALL SELECT 2, ''[5, 99999]''')").fetchall()
+        c.execute(
+            "SELECT * FROM tensor_embed_batch('tensors', 'minilm',"
+            " 'SELECT 1, ''ok'' UNION ALL SELECT 2, ''[5, 99999]''')"
+        ).fetchall()
 
 
 def test_embed_of_a_model_that_is_not_an_encoder(minilm):
-    minilm.add_model("mlp", {"w": np.ones((2, 3), np.float32)},
-                     layers=[{"op": "dense", "weight": "w"}])
+    minilm.add_model(
+        "mlp", {"w": np.ones((2, 3), np.float32)}, layers=[{"op": "dense", "weight": "w"}]
+    )
     with pytest.raises(ValueError, match="not an encoder"):
         minilm.embed("mlp", ["x"])
     with pytest.raises(Exception, match="not an encoder"):
@@ -376,7 +411,9 @@ def test_unsupported_architecture_is_stored_but_says_why_it_cannot_run(tmp_path,
         store.add_model("gpt", other)  # stored bit-exactly, without layers
         assert store.layers("gpt") is None
         np.testing.assert_array_equal(store.get_tensor("gpt", "wte.weight"), np.ones((4, 2)))
-        with pytest.raises(TensorStoreError, match=r"model_type 'gpt2'.*supported: model_type 'bert'"):
+        with pytest.raises(
+            TensorStoreError, match=r"model_type 'gpt2'.*supported: model_type 'bert'"
+        ):
             store.embed("gpt", ["x"])
         with pytest.raises(TensorStoreError, match="model_type 'gpt2'"):
             store.predict("gpt", ["x"])
@@ -384,7 +421,8 @@ def test_unsupported_architecture_is_stored_but_says_why_it_cannot_run(tmp_path,
             store.conn.execute("SELECT tensor_embed('tensors', 'gpt', 'x')").get
     with pytest.raises(encoders.UnsupportedModel, match="hidden_act 'swish'"):
         encoders.layers_from_folder(
-            {"config.json": json.dumps({**config, "hidden_act": "swish"}).encode()}, tensors)
+            {"config.json": json.dumps({**config, "hidden_act": "swish"}).encode()}, tensors
+        )
     with pytest.raises(encoders.UnsupportedModel, match="no config.json"):
         encoders.layers_from_folder({}, tensors)
     with pytest.raises(encoders.UnsupportedModel, match="not valid JSON"):
@@ -422,7 +460,10 @@ def test_set_layers_checks_an_encoder(tmp_path, clf_folder, change, msg):
     [
         ({"heads": 5}, "5 heads, which do not divide hidden 32"),
         ({"layers": 10**9}, "layers 1000000000; it must be an integer from 1 to 1000"),
-        ({"layers": 3}, "'bert.encoder.layer.2.attention.self.query.weight', which the model does not have"),
+        (
+            {"layers": 3},
+            "'bert.encoder.layer.2.attention.self.query.weight', which the model does not have",
+        ),
         ({"hidden": 64, "heads": 4}, "word_embeddings.weight' to have 64 columns, it is 800 x 32"),
         ({"intermediate": 65}, "intermediate.dense.weight' to be 65 x 32, it is 64 x 32"),
         ({"intermediate": 10**9}, "intermediate 1000000000"),
@@ -442,7 +483,8 @@ def test_hostile_stored_encoder_is_corrupt_not_a_crash(tmp_path, clf_folder, cha
         layers = store.layers("clf")
         hostile = json.dumps([{**layers[0], **change}, *layers[1:]])
         tamperable(store.conn).execute(
-            "UPDATE tensors_models SET layers = ? WHERE name = 'clf'", (hostile,))
+            "UPDATE tensors_models SET layers = ? WHERE name = 'clf'", (hostile,)
+        )
         with pytest.raises(CorruptStoreError, match=msg):
             store.predict("clf", ["some text"])
         with pytest.raises(CorruptStoreError, match=msg):
@@ -453,6 +495,114 @@ def test_hostile_stored_encoder_is_corrupt_not_a_crash(tmp_path, clf_folder, cha
         # an encoder that is not first
         tamperable(store.conn).execute(
             "UPDATE tensors_models SET layers = ? WHERE name = 'clf'",
-            (json.dumps([layers[1], layers[0]]),))
+            (json.dumps([layers[1], layers[0]]),),
+        )
         with pytest.raises(CorruptStoreError):
             store.predict("clf", [[1, 2]])
+
+
+# -- DistilBERT: BERT without token types, under other names -------------------------------------
+
+DISTIL_NAMES = {
+    "attention.self.query": "attention.q_lin",
+    "attention.self.key": "attention.k_lin",
+    "attention.self.value": "attention.v_lin",
+    "attention.output.dense": "attention.out_lin",
+    "attention.output.LayerNorm": "sa_layer_norm",
+    "intermediate.dense": "ffn.lin1",
+    "output.dense": "ffn.lin2",
+    "output.LayerNorm": "output_layer_norm",
+}
+
+
+def distil_name(bert_name: str) -> str | None:
+    name = bert_name.removeprefix("bert.")
+    if name.startswith("embeddings.token_type") or name.startswith("embeddings.position_ids"):
+        return None
+    if name.startswith("pooler.dense."):
+        return "pre_classifier." + name.rsplit(".", 1)[1]
+    if name.startswith("encoder.layer."):
+        _, _, i, rest = name.split(".", 3)
+        part, kind = rest.rsplit(".", 1)
+        return f"distilbert.transformer.layer.{i}.{DISTIL_NAMES[part]}.{kind}"
+    return name if name.startswith("classifier.") else "distilbert." + name
+
+
+def test_distilbert_classifier_matches_the_reference(tmp_path, clf_folder, fast_reference):
+    folder, tensors, config = clf_folder
+    distil = {distil_name(k): v for k, v in tensors.items() if distil_name(k) is not None}
+    out = tmp_path / "distil"
+    out.mkdir()
+    save_file(distil, str(out / "model.safetensors"))
+    (out / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["DistilBertForSequenceClassification"],
+                "model_type": "distilbert",
+                "dim": CLF["hidden"],
+                "n_layers": CLF["layers"],
+                "n_heads": HEADS,
+                "hidden_dim": CLF["intermediate"],
+                "max_position_embeddings": CLF["positions"],
+                "activation": "gelu",
+                "vocab_size": config["vocab_size"],
+            }
+        )
+    )
+    (out / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
+    # the reference: the BERT of the same weights with token types of zeros, then
+    # pre_classifier with ReLU and the classifier on [CLS]
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    tok.enable_truncation(CLF["positions"])
+    as_bert = {
+        **tensors,
+        "bert.embeddings.token_type_embeddings.weight": np.zeros_like(
+            tensors["bert.embeddings.token_type_embeddings.weight"]
+        ),
+    }
+    texts = CORPUS[:3] + ["word " * 60]
+    want = []
+    for t in texts:
+        ids = np.array([tok.encode(t).ids])
+        states = fast_reference.encode(
+            as_bert,
+            fast_reference.BertConfig.from_json(config),
+            ids,
+            np.ones_like(ids),
+            prefix="bert.",
+        )
+        pre = np.maximum(
+            states[:, 0] @ distil["pre_classifier.weight"].T + distil["pre_classifier.bias"], 0
+        )
+        want.append(pre @ distil["classifier.weight"].T + distil["classifier.bias"])
+    with sqlite_tensor.Store(tmp_path / "d.sqlite", block_rows=7, block_cols=10) as store:
+        store.add_model("distil", out)
+        layers = store.layers("distil")
+        assert layers[0]["arch"] == "distilbert" and layers[0]["prefix"] == "distilbert."
+        assert [layer.get("activation") for layer in layers[1:]] == ["relu", "identity"]
+        np.testing.assert_allclose(
+            store.predict("distil", texts), np.concatenate(want), rtol=1e-4, atol=1e-4
+        )
+        emb = store.conn.execute("SELECT tensor_embed('tensors', 'distil', 'hello')").get
+        assert len(emb) == 4 * CLF["hidden"]
+
+
+def test_an_encoder_too_large_to_run_is_refused_before_allocating(tmp_path, clf_folder):
+    folder, tensors, config = clf_folder
+    with sqlite_tensor.Store(tmp_path / "big.sqlite") as store:
+        store.add_model("clf", folder)
+        layers = store.layers("clf")
+        tamperable(store.conn).execute(
+            "UPDATE tensors_models SET layers = ? WHERE name = 'clf'",
+            (json.dumps([{**layers[0], "max_tokens": 60000}, *layers[1:]]),),
+        )
+        with pytest.raises(
+            TensorStoreError,
+            match="would need .* bytes for one sentence, over the limit of 1073741824",
+        ):
+            store.embed("clf", [[2, 3]])
+        with pytest.raises(Exception, match="over the limit of 1073741824") as e:
+            store.conn.execute("SELECT tensor_embed('tensors', 'clf', '[2, 3]')").get
+        assert e.value.result == 18  # SQLITE_TOOBIG

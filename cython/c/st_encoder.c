@@ -84,14 +84,18 @@ ST_ENC_CLONES static void ln_rows(const ln_job *job, long begin, long end) {
         float *x = job->x + r * n;
         if (job->res) {
             const float *res = job->res + r * n;
-            for (i = 0; i < n; i++) x[i] += res[i];
+            for (i = 0; i < n; i++)
+                x[i] += res[i];
         }
         /* eight partial sums: vectorised, and closer than one running sum */
         float acc[8] = {0}, mean = 0, var = 0;
         for (i = 0; i + 8 <= n; i += 8)
-            for (int j = 0; j < 8; j++) acc[j] += x[i + j];
-        for (; i < n; i++) acc[0] += x[i];
-        for (int j = 0; j < 8; j++) mean += acc[j];
+            for (int j = 0; j < 8; j++)
+                acc[j] += x[i + j];
+        for (; i < n; i++)
+            acc[0] += x[i];
+        for (int j = 0; j < 8; j++)
+            mean += acc[j];
         mean /= (float)n;
         memset(acc, 0, sizeof(acc));
         for (i = 0; i + 8 <= n; i += 8)
@@ -99,10 +103,13 @@ ST_ENC_CLONES static void ln_rows(const ln_job *job, long begin, long end) {
                 float d = x[i + j] - mean;
                 acc[j] += d * d;
             }
-        for (; i < n; i++) acc[0] += (x[i] - mean) * (x[i] - mean);
-        for (int j = 0; j < 8; j++) var += acc[j];
+        for (; i < n; i++)
+            acc[0] += (x[i] - mean) * (x[i] - mean);
+        for (int j = 0; j < 8; j++)
+            var += acc[j];
         float inv = 1.0f / sqrtf(var / (float)n + job->eps);
-        for (i = 0; i < n; i++) x[i] = (x[i] - mean) * inv * job->g[i] + job->b[i];
+        for (i = 0; i < n; i++)
+            x[i] = (x[i] - mean) * inv * job->g[i] + job->b[i];
     }
 }
 
@@ -111,8 +118,8 @@ static void ln_range(void *ctx, long begin, long end, int worker) {
     ln_rows((const ln_job *)ctx, begin, end);
 }
 
-void st_enc_layernorm(float *x, const float *res, long rows, long n, const float *g,
-                      const float *b, float eps, int nthreads) {
+void st_enc_layernorm(float *x, const float *res, long rows, long n, const float *g, const float *b,
+                      float eps, int nthreads) {
     ln_job job = {x, res, g, b, n, eps};
     if (nthreads > 1 && rows > 1)
         st_parallel_for(nthreads, rows, ln_range, &job);
@@ -123,7 +130,8 @@ void st_enc_layernorm(float *x, const float *res, long rows, long n, const float
 /* -- GELU ----------------------------------------------------------------------------- */
 
 ST_ENC_CLONES static void gelu_span(float *x, long n) {
-    for (long i = 0; i < n; i++) x[i] = enc_gelu(x[i]);
+    for (long i = 0; i < n; i++)
+        x[i] = enc_gelu(x[i]);
 }
 
 enum { SPAN = 4096 }; /* elements per unit of threaded elementwise work */
@@ -161,13 +169,15 @@ typedef struct {
 ST_ENC_CLONES static void softmax_row(float *row, long n) {
     float m = row[0], s = 0;
     long i;
-    for (i = 1; i < n; i++) m = row[i] > m ? row[i] : m;
+    for (i = 1; i < n; i++)
+        m = row[i] > m ? row[i] : m;
     for (i = 0; i < n; i++) {
         row[i] = enc_exp(row[i] - m);
         s += row[i];
     }
     float inv = 1.0f / s;
-    for (i = 0; i < n; i++) row[i] *= inv;
+    for (i = 0; i < n; i++)
+        row[i] *= inv;
 }
 
 static void attn_range(void *ctx, long begin, long end, int worker) {
@@ -176,26 +186,31 @@ static void attn_range(void *ctx, long begin, long end, int worker) {
     for (long u = begin; u < end; u++) {
         long s = u / job->heads, h = u % job->heads, n = job->lens[s];
         long off = job->start[s] * job->ld + h * job->d;
-        if (n <= 0) continue;
+        if (n <= 0)
+            continue;
         /* S = scale * Q K^T (n x n), then each row softmaxed, then ctx = S V (n x d) */
         ST_ENC_SGEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, job->d, job->scale,
-                    job->q + off, (int)job->ld, job->k + off, (int)job->ld, 0.0f, S, (int)n);
-        for (long r = 0; r < n; r++) softmax_row(S + r * n, n);
+                     job->q + off, (int)job->ld, job->k + off, (int)job->ld, 0.0f, S, (int)n);
+        for (long r = 0; r < n; r++)
+            softmax_row(S + r * n, n);
         ST_ENC_SGEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, job->d, (int)n, 1.0f, S,
-                    (int)n, job->v + off, (int)job->ld, 0.0f, job->ctx + off, (int)job->ld);
+                     (int)n, job->v + off, (int)job->ld, 0.0f, job->ctx + off, (int)job->ld);
     }
 }
 
 int st_enc_attention(const float *q, const float *k, const float *v, float *ctx, long ld,
-                     const long *start, const long *lens, long nsent, long maxlen, int heads,
-                     int d, int nthreads) {
+                     const long *start, const long *lens, long nsent, long maxlen, int heads, int d,
+                     int nthreads) {
     long units = nsent * heads;
-    if (nthreads > units) nthreads = (int)units;
-    if (nthreads < 1) nthreads = 1;
-    attn_job job = {q, k, v, ctx, ld, start, lens, heads, d, 1.0f / sqrtf((float)d), NULL,
-                    maxlen * maxlen};
+    if (nthreads > units)
+        nthreads = (int)units;
+    if (nthreads < 1)
+        nthreads = 1;
+    attn_job job = {
+        q, k, v, ctx, ld, start, lens, heads, d, 1.0f / sqrtf((float)d), NULL, maxlen * maxlen};
     job.scratch = malloc((size_t)nthreads * (size_t)job.stride * sizeof(float) + 1);
-    if (!job.scratch) return -1;
+    if (!job.scratch)
+        return -1;
     if (nthreads > 1)
         st_parallel_for(nthreads, units, attn_range, &job);
     else
@@ -220,20 +235,24 @@ void st_enc_pool(const float *x, long n, const long *start, const long *lens, lo
         } else if (pooling == 2) { /* max */
             memcpy(o, rows, n * sizeof(float));
             for (r = 1; r < len; r++)
-                for (i = 0; i < n; i++) o[i] = rows[r * n + i] > o[i] ? rows[r * n + i] : o[i];
+                for (i = 0; i < n; i++)
+                    o[i] = rows[r * n + i] > o[i] ? rows[r * n + i] : o[i];
         } else { /* mean, summed in double: up to thousands of rows */
             for (i = 0; i < n; i++) {
                 double acc = 0;
-                for (r = 0; r < len; r++) acc += rows[r * n + i];
+                for (r = 0; r < len; r++)
+                    acc += rows[r * n + i];
                 o[i] = (float)(acc / (double)len);
             }
         }
         if (normalize) { /* as torch.nn.functional.normalize: x / max(||x||, 1e-12) */
             double ss = 0;
-            for (i = 0; i < n; i++) ss += (double)o[i] * o[i];
+            for (i = 0; i < n; i++)
+                ss += (double)o[i] * o[i];
             double norm = sqrt(ss);
             float inv = (float)(1.0 / (norm > 1e-12 ? norm : 1e-12));
-            for (i = 0; i < n; i++) o[i] *= inv;
+            for (i = 0; i < n; i++)
+                o[i] *= inv;
         }
     }
 }

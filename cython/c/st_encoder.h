@@ -25,12 +25,12 @@ ST_HIDDEN void st_enc_gelu(float *x, long n, int nthreads);
 
 /* ctx = softmax(Q K^T / sqrt(d)) V per sentence and head. q, k, v, ctx: (tokens x ld)
 ** with head h at columns h*d .. h*d + d. lens[s] <= maxlen. 0, or -1 out of memory. */
-ST_HIDDEN int st_enc_attention(const float *q, const float *k, const float *v, float *ctx,
-                               long ld, const long *start, const long *lens, long nsent,
-                               long maxlen, int heads, int d, int nthreads);
+ST_HIDDEN int st_enc_attention(const float *q, const float *k, const float *v, float *ctx, long ld,
+                               const long *start, const long *lens, long nsent, long maxlen,
+                               int heads, int d, int nthreads);
 
 /* out[s] (n floats) = the pooling (0 mean, 1 first row, 2 max) of sentence s's rows of x
 ** (rows x n); then L2-normalized when normalize. */
-ST_HIDDEN void st_enc_pool(const float *x, long n, const long *start, const long *lens,
-                           long nsent, int pooling, int normalize, float *out);
+ST_HIDDEN void st_enc_pool(const float *x, long n, const long *start, const long *lens, long nsent,
+                           int pooling, int normalize, float *out);
 #endif

@@ -11,9 +11,25 @@
 /* layer kinds: OP_DENSE, OP_EMBEDDING, OP_EMBEDDING_BAG, OP_ACTIVATION, OP_ENCODER */
 static const char *const st_op_names[] = {"dense",      "embedding", "embedding_bag",
                                           "activation", "encoder",   0};
-/* an encoder's architectures (ENC_ARCH_*) and poolings (ENC_POOL_*) */
-static const char *const st_encoder_archs[] = {"bert", 0};
+/* an encoder's architectures and poolings (ENC_POOL_*) */
+static const char *const st_encoder_archs[] = {"bert", "distilbert", 0};
 static const char *const st_encoder_poolings[] = {"mean", "cls", "max", 0};
+/* an encoder's tensors, by architecture (st_encoder_archs' order), after its prefix: each
+** a name to which ".weight" (and ".bias") is added; a block's after "<block>.<i>.".
+** token_type 0: the architecture has none (DistilBERT). */
+typedef struct {
+    const char *word, *position, *token_type, *norm, *block;
+    const char *query, *key, *value, *attn_out, *attn_norm, *inter, *out, *out_norm;
+} st_encoder_names;
+static const st_encoder_names st_encoder_tensor_names[] = {
+    {"embeddings.word_embeddings", "embeddings.position_embeddings",
+     "embeddings.token_type_embeddings", "embeddings.LayerNorm", "encoder.layer",
+     "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+     "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"},
+    {"embeddings.word_embeddings", "embeddings.position_embeddings", 0, "embeddings.LayerNorm",
+     "transformer.layer", "attention.q_lin", "attention.k_lin", "attention.v_lin",
+     "attention.out_lin", "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm"},
+};
 /* activations: ACT_IDENTITY .. ACT_SOFTMAX */
 static const char *const st_act_names[] = {"identity", "relu",    "sigmoid", "tanh",
                                            "gelu",     "softmax", 0};

@@ -1,4 +1,4 @@
-# Transformer encoders (BERT): a layer {"op": "encoder", ...}, first in a model's list,
+# Transformer encoders (BERT, DistilBERT): a layer {"op": "encoder", ...}, first in a model's list,
 # takes text (tokenized with the model's stored tokenizer.json) or token ids and gives
 # one pooled vector per sentence (sqlite_tensor/layers.py documents its keys,
 # sqlite_tensor/encoders.py derives it from a Hugging Face folder).
@@ -97,11 +97,15 @@ cdef int st_enc_dense(sqlite3_stmt *stmt, Plan *plan, const char *model, const c
 cdef int st_enc_embedding(sqlite3_stmt *stmt, Plan *plan, const char *model, const char *prefix,
                           const char *name, sqlite3_int64 hidden, Layer *L,
                           char **err) noexcept nogil:
-    """An embedding table (any rows x hidden) as an OP_EMBEDDING Layer."""
+    """An embedding table name.weight (any rows x hidden) as an OP_EMBEDDING Layer."""
+    cdef char *w = sqlite3_mprintf("%s.weight", name)
+    cdef int rc = SQLITE_NOMEM
     memset(L, 0, sizeof(Layer))
     L.op = OP_EMBEDDING
     L.act = ACT_IDENTITY
-    cdef int rc = st_enc_tensor(stmt, plan, model, prefix, name, -1, hidden, &L.weight, err)
+    if w != NULL:
+        rc = st_enc_tensor(stmt, plan, model, prefix, w, -1, hidden, &L.weight, err)
+    sqlite3_free(w)
     L.n_in = L.weight.rows
     L.n_out = hidden
     return rc
@@ -152,6 +156,7 @@ cdef int st_enc_plan_load(sqlite3 *db, Plan *plan, const char *model, char **err
     cdef char *tok_err = NULL
     cdef char msg[ST_WP_ERR_SIZE]
     cdef EncoderBlock *blk
+    cdef const st_encoder_names *names
     enc = <Encoder *>calloc(1, sizeof(Encoder))
     if enc == NULL:
         return SQLITE_NOMEM
@@ -233,6 +238,10 @@ cdef int st_enc_plan_load(sqlite3 *db, Plan *plan, const char *model, char **err
         return rc
     H = enc.hidden
     I = enc.intermediate
+    rc = st_enc_check_size(enc, model, err)
+    if rc != SQLITE_OK:
+        sqlite3_free(prefix)
+        return rc
     rc = st_sql_prepare(
         db, "SELECT ?2, t.id, t.rows, t.cols, t.dtype, t.nbytes FROM {models} m"
             " LEFT JOIN {tensors} t ON t.model_id = m.id AND t.name = ?2 WHERE m.name = ?1",
@@ -241,22 +250,19 @@ cdef int st_enc_plan_load(sqlite3 *db, Plan *plan, const char *model, char **err
         err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
         sqlite3_free(prefix)
         return rc
-    rc = st_enc_embedding(tensors, plan, model, prefix, "embeddings.word_embeddings.weight", H,
-                          &enc.word, err)
+    names = &st_encoder_tensor_names[enc.arch]
+    rc = st_enc_embedding(tensors, plan, model, prefix, names.word, H, &enc.word, err)
     if rc == SQLITE_OK:
-        rc = st_enc_embedding(tensors, plan, model, prefix,
-                              "embeddings.position_embeddings.weight", H, &enc.pos, err)
+        rc = st_enc_embedding(tensors, plan, model, prefix, names.position, H, &enc.pos, err)
     if rc == SQLITE_OK and enc.pos.n_in < enc.max_tokens:
         err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: the encoder of model '%s' takes "
                                  "max_tokens %lld but has %lld positions", plan.store, model,
                                  enc.max_tokens, enc.pos.n_in)
         rc = SQLITE_CORRUPT
+    if rc == SQLITE_OK and names.token_type != NULL:
+        rc = st_enc_embedding(tensors, plan, model, prefix, names.token_type, H, &enc.types, err)
     if rc == SQLITE_OK:
-        rc = st_enc_embedding(tensors, plan, model, prefix,
-                              "embeddings.token_type_embeddings.weight", H, &enc.types, err)
-    if rc == SQLITE_OK:
-        rc = st_enc_norm(tensors, plan, model, prefix, "embeddings.LayerNorm", H, &enc.ln_w,
-                         &enc.ln_b, err)
+        rc = st_enc_norm(tensors, plan, model, prefix, names.norm, H, &enc.ln_w, &enc.ln_b, err)
     if rc == SQLITE_OK:
         enc.blocks = <EncoderBlock *>calloc(enc.nblocks, sizeof(EncoderBlock))
         if enc.blocks == NULL:
@@ -264,29 +270,27 @@ cdef int st_enc_plan_load(sqlite3 *db, Plan *plan, const char *model, char **err
     i = 0
     while rc == SQLITE_OK and i < enc.nblocks:
         blk = &enc.blocks[i]
-        name = sqlite3_mprintf("%sencoder.layer.%d.", prefix, i)
+        name = sqlite3_mprintf("%s%s.%d.", prefix, names.block, i)
         if name == NULL:
             rc = SQLITE_NOMEM
             break
-        rc = st_enc_dense(tensors, plan, model, name, "attention.self.query", H, H, &blk.q, err)
+        rc = st_enc_dense(tensors, plan, model, name, names.query, H, H, &blk.q, err)
         if rc == SQLITE_OK:
-            rc = st_enc_dense(tensors, plan, model, name, "attention.self.key", H, H, &blk.k, err)
+            rc = st_enc_dense(tensors, plan, model, name, names.key, H, H, &blk.k, err)
         if rc == SQLITE_OK:
-            rc = st_enc_dense(tensors, plan, model, name, "attention.self.value", H, H, &blk.v,
+            rc = st_enc_dense(tensors, plan, model, name, names.value, H, H, &blk.v, err)
+        if rc == SQLITE_OK:
+            rc = st_enc_dense(tensors, plan, model, name, names.attn_out, H, H, &blk.attn_out,
                               err)
         if rc == SQLITE_OK:
-            rc = st_enc_dense(tensors, plan, model, name, "attention.output.dense", H, H,
-                              &blk.attn_out, err)
+            rc = st_enc_norm(tensors, plan, model, name, names.attn_norm, H, &blk.ln1_w,
+                             &blk.ln1_b, err)
         if rc == SQLITE_OK:
-            rc = st_enc_norm(tensors, plan, model, name, "attention.output.LayerNorm", H,
-                             &blk.ln1_w, &blk.ln1_b, err)
+            rc = st_enc_dense(tensors, plan, model, name, names.inter, I, H, &blk.inter, err)
         if rc == SQLITE_OK:
-            rc = st_enc_dense(tensors, plan, model, name, "intermediate.dense", I, H, &blk.inter,
-                              err)
+            rc = st_enc_dense(tensors, plan, model, name, names.out, H, I, &blk.out, err)
         if rc == SQLITE_OK:
-            rc = st_enc_dense(tensors, plan, model, name, "output.dense", H, I, &blk.out, err)
-        if rc == SQLITE_OK:
-            rc = st_enc_norm(tensors, plan, model, name, "output.LayerNorm", H, &blk.ln2_w,
+            rc = st_enc_norm(tensors, plan, model, name, names.out_norm, H, &blk.ln2_w,
                              &blk.ln2_b, err)
         sqlite3_free(name)
         i += 1
@@ -314,6 +318,26 @@ cdef int st_enc_plan_load(sqlite3 *db, Plan *plan, const char *model, char **err
     return SQLITE_OK
 
 
+cdef sqlite3_int64 st_enc_token_bytes(const Encoder *enc) noexcept nogil:
+    """Bytes of activations per token (st_enc_forward's buffers)."""
+    return (6 * enc.hidden + enc.intermediate + 4) * <sqlite3_int64>sizeof(float)
+
+
+cdef int st_enc_check_size(const Encoder *enc, const char *model, char **err) noexcept nogil:
+    """One sentence of max_tokens must fit in memory we are willing to take (its activations
+    and one thread's attention scores): settings a file may make huge are refused here,
+    before anything is allocated for them."""
+    cdef sqlite3_int64 need = enc.max_tokens * st_enc_token_bytes(enc) \
+        + enc.max_tokens * enc.max_tokens * <sqlite3_int64>sizeof(float)
+    if need > ENC_SENTENCE_BYTES:
+        err[0] = sqlite3_mprintf("the encoder of model '%s' (hidden %lld, intermediate %lld, "
+                                 "max_tokens %lld) would need %lld bytes for one sentence, over "
+                                 "the limit of %lld", model, enc.hidden, enc.intermediate,
+                                 enc.max_tokens, need, <sqlite3_int64>ENC_SENTENCE_BYTES)
+        return SQLITE_TOOBIG
+    return SQLITE_OK
+
+
 cdef char *st_enc_no_layers_hint(sqlite3 *db, const char *schema, const char *store,
                                  const char *model) noexcept nogil:
     """Why a model added from a folder has no layers, when its config.json names an
@@ -321,6 +345,8 @@ cdef char *st_enc_no_layers_hint(sqlite3 *db, const char *schema, const char *st
     cdef sqlite3_stmt *stmt = NULL
     cdef char *hint = NULL
     cdef const char *mt
+    cdef sqlite3_str *out
+    cdef int i
     if st_sql_prepare(db, "SELECT CASE WHEN json_valid(CAST(f.data AS TEXT)) THEN"
                           " CAST(f.data AS TEXT) ->> '$.model_type' END FROM {models} m"
                           " JOIN {files} f ON f.model_id = m.id AND f.path = 'config.json'"
@@ -331,9 +357,16 @@ cdef char *st_enc_no_layers_hint(sqlite3 *db, const char *schema, const char *st
     if sqlite3_step(stmt) == SQLITE_ROW and sqlite3_column_type(stmt, 0) == SQLITE_TEXT:
         mt = <const char *>sqlite3_column_text(stmt, 0)
         if st_plan_name_code(st_encoder_archs, mt) < 0:
-            hint = sqlite3_mprintf(": its config.json has model_type '%.60s', which the engine "
-                                   "cannot run (encoders run as stored for model_type '%s')",
-                                   mt, st_encoder_archs[0])
+            out = sqlite3_str_new(db)
+            sqlite3_str_appendf(out, ": its config.json has model_type '%.60s', which the "
+                                "engine cannot run (encoders run as stored for model_type",
+                                mt)
+            i = 0
+            while st_encoder_archs[i] != NULL:
+                sqlite3_str_appendf(out, "%s '%s'", " or" if i > 0 else "", st_encoder_archs[i])
+                i += 1
+            sqlite3_str_append(out, ")", 1)
+            hint = sqlite3_str_finish(out)
     sqlite3_finalize(stmt)
     return hint
 
@@ -515,8 +548,10 @@ cdef int st_enc_chunk(TileCursor *c, Encoder *enc, EncBuffers *m, const int64_t 
     rc = st_enc_lookup(c, &enc.word, ids, T, m.h, err)
     if rc == SQLITE_OK:
         rc = st_enc_lookup(c, &enc.pos, m.pos_ids, T, m.q, err)
-    if rc == SQLITE_OK:
+    if rc == SQLITE_OK and enc.types.weight.tensor_id != 0:   # (DistilBERT has none)
         rc = st_enc_lookup(c, &enc.types, m.type_ids, T, m.k, err)
+    else:
+        memset(m.k, 0, T * H * sizeof(float))
     if rc == SQLITE_OK:
         for i in range(T * H):
             m.h[i] += m.q[i] + m.k[i]
@@ -538,8 +573,11 @@ cdef int st_enc_chunk(TileCursor *c, Encoder *enc, EncBuffers *m, const int64_t 
             rc = st_kern_dense(c, &B.v, m.h, T, m.v, err)
         if rc != SQLITE_OK:
             return rc
+        # each thread has maxlen^2 floats of scores: no more threads than ENC_CHUNK_BYTES hold
         if st_enc_attention(m.q, m.k, m.v, m.ctx, H, m.start, m.lens, nsent, maxlen, enc.heads,
-                            <int>(H // enc.heads), nthreads) != 0:
+                            <int>(H // enc.heads),
+                            <int>max(1, min(<sqlite3_int64>nthreads, ENC_CHUNK_BYTES //
+                                            (maxlen * maxlen * 4 + 1)))) != 0:
             return SQLITE_NOMEM
         rc = st_kern_dense(c, &B.attn_out, m.ctx, T, m.a, err)
         if rc == SQLITE_OK:
@@ -582,8 +620,9 @@ cdef int st_enc_forward(TileCursor *c, Encoder *enc, const Input *inp, float *ou
     memset(&m, 0, sizeof(EncBuffers))
     if inp.batch <= 0:
         return SQLITE_OK
-    cap = min(inp.offsets[inp.batch] - inp.offsets[0], max(<sqlite3_int64>ENC_CHUNK_TOKENS,
-                                                           enc.max_tokens))
+    # a chunk: ENC_CHUNK_TOKENS tokens or ENC_CHUNK_BYTES, but always one whole sentence
+    cap = min(<sqlite3_int64>ENC_CHUNK_TOKENS, ENC_CHUNK_BYTES // st_enc_token_bytes(enc))
+    cap = min(inp.offsets[inp.batch] - inp.offsets[0], max(cap, enc.max_tokens))
     n = min(inp.batch, cap)
     m.h = <float *>malloc(cap * H * sizeof(float))
     m.q = <float *>malloc(cap * H * sizeof(float))

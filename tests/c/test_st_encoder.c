@@ -11,9 +11,9 @@ enum CBLAS_ORDER { CblasRowMajor = 101 };
 enum CBLAS_TRANSPOSE { CblasNoTrans = 111, CblasTrans = 112 };
 
 /* C = alpha op(A) op(B) + beta C, row-major: the reference sgemm */
-static void plain_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
-                        int m, int n, int k, float alpha, const float *a, int lda,
-                        const float *b, int ldb, float beta, float *c, int ldc) {
+static void plain_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m,
+                        int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+                        float beta, float *c, int ldc) {
     (void)o;
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
@@ -56,7 +56,8 @@ static void test_gelu(void) {
     float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
     float *in = malloc(n * sizeof(float));
     CHECK(x && y && in);
-    for (long i = 0; i < n; i++) x[i] = y[i] = in[i] = 12.0f * rnd();
+    for (long i = 0; i < n; i++)
+        x[i] = y[i] = in[i] = 12.0f * rnd();
     st_enc_gelu(x, n, 1);
     st_enc_gelu(y, n, 3);
     for (long i = 0; i < n; i++) {
@@ -141,11 +142,13 @@ static void test_attention(void) {
                 for (long j = 0; j < lens[s]; j++) { /* only the sentence's own keys */
                     const float *kj = k + (start[s] + j) * ld + h * d;
                     double dot = 0;
-                    for (long p = 0; p < d; p++) dot += (double)qi[p] * kj[p];
+                    for (long p = 0; p < d; p++)
+                        dot += (double)qi[p] * kj[p];
                     w[j] = dot / sqrt((double)d);
                     m = w[j] > m ? w[j] : m;
                 }
-                for (long j = 0; j < lens[s]; j++) sum += w[j] = exp(w[j] - m);
+                for (long j = 0; j < lens[s]; j++)
+                    sum += w[j] = exp(w[j] - m);
                 for (long p = 0; p < d; p++) {
                     double want = 0;
                     for (long j = 0; j < lens[s]; j++)
@@ -165,7 +168,8 @@ static void test_attention(void) {
 static void test_pool(void) {
     const long n = 6, lens[] = {3, 1, 4}, start[] = {0, 3, 4};
     float x[8 * 6], out[3 * 6];
-    for (long i = 0; i < 8 * n; i++) x[i] = 4 * rnd();
+    for (long i = 0; i < 8 * n; i++)
+        x[i] = 4 * rnd();
     for (int pooling = 0; pooling < 3; pooling++)
         for (int normalize = 0; normalize < 2; normalize++) {
             st_enc_pool(x, n, start, lens, 3, pooling, normalize, out);
@@ -176,9 +180,12 @@ static void test_pool(void) {
                     double acc = pooling == 2 ? -1e300 : 0;
                     for (long r = 0; r < lens[s]; r++) {
                         double e = rows[r * n + i];
-                        if (pooling == 0) acc += e / lens[s];
-                        if (pooling == 1 && r == 0) acc = e;
-                        if (pooling == 2) acc = e > acc ? e : acc;
+                        if (pooling == 0)
+                            acc += e / lens[s];
+                        if (pooling == 1 && r == 0)
+                            acc = e;
+                        if (pooling == 2)
+                            acc = e > acc ? e : acc;
                     }
                     want[i] = acc;
                     norm += acc * acc;
@@ -193,7 +200,8 @@ static void test_pool(void) {
     float zeros[6] = {0};
     const long one = 1, at = 0;
     st_enc_pool(zeros, 6, &at, &one, 1, 0, 1, out);
-    for (long i = 0; i < 6; i++) CHECK(out[i] == 0);
+    for (long i = 0; i < 6; i++)
+        CHECK(out[i] == 0);
 }
 
 int main(void) {
