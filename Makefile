@@ -7,10 +7,11 @@ PYTHON ?= python3
 setup:
 	@command -v sqlite3 >/dev/null || (apt-get update -qq && apt-get install -y -qq sqlite3)
 	$(PYTHON) -m pip install -q --disable-pip-version-check "setuptools>=68" wheel "Cython>=3.0" numpy scipy-openblas32
-	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test,bench,docs,lint]"
 	@# torch for the PyTorch .bin/.pt tests: 2.13.0 is the CPU build this machine keeps on disk
-	@# (any other version would download a CUDA build of several GB)
+	@# (any other version would download a CUDA build of several GB). It goes first: the
+	@# bench extra's sentence-transformers needs torch and would otherwise pull the newest.
 	$(PYTHON) -m pip install -q --disable-pip-version-check "torch==2.13.0"
+	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test,bench,docs,lint]"
 
 # Lint and format: ruff (Python), cython-lint (.pyx/.pxi/.pxd), clang-format (C; .clang-format).
 # `make lint` changes nothing and fails on any finding; `make format` rewrites what it can.

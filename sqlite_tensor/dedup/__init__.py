@@ -14,10 +14,12 @@ steps, least important blocks first (importance.py).
 from .lsh import LSHOptions
 from .minhash import MinHashOptions
 from .report import DedupReport, ModelReport
-from .validators import ValidatorError, accuracy
+from .validators import ValidatorError, accuracy, embedding_agreement, retrieval_accuracy
 
 __all__ = [
     "accuracy",
+    "embedding_agreement",
+    "retrieval_accuracy",
     "DedupReport",
     "ModelReport",
     "ValidatorError",
