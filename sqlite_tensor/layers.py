@@ -50,25 +50,27 @@ ENCODER_ACTIVATIONS = _engine.ENCODER_ACTIVATIONS
 # Weight dtypes the kernels compute with (widened to float32 as they are read).
 COMPUTE_DTYPES = _engine.COMPUTE_DTYPES
 
+# An encoder layer's keys, in the order its canonical form is stored.
+_ENCODER_KEYS = (
+    "op",
+    "arch",
+    "prefix",
+    "layers",
+    "heads",
+    "hidden",
+    "intermediate",
+    "eps",
+    "activation",
+    "max_tokens",
+    "pooling",
+    "normalize",
+)
 _KEYS = {
     "dense": {"op", "weight", "bias", "activation", "transpose"},
     "embedding": {"op", "weight"},
     "embedding_bag": {"op", "weight", "mode"},
     "activation": {"op", "activation"},
-    "encoder": {
-        "op",
-        "arch",
-        "prefix",
-        "layers",
-        "heads",
-        "hidden",
-        "intermediate",
-        "eps",
-        "activation",
-        "max_tokens",
-        "pooling",
-        "normalize",
-    },
+    "encoder": set(_ENCODER_KEYS),
 }
 
 
@@ -220,21 +222,7 @@ def _encoder(where: str, layer: Mapping[str, Any], tensors) -> dict:
             f"{where}: max_tokens {max_tokens} is over the model's {positions} position embeddings"
         )
     canon["max_tokens"] = max_tokens
-    order = (
-        "op",
-        "arch",
-        "prefix",
-        "layers",
-        "heads",
-        "hidden",
-        "intermediate",
-        "eps",
-        "activation",
-        "max_tokens",
-        "pooling",
-        "normalize",
-    )
-    return {k: canon[k] for k in order}
+    return {k: canon[k] for k in _ENCODER_KEYS}
 
 
 def to_json(layers: Sequence[Mapping[str, Any]]) -> str:

@@ -96,6 +96,16 @@ def test_minilm_agrees_with_the_reference_on_the_corpus(minilm, minilm_reference
     np.testing.assert_allclose(one, got[:6], atol=2e-6)
 
 
+def test_minilm_agrees_with_sentence_transformers(minilm, monkeypatch):
+    """The implementation people use (sentence-transformers on PyTorch), offline, on the
+    corpus: its own tokenizer, truncation and pooling against ours."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    st = pytest.importorskip("sentence_transformers")
+    want = st.SentenceTransformer(str(MINILM), device="cpu").encode(CORPUS)
+    cos = cosines(minilm.embed("minilm", CORPUS), want)
+    assert cos.min() >= 0.9999, (cos.min(), CORPUS[int(cos.argmin())])
+
+
 def test_documented_pair_scores_0_7553(minilm):
     a, b = minilm.embed("minilm", list(PAIR))
     assert round(float(a @ b), 4) == 0.7553

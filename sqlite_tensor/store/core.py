@@ -292,17 +292,7 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
         row each); embedding_bag models one bag (a 1-D id array) or a list of bags.
         Returns float32. Wrong shapes or ids are a ValueError naming what was expected.
         """
-        _check_name("model name", model)
-        # The engine checks the model and its layers in the snapshot it runs in (a check
-        # here would be another snapshot, and another round trip); it raises
-        # CorruptStoreError itself.
-        try:
-            return _engine.predict(self.conn.sqlite3pointer(), self.name, model, x)
-        except _engine.EngineError as e:
-            raise TensorStoreError(str(e)) from None
-        except ValueError as e:
-            self._explain_run_error(model, e)
-            raise
+        return self._run(_engine.predict, model, x)
 
     def embed(self, model: str, texts) -> np.ndarray:
         """Sentence vectors of an encoder model (one whose first layer is
@@ -314,9 +304,15 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
         vector is the encoder's pooled output (normalized when the model says so), the
         same as SQL's ``tensor_embed``; :meth:`predict` runs the layers after it too (a
         classifier's logits). Bad text or ids are a ValueError naming the text."""
+        return self._run(_engine.embed, model, texts)
+
+    def _run(self, engine_call, model: str, x):
+        """Run a model in the engine. The engine checks the model and its layers in the
+        snapshot it runs in (a check here would be another snapshot, and another round
+        trip); it raises CorruptStoreError itself."""
         _check_name("model name", model)
         try:
-            return _engine.embed(self.conn.sqlite3pointer(), self.name, model, texts)
+            return engine_call(self.conn.sqlite3pointer(), self.name, model, x)
         except _engine.EngineError as e:
             raise TensorStoreError(str(e)) from None
         except ValueError as e:
