@@ -703,6 +703,11 @@ void st_gemv_threads_observe(int slot, int threads, double seconds, long long by
         ** the layer's calls are not (a 16 MiB layer on one thread: 200 us calibrated, 350
         ** a call), so kept as a floor it made one thread look faster than it ever is */
         if (j >= 0 && !c->seen[j]) {
+            /* and the other choice's figure, still the calibration's, moves by the same
+            ** factor: the two stay as the calibration compared them (a first call, its
+            ** caches cold, against a hot buffer's figure said "one thread") */
+            if (!c->seen[1 - j] && c->recent[j] > 0)
+                c->recent[1 - j] *= seconds / c->recent[j];
             c->recent[j] = seconds;
             c->seen[j] = 1;
         } else if (j >= 0)

@@ -83,7 +83,8 @@ ST_HIDDEN int st_gemv_threads_next(int current, double t1, double tn, int n);
 ** measurement starts it, then every call of the layer reports its time
 ** (st_gemv_threads_observe: seconds for `bytes` of weights), and each choice keeps a running
 ** low estimate of its time per byte (st_gemv_threads_update), started by the calibration's
-** figure and replaced by the first call's; it moves by st_gemv_threads_next. A
+** figure and replaced by the first call's (the other choice's, not called yet, scaled
+** alike); it moves by st_gemv_threads_next. A
 ** measurement made while another
 ** process had the other CPUs says "1", and would say it for the life of the process; so
 ** the choice not taken is tried now and then:
