@@ -193,12 +193,12 @@ static void check_threads(void) {
     /* the next choice: a tenth faster either way to move, between the two it stays */
     CHECK(st_gemv_threads_next(1, 100e-6, 85e-6, 2) == 2);
     CHECK(st_gemv_threads_next(1, 100e-6, 95e-6, 2) == 1);
-    CHECK(st_gemv_threads_next(2, 95e-6, 100e-6, 2) == 2);  /* one thread 5 % faster: stays */
-    CHECK(st_gemv_threads_next(2, 85e-6, 100e-6, 2) == 1);  /* 15 %: back to one */
+    CHECK(st_gemv_threads_next(2, 95e-6, 100e-6, 2) == 2); /* one thread 5 % faster: stays */
+    CHECK(st_gemv_threads_next(2, 85e-6, 100e-6, 2) == 1); /* 15 %: back to one */
     CHECK(st_gemv_threads_next(4, 100e-6, 60e-6, 4) == 4);
-    CHECK(st_gemv_threads_next(4, 0, 60e-6, 4) == 4);       /* no estimate: stays */
+    CHECK(st_gemv_threads_next(4, 0, 60e-6, 4) == 4); /* no estimate: stays */
     CHECK(st_gemv_threads_next(1, 100e-6, 0, 4) == 1);
-    CHECK(st_gemv_threads_next(2, 10e-6, 100e-6, 1) == 1);  /* one allowed */
+    CHECK(st_gemv_threads_next(2, 10e-6, 100e-6, 1) == 1); /* one allowed */
     /* one thread allowed, or one unit to split: one thread, nothing measured */
     st_gemv_forget();
     double t[3], t2[3];
