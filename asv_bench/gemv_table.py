@@ -21,7 +21,7 @@ import tempfile
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from sqlite_tensor import Store, _engine
 
@@ -89,6 +89,13 @@ def main():
         for t in map(int, args.threads.split(",")):
             with threadpool_limits(t):
                 _engine.set_threads(t)
+                # numpy's own OpenBLAS (numpy.libs/) on as many threads as ours
+                np_threads = [
+                    i["num_threads"]
+                    for i in threadpool_info()
+                    if i["user_api"] == "blas" and "numpy" in i["filepath"].rsplit("/", 2)[-2]
+                ]
+                assert np_threads == [t], np_threads
 
                 def ours(store=store, x=x):
                     return store.predict("m", x)

@@ -43,6 +43,9 @@ cdef enum:
 
 # used by store_vtab.pxi
 cdef int st_sql_is_shadow_part(const char *suffix) noexcept nogil
+# used by process_pool.pxi (st_kept_prepare: the text is the kept statement's key)
+cdef char *st_sql_expand(sqlite3 *db, const char *tmpl, const char *schema,
+                         const char *store) noexcept nogil
 # used by model_plan.pxi, page_reader.pxi, process_pool.pxi, report_tables.pxi, store_vtab.pxi
 cdef int st_sql_prepare(sqlite3 *db, const char *tmpl, const char *schema, const char *store,
                         sqlite3_stmt **stmt) noexcept nogil
@@ -263,6 +266,13 @@ cdef void snapshot_release(sqlite3_stmt **pin) noexcept nogil
 cdef void st_pool_init_kept_module() noexcept nogil
 # used by python_api.pxi (tests: the statements db keeps, and how many of them are in use)
 cdef int st_kept_count(sqlite3 *db, int *in_use) noexcept nogil
+# used by python_api.pxi (tests: runs and re-prepares of the statements db keeps)
+cdef void st_kept_stats(sqlite3 *db, sqlite3_int64 *runs, sqlite3_int64 *reprepares) noexcept nogil
+# used by page_reader.pxi (Store.get_tensor's statements, kept per connection)
+cdef int st_kept_prepare(sqlite3 *db, const char *tmpl, const char *schema, const char *store,
+                         sqlite3_stmt **stmt) noexcept nogil
+# used by page_reader.pxi
+cdef void st_kept_finish(sqlite3_stmt *stmt) noexcept nogil
 # used by model_plan.pxi, python_api.pxi
 cdef int st_pool_source_init(PageSource *src, sqlite3 *db, const char *schema, const char *store,
                              char **err) noexcept nogil

@@ -449,6 +449,13 @@ def _kept_statements(size_t db):
     return n, in_use
 
 
+def _kept_statement_runs(size_t db):
+    """(times the connection's kept statements ran, times SQLite re-prepared them); tests."""
+    cdef sqlite3_int64 runs = 0, reprepares = 0
+    st_kept_stats(<sqlite3 *>db, &runs, &reprepares)
+    return runs, reprepares
+
+
 # -- the buffer pool from Python (sqlite_tensor.cache wraps these) -------------------------
 
 st_fork_init()    # the engine's locks are fork-safe before any connection uses them

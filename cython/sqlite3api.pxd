@@ -49,6 +49,8 @@ cdef extern from "st_sqlite.h" nogil:
         SQLITE_LIMIT_LENGTH
         # used by the pool's freshness test (cache/process_pool.pxi)
         SQLITE_FCNTL_DATA_VERSION
+        SQLITE_STMTSTATUS_REPREPARE
+        SQLITE_STMTSTATUS_RUN
 
     ctypedef void (*sqlite3_destructor_type)(void *)
     sqlite3_destructor_type SQLITE_TRANSIENT
@@ -119,6 +121,8 @@ cdef extern from "st_sqlite.h" nogil:
     int sqlite3_prepare_v2(sqlite3 *, const char *, int, sqlite3_stmt **, const char **)
     int sqlite3_step(sqlite3_stmt *)
     int sqlite3_reset(sqlite3_stmt *)
+    int sqlite3_clear_bindings(sqlite3_stmt *)
+    int sqlite3_stmt_status(sqlite3_stmt *, int, int)
     int sqlite3_finalize(sqlite3_stmt *)
     int sqlite3_exec(sqlite3 *, const char *, void *, void *, char **)
     int sqlite3_bind_text(sqlite3_stmt *, int, const char *, int, sqlite3_destructor_type)

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import sqlite_tensor
 from sqlite_tensor import Store, _engine
@@ -32,6 +32,17 @@ ROUNDS = 7
 # shorten the spin, but asv imports every benchmark module, numpy with them, before this
 # one could set it.) Our own workers sleep as soon as they are idle.
 BLAS_SETTLE_S = 0.15
+
+
+def numpy_blas_threads() -> list[int]:
+    """The thread counts of the BLAS libraries numpy itself loaded (numpy.libs/), as
+    threadpoolctl reads them: the reference's threads, whatever sqlite_tensor's own BLAS
+    (which batches use) is set to."""
+    return [
+        i["num_threads"]
+        for i in threadpool_info()
+        if i["user_api"] == "blas" and "numpy" in os.path.basename(os.path.dirname(i["filepath"]))
+    ]
 
 
 def ratio_to_numpy(ours, numpy_ref, calls: int = 5, settle: float = 0.0) -> float:
@@ -99,6 +110,9 @@ class Dense:
             self.x = self.x[0]
         self.limits = threadpool_limits(threads)
         _engine.set_threads(threads)
+        # the fair reference: numpy's OpenBLAS on as many threads as ours, and it does use
+        # two for these sgemv (a quiet 1024 x 1024 call: 0.057 ms on one, 0.030 on two)
+        assert numpy_blas_threads() == [threads], numpy_blas_threads()
         np.testing.assert_allclose(
             self.store.predict("model", self.x), self._numpy(), rtol=1e-3, atol=1e-3
         )

@@ -466,6 +466,7 @@ typedef struct {
     /* st_gemv_threads_now: a running low estimate of a call's seconds on one thread [0] and
     ** on max_threads [1] (0: none yet), and the calls it answered */
     double recent[2];
+    int seen[2]; /* recent[j] comes from calls (else from the calibration, or none) */
     unsigned long calls;
     /* (recent: seconds per byte of weights, so that every layer of the class counts alike) */
     int now; /* its answer at the last call, explorations aside (0: none yet) */
@@ -477,6 +478,17 @@ static double last_thread_timings[3] = {-1, -1, -1};
 int st_gemv_threads_decide(double t1, double tn, double handoff, int n) {
     double saved = t1 - tn;
     return n > 1 && saved >= ST_GEMV_PARALLEL_GAIN * t1 && saved >= handoff ? n : 1;
+}
+
+int st_gemv_threads_next(int current, double t1, double tn, int n) {
+    if (n <= 1)
+        return 1;
+    if (t1 <= 0 || tn <= 0)
+        return current == 1 ? 1 : n;
+    if (current == 1)
+        return st_gemv_threads_decide(t1, tn, 0, n);
+    /* back to one thread only when it saves as much of the n-thread time */
+    return tn - t1 >= ST_GEMV_PARALLEL_GAIN * tn ? 1 : n;
 }
 
 /* The calibration's job: `units` groups of consecutive tiles, unit u writing its own part
@@ -606,7 +618,7 @@ static int thread_choice_index(int kernel, long rows, long cols, long long bytes
     double t1 = 0, tn = 0; /* stay 0 when nothing was measured */
     int threads = calibrate_threads(kernel, rows, cols, cls, units, max_threads, &t1, &tn);
     thread_choices[nthread_choices] =
-        (st_thread_choice){rows, cols, units, cls, max_threads, threads, {t1, tn}, 0, 0};
+        (st_thread_choice){rows, cols, units, cls, max_threads, threads, {t1, tn}, {0, 0}, 0, 0};
     return nthread_choices++;
 }
 
@@ -653,14 +665,8 @@ int st_gemv_threads_now(long rows, long cols, long long bytes, long units, int m
         st_thread_choice *c = &thread_choices[i];
         unsigned long k = c->calls++;
         threads = c->now ? c->now : c->threads;
-        if (c->recent[0] > 0 && c->recent[1] > 0) {
-            /* to more threads by the rule (a tenth faster), back to one only once that is
-            ** faster: between the two the choice stays, not flipping at every call */
-            if (threads == 1)
-                threads = st_gemv_threads_decide(c->recent[0], c->recent[1], 0, max_threads);
-            else if (c->recent[0] < c->recent[1])
-                threads = 1;
-        }
+        /* a tenth faster either way to change: between the two the choice stays */
+        threads = st_gemv_threads_next(threads, c->recent[0], c->recent[1], max_threads);
         if (threads != c->now && c->now != 0 && trace_on())
             fprintf(stderr,
                     "st_gemv: threads for tiles %ld x %ld, %ld units, after %lu calls: "
@@ -693,7 +699,18 @@ void st_gemv_threads_observe(int slot, int threads, double seconds, long long by
     if (slot < nthread_choices) { /* (st_gemv_forget may have emptied the table since) */
         st_thread_choice *c = &thread_choices[slot];
         int j = threads == 1 ? 0 : threads == c->max_threads ? 1 : -1;
-        if (j >= 0)
+        /* the calibration's figure only starts the estimate: its buffer is hot and whole,
+        ** the layer's calls are not (a 16 MiB layer on one thread: 200 us calibrated, 350
+        ** a call), so kept as a floor it made one thread look faster than it ever is */
+        if (j >= 0 && !c->seen[j]) {
+            /* and the other choice's figure, still the calibration's, moves by the same
+            ** factor: the two stay as the calibration compared them (a first call, its
+            ** caches cold, against a hot buffer's figure said "one thread") */
+            if (!c->seen[1 - j] && c->recent[j] > 0)
+                c->recent[1 - j] *= seconds / c->recent[j];
+            c->recent[j] = seconds;
+            c->seen[j] = 1;
+        } else if (j >= 0)
             c->recent[j] = st_gemv_threads_update(c->recent[j], seconds);
     }
     pthread_mutex_unlock(&choices_mu);
@@ -701,6 +718,18 @@ void st_gemv_threads_observe(int slot, int threads, double seconds, long long by
 
 double st_gemv_clock(void) {
     return now_s();
+}
+
+int st_gemv_threads_recent(int slot, double out[2]) {
+    int ok = 0;
+    pthread_mutex_lock(&choices_mu);
+    if (slot >= 0 && slot < nthread_choices) {
+        out[0] = thread_choices[slot].recent[0];
+        out[1] = thread_choices[slot].recent[1];
+        ok = 1;
+    }
+    pthread_mutex_unlock(&choices_mu);
+    return ok;
 }
 
 void st_gemv_last_thread_timings(double out[3]) {

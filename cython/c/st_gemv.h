@@ -73,12 +73,19 @@ ST_HIDDEN int st_gemv_threads(long rows, long cols, long long bytes, long units,
 ** workers asleep, does not lose either); else 1. */
 #define ST_GEMV_PARALLEL_GAIN 0.1
 ST_HIDDEN int st_gemv_threads_decide(double t1, double tn, double handoff, int n);
+/* The choice after `current` (1 or n) given running estimates of one thread's time (t1) and
+** n threads' (tn): from 1 to n by st_gemv_threads_decide (n save a tenth of t1), from n
+** back to 1 only when one thread saves as much of tn; between the two it stays, so that
+** estimates a few percent apart (noise, or a layer from DRAM that two threads hardly
+** speed up) do not flip it. An estimate <= 0 (none yet) leaves it where it is. */
+ST_HIDDEN int st_gemv_threads_next(int current, double t1, double tn, int n);
 /* The choice for this call, made and kept up to date by what calls take: st_gemv_threads'
 ** measurement starts it, then every call of the layer reports its time
 ** (st_gemv_threads_observe: seconds for `bytes` of weights), and each choice keeps a running
-** low estimate of its time per byte (st_gemv_threads_update); it goes from one thread to
-** max_threads when st_gemv_threads_decide says so of those estimates, and back only once
-** one thread's is the lower (between the two it stays). A measurement made while another
+** low estimate of its time per byte (st_gemv_threads_update), started by the calibration's
+** figure and replaced by the first call's (the other choice's, not called yet, scaled
+** alike); it moves by st_gemv_threads_next. A
+** measurement made while another
 ** process had the other CPUs says "1", and would say it for the life of the process; so
 ** the choice not taken is tried now and then:
 ** max_threads for ST_GEMV_EXPLORE_N_CALLS calls in a row every ST_GEMV_EXPLORE_N_EVERY (in
@@ -100,6 +107,9 @@ ST_HIDDEN void st_gemv_threads_observe(int slot, int threads, double seconds, lo
 ** recent <= 0: none yet. */
 #define ST_GEMV_RECENT_RISE 8
 ST_HIDDEN double st_gemv_threads_update(double recent, double seconds);
+/* The running estimates (seconds per byte, one thread and max_threads; 0: none) of the
+** choice st_gemv_threads_now gave as *slot; 0 when that is not (or no longer) one. Tests. */
+ST_HIDDEN int st_gemv_threads_recent(int slot, double out[2]);
 /* Seconds on a monotonic clock. */
 ST_HIDDEN double st_gemv_clock(void);
 /* Seconds the last thread calibration measured: one thread, max_threads, and the hand-off

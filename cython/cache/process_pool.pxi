@@ -158,12 +158,19 @@ cdef uint64_t st_pool_connection_view(sqlite3 *db, const char *schema) noexcept 
 # once it has an instance of the eponymous table _tensor_kept_statements, whose
 # xDisconnect finalizes them. Where that table cannot be made (an authorizer refuses it, a
 # table of that name hides it), the statement is prepared per use, as before.
+# The same keeps the statements Store.get_tensor's read runs (st_kept_prepare: the store's
+# config, its tensor's block map, its residuals): four prepares a call before. A kept
+# statement holds only its compiled program, never rows nor a snapshot (reset after each
+# use), so each use reads what the transaction it runs in sees, as a new one would.
+# Their parameters are written +?1: SQLite (3.54 here) re-prepares a join whose WHERE
+# compares a column with a bare parameter at every new binding (the constant propagation
+# reads the bound value), which undid the keeping; +?1 is the same value, the same plan.
 
 ctypedef struct KeptStatement:
     sqlite3 *db
-    char schema[32]
+    char *sql                     # its text, the key (sqlite3_malloc'd)
     sqlite3_stmt *stmt
-    int in_use                    # taken by a snapshot: one user at a time
+    int in_use                    # taken: one user at a time
 
 ctypedef struct KeptVtab:
     sqlite3_vtab base             # must be first
@@ -239,6 +246,7 @@ cdef int st_kept_disconnect(sqlite3_vtab *vtab) noexcept nogil:
                 ndone += 1
             elif not st_kept[i].in_use:
                 sqlite3_finalize(st_kept[i].stmt)   # no memory for the list: under the lock
+            sqlite3_free(st_kept[i].sql)
             st_nkept -= 1
             st_kept[i] = st_kept[st_nkept]
         else:
@@ -311,14 +319,14 @@ cdef void st_pool_init_kept_module() noexcept nogil:
     st_kept_module.xRowid = st_kept_rowid
 
 
-cdef sqlite3_stmt *st_kept_take(sqlite3 *db, const char *schema) noexcept nogil:
-    """db's kept statement for schema, now in use; NULL when it has none free."""
+cdef sqlite3_stmt *st_kept_take(sqlite3 *db, const char *sql) noexcept nogil:
+    """db's kept statement of this text, now in use; NULL when it has none free."""
     cdef sqlite3_stmt *stmt = NULL
     cdef int i
     pthread_mutex_lock(&st_views_mutex)
     for i in range(st_nkept):
         if st_kept[i].db == db and not st_kept[i].in_use \
-                and strcmp(st_kept[i].schema, schema) == 0:
+                and strcmp(st_kept[i].sql, sql) == 0:
             st_kept[i].in_use = 1
             stmt = st_kept[i].stmt
             break
@@ -347,25 +355,36 @@ cdef int st_kept_instance(sqlite3 *db) noexcept nogil:
     return known
 
 
-cdef int st_kept_adopt(sqlite3 *db, const char *schema, sqlite3_stmt *stmt) noexcept nogil:
-    """Keep stmt (in use now) for db and schema; 0 when it cannot be kept (the caller
-    finalizes it as before)."""
+cdef int st_kept_adopt(sqlite3 *db, const char *sql, sqlite3_stmt *stmt) noexcept nogil:
+    """Keep stmt (in use now) for db under its text sql; 0 when it cannot be kept (the
+    caller finalizes it as before). One statement per text: a second one, prepared while
+    the first was in use (a nested read), is not kept."""
     global st_nkept
-    cdef int kept = 0
-    if strlen(schema) >= 32 or not st_kept_instance(db):
+    cdef int kept = 0, i
+    if not st_kept_instance(db):
+        return 0
+    cdef char *key = sqlite3_mprintf("%s", sql)
+    if key == NULL:
         return 0
     pthread_mutex_lock(&st_views_mutex)
+    for i in range(st_nkept):
+        if st_kept[i].db == db and strcmp(st_kept[i].sql, sql) == 0:
+            pthread_mutex_unlock(&st_views_mutex)
+            sqlite3_free(key)
+            return 0
     # still an instance (a close between the two is the caller's misuse, but cheap to see)
     if st_kept_conn_index(db) >= 0 and (st_nkept < st_kept_cap or st_kept_grow(
             <void **>&st_kept, &st_kept_cap, sizeof(KeptStatement))):
         memset(&st_kept[st_nkept], 0, sizeof(KeptStatement))
         st_kept[st_nkept].db = db
-        memcpy(st_kept[st_nkept].schema, schema, strlen(schema) + 1)
+        st_kept[st_nkept].sql = key
+        key = NULL
         st_kept[st_nkept].stmt = stmt
         st_kept[st_nkept].in_use = 1
         st_nkept += 1
         kept = 1
     pthread_mutex_unlock(&st_views_mutex)
+    sqlite3_free(key)
     return kept
 
 
@@ -377,6 +396,7 @@ cdef int st_kept_give_back(sqlite3_stmt *stmt, int keep) noexcept nogil:
     cdef int i, found = 0
     if keep:
         sqlite3_reset(stmt)   # ends the snapshot; before the lock (it takes db's mutex)
+        sqlite3_clear_bindings(stmt)
     pthread_mutex_lock(&st_views_mutex)
     for i in range(st_nkept):
         if st_kept[i].stmt == stmt and st_kept[i].in_use:
@@ -384,6 +404,7 @@ cdef int st_kept_give_back(sqlite3_stmt *stmt, int keep) noexcept nogil:
             if keep:
                 st_kept[i].in_use = 0
             else:
+                sqlite3_free(st_kept[i].sql)
                 st_nkept -= 1
                 st_kept[i] = st_kept[st_nkept]
             break
@@ -404,6 +425,19 @@ cdef int st_kept_count(sqlite3 *db, int *in_use) noexcept nogil:
     return n
 
 
+cdef void st_kept_stats(sqlite3 *db, sqlite3_int64 *runs, sqlite3_int64 *reprepares) noexcept nogil:
+    """How many times db's kept statements have run, and been re-prepared (by SQLite)."""
+    cdef int i
+    runs[0] = 0
+    reprepares[0] = 0
+    pthread_mutex_lock(&st_views_mutex)
+    for i in range(st_nkept):
+        if st_kept[i].db == db:
+            runs[0] += sqlite3_stmt_status(st_kept[i].stmt, SQLITE_STMTSTATUS_RUN, 0)
+            reprepares[0] += sqlite3_stmt_status(st_kept[i].stmt, SQLITE_STMTSTATUS_REPREPARE, 0)
+    pthread_mutex_unlock(&st_views_mutex)
+
+
 cdef int snapshot_hold(sqlite3 *db, const char *schema, sqlite3_stmt **pin,
                        char **err) noexcept nogil:
     """Hold one read snapshot of schema's database until snapshot_release(pin).
@@ -420,8 +454,12 @@ cdef int snapshot_hold(sqlite3 *db, const char *schema, sqlite3_stmt **pin,
     pin[0] = NULL
     if sqlite3_libversion_number() >= 3034000 and sqlite3_txn_state(db, schema) != 0:
         return SQLITE_OK   # 0 is SQLITE_TXN_NONE
-    pin[0] = st_kept_take(db, schema)
+    sql = sqlite3_mprintf("SELECT count(*) FROM \"%w\".sqlite_master", schema)
+    if sql == NULL:
+        return SQLITE_NOMEM
+    pin[0] = st_kept_take(db, sql)
     if pin[0] != NULL:
+        sqlite3_free(sql)
         rc = sqlite3_step(pin[0])
         if rc == SQLITE_ROW:
             return SQLITE_OK
@@ -431,16 +469,14 @@ cdef int snapshot_hold(sqlite3 *db, const char *schema, sqlite3_stmt **pin,
         sqlite3_finalize(pin[0])
         pin[0] = NULL
         return SQLITE_ERROR if rc == SQLITE_DONE else rc
-    sql = sqlite3_mprintf("SELECT count(*) FROM \"%w\".sqlite_master", schema)
-    if sql == NULL:
-        return SQLITE_NOMEM
     rc = sqlite3_prepare_v2(db, sql, -1, pin, NULL)
-    sqlite3_free(sql)
     if rc == SQLITE_OK:
         rc = sqlite3_step(pin[0])
         if rc == SQLITE_ROW:
-            st_kept_adopt(db, schema, pin[0])
+            st_kept_adopt(db, sql, pin[0])
+            sqlite3_free(sql)
             return SQLITE_OK
+    sqlite3_free(sql)
     err[0] = sqlite3_mprintf("cannot start reading database '%s': %s", schema,
                              sqlite3_errmsg(db))
     sqlite3_finalize(pin[0])
@@ -452,6 +488,33 @@ cdef void snapshot_release(sqlite3_stmt **pin) noexcept nogil:
     if pin[0] != NULL and not st_kept_give_back(pin[0], 1):
         sqlite3_finalize(pin[0])
     pin[0] = NULL
+
+
+cdef int st_kept_prepare(sqlite3 *db, const char *tmpl, const char *schema, const char *store,
+                         sqlite3_stmt **stmt) noexcept nogil:
+    """st_sql_prepare's statement, but the connection's kept one when it has it free (see
+    above); give it back with st_kept_finish, never sqlite3_finalize. Bind every parameter:
+    a kept one comes with none bound."""
+    cdef char *sql = st_sql_expand(db, tmpl, schema, store)
+    cdef int rc
+    stmt[0] = NULL
+    if sql == NULL:
+        return SQLITE_NOMEM
+    stmt[0] = st_kept_take(db, sql)
+    if stmt[0] != NULL:
+        sqlite3_free(sql)
+        return SQLITE_OK
+    rc = sqlite3_prepare_v2(db, sql, -1, stmt, NULL)
+    if rc == SQLITE_OK:
+        st_kept_adopt(db, sql, stmt[0])
+    sqlite3_free(sql)
+    return rc
+
+
+cdef void st_kept_finish(sqlite3_stmt *stmt) noexcept nogil:
+    """Done with a st_kept_prepare statement (NULL: nothing): reset and kept, or finalized."""
+    if stmt != NULL and not st_kept_give_back(stmt, 1):
+        sqlite3_finalize(stmt)
 
 
 cdef int st_pool_source_init(PageSource *src, sqlite3 *db, const char *schema, const char *store,
@@ -475,7 +538,7 @@ cdef int st_pool_source_init(PageSource *src, sqlite3 *db, const char *schema, c
     cdef int rc = snapshot_hold(db, schema, &src.snapshot, err)
     if rc != SQLITE_OK:
         return rc
-    rc = st_sql_prepare(
+    rc = st_kept_prepare(
         db, "SELECT key, value FROM {config} WHERE key IN ('uid', 'format_version')", schema,
         store, &stmt)
     if rc != SQLITE_OK:
@@ -490,7 +553,7 @@ cdef int st_pool_source_init(PageSource *src, sqlite3 *db, const char *schema, c
         elif strcmp(key, "format_version") == 0:
             version = sqlite3_column_int64(stmt, 1)
         rc = sqlite3_step(stmt)
-    sqlite3_finalize(stmt)
+    st_kept_finish(stmt)
     if rc != SQLITE_DONE:
         # BUSY, IOERR, ...: the read failed; never taken for "a store without a uid"
         err[0] = sqlite3_mprintf("cannot read %s_config: %s", store, sqlite3_errmsg(db))
@@ -788,9 +851,9 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
         st_pool_source_close(&src)
         free(filled)
         return rc
-    rc = st_sql_prepare(
+    rc = st_kept_prepare(
         db, "SELECT m.block_row, m.block_col, b.page_id, b.slot, b.nbytes FROM {map} m "
-            "JOIN {blocks} b ON b.id = m.block_id WHERE m.tensor_id = ?1 ORDER BY b.page_id, b.slot",
+            "JOIN {blocks} b ON b.id = m.block_id WHERE m.tensor_id = +?1 ORDER BY b.page_id, b.slot",
         schema, store, &stmt)
     if rc == SQLITE_OK:
         sqlite3_bind_int64(stmt, 1, info.id)
@@ -848,7 +911,7 @@ cdef int read_tensor(sqlite3 *db, const char *schema, const char *store, const T
                 memcpy(dst + r * row_bytes, block + r * bc * info.itemsize, bc * info.itemsize)
         seen += 1
     st_pool_view_release(&page)
-    sqlite3_finalize(stmt)
+    st_kept_finish(stmt)
     free(filled)
     if rc == SQLITE_OK and seen != grid:
         err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld maps %lld of its "
@@ -901,10 +964,10 @@ cdef int add_tensor_residuals(PageSource *src, PageView *page, const char *store
     cdef int rc = st_sql_has_residuals(src.db, src.schema, store, &has, err)
     if rc != SQLITE_OK or not has:
         return rc
-    rc = st_sql_prepare(
+    rc = st_kept_prepare(
         src.db, "SELECT r.block_row, r.block_col, r.kind, r.param, r.page_id, r.slot, r.nbytes,"
                 " t.dtype, t.name FROM {residuals} r JOIN {tensors} t ON t.id = r.tensor_id"
-                " WHERE r.tensor_id = ?1 ORDER BY r.page_id, r.slot",
+                " WHERE r.tensor_id = +?1 ORDER BY r.page_id, r.slot",
         src.schema, store, &stmt)
     if rc != SQLITE_OK:
         err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(src.db))
@@ -962,7 +1025,7 @@ cdef int add_tensor_residuals(PageSource *src, PageView *page, const char *store
                              <float *>(out + (bi * info.block_rows * info.cols + bj * info.block_cols) * 4),
                              info.cols)
     st_pool_view_release(page)
-    sqlite3_finalize(stmt)
+    st_kept_finish(stmt)
     return rc
 
 

@@ -91,12 +91,12 @@ cdef int st_page_read_store_config(sqlite3 *db, const char *schema, const char *
                                    char **err) noexcept nogil:
     """Read the store's block shape; an error names the store if it is not one."""
     cdef sqlite3_stmt *stmt = NULL
-    cdef int rc = st_sql_prepare(
+    cdef int rc = st_kept_prepare(
         db, "SELECT key, value FROM {config} WHERE key IN ('block_rows', 'block_cols')",
         schema, store, &stmt)
     if rc != SQLITE_OK:
         err[0] = sqlite3_mprintf("no tensor store named '%s' (%s)", store, sqlite3_errmsg(db))
-        sqlite3_finalize(stmt)
+        st_kept_finish(stmt)
         return SQLITE_ERROR if rc & 0xff == SQLITE_ERROR else rc
     block_rows[0] = 0
     block_cols[0] = 0
@@ -110,9 +110,9 @@ cdef int st_page_read_store_config(sqlite3 *db, const char *schema, const char *
         rc = sqlite3_step(stmt)
     if rc != SQLITE_DONE:   # BUSY, IOERR, ...: a failed read, not a damaged store
         err[0] = sqlite3_mprintf("cannot read %s_config: %s", store, sqlite3_errmsg(db))
-        sqlite3_finalize(stmt)
+        st_kept_finish(stmt)
         return rc
-    sqlite3_finalize(stmt)
+    st_kept_finish(stmt)
     # the upper bound too: read_tensor's block buffer is block_rows * block_cols * itemsize
     if block_rows[0] <= 0 or block_cols[0] <= 0 or block_rows[0] > ST_MAX_BLOCK_DIM \
             or block_cols[0] > ST_MAX_BLOCK_DIM:

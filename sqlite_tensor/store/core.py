@@ -184,11 +184,13 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
         """A stored tensor, bit for bit as it was added (a new array of its dtype and shape)."""
         _check_name("model name", model)
         _check_name("tensor name", tensor)
+        # +?: a join against a bare parameter is re-prepared at every binding by SQLite
+        # (its constant propagation); apsw's statement cache keeps this one as it is
         with _reading(), _one_snapshot(self.conn):
             row = self.conn.execute(
                 f"SELECT t.shape, t.dtype, t.nbytes, t.rows, t.cols, t.id FROM {self._t.tensors} t"
                 f" JOIN {self._t.models} m"
-                " ON m.id = t.model_id WHERE m.name = ? AND t.name = ?",
+                " ON m.id = t.model_id WHERE m.name = +? AND t.name = +?",
                 (model, tensor),
             ).fetchone()
             if row is None:

@@ -190,6 +190,15 @@ static void check_threads(void) {
     CHECK(st_gemv_threads_decide(100e-6, 120e-6, 0, 4) == 1);    /* slower */
     CHECK(st_gemv_threads_decide(10e-3, 6e-3, 50e-6, 4) == 4);
     CHECK(st_gemv_threads_decide(100e-6, 10e-6, 0, 1) == 1);
+    /* the next choice: a tenth faster either way to move, between the two it stays */
+    CHECK(st_gemv_threads_next(1, 100e-6, 85e-6, 2) == 2);
+    CHECK(st_gemv_threads_next(1, 100e-6, 95e-6, 2) == 1);
+    CHECK(st_gemv_threads_next(2, 95e-6, 100e-6, 2) == 2); /* one thread 5 % faster: stays */
+    CHECK(st_gemv_threads_next(2, 85e-6, 100e-6, 2) == 1); /* 15 %: back to one */
+    CHECK(st_gemv_threads_next(4, 100e-6, 60e-6, 4) == 4);
+    CHECK(st_gemv_threads_next(4, 0, 60e-6, 4) == 4); /* no estimate: stays */
+    CHECK(st_gemv_threads_next(1, 100e-6, 0, 4) == 1);
+    CHECK(st_gemv_threads_next(2, 10e-6, 100e-6, 1) == 1); /* one allowed */
     /* one thread allowed, or one unit to split: one thread, nothing measured */
     st_gemv_forget();
     double t[3], t2[3];
@@ -259,6 +268,21 @@ static void check_threads_now(void) {
     unsetenv("ST_GEMV_PARALLEL");
     int first = st_gemv_threads_now(256, 256, 4 << 20, 4, 2, &slot); /* measures */
     CHECK(slot >= 0 && (first == 1 || first == 2));
+    /* the calibration's figures start the estimates; a call's first report replaces its
+    ** choice's (even a slower one: the calibrated buffer was hot), later ones update it */
+    double r[2], seed[2];
+    CHECK(st_gemv_threads_recent(slot, seed) && seed[0] > 0 && seed[1] > 0);
+    st_gemv_threads_observe(slot, 1, 1e3 * seed[0] * (1 << 20), 1 << 20);
+    /* the other, not seen yet, keeps the calibration's proportion to it */
+    CHECK(st_gemv_threads_recent(slot, r) && fabs(r[0] - 1e3 * seed[0]) < 1e-9 * r[0] &&
+          fabs(r[1] - 1e3 * seed[1]) < 1e-9 * r[1]);
+    st_gemv_threads_observe(slot, 2, 5e-9 * (1 << 20), 1 << 20); /* then its own call */
+    CHECK(st_gemv_threads_recent(slot, r) && fabs(r[1] - 5e-9) < 1e-18 &&
+          fabs(r[0] - 1e3 * seed[0]) < 1e-9 * r[0]);
+    st_gemv_threads_observe(slot, 1, 2e3 * seed[0] * (1 << 20), 1 << 20);
+    CHECK(st_gemv_threads_recent(slot, r) &&
+          fabs(r[0] - 1e3 * seed[0] * (1 + 1.0 / ST_GEMV_RECENT_RISE)) < 1e-9 * r[0]);
+    CHECK(!st_gemv_threads_recent(-1, r) && !st_gemv_threads_recent(1000, r));
     int calibrated = st_gemv_threads(256, 256, 4 << 20, 4, 2);
     /* one thread seen to be far faster: one thread, but two for a few calls in a row now
     ** and then (a measurement made while another process had the other CPU says 1) */
@@ -279,6 +303,15 @@ static void check_threads_now(void) {
     for (i = 0; i < 400; i++) {
         st_gemv_threads_observe(slot, 1, 1.0, 1 << 20);
         st_gemv_threads_observe(slot, 2, 1e-6, 1 << 20);
+    }
+    n = 0;
+    for (i = 0; i < 2 * ST_GEMV_EXPLORE_1_EVERY; i++)
+        n += st_gemv_threads_now(256, 256, 4 << 20, 4, 2, &s2) == 1;
+    CHECK(n == 2);
+    /* estimates a few percent apart do not move it back (n -> 1 takes a tenth too) */
+    for (i = 0; i < 400; i++) {
+        st_gemv_threads_observe(slot, 1, 0.95, 1 << 20);
+        st_gemv_threads_observe(slot, 2, 1.0, 1 << 20);
     }
     n = 0;
     for (i = 0; i < 2 * ST_GEMV_EXPLORE_1_EVERY; i++)
