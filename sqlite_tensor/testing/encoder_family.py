@@ -144,7 +144,7 @@ TRAIN = {
 }
 CONFIG = {
     # sentences drawn: train, validation, test; epochs; batch; learning rates (layer, head)
-    "default": dict(n=(1024, 256, 256), epochs=1, batch=32, lr=1e-4, head_lr=2e-3),
+    "default": dict(n=(1024, 1024, 1024), epochs=1, batch=32, lr=1e-4, head_lr=2e-3),
     "small": dict(n=(192, 64, 64), epochs=1, batch=32, lr=1e-4, head_lr=2e-3),
 }
 
