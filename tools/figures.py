@@ -971,6 +971,16 @@ def encoders_serving(results: Results) -> str:
     )
 
 
+def _encoder_family_sets() -> tuple[int, int, int]:
+    """The default encoder family's train, validation and test sizes, read from its source
+    (importing it needs the built package)."""
+    source = (ROOT / "sqlite_tensor" / "testing" / "encoder_family.py").read_text()
+    found = re.search(r'"default": dict\(n=\((\d+), (\d+), (\d+)\)', source)
+    if found is None:
+        raise SystemExit("encoder_family.py: no CONFIG['default'] n=(train, val, test) found")
+    return tuple(int(g) for g in found.groups())
+
+
 def encoders_dedup(results: Results) -> str:
     """docs/encoders.md: bytes of the fine-tune family and each model's score."""
     mib = results.table(f"{ENC_DEDUP}.track_mib")
@@ -990,7 +1000,8 @@ def encoders_dedup(results: Results) -> str:
         lines.append(f"| {names.get(kind, kind)} | {v:.1f} | {fewer[kind,]:.2f} |")
     lines += [
         "",
-        "| model | test score before | after | drop | cosine with its own embeddings before |",
+        "| model | test score before | after | drop | mean cosine of its embeddings after with "
+        "its own before |",
         "|---|---|---|---|---|",
     ]
     for m in models:
@@ -998,14 +1009,16 @@ def encoders_dedup(results: Results) -> str:
         cos_cell = "" if cos != cos else f"{cos:.4f}"
         lines.append(f"| {m} | {before:.3f} | {after:.3f} | {before - after:.3f} | {cos_cell} |")
     worst = max(scores[m, "before"] - scores[m, "after"] for m in models)
+    _n_train, n_val, n_test = _encoder_family_sets()
     return (
         "\n".join(lines)
         + "\n\n"
         + _para(
             f"Approximate dedup ran with max_drop {ENC_FAMILY_MAX_DROP} on the validation sets "
-            "(256 sentences: one sentence is 0.004); the scores are the test sets' (embedders: "
-            "retrieval accuracy; classifiers: accuracy; the base: agreement with its own "
-            f"embeddings). The largest test drop is {worst:.3f}."
+            f"({n_val:,} sentences: one sentence is {1 / n_val:.4f}); the scores are the test "
+            f"sets' ({n_test:,} sentences; embedders: retrieval accuracy; classifiers: accuracy; "
+            "the base: agreement with its own embeddings). The largest test drop is "
+            f"{worst:.3f}."
         )
         + "\n"
     )
