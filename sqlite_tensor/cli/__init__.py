@@ -1,6 +1,6 @@
 """The command line: ``sqlite-tensor`` (also ``python -m sqlite_tensor``).
 
-One module per group of commands: models.py (add, export, ls, show, rm, predict),
+One module per group of commands: models.py (add, export, ls, show, rm, predict, embed),
 maintenance.py (stats, verify, pack, vacuum, dedup), info.py (path, version, policies,
 demo). Each defines ``register(sub, common)`` (its parsers) and one function per command
 taking the parsed arguments and an :class:`Output`; docs/cli.md is the reference.

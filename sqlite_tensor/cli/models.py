@@ -1,4 +1,4 @@
-"""Commands on models: add, export, ls, show, rm, predict."""
+"""Commands on models: add, export, ls, show, rm, predict, embed."""
 
 from __future__ import annotations
 
@@ -88,15 +88,43 @@ def register(sub, *, store, plain) -> None:
         parents=[store],
         help="run a model on inputs",
         description="Run a model (it needs layers) on INPUT: a .npy file, an "
-        ".npz file (its array x, or its only array), or a .json file (an "
-        "array, or a list of id lists for bag models). The output goes to "
-        "stdout as JSON, or with -o to a .npy file.",
+        ".npz file (its array x, or its only array), a .json file (an "
+        "array, a list of id lists for bag models, or a list of texts for "
+        "encoder models), or a .txt file (one text a line); or on the texts "
+        "given with --text. The output goes to stdout as JSON, or with -o to "
+        "a .npy file.",
     )
     add_db_argument(p)
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("input", metavar="INPUT")
-    p.add_argument("-o", "--output", metavar="OUT.npy", help="write the output here (.npy)")
+    _add_input_arguments(p)
     p.set_defaults(run=predict)
+
+    p = sub.add_parser(
+        "embed",
+        parents=[store],
+        help="sentence vectors of an encoder model",
+        description="The vectors of an encoder model (a BERT-family folder) for INPUT, "
+        "or for the texts given with --text: a .txt file (one text a line), a .json "
+        "file (a list of texts, or of token-id lists), .npy or .npz (token ids). The "
+        "output goes to stdout as JSON, or with -o to a .npy file.",
+    )
+    add_db_argument(p)
+    p.add_argument("model", metavar="MODEL")
+    _add_input_arguments(p)
+    p.set_defaults(run=embed)
+
+
+def _add_input_arguments(p) -> None:
+    """INPUT or --text, and -o: what predict and embed read and write."""
+    p.add_argument("input", metavar="INPUT", nargs="?")
+    p.add_argument(
+        "-t",
+        "--text",
+        action="append",
+        metavar="TEXT",
+        help="a text to run instead of INPUT (repeat for several)",
+    )
+    p.add_argument("-o", "--output", metavar="OUT.npy", help="write the output here (.npy)")
 
 
 def add(args, out) -> int:
@@ -305,10 +333,14 @@ def _read_json(path: str, what: str):
 
 
 def read_input(path: str):
-    """A predict INPUT: .npy, .npz (x, or its only array) or .json."""
+    """A predict or embed INPUT: .npy, .npz (x, or its only array), .json or .txt."""
     suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".txt":
+        return _read_texts(path)
     if suffix == ".json":
         value = _read_json(path, "input")
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return value  # texts, for encoder models
         if (
             isinstance(value, list)
             and value
@@ -323,7 +355,7 @@ def read_input(path: str):
     if suffix not in (".npy", ".npz"):
         raise FormatError(
             f"{path}: unsupported input type {suffix or '(no suffix)'!r}; "
-            "INPUT is .npy, .npz or .json"
+            "INPUT is .npy, .npz, .json or .txt"
         )
     try:
         loaded = np.load(path, allow_pickle=False)
@@ -345,13 +377,43 @@ def read_input(path: str):
     )
 
 
-def predict(args, out) -> int:
+def _read_texts(path: str) -> list[str]:
+    """A .txt INPUT: one text a line (UTF-8; the line ends are not part of the texts)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(sources.MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    if len(raw) > sources.MAX_FILE_BYTES:
+        raise FormatError(f"{path}: over {sources.MAX_FILE_BYTES} bytes")
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def _inputs(args):
+    """What INPUT or --text gives (exactly one of them)."""
     if args.output is not None and not args.output.endswith(".npy"):
         raise FormatError(f"{args.output}: -o writes a .npy file")
-    x = read_input(args.input)
+    if (args.input is None) == (args.text is None):
+        raise ValueError("give INPUT or --text (one of them)")
+    return args.text if args.text is not None else read_input(args.input)
+
+
+def predict(args, out) -> int:
+    return _run_model(args, out, "predict")
+
+
+def embed(args, out) -> int:
+    return _run_model(args, out, "embed")
+
+
+def _run_model(args, out, method: str) -> int:
+    x = _inputs(args)
     with open_store(args) as store:
         try:
-            y = store.predict(args.model, x)
+            y = getattr(store, method)(args.model, x)
         except TypeError as e:  # the wrong kind of input for this model
             raise ValueError(str(e)) from None
     if args.output is not None:
