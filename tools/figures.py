@@ -1024,6 +1024,19 @@ def encoders_dedup(results: Results) -> str:
     )
 
 
+def _label_bar(ax, x, value, text: str, *, fontsize: int = 7, lift: int = 2) -> None:
+    """Write text just above the bar at (x, value)."""
+    ax.annotate(
+        text,
+        (x, value),
+        ha="center",
+        va="bottom",
+        fontsize=fontsize,
+        xytext=(0, lift),
+        textcoords="offset points",
+    )
+
+
 BUDGET_ROUNDS = 5  # bench_budget.ROUNDS (not imported: the benchmarks need the package built)
 
 REGIONS = {
@@ -1228,15 +1241,7 @@ def plot_dedup_bytes(results: Results, plt):
                 )
                 continue
             ax.bar(x, v, width, color=["0.6", "C0", "C2"][j], label=kind if i == 3 else None)
-            ax.annotate(
-                f"{v:.1f}" if j == 0 else f"{v:.1f}\n{logical / v:.2f}x",
-                (x, v),
-                ha="center",
-                va="bottom",
-                fontsize=7,
-                xytext=(0, 2),
-                textcoords="offset points",
-            )
+            _label_bar(ax, x, v, f"{v:.1f}" if j == 0 else f"{v:.1f}\n{logical / v:.2f}x")
     ax.set_xticks(range(len(rows)), [r[0].replace(": ", ":\n") for r in rows], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("MiB stored, five models (log scale)")
@@ -1321,15 +1326,7 @@ def plot_packing(results: Results, plt):
                     color=f"C{j}",
                 )
                 for xv, v in zip(xs, values):
-                    a.annotate(
-                        f"{v:.3f}",
-                        (xv, v),
-                        ha="center",
-                        va="bottom",
-                        fontsize=6,
-                        xytext=(0, 1),
-                        textcoords="offset points",
-                    )
+                    _label_bar(a, xv, v, f"{v:.3f}", fontsize=6, lift=1)
             a.axhline(1.0, color="0.3", lw=0.8)
             top = max(table[s, c, by] for s in strategies for c in capacities)
             a.set_ylim(1.0, 1.0 + max(top - 1.0, 1e-3) * 1.12)  # room for the labels
@@ -1360,15 +1357,7 @@ def plot_encoders(results: Results, plt):
         vals = [rates[t, side] for t in threads]
         a.bar(xs, vals, width, color=["C3", "C0", "C1"][j % 3], label=side)
         for x, v in zip(xs, vals):
-            a.annotate(
-                f"{v:.1f}",
-                (x, v),
-                ha="center",
-                va="bottom",
-                fontsize=7,
-                xytext=(0, 2),
-                textcoords="offset points",
-            )
+            _label_bar(a, x, v, f"{v:.1f}")
     a.set_xticks(range(len(threads)), [f"{t} thread{'s' if t > 1 else ''}" for t in threads])
     a.set_ylabel("sentences/s (batch 32 x 128 tokens)")
     a.set_title("Throughput: all-MiniLM-L6-v2", fontsize=10)
@@ -1388,15 +1377,7 @@ def plot_encoders(results: Results, plt):
                 label=f"{'ours' if side == 'ours' else 'load each whole'} {pct}",
             )
             for x, v in zip(xs, vals):
-                b.annotate(
-                    f"{v:.0f}",
-                    (x, v),
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    xytext=(0, 2),
-                    textcoords="offset points",
-                )
+                _label_bar(b, x, v, f"{v:.0f}")
     b.set_xticks(range(len(groups)), [g[1] for g in groups])
     b.set_ylabel("ms per request")
     b.set_title("8 fine-tunes, memory of 2 models", fontsize=10)

@@ -125,7 +125,15 @@ def _cheapest_threshold(drop_of, fixed, fixed_bytes, tiles, factor_bytes, stacke
             tried[i] = (t, nbytes, drop_of(t))
         return tried[i][2]
 
-    lo, hi = -1, len(GRID) - 1  # the last (threshold 0) keeps every tile: passes
+    _lo, hi = _coarsest_passing(drop, len(GRID), max_drop)
+    return (*tried[hi], GRID[hi])
+
+
+def _coarsest_passing(drop, n: int, max_drop: float) -> tuple[int, int]:
+    """(lo, hi): hi the first of n settings, coarsest first, whose drop(i) passes, by
+    binary search (the last, keeping every tile, passes unasked); lo the one before it
+    (-1 if none). drop(hi) has been called."""
+    lo, hi = -1, n - 1
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if drop(mid) <= max_drop:
@@ -133,7 +141,7 @@ def _cheapest_threshold(drop_of, fixed, fixed_bytes, tiles, factor_bytes, stacke
         else:
             lo = mid
     drop(hi)
-    return (*tried[hi], GRID[hi])
+    return lo, hi
 
 
 def _store_model(family, m, ref, idea, max_drop, grid=GRID):
@@ -216,14 +224,7 @@ def _one_path(drop_of, fixed, fixed_bytes, two, ref, max_drop, calls, grid):
             tried[i] = (t, nbytes, drop_of(t))
         return tried[i][2]
 
-    lo, hi = -1, len(grid) - 1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if drop(mid) <= max_drop:
-            hi = mid
-        else:
-            lo = mid
-    drop(hi)
+    lo, hi = _coarsest_passing(drop, len(grid), max_drop)
     t, nbytes, vd = tried[hi]
     ranks = {k: rank(k, grid[hi]) for k in two}
     setting = {"threshold": grid[hi], "ranks": ranks}
