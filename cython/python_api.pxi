@@ -230,6 +230,11 @@ cdef st_py_input_arrays(Plan *plan, str model, x):
     """(single, (kind, array, offsets), batch) with arrays the kernels can read."""
     if plan.input_kind == INPUT_TOKENS:
         return st_py_sentences(plan, model, x)
+    if isinstance(x, str) or isinstance(x, (list, tuple)) and len(x) and isinstance(x[0], str):
+        takes = {INPUT_FEATURES: "float features", INPUT_IDS: "ids"}.get(
+            plan.input_kind, "bags of ids")
+        raise TypeError(f"model {model!r} takes {takes}, not texts (texts run encoder "
+                        "models, BERT-family folders)")
     if plan.input_kind == INPUT_FEATURES:
         arr = np.asarray(x)
         if arr.dtype.kind not in "fiub":

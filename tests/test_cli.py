@@ -475,7 +475,8 @@ BAD = [
     (["stats", "{tmp}/notes.txt"], "not a database"),
     (["vacuum", "{tmp}/notes.txt"], "not a database"),
     (["verify", "{tmp}/nothing.sqlite"], "no such file"),
-    (["predict", "{db}", "base", "{tmp}/notes.txt"], "unsupported input type"),
+    (["predict", "{db}", "base", "{tmp}/notes.txt"], "not texts"),
+    (["predict", "{db}", "base", "{tmp}/notes.csv"], "unsupported input type"),
     (["predict", "{db}", "base", "{tmp}/two.npz"], "array named x"),
     (["predict", "{db}", "base", "{tmp}/floats.json"], "must be integers"),
     (["pack", "{db}", "--by", "tensor", "--store", "other"], "no tensor store named 'other'"),
@@ -487,6 +488,7 @@ def bad_input_setup(family_db, tmp_path) -> Path:
     np.savez(tmp_path / "m.npz", w=np.ones((3, 3), np.float32))
     np.savez(tmp_path / "two.npz", a=np.ones(3, np.int64), b=np.ones(3, np.int64))
     (tmp_path / "notes.txt").write_text("not a model, not JSON, not a database " * 200)
+    (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
     (tmp_path / "layers.json").write_text('[{"op": "dense", "weight": "nope"}]')
     (tmp_path / "floats.json").write_text("[[0.5, 1.5]]")
     with sqlite_tensor.Store(str(family_db)) as store:
