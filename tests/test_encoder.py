@@ -28,17 +28,6 @@ PAIR = ("A man is eating food.", "A man is eating a piece of bread.")
 
 
 @pytest.fixture(scope="module")
-def fast_reference():
-    """The reference with scipy's vectorised erf in place of math.erf one call at a time
-    (the same float64 function; minutes become seconds)."""
-    special = pytest.importorskip("scipy.special")
-    saved = bert_reference._erf
-    bert_reference._erf = special.erf
-    yield bert_reference
-    bert_reference._erf = saved
-
-
-@pytest.fixture(scope="module")
 def minilm_db(tmp_path_factory):
     path = tmp_path_factory.mktemp("minilm") / "minilm.sqlite"
     with sqlite_tensor.Store(path) as store:
@@ -53,8 +42,8 @@ def minilm(minilm_db):
 
 
 @pytest.fixture(scope="module")
-def minilm_reference(fast_reference):
-    ref = fast_reference.SentenceEncoder(MINILM)
+def minilm_reference():
+    ref = bert_reference.SentenceEncoder(MINILM)
     # one text at a time: no padding in the reference, so nothing of it is shared with the
     # engine's packing
     return np.concatenate([ref.embed([t]) for t in CORPUS])
@@ -282,7 +271,7 @@ def clf_folder(tmp_path_factory):
     return folder, tensors, config
 
 
-def reference_logits(reference, tensors, config, folder, texts):
+def reference_logits(tensors, config, folder, texts):
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -290,8 +279,12 @@ def reference_logits(reference, tensors, config, folder, texts):
     out = []
     for t in texts:  # one at a time, unpadded
         ids = np.array([tok.encode(t).ids])
-        states = reference.encode(
-            tensors, reference.BertConfig.from_json(config), ids, np.ones_like(ids), prefix="bert."
+        states = bert_reference.encode(
+            tensors,
+            bert_reference.BertConfig.from_json(config),
+            ids,
+            np.ones_like(ids),
+            prefix="bert.",
         )
         pooled = np.tanh(
             states[:, 0] @ tensors["bert.pooler.dense.weight"].T + tensors["bert.pooler.dense.bias"]
@@ -303,10 +296,10 @@ def reference_logits(reference, tensors, config, folder, texts):
 @pytest.mark.parametrize(
     "blocks", [dict(), dict(block_rows=7, block_cols=10)], ids=["default-blocks", "ragged-tiles"]
 )
-def test_classifier_logits_match_the_reference(tmp_path, clf_folder, fast_reference, blocks):
+def test_classifier_logits_match_the_reference(tmp_path, clf_folder, blocks):
     folder, tensors, config = clf_folder
     texts = CORPUS[:4] + ["word " * 100, "", "Hello tokenizer world"]
-    want = reference_logits(fast_reference, tensors, config, folder, texts)
+    want = reference_logits(tensors, config, folder, texts)
     with sqlite_tensor.Store(tmp_path / "clf.sqlite", **blocks) as store:
         store.add_model("clf", folder)
         layers = store.layers("clf")
@@ -335,7 +328,7 @@ def test_classifier_logits_match_the_reference(tmp_path, clf_folder, fast_refere
         assert emb.shape == (len(texts), CLF["hidden"])
 
 
-def test_half_precision_weights_and_ids_without_a_tokenizer(tmp_path, clf_folder, fast_reference):
+def test_half_precision_weights_and_ids_without_a_tokenizer(tmp_path, clf_folder):
     folder, tensors, config = clf_folder
     layers = encoders.layers_from_folder({"config.json": json.dumps(config).encode()}, tensors)
     half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in tensors.items()}
@@ -344,8 +337,8 @@ def test_half_precision_weights_and_ids_without_a_tokenizer(tmp_path, clf_folder
     want = []
     for row in ids:
         a = np.array([row])
-        states = fast_reference.encode(
-            widened, fast_reference.BertConfig.from_json(config), a, np.ones_like(a), prefix="bert."
+        states = bert_reference.encode(
+            widened, bert_reference.BertConfig.from_json(config), a, np.ones_like(a), prefix="bert."
         )
         pooled = np.tanh(
             states[:, 0] @ widened["bert.pooler.dense.weight"].T + widened["bert.pooler.dense.bias"]
@@ -541,7 +534,7 @@ def distil_name(bert_name: str) -> str | None:
     return name if name.startswith("classifier.") else "distilbert." + name
 
 
-def test_distilbert_classifier_matches_the_reference(tmp_path, clf_folder, fast_reference):
+def test_distilbert_classifier_matches_the_reference(tmp_path, clf_folder):
     folder, tensors, config = clf_folder
     distil = {distil_name(k): v for k, v in tensors.items() if distil_name(k) is not None}
     out = tmp_path / "distil"
@@ -579,9 +572,9 @@ def test_distilbert_classifier_matches_the_reference(tmp_path, clf_folder, fast_
     want = []
     for t in texts:
         ids = np.array([tok.encode(t).ids])
-        states = fast_reference.encode(
+        states = bert_reference.encode(
             as_bert,
-            fast_reference.BertConfig.from_json(config),
+            bert_reference.BertConfig.from_json(config),
             ids,
             np.ones_like(ids),
             prefix="bert.",
@@ -621,7 +614,7 @@ def test_an_encoder_too_large_to_run_is_refused_before_allocating(tmp_path, clf_
         assert e.value.result == 18  # SQLITE_TOOBIG
 
 
-def test_encoder_reads_residuals_of_every_kind_of_weight(tmp_path, clf_folder, fast_reference):
+def test_encoder_reads_residuals_of_every_kind_of_weight(tmp_path, clf_folder):
     """Approximate dedup leaves residuals on tiles: the encoder's dense layers, embedding
     tables and norm vectors read each tile as block + residual, as get_tensor does."""
     from test_residual_kernels import SPECS, all_tiles, put_residuals, random_residuals
@@ -649,8 +642,8 @@ def test_encoder_reads_residuals_of_every_kind_of_weight(tmp_path, clf_folder, f
             effective["bert.embeddings.word_embeddings.weight"],
             tensors["bert.embeddings.word_embeddings.weight"],
         )
-        want = reference_logits(fast_reference, effective, config, folder, texts)
-        without = reference_logits(fast_reference, tensors, config, folder, texts)
+        want = reference_logits(effective, config, folder, texts)
+        without = reference_logits(tensors, config, folder, texts)
         assert np.abs(want - without).max() > 1e-2  # the residuals change the answer
         for n in (1, 2):
             sqlite_tensor.set_threads(n)

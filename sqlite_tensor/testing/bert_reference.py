@@ -22,7 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-_erf = np.vectorize(erf, otypes=[np.float64])
+try:  # the exact error function, vectorised (math.erf one value at a time takes minutes)
+    from scipy.special import erf as _erf
+except ImportError:  # pragma: no cover - scipy is optional
+    _erf = np.vectorize(erf, otypes=[np.float64])
 
 
 @dataclass(frozen=True)
