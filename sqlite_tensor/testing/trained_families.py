@@ -257,20 +257,17 @@ def retrained(size: str = "default", seed: int = 0) -> TrainedFamily:
     return _family(world, steps, activation="relu", eval_n=EVAL_N[size], chain=True)
 
 
+# The small size of the embedding_bag recipes (text, text-shuffled): what the tests train.
+SMALL_TEXT = dict(vocab=2048, hidden=32, base_epochs=3, tune_docs=4000)
+
+
 def text(size: str = "default", seed: int = 0) -> TrainedFamily:
     """The embedding_bag text family of :mod:`.trained` (its docstring has the figures)."""
     _check(size, seed)
     with nets.one_thread():
         if size == "small":
             return trained.fine_tuned_family(
-                4,
-                vocab=2048,
-                dim=32,
-                hidden=32,
-                base_epochs=3,
-                tune_docs=4000,
-                eval_docs=EVAL_N[size],
-                seed=seed,
+                4, dim=32, eval_docs=EVAL_N[size], seed=seed, **SMALL_TEXT
             )
         return trained.fine_tuned_family(4, eval_docs=EVAL_N[size], seed=seed)
 
@@ -304,14 +301,7 @@ def text_shuffled(size: str = "default", seed: int = 0) -> TrainedFamily:
     with nets.one_thread():
         if size == "small":
             return trained.fine_tuned_family(
-                4,
-                vocab=2048,
-                dim=24,
-                hidden=32,
-                base_epochs=3,
-                tune_docs=4000,
-                eval_docs=EVAL_N[size],
-                **common,
+                4, dim=24, eval_docs=EVAL_N[size], **SMALL_TEXT, **common
             )
         return trained.fine_tuned_family(
             4, vocab=12000, dim=48, hidden=96, eval_docs=EVAL_N[size], **common
