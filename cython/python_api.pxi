@@ -172,9 +172,6 @@ def predict(size_t db, str store, str model, x):
     """Run a stored model on x; see Store.predict."""
     st_py_require_loaded()
     cdef _CachedPlan holder
-    cdef Input inp
-    cdef char *err = NULL
-    cdef int rc
     cdef Py_buffer xv
     cdef tuple key = (db, store, model)
     # The plan and the pages come from one snapshot: the plan's page source holds one
@@ -187,18 +184,29 @@ def predict(size_t db, str store, str model, x):
             finally:
                 PyBuffer_Release(&xv)
         single, arrays, batch = st_py_input_arrays(&holder.plan, model, x)
-        out = np.empty((batch, holder.plan.n_out), np.float32)
-        if batch == 0:
-            return out
-        memset(&inp, 0, sizeof(Input))
-        inp.batch = batch
-        st_py_set_input(&inp, arrays)
-        rc = st_py_forward_into(&holder.plan, &inp, out, &err)
-        if rc != SQLITE_OK:
-            st_py_raise(rc, err)
-        return out[0] if single else out
+        return st_py_run(&holder.plan, single, arrays, batch, holder.plan.n_out, 0)
     finally:
         st_py_give_back_plan(key, holder)
+
+
+cdef st_py_run(Plan *plan, bint single, arrays, Py_ssize_t batch, Py_ssize_t width,
+               int nlayers):
+    """plan's first nlayers layers (0: all) over the inputs st_py_input_arrays or
+    st_py_sentences made: (batch, width) float32, its one row for a single input."""
+    cdef Input inp
+    cdef char *err = NULL
+    cdef int rc
+    out = np.empty((batch, width), np.float32)
+    if batch == 0:
+        return out
+    memset(&inp, 0, sizeof(Input))
+    inp.batch = batch
+    inp.nlayers = nlayers
+    st_py_set_input(&inp, arrays)
+    rc = st_py_forward_into(plan, &inp, out, &err)
+    if rc != SQLITE_OK:
+        st_py_raise(rc, err)
+    return out[0] if single else out
 
 
 cdef void st_py_set_input(Input *inp, arrays) except *:
@@ -351,9 +359,6 @@ def embed(size_t db, str store, str model, texts):
     """The encoder's vectors for texts (or token ids); see Store.embed."""
     st_py_require_loaded()
     cdef _CachedPlan holder
-    cdef Input inp
-    cdef char *err = NULL
-    cdef int rc
     cdef tuple key = (db, store, model)
     holder = st_py_take_plan(db, key, store, model)
     try:
@@ -361,17 +366,8 @@ def embed(size_t db, str store, str model, texts):
             raise ValueError(f"model {model!r} is not an encoder (its first layer is not "
                              "{'op': 'encoder'}); Store.predict runs it")
         single, arrays, batch = st_py_sentences(&holder.plan, model, texts)
-        out = np.empty((batch, holder.plan.encoder.hidden), np.float32)
-        if batch == 0:
-            return out
-        memset(&inp, 0, sizeof(Input))
-        inp.batch = batch
-        inp.nlayers = 1
-        st_py_set_input(&inp, arrays)
-        rc = st_py_forward_into(&holder.plan, &inp, out, &err)
-        if rc != SQLITE_OK:
-            st_py_raise(rc, err)
-        return out[0] if single else out
+        # the encoder layer alone: its pooled vectors
+        return st_py_run(&holder.plan, single, arrays, batch, holder.plan.encoder.hidden, 1)
     finally:
         st_py_give_back_plan(key, holder)
 
