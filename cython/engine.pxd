@@ -55,6 +55,15 @@ cdef int st_sql_exec(sqlite3 *db, const char *tmpl, const char *schema, const ch
 # used by model_plan.pxi, process_pool.pxi, report_tables.pxi
 cdef int st_sql_has_residuals(sqlite3 *db, const char *schema, const char *store, int *has,
                               char **err) noexcept nogil
+# used by report_tables.pxi (ST_HAS_* bits)
+cdef enum:
+    ST_HAS_RESIDUALS = 1
+    ST_HAS_FACTORS = 2
+cdef int st_sql_store_tables(sqlite3 *db, const char *schema, const char *store, int *has,
+                             char **err) noexcept nogil
+# used by model_plan.pxi, process_pool.pxi
+cdef int st_sql_has_factors(sqlite3 *db, const char *schema, const char *store, int *has,
+                            char **err) noexcept nogil
 # used by inference_sql.pxi, kernels.pxi
 cdef int st_sql_interrupted(sqlite3 *db, char **err) noexcept nogil
 # used by inference_sql.pxi
@@ -177,6 +186,14 @@ cdef int st_page_check_residual_payload(const char *store, const char *tensor,
                                         sqlite3_int64 bj, int kind, int param,
                                         const unsigned char *payload, sqlite3_int64 br,
                                         sqlite3_int64 bc, char **err) noexcept nogil
+# used by model_plan.pxi, process_pool.pxi
+cdef int st_page_read_factors(sqlite3_stmt *stmt, int col, const char *store, const char *tensor,
+                              sqlite3_int64 tensor_id, sqlite3_int64 rows, sqlite3_int64 cols,
+                              const char *dtype, int *rank, float **uv,
+                              char **err) noexcept nogil
+# used by kernels.pxi, process_pool.pxi
+cdef void st_page_factors_add(sqlite3_int64 rows, sqlite3_int64 cols, int rank, const float *uv,
+                              float *dst, sqlite3_int64 ld) noexcept nogil
 # used by python_api.pxi
 cdef sqlite3_int64 st_page_sparse_cap(sqlite3_int64 br, sqlite3_int64 bc) noexcept nogil
 # inline, defined in the chapter: st_page_slots_at
@@ -421,6 +438,10 @@ ctypedef struct Weight:
     sqlite3_int64 *res_page
     int *res_slot
     int max_rank                  # largest low-rank rank (sizes the kernels' scratch)
+    # the tensor's factors (<store>_factors, float32 only): value += U V^T; fac_uv holds U
+    # (rows x fac_rank) then V (cols x fac_rank), malloc'd; NULL and 0 when it has none
+    float *fac_uv
+    int fac_rank
 
 ctypedef struct Layer:
     int op                        # OP_*
@@ -444,6 +465,7 @@ ctypedef struct Plan:
     sqlite3_int64 block_rows, block_cols
     PageSource src                # where the pages come from
     int has_residuals             # the store has a <store>_residuals table
+    int has_factors               # the store has a <store>_factors table
     char *store                   # the store's name (sqlite3_mprintf)
     char *schema                  # the database holding it (sqlite3_mprintf)
     char *store_arg               # the store argument it was loaded for (st_infer_statement_plan)
@@ -462,6 +484,8 @@ cdef int st_plan_load_tiles(sqlite3 *db, const char *schema, const char *store, 
                             Weight *w, char **err) noexcept nogil
 cdef int st_plan_load_residuals(sqlite3 *db, const char *schema, const char *store, Plan *plan,
                                 Weight *w, char **err) noexcept nogil
+cdef int st_plan_load_factors(sqlite3 *db, const char *schema, const char *store, Plan *plan,
+                              Weight *w, char **err) noexcept nogil
 cdef void st_plan_weight_free(Weight *w) noexcept nogil
 
 # used by python_api.pxi (the exported name lists)

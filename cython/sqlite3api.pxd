@@ -138,6 +138,7 @@ cdef extern from "st_sqlite.h" nogil:
     sqlite3_int64 sqlite3_column_int64(sqlite3_stmt *, int)
     const unsigned char *sqlite3_column_text(sqlite3_stmt *, int)
     int sqlite3_column_type(sqlite3_stmt *, int)
+    const void *sqlite3_column_blob(sqlite3_stmt *, int)
     sqlite3_value *sqlite3_column_value(sqlite3_stmt *, int)
     const char *sqlite3_errmsg(sqlite3 *)
     int sqlite3_get_autocommit(sqlite3 *)

@@ -3,9 +3,10 @@
 ** serves them; engine.pyx registers one virtual-table module per entry. Included only by
 ** the engine (static data).
 **
-** Residuals count as physical bytes of the model that owns them (always one) and their
-** pages as pages it reads. Each report's SQL starts with a CTE `res` of the residual rows;
-** a store without a <store>_residuals table gets an empty one. */
+** Residuals and factors count as physical bytes of the model that owns them (always one),
+** residuals' pages as pages it reads. Each report's SQL starts with a CTE `res` of the
+** residual rows and the factors rows (page_id NULL: factors live in no page); a store
+** without those tables gets none of theirs. */
 #ifndef ST_REPORTS_H
 #define ST_REPORTS_H
 typedef struct st_report {
@@ -13,7 +14,8 @@ typedef struct st_report {
     const char *columns; /* CREATE TABLE x(...) with the HIDDEN store column last */
     int ncols;           /* visible columns; the store column's index */
     const char *sql;     /* SELECT of those columns; {part} = the store's shadow table,
-                          ** %s = the residual rows (tensor_id, page_id, nbytes) */
+                          ** %s = the residual and factors rows (tensor_id, page_id,
+                          ** nbytes) */
 } st_report;
 
 static const st_report st_reports[] = {
@@ -54,8 +56,9 @@ static const st_report st_reports[] = {
      " (SELECT coalesce(sum(b.nbytes), 0) FROM uses u JOIN {blocks} b ON b.id = u.block_id"
      "   JOIN owners o ON o.block_id = u.block_id WHERE u.model_id = mo.id AND o.n = 1)"
      " + (SELECT coalesce(sum(o.nbytes), 0) FROM own o WHERE o.model_id = mo.id),"
-     " (SELECT count(*) FROM (SELECT b.page_id FROM uses u JOIN {blocks} b ON b.id = u.block_id"
-     "   WHERE u.model_id = mo.id UNION SELECT o.page_id FROM own o WHERE o.model_id = mo.id))"
+     " (SELECT count(page_id) FROM (SELECT b.page_id FROM uses u JOIN {blocks} b"
+     "   ON b.id = u.block_id WHERE u.model_id = mo.id"
+     "   UNION SELECT o.page_id FROM own o WHERE o.model_id = mo.id))"
      " FROM {models} mo ORDER BY mo.id"},
     {"tensor_pages",
      "CREATE TABLE x(page_id INTEGER, bytes INTEGER, blocks INTEGER, models INTEGER,"

@@ -9,7 +9,8 @@
 ** and docs/architecture.md describes each; keep the three in step. SQLite asks
 ** xShadowName about the text after a table name's last '_': no part may hold one. */
 static const char *const st_shadow_parts[] = {"config", "models",    "tensors", "blocks", "pages",
-                                              "map",    "residuals", "dedup",   "files",  0};
+                                              "map",    "residuals", "dedup",   "files",  "factors",
+                                              0};
 
 /* Defaults chosen by measurement; see docs/benchmarks.md. */
 #define ST_DEFAULT_BLOCK_ROWS 256
@@ -53,7 +54,12 @@ static const char st_store_ddl[] =
     /* files a model came with (config.json, tokenizer files, and path '' its layout:
     ** sqlite_tensor/model_files.py); read and written by Python only */
     "CREATE TABLE IF NOT EXISTS {files}(model_id INTEGER NOT NULL, path TEXT NOT NULL,"
-    " data BLOB NOT NULL, PRIMARY KEY(model_id, path));";
+    " data BLOB NOT NULL, PRIMARY KEY(model_id, path));"
+    /* a float32 tensor's whole-tensor low-rank term: value = tiles (+ residuals) + U V^T,
+    ** U (rows x rank) and V (cols x rank) float32 little-endian row-major; checked on
+    ** every read (st_page_check_factors) */
+    "CREATE TABLE IF NOT EXISTS {factors}(tensor_id INTEGER PRIMARY KEY, rank INTEGER NOT NULL,"
+    " u BLOB NOT NULL, v BLOB NOT NULL);";
 
 #define ST_VERSION "0.1.0"
 #endif

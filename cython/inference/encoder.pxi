@@ -8,8 +8,8 @@
 #               h = LayerNorm(a + W2 . gelu(W1 a))
 #   out = pool(h) (mean, cls or max), L2-normalized when asked
 #
-# Every linear layer is a dense layer over the pool's tiles (st_kern_dense: residuals and
-# threads included; no weight is put together outside the pool); embeddings are row
+# Every linear layer is a dense layer over the pool's tiles (st_kern_dense: residuals,
+# factors and threads included; no weight is put together outside the pool); embeddings are row
 # lookups from the tiles (st_kern_embedding); layer norms' and biases' vectors are read
 # from their tiles per call (a few KB). Layer norm, GELU, attention and pooling are the C
 # kernels of c/st_encoder.c. Sentences are packed, not padded (st_encoder.h says why that
@@ -29,7 +29,7 @@ from libc.math cimport sqrt
 cdef int st_enc_tensor(sqlite3_stmt *stmt, Plan *plan, const char *model, const char *prefix,
                        const char *name, sqlite3_int64 rows, sqlite3_int64 cols,
                        Weight *w, char **err) noexcept nogil:
-    """Resolve prefix + name to w (tiles and residuals listed), checked to be rows x cols
+    """Resolve prefix + name to w (tiles and residuals listed, factors read), checked to be rows x cols
     (cols -1: any; a vector is rows x 1 or 1 x rows). A missing or misshapen tensor is
     SQLITE_CORRUPT naming it."""
     cdef char *full = sqlite3_mprintf("%s%s", prefix, name)
@@ -70,6 +70,8 @@ cdef int st_enc_tensor(sqlite3_stmt *stmt, Plan *plan, const char *model, const 
         rc = st_plan_load_tiles(plan.src.db, plan.schema, plan.store, plan, w, err)
     if rc == SQLITE_OK:
         rc = st_plan_load_residuals(plan.src.db, plan.schema, plan.store, plan, w, err)
+    if rc == SQLITE_OK:
+        rc = st_plan_load_factors(plan.src.db, plan.schema, plan.store, plan, w, err)
     return rc
 
 

@@ -16,6 +16,12 @@
 #   the usual product on the scratch tile (a sparse part's indices are checked first, on the
 #   calling thread, like every payload byte that could point somewhere).
 # The calling thread pins residual pages with the block pages; workers get pointers.
+#
+# Factors (a float32 weight's whole-tensor U V^T, <store>_factors; U rows x r, V cols x r,
+# read into the plan): one thin product per layer after the tiles, on the calling thread:
+#   dense  W (out x in)  Y += (X @ V) @ U^T          W (in x out)  Y += (X @ U) @ V^T
+#   embedding rows       Y[b] += (sum of scale * U[id] over b's ids) @ V^T
+#   gather (biases, norms)  out += U V^T
 
 from libc.math cimport expf, tanhf, erff
 
@@ -174,6 +180,8 @@ cdef int st_kern_gather(TileCursor *c, Weight *w, float *out, char **err) noexce
                 st_page_residual_add(w.res_kind[bi * w.grid_c + bj],
                                      w.res_param[bi * w.grid_c + bj],
                                      res, br, bc, out + bi * R * w.cols + bj * C, w.cols)
+    if w.fac_uv != NULL:
+        st_page_factors_add(w.rows, w.cols, w.fac_rank, w.fac_uv, out, w.cols)
     return SQLITE_OK
 
 
@@ -379,7 +387,80 @@ cdef int st_kern_dense(TileCursor *c, Layer *L, const float *X, sqlite3_int64 B,
     free(scratch)
     if slot >= 0 and rc == SQLITE_OK:
         st_gemv_threads_observe(slot, nthreads, spent, w.rows * w.cols * 4)
+    if rc == SQLITE_OK and w.fac_uv != NULL:
+        rc = st_kern_factor_dense(L, X, B, Y)
     return rc
+
+
+cdef int st_kern_factor_dense(const Layer *L, const float *X, sqlite3_int64 B,
+                              float *Y) noexcept nogil:
+    """Y += the product of X with the weight's factors, U V^T never formed:
+    W (out x in):  Y += (X @ V) @ U^T        W (in x out):  Y += (X @ U) @ V^T
+    LOWRANK_ROWS rows of the batch at a time through a (rows x rank) intermediate."""
+    cdef const Weight *w = &L.weight
+    cdef int r = w.fac_rank
+    cdef const float *first = w.fac_uv + w.rows * r if not L.transpose else w.fac_uv
+    cdef const float *second = w.fac_uv if not L.transpose else w.fac_uv + w.rows * r
+    cdef sqlite3_int64 b0 = 0, nb = min(B, <sqlite3_int64>LOWRANK_ROWS)
+    cdef float here[256]
+    cdef float *tmp = here
+    if nb * r > 256:
+        tmp = <float *>malloc(nb * r * sizeof(float))
+        if tmp == NULL:
+            return SQLITE_NOMEM
+    if B == 1:
+        memset(tmp, 0, r * sizeof(float))
+        st_gemv_t(L.n_in, r, first, X, tmp)        # tmp = first^T x
+        st_gemv_n(L.n_out, r, second, tmp, Y)      # y += second tmp
+    else:
+        while b0 < B:
+            nb = min(<sqlite3_int64>LOWRANK_ROWS, B - b0)
+            scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, <int>nb, r, <int>L.n_in,
+                              1.0, X + b0 * L.n_in, <int>L.n_in, first, r, 0.0, tmp, r)
+            scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, <int>nb, <int>L.n_out, r,
+                              1.0, tmp, r, second, r, 1.0, Y + b0 * L.n_out, <int>L.n_out)
+            b0 += nb
+    if tmp != here:
+        free(tmp)
+    return SQLITE_OK
+
+
+cdef int st_kern_factor_rows(const Layer *L, const Input *inp, float *Y) noexcept nogil:
+    """Y[b] += (sum over b's ids of scale * U[id]) @ V^T, for embedding (one id a row) and
+    embedding_bag (sum, or mean: scale 1/n); the ids were checked by the caller. The
+    batch's coefficient rows go through one sgemm, LOWRANK_ROWS at a time."""
+    cdef const Weight *w = &L.weight
+    cdef int r = w.fac_rank
+    cdef const float *U = w.fac_uv
+    cdef const float *V = w.fac_uv + w.rows * r
+    cdef const float *u
+    cdef sqlite3_int64 b0 = 0, b, nb, j, lo, hi, t
+    cdef float scale
+    cdef float *acc
+    cdef float *a = <float *>malloc(min(inp.batch, <sqlite3_int64>LOWRANK_ROWS) * r * sizeof(float))
+    if a == NULL:
+        return SQLITE_NOMEM
+    while b0 < inp.batch:
+        nb = min(<sqlite3_int64>LOWRANK_ROWS, inp.batch - b0)
+        memset(a, 0, nb * r * sizeof(float))
+        for b in range(b0, b0 + nb):
+            acc = a + (b - b0) * r
+            if L.op == OP_EMBEDDING_BAG:
+                lo = inp.offsets[b]
+                hi = inp.offsets[b + 1]
+            else:
+                lo = b
+                hi = b + 1
+            scale = (1.0 / (hi - lo)) if L.op == OP_EMBEDDING_BAG and L.bag_mean and hi > lo else 1.0
+            for j in range(lo, hi):
+                u = U + inp.ids[j] * r
+                for t in range(r):
+                    acc[t] += scale * u[t]
+        scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, <int>nb, <int>w.cols, r, 1.0,
+                          a, r, V, r, 1.0, Y + b0 * L.n_out, <int>L.n_out)
+        b0 += nb
+    free(a)
+    return SQLITE_OK
 
 
 ctypedef struct DenseJob:
@@ -677,6 +758,8 @@ cdef int st_kern_embedding(TileCursor *c, Layer *L, const Input *inp, float *Y,
     if w.res_kind == NULL:
         rc = st_kern_embedding_by_block_row(c, L, inp, Y, err)
         if rc != -1:
+            if rc == SQLITE_OK and w.fac_uv != NULL:
+                rc = st_kern_factor_rows(L, inp, Y)
             return rc
         rc = SQLITE_OK
     # With at least a tile's rows of ids, building a residual tile whole costs no more
@@ -710,6 +793,8 @@ cdef int st_kern_embedding(TileCursor *c, Layer *L, const Input *inp, float *Y,
         for k in range(w.grid_r * w.grid_c):
             free(effective[k])
         free(effective)
+    if rc == SQLITE_OK and w.fac_uv != NULL:
+        rc = st_kern_factor_rows(L, inp, Y)
     return rc
 
 

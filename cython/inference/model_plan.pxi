@@ -4,7 +4,8 @@
 # SQLite's own JSON functions take it apart here and resolve tensor names to ids in the
 # same query. Each weight's tiles are then listed as (page, slot) in grid order, so the
 # kernels walk a weight tile by tile straight out of pinned pages; and so are its
-# residuals (kind, param, page, slot per tile), when the store has any.
+# residuals (kind, param, page, slot per tile), when the store has any. A weight's factors
+# (U, V: a few floats per row and column) are copied into the plan whole.
 #
 # Every number read from the store is untrusted (a file may be edited): shapes are checked
 # for range and overflow against the tensor's byte count and dtype, a weight's tile list
@@ -42,8 +43,11 @@ cdef void st_plan_weight_free(Weight *w) noexcept nogil:
     free(w.res_param)
     free(w.res_page)
     free(w.res_slot)
+    free(w.fac_uv)
     sqlite3_free(w.name)
     w.name = NULL
+    w.fac_uv = NULL
+    w.fac_rank = 0
     w.page_ids = NULL
     w.slots = NULL
     w.res_kind = NULL
@@ -256,6 +260,34 @@ cdef int st_plan_load_residuals(sqlite3 *db, const char *schema, const char *sto
     return rc
 
 
+cdef int st_plan_load_factors(sqlite3 *db, const char *schema, const char *store, Plan *plan,
+                              Weight *w, char **err) noexcept nogil:
+    """Read w's factors row, if any (checked: st_page_read_factors), into w.fac_uv."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef int rc
+    if not plan.has_factors:
+        return SQLITE_OK
+    rc = st_sql_prepare(
+        db, "SELECT f.rank, f.u, f.v, t.name, t.dtype FROM {factors} f JOIN {tensors} t"
+            " ON t.id = f.tensor_id WHERE f.tensor_id = ?1", schema, store, &stmt)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        return rc
+    sqlite3_bind_int64(stmt, 1, w.tensor_id)
+    rc = sqlite3_step(stmt)
+    if rc == SQLITE_ROW:
+        rc = st_page_read_factors(stmt, 0, store, <const char *>sqlite3_column_text(stmt, 3),
+                                  w.tensor_id, w.rows, w.cols,
+                                  <const char *>sqlite3_column_text(stmt, 4), &w.fac_rank,
+                                  &w.fac_uv, err)
+    elif rc == SQLITE_DONE:
+        rc = SQLITE_OK
+    else:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+    sqlite3_finalize(stmt)
+    return rc
+
+
 cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const char *model,
                       Plan *plan, char **err) noexcept nogil:
     """Read the model's layers and weights' tiles; st_plan_free() it afterwards, always."""
@@ -286,6 +318,9 @@ cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const 
                                  plan.block_rows, plan.block_cols, store)
         return SQLITE_CORRUPT
     rc = st_sql_has_residuals(db, schema, store, &plan.has_residuals, err)
+    if rc != SQLITE_OK:
+        return rc
+    rc = st_sql_has_factors(db, schema, store, &plan.has_factors, err)
     if rc != SQLITE_OK:
         return rc
     rc = st_sql_prepare(
@@ -390,10 +425,14 @@ cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const 
             rc = st_plan_load_tiles(db, schema, store, plan, &L.weight, err)
             if rc == SQLITE_OK:
                 rc = st_plan_load_residuals(db, schema, store, plan, &L.weight, err)
+            if rc == SQLITE_OK:
+                rc = st_plan_load_factors(db, schema, store, plan, &L.weight, err)
         if rc == SQLITE_OK and L.bias.tensor_id != 0:
             rc = st_plan_load_tiles(db, schema, store, plan, &L.bias, err)
             if rc == SQLITE_OK:
                 rc = st_plan_load_residuals(db, schema, store, plan, &L.bias, err)
+            if rc == SQLITE_OK:
+                rc = st_plan_load_factors(db, schema, store, plan, &L.bias, err)
         if rc != SQLITE_OK:
             return rc
     plan.n_out = width

@@ -444,3 +444,77 @@ cdef void st_page_residual_row_add(int kind, int param, const unsigned char *pay
     row = payload + br * 4 + r * ((bc * param + 7) // 8)
     for j in range(bc):
         dst[j] += st_page_residual_code(row, j, param) * s
+
+
+# -- factors ---------------------------------------------------------------------------------
+# <store>_factors: one row per float32 tensor at most, (tensor_id, rank, u, v); the tensor's
+# value is its tiles (+ their residuals) + U V^T, U (rows x rank) and V (cols x rank)
+# float32 little-endian row-major. Every row is checked where it is read: the plan loader
+# (model_plan.pxi) and read_tensor (process_pool.pxi) both go through st_page_read_factors.
+
+cdef int st_page_read_factors(sqlite3_stmt *stmt, int col, const char *store, const char *tensor,
+                              sqlite3_int64 tensor_id, sqlite3_int64 rows, sqlite3_int64 cols,
+                              const char *dtype, int *rank, float **uv,
+                              char **err) noexcept nogil:
+    """Check the factors row at columns col (rank), col + 1 (u), col + 2 (v) of stmt against
+    its tensor (rows x cols, checked; dtype its text) and copy U then V into uv (malloc'd,
+    (rows + cols) * rank floats, aligned; the caller frees it). SQLITE_CORRUPT naming store,
+    tensor and what is wrong otherwise, with uv NULL."""
+    cdef char *what = NULL
+    cdef int rt = sqlite3_column_type(stmt, col)
+    cdef int ut = sqlite3_column_type(stmt, col + 1)
+    cdef int vt = sqlite3_column_type(stmt, col + 2)
+    cdef sqlite3_int64 r = sqlite3_column_int64(stmt, col)
+    cdef sqlite3_int64 most = min(rows, cols), nu = -1, nv = -1
+    cdef const void *u = NULL
+    cdef const void *v = NULL
+    rank[0] = 0
+    uv[0] = NULL
+    if ut == SQLITE_BLOB:
+        u = sqlite3_column_blob(stmt, col + 1)
+        nu = sqlite3_column_bytes(stmt, col + 1)
+    if vt == SQLITE_BLOB:
+        v = sqlite3_column_blob(stmt, col + 2)
+        nv = sqlite3_column_bytes(stmt, col + 2)
+    if dtype == NULL or strcmp(dtype, "float32") != 0:
+        what = sqlite3_mprintf("are on a %s tensor; factors apply to float32 tensors only",
+                               st_sql_text_or(dtype, "dtype-less"))
+    elif rt != SQLITE_INTEGER:
+        what = sqlite3_mprintf("have a rank that is %s; it must be an integer",
+                               st_fn_value_type_name(rt))
+    elif r < 1 or r > most:
+        what = sqlite3_mprintf("have rank %lld; a %lld x %lld tensor takes ranks 1 to %lld",
+                               r, rows, cols, most)
+    elif ut != SQLITE_BLOB or vt != SQLITE_BLOB:
+        what = sqlite3_mprintf("have %s that is %s; u and v must be BLOBs",
+                               "u" if ut != SQLITE_BLOB else "v",
+                               st_fn_value_type_name(ut if ut != SQLITE_BLOB else vt))
+    elif nu != rows * r * 4:   # no overflow: r <= cols and rows * cols * 4 fits
+        what = sqlite3_mprintf("have u of %lld bytes; rank %lld makes %lld for %lld rows "
+                               "(rows x rank float32)", nu, r, rows * r * 4, rows)
+    elif nv != cols * r * 4:
+        what = sqlite3_mprintf("have v of %lld bytes; rank %lld makes %lld for %lld columns "
+                               "(cols x rank float32)", nv, r, cols * r * 4, cols)
+    elif (u == NULL and nu > 0) or (v == NULL and nv > 0):
+        return SQLITE_NOMEM
+    else:
+        uv[0] = <float *>malloc((nu + nv) if nu + nv > 0 else 1)
+        if uv[0] == NULL:
+            return SQLITE_NOMEM
+        memcpy(uv[0], u, nu)
+        memcpy(<unsigned char *>uv[0] + nu, v, nv)
+        rank[0] = <int>r
+        return SQLITE_OK
+    err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: the factors of tensor '%s' (id %lld) "
+                             "in %s_factors %s", store, st_sql_text_or(tensor, "?"), tensor_id,
+                             store, st_sql_text_or(what, "are invalid"))
+    sqlite3_free(what)
+    return SQLITE_CORRUPT
+
+
+cdef void st_page_factors_add(sqlite3_int64 rows, sqlite3_int64 cols, int rank, const float *uv,
+                              float *dst, sqlite3_int64 ld) noexcept nogil:
+    """dst (rows x cols, row stride ld) += U V^T, uv as st_page_read_factors left it (its
+    checks bound rows and cols by a BLOB's length: they fit an int)."""
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, <int>rows, <int>cols, rank, 1.0,
+                      uv, rank, uv + rows * rank, rank, 1.0, dst, <int>ld)

@@ -12,9 +12,10 @@
 # is the HIDDEN argument), and the SQL that answers it. xBestIndex insists on store = ?:
 # with the argument missing the query fails with a message saying how to call it.
 #
-# Residuals count as physical bytes of the model that owns them (always one) and their
-# pages as pages it reads. Each report's SQL starts with a CTE `res` of the residual rows;
-# a store without a <store>_residuals table (created before residuals) gets an empty one.
+# Residuals and factors count as physical bytes of the model that owns them (always one),
+# residuals' pages as pages it reads. Each report's SQL starts with a CTE `res` of the
+# residual rows and the factors rows (page NULL, bytes length(u) + length(v)); a store
+# without those tables (created before them) gets none of theirs.
 
 # The reports themselves (names, columns, SQL) are data in c/st_reports.h; engine.pxd
 # declares them.
@@ -117,14 +118,22 @@ cdef int st_report_filter(sqlite3_vtab_cursor *cur, int idx_num, const char *idx
     rc = st_sql_split_store_name(v.db, c.store, &c.schema, &c.name, &err)
     if rc != SQLITE_OK:
         return rc
-    rc = st_sql_has_residuals(v.db, c.schema, c.name, &has, &err)
+    rc = st_sql_store_tables(v.db, c.schema, c.name, &has, &err)
     if rc != SQLITE_OK:
         st_qc_set_vtab_error(cur.pVtab, err)
         return rc
+    # the rows of `res`: residuals (in their pages), then factors (in no page)
     cdef const char *residuals = "SELECT 0, 0, 0 WHERE 0"
-    if has:
+    if has & ST_HAS_RESIDUALS:
         residuals = "SELECT tensor_id, page_id, nbytes FROM {residuals}"
-    sql = sqlite3_mprintf(v.spec.sql, residuals)
+    cdef const char *factors = ""
+    if has & ST_HAS_FACTORS:
+        factors = " UNION ALL SELECT tensor_id, NULL, length(u) + length(v) FROM {factors}"
+    cdef char *rows = sqlite3_mprintf("%s%s", residuals, factors)
+    if rows == NULL:
+        return SQLITE_NOMEM
+    sql = sqlite3_mprintf(v.spec.sql, rows)
+    sqlite3_free(rows)
     if sql == NULL:
         return SQLITE_NOMEM
     rc = st_sql_prepare(v.db, sql, c.schema, c.name, &stmt)

@@ -76,11 +76,12 @@ cdef int st_sql_exec(sqlite3 *db, const char *tmpl, const char *schema,
     return rc
 
 
-cdef int st_sql_has_residuals(sqlite3 *db, const char *schema, const char *store,
-                              int *has, char **err) noexcept nogil:
-    """Set has to whether the store has a <store>_residuals table. Stores created before
-    residuals existed lack it (Python's Store adds it when it opens a writable store);
-    for every reader a missing table means "no residuals", never an error.
+cdef int st_sql_store_tables(sqlite3 *db, const char *schema, const char *store,
+                             int *has, char **err) noexcept nogil:
+    """Set has to which of the later shadow tables the store has (ST_HAS_* bits): stores
+    created before <store>_residuals or <store>_factors existed lack them (Python's Store
+    adds them when it opens a writable store); for every reader a missing table means
+    "none", never an error.
 
     Asked of sqlite_master once per view of the connection (c/st_memo.h): the answer is
     kept with the connection's view epoch (st_pool_connection_view, cache/process_pool.pxi), which
@@ -91,21 +92,39 @@ cdef int st_sql_has_residuals(sqlite3 *db, const char *schema, const char *store
         return SQLITE_OK
     cdef sqlite3_stmt *stmt = NULL
     cdef char *sql = sqlite3_mprintf(
-        "SELECT 1 FROM \"%w\".sqlite_master WHERE type = 'table'"
-        " AND name = '%q_residuals' COLLATE NOCASE", schema, store)
+        "SELECT EXISTS (SELECT 1 FROM \"%w\".sqlite_master WHERE type = 'table'"
+        " AND name = '%q_residuals' COLLATE NOCASE) | (EXISTS (SELECT 1 FROM"
+        " \"%w\".sqlite_master WHERE type = 'table' AND name = '%q_factors' COLLATE NOCASE)"
+        " << 1)", schema, store, schema, store)
     if sql == NULL:
         return SQLITE_NOMEM
     cdef int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)
     sqlite3_free(sql)
     if rc == SQLITE_OK:
         rc = sqlite3_step(stmt)
-        has[0] = rc == SQLITE_ROW
-        rc = SQLITE_OK if rc == SQLITE_ROW or rc == SQLITE_DONE else rc
+        has[0] = <int>sqlite3_column_int64(stmt, 0) if rc == SQLITE_ROW else 0
+        rc = SQLITE_OK if rc == SQLITE_ROW else rc
     if rc != SQLITE_OK:
         err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
     else:
         st_memo_put(db, epoch, schema, store, has[0])
     sqlite3_finalize(stmt)
+    return rc
+
+
+cdef int st_sql_has_residuals(sqlite3 *db, const char *schema, const char *store,
+                              int *has, char **err) noexcept nogil:
+    """Set has to whether the store has a <store>_residuals table (st_sql_store_tables)."""
+    cdef int rc = st_sql_store_tables(db, schema, store, has, err)
+    has[0] = 1 if has[0] & ST_HAS_RESIDUALS else 0
+    return rc
+
+
+cdef int st_sql_has_factors(sqlite3 *db, const char *schema, const char *store,
+                            int *has, char **err) noexcept nogil:
+    """Set has to whether the store has a <store>_factors table (st_sql_store_tables)."""
+    cdef int rc = st_sql_store_tables(db, schema, store, has, err)
+    has[0] = 1 if has[0] & ST_HAS_FACTORS else 0
     return rc
 
 

@@ -17,9 +17,9 @@
 # <store>_tensors; `data` assembles the tensor from its blocks (page_reader.pxi). Writes go
 # through the Python API (sqlite_tensor.Store), which fills the shadow tables; the table
 # itself is read-only. The shadow tables are listed in sql_text.pxi (st_shadow_parts).
-# <store>_residuals and <store>_dedup came later: stores created before them lack
-# both, and every reader treats a missing residuals table as "no residuals"
-# (st_sql_has_residuals in sql_text.pxi).
+# <store>_residuals, <store>_dedup and <store>_factors came later: stores created before
+# them lack them, and every reader treats a missing residuals or factors table as "none"
+# (st_sql_has_residuals, st_sql_has_factors in sql_text.pxi).
 #
 # ALTER TABLE <store> RENAME TO <new> renames every shadow table and index with it
 # (xRename). The table only reads, so it is SQLITE_VTAB_INNOCUOUS: views over a store
@@ -203,7 +203,8 @@ cdef int st_vtab_destroy(sqlite3_vtab *vtab) noexcept nogil:
     cdef StoreVtab *v = <StoreVtab *>vtab
     cdef char *err = NULL
     cdef const char *drop = (
-        "DROP TABLE IF EXISTS {files}; DROP TABLE IF EXISTS {dedup}; DROP TABLE IF EXISTS {residuals};"
+        "DROP TABLE IF EXISTS {factors}; DROP TABLE IF EXISTS {files}; DROP TABLE IF EXISTS {dedup};"
+        " DROP TABLE IF EXISTS {residuals};"
         "DROP TABLE IF EXISTS {map}; DROP TABLE IF EXISTS {blocks}; DROP TABLE IF EXISTS {pages};"
         "DROP TABLE IF EXISTS {tensors}; DROP TABLE IF EXISTS {models}; DROP TABLE IF EXISTS {config};"
     )
