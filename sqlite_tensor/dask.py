@@ -107,7 +107,7 @@ class StoreRef:
 def model_version(store: Store, model: str) -> str:
     """A hex digest of everything ``model`` computes with, read in one snapshot: its layers,
     its tensors' names, shapes and dtypes, the hash of the block at each tile and each
-    residual (with its page's checksum). Two stores that give it the same digest give the
+    residual (with its page's checksum), and each tensor's factors. Two stores that give it the same digest give the
     same outputs. Moving blocks between pages (``pack``) or adding other models keeps it.
     NotFoundError if there is no such model."""
     try:
@@ -150,6 +150,13 @@ def _model_version(store: Store, model: str) -> str:
                 ):
                     digest.update(repr(res).encode())
                     digest.update(_page_header(conn, store.name, res[4]))
+            if has_shadow_table(conn, store.name, "factors"):
+                for fac in conn.execute(
+                    f"SELECT rank, u, v FROM {t.factors} WHERE tensor_id = ?", (r[0],)
+                ):
+                    digest.update(repr(("factors", fac[0])).encode())
+                    for part in fac[1:]:  # u, v as stored (any type: the readers judge them)
+                        digest.update(part if isinstance(part, bytes) else repr(part).encode())
     finally:
         if began:
             conn.execute("COMMIT")

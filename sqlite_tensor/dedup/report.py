@@ -15,8 +15,9 @@ class ModelReport:
     substituted: int = 0  # replaced by a shared block outright
     residuals: int = 0  # replaced by a shared block plus a residual
     undone: int = 0  # replacements rolled back by the accuracy guard
-    bytes_saved: int = 0  # block bytes freed, less residual bytes written
+    bytes_saved: int = 0  # block bytes freed, less residual and factor bytes written
     residual_bytes: int = 0
+    factor_bytes: int = 0  # <store>_factors bytes written (writes.factor_bytes: u + v)
     score_before: float = math.nan
     score_after: float = math.nan
     validations: int = 0

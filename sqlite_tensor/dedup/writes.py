@@ -164,3 +164,63 @@ def residual_bytes(w, model_id: int) -> int:
         " ON tt.id = r.tensor_id WHERE tt.model_id = ?",
         (model_id,),
     ).get
+
+
+def set_factors(w, tensor_id: int, u: np.ndarray | None, v: np.ndarray | None) -> None:
+    """Give a float32 tensor (2-D view rows x cols) the whole-tensor term U @ V.T on top of
+    its tiles and their residuals: u (rows x rank) and v (cols x rank), float32, one row of
+    <store>_factors (replacing any). ``None, None`` or rank 0 deletes the row. ValueError
+    naming the problem when the shapes do not fit the tensor (nothing written)."""
+    conn, t = w.conn, w.tables
+    found = conn.execute(
+        f"SELECT rows, cols, dtype FROM {t.tensors} WHERE id = ?", (tensor_id,)
+    ).fetchone()
+    if found is None:
+        raise ValueError(f"store {w.name!r} has no tensor with id {tensor_id}")
+    rows, cols, dtype = found
+    if (u is None) != (v is None):
+        raise ValueError(f"tensor {tensor_id}: give both u and v, or neither")
+    if u is not None:
+        u, v = np.asarray(u), np.asarray(v)
+        if u.ndim != 2 or v.ndim != 2 or u.shape[1] != v.shape[1]:
+            raise ValueError(
+                f"tensor {tensor_id}: u {u.shape} and v {v.shape} must be (rows x rank) and"
+                f" (cols x rank) of one rank"
+            )
+    if u is None or u.shape[1] == 0:
+        conn.execute(f"DELETE FROM {t.factors} WHERE tensor_id = ?", (tensor_id,))
+        return
+    rank = u.shape[1]
+    if dtype != "float32":
+        raise ValueError(f"tensor {tensor_id} is {dtype}; factors apply to float32 tensors only")
+    if u.shape[0] != rows or v.shape[0] != cols:
+        raise ValueError(
+            f"tensor {tensor_id} is {rows} x {cols}: u must be ({rows}, {rank}) and v"
+            f" ({cols}, {rank}), got {u.shape} and {v.shape}"
+        )
+    if rank > min(rows, cols):
+        raise ValueError(
+            f"tensor {tensor_id} ({rows} x {cols}) takes ranks 1 to {min(rows, cols)}, got {rank}"
+        )
+    for name, a in (("u", u), ("v", v)):
+        if a.dtype != np.float32:
+            raise ValueError(f"tensor {tensor_id}: {name} must be float32, got {a.dtype}")
+    conn.execute(
+        f"INSERT OR REPLACE INTO {t.factors}(tensor_id, rank, u, v) VALUES (?, ?, ?, ?)",
+        (
+            tensor_id,
+            rank,
+            np.ascontiguousarray(u, "<f4").tobytes(),
+            np.ascontiguousarray(v, "<f4").tobytes(),
+        ),
+    )
+
+
+def factor_bytes(w, model_id: int) -> int:
+    """The bytes of the model's tensors' factors rows (length(u) + length(v))."""
+    t = w.tables
+    return w.conn.execute(
+        f"SELECT coalesce(sum(length(f.u) + length(f.v)), 0) FROM {t.factors} f"
+        f" JOIN {t.tensors} tt ON tt.id = f.tensor_id WHERE tt.model_id = ?",
+        (model_id,),
+    ).get

@@ -22,7 +22,8 @@ class Verify:
         Reference counts match the map, every tensor maps every block of its grid (each of
         its tile's size) and agrees with its shape and dtype, every block sits in its page at
         the right length and hashes to its recorded hash, and no row names a missing one,
-        nor is any block or page orphaned. Every page is of a known format with a matching
+        nor is any block or page orphaned. Every factors row belongs to a float32 tensor and
+        has a rank and U, V of its shape. Every page is of a known format with a matching
         checksum (version 2; a version-1 page is reported), and the store's schema is the
         current one.
         """
@@ -32,6 +33,7 @@ class Verify:
             *config_problems,
             *self._block_problems(),
             *self._orphan_problems(has_residuals),
+            *self._factor_problems(),
             *self._page_problems(has_residuals, page_format),
             *self._schema_problems(),
             *model_files.problems(self),
@@ -164,6 +166,39 @@ class Verify:
             n = self.conn.execute(sql).get
             if n:
                 problems.append(f"{n} {what}")
+        return problems
+
+    def _factor_problems(self) -> list[str]:
+        """Every <store>_factors row against its tensor (the engine's readers refuse the
+        same rows, each as SQLITE_CORRUPT): float32, 1 <= rank <= min(rows, cols), u and v
+        BLOBs of rows x rank and cols x rank float32; and no row without its tensor."""
+        if not has_shadow_table(self.conn, self.name, "factors"):
+            return []  # an older store, read-only: no factors at all
+        t = self._t
+        problems = []
+        for tid, rank, rank_type, u_type, nu, v_type, nv, rows, cols, dtype in self.conn.execute(
+            f"SELECT f.tensor_id, f.rank, typeof(f.rank), typeof(f.u), length(f.u), typeof(f.v),"
+            f" length(f.v), tt.rows, tt.cols, tt.dtype FROM {t.factors} f"
+            f" LEFT JOIN {t.tensors} tt ON tt.id = f.tensor_id ORDER BY f.tensor_id"
+        ):
+            where = f"factors of tensor {tid}"
+            if rows is None:
+                problems.append(f"{where}: no such tensor")
+            elif dtype != "float32":
+                problems.append(f"{where}: the tensor is {dtype}; factors apply to float32 only")
+            elif rank_type != "integer":
+                problems.append(f"{where}: rank is {rank_type} {rank!r}, not an integer")
+            elif not 1 <= rank <= min(rows, cols):
+                problems.append(
+                    f"{where}: rank {rank}; a {rows} x {cols} tensor takes 1 to {min(rows, cols)}"
+                )
+            elif u_type != "blob" or v_type != "blob":
+                problems.append(f"{where}: u is {u_type}, v is {v_type}; both must be BLOBs")
+            elif nu != rows * rank * 4 or nv != cols * rank * 4:
+                problems.append(
+                    f"{where}: u has {nu} bytes and v {nv}; rank {rank} makes"
+                    f" {rows * rank * 4} and {cols * rank * 4}"
+                )
         return problems
 
     def _page_problems(self, has_residuals: bool, page_format: int) -> list[str]:

@@ -95,7 +95,7 @@ class Writes:
                 (model_id,),
             )
         }
-        for table in (t.residuals, t.dedup):
+        for table in (t.residuals, t.dedup, t.factors):
             self.conn.execute(
                 f"DELETE FROM {table} WHERE tensor_id IN"
                 f" (SELECT id FROM {t.tensors} WHERE model_id = ?)",
@@ -185,9 +185,11 @@ class Writes:
                     (old_id,),
                 )
             }
+            factors = self._old_factors(old_id, decided)
             staging = f"{name}\x00update"
             report = self._ingest(staging, arrays)
             new_id = self._model_id(staging)
+            self._carry_factors(factors, decided, new_id)
             self._carry_decisions(decided, new_id)
             self._drop(old_id)
             self.conn.execute(
@@ -202,6 +204,61 @@ class Writes:
             if old_layers is not None:
                 self._store_layers(name, old_layers)
             return report
+
+    def _old_factors(self, old_id: int, decided: dict) -> dict:
+        """The old version's factors rows by tensor name, each with its tiles' digests as
+        they were given (dedup's source hash where it replaced a tile, else the block's)."""
+        t = self._t
+        factors = {
+            tname: (rank, u, v, {}, view)
+            for tname, rank, u, v, *view in self.conn.execute(
+                f"SELECT tt.name, f.rank, f.u, f.v, tt.rows, tt.cols, tt.dtype FROM {t.factors} f"
+                f" JOIN {t.tensors} tt"
+                " ON tt.id = f.tensor_id WHERE tt.model_id = ?",
+                (old_id,),
+            )
+        }
+        if factors:
+            for tname, bi, bj, digest in self.conn.execute(
+                f"SELECT tt.name, m.block_row, m.block_col, b.hash FROM {t.map} m"
+                f" JOIN {t.tensors} tt ON tt.id = m.tensor_id JOIN {t.blocks} b"
+                " ON b.id = m.block_id WHERE tt.model_id = ?",
+                (old_id,),
+            ):
+                if tname in factors:
+                    old = decided.get((tname, bi, bj))
+                    factors[tname][3][(bi, bj)] = digest if old is None else old[2]
+        return factors
+
+    def _carry_factors(self, factors: dict, decided: dict, new_id: int) -> None:
+        """A tensor's factors go with its tiles' decisions (each tile's residual was chosen
+        with U V^T in place): both are carried when every tile of the new version is the
+        old one's, else neither (the tensor is stored exactly; the next dedup examines
+        it)."""
+        t = self._t
+        for tname, (rank, u, v, digests, view) in factors.items():
+            found = self.conn.execute(
+                f"SELECT id, rows, cols, dtype FROM {t.tensors} WHERE model_id = ? AND name = ?",
+                (new_id, tname),
+            ).fetchone()
+            tiles = {}
+            if found is not None and list(found[1:]) == view:
+                tiles = {
+                    (bi, bj): digest
+                    for bi, bj, digest in self.conn.execute(
+                        f"SELECT m.block_row, m.block_col, b.hash FROM {t.map} m"
+                        f" JOIN {t.blocks} b ON b.id = m.block_id WHERE m.tensor_id = ?",
+                        (found[0],),
+                    )
+                }
+            if found is not None and tiles == digests:
+                self.conn.execute(
+                    f"INSERT INTO {t.factors}(tensor_id, rank, u, v) VALUES (?, ?, ?, ?)",
+                    (found[0], rank, u, v),
+                )
+            else:
+                for key in [k for k in decided if k[0] == tname]:
+                    del decided[key]
 
     def _carry_decisions(self, decided: dict, new_id: int) -> None:
         """Point the new version's unchanged tiles where dedup pointed the old ones."""
