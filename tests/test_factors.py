@@ -54,8 +54,10 @@ def give_factors(store, model, tensor, rank, rng, scale=0.2):
     v = (rng.standard_normal((cols, rank)) * scale).astype(np.float32)
     with store.writer() as w:
         set_factors(w, tid, u, v)
-    return (u.astype(np.float64) @ v.astype(np.float64).T).astype(np.float32).reshape(
-        json.loads(shape)
+    return (
+        (u.astype(np.float64) @ v.astype(np.float64).T)
+        .astype(np.float32)
+        .reshape(json.loads(shape))
     )
 
 
@@ -331,9 +333,7 @@ def assert_python_refuses(path, model, tensor, msg):
         with pytest.raises(apsw.CorruptError, match=msg):
             store.conn.execute("SELECT tensor_blob('tensors', ?, ?)", (model, tensor)).get
         with pytest.raises(apsw.CorruptError, match=msg):
-            store.conn.execute(
-                "SELECT tensor_predict('tensors', ?, ?)", (model, x.tobytes())
-            ).get
+            store.conn.execute("SELECT tensor_predict('tensors', ?, ?)", (model, x.tobytes())).get
         problems = store.verify()
         assert any(p.startswith("factors of tensor") for p in problems), problems
 
