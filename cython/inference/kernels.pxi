@@ -437,7 +437,8 @@ cdef int st_kern_factor_rows(const Layer *L, const Input *inp, float *Y) noexcep
     cdef sqlite3_int64 b0 = 0, b, nb, j, lo, hi, t
     cdef float scale
     cdef float *acc
-    cdef float *a = <float *>malloc(min(inp.batch, <sqlite3_int64>LOWRANK_ROWS) * r * sizeof(float))
+    cdef float *a = <float *>malloc(max(min(inp.batch, <sqlite3_int64>LOWRANK_ROWS) * r,
+                                        <sqlite3_int64>1) * sizeof(float))
     if a == NULL:
         return SQLITE_NOMEM
     while b0 < inp.batch:

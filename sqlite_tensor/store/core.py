@@ -181,7 +181,9 @@ class Store(Transactions, Writes, Layout, Reports, Verify):
             ]
 
     def get_tensor(self, model: str, tensor: str) -> np.ndarray:
-        """A stored tensor, bit for bit as it was added (a new array of its dtype and shape)."""
+        """A stored tensor, bit for bit as it was added (a new array of its dtype and shape);
+        a float32 tensor dedup gave residuals or factors is its effective value, what
+        inference computes with."""
         _check_name("model name", model)
         _check_name("tensor name", tensor)
         # +?: a join against a bare parameter is re-prepared at every binding by SQLite
