@@ -517,3 +517,17 @@ def test_physical_bytes_count_the_factors(memstore, rng):
     with memstore.writer() as wr:
         assert factor_bytes(wr, wr.model_id("b")) == nbytes
         assert factor_bytes(wr, wr.model_id("a")) == 0
+
+
+def test_rename_and_drop_of_the_store_take_the_factors(memdb, rng):
+    store = sqlite_tensor.Store(memdb, block_rows=3, block_cols=5)
+    w = rng.standard_normal((5, 7)).astype(np.float32)
+    store.add_model("m", {"w": w})
+    added = give_factors(store, "m", "w", 2, rng)
+    memdb.execute("ALTER TABLE tensors RENAME TO renamed")
+    assert memdb.execute("SELECT count(*) FROM renamed_factors").get == 1
+    renamed = sqlite_tensor.Store(memdb, "renamed")
+    np.testing.assert_allclose(renamed.get_tensor("m", "w"), effective(w, added), rtol=1e-6)
+    assert renamed.verify() == []
+    memdb.execute("DROP TABLE renamed")
+    assert memdb.execute("SELECT count(*) FROM sqlite_schema WHERE name LIKE '%factors'").get == 0
