@@ -91,11 +91,13 @@ cdef int st_sql_store_tables(sqlite3 *db, const char *schema, const char *store,
     if st_memo_get(db, epoch, schema, store, has):
         return SQLITE_OK
     cdef sqlite3_stmt *stmt = NULL
+    # AS has: an unnamed result column is named by its text, and a low SQLITE_LIMIT_LENGTH
+    # refuses a name this long (SQLITE_TOOBIG)
     cdef char *sql = sqlite3_mprintf(
         "SELECT EXISTS (SELECT 1 FROM \"%w\".sqlite_master WHERE type = 'table'"
         " AND name = '%q_residuals' COLLATE NOCASE) | (EXISTS (SELECT 1 FROM"
         " \"%w\".sqlite_master WHERE type = 'table' AND name = '%q_factors' COLLATE NOCASE)"
-        " << 1)", schema, store, schema, store)
+        " << 1) AS has", schema, store, schema, store)
     if sql == NULL:
         return SQLITE_NOMEM
     cdef int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)
