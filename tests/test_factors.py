@@ -34,7 +34,7 @@ from test_residual_kernels import (
 )
 
 import sqlite_tensor
-from sqlite_tensor import encoders
+from sqlite_tensor import encoders, factors
 from sqlite_tensor.dedup.writes import factor_bytes, set_factors
 from sqlite_tensor.errors import CorruptStoreError
 from sqlite_tensor.testing import bert_reference
@@ -54,11 +54,7 @@ def give_factors(store, model, tensor, rank, rng, scale=0.2):
     v = (rng.standard_normal((cols, rank)) * scale).astype(np.float32)
     with store.writer() as w:
         set_factors(w, tid, u, v)
-    return (
-        (u.astype(np.float64) @ v.astype(np.float64).T)
-        .astype(np.float32)
-        .reshape(json.loads(shape))
-    )
+    return factors.as_stored(u, v).reshape(json.loads(shape))
 
 
 def effective(arr, added):
@@ -280,26 +276,66 @@ def test_set_factors_checks_its_arguments_and_deletes(memstore, rng):
 W_SHAPE = (4, 6)
 
 
-def _f32(n):
-    return np.arange(n, dtype=np.float32).tobytes()
+def _payload(n, rank, scale=0.5):
+    """A factor payload of n x rank: rank float32 scales, then int8 codes."""
+    scales = np.full(rank, scale, np.float32).tobytes()
+    return scales + (np.arange(n * rank) % 100).astype(np.int8).tobytes()
 
 
 # (rank, u, v, message): the row written for tensor "w" (4 x 6) of model "m"
 HOSTILE = {
     "rank-0": (0, b"", b"", "rank 0; a 4 x 6 tensor takes ranks 1 to 4"),
-    "rank-negative": (-2, _f32(4), _f32(6), "rank -2; a 4 x 6 tensor takes ranks 1 to 4"),
-    "rank-over-min": (5, _f32(20), _f32(30), "rank 5; a 4 x 6 tensor takes ranks 1 to 4"),
-    "rank-huge": (2**40, _f32(4), _f32(6), "rank 1099511627776; a 4 x 6"),
-    "rank-text": ("2", _f32(8), _f32(12), "rank that is text; it must be an integer"),
-    "rank-real": (2.5, _f32(8), _f32(12), "rank that is a real"),
-    "rank-null": (None, _f32(8), _f32(12), "rank that is NULL"),
-    "u-short": (2, _f32(8)[:-4], _f32(12), "u of 28 bytes; rank 2 makes 32 for 4 rows"),
-    "u-long": (2, _f32(9), _f32(12), "u of 36 bytes; rank 2 makes 32 for 4 rows"),
-    "v-short": (2, _f32(8), _f32(11), "v of 44 bytes; rank 2 makes 48 for 6 columns"),
-    "v-long": (2, _f32(8), _f32(13), "v of 52 bytes; rank 2 makes 48 for 6 columns"),
-    "u-text": (1, "abcdabcdabcdabcd", _f32(6), "u that is text; u and v must be BLOBs"),
-    "v-null": (1, _f32(4), None, "v that is NULL; u and v must be BLOBs"),
-    "v-integer": (1, _f32(4), 7, "v that is an integer"),
+    "rank-negative": (
+        -2,
+        _payload(4, 1),
+        _payload(6, 1),
+        "rank -2; a 4 x 6 tensor takes ranks 1 to 4",
+    ),
+    "rank-over-min": (
+        5,
+        _payload(4, 5),
+        _payload(6, 5),
+        "rank 5; a 4 x 6 tensor takes ranks 1 to 4",
+    ),
+    "rank-huge": (2**40, _payload(4, 1), _payload(6, 1), "rank 1099511627776; a 4 x 6"),
+    "rank-text": ("2", _payload(4, 2), _payload(6, 2), "rank that is text; it must be an integer"),
+    "rank-real": (2.5, _payload(4, 2), _payload(6, 2), "rank that is a real"),
+    "rank-null": (None, _payload(4, 2), _payload(6, 2), "rank that is NULL"),
+    "u-short": (
+        2,
+        _payload(4, 2)[:-1],
+        _payload(6, 2),
+        "u of 15 bytes; rank 2 makes 16 for 4 rows",
+    ),
+    "u-long": (
+        2,
+        _payload(4, 2) + b"\0",
+        _payload(6, 2),
+        "u of 17 bytes; rank 2 makes 16 for 4 rows",
+    ),
+    "v-short": (
+        2,
+        _payload(4, 2),
+        _payload(6, 2)[:-1],
+        "v of 19 bytes; rank 2 makes 20 for 6 columns",
+    ),
+    "v-long": (
+        2,
+        _payload(4, 2),
+        _payload(6, 2) + b"\0",
+        "v of 21 bytes; rank 2 makes 20 for 6 columns",
+    ),
+    "u-float32": (
+        2,
+        np.ones(8, np.float32).tobytes(),
+        _payload(6, 2),
+        "u of 32 bytes; rank 2 makes 16",
+    ),
+    "u-scale-nan": (1, _payload(4, 1, np.nan), _payload(6, 1), "u with a scale that is not finite"),
+    "v-scale-inf": (1, _payload(4, 1), _payload(6, 1, np.inf), "v with a scale that is not finite"),
+    "u-text": (1, "abcdabcd", _payload(6, 1), "u that is text; u and v must be BLOBs"),
+    "v-null": (1, _payload(4, 1), None, "v that is NULL; u and v must be BLOBs"),
+    "v-integer": (1, _payload(4, 1), 7, "v that is an integer"),
 }
 
 
@@ -371,7 +407,7 @@ def test_hostile_factor_rows_are_corrupt_never_a_crash(
 
 def test_factors_on_a_float16_tensor_are_corrupt(tmp_path, rng, sqlite3_shell, clean_env):
     path = tmp_path / "h.sqlite"
-    hostile_store(path, rng, 1, _f32(4), _f32(6), tensor="h")
+    hostile_store(path, rng, 1, _payload(4, 1), _payload(6, 1), tensor="h")
     msg = "are on a float16 tensor; factors apply to float32 tensors only"
     assert_python_refuses(path, "half", "h", msg)
     assert_shell_refuses(sqlite3_shell, clean_env, path, "half", "h", msg)
@@ -379,7 +415,7 @@ def test_factors_on_a_float16_tensor_are_corrupt(tmp_path, rng, sqlite3_shell, c
 
 def test_an_orphan_factors_row_is_reported_and_harms_nothing(tmp_path, rng):
     path = tmp_path / "h.sqlite"
-    arrays = hostile_store(path, rng, 1, _f32(4), _f32(6), tensor=None)
+    arrays = hostile_store(path, rng, 1, _payload(4, 1), _payload(6, 1), tensor=None)
     with sqlite_tensor.Store(path) as store:
         np.testing.assert_array_equal(store.get_tensor("m", "w"), arrays["w"])
         x = np.ones(6, np.float32)
@@ -454,7 +490,7 @@ def test_a_savepoint_sees_its_own_factors_and_its_rollback(memstore, rng):
     tid = tensor_id(memstore, "m", "w")
     u = rng.standard_normal((6, 2)).astype(np.float32)
     v = rng.standard_normal((9, 2)).astype(np.float32)
-    eff = {"w": effective(w, u.astype(np.float64) @ v.T)}
+    eff = {"w": effective(w, factors.as_stored(u, v))}
     with memstore.writer() as wr:
         assert_matches(memstore.predict("m", x), layers, {"w": w}, x)
         with pytest.raises(KeyError), wr.savepoint():
@@ -504,7 +540,7 @@ def test_physical_bytes_count_the_factors(memstore, rng):
     stats, models = memstore.stats(), {r["model"]: r for r in memstore.model_stats()}
     pages = memstore.page_stats()
     give_factors(memstore, "b", "w", 3, rng)
-    nbytes = (6 + 10) * 3 * 4
+    nbytes = factors.payload_bytes(6, 10, 3)
     after = memstore.stats()
     assert after["physical_bytes"] == stats["physical_bytes"] + nbytes
     assert after["dedup_ratio"] == pytest.approx(after["logical_bytes"] / after["physical_bytes"])

@@ -448,16 +448,35 @@ cdef void st_page_residual_row_add(int kind, int param, const unsigned char *pay
 
 # -- factors ---------------------------------------------------------------------------------
 # <store>_factors: one row per float32 tensor at most, (tensor_id, rank, u, v); the tensor's
-# value is its tiles (+ their residuals) + U V^T, U (rows x rank) and V (cols x rank)
-# float32 little-endian row-major. Every row is checked where it is read: the plan loader
-# (model_plan.pxi) and read_tensor (process_pool.pxi) both go through st_page_read_factors.
+# value is its tiles (+ their residuals) + U V^T, U (rows x rank) and V (cols x rank), each
+# stored as rank float32 column scales then int8 codes row-major (sqlite_tensor/factors.py
+# has the format). Every row is checked where it is read: the plan loader (model_plan.pxi)
+# and read_tensor (process_pool.pxi) both go through st_page_read_factors, which decodes it.
+
+from libc.math cimport isfinite
+
+
+cdef int st_page_factor_decode(const unsigned char *p, sqlite3_int64 n, sqlite3_int64 r,
+                               float *out) noexcept nogil:
+    """out (n x r float32) = codes * column scales of a payload whose length was checked;
+    -1 if a scale is not finite (out then partly written)."""
+    cdef const signed char *codes = <const signed char *>(p + r * 4)
+    cdef float scale
+    cdef sqlite3_int64 i, k
+    for k in range(r):
+        memcpy(&scale, p + k * 4, 4)   # unaligned in the BLOB: copied, not cast
+        if not isfinite(scale):
+            return -1
+        for i in range(n):
+            out[i * r + k] = codes[i * r + k] * scale
+    return 0
 
 cdef int st_page_read_factors(sqlite3_stmt *stmt, int col, const char *store, const char *tensor,
                               sqlite3_int64 tensor_id, sqlite3_int64 rows, sqlite3_int64 cols,
                               const char *dtype, int *rank, float **uv,
                               char **err) noexcept nogil:
     """Check the factors row at columns col (rank), col + 1 (u), col + 2 (v) of stmt against
-    its tensor (rows x cols, checked; dtype its text) and copy U then V into uv (malloc'd,
+    its tensor (rows x cols, checked; dtype its text) and decode U then V into uv (malloc'd,
     (rows + cols) * rank floats, aligned; the caller frees it). SQLITE_CORRUPT naming store,
     tensor and what is wrong otherwise, with uv NULL."""
     cdef char *what = NULL
@@ -489,22 +508,29 @@ cdef int st_page_read_factors(sqlite3_stmt *stmt, int col, const char *store, co
         what = sqlite3_mprintf("have %s that is %s; u and v must be BLOBs",
                                "u" if ut != SQLITE_BLOB else "v",
                                st_fn_value_type_name(ut if ut != SQLITE_BLOB else vt))
-    elif nu != rows * r * 4:   # no overflow: r <= cols and rows * cols * 4 fits
+    elif nu != r * 4 + rows * r:   # no overflow: r <= cols and rows * cols * 4 fits
         what = sqlite3_mprintf("have u of %lld bytes; rank %lld makes %lld for %lld rows "
-                               "(rows x rank float32)", nu, r, rows * r * 4, rows)
-    elif nv != cols * r * 4:
+                               "(rank float32 scales, rows x rank int8 codes)", nu, r,
+                               r * 4 + rows * r, rows)
+    elif nv != r * 4 + cols * r:
         what = sqlite3_mprintf("have v of %lld bytes; rank %lld makes %lld for %lld columns "
-                               "(cols x rank float32)", nv, r, cols * r * 4, cols)
-    elif (u == NULL and nu > 0) or (v == NULL and nv > 0):
+                               "(rank float32 scales, cols x rank int8 codes)", nv, r,
+                               r * 4 + cols * r, cols)
+    elif u == NULL or v == NULL:   # lengths are at least 4 (rank >= 1): NULL is no memory
         return SQLITE_NOMEM
     else:
-        uv[0] = <float *>malloc((nu + nv) if nu + nv > 0 else 1)
+        uv[0] = <float *>malloc((rows + cols) * r * sizeof(float))
         if uv[0] == NULL:
             return SQLITE_NOMEM
-        memcpy(uv[0], u, nu)
-        memcpy(<unsigned char *>uv[0] + nu, v, nv)
-        rank[0] = <int>r
-        return SQLITE_OK
+        if st_page_factor_decode(<const unsigned char *>u, rows, r, uv[0]) != 0:
+            what = sqlite3_mprintf("have u with a scale that is not finite")
+        elif st_page_factor_decode(<const unsigned char *>v, cols, r, uv[0] + rows * r) != 0:
+            what = sqlite3_mprintf("have v with a scale that is not finite")
+        else:
+            rank[0] = <int>r
+            return SQLITE_OK
+        free(uv[0])
+        uv[0] = NULL
     err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: the factors of tensor '%s' (id %lld) "
                              "in %s_factors %s", store, st_sql_text_or(tensor, "?"), tensor_id,
                              store, st_sql_text_or(what, "are invalid"))

@@ -17,10 +17,17 @@ known, with the bytes never rising along it:
    first; a binary search over how many move finds where the score crosses the budget.
 
 A rejected step so falls back to the next finer rung of each block, never straight to
-keeping it. Because the path does not depend on ``max_drop`` and each binary search can only
-go coarser when more passes, a larger ``max_drop`` never stores more bytes for the model.
-Each configuration tried is applied in a savepoint, scored by the validator and rolled back;
-the chosen one is applied for good.
+keeping it.
+
+A second path (factor_path.py) stores whole tensors as their references plus int8-coded
+low-rank factors, the ranks set by one threshold on each delta's energy left out; a binary
+search finds its coarsest passing configuration too. The path whose choice stores fewer
+bytes is applied.
+
+Because neither path depends on ``max_drop`` and each binary search can only go coarser
+when more passes, a larger ``max_drop`` never stores more bytes on either path, nor so in
+the cheaper of the two. Each configuration tried is applied in a savepoint, scored by the
+validator and rolled back; the chosen one is applied for good.
 """
 
 from __future__ import annotations
@@ -43,11 +50,13 @@ class _Undo(Exception):
 
 
 class BudgetSearch:
-    """One model's search (see the module docstring). ``items`` are its targets with a
-    reference; ``ladders`` their encoding.Ladders, one per tile extent."""
+    """One model's search (see the module docstring). ``ladders``: the encoding.Ladders of
+    its targets with a reference, one per tile extent; ``factor_path``: a FactorPath over
+    the same targets, or None."""
 
-    def __init__(self, w, report, items, ladders, validator, max_drop, tolerance, progress):
+    def __init__(self, w, report, ladders, factor_path, validator, max_drop, tolerance, progress):
         self.w, self.report, self.validator = w, report, validator
+        self.factor_path = factor_path
         self.max_drop = max_drop
         self.progress = progress
         self.ladders = ladders
@@ -59,10 +68,6 @@ class BudgetSearch:
 
     def at(self, tau: float) -> list[np.ndarray]:
         return [lad.cheapest_within(tau) for lad in self.ladders]
-
-    @staticmethod
-    def key(config) -> bytes:
-        return b"".join(x.tobytes() for x in config)
 
     def outcomes(self, config) -> list:
         """The targets that change under config, each with its outcome set."""
@@ -83,14 +88,16 @@ class BudgetSearch:
         return self.report.score_before - value <= self.max_drop
 
     def _try(self, config, keep: bool, score: float | None = None) -> float:
-        """Apply config, score it (unless its score is given: validated already), and roll
-        it back unless keep."""
+        """Store config (a tiles' rung list or a factor path's ranks), score it (unless its
+        score is given: validated already), and roll it back unless keep."""
         w, report = self.w, self.report
-        changed = self.outcomes(config)
         value = score
         try:
             with w.savepoint():
-                apply(w, changed)
+                if isinstance(config, dict):
+                    self.factor_path.write(config)
+                else:
+                    apply(w, self.outcomes(config))
                 if value is None:
                     with w.callers_code():  # the validator is not the store's code
                         value = run_validator(self.validator, w.store, report.model)
@@ -104,9 +111,26 @@ class BudgetSearch:
             pass
         return value
 
+    def key(self, config) -> bytes:
+        if isinstance(config, dict):
+            return self.factor_path.key(config)
+        return b"".join(x.tobytes() for x in config)
+
     # -- the search -------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def _coarsest_passing(self, configs) -> tuple[int, int]:
+        """(lo, hi): hi the coarsest of configs (coarse to fine; the last passes unasked)
+        that passes by binary search, lo the one before it that failed (-1 if none)."""
+        lo, hi = -1, len(configs) - 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.passes(configs[mid]):
+                hi = mid
+            else:
+                lo = mid
+        return lo, hi
+
+    def _tiles_path(self) -> list[np.ndarray]:
         grid = [t for t in GRID if self.tolerance is None or t <= self.tolerance]
         if self.tolerance is not None and self.tolerance not in grid:
             grid.insert(0, self.tolerance)
@@ -120,32 +144,42 @@ class BudgetSearch:
             if key != last:
                 configs.append(c)
                 last = key
-        # binary search: configs[hi] passes (all kept, the score as before); is there coarser?
-        lo, hi = -1, len(configs) - 1  # lo: fails (or before the start), hi: passes
-        self.expected = self.report.validations + 1
         self.expected += math.ceil(math.log2(len(configs) + 1)) + math.ceil(
             math.log2(max(1, sum(len(lad.items) for lad in self.ladders)))
         )
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self.passes(configs[mid]):
-                hi = mid
-            else:
-                lo = mid
-        chosen = configs[hi]
-        if lo >= 0:
-            chosen = self._between(configs[hi], configs[lo])
-        # applied for good; the search's score of it stands (a second validation would
-        # score the same weights again)
+        lo, hi = self._coarsest_passing(configs)
+        return configs[hi] if lo < 0 else self._between(configs[hi], configs[lo])
+
+    def _tiles_bytes(self, config) -> int:
+        return int(sum(lad.nbytes[rungs].sum() for lad, rungs in zip(self.ladders, config)))
+
+    def run(self) -> None:
+        """Both paths; the one storing fewer bytes within budget is applied for good."""
+        self.expected = self.report.validations + 1
+        chosen = self._tiles_path()
+        if self.factor_path:
+            configs = self.factor_path.configs()
+            self.expected += math.ceil(math.log2(len(configs) + 1))
+            _, hi = self._coarsest_passing(configs)
+            if self.factor_path.nbytes(configs[hi]) < self._tiles_bytes(chosen):
+                chosen = configs[hi]
+        items = [it for lad in self.ladders for it in lad.items]
+        if isinstance(chosen, dict):  # targets off the factor path stay as they are
+            for it in items:
+                it.outcome = encoding.Outcome(encoding.KEEP, 0.0)
+        # applied for good (setting each target's outcome); the search's score of it
+        # stands (a second validation would score the same weights again)
         value = self._try(chosen, keep=True, score=self.scores.get(self.key(chosen)))
         report = self.report
         self.progress(report, report.validations, report.validations)
         report.score_after = value
-        kinds = [it.outcome.kind for lad in self.ladders for it in lad.items]
+        if isinstance(chosen, dict):
+            report.factors = self.factor_path.factored(chosen)
+            report.undone = 0  # the tiles' path's count: not what was applied
+        kinds = [it.outcome.kind for it in items]
         report.substituted = kinds.count(encoding.SUBSTITUTE)
         report.residuals = kinds.count(encoding.RESIDUAL)
-        kept = [it for lad in self.ladders for it in lad.items if it.outcome.kind == encoding.KEEP]
-        log(self.w, kept, KEPT)
+        log(self.w, [it for it in items if it.outcome.kind == encoding.KEEP], KEPT)
 
     def _between(self, fine, coarse) -> list[np.ndarray]:
         """The coarsest passing configuration on the path from fine (passes) to coarse

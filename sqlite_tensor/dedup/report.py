@@ -14,6 +14,7 @@ class ModelReport:
     examined: int = 0  # distinct blocks looked at
     substituted: int = 0  # replaced by a shared block outright
     residuals: int = 0  # replaced by a shared block plus a residual
+    factors: int = 0  # tensors given whole-tensor low-rank factors (their blocks substituted)
     undone: int = 0  # replacements rolled back by the accuracy guard
     bytes_saved: int = 0  # block bytes freed, less residual and factor bytes written
     residual_bytes: int = 0

@@ -41,6 +41,7 @@ from .. import blocks, pages
 from ..store.writer import require_model
 from . import encoding
 from .budget import BudgetSearch
+from .factor_path import FactorPath
 from .importance import examination_order
 from .lsh import LSHOptions
 from .minhash import MinHashOptions
@@ -52,6 +53,7 @@ from .writes import (
     UNDONE,
     Target,
     apply,
+    factor_bytes,
     free_dead_blocks,
     log,
     repack_residuals,
@@ -260,6 +262,7 @@ def _dedup_model(w, report: ModelReport, run: _Run):
         return
     report.examined = len(items)
     residuals_before = residual_bytes(w, model_id)
+    factors_before = factor_bytes(w, model_id)
     read: dict[int, np.ndarray] = {}  # tiles read so far: each block is read once
     if refs:
         before = run.searcher.seconds
@@ -270,8 +273,12 @@ def _dedup_model(w, report: ModelReport, run: _Run):
         log(w, [it for it in items if not it.ref], KEPT)
         if matched:
             ladders = _ladders(w, matched, extents, run.residuals, read)
+            # the factor path spreads error over a tensor: not under a per-block tolerance
+            factor_path = None
+            if run.residuals and run.tolerance is None:
+                factor_path = FactorPath(w, matched, read)
             BudgetSearch(
-                w, report, matched, ladders, run.validator, run.max_drop, run.tolerance,
+                w, report, ladders, factor_path, run.validator, run.max_drop, run.tolerance,
                 run.progress,
             ).run()  # fmt: skip
     else:
@@ -279,7 +286,8 @@ def _dedup_model(w, report: ModelReport, run: _Run):
     freed = free_dead_blocks(w)
     repack_residuals(w, model_id)
     report.residual_bytes = residual_bytes(w, model_id) - residuals_before
-    report.bytes_saved = freed - report.residual_bytes
+    report.factor_bytes = factor_bytes(w, model_id) - factors_before
+    report.bytes_saved = freed - report.residual_bytes - report.factor_bytes
     report.seconds = time.perf_counter() - started
 
 
@@ -325,6 +333,8 @@ def _targets(w, model_id: int, reexamine: bool):
         f" JOIN {t.blocks} b ON b.id = m.block_id WHERE tt.model_id = ? AND tt.dtype = 'float32'"
         f" AND NOT EXISTS (SELECT 1 FROM {t.residuals} r WHERE r.tensor_id = m.tensor_id"
         f" AND r.block_row = m.block_row AND r.block_col = m.block_col){seen}"
+        # a tensor with factors is not its tiles: its tiles are not looked at again
+        f" AND NOT EXISTS (SELECT 1 FROM {t.factors} f WHERE f.tensor_id = m.tensor_id)"
         f" AND NOT EXISTS (SELECT 1 FROM {t.map} e JOIN {t.tensors} et ON et.id = e.tensor_id"
         f" WHERE e.block_id = m.block_id AND et.model_id <> tt.model_id)"
         " ORDER BY m.tensor_id, m.block_row, m.block_col",

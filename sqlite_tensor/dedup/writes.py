@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import pages
+from .. import factors, pages
 from . import encoding
 
 # outcomes logged in <store>_dedup
@@ -169,8 +169,9 @@ def residual_bytes(w, model_id: int) -> int:
 def set_factors(w, tensor_id: int, u: np.ndarray | None, v: np.ndarray | None) -> None:
     """Give a float32 tensor (2-D view rows x cols) the whole-tensor term U @ V.T on top of
     its tiles and their residuals: u (rows x rank) and v (cols x rank), float32, one row of
-    <store>_factors (replacing any). ``None, None`` or rank 0 deletes the row. ValueError
-    naming the problem when the shapes do not fit the tensor (nothing written)."""
+    <store>_factors (replacing any), int8-coded (sqlite_tensor.factors: the readers add
+    factors.as_stored(u, v)). ``None, None`` or rank 0 deletes the row. ValueError naming
+    the problem when the shapes do not fit the tensor (nothing written)."""
     conn, t = w.conn, w.tables
     found = conn.execute(
         f"SELECT rows, cols, dtype FROM {t.tensors} WHERE id = ?", (tensor_id,)
@@ -205,14 +206,10 @@ def set_factors(w, tensor_id: int, u: np.ndarray | None, v: np.ndarray | None) -
     for name, a in (("u", u), ("v", v)):
         if a.dtype != np.float32:
             raise ValueError(f"tensor {tensor_id}: {name} must be float32, got {a.dtype}")
+    _, pu, pv = factors.encode(u, v)
     conn.execute(
         f"INSERT OR REPLACE INTO {t.factors}(tensor_id, rank, u, v) VALUES (?, ?, ?, ?)",
-        (
-            tensor_id,
-            rank,
-            np.ascontiguousarray(u, "<f4").tobytes(),
-            np.ascontiguousarray(v, "<f4").tobytes(),
-        ),
+        (tensor_id, rank, pu, pv),
     )
 
 

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from .. import _engine, blocks, dtypes, model_files, pages, residuals
+from .. import _engine, blocks, dtypes, factors, model_files, pages, residuals
 from ..layers import LayerError, check_layers
 from ..schema import has_shadow_table
 from .common import OPTIONS
@@ -171,14 +171,15 @@ class Verify:
     def _factor_problems(self) -> list[str]:
         """Every <store>_factors row against its tensor (the engine's readers refuse the
         same rows, each as SQLITE_CORRUPT): float32, 1 <= rank <= min(rows, cols), u and v
-        BLOBs of rows x rank and cols x rank float32; and no row without its tensor."""
+        BLOBs of the lengths sqlite_tensor.factors gives, with finite scales; and no row
+        without its tensor."""
         if not has_shadow_table(self.conn, self.name, "factors"):
             return []  # an older store, read-only: no factors at all
         t = self._t
         problems = []
-        for tid, rank, rank_type, u_type, nu, v_type, nv, rows, cols, dtype in self.conn.execute(
-            f"SELECT f.tensor_id, f.rank, typeof(f.rank), typeof(f.u), length(f.u), typeof(f.v),"
-            f" length(f.v), tt.rows, tt.cols, tt.dtype FROM {t.factors} f"
+        for tid, rank, rank_type, u_type, u, v_type, v, rows, cols, dtype in self.conn.execute(
+            f"SELECT f.tensor_id, f.rank, typeof(f.rank), typeof(f.u), f.u, typeof(f.v), f.v,"
+            f" tt.rows, tt.cols, tt.dtype FROM {t.factors} f"
             f" LEFT JOIN {t.tensors} tt ON tt.id = f.tensor_id ORDER BY f.tensor_id"
         ):
             where = f"factors of tensor {tid}"
@@ -194,11 +195,11 @@ class Verify:
                 )
             elif u_type != "blob" or v_type != "blob":
                 problems.append(f"{where}: u is {u_type}, v is {v_type}; both must be BLOBs")
-            elif nu != rows * rank * 4 or nv != cols * rank * 4:
-                problems.append(
-                    f"{where}: u has {nu} bytes and v {nv}; rank {rank} makes"
-                    f" {rows * rank * 4} and {cols * rank * 4}"
-                )
+            else:
+                try:
+                    factors.decode(rows, cols, rank, u, v)
+                except ValueError as e:
+                    problems.append(f"{where}: {e}")
         return problems
 
     def _page_problems(self, has_residuals: bool, page_format: int) -> list[str]:

@@ -316,8 +316,11 @@ class Writes:
         ``strategy="budget"`` (the default) spends that budget: it searches, by the
         validator, for the fewest bytes along a path from every block kept to every block
         substituted, each block taking the cheapest encoding within an error threshold;
-        a larger ``max_drop`` never stores more bytes. ``tolerance`` (None) optionally caps
-        the error any block may take, relative to its norm. ``strategy="greedy"`` is the
+        it also tries each tensor as its match plus whole-tensor low-rank factors (int8,
+        ranks by one threshold on the delta's energy), and keeps the path that stores fewer
+        bytes; a larger ``max_drop`` never stores more bytes. ``tolerance`` (None)
+        optionally caps the error any block may take, relative to its norm (the factor
+        path, which spreads error over a tensor, is then not taken). ``strategy="greedy"`` is the
         paper's guard: each block's cheapest outcome within ``tolerance`` (0.02), least
         important blocks first, ``check_every`` (32) replacements per validation,
         replacements past the budget rolled back (``on_exceed``: "skip" retries in halves

@@ -40,16 +40,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import factors
+from ..factors import ENERGY_LEFT_OUT  # lowrank-delta's thresholds, as ours
 from . import nets
 from .trained import TrainedFamily
 
 _F32 = np.float32
 METHODS = ("separate", "lowrank-delta", "bitdelta")
-# lowrank-delta's thresholds: the fraction of each delta's energy ||delta||_F^2 left out
-ENERGY_LEFT_OUT = (
-    0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02, 0.01,
-    5e-3, 2e-3, 1e-3, 1e-4, 1e-5, 0.0,
-)  # fmt: skip
 
 
 # -- running a layer list in numpy ----------------------------------------------------------
@@ -154,37 +151,6 @@ def logical_bytes(family: TrainedFamily) -> int:
 # -- the methods ----------------------------------------------------------------------------
 
 
-class _Delta:
-    """A tensor's delta from its reference and its truncated SVDs, by rank.
-
-    The SVD comes from the eigendecomposition of the smaller Gram matrix (float64):
-    D = U S V^T, so the rank-r truncation is U_r U_r^T D (or D V_r V_r^T)."""
-
-    def __init__(self, delta):
-        self.delta = delta
-        m, n = delta.shape
-        d = delta.astype(np.float64)
-        self.rows = m <= n  # basis of the column space (m x m Gram) or the row space
-        gram = d @ d.T if self.rows else d.T @ d
-        values, vectors = np.linalg.eigh(gram)
-        self.energy = np.maximum(values[::-1], 0.0)  # squared singular values, descending
-        self.basis = vectors[:, ::-1]
-        self.d = d
-
-    def rank_for(self, left_out: float) -> int:
-        """The smallest r leaving at most ``left_out`` of the energy out."""
-        total = self.energy.sum()
-        if total == 0.0:
-            return 0
-        kept = np.cumsum(self.energy)
-        return int(np.searchsorted(kept, (1.0 - left_out) * total - 1e-12 * total) + 1)
-
-    def truncated(self, r: int) -> np.ndarray:
-        b = self.basis[:, :r]
-        out = b @ (b.T @ self.d) if self.rows else (self.d @ b) @ b.T
-        return out.astype(_F32)
-
-
 def _order(family):
     first = next(iter(family.models))
     return first, [m for m in family.models if m != first]
@@ -253,7 +219,7 @@ def lowrank_delta(family: TrainedFamily, max_drop: float = 0.01) -> BaselineResu
         deltas, fixed, fixed_bytes = {}, {}, 0
         for k, a in model.items():
             if a.ndim == 2 and not np.array_equal(a, ref[k]):
-                deltas[k] = _Delta(a - ref[k])
+                deltas[k] = factors.Delta(a - ref[k])
             else:
                 fixed[k] = ref[k] if np.array_equal(a, ref[k]) else a
                 fixed_bytes += _whole_or_same(a, ref[k])

@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from .. import residuals
+from .. import factors, residuals
 from ..dedup import encoding
 from ..dedup.budget import GRID
 from . import baselines, nets
@@ -174,7 +174,7 @@ def _store_model(family, m, ref, idea, max_drop, grid=GRID):
             if energy is None:
                 tiles[k] = _Tiles(a, s)
                 continue
-            d = baselines._Delta(a - s)
+            d = factors.Delta(a - s)
             r = d.rank_for(energy)
             low = (s + d.truncated(r)).astype(np.float32)
             factor_bytes[k] = sum(a.shape) * r * 4
@@ -192,7 +192,7 @@ def _store_model(family, m, ref, idea, max_drop, grid=GRID):
 
 def _one_path(drop_of, fixed, fixed_bytes, two, ref, max_drop, calls, grid):
     """_store_model for "factors+tiles, one path"."""
-    deltas = {k: baselines._Delta(a - ref[k]) for k, a in two.items()}
+    deltas = {k: factors.Delta(a - ref[k]) for k, a in two.items()}
     norms = {k: float(np.linalg.norm(a.astype(np.float64))) for k, a in two.items()}
     built: dict = {}  # (tensor, rank) -> _Tiles over what its factors leave
 
