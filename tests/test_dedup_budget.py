@@ -98,7 +98,9 @@ def test_the_budget_binds_between_two_thresholds(tmp_path):
     validate = agreement(models, 5)
     report = store.dedup(validator=validate, max_drop=0.01, search="exhaustive")
     for r in report.models[1:]:
-        assert r.validations <= 12, r  # two binary searches, not one check per block
+        # the tiles' two binary searches and the factor path's one (at most 22
+        # configurations), not one check per block
+        assert r.validations <= 12 + 5, r
         assert validate(store, r.model) >= r.score_before - 0.01
     assert sum(r.replaced for r in report.models) > 0
     assert store.verify() == []

@@ -62,13 +62,13 @@ class DedupReport:
 
     def __str__(self) -> str:
         lines = [
-            f"{'model':<16} {'examined':>8} {'subst':>6} {'resid':>6} {'undone':>6} "
+            f"{'model':<16} {'examined':>8} {'subst':>6} {'resid':>6} {'factors':>7} {'undone':>6} "
             f"{'saved MiB':>9} {'before':>7} {'after':>7}"
         ]
         for r in self.models:
             lines.append(
                 f"{r.model:<16} {r.examined:>8} {r.substituted:>6} {r.residuals:>6} "
-                f"{r.undone:>6} {r.bytes_saved / 2**20:>9.2f} {r.score_before:>7.4f} "
+                f"{r.factors:>7} {r.undone:>6} {r.bytes_saved / 2**20:>9.2f} {r.score_before:>7.4f} "
                 f"{r.score_after:>7.4f}"
             )
         lines.append(
