@@ -177,9 +177,13 @@ def test_command_prints_the_table(capsys):
 def test_the_families_table_puts_the_store_beside_the_baselines(capsys):
     from sqlite_tensor.testing import dedup_families
 
-    dedup_families.main(["--size", "small", "--sweep", "text"])
+    dedup_families.main(["--size", "small", "--sweep", "--paths", "text"])
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("text           fit"))
     assert len(re.findall(r"\d\.\d\dx", row)) == len(dedup_families.METHODS)
     sweep = [line for line in out.splitlines() if line.startswith("text           ours")]
     assert len(sweep) == len(dedup_families.SWEEP_DROPS)
+    # --paths: one line per model of the family, naming its factors or none
+    paths = out.split("each model's factors")[1].splitlines()[1:]
+    listed = [line.split()[1] for line in paths if line.startswith("text ")]
+    assert listed == ["base", "task-1", "task-2", "task-3", "task-4"], out

@@ -2,7 +2,7 @@
 
     python -m sqlite_tensor.testing.dedup_families            # the table, max_drop MAX_DROP (0.005)
     python -m sqlite_tensor.testing.dedup_families --sweep    # also bytes against drop
-    python -m sqlite_tensor.testing.dedup_families --methods ours --eval-n 20000
+    python -m sqlite_tensor.testing.dedup_families --methods ours --paths   # factors chosen
 
 For each family of :mod:`.trained_families` (default size), each method stores the whole
 family and is judged on the test sets, which no method saw:
@@ -27,6 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from ..schema import Tables
 from . import baselines, nets, trained_families
 from .dedup_compare import MAX_DROP, run_method
 from .trained_families import FAMILIES, FIT_FAMILIES
@@ -51,6 +52,7 @@ class Row:
     ratio: float  # separate bytes / bytes stored
     worst_drop: float  # the worst model's test accuracy drop, points
     seconds: float  # the method's own time (not the family's training)
+    factors: dict | None = None  # a store method's factors: {model: {tensor: rank}}
 
 
 def run_family(name: str, family, methods=tuple(METHODS), max_drop=MAX_DROP, sweep=()) -> list[Row]:
@@ -67,13 +69,27 @@ def run_family(name: str, family, methods=tuple(METHODS), max_drop=MAX_DROP, swe
             started = time.perf_counter()
             if where == "store":
                 r, store = run_method(os.path.join(tmp, "s.sqlite"), family, key, max_drop=drop)
+                factors = _factors(store)
                 store.close()
                 seconds = r.dedup_seconds
             else:
                 r = baselines.run(family, drop, methods=(key,))[key]
                 seconds = time.perf_counter() - started
-            rows.append(Row(name, label, drop, r.ratio, 100 * r.worst_drop, seconds))
+                factors = None
+            rows.append(Row(name, label, drop, r.ratio, 100 * r.worst_drop, seconds, factors))
     return rows
+
+
+def _factors(store) -> dict:
+    """{model: {tensor: rank}} of the store's factors rows (the factor path's choices)."""
+    out = {m: {} for m in store.models()}
+    t = Tables(store.name)
+    for model, tensor, rank in store.conn.execute(
+        f"SELECT m.name, tt.name, f.rank FROM {t.factors} f JOIN {t.tensors} tt"
+        f" ON tt.id = f.tensor_id JOIN {t.models} m ON m.id = tt.model_id ORDER BY m.id, tt.id"
+    ):
+        out[model][tensor] = rank
+    return out
 
 
 def run(names=tuple(FAMILIES), methods=tuple(METHODS), max_drop=MAX_DROP, sweep=(), size="default"):
@@ -117,6 +133,9 @@ def main(argv=None) -> None:
     parser.add_argument("--size", default="default", choices=("default", "small"))
     parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS))
     parser.add_argument(
+        "--paths", action="store_true", help="each model's factors (tensor: rank) as ours stored it"
+    )
+    parser.add_argument(
         "--eval-n", type=int, help="validation and test examples a model (default: EVAL_N)"
     )
     args = parser.parse_args(argv)
@@ -143,6 +162,13 @@ def main(argv=None) -> None:
                     f"{r.family:<14} {r.method:<16} {r.max_drop:<7} {r.ratio:>6.2f}x "
                     f"{r.worst_drop:>5.2f}p"
                 )
+    if args.paths:
+        print("\nours, each model's factors (tensor: rank; none: the tiles' path or kept):")
+        for r in rows:
+            if r.method == "ours" and r.max_drop == args.max_drop:
+                for model, ranks in r.factors.items():
+                    text = ", ".join(f"{k}: {v}" for k, v in ranks.items()) or "none"
+                    print(f"{r.family:<14} {model:<8} {text}")
     print("training seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in trained.items()))
 
 
