@@ -4,16 +4,13 @@ max_drop, and what the store computes is the base plus the factors as stored."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_dedup_approx import family, make_store, reference_forward
-from test_dedup_budget import agreement
+from test_dedup_budget import agreement, assert_bytes_never_rise
 
-import sqlite_tensor
 from sqlite_tensor import factors
 from sqlite_tensor.dedup.factor_path import KEPT_WHOLE, FactorPath
 
@@ -125,22 +122,10 @@ def test_a_block_used_twice_keeps_its_tensor_off_the_path(tmp_path):
 def test_a_larger_budget_never_stores_more_bytes_across_both_paths(
     tmp_path_factory, seed, variants, scale, budgets
 ):
-    tmp = tmp_path_factory.mktemp("mono")
     models = low_rank_family(variants + 1, seed=seed, scale=scale)
-    make_store(tmp, models, "template.sqlite").close()
-    validate = agreement(models, seed)
-    stored = []
-    for k, budget in enumerate(sorted(set(budgets))):
-        shutil.copy(tmp / "template.sqlite", tmp / f"{k}.sqlite")
-        store = sqlite_tensor.Store(str(tmp / f"{k}.sqlite"))
-        report = store.dedup(validator=validate, max_drop=budget)
-        for r in report.models:
-            assert validate(store, r.model) >= r.score_before - budget - 1e-12
-        assert store.verify() == []
-        stored.append((budget, store.stats()["physical_bytes"]))
-        store.close()
-    for (b1, n1), (b2, n2) in zip(stored, stored[1:]):
-        assert n2 <= n1, f"max_drop {b2} stores {n2} bytes, {b1} stores {n1}"
+    assert_bytes_never_rise(
+        tmp_path_factory.mktemp("mono"), models, agreement(models, seed), budgets
+    )
 
 
 @pytest.mark.parametrize("shape", [(64, 96), (96, 64), (1, 40)])

@@ -131,6 +131,21 @@ def pool(states: np.ndarray, mask: np.ndarray, mode: str = "mean") -> np.ndarray
     raise ValueError(f"unknown pooling {mode!r}; use mean, cls or max")
 
 
+def classifier_logits(
+    tensors: dict, config: BertConfig, id_rows, prefix: str = "bert."
+) -> np.ndarray:
+    """BertForSequenceClassification's logits for each row of token ids, one sentence at a
+    time (unpadded): the pooler (tanh dense of the first token's state), then the
+    classifier."""
+    out = []
+    for row in id_rows:
+        ids = np.array([row])
+        states = encode(tensors, config, ids, np.ones_like(ids), prefix=prefix)
+        pooled = np.tanh(_linear(states[:, 0], tensors, prefix + "pooler.dense"))
+        out.append(_linear(pooled, tensors, "classifier"))
+    return np.concatenate(out)
+
+
 def normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
