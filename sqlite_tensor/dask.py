@@ -107,9 +107,9 @@ class StoreRef:
 def model_version(store: Store, model: str) -> str:
     """A hex digest of everything ``model`` computes with, read in one snapshot: its layers,
     its tensors' names, shapes and dtypes, the hash of the block at each tile and each
-    residual (with its page's checksum), and each tensor's factors. Two stores that give it the same digest give the
-    same outputs. Moving blocks between pages (``pack``) or adding other models keeps it.
-    NotFoundError if there is no such model."""
+    residual (with its page's checksum), and each tensor's factors. Two stores that give it
+    the same digest give the same outputs. Moving blocks between pages (``pack``) or adding
+    other models keeps it. NotFoundError if there is no such model."""
     try:
         return _model_version(store, model)
     except apsw.CorruptError as e:  # a malformed file: the one class for a damaged store

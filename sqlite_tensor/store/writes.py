@@ -320,8 +320,8 @@ class Writes:
         ranks by one threshold on the delta's energy), and keeps the path that stores fewer
         bytes; a larger ``max_drop`` never stores more bytes. ``tolerance`` (None)
         optionally caps the error any block may take, relative to its norm (the factor
-        path, which spreads error over a tensor, is then not taken). ``strategy="greedy"`` is the
-        paper's guard: each block's cheapest outcome within ``tolerance`` (0.02), least
+        path, which spreads error over a tensor, is then not taken). ``strategy="greedy"``
+        is the paper's guard: each block's cheapest outcome within ``tolerance`` (0.02), least
         important blocks first, ``check_every`` (32) replacements per validation,
         replacements past the budget rolled back (``on_exceed``: "skip" retries in halves
         and skips blocks that break the budget; "stop" ends that model).
