@@ -187,10 +187,9 @@ cdef int st_page_check_residual_payload(const char *store, const char *tensor,
                                         const unsigned char *payload, sqlite3_int64 br,
                                         sqlite3_int64 bc, char **err) noexcept nogil
 # used by model_plan.pxi, process_pool.pxi
-cdef int st_page_read_factors(sqlite3_stmt *stmt, int col, const char *store, const char *tensor,
+cdef int st_page_load_factors(sqlite3 *db, const char *schema, const char *store,
                               sqlite3_int64 tensor_id, sqlite3_int64 rows, sqlite3_int64 cols,
-                              const char *dtype, int *rank, float **uv,
-                              char **err) noexcept nogil
+                              int *rank, float **uv, char **err) noexcept nogil
 # used by kernels.pxi, process_pool.pxi
 cdef void st_page_factors_add(sqlite3_int64 rows, sqlite3_int64 cols, int rank, const float *uv,
                               float *dst, sqlite3_int64 ld) noexcept nogil
@@ -480,12 +479,8 @@ cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const 
 cdef int st_plan_weight_from_row(sqlite3_stmt *stmt, int col, Weight *w, const char *store,
                                  const char *model, int layer, const char *role,
                                  char **err) noexcept nogil
-cdef int st_plan_load_tiles(sqlite3 *db, const char *schema, const char *store, Plan *plan,
-                            Weight *w, char **err) noexcept nogil
-cdef int st_plan_load_residuals(sqlite3 *db, const char *schema, const char *store, Plan *plan,
-                                Weight *w, char **err) noexcept nogil
-cdef int st_plan_load_factors(sqlite3 *db, const char *schema, const char *store, Plan *plan,
-                              Weight *w, char **err) noexcept nogil
+cdef int st_plan_load_weight(sqlite3 *db, const char *schema, const char *store, Plan *plan,
+                             Weight *w, char **err) noexcept nogil
 cdef void st_plan_weight_free(Weight *w) noexcept nogil
 
 # used by python_api.pxi (the exported name lists)

@@ -1035,39 +1035,23 @@ cdef int add_tensor_residuals(PageSource *src, PageView *page, const char *store
 cdef int add_tensor_factors(PageSource *src, const char *store, const TensorInfo *info,
                             unsigned char *out, char **err) noexcept nogil:
     """out (the tensor's bytes, assembled) += U V^T of its factors row, if any (checked by
-    st_page_read_factors: only a float32 tensor may have one). A store without a factors
+    st_page_load_factors: only a float32 tensor may have one). A store without a factors
     table has none."""
-    cdef sqlite3_stmt *stmt = NULL
     cdef float *uv = NULL
     cdef int rank = 0
     cdef int has = 0
     cdef int rc = st_sql_has_factors(src.db, src.schema, store, &has, err)
     if rc != SQLITE_OK or not has:
         return rc
-    rc = st_kept_prepare(
-        src.db, "SELECT f.rank, f.u, f.v, t.name, t.dtype FROM {factors} f JOIN {tensors} t"
-                " ON t.id = f.tensor_id WHERE f.tensor_id = +?1", src.schema, store, &stmt)
-    if rc != SQLITE_OK:
-        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(src.db))
-        return rc
-    sqlite3_bind_int64(stmt, 1, info.id)
-    rc = sqlite3_step(stmt)
-    if rc == SQLITE_ROW:
-        rc = st_page_read_factors(stmt, 0, store, <const char *>sqlite3_column_text(stmt, 3),
-                                  info.id, info.rows, info.cols,
-                                  <const char *>sqlite3_column_text(stmt, 4), &rank, &uv, err)
-        if rc == SQLITE_OK and info.itemsize != 4:   # the dtype's text said float32
-            err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld is float32 but "
-                                     "has %d-byte elements", store, info.id, info.itemsize)
-            rc = SQLITE_CORRUPT
-        if rc == SQLITE_OK:
-            st_page_factors_add(info.rows, info.cols, rank, uv, <float *>out, info.cols)
-    elif rc == SQLITE_DONE:
-        rc = SQLITE_OK
-    else:
-        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(src.db))
+    rc = st_page_load_factors(src.db, src.schema, store, info.id, info.rows, info.cols, &rank,
+                              &uv, err)
+    if rc == SQLITE_OK and uv != NULL and info.itemsize != 4:   # the dtype's text said float32
+        err[0] = sqlite3_mprintf("tensor store '%s' is corrupt: tensor %lld is float32 but "
+                                 "has %d-byte elements", store, info.id, info.itemsize)
+        rc = SQLITE_CORRUPT
+    if rc == SQLITE_OK and uv != NULL:
+        st_page_factors_add(info.rows, info.cols, rank, uv, <float *>out, info.cols)
     free(uv)
-    st_kept_finish(stmt)
     return rc
 
 

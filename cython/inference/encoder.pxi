@@ -67,11 +67,7 @@ cdef int st_enc_tensor(sqlite3_stmt *stmt, Plan *plan, const char *model, const 
     sqlite3_reset(stmt)
     sqlite3_free(full)
     if rc == SQLITE_OK:
-        rc = st_plan_load_tiles(plan.src.db, plan.schema, plan.store, plan, w, err)
-    if rc == SQLITE_OK:
-        rc = st_plan_load_residuals(plan.src.db, plan.schema, plan.store, plan, w, err)
-    if rc == SQLITE_OK:
-        rc = st_plan_load_factors(plan.src.db, plan.schema, plan.store, plan, w, err)
+        rc = st_plan_load_weight(plan.src.db, plan.schema, plan.store, plan, w, err)
     return rc
 
 

@@ -260,31 +260,16 @@ cdef int st_plan_load_residuals(sqlite3 *db, const char *schema, const char *sto
     return rc
 
 
-cdef int st_plan_load_factors(sqlite3 *db, const char *schema, const char *store, Plan *plan,
-                              Weight *w, char **err) noexcept nogil:
-    """Read w's factors row, if any (checked: st_page_read_factors), into w.fac_uv."""
-    cdef sqlite3_stmt *stmt = NULL
-    cdef int rc
-    if not plan.has_factors:
-        return SQLITE_OK
-    rc = st_sql_prepare(
-        db, "SELECT f.rank, f.u, f.v, t.name, t.dtype FROM {factors} f JOIN {tensors} t"
-            " ON t.id = f.tensor_id WHERE f.tensor_id = ?1", schema, store, &stmt)
-    if rc != SQLITE_OK:
-        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
-        return rc
-    sqlite3_bind_int64(stmt, 1, w.tensor_id)
-    rc = sqlite3_step(stmt)
-    if rc == SQLITE_ROW:
-        rc = st_page_read_factors(stmt, 0, store, <const char *>sqlite3_column_text(stmt, 3),
-                                  w.tensor_id, w.rows, w.cols,
-                                  <const char *>sqlite3_column_text(stmt, 4), &w.fac_rank,
+cdef int st_plan_load_weight(sqlite3 *db, const char *schema, const char *store, Plan *plan,
+                             Weight *w, char **err) noexcept nogil:
+    """Everything the kernels read of w: its tiles, its residuals and its factors (each
+    checked where it is read)."""
+    cdef int rc = st_plan_load_tiles(db, schema, store, plan, w, err)
+    if rc == SQLITE_OK:
+        rc = st_plan_load_residuals(db, schema, store, plan, w, err)
+    if rc == SQLITE_OK and plan.has_factors:
+        rc = st_page_load_factors(db, schema, store, w.tensor_id, w.rows, w.cols, &w.fac_rank,
                                   &w.fac_uv, err)
-    elif rc == SQLITE_DONE:
-        rc = SQLITE_OK
-    else:
-        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
-    sqlite3_finalize(stmt)
     return rc
 
 
@@ -422,17 +407,9 @@ cdef int st_plan_load(sqlite3 *db, const char *schema, const char *store, const 
     for i in range(n):
         L = &plan.layers[i]
         if L.weight.tensor_id != 0:
-            rc = st_plan_load_tiles(db, schema, store, plan, &L.weight, err)
-            if rc == SQLITE_OK:
-                rc = st_plan_load_residuals(db, schema, store, plan, &L.weight, err)
-            if rc == SQLITE_OK:
-                rc = st_plan_load_factors(db, schema, store, plan, &L.weight, err)
+            rc = st_plan_load_weight(db, schema, store, plan, &L.weight, err)
         if rc == SQLITE_OK and L.bias.tensor_id != 0:
-            rc = st_plan_load_tiles(db, schema, store, plan, &L.bias, err)
-            if rc == SQLITE_OK:
-                rc = st_plan_load_residuals(db, schema, store, plan, &L.bias, err)
-            if rc == SQLITE_OK:
-                rc = st_plan_load_factors(db, schema, store, plan, &L.bias, err)
+            rc = st_plan_load_weight(db, schema, store, plan, &L.bias, err)
         if rc != SQLITE_OK:
             return rc
     plan.n_out = width

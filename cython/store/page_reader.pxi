@@ -451,7 +451,8 @@ cdef void st_page_residual_row_add(int kind, int param, const unsigned char *pay
 # value is its tiles (+ their residuals) + U V^T, U (rows x rank) and V (cols x rank), each
 # stored as rank float32 column scales then int8 codes row-major (sqlite_tensor/factors.py
 # has the format). Every row is checked where it is read: the plan loader (model_plan.pxi)
-# and read_tensor (process_pool.pxi) both go through st_page_read_factors, which decodes it.
+# and read_tensor (process_pool.pxi) both read it with st_page_load_factors, which checks
+# and decodes it (st_page_read_factors).
 
 from libc.math cimport isfinite
 
@@ -536,6 +537,35 @@ cdef int st_page_read_factors(sqlite3_stmt *stmt, int col, const char *store, co
                              store, st_sql_text_or(what, "are invalid"))
     sqlite3_free(what)
     return SQLITE_CORRUPT
+
+
+cdef int st_page_load_factors(sqlite3 *db, const char *schema, const char *store,
+                              sqlite3_int64 tensor_id, sqlite3_int64 rows, sqlite3_int64 cols,
+                              int *rank, float **uv, char **err) noexcept nogil:
+    """The tensor's factors row, if it has one (the store has a factors table: the caller
+    knows), checked against the tensor (rows x cols) and decoded into uv as
+    st_page_read_factors leaves it; rank 0 and uv NULL when it has none."""
+    cdef sqlite3_stmt *stmt = NULL
+    rank[0] = 0
+    uv[0] = NULL
+    cdef int rc = st_kept_prepare(
+        db, "SELECT f.rank, f.u, f.v, t.name, t.dtype FROM {factors} f JOIN {tensors} t"
+            " ON t.id = f.tensor_id WHERE f.tensor_id = +?1", schema, store, &stmt)
+    if rc != SQLITE_OK:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+        return rc
+    sqlite3_bind_int64(stmt, 1, tensor_id)
+    rc = sqlite3_step(stmt)
+    if rc == SQLITE_ROW:
+        rc = st_page_read_factors(stmt, 0, store, <const char *>sqlite3_column_text(stmt, 3),
+                                  tensor_id, rows, cols,
+                                  <const char *>sqlite3_column_text(stmt, 4), rank, uv, err)
+    elif rc == SQLITE_DONE:
+        rc = SQLITE_OK
+    else:
+        err[0] = sqlite3_mprintf("%s", sqlite3_errmsg(db))
+    st_kept_finish(stmt)
+    return rc
 
 
 cdef void st_page_factors_add(sqlite3_int64 rows, sqlite3_int64 cols, int rank, const float *uv,
