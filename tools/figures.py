@@ -1152,8 +1152,10 @@ def _colors(policies: list[str]) -> dict[str, str]:
     return {DEFAULT_POLICY: "C3", **{p: others[i % len(others)] for i, p in enumerate(rest)}}
 
 
-def _footer(fig, text: str) -> None:
+def _footer(fig, text: str, height: float = 0.03) -> None:
+    """The plot's source line at the bottom, the axes laid out above its height."""
     fig.text(0.01, 0.01, text, fontsize=7, color="0.35", ha="left", va="bottom")
+    fig.tight_layout(rect=(0, height, 1, 1))
 
 
 def plot_cache_misses(results: Results, plt):
@@ -1196,7 +1198,6 @@ def plot_cache_misses(results: Results, plt):
         f"asv bench_cache.PolicyMisses / StaticOracle; simulated misses (not a timing); "
         f"commit {', '.join(info['commits'])}",
     )
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
 
@@ -1235,8 +1236,7 @@ def plot_latency_budget(results: Results, plt):
         fontsize=10,
     )
     info = results.machine([f"{BUDGET}.track_p50_ms"])
-    _footer(fig, f"Timing on a noisy shared machine: {machine_line(info)}")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    _footer(fig, f"Timing on a noisy shared machine: {machine_line(info)}", height=0.04)
     return fig
 
 
@@ -1280,7 +1280,6 @@ def plot_dedup_bytes(results: Results, plt):
         f"asv bench_store.Dedup, bench_dedup; bytes, not a timing; "
         f"commit {', '.join(info['commits'])}",
     )
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
 
@@ -1318,7 +1317,6 @@ def plot_dedup_budget(results: Results, plt):
         f"validation (lines); single points at {FAMILY_MAX_DROP:g}; dashed: 4x, 1 point; "
         f"commit {', '.join(info['commits'])}",
     )
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
 
@@ -1363,7 +1361,6 @@ def plot_packing(results: Results, plt):
         fontsize=10,
     )
     _footer(fig, "asv bench_packing.Strategies; counts of pages, not a timing")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
 
@@ -1411,8 +1408,8 @@ def plot_encoders(results: Results, plt):
         fig,
         f"asv bench_encoders; timings on a shared machine, compare side by side; "
         f"commit {', '.join(info['commits'])}",
+        height=0.04,
     )
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
