@@ -45,7 +45,6 @@ class FactorPath:
     def __init__(self, w, items: list[Target], read: dict):
         self.w = w
         self.tensors: list[_Tensor] = []
-        self.other_bytes = 0  # targets on no eligible tensor: kept on this path
         by_tensor: dict[int, list[Target]] = defaultdict(list)
         shared = set()
         for it in items:
@@ -71,6 +70,7 @@ class FactorPath:
             kept = sum(it.nbytes for it in its)
             self.tensors.append(_Tensor(tid, its, factors.Delta(t - s), norm, kept))
         on_path = {id(it) for x in self.tensors for it in x.items}
+        # targets on no eligible tensor: kept on this path
         self.other_bytes = sum(it.nbytes for it in items if id(it) not in on_path)
         self._factors: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
